@@ -1,0 +1,1 @@
+//! Main-CPU dataplane: connection table, sans-IO state-sync engine, activation on swap.

@@ -1,0 +1,1 @@
+//! End-to-end tests: QEMU clusters and network-namespace TCP survival.

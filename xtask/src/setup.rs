@@ -1,0 +1,38 @@
+//! `cargo xtask setup`: installs what the other commands need. Idempotent.
+
+use std::process::Command;
+
+use crate::util::{have, is_root, run, Result};
+
+/// Debian packages the QEMU and network-namespace suites need, by the program they provide.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-arm", "qemu-system-arm"),
+    ("ip", "iproute2"),
+];
+
+/// Adds the rustup target and installs missing Debian packages (when root).
+pub fn setup() -> Result {
+    run(Command::new("rustup").args(["target", "add", "thumbv7m-none-eabi"]))?;
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(prog, _)| !have(prog))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: all packages present");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "setup: missing packages; run:\n  sudo apt-get update && sudo apt-get install -y {}",
+            missing.join(" ")
+        ));
+    }
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    eprintln!("setup: installed {}", missing.join(" "));
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
+
+use crate::util::{cargo, run, Result};
+
+/// no_std crates that must build for the management controller's target.
+pub const NO_STD_CRATES: &[&str] = &["ha-proto", "ha-hal", "ha-agent"];
+
+/// Formatting, lints, all workspace tests, and the no_std crates for thumbv7m-none-eabi.
+pub fn test() -> Result {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+    for krate in NO_STD_CRATES {
+        run(cargo().args(["build", "-p", krate, "--target", "thumbv7m-none-eabi"]))?;
+    }
+    Ok(())
+}
