@@ -5,10 +5,7 @@ use std::process::Command;
 use crate::util::{have, is_root, run, Result};
 
 /// Debian packages the QEMU and network-namespace suites need, by the program they provide.
-const PACKAGES: &[(&str, &str)] = &[
-    ("qemu-system-arm", "qemu-system-arm"),
-    ("ip", "iproute2"),
-];
+const PACKAGES: &[(&str, &str)] = &[("qemu-system-arm", "qemu-system-arm"), ("ip", "iproute2")];
 
 /// Adds the rustup target and installs missing Debian packages (when root).
 pub fn setup() -> Result {
@@ -28,7 +25,9 @@ pub fn setup() -> Result {
             missing.join(" ")
         ));
     }
-    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)

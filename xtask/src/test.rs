@@ -5,7 +5,8 @@ use crate::util::{cargo, run, Result};
 /// no_std crates that must build for the management controller's target.
 pub const NO_STD_CRATES: &[&str] = &["ha-proto", "ha-hal", "ha-agent"];
 
-/// Formatting, lints, all workspace tests, and the no_std crates for thumbv7m-none-eabi.
+/// Formatting, lints, all workspace tests, the no_std crates for thumbv7m-none-eabi, then each
+/// part's own suites (simulator seeds, QEMU cluster, network namespaces).
 pub fn test() -> Result {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
@@ -20,5 +21,10 @@ pub fn test() -> Result {
     for krate in NO_STD_CRATES {
         run(cargo().args(["build", "-p", krate, "--target", "thumbv7m-none-eabi"]))?;
     }
+    crate::proto_tasks::ci()?;
+    crate::agent_tasks::ci()?;
+    crate::firmware_tasks::ci()?;
+    crate::dataplane_tasks::ci()?;
+    crate::host_tools_tasks::ci()?;
     Ok(())
 }

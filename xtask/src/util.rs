@@ -73,7 +73,9 @@ pub fn is_root() -> bool {
 
 /// True when running under CI (`CI=true`): optional suites must run, never skip.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 fn describe(cmd: &Command) -> String {

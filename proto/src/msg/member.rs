@@ -4,7 +4,9 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use super::{FirmwareVersion, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS, MAX_MEMBERS};
+use super::{
+    FirmwareVersion, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS, MAX_MEMBERS,
+};
 
 /// Every message a member sends to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

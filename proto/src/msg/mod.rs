@@ -87,7 +87,9 @@ impl core::fmt::Display for Serial {
 }
 
 /// Firmware version of a member, compared for fail-soft mode (SPEC A5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct FirmwareVersion {
     /// Major version.
     pub major: u8,
