@@ -8,6 +8,10 @@ use super::member::AdminCommand;
 use super::{Role, Serial, IFACE_NAME_LEN, MAX_IFACES};
 
 /// Every message on the host link, in both directions.
+///
+/// The interface list makes this enum about 1 KiB; it is not boxed because `proto` has no heap
+/// and a decoded message lives in one stack or static slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
     /// Main CPU → controller: the monitored interfaces, on every change and periodically.
