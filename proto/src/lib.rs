@@ -1,7 +1,22 @@
 //! Wire contract shared by every part of the HA system: the management-controller firmware,
 //! the main-CPU daemon and the host tools all speak these frames.
+//!
+//! - [`frame`]: the 40-byte header, sealing ([`frame::seal_msg`]) and opening ([`frame::open`])
+//!   in HMAC-SHA256 or XChaCha20-Poly1305 mode;
+//! - [`keys`]: per-channel keys derived from the cluster PSK, key ids for rollover;
+//! - [`replay`]: the sliding replay window per sender and boot epoch;
+//! - [`seq`]: sender-side sequence numbering;
+//! - [`uart`]: COBS + CRC-32 framing for byte streams;
+//! - [`msg`]: the versioned message sets of each channel.
+//!
+//! `docs/protocol.md` describes the bytes; `proto/tests/vectors.txt` holds test vectors.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod frame;
+pub mod keys;
 pub mod msg;
+pub mod replay;
+pub mod seq;
+pub mod uart;

@@ -1,0 +1,371 @@
+//! The authenticated frame: a fixed 40-byte header, a postcard body and a 16-byte tag.
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic        0x48 0x41 ("HA")
+//!      2    1 version      PROTOCOL_VERSION (1)
+//!      3    1 kind         Channel: 1 member, 2 host, 3 state sync, 4 management
+//!      4    1 flags        bit 0: AEAD (body encrypted); other bits must be 0
+//!      5    1 key id       which derived key set sealed the frame
+//!      6    2 body length  big endian
+//!      8    4 cluster id   big endian
+//!     12   16 sender       serial, ASCII, zero padded
+//!     28    4 boot epoch   big endian; increases on every boot of the sender
+//!     32    8 sequence     big endian; increases on every frame of this sender and epoch
+//!     40    n body         postcard encoding of the channel's message (ciphertext with AEAD)
+//!   40+n   16 tag
+//! ```
+//!
+//! HMAC mode: tag = first 16 bytes of HMAC-SHA256(channel key, header || body).
+//! AEAD mode: XChaCha20-Poly1305 with the channel key, nonce = first 24 bytes of
+//! SHA-256("ha-nonce-v1" || sender || epoch || sequence), associated data = the header; the
+//! body is encrypted in place and the tag is Poly1305's.
+//!
+//! [`open`] checks, in this order, and reports the first failure: length bounds, magic,
+//! version, kind, flags, body length, cluster id, key id, tag. Replay is checked by the caller
+//! after a successful open (see [`crate::replay`]).
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::Mac;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys::{KeySet, Keyring};
+use crate::msg::{Channel, Serial};
+
+/// Frame magic, "HA".
+pub const MAGIC: [u8; 2] = *b"HA";
+/// Version of the header layout and the message sets.
+pub const PROTOCOL_VERSION: u8 = crate::msg::MESSAGE_SET_VERSION;
+/// Header length, bytes.
+pub const HEADER_LEN: usize = 40;
+/// Authentication tag length, bytes (128 bits).
+pub const TAG_LEN: usize = 16;
+/// Largest frame: one UDP datagram on a 1500-byte Ethernet MTU (1500 - 20 IPv4 - 8 UDP).
+pub const MAX_FRAME_LEN: usize = 1472;
+/// Largest body that fits in [`MAX_FRAME_LEN`].
+pub const MAX_BODY_LEN: usize = MAX_FRAME_LEN - HEADER_LEN - TAG_LEN;
+/// Flags bit: the body is encrypted with the AEAD.
+pub const FLAG_AEAD: u8 = 0x01;
+/// Prefix of the hashed AEAD nonce input.
+pub const NONCE_LABEL: &[u8] = b"ha-nonce-v1";
+
+/// Sealing mode of a frame (SPEC A4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// HMAC-SHA256 tag, body in clear (default).
+    Hmac,
+    /// XChaCha20-Poly1305: body encrypted and authenticated.
+    Aead,
+}
+
+/// The frame header (every field but the body length, which sealing fills in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// Protocol version; [`PROTOCOL_VERSION`] when sending.
+    pub version: u8,
+    /// Channel (message kind); selects the key and the message set of the body.
+    pub channel: Channel,
+    /// True when the body is encrypted ([`Mode::Aead`]).
+    pub aead: bool,
+    /// Key id of the set that sealed the frame.
+    pub key_id: u8,
+    /// Cluster the frame belongs to.
+    pub cluster_id: u32,
+    /// Sender's serial.
+    pub sender: Serial,
+    /// Sender's boot epoch.
+    pub epoch: u32,
+    /// Sender's sequence number in this epoch.
+    pub seq: u64,
+}
+
+impl Header {
+    /// The sealing mode the header asks for.
+    pub fn mode(&self) -> Mode {
+        if self.aead {
+            Mode::Aead
+        } else {
+            Mode::Hmac
+        }
+    }
+
+    fn write(&self, body_len: u16, out: &mut [u8; HEADER_LEN]) {
+        out[0..2].copy_from_slice(&MAGIC);
+        out[2] = self.version;
+        out[3] = self.channel as u8;
+        out[4] = if self.aead { FLAG_AEAD } else { 0 };
+        out[5] = self.key_id;
+        out[6..8].copy_from_slice(&body_len.to_be_bytes());
+        out[8..12].copy_from_slice(&self.cluster_id.to_be_bytes());
+        out[12..28].copy_from_slice(&self.sender.0);
+        out[28..32].copy_from_slice(&self.epoch.to_be_bytes());
+        out[32..40].copy_from_slice(&self.seq.to_be_bytes());
+    }
+}
+
+/// Why a frame was not sealed or not accepted. Every variant is a distinct, counted reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// Shorter than a header and a tag, or shorter than its declared body length.
+    Truncated,
+    /// Longer than [`MAX_FRAME_LEN`], or a body longer than [`MAX_BODY_LEN`].
+    Oversize,
+    /// The first two bytes are not [`MAGIC`].
+    BadMagic,
+    /// A protocol version this build does not speak.
+    UnknownVersion(u8),
+    /// A kind byte that is not a [`Channel`].
+    UnknownKind(u8),
+    /// Flag bits this version does not define.
+    BadFlags(u8),
+    /// Bytes after the declared body and tag.
+    TrailingBytes,
+    /// The frame is for another cluster.
+    WrongCluster(u32),
+    /// Sealed with a key id the keyring does not hold.
+    UnknownKey(u8),
+    /// The tag does not verify: corrupted, forged, or sealed with another key.
+    BadTag,
+    /// Already received (sequence inside the window and seen, or older than the window).
+    Replay,
+    /// From an earlier boot epoch of the sender than one already seen.
+    StaleEpoch,
+    /// The replay table has no room for another sender.
+    TableFull,
+    /// The body is not a valid message of the channel's set.
+    Decode,
+    /// The message does not fit in the output buffer or in [`MAX_BODY_LEN`].
+    Encode,
+    /// The output buffer is too small for the frame.
+    BufferTooSmall,
+}
+
+impl Error {
+    /// A short, stable name of the reason, for counters and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Truncated => "truncated",
+            Error::Oversize => "oversize",
+            Error::BadMagic => "bad_magic",
+            Error::UnknownVersion(_) => "unknown_version",
+            Error::UnknownKind(_) => "unknown_kind",
+            Error::BadFlags(_) => "bad_flags",
+            Error::TrailingBytes => "trailing_bytes",
+            Error::WrongCluster(_) => "wrong_cluster",
+            Error::UnknownKey(_) => "unknown_key",
+            Error::BadTag => "bad_tag",
+            Error::Replay => "replay",
+            Error::StaleEpoch => "stale_epoch",
+            Error::TableFull => "table_full",
+            Error::Decode => "decode",
+            Error::Encode => "encode",
+            Error::BufferTooSmall => "buffer_too_small",
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Truncated => f.write_str("frame truncated"),
+            Error::Oversize => write!(f, "frame longer than {MAX_FRAME_LEN} bytes"),
+            Error::BadMagic => f.write_str("not an HA frame (bad magic)"),
+            Error::UnknownVersion(v) => write!(f, "unknown protocol version {v}"),
+            Error::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            Error::BadFlags(x) => write!(f, "undefined flag bits {x:#04x}"),
+            Error::TrailingBytes => f.write_str("bytes after the tag"),
+            Error::WrongCluster(c) => write!(f, "frame for another cluster ({c})"),
+            Error::UnknownKey(k) => write!(f, "sealed with unknown key id {k}"),
+            Error::BadTag => f.write_str("authentication tag does not verify"),
+            Error::Replay => f.write_str("replayed frame"),
+            Error::StaleEpoch => f.write_str("frame from an earlier boot of the sender"),
+            Error::TableFull => f.write_str("replay table full"),
+            Error::Decode => f.write_str("body is not a valid message"),
+            Error::Encode => f.write_str("message too large for a frame"),
+            Error::BufferTooSmall => f.write_str("output buffer too small"),
+        }
+    }
+}
+
+fn nonce(sender: &Serial, epoch: u32, seq: u64) -> XNonce {
+    let mut h = Sha256::new();
+    h.update(NONCE_LABEL);
+    h.update(sender.0);
+    h.update(epoch.to_be_bytes());
+    h.update(seq.to_be_bytes());
+    let d = h.finalize();
+    *XNonce::from_slice(&d[..24])
+}
+
+fn aead(keys: &KeySet, channel: Channel) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(keys.key(channel).into())
+}
+
+/// Seals `body` under `hdr` into `out`; returns the frame length.
+///
+/// `hdr.aead` selects the mode; `hdr.key_id` should be `keys.key_id()` (it is written as given).
+pub fn seal(keys: &KeySet, hdr: &Header, body: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+    if body.len() > MAX_BODY_LEN {
+        return Err(Error::Oversize);
+    }
+    let total = HEADER_LEN + body.len() + TAG_LEN;
+    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+    out[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    seal_in_place(keys, hdr, body.len(), out)
+}
+
+/// Seals a message: its postcard encoding is the body.
+pub fn seal_msg<T: Serialize>(
+    keys: &KeySet,
+    hdr: &Header,
+    msg: &T,
+    out: &mut [u8],
+) -> Result<usize, Error> {
+    let room = out
+        .len()
+        .saturating_sub(HEADER_LEN + TAG_LEN)
+        .min(MAX_BODY_LEN);
+    if out.len() < HEADER_LEN + TAG_LEN {
+        return Err(Error::BufferTooSmall);
+    }
+    let body_len = postcard::to_slice(msg, &mut out[HEADER_LEN..HEADER_LEN + room])
+        .map_err(|_| Error::Encode)?
+        .len();
+    let total = HEADER_LEN + body_len + TAG_LEN;
+    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+    seal_in_place(keys, hdr, body_len, out)
+}
+
+/// Seals a frame whose body is already at `out[HEADER_LEN..HEADER_LEN + body_len]`; `out` is
+/// exactly the frame's length.
+fn seal_in_place(
+    keys: &KeySet,
+    hdr: &Header,
+    body_len: usize,
+    out: &mut [u8],
+) -> Result<usize, Error> {
+    let total = out.len();
+    let mut head = [0u8; HEADER_LEN];
+    // body_len ≤ MAX_BODY_LEN < u16::MAX
+    hdr.write(body_len as u16, &mut head);
+    out[..HEADER_LEN].copy_from_slice(&head);
+    let (front, tag_out) = out.split_at_mut(HEADER_LEN + body_len);
+    if hdr.aead {
+        let tag = aead(keys, hdr.channel)
+            .encrypt_in_place_detached(
+                &nonce(&hdr.sender, hdr.epoch, hdr.seq),
+                &head,
+                &mut front[HEADER_LEN..],
+            )
+            .map_err(|_| Error::Encode)?;
+        tag_out.copy_from_slice(&tag);
+    } else {
+        let mut mac = keys.mac(hdr.channel);
+        mac.update(front);
+        let full = mac.finalize().into_bytes();
+        tag_out.copy_from_slice(&full[..TAG_LEN]);
+    }
+    Ok(total)
+}
+
+/// An authenticated frame: its header and its (decrypted) body.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// The verified header.
+    pub header: Header,
+    /// The body, in clear.
+    pub body: &'a [u8],
+}
+
+impl Opened<'_> {
+    /// Decodes the body as a message of type `T` (the channel's message set).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match postcard::take_from_bytes::<T>(self.body) {
+            Ok((msg, [])) => Ok(msg),
+            _ => Err(Error::Decode),
+        }
+    }
+}
+
+/// Parses the header fields without authenticating anything (for diagnostics and tools).
+///
+/// Checks length bounds, magic, version, kind, flags and body length.
+pub fn peek_header(frame: &[u8]) -> Result<Header, Error> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(Error::Oversize);
+    }
+    if frame.len() < HEADER_LEN + TAG_LEN {
+        return Err(Error::Truncated);
+    }
+    if frame[0..2] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    if frame[2] != PROTOCOL_VERSION {
+        return Err(Error::UnknownVersion(frame[2]));
+    }
+    let channel = Channel::from_u8(frame[3]).ok_or(Error::UnknownKind(frame[3]))?;
+    if frame[4] & !FLAG_AEAD != 0 {
+        return Err(Error::BadFlags(frame[4]));
+    }
+    let body_len = u16::from_be_bytes([frame[6], frame[7]]) as usize;
+    let want = HEADER_LEN + body_len + TAG_LEN;
+    if frame.len() < want {
+        return Err(Error::Truncated);
+    }
+    if frame.len() > want {
+        return Err(Error::TrailingBytes);
+    }
+    let mut sender = [0u8; 16];
+    sender.copy_from_slice(&frame[12..28]);
+    Ok(Header {
+        version: frame[2],
+        channel,
+        aead: frame[4] & FLAG_AEAD != 0,
+        key_id: frame[5],
+        cluster_id: u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]),
+        sender: Serial(sender),
+        epoch: u32::from_be_bytes([frame[28], frame[29], frame[30], frame[31]]),
+        seq: u64::from_be_bytes([
+            frame[32], frame[33], frame[34], frame[35], frame[36], frame[37], frame[38], frame[39],
+        ]),
+    })
+}
+
+/// Authenticates a frame of `cluster_id` with a key of `keyring`; decrypts an AEAD body in
+/// place. The caller then checks replay ([`crate::replay::ReplayTable`]) and decodes the body.
+pub fn open<'a>(
+    keyring: &Keyring,
+    cluster_id: u32,
+    frame: &'a mut [u8],
+) -> Result<Opened<'a>, Error> {
+    let header = peek_header(frame)?;
+    if header.cluster_id != cluster_id {
+        return Err(Error::WrongCluster(header.cluster_id));
+    }
+    let keys = keyring
+        .get(header.key_id)
+        .ok_or(Error::UnknownKey(header.key_id))?;
+    let body_end = frame.len() - TAG_LEN;
+    let (front, tag) = frame.split_at_mut(body_end);
+    if header.aead {
+        let (head, body) = front.split_at_mut(HEADER_LEN);
+        aead(keys, header.channel)
+            .decrypt_in_place_detached(
+                &nonce(&header.sender, header.epoch, header.seq),
+                head,
+                body,
+                (&*tag).into(),
+            )
+            .map_err(|_| Error::BadTag)?;
+    } else {
+        let mut mac = keys.mac(header.channel);
+        mac.update(front);
+        mac.verify_truncated_left(tag).map_err(|_| Error::BadTag)?;
+    }
+    Ok(Opened {
+        header,
+        body: &frame[HEADER_LEN..body_end],
+    })
+}
