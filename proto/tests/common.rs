@@ -1,0 +1,227 @@
+//! Shared fixtures and proptest strategies for the proto tests.
+#![allow(dead_code)]
+
+use ha_proto::frame::{Header, PROTOCOL_VERSION};
+use ha_proto::keys::{KeySet, Keyring, Psk};
+use ha_proto::msg::host::{HostMsg, IfaceState};
+use ha_proto::msg::member::{
+    AdminCommand, DomainRole, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
+};
+use ha_proto::msg::{
+    Channel, FirmwareVersion, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS,
+    MAX_IFACES, MAX_MEMBERS,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// The documented test PSK: bytes 0x00, 0x01, …, 0x1f.
+pub fn test_psk() -> Psk {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Psk(k)
+}
+
+/// Cluster id of the test vectors.
+pub const CLUSTER: u32 = 0x0000_2a2a;
+
+pub fn test_keys() -> KeySet {
+    KeySet::derive(&test_psk(), CLUSTER, 1)
+}
+
+pub fn test_ring() -> Keyring {
+    Keyring::new(test_keys())
+}
+
+pub fn header(channel: Channel, aead: bool, seq: u64) -> Header {
+    Header {
+        version: PROTOCOL_VERSION,
+        channel,
+        aead,
+        key_id: 1,
+        cluster_id: CLUSTER,
+        sender: Serial::new("SN210A0000001").unwrap(),
+        epoch: 7,
+        seq,
+    }
+}
+
+pub fn heartbeat() -> Heartbeat {
+    let mut roles = heapless::Vec::new();
+    roles
+        .push(DomainRole {
+            domain: 0,
+            role: Role::Active,
+            for_ms: 12_000,
+        })
+        .unwrap();
+    let mut links = heapless::Vec::new();
+    links.push(LinkState::Up).unwrap();
+    links.push(LinkState::Up).unwrap();
+    Heartbeat {
+        quality: 100,
+        priority: 0,
+        forced: Forced::None,
+        firmware: FirmwareVersion {
+            major: 1,
+            minor: 0,
+            patch: 0,
+        },
+        config_revision: 42,
+        paused: false,
+        roles,
+        links,
+        uptime_ms: 3_600_000,
+    }
+}
+
+fn serial() -> impl Strategy<Value = Serial> {
+    "[A-Z0-9]{1,16}".prop_map(|s| Serial::new(&s).unwrap())
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![
+        Just(Role::Starting),
+        Just(Role::Active),
+        Just(Role::Passive),
+        Just(Role::Disabled)
+    ]
+}
+
+fn forced() -> impl Strategy<Value = Forced> {
+    prop_oneof![
+        Just(Forced::None),
+        Just(Forced::Active),
+        Just(Forced::Passive)
+    ]
+}
+
+fn link() -> impl Strategy<Value = LinkState> {
+    prop_oneof![
+        Just(LinkState::Absent),
+        Just(LinkState::Up),
+        Just(LinkState::Down)
+    ]
+}
+
+fn firmware() -> impl Strategy<Value = FirmwareVersion> {
+    (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(major, minor, patch)| FirmwareVersion {
+        major,
+        minor,
+        patch,
+    })
+}
+
+fn admin() -> impl Strategy<Value = AdminCommand> {
+    prop_oneof![
+        Just(AdminCommand::ForceActive),
+        Just(AdminCommand::ForcePassive),
+        Just(AdminCommand::ResetForcing),
+        any::<u16>().prop_map(|seconds| AdminCommand::Pause { seconds }),
+        Just(AdminCommand::Resume),
+        Just(AdminCommand::Reload),
+    ]
+}
+
+pub fn heartbeat_strategy() -> impl Strategy<Value = Heartbeat> {
+    (
+        (0u8..=100, any::<u8>(), forced(), firmware(), any::<u64>()),
+        (
+            any::<bool>(),
+            vec((0u8..16, role(), any::<u32>()), 0..=MAX_DOMAINS),
+            vec(link(), 0..=MAX_HA_LINKS),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (quality, priority, forced, firmware, config_revision),
+                (paused, r, l, uptime_ms),
+            )| {
+                Heartbeat {
+                    quality,
+                    priority,
+                    forced,
+                    firmware,
+                    config_revision,
+                    paused,
+                    roles: r
+                        .into_iter()
+                        .map(|(domain, role, for_ms)| DomainRole {
+                            domain,
+                            role,
+                            for_ms,
+                        })
+                        .collect(),
+                    links: l.into_iter().collect(),
+                    uptime_ms,
+                }
+            },
+        )
+}
+
+pub fn member_msg() -> impl Strategy<Value = MemberMsg> {
+    prop_oneof![
+        heartbeat_strategy().prop_map(MemberMsg::Heartbeat),
+        (firmware(), "[A-Za-z0-9-]{0,16}").prop_map(|(firmware, m)| {
+            MemberMsg::JoinRequest(JoinRequest {
+                firmware,
+                model: heapless::String::try_from(m.as_str()).unwrap(),
+            })
+        }),
+        (
+            vec(serial(), 0..=MAX_MEMBERS),
+            any::<u64>(),
+            any::<u16>(),
+            any::<u8>()
+        )
+            .prop_map(|(m, config_revision, heartbeat_ms, miss_limit)| {
+                MemberMsg::JoinAccept(JoinAccept {
+                    members: m.into_iter().collect(),
+                    config_revision,
+                    heartbeat_ms,
+                    miss_limit,
+                })
+            }),
+        prop_oneof![
+            Just(JoinReject::ClusterFull),
+            Just(JoinReject::AlreadyMember),
+            Just(JoinReject::IncompatibleFirmware)
+        ]
+        .prop_map(MemberMsg::JoinReject),
+        admin().prop_map(MemberMsg::Admin),
+        any::<u8>().prop_map(|domain| MemberMsg::ResyncRequest { domain }),
+    ]
+}
+
+pub fn host_msg() -> impl Strategy<Value = HostMsg> {
+    let iface = (
+        "[a-z0-9]{1,15}",
+        any::<bool>(),
+        0u16..=9999,
+        any::<Option<u8>>(),
+    )
+        .prop_map(|(n, up, weight, aggregate)| IfaceState {
+            name: heapless::String::try_from(n.as_str()).unwrap(),
+            up,
+            weight,
+            aggregate,
+        });
+    prop_oneof![
+        vec(iface, 0..=MAX_IFACES).prop_map(|v| HostMsg::Interfaces(v.into_iter().collect())),
+        (proptest::option::of(serial()), admin())
+            .prop_map(|(target, command)| HostMsg::Admin { target, command }),
+        (serial(), any::<bool>()).prop_map(|(peer, alive)| HostMsg::ProbeResult { peer, alive }),
+        (any::<u8>(), role(), any::<u32>()).prop_map(|(domain, role, decision_seq)| {
+            HostMsg::RoleDecision {
+                domain,
+                role,
+                decision_seq,
+            }
+        }),
+        serial().prop_map(|peer| HostMsg::ProbeRequest { peer }),
+        any::<u32>().prop_map(|nonce| HostMsg::Ping { nonce }),
+        any::<u32>().prop_map(|nonce| HostMsg::Pong { nonce }),
+    ]
+}

@@ -1,0 +1,257 @@
+//! Property tests of the frame layer: round trips, and every kind of damage rejected with its
+//! own error.
+
+mod common;
+
+use common::*;
+use ha_proto::frame::{
+    open, peek_header, seal, seal_msg, Error, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, TAG_LEN,
+};
+use ha_proto::keys::{KeySet, Keyring, Psk};
+use ha_proto::msg::host::HostMsg;
+use ha_proto::msg::member::MemberMsg;
+use ha_proto::msg::Channel;
+use ha_proto::replay::ReplayTable;
+use proptest::prelude::*;
+
+/// The error a single flipped bit at `byte` must produce (the header field it hits decides).
+fn expected_flip_error(byte: usize, frame_len: usize, got: &Error) -> bool {
+    match byte {
+        0..=1 => *got == Error::BadMagic,
+        2 => matches!(got, Error::UnknownVersion(_)),
+        // kind: another valid channel authenticates with another key → bad tag
+        3 => matches!(got, Error::UnknownKind(_) | Error::BadTag),
+        4 => matches!(got, Error::BadFlags(_) | Error::BadTag),
+        5 => matches!(got, Error::UnknownKey(_)),
+        6..=7 => matches!(
+            got,
+            Error::Truncated | Error::TrailingBytes | Error::Oversize
+        ),
+        8..=11 => matches!(got, Error::WrongCluster(_)),
+        _ if byte < frame_len => *got == Error::BadTag,
+        _ => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn member_messages_round_trip(msg in member_msg(), aead in any::<bool>(), seq in any::<u64>()) {
+        let keys = test_keys();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&keys, &header(Channel::Member, aead, seq), &msg, &mut buf).unwrap();
+        let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
+        prop_assert_eq!(opened.header, header(Channel::Member, aead, seq));
+        prop_assert_eq!(opened.decode::<MemberMsg>().unwrap(), msg);
+    }
+
+    #[test]
+    fn host_messages_round_trip(msg in host_msg(), aead in any::<bool>()) {
+        let keys = test_keys();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&keys, &header(Channel::Host, aead, 1), &msg, &mut buf).unwrap();
+        let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
+        prop_assert_eq!(opened.decode::<HostMsg>().unwrap(), msg);
+    }
+
+    #[test]
+    fn any_single_bit_flip_is_rejected(msg in member_msg(), aead in any::<bool>(), bit in any::<prop::sample::Index>()) {
+        let keys = test_keys();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&keys, &header(Channel::Member, aead, 9), &msg, &mut buf).unwrap();
+        let bit = bit.index(n * 8);
+        buf[bit / 8] ^= 1 << (bit % 8);
+        let err = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap_err();
+        prop_assert!(expected_flip_error(bit / 8, n, &err), "byte {} gave {:?}", bit / 8, err);
+    }
+
+    #[test]
+    fn any_truncation_is_rejected(msg in member_msg(), aead in any::<bool>(), cut in any::<prop::sample::Index>()) {
+        let keys = test_keys();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&keys, &header(Channel::Member, aead, 9), &msg, &mut buf).unwrap();
+        let len = cut.index(n);
+        prop_assert_eq!(open(&test_ring(), CLUSTER, &mut buf[..len]).unwrap_err(), Error::Truncated);
+    }
+
+    #[test]
+    fn wrong_key_is_rejected(msg in member_msg(), aead in any::<bool>(), psk in any::<[u8; 32]>()) {
+        prop_assume!(psk != test_psk().0);
+        let other = KeySet::derive(&Psk(psk), CLUSTER, 1);
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&other, &header(Channel::Member, aead, 3), &msg, &mut buf).unwrap();
+        prop_assert_eq!(open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap_err(), Error::BadTag);
+    }
+
+    #[test]
+    fn other_cluster_is_rejected(msg in member_msg(), cluster in any::<u32>()) {
+        prop_assume!(cluster != CLUSTER);
+        let theirs = KeySet::derive(&test_psk(), cluster, 1);
+        let mut h = header(Channel::Member, false, 3);
+        h.cluster_id = cluster;
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg(&theirs, &h, &msg, &mut buf).unwrap();
+        prop_assert_eq!(open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap_err(), Error::WrongCluster(cluster));
+    }
+
+    #[test]
+    fn replays_are_rejected(seqs in proptest::collection::vec(0u64..200, 1..60)) {
+        let keys = test_keys();
+        let mut table: ReplayTable<4> = ReplayTable::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut highest = None::<u64>;
+        for seq in seqs {
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let n = seal_msg(&keys, &header(Channel::Member, false, seq), &MemberMsg::Heartbeat(heartbeat()), &mut buf).unwrap();
+            let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
+            let r = table.check_header(&opened.header);
+            let too_old = highest.is_some_and(|h| h >= seq + ha_proto::replay::WINDOW);
+            if seen.contains(&seq) || too_old {
+                prop_assert_eq!(r, Err(Error::Replay));
+            } else {
+                prop_assert_eq!(r, Ok(()));
+                seen.insert(seq);
+                highest = Some(highest.map_or(seq, |h| h.max(seq)));
+            }
+        }
+    }
+
+    #[test]
+    fn open_never_panics_on_garbage(mut bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+        let _ = open(&test_ring(), CLUSTER, &mut bytes);
+    }
+}
+
+#[test]
+fn replay_of_an_identical_frame_is_rejected() {
+    let keys = test_keys();
+    let mut table: ReplayTable<4> = ReplayTable::new();
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = seal_msg(
+        &keys,
+        &header(Channel::Member, false, 5),
+        &MemberMsg::Heartbeat(heartbeat()),
+        &mut buf,
+    )
+    .unwrap();
+    let copy = buf;
+    let h = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap().header;
+    assert_eq!(table.check_header(&h), Ok(()));
+    let mut again = copy;
+    let h = open(&test_ring(), CLUSTER, &mut again[..n]).unwrap().header;
+    assert_eq!(table.check_header(&h), Err(Error::Replay));
+}
+
+#[test]
+fn rebooted_sender_newer_epoch_accepted_older_refused() {
+    let mut table: ReplayTable<4> = ReplayTable::new();
+    let mut h = header(Channel::Member, false, 1000);
+    assert_eq!(table.check_header(&h), Ok(()));
+    h.epoch += 1;
+    h.seq = 0;
+    assert_eq!(table.check_header(&h), Ok(()), "reboot restarts at seq 0");
+    h.epoch -= 1;
+    h.seq = 1001;
+    assert_eq!(table.check_header(&h), Err(Error::StaleEpoch));
+}
+
+#[test]
+fn replay_table_full_is_an_error() {
+    let mut table: ReplayTable<1> = ReplayTable::new();
+    let mut h = header(Channel::Member, false, 1);
+    assert_eq!(table.check_header(&h), Ok(()));
+    h.sender = ha_proto::msg::Serial::new("OTHER").unwrap();
+    assert_eq!(table.check_header(&h), Err(Error::TableFull));
+}
+
+#[test]
+fn rollover_accepts_both_keys_then_only_the_new_one() {
+    let old = KeySet::derive(&test_psk(), CLUSTER, 1);
+    let new = KeySet::derive(&Psk([9; 32]), CLUSTER, 2);
+    let mut ring = Keyring::new(old.clone());
+    assert!(
+        ring.install_next(old.clone()).is_err(),
+        "same key id refused"
+    );
+    ring.install_next(new.clone()).unwrap();
+    let mut h = header(Channel::Member, false, 1);
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    for (keys, id) in [(&old, 1), (&new, 2)] {
+        h.key_id = id;
+        let n = seal(keys, &h, b"x", &mut buf).unwrap();
+        assert!(open(&ring, CLUSTER, &mut buf[..n]).is_ok());
+    }
+    ring.retire_previous();
+    h.key_id = 1;
+    let n = seal(&old, &h, b"x", &mut buf).unwrap();
+    assert_eq!(
+        open(&ring, CLUSTER, &mut buf[..n]).unwrap_err(),
+        Error::UnknownKey(1)
+    );
+}
+
+#[test]
+fn channel_keys_are_distinct() {
+    let mut h = header(Channel::Member, false, 1);
+    let keys = test_keys();
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = seal(&keys, &h, b"body", &mut buf).unwrap();
+    // relabel as state sync: the tag was made with the member key → rejected
+    buf[3] = Channel::StateSync as u8;
+    assert_eq!(
+        open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap_err(),
+        Error::BadTag
+    );
+    h.channel = Channel::StateSync;
+    assert!(keys.key(Channel::Member) != keys.key(Channel::StateSync));
+}
+
+#[test]
+fn size_limits_are_typed_errors() {
+    let keys = test_keys();
+    let h = header(Channel::StateSync, false, 1);
+    let mut big = vec![0u8; 2000];
+    let body = vec![7u8; MAX_BODY_LEN + 1];
+    assert_eq!(seal(&keys, &h, &body, &mut big), Err(Error::Oversize));
+    let mut small = [0u8; HEADER_LEN + TAG_LEN];
+    assert_eq!(
+        seal(&keys, &h, b"ab", &mut small),
+        Err(Error::BufferTooSmall)
+    );
+    let mut huge = vec![0u8; MAX_FRAME_LEN + 1];
+    assert_eq!(peek_header(&huge), Err(Error::Oversize));
+    assert_eq!(
+        open(&test_ring(), CLUSTER, &mut huge).unwrap_err(),
+        Error::Oversize
+    );
+    let n = seal(&keys, &h, &vec![1u8; MAX_BODY_LEN], &mut big).unwrap();
+    assert_eq!(n, MAX_FRAME_LEN);
+    let mut longer = big[..n + 1].to_vec();
+    longer[6] = 0;
+    longer[7] = 1; // declared body of 1 byte, frame longer → trailing bytes
+    assert_eq!(
+        open(
+            &test_ring(),
+            CLUSTER,
+            &mut longer[..HEADER_LEN + TAG_LEN + 5]
+        )
+        .unwrap_err(),
+        Error::TrailingBytes
+    );
+}
+
+#[test]
+fn decode_of_the_wrong_message_set_is_an_error() {
+    let keys = test_keys();
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = seal(
+        &keys,
+        &header(Channel::Member, false, 1),
+        &[0xff; 8],
+        &mut buf,
+    )
+    .unwrap();
+    let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
+    assert_eq!(opened.decode::<MemberMsg>().unwrap_err(), Error::Decode);
+}
