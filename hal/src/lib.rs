@@ -1,1 +1,2 @@
 //! Traits for what the HA agent observes and drives: disks, TPM, PSUs, fans, modules, status LED, HA link and host link.
+#![no_std]
