@@ -1,1 +1,54 @@
-//! The HA agent: a sans-IO, no_std election core (liveness, quality factor, election, forcing, collision, pause, domains, events, status).
+//! The HA agent: a sans-IO, `no_std` election core with no heap, no clock and no I/O of its own.
+//!
+//! The caller (an embassy task on the management controller, a host process, or the simulator)
+//! feeds inputs with the current time and drains outputs:
+//!
+//! ```text
+//! inputs                                   outputs (poll_output until None)
+//!   on_frame(now, link, bytes)  ─┐      ┌─ Output::Send { link, bytes }   sealed member frame
+//!   on_host(now, HostMsg)        ├─ Agent ┤  Output::Host(HostMsg)         role decision, probe
+//!   on_hardware(now, HwReading)  │      │  Output::Led(LedPattern)
+//!   on_tick(now)                ─┘      └─ Output::Event(Event)          also kept in events()
+//!   next_wake_ms(): call on_tick no later than this
+//! ```
+//!
+//! - [`config`]: the validated configuration (members, links, timer profile, domains, weights);
+//! - [`quality`]: the quality factor (SPEC B1);
+//! - [`election`]: the ranking rule shared by election, takeover and collision (SPEC B2–B4);
+//! - [`agent`]: the state machine (liveness per link and peer, probe before takeover, hold-down,
+//!   pause, forcing, fail-soft, domains);
+//! - [`status`] and [`event`]: the status snapshot (SPEC E1) and the event ring (SPEC E3).
+//!
+//! Capacities are const generics: `Agent<M, D>` holds up to `M` members and `D` domains, so a
+//! two-member appliance does not pay for eight.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod election;
+pub mod event;
+pub mod output;
+pub mod quality;
+pub mod status;
+
+pub use agent::Agent;
+pub use config::{Config, ConfigError, DomainConfig, Profile, Timers};
+pub use event::{Event, EventKind, EventRing};
+pub use output::{LedPattern, Output};
+pub use quality::{HwKind, HwReading};
+pub use status::{PeerState, RejectReason, Status};
+
+pub use ha_proto;
+
+/// Identifies an HA link of this member: 0 is the main link, 1 the backup link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u8);
+
+impl LinkId {
+    /// The main HA link (Ethernet, UDP).
+    pub const MAIN: LinkId = LinkId(0);
+    /// The backup HA link (a serial line).
+    pub const BACKUP: LinkId = LinkId(1);
+}

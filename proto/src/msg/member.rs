@@ -26,6 +26,14 @@ pub enum MemberMsg {
         /// Domain to resynchronize.
         domain: u8,
     },
+    /// An operator command for one member, relayed by another (frames on a link reach every
+    /// member on it; only `target` applies it). Appended in message set 1.
+    AdminFor {
+        /// The member that must apply the command.
+        target: Serial,
+        /// The command.
+        command: AdminCommand,
+    },
 }
 
 /// Per-domain role carried by a heartbeat.

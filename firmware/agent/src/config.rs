@@ -1,0 +1,320 @@
+//! The agent's configuration and its validation.
+
+use ha_proto::keys::Psk;
+use ha_proto::msg::{FirmwareVersion, Serial, MAX_DOMAINS, MAX_HA_LINKS};
+use heapless::{String, Vec};
+
+use crate::quality::QualityConfig;
+
+/// Shortest heartbeat interval accepted, ms: below this a Cortex-M3 spends its time sealing.
+pub const MIN_INTERVAL_MS: u32 = 5;
+/// Longest heartbeat interval accepted, ms.
+pub const MAX_INTERVAL_MS: u32 = 10_000;
+/// Fewest missed heartbeats before a link is declared down: one loss alone never is.
+pub const MIN_MISS_LIMIT: u8 = 2;
+/// Longest hold-down, ms (10 minutes): longer would hide a real failure from the election.
+pub const MAX_HOLD_DOWN_MS: u32 = 600_000;
+/// Longest pause an operator can ask for, ms (SPEC B5: bounded; 10 minutes).
+pub const MAX_PAUSE_MS: u64 = 600_000;
+
+/// Heartbeat timer profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// 100 ms interval, link down after 20 missed heartbeats (2 s). Documented to tolerate
+    /// 200 ms round trip and 20% loss on a link without a false failover.
+    Default,
+    /// 10 ms interval, link down after 3 missed heartbeats (30 ms). For a dedicated, quiet
+    /// link: tolerates 2% loss and a few ms of delay; fits the 40 ms failover goal.
+    Fast,
+    /// Explicit interval and miss limit.
+    Custom {
+        /// Heartbeat interval, ms.
+        interval_ms: u32,
+        /// Missed heartbeats before a link is declared down.
+        miss_limit: u8,
+    },
+}
+
+impl Profile {
+    /// Heartbeat interval, ms.
+    pub fn interval_ms(&self) -> u32 {
+        match self {
+            Profile::Default => 100,
+            Profile::Fast => 10,
+            Profile::Custom { interval_ms, .. } => *interval_ms,
+        }
+    }
+
+    /// Missed heartbeats before a link is declared down.
+    pub fn miss_limit(&self) -> u8 {
+        match self {
+            Profile::Default => 20,
+            Profile::Fast => 3,
+            Profile::Custom { miss_limit, .. } => *miss_limit,
+        }
+    }
+
+    /// Silence on a link after which it is down, ms (interval × miss limit).
+    pub fn dead_ms(&self) -> u32 {
+        self.interval_ms().saturating_mul(self.miss_limit() as u32)
+    }
+}
+
+/// Timers of the agent; [`Timers::for_profile`] gives consistent defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    /// Heartbeat profile.
+    pub profile: Profile,
+    /// After boot, how long to listen for peers before deciding alone, ms.
+    pub startup_window_ms: u32,
+    /// How long a better passive must stay better before it takes over from a running
+    /// active, ms (against flapping). A lost or forced-passive active is replaced at once.
+    pub hold_down_ms: u32,
+    /// How long to wait for the main CPU's probe of a silent peer before declaring it lost, ms.
+    pub probe_timeout_ms: u32,
+    /// While every HA link to a peer is down but the probe said it is alive, probe again
+    /// this often, ms.
+    pub reprobe_ms: u32,
+}
+
+impl Timers {
+    /// Defaults for a profile: startup window = link dead time + 1 s (fast: + 100 ms),
+    /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 10 ms), reprobe 2 s
+    /// (fast: 100 ms).
+    pub fn for_profile(profile: Profile) -> Self {
+        let dead = profile.dead_ms();
+        let fast = profile.interval_ms() < 50;
+        Timers {
+            profile,
+            startup_window_ms: dead + if fast { 100 } else { 1000 },
+            hold_down_ms: if fast { 500 } else { 5000 },
+            probe_timeout_ms: if fast { 10 } else { 500 },
+            reprobe_ms: if fast { 100 } else { 2000 },
+        }
+    }
+}
+
+/// One HA domain (an independent group with exactly one active member, SPEC A3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// Domain number, 0..MAX_DOMAINS.
+    pub id: u8,
+    /// The member that is active in this domain when qualities are equal ("active if
+    /// equal", SPEC B2); its priority is [`PREFERRED_PRIORITY`], others 0.
+    pub preferred: Option<Serial>,
+}
+
+/// Priority of the "active if equal" member of a domain (the seeds show 50).
+pub const PREFERRED_PRIORITY: u8 = 50;
+
+/// Configuration of one agent. Every member of a cluster has the same configuration except
+/// [`Config::me`], [`Config::model`] and [`Config::firmware`].
+///
+/// `M` is the member capacity, `D` the domain capacity.
+#[derive(Clone, Debug)]
+pub struct Config<const M: usize = { ha_proto::msg::MAX_MEMBERS }, const D: usize = MAX_DOMAINS> {
+    /// Cluster id (in every frame header; part of the key derivation).
+    pub cluster_id: u32,
+    /// Cluster pre-shared key.
+    pub psk: Psk,
+    /// Key id of the keys derived from `psk`.
+    pub key_id: u8,
+    /// Encrypt member frames (AEAD) instead of authenticating only (HMAC).
+    pub encrypt: bool,
+    /// This member's serial.
+    pub me: Serial,
+    /// This member's model name.
+    pub model: String<16>,
+    /// This member's firmware version.
+    pub firmware: FirmwareVersion,
+    /// Every member of the cluster, this one included, in the same order on every member
+    /// (the order is the deterministic tie-break).
+    pub members: Vec<Serial, M>,
+    /// Number of HA links: 1 (main) or 2 (main and backup).
+    pub links: u8,
+    /// Timers.
+    pub timers: Timers,
+    /// Domains; at least one.
+    pub domains: Vec<DomainConfig, D>,
+    /// Quality factor settings.
+    pub quality: QualityConfig,
+    /// Revision of the configuration this member runs (reported in heartbeats and status).
+    pub config_revision: u64,
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `members` is empty.
+    NoMembers,
+    /// `me` is not in `members`.
+    SelfNotMember,
+    /// A serial appears twice in `members`.
+    DuplicateMember(Serial),
+    /// `domains` is empty.
+    NoDomains,
+    /// A domain id appears twice.
+    DuplicateDomain(u8),
+    /// A domain id is not below [`MAX_DOMAINS`].
+    DomainOutOfRange(u8),
+    /// A domain's preferred member is not in `members`.
+    PreferredNotMember(u8),
+    /// `links` is not 1 or 2.
+    BadLinkCount(u8),
+    /// The heartbeat interval is outside [`MIN_INTERVAL_MS`]..=[`MAX_INTERVAL_MS`].
+    BadInterval(u32),
+    /// The miss limit is below [`MIN_MISS_LIMIT`].
+    MissLimitTooLow(u8),
+    /// The startup window is shorter than a link's dead time: a member would decide alone
+    /// before it could hear a peer.
+    StartupWindowTooShort,
+    /// The hold-down exceeds [`MAX_HOLD_DOWN_MS`].
+    HoldDownTooLong(u32),
+    /// The probe timeout or reprobe period is zero.
+    ZeroProbeTimer,
+    /// A hardware weight is above 9999.
+    WeightTooLarge(u16),
+    /// A reload changed the serial, the cluster id or the domain list: restart instead.
+    ReloadNeedsRestart,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::NoMembers => f.write_str("the member list is empty"),
+            ConfigError::SelfNotMember => {
+                f.write_str("this member's serial is not in the member list")
+            }
+            ConfigError::DuplicateMember(s) => write!(f, "member {s} is listed twice"),
+            ConfigError::NoDomains => f.write_str("no domain is configured"),
+            ConfigError::DuplicateDomain(d) => write!(f, "domain {d} is listed twice"),
+            ConfigError::DomainOutOfRange(d) => {
+                write!(f, "domain {d} is out of range (0..{MAX_DOMAINS})")
+            }
+            ConfigError::PreferredNotMember(d) => {
+                write!(
+                    f,
+                    "the preferred member of domain {d} is not a cluster member"
+                )
+            }
+            ConfigError::BadLinkCount(n) => {
+                write!(f, "{n} HA links configured; 1 or {MAX_HA_LINKS} expected")
+            }
+            ConfigError::BadInterval(ms) => write!(
+                f,
+                "heartbeat interval {ms} ms outside {MIN_INTERVAL_MS}..={MAX_INTERVAL_MS} ms"
+            ),
+            ConfigError::MissLimitTooLow(n) => {
+                write!(f, "miss limit {n} below {MIN_MISS_LIMIT}")
+            }
+            ConfigError::StartupWindowTooShort => f.write_str(
+                "startup window shorter than the link dead time (interval x miss limit)",
+            ),
+            ConfigError::HoldDownTooLong(ms) => {
+                write!(f, "hold-down {ms} ms above {MAX_HOLD_DOWN_MS} ms")
+            }
+            ConfigError::ZeroProbeTimer => {
+                f.write_str("probe timeout and reprobe period must be > 0")
+            }
+            ConfigError::WeightTooLarge(w) => write!(f, "weight {w} above 9999"),
+            ConfigError::ReloadNeedsRestart => {
+                f.write_str("serial, cluster id or domains changed: restart the agent")
+            }
+        }
+    }
+}
+
+impl<const M: usize, const D: usize> Config<M, D> {
+    /// A configuration with defaults: one link, the default profile, one domain (0) without
+    /// a preferred member, default quality settings, HMAC mode, key id 0, revision 0.
+    pub fn new(cluster_id: u32, psk: Psk, me: Serial, members: Vec<Serial, M>) -> Self {
+        let mut domains = Vec::new();
+        // D ≥ 1 is checked by validate(); with D = 0 the list stays empty and is refused.
+        let _ = domains.push(DomainConfig {
+            id: 0,
+            preferred: None,
+        });
+        Config {
+            cluster_id,
+            psk,
+            key_id: 0,
+            encrypt: false,
+            me,
+            model: String::new(),
+            firmware: FirmwareVersion::default(),
+            members,
+            links: 1,
+            timers: Timers::for_profile(Profile::Default),
+            domains,
+            quality: QualityConfig::default(),
+            config_revision: 0,
+        }
+    }
+
+    /// Checks the configuration; the agent refuses to start with an invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.members.is_empty() {
+            return Err(ConfigError::NoMembers);
+        }
+        for (i, s) in self.members.iter().enumerate() {
+            if self.members[..i].contains(s) {
+                return Err(ConfigError::DuplicateMember(*s));
+            }
+        }
+        if !self.members.contains(&self.me) {
+            return Err(ConfigError::SelfNotMember);
+        }
+        if self.domains.is_empty() {
+            return Err(ConfigError::NoDomains);
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            if d.id as usize >= MAX_DOMAINS {
+                return Err(ConfigError::DomainOutOfRange(d.id));
+            }
+            if self.domains[..i].iter().any(|o| o.id == d.id) {
+                return Err(ConfigError::DuplicateDomain(d.id));
+            }
+            if let Some(p) = d.preferred {
+                if !self.members.contains(&p) {
+                    return Err(ConfigError::PreferredNotMember(d.id));
+                }
+            }
+        }
+        if self.links == 0 || self.links as usize > MAX_HA_LINKS {
+            return Err(ConfigError::BadLinkCount(self.links));
+        }
+        let t = &self.timers;
+        let iv = t.profile.interval_ms();
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&iv) {
+            return Err(ConfigError::BadInterval(iv));
+        }
+        if t.profile.miss_limit() < MIN_MISS_LIMIT {
+            return Err(ConfigError::MissLimitTooLow(t.profile.miss_limit()));
+        }
+        if t.startup_window_ms < t.profile.dead_ms() {
+            return Err(ConfigError::StartupWindowTooShort);
+        }
+        if t.hold_down_ms > MAX_HOLD_DOWN_MS {
+            return Err(ConfigError::HoldDownTooLong(t.hold_down_ms));
+        }
+        if t.probe_timeout_ms == 0 || t.reprobe_ms == 0 {
+            return Err(ConfigError::ZeroProbeTimer);
+        }
+        self.quality.validate()?;
+        Ok(())
+    }
+
+    /// Index of a member in [`Config::members`].
+    pub fn member_index(&self, serial: &Serial) -> Option<usize> {
+        self.members.iter().position(|s| s == serial)
+    }
+
+    /// Priority of a member in a domain: [`PREFERRED_PRIORITY`] for the domain's preferred
+    /// member, 0 otherwise.
+    pub fn priority(&self, domain_index: usize, serial: &Serial) -> u8 {
+        match self.domains.get(domain_index).and_then(|d| d.preferred) {
+            Some(p) if p == *serial => PREFERRED_PRIORITY,
+            _ => 0,
+        }
+    }
+}

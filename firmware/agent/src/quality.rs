@@ -1,0 +1,320 @@
+//! The quality factor (SPEC B1): how fit this member is to carry traffic, 0..=100.
+//!
+//! ```text
+//! interfaces  I = floor(100 × Σ(upᵢ × wᵢ) / Σ wᵢ)      over monitored interfaces (HA ports are
+//!                                                      not reported by the main CPU); 100 if Σw = 0
+//! hardware    H = floor(100 × Σ(okₖ × wₖ) / Σ wₖ)      over reported components: disks, RAID,
+//!                                                      TPM (only when included), PSUs, fans,
+//!                                                      extension modules; 100 if none
+//! quality     Q = floor(I × H / 100)
+//! ```
+//!
+//! An interface in an aggregate counts as up while its aggregate is up: by default an
+//! aggregate is down only when every member is down ([`AggregateRule::AllDown`]); with
+//! [`AggregateRule::AnyDown`] one member down takes the whole aggregate down. Each interface
+//! keeps its own weight. Before the main CPU first reports its interfaces, I = 100.
+
+use ha_proto::msg::host::IfaceState;
+
+use crate::config::ConfigError;
+
+/// Most hardware components tracked (disks, PSUs, fans, modules, RAID, TPM of a 2U box).
+pub const MAX_HW: usize = 24;
+/// Largest weight (SPEC B1: 0..=9999).
+pub const MAX_WEIGHT: u16 = 9999;
+/// Most aggregates told apart (ids are u8).
+const AGGREGATES: usize = 256;
+
+/// When an aggregate counts as down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AggregateRule {
+    /// Down when all its members are down (the default).
+    #[default]
+    AllDown,
+    /// Down when any member is down.
+    AnyDown,
+}
+
+/// A kind of hardware component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HwKind {
+    /// A disk.
+    Disk,
+    /// The RAID array.
+    Raid,
+    /// The TPM (counted only when [`QualityConfig::tpm_included`]).
+    Tpm,
+    /// A power supply.
+    Psu,
+    /// A fan.
+    Fan,
+    /// An extension module (network card, ...).
+    Module,
+}
+
+/// One hardware reading: component `kind` number `index` is healthy or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HwReading {
+    /// Kind of component.
+    pub kind: HwKind,
+    /// Which one (0-based).
+    pub index: u8,
+    /// True when it works.
+    pub ok: bool,
+}
+
+/// Weight of each hardware kind in the hardware part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HwWeights {
+    /// Per disk.
+    pub disk: u16,
+    /// RAID array.
+    pub raid: u16,
+    /// TPM.
+    pub tpm: u16,
+    /// Per power supply.
+    pub psu: u16,
+    /// Per fan.
+    pub fan: u16,
+    /// Per module.
+    pub module: u16,
+}
+
+impl Default for HwWeights {
+    fn default() -> Self {
+        HwWeights {
+            disk: 100,
+            raid: 100,
+            tpm: 100,
+            psu: 100,
+            fan: 100,
+            module: 100,
+        }
+    }
+}
+
+impl HwWeights {
+    fn of(&self, kind: HwKind) -> u16 {
+        match kind {
+            HwKind::Disk => self.disk,
+            HwKind::Raid => self.raid,
+            HwKind::Tpm => self.tpm,
+            HwKind::Psu => self.psu,
+            HwKind::Fan => self.fan,
+            HwKind::Module => self.module,
+        }
+    }
+}
+
+/// Quality factor settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct QualityConfig {
+    /// Aggregate rule.
+    pub aggregate: AggregateRule,
+    /// Count the TPM's state.
+    pub tpm_included: bool,
+    /// Hardware weights.
+    pub weights: HwWeights,
+}
+
+impl QualityConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.weights;
+        for v in [w.disk, w.raid, w.tpm, w.psu, w.fan, w.module] {
+            if v > MAX_WEIGHT {
+                return Err(ConfigError::WeightTooLarge(v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Weighted percentage, floored; 100 when the total weight is 0.
+fn percent(up: u64, total: u64) -> u8 {
+    // up ≤ total, so the quotient is ≤ 100
+    (up * 100).checked_div(total).map_or(100, |p| p as u8)
+}
+
+/// The interface part I of a list of interfaces (weights above 9999 are clamped).
+pub fn interface_part(ifaces: &[IfaceState], rule: AggregateRule) -> u8 {
+    // Per aggregate id: [any member up, any member down].
+    let mut agg = [[false; 2]; AGGREGATES];
+    for i in ifaces {
+        if let Some(a) = i.aggregate {
+            agg[a as usize][if i.up { 0 } else { 1 }] = true;
+        }
+    }
+    let (mut up, mut total) = (0u64, 0u64);
+    for i in ifaces {
+        let w = i.weight.min(MAX_WEIGHT) as u64;
+        let is_up = match i.aggregate {
+            None => i.up,
+            Some(a) => {
+                let [any_up, any_down] = agg[a as usize];
+                match rule {
+                    AggregateRule::AllDown => any_up,
+                    AggregateRule::AnyDown => !any_down,
+                }
+            }
+        };
+        total += w;
+        if is_up {
+            up += w;
+        }
+    }
+    percent(up, total)
+}
+
+/// Hardware readings of this member, by (kind, index).
+#[derive(Clone, Debug, Default)]
+pub struct Hardware {
+    readings: heapless::Vec<HwReading, MAX_HW>,
+    /// Readings refused because [`MAX_HW`] components are already tracked.
+    pub overflow: u32,
+}
+
+impl Hardware {
+    /// Records a reading; returns false if it was refused for lack of room.
+    pub fn record(&mut self, r: HwReading) -> bool {
+        if let Some(slot) = self
+            .readings
+            .iter_mut()
+            .find(|x| x.kind == r.kind && x.index == r.index)
+        {
+            slot.ok = r.ok;
+            return true;
+        }
+        if self.readings.push(r).is_err() {
+            self.overflow = self.overflow.saturating_add(1);
+            return false;
+        }
+        true
+    }
+
+    /// The hardware part H.
+    pub fn part(&self, cfg: &QualityConfig) -> u8 {
+        let (mut up, mut total) = (0u64, 0u64);
+        for r in &self.readings {
+            if r.kind == HwKind::Tpm && !cfg.tpm_included {
+                continue;
+            }
+            let w = cfg.weights.of(r.kind) as u64;
+            total += w;
+            if r.ok {
+                up += w;
+            }
+        }
+        percent(up, total)
+    }
+
+    /// The recorded readings.
+    pub fn readings(&self) -> &[HwReading] {
+        &self.readings
+    }
+}
+
+/// Combines the two parts: Q = floor(I × H / 100).
+pub fn combine(interfaces: u8, hardware: u8) -> u8 {
+    ((interfaces.min(100) as u16 * hardware.min(100) as u16) / 100) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heapless::String;
+
+    fn iface(name: &str, up: bool, weight: u16, aggregate: Option<u8>) -> IfaceState {
+        let mut n = String::new();
+        n.push_str(name).unwrap();
+        IfaceState {
+            name: n,
+            up,
+            weight,
+            aggregate,
+        }
+    }
+
+    #[test]
+    fn seeds_example_gives_63() {
+        // out 100 up, in 100 down, dmz2 75 up (dmz1 is the HA port: not reported).
+        let l = [
+            iface("out", true, 100, None),
+            iface("in", false, 100, None),
+            iface("dmz2", true, 75, None),
+        ];
+        assert_eq!(interface_part(&l, AggregateRule::AllDown), 63);
+        assert_eq!(
+            combine(63, Hardware::default().part(&QualityConfig::default())),
+            63
+        );
+    }
+
+    #[test]
+    fn no_interfaces_or_zero_weights_is_full_quality() {
+        assert_eq!(interface_part(&[], AggregateRule::AllDown), 100);
+        assert_eq!(
+            interface_part(&[iface("a", false, 0, None)], AggregateRule::AllDown),
+            100
+        );
+    }
+
+    #[test]
+    fn aggregate_rules() {
+        let l = [
+            iface("a1", true, 100, Some(1)),
+            iface("a2", false, 100, Some(1)),
+            iface("x", true, 200, None),
+        ];
+        assert_eq!(interface_part(&l, AggregateRule::AllDown), 100);
+        assert_eq!(interface_part(&l, AggregateRule::AnyDown), 50);
+        let all_down = [
+            iface("a1", false, 100, Some(1)),
+            iface("a2", false, 100, Some(1)),
+            iface("x", true, 200, None),
+        ];
+        assert_eq!(interface_part(&all_down, AggregateRule::AllDown), 50);
+    }
+
+    #[test]
+    fn hardware_part_and_tpm_inclusion() {
+        let mut hw = Hardware::default();
+        let mut cfg = QualityConfig::default();
+        for i in 0..2 {
+            hw.record(HwReading {
+                kind: HwKind::Psu,
+                index: i,
+                ok: i == 0,
+            });
+        }
+        hw.record(HwReading {
+            kind: HwKind::Tpm,
+            index: 0,
+            ok: false,
+        });
+        assert_eq!(hw.part(&cfg), 50);
+        cfg.tpm_included = true;
+        assert_eq!(hw.part(&cfg), 33);
+        // The same component reported again replaces its reading.
+        hw.record(HwReading {
+            kind: HwKind::Psu,
+            index: 1,
+            ok: true,
+        });
+        assert_eq!(hw.part(&cfg), 66);
+        assert_eq!(combine(63, 66), 41);
+    }
+
+    #[test]
+    fn hardware_table_overflow_is_counted() {
+        let mut hw = Hardware::default();
+        for i in 0..MAX_HW as u8 + 3 {
+            hw.record(HwReading {
+                kind: HwKind::Fan,
+                index: i,
+                ok: true,
+            });
+        }
+        assert_eq!(hw.overflow, 3);
+        assert_eq!(hw.readings().len(), MAX_HW);
+    }
+}
