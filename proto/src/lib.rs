@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config_block;
 pub mod frame;
 pub mod keys;
 pub mod msg;
