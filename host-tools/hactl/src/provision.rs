@@ -1,0 +1,231 @@
+//! `hactl provision`: builds a member's [`ConfigBlock`] and writes it as a flash image.
+//!
+//! The image is [`BLOCK_SIZE`] bytes: the encoded block, then erased flash (0xFF). QEMU loads
+//! it at the configuration sector's address and a board is flashed with it as is. It holds
+//! the PSK, so it is written with mode 0600.
+
+use std::net::SocketAddrV4;
+use std::path::Path;
+
+use ha_proto::config_block::{
+    AggregateRule, ConfigBlock, DomainEntry, HwWeights, LinkAddr, MemberEntry, TimerProfile,
+    BLOCK_SIZE, DEFAULT_STATE_SYNC_PORT, ERASED,
+};
+use ha_proto::keys::Psk;
+use ha_proto::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
+use zeroize::Zeroize;
+
+use crate::exit::{Code, Failure, Result};
+
+/// Everything `provision` needs but the key.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// This member's serial.
+    pub serial: String,
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Key id of the PSK.
+    pub key_id: u8,
+    /// Encrypt member frames.
+    pub encrypt: bool,
+    /// `SERIAL=IP:PORT` of every member, in cluster order.
+    pub members: Vec<String>,
+    /// Backup link wired.
+    pub backup_link: bool,
+    /// State-sync UDP port.
+    pub state_sync_port: u16,
+    /// `default`, `fast` or `custom:INTERVAL_MS:MISS_LIMIT`.
+    pub timers: String,
+    /// `ID=SERIAL` ("active if equal" member of domain ID) or `ID`; none means domain 0 with
+    /// no preference.
+    pub domains: Vec<String>,
+    /// `all-down` or `any-down`.
+    pub aggregate: String,
+    /// Count the TPM.
+    pub tpm: bool,
+    /// `KIND=WEIGHT` overrides (disk, raid, tpm, psu, fan, module).
+    pub weights: Vec<String>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            serial: String::new(),
+            cluster_id: 1,
+            key_id: 1,
+            encrypt: false,
+            members: Vec::new(),
+            backup_link: false,
+            state_sync_port: DEFAULT_STATE_SYNC_PORT,
+            timers: "default".into(),
+            domains: Vec::new(),
+            aggregate: "all-down".into(),
+            tpm: false,
+            weights: Vec::new(),
+        }
+    }
+}
+
+fn refused(msg: String) -> Failure {
+    Failure::new(Code::Refused, msg)
+}
+
+fn serial(s: &str) -> Result<Serial> {
+    Serial::new(s).ok_or_else(|| {
+        refused(format!(
+            "bad serial {s:?}: 1 to 16 printable ASCII characters expected"
+        ))
+    })
+}
+
+/// Parses `default`, `fast` or `custom:INTERVAL_MS:MISS_LIMIT`.
+pub fn parse_timers(s: &str) -> Result<TimerProfile> {
+    match s {
+        "default" => Ok(TimerProfile::Default),
+        "fast" => Ok(TimerProfile::Fast),
+        _ => {
+            let mut it = s.strip_prefix("custom:").unwrap_or("").split(':');
+            match (
+                it.next().and_then(|v| v.parse().ok()),
+                it.next().and_then(|v| v.parse().ok()),
+                it.next(),
+            ) {
+                (Some(interval_ms), Some(miss_limit), None) => Ok(TimerProfile::Custom {
+                    interval_ms,
+                    miss_limit,
+                }),
+                _ => Err(refused(format!(
+                    "bad timer profile {s:?}: default, fast or custom:INTERVAL_MS:MISS_LIMIT"
+                ))),
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// The block this plan describes, with `psk`.
+    pub fn block(&self, psk: Psk) -> Result<ConfigBlock> {
+        let mut members = heapless::Vec::<MemberEntry, MAX_MEMBERS>::new();
+        if self.members.is_empty() {
+            return Err(refused(
+                "at least one --member SERIAL=IP:PORT is needed".into(),
+            ));
+        }
+        for m in &self.members {
+            let (s, addr) = m
+                .split_once('=')
+                .ok_or_else(|| refused(format!("bad --member {m:?}: SERIAL=IP:PORT expected")))?;
+            let addr: SocketAddrV4 = addr
+                .parse()
+                .map_err(|_| refused(format!("bad --member {m:?}: SERIAL=IP:PORT expected")))?;
+            members
+                .push(MemberEntry {
+                    serial: serial(s)?,
+                    main_link: LinkAddr {
+                        ip: addr.ip().octets(),
+                        port: addr.port(),
+                    },
+                })
+                .map_err(|_| refused(format!("at most {MAX_MEMBERS} members")))?;
+        }
+        let mut domains = heapless::Vec::<DomainEntry, MAX_DOMAINS>::new();
+        let specs: Vec<&str> = if self.domains.is_empty() {
+            vec!["0"]
+        } else {
+            self.domains.iter().map(String::as_str).collect()
+        };
+        for d in specs {
+            let (id, pref) = match d.split_once('=') {
+                Some((id, s)) => (id, Some(serial(s)?)),
+                None => (d, None),
+            };
+            let id: u8 = id
+                .parse()
+                .map_err(|_| refused(format!("bad --domain {d:?}: ID or ID=SERIAL expected")))?;
+            domains
+                .push(DomainEntry {
+                    id,
+                    preferred: pref,
+                })
+                .map_err(|_| refused(format!("at most {MAX_DOMAINS} domains")))?;
+        }
+        let aggregate = match self.aggregate.as_str() {
+            "all-down" => AggregateRule::AllDown,
+            "any-down" => AggregateRule::AnyDown,
+            a => {
+                return Err(refused(format!(
+                    "bad --aggregate {a:?}: all-down or any-down"
+                )))
+            }
+        };
+        let mut weights = HwWeights::default();
+        for w in &self.weights {
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| refused(format!("bad --weight {w:?}: KIND=WEIGHT expected")))?;
+            let v: u16 = v
+                .parse()
+                .map_err(|_| refused(format!("bad --weight {w:?}: weight 0..=9999")))?;
+            let slot = match k {
+                "disk" => &mut weights.disk,
+                "raid" => &mut weights.raid,
+                "tpm" => &mut weights.tpm,
+                "psu" => &mut weights.psu,
+                "fan" => &mut weights.fan,
+                "module" => &mut weights.module,
+                _ => {
+                    return Err(refused(format!(
+                        "bad --weight kind {k:?}: disk, raid, tpm, psu, fan or module"
+                    )))
+                }
+            };
+            *slot = v;
+        }
+        let block = ConfigBlock {
+            serial: serial(&self.serial)?,
+            cluster_id: self.cluster_id,
+            key_id: self.key_id,
+            encrypt: self.encrypt,
+            members,
+            backup_link: self.backup_link,
+            state_sync_port: self.state_sync_port,
+            timers: parse_timers(&self.timers)?,
+            domains,
+            aggregate,
+            tpm_included: self.tpm,
+            weights,
+            psk,
+        };
+        block
+            .validate()
+            .map_err(|e| refused(format!("refused: {e}")))?;
+        Ok(block)
+    }
+}
+
+/// The flash image of `block`: the encoded block padded with erased bytes to [`BLOCK_SIZE`].
+pub fn image(block: &ConfigBlock) -> Result<Vec<u8>> {
+    let mut img = vec![ERASED; BLOCK_SIZE];
+    block
+        .encode(&mut img)
+        .map_err(|e| refused(format!("cannot encode the configuration block: {e}")))?;
+    Ok(img)
+}
+
+/// Writes the image of `block` to `out` (mode 0600).
+pub fn write_image(block: &ConfigBlock, out: &Path, force: bool) -> Result<()> {
+    let mut img = image(block)?;
+    let r = crate::pskfile::write_secret(out, &img, force);
+    img.zeroize();
+    r
+}
+
+/// Reads and decodes an image file.
+pub fn read_image(path: &Path) -> Result<ConfigBlock> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| Failure::file("cannot read image", path, &e))?;
+    let r = ConfigBlock::decode(&bytes)
+        .map_err(|e| Failure::new(Code::BadImage, format!("{}: {e}", path.display())));
+    bytes.zeroize();
+    r
+}

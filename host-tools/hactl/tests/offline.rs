@@ -1,0 +1,240 @@
+//! hactl commands that need no daemon: key generation and checks, provisioning, inspection.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{all_output, assert_no_key, hactl, key_bytes};
+
+const STRONG: &str = "tumble orbit quiver lantern 47 marsh\n";
+
+fn provision(dir: &std::path::Path, key: &str, serial: &str, out: &str) -> std::process::Output {
+    hactl(
+        &[
+            "provision",
+            "--psk-file",
+            key,
+            "--serial",
+            serial,
+            "--cluster-id",
+            "4242",
+            "--member",
+            "SN-A=10.0.0.1:44240",
+            "--member",
+            "SN-B=10.0.0.2:44240",
+            "--backup-link",
+            "--domain",
+            "0=SN-A",
+            "--weight",
+            "fan=50",
+            "--out",
+            dir.join(out).to_str().unwrap(),
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn generate_writes_owner_only_key_and_never_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let o = hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let k = key_bytes(&key);
+    assert_no_key("psk generate", &all_output(&o), &k);
+    // A second generate refuses to overwrite, without printing the key.
+    let o2 = hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"");
+    assert_eq!(o2.status.code(), Some(3));
+    assert_no_key("psk generate again", &all_output(&o2), &k);
+    // --show prints it, on explicit request only.
+    let key2 = dir.path().join("k2");
+    let o3 = hactl(
+        &["psk", "generate", "--show", "--out", key2.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(o3.status.code(), Some(0));
+    let hex: String = key_bytes(&key2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&o3.stdout).trim(), hex);
+}
+
+#[test]
+fn check_refuses_weak_and_short_passphrases() {
+    for weak in ["password\n", "Summer2024!\n", "letmein12345\n", "Xq9!z\n"] {
+        let o = hactl(&["psk", "check", "--json"], weak.as_bytes());
+        assert_eq!(o.status.code(), Some(3), "{weak}: {o:?}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["accepted"], false);
+        assert!(v["score"].as_u64().unwrap() <= 4);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("refused"), "{err}");
+        // The passphrase itself is not echoed.
+        assert!(
+            !err.contains(weak.trim()) && !String::from_utf8_lossy(&o.stdout).contains(weak.trim())
+        );
+    }
+    let o = hactl(&["psk", "check"], STRONG.as_bytes());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("score 4/4"));
+}
+
+#[test]
+fn check_reads_a_file_and_uses_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pass");
+    std::fs::write(&f, "acme-paris-cluster-01\n").unwrap();
+    let o = hactl(
+        &[
+            "psk",
+            "check",
+            "--file",
+            f.to_str().unwrap(),
+            "--context",
+            "acme",
+            "--context",
+            "paris",
+            "--json",
+        ],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["guesses_log10"].as_f64().is_some());
+}
+
+#[test]
+fn weak_passphrase_never_becomes_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let o = hactl(
+        &[
+            "psk",
+            "generate",
+            "--from-passphrase",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        b"password123\n",
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(!key.exists());
+    let o = hactl(
+        &[
+            "psk",
+            "generate",
+            "--from-passphrase",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        STRONG.as_bytes(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(key.exists());
+}
+
+#[test]
+fn provision_then_inspect_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
+            .status
+            .success()
+    );
+    let k = key_bytes(&key);
+    let o = provision(dir.path(), key.to_str().unwrap(), "SN-A", "a.img");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_no_key("provision", &all_output(&o), &k);
+    let img = dir.path().join("a.img");
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(bytes.len(), ha_proto::config_block::BLOCK_SIZE);
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let block = ha_proto::config_block::ConfigBlock::decode(&bytes).unwrap();
+    assert_eq!(block.psk.0, k);
+    assert_eq!(block.cluster_id, 4242);
+
+    for args in [
+        vec!["inspect", img.to_str().unwrap()],
+        vec!["inspect", "--json", img.to_str().unwrap()],
+    ] {
+        let o = hactl(&args, b"");
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        assert_no_key("inspect", &all_output(&o), &k);
+    }
+    let o = hactl(&["inspect", "--json", img.to_str().unwrap()], b"");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["serial"], "SN-A");
+    assert_eq!(v["cluster_id"], 4242);
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert_eq!(v["members"][0]["me"], true);
+    assert_eq!(v["weights"]["fan"], 50);
+    assert_eq!(v["domains"][0]["preferred"], "SN-A");
+    assert!(v.get("psk").is_none());
+    assert_eq!(v["psk_fingerprint"].as_str().unwrap().len(), 16);
+
+    // Both members' images carry the same fingerprint.
+    assert!(
+        provision(dir.path(), key.to_str().unwrap(), "SN-B", "b.img")
+            .status
+            .success()
+    );
+    let o2 = hactl(
+        &[
+            "inspect",
+            "--json",
+            dir.path().join("b.img").to_str().unwrap(),
+        ],
+        b"",
+    );
+    let v2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    assert_eq!(v["psk_fingerprint"], v2["psk_fingerprint"]);
+    assert_eq!(v2["members"][1]["me"], true);
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
+            .status
+            .success()
+    );
+    let k = key_bytes(&key);
+    // Serial not among the members.
+    let o = provision(dir.path(), key.to_str().unwrap(), "SN-Z", "z.img");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("serial"));
+    assert_no_key("provision error", &all_output(&o), &k);
+    // A key file others can read is refused.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = provision(dir.path(), key.to_str().unwrap(), "SN-A", "a.img");
+    assert_eq!(o.status.code(), Some(3));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Corrupt, erased and absent images.
+    assert!(
+        provision(dir.path(), key.to_str().unwrap(), "SN-A", "a.img")
+            .status
+            .success()
+    );
+    let img = dir.path().join("a.img");
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[20] ^= 0x04;
+    std::fs::write(&img, &bytes).unwrap();
+    let o = hactl(&["inspect", img.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("digest"));
+    assert_no_key("inspect corrupt", &all_output(&o), &k);
+    std::fs::write(&img, vec![0xFF; 4096]).unwrap();
+    let o = hactl(&["inspect", img.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("erased"));
+    let o = hactl(&["inspect", dir.path().join("nope").to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(4));
+}
