@@ -98,6 +98,7 @@ pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     decision_seq: u32,
     led: LedPattern,
     hint: Reason,
+    order: election::MeritOrder,
 }
 
 impl<const M: usize, const D: usize> Agent<M, D> {
@@ -160,6 +161,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             decision_seq: 0,
             led: LedPattern::STARTING,
             hint: Reason::Elected,
+            order: election::compare_merit,
             cfg: config,
         };
         agent.rebuild_peers();
@@ -774,6 +776,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
 
     // ----- election -----
 
+    /// Replaces the merit order of the election. Only for mutation testing: the simulator
+    /// plants a wrong order and checks that its invariants report it. Firmware never calls it.
+    #[doc(hidden)]
+    pub fn set_merit_order(&mut self, order: election::MeritOrder) {
+        self.order = order;
+        self.evaluate();
+    }
+
     /// True while decisions are frozen by a pause here or on a live peer.
     fn frozen(&self) -> bool {
         self.status.me.paused_until_ms.is_some()
@@ -805,9 +815,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     fn evaluate(&mut self) {
         let frozen = self.frozen();
         self.status.me.frozen = frozen;
-        if !frozen {
-            for di in 0..self.status.me.roles.len() {
+        for di in 0..self.status.me.roles.len() {
+            if !frozen {
                 self.evaluate_domain(di);
+            } else if self.status.me.forced == Forced::Passive
+                && self.status.me.roles[di].role == Role::Active
+            {
+                // An operator's forcing is obeyed even while decisions are paused.
+                self.set_role(di, Role::Passive, Reason::Forced);
             }
         }
         self.hint = Reason::Elected;
@@ -861,12 +876,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     .position(|r| r.domain == domain)
                     .and_then(|i| p.role_for_ms.get(i).copied())
                     .unwrap_or(0);
-                if incumbent.is_none_or(|(ic, _, _)| election::outranks(&c, &ic, n, domain)) {
+                if incumbent
+                    .is_none_or(|(ic, _, _)| election::outranks_by(self.order, &c, &ic, n, domain))
+                {
                     incumbent = Some((c, for_ms, p.serial));
                 }
             }
             let eligible = c.forced != Forced::Passive && prole != Some(Role::Disabled);
-            if eligible && election::outranks(&c, &best, n, domain) {
+            if eligible && election::outranks_by(self.order, &c, &best, n, domain) {
                 best = c;
             }
         }
@@ -877,7 +894,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     return;
                 };
                 let collision = now.saturating_sub(since_ms) >= dead && for_ms as u64 >= dead;
-                if election::outranks(&ic, &me, n, domain) {
+                if election::outranks_by(self.order, &ic, &me, n, domain) {
                     if collision {
                         self.event(EventKind::Collision {
                             domain,
@@ -923,7 +940,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                             // The running active stays; challenge from the passive role.
                             self.set_role(di, Role::Passive, Reason::Startup);
                         }
-                        let better = i_am_best && election::merit(&me) > election::merit(&ic);
+                        let better =
+                            i_am_best && (self.order)(&me, &ic) == core::cmp::Ordering::Greater;
                         if !better {
                             self.challenge_since[di] = None;
                         } else if me.forced != ic.forced {

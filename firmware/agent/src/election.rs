@@ -12,6 +12,8 @@
 //! list has key `(i + n - d mod n) mod n`, lowest wins. Domain 0 prefers member 0, domain 1
 //! member 1, and so on, which spreads the actives of domains over members (SPEC A3).
 
+use core::cmp::Ordering;
+
 use ha_proto::msg::Forced;
 
 /// What the election knows about one candidate in one domain.
@@ -37,6 +39,15 @@ pub fn merit(c: &Candidate) -> (u8, u8, u8) {
     (f, c.quality, c.priority)
 }
 
+/// An order on merit. The agent uses [`compare_merit`]; the simulator's mutation test swaps
+/// in a deliberately wrong copy to prove that its invariants catch a broken election.
+pub type MeritOrder = fn(&Candidate, &Candidate) -> Ordering;
+
+/// The merit order: forcing, then quality, then priority.
+pub fn compare_merit(a: &Candidate, b: &Candidate) -> Ordering {
+    merit(a).cmp(&merit(b))
+}
+
 /// Spread tie-break key of a member position in a domain; lower wins.
 pub fn spread_key(index: u8, members: u8, domain: u8) -> u8 {
     let n = members.max(1) as u16;
@@ -46,11 +57,24 @@ pub fn spread_key(index: u8, members: u8, domain: u8) -> u8 {
 /// True when `a` ranks above `b` in `domain`: higher merit, or equal merit and a lower
 /// spread key. A strict total order over distinct member positions.
 pub fn outranks(a: &Candidate, b: &Candidate, members: u8, domain: u8) -> bool {
-    let (ma, mb) = (merit(a), merit(b));
-    if ma != mb {
-        return ma > mb;
+    outranks_by(compare_merit, a, b, members, domain)
+}
+
+/// [`outranks`] under another merit order.
+pub fn outranks_by(
+    order: MeritOrder,
+    a: &Candidate,
+    b: &Candidate,
+    members: u8,
+    domain: u8,
+) -> bool {
+    match order(a, b) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => {
+            spread_key(a.index, members, domain) < spread_key(b.index, members, domain)
+        }
     }
-    spread_key(a.index, members, domain) < spread_key(b.index, members, domain)
 }
 
 /// The best of `candidates` in `domain` under [`outranks`]; `None` if empty.

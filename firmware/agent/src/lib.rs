@@ -52,3 +52,30 @@ impl LinkId {
     /// The backup HA link (a serial line).
     pub const BACKUP: LinkId = LinkId(1);
 }
+
+/// State sizes, printed by `cargo xtask size`.
+pub mod size {
+    use crate::Agent;
+
+    /// Bytes of agent state for 2 members and 1 domain (the common appliance pair).
+    pub const PAIR: usize = core::mem::size_of::<Agent<2, 1>>();
+    /// Bytes of agent state at full capacity (8 members, 16 domains).
+    pub const FULL: usize = core::mem::size_of::<Agent>();
+    /// The goal for [`PAIR`] (8 KiB).
+    pub const PAIR_GOAL: usize = 8 * 1024;
+
+    // The build fails if the pair's state outgrows the goal.
+    const _: () = assert!(PAIR <= PAIR_GOAL);
+
+    #[cfg(test)]
+    mod tests {
+        extern crate std;
+        use super::*;
+
+        #[test]
+        fn print_sizes() {
+            std::println!("agent state (2 members, 1 domain): {PAIR} bytes (goal <= {PAIR_GOAL})");
+            std::println!("agent state (8 members, 16 domains): {FULL} bytes");
+        }
+    }
+}
