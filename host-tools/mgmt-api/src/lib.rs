@@ -1,0 +1,630 @@
+//! The main-CPU daemon's management API: what `hactl` asks and what the daemon answers.
+//!
+//! Transport: a unix stream socket (default [`DEFAULT_SOCKET`], mode 0600, root only). The
+//! client writes one [`Request`] as one line of JSON; the daemon answers with one or more
+//! [`Reply`] lines. Streaming replies ([`Reply::Event`], [`Reply::Progress`]) are followed by
+//! exactly one final reply ([`Reply::is_final`]); `events --follow` streams until the client
+//! closes the socket. Then the client may send another request on the same connection.
+//!
+//! ```text
+//! → {"cmd":"info","verbose":false}
+//! ← {"type":"info","cluster_id":7,"me":"SN-A",...}
+//! → {"cmd":"config_sync"}
+//! ← {"type":"progress","phase":"transfer","done_files":10,...}
+//! ← {"type":"sync_done","peer":"SN-B","revision":4,...}
+//! ```
+//!
+//! Keys never travel on this socket: `psk_rotate` and `cluster_join` name a key *file*
+//! (mode 0600) that the daemon reads itself.
+//!
+//! Times are Unix seconds (UTC). Field names are stable; fields are only ever added, and
+//! added fields carry `#[serde(default)]` so that older peers still parse.
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this API; [`Reply::Info`] reports the daemon's.
+pub const API_VERSION: u32 = 1;
+/// Default path of the daemon's management socket.
+pub const DEFAULT_SOCKET: &str = "/run/ha/mgmt.sock";
+/// Longest request or reply line accepted, bytes. A synctest report of 10,000 unsynchronized
+/// paths of ~100 bytes each is about 1 MB; 16 MiB leaves room and still bounds memory.
+pub const MAX_LINE_LEN: usize = 16 << 20;
+
+/// One request, tagged by `cmd`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The per-member status table (SPEC E1); `verbose` adds protocol counters.
+    Info {
+        /// Add protocol counters.
+        #[serde(default)]
+        verbose: bool,
+    },
+    /// This member's mode.
+    Mode,
+    /// Force this member active (ignoring quality).
+    Active,
+    /// Force this member passive.
+    Passive,
+    /// Remove any forcing.
+    Reset,
+    /// Reload the HA settings from the configuration.
+    Reload,
+    /// The event log; with `follow`, keep streaming new events.
+    Events {
+        /// Keep the stream open and send new events as they happen.
+        #[serde(default)]
+        follow: bool,
+        /// At most this many past events (newest last); all when absent.
+        #[serde(default)]
+        last: Option<u32>,
+    },
+    /// Turn the draft configuration into a new revision (active member only).
+    ConfigPublish {
+        /// Operator's comment stored with the revision.
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    /// Push the latest published revision to one peer, or to every peer.
+    ConfigSync {
+        /// Serial of the peer; every peer when absent.
+        #[serde(default)]
+        peer: Option<String>,
+    },
+    /// Compare one configuration file with a peer's copy.
+    ConfigDiff {
+        /// Path relative to the configuration root.
+        path: String,
+        /// Serial of the peer; the first peer when absent.
+        #[serde(default)]
+        peer: Option<String>,
+    },
+    /// List files that differ between this member and its peers, and local unsynced edits.
+    ConfigSynctest,
+    /// Start a PSK rotation with the key in `psk_file` (read by the daemon) under `key_id`.
+    PskRotate {
+        /// Key file, 64 hex digits, mode 0600.
+        psk_file: String,
+        /// Key id of the new key; must differ from the current one.
+        key_id: u8,
+    },
+    /// Where a running PSK rotation stands.
+    PskRotateStatus,
+    /// Create a cluster on this member (it becomes the primary).
+    ClusterCreate {
+        /// Cluster id.
+        cluster_id: u32,
+        /// Key file of the cluster PSK.
+        psk_file: String,
+    },
+    /// Join the cluster whose member listens at `peer` (`IP:PORT` of its HA link).
+    ClusterJoin {
+        /// Address of a member of the cluster.
+        peer: String,
+        /// Key file of the cluster PSK.
+        psk_file: String,
+    },
+    /// Remove a failed member from the cluster (before joining its replacement).
+    ClusterRemove {
+        /// Serial of the member to remove.
+        serial: String,
+    },
+    /// Rolling update: passive first, then swap, then the other member.
+    Update {
+        /// Firmware image path.
+        image: String,
+    },
+}
+
+/// One reply line, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Request::Info`].
+    Info(ClusterInfo),
+    /// Answer to [`Request::Mode`] and to the forcing commands.
+    Mode(ModeReport),
+    /// A command was carried out.
+    Done {
+        /// What happened, for the operator.
+        message: String,
+    },
+    /// One event (streamed; not final).
+    Event(Event),
+    /// End of an event stream that was not followed.
+    EndOfEvents,
+    /// Sync or update progress (streamed; not final).
+    Progress(Progress),
+    /// Answer to [`Request::ConfigPublish`].
+    Published {
+        /// The new revision.
+        revision: u64,
+        /// Files in it.
+        files: u64,
+    },
+    /// Answer to [`Request::ConfigSync`].
+    SyncDone(SyncReport),
+    /// Answer to [`Request::ConfigDiff`].
+    Diff(DiffReport),
+    /// Answer to [`Request::ConfigSynctest`].
+    Synctest(SynctestReport),
+    /// Answer to the PSK rotation requests.
+    Rotate(RotateReport),
+    /// The request failed.
+    Error(ApiError),
+}
+
+impl Reply {
+    /// False for streamed replies that more lines follow.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Reply::Event(_) | Reply::Progress(_))
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Machine-readable class.
+    pub code: ErrorCode,
+    /// One line for the operator (never holds key material).
+    pub message: String,
+}
+
+/// Class of an [`ApiError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request did not parse or has a bad value.
+    BadRequest,
+    /// Refused in this state (a standby member is read-only, a rotation is already running).
+    Refused,
+    /// The cluster is full (SPEC A6).
+    ClusterFull,
+    /// No such peer, file or revision.
+    NotFound,
+    /// A peer could not be reached.
+    Unreachable,
+    /// This daemon does not implement the request.
+    Unsupported,
+    /// Anything else.
+    Internal,
+}
+
+/// HA mode of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Listening for peers after boot.
+    Starting,
+    /// Carries traffic.
+    Active,
+    /// Standby.
+    Passive,
+    /// Out of the election.
+    Disabled,
+    /// Not heard from (peers only).
+    Unknown,
+}
+
+/// Administrative forcing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forced {
+    /// None: the election decides.
+    #[default]
+    None,
+    /// Forced active.
+    Active,
+    /// Forced passive.
+    Passive,
+}
+
+/// State of one HA link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    /// Not configured.
+    NotConfigured,
+    /// Heartbeats flow.
+    Up,
+    /// Heartbeats lost.
+    Down,
+}
+
+/// One HA link of a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// `main` or `backup`.
+    pub name: String,
+    /// State.
+    pub state: LinkStatus,
+    /// Since when (Unix seconds).
+    pub since: u64,
+}
+
+/// Configuration-sync state of a member as seen from this one (SPEC D4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Runs the latest published revision.
+    Synchronized,
+    /// The last sync failed.
+    SyncProblem,
+    /// Not reachable for configuration sync.
+    NoCommunication,
+    /// Two members both claim to be the configuration source.
+    Collision,
+    /// Has local edits that are not published/synchronized.
+    LocalChanges,
+    /// This member itself (the source).
+    Source,
+}
+
+/// Configuration-sync status of one member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSyncInfo {
+    /// State.
+    pub state: SyncState,
+    /// Last successful sync (Unix seconds).
+    #[serde(default)]
+    pub last_sync: Option<u64>,
+    /// Details of a problem.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// One row of the status table (SPEC E1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Serial.
+    pub serial: String,
+    /// Model name.
+    pub model: String,
+    /// Firmware version, `major.minor.patch`.
+    pub firmware: String,
+    /// Forcing.
+    pub forced: Forced,
+    /// Mode.
+    pub mode: Mode,
+    /// In this mode since (Unix seconds).
+    pub mode_since: u64,
+    /// Quality factor 0..=100.
+    pub quality: u8,
+    /// Priority ("active if equal" = 50, else 0).
+    pub priority: u8,
+    /// Configuration sync.
+    pub config_sync: ConfigSyncInfo,
+    /// Boot time (Unix seconds).
+    pub boot_time: u64,
+    /// HA links.
+    pub links: Vec<LinkInfo>,
+    /// Configuration revision it runs.
+    pub config_revision: u64,
+    /// Protocol counters (verbose only): heartbeats sent/received, auth failures, replays...
+    #[serde(default)]
+    pub counters: Option<BTreeMap<String, u64>>,
+}
+
+/// Overall health in the banner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BannerLevel {
+    /// Everything synchronized and redundant.
+    Ok,
+    /// Degraded (a link down, a peer unsynchronized).
+    Warning,
+    /// No redundancy or a conflict (split brain, collision).
+    Critical,
+}
+
+/// Answer to [`Request::Info`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// API version of the daemon.
+    pub api_version: u32,
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Serial of the member answering.
+    pub me: String,
+    /// Banner level.
+    pub banner: BannerLevel,
+    /// Banner text.
+    pub banner_text: String,
+    /// One row per member, this one included.
+    pub members: Vec<MemberInfo>,
+}
+
+/// Answer to [`Request::Mode`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeReport {
+    /// Serial.
+    pub serial: String,
+    /// Mode.
+    pub mode: Mode,
+    /// Forcing.
+    pub forced: Forced,
+    /// Since (Unix seconds).
+    pub since: u64,
+}
+
+/// Kind of an HA event (SPEC E3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Roles changed.
+    Swap,
+    /// A peer stopped answering.
+    PeerLost,
+    /// A peer answers again.
+    PeerFound,
+    /// An HA link went down.
+    LinkDown,
+    /// An HA link came up.
+    LinkUp,
+    /// A quality factor changed.
+    QualityChanged,
+    /// Bulk state sync sent.
+    BulkSyncSent,
+    /// Bulk state sync received.
+    BulkSyncReceived,
+    /// Configuration sync succeeded.
+    SyncSuccess,
+    /// Configuration sync failed.
+    SyncFailure,
+    /// HA decisions paused.
+    Pause,
+    /// HA decisions resumed.
+    Resume,
+    /// Firmware versions differ (fail-soft).
+    VersionConflict,
+    /// Licences differ.
+    LicenseConflict,
+    /// Two actives detected.
+    Collision,
+    /// Forcing changed.
+    Forced,
+    /// PSK rotation step.
+    KeyRotation,
+}
+
+/// One event of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (Unix milliseconds).
+    pub time_ms: u64,
+    /// Kind.
+    pub kind: EventKind,
+    /// Member concerned.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// Details.
+    pub detail: String,
+}
+
+/// Progress of a sync or update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Peer concerned.
+    pub peer: String,
+    /// `manifest`, `transfer`, `commit`, or an update phase.
+    pub phase: String,
+    /// Files done.
+    pub done_files: u64,
+    /// Files to do.
+    pub total_files: u64,
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes to do.
+    pub total_bytes: u64,
+}
+
+/// Result of a sync with one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Peer.
+    pub peer: String,
+    /// Revision the peer now runs.
+    pub revision: u64,
+    /// Files in the revision.
+    pub files_total: u64,
+    /// Files whose content was sent (changed since the peer's revision).
+    pub files_sent: u64,
+    /// Bytes of content sent.
+    pub bytes_sent: u64,
+    /// Wall time, ms.
+    pub elapsed_ms: u64,
+}
+
+/// How one file compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Same content.
+    Same,
+    /// Different content.
+    Differs,
+    /// Only on this member.
+    OnlyLocal,
+    /// Only on the peer.
+    OnlyPeer,
+}
+
+/// Answer to [`Request::ConfigDiff`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffReport {
+    /// Path compared.
+    pub path: String,
+    /// Peer compared with.
+    pub peer: String,
+    /// Result.
+    pub status: FileStatus,
+    /// SHA-256 of the local copy, hex.
+    #[serde(default)]
+    pub local_sha256: Option<String>,
+    /// SHA-256 of the peer's copy, hex.
+    #[serde(default)]
+    pub peer_sha256: Option<String>,
+    /// Unified diff of text files.
+    #[serde(default)]
+    pub diff: Option<String>,
+}
+
+/// One peer in a [`SynctestReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSyncStatus {
+    /// Peer serial.
+    pub peer: String,
+    /// Its state.
+    pub state: SyncState,
+    /// Its revision.
+    pub revision: u64,
+    /// Paths whose content differs from this member's published revision.
+    pub unsynchronized: Vec<String>,
+}
+
+/// Answer to [`Request::ConfigSynctest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynctestReport {
+    /// This member's latest published revision.
+    pub revision: u64,
+    /// Paths edited in the draft but not published.
+    pub local_changes: Vec<String>,
+    /// Per peer.
+    pub peers: Vec<PeerSyncStatus>,
+}
+
+/// Answer to the PSK rotation requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateReport {
+    /// `idle`, `distributing`, `confirming`, `retiring`, `done` or `aborted`.
+    pub phase: String,
+    /// Key id sealing new frames.
+    pub sealing_key_id: u8,
+    /// Key id still accepted, while the rollover runs.
+    #[serde(default)]
+    pub previous_key_id: Option<u8>,
+    /// Members that confirmed the new key.
+    pub confirmed: Vec<String>,
+    /// Members yet to confirm.
+    pub pending: Vec<String>,
+}
+
+/// Why a line could not be decoded.
+#[derive(Debug)]
+pub enum LineError {
+    /// Longer than [`MAX_LINE_LEN`].
+    TooLong(usize),
+    /// Not valid JSON for the expected type.
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::TooLong(n) => write!(f, "line of {n} bytes exceeds {MAX_LINE_LEN}"),
+            LineError::Json(e) => write!(f, "bad JSON line: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+/// One JSON line (with its `\n`) of a request or reply.
+pub fn encode_line<T: Serialize>(v: &T) -> String {
+    // Our types are plain data with string keys: serialization cannot fail.
+    let mut s = serde_json::to_string(v).unwrap_or_else(|e| {
+        serde_json::to_string(&Reply::Error(ApiError {
+            code: ErrorCode::Internal,
+            message: format!("cannot encode reply: {e}"),
+        }))
+        .unwrap_or_default()
+    });
+    s.push('\n');
+    s
+}
+
+/// Decodes one line (with or without its `\n`).
+pub fn decode_line<T: serde::de::DeserializeOwned>(line: &str) -> Result<T, LineError> {
+    if line.len() > MAX_LINE_LEN {
+        return Err(LineError::TooLong(line.len()));
+    }
+    serde_json::from_str(line.trim_end()).map_err(LineError::Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_form_is_stable() {
+        let r = Request::Info { verbose: true };
+        assert_eq!(encode_line(&r), "{\"cmd\":\"info\",\"verbose\":true}\n");
+        let r: Request = decode_line("{\"cmd\":\"info\"}").unwrap();
+        assert_eq!(r, Request::Info { verbose: false });
+        let r: Request = decode_line("{\"cmd\":\"config_sync\",\"peer\":\"SN-B\"}").unwrap();
+        assert_eq!(
+            r,
+            Request::ConfigSync {
+                peer: Some("SN-B".into())
+            }
+        );
+        assert_eq!(encode_line(&Request::Active), "{\"cmd\":\"active\"}\n");
+    }
+
+    #[test]
+    fn replies_round_trip_and_finality() {
+        let replies = vec![
+            Reply::Done {
+                message: "ok".into(),
+            },
+            Reply::Progress(Progress {
+                peer: "SN-B".into(),
+                phase: "transfer".into(),
+                done_files: 1,
+                total_files: 2,
+                done_bytes: 3,
+                total_bytes: 4,
+            }),
+            Reply::Event(Event {
+                time_ms: 1,
+                kind: EventKind::Swap,
+                member: Some("SN-A".into()),
+                detail: "quality".into(),
+            }),
+            Reply::Error(ApiError {
+                code: ErrorCode::ClusterFull,
+                message: "full".into(),
+            }),
+        ];
+        for r in replies {
+            let line = encode_line(&r);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let back: Reply = decode_line(&line).unwrap();
+            assert_eq!(back, r);
+        }
+        assert!(Reply::EndOfEvents.is_final());
+        assert!(!Reply::Progress(Progress {
+            peer: String::new(),
+            phase: String::new(),
+            done_files: 0,
+            total_files: 0,
+            done_bytes: 0,
+            total_bytes: 0
+        })
+        .is_final());
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        assert!(decode_line::<Request>("{\"cmd\":\"nope\"}").is_err());
+        assert!(decode_line::<Request>("not json").is_err());
+        let long = "x".repeat(MAX_LINE_LEN + 1);
+        assert!(matches!(
+            decode_line::<Request>(&long),
+            Err(LineError::TooLong(_))
+        ));
+    }
+}
