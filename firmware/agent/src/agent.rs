@@ -21,8 +21,9 @@
 //!   active steps down when it hears the new one (make before break: the overlap lasts one
 //!   frame delay).
 //! - **Collision.** An active that hears another active which outranks it steps down. When
-//!   both had been active longer than a link's dead time it is a collision (SPEC B4): both
-//!   report it and the loser asks the winner for a resynchronization.
+//!   both had been active longer than a link's dead time it is a collision (SPEC B4): the
+//!   loser reports it and asks the winner for a resynchronization (on every link); the winner
+//!   reports the collision when that request arrives.
 //! - **Forcing.** Forced passive steps down at once; forced active outranks everyone.
 //! - **Pause.** While this member or any live peer announces a pause, no role changes. A pause
 //!   lasts at most [`MAX_PAUSE_MS`]; a peer's pause is ignored after that long too.
@@ -93,6 +94,8 @@ pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     startup_until_ms: u64,
     /// Per domain: since when this member has been the better candidate against the active.
     challenge_since: Vec<Option<u64>, D>,
+    /// Per domain: when the last resynchronization request was reported.
+    last_resync: Vec<Option<u64>, D>,
     /// Per peer (same order as `status.peers`): since when it announces a pause.
     peer_paused_since: Vec<Option<u64>, M>,
     decision_seq: u32,
@@ -121,6 +124,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             });
             let _ = challenge_since.push(None);
         }
+        let last_resync = challenge_since.clone();
         let me = MemberStatus {
             serial: config.me,
             model: config.model.clone(),
@@ -157,6 +161,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             next_hb_ms: now_ms,
             startup_until_ms: now_ms + config.timers.startup_window_ms as u64,
             challenge_since,
+            last_resync,
             peer_paused_since: Vec::new(),
             decision_seq: 0,
             led: LedPattern::STARTING,
@@ -437,9 +442,22 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         match msg {
             MemberMsg::Heartbeat(hb) => self.on_heartbeat(pi, &hb),
             MemberMsg::ResyncRequest { domain } => {
-                if self.role(domain) == Some(Role::Active) {
-                    let by = self.status.peers[pi].serial;
-                    self.event(EventKind::ResyncRequested { domain, by });
+                // The loser of a collision asks once per link: report the first copy only.
+                let di = self.cfg.domains.iter().position(|d| d.id == domain);
+                let dead = self.cfg.timers.profile.dead_ms() as u64;
+                let now = self.now;
+                if let (Some(di), Some(Role::Active)) = (di, self.role(domain)) {
+                    let fresh = self.last_resync[di].is_none_or(|t| now >= t + dead);
+                    if fresh {
+                        self.last_resync[di] = Some(now);
+                        let by = self.status.peers[pi].serial;
+                        self.event(EventKind::Collision {
+                            domain,
+                            peer: by,
+                            won: true,
+                        });
+                        self.event(EventKind::ResyncRequested { domain, by });
+                    }
                 }
             }
             MemberMsg::AdminFor { target, command } => {
@@ -911,12 +929,6 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     } else {
                         self.set_role(di, Role::Passive, Reason::Handover);
                     }
-                } else if collision && !self.status.me.conflict {
-                    self.event(EventKind::Collision {
-                        domain,
-                        peer,
-                        won: true,
-                    });
                 }
             }
             Role::Passive | Role::Starting => {
