@@ -35,6 +35,10 @@ use zeroize::Zeroize;
 use crate::keys::{Psk, KEY_LEN};
 use crate::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
 
+/// Address of the block in the management controller's flash (QEMU loads the image there with
+/// `-device loader,addr=0x3F000`): the last 4 KiB below 256 KiB, above the firmware image.
+pub const FLASH_ADDR: u32 = 0x0003_F000;
+
 /// Magic at offset 0.
 pub const MAGIC: [u8; 4] = *b"HACB";
 /// Layout version this code writes and reads.

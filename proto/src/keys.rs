@@ -145,11 +145,17 @@ fn unreachable_hmac() -> HmacSha256 {
     unreachable!("HMAC-SHA256 accepts every key length")
 }
 
-/// The keys a member accepts: the sealing set, plus the previous set during a rollover.
+/// The keys a member accepts: the sealing set, plus one other set during a rollover.
 ///
-/// Rollover (`hactl psk rotate`): every member first [`install_next`](Keyring::install_next)s the
-/// new set (it seals with the new set and still opens frames under the old one); once every
-/// member confirmed, [`retire_previous`](Keyring::retire_previous) drops the old set.
+/// A rollover without a single rejected frame (`hactl psk rotate`) has three phases, each
+/// confirmed by every member before the next starts:
+/// 1. [`accept`](Keyring::accept): the new set is accepted, frames are still sealed with the
+///    current one;
+/// 2. [`seal_with`](Keyring::seal_with) the new key id: sealing switches, the old set is still
+///    accepted (members that have not switched yet are still understood);
+/// 3. [`retire_previous`](Keyring::retire_previous): only the new set is accepted.
+///
+/// [`install_next`](Keyring::install_next) does phases 1 and 2 at once, for a member alone.
 #[derive(Clone, Debug)]
 pub struct Keyring {
     current: KeySet,
@@ -178,6 +184,35 @@ impl Keyring {
         Ok(())
     }
 
+    /// Phase 1 of a rollover: `next` is accepted too; sealing does not change. Replaces any
+    /// other set already accepted besides the sealing one.
+    pub fn accept(&mut self, next: KeySet) -> Result<(), KeyringError> {
+        if next.key_id == self.current.key_id {
+            return Err(KeyringError::SameKeyId(next.key_id));
+        }
+        self.previous = Some(next);
+        Ok(())
+    }
+
+    /// Phase 2 of a rollover: seal with the accepted set `key_id` from now on; the set sealing
+    /// until now stays accepted. Sealing with the set already in use is a no-op.
+    pub fn seal_with(&mut self, key_id: u8) -> Result<(), KeyringError> {
+        if self.current.key_id == key_id {
+            return Ok(());
+        }
+        match self.previous.take() {
+            Some(next) if next.key_id == key_id => {
+                let old = core::mem::replace(&mut self.current, next);
+                self.previous = Some(old);
+                Ok(())
+            }
+            other => {
+                self.previous = other;
+                Err(KeyringError::NotAccepted(key_id))
+            }
+        }
+    }
+
     /// Ends a rollover: frames under the previous key id are rejected from now on.
     pub fn retire_previous(&mut self) {
         self.previous = None;
@@ -186,6 +221,11 @@ impl Keyring {
     /// True while two key sets are accepted.
     pub fn in_rollover(&self) -> bool {
         self.previous.is_some()
+    }
+
+    /// Key id of the other set accepted during a rollover (the previous or the next one).
+    pub fn previous_key_id(&self) -> Option<u8> {
+        self.previous.as_ref().map(|k| k.key_id)
     }
 
     /// The set new frames are sealed with.
@@ -208,6 +248,8 @@ impl Keyring {
 pub enum KeyringError {
     /// The new set has the same key id as the current one.
     SameKeyId(u8),
+    /// No accepted set has this key id.
+    NotAccepted(u8),
 }
 
 impl core::fmt::Display for KeyringError {
@@ -218,6 +260,9 @@ impl core::fmt::Display for KeyringError {
                     f,
                     "the new key must have a key id other than the current {id}"
                 )
+            }
+            KeyringError::NotAccepted(id) => {
+                write!(f, "key id {id} is not accepted: install it first")
             }
         }
     }

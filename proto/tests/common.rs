@@ -3,7 +3,10 @@
 
 use ha_proto::frame::{Header, PROTOCOL_VERSION};
 use ha_proto::keys::{KeySet, Keyring, Psk};
-use ha_proto::msg::host::{HostMsg, IfaceState};
+use ha_proto::msg::host::{
+    EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport, WirePsk,
+    EVENT_DETAIL_LEN,
+};
 use ha_proto::msg::member::{
     AdminCommand, DomainRole, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
 };
@@ -223,5 +226,105 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
         serial().prop_map(|peer| HostMsg::ProbeRequest { peer }),
         any::<u32>().prop_map(|nonce| HostMsg::Ping { nonce }),
         any::<u32>().prop_map(|nonce| HostMsg::Pong { nonce }),
+        Just(HostMsg::StatusRequest),
+        status_report().prop_map(HostMsg::Status),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            "[a-z_]{1,24}",
+            proptest::option::of(serial()),
+            "[ -~]{0,96}"
+        )
+            .prop_map(|(seq, at_ms, name, peer, detail)| {
+                HostMsg::Event(EventReport {
+                    seq,
+                    at_ms,
+                    name: heapless::String::try_from(name.as_str()).unwrap(),
+                    peer,
+                    detail: heapless::String::try_from(
+                        &detail[..detail.len().min(EVENT_DETAIL_LEN)],
+                    )
+                    .unwrap(),
+                })
+            }),
+        (any::<u8>(), any::<[u8; 32]>()).prop_map(|(key_id, k)| HostMsg::InstallKey {
+            key_id,
+            psk: WirePsk(k)
+        }),
+        any::<u8>().prop_map(|key_id| HostMsg::UseKey { key_id }),
+        any::<u8>().prop_map(|key_id| HostMsg::RetireKey { key_id }),
+        (any::<u8>(), vec(any::<u8>(), 0..=2)).prop_map(|(sealing_key_id, a)| {
+            HostMsg::KeyState {
+                sealing_key_id,
+                accepted: a.into_iter().collect(),
+            }
+        }),
     ]
+}
+
+pub fn led_report() -> impl Strategy<Value = LedReport> {
+    prop_oneof![
+        Just(LedReport::Off),
+        Just(LedReport::Steady),
+        (any::<u16>(), any::<u16>()).prop_map(|(on_ms, off_ms)| LedReport::Blink { on_ms, off_ms }),
+    ]
+}
+
+pub fn member_summary() -> impl Strategy<Value = MemberSummary> {
+    (
+        (
+            serial(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u8>(),
+            any::<u8>(),
+        ),
+        (forced(), firmware(), any::<u64>(), any::<bool>()),
+        (
+            vec(role(), 0..=MAX_DOMAINS),
+            vec(link(), 0..=MAX_HA_LINKS),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (serial, local, alive, quality, priority),
+                (forced, firmware, config_revision, paused),
+                (roles, links, mode_since_ms),
+            )| MemberSummary {
+                serial,
+                local,
+                alive,
+                quality,
+                priority,
+                forced,
+                firmware,
+                config_revision,
+                paused,
+                roles: roles.into_iter().collect(),
+                links: links.into_iter().collect(),
+                mode_since_ms,
+            },
+        )
+}
+
+pub fn status_report() -> impl Strategy<Value = StatusReport> {
+    (
+        any::<u64>(),
+        vec(member_summary(), 0..=MAX_MEMBERS),
+        led_report(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(uptime_ms, m, led, frames_sent, frames_received, frames_rejected)| StatusReport {
+                uptime_ms,
+                members: m.into_iter().collect(),
+                led,
+                frames_sent,
+                frames_received,
+                frames_rejected,
+            },
+        )
 }

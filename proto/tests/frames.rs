@@ -254,3 +254,79 @@ fn decode_of_the_wrong_message_set_is_an_error() {
     let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
     assert_eq!(opened.decode::<MemberMsg>().unwrap_err(), Error::Decode);
 }
+
+/// The largest possible status report (every member, every domain, every varint at its
+/// widest) still fits one frame, so a controller can always answer `StatusRequest`.
+#[test]
+fn largest_status_report_fits_one_frame() {
+    use ha_proto::msg::host::{EventReport, LedReport, MemberSummary, StatusReport};
+    use ha_proto::msg::{
+        FirmwareVersion, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS, MAX_MEMBERS,
+    };
+    let member = MemberSummary {
+        serial: Serial([b'Z'; 16]),
+        local: true,
+        alive: true,
+        quality: 255,
+        priority: 255,
+        forced: Forced::Passive,
+        firmware: FirmwareVersion {
+            major: 255,
+            minor: 255,
+            patch: u16::MAX,
+        },
+        config_revision: u64::MAX,
+        paused: true,
+        roles: core::iter::repeat_n(Role::Disabled, MAX_DOMAINS).collect(),
+        links: core::iter::repeat_n(LinkState::Down, MAX_HA_LINKS).collect(),
+        mode_since_ms: u64::MAX,
+    };
+    let report = StatusReport {
+        uptime_ms: u64::MAX,
+        members: core::iter::repeat_n(member, MAX_MEMBERS).collect(),
+        led: LedReport::Blink {
+            on_ms: u16::MAX,
+            off_ms: u16::MAX,
+        },
+        frames_sent: u32::MAX,
+        frames_received: u32::MAX,
+        frames_rejected: u32::MAX,
+    };
+    let event = EventReport {
+        seq: u32::MAX,
+        at_ms: u64::MAX,
+        name: core::iter::repeat_n('n', 24).collect(),
+        peer: Some(Serial([b'Z'; 16])),
+        detail: core::iter::repeat_n('d', 96).collect(),
+    };
+    for msg in [HostMsg::Status(report), HostMsg::Event(event)] {
+        for aead in [false, true] {
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let n = seal_msg(
+                &test_keys(),
+                &header(Channel::Host, aead, 7),
+                &msg,
+                &mut buf,
+            )
+            .expect("fits one frame");
+            let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
+            assert_eq!(opened.decode::<HostMsg>().unwrap(), msg);
+        }
+    }
+}
+
+/// `InstallKey` never shows the key in `Debug` output (logs, panics, test failures).
+#[test]
+fn install_key_debug_is_redacted() {
+    use ha_proto::msg::host::WirePsk;
+    let msg = HostMsg::InstallKey {
+        key_id: 2,
+        psk: WirePsk([0xAB; 32]),
+    };
+    let text = format!("{msg:?}");
+    assert!(
+        !text.to_lowercase().contains("ab, ") && !text.contains("171"),
+        "{text}"
+    );
+    assert!(text.contains("redacted"), "{text}");
+}

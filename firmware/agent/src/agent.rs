@@ -30,7 +30,7 @@
 
 use ha_proto::frame::{open, seal_msg, MAX_FRAME_LEN};
 use ha_proto::keys::{KeySet, Keyring, KeyringError, Psk};
-use ha_proto::msg::host::HostMsg;
+use ha_proto::msg::host::{HostMsg, LedReport, MemberSummary, StatusReport};
 use ha_proto::msg::member::{AdminCommand, DomainRole, Heartbeat, MemberMsg};
 use ha_proto::msg::{
     Channel, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS, MAX_MEMBERS,
@@ -76,6 +76,8 @@ enum Pending {
     Pong(u32),
     Led(LedPattern),
     Event(Event),
+    Status,
+    KeyState,
 }
 
 /// The HA agent of one member, for up to `M` members and `D` domains.
@@ -309,6 +311,89 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         w
     }
 
+    /// The status as sent to the main CPU ([`HostMsg::Status`]): one summary per member, the
+    /// local one first.
+    pub fn status_report(&self) -> StatusReport {
+        let me = &self.status.me;
+        let roles_of = |list: &[crate::status::DomainStatus]| {
+            let mut v: Vec<Role, MAX_DOMAINS> = Vec::new();
+            for d in list.iter().take(MAX_DOMAINS) {
+                let _ = v.push(d.role);
+            }
+            v
+        };
+        let since = me
+            .roles
+            .iter()
+            .map(|r| r.since_ms)
+            .max()
+            .unwrap_or(me.boot_ms);
+        let mut members = Vec::new();
+        let mut my_links = Vec::new();
+        for l in 0..MAX_HA_LINKS {
+            let st = if l >= self.cfg.links as usize {
+                LinkState::Absent
+            } else if self
+                .status
+                .peers
+                .iter()
+                .any(|p| p.links[l].state == LinkState::Up)
+            {
+                LinkState::Up
+            } else {
+                LinkState::Down
+            };
+            let _ = my_links.push(st);
+        }
+        let _ = members.push(MemberSummary {
+            serial: me.serial,
+            local: true,
+            alive: true,
+            quality: me.quality,
+            priority: me.priority,
+            forced: me.forced,
+            firmware: me.firmware,
+            config_revision: me.config_revision,
+            paused: me.frozen,
+            roles: roles_of(&me.roles),
+            links: my_links,
+            mode_since_ms: since.saturating_sub(me.boot_ms),
+        });
+        for p in &self.status.peers {
+            let mut links = Vec::new();
+            for l in p.links.iter() {
+                let _ = links.push(l.state);
+            }
+            let _ = members.push(MemberSummary {
+                serial: p.serial,
+                local: false,
+                alive: matches!(p.state, PeerState::Alive),
+                quality: p.quality,
+                priority: self.cfg.priority(0, &p.serial),
+                forced: p.forced,
+                firmware: p.firmware,
+                config_revision: p.config_revision,
+                paused: p.paused,
+                roles: roles_of(&p.roles),
+                links,
+                mode_since_ms: p.state_since_ms.saturating_sub(me.boot_ms),
+            });
+        }
+        let c = &self.status.counters;
+        StatusReport {
+            uptime_ms: self.now.saturating_sub(me.boot_ms),
+            members,
+            led: match self.led() {
+                LedPattern::Off => LedReport::Off,
+                LedPattern::Steady => LedReport::Steady,
+                LedPattern::Blink { on_ms, off_ms } => LedReport::Blink { on_ms, off_ms },
+            },
+            frames_sent: c.sent,
+            frames_received: c.received,
+            frames_rejected: c.rejected_total(),
+        }
+    }
+
     /// Next output for the shell, or `None` when the queue is empty.
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
@@ -330,6 +415,20 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
                 Pending::Probe(peer) => return Some(Output::Host(HostMsg::ProbeRequest { peer })),
                 Pending::Pong(nonce) => return Some(Output::Host(HostMsg::Pong { nonce })),
+                Pending::Status => {
+                    return Some(Output::Host(HostMsg::Status(self.status_report())))
+                }
+                Pending::KeyState => {
+                    let mut accepted = Vec::new();
+                    let _ = accepted.push(self.keyring.sealing().key_id());
+                    if let Some(k) = self.keyring.previous_key_id() {
+                        let _ = accepted.push(k);
+                    }
+                    return Some(Output::Host(HostMsg::KeyState {
+                        sealing_key_id: self.keyring.sealing().key_id(),
+                        accepted,
+                    }));
+                }
                 Pending::Led(l) => return Some(Output::Led(l)),
                 Pending::Event(e) => return Some(Output::Event(e)),
             };
@@ -590,8 +689,35 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             },
             HostMsg::ProbeResult { peer, alive } => self.on_probe(peer, alive),
             HostMsg::Ping { nonce } => self.push(Pending::Pong(nonce)),
+            HostMsg::StatusRequest => self.push(Pending::Status),
+            HostMsg::InstallKey { key_id, psk } => {
+                // Installing the key already sealing is acknowledged, not an error; a refusal
+                // shows in the KeyState answer (the key id is not listed).
+                if self.keyring.sealing().key_id() != key_id {
+                    let psk = Psk(psk.0);
+                    let _ = self.accept_key(&psk, key_id);
+                }
+                self.push(Pending::KeyState);
+            }
+            HostMsg::UseKey { key_id } => {
+                let _ = self.keyring.seal_with(key_id);
+                self.push(Pending::KeyState);
+            }
+            HostMsg::RetireKey { key_id } => {
+                // Only the key now sealing may stay; anything else is answered with the
+                // unchanged state so the main CPU sees the refusal.
+                if self.keyring.sealing().key_id() == key_id {
+                    self.retire_previous_key();
+                }
+                self.push(Pending::KeyState);
+            }
             // Messages the controller sends, not receives.
-            HostMsg::RoleDecision { .. } | HostMsg::ProbeRequest { .. } | HostMsg::Pong { .. } => {}
+            HostMsg::RoleDecision { .. }
+            | HostMsg::ProbeRequest { .. }
+            | HostMsg::Pong { .. }
+            | HostMsg::Status(_)
+            | HostMsg::Event(_)
+            | HostMsg::KeyState { .. } => {}
         }
         self.evaluate();
     }
@@ -755,6 +881,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     pub fn install_next_key(&mut self, psk: &Psk, key_id: u8) -> Result<(), KeyringError> {
         self.keyring
             .install_next(KeySet::derive(psk, self.cfg.cluster_id, key_id))
+    }
+
+    /// Phase 1 of a rollover: also accept frames under `key_id` (derived from `psk`); sealing
+    /// does not change until [`HostMsg::UseKey`].
+    pub fn accept_key(&mut self, psk: &Psk, key_id: u8) -> Result<(), KeyringError> {
+        self.keyring
+            .accept(KeySet::derive(psk, self.cfg.cluster_id, key_id))
     }
 
     /// Ends a PSK rollover: only the newest keys are accepted.
@@ -997,6 +1130,10 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.decision_seq = self.decision_seq.wrapping_add(1);
         let seq = self.decision_seq;
         self.push(Pending::RoleDecision { domain, role, seq });
+        // One status report describes every domain: queue it once per batch of decisions.
+        if !self.out.iter().any(|p| matches!(p, Pending::Status)) {
+            self.push(Pending::Status);
+        }
     }
 
     fn update_led(&mut self) {

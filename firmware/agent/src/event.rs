@@ -1,7 +1,10 @@
 //! HA events (SPEC E3): a bounded ring of timestamped, typed events; overflow is counted.
 
+use core::fmt::Write;
+
+use ha_proto::msg::host::{EventReport, EVENT_DETAIL_LEN};
 use ha_proto::msg::{FirmwareVersion, Forced, Role, Serial};
-use heapless::Deque;
+use heapless::{Deque, String};
 
 use crate::LinkId;
 
@@ -182,6 +185,83 @@ impl EventRing {
     /// Events dropped because the ring was full.
     pub fn overflow(&self) -> u32 {
         self.overflow
+    }
+}
+
+impl EventKind {
+    /// Short stable machine-readable name (logs, `hactl events --json`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RoleChanged { .. } => "role_changed",
+            EventKind::PeerFound { .. } => "peer_found",
+            EventKind::PeerRestarted { .. } => "peer_restarted",
+            EventKind::AllLinksDown { .. } => "all_links_down",
+            EventKind::PeerUnreachable { .. } => "peer_unreachable",
+            EventKind::PeerLost { .. } => "peer_lost",
+            EventKind::LinkDown { .. } => "link_down",
+            EventKind::LinkUp { .. } => "link_up",
+            EventKind::QualityChanged { .. } => "quality_changed",
+            EventKind::Collision { .. } => "collision",
+            EventKind::ResyncRequested { .. } => "resync_requested",
+            EventKind::Paused { .. } => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::ForcingChanged { .. } => "forcing_changed",
+            EventKind::VersionMismatch { .. } => "version_mismatch",
+            EventKind::ConfigMismatch { .. } => "config_mismatch",
+            EventKind::ReloadRequested => "reload_requested",
+        }
+    }
+
+    /// The peer the event is about, if any.
+    pub fn peer(&self) -> Option<Serial> {
+        match *self {
+            EventKind::PeerFound { peer }
+            | EventKind::PeerRestarted { peer }
+            | EventKind::AllLinksDown { peer }
+            | EventKind::PeerUnreachable { peer }
+            | EventKind::PeerLost { peer, .. }
+            | EventKind::LinkDown { peer, .. }
+            | EventKind::LinkUp { peer, .. }
+            | EventKind::Collision { peer, .. }
+            | EventKind::VersionMismatch { peer, .. }
+            | EventKind::ConfigMismatch { peer, .. } => Some(peer),
+            EventKind::ResyncRequested { by, .. } => Some(by),
+            _ => None,
+        }
+    }
+}
+
+/// A `fmt::Write` into a fixed string that keeps what fits and drops the rest, so that a long
+/// detail is truncated rather than lost.
+struct Truncating<'a, const N: usize>(&'a mut String<N>);
+
+impl<const N: usize> Write for Truncating<'_, N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for c in s.chars() {
+            if self.0.push(c).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    /// The event as sent to the main CPU on the host link; `seq` is the shell's running count
+    /// of events, so that the main CPU sees gaps.
+    pub fn report(&self, seq: u32) -> EventReport {
+        let mut detail: String<EVENT_DETAIL_LEN> = String::new();
+        // Writing into `Truncating` never fails.
+        let _ = write!(Truncating(&mut detail), "{:?}", self.kind);
+        let mut name = String::new();
+        let _ = Truncating(&mut name).write_str(self.kind.name());
+        EventReport {
+            seq,
+            at_ms: self.at_ms,
+            name,
+            peer: self.kind.peer(),
+            detail,
+        }
     }
 }
 

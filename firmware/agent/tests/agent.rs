@@ -683,3 +683,125 @@ fn event_ring_counts_overflow() {
     assert_eq!(ev.len(), ha_agent::event::EVENT_CAP);
     assert!(ev.overflow() > 0);
 }
+
+#[test]
+fn status_request_reports_every_member_and_role_changes_push_one() {
+    use ha_proto::msg::host::LedReport;
+    let mut c = Cluster::pair();
+    c.run_until(1000);
+    // The role decisions of the election were followed by a status report.
+    assert!(c
+        .host
+        .iter()
+        .any(|(m, h)| *m == 0 && matches!(h, HostMsg::Status(_))));
+    c.host.clear();
+    c.with(1, |a, now| a.on_host(now, HostMsg::StatusRequest));
+    let reports: Vec<_> = c
+        .host
+        .iter()
+        .filter_map(|(m, h)| match h {
+            HostMsg::Status(r) if *m == 1 => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.members.len(), 2);
+    assert!(r.members[0].local && r.members[0].serial == serial(1));
+    assert_eq!(r.members[0].roles[0], Role::Passive);
+    assert!(!r.members[1].local && r.members[1].alive);
+    assert_eq!(r.members[1].roles[0], Role::Active);
+    assert_eq!(
+        r.led,
+        LedReport::Blink {
+            on_ms: 1000,
+            off_ms: 2000
+        }
+    );
+    assert!(r.frames_received > 0 && r.frames_sent > 0);
+}
+
+#[test]
+fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
+    use ha_proto::msg::host::WirePsk;
+    let mut c = Cluster::pair();
+    c.run_until(1000);
+    let key_state = |c: &Cluster, m: usize| {
+        c.host
+            .iter()
+            .rev()
+            .find_map(|(i, h)| match h {
+                HostMsg::KeyState {
+                    sealing_key_id,
+                    accepted,
+                } if *i == m => Some((*sealing_key_id, accepted.to_vec())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    c.events.clear();
+    let install = HostMsg::InstallKey {
+        key_id: 2,
+        psk: WirePsk([7; 32]),
+    };
+    // Phase 1, one member after the other with time passing in between: nothing changes on
+    // the wire yet.
+    for m in 0..2 {
+        c.with(m, |a, now| a.on_host(now, install.clone()));
+        assert_eq!(key_state(&c, m), (0, vec![0, 2]));
+        c.run_until(c.now + 500);
+    }
+    // Using a key never installed is refused.
+    c.with(0, |a, now| a.on_host(now, HostMsg::UseKey { key_id: 5 }));
+    assert_eq!(key_state(&c, 0), (0, vec![0, 2]));
+    // Phase 2, again spread in time: the peer already accepts the new key.
+    for m in 0..2 {
+        c.with(m, |a, now| a.on_host(now, HostMsg::UseKey { key_id: 2 }));
+        assert_eq!(key_state(&c, m), (2, vec![2, 0]));
+        c.run_until(c.now + 500);
+    }
+    // Retiring the key that is not sealing is refused (state unchanged).
+    c.with(1, |a, now| a.on_host(now, HostMsg::RetireKey { key_id: 0 }));
+    assert_eq!(key_state(&c, 1), (2, vec![2, 0]));
+    // Phase 3.
+    for m in 0..2 {
+        c.with(m, |a, now| a.on_host(now, HostMsg::RetireKey { key_id: 2 }));
+        assert_eq!(key_state(&c, m), (2, vec![2]));
+    }
+    for m in 0..2 {
+        assert_eq!(
+            c.a(m).status().counters.rejected_total(),
+            0,
+            "member {m} rejected frames during the rollover"
+        );
+    }
+    let before = c.a(1).status().counters.received;
+    c.run_until(6000);
+    assert!(c.a(1).status().counters.received > before);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(1), Role::Passive);
+    for m in 0..2 {
+        assert!(
+            !c.events_of(m).iter().any(|e| matches!(
+                e,
+                EventKind::RoleChanged { .. } | EventKind::LinkDown { .. }
+            )),
+            "member {m}: a swap or a lost link during the rollover"
+        );
+    }
+}
+
+#[test]
+fn events_render_for_the_host_link() {
+    let e = ha_agent::event::Event {
+        at_ms: 1234,
+        kind: EventKind::PeerLost {
+            peer: serial(3),
+            confirmed: true,
+        },
+    };
+    let r = e.report(9);
+    assert_eq!((r.seq, r.at_ms, r.name.as_str()), (9, 1234, "peer_lost"));
+    assert_eq!(r.peer, Some(serial(3)));
+    assert!(r.detail.contains("confirmed: true"), "{}", r.detail);
+}

@@ -5,7 +5,11 @@ use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
 use super::member::AdminCommand;
-use super::{Role, Serial, IFACE_NAME_LEN, MAX_IFACES};
+use super::{
+    FirmwareVersion, Forced, LinkState, Role, Serial, IFACE_NAME_LEN, MAX_DOMAINS, MAX_HA_LINKS,
+    MAX_IFACES, MAX_MEMBERS,
+};
+use crate::keys::KEY_LEN;
 
 /// Every message on the host link, in both directions.
 ///
@@ -54,6 +58,154 @@ pub enum HostMsg {
         /// The ping's nonce.
         nonce: u32,
     },
+    /// Main CPU → controller: ask for a [`HostMsg::Status`] now.
+    StatusRequest,
+    /// Controller → main CPU: the cluster as this controller sees it; sent on request and on
+    /// every role change of this member.
+    Status(StatusReport),
+    /// Controller → main CPU: one event of the agent's ring, in order (SPEC E3).
+    Event(EventReport),
+    /// Main CPU → controller: accept the cluster PSK `psk` under `key_id` in addition to the
+    /// current one; sealing does not change yet (phase 1 of a PSK rollover, SPEC A4, see
+    /// [`crate::keys::Keyring`]). Only ever sent
+    /// AEAD-sealed with the current host-link key; a controller drops it when it arrives
+    /// HMAC-only, since the key would have crossed the wire in clear.
+    InstallKey {
+        /// Key id of the new key (must differ from the current one).
+        key_id: u8,
+        /// The new pre-shared key.
+        psk: WirePsk,
+    },
+    /// Main CPU → controller: seal with the accepted key `key_id` from now on; the key used
+    /// until now stays accepted (phase 2).
+    UseKey {
+        /// The key id to seal with.
+        key_id: u8,
+    },
+    /// Main CPU → controller: stop accepting every key but `key_id` (phase 3: the rollover is
+    /// over).
+    RetireKey {
+        /// The key id that stays.
+        key_id: u8,
+    },
+    /// Controller → main CPU: the keys in use, after every [`HostMsg::InstallKey`],
+    /// [`HostMsg::UseKey`] and [`HostMsg::RetireKey`].
+    KeyState {
+        /// Key id frames are sealed with.
+        sealing_key_id: u8,
+        /// Every key id accepted on receive.
+        accepted: Vec<u8, 2>,
+    },
+}
+
+/// A PSK carried by [`HostMsg::InstallKey`]: `Debug` never shows the bytes, equality is
+/// constant time, and the bytes are wiped when dropped.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WirePsk(pub [u8; KEY_LEN]);
+
+impl core::fmt::Debug for WirePsk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("WirePsk(<redacted>)")
+    }
+}
+
+impl PartialEq for WirePsk {
+    fn eq(&self, o: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&o.0).into()
+    }
+}
+
+impl Eq for WirePsk {}
+
+impl Drop for WirePsk {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.0.zeroize();
+    }
+}
+
+/// Status LED pattern as reported on the host link (SPEC E4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LedReport {
+    /// Off.
+    Off,
+    /// Steady on (active).
+    Steady,
+    /// Blinking with these on/off times in milliseconds.
+    Blink {
+        /// On time.
+        on_ms: u16,
+        /// Off time.
+        off_ms: u16,
+    },
+}
+
+/// One member as the reporting controller sees it (one row of SPEC E1's table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSummary {
+    /// The member's serial.
+    pub serial: Serial,
+    /// True for the reporting member itself.
+    pub local: bool,
+    /// True when the member is heard (always true for the local member).
+    pub alive: bool,
+    /// Quality factor 0..=100.
+    pub quality: u8,
+    /// "Active if equal" priority.
+    pub priority: u8,
+    /// Forcing in effect.
+    pub forced: Forced,
+    /// Firmware version.
+    pub firmware: FirmwareVersion,
+    /// Configuration revision the member runs.
+    pub config_revision: u64,
+    /// HA decisions paused.
+    pub paused: bool,
+    /// Role in each domain, indexed by domain number (one byte each, so that a report of
+    /// [`MAX_MEMBERS`] members with [`MAX_DOMAINS`] domains fits one frame).
+    pub roles: Vec<Role, MAX_DOMAINS>,
+    /// HA link states towards this member (for the local member: towards any peer).
+    pub links: Vec<LinkState, MAX_HA_LINKS>,
+    /// Reporter's uptime (ms) when the member's overall mode last changed.
+    pub mode_since_ms: u64,
+}
+
+/// Controller → main CPU status snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The reporting controller's uptime, ms.
+    pub uptime_ms: u64,
+    /// Every known member, the local one included.
+    pub members: Vec<MemberSummary, MAX_MEMBERS>,
+    /// The local status LED.
+    pub led: LedReport,
+    /// Member frames sent by the local controller.
+    pub frames_sent: u32,
+    /// Member frames received and accepted.
+    pub frames_received: u32,
+    /// Member frames rejected (any reason; the reasons are in the controller's log).
+    pub frames_rejected: u32,
+}
+
+/// Longest event name carried by [`EventReport`].
+pub const EVENT_NAME_LEN: usize = 24;
+/// Longest event detail text carried by [`EventReport`].
+pub const EVENT_DETAIL_LEN: usize = 96;
+
+/// One agent event, rendered for the main CPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventReport {
+    /// Position in the controller's event sequence; a gap means events were lost in the ring.
+    pub seq: u32,
+    /// Controller uptime when it happened, ms.
+    pub at_ms: u64,
+    /// Short machine-readable name, e.g. "role_changed".
+    pub name: String<EVENT_NAME_LEN>,
+    /// Peer concerned, if any.
+    pub peer: Option<Serial>,
+    /// Human-readable detail, truncated to fit.
+    pub detail: String<EVENT_DETAIL_LEN>,
 }
 
 /// One monitored interface as the main CPU sees it (SPEC B1).
