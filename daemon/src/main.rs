@@ -1,3 +1,3 @@
-//! Main-CPU daemon: host link to the management controller, state sync over UDP, userspace fast path, management API.
+//! `ha-daemon`: the main-CPU daemon (see `docs/daemon.md`).
 
 fn main() {}

@@ -1,0 +1,7 @@
+//! Main-CPU daemon of the HA system: the host link to the management controller, interface
+//! monitoring, the userspace fast path with stateful filtering, connection-state sync over UDP
+//! and the management API. `docs/daemon.md` describes the design.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod hostlink;
