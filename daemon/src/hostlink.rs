@@ -28,6 +28,8 @@ use ha_proto::replay::ReplayTable;
 use ha_proto::seq::Sequencer;
 use ha_proto::uart::{self, Decoder, UartError, MAX_ENCODED_LEN};
 
+use crate::util::wait_readable;
+
 /// Senders the host-link replay table tracks: only the local controller ever talks on this
 /// link; one spare slot lets a controller with a changed serial be reported as `wrong_sender`
 /// rather than `table_full`.
@@ -295,19 +297,6 @@ pub fn boot_epoch() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
         .unwrap_or(1)
-}
-
-/// Waits until `fd` is readable or `timeout` passes; true when readable.
-fn wait_readable<F: AsFd>(fd: &F, timeout: Duration) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
-        Ok(0) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
-        Err(e) => Err(io::Error::from(e)),
-    }
 }
 
 /// The host link over a byte stream `T` (a unix socket to QEMU, or a serial device).

@@ -5,3 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod hostlink;
+pub mod links;
+pub mod util;
