@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod fastpath;
 pub mod hostlink;
 pub mod links;
 pub mod util;
