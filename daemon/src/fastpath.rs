@@ -580,11 +580,9 @@ pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<PacketInfo> {
             info.sport = u.src_port();
             info.dport = u.dst_port();
         }
-        IpProtocol::Icmp => {
-            // Echo identifier as the "port", so that a ping is one flow.
-            if payload.len() >= 8 && (payload[0] == 8 || payload[0] == 0) {
-                info.sport = u16::from_be_bytes([payload[4], payload[5]]);
-            }
+        // Echo identifier as the "port", so that a ping is one flow.
+        IpProtocol::Icmp if payload.len() >= 8 && (payload[0] == 8 || payload[0] == 0) => {
+            info.sport = u16::from_be_bytes([payload[4], payload[5]]);
         }
         _ => {}
     }
