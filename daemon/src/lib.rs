@@ -4,7 +4,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod fastpath;
 pub mod hostlink;
 pub mod links;
+pub mod packetio;
 pub mod util;

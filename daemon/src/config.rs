@@ -1,0 +1,342 @@
+//! The daemon's own configuration file (TOML). The cluster settings (serial, cluster id, PSK,
+//! state-sync port) come from the member's configuration block, the same file `hactl
+//! provision` writes into the controller's flash; this file says where things are on the
+//! main CPU. Example (the e2e test writes one per member):
+//!
+//! ```toml
+//! config_block = "/etc/ha/member.cfg"
+//! host_link = "/run/ha/host.sock"        # unix socket (QEMU) ...
+//! # serial = "/dev/ttyS1"                # ... or the UART to the controller
+//! # baud = 115200
+//! mgmt_socket = "/run/ha/mgmt.sock"
+//! interfaces_period_ms = 1000            # Interfaces report, besides every change
+//! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
+//!
+//! [[monitor]]
+//! name = "eth1"
+//! weight = 100
+//!
+//! [forward.inside]
+//! ifname = "eth1"
+//! cluster_ip = "10.1.0.254/24"
+//! member_ip = "10.1.0.11"
+//! allow_new = true
+//!
+//! [forward.outside]
+//! ifname = "eth2"
+//! cluster_ip = "10.2.0.254/24"
+//! member_ip = "10.2.0.11"
+//! allow_new = false
+//!
+//! [sync]
+//! bind = "10.9.0.1"                      # address on the HA interface
+//! # port = 44242                         # default: the config block's state_sync_port
+//!
+//! [[peer]]
+//! serial = "SN-B"
+//! probe = ["10.1.0.12", "10.2.0.12"]     # its member addresses on the data interfaces
+//! sync = "10.9.0.2"                      # its HA-interface address
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::links::MonitoredIface;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// The member's configuration block (4096 bytes, as `hactl provision` writes it).
+    pub config_block: PathBuf,
+    /// Unix socket of the host link (QEMU's UART1 chardev).
+    #[serde(default)]
+    pub host_link: Option<PathBuf>,
+    /// Serial device of the host link (hardware).
+    #[serde(default)]
+    pub serial: Option<PathBuf>,
+    /// Baud rate of [`DaemonConfig::serial`].
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Management API socket.
+    #[serde(default = "default_mgmt")]
+    pub mgmt_socket: PathBuf,
+    /// Period of the interface report, ms.
+    #[serde(default = "default_iface_period")]
+    pub interfaces_period_ms: u64,
+    /// Period of gratuitous ARP while active, ms (0: only on takeover).
+    #[serde(default)]
+    pub garp_period_ms: u64,
+    /// Monitored interfaces and their weights.
+    #[serde(default)]
+    pub monitor: Vec<MonitoredIface>,
+    /// The fast path, if this member forwards.
+    #[serde(default)]
+    pub forward: Option<ForwardConfig>,
+    /// Connection-state sync.
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
+    /// The other members.
+    #[serde(default)]
+    pub peer: Vec<PeerConfig>,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+fn default_mgmt() -> PathBuf {
+    PathBuf::from(ha_mgmt_api::DEFAULT_SOCKET)
+}
+
+fn default_iface_period() -> u64 {
+    1000
+}
+
+/// The two forwarding interfaces.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// The protected side.
+    pub inside: SideFile,
+    /// The other side.
+    pub outside: SideFile,
+}
+
+/// One forwarding interface.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideFile {
+    /// Interface name.
+    pub ifname: String,
+    /// Cluster address with prefix length, e.g. `10.1.0.254/24`.
+    pub cluster_ip: String,
+    /// This member's own address on the interface.
+    pub member_ip: Ipv4Addr,
+    /// New connections may be opened from this side.
+    #[serde(default)]
+    pub allow_new: bool,
+}
+
+impl SideFile {
+    /// The cluster address and prefix length.
+    pub fn cluster(&self) -> Result<(Ipv4Addr, u8), ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "cluster_ip {:?}: want a.b.c.d/len",
+                self.cluster_ip
+            ))
+        };
+        let (a, l) = self.cluster_ip.split_once('/').ok_or_else(bad)?;
+        let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let len: u8 = l.parse().map_err(|_| bad())?;
+        if len > 32 {
+            return Err(bad());
+        }
+        Ok((ip, len))
+    }
+}
+
+/// State sync over UDP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Local address on the HA interface.
+    pub bind: Ipv4Addr,
+    /// UDP port; the configuration block's `state_sync_port` when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// Another member.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its serial.
+    pub serial: String,
+    /// Its member addresses on the data interfaces (probe targets).
+    #[serde(default)]
+    pub probe: Vec<Ipv4Addr>,
+    /// Its HA-interface address (state sync).
+    #[serde(default)]
+    pub sync: Option<Ipv4Addr>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io(PathBuf, std::io::Error),
+    /// TOML syntax or an unknown field.
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            ConfigError::Parse(e) => write!(f, "configuration: {e}"),
+            ConfigError::Invalid(e) => write!(f, "configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl DaemonConfig {
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let c: DaemonConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_path_buf(), e))?;
+        Self::parse(&text)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.host_link, &self.serial) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "host_link and serial are exclusive".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "one of host_link (unix socket) or serial is needed".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.monitor.len() > ha_proto::msg::MAX_IFACES {
+            return Err(ConfigError::Invalid(format!(
+                "{} monitored interfaces, at most {}",
+                self.monitor.len(),
+                ha_proto::msg::MAX_IFACES
+            )));
+        }
+        for m in &self.monitor {
+            if m.name.is_empty() || m.name.len() > 15 {
+                return Err(ConfigError::Invalid(format!("interface name {:?}", m.name)));
+            }
+            if m.weight > ha_proto::config_block::MAX_WEIGHT {
+                return Err(ConfigError::Invalid(format!(
+                    "weight {} of {} above {}",
+                    m.weight,
+                    m.name,
+                    ha_proto::config_block::MAX_WEIGHT
+                )));
+            }
+        }
+        if let Some(f) = &self.forward {
+            f.inside.cluster()?;
+            f.outside.cluster()?;
+            if f.inside.ifname == f.outside.ifname {
+                return Err(ConfigError::Invalid(
+                    "inside and outside are the same interface".into(),
+                ));
+            }
+        }
+        for p in &self.peer {
+            if ha_proto::msg::Serial::new(&p.serial).is_none() {
+                return Err(ConfigError::Invalid(format!("peer serial {:?}", p.serial)));
+            }
+        }
+        if self.interfaces_period_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "interfaces_period_ms must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sync socket address, with the block's port as the default.
+    pub fn sync_addr(&self, block_port: u16) -> Option<SocketAddr> {
+        self.sync
+            .as_ref()
+            .map(|s| SocketAddr::from((s.bind, s.port.unwrap_or(block_port))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+config_block = "/etc/ha/member.cfg"
+host_link = "/run/ha/host.sock"
+mgmt_socket = "/run/ha/mgmt.sock"
+[[monitor]]
+name = "eth1"
+weight = 100
+[[monitor]]
+name = "eth2"
+[forward.inside]
+ifname = "eth1"
+cluster_ip = "10.1.0.254/24"
+member_ip = "10.1.0.11"
+allow_new = true
+[forward.outside]
+ifname = "eth2"
+cluster_ip = "10.2.0.254/24"
+member_ip = "10.2.0.11"
+[sync]
+bind = "10.9.0.1"
+[[peer]]
+serial = "SN-B"
+probe = ["10.1.0.12"]
+sync = "10.9.0.2"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = DaemonConfig::parse(EXAMPLE).expect("parse");
+        assert_eq!(c.monitor[1].weight, 100, "default weight");
+        assert_eq!(c.interfaces_period_ms, 1000);
+        let f = c.forward.as_ref().expect("forward");
+        assert_eq!(
+            f.inside.cluster().expect("cidr"),
+            ("10.1.0.254".parse().expect("ip"), 24)
+        );
+        assert!(!f.outside.allow_new);
+        assert_eq!(
+            c.sync_addr(44242),
+            Some("10.9.0.1:44242".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn bad_files_are_typed_errors() {
+        assert!(matches!(
+            DaemonConfig::parse("config_block = 3"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            DaemonConfig::parse("config_block = \"x\"\nfoo = 1\nhost_link = \"y\""),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            DaemonConfig::parse("config_block = \"x\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad_cidr = EXAMPLE.replace("10.1.0.254/24", "10.1.0.254/40");
+        assert!(matches!(
+            DaemonConfig::parse(&bad_cidr),
+            Err(ConfigError::Invalid(_))
+        ));
+        let heavy = EXAMPLE.replace("weight = 100", "weight = 10000");
+        assert!(matches!(
+            DaemonConfig::parse(&heavy),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}
