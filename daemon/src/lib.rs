@@ -8,5 +8,7 @@ pub mod config;
 pub mod fastpath;
 pub mod hostlink;
 pub mod links;
+pub mod mgmt;
 pub mod packetio;
+pub mod runtime;
 pub mod util;

@@ -1,0 +1,569 @@
+//! The management API server: JSON lines on a unix socket (mode 0600), request and reply
+//! types from `ha-mgmt-api`. One thread per client.
+//!
+//! What it answers from: the controller's last [`HostMsg::Status`] (info, mode), its events
+//! ([`HostMsg::Event`]), its key state ([`HostMsg::KeyState`]); what it sends through the
+//! host loop's outbox: forcing ([`HostMsg::Admin`]), status requests, and the PSK rollover
+//! messages. Requests that belong to other tools (configuration sync, cluster membership,
+//! updates) get an `unsupported` error naming the tool.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ha_mgmt_api::{
+    ApiError, BannerLevel, ClusterInfo, ConfigSyncInfo, ErrorCode, Event, EventKind, Forced,
+    LinkInfo, LinkStatus, MemberInfo, Mode, ModeReport, Reply, Request, RotateReport, SyncState,
+    API_VERSION,
+};
+use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport, WirePsk};
+use ha_proto::msg::member::AdminCommand;
+use ha_proto::msg::{LinkState, Role};
+
+use crate::runtime::{unix_ms, Outbox, Shared};
+
+/// How long a command waits for the controller's confirmation (status or key state).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Maps a controller event name to the API's kind; `None` for names the API has no kind for.
+pub fn event_kind(name: &str) -> Option<EventKind> {
+    Some(match name {
+        "role_changed" => EventKind::Swap,
+        "peer_found" | "peer_restarted" => EventKind::PeerFound,
+        "peer_lost" | "peer_unreachable" | "all_links_down" => EventKind::PeerLost,
+        "link_down" => EventKind::LinkDown,
+        "link_up" => EventKind::LinkUp,
+        "quality_changed" => EventKind::QualityChanged,
+        "collision" | "resync_requested" => EventKind::Collision,
+        "paused" => EventKind::Pause,
+        "resumed" => EventKind::Resume,
+        "forcing_changed" => EventKind::Forced,
+        "version_mismatch" => EventKind::VersionConflict,
+        "config_mismatch" => EventKind::SyncFailure,
+        "key_rotation" => EventKind::KeyRotation,
+        _ => return None,
+    })
+}
+
+fn mode_of(role: Role) -> Mode {
+    match role {
+        Role::Starting => Mode::Starting,
+        Role::Active => Mode::Active,
+        Role::Passive => Mode::Passive,
+        Role::Disabled => Mode::Disabled,
+    }
+}
+
+fn forced_of(f: ha_proto::msg::Forced) -> Forced {
+    match f {
+        ha_proto::msg::Forced::None => Forced::None,
+        ha_proto::msg::Forced::Active => Forced::Active,
+        ha_proto::msg::Forced::Passive => Forced::Passive,
+    }
+}
+
+/// A member's overall mode: active when active in any domain, else its first domain's role.
+fn member_mode(m: &MemberSummary) -> Mode {
+    if !m.alive {
+        return Mode::Unknown;
+    }
+    if m.roles.contains(&Role::Active) {
+        return Mode::Active;
+    }
+    m.roles
+        .first()
+        .map(|r| mode_of(*r))
+        .unwrap_or(Mode::Unknown)
+}
+
+/// Builds the status table (SPEC E1) from a status report that arrived at `arrived_ms`.
+pub fn cluster_info(
+    sh: &Shared,
+    report: &StatusReport,
+    arrived_ms: u64,
+    verbose: bool,
+) -> ClusterInfo {
+    let members: Vec<MemberInfo> = report
+        .members
+        .iter()
+        .map(|m| {
+            let since_ms =
+                arrived_ms.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms));
+            let counters = (verbose && m.local).then(|| {
+                let mut c = std::collections::BTreeMap::new();
+                c.insert("frames_sent".to_string(), u64::from(report.frames_sent));
+                c.insert(
+                    "frames_received".to_string(),
+                    u64::from(report.frames_received),
+                );
+                c.insert(
+                    "frames_rejected".to_string(),
+                    u64::from(report.frames_rejected),
+                );
+                c.insert("host_frames_accepted".to_string(), sh.host_accepted);
+                for (k, v) in &sh.host_rejects {
+                    c.insert(format!("host_rejected_{k}"), *v);
+                }
+                if let Some(fp) = &sh.fast_path {
+                    c.insert("fastpath_forwarded".into(), fp.forwarded);
+                    c.insert("fastpath_dropped_filter".into(), fp.dropped_filter);
+                    c.insert("fastpath_dropped_passive".into(), fp.dropped_passive);
+                    c.insert("fastpath_garp_sent".into(), fp.garp_sent);
+                }
+                c
+            });
+            MemberInfo {
+                serial: m.serial.as_str().to_string(),
+                model: "mps2-an385".to_string(),
+                firmware: format!(
+                    "{}.{}.{}",
+                    m.firmware.major, m.firmware.minor, m.firmware.patch
+                ),
+                forced: forced_of(m.forced),
+                mode: member_mode(m),
+                mode_since: since_ms / 1000,
+                quality: m.quality,
+                priority: m.priority,
+                config_sync: ConfigSyncInfo {
+                    state: if m.local {
+                        SyncState::Source
+                    } else {
+                        SyncState::NoCommunication
+                    },
+                    last_sync: None,
+                    detail: Some(
+                        "configuration sync is reported by confsync, not ha-daemon".into(),
+                    ),
+                },
+                boot_time: if m.local { sh.boot_time } else { 0 },
+                links: m
+                    .links
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| LinkInfo {
+                        name: if i == 0 { "main" } else { "backup" }.to_string(),
+                        state: match l {
+                            LinkState::Absent => LinkStatus::NotConfigured,
+                            LinkState::Up => LinkStatus::Up,
+                            LinkState::Down => LinkStatus::Down,
+                        },
+                        since: 0,
+                    })
+                    .collect(),
+                config_revision: m.config_revision,
+                counters,
+            }
+        })
+        .collect();
+    let actives = members.iter().filter(|m| m.mode == Mode::Active).count();
+    let alive = report.members.iter().filter(|m| m.alive).count();
+    let links_down = members
+        .iter()
+        .flat_map(|m| &m.links)
+        .any(|l| l.state == LinkStatus::Down);
+    let (banner, banner_text) = if actives > 1 {
+        (
+            BannerLevel::Critical,
+            format!("{actives} members are active"),
+        )
+    } else if alive < 2 {
+        (
+            BannerLevel::Critical,
+            "no redundancy: no peer is heard".to_string(),
+        )
+    } else if actives == 0 {
+        (BannerLevel::Warning, "no member is active".to_string())
+    } else if links_down {
+        (BannerLevel::Warning, "an HA link is down".to_string())
+    } else {
+        (BannerLevel::Ok, format!("{alive} members, redundant"))
+    };
+    ClusterInfo {
+        api_version: API_VERSION,
+        cluster_id: sh.cluster_id,
+        me: sh.serial.as_str().to_string(),
+        banner,
+        banner_text,
+        members,
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Reply::Error(ApiError {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Reads a PSK file: 64 hex digits (whitespace around ignored), mode 0600 or stricter.
+pub fn read_psk_file(path: &Path) -> Result<[u8; 32], String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: key file must not be readable by group or others (chmod 600)",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hex = text.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{}: not 64 hex digits", path.display()));
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{}: not hex", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// A condition on the shared state that confirms a step.
+type Confirm = Box<dyn Fn(&Shared) -> bool>;
+
+/// The server's state.
+#[derive(Clone)]
+pub struct MgmtServer {
+    shared: Arc<Mutex<Shared>>,
+    outbox: Arc<Mutex<Outbox>>,
+}
+
+impl MgmtServer {
+    /// A server answering from `shared` and sending through `outbox`.
+    pub fn new(shared: Arc<Mutex<Shared>>, outbox: Outbox) -> Self {
+        Self {
+            shared,
+            outbox: Arc::new(Mutex::new(outbox)),
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, m: HostMsg) -> Result<(), Box<Reply>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(m)
+            .map_err(|_| Box::new(err(ErrorCode::Internal, "the host loop has stopped")))
+    }
+
+    /// Waits until `cond` holds on the shared state, at most [`CONFIRM_TIMEOUT`].
+    fn wait_for(&self, cond: impl Fn(&Shared) -> bool) -> bool {
+        let deadline = Instant::now() + CONFIRM_TIMEOUT;
+        while Instant::now() < deadline {
+            if cond(&self.shared()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Asks the controller for a fresh status and waits for it.
+    fn fresh_status(&self) -> Result<(StatusReport, u64), Box<Reply>> {
+        let asked = unix_ms();
+        self.send(HostMsg::StatusRequest)?;
+        if !self.wait_for(|s| s.status.as_ref().is_some_and(|(_, t)| *t >= asked)) {
+            return Err(Box::new(err(
+                ErrorCode::Unreachable,
+                "the management controller did not answer a status request",
+            )));
+        }
+        self.shared()
+            .status
+            .clone()
+            .ok_or_else(|| Box::new(err(ErrorCode::Internal, "status vanished")))
+    }
+
+    fn mode_report(&self, report: &StatusReport, arrived: u64) -> Reply {
+        let sh = self.shared();
+        match report.members.iter().find(|m| m.local) {
+            Some(m) => Reply::Mode(ModeReport {
+                serial: sh.serial.as_str().to_string(),
+                mode: member_mode(m),
+                forced: forced_of(m.forced),
+                since: arrived.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms))
+                    / 1000,
+            }),
+            None => err(
+                ErrorCode::Internal,
+                "status report without the local member",
+            ),
+        }
+    }
+
+    /// Answers one request; streamed replies go to `out` before the final one is returned.
+    pub fn handle(
+        &self,
+        req: Request,
+        out: &mut dyn FnMut(&Reply) -> io::Result<()>,
+    ) -> io::Result<Reply> {
+        Ok(match req {
+            Request::Info { verbose } => match self.fresh_status() {
+                Ok((r, t)) => Reply::Info(cluster_info(&self.shared(), &r, t, verbose)),
+                Err(e) => *e,
+            },
+            Request::Mode => match self.fresh_status() {
+                Ok((r, t)) => self.mode_report(&r, t),
+                Err(e) => *e,
+            },
+            Request::Active | Request::Passive | Request::Reset => {
+                let (command, want) = match req {
+                    Request::Active => (AdminCommand::ForceActive, ha_proto::msg::Forced::Active),
+                    Request::Passive => {
+                        (AdminCommand::ForcePassive, ha_proto::msg::Forced::Passive)
+                    }
+                    _ => (AdminCommand::ResetForcing, ha_proto::msg::Forced::None),
+                };
+                if let Err(e) = self.send(HostMsg::Admin {
+                    target: None,
+                    command,
+                }) {
+                    return Ok(*e);
+                }
+                // Poll the status until the controller shows the forcing.
+                let deadline = Instant::now() + CONFIRM_TIMEOUT;
+                loop {
+                    match self.fresh_status() {
+                        Ok((r, t)) => {
+                            if r.members.iter().any(|m| m.local && m.forced == want) {
+                                break self.mode_report(&r, t);
+                            }
+                        }
+                        Err(e) => break *e,
+                    }
+                    if Instant::now() >= deadline {
+                        break err(
+                            ErrorCode::Unreachable,
+                            "the controller did not confirm the forcing",
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Request::Reload => match self.send(HostMsg::Admin {
+                target: None,
+                command: AdminCommand::Reload,
+            }) {
+                Ok(()) => Reply::Done {
+                    message: "reload requested from the management controller".into(),
+                },
+                Err(e) => *e,
+            },
+            Request::Events { follow, last } => {
+                let (past, rx) = {
+                    let mut sh = self.shared();
+                    let n = last.map(|n| n as usize).unwrap_or(usize::MAX);
+                    let skip = sh.events.len().saturating_sub(n);
+                    let past: Vec<_> = sh.events.iter().skip(skip).cloned().collect();
+                    let rx = follow.then(|| {
+                        let (tx, rx) = mpsc::channel();
+                        sh.followers.push(tx);
+                        rx
+                    });
+                    (past, rx)
+                };
+                for (e, t) in past {
+                    if let Some(r) = event_reply(&e, t) {
+                        out(&r)?;
+                    }
+                }
+                match rx {
+                    None => Reply::EndOfEvents,
+                    Some(rx) => loop {
+                        match rx.recv_timeout(Duration::from_millis(500)) {
+                            Ok((e, t)) => {
+                                if let Some(r) = event_reply(&e, t) {
+                                    // The client closing the socket ends the stream.
+                                    out(&r)?;
+                                }
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break Reply::EndOfEvents,
+                        }
+                    },
+                }
+            }
+            Request::PskRotate { psk_file, key_id } => self.psk_rotate(&psk_file, key_id),
+            Request::PskRotateStatus => self.rotate_status(),
+            Request::ConfigPublish { .. }
+            | Request::ConfigSync { .. }
+            | Request::ConfigDiff { .. }
+            | Request::ConfigSynctest => err(
+                ErrorCode::Unsupported,
+                "configuration sync is served by confsync, not ha-daemon",
+            ),
+            Request::ClusterCreate { .. }
+            | Request::ClusterJoin { .. }
+            | Request::ClusterRemove { .. } => err(
+                ErrorCode::Unsupported,
+                "cluster membership is changed with hactl provision, not ha-daemon",
+            ),
+            Request::Update { .. } => {
+                err(ErrorCode::Unsupported, "updates are not run by ha-daemon")
+            }
+        })
+    }
+
+    fn rotate_status(&self) -> Reply {
+        let sh = self.shared();
+        let me = sh.serial.as_str().to_string();
+        match &sh.key_state {
+            None => Reply::Rotate(RotateReport {
+                phase: "idle".into(),
+                sealing_key_id: 0,
+                previous_key_id: None,
+                confirmed: Vec::new(),
+                pending: vec![me],
+            }),
+            Some((sealing, accepted)) => {
+                let other = accepted.iter().copied().find(|k| k != sealing);
+                Reply::Rotate(RotateReport {
+                    phase: if other.is_some() {
+                        "confirming"
+                    } else {
+                        "idle"
+                    }
+                    .into(),
+                    sealing_key_id: *sealing,
+                    previous_key_id: other,
+                    confirmed: vec![me],
+                    pending: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// One step of this member's PSK rollover, chosen by where its controller stands:
+    /// key not accepted yet → phase 1 (InstallKey, AEAD); accepted but not sealing → phase 2
+    /// (UseKey); sealing with it while another is accepted → phase 3 (RetireKey). Every step
+    /// waits for the controller's KeyState. The operator (or `hactl`) runs each phase on every
+    /// member before the next phase anywhere, so no member ever seals with a key a peer does
+    /// not accept.
+    fn psk_rotate(&self, psk_file: &str, key_id: u8) -> Reply {
+        let psk = match read_psk_file(&PathBuf::from(psk_file)) {
+            Ok(p) => p,
+            Err(e) => return err(ErrorCode::BadRequest, e),
+        };
+        let state = self.shared().key_state.clone();
+        let (msg, phase, confirm): (HostMsg, &str, Confirm) = match state {
+            Some((sealing, accepted)) if sealing == key_id && accepted.len() == 1 => {
+                return self.rotate_status();
+            }
+            Some((sealing, _)) if sealing == key_id => (
+                HostMsg::RetireKey { key_id },
+                "done",
+                Box::new(move |s| {
+                    s.key_state
+                        .as_ref()
+                        .is_some_and(|(k, a)| *k == key_id && a.len() == 1)
+                }),
+            ),
+            Some((_, accepted)) if accepted.contains(&key_id) => (
+                HostMsg::UseKey { key_id },
+                "retiring",
+                Box::new(move |s| s.key_state.as_ref().is_some_and(|(k, _)| *k == key_id)),
+            ),
+            _ => (
+                HostMsg::InstallKey {
+                    key_id,
+                    psk: WirePsk(psk),
+                },
+                "confirming",
+                Box::new(move |s| {
+                    s.key_state
+                        .as_ref()
+                        .is_some_and(|(_, a)| a.contains(&key_id))
+                }),
+            ),
+        };
+        if let Err(e) = self.send(msg) {
+            return *e;
+        }
+        if !self.wait_for(confirm) {
+            return err(
+                ErrorCode::Unreachable,
+                "the management controller did not confirm the key step",
+            );
+        }
+        match self.rotate_status() {
+            Reply::Rotate(mut r) => {
+                r.phase = phase.into();
+                Reply::Rotate(r)
+            }
+            other => other,
+        }
+    }
+
+    /// Serves one client until it closes the connection.
+    pub fn serve_client(&self, stream: UnixStream) -> io::Result<()> {
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(ha_mgmt_api::MAX_LINE_LEN as u64 + 1)
+                .read_line(&mut line)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let reply = match ha_mgmt_api::decode_line::<Request>(&line) {
+                Ok(req) => {
+                    let mut send =
+                        |r: &Reply| writer.write_all(ha_mgmt_api::encode_line(r).as_bytes());
+                    self.handle(req, &mut send)?
+                }
+                Err(e) => err(ErrorCode::BadRequest, e.to_string()),
+            };
+            writer.write_all(ha_mgmt_api::encode_line(&reply).as_bytes())?;
+        }
+    }
+
+    /// Binds `path` (mode 0600, replacing a stale socket) and serves clients on threads until
+    /// `stop` is set.
+    pub fn spawn(self, path: &Path, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let me = self.clone();
+                        let _ = s.set_nonblocking(false);
+                        std::thread::spawn(move || {
+                            let _ = me.serve_client(s);
+                        });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }))
+    }
+}
+
+fn event_reply(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Reply> {
+    Some(Reply::Event(Event {
+        time_ms: arrived_ms,
+        kind: event_kind(e.name.as_str())?,
+        member: e.peer.map(|p| p.as_str().to_string()),
+        detail: format!("#{} {}", e.seq, e.detail.as_str()),
+    }))
+}
+
+#[cfg(test)]
+mod tests;

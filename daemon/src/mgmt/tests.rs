@@ -1,0 +1,316 @@
+use super::*;
+use ha_proto::msg::host::{EventReport, LedReport};
+use ha_proto::msg::{FirmwareVersion, Serial};
+
+fn summary(serial: &str, local: bool, role: Role) -> MemberSummary {
+    MemberSummary {
+        serial: Serial::new(serial).expect("serial"),
+        local,
+        alive: true,
+        quality: 100,
+        priority: if local { 50 } else { 0 },
+        forced: ha_proto::msg::Forced::None,
+        firmware: FirmwareVersion {
+            major: 1,
+            minor: 2,
+            patch: 3,
+        },
+        config_revision: 4,
+        paused: false,
+        roles: heapless::Vec::from_slice(&[role]).expect("roles"),
+        links: heapless::Vec::from_slice(&[LinkState::Up, LinkState::Absent]).expect("links"),
+        mode_since_ms: 1_000,
+    }
+}
+
+fn report(a: Role, b: Role, forced: ha_proto::msg::Forced) -> StatusReport {
+    let mut me = summary("SN-A", true, a);
+    me.forced = forced;
+    StatusReport {
+        uptime_ms: 11_000,
+        members: heapless::Vec::from_slice(&[me, summary("SN-B", false, b)]).expect("members"),
+        led: LedReport::Steady,
+        frames_sent: 10,
+        frames_received: 9,
+        frames_rejected: 1,
+    }
+}
+
+fn shared() -> Arc<Mutex<Shared>> {
+    Arc::new(Mutex::new(Shared {
+        serial: Serial::new("SN-A").expect("serial"),
+        cluster_id: 7,
+        boot_time: 100,
+        ..Default::default()
+    }))
+}
+
+/// Plays the host loop and the controller: answers what the server sends by updating the
+/// shared state as the real host loop does when the controller answers.
+fn controller(sh: Arc<Mutex<Shared>>, rx: mpsc::Receiver<HostMsg>) -> JoinHandle<Vec<HostMsg>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut forced = ha_proto::msg::Forced::None;
+        let mut keys: (u8, Vec<u8>) = (1, vec![1]);
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+            seen.push(m.clone());
+            let mut s = sh.lock().expect("lock");
+            match m {
+                HostMsg::Admin { command, .. } => {
+                    forced = match command {
+                        AdminCommand::ForceActive => ha_proto::msg::Forced::Active,
+                        AdminCommand::ForcePassive => ha_proto::msg::Forced::Passive,
+                        _ => ha_proto::msg::Forced::None,
+                    };
+                }
+                HostMsg::StatusRequest => {
+                    s.status = Some((report(Role::Active, Role::Passive, forced), unix_ms()));
+                }
+                HostMsg::InstallKey { key_id, .. } => {
+                    keys.1.push(key_id);
+                    s.key_state = Some(keys.clone());
+                }
+                HostMsg::UseKey { key_id } => {
+                    keys.0 = key_id;
+                    s.key_state = Some(keys.clone());
+                }
+                HostMsg::RetireKey { key_id } => {
+                    keys.1 = vec![key_id];
+                    s.key_state = Some(keys.clone());
+                }
+                _ => {}
+            }
+        }
+        seen
+    })
+}
+
+fn ask(srv: &MgmtServer, req: Request) -> (Vec<Reply>, Reply) {
+    let mut streamed = Vec::new();
+    let fin = srv
+        .handle(req, &mut |r| {
+            streamed.push(r.clone());
+            Ok(())
+        })
+        .expect("handle");
+    (streamed, fin)
+}
+
+#[test]
+fn info_is_the_status_table() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh, tx);
+    let (_, r) = ask(&srv, Request::Info { verbose: true });
+    let Reply::Info(info) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(info.me, "SN-A");
+    assert_eq!(info.cluster_id, 7);
+    assert_eq!(info.banner, BannerLevel::Ok);
+    assert_eq!(info.members.len(), 2);
+    assert_eq!(info.members[0].mode, Mode::Active);
+    assert_eq!(info.members[1].mode, Mode::Passive);
+    assert_eq!(info.members[0].firmware, "1.2.3");
+    assert_eq!(info.members[0].links[0].state, LinkStatus::Up);
+    assert_eq!(info.members[0].links[1].state, LinkStatus::NotConfigured);
+    let c = info.members[0].counters.as_ref().expect("verbose counters");
+    assert_eq!(c["frames_rejected"], 1);
+    assert!(info.members[1].counters.is_none());
+    drop(srv);
+    ctl.join().expect("controller");
+}
+
+#[test]
+fn forcing_goes_to_the_controller_and_waits_for_its_confirmation() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh, tx);
+    let (_, r) = ask(&srv, Request::Passive);
+    let Reply::Mode(m) = r else { panic!("{r:?}") };
+    assert_eq!(m.forced, Forced::Passive);
+    let (_, r) = ask(&srv, Request::Reset);
+    let Reply::Mode(m) = r else { panic!("{r:?}") };
+    assert_eq!(m.forced, Forced::None);
+    drop(srv);
+    let seen = ctl.join().expect("controller");
+    assert!(seen.contains(&HostMsg::Admin {
+        target: None,
+        command: AdminCommand::ForcePassive
+    }));
+}
+
+#[test]
+fn no_controller_means_unreachable_not_a_hang() {
+    let sh = shared();
+    let (tx, _rx) = mpsc::channel();
+    let srv = MgmtServer::new(sh, tx);
+    let t0 = Instant::now();
+    let (_, r) = ask(&srv, Request::Mode);
+    assert!(matches!(
+        r,
+        Reply::Error(ApiError {
+            code: ErrorCode::Unreachable,
+            ..
+        })
+    ));
+    assert!(t0.elapsed() < CONFIRM_TIMEOUT + Duration::from_secs(1));
+}
+
+#[test]
+fn events_past_and_followed() {
+    let sh = shared();
+    for (i, name) in ["role_changed", "reload_requested", "link_down"]
+        .iter()
+        .enumerate()
+    {
+        sh.lock().expect("lock").events.push_back((
+            EventReport {
+                seq: i as u32,
+                at_ms: 5,
+                name: heapless::String::try_from(*name).expect("name"),
+                peer: None,
+                detail: heapless::String::try_from("x").expect("detail"),
+            },
+            1_000 + i as u64,
+        ));
+    }
+    let (tx, _rx) = mpsc::channel();
+    let srv = MgmtServer::new(sh.clone(), tx);
+    let (ev, fin) = ask(
+        &srv,
+        Request::Events {
+            follow: false,
+            last: None,
+        },
+    );
+    assert_eq!(fin, Reply::EndOfEvents);
+    assert_eq!(ev.len(), 2, "the name without an API kind is left out");
+    let Reply::Event(e) = &ev[1] else { panic!() };
+    assert_eq!(e.kind, EventKind::LinkDown);
+    let (ev, _) = ask(
+        &srv,
+        Request::Events {
+            follow: false,
+            last: Some(1),
+        },
+    );
+    assert_eq!(ev.len(), 1);
+
+    // Follow: a new event is streamed; the client going away ends the stream.
+    let srv2 = srv.clone();
+    let t = std::thread::spawn(move || {
+        let mut n = 0;
+        srv2.handle(
+            Request::Events {
+                follow: true,
+                last: Some(0),
+            },
+            &mut |_| {
+                n += 1;
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "client left"))
+            },
+        )
+        .map(|_| n)
+    });
+    loop {
+        if !sh.lock().expect("lock").followers.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let item = sh.lock().expect("lock").events[0].clone();
+    sh.lock()
+        .expect("lock")
+        .followers
+        .retain(|f| f.send(item.clone()).is_ok());
+    assert!(
+        t.join().expect("follower").is_err(),
+        "stream ended by the client"
+    );
+}
+
+#[test]
+fn psk_rotation_three_phases_and_key_file_checks() {
+    let dir = std::env::temp_dir().join(format!("ha-daemon-mgmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("new.psk");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(read_psk_file(&key).is_err(), "group-readable key refused");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(read_psk_file(&key).expect("key"), [0xab; 32]);
+    let short = dir.join("short.psk");
+    std::fs::write(&short, "abcd").expect("write");
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(read_psk_file(&short).is_err());
+
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh, tx);
+    let rotate = || Request::PskRotate {
+        psk_file: key.display().to_string(),
+        key_id: 2,
+    };
+    let phases: Vec<String> = (0..3)
+        .map(|_| match ask(&srv, rotate()).1 {
+            Reply::Rotate(r) => r.phase,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(phases, ["confirming", "retiring", "done"]);
+    let Reply::Rotate(r) = ask(&srv, Request::PskRotateStatus).1 else {
+        panic!()
+    };
+    assert_eq!((r.sealing_key_id, r.previous_key_id), (2, None));
+    drop(srv);
+    let seen = ctl.join().expect("controller");
+    assert!(matches!(seen[0], HostMsg::InstallKey { key_id: 2, .. }));
+    assert_eq!(seen[1], HostMsg::UseKey { key_id: 2 });
+    assert_eq!(seen[2], HostMsg::RetireKey { key_id: 2 });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn socket_round_trip_and_other_tools_requests() {
+    let dir = std::env::temp_dir().join(format!("ha-daemon-sock-{}", std::process::id()));
+    let path = dir.join("mgmt.sock");
+    let sh = shared();
+    let (tx, _rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = MgmtServer::new(sh, tx)
+        .spawn(&path, stop.clone())
+        .expect("spawn");
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut s = UnixStream::connect(&path).expect("connect");
+    s.write_all(b"{\"cmd\":\"config_synctest\"}\nnot json\n")
+        .expect("write");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read");
+    let rep: Reply = ha_mgmt_api::decode_line(&line).expect("reply");
+    assert!(matches!(
+        rep,
+        Reply::Error(ApiError {
+            code: ErrorCode::Unsupported,
+            ..
+        })
+    ));
+    line.clear();
+    r.read_line(&mut line).expect("read");
+    let rep: Reply = ha_mgmt_api::decode_line(&line).expect("reply");
+    assert!(matches!(
+        rep,
+        Reply::Error(ApiError {
+            code: ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    stop.store(true, Ordering::Relaxed);
+    h.join().expect("server");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,388 @@
+//! The daemon's main loop around the host link: interface reports up, role decisions and
+//! probe requests down, status and events kept for the management API.
+//!
+//! Threads: this loop (owns the host link and the netlink monitor), one receive thread per
+//! forwarding interface ([`crate::packetio`]), the state-sync thread and the management API
+//! server. Other threads reach the controller through the [`Outbox`]; what they read comes
+//! from [`Shared`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ha_proto::msg::host::{EventReport, HostMsg, StatusReport};
+use ha_proto::msg::{Role, Serial};
+
+use crate::fastpath::Filter;
+use crate::hostlink::HostLink;
+use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
+use crate::packetio::{Core, Senders};
+
+/// Events kept for `events` requests: the controller's own ring holds fewer, so this never
+/// loses one the controller still had.
+pub const EVENTS_MAX: usize = 4096;
+/// How long a probe of a peer waits for an echo reply before answering "not alive".
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Echo requests are repeated this often during a probe (a lost packet is not a dead peer).
+pub const PROBE_RESEND: Duration = Duration::from_millis(100);
+/// Extra gratuitous ARPs after a takeover, counted from it (switches and hosts that missed
+/// the first one).
+pub const GARP_REPEATS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
+/// Granularity of the loop: the host-link wait between two housekeeping rounds.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// What the daemon knows, for the management API.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// This member's serial.
+    pub serial: Serial,
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Boot time, Unix seconds.
+    pub boot_time: u64,
+    /// Last status report of the controller, with the Unix time (ms) it arrived.
+    pub status: Option<(StatusReport, u64)>,
+    /// Events of the controller with their arrival (Unix ms), oldest first.
+    pub events: VecDeque<(EventReport, u64)>,
+    /// Subscribers of `events --follow`.
+    pub followers: Vec<Sender<(EventReport, u64)>>,
+    /// Last key state of the controller: (sealing key id, accepted key ids).
+    pub key_state: Option<(u8, Vec<u8>)>,
+    /// Role of the forwarding domain, and since when (Unix seconds).
+    pub role: Option<(Role, u64)>,
+    /// Host-link frames rejected, per reason.
+    pub host_rejects: BTreeMap<String, u64>,
+    /// Fast-path counters, refreshed by the host loop.
+    pub fast_path: Option<crate::fastpath::Stats>,
+    /// Host-link frames accepted.
+    pub host_accepted: u64,
+    /// True while the host link is connected.
+    pub host_connected: bool,
+}
+
+/// Messages other threads want sent to the controller.
+pub type Outbox = Sender<HostMsg>;
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a role change does to the forwarding plane: the connection table's activation
+/// (a generation flip) and the fast path's role, under one lock.
+pub trait Activate {
+    /// Becomes active (`true`) or passive.
+    fn set_role(&mut self, active: bool, now: Instant);
+}
+
+/// The fast path as the host loop drives it.
+pub struct Forwarding<F> {
+    /// Fast path and filter.
+    pub core: Arc<Mutex<Core<F>>>,
+    /// Where their frames go.
+    pub senders: Senders,
+    /// Domain whose role decides forwarding.
+    pub domain: u8,
+}
+
+struct Probe {
+    peer: Serial,
+    targets: Vec<(Ipv4Addr, Vec<u16>)>,
+    started: Instant,
+    last_sent: Instant,
+}
+
+/// Static inputs of the host loop.
+pub struct HostLoop<F> {
+    /// Monitored interfaces and weights.
+    pub ifaces: Vec<MonitoredIface>,
+    /// Period of the interface report.
+    pub interfaces_period: Duration,
+    /// Period of gratuitous ARP while active; `None`: on takeover only.
+    pub garp_period: Option<Duration>,
+    /// Probe addresses of each peer.
+    pub peers: Vec<(Serial, Vec<Ipv4Addr>)>,
+    /// The fast path, when this member forwards.
+    pub forwarding: Option<Forwarding<F>>,
+    /// Shared state for the management API.
+    pub shared: Arc<Mutex<Shared>>,
+    /// Messages from other threads for the controller.
+    pub outbox: Receiver<HostMsg>,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Mutable state of the loop that survives reconnections of the host link.
+#[derive(Default)]
+pub struct LoopState {
+    last_decision: BTreeMap<u8, u32>,
+    probes: Vec<Probe>,
+    garp_due: Vec<Instant>,
+    last_garp: Option<Instant>,
+    last_report: Option<Instant>,
+    active: bool,
+}
+
+impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
+    /// Runs until the stop flag is set (`Ok`) or the host link fails (`Err`: the caller
+    /// goes passive and reconnects).
+    pub fn run<T: Read + Write + AsFd>(
+        &mut self,
+        link: &mut HostLink<T>,
+        monitor: &mut LinkMonitor,
+        st: &mut LoopState,
+    ) -> io::Result<()> {
+        self.lock_shared().host_connected = true;
+        // A fresh link: report the interfaces and ask for the cluster status at once.
+        self.send_interfaces(link, monitor)?;
+        st.last_report = Some(Instant::now());
+        link.send(&HostMsg::StatusRequest)?;
+        while !self.stop.load(Ordering::Relaxed) {
+            while let Ok(m) = self.outbox.try_recv() {
+                link.send(&m)?;
+            }
+            if let Some(msg) = link.recv_timeout(TICK)? {
+                self.on_msg(link, msg, st)?;
+            }
+            let now = Instant::now();
+            let changed = !monitor.poll(Duration::ZERO)?.is_empty();
+            let due = st
+                .last_report
+                .is_none_or(|t| now.duration_since(t) >= self.interfaces_period);
+            if changed || due {
+                self.send_interfaces(link, monitor)?;
+                st.last_report = Some(now);
+            }
+            self.run_probes(link, st, now)?;
+            self.run_garp(st, now);
+            let stats = self.forwarding.as_ref().map(|f| {
+                f.core
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .fp
+                    .stats()
+                    .clone()
+            });
+            let mut sh = self.lock_shared();
+            sh.fast_path = stats;
+            sh.host_accepted = link.codec().accepted();
+            for (k, v) in link.codec().rejects() {
+                sh.host_rejects.insert((*k).to_string(), *v);
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panicked thread cannot leave Shared half-updated in a way that matters (plain
+        // snapshots); keep serving.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send_interfaces<T: Read + Write + AsFd>(
+        &self,
+        link: &mut HostLink<T>,
+        monitor: &LinkMonitor,
+    ) -> io::Result<()> {
+        let msg = interfaces_msg(&self.ifaces, |n| monitor.is_up(n))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        link.send(&msg)
+    }
+
+    fn on_msg<T: Read + Write + AsFd>(
+        &mut self,
+        link: &mut HostLink<T>,
+        msg: HostMsg,
+        st: &mut LoopState,
+    ) -> io::Result<()> {
+        match msg {
+            HostMsg::Ping { nonce } => link.send(&HostMsg::Pong { nonce })?,
+            HostMsg::RoleDecision {
+                domain,
+                role,
+                decision_seq,
+            } => {
+                if let Some(last) = st.last_decision.get(&domain) {
+                    // An older decision (a small step back) is stale; a large one is a
+                    // restarted controller counting from zero again.
+                    if decision_seq <= *last && last - decision_seq < 1_000_000 {
+                        return Ok(());
+                    }
+                }
+                st.last_decision.insert(domain, decision_seq);
+                let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
+                if domain == fwd_domain {
+                    self.set_active(role == Role::Active, st);
+                    self.lock_shared().role = Some((role, unix_now()));
+                }
+            }
+            HostMsg::ProbeRequest { peer } => self.start_probe(link, peer, st)?,
+            HostMsg::Status(report) => {
+                self.lock_shared().status = Some((report, unix_ms()));
+            }
+            HostMsg::Event(ev) => {
+                let mut sh = self.lock_shared();
+                if sh.events.len() >= EVENTS_MAX {
+                    sh.events.pop_front();
+                }
+                let item = (ev, unix_ms());
+                sh.events.push_back(item.clone());
+                sh.followers.retain(|f| f.send(item.clone()).is_ok());
+            }
+            HostMsg::KeyState {
+                sealing_key_id,
+                accepted,
+            } => {
+                self.lock_shared().key_state = Some((sealing_key_id, accepted.to_vec()));
+            }
+            // Pong answers our keepalives; the rest never comes from a controller (the codec
+            // refuses them by direction).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a role to the forwarding plane; taking over sends gratuitous ARP now and
+    /// again at [`GARP_REPEATS`].
+    pub fn set_active(&mut self, active: bool, st: &mut LoopState) {
+        let now = Instant::now();
+        st.active = active;
+        let Some(f) = &self.forwarding else { return };
+        let outs = {
+            let mut c = f.core.lock().unwrap_or_else(|p| p.into_inner());
+            let was = c.fp.is_active();
+            c.filter.set_role(active, now);
+            let outs = c.fp.set_active(active);
+            if active && !was {
+                st.garp_due = GARP_REPEATS.iter().map(|d| now + *d).collect();
+                st.last_garp = Some(now);
+            }
+            outs
+        };
+        f.senders.send_all(&outs);
+    }
+
+    fn run_garp(&mut self, st: &mut LoopState, now: Instant) {
+        let Some(f) = &self.forwarding else { return };
+        let repeat_due = st.garp_due.first().is_some_and(|t| *t <= now);
+        let periodic_due = st.active
+            && self
+                .garp_period
+                .is_some_and(|p| st.last_garp.is_none_or(|t| now.duration_since(t) >= p));
+        if repeat_due || periodic_due {
+            if repeat_due {
+                st.garp_due.remove(0);
+            }
+            st.last_garp = Some(now);
+            let outs = f.core.lock().unwrap_or_else(|p| p.into_inner()).fp.garp();
+            f.senders.send_all(&outs);
+        }
+    }
+
+    fn start_probe<T: Read + Write + AsFd>(
+        &mut self,
+        link: &mut HostLink<T>,
+        peer: Serial,
+        st: &mut LoopState,
+    ) -> io::Result<()> {
+        let targets: Vec<Ipv4Addr> = self
+            .peers
+            .iter()
+            .find(|(s, _)| *s == peer)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        if targets.is_empty() || self.forwarding.is_none() {
+            // Nothing to probe with: the peer is not proven alive, the takeover may go on.
+            return link.send(&HostMsg::ProbeResult { peer, alive: false });
+        }
+        let now = Instant::now();
+        let mut p = Probe {
+            peer,
+            targets: targets.into_iter().map(|t| (t, Vec::new())).collect(),
+            started: now,
+            last_sent: now,
+        };
+        self.send_probe(&mut p);
+        st.probes.push(p);
+        Ok(())
+    }
+
+    fn send_probe(&self, p: &mut Probe) {
+        let Some(f) = &self.forwarding else { return };
+        let now = Instant::now();
+        let mut outs = Vec::new();
+        {
+            let mut c = f.core.lock().unwrap_or_else(|e| e.into_inner());
+            for (ip, seqs) in &mut p.targets {
+                if let Some((o, seq)) = c.fp.probe(*ip, now) {
+                    outs.extend(o);
+                    seqs.push(seq);
+                }
+            }
+        }
+        p.last_sent = now;
+        f.senders.send_all(&outs);
+    }
+
+    fn run_probes<T: Read + Write + AsFd>(
+        &mut self,
+        link: &mut HostLink<T>,
+        st: &mut LoopState,
+        now: Instant,
+    ) -> io::Result<()> {
+        let Some(f) = &self.forwarding else {
+            st.probes.clear();
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        for (i, p) in st.probes.iter().enumerate() {
+            let answered = {
+                let mut c = f.core.lock().unwrap_or_else(|e| e.into_inner());
+                p.targets
+                    .iter()
+                    .any(|(ip, seqs)| seqs.iter().any(|s| c.fp.probe_answered(*ip, *s)))
+            };
+            if answered {
+                done.push((i, true));
+            } else if now.duration_since(p.started) >= PROBE_TIMEOUT {
+                done.push((i, false));
+            }
+        }
+        for (i, alive) in done.iter().rev() {
+            let p = st.probes.remove(*i);
+            link.send(&HostMsg::ProbeResult {
+                peer: p.peer,
+                alive: *alive,
+            })?;
+        }
+        let resend: Vec<usize> = st
+            .probes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| now.duration_since(p.last_sent) >= PROBE_RESEND)
+            .map(|(i, _)| i)
+            .collect();
+        for i in resend {
+            let mut p = st.probes.remove(i);
+            self.send_probe(&mut p);
+            st.probes.insert(i, p);
+        }
+        Ok(())
+    }
+}
