@@ -11,4 +11,5 @@ pub mod links;
 pub mod mgmt;
 pub mod packetio;
 pub mod runtime;
+pub mod traffic;
 pub mod util;
