@@ -99,6 +99,9 @@ fn default_iface_period() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
+    /// HA domain whose role decides whether this member forwards.
+    #[serde(default)]
+    pub domain: u8,
     /// The protected side.
     pub inside: SideFile,
     /// The other side.

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket,
+    UdpPacket,
 };
 
 /// An Ethernet address.
@@ -456,6 +457,7 @@ impl FastPath {
         let mut p = Ipv4Packet::new_unchecked(&mut fwd[..]);
         p.set_hop_limit(p.hop_limit() - 1);
         p.fill_checksum();
+        fill_l4_checksum(&mut p);
         self.stats.forwarded += 1;
         self.send_ip(to, dst, fwd, now, out);
     }
@@ -547,6 +549,29 @@ impl FastPath {
             });
             self.stats.arp_requests += 1;
         }
+    }
+}
+
+/// Recomputes the TCP or UDP checksum of a whole (unfragmented) packet. Packets read from a
+/// veth or a NIC with checksum offload carry a partial checksum that only the sending
+/// kernel would have completed; forwarding them as they are would get them dropped.
+fn fill_l4_checksum(p: &mut Ipv4Packet<&mut [u8]>) {
+    if p.more_frags() || p.frag_offset() != 0 {
+        return;
+    }
+    let (src, dst) = (IpAddress::Ipv4(p.src_addr()), IpAddress::Ipv4(p.dst_addr()));
+    match p.next_header() {
+        IpProtocol::Tcp => {
+            if let Ok(mut t) = TcpPacket::new_checked(p.payload_mut()) {
+                t.fill_checksum(&src, &dst);
+            }
+        }
+        IpProtocol::Udp => {
+            if let Ok(mut u) = UdpPacket::new_checked(p.payload_mut()) {
+                u.fill_checksum(&src, &dst);
+            }
+        }
+        _ => {}
     }
 }
 

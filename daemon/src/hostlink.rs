@@ -327,36 +327,85 @@ impl HostLink<UnixStream> {
     }
 }
 
+/// Opens a serial device (hardware: the UART wired to the management controller) in raw
+/// mode at `baud`.
+pub fn open_serial_device(device: &Path, baud: u32) -> io::Result<std::fs::File> {
+    use nix::sys::termios::{self, BaudRate, SetArg};
+    let rate = match baud {
+        9600 => BaudRate::B9600,
+        19200 => BaudRate::B19200,
+        38400 => BaudRate::B38400,
+        57600 => BaudRate::B57600,
+        115200 => BaudRate::B115200,
+        230400 => BaudRate::B230400,
+        460800 => BaudRate::B460800,
+        921600 => BaudRate::B921600,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unsupported baud rate {other}"),
+            ))
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)?;
+    let mut t = termios::tcgetattr(&file)?;
+    termios::cfmakeraw(&mut t);
+    termios::cfsetspeed(&mut t, rate)?;
+    termios::tcsetattr(&file, SetArg::TCSANOW, &t)?;
+    Ok(file)
+}
+
 impl HostLink<std::fs::File> {
-    /// Opens a serial device (hardware: the UART wired to the management controller), in raw
-    /// mode at `baud` (a value of `nix::sys::termios::BaudRate`, e.g. 115200).
+    /// Opens the host link on a serial device ([`open_serial_device`]).
     pub fn open_serial(device: &Path, baud: u32, cfg: &ConfigBlock) -> io::Result<Self> {
-        use nix::sys::termios::{self, BaudRate, SetArg};
-        let rate = match baud {
-            9600 => BaudRate::B9600,
-            19200 => BaudRate::B19200,
-            38400 => BaudRate::B38400,
-            57600 => BaudRate::B57600,
-            115200 => BaudRate::B115200,
-            230400 => BaudRate::B230400,
-            460800 => BaudRate::B460800,
-            921600 => BaudRate::B921600,
-            other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("unsupported baud rate {other}"),
-                ))
-            }
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(device)?;
-        let mut t = termios::tcgetattr(&file)?;
-        termios::cfmakeraw(&mut t);
-        termios::cfsetspeed(&mut t, rate)?;
-        termios::tcsetattr(&file, SetArg::TCSANOW, &t)?;
+        let file = open_serial_device(device, baud)?;
         Ok(Self::new(file, HostCodec::new(cfg, boot_epoch())))
+    }
+}
+
+/// Either transport of the host link, for a daemon configured with one or the other.
+#[derive(Debug)]
+pub enum Stream {
+    /// QEMU's chardev socket.
+    Unix(UnixStream),
+    /// A serial device.
+    Serial(std::fs::File),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Serial(f) => f.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Serial(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Serial(f) => f.flush(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Serial(f) => f.as_fd(),
+        }
     }
 }
 
@@ -413,6 +462,11 @@ impl<T: Read + Write + AsFd> HostLink<T> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &T {
         &self.io
+    }
+
+    /// Ends the link and gives the codec back (to reconnect with the same sequence numbers).
+    pub fn into_codec(self) -> HostCodec {
+        self.codec
     }
 }
 

@@ -1,0 +1,254 @@
+//! Wiring of the daemon: configuration → host link, link monitor, fast path threads, state
+//! sync thread, management API; reconnection of the host link; orderly stop.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ha_proto::config_block::ConfigBlock;
+use ha_proto::msg::Serial;
+
+use crate::config::DaemonConfig;
+use crate::fastpath::{FastPath, Filter, SideConfig};
+use crate::hostlink::{boot_epoch, open_serial_device, HostCodec, HostLink, Stream};
+use crate::links::LinkMonitor;
+use crate::mgmt::MgmtServer;
+use crate::packetio::{open_port, spawn_rx, Core, Senders};
+use crate::runtime::{unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
+
+/// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
+pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
+/// How often the sync thread runs the engine's timers when nothing arrives.
+pub const SYNC_TICK: Duration = Duration::from_millis(2);
+
+/// The connection-state sync as the daemon drives it (implemented over the dataplane crate's
+/// engine by the daemon's dataplane adapter).
+pub trait SyncPlane {
+    /// A datagram from the peer's daemon.
+    fn on_datagram(&mut self, bytes: &[u8], now: Instant);
+    /// Datagrams to send to the peer now (changes, acknowledgements, retransmissions, bulk).
+    fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>>;
+}
+
+/// Everything the fast path's filter must do for the daemon.
+pub trait Dataplane: Filter + Activate + SyncPlane + Send + 'static {}
+
+impl<T: Filter + Activate + SyncPlane + Send + 'static> Dataplane for T {}
+
+/// Reads a configuration block file (as `hactl provision` writes it).
+pub fn load_block(path: &Path) -> Result<ConfigBlock, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ConfigBlock::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn side(f: &crate::config::SideFile, mac: crate::fastpath::Mac) -> Result<SideConfig, String> {
+    let (cluster_ip, prefix_len) = f.cluster().map_err(|e| e.to_string())?;
+    Ok(SideConfig {
+        mac,
+        cluster_ip,
+        prefix_len,
+        member_ip: f.member_ip,
+        allow_new: f.allow_new,
+    })
+}
+
+/// Starts the state-sync thread: a UDP socket on `bind`, datagrams to and from `peer`.
+pub fn spawn_sync<D: Dataplane>(
+    bind: SocketAddr,
+    peer: SocketAddr,
+    core: Arc<Mutex<Core<D>>>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    let sock = UdpSocket::bind(bind)?;
+    sock.set_read_timeout(Some(SYNC_TICK))?;
+    Ok(std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while !stop.load(Ordering::Relaxed) {
+            let got = match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from.ip() == peer.ip() => Some(n),
+                Ok(_) => None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let outs = {
+                let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                if let Some(n) = got {
+                    c.filter.on_datagram(&buf[..n], now);
+                }
+                c.filter.poll_transmit(now)
+            };
+            for d in outs {
+                // A full socket buffer or an unreachable peer loses the datagram; the
+                // engine retransmits.
+                let _ = sock.send_to(&d, peer);
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// Runs the daemon until `stop` is set. `dataplane` builds the connection table and sync
+/// engine from the configuration block.
+pub fn run<D: Dataplane>(
+    cfg: DaemonConfig,
+    dataplane: impl FnOnce(&ConfigBlock) -> D,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let block = load_block(&cfg.config_block)?;
+    let shared = Arc::new(Mutex::new(Shared {
+        serial: block.serial,
+        cluster_id: block.cluster_id,
+        boot_time: unix_now(),
+        ..Default::default()
+    }));
+    let (out_tx, out_rx) = mpsc::channel();
+    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+
+    let mut forwarding = None;
+    if let Some(f) = &cfg.forward {
+        let pin = open_port(&f.inside.ifname).map_err(|e| format!("{}: {e}", f.inside.ifname))?;
+        let pout =
+            open_port(&f.outside.ifname).map_err(|e| format!("{}: {e}", f.outside.ifname))?;
+        let fp = FastPath::new(side(&f.inside, pin.mac)?, side(&f.outside, pout.mac)?);
+        let core = Arc::new(Mutex::new(Core {
+            fp,
+            filter: dataplane(&block),
+        }));
+        let senders = Senders {
+            inside: pin.tx.clone(),
+            outside: pout.tx.clone(),
+        };
+        use crate::fastpath::Side;
+        threads.push(spawn_rx(
+            Side::Inside,
+            pin.rx,
+            core.clone(),
+            senders.clone(),
+            stop.clone(),
+        ));
+        threads.push(spawn_rx(
+            Side::Outside,
+            pout.rx,
+            core.clone(),
+            senders.clone(),
+            stop.clone(),
+        ));
+        if let (Some(bind), Some(peer)) = (
+            cfg.sync_addr(block.state_sync_port),
+            cfg.peer.iter().find_map(|p| p.sync),
+        ) {
+            let port = bind.port();
+            threads.push(
+                spawn_sync(
+                    bind,
+                    SocketAddr::from((peer, port)),
+                    core.clone(),
+                    stop.clone(),
+                )
+                .map_err(|e| format!("state sync on {bind}: {e}"))?,
+            );
+        }
+        forwarding = Some(Forwarding {
+            core,
+            senders,
+            domain: f.domain,
+        });
+    }
+
+    let mgmt = MgmtServer::new(shared.clone(), out_tx.clone())
+        .spawn(&cfg.mgmt_socket, stop.clone())
+        .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
+
+    let peers = cfg
+        .peer
+        .iter()
+        .filter_map(|p| Serial::new(&p.serial).map(|s| (s, p.probe.clone())))
+        .collect();
+    let mut host = HostLoop {
+        ifaces: cfg.monitor.clone(),
+        interfaces_period: Duration::from_millis(cfg.interfaces_period_ms),
+        garp_period: (cfg.garp_period_ms > 0).then(|| Duration::from_millis(cfg.garp_period_ms)),
+        peers,
+        forwarding,
+        shared: shared.clone(),
+        outbox: out_rx,
+        stop: stop.clone(),
+    };
+    let mut monitor = LinkMonitor::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut st = LoopState::default();
+    // One codec for the whole run: the controller's replay window must see our sequence
+    // numbers go on increasing across reconnections.
+    let mut codec = Some(HostCodec::new(&block, boot_epoch()));
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let Some(c) = codec.take() else {
+            break Err("host link codec lost".to_string());
+        };
+        let connected = match (&cfg.host_link, &cfg.serial) {
+            (Some(path), _) => connect_unix(path, &stop).map(|s| HostLink::new(Stream::Unix(s), c)),
+            (None, Some(dev)) => open_serial_device(dev, cfg.baud)
+                .map(|f| HostLink::new(Stream::Serial(f), c))
+                .map_err(|e| format!("{}: {e}", dev.display())),
+            (None, None) => Err("no host link configured".to_string()),
+        };
+        let mut link = match connected {
+            Ok(l) => l,
+            Err(e) => break Err(e),
+        };
+        eprintln!("ha-daemon: host link up");
+        let r = host.run(&mut link, &mut monitor, &mut st);
+        codec = Some(link.into_codec());
+        shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .host_connected = false;
+        match r {
+            Ok(()) => break Ok(()),
+            Err(e) => {
+                // Fail safe: without its controller this member must not forward (the peers
+                // take over when its heartbeats stop).
+                eprintln!("ha-daemon: host link lost ({e}); passive until it is back");
+                host.set_active(false, &mut st);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        if let Ok(Err(e)) = t.join() {
+            eprintln!("ha-daemon: thread ended with {e}");
+        }
+    }
+    let _ = mgmt.join();
+    result
+}
+
+fn connect_unix(path: &Path, stop: &AtomicBool) -> Result<std::os::unix::net::UnixStream, String> {
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(format!("{}: {e}", path.display()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
