@@ -93,9 +93,20 @@ pub fn is_from_controller(msg: &HostMsg) -> bool {
     }
 }
 
+/// Which end of the host link a codec is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The main CPU (this daemon): accepts what a controller sends.
+    MainCpu,
+    /// The management controller (the host-process stand-in `ha-agent-host`): accepts what a
+    /// main CPU sends, and [`HostMsg::InstallKey`] only when AEAD-sealed.
+    Controller,
+}
+
 /// Sans-IO host-link codec: seals outgoing messages into UART bytes, turns incoming bytes into
 /// authenticated, fresh messages.
 pub struct HostCodec {
+    end: End,
     serial: Serial,
     cluster_id: u32,
     keyring: Keyring,
@@ -124,10 +135,17 @@ impl std::fmt::Debug for HostCodec {
 }
 
 impl HostCodec {
-    /// A codec for the member described by `cfg`, sending under boot epoch `epoch`.
+    /// The main CPU's codec for the member described by `cfg`, sending under boot epoch
+    /// `epoch`.
     pub fn new(cfg: &ConfigBlock, epoch: u32) -> Self {
+        Self::with_end(End::MainCpu, cfg, epoch)
+    }
+
+    /// A codec for either end.
+    pub fn with_end(end: End, cfg: &ConfigBlock, epoch: u32) -> Self {
         let keys = KeySet::derive(&cfg.psk, cfg.cluster_id, cfg.key_id);
         Self {
+            end,
             serial: cfg.serial,
             cluster_id: cfg.cluster_id,
             keyring: Keyring::new(keys),
@@ -150,9 +168,10 @@ impl HostCodec {
     /// Seals `msg` and returns the bytes to write to the link.
     ///
     /// [`HostMsg::InstallKey`] is always sealed with the AEAD (the key must not cross the wire
-    /// in clear). The key rollover messages also update this end's keyring, so that it
-    /// accepts and seals with the same keys as the controller: `InstallKey` accepts the new
-    /// key, `UseKey` seals with it, `RetireKey` drops the other one.
+    /// in clear). On the main CPU's end, the key rollover messages also update this end's
+    /// keyring, so that it accepts and seals with the same keys as the controller:
+    /// `InstallKey` accepts the new key, `UseKey` seals with it, `RetireKey` drops the other
+    /// one. (The controller's end follows the rollover messages it receives.)
     pub fn encode(&mut self, msg: &HostMsg) -> Result<Vec<u8>, EncodeError> {
         let aead = self.encrypt || matches!(msg, HostMsg::InstallKey { .. });
         let mut hdr = self
@@ -166,6 +185,7 @@ impl HostCodec {
         let m = uart::encode_frame(&frame_buf[..n], &mut out).map_err(EncodeError::Uart)?;
         out.truncate(m);
         match msg {
+            _ if self.end == End::Controller => {}
             HostMsg::InstallKey { key_id, psk } => {
                 let next = KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
                 self.keyring.accept(next).map_err(EncodeError::Keyring)?;
@@ -241,13 +261,41 @@ impl HostCodec {
             return Err("reflected");
         }
         let msg: HostMsg = opened.decode().map_err(|e| e.name())?;
-        if !is_from_controller(&msg) {
-            return Err("wrong_direction");
+        let from_controller = is_from_controller(&msg);
+        match self.end {
+            End::MainCpu if !from_controller => return Err("wrong_direction"),
+            End::Controller if from_controller => return Err("wrong_direction"),
+            End::Controller if matches!(msg, HostMsg::InstallKey { .. }) && !h.aead => {
+                return Err("key_in_clear")
+            }
+            _ => {}
         }
         // Only authenticated, well-formed frames move the window.
         self.replay
             .check_and_record(h.sender, h.epoch, h.seq)
             .map_err(|e| e.name())?;
+        if self.end == End::Controller {
+            // Follow the main CPU's rollover as the agent does (refusals show in the agent's
+            // KeyState answer; the keyring here only has to match it).
+            match &msg {
+                HostMsg::InstallKey { key_id, psk } => {
+                    if self.keyring.sealing().key_id() != *key_id {
+                        let next =
+                            KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
+                        let _ = self.keyring.accept(next);
+                    }
+                }
+                HostMsg::UseKey { key_id } => {
+                    let _ = self.keyring.seal_with(*key_id);
+                }
+                HostMsg::RetireKey { key_id } => {
+                    if self.keyring.sealing().key_id() == *key_id {
+                        self.keyring.retire_previous();
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(msg)
     }
 

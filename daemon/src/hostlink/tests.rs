@@ -305,3 +305,56 @@ fn connect_over_a_unix_socket_path() {
     drop(link);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn controller_end_accepts_the_other_direction_and_refuses_keys_in_clear() {
+    let cfg = sample_cfg();
+    let mut cpu = HostCodec::new(&cfg, 1_000);
+    let mut ctl = HostCodec::with_end(End::Controller, &cfg, 7);
+    ctl.push(&cpu.encode(&HostMsg::StatusRequest).expect("encode"));
+    assert_eq!(ctl.next_msg(), Some(HostMsg::StatusRequest));
+    let install = HostMsg::InstallKey {
+        key_id: 2,
+        psk: WirePsk([3; 32]),
+    };
+    ctl.push(&cpu.encode(&install).expect("encode"));
+    assert_eq!(ctl.next_msg(), Some(install.clone()));
+    // The same message HMAC-only (a broken or hostile main CPU) is refused.
+    let mut clear = Controller::new(&cfg, 1_001);
+    ctl.push(&clear.encode(&install));
+    assert_eq!(ctl.next_msg(), None);
+    assert_eq!(ctl.rejects().get("key_in_clear"), Some(&1));
+    // Controller → main CPU.
+    cpu.push(&ctl.encode(&role(1)).expect("encode"));
+    assert_eq!(cpu.next_msg(), Some(role(1)));
+    // A controller never accepts controller messages.
+    let mut other = Controller::new(&cfg, 9);
+    ctl.push(&other.encode(&role(2)));
+    assert_eq!(ctl.rejects().get("wrong_direction"), Some(&1));
+}
+
+#[test]
+fn both_ends_follow_a_rollover_without_a_rejected_frame() {
+    let cfg = sample_cfg();
+    let mut cpu = HostCodec::new(&cfg, 1_000);
+    let mut ctl = HostCodec::with_end(End::Controller, &cfg, 7);
+    let steps = [
+        HostMsg::InstallKey {
+            key_id: 2,
+            psk: WirePsk([3; 32]),
+        },
+        HostMsg::UseKey { key_id: 2 },
+        HostMsg::RetireKey { key_id: 2 },
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        ctl.push(&cpu.encode(step).expect("encode"));
+        assert!(ctl.next_msg().is_some());
+        cpu.push(
+            &ctl.encode(&HostMsg::Pong { nonce: i as u32 })
+                .expect("encode"),
+        );
+        assert_eq!(cpu.next_msg(), Some(HostMsg::Pong { nonce: i as u32 }));
+    }
+    assert_eq!((cpu.sealing_key_id(), ctl.sealing_key_id()), (2, 2));
+    assert!(cpu.rejects().is_empty() && ctl.rejects().is_empty());
+}
