@@ -277,21 +277,18 @@ impl HostCodec {
         if self.end == End::Controller {
             // Follow the main CPU's rollover as the agent does (refusals show in the agent's
             // KeyState answer; the keyring here only has to match it).
+            let sealing = self.keyring.sealing().key_id();
             match &msg {
-                HostMsg::InstallKey { key_id, psk } => {
-                    if self.keyring.sealing().key_id() != *key_id {
-                        let next =
-                            KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
-                        let _ = self.keyring.accept(next);
-                    }
+                HostMsg::InstallKey { key_id, psk } if sealing != *key_id => {
+                    let next =
+                        KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
+                    let _ = self.keyring.accept(next);
                 }
                 HostMsg::UseKey { key_id } => {
                     let _ = self.keyring.seal_with(*key_id);
                 }
-                HostMsg::RetireKey { key_id } => {
-                    if self.keyring.sealing().key_id() == *key_id {
-                        self.keyring.retire_previous();
-                    }
+                HostMsg::RetireKey { key_id } if sealing == *key_id => {
+                    self.keyring.retire_previous();
                 }
                 _ => {}
             }
