@@ -1,0 +1,207 @@
+//! `ha-agent-host`: the real HA agent (`ha-agent`, the same code the firmware runs) in a host
+//! process, standing in for a member's QEMU management controller while the firmware cluster
+//! is not available. It is a test tool: the end-to-end test names it in its output whenever
+//! it is used instead of QEMU.
+//!
+//! - host link: listens on a unix socket like QEMU's UART1 chardev (`server=on,wait=off`),
+//!   frames sealed with the host-link key ([`ha_daemon::hostlink::HostCodec`], controller end);
+//! - main HA link: sealed member frames in UDP datagrams to every `--peer`;
+//! - no backup link and no sensors (hardware quality stays 100).
+//!
+//! ```text
+//! ha-agent-host --block a.cfg --host-sock /tmp/a/host.sock \
+//!     --bind 127.0.0.1:45001 --peer 127.0.0.1:45002
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use ha_agent::config::{DomainConfig, Profile, Timers};
+use ha_agent::quality::{AggregateRule, HwWeights, QualityConfig};
+use ha_agent::{Agent, Config, LinkId, Output};
+use ha_daemon::app::load_block;
+use ha_daemon::hostlink::{boot_epoch, End, HostCodec};
+use ha_proto::config_block::{self, ConfigBlock, TimerProfile};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+#[derive(Parser)]
+#[command(
+    name = "ha-agent-host",
+    about = "The HA agent in a host process (QEMU stand-in)"
+)]
+struct Cli {
+    /// The member's configuration block.
+    #[arg(long)]
+    block: PathBuf,
+    /// Unix socket the daemon connects to (the host link).
+    #[arg(long)]
+    host_sock: PathBuf,
+    /// Local UDP address of the main HA link.
+    #[arg(long)]
+    bind: SocketAddr,
+    /// UDP address of a peer's main HA link (repeat for each peer).
+    #[arg(long)]
+    peer: Vec<SocketAddr>,
+}
+
+fn agent_config(b: &ConfigBlock) -> Result<Config, String> {
+    let members = b.members.iter().map(|m| m.serial).collect();
+    let mut c: Config = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
+    c.key_id = b.key_id;
+    c.encrypt = b.encrypt;
+    c.links = 1;
+    c.timers = Timers::for_profile(match b.timers {
+        TimerProfile::Default => Profile::Default,
+        TimerProfile::Fast => Profile::Fast,
+        TimerProfile::Custom {
+            interval_ms,
+            miss_limit,
+        } => Profile::Custom {
+            interval_ms,
+            miss_limit,
+        },
+    });
+    c.domains.clear();
+    for d in &b.domains {
+        c.domains
+            .push(DomainConfig {
+                id: d.id,
+                preferred: d.preferred,
+            })
+            .map_err(|_| "too many domains".to_string())?;
+    }
+    let w = b.weights;
+    c.quality = QualityConfig {
+        aggregate: match b.aggregate {
+            config_block::AggregateRule::AllDown => AggregateRule::AllDown,
+            config_block::AggregateRule::AnyDown => AggregateRule::AnyDown,
+        },
+        tpm_included: b.tpm_included,
+        weights: HwWeights {
+            disk: w.disk,
+            raid: w.raid,
+            tpm: w.tpm,
+            psu: w.psu,
+            fan: w.fan,
+            module: w.module,
+        },
+    };
+    let _ = c.model.push_str("host-agent");
+    c.validate()
+        .map_err(|e| format!("agent configuration: {e}"))?;
+    Ok(c)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let block = load_block(&cli.block)?;
+    let cfg = agent_config(&block)?;
+    let start = Instant::now();
+    let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let epoch = boot_epoch();
+    let mut agent: Agent = Agent::new(cfg, now_ms(), epoch).map_err(|e| e.to_string())?;
+    let mut codec = HostCodec::with_end(End::Controller, &block, epoch);
+    let _ = std::fs::remove_file(&cli.host_sock);
+    let listener = UnixListener::bind(&cli.host_sock)
+        .map_err(|e| format!("{}: {e}", cli.host_sock.display()))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let udp = UdpSocket::bind(cli.bind).map_err(|e| format!("{}: {e}", cli.bind))?;
+    udp.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut host: Option<UnixStream> = None;
+    let mut buf = vec![0u8; 65_536];
+    eprintln!("ha-agent-host: {} up", block.serial);
+    loop {
+        // Outputs first: they may be due from the last input.
+        while let Some(o) = agent.poll_output() {
+            match o {
+                Output::Send { link, bytes } if link == LinkId::MAIN => {
+                    for p in &cli.peer {
+                        let _ = udp.send_to(&bytes, p);
+                    }
+                }
+                Output::Send { .. } => {}
+                Output::Host(m) => {
+                    let bytes = codec.encode(&m).map_err(|e| e.to_string())?;
+                    if let Some(s) = host.as_mut() {
+                        if s.write_all(&bytes).is_err() {
+                            host = None;
+                        }
+                    }
+                }
+                Output::Led(p) => eprintln!("ha-agent-host: led {p:?}"),
+                Output::Event(e) => eprintln!("ha-agent-host: event {e:?}"),
+            }
+        }
+        let wait = agent.next_wake_ms().saturating_sub(now_ms()).min(50);
+        {
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(udp.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(s) = &host {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(wait as u16)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        match listener.accept() {
+            Ok((s, _)) => {
+                // A new main-CPU connection replaces the old one, as QEMU's chardev does.
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                host = Some(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        loop {
+            match udp.recv_from(&mut buf) {
+                Ok((n, _)) => agent.on_frame(now_ms(), LinkId::MAIN, &mut buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors (peer not up yet) surface here; the datagram is just lost.
+                Err(_) => break,
+            }
+        }
+        if let Some(s) = host.as_mut() {
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        host = None;
+                        break;
+                    }
+                    Ok(n) => codec.push(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        host = None;
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(m) = codec.next_msg() {
+            agent.on_host(now_ms(), m);
+        }
+        let now = now_ms();
+        if now >= agent.next_wake_ms() {
+            agent.on_tick(now);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ha-agent-host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
