@@ -7,9 +7,13 @@ pub fn ci() -> Result {
     Ok(())
 }
 
-/// `e2e` (not built yet).
-pub fn e2e(_args: &[String]) -> Result {
-    Err("e2e: not built yet".into())
+mod daemon_e2e;
+
+/// `e2e tcp-survival --connections N [--interval-ms MS] [--controller qemu|host]
+/// [--timers PROFILE]`: TCP connections through a two-member cluster in network namespaces
+/// survive a planned swap and a crash of the active (see `daemon_e2e`).
+pub fn e2e(args: &[String]) -> Result {
+    daemon_e2e::tcp_survival(args)
 }
 
 /// `bench_sync` (not built yet).
