@@ -1,0 +1,288 @@
+//! The I/O shell of a sync session: drives the protocol cores over a [`Wire`] and the
+//! [`Store`].
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use crate::protocol::{
+    data_messages, ReceiverAction, ReceiverCore, SenderAction, SenderCore, SyncError, SyncMsg,
+    NONCE_LEN,
+};
+use crate::store::{Revision, Store, StoreError};
+use crate::wire::{Wire, WireError};
+use crate::Hash;
+
+/// Progress of a session, reported after every content and at phase changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// `manifest`, `transfer` or `commit`.
+    pub phase: &'static str,
+    /// Contents done.
+    pub done_files: u64,
+    /// Contents to transfer.
+    pub total_files: u64,
+    /// Content bytes done.
+    pub done_bytes: u64,
+    /// Content bytes to transfer.
+    pub total_bytes: u64,
+}
+
+/// Outcome of a push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushReport {
+    /// Revision now running on the peer.
+    pub revision: u64,
+    /// Revision the peer ran before.
+    pub peer_revision_before: Option<u64>,
+    /// Files in the revision.
+    pub files_total: u64,
+    /// Distinct contents sent.
+    pub files_sent: u64,
+    /// Content bytes sent.
+    pub bytes_sent: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+}
+
+/// Why a session failed.
+#[derive(Debug)]
+pub enum SyncFailure {
+    /// Transport or authentication.
+    Wire(WireError),
+    /// Protocol violation or peer failure.
+    Protocol(SyncError),
+    /// Local store.
+    Store(StoreError),
+    /// Nothing published yet.
+    NothingPublished,
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncFailure::Wire(e) => e.fmt(f),
+            SyncFailure::Protocol(e) => e.fmt(f),
+            SyncFailure::Store(e) => e.fmt(f),
+            SyncFailure::NothingPublished => f.write_str("no published revision to sync"),
+        }
+    }
+}
+
+impl std::error::Error for SyncFailure {}
+
+impl From<WireError> for SyncFailure {
+    fn from(e: WireError) -> Self {
+        SyncFailure::Wire(e)
+    }
+}
+impl From<SyncError> for SyncFailure {
+    fn from(e: SyncError) -> Self {
+        SyncFailure::Protocol(e)
+    }
+}
+impl From<StoreError> for SyncFailure {
+    fn from(e: StoreError) -> Self {
+        SyncFailure::Store(e)
+    }
+}
+
+fn nonce() -> Result<[u8; NONCE_LEN], SyncFailure> {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::fill(&mut n)
+        .map_err(|e| SyncFailure::Wire(WireError::Io(std::io::Error::other(e.to_string()))))?;
+    Ok(n)
+}
+
+/// Pushes the current revision of `store` to the receiver at the other end of `wire`.
+pub fn push<R: Read, W: Write>(
+    store: &Store,
+    wire: &mut Wire<R, W>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<PushReport, SyncFailure> {
+    let rev = store.current()?.ok_or(SyncFailure::NothingPublished)?;
+    let tree = store.tree(rev.revision);
+    let paths: HashMap<Hash, String> = rev
+        .manifest
+        .by_hash()
+        .into_iter()
+        .map(|(h, p)| (h, p.to_string()))
+        .collect();
+    let sizes: HashMap<Hash, u64> = rev
+        .manifest
+        .files
+        .values()
+        .map(|e| (e.sha256, e.size))
+        .collect();
+    let files_total = rev.manifest.files.len() as u64;
+    let mut core = SenderCore::new(rev.revision, rev.manifest, nonce()?);
+    let mut p = Progress {
+        phase: "manifest",
+        done_files: 0,
+        total_files: 0,
+        done_bytes: 0,
+        total_bytes: 0,
+    };
+    loop {
+        let msg = wire.recv()?;
+        let actions = match core.handle(msg) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = wire.send(&SyncMsg::Failed {
+                    reason: e.to_string(),
+                });
+                let _ = wire.flush();
+                return Err(e.into());
+            }
+        };
+        for a in actions {
+            match a {
+                SenderAction::Send(m) => {
+                    if matches!(m, SyncMsg::Commit) {
+                        p.phase = "commit";
+                        progress(&p);
+                    }
+                    wire.send(&m)?;
+                }
+                SenderAction::SendContent(h) => {
+                    if p.phase == "manifest" {
+                        p.phase = "transfer";
+                        p.total_files = core.needed().len() as u64;
+                        p.total_bytes = core.needed().iter().filter_map(|h| sizes.get(h)).sum();
+                        progress(&p);
+                    }
+                    let path = paths.get(&h).ok_or_else(|| {
+                        SyncFailure::Store(StoreError::Corrupt("needed hash has no file".into()))
+                    })?;
+                    let bytes = std::fs::read(tree.join(path)).map_err(|err| {
+                        SyncFailure::Store(StoreError::Io {
+                            what: format!("read {path}"),
+                            err,
+                        })
+                    })?;
+                    for m in data_messages(h, &bytes) {
+                        wire.send(&m)?;
+                    }
+                    p.done_files += 1;
+                    p.done_bytes += bytes.len() as u64;
+                    progress(&p);
+                }
+                SenderAction::Done { revision } => {
+                    return Ok(PushReport {
+                        revision,
+                        peer_revision_before: core.peer_revision,
+                        files_total,
+                        files_sent: p.done_files,
+                        bytes_sent: p.done_bytes,
+                        frames_sent: wire.frames_out,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Receives one revision from the sender at the other end of `wire` into `store`.
+pub fn receive<R: Read, W: Write>(
+    store: &Store,
+    wire: &mut Wire<R, W>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Revision, SyncFailure> {
+    let cur = store.current()?;
+    let (mut core, hello) =
+        ReceiverCore::new(nonce()?, cur.as_ref().map(|r| (r.revision, &r.manifest)));
+    wire.send(&hello)?;
+    let mut staging = None;
+    let mut p = Progress {
+        phase: "manifest",
+        done_files: 0,
+        total_files: 0,
+        done_bytes: 0,
+        total_bytes: 0,
+    };
+    let fail = |wire: &mut Wire<R, W>, reason: String| {
+        let _ = wire.send(&SyncMsg::Failed { reason });
+        let _ = wire.flush();
+    };
+    loop {
+        let msg = wire.recv()?;
+        let actions = match core.handle(msg) {
+            Ok(a) => a,
+            Err(e) => {
+                fail(wire, e.to_string());
+                return Err(e.into());
+            }
+        };
+        for a in actions {
+            match a {
+                ReceiverAction::Send(m) => wire.send(&m)?,
+                ReceiverAction::Begin {
+                    revision,
+                    manifest,
+                    needed,
+                } => {
+                    p.phase = "transfer";
+                    p.total_files = needed.len() as u64;
+                    let sizes: HashMap<Hash, u64> = manifest
+                        .files
+                        .values()
+                        .map(|e| (e.sha256, e.size))
+                        .collect();
+                    p.total_bytes = needed.iter().filter_map(|h| sizes.get(h)).sum();
+                    progress(&p);
+                    match store.begin_receive(revision, manifest, needed) {
+                        Ok(s) => staging = Some(s),
+                        Err(e) => {
+                            fail(wire, e.to_string());
+                            return Err(e.into());
+                        }
+                    }
+                }
+                ReceiverAction::Write {
+                    hash,
+                    offset,
+                    bytes,
+                    last,
+                } => {
+                    let s =
+                        staging
+                            .as_mut()
+                            .ok_or(SyncFailure::Protocol(SyncError::Unexpected(
+                                "data before manifest",
+                            )))?;
+                    if let Err(e) = s.write(hash, offset, &bytes, last) {
+                        fail(wire, e.to_string());
+                        return Err(e.into());
+                    }
+                    p.done_bytes += bytes.len() as u64;
+                    if last {
+                        p.done_files += 1;
+                        progress(&p);
+                    }
+                }
+                ReceiverAction::Commit { .. } => {
+                    p.phase = "commit";
+                    progress(&p);
+                    let s = staging
+                        .take()
+                        .ok_or(SyncFailure::Protocol(SyncError::Unexpected(
+                            "commit before manifest",
+                        )))?;
+                    match s.commit() {
+                        Ok(rev) => {
+                            let m = core.committed();
+                            wire.send(&m)?;
+                            wire.flush()?;
+                            return Ok(rev);
+                        }
+                        Err(e) => {
+                            let m = core.commit_failed(e.to_string());
+                            let _ = wire.send(&m);
+                            let _ = wire.flush();
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
