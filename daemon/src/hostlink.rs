@@ -516,4 +516,4 @@ impl<T: Read + Write + AsFd> HostLink<T> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

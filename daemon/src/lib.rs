@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod fastpath;
+pub mod flowtable;
 pub mod hostlink;
 pub mod links;
 pub mod mgmt;
