@@ -234,6 +234,21 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             }
             HostMsg::ProbeRequest { peer } => self.start_probe(link, peer, st)?,
             HostMsg::Status(report) => {
+                // The status carries this member's role too: a daemon that (re)connects
+                // learns it here, since a role decision sent while no one listened on the
+                // host link is lost (QEMU's chardev drops bytes without a client).
+                let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
+                let role = report
+                    .members
+                    .iter()
+                    .find(|m| m.local)
+                    .and_then(|m| m.roles.get(usize::from(fwd_domain)).copied());
+                if let Some(role) = role {
+                    if st.active != (role == Role::Active) || self.lock_shared().role.is_none() {
+                        self.set_active(role == Role::Active, st);
+                        self.lock_shared().role = Some((role, unix_now()));
+                    }
+                }
                 self.lock_shared().status = Some((report, unix_ms()));
             }
             HostMsg::Event(ev) => {

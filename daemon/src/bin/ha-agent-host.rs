@@ -103,7 +103,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = agent_config(&block)?;
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let epoch = boot_epoch();
+    // Increases on every start like a controller's boot counter, and never equals a main
+    // CPU's epoch (Unix seconds): the host link refuses frames under its own epoch as
+    // reflections.
+    let epoch = boot_epoch().saturating_sub(1_000_000_000);
     let mut agent: Agent = Agent::new(cfg, now_ms(), epoch).map_err(|e| e.to_string())?;
     let mut codec = HostCodec::with_end(End::Controller, &block, epoch);
     let _ = std::fs::remove_file(&cli.host_sock);

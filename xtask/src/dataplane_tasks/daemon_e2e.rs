@@ -252,6 +252,18 @@ impl Load {
     }
 }
 
+/// The members' verbose status (counters of the host link and the fast path), for failures.
+fn diagnostics(socks: &[PathBuf]) -> String {
+    socks
+        .iter()
+        .map(|s| match mgmt(s, r#"{"cmd":"info","verbose":true}"#) {
+            Ok(v) => format!("{}: {v}", s.display()),
+            Err(e) => format!("{}: {e}", s.display()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn bin_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -318,9 +330,9 @@ pub fn tcp_survival(args: &[String]) -> Result {
     }
     let (c, s) = (env.ns("c"), env.ns("s"));
     for (ns, addr) in [(&c, "10.1.0.1/24"), (&s, "10.2.0.1/24")] {
-        env.ip(&["-n", ns, "link", "add", "br", "type", "bridge"])?;
-        env.ip(&["-n", ns, "addr", "add", addr, "dev", "br"])?;
-        env.ip(&["-n", ns, "link", "set", "br", "up"])?;
+        env.ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        env.ip(&["-n", ns, "addr", "add", addr, "dev", "br0"])?;
+        env.ip(&["-n", ns, "link", "set", "br0", "up"])?;
     }
     for m in ["a", "b"] {
         let mns = env.ns(m);
@@ -329,7 +341,7 @@ pub fn tcp_survival(args: &[String]) -> Result {
                 "-n", &mns, "link", "add", dev, "type", "veth", "peer", "name", &peer, "netns",
                 other,
             ])?;
-            env.ip(&["-n", other, "link", "set", &peer, "master", "br", "up"])?;
+            env.ip(&["-n", other, "link", "set", &peer, "master", "br0", "up"])?;
             env.ip(&["-n", &mns, "link", "set", dev, "up"])?;
         }
     }
@@ -477,8 +489,9 @@ sync = "10.9.0.{hathem}"
     };
     let ready = load.line(Duration::from_secs(60)).map_err(|e| {
         format!(
-            "{e} (connections not established)\n{}",
-            env.log_tail("client")
+            "{e} (connections not established)\n{}\n{}",
+            env.log_tail("client"),
+            diagnostics(&socks)
         )
     })?;
     if ready != "ready" {
