@@ -4,6 +4,8 @@ use crate::util::Result;
 
 /// Extra CI checks of this part, run by `cargo xtask test`.
 pub fn ci() -> Result {
+    // Daemon part: the failover scenario in network namespaces.
+    daemon_e2e::ci()?;
     Ok(())
 }
 
