@@ -20,6 +20,8 @@ pub enum Code {
     Unreachable = 5,
     /// The configuration image is missing, corrupt or invalid.
     BadImage = 6,
+    /// `synctest` found unsynchronized files or unpublished local changes.
+    NotSynced = 7,
 }
 
 /// A failed command: what to print on stderr and which code to exit with.

@@ -6,10 +6,12 @@
 //! logic is here so that tests can drive it.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod exit;
 pub mod inspect;
 pub mod provision;
 pub mod pskfile;
+pub mod render;
 pub mod strength;
 
 pub use exit::{Code, Failure};

@@ -1,24 +1,31 @@
 //! hactl: PSK provisioning, cluster create/join/replace, status and control, configuration sync.
 //!
 //! Exit codes: 0 success, 1 operation failed, 2 bad command line, 3 refused input (weak
-//! passphrase, invalid value, existing file), 4 file error, 5 daemon unreachable, 6 missing,
-//! corrupt or invalid configuration image.
+//! passphrase, invalid value, existing file, refused by the daemon), 4 file error, 5 daemon
+//! unreachable, 6 missing, corrupt or invalid configuration image, 7 configuration not
+//! synchronized (`synctest`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use ha_mgmt_api::{Reply, Request};
+use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
-use hactl::{inspect, provision, pskfile, strength};
+use hactl::{inspect, provision, pskfile, render, strength};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
-3 refused input (weak passphrase, invalid value, existing file), 4 file error, \
-5 daemon unreachable, 6 missing/corrupt/invalid configuration image.";
+3 refused input (weak passphrase, invalid value, existing file, refused by the daemon), \
+4 file error, 5 daemon unreachable, 6 missing/corrupt/invalid configuration image, \
+7 configuration not synchronized (synctest).";
 
 #[derive(Parser)]
 #[command(name = "hactl", version, about = "Operate an HA cluster: keys, provisioning, status, control, configuration sync", after_help = EXIT_CODES)]
 struct Cli {
+    /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -37,6 +44,120 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// The cluster status table (SPEC E1): every member's mode, quality, links, config sync.
+    Info {
+        /// Add protocol counters.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// This member's mode.
+    Mode {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force this member active, whatever its quality.
+    Active,
+    /// Force this member passive.
+    Passive,
+    /// Remove any forcing: the election decides again.
+    Reset,
+    /// Reload the HA settings.
+    Reload,
+    /// The event log (SPEC E3).
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N past events.
+        #[arg(long)]
+        last: Option<u32>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration store: publish the draft as a new revision.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Push the latest published configuration revision to the peers (incremental, atomic).
+    Sync {
+        /// Only this peer (serial).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare one configuration file with a peer's copy.
+    Diff {
+        /// Path relative to the configuration root.
+        file: String,
+        /// The peer (serial); the first peer when absent.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List unsynchronized files and local unpublished changes; exits 7 when any.
+    Synctest {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Rolling update: the passive first, then a swap, then the other member.
+    Update {
+        /// Firmware image.
+        #[arg(long)]
+        image: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Turn the draft into a new revision (active member only; a standby is read-only).
+    Publish {
+        /// Comment stored with the revision.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Create a cluster on this member.
+    Create {
+        /// Cluster id.
+        #[arg(long)]
+        cluster_id: u32,
+        /// Key file of the cluster PSK (from `hactl psk generate`).
+        #[arg(long)]
+        psk_file: PathBuf,
+    },
+    /// Join the cluster of the member at ADDR (IP:PORT of its HA link).
+    Join {
+        /// A member of the cluster.
+        #[arg(long)]
+        peer: String,
+        /// Key file of the cluster PSK.
+        #[arg(long)]
+        psk_file: PathBuf,
+    },
+    /// Remove a failed member (before joining its replacement).
+    Remove {
+        /// Its serial.
+        #[arg(long)]
+        serial: String,
     },
 }
 
@@ -60,6 +181,26 @@ enum PskCmd {
         /// File holding the passphrase (with --from-passphrase).
         #[arg(long, requires = "from_passphrase")]
         passphrase_file: Option<PathBuf>,
+    },
+    /// Change the PSK of the running cluster without a swap or a lost heartbeat: the new key
+    /// is accepted everywhere, then used, then the old one is retired.
+    Rotate {
+        /// Key file of the new PSK (from `hactl psk generate`); read by the daemon, never sent
+        /// on a command line.
+        #[arg(long)]
+        psk_file: PathBuf,
+        /// Key id of the new key (must differ from the current one).
+        #[arg(long)]
+        key_id: u8,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a running PSK rotation stands.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Rate a passphrase (read from standard input or --file, never from the command line);
     /// exits 3 when it is too short or guessable.
@@ -133,8 +274,168 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// Sends one request and prints its final reply: JSON when `json`, else rendered by `human`.
+fn live(
+    socket: &Option<PathBuf>,
+    req: Request,
+    json: bool,
+    human: impl Fn(&Reply) -> Option<String>,
+) -> Result<Reply> {
+    let path = client::socket_path(socket.clone());
+    let mut c = Client::connect(&path)?;
+    let reply = c.call(&req, |r| {
+        // Streamed lines: progress and events.
+        if json {
+            let _ = print_json_line(r);
+        } else if let Some(t) = human(r) {
+            print!("{t}");
+        }
+    })?;
+    if json {
+        // One compact JSON document per line, streamed lines included.
+        print_json_line(&reply)?;
+    } else if let Some(t) = human(&reply) {
+        print!("{t}");
+    }
+    Ok(reply)
+}
+
+fn print_json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    let text = serde_json::to_string(v)
+        .map_err(|e| Failure::new(Code::Failed, format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Renders any reply a live command can get.
+fn human(r: &Reply) -> Option<String> {
+    Some(match r {
+        Reply::Info(i) => render::info(i, false),
+        Reply::Mode(m) => render::mode(m),
+        Reply::Done { message } => format!("{message}\n"),
+        Reply::Event(e) => render::event(e),
+        Reply::EndOfEvents => return None,
+        Reply::Progress(p) => render::progress(p),
+        Reply::Published { revision, files } => {
+            format!("published revision {revision} ({files} files)\n")
+        }
+        Reply::SyncDone(s) => render::sync(s),
+        Reply::Diff(d) => render::diff(d),
+        Reply::Synctest(s) => render::synctest(s),
+        Reply::Rotate(r) => render::rotate(r),
+        Reply::Error(e) => format!("error: {}\n", e.message),
+    })
+}
+
+fn absolute(p: &std::path::Path) -> Result<String> {
+    std::fs::canonicalize(p)
+        .map(|p| p.display().to_string())
+        .map_err(|e| Failure::file("cannot read", p, &e))
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let socket = cli.socket;
     match cli.cmd {
+        Cmd::Info { verbose, json } => {
+            live(&socket, Request::Info { verbose }, json, |r| match r {
+                Reply::Info(i) => Some(render::info(i, verbose)),
+                other => human(other),
+            })
+            .map(drop)
+        }
+        Cmd::Mode { json } => live(&socket, Request::Mode, json, human).map(drop),
+        Cmd::Active => live(&socket, Request::Active, false, human).map(drop),
+        Cmd::Passive => live(&socket, Request::Passive, false, human).map(drop),
+        Cmd::Reset => live(&socket, Request::Reset, false, human).map(drop),
+        Cmd::Reload => live(&socket, Request::Reload, false, human).map(drop),
+        Cmd::Events { follow, last, json } => {
+            live(&socket, Request::Events { follow, last }, json, human).map(drop)
+        }
+        Cmd::Config(ConfigCmd::Publish { comment, json }) => {
+            live(&socket, Request::ConfigPublish { comment }, json, human).map(drop)
+        }
+        Cmd::Sync { peer, json } => {
+            live(&socket, Request::ConfigSync { peer }, json, human).map(drop)
+        }
+        Cmd::Diff { file, peer, json } => live(
+            &socket,
+            Request::ConfigDiff { path: file, peer },
+            json,
+            human,
+        )
+        .map(drop),
+        Cmd::Synctest { json } => match live(&socket, Request::ConfigSynctest, json, human)? {
+            Reply::Synctest(r)
+                if !r.local_changes.is_empty()
+                    || r.peers.iter().any(|p| !p.unsynchronized.is_empty()) =>
+            {
+                Err(Failure::new(
+                    Code::NotSynced,
+                    "the configuration is not synchronized",
+                ))
+            }
+            _ => Ok(()),
+        },
+        Cmd::Cluster(ClusterCmd::Create {
+            cluster_id,
+            psk_file,
+        }) => {
+            // Checked here so that a bad key file is reported before the daemon is asked.
+            pskfile::read(&psk_file)?;
+            let psk_file = absolute(&psk_file)?;
+            live(
+                &socket,
+                Request::ClusterCreate {
+                    cluster_id,
+                    psk_file,
+                },
+                false,
+                human,
+            )
+            .map(drop)
+        }
+        Cmd::Cluster(ClusterCmd::Join { peer, psk_file }) => {
+            if peer.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Failure::new(
+                    Code::Refused,
+                    format!("--peer {peer:?} is not IP:PORT"),
+                ));
+            }
+            pskfile::read(&psk_file)?;
+            let psk_file = absolute(&psk_file)?;
+            live(
+                &socket,
+                Request::ClusterJoin { peer, psk_file },
+                false,
+                human,
+            )
+            .map(drop)
+        }
+        Cmd::Cluster(ClusterCmd::Remove { serial }) => {
+            live(&socket, Request::ClusterRemove { serial }, false, human).map(drop)
+        }
+        Cmd::Update { image } => {
+            let image = absolute(&image)?;
+            live(&socket, Request::Update { image }, false, human).map(drop)
+        }
+        Cmd::Psk(PskCmd::Rotate {
+            psk_file,
+            key_id,
+            json,
+        }) => {
+            pskfile::read(&psk_file)?;
+            let psk_file = absolute(&psk_file)?;
+            live(
+                &socket,
+                Request::PskRotate { psk_file, key_id },
+                json,
+                human,
+            )
+            .map(drop)
+        }
+        Cmd::Psk(PskCmd::Status { json }) => {
+            live(&socket, Request::PskRotateStatus, json, human).map(drop)
+        }
         Cmd::Psk(PskCmd::Generate {
             out,
             force,

@@ -1,0 +1,201 @@
+//! Human-readable rendering of the management API's replies (the `--json` forms print the
+//! replies themselves).
+
+use std::fmt::Write;
+
+use ha_mgmt_api::{
+    BannerLevel, ClusterInfo, DiffReport, Event, FileStatus, Forced, LinkStatus, Mode, ModeReport,
+    Progress, RotateReport, SyncReport, SyncState, SynctestReport,
+};
+use serde::Serialize;
+
+/// The snake_case name serde gives a unit enum value (the same words as the JSON output).
+pub fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `hactl info`: the banner, then one row per member (SPEC E1); `verbose` adds counters.
+pub fn info(i: &ClusterInfo, verbose: bool) -> String {
+    let mut s = String::new();
+    let level = match i.banner {
+        BannerLevel::Ok => "OK",
+        BannerLevel::Warning => "WARNING",
+        BannerLevel::Critical => "CRITICAL",
+    };
+    let _ = writeln!(s, "[{level}] {}", i.banner_text);
+    let _ = writeln!(s, "cluster {} — answered by {}", i.cluster_id, i.me);
+    let _ = writeln!(
+        s,
+        "{:<16} {:<9} {:<7} {:>7} {:>4} {:<9} {:<22} {:>8} {:<16} MODE SINCE",
+        "SERIAL", "MODE", "FORCED", "QUALITY", "PRIO", "FIRMWARE", "LINKS", "REVISION", "CONFIG"
+    );
+    for m in &i.members {
+        let links: Vec<String> = m
+            .links
+            .iter()
+            .map(|l| {
+                let st = match l.state {
+                    LinkStatus::Up => "up",
+                    LinkStatus::Down => "DOWN",
+                    LinkStatus::NotConfigured => "-",
+                };
+                format!("{}:{st}", l.name)
+            })
+            .collect();
+        let marker = if m.serial == i.me { "*" } else { " " };
+        let _ = writeln!(
+            s,
+            "{:<16} {:<9} {:<7} {:>7} {:>4} {:<9} {:<22} {:>8} {:<16} {}",
+            format!("{}{marker}", m.serial),
+            mode_word(m.mode),
+            forced_word(m.forced),
+            m.quality,
+            m.priority,
+            m.firmware,
+            links.join(" "),
+            m.config_revision,
+            sync_word(m.config_sync.state),
+            m.mode_since
+        );
+        if let Some(d) = &m.config_sync.detail {
+            let _ = writeln!(s, "    config sync: {d}");
+        }
+        if verbose {
+            if let Some(c) = &m.counters {
+                let list: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "    counters: {}", list.join(" "));
+            }
+            let _ = writeln!(
+                s,
+                "    model {} boot {} last sync {}",
+                m.model,
+                m.boot_time,
+                m.config_sync
+                    .last_sync
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "never".into())
+            );
+        }
+    }
+    s
+}
+
+fn mode_word(m: Mode) -> String {
+    word(&m).to_uppercase()
+}
+
+fn forced_word(f: Forced) -> &'static str {
+    match f {
+        Forced::None => "-",
+        Forced::Active => "active",
+        Forced::Passive => "passive",
+    }
+}
+
+fn sync_word(s: SyncState) -> String {
+    word(&s)
+}
+
+/// `hactl mode` and the forcing commands.
+pub fn mode(m: &ModeReport) -> String {
+    format!(
+        "{} {} (forced: {}) since {}\n",
+        m.serial,
+        mode_word(m.mode),
+        forced_word(m.forced),
+        m.since
+    )
+}
+
+/// One line of `hactl events`.
+pub fn event(e: &Event) -> String {
+    format!(
+        "{} {:<16} {:<16} {}\n",
+        e.time_ms,
+        word(&e.kind),
+        e.member.as_deref().unwrap_or("-"),
+        e.detail
+    )
+}
+
+/// `hactl psk rotate` / `psk status`.
+pub fn rotate(r: &RotateReport) -> String {
+    let mut s = format!("rotation {}: sealing key id {}", r.phase, r.sealing_key_id);
+    if let Some(p) = r.previous_key_id {
+        let _ = write!(s, ", key id {p} still accepted");
+    }
+    let _ = writeln!(s);
+    if !r.confirmed.is_empty() {
+        let _ = writeln!(s, "  confirmed: {}", r.confirmed.join(", "));
+    }
+    if !r.pending.is_empty() {
+        let _ = writeln!(s, "  pending:   {}", r.pending.join(", "));
+    }
+    s
+}
+
+/// One progress line of a sync or update.
+pub fn progress(p: &Progress) -> String {
+    format!(
+        "{} {}: {}/{} files, {}/{} bytes\n",
+        p.peer, p.phase, p.done_files, p.total_files, p.done_bytes, p.total_bytes
+    )
+}
+
+/// `hactl sync`.
+pub fn sync(r: &SyncReport) -> String {
+    format!(
+        "{} now runs revision {}: {} of {} files sent ({} bytes) in {} ms\n",
+        r.peer, r.revision, r.files_sent, r.files_total, r.bytes_sent, r.elapsed_ms
+    )
+}
+
+/// `hactl diff`.
+pub fn diff(d: &DiffReport) -> String {
+    let mut s = format!(
+        "{} vs {}: {}\n",
+        d.path,
+        d.peer,
+        match d.status {
+            FileStatus::Same => "same",
+            FileStatus::Differs => "differs",
+            FileStatus::OnlyLocal => "only on this member",
+            FileStatus::OnlyPeer => "only on the peer",
+        }
+    );
+    if let Some(t) = &d.diff {
+        s.push_str(t);
+        if !t.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `hactl synctest`.
+pub fn synctest(r: &SynctestReport) -> String {
+    let mut s = format!("published revision {}\n", r.revision);
+    if !r.local_changes.is_empty() {
+        let _ = writeln!(s, "local unpublished changes:");
+        for p in &r.local_changes {
+            let _ = writeln!(s, "  {p}");
+        }
+    }
+    for p in &r.peers {
+        let _ = writeln!(
+            s,
+            "{}: {} (revision {}), {} unsynchronized",
+            p.peer,
+            word(&p.state),
+            p.revision,
+            p.unsynchronized.len()
+        );
+        for f in &p.unsynchronized {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+    s
+}

@@ -1,0 +1,524 @@
+//! hactl's live commands against a scripted daemon on a real unix socket: what each command
+//! sends, how it renders each reply, its `--json` output, and its exit codes.
+//!
+//! The scripted daemon answers like `ha-daemon`'s management server; the daemon's own server
+//! is tested in `daemon/src/mgmt/tests.rs`, and both meet in the end-to-end suites.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use common::{all_output, assert_no_key, key_bytes};
+use ha_mgmt_api::*;
+
+/// A daemon stand-in: records every request and answers with `script(request)`.
+struct FakeDaemon {
+    path: PathBuf,
+    requests: Arc<Mutex<Vec<Request>>>,
+    _dir: tempfile::TempDir,
+    _thread: JoinHandle<()>,
+}
+
+impl FakeDaemon {
+    fn start(script: fn(&Request) -> Vec<Reply>) -> FakeDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgmt.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let thread = std::thread::spawn(move || {
+            // Each test runs a bounded number of hactl processes, one connection each.
+            for conn in listener.incoming().take(64) {
+                let Ok(conn) = conn else { return };
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let reply = match decode_line::<Request>(&line) {
+                        Ok(req) => {
+                            log.lock().unwrap().push(req.clone());
+                            script(&req)
+                        }
+                        Err(e) => vec![Reply::Error(ApiError {
+                            code: ErrorCode::BadRequest,
+                            message: e.to_string(),
+                        })],
+                    };
+                    if reply.is_empty() {
+                        // Scripted silence: close the connection without an answer.
+                        break;
+                    }
+                    for rep in reply {
+                        if w.write_all(encode_line(&rep).as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                    line.clear();
+                }
+            }
+        });
+        FakeDaemon {
+            path,
+            requests,
+            _dir: dir,
+            _thread: thread,
+        }
+    }
+
+    fn hactl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--socket", self.path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    fn last(&self) -> Request {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args)
+        .env_remove("HA_MGMT_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run hactl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn member(serial: &str, mode: Mode, quality: u8) -> MemberInfo {
+    let mut counters = BTreeMap::new();
+    counters.insert("frames_rejected_bad_tag".to_string(), 3);
+    MemberInfo {
+        serial: serial.into(),
+        model: "SN-Q3".into(),
+        firmware: "1.0.0".into(),
+        forced: Forced::None,
+        mode,
+        mode_since: 1_700_000_000,
+        quality,
+        priority: 50,
+        config_sync: ConfigSyncInfo {
+            state: SyncState::Synchronized,
+            last_sync: Some(1_700_000_100),
+            detail: None,
+        },
+        boot_time: 1_699_999_000,
+        links: vec![
+            LinkInfo {
+                name: "main".into(),
+                state: LinkStatus::Up,
+                since: 1,
+            },
+            LinkInfo {
+                name: "backup".into(),
+                state: LinkStatus::Down,
+                since: 2,
+            },
+        ],
+        config_revision: 7,
+        counters: Some(counters),
+    }
+}
+
+fn mode_report(mode: Mode, forced: Forced) -> Reply {
+    Reply::Mode(ModeReport {
+        serial: "SN-A".into(),
+        mode,
+        forced,
+        since: 5,
+    })
+}
+
+fn event(kind: EventKind, detail: &str) -> Reply {
+    Reply::Event(Event {
+        time_ms: 1000,
+        kind,
+        member: Some("SN-B".into()),
+        detail: detail.into(),
+    })
+}
+
+/// Answers like ha-daemon for every request.
+fn daemon(req: &Request) -> Vec<Reply> {
+    match req {
+        Request::Info { .. } => vec![Reply::Info(ClusterInfo {
+            api_version: 1,
+            cluster_id: 4242,
+            me: "SN-A".into(),
+            banner: BannerLevel::Warning,
+            banner_text: "backup link down".into(),
+            members: vec![
+                member("SN-A", Mode::Active, 100),
+                member("SN-B", Mode::Passive, 63),
+            ],
+        })],
+        Request::Mode => vec![mode_report(Mode::Active, Forced::None)],
+        Request::Active => vec![mode_report(Mode::Active, Forced::Active)],
+        Request::Passive => vec![mode_report(Mode::Passive, Forced::Passive)],
+        Request::Reset => vec![mode_report(Mode::Active, Forced::None)],
+        Request::Reload => vec![Reply::Done {
+            message: "HA settings reloaded".into(),
+        }],
+        Request::Events { .. } => vec![
+            event(EventKind::Swap, "peer lost"),
+            event(EventKind::LinkDown, "backup"),
+            Reply::EndOfEvents,
+        ],
+        Request::ConfigPublish { .. } => vec![Reply::Published {
+            revision: 8,
+            files: 120,
+        }],
+        Request::ConfigSync { .. } => vec![
+            Reply::Progress(Progress {
+                peer: "SN-B".into(),
+                phase: "transfer".into(),
+                done_files: 5,
+                total_files: 10,
+                done_bytes: 500,
+                total_bytes: 1000,
+            }),
+            Reply::SyncDone(SyncReport {
+                peer: "SN-B".into(),
+                revision: 8,
+                files_total: 120,
+                files_sent: 10,
+                bytes_sent: 1000,
+                elapsed_ms: 42,
+            }),
+        ],
+        Request::ConfigDiff { path, .. } => vec![Reply::Diff(DiffReport {
+            path: path.clone(),
+            peer: "SN-B".into(),
+            status: FileStatus::Differs,
+            local_sha256: Some("aa".into()),
+            peer_sha256: Some("bb".into()),
+            diff: Some("-old\n+new\n".into()),
+        })],
+        Request::ConfigSynctest => vec![Reply::Synctest(SynctestReport {
+            revision: 8,
+            local_changes: vec![],
+            peers: vec![PeerSyncStatus {
+                peer: "SN-B".into(),
+                state: SyncState::SyncProblem,
+                revision: 7,
+                unsynchronized: vec!["filter/rules.conf".into()],
+            }],
+        })],
+        Request::PskRotate { key_id, .. } => vec![Reply::Rotate(RotateReport {
+            phase: "done".into(),
+            sealing_key_id: *key_id,
+            previous_key_id: None,
+            confirmed: vec!["SN-A".into(), "SN-B".into()],
+            pending: vec![],
+        })],
+        Request::PskRotateStatus => vec![Reply::Rotate(RotateReport {
+            phase: "idle".into(),
+            sealing_key_id: 1,
+            previous_key_id: None,
+            confirmed: vec![],
+            pending: vec![],
+        })],
+        Request::ClusterJoin { .. } => vec![Reply::Error(ApiError {
+            code: ErrorCode::ClusterFull,
+            message: "the cluster already has 8 members".into(),
+        })],
+        Request::ClusterCreate { .. } | Request::ClusterRemove { .. } => vec![Reply::Done {
+            message: "done".into(),
+        }],
+        Request::Update { .. } => vec![Reply::Error(ApiError {
+            code: ErrorCode::Unsupported,
+            message: "updates are not run by ha-daemon".into(),
+        })],
+    }
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn info_renders_the_table_and_json_parses() {
+    let d = FakeDaemon::start(daemon);
+    let o = d.hactl(&["info"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let t = stdout(&o);
+    assert!(t.starts_with("[WARNING] backup link down"), "{t}");
+    assert!(
+        t.contains("SN-A*") && t.contains("ACTIVE") && t.contains("PASSIVE"),
+        "{t}"
+    );
+    assert!(t.contains("main:up backup:DOWN"), "{t}");
+    assert!(!t.contains("counters:"), "{t}");
+    assert_eq!(d.last(), Request::Info { verbose: false });
+
+    let o = d.hactl(&["info", "-v"]);
+    assert!(stdout(&o).contains("frames_rejected_bad_tag=3"));
+    assert_eq!(d.last(), Request::Info { verbose: true });
+
+    let o = d.hactl(&["info", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["type"], "info");
+    assert_eq!(v["members"][1]["quality"], 63);
+    // The JSON is the API's own reply type.
+    let back: Reply = serde_json::from_value(v).unwrap();
+    assert!(matches!(back, Reply::Info(_)));
+}
+
+#[test]
+fn mode_and_forcing_commands() {
+    let d = FakeDaemon::start(daemon);
+    let o = d.hactl(&["mode"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("SN-A ACTIVE (forced: -)"));
+    assert_eq!(json(&d.hactl(&["mode", "--json"]))["mode"], "active");
+    for (cmd, req, text) in [
+        ("active", Request::Active, "forced: active"),
+        ("passive", Request::Passive, "forced: passive"),
+        ("reset", Request::Reset, "forced: -"),
+    ] {
+        let o = d.hactl(&[cmd]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}");
+        assert!(stdout(&o).contains(text), "{cmd}: {}", stdout(&o));
+        assert_eq!(d.last(), req);
+    }
+    let o = d.hactl(&["reload"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("HA settings reloaded"));
+    assert_eq!(d.last(), Request::Reload);
+}
+
+#[test]
+fn events_plain_json_lines_and_follow_flag() {
+    let d = FakeDaemon::start(daemon);
+    let o = d.hactl(&["events", "--last", "10"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    assert_eq!(t.lines().count(), 2, "{t}");
+    assert!(t.contains("swap") && t.contains("link_down") && t.contains("SN-B"));
+    assert_eq!(
+        d.last(),
+        Request::Events {
+            follow: false,
+            last: Some(10)
+        }
+    );
+    let o = d.hactl(&["events", "--json"]);
+    // One JSON object per line: two events, then the end marker.
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(lines.len(), 3, "{}", stdout(&o));
+    assert_eq!(lines[0]["kind"], "swap");
+    d.hactl(&["events", "--follow"]);
+    assert_eq!(
+        d.last(),
+        Request::Events {
+            follow: true,
+            last: None
+        }
+    );
+}
+
+#[test]
+fn config_commands() {
+    let d = FakeDaemon::start(daemon);
+    let o = d.hactl(&["config", "publish", "--comment", "new rule"]);
+    assert!(stdout(&o).contains("published revision 8 (120 files)"));
+    assert_eq!(
+        d.last(),
+        Request::ConfigPublish {
+            comment: Some("new rule".into())
+        }
+    );
+    let o = d.hactl(&["sync", "--peer", "SN-B"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    assert!(t.contains("SN-B transfer: 5/10 files"), "{t}");
+    assert!(t.contains("10 of 120 files sent"), "{t}");
+    let o = d.hactl(&["sync", "--json"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .split("\n{")
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i == 0 {
+                l.to_string()
+            } else {
+                format!("{{{l}")
+            };
+            serde_json::from_str(&l).unwrap()
+        })
+        .collect();
+    assert_eq!(lines.last().unwrap()["type"], "sync_done");
+    let o = d.hactl(&["diff", "filter/rules.conf"]);
+    assert!(stdout(&o).contains("filter/rules.conf vs SN-B: differs"));
+    assert!(stdout(&o).contains("+new"));
+    assert_eq!(
+        json(&d.hactl(&["diff", "a", "--json"]))["status"],
+        "differs"
+    );
+    // synctest: something unsynchronized → exit 7, listed.
+    let o = d.hactl(&["synctest"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert!(stdout(&o).contains("SN-B: sync_problem (revision 7), 1 unsynchronized"));
+    assert!(stdout(&o).contains("filter/rules.conf"));
+    let o = d.hactl(&["synctest", "--json"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(
+        json(&o)["peers"][0]["unsynchronized"][0],
+        "filter/rules.conf"
+    );
+}
+
+fn new_key(dir: &Path) -> PathBuf {
+    let key = dir.join("next.key");
+    let o = run(&["psk", "generate", "--out", key.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    key
+}
+
+#[test]
+fn psk_rotate_sends_the_file_path_never_the_key() {
+    let d = FakeDaemon::start(daemon);
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path());
+    let o = d.hactl(&[
+        "psk",
+        "rotate",
+        "--psk-file",
+        key.to_str().unwrap(),
+        "--key-id",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(stdout(&o).contains("rotation done: sealing key id 2"));
+    match d.last() {
+        Request::PskRotate { psk_file, key_id } => {
+            assert_eq!(key_id, 2);
+            assert_eq!(Path::new(&psk_file), std::fs::canonicalize(&key).unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_no_key("psk rotate", &all_output(&o), &key_bytes(&key));
+    let o = d.hactl(&["psk", "status", "--json"]);
+    assert_eq!(json(&o)["phase"], "idle");
+    // A missing key file is refused before the daemon is asked.
+    let before = d.requests.lock().unwrap().len();
+    let o = d.hactl(&[
+        "psk",
+        "rotate",
+        "--psk-file",
+        "/nonexistent",
+        "--key-id",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(d.requests.lock().unwrap().len(), before);
+}
+
+#[test]
+fn cluster_and_update_errors_map_to_exit_codes() {
+    let d = FakeDaemon::start(daemon);
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path());
+    let k = key.to_str().unwrap();
+    let o = d.hactl(&["cluster", "create", "--cluster-id", "7", "--psk-file", k]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // A full cluster refuses a newcomer with a clear error: exit 3.
+    let o = d.hactl(&[
+        "cluster",
+        "join",
+        "--peer",
+        "10.0.0.1:44240",
+        "--psk-file",
+        k,
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the cluster already has 8 members (cluster_full)"),
+        "{err}"
+    );
+    // A malformed peer address never reaches the daemon.
+    let o = d.hactl(&["cluster", "join", "--peer", "nowhere", "--psk-file", k]);
+    assert_eq!(o.status.code(), Some(3));
+    let o = d.hactl(&["cluster", "remove", "--serial", "SN-B"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        d.last(),
+        Request::ClusterRemove {
+            serial: "SN-B".into()
+        }
+    );
+    // An unsupported request is an operation failure (1) with the daemon's words.
+    let img = dir.path().join("fw.bin");
+    std::fs::write(&img, b"image").unwrap();
+    let o = d.hactl(&["update", "--image", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not run by ha-daemon"));
+}
+
+#[test]
+fn no_daemon_is_exit_5_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("absent.sock");
+    let o = run(&["--socket", sock.to_str().unwrap(), "info"]);
+    assert_eq!(o.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach the daemon") && err.contains("absent.sock"),
+        "{err}"
+    );
+    // The environment variable is honoured.
+    let o = Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("mode")
+        .env("HA_MGMT_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5));
+}
+
+#[test]
+fn a_daemon_that_speaks_garbage_is_an_error_not_a_panic() {
+    fn garbage(_: &Request) -> Vec<Reply> {
+        Vec::new()
+    }
+    // A daemon that closes without answering.
+    let d = FakeDaemon::start(garbage);
+    let o = d.hactl(&["mode"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("closed the connection"));
+    // A daemon that answers with a line that is not a reply.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = s.write_all(b"{\"type\":\"no_such_reply\"}\n");
+        }
+    });
+    let o = run(&["--socket", path.to_str().unwrap(), "mode"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
+    t.join().unwrap();
+}
