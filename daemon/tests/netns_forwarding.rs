@@ -207,6 +207,12 @@ allow_new = true
 ifname = "out"
 cluster_ip = "10.2.0.254/24"
 member_ip = "10.2.0.11"
+[[peer]]
+serial = "SN-B"
+probe = ["10.1.0.1"]
+[[peer]]
+serial = "SN-C"
+probe = ["10.1.0.99"]
 "#,
         d = dir.display()
     ))
@@ -306,6 +312,25 @@ member_ip = "10.2.0.11"
     assert!(!during, "a passive member forwarded");
     assert!(after, "the connection did not survive the passive spell");
     client.join().expect("client");
+
+    // Probes over the data interfaces: an address that answers ICMP echo (the client's
+    // kernel) is alive, one that does not exist is not.
+    let serial = |s: &str| Serial::new(s).expect("serial");
+    for (peer, want) in [("SN-B", true), ("SN-C", false)] {
+        ctl.send(&HostMsg::ProbeRequest { peer: serial(peer) })
+            .expect("send");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let got = loop {
+            assert!(Instant::now() < deadline, "no probe result for {peer}");
+            if let Some(HostMsg::ProbeResult { peer: p, alive }) =
+                ctl.recv_timeout(Duration::from_millis(50)).expect("recv")
+            {
+                assert_eq!(p, serial(peer));
+                break alive;
+            }
+        };
+        assert_eq!(got, want, "probe of {peer}");
+    }
 
     stop.store(true, Ordering::Relaxed);
     drop(ctl);
