@@ -470,6 +470,17 @@ sync = "10.9.0.{hathem}"
         )
     })?;
     println!("e2e: member {} is active", serials[active]);
+    let table = crate::util::output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(&socks[active])
+            .arg("info"),
+    )?;
+    println!(
+        "e2e: hactl info on {}:\n{}",
+        serials[active],
+        table.trim_end()
+    );
 
     // Load.
     env.spawn(
@@ -532,12 +543,19 @@ sync = "10.9.0.{hathem}"
     // Planned swap: force the active passive; no connection may be lost.
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_secs(1));
-    mgmt(&socks[active], r#"{"cmd":"passive"}"#)?;
+    // The operator's way: hactl over the management API.
+    run(Command::new(b("hactl"))
+        .arg("--socket")
+        .arg(&socks[active])
+        .arg("passive"))?;
     let new_active = wait_roles(&socks, Some(1 - active), Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_secs(4));
     let (sv, n, gap, failed) = load.report()?;
     println!("planned-swap: survived={sv}/{n} gap_ms={gap}");
-    mgmt(&socks[active], r#"{"cmd":"reset"}"#)?;
+    run(Command::new(b("hactl"))
+        .arg("--socket")
+        .arg(&socks[active])
+        .arg("reset"))?;
     // The member that was forced passive may take over again after the reset (the election
     // decides); wait for the roles to settle.
     std::thread::sleep(Duration::from_secs(2));
