@@ -178,7 +178,23 @@ pub fn run<D: Dataplane>(
         .iter()
         .filter_map(|p| Serial::new(&p.serial).map(|s| (s, p.probe.clone())))
         .collect();
+    let mut monitor = LinkMonitor::open().map_err(|e| format!("netlink: {e}"))?;
+    let bounce = match (&cfg.forward, cfg.bounce_on_swap_ms) {
+        (Some(f), ms) if ms > 0 => {
+            let idx = |n: &str| {
+                monitor
+                    .index_of(n)
+                    .ok_or_else(|| format!("bounce_on_swap_ms: no interface {n}"))
+            };
+            Some((
+                vec![idx(&f.inside.ifname)?, idx(&f.outside.ifname)?],
+                Duration::from_millis(ms),
+            ))
+        }
+        _ => None,
+    };
     let mut host = HostLoop {
+        bounce,
         ifaces: cfg.monitor.clone(),
         interfaces_period: Duration::from_millis(cfg.interfaces_period_ms),
         garp_period: (cfg.garp_period_ms > 0).then(|| Duration::from_millis(cfg.garp_period_ms)),
@@ -188,7 +204,6 @@ pub fn run<D: Dataplane>(
         outbox: out_rx,
         stop: stop.clone(),
     };
-    let mut monitor = LinkMonitor::open().map_err(|e| format!("netlink: {e}"))?;
     let mut st = LoopState::default();
     // One codec for the whole run: the controller's replay window must see our sequence
     // numbers go on increasing across reconnections.

@@ -11,6 +11,7 @@
 //! mgmt_socket = "/run/ha/mgmt.sock"
 //! interfaces_period_ms = 1000            # Interfaces report, besides every change
 //! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
+//! bounce_on_swap_ms = 0                  # interfaces down this long when going passive
 //!
 //! [[monitor]]
 //! name = "eth1"
@@ -69,6 +70,10 @@ pub struct DaemonConfig {
     /// Period of gratuitous ARP while active, ms (0: only on takeover).
     #[serde(default)]
     pub garp_period_ms: u64,
+    /// On leaving the active role, set the forwarding interfaces down for this long, ms, so
+    /// that attached switches and hosts forget this member (0: off).
+    #[serde(default)]
+    pub bounce_on_swap_ms: u64,
     /// Monitored interfaces and their weights.
     #[serde(default)]
     pub monitor: Vec<MonitoredIface>,

@@ -235,6 +235,11 @@ impl LinkMonitor {
         }
     }
 
+    /// Index of a link, when the kernel has it.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.links.get(name).map(|r| r.index)
+    }
+
     /// Current state of a link: `None` when the kernel has no such interface.
     pub fn is_up(&self, name: &str) -> Option<bool> {
         self.links.get(name).map(|r| r.up)
@@ -243,6 +248,45 @@ impl LinkMonitor {
     /// Every known link.
     pub fn links(&self) -> impl Iterator<Item = &LinkRecord> {
         self.links.values()
+    }
+}
+
+/// Sets interface `index` administratively up or down (`RTM_SETLINK`, like `ip link set`),
+/// and waits for the kernel's answer.
+pub fn set_link_up(index: u32, up: bool) -> io::Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = if up {
+        LinkFlags::Up
+    } else {
+        LinkFlags::empty()
+    };
+    msg.header.change_mask = LinkFlags::Up;
+    let mut packet = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::SetLink(msg)),
+    );
+    packet.header.flags = NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK;
+    packet.header.sequence_number = 1;
+    packet.finalize();
+    let mut req = vec![0; packet.buffer_len()];
+    packet.serialize(&mut req);
+    socket.send_to(&req, &SocketAddr::new(0, 0), 0)?;
+    if !wait_readable(&socket, Duration::from_secs(2))? {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer"));
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = socket.recv(&mut &mut buf[..], 0)?;
+    let ack: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&buf[..n])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    match ack.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -144,7 +144,7 @@ impl Senders {
 }
 
 /// Starts the receive thread of `side`: every frame goes through the core, the results are
-/// sent. Ends when `stop` is set or the socket fails.
+/// sent. Ends when `stop` is set.
 pub fn spawn_rx<F: Filter + Send + 'static>(
     side: Side,
     mut rx: Box<dyn DataLinkReceiver>,
@@ -176,7 +176,12 @@ pub fn spawn_rx<F: Filter + Send + 'static>(
                     {
                         Vec::new()
                     }
-                    Err(e) => return Err(e),
+                    // A link going down (an operator, or a bounce on swap) fails reads with
+                    // ENETDOWN until it is up again; the socket stays bound.
+                    Err(_) => {
+                        std::thread::sleep(RX_POLL);
+                        Vec::new()
+                    }
                 };
                 senders.send_all(&outs);
                 let now = Instant::now();

@@ -116,6 +116,9 @@ pub struct HostLoop<F> {
     pub interfaces_period: Duration,
     /// Period of gratuitous ARP while active; `None`: on takeover only.
     pub garp_period: Option<Duration>,
+    /// Interfaces (indexes) to set down and up again when leaving the active role, and for
+    /// how long (SPEC E4 "bounce interfaces on swap").
+    pub bounce: Option<(Vec<u32>, Duration)>,
     /// Probe addresses of each peer.
     pub peers: Vec<(Serial, Vec<Ipv4Addr>)>,
     /// The fast path, when this member forwards.
@@ -279,9 +282,11 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
         let now = Instant::now();
         st.active = active;
         let Some(f) = &self.forwarding else { return };
+        let left_active;
         let outs = {
             let mut c = f.core.lock().unwrap_or_else(|p| p.into_inner());
             let was = c.fp.is_active();
+            left_active = was && !active;
             c.filter.set_role(active, now);
             let outs = c.fp.set_active(active);
             if active && !was {
@@ -291,6 +296,24 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             outs
         };
         f.senders.send_all(&outs);
+        if left_active {
+            if let Some((ifaces, down_for)) = self.bounce.clone() {
+                // Off the host loop's thread: the loop must keep answering the controller.
+                std::thread::spawn(move || {
+                    for i in &ifaces {
+                        if let Err(e) = crate::links::set_link_up(*i, false) {
+                            eprintln!("ha-daemon: bounce: interface {i} down: {e}");
+                        }
+                    }
+                    std::thread::sleep(down_for);
+                    for i in &ifaces {
+                        if let Err(e) = crate::links::set_link_up(*i, true) {
+                            eprintln!("ha-daemon: bounce: interface {i} up: {e}");
+                        }
+                    }
+                });
+            }
+        }
     }
 
     fn run_garp(&mut self, st: &mut LoopState, now: Instant) {

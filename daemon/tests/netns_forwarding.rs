@@ -192,6 +192,7 @@ fn forwards_only_while_active_and_keeps_connections() {
 host_link = "{d}/host.sock"
 mgmt_socket = "{d}/mgmt.sock"
 interfaces_period_ms = 500
+bounce_on_swap_ms = 300
 [[monitor]]
 name = "in"
 weight = 100
@@ -297,10 +298,26 @@ probe = ["10.1.0.99"]
         tx.send((first, during, after)).expect("report");
     });
     std::thread::sleep(Duration::from_millis(1500));
+    let mut go_sent = false;
     ctl.send(&role(2, Role::Passive)).expect("send");
-    std::thread::sleep(Duration::from_millis(200));
-    go_tx.send(()).expect("go");
-    std::thread::sleep(Duration::from_millis(1200));
+    // Leaving the active role bounces the forwarding interfaces (bounce_on_swap_ms): the
+    // interface report shows them down, then up again.
+    let t0 = Instant::now();
+    let (mut saw_down, mut saw_up_again) = (false, false);
+    while t0.elapsed() < Duration::from_millis(1400) {
+        if let Some(HostMsg::Interfaces(v)) =
+            ctl.recv_timeout(Duration::from_millis(20)).expect("recv")
+        {
+            let in_up = v.iter().any(|i| i.name.as_str() == "in" && i.up);
+            saw_down |= !in_up;
+            saw_up_again |= saw_down && in_up;
+        }
+        if t0.elapsed() > Duration::from_millis(200) && !go_sent {
+            go_tx.send(()).expect("go");
+            go_sent = true;
+        }
+    }
+    assert!(saw_down && saw_up_again, "no bounce seen");
     // A stale decision (older sequence) must not change anything.
     ctl.send(&role(3, Role::Active)).expect("send");
     ctl.send(&role(2, Role::Passive)).expect("send");

@@ -132,6 +132,18 @@ fn kernel_link_changes_are_seen() {
     wait_for(&mut mon, Some(true));
     ip(&["link", "set", &b, "down"]);
     wait_for(&mut mon, Some(false));
+    ip(&["link", "set", &b, "up"]);
+    wait_for(&mut mon, Some(true));
+    // Bounce through netlink (the daemon's own call).
+    let idx = mon.index_of(&a).expect("index");
+    set_link_up(idx, false).expect("down");
+    wait_for(&mut mon, Some(false));
+    set_link_up(idx, true).expect("up");
+    wait_for(&mut mon, Some(true));
+    assert!(
+        set_link_up(u32::MAX - 1, true).is_err(),
+        "no such interface"
+    );
     drop(guard);
     wait_for(&mut mon, None);
 }
