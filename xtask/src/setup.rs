@@ -10,6 +10,10 @@ const PACKAGES: &[(&str, &str)] = &[("qemu-system-arm", "qemu-system-arm"), ("ip
 /// Adds the rustup target and installs missing Debian packages (when root).
 pub fn setup() -> Result {
     run(Command::new("rustup").args(["target", "add", "thumbv7m-none-eabi"]))?;
+    // Decodes the firmware's defmt log (raw frames on UART0) on the host.
+    if !have("defmt-print") {
+        run(Command::new("cargo").args(["install", "defmt-print", "--locked"]))?;
+    }
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(prog, _)| !have(prog))

@@ -1,0 +1,77 @@
+//! The device interrupt vector table of AN385 and NVIC numbers.
+
+use cortex_m::interrupt::InterruptNumber;
+
+/// Device interrupts the board's drivers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Irq {
+    /// UART0 receive.
+    Uart0Rx = 0,
+    /// UART1 receive (host link).
+    Uart1Rx = 2,
+    /// UART2 receive (backup link).
+    Uart2Rx = 4,
+    /// CMSDK TIMER0 (time base).
+    Timer0 = 8,
+    /// LAN9118 Ethernet.
+    Ethernet = 13,
+    /// UART3 receive (sensor bridge).
+    Uart3Rx = 18,
+}
+
+// SAFETY: every variant is a valid AN385 device interrupt number (< 32, see the table below).
+unsafe impl InterruptNumber for Irq {
+    fn number(self) -> u16 {
+        self as u16
+    }
+}
+
+/// Unmasks `irq` in the NVIC.
+pub fn enable(irq: Irq) {
+    // SAFETY: the handler for every `Irq` is in the vector table below and only touches
+    // state guarded by critical sections or atomics, so unmasking cannot break a critical
+    // section of ours.
+    unsafe { cortex_m::peripheral::NVIC::unmask(irq) }
+}
+
+/// Number of device interrupt vectors installed (AN385 uses 0..=31).
+const VECTORS: usize = 32;
+
+type Handler = unsafe extern "C" fn();
+
+extern "C" fn unused_irq() {
+    // An interrupt nobody enabled: ignore it (return), it cannot fire again unless enabled.
+}
+
+extern "C" fn uart1_rx() {
+    crate::uart::on_rx_irq(crate::uart::Port::Uart1);
+}
+
+extern "C" fn uart2_rx() {
+    crate::uart::on_rx_irq(crate::uart::Port::Uart2);
+}
+
+extern "C" fn uart3_rx() {
+    crate::uart::on_rx_irq(crate::uart::Port::Uart3);
+}
+
+extern "C" fn timer0() {
+    crate::time::on_irq();
+}
+
+const fn table() -> [Handler; VECTORS] {
+    let mut t: [Handler; VECTORS] = [unused_irq; VECTORS];
+    t[Irq::Uart1Rx as usize] = uart1_rx;
+    t[Irq::Uart2Rx as usize] = uart2_rx;
+    t[Irq::Uart3Rx as usize] = uart3_rx;
+    t[Irq::Timer0 as usize] = timer0;
+    t
+}
+
+/// The device part of the vector table, placed by cortex-m-rt's linker script right after
+/// the 16 system exception vectors.
+#[link_section = ".vector_table.interrupts"]
+#[no_mangle]
+#[used]
+pub static __INTERRUPTS: [Handler; VECTORS] = table();

@@ -1,0 +1,59 @@
+//! Board support for QEMU `mps2-an385` (ARM AN385: Cortex-M3 at 25 MHz, CMSDK peripherals,
+//! LAN9118 Ethernet). Drivers only; the HA protocol lives in `ha-proto` / `ha-agent` and the
+//! wiring in the firmware binary.
+//!
+//! Memory map used (from QEMU's `hw/arm/mps2.c` and AN385):
+//!
+//! | address       | device                          | IRQ (RX, TX)   |
+//! |---------------|---------------------------------|----------------|
+//! | `0x0000_0000` | code (ZBT SSRAM1), 252 KiB used | -              |
+//! | `0x0003_F000` | configuration block (4 KiB)     | -              |
+//! | `0x2000_0000` | RAM (ZBT SSRAM2), 64 KiB used   | -              |
+//! | `0x4000_0000` | CMSDK TIMER0 (1 kHz tick)        | 8              |
+//! | `0x4000_4000` | UART0: defmt log                | 0, 1           |
+//! | `0x4000_5000` | UART1: host link                | 2, 3           |
+//! | `0x4000_6000` | UART2: backup HA link           | 4, 5           |
+//! | `0x4000_7000` | UART3: sensor bridge            | 18, 19         |
+//! | `0x4002_8000` | FPGAIO: LEDs (bit 0 = status)   | -              |
+//! | `0x4020_0000` | LAN9118 Ethernet                | 13             |
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod irq;
+pub mod leds;
+pub mod logger;
+pub mod time;
+pub mod uart;
+
+/// System clock of the AN385 image (peripheral clock of the timers and UARTs), Hz.
+pub const SYSCLK_HZ: u32 = 25_000_000;
+
+/// The board's devices, handed out once by [`init`].
+pub struct Board {
+    /// UART1, the host link to the main CPU.
+    pub host_uart: uart::Uart,
+    /// UART2, the backup HA link.
+    pub backup_uart: uart::Uart,
+    /// UART3, the sensor bridge.
+    pub sensor_uart: uart::Uart,
+    /// The FPGAIO LEDs.
+    pub leds: leds::Leds,
+}
+
+/// Brings the board up: UART0 for the log, the 1 kHz time base, the UARTs with receive
+/// interrupts, and returns the devices. Returns `None` when called a second time.
+pub fn init() -> Option<Board> {
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
+    uart::init_log_uart();
+    time::init();
+    Some(Board {
+        host_uart: uart::Uart::init(uart::Port::Uart1),
+        backup_uart: uart::Uart::init(uart::Port::Uart2),
+        sensor_uart: uart::Uart::init(uart::Port::Uart3),
+        leds: leds::Leds::new(),
+    })
+}

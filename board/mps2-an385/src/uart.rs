@@ -1,0 +1,185 @@
+//! CMSDK APB UART: polled transmit, interrupt-driven receive into a ring
+//! (an embassy-sync `Pipe`), exposed as `embedded-io-async` `Read` / `Write`.
+
+use core::convert::Infallible;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::pipe::Pipe;
+use embedded_io_async::{ErrorType, Read, Write};
+
+use crate::irq::{self, Irq};
+
+const DATA: usize = 0x00;
+const STATE: usize = 0x04;
+const CTRL: usize = 0x08;
+const INTCLEAR: usize = 0x0C;
+const BAUDDIV: usize = 0x10;
+
+const STATE_TX_FULL: u32 = 1 << 0;
+const STATE_RX_FULL: u32 = 1 << 1;
+const CTRL_TX_EN: u32 = 1 << 0;
+const CTRL_RX_EN: u32 = 1 << 1;
+const CTRL_RX_IRQ_EN: u32 = 1 << 3;
+const INT_RX: u32 = 1 << 1;
+
+/// 115200 baud at 25 MHz (QEMU ignores the rate but requires a divider of at least 16).
+const BAUD_DIVIDER: u32 = crate::SYSCLK_HZ / 115_200;
+
+/// Receive ring per UART: two of the largest COBS-framed HA frames
+/// (`ha_proto::uart::MAX_ENCODED_LEN` is about 1.3 KiB), so a burst of a frame and the
+/// next one fits while the task is busy.
+pub const RX_RING: usize = 2048;
+
+/// The UARTs with a receive path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// UART1 at `0x4000_5000`.
+    Uart1,
+    /// UART2 at `0x4000_6000`.
+    Uart2,
+    /// UART3 at `0x4000_7000`.
+    Uart3,
+}
+
+const UART0: usize = 0x4000_4000;
+
+static RINGS: [Pipe<CriticalSectionRawMutex, RX_RING>; 3] = [Pipe::new(), Pipe::new(), Pipe::new()];
+static DROPPED: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+
+impl Port {
+    fn base(self) -> usize {
+        match self {
+            Port::Uart1 => 0x4000_5000,
+            Port::Uart2 => 0x4000_6000,
+            Port::Uart3 => 0x4000_7000,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Port::Uart1 => 0,
+            Port::Uart2 => 1,
+            Port::Uart3 => 2,
+        }
+    }
+
+    fn irq(self) -> Irq {
+        match self {
+            Port::Uart1 => Irq::Uart1Rx,
+            Port::Uart2 => Irq::Uart2Rx,
+            Port::Uart3 => Irq::Uart3Rx,
+        }
+    }
+}
+
+fn read(base: usize, reg: usize) -> u32 {
+    // SAFETY: `base` is one of this board's CMSDK UARTs (always mapped) and `reg` one of its
+    // register offsets; reads have no side effect except DATA, read only by the RX handler.
+    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+}
+
+fn write(base: usize, reg: usize, value: u32) {
+    // SAFETY: as in `read`; each UART's registers are written only by its owner (`Uart`,
+    // its RX handler for INTCLEAR, or the logger for UART0).
+    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
+}
+
+fn tx_byte_blocking(base: usize, byte: u8) {
+    while read(base, STATE) & STATE_TX_FULL != 0 {}
+    write(base, DATA, u32::from(byte));
+}
+
+/// Enables UART0 for transmit only (the defmt log).
+pub(crate) fn init_log_uart() {
+    write(UART0, BAUDDIV, BAUD_DIVIDER);
+    write(UART0, CTRL, CTRL_TX_EN);
+}
+
+/// Writes bytes to UART0, waiting while its transmit register is full (the log path).
+pub(crate) fn log_write(bytes: &[u8]) {
+    for &b in bytes {
+        tx_byte_blocking(UART0, b);
+    }
+}
+
+/// A CMSDK UART with an interrupt-fed receive ring.
+pub struct Uart {
+    port: Port,
+}
+
+impl Uart {
+    pub(crate) fn init(port: Port) -> Self {
+        let base = port.base();
+        write(base, CTRL, 0);
+        write(base, BAUDDIV, BAUD_DIVIDER);
+        write(base, INTCLEAR, 0xF);
+        write(base, CTRL, CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_IRQ_EN);
+        irq::enable(port.irq());
+        Self { port }
+    }
+
+    /// Bytes dropped because the receive ring was full.
+    pub fn dropped(&self) -> u32 {
+        DROPPED[self.port.index()].load(Ordering::Relaxed)
+    }
+
+    /// Splits into a receiver and a transmitter, for use from different tasks.
+    pub fn split(self) -> (UartRx, UartTx) {
+        (UartRx { port: self.port }, UartTx { port: self.port })
+    }
+}
+
+/// The receive half of a [`Uart`].
+pub struct UartRx {
+    port: Port,
+}
+
+/// The transmit half of a [`Uart`].
+pub struct UartTx {
+    port: Port,
+}
+
+impl ErrorType for UartRx {
+    type Error = Infallible;
+}
+
+impl ErrorType for UartTx {
+    type Error = Infallible;
+}
+
+impl Read for UartRx {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        Ok(RINGS[self.port.index()].read(buf).await)
+    }
+}
+
+impl Write for UartTx {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        let base = self.port.base();
+        for &b in buf {
+            // Polled transmit; while QEMU's backend is busy, let the other tasks run.
+            while read(base, STATE) & STATE_TX_FULL != 0 {
+                embassy_futures::yield_now().await;
+            }
+            write(base, DATA, u32::from(b));
+        }
+        Ok(buf.len())
+    }
+}
+
+/// Receive interrupt of `port`: move every received byte into its ring.
+pub(crate) fn on_rx_irq(port: Port) {
+    let base = port.base();
+    let ring = &RINGS[port.index()];
+    write(base, INTCLEAR, INT_RX);
+    while read(base, STATE) & STATE_RX_FULL != 0 {
+        let byte = (read(base, DATA) & 0xFF) as u8;
+        if ring.try_write(&[byte]).is_err() {
+            DROPPED[port.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
