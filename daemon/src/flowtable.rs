@@ -1,8 +1,9 @@
 //! The daemon's own connection table and state sync, used while the dataplane crate's table
 //! and engine are not available in this tree. Deliberately small: a flow per connection
-//! (both directions), idle timeouts, and a best-effort sync of creations and deletions in
-//! sealed frames (channel `StateSync`), with a full resend whenever the peer (re)starts.
-//! It does not retransmit lost updates; the dataplane crate's engine does (see
+//! (both directions), idle timeouts, and a sync of creations and deletions in sealed frames
+//! (channel `StateSync`), with a full resend whenever the peer (re)starts and every
+//! [`REFRESH_PERIOD`] from the active. A lost update is repaired by the next refresh, not
+//! retransmitted; the dataplane crate's engine acknowledges and retransmits (see
 //! `docs/daemon.md`).
 
 use std::collections::HashMap;
@@ -34,6 +35,10 @@ pub const RECORD_LEN: usize = 14;
 pub const RECORDS_PER_FRAME: usize = MAX_BODY_LEN / RECORD_LEN;
 /// Period of the hello that tells the peer we (re)started and asks for its table.
 pub const HELLO_PERIOD: Duration = Duration::from_secs(1);
+/// The active resends its whole table this often: an update lost on the way is repaired
+/// within this period, and the passive's copies of long-lived connections (which see no
+/// packets there) do not idle out.
+pub const REFRESH_PERIOD: Duration = Duration::from_secs(10);
 /// Senders tracked by the replay table: the peer daemon(s) of a cluster.
 const REPLAY_SLOTS: usize = ha_proto::msg::MAX_MEMBERS;
 
@@ -122,6 +127,8 @@ pub struct FlowTable {
     peer_epoch: Option<u32>,
     last_hello: Option<Instant>,
     last_expire: Option<Instant>,
+    last_refresh: Option<Instant>,
+    active: bool,
     stats: FlowStats,
 }
 
@@ -148,6 +155,8 @@ impl FlowTable {
             peer_epoch: None,
             last_hello: None,
             last_expire: None,
+            last_refresh: None,
+            active: false,
             stats: FlowStats::default(),
         }
     }
@@ -245,6 +254,7 @@ impl Filter for FlowTable {
 
 impl Activate for FlowTable {
     fn set_role(&mut self, active: bool, now: Instant) {
+        self.active = active;
         if active {
             // Flows learnt from the peer start their idle clock at the takeover.
             for f in self.flows.values_mut() {
@@ -283,18 +293,17 @@ impl SyncPlane for FlowTable {
         for r in body.chunks(RECORD_LEN) {
             match FlowKey::decode(r) {
                 Some((OP_ADD, k)) => {
-                    if self.flows.len() < MAX_FLOWS
-                        && self
-                            .flows
-                            .insert(
-                                k,
-                                Flow {
-                                    last: now,
-                                    closing: false,
-                                },
-                            )
-                            .is_none()
-                    {
+                    if let Some(f) = self.flows.get_mut(&k) {
+                        // A refresh: the connection is alive on the peer.
+                        f.last = f.last.max(now);
+                    } else if self.flows.len() < MAX_FLOWS {
+                        self.flows.insert(
+                            k,
+                            Flow {
+                                last: now,
+                                closing: false,
+                            },
+                        );
                         self.stats.synced_in += 1;
                     }
                 }
@@ -314,6 +323,15 @@ impl SyncPlane for FlowTable {
         {
             self.last_expire = Some(now);
             self.expire(now);
+        }
+        if self.active
+            && self
+                .last_refresh
+                .is_none_or(|t| now.duration_since(t) >= REFRESH_PERIOD)
+        {
+            self.last_refresh = Some(now);
+            let all: Vec<_> = self.flows.keys().map(|k| (OP_ADD, *k)).collect();
+            self.outq.extend(all);
         }
         let mut records = std::mem::take(&mut self.outq);
         if self
@@ -425,6 +443,20 @@ mod tests {
         let f = forger.frames(&[(OP_ADD, FlowKey::of(&mid))]);
         b.on_datagram(&f[0], now);
         assert_eq!(b.stats().sync_rejected, 2);
+
+        // A lost update is repaired by the active's next refresh.
+        let mut c = FlowTable::new(&block("SN-C"), 30);
+        a.set_role(true, now);
+        let first = a.poll_transmit(now + HELLO_PERIOD);
+        assert!(first.len() >= 3, "refresh of 300 flows");
+        for d in &first[1..] {
+            c.on_datagram(d, now);
+        }
+        assert!(c.len() < 300, "the first frame was lost");
+        for d in a.poll_transmit(now + HELLO_PERIOD + REFRESH_PERIOD) {
+            c.on_datagram(&d, now);
+        }
+        assert_eq!(c.len(), 300);
 
         // B restarts (new epoch): its first hello makes A send the whole table.
         let mut b2 = FlowTable::new(&block("SN-B"), 21);
