@@ -11,7 +11,7 @@
 //! - [`sensors`]: the [`sensors::SensorSource`] trait;
 //! - [`led`]: the status LED over an `embedded-hal` [`OutputPin`](embedded_hal::digital::OutputPin);
 //! - [`link`]: frame links ([`link::FrameLink`]) and the COBS framing of a byte stream
-//!   ([`link::SerialFrameLink`], on `embedded-io-async`).
+//!   ([`link::SerialFrameRx`], [`link::SerialFrameTx`], on `embedded-io-async`).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

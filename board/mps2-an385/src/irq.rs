@@ -12,8 +12,10 @@ pub enum Irq {
     Uart1Rx = 2,
     /// UART2 receive (backup link).
     Uart2Rx = 4,
-    /// CMSDK TIMER0 (time base).
+    /// CMSDK TIMER0 (time alarm).
     Timer0 = 8,
+    /// CMSDK TIMER1 (free-running time base).
+    Timer1 = 9,
     /// LAN9118 Ethernet.
     Ethernet = 13,
     /// UART3 receive (sensor bridge).
@@ -33,6 +35,11 @@ pub fn enable(irq: Irq) {
     // state guarded by critical sections or atomics, so unmasking cannot break a critical
     // section of ours.
     unsafe { cortex_m::peripheral::NVIC::unmask(irq) }
+}
+
+/// Masks `irq` in the NVIC (a pending request stays pending until it is unmasked).
+pub fn disable(irq: Irq) {
+    cortex_m::peripheral::NVIC::mask(irq);
 }
 
 /// Number of device interrupt vectors installed (AN385 uses 0..=31).
@@ -57,7 +64,11 @@ extern "C" fn uart3_rx() {
 }
 
 extern "C" fn timer0() {
-    crate::time::on_irq();
+    crate::time::on_alarm_irq();
+}
+
+extern "C" fn timer1() {
+    crate::time::on_wrap_irq();
 }
 
 const fn table() -> [Handler; VECTORS] {
@@ -66,6 +77,7 @@ const fn table() -> [Handler; VECTORS] {
     t[Irq::Uart2Rx as usize] = uart2_rx;
     t[Irq::Uart3Rx as usize] = uart3_rx;
     t[Irq::Timer0 as usize] = timer0;
+    t[Irq::Timer1 as usize] = timer1;
     t
 }
 

@@ -9,7 +9,8 @@
 //! | `0x0000_0000` | code (ZBT SSRAM1), 252 KiB used | -              |
 //! | `0x0003_F000` | configuration block (4 KiB)     | -              |
 //! | `0x2000_0000` | RAM (ZBT SSRAM2), 64 KiB used   | -              |
-//! | `0x4000_0000` | CMSDK TIMER0 (1 kHz tick)        | 8              |
+//! | `0x4000_0000` | CMSDK TIMER0: time alarm        | 8              |
+//! | `0x4000_1000` | CMSDK TIMER1: time base         | 9              |
 //! | `0x4000_4000` | UART0: defmt log                | 0, 1           |
 //! | `0x4000_5000` | UART1: host link                | 2, 3           |
 //! | `0x4000_6000` | UART2: backup HA link           | 4, 5           |
@@ -41,7 +42,7 @@ pub struct Board {
     pub leds: leds::Leds,
 }
 
-/// Brings the board up: UART0 for the log, the 1 kHz time base, the UARTs with receive
+/// Brings the board up: UART0 for the log, the time driver, the UARTs with receive
 /// interrupts, and returns the devices. Returns `None` when called a second time.
 pub fn init() -> Option<Board> {
     static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);

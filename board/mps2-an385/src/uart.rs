@@ -2,7 +2,6 @@
 //! (an embassy-sync `Pipe`), exposed as `embedded-io-async` `Read` / `Write`.
 
 use core::convert::Infallible;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::pipe::Pipe;
@@ -26,10 +25,10 @@ const INT_RX: u32 = 1 << 1;
 /// 115200 baud at 25 MHz (QEMU ignores the rate but requires a divider of at least 16).
 const BAUD_DIVIDER: u32 = crate::SYSCLK_HZ / 115_200;
 
-/// Receive ring per UART: two of the largest COBS-framed HA frames
-/// (`ha_proto::uart::MAX_ENCODED_LEN` is about 1.3 KiB), so a burst of a frame and the
-/// next one fits while the task is busy.
-pub const RX_RING: usize = 2048;
+/// Receive ring per UART. Receive is flow-controlled (when the ring is full the interrupt is
+/// masked and the byte stays in the UART, so QEMU holds back the rest), so the ring only
+/// has to cover the bytes that arrive between two polls of the reading task.
+pub const RX_RING: usize = 256;
 
 /// The UARTs with a receive path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +44,6 @@ pub enum Port {
 const UART0: usize = 0x4000_4000;
 
 static RINGS: [Pipe<CriticalSectionRawMutex, RX_RING>; 3] = [Pipe::new(), Pipe::new(), Pipe::new()];
-static DROPPED: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
 
 impl Port {
     fn base(self) -> usize {
@@ -119,11 +117,6 @@ impl Uart {
         Self { port }
     }
 
-    /// Bytes dropped because the receive ring was full.
-    pub fn dropped(&self) -> u32 {
-        DROPPED[self.port.index()].load(Ordering::Relaxed)
-    }
-
     /// Splits into a receiver and a transmitter, for use from different tasks.
     pub fn split(self) -> (UartRx, UartTx) {
         (UartRx { port: self.port }, UartTx { port: self.port })
@@ -153,7 +146,10 @@ impl Read for UartRx {
         if buf.is_empty() {
             return Ok(0);
         }
-        Ok(RINGS[self.port.index()].read(buf).await)
+        let n = RINGS[self.port.index()].read(buf).await;
+        // There is room again: let the receive interrupt move the held-back bytes.
+        irq::enable(self.port.irq());
+        Ok(n)
     }
 }
 
@@ -171,15 +167,24 @@ impl Write for UartTx {
     }
 }
 
-/// Receive interrupt of `port`: move every received byte into its ring.
+/// Receive interrupt of `port`: move every received byte into its ring. When the ring is
+/// full, mask the interrupt and leave the byte (and its interrupt status) in the UART: the
+/// reader unmasks it after taking bytes out, and QEMU holds back the rest meanwhile.
 pub(crate) fn on_rx_irq(port: Port) {
     let base = port.base();
     let ring = &RINGS[port.index()];
-    write(base, INTCLEAR, INT_RX);
-    while read(base, STATE) & STATE_RX_FULL != 0 {
-        let byte = (read(base, DATA) & 0xFF) as u8;
-        if ring.try_write(&[byte]).is_err() {
-            DROPPED[port.index()].fetch_add(1, Ordering::Relaxed);
+    loop {
+        if ring.free_capacity() == 0 {
+            irq::disable(port.irq());
+            return;
         }
+        // Clear before checking, so a byte arriving after the check raises the line again.
+        write(base, INTCLEAR, INT_RX);
+        if read(base, STATE) & STATE_RX_FULL == 0 {
+            return;
+        }
+        let byte = (read(base, DATA) & 0xFF) as u8;
+        // Cannot fail: there was free capacity and only this handler writes the ring.
+        let _ = ring.try_write(&[byte]);
     }
 }
