@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod executor;
 pub mod irq;
 pub mod leds;
 pub mod logger;

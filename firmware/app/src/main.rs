@@ -10,7 +10,7 @@
 //! | `sensors`   | UART3: `SensorReport` → `on_hardware`                                 |
 //! | `led`       | status LED: steady, or blink (1 s on / 2 s off when passive)          |
 //!
-//! All tasks run in one thread-mode executor; the agent sits in a `RefCell` that no task
+//! All tasks run in one thread-mode executor (`ha_board::executor`, sleeping with WFI); the agent sits in a `RefCell` that no task
 //! borrows across an `.await`.
 #![no_std]
 #![no_main]
@@ -27,6 +27,7 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Instant, Timer};
 use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
+use ha_board::executor::Executor;
 use ha_board::leds::Led;
 use ha_board::uart::{UartRx, UartTx};
 use ha_hal::bridge::{SensorKind, SensorReport, MAX_REPORT_LEN};
@@ -70,14 +71,15 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
 }
 
-#[embassy_executor::main]
-async fn main(spawner: Spawner) {
-    // Setup runs in a plain function so that the configuration and the agent under
-    // construction live on the stack, not in the main task's future.
-    if let Err(e) = start(spawner) {
-        // The member does not join: no task runs, the LED stays off, the core sleeps.
-        error!("member does not join: {}", e);
-    }
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    static EXECUTOR: StaticCell<Executor> = StaticCell::new();
+    EXECUTOR.init(Executor::new()).run(|spawner| {
+        if let Err(e) = start(spawner) {
+            // The member does not join: no task runs, the LED stays off, the core sleeps.
+            error!("member does not join: {}", e);
+        }
+    })
 }
 
 /// Why [`start`] gave up.
