@@ -18,7 +18,7 @@ use crate::hostlink::{boot_epoch, open_serial_device, HostCodec, HostLink, Strea
 use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
-use crate::runtime::{unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
+use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
 
 /// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
 pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
@@ -32,6 +32,24 @@ pub trait SyncPlane {
     fn on_datagram(&mut self, bytes: &[u8], now: Instant);
     /// Datagrams to send to the peer now (changes, acknowledgements, retransmissions, bulk).
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>>;
+    /// Sync events since the last call (bulk synchronization sent or received), for the
+    /// event log.
+    fn poll_events(&mut self) -> Vec<SyncEvent>;
+}
+
+/// A state-sync event for the event log (SPEC E3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// The whole table went to a (re)started peer.
+    BulkSent {
+        /// Connections sent.
+        records: usize,
+    },
+    /// A peer's whole table arrived.
+    BulkReceived {
+        /// Connections received.
+        records: usize,
+    },
 }
 
 /// Everything the fast path's filter must do for the daemon.
@@ -61,6 +79,7 @@ pub fn spawn_sync<D: Dataplane>(
     bind: SocketAddr,
     peer: SocketAddr,
     core: Arc<Mutex<Core<D>>>,
+    shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let sock = UdpSocket::bind(bind)?;
@@ -83,14 +102,33 @@ pub fn spawn_sync<D: Dataplane>(
                 }
                 Err(e) => return Err(e),
             };
-            let outs = {
+            let (outs, events) = {
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 if let Some(n) = got {
                     c.filter.on_datagram(&buf[..n], now);
                 }
-                c.filter.poll_transmit(now)
+                (c.filter.poll_transmit(now), c.filter.poll_events())
             };
+            if !events.is_empty() {
+                let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+                for e in events {
+                    sh.push_local_event(match e {
+                        SyncEvent::BulkSent { records } => ha_mgmt_api::Event {
+                            time_ms: unix_ms(),
+                            kind: ha_mgmt_api::EventKind::BulkSyncSent,
+                            member: None,
+                            detail: format!("{records} connections sent to the peer"),
+                        },
+                        SyncEvent::BulkReceived { records } => ha_mgmt_api::Event {
+                            time_ms: unix_ms(),
+                            kind: ha_mgmt_api::EventKind::BulkSyncReceived,
+                            member: None,
+                            detail: format!("{records} connections received from the peer"),
+                        },
+                    });
+                }
+            }
             for d in outs {
                 // A full socket buffer or an unreachable peer loses the datagram; the
                 // engine retransmits.
@@ -157,6 +195,7 @@ pub fn run<D: Dataplane>(
                     bind,
                     SocketAddr::from((peer, port)),
                     core.clone(),
+                    shared.clone(),
                     stop.clone(),
                 )
                 .map_err(|e| format!("state sync on {bind}: {e}"))?,

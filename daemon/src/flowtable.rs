@@ -51,6 +51,8 @@ pub const MAX_UNACKED: usize = 4096;
 
 const OP_HELLO: u8 = 0;
 const OP_ACK: u8 = 3;
+/// Ends a bulk; the record's address fields carry the number of connections sent.
+const OP_BULK_END: u8 = 4;
 const OP_ADD: u8 = 1;
 const OP_DEL: u8 = 2;
 
@@ -146,6 +148,8 @@ pub struct FlowTable {
     unacked: std::collections::BTreeMap<u64, (Vec<u8>, Instant, u8)>,
     /// Sequences to acknowledge to the peer.
     to_ack: Vec<u64>,
+    /// Sync events for the event log.
+    events: Vec<crate::app::SyncEvent>,
     stats: FlowStats,
 }
 
@@ -177,6 +181,7 @@ impl FlowTable {
             activated_at: None,
             unacked: std::collections::BTreeMap::new(),
             to_ack: Vec::new(),
+            events: Vec::new(),
             stats: FlowStats::default(),
         }
     }
@@ -244,6 +249,20 @@ impl FlowTable {
             }
         }
         out
+    }
+
+    /// An end-of-bulk record carries the bulk's size in its address fields.
+    fn count_record(n: usize) -> FlowKey {
+        let b = (n as u64).to_be_bytes();
+        FlowKey {
+            proto: 0,
+            lo: (Ipv4Addr::new(b[0], b[1], b[2], b[3]), 0),
+            hi: (Ipv4Addr::new(b[4], b[5], b[6], b[7]), 0),
+        }
+    }
+
+    fn count_of(k: &FlowKey) -> usize {
+        usize::try_from(Self::acked_seq(k)).unwrap_or(usize::MAX)
     }
 
     /// An acknowledgement record carries the acknowledged sequence in its address fields.
@@ -331,9 +350,12 @@ impl SyncPlane for FlowTable {
             return;
         }
         let body = opened.body.to_vec();
-        let carries_changes = body
-            .chunks(RECORD_LEN)
-            .any(|r| matches!(r.first(), Some(&OP_ADD) | Some(&OP_DEL)));
+        let carries_changes = body.chunks(RECORD_LEN).any(|r| {
+            matches!(
+                r.first(),
+                Some(&OP_ADD) | Some(&OP_DEL) | Some(&OP_BULK_END)
+            )
+        });
         if self.replay.check_header(&h).is_err() {
             // Authentic but already seen: our acknowledgement was lost; acknowledge again.
             if carries_changes {
@@ -346,10 +368,15 @@ impl SyncPlane for FlowTable {
             self.to_ack.push(h.seq);
         }
         if self.peer_epoch != Some(h.epoch) {
-            // The peer (re)started: it gets the whole table.
+            // The peer (re)started: it gets the whole table, closed by an end-of-bulk record
+            // with the count.
             self.peer_epoch = Some(h.epoch);
             let all: Vec<_> = self.flows.keys().map(|k| (OP_ADD, *k)).collect();
+            let n = all.len();
             self.outq.extend(all);
+            self.outq.push((OP_BULK_END, Self::count_record(n)));
+            self.events
+                .push(crate::app::SyncEvent::BulkSent { records: n });
         }
         for r in body.chunks(RECORD_LEN) {
             match FlowKey::decode(r) {
@@ -372,12 +399,21 @@ impl SyncPlane for FlowTable {
                     self.flows.remove(&k);
                 }
                 Some((OP_HELLO, _)) => {}
+                Some((OP_BULK_END, k)) => {
+                    self.events.push(crate::app::SyncEvent::BulkReceived {
+                        records: Self::count_of(&k),
+                    });
+                }
                 Some((OP_ACK, k)) => {
                     self.unacked.remove(&Self::acked_seq(&k));
                 }
                 _ => self.stats.sync_rejected += 1,
             }
         }
+    }
+
+    fn poll_events(&mut self) -> Vec<crate::app::SyncEvent> {
+        std::mem::take(&mut self.events)
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
@@ -548,6 +584,14 @@ mod tests {
             b2.on_datagram(&d, now);
         }
         assert_eq!(b2.len(), 300);
+        assert_eq!(
+            a.poll_events(),
+            vec![crate::app::SyncEvent::BulkSent { records: 300 }],
+            "to the restarted B"
+        );
+        assert!(b2
+            .poll_events()
+            .contains(&crate::app::SyncEvent::BulkReceived { records: 300 }));
     }
 
     /// Frames carrying changes, in the order sent (hellos and acknowledgements left out).

@@ -359,29 +359,40 @@ impl MgmtServer {
             Request::Events { follow, last } => {
                 let (past, rx) = {
                     let mut sh = self.shared();
+                    // The controller's events and the daemon's own, merged by time.
+                    let mut all: Vec<Event> = sh
+                        .events
+                        .iter()
+                        .filter_map(|(e, t)| event_of(e, *t))
+                        .chain(sh.local_events.iter().cloned())
+                        .collect();
+                    all.sort_by_key(|e| e.time_ms);
                     let n = last.map(|n| n as usize).unwrap_or(usize::MAX);
-                    let skip = sh.events.len().saturating_sub(n);
-                    let past: Vec<_> = sh.events.iter().skip(skip).cloned().collect();
+                    let skip = all.len().saturating_sub(n);
+                    let past: Vec<Event> = all.into_iter().skip(skip).collect();
                     let rx = follow.then(|| {
                         let (tx, rx) = mpsc::channel();
+                        let (ltx, lrx) = mpsc::channel();
                         sh.followers.push(tx);
-                        rx
+                        sh.local_followers.push(ltx);
+                        (rx, lrx)
                     });
                     (past, rx)
                 };
-                for (e, t) in past {
-                    if let Some(r) = event_reply(&e, t) {
-                        out(&r)?;
-                    }
+                for e in past {
+                    out(&Reply::Event(e))?;
                 }
                 match rx {
                     None => Reply::EndOfEvents,
-                    Some(rx) => loop {
-                        match rx.recv_timeout(Duration::from_millis(500)) {
+                    Some((rx, lrx)) => loop {
+                        // The client closing the socket ends the stream (`out` fails).
+                        while let Ok(e) = lrx.try_recv() {
+                            out(&Reply::Event(e))?;
+                        }
+                        match rx.recv_timeout(Duration::from_millis(100)) {
                             Ok((e, t)) => {
-                                if let Some(r) = event_reply(&e, t) {
-                                    // The client closing the socket ends the stream.
-                                    out(&r)?;
+                                if let Some(e) = event_of(&e, t) {
+                                    out(&Reply::Event(e))?;
                                 }
                             }
                             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -556,13 +567,13 @@ impl MgmtServer {
     }
 }
 
-fn event_reply(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Reply> {
-    Some(Reply::Event(Event {
+fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Event> {
+    Some(Event {
         time_ms: arrived_ms,
         kind: event_kind(e.name.as_str())?,
         member: e.peer.map(|p| p.as_str().to_string()),
         detail: format!("#{} {}", e.seq, e.detail.as_str()),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -49,8 +49,12 @@ pub struct Shared {
     pub status: Option<(StatusReport, u64)>,
     /// Events of the controller with their arrival (Unix ms), oldest first.
     pub events: VecDeque<(EventReport, u64)>,
-    /// Subscribers of `events --follow`.
+    /// Subscribers of `events --follow` (controller events).
     pub followers: Vec<Sender<(EventReport, u64)>>,
+    /// The daemon's own events (state sync), oldest first.
+    pub local_events: VecDeque<ha_mgmt_api::Event>,
+    /// Subscribers of `events --follow` (the daemon's own events).
+    pub local_followers: Vec<Sender<ha_mgmt_api::Event>>,
     /// Last key state of the controller: (sealing key id, accepted key ids).
     pub key_state: Option<(u8, Vec<u8>)>,
     /// Role of the forwarding domain, and since when (Unix seconds).
@@ -63,6 +67,17 @@ pub struct Shared {
     pub host_accepted: u64,
     /// True while the host link is connected.
     pub host_connected: bool,
+}
+
+impl Shared {
+    /// Records one of the daemon's own events and hands it to the followers.
+    pub fn push_local_event(&mut self, e: ha_mgmt_api::Event) {
+        if self.local_events.len() >= EVENTS_MAX {
+            self.local_events.pop_front();
+        }
+        self.local_events.push_back(e.clone());
+        self.local_followers.retain(|f| f.send(e.clone()).is_ok());
+    }
 }
 
 /// Messages other threads want sent to the controller.

@@ -63,6 +63,9 @@ impl SyncPlane for Flows {
     fn poll_transmit(&mut self, _now: Instant) -> Vec<Vec<u8>> {
         Vec::new()
     }
+    fn poll_events(&mut self) -> Vec<app::SyncEvent> {
+        Vec::new()
+    }
 }
 
 struct Namespaces(Vec<String>);
