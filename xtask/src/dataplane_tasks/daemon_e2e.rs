@@ -264,6 +264,80 @@ fn diagnostics(socks: &[PathBuf]) -> String {
         .join("\n")
 }
 
+/// Builds the firmware (its own workspace, thumbv7m-none-eabi) and returns the ELF.
+fn build_firmware() -> Result<PathBuf> {
+    let app = root().join("firmware/app");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| PathBuf::from(t).join("firmware-e2e"))
+        .unwrap_or_else(|| app.join("target"));
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&app)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "--release"]),
+    )?;
+    let elf = target.join("thumbv7m-none-eabi/release/ha-firmware");
+    if !elf.exists() {
+        return Err(format!("e2e: no firmware ELF at {}", elf.display()));
+    }
+    Ok(elf)
+}
+
+/// The QEMU command line of member `i` (the QEMU member contract, docs/firmware.md): its
+/// configuration block and boot epoch in flash/RAM, UART0 log to a file, UART1 host link on
+/// `<dir>/<m>-host.sock`, UART2 backup link and the LAN9118 as UDP point-to-point to the other
+/// member (two members need no hub).
+fn qemu_member(elf: &Path, block: &Path, dir: &Path, m: &str, base: u16, i: usize) -> Vec<String> {
+    let (backup, main) = (base + 3, base + 5);
+    let (me, other) = (i as u16, 1 - i as u16);
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 1_000_000_000)
+        .unwrap_or(1)
+        .max(1);
+    [
+        "qemu-system-arm".to_string(),
+        "-M".into(),
+        "mps2-an385".into(),
+        "-display".into(),
+        "none".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-nodefaults".into(),
+        "-kernel".into(),
+        elf.display().to_string(),
+        "-device".into(),
+        format!("loader,file={},addr=0x3F000,force-raw=on", block.display()),
+        "-device".into(),
+        format!("loader,addr=0x3EFFC,data={epoch},data-len=4"),
+        "-serial".into(),
+        format!("file:{}/{m}-uart0.defmt", dir.display()),
+        "-chardev".into(),
+        format!(
+            "socket,id=host,path={}/{m}-host.sock,server=on,wait=off",
+            dir.display()
+        ),
+        "-serial".into(),
+        "chardev:host".into(),
+        "-serial".into(),
+        format!("udp:127.0.0.1:{}@127.0.0.1:{}", backup + other, backup + me),
+        "-chardev".into(),
+        format!(
+            "socket,id=sens,path={}/{m}-sensors.sock,server=on,wait=off",
+            dir.display()
+        ),
+        "-serial".into(),
+        "chardev:sens".into(),
+        "-nic".into(),
+        format!(
+            "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+            main + other,
+            main + me
+        ),
+    ]
+    .to_vec()
+}
+
 fn bin_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -304,15 +378,12 @@ pub fn tcp_survival(args: &[String]) -> Result {
     if !crate::util::is_root() {
         return Err("e2e: needs root (network namespaces)".into());
     }
-    if o.controller == "qemu" {
-        return Err(
-            "e2e: the QEMU firmware cluster is not available in this tree yet (no member \
-             boot API in ha-qemu); run with --controller host to use the real ha-agent in a \
-             host process instead"
-                .into(),
-        );
-    }
     run(cargo().args(["build", "--release", "-p", "ha-daemon", "-p", "ha-hactl"]))?;
+    let firmware = if o.controller == "qemu" {
+        Some(build_firmware()?)
+    } else {
+        None
+    };
     let bins = bin_dir();
     let b = |n: &str| bins.join(n).display().to_string();
 
@@ -345,7 +416,16 @@ pub fn tcp_survival(args: &[String]) -> Result {
             &o.timers,
         ]);
         for (j, t) in serials.iter().enumerate() {
-            c.args(["--member", &format!("{t}=127.0.0.1:{}", ports[j])]);
+            // QEMU members have their own address on the emulated LAN9118; host-process
+            // agents share the loopback.
+            let addr = match firmware {
+                Some(_) => format!("10.0.0.{}:44240", j + 1),
+                None => format!("127.0.0.1:{}", ports[j]),
+            };
+            c.args(["--member", &format!("{t}={addr}")]);
+        }
+        if firmware.is_some() {
+            c.arg("--backup-link");
         }
         c.arg("-o").arg(dir.join(format!("{i}.cfg")));
         run(&mut c)?;
@@ -389,13 +469,13 @@ pub fn tcp_survival(args: &[String]) -> Result {
     for (i, m) in members.iter().enumerate() {
         let host_sock = dir.join(format!("{m}-host.sock"));
         let mgmt_sock = dir.join(format!("{m}-mgmt.sock"));
-        env.spawn(
-            &format!("controller-{m}"),
-            None,
-            &[
+        let block = dir.join(format!("{i}.cfg"));
+        let controller_argv: Vec<String> = match &firmware {
+            Some(elf) => qemu_member(elf, &block, &dir, m, base, i),
+            None => vec![
                 b("ha-agent-host"),
                 "--block".into(),
-                dir.join(format!("{i}.cfg")).display().to_string(),
+                block.display().to_string(),
                 "--host-sock".into(),
                 host_sock.display().to_string(),
                 "--bind".into(),
@@ -403,8 +483,8 @@ pub fn tcp_survival(args: &[String]) -> Result {
                 "--peer".into(),
                 format!("127.0.0.1:{}", ports[1 - i]),
             ],
-            false,
-        )?;
+        };
+        env.spawn(&format!("controller-{m}"), None, &controller_argv, false)?;
         let other = 1 - i;
         let toml = format!(
             r#"config_block = "{block}"
@@ -458,10 +538,16 @@ sync = "10.9.0.{hathem}"
         )?;
         socks.push(mgmt_sock);
     }
-    println!(
-        "e2e: controllers: ha-agent-host (the ha-agent state machine in a host process), not \
-         the QEMU firmware"
-    );
+    match &firmware {
+        Some(elf) => println!(
+            "e2e: controllers: QEMU mps2-an385 members running {}",
+            elf.display()
+        ),
+        None => println!(
+            "e2e: controllers: ha-agent-host (the ha-agent state machine in a host process), \
+             not the QEMU firmware"
+        ),
+    }
     let active = wait_roles(&socks, None, Duration::from_secs(30)).map_err(|e| {
         format!(
             "{e}\n--- daemon-a\n{}\n--- daemon-b\n{}",
