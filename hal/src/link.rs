@@ -100,12 +100,23 @@ impl<W: Write> SerialFrameTx<W> {
 
     /// Encodes and writes one frame.
     pub async fn send(&mut self, frame: &[u8]) -> Result<(), SerialLinkError<W::Error>> {
-        let n = uart::encode_frame(frame, &mut self.tx).map_err(|_| SerialLinkError::TooLong)?;
-        self.stream
-            .write_all(&self.tx[..n])
-            .await
-            .map_err(SerialLinkError::Io)
+        send_frame(&mut self.stream, frame, &mut self.tx).await
     }
+}
+
+/// Encodes `frame` into `scratch` and writes it to `stream`: for callers that share one
+/// encoding buffer between several serial lines. `scratch` needs
+/// `ha_proto::uart::encoded_len(frame.len())` bytes (`MAX_ENCODED_LEN` fits any frame).
+pub async fn send_frame<W: Write>(
+    stream: &mut W,
+    frame: &[u8],
+    scratch: &mut [u8],
+) -> Result<(), SerialLinkError<W::Error>> {
+    let n = uart::encode_frame(frame, scratch).map_err(|_| SerialLinkError::TooLong)?;
+    stream
+        .write_all(&scratch[..n])
+        .await
+        .map_err(SerialLinkError::Io)
 }
 
 /// Both halves over one stream (or two), as a [`FrameLink`].

@@ -67,6 +67,10 @@ extern "C" fn timer0() {
     crate::time::on_alarm_irq();
 }
 
+extern "C" fn ethernet() {
+    crate::eth::on_irq();
+}
+
 extern "C" fn timer1() {
     crate::time::on_wrap_irq();
 }
@@ -78,6 +82,7 @@ const fn table() -> [Handler; VECTORS] {
     t[Irq::Uart3Rx as usize] = uart3_rx;
     t[Irq::Timer0 as usize] = timer0;
     t[Irq::Timer1 as usize] = timer1;
+    t[Irq::Ethernet as usize] = ethernet;
     t
 }
 

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod eth;
 pub mod executor;
 pub mod irq;
 pub mod leds;
@@ -58,4 +59,43 @@ pub fn init() -> Option<Board> {
         sensor_uart: uart::Uart::init(uart::Port::Uart3),
         leds: leds::Leds::new(),
     })
+}
+
+/// Stack usage, from the pattern cortex-m-rt paints over the stack at reset.
+pub mod stack {
+    extern "C" {
+        static _stack_start: u32;
+        static _stack_end: u32;
+    }
+
+    /// Bytes of stack reserved (memory.x).
+    pub fn size() -> usize {
+        let (start, end) = bounds();
+        start - end
+    }
+
+    fn bounds() -> (usize, usize) {
+        // Linker symbols defined in memory.x; only their addresses are taken (no read).
+        (
+            core::ptr::addr_of!(_stack_start) as usize,
+            core::ptr::addr_of!(_stack_end) as usize,
+        )
+    }
+
+    /// Deepest stack use so far (bytes): the stack grows down from `_stack_start`; words
+    /// never written still hold cortex-m-rt's paint value.
+    pub fn high_water() -> usize {
+        let (start, end) = bounds();
+        let mut addr = end;
+        while addr < start {
+            // SAFETY: `addr` is a word-aligned address inside the stack region reserved by
+            // memory.x, which is always mapped RAM.
+            let w = unsafe { core::ptr::read_volatile(addr as *const u32) };
+            if w != cortex_m_rt::STACK_PAINT_VALUE {
+                break;
+            }
+            addr += 4;
+        }
+        start - addr
+    }
 }

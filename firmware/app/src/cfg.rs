@@ -15,6 +15,13 @@ pub enum LoadError {
     Corrupt(ConfigBlockError),
     /// The block decodes but the agent refuses the resulting configuration.
     Refused(ha_agent::ConfigError),
+    /// More members or domains than this firmware is built for.
+    TooLarge {
+        /// Members in the block.
+        members: usize,
+        /// Domains in the block.
+        domains: usize,
+    },
 }
 
 impl defmt::Format for LoadError {
@@ -28,6 +35,14 @@ impl defmt::Format for LoadError {
                     defmt::Display2Format(e)
                 )
             }
+            LoadError::TooLarge { members, domains } => defmt::write!(
+                f,
+                "configuration too large for this firmware: {=usize} members, {=usize} domains (built for at most {=usize} and {=usize})",
+                members,
+                domains,
+                crate::FW_MEMBERS,
+                crate::FW_DOMAINS
+            ),
             LoadError::Refused(e) => {
                 defmt::write!(
                     f,
@@ -48,9 +63,18 @@ pub fn load_block(bytes: &[u8]) -> Result<ConfigBlock, LoadError> {
 }
 
 /// The agent configuration the block describes.
-pub fn agent_config(b: &ConfigBlock) -> Result<Config, LoadError> {
-    let members = b.members.iter().map(|m| m.serial).collect();
-    let mut c: Config = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
+pub fn agent_config<const M: usize, const D: usize>(
+    b: &ConfigBlock,
+) -> Result<Config<M, D>, LoadError> {
+    let too_large = LoadError::TooLarge {
+        members: b.members.len(),
+        domains: b.domains.len(),
+    };
+    let mut members = heapless::Vec::new();
+    for m in &b.members {
+        members.push(m.serial).map_err(|_| too_large)?;
+    }
+    let mut c: Config<M, D> = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
     c.key_id = b.key_id;
     c.encrypt = b.encrypt;
     c.links = if b.backup_link { 2 } else { 1 };
@@ -67,11 +91,12 @@ pub fn agent_config(b: &ConfigBlock) -> Result<Config, LoadError> {
     });
     c.domains.clear();
     for d in &b.domains {
-        // Both capacities are ha_proto's MAX_DOMAINS, so this always fits.
-        let _ = c.domains.push(DomainConfig {
-            id: d.id,
-            preferred: d.preferred,
-        });
+        c.domains
+            .push(DomainConfig {
+                id: d.id,
+                preferred: d.preferred,
+            })
+            .map_err(|_| too_large)?;
     }
     let w = b.weights;
     c.quality = QualityConfig {

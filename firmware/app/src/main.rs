@@ -5,6 +5,8 @@
 //! |-------------|----------------------------------------------------------------------|
 //! | `agent`     | owns the outputs: timer loop (`next_wake_ms` → `on_tick`), drains      |
 //! |             | `poll_output` to the links, the host link, the LED and the log        |
+//! | `net`       | embassy-net stack on the LAN9118 (static IPv4 from the config block)  |
+//! | `main_rx`   | UDP socket of the main HA link → `on_frame(MAIN)`                     |
 //! | `backup_rx` | UART2: COBS frames → `on_frame(BACKUP)`                               |
 //! | `host_rx`   | UART1: host frames (Host key) → `on_host`                             |
 //! | `sensors`   | UART3: `SensorReport` → `on_hardware`                                 |
@@ -23,19 +25,23 @@ use core::cell::RefCell;
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
 use embassy_futures::select::{select, Either};
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Instant, Timer};
 use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
+use ha_board::eth::{EthBuffers, Lan9118};
 use ha_board::executor::Executor;
 use ha_board::leds::Led;
 use ha_board::uart::{UartRx, UartTx};
 use ha_hal::bridge::{SensorKind, SensorReport, MAX_REPORT_LEN};
 use ha_hal::led::StatusLed;
-use ha_hal::link::{SerialFrameRx, SerialFrameTx};
+use ha_hal::link::{send_frame, SerialFrameRx};
+use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
-use ha_proto::uart::encoded_len;
-use static_cell::StaticCell;
+use ha_proto::uart::{encoded_len, MAX_ENCODED_LEN};
+use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::hostlink::HostCodec;
 
@@ -45,10 +51,28 @@ const _: () =
 
 defmt::timestamp!("{=u64:ms}", Instant::now().as_millis());
 
-/// The agent at full capacity (8 members, 16 domains): whatever a configuration block holds.
-type FwAgent = Agent;
-type SharedAgent = &'static RefCell<FwAgent>;
+/// Members this firmware handles (the protocol's maximum).
+pub const FW_MEMBERS: usize = ha_proto::msg::MAX_MEMBERS;
+/// HA domains this firmware handles (the protocol allows 16; 4 keeps the agent, and the
+/// stack needed to build it, within the RAM budget). A block with more is refused.
+pub const FW_DOMAINS: usize = 4;
+/// The agent as built into this firmware.
+type FwAgent = Agent<FW_MEMBERS, FW_DOMAINS>;
+type SharedAgent = &'static RefCell<&'static mut FwAgent>;
 type SharedCodec = &'static RefCell<HostCodec>;
+
+/// The main link's UDP socket, shared by its receive task and the agent task.
+type SharedSocket = &'static UdpSocket<'static>;
+/// Where each peer listens on the main link.
+type PeerList = &'static [(Ipv4Address, u16)];
+
+/// Sockets of the network stack: the main HA link's UDP socket.
+const NET_SOCKETS: usize = 1;
+/// UDP buffers of the main link: one largest member frame (`MAX_FRAME_LEN`) plus room for
+/// a few heartbeats (about 150 bytes each) queued behind it.
+const UDP_BUF: usize = 2048;
+/// Datagrams queued each way.
+const UDP_PACKETS: usize = 8;
 
 /// Set by every input task after feeding the agent: the agent task drains the outputs.
 static INPUT: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -90,6 +114,12 @@ enum StartError {
     Config(cfg::LoadError),
     /// The agent refused the configuration.
     Agent(ha_agent::ConfigError),
+    /// The Ethernet controller did not come up.
+    Eth(ha_board::eth::EthError),
+    /// The configuration has no main-link address for this member.
+    NoAddress,
+    /// The main-link UDP port could not be bound.
+    Bind,
 }
 
 impl defmt::Format for StartError {
@@ -102,18 +132,23 @@ impl defmt::Format for StartError {
                 "agent refused the configuration: {}",
                 defmt::Display2Format(e)
             ),
+            StartError::Eth(e) => defmt::write!(f, "Ethernet controller: {}", e),
+            StartError::NoAddress => defmt::write!(f, "no main-link address for this member"),
+            StartError::Bind => defmt::write!(f, "cannot bind the main-link UDP port"),
         }
     }
 }
 
+// Setup is split into functions that are never inlined, so that the large values each
+// builds (configuration, agent, network buffers) do not share one stack frame.
+#[inline(never)]
 fn start(spawner: Spawner) -> Result<(), StartError> {
     let board = ha_board::init().ok_or(StartError::Board)?;
     info!(
         "ha-firmware {=str} on mps2-an385",
         env!("CARGO_PKG_VERSION")
     );
-    let block = cfg::load_block(ha_board::config::config_block()).map_err(StartError::Config)?;
-    let config = cfg::agent_config(&block).map_err(StartError::Config)?;
+    let block = load_block()?;
     let epoch = match ha_board::config::boot_epoch() {
         Some(e) => e,
         None => {
@@ -121,9 +156,7 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
             1
         }
     };
-    static AGENT: StaticCell<RefCell<FwAgent>> = StaticCell::new();
-    let agent = Agent::new(config, now_ms(), epoch).map_err(StartError::Agent)?;
-    let agent: SharedAgent = AGENT.init(RefCell::new(agent));
+    let agent = make_agent(&block, epoch)?;
     static CODEC: StaticCell<RefCell<HostCodec>> = StaticCell::new();
     let codec: SharedCodec = CODEC.init(RefCell::new(HostCodec::new(&block, epoch)));
     info!(
@@ -135,11 +168,16 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
         epoch
     );
 
+    let (socket, peers) = start_net(spawner, &block, epoch)?;
+
     let (backup_rx, backup_tx) = board.backup_uart.split();
     let (host_rx, host_tx) = board.host_uart.split();
     let (sensor_rx, _) = board.sensor_uart.split();
     // Each task is spawned once, so its pool always has room.
-    if let Ok(t) = agent_task(agent, codec, backup_tx, host_tx) {
+    if let Ok(t) = main_rx_task(agent, socket) {
+        spawner.spawn(t);
+    }
+    if let Ok(t) = agent_task(agent, codec, socket, peers, backup_tx, host_tx) {
         spawner.spawn(t);
     }
     if let Ok(t) = backup_rx_task(agent, backup_rx) {
@@ -151,17 +189,147 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
     if let Ok(t) = sensor_task(agent, sensor_rx) {
         spawner.spawn(t);
     }
+    if let Ok(t) = stack_report_task() {
+        spawner.spawn(t);
+    }
     if let Ok(t) = led_task(board.leds.status) {
         spawner.spawn(t);
     }
     Ok(())
 }
 
+#[inline(never)]
+fn load_block() -> Result<ConfigBlock, StartError> {
+    cfg::load_block(ha_board::config::config_block()).map_err(StartError::Config)
+}
+
+#[inline(never)]
+fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError> {
+    // The agent (about 11 KiB) is built straight into its static: only the result slot is
+    // static, the RefCell holds a reference to it.
+    static SLOT: StaticCell<Result<FwAgent, ha_agent::ConfigError>> = StaticCell::new();
+    static AGENT: StaticCell<RefCell<&'static mut FwAgent>> = StaticCell::new();
+    let config = cfg::agent_config(block).map_err(StartError::Config)?;
+    match SLOT.uninit().write(Agent::new(config, now_ms(), epoch)) {
+        Ok(a) => Ok(AGENT.init(RefCell::new(a))),
+        Err(e) => Err(StartError::Agent(*e)),
+    }
+}
+
+/// Length of the network prefix shared by `me` and every address in `others`, at most /24
+/// (the members sit on one Ethernet segment; the block carries addresses, not a mask).
+fn shared_prefix(me: [u8; 4], others: impl Iterator<Item = [u8; 4]>) -> u8 {
+    let me = u32::from_be_bytes(me);
+    others
+        .map(|o| (me ^ u32::from_be_bytes(o)).leading_zeros() as u8)
+        .fold(24, u8::min)
+}
+
+#[inline(never)]
+/// Brings up the LAN9118 and embassy-net with the member's static address, binds the main
+/// link's UDP port and returns the socket and the peers' endpoints.
+fn start_net(
+    spawner: Spawner,
+    block: &ConfigBlock,
+    epoch: u32,
+) -> Result<(SharedSocket, PeerList), StartError> {
+    let own = block.own_link().ok_or(StartError::NoAddress)?;
+    let ip = own.ip;
+    // Locally administered MAC from the IPv4 address: unique on the segment, stable.
+    let mac = [0x02, 0x48, ip[0], ip[1], ip[2], ip[3]];
+    static ETH_BUFS: ConstStaticCell<EthBuffers> = ConstStaticCell::new(EthBuffers::new());
+    let driver = Lan9118::new(mac, ETH_BUFS.take()).map_err(StartError::Eth)?;
+    let prefix = shared_prefix(ip, block.peers().map(|p| p.main_link.ip));
+    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(Ipv4Address::new(ip[0], ip[1], ip[2], ip[3]), prefix),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    static RESOURCES: ConstStaticCell<StackResources<NET_SOCKETS>> =
+        ConstStaticCell::new(StackResources::new());
+    let seed = (u64::from(epoch) << 32) | u64::from(u32::from_be_bytes(ip));
+    let (stack, runner) = embassy_net::new(driver, config, RESOURCES.take(), seed);
+    if let Ok(t) = net_task(runner) {
+        spawner.spawn(t);
+    }
+
+    static RX_META: ConstStaticCell<[PacketMetadata; UDP_PACKETS]> =
+        ConstStaticCell::new([PacketMetadata::EMPTY; UDP_PACKETS]);
+    static TX_META: ConstStaticCell<[PacketMetadata; UDP_PACKETS]> =
+        ConstStaticCell::new([PacketMetadata::EMPTY; UDP_PACKETS]);
+    static RX_BUF: ConstStaticCell<[u8; UDP_BUF]> = ConstStaticCell::new([0; UDP_BUF]);
+    static TX_BUF: ConstStaticCell<[u8; UDP_BUF]> = ConstStaticCell::new([0; UDP_BUF]);
+    let mut socket = UdpSocket::new(
+        stack,
+        RX_META.take(),
+        RX_BUF.take(),
+        TX_META.take(),
+        TX_BUF.take(),
+    );
+    socket.bind(own.port).map_err(|_| StartError::Bind)?;
+    static SOCKET: StaticCell<UdpSocket<'static>> = StaticCell::new();
+    let socket: SharedSocket = SOCKET.init(socket);
+
+    static PEERS: StaticCell<heapless::Vec<(Ipv4Address, u16), { ha_proto::msg::MAX_MEMBERS }>> =
+        StaticCell::new();
+    let peers = PEERS.init(
+        block
+            .peers()
+            .map(|p| {
+                let a = p.main_link.ip;
+                (Ipv4Address::new(a[0], a[1], a[2], a[3]), p.main_link.port)
+            })
+            .collect(),
+    );
+    info!(
+        "main link: {=u8}.{=u8}.{=u8}.{=u8}/{=u8} port {=u16}, {=usize} peers",
+        ip[0],
+        ip[1],
+        ip[2],
+        ip[3],
+        prefix,
+        own.port,
+        peers.len()
+    );
+    Ok((socket, peers))
+}
+
+/// Runs the network stack.
+#[embassy_executor::task]
+async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
+    runner.run().await
+}
+
+/// The main HA link: member frames in UDP datagrams.
+#[embassy_executor::task]
+async fn main_rx_task(agent: SharedAgent, socket: SharedSocket) {
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, _from)) => {
+                if let Some(frame) = buf.get_mut(..n) {
+                    agent.borrow_mut().on_frame(now_ms(), LinkId::MAIN, frame);
+                    INPUT.signal(());
+                }
+            }
+            Err(_) => warn!("main link: datagram larger than a frame dropped"),
+        }
+    }
+}
+
 /// Drains the agent's outputs, then sleeps until its next deadline or new input.
 #[embassy_executor::task]
-async fn agent_task(agent: SharedAgent, codec: SharedCodec, backup: UartTx, host: UartTx) {
-    let mut backup = SerialFrameTx::new(backup);
-    let mut host = SerialFrameTx::new(host);
+async fn agent_task(
+    agent: SharedAgent,
+    codec: SharedCodec,
+    socket: SharedSocket,
+    peers: PeerList,
+    backup: UartTx,
+    host: UartTx,
+) {
+    let (mut backup, mut host) = (backup, host);
+    // One encoding buffer for both serial lines, one sealing buffer for the host link.
+    let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
     loop {
         loop {
@@ -169,18 +337,25 @@ async fn agent_task(agent: SharedAgent, codec: SharedCodec, backup: UartTx, host
             let Some(out) = out else { break };
             match out {
                 Output::Send { link, bytes } if link == LinkId::BACKUP => {
-                    if backup.send(&bytes).await.is_err() {
+                    if send_frame(&mut backup, &bytes, &mut scratch).await.is_err() {
                         warn!("backup link: frame too long ({=usize} bytes)", bytes.len());
                     }
                 }
-                Output::Send { .. } => {
-                    // Main link (LAN9118) not wired yet in this build.
+                Output::Send { bytes, .. } => {
+                    for &(ip, port) in peers {
+                        if socket.send_to(&bytes, (ip, port)).await.is_err() {
+                            warn!("main link: cannot send to a peer (no route or too long)");
+                        }
+                    }
                 }
                 Output::Host(msg) => {
                     let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
                     match sealed_len {
                         Ok(n) => {
-                            if host.send(&sealed[..n]).await.is_err() {
+                            if send_frame(&mut host, &sealed[..n], &mut scratch)
+                                .await
+                                .is_err()
+                            {
                                 warn!("host link: frame too long");
                             }
                         }
@@ -321,4 +496,16 @@ async fn led_task(pin: Led) {
             }
         };
     }
+}
+
+/// Logs the stack high-water mark once the member has been up a while (`cargo xtask size`
+/// and docs/firmware.md quote it).
+#[embassy_executor::task]
+async fn stack_report_task() {
+    Timer::after_secs(5).await;
+    info!(
+        "stack high-water: {=usize} of {=usize} bytes",
+        ha_board::stack::high_water(),
+        ha_board::stack::size()
+    );
 }
