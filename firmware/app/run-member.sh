@@ -4,6 +4,7 @@
 # contract in docs/firmware.md:
 #   HA_MEMBER_CFG        configuration block (4096 bytes, `hactl provision`); without it the
 #                        member logs "no configuration block" and does not join
+#   (the boot epoch word at 0x3EFFC is loaded from the clock: Unix seconds - 10^9)
 #   HA_MEMBER_DIR        directory for host.sock (UART1) and sensors.sock (UART3)
 #   HA_BACKUP_PORT       local UDP port of the backup link (UART2), HA_BACKUP_PEER_PORT the wire's
 #   HA_MAIN_PORT         local UDP port of the LAN9118 socket,      HA_MAIN_PEER_PORT   the wire's
@@ -15,6 +16,9 @@ set -- -M mps2-an385 -display none -monitor none -nodefaults -kernel "$elf"
 if [ -n "${HA_MEMBER_CFG:-}" ]; then
     set -- "$@" -device "loader,file=$HA_MEMBER_CFG,addr=0x3F000,force-raw=on"
 fi
+# Boot epoch (a real controller's persistent boot counter): grows with every start and never
+# equals a main CPU's epoch (Unix seconds).
+set -- "$@" -device "loader,addr=0x3EFFC,data=$(( $(date +%s) - 1000000000 )),data-len=4"
 set -- "$@" \
     -serial stdio \
     -chardev "socket,id=host,path=$dir/host.sock,server=on,wait=off" -serial chardev:host \

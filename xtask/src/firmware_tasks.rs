@@ -1,15 +1,297 @@
 //! xtask commands owned by the firmware part (see README).
 
-use crate::util::Result;
+use crate::util::{run, Result};
 
-/// Extra CI checks of this part, run by `cargo xtask test`.
+/// Extra CI checks of the firmware, run by `cargo xtask test`: format and lints of the
+/// firmware and board crates (their own workspaces, thumbv7m only), the release build, and
+/// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
+/// logs one clear error and does not join; a member with a valid block starts its agent.
 pub fn ci() -> Result {
+    for dir in [FW_APP_DIR, FW_BOARD_DIR] {
+        run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
+        run(fw_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
+    }
+    let elf = fw_build()?;
+    fw_boot_checks(&elf)
+}
+
+/// Budgets of `cargo xtask size` (issue 4): flash ≤ 128 KiB, RAM ≤ 64 KiB.
+const FW_FLASH_BUDGET: u64 = 128 * 1024;
+const FW_RAM_BUDGET: u64 = 64 * 1024;
+
+/// `cargo xtask size` (firmware part): builds the release firmware and prints, last,
+/// `firmware: flash=<bytes> ram=<bytes>` from the ELF: flash = every loaded section
+/// (vector table, code, read-only data, initial values of .data); RAM = .data + .bss +
+/// .uninit + the stack reserved in memory.x. Fails when a budget is exceeded.
+pub fn size(_args: &[String]) -> Result {
+    let elf = fw_build()?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let s = fw_elf::sizes(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let ram = s.ram_static + s.stack;
+    println!(
+        "firmware: code+rodata={} data={} bss={} stack={} (budgets: flash <= {} ram <= {})",
+        s.flash - s.data,
+        s.data,
+        s.ram_static - s.data,
+        s.stack,
+        FW_FLASH_BUDGET,
+        FW_RAM_BUDGET
+    );
+    println!("firmware: flash={} ram={}", s.flash, ram);
+    if s.flash > FW_FLASH_BUDGET || ram > FW_RAM_BUDGET {
+        return Err("size: the firmware exceeds its flash or RAM budget".into());
+    }
     Ok(())
 }
 
-/// `size` (not built yet).
-pub fn size(_args: &[String]) -> Result {
-    Err("size: not built yet".into())
+const FW_APP_DIR: &str = "firmware/app";
+const FW_BOARD_DIR: &str = "board/mps2-an385";
+
+/// `cargo` run inside one of the firmware's own workspaces.
+fn fw_cargo(dir: &str) -> std::process::Command {
+    let mut c = crate::util::cargo();
+    c.current_dir(crate::util::root().join(dir));
+    c
+}
+
+/// Builds the release firmware and returns the ELF's path.
+fn fw_build() -> Result<std::path::PathBuf> {
+    run(fw_cargo(FW_APP_DIR).args(["build", "--release"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::util::root().join(FW_APP_DIR).join("target"));
+    Ok(target.join("thumbv7m-none-eabi/release/ha-firmware"))
+}
+
+/// Boots the firmware under QEMU with `config` loaded (or nothing) for `secs` seconds and
+/// returns its decoded defmt log.
+fn fw_boot_log(
+    elf: &std::path::Path,
+    config: Option<&std::path::Path>,
+    secs: u64,
+) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let mut qemu = Command::new("qemu-system-arm");
+    qemu.args(["-M", "mps2-an385", "-display", "none", "-monitor", "none"])
+        .args(["-nodefaults", "-serial", "stdio", "-nic", "none", "-kernel"])
+        .arg(elf);
+    if let Some(cfg) = config {
+        qemu.arg("-device").arg(format!(
+            "loader,file={},addr=0x3F000,force-raw=on",
+            cfg.display()
+        ));
+    }
+    qemu.stdout(Stdio::piped()).stderr(Stdio::null());
+    eprintln!(
+        "$ qemu-system-arm -M mps2-an385 ... -kernel {}",
+        elf.display()
+    );
+    let child = qemu
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-arm (run `cargo xtask setup`): {e}"))?;
+    // Killed on every path (Drop), by its own pid.
+    let mut child = FwChild(child);
+    let mut stdout = child
+        .0
+        .stdout
+        .take()
+        .ok_or("qemu-system-arm: no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
+        bytes
+    });
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    drop(child);
+    let raw = reader
+        .join()
+        .map_err(|_| "qemu-system-arm: log reader failed")?;
+    let mut decode = Command::new("defmt-print")
+        .arg("-e")
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
+    if let Some(mut stdin) = decode.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(&raw)
+            .map_err(|e| format!("defmt-print: {e}"))?;
+    }
+    let log = decode
+        .wait_with_output()
+        .map_err(|e| format!("defmt-print: {e}"))?;
+    Ok(String::from_utf8_lossy(&log.stdout).into_owned())
+}
+
+/// A child process killed when dropped.
+struct FwChild(std::process::Child);
+
+impl Drop for FwChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fw_expect(what: &str, log: &str, needle: &str) -> Result {
+    if log.contains(needle) {
+        eprintln!("firmware: {what}: ok");
+        Ok(())
+    } else {
+        Err(format!(
+            "firmware: {what}: the log lacks {needle:?}; it was:\n{log}"
+        ))
+    }
+}
+
+fn fw_boot_checks(elf: &std::path::Path) -> Result {
+    let dir = std::env::temp_dir().join(format!("ha-fw-ci-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let result = fw_boot_checks_in(elf, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn fw_boot_checks_in(elf: &std::path::Path, dir: &std::path::Path) -> Result {
+    let log = fw_boot_log(elf, None, 2)?;
+    fw_expect(
+        "no configuration block",
+        &log,
+        "member does not join: no configuration block",
+    )?;
+    if log.contains("role_changed") {
+        return Err(format!("firmware: joined without a configuration:\n{log}"));
+    }
+
+    // A block with the right magic but damaged contents.
+    let corrupt = dir.join("corrupt.cfg");
+    let mut block = vec![0x5Au8; 4096];
+    block[..4].copy_from_slice(b"HACB");
+    std::fs::write(&corrupt, &block).map_err(|e| format!("{}: {e}", corrupt.display()))?;
+    let log = fw_boot_log(elf, Some(&corrupt), 2)?;
+    fw_expect(
+        "corrupt configuration block",
+        &log,
+        "member does not join: corrupt configuration block",
+    )?;
+
+    // A valid block for a single member: the agent starts and, alone, becomes active.
+    let psk = dir.join("psk");
+    let cfg = dir.join("member.cfg");
+    run(crate::util::cargo()
+        .args(["run", "-q", "-p", "ha-hactl", "--bin", "hactl", "--"])
+        .args(["psk", "generate", "--out"])
+        .arg(&psk))?;
+    run(crate::util::cargo()
+        .args(["run", "-q", "-p", "ha-hactl", "--bin", "hactl", "--"])
+        .args(["provision", "--psk-file"])
+        .arg(&psk)
+        .args(["--serial", "FW-CI", "--cluster-id", "9"])
+        .args([
+            "--member",
+            "FW-CI=10.0.0.1:44240",
+            "--timers",
+            "fast",
+            "--out",
+        ])
+        .arg(&cfg))?;
+    let log = fw_boot_log(elf, Some(&cfg), 3)?;
+    fw_expect("valid block", &log, "member FW-CI of cluster 0x9")?;
+    fw_expect("agent running", &log, "to: Active")?;
+    fw_expect("stack within its reservation", &log, "stack high-water")
+}
+
+/// Section sizes of the firmware ELF. Hand-written (about 60 lines) rather than a
+/// dependency: xtask only needs the section and symbol tables of one 32-bit little-endian
+/// ELF, and stays quick to build.
+mod fw_elf {
+    /// What `size` reports, bytes.
+    pub struct Sizes {
+        /// Loaded into flash: PROGBITS sections with the ALLOC flag (.data included).
+        pub flash: u64,
+        /// Initialised data (also counted in `ram_static`).
+        pub data: u64,
+        /// Writable allocated sections: .data, .bss, .uninit.
+        pub ram_static: u64,
+        /// `_stack_start - _stack_end` from the symbol table.
+        pub stack: u64,
+    }
+
+    const SHF_WRITE: u32 = 0x1;
+    const SHF_ALLOC: u32 = 0x2;
+    const SHT_PROGBITS: u32 = 1;
+    const SHT_SYMTAB: u32 = 2;
+
+    fn u16_at(b: &[u8], off: usize) -> Result<u16, String> {
+        b.get(off..off + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]))
+            .ok_or_else(|| "truncated ELF".to_string())
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+        b.get(off..off + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+            .ok_or_else(|| "truncated ELF".to_string())
+    }
+
+    /// Parses a 32-bit little-endian ELF.
+    pub fn sizes(b: &[u8]) -> Result<Sizes, String> {
+        if b.get(..6) != Some(&[0x7F, b'E', b'L', b'F', 1, 1][..]) {
+            return Err("not a 32-bit little-endian ELF".into());
+        }
+        let shoff = u32_at(b, 0x20)? as usize;
+        let shentsize = u16_at(b, 0x2E)? as usize;
+        let shnum = u16_at(b, 0x30)? as usize;
+        let mut s = Sizes {
+            flash: 0,
+            data: 0,
+            ram_static: 0,
+            stack: 0,
+        };
+        let (mut stack_start, mut stack_end) = (None, None);
+        for i in 0..shnum {
+            let h = shoff + i * shentsize;
+            let (kind, flags) = (u32_at(b, h + 4)?, u32_at(b, h + 8)?);
+            let size = u64::from(u32_at(b, h + 20)?);
+            if flags & SHF_ALLOC != 0 {
+                if kind == SHT_PROGBITS {
+                    s.flash += size;
+                }
+                if flags & SHF_WRITE != 0 {
+                    s.ram_static += size;
+                    if kind == SHT_PROGBITS {
+                        s.data += size;
+                    }
+                }
+            }
+            if kind == SHT_SYMTAB {
+                let (off, len) = (u32_at(b, h + 16)? as usize, size as usize);
+                let strtab = shoff + u32_at(b, h + 24)? as usize * shentsize;
+                let stroff = u32_at(b, strtab + 16)? as usize;
+                for sym in (off..off + len).step_by(16) {
+                    let name_off = stroff + u32_at(b, sym)? as usize;
+                    let name = b
+                        .get(name_off..)
+                        .and_then(|t| t.split(|&c| c == 0).next())
+                        .unwrap_or_default();
+                    match name {
+                        b"_stack_start" => stack_start = Some(u32_at(b, sym + 4)?),
+                        b"_stack_end" => stack_end = Some(u32_at(b, sym + 4)?),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let (Some(start), Some(end)) = (stack_start, stack_end) {
+            s.stack = u64::from(start.saturating_sub(end));
+        } else {
+            return Err("no _stack_start/_stack_end symbols (memory.x)".into());
+        }
+        Ok(s)
+    }
 }
 
 /// `qemu` (not built yet).

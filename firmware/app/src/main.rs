@@ -502,7 +502,8 @@ async fn led_task(pin: Led) {
 /// and docs/firmware.md quote it).
 #[embassy_executor::task]
 async fn stack_report_task() {
-    Timer::after_secs(5).await;
+    // The deepest use is at boot (building the agent); a second later it is on record.
+    Timer::after_secs(1).await;
     info!(
         "stack high-water: {=usize} of {=usize} bytes",
         ha_board::stack::high_water(),
