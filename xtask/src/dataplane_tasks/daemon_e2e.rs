@@ -345,11 +345,9 @@ fn bin_dir() -> PathBuf {
         .join("release")
 }
 
-/// The daemon's part of `cargo xtask test`: the scenario with 1000 connections. Needs root;
-/// under CI a missing prerequisite fails the run, elsewhere it is reported and skipped.
-///
-/// The controllers are `ha-agent-host` processes (the real agent, no QEMU) until the QEMU
-/// firmware cluster can be booted from here; the run says so in its output.
+/// The daemon's part of `cargo xtask test`: the scenario with 1000 connections and QEMU
+/// controllers. Needs root; under CI a missing prerequisite fails the run, elsewhere it is
+/// reported and skipped.
 pub fn ci() -> Result {
     if !crate::util::is_root() {
         let msg = "e2e tcp-survival: needs root for network namespaces";
@@ -364,7 +362,7 @@ pub fn ci() -> Result {
         "--connections",
         "1000",
         "--controller",
-        "host",
+        "qemu",
     ]
     .iter()
     .map(|s| s.to_string())
