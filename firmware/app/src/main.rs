@@ -455,7 +455,14 @@ async fn sensor_task(agent: SharedAgent, uart: UartRx) {
         };
         let now = now_ms();
         let mut a = agent.borrow_mut();
-        for r in &report.readings {
+        // Healthy readings first: the agent re-evaluates after each one, and a batch that
+        // starts with a failure would show a transient quality lower than the batch's.
+        let healthy_first = report
+            .readings
+            .iter()
+            .filter(|r| r.ok)
+            .chain(report.readings.iter().filter(|r| !r.ok));
+        for r in healthy_first {
             a.on_hardware(
                 now,
                 HwReading {
