@@ -107,9 +107,10 @@ pub struct PacketInfo {
     pub dst: Ipv4Addr,
     /// Source port (TCP/UDP), ICMP echo identifier, else 0.
     pub sport: u16,
-    /// Destination port (TCP/UDP), else 0.
+    /// Destination port (TCP/UDP), ICMP echo identifier again, else 0.
     pub dport: u16,
-    /// TCP flags byte (FIN=0x01, SYN=0x02, RST=0x04, ACK=0x10), else 0.
+    /// TCP flags byte (FIN=0x01, SYN=0x02, RST=0x04, ACK=0x10); ICMP echo: the ICMP type;
+    /// else 0.
     pub tcp_flags: u8,
     /// IP total length.
     pub len: usize,
@@ -605,9 +606,12 @@ pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<PacketInfo> {
             info.sport = u.src_port();
             info.dport = u.dst_port();
         }
-        // Echo identifier as the "port", so that a ping is one flow.
+        // Echo identifier as both "ports", so that a ping and its replies are one flow; the
+        // ICMP type in the flags byte.
         IpProtocol::Icmp if payload.len() >= 8 && (payload[0] == 8 || payload[0] == 0) => {
             info.sport = u16::from_be_bytes([payload[4], payload[5]]);
+            info.dport = info.sport;
+            info.tcp_flags = payload[0];
         }
         _ => {}
     }

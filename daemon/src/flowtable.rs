@@ -289,7 +289,7 @@ impl Filter for FlowTable {
         let key = FlowKey::of(p);
         if let Some(f) = self.flows.get_mut(&key) {
             f.last = now;
-            if p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            if p.proto == 6 && p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                 f.closing = true;
             }
             return true;
