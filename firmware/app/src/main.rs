@@ -22,14 +22,17 @@ mod hostlink;
 
 use core::cell::RefCell;
 
+use core::task::Poll;
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
+
+use embassy_futures::poll_once;
 use embassy_futures::select::{select, Either};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
-use embassy_time::{Instant, Timer};
+use embassy_time::{with_timeout, Duration, Instant, Timer};
 use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
 use ha_board::eth::{EthBuffers, Lan9118};
 use ha_board::executor::Executor;
@@ -73,6 +76,10 @@ const NET_SOCKETS: usize = 1;
 const UDP_BUF: usize = 2048;
 /// Datagrams queued each way.
 const UDP_PACKETS: usize = 8;
+
+/// Longest wait for a serial line to take one frame (a frame is about 1.5 KiB at most; QEMU
+/// moves it in well under a millisecond unless the other end stopped reading).
+const SERIAL_SEND_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Set by every input task after feeding the agent: the agent task drains the outputs.
 static INPUT: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -331,20 +338,38 @@ async fn agent_task(
     // One encoding buffer for both serial lines, one sealing buffer for the host link.
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
+    let mut main_full = false;
     loop {
         loop {
             let out = agent.borrow_mut().poll_output();
             let Some(out) = out else { break };
             match out {
                 Output::Send { link, bytes } if link == LinkId::BACKUP => {
-                    if send_frame(&mut backup, &bytes, &mut scratch).await.is_err() {
-                        warn!("backup link: frame too long ({=usize} bytes)", bytes.len());
+                    // A stalled line must not stall the agent: give up on the frame (the
+                    // peer's decoder drops the partial frame at the next delimiter).
+                    let sent = with_timeout(
+                        SERIAL_SEND_TIMEOUT,
+                        send_frame(&mut backup, &bytes, &mut scratch),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        warn!("backup link: frame not sent ({=usize} bytes)", bytes.len());
                     }
                 }
                 Output::Send { bytes, .. } => {
                     for &(ip, port) in peers {
-                        if socket.send_to(&bytes, (ip, port)).await.is_err() {
-                            warn!("main link: cannot send to a peer (no route or too long)");
+                        // Never wait for queue space: while a peer's address does not resolve
+                        // (it is down), its frames fill the socket's queue; the agent must go
+                        // on with its other links and peers.
+                        match poll_once(socket.send_to(&bytes, (ip, port))) {
+                            Poll::Ready(Ok(())) => main_full = false,
+                            Poll::Ready(Err(_)) => warn!("main link: frame not sendable"),
+                            Poll::Pending => {
+                                if !main_full {
+                                    warn!("main link: send queue full, dropping frames (peer address not resolved?)");
+                                }
+                                main_full = true;
+                            }
                         }
                     }
                 }
@@ -352,11 +377,13 @@ async fn agent_task(
                     let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
                     match sealed_len {
                         Ok(n) => {
-                            if send_frame(&mut host, &sealed[..n], &mut scratch)
-                                .await
-                                .is_err()
-                            {
-                                warn!("host link: frame too long");
+                            let sent = with_timeout(
+                                SERIAL_SEND_TIMEOUT,
+                                send_frame(&mut host, &sealed[..n], &mut scratch),
+                            )
+                            .await;
+                            if !matches!(sent, Ok(Ok(()))) {
+                                warn!("host link: frame not sent (main CPU not reading?)");
                             }
                         }
                         Err(e) => warn!("host link: cannot seal: {=str}", e.name()),
