@@ -12,6 +12,7 @@
 //! interfaces_period_ms = 1000            # Interfaces report, besides every change
 //! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
 //! bounce_on_swap_ms = 0                  # interfaces down this long when going passive
+//! table = "dataplane"                    # or "builtin" (the daemon's small flow table)
 //!
 //! [[monitor]]
 //! name = "eth1"
@@ -77,6 +78,10 @@ pub struct DaemonConfig {
     /// Monitored interfaces and their weights.
     #[serde(default)]
     pub monitor: Vec<MonitoredIface>,
+    /// Connection table and state sync: the dataplane crate's (default) or the daemon's
+    /// small built-in one.
+    #[serde(default)]
+    pub table: Table,
     /// The fast path, if this member forwards.
     #[serde(default)]
     pub forward: Option<ForwardConfig>,
@@ -98,6 +103,18 @@ fn default_mgmt() -> PathBuf {
 
 fn default_iface_period() -> u64 {
     1000
+}
+
+/// Which connection table and sync engine the fast path uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// `ha_dataplane::Dataplane`: full connection tracking, reliable sync with bulk and
+    /// larval generations.
+    #[default]
+    Dataplane,
+    /// `ha_daemon::flowtable::FlowTable`: flows without protocol state, acknowledged sync.
+    Builtin,
 }
 
 /// The two forwarding interfaces.

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dp;
 pub mod fastpath;
 pub mod flowtable;
 pub mod hostlink;

@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Parser;
-use ha_daemon::config::DaemonConfig;
+use ha_daemon::config::{DaemonConfig, Table};
+use ha_daemon::dp::Dp;
 use ha_daemon::flowtable::FlowTable;
 use ha_daemon::hostlink::boot_epoch;
 
@@ -33,7 +34,21 @@ fn main() -> ExitCode {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = boot_epoch();
-    match ha_daemon::app::run(cfg, |block| FlowTable::new(block, epoch), stop) {
+    let result = match cfg.table {
+        Table::Dataplane => ha_daemon::app::run(
+            cfg,
+            |block| {
+                Dp(ha_dataplane::Dataplane::from_block(
+                    block,
+                    epoch,
+                    std::time::Instant::now(),
+                ))
+            },
+            stop,
+        ),
+        Table::Builtin => ha_daemon::app::run(cfg, |block| FlowTable::new(block, epoch), stop),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ha-daemon: {e}");

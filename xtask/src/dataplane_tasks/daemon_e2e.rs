@@ -29,6 +29,7 @@ struct Opts {
     interval_ms: u64,
     controller: String,
     timers: String,
+    table: String,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -37,6 +38,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         interval_ms: 100,
         controller: "qemu".into(),
         timers: "custom:50:4".into(),
+        table: "dataplane".into(),
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -44,7 +46,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         other => {
             return Err(format!(
                 "e2e: unknown scenario {other:?}; usage: e2e tcp-survival --connections N \
-                 [--interval-ms MS] [--controller qemu|host] [--timers PROFILE]"
+                 [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] \
+                 [--table dataplane|builtin]"
             ))
         }
     }
@@ -67,11 +70,15 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--controller" => o.controller = val()?,
             "--timers" => o.timers = val()?,
+            "--table" => o.table = val()?,
             other => return Err(format!("e2e: unknown option {other}")),
         }
     }
     if o.connections == 0 {
         return Err("e2e: --connections must be at least 1".into());
+    }
+    if o.table != "dataplane" && o.table != "builtin" {
+        return Err(format!("e2e: --table {}: dataplane or builtin", o.table));
     }
     if o.controller != "qemu" && o.controller != "host" {
         return Err(format!("e2e: --controller {}: qemu or host", o.controller));
@@ -489,6 +496,7 @@ pub fn tcp_survival(args: &[String]) -> Result {
 host_link = "{host}"
 mgmt_socket = "{mgmt}"
 interfaces_period_ms = 1000
+table = "{table}"
 
 [[monitor]]
 name = "in"
@@ -525,6 +533,7 @@ sync = "10.9.0.{hathem}"
             hame = 1 + i,
             hathem = 1 + other,
             peer = serials[other],
+            table = o.table,
         );
         let cfg = dir.join(format!("{m}.toml"));
         std::fs::write(&cfg, toml).map_err(|e| format!("e2e: {e}"))?;
