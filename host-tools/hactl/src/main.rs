@@ -26,6 +26,10 @@ struct Cli {
     /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The configuration-sync service's socket, for config publish/sync/diff/synctest and the
+    /// sync column of info (default: $HA_CONFIG_SOCKET, else /run/ha/confsync.sock).
+    #[arg(long, global = true)]
+    config_socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -276,13 +280,12 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 /// Sends one request and prints its final reply: JSON when `json`, else rendered by `human`.
 fn live(
-    socket: &Option<PathBuf>,
+    path: &std::path::Path,
     req: Request,
     json: bool,
     human: impl Fn(&Reply) -> Option<String>,
 ) -> Result<Reply> {
-    let path = client::socket_path(socket.clone());
-    let mut c = Client::connect(&path)?;
+    let mut c = Client::connect(path)?;
     let reply = c.call(&req, |r| {
         // Streamed lines: progress and events.
         if json {
@@ -334,48 +337,68 @@ fn absolute(p: &std::path::Path) -> Result<String> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let socket = cli.socket;
+    let socket = &client::socket_path(cli.socket);
+    let config_socket = &client::config_socket_path(cli.config_socket);
     match cli.cmd {
         Cmd::Info { verbose, json } => {
-            live(&socket, Request::Info { verbose }, json, |r| match r {
-                Reply::Info(i) => Some(render::info(i, verbose)),
-                other => human(other),
-            })
-            .map(drop)
+            let mut c = Client::connect(socket)?;
+            let Reply::Info(mut info) = c.call(&Request::Info { verbose }, |_| {})? else {
+                return Err(Failure::new(
+                    Code::Failed,
+                    "the daemon answered info with another reply",
+                ));
+            };
+            // The sync column comes from the configuration-sync service, when it runs.
+            let sync = Client::connect(config_socket)
+                .and_then(|mut c| c.call(&Request::ConfigSynctest, |_| {}))
+                .map_err(|f| f.message);
+            render::merge_sync(&mut info, sync);
+            if json {
+                print_json_line(&Reply::Info(info))
+            } else {
+                print!("{}", render::info(&info, verbose));
+                Ok(())
+            }
         }
-        Cmd::Mode { json } => live(&socket, Request::Mode, json, human).map(drop),
-        Cmd::Active => live(&socket, Request::Active, false, human).map(drop),
-        Cmd::Passive => live(&socket, Request::Passive, false, human).map(drop),
-        Cmd::Reset => live(&socket, Request::Reset, false, human).map(drop),
-        Cmd::Reload => live(&socket, Request::Reload, false, human).map(drop),
+        Cmd::Mode { json } => live(socket, Request::Mode, json, human).map(drop),
+        Cmd::Active => live(socket, Request::Active, false, human).map(drop),
+        Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
+        Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),
+        Cmd::Reload => live(socket, Request::Reload, false, human).map(drop),
         Cmd::Events { follow, last, json } => {
-            live(&socket, Request::Events { follow, last }, json, human).map(drop)
+            live(socket, Request::Events { follow, last }, json, human).map(drop)
         }
-        Cmd::Config(ConfigCmd::Publish { comment, json }) => {
-            live(&socket, Request::ConfigPublish { comment }, json, human).map(drop)
-        }
+        Cmd::Config(ConfigCmd::Publish { comment, json }) => live(
+            config_socket,
+            Request::ConfigPublish { comment },
+            json,
+            human,
+        )
+        .map(drop),
         Cmd::Sync { peer, json } => {
-            live(&socket, Request::ConfigSync { peer }, json, human).map(drop)
+            live(config_socket, Request::ConfigSync { peer }, json, human).map(drop)
         }
         Cmd::Diff { file, peer, json } => live(
-            &socket,
+            config_socket,
             Request::ConfigDiff { path: file, peer },
             json,
             human,
         )
         .map(drop),
-        Cmd::Synctest { json } => match live(&socket, Request::ConfigSynctest, json, human)? {
-            Reply::Synctest(r)
-                if !r.local_changes.is_empty()
-                    || r.peers.iter().any(|p| !p.unsynchronized.is_empty()) =>
-            {
-                Err(Failure::new(
-                    Code::NotSynced,
-                    "the configuration is not synchronized",
-                ))
+        Cmd::Synctest { json } => {
+            match live(config_socket, Request::ConfigSynctest, json, human)? {
+                Reply::Synctest(r)
+                    if !r.local_changes.is_empty()
+                        || r.peers.iter().any(|p| !p.unsynchronized.is_empty()) =>
+                {
+                    Err(Failure::new(
+                        Code::NotSynced,
+                        "the configuration is not synchronized",
+                    ))
+                }
+                _ => Ok(()),
             }
-            _ => Ok(()),
-        },
+        }
         Cmd::Cluster(ClusterCmd::Create {
             cluster_id,
             psk_file,
@@ -384,7 +407,7 @@ fn run(cli: Cli) -> Result<()> {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
             live(
-                &socket,
+                socket,
                 Request::ClusterCreate {
                     cluster_id,
                     psk_file,
@@ -404,7 +427,7 @@ fn run(cli: Cli) -> Result<()> {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
             live(
-                &socket,
+                socket,
                 Request::ClusterJoin { peer, psk_file },
                 false,
                 human,
@@ -412,11 +435,11 @@ fn run(cli: Cli) -> Result<()> {
             .map(drop)
         }
         Cmd::Cluster(ClusterCmd::Remove { serial }) => {
-            live(&socket, Request::ClusterRemove { serial }, false, human).map(drop)
+            live(socket, Request::ClusterRemove { serial }, false, human).map(drop)
         }
         Cmd::Update { image } => {
             let image = absolute(&image)?;
-            live(&socket, Request::Update { image }, false, human).map(drop)
+            live(socket, Request::Update { image }, false, human).map(drop)
         }
         Cmd::Psk(PskCmd::Rotate {
             psk_file,
@@ -425,16 +448,10 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
-            live(
-                &socket,
-                Request::PskRotate { psk_file, key_id },
-                json,
-                human,
-            )
-            .map(drop)
+            live(socket, Request::PskRotate { psk_file, key_id }, json, human).map(drop)
         }
         Cmd::Psk(PskCmd::Status { json }) => {
-            live(&socket, Request::PskRotateStatus, json, human).map(drop)
+            live(socket, Request::PskRotateStatus, json, human).map(drop)
         }
         Cmd::Psk(PskCmd::Generate {
             out,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use ha_mgmt_api::{
     BannerLevel, ClusterInfo, DiffReport, Event, FileStatus, Forced, LinkStatus, Mode, ModeReport,
-    Progress, RotateReport, SyncReport, SyncState, SynctestReport,
+    Progress, Reply, RotateReport, SyncReport, SyncState, SynctestReport,
 };
 use serde::Serialize;
 
@@ -198,4 +198,83 @@ pub fn synctest(r: &SynctestReport) -> String {
         }
     }
     s
+}
+
+/// Fills the per-peer configuration-sync column of `info` (SPEC D4) from the configuration-sync
+/// service's synctest answer, and raises the banner when a peer has a sync problem: warning
+/// for a sync problem or no communication, critical for a collision (two members published
+/// independently). When the service did not answer, the daemon's column stays and says why.
+pub fn merge_sync(info: &mut ClusterInfo, sync: Result<Reply, String>) {
+    let report = match sync {
+        Ok(Reply::Synctest(r)) => r,
+        Ok(_) => {
+            note_unavailable(
+                info,
+                "the configuration-sync service answered another reply",
+            );
+            return;
+        }
+        Err(e) => {
+            note_unavailable(info, &format!("configuration-sync service: {e}"));
+            return;
+        }
+    };
+    let me = info.me.clone();
+    let mut worst: Option<(BannerLevel, String)> = None;
+    for m in &mut info.members {
+        if m.serial == me {
+            m.config_sync.state = if report.local_changes.is_empty() {
+                SyncState::Source
+            } else {
+                SyncState::LocalChanges
+            };
+            m.config_sync.detail = (!report.local_changes.is_empty())
+                .then(|| format!("{} unpublished local change(s)", report.local_changes.len()));
+            continue;
+        }
+        let Some(p) = report.peers.iter().find(|p| p.peer == m.serial) else {
+            continue;
+        };
+        m.config_sync.state = p.state;
+        m.config_sync.last_sync = p.last_sync;
+        m.config_sync.detail = p.detail.clone();
+        let level = match p.state {
+            SyncState::Collision => Some(BannerLevel::Critical),
+            SyncState::SyncProblem | SyncState::NoCommunication | SyncState::LocalChanges => {
+                Some(BannerLevel::Warning)
+            }
+            SyncState::Synchronized | SyncState::Source => None,
+        };
+        if let Some(level) = level {
+            let text = format!("configuration of {}: {}", p.peer, word(&p.state));
+            if worst.as_ref().is_none_or(|(w, _)| rank(level) > rank(*w)) {
+                worst = Some((level, text));
+            }
+        }
+    }
+    if let Some((level, text)) = worst {
+        if rank(level) > rank(info.banner) {
+            info.banner = level;
+        }
+        info.banner_text = if info.banner_text.is_empty() {
+            text
+        } else {
+            format!("{}; {text}", info.banner_text)
+        };
+    }
+}
+
+fn rank(b: BannerLevel) -> u8 {
+    match b {
+        BannerLevel::Ok => 0,
+        BannerLevel::Warning => 1,
+        BannerLevel::Critical => 2,
+    }
+}
+
+fn note_unavailable(info: &mut ClusterInfo, why: &str) {
+    let me = info.me.clone();
+    if let Some(m) = info.members.iter_mut().find(|m| m.serial == me) {
+        m.config_sync.detail = Some(why.to_string());
+    }
 }

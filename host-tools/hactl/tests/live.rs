@@ -15,64 +15,132 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use common::{all_output, assert_no_key, key_bytes};
+use ha_mgmt_api::server::{self, Backend, Sink};
 use ha_mgmt_api::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A daemon stand-in: records every request and answers with `script(request)`.
+/// A daemon stand-in: an in-process [`Backend`] served by `ha_mgmt_api::server::serve` on a
+/// temporary unix socket (real socket, real JSON lines). It records every request and answers
+/// with `script(request)`: the last reply is the final one, the others are streamed first.
 struct FakeDaemon {
     path: PathBuf,
     requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
-    _thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Scripted {
+    script: fn(&Request) -> Vec<Reply>,
+    log: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Scripted {
+    fn answer(&self, req: Request, out: &mut Sink) -> std::io::Result<Reply> {
+        let mut replies = (self.script)(&req);
+        self.log.lock().unwrap().push(req);
+        let Some(last) = replies.pop() else {
+            // Scripted silence: end the connection without an answer.
+            return Err(std::io::Error::other("scripted silence"));
+        };
+        for r in &replies {
+            out(r)?;
+        }
+        Ok(last)
+    }
+
+    fn plain(&self, req: Request) -> Reply {
+        let mut none = |_: &Reply| Ok(());
+        self.answer(req, &mut none).unwrap_or_else(|e| {
+            Reply::Error(ApiError {
+                code: ErrorCode::Internal,
+                message: e.to_string(),
+            })
+        })
+    }
+}
+
+impl Backend for Scripted {
+    fn info(&self, verbose: bool) -> Reply {
+        self.plain(Request::Info { verbose })
+    }
+    fn mode(&self) -> Reply {
+        self.plain(Request::Mode)
+    }
+    fn active(&self) -> Reply {
+        self.plain(Request::Active)
+    }
+    fn passive(&self) -> Reply {
+        self.plain(Request::Passive)
+    }
+    fn reset(&self) -> Reply {
+        self.plain(Request::Reset)
+    }
+    fn reload(&self) -> Reply {
+        self.plain(Request::Reload)
+    }
+    fn events(&self, follow: bool, last: Option<u32>, out: &mut Sink) -> std::io::Result<Reply> {
+        self.answer(Request::Events { follow, last }, out)
+    }
+    fn config_publish(&self, comment: Option<String>) -> Reply {
+        self.plain(Request::ConfigPublish { comment })
+    }
+    fn config_sync(&self, peer: Option<String>, out: &mut Sink) -> std::io::Result<Reply> {
+        self.answer(Request::ConfigSync { peer }, out)
+    }
+    fn config_diff(&self, path: String, peer: Option<String>) -> Reply {
+        self.plain(Request::ConfigDiff { path, peer })
+    }
+    fn config_synctest(&self) -> Reply {
+        self.plain(Request::ConfigSynctest)
+    }
+    fn psk_rotate(&self, psk_file: String, key_id: u8) -> Reply {
+        self.plain(Request::PskRotate { psk_file, key_id })
+    }
+    fn psk_rotate_status(&self) -> Reply {
+        self.plain(Request::PskRotateStatus)
+    }
+    fn cluster_create(&self, cluster_id: u32, psk_file: String) -> Reply {
+        self.plain(Request::ClusterCreate {
+            cluster_id,
+            psk_file,
+        })
+    }
+    fn cluster_join(&self, peer: String, psk_file: String) -> Reply {
+        self.plain(Request::ClusterJoin { peer, psk_file })
+    }
+    fn cluster_remove(&self, serial: String) -> Reply {
+        self.plain(Request::ClusterRemove { serial })
+    }
+    fn update(&self, image: String, out: &mut Sink) -> std::io::Result<Reply> {
+        self.answer(Request::Update { image }, out)
+    }
 }
 
 impl FakeDaemon {
     fn start(script: fn(&Request) -> Vec<Reply>) -> FakeDaemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mgmt.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let listener = server::bind(&path).unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let thread = std::thread::spawn(move || {
-            // Each test runs a bounded number of hactl processes, one connection each.
-            for conn in listener.incoming().take(64) {
-                let Ok(conn) = conn else { return };
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    let reply = match decode_line::<Request>(&line) {
-                        Ok(req) => {
-                            log.lock().unwrap().push(req.clone());
-                            script(&req)
-                        }
-                        Err(e) => vec![Reply::Error(ApiError {
-                            code: ErrorCode::BadRequest,
-                            message: e.to_string(),
-                        })],
-                    };
-                    if reply.is_empty() {
-                        // Scripted silence: close the connection without an answer.
-                        break;
-                    }
-                    for rep in reply {
-                        if w.write_all(encode_line(&rep).as_bytes()).is_err() {
-                            break;
-                        }
-                    }
-                    line.clear();
-                }
-            }
+        let backend = Arc::new(Scripted {
+            script,
+            log: requests.clone(),
         });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = server::serve(listener, backend, stop.clone()).unwrap();
         FakeDaemon {
             path,
             requests,
+            stop,
             _dir: dir,
-            _thread: thread,
+            thread: Some(thread),
         }
     }
 
     fn hactl(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--socket", self.path.to_str().unwrap()];
+        let p = self.path.to_str().unwrap();
+        let mut all = vec!["--socket", p, "--config-socket", p];
         all.extend_from_slice(args);
         run(&all)
     }
@@ -84,6 +152,15 @@ impl FakeDaemon {
             .last()
             .cloned()
             .expect("a request")
+    }
+}
+
+impl Drop for FakeDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -219,6 +296,8 @@ fn daemon(req: &Request) -> Vec<Reply> {
                 state: SyncState::SyncProblem,
                 revision: 7,
                 unsynchronized: vec!["filter/rules.conf".into()],
+                last_sync: Some(1_700_000_200),
+                detail: Some("revision 7 of 8".into()),
             }],
         })],
         Request::PskRotate { key_id, .. } => vec![Reply::Rotate(RotateReport {
@@ -266,16 +345,28 @@ fn info_renders_the_table_and_json_parses() {
     );
     assert!(t.contains("main:up backup:DOWN"), "{t}");
     assert!(!t.contains("counters:"), "{t}");
-    assert_eq!(d.last(), Request::Info { verbose: false });
+    // The sync column and banner come from the configuration-sync service's synctest.
+    assert_eq!(
+        d.requests.lock().unwrap()[..],
+        [Request::Info { verbose: false }, Request::ConfigSynctest]
+    );
+    assert!(t.contains("configuration of SN-B: sync_problem"), "{t}");
+    assert!(t.contains("config sync: revision 7 of 8"), "{t}");
 
     let o = d.hactl(&["info", "-v"]);
     assert!(stdout(&o).contains("frames_rejected_bad_tag=3"));
-    assert_eq!(d.last(), Request::Info { verbose: true });
+    assert!(d
+        .requests
+        .lock()
+        .unwrap()
+        .contains(&Request::Info { verbose: true }));
 
     let o = d.hactl(&["info", "--json"]);
     let v = json(&o);
     assert_eq!(v["type"], "info");
     assert_eq!(v["members"][1]["quality"], 63);
+    assert_eq!(v["members"][1]["config_sync"]["state"], "sync_problem");
+    assert_eq!(v["members"][1]["config_sync"]["last_sync"], 1_700_000_200);
     // The JSON is the API's own reply type.
     let back: Reply = serde_json::from_value(v).unwrap();
     assert!(matches!(back, Reply::Info(_)));
@@ -483,7 +574,7 @@ fn no_daemon_is_exit_5_with_a_clear_message() {
     assert_eq!(o.status.code(), Some(5));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("cannot reach the daemon") && err.contains("absent.sock"),
+        err.contains("cannot reach") && err.contains("absent.sock") && err.contains("--socket"),
         "{err}"
     );
     // The environment variable is honoured.
@@ -500,9 +591,9 @@ fn a_daemon_that_speaks_garbage_is_an_error_not_a_panic() {
     fn garbage(_: &Request) -> Vec<Reply> {
         Vec::new()
     }
-    // A daemon that closes without answering.
+    // A daemon that closes without answering (a streaming request ends the connection).
     let d = FakeDaemon::start(garbage);
-    let o = d.hactl(&["mode"]);
+    let o = d.hactl(&["events"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("closed the connection"));
     // A daemon that answers with a line that is not a reply.

@@ -25,10 +25,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod client;
+pub mod server;
+
 /// Version of this API; [`Reply::Info`] reports the daemon's.
 pub const API_VERSION: u32 = 1;
 /// Default path of the daemon's management socket.
 pub const DEFAULT_SOCKET: &str = "/run/ha/mgmt.sock";
+/// Default path of the configuration-sync service's socket (same API; it answers the
+/// `config_*` requests, the daemon the others).
+pub const DEFAULT_CONFIG_SOCKET: &str = "/run/ha/confsync.sock";
 /// Longest request or reply line accepted, bytes. A synctest report of 10,000 unsynchronized
 /// paths of ~100 bytes each is about 1 MB; 16 MiB leaves room and still bounds memory.
 pub const MAX_LINE_LEN: usize = 16 << 20;
@@ -483,6 +489,12 @@ pub struct PeerSyncStatus {
     pub revision: u64,
     /// Paths whose content differs from this member's published revision.
     pub unsynchronized: Vec<String>,
+    /// When the last sync to this peer succeeded (Unix seconds).
+    #[serde(default)]
+    pub last_sync: Option<u64>,
+    /// Why the peer is in a problem state, for the operator.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// Answer to [`Request::ConfigSynctest`].
