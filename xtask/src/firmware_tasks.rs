@@ -5,7 +5,8 @@ use crate::util::{run, Result};
 /// Extra CI checks of the firmware, run by `cargo xtask test`: format and lints of the
 /// firmware and board crates (their own workspaces, thumbv7m only), the release build, and
 /// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
-/// logs one clear error and does not join; a member with a valid block starts its agent.
+/// logs one clear error and does not join; a member with a valid block starts its agent; two
+/// members wired by their Ethernet elect one active, and the other takes over when it dies.
 pub fn ci() -> Result {
     for dir in [FW_APP_DIR, FW_BOARD_DIR] {
         run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
@@ -63,6 +64,14 @@ fn fw_build() -> Result<std::path::PathBuf> {
     Ok(target.join("thumbv7m-none-eabi/release/ha-firmware"))
 }
 
+/// QEMU options loading a configuration block.
+fn fw_config_args(config: &std::path::Path) -> Vec<String> {
+    vec![
+        "-device".into(),
+        format!("loader,file={},addr=0x3F000,force-raw=on", config.display()),
+    ]
+}
+
 /// Boots the firmware under QEMU with `config` loaded (or nothing) for `secs` seconds and
 /// returns its decoded defmt log.
 fn fw_boot_log(
@@ -70,21 +79,47 @@ fn fw_boot_log(
     config: Option<&std::path::Path>,
     secs: u64,
 ) -> Result<String> {
+    let mut args = vec!["-nic".to_string(), "none".to_string()];
+    if let Some(cfg) = config {
+        args.extend(fw_config_args(cfg));
+    }
+    let member = fw_spawn(elf, &args)?;
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    member.stop(elf)
+}
+
+/// One booting member: QEMU and the thread collecting its UART0 bytes.
+struct FwMember {
+    child: FwChild,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl FwMember {
+    /// Kills QEMU (its own pid) and returns the decoded log.
+    fn stop(self, elf: &std::path::Path) -> Result<String> {
+        drop(self.child);
+        let raw = self
+            .reader
+            .join()
+            .map_err(|_| "qemu-system-arm: log reader failed")?;
+        fw_decode(elf, &raw)
+    }
+}
+
+/// Starts `qemu-system-arm -M mps2-an385` with UART0 on a pipe and `extra` options.
+fn fw_spawn(elf: &std::path::Path, extra: &[String]) -> Result<FwMember> {
     use std::process::{Command, Stdio};
     let mut qemu = Command::new("qemu-system-arm");
     qemu.args(["-M", "mps2-an385", "-display", "none", "-monitor", "none"])
-        .args(["-nodefaults", "-serial", "stdio", "-nic", "none", "-kernel"])
-        .arg(elf);
-    if let Some(cfg) = config {
-        qemu.arg("-device").arg(format!(
-            "loader,file={},addr=0x3F000,force-raw=on",
-            cfg.display()
-        ));
-    }
-    qemu.stdout(Stdio::piped()).stderr(Stdio::null());
+        .args(["-nodefaults", "-serial", "stdio", "-kernel"])
+        .arg(elf)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     eprintln!(
-        "$ qemu-system-arm -M mps2-an385 ... -kernel {}",
-        elf.display()
+        "$ qemu-system-arm -M mps2-an385 ... -kernel {} {}",
+        elf.display(),
+        extra.join(" ")
     );
     let child = qemu
         .spawn()
@@ -101,11 +136,12 @@ fn fw_boot_log(
         let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
         bytes
     });
-    std::thread::sleep(std::time::Duration::from_secs(secs));
-    drop(child);
-    let raw = reader
-        .join()
-        .map_err(|_| "qemu-system-arm: log reader failed")?;
+    Ok(FwMember { child, reader })
+}
+
+/// Decodes raw defmt frames with `defmt-print -e <elf>`.
+fn fw_decode(elf: &std::path::Path, raw: &[u8]) -> Result<String> {
+    use std::process::{Command, Stdio};
     let mut decode = Command::new("defmt-print")
         .arg("-e")
         .arg(elf)
@@ -117,7 +153,7 @@ fn fw_boot_log(
     if let Some(mut stdin) = decode.stdin.take() {
         use std::io::Write;
         stdin
-            .write_all(&raw)
+            .write_all(raw)
             .map_err(|e| format!("defmt-print: {e}"))?;
     }
     let log = decode
@@ -201,7 +237,70 @@ fn fw_boot_checks_in(elf: &std::path::Path, dir: &std::path::Path) -> Result {
     let log = fw_boot_log(elf, Some(&cfg), 3)?;
     fw_expect("valid block", &log, "member FW-CI of cluster 0x9")?;
     fw_expect("agent running", &log, "to: Active")?;
-    fw_expect("stack within its reservation", &log, "stack high-water")
+    fw_expect("stack within its reservation", &log, "stack high-water")?;
+    fw_pair_check(elf, dir, &psk)
+}
+
+/// A free UDP port on loopback (bound, then released for QEMU).
+fn fw_free_port() -> Result<u16> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free UDP port: {e}"))
+}
+
+/// Two members whose LAN9118s are wired to each other (`-nic socket`): they find each other
+/// over the main link and elect one active; when the first one's QEMU is killed, the second
+/// one is (or becomes) active.
+fn fw_pair_check(elf: &std::path::Path, dir: &std::path::Path, psk: &std::path::Path) -> Result {
+    let names = ["FW-P1", "FW-P2"];
+    let ports = [fw_free_port()?, fw_free_port()?];
+    let mut members = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cfg = dir.join(format!("{name}.cfg"));
+        run(crate::util::cargo()
+            .args(["run", "-q", "-p", "ha-hactl", "--bin", "hactl", "--"])
+            .args(["provision", "--psk-file"])
+            .arg(psk)
+            .args(["--serial", name, "--cluster-id", "10", "--timers", "fast"])
+            .args(["--member", "FW-P1=10.0.0.1:44240"])
+            .args(["--member", "FW-P2=10.0.0.2:44240", "--out"])
+            .arg(&cfg))?;
+        let mut args = fw_config_args(&cfg);
+        args.push("-device".into());
+        args.push(format!("loader,addr=0x3EFFC,data={},data-len=4", 1000 + i));
+        args.push("-nic".into());
+        args.push(format!(
+            "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+            ports[1 - i],
+            ports[i]
+        ));
+        members.push(args);
+    }
+    let first = fw_spawn(elf, &members[0])?;
+    let second = fw_spawn(elf, &members[1])?;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let log1 = first.stop(elf)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let log2 = second.stop(elf)?;
+    fw_expect("pair: first finds the second", &log1, "peer_found")?;
+    fw_expect("pair: second finds the first", &log2, "peer_found")?;
+    let first_role = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("role_changed"))
+            .map(|l| l.contains("to: Active"))
+    };
+    match (first_role(&log1), first_role(&log2)) {
+        (Some(true), Some(false)) => fw_expect(
+            "pair: takeover after the active died",
+            &log2,
+            "reason: PeerLost",
+        ),
+        (Some(false), Some(true)) => Ok(()),
+        _ => Err(format!(
+            "firmware: pair: not one active and one passive:\n{log1}\n---\n{log2}"
+        )),
+    }
 }
 
 /// Section sizes of the firmware ELF. Hand-written (about 60 lines) rather than a
