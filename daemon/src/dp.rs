@@ -68,3 +68,74 @@ impl SyncPlane for Dp {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastpath::tcp_flags;
+
+    fn pkt(src: &str, sp: u16, dst: &str, dp: u16, proto: u8, flags: u8) -> PacketInfo {
+        PacketInfo {
+            proto,
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            sport: sp,
+            dport: dp,
+            tcp_flags: flags,
+            len: 60,
+        }
+    }
+
+    #[test]
+    fn the_dataplane_decides_and_syncs_to_a_peer_that_takes_over() {
+        let t0 = Instant::now();
+        let block = crate::hostlink::tests::sample_cfg();
+        let mut b_block = block.clone();
+        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
+        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
+        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        a.set_role(true, t0);
+        let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
+        let mid = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::ACK);
+        let back = pkt("10.2.0.1", 80, "10.1.0.1", 4000, 6, tcp_flags::ACK);
+        assert!(!a.check(&syn, Side::Outside, false, t0), "new not allowed");
+        assert!(!a.check(&mid, Side::Inside, true, t0), "unknown mid-stream");
+        assert!(a.check(&syn, Side::Inside, true, t0));
+        let synack = pkt(
+            "10.2.0.1",
+            80,
+            "10.1.0.1",
+            4000,
+            6,
+            tcp_flags::SYN | tcp_flags::ACK,
+        );
+        assert!(a.check(&synack, Side::Outside, false, t0));
+        assert!(a.check(&mid, Side::Inside, false, t0));
+        let ping = pkt("10.1.0.1", 7, "10.2.0.1", 7, 1, 8);
+        let pong = pkt("10.2.0.1", 7, "10.1.0.1", 7, 1, 0);
+        assert!(a.check(&ping, Side::Inside, true, t0));
+        assert!(a.check(&pong, Side::Outside, false, t0));
+        // Sync until quiet, then B takes over and knows the connection.
+        for round in 0..50u64 {
+            let now = t0 + std::time::Duration::from_millis(10 * round);
+            for d in a.poll_transmit(now) {
+                b.on_datagram(&d, now);
+            }
+            for d in b.poll_transmit(now) {
+                a.on_datagram(&d, now);
+            }
+        }
+        let later = t0 + std::time::Duration::from_secs(1);
+        b.set_role(true, later);
+        assert!(
+            b.check(&back, Side::Outside, false, later),
+            "synced connection"
+        );
+        assert!(!b.check(
+            &pkt("10.2.0.1", 80, "10.1.0.1", 4001, 6, tcp_flags::ACK),
+            Side::Outside,
+            false,
+            later
+        ));
+    }
+}
