@@ -26,6 +26,7 @@ pub mod executor;
 pub mod irq;
 pub mod leds;
 pub mod logger;
+pub mod sensors;
 pub mod time;
 pub mod uart;
 
@@ -38,8 +39,8 @@ pub struct Board {
     pub host_uart: uart::Uart,
     /// UART2, the backup HA link.
     pub backup_uart: uart::Uart,
-    /// UART3, the sensor bridge.
-    pub sensor_uart: uart::Uart,
+    /// UART3: the sensor bridge from the board simulator.
+    pub sensors: sensors::SensorBridge,
     /// The FPGAIO LEDs.
     pub leds: leds::Leds,
 }
@@ -56,7 +57,7 @@ pub fn init() -> Option<Board> {
     Some(Board {
         host_uart: uart::Uart::init(uart::Port::Uart1),
         backup_uart: uart::Uart::init(uart::Port::Uart2),
-        sensor_uart: uart::Uart::init(uart::Port::Uart3),
+        sensors: sensors::SensorBridge::new(uart::Uart::init(uart::Port::Uart3).split().0),
         leds: leds::Leds::new(),
     })
 }

@@ -37,13 +37,15 @@ use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
 use ha_board::eth::{EthBuffers, Lan9118};
 use ha_board::executor::Executor;
 use ha_board::leds::Led;
+use ha_board::sensors::SensorBridge;
 use ha_board::uart::{UartRx, UartTx};
-use ha_hal::bridge::{SensorKind, SensorReport, MAX_REPORT_LEN};
+use ha_hal::bridge::SensorKind;
 use ha_hal::led::StatusLed;
 use ha_hal::link::{send_frame, SerialFrameRx};
+use ha_hal::sensors::SensorSource;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
-use ha_proto::uart::{encoded_len, MAX_ENCODED_LEN};
+use ha_proto::uart::MAX_ENCODED_LEN;
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::hostlink::HostCodec;
@@ -179,7 +181,6 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
 
     let (backup_rx, backup_tx) = board.backup_uart.split();
     let (host_rx, host_tx) = board.host_uart.split();
-    let (sensor_rx, _) = board.sensor_uart.split();
     // Each task is spawned once, so its pool always has room.
     if let Ok(t) = main_rx_task(agent, socket) {
         spawner.spawn(t);
@@ -193,7 +194,7 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
     if let Ok(t) = host_rx_task(agent, codec, host_rx) {
         spawner.spawn(t);
     }
-    if let Ok(t) = sensor_task(agent, sensor_rx) {
+    if let Ok(t) = sensor_task(agent, board.sensors) {
         spawner.spawn(t);
     }
     if let Ok(t) = stack_report_task() {
@@ -450,9 +451,6 @@ async fn host_rx_task(agent: SharedAgent, codec: SharedCodec, uart: UartRx) {
     }
 }
 
-/// Receive buffer of the sensor bridge: one encoded report.
-const SENSOR_RX_CAP: usize = encoded_len(MAX_REPORT_LEN);
-
 fn hw_kind(k: SensorKind) -> HwKind {
     match k {
         SensorKind::Disk => HwKind::Disk,
@@ -464,21 +462,16 @@ fn hw_kind(k: SensorKind) -> HwKind {
     }
 }
 
-/// UART3: the sensor bridge from the board simulator.
+/// Hardware readings (UART3: the sensor bridge from the board simulator).
 #[embassy_executor::task]
-async fn sensor_task(agent: SharedAgent, uart: UartRx) {
-    let mut rx: SerialFrameRx<UartRx, SENSOR_RX_CAP> = SerialFrameRx::new(uart);
+async fn sensor_task(agent: SharedAgent, mut sensors: SensorBridge) {
     loop {
-        let report = match rx.recv().await {
-            Ok(frame) => SensorReport::decode(frame),
-            Err(_) => {
-                warn!("sensor bridge: damaged frame dropped");
+        let report = match sensors.next_report().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("sensor bridge: report dropped ({})", e);
                 continue;
             }
-        };
-        let Ok(report) = report else {
-            warn!("sensor bridge: malformed report dropped");
-            continue;
         };
         let now = now_ms();
         let mut a = agent.borrow_mut();
