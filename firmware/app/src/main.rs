@@ -4,7 +4,7 @@
 //! | task        | does                                                                 |
 //! |-------------|----------------------------------------------------------------------|
 //! | `agent`     | owns the outputs: timer loop (`next_wake_ms` → `on_tick`), drains      |
-//! |             | `poll_output` to the links, the host link, the LED and the log        |
+//! |             | `poll_output` to the links, the host link (events too), LED and log  |
 //! | `net`       | embassy-net stack on the LAN9118 (static IPv4 from the config block)  |
 //! | `main_rx`   | UDP socket of the main HA link → `on_frame(MAIN)`                     |
 //! | `backup_rx` | UART2: COBS frames → `on_frame(BACKUP)`                               |
@@ -45,6 +45,7 @@ use ha_hal::link::{send_frame, SerialFrameRx};
 use ha_hal::sensors::SensorSource;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
+use ha_proto::msg::host::HostMsg;
 use ha_proto::uart::MAX_ENCODED_LEN;
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -340,6 +341,7 @@ async fn agent_task(
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
     let mut main_full = false;
+    let mut event_seq: u32 = 0;
     loop {
         loop {
             let out = agent.borrow_mut().poll_output();
@@ -392,8 +394,28 @@ async fn agent_task(
                 }
                 Output::Led(p) => LED.signal(p),
                 Output::Event(e) => {
-                    let r = e.report(0);
-                    info!("event {=str}: {=str}", r.name.as_str(), r.detail.as_str());
+                    // Logged, and reported to the main CPU in sequence (a gap tells it that
+                    // events were lost).
+                    let report = e.report(event_seq);
+                    event_seq = event_seq.wrapping_add(1);
+                    info!(
+                        "event {=str}: {=str}",
+                        report.name.as_str(),
+                        report.detail.as_str()
+                    );
+                    let sealed_len = codec
+                        .borrow_mut()
+                        .seal(&HostMsg::Event(report), &mut sealed);
+                    if let Ok(n) = sealed_len {
+                        let sent = with_timeout(
+                            SERIAL_SEND_TIMEOUT,
+                            send_frame(&mut host, &sealed[..n], &mut scratch),
+                        )
+                        .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            warn!("host link: event not sent");
+                        }
+                    }
                 }
             }
         }
