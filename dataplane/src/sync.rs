@@ -15,7 +15,8 @@
 //! retransmissions. The receiver applies frames in `rseq` order (later ones wait in a bounded
 //! reorder buffer) and answers with a cumulative acknowledgement (`next`) plus a selective
 //! bitmap of the 64 frames after it. The sender keeps at most `window` frames in flight and
-//! retransmits a frame not acknowledged within `retransmit_ms`, until the peer is declared
+//! retransmits a frame not acknowledged within the retransmission timeout (RFC 6298 estimate,
+//! at least `retransmit_ms`, doubled per resend), until the peer is declared
 //! lost (`peer_timeout_ms` without any frame). No update is dropped while the peer lives; when
 //! it is lost, the bulk synchronization at its return repairs everything.
 //!
@@ -70,7 +71,8 @@ pub struct SyncConfig {
     /// A connection younger than this is not synced (short-lived flows cost sync bandwidth
     /// and need no failover); 0 syncs at once.
     pub min_age_ms: Millis,
-    /// Retransmission timeout of a data frame.
+    /// Smallest retransmission timeout of a data frame (the timeout follows the measured
+    /// round-trip time, RFC 6298, and doubles with each resend of a frame).
     pub retransmit_ms: Millis,
     /// Data frames in flight (unacknowledged) at most.
     pub window: usize,
@@ -285,8 +287,13 @@ struct Inflight {
     rseq: u64,
     body: Vec<u8>,
     sent_at: Millis,
+    /// Transmissions so far (1 = sent once); the retransmission timeout doubles with each.
+    sends: u32,
     acked: bool,
 }
+
+/// Largest retransmission timeout (after backoff).
+pub const MAX_RTO_MS: Millis = 1_000;
 
 struct BulkOut {
     id: u32,
@@ -343,6 +350,9 @@ pub struct SyncEngine {
     bulk_out: Option<BulkOut>,
     last_bulk_id: Option<u32>,
     carry: Option<Vec<u8>>,
+    /// Smoothed round-trip time and its variation (RFC 6298), microsecond-free: ms × 8.
+    srtt8: Option<u64>,
+    rttvar4: u64,
     // Receiver side.
     rx: Option<(u32, u64)>,
     ooo: BTreeMap<u64, Vec<u8>>,
@@ -388,6 +398,8 @@ impl SyncEngine {
             bulk_out: None,
             last_bulk_id: None,
             carry: None,
+            srtt8: None,
+            rttvar4: 0,
             rx: None,
             ooo: BTreeMap::new(),
             ack_due: false,
@@ -525,7 +537,7 @@ impl SyncEngine {
                     self.start_bulk(id);
                 }
             }
-            Head::Ack { stream, next, sack } => self.on_ack(stream, next, sack),
+            Head::Ack { stream, next, sack } => self.on_ack(stream, next, sack, now),
             Head::Data { stream, rseq } => {
                 let rest = rest.to_vec();
                 self.on_data(tables, stream, rseq, rest, now, observe);
@@ -565,6 +577,7 @@ impl SyncEngine {
         self.inflight.clear();
         self.pending.clear();
         self.bulk_out = None;
+        self.srtt8 = None;
         self.carry = None;
     }
 
@@ -582,22 +595,52 @@ impl SyncEngine {
         });
     }
 
-    fn on_ack(&mut self, stream: u32, next: u64, sack: u64) {
+    fn on_ack(&mut self, stream: u32, next: u64, sack: u64, now: Millis) {
         if stream != self.stream {
             return;
         }
+        let mut sample = None;
         for f in self.inflight.iter_mut() {
             if f.rseq > next + 64 {
                 break;
             }
             let selected = f.rseq > next && sack & (1 << (f.rseq - next - 1)) != 0;
-            if f.rseq < next || selected {
+            if !f.acked && (f.rseq < next || selected) {
                 f.acked = true;
+                // Karn: only frames sent once give a round-trip sample.
+                if f.sends == 1 {
+                    sample = Some(now.saturating_sub(f.sent_at));
+                }
             }
+        }
+        if let Some(r) = sample {
+            self.rtt_sample(r);
         }
         while self.inflight.front().is_some_and(|f| f.acked) {
             self.inflight.pop_front();
         }
+    }
+
+    /// RFC 6298 estimator in integer milliseconds (srtt × 8, rttvar × 4).
+    fn rtt_sample(&mut self, r: Millis) {
+        match self.srtt8 {
+            None => {
+                self.srtt8 = Some(r * 8);
+                self.rttvar4 = r * 2;
+            }
+            Some(s8) => {
+                let srtt = s8 / 8;
+                let dev = srtt.abs_diff(r);
+                self.rttvar4 = self.rttvar4 - self.rttvar4 / 4 + dev;
+                self.srtt8 = Some(s8 - s8 / 8 + r);
+            }
+        }
+    }
+
+    /// Current retransmission timeout: srtt + 4 rttvar, at least `retransmit_ms`.
+    pub fn rto(&self) -> Millis {
+        let est = self.srtt8.map_or(0, |s8| s8 / 8 + self.rttvar4);
+        est.clamp(self.cfg.retransmit_ms, MAX_RTO_MS)
     }
 
     fn on_data(
@@ -679,10 +722,7 @@ impl SyncEngine {
                 age,
                 idle,
             } => {
-                let (packets, bytes) = t
-                    .conn_peek(key)
-                    .map_or(([0; 2], [0; 2]), |e| (e.packets, e.bytes));
-                t.insert_conn(
+                t.upsert_conn_synced(
                     *key,
                     ConnEntry {
                         state: *state,
@@ -691,8 +731,8 @@ impl SyncEngine {
                         rule: *rule,
                         created: back(*age),
                         last_seen: back(*idle),
-                        packets,
-                        bytes,
+                        packets: [0; 2],
+                        bytes: [0; 2],
                     },
                 );
                 self.bulk_received();
@@ -890,11 +930,15 @@ impl SyncEngine {
             return out;
         }
         // Retransmissions first (oldest first).
-        let rto = self.cfg.retransmit_ms;
+        let rto = self.rto();
         let mut resend = Vec::new();
         for f in self.inflight.iter_mut() {
-            if !f.acked && now.saturating_sub(f.sent_at) >= rto {
+            let backoff = rto
+                .saturating_mul(1 << (f.sends.saturating_sub(1)).min(6))
+                .min(MAX_RTO_MS);
+            if !f.acked && now.saturating_sub(f.sent_at) >= backoff {
                 f.sent_at = now;
+                f.sends = f.sends.saturating_add(1);
                 resend.push(f.body.clone());
             }
         }
@@ -926,6 +970,7 @@ impl SyncEngine {
                 rseq: self.next_rseq - 1,
                 body,
                 sent_at: now,
+                sends: 1,
                 acked: false,
             });
         }
@@ -1091,6 +1136,8 @@ impl SyncEngine {
                         }
                         return None;
                     }
+                    // One lookup per record: built from the entry found.
+                    return Some(conn_record(k, e, now));
                 }
                 // Removed before it was ever old enough to be sent.
                 None if self.deferred_set.contains(k) => return None,
@@ -1122,6 +1169,17 @@ impl BulkOut {
     }
 }
 
+fn conn_record(k: &ConnKey, e: &ConnEntry, now: Millis) -> Record {
+    Record::Conn {
+        key: *k,
+        state: e.state,
+        flags: e.flags,
+        rule: e.rule,
+        age: now.saturating_sub(e.created),
+        idle: now.saturating_sub(e.last_seen),
+    }
+}
+
 /// The record carrying an item's current value, or its removal when absent (`None` for an
 /// absent item in a bulk, or a connection that must not be synced).
 fn item_record(t: &Tables, key: &ItemKey, now: Millis, bulk: bool) -> Option<Record> {
@@ -1129,14 +1187,7 @@ fn item_record(t: &Tables, key: &ItemKey, now: Millis, bulk: bool) -> Option<Rec
     let ago = |at: Millis| now.saturating_sub(at);
     let r = match key {
         ItemKey::Conn(k) => match t.conn_peek(k) {
-            Some(e) if e.syncable() => Record::Conn {
-                key: *k,
-                state: e.state,
-                flags: e.flags,
-                rule: e.rule,
-                age: ago(e.created),
-                idle: ago(e.last_seen),
-            },
+            Some(e) if e.syncable() => conn_record(k, e, now),
             Some(_) => return None,
             None => Record::DelConn(*k),
         },

@@ -75,7 +75,7 @@ pub mod timeouts {
 
 /// A connection, direction-free: the two endpoints in a canonical order (`a` ≤ `b`), so both
 /// directions of a flow find the same entry with one lookup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnKey {
     /// Security zone (interface group) of the connection.
     pub zone: u16,
@@ -89,6 +89,29 @@ pub struct ConnKey {
     pub a_port: u16,
     /// Port of `b`.
     pub b_port: u16,
+}
+
+fn addr_bits(a: &IpAddr) -> u128 {
+    match a {
+        // The IPv4-mapped form, so both families hash alike.
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(*v6),
+    }
+}
+
+/// Three word writes instead of the derived field-by-field (and byte-by-byte for the
+/// addresses) hashing: the key is hashed on every packet and every sync record.
+impl std::hash::Hash for ConnKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(
+            u64::from(self.zone) << 48
+                | u64::from(self.proto) << 32
+                | u64::from(self.a_port) << 16
+                | u64::from(self.b_port),
+        );
+        h.write_u128(addr_bits(&self.a));
+        h.write_u128(addr_bits(&self.b));
+    }
 }
 
 impl ConnKey {
@@ -518,6 +541,23 @@ impl Tables {
     pub fn insert_conn(&mut self, key: ConnKey, e: ConnEntry) {
         self.entry_touches += 1;
         self.conns.insert(key, e);
+    }
+
+    /// Installs a connection from a sync record, keeping the local packet counters of an
+    /// existing entry (one lookup).
+    pub fn upsert_conn_synced(&mut self, key: ConnKey, e: ConnEntry) {
+        self.entry_touches += 1;
+        self.conns
+            .entry(key)
+            .and_modify(|old| {
+                let (packets, bytes) = (old.packets, old.bytes);
+                *old = ConnEntry {
+                    packets,
+                    bytes,
+                    ..e
+                };
+            })
+            .or_insert(e);
     }
 
     /// Removes a connection.

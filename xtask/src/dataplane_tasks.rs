@@ -18,7 +18,11 @@ pub fn e2e(args: &[String]) -> Result {
     daemon_e2e::tcp_survival(args)
 }
 
-/// `bench_sync` (not built yet).
-pub fn bench_sync(_args: &[String]) -> Result {
-    Err("bench_sync: not built yet".into())
+/// `bench sync [--connections N] [--conntrackd-connections M] [--no-conntrackd]`: conntrackd
+/// between two network namespaces, then our sync engine over loopback UDP (release build);
+/// last line `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>` (see `sync_bench`).
+pub fn bench_sync(args: &[String]) -> Result {
+    sync_bench::run_bench(args)
 }
+
+mod sync_bench;

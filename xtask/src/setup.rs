@@ -5,7 +5,12 @@ use std::process::Command;
 use crate::util::{have, is_root, run, Result};
 
 /// Debian packages the QEMU and network-namespace suites need, by the program they provide.
-const PACKAGES: &[(&str, &str)] = &[("qemu-system-arm", "qemu-system-arm"), ("ip", "iproute2")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-arm", "qemu-system-arm"),
+    ("ip", "iproute2"),
+    ("conntrackd", "conntrackd"),
+    ("conntrack", "conntrack"),
+];
 
 /// Adds the rustup target and installs missing Debian packages (when root).
 pub fn setup() -> Result {
