@@ -90,8 +90,7 @@ fn socket() -> std::io::Result<UdpSocket> {
 
 fn cfg(me: u8, epoch: u32) -> SyncConfig {
     let keys = KeySet::derive(&Psk([0x5a; 32]), CLUSTER, 1);
-    let c = SyncConfig::new(CLUSTER, Serial([me; 16]), epoch, keys);
-    c
+    SyncConfig::new(CLUSTER, Serial([me; 16]), epoch, keys)
 }
 
 struct Side {
