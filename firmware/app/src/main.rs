@@ -81,8 +81,64 @@ const UDP_BUF: usize = 2048;
 const UDP_PACKETS: usize = 8;
 
 /// Longest wait for a serial line to take one frame (a frame is about 1.5 KiB at most; QEMU
-/// moves it in well under a millisecond unless the other end stopped reading).
-const SERIAL_SEND_TIMEOUT: Duration = Duration::from_millis(50);
+/// moves it in well under a millisecond unless the other end stopped reading). Short, so a
+/// stalled line never delays the heartbeats of the fast profile (10 ms).
+const SERIAL_SEND_TIMEOUT: Duration = Duration::from_millis(5);
+/// After a timeout, frames for that line are dropped without waiting for this long.
+const SERIAL_STALL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The sending side of a serial link that gives up instead of stalling the agent.
+struct SerialOut {
+    tx: UartTx,
+    name: &'static str,
+    /// Set while the line is stalled: until when frames are dropped without trying.
+    stalled_until: Option<Instant>,
+}
+
+impl SerialOut {
+    fn new(tx: UartTx, name: &'static str) -> Self {
+        Self {
+            tx,
+            name,
+            stalled_until: None,
+        }
+    }
+
+    /// Sends one frame (COBS-encoded through `scratch`), or drops it when the line does not
+    /// take it within [`SERIAL_SEND_TIMEOUT`] (the peer's decoder drops the partial frame at
+    /// the next delimiter) or is in its stall back-off.
+    async fn send(&mut self, frame: &[u8], scratch: &mut [u8]) {
+        if self.stalled_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match with_timeout(
+            SERIAL_SEND_TIMEOUT,
+            send_frame(&mut self.tx, frame, scratch),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                if self.stalled_until.take().is_some() {
+                    info!("{=str} link: sending again", self.name);
+                }
+            }
+            Ok(Err(_)) => warn!(
+                "{=str} link: frame too long ({=usize} bytes)",
+                self.name,
+                frame.len()
+            ),
+            Err(_) => {
+                if self.stalled_until.is_none() {
+                    warn!(
+                        "{=str} link: stalled (the other end does not read), dropping frames",
+                        self.name
+                    );
+                }
+                self.stalled_until = Some(Instant::now() + SERIAL_STALL_BACKOFF);
+            }
+        }
+    }
+}
 
 /// Set by every input task after feeding the agent: the agent task drains the outputs.
 static INPUT: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -336,7 +392,8 @@ async fn agent_task(
     backup: UartTx,
     host: UartTx,
 ) {
-    let (mut backup, mut host) = (backup, host);
+    let mut backup = SerialOut::new(backup, "backup");
+    let mut host = SerialOut::new(host, "host");
     // One encoding buffer for both serial lines, one sealing buffer for the host link.
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
@@ -348,16 +405,7 @@ async fn agent_task(
             let Some(out) = out else { break };
             match out {
                 Output::Send { link, bytes } if link == LinkId::BACKUP => {
-                    // A stalled line must not stall the agent: give up on the frame (the
-                    // peer's decoder drops the partial frame at the next delimiter).
-                    let sent = with_timeout(
-                        SERIAL_SEND_TIMEOUT,
-                        send_frame(&mut backup, &bytes, &mut scratch),
-                    )
-                    .await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        warn!("backup link: frame not sent ({=usize} bytes)", bytes.len());
-                    }
+                    backup.send(&bytes, &mut scratch).await;
                 }
                 Output::Send { bytes, .. } => {
                     for &(ip, port) in peers {
@@ -379,16 +427,7 @@ async fn agent_task(
                 Output::Host(msg) => {
                     let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
                     match sealed_len {
-                        Ok(n) => {
-                            let sent = with_timeout(
-                                SERIAL_SEND_TIMEOUT,
-                                send_frame(&mut host, &sealed[..n], &mut scratch),
-                            )
-                            .await;
-                            if !matches!(sent, Ok(Ok(()))) {
-                                warn!("host link: frame not sent (main CPU not reading?)");
-                            }
-                        }
+                        Ok(n) => host.send(&sealed[..n], &mut scratch).await,
                         Err(e) => warn!("host link: cannot seal: {=str}", e.name()),
                     }
                 }
@@ -407,14 +446,7 @@ async fn agent_task(
                         .borrow_mut()
                         .seal(&HostMsg::Event(report), &mut sealed);
                     if let Ok(n) = sealed_len {
-                        let sent = with_timeout(
-                            SERIAL_SEND_TIMEOUT,
-                            send_frame(&mut host, &sealed[..n], &mut scratch),
-                        )
-                        .await;
-                        if !matches!(sent, Ok(Ok(()))) {
-                            warn!("host link: event not sent");
-                        }
+                        host.send(&sealed[..n], &mut scratch).await;
                     }
                 }
             }
