@@ -4,6 +4,14 @@ use crate::util::Result;
 
 /// Extra CI checks of this part, run by `cargo xtask test`.
 pub fn ci() -> Result {
+    // Dataplane part: the sync engine end to end over loopback UDP with real sockets
+    // (release build, 100k connections; fails if any change is not applied or the bulk or
+    // lag phase does not complete). Figures are not checked here: see `bench sync`.
+    sync_bench::run_bench(&[
+        "--connections".into(),
+        "100000".into(),
+        "--no-conntrackd".into(),
+    ])?;
     // Daemon part: the failover scenario in network namespaces.
     daemon_e2e::ci()?;
     Ok(())
