@@ -16,12 +16,16 @@
 //! - [`jobs`]: periodic sync jobs (DHCP leases every 5 min, certificates every 60 min), a
 //!   sans-IO scheduler.
 //! - [`compare`]: diffs between manifests (`hactl diff`, `hactl synctest`).
+//! - [`service`]: the member's configuration-sync service: the `config_*` requests of the
+//!   management API, the receiver, the periodic jobs and the per-peer status (`confsync
+//!   service`).
 #![warn(missing_docs)]
 
 pub mod compare;
 pub mod jobs;
 pub mod manifest;
 pub mod protocol;
+pub mod service;
 pub mod store;
 pub mod sync;
 pub mod wire;

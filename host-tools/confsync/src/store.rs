@@ -108,7 +108,7 @@ pub struct Revision {
 }
 
 /// The store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     role: Role,
@@ -291,16 +291,59 @@ impl Store {
 
     /// Freezes the draft into a new revision and makes it current. Refused on standby.
     pub fn publish(&self, comment: Option<String>) -> Result<Revision> {
+        self.publish_selected(comment, &|_| true)
+    }
+
+    /// Publishes only the draft's changes under `prefixes` (a periodic job's paths, SPEC D2);
+    /// every other path keeps the current revision's content, so an operator's unpublished
+    /// edits stay in the draft. Refused on standby.
+    pub fn publish_only(&self, prefixes: &[String], comment: Option<String>) -> Result<Revision> {
+        self.publish_selected(comment, &|p: &str| {
+            prefixes.iter().any(|q| {
+                p == q || (p.starts_with(q.as_str()) && p.as_bytes().get(q.len()) == Some(&b'/'))
+            })
+        })
+    }
+
+    /// A store handle on the same root with another role (no staging cleanup: for a process
+    /// that opened the store once and asks the daemon for its role per request).
+    pub fn with_role(&self, role: Role) -> Store {
+        Store {
+            root: self.root.clone(),
+            role,
+        }
+    }
+
+    fn publish_selected(
+        &self,
+        comment: Option<String>,
+        select: &dyn Fn(&str) -> bool,
+    ) -> Result<Revision> {
         if self.role == Role::Standby {
             return Err(StoreError::ReadOnly);
         }
         let draft = self.draft_dir()?;
         let cur = self.current()?;
-        let scanned = Manifest::scan(&draft).map_err(io_err("scan draft"))?;
-        if let Some(c) = &cur {
-            if c.manifest == scanned {
-                return Err(StoreError::NothingToPublish);
+        let draft_scan = Manifest::scan(&draft).map_err(io_err("scan draft"))?;
+        // Selected paths come from the draft, the others stay as published.
+        let mut scanned = Manifest::default();
+        let mut from_draft = std::collections::BTreeSet::new();
+        for (p, e) in &draft_scan.files {
+            if select(p) {
+                scanned.files.insert(p.clone(), *e);
+                from_draft.insert(p.clone());
             }
+        }
+        if let Some(c) = &cur {
+            for (p, e) in &c.manifest.files {
+                if !select(p) {
+                    scanned.files.insert(p.clone(), *e);
+                }
+            }
+        }
+        match &cur {
+            Some(c) if c.manifest == scanned => return Err(StoreError::NothingToPublish),
+            _ => {}
         }
         let n = self.revisions()?.last().copied().unwrap_or(0) + 1;
         let stage = self.root.join("staging").join(unique_name("publish"));
@@ -315,7 +358,7 @@ impl Store {
                 .as_ref()
                 .and_then(|c| c.manifest.files.get(p))
                 .is_some_and(|o| o == e);
-            match (&cur, same) {
+            match (&cur, same || !from_draft.contains(p)) {
                 (Some(c), true) => fs::hard_link(self.tree(c.revision).join(p), &dst)
                     .map_err(io_err(format!("link {p}")))?,
                 _ => {
@@ -442,6 +485,15 @@ pub struct Staging<'a> {
     needed: BTreeSet<Hash>,
     current: Option<Revision>,
     open: Option<(Hash, File)>,
+}
+
+impl Drop for Staging<'_> {
+    /// A session that ends without a commit (the sender failed, or only probed) leaves
+    /// nothing behind; after a commit the directory was renamed away and this does nothing.
+    fn drop(&mut self) {
+        self.open = None;
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Staging<'_> {

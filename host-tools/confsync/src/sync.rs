@@ -286,3 +286,60 @@ pub fn receive<R: Read, W: Write>(
         }
     }
 }
+
+/// What a probe learned about a peer (SPEC D3): its revision and which of this member's
+/// published paths it lacks the content of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// This member's current revision.
+    pub revision: u64,
+    /// The revision the peer runs.
+    pub peer_revision: Option<u64>,
+    /// Paths of this member's revision whose content the peer does not have.
+    pub unsynchronized: Vec<String>,
+}
+
+/// Compares this member's current revision with the peer's without changing the peer: the
+/// offer and manifest go out as in [`push`], the peer answers with the hashes it lacks, and
+/// the session is then ended with [`SyncMsg::Failed`] (the receiver discards its staging).
+pub fn probe<R: Read, W: Write>(
+    store: &Store,
+    wire: &mut Wire<R, W>,
+) -> Result<Probe, SyncFailure> {
+    let rev = store.current()?.ok_or(SyncFailure::NothingPublished)?;
+    let revision = rev.revision;
+    let manifest = rev.manifest.clone();
+    let mut core = SenderCore::new(rev.revision, rev.manifest, nonce()?);
+    loop {
+        let msg = wire.recv()?;
+        let actions = core.handle(msg)?;
+        let mut needs_in = false;
+        for a in actions {
+            match a {
+                SenderAction::Send(SyncMsg::Commit) | SenderAction::SendContent(_) => {
+                    needs_in = true
+                }
+                SenderAction::Send(m) => wire.send(&m)?,
+                SenderAction::Done { .. } => needs_in = true,
+            }
+        }
+        if needs_in {
+            let needed = core.needed();
+            let unsynchronized = manifest
+                .files
+                .iter()
+                .filter(|(_, e)| needed.contains(&e.sha256))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let _ = wire.send(&SyncMsg::Failed {
+                reason: "probe only: nothing to install".into(),
+            });
+            let _ = wire.flush();
+            return Ok(Probe {
+                revision,
+                peer_revision: core.peer_revision,
+                unsynchronized,
+            });
+        }
+    }
+}

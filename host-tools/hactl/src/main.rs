@@ -389,7 +389,10 @@ fn run(cli: Cli) -> Result<()> {
             match live(config_socket, Request::ConfigSynctest, json, human)? {
                 Reply::Synctest(r)
                     if !r.local_changes.is_empty()
-                        || r.peers.iter().any(|p| !p.unsynchronized.is_empty()) =>
+                        || r.peers.iter().any(|p| {
+                            !p.unsynchronized.is_empty()
+                                || p.state != ha_mgmt_api::SyncState::Synchronized
+                        }) =>
                 {
                     Err(Failure::new(
                         Code::NotSynced,

@@ -6,7 +6,14 @@
 //! confsync push    --root DIR --to ADDR     --psk-file K --cluster-id N --serial S
 //! confsync publish --root DIR [--comment TEXT]
 //! confsync status  --root DIR
+//! confsync service --root DIR --listen ADDR --psk-file K --cluster-id N --serial S
+//!                  [--peer SERIAL=ADDR]... [--daemon-socket P | --role active|standby]
+//!                  [--mgmt-socket P] [--jobs FILE] [--sync-on-publish]
 //! ```
+//! `service` is the member's long-running configuration-sync service: it receives revisions
+//! on `--listen`, answers `hactl config publish|sync|diff|synctest` on `--mgmt-socket`
+//! (default /run/ha/confsync.sock), and runs the periodic jobs (default: DHCP leases every
+//! 5 min, certificates every 60 min).
 //! Progress goes to stdout as `progress PHASE DONE TOTAL` lines.
 
 use std::io::Write;
@@ -14,10 +21,17 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use clap::{Args, Parser, Subcommand};
+use ha_confsync::jobs::{JobsConfig, Scheduler};
+use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
 use ha_confsync::store::{Role, Store};
 use ha_confsync::sync::{self, Progress};
 use ha_confsync::wire::{read_key_file, Security, Wire};
+use ha_mgmt_api::server;
 use ha_proto::keys::{KeySet, Keyring};
 use ha_proto::msg::Serial;
 
@@ -83,12 +97,132 @@ enum Cmd {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Run the member's configuration-sync service.
+    Service(ServiceArgs),
     /// Show the current revision and local changes.
     Status {
         /// Store root.
         #[arg(long)]
         root: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    /// Store root.
+    #[arg(long)]
+    root: PathBuf,
+    /// TCP address the receiver listens on (port 0: any; the address is printed).
+    #[arg(long)]
+    listen: String,
+    #[command(flatten)]
+    sec: Sec,
+    /// A peer as SERIAL=IP:PORT of its receiver; repeat for each.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// ha-daemon's management socket, asked for this member's mode (active may publish).
+    #[arg(long, conflicts_with = "role")]
+    daemon_socket: Option<PathBuf>,
+    /// Fixed role instead of asking ha-daemon: active or standby.
+    #[arg(long)]
+    role: Option<String>,
+    /// Management socket this service answers on.
+    #[arg(long, default_value = ha_mgmt_api::DEFAULT_CONFIG_SOCKET)]
+    mgmt_socket: PathBuf,
+    /// Periodic jobs file (JSON); default: DHCP leases every 5 min, certificates every 60 min.
+    #[arg(long)]
+    jobs: Option<PathBuf>,
+    /// Push to every peer right after each publish.
+    #[arg(long)]
+    sync_on_publish: bool,
+}
+
+fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+    let (serial, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--peer {s:?}: expected SERIAL=IP:PORT"))?;
+    if Serial::new(serial).is_none() {
+        return Err(format!("--peer {s:?}: bad serial"));
+    }
+    Ok(PeerAddr {
+        serial: serial.to_string(),
+        addr: addr.to_string(),
+    })
+}
+
+fn service(a: ServiceArgs) -> Result<(), String> {
+    let security = security(&a.sec)?;
+    let peers = a
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let role = match (a.daemon_socket, a.role.as_deref()) {
+        (Some(p), _) => RoleSource::Daemon(p),
+        (None, Some("active")) => RoleSource::Fixed(Role::Active),
+        (None, Some("standby")) | (None, None) => RoleSource::Fixed(Role::Standby),
+        (None, Some(r)) => return Err(format!("--role {r:?}: expected active or standby")),
+    };
+    let jobs = match &a.jobs {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            JobsConfig::parse(&text).map_err(|e| e.to_string())?
+        }
+        None => JobsConfig::default(),
+    };
+    // Opened once: cleans what a crash left in staging/ before anything else runs.
+    let store = Store::open(&a.root, Role::Standby).map_err(|e| e.to_string())?;
+    let svc = Arc::new(Service::new(
+        store,
+        ServiceConfig {
+            peers,
+            security,
+            role,
+            sync_on_publish: a.sync_on_publish,
+        },
+    ));
+    let l = TcpListener::bind(&a.listen).map_err(|e| format!("bind {}: {e}", a.listen))?;
+    let listener =
+        server::bind(&a.mgmt_socket).map_err(|e| format!("{}: {e}", a.mgmt_socket.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    server::serve(listener, svc.clone(), stop).map_err(|e| e.to_string())?;
+    println!(
+        "listening {} management {}",
+        l.local_addr().map_err(|e| e.to_string())?,
+        a.mgmt_socket.display()
+    );
+    let _ = std::io::stdout().flush();
+    let rx = svc.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let line = match rx.receive_from(s) {
+                Ok(rev) => format!("committed revision {rev}"),
+                Err(e) => format!("receive failed: {e}"),
+            };
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+    });
+    let start = Instant::now();
+    let mut sched = Scheduler::new(jobs, 0);
+    loop {
+        let now = start.elapsed().as_secs();
+        for job in sched.poll_due(now).into_iter().cloned().collect::<Vec<_>>() {
+            let line = match svc.run_job(&job) {
+                Ok(Some(rev)) => format!("job {}: published and synced revision {rev}", job.name),
+                Ok(None) => format!("job {}: nothing to publish", job.name),
+                Err(e) => format!("job {} failed: {e}", job.name),
+            };
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+        let next = sched.poll_at().unwrap_or(now + 60);
+        let wait = next.saturating_sub(start.elapsed().as_secs()).max(1);
+        std::thread::sleep(Duration::from_secs(wait));
+    }
 }
 
 fn security(s: &Sec) -> Result<Security, String> {
@@ -161,6 +295,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Service(a) => service(a),
         Cmd::Status { root } => {
             let store = Store::open(&root, Role::Standby).map_err(|e| e.to_string())?;
             match store.current().map_err(|e| e.to_string())? {

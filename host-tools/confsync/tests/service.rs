@@ -1,0 +1,352 @@
+//! The configuration-sync service of two members over real sockets: the management API on a
+//! unix socket (driven with the API's client, as hactl does), sessions over loopback TCP.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ha_confsync::jobs::JobsConfig;
+use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
+use ha_confsync::store::{Role, Store};
+use ha_confsync::wire::Security;
+use ha_mgmt_api::client::{Client, ClientError};
+use ha_mgmt_api::server;
+use ha_mgmt_api::*;
+use ha_proto::keys::{KeySet, Keyring, Psk};
+use ha_proto::msg::Serial;
+
+const CLUSTER: u32 = 91;
+
+struct Member {
+    dir: tempfile::TempDir,
+    svc: Arc<Service>,
+    sock: PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Member {
+    fn store(&self, role: Role) -> Store {
+        Store::open(&self.dir.path().join("store"), role).unwrap()
+    }
+
+    fn call(&self, req: Request) -> Result<(Reply, Vec<Reply>), ClientError> {
+        let mut c = Client::connect(&self.sock, Duration::from_secs(30))?;
+        let mut streamed = Vec::new();
+        let r = c.call(&req, |r| streamed.push(r.clone()))?;
+        Ok((r, streamed))
+    }
+}
+
+/// Starts a member whose receiver listens on `listener` and whose peers are `peers`.
+fn member(serial: &str, role: Role, listener: TcpListener, peers: Vec<PeerAddr>) -> Member {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), Role::Standby).unwrap();
+    let svc = Arc::new(Service::new(
+        store,
+        ServiceConfig {
+            peers,
+            security: Security {
+                cluster_id: CLUSTER,
+                keyring: Keyring::new(KeySet::derive(&Psk([7; 32]), CLUSTER, 1)),
+                me: Serial::new(serial).unwrap(),
+                encrypt: false,
+            },
+            role: RoleSource::Fixed(role),
+            sync_on_publish: false,
+        },
+    ));
+    let sock = dir.path().join("confsync.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mgmt = server::serve(server::bind(&sock).unwrap(), svc.clone(), stop.clone()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (rx, st) = (svc.clone(), stop.clone());
+    let recv = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let _ = rx.receive_from(s);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Member {
+        dir,
+        svc,
+        sock,
+        stop,
+        threads: vec![mgmt, recv],
+    }
+}
+
+fn pair() -> (Member, Member) {
+    let la = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let a = member(
+        "SN-A",
+        Role::Active,
+        la,
+        vec![PeerAddr {
+            serial: "SN-B".into(),
+            addr: ab.to_string(),
+        }],
+    );
+    let b = member(
+        "SN-B",
+        Role::Standby,
+        lb,
+        vec![PeerAddr {
+            serial: "SN-A".into(),
+            addr: aa.to_string(),
+        }],
+    );
+    (a, b)
+}
+
+fn api_err(r: Result<(Reply, Vec<Reply>), ClientError>) -> ApiError {
+    match r {
+        Err(ClientError::Api(e)) => e,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn synctest(m: &Member) -> SynctestReport {
+    match m.call(Request::ConfigSynctest).unwrap().0 {
+        Reply::Synctest(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn publish_sync_synctest_and_diff_through_the_api() {
+    let (a, b) = pair();
+    let sa = a.store(Role::Active);
+    for i in 0..50 {
+        sa.write(
+            &format!("filter/r{i}.conf"),
+            format!("rule {i}\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    // Unpublished edits are local changes, not synced.
+    let st = synctest(&a);
+    assert_eq!(st.local_changes.len(), 50);
+
+    // The standby refuses to publish and to sync: read-only.
+    let e = api_err(b.call(Request::ConfigPublish { comment: None }));
+    assert_eq!(e.code, ErrorCode::Refused);
+    assert!(e.message.contains("read-only"), "{}", e.message);
+    let e = api_err(b.call(Request::ConfigSync { peer: None }));
+    assert_eq!(e.code, ErrorCode::Refused);
+
+    let (r, _) = a
+        .call(Request::ConfigPublish {
+            comment: Some("first".into()),
+        })
+        .unwrap();
+    assert_eq!(
+        r,
+        Reply::Published {
+            revision: 1,
+            files: 50
+        }
+    );
+    // Nothing to publish twice.
+    assert_eq!(
+        api_err(a.call(Request::ConfigPublish { comment: None })).code,
+        ErrorCode::Refused
+    );
+
+    // Before the first sync, the peer lacks everything.
+    let st = synctest(&a);
+    assert!(st.local_changes.is_empty());
+    assert_eq!(st.revision, 1);
+    assert_eq!(st.peers[0].state, SyncState::SyncProblem);
+    assert_eq!(st.peers[0].unsynchronized.len(), 50);
+
+    let (r, streamed) = a.call(Request::ConfigSync { peer: None }).unwrap();
+    let Reply::SyncDone(rep) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (rep.peer.as_str(), rep.revision, rep.files_sent),
+        ("SN-B", 1, 50)
+    );
+    assert!(streamed
+        .iter()
+        .any(|p| matches!(p, Reply::Progress(p) if p.phase == "transfer" && p.done_files == 50)));
+    assert_eq!(
+        b.store(Role::Standby).read("filter/r7.conf").unwrap(),
+        b"rule 7\n"
+    );
+
+    let st = synctest(&a);
+    assert_eq!(st.peers[0].state, SyncState::Synchronized, "{st:?}");
+    assert_eq!(st.peers[0].revision, 1);
+    assert!(st.peers[0].last_sync.is_some());
+
+    // An edit, published: the peer is behind on that one file, and diff shows it.
+    sa.write("filter/r7.conf", b"rule 7\nrule 7b\n").unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    let st = synctest(&a);
+    assert_eq!(st.peers[0].state, SyncState::SyncProblem);
+    assert_eq!(
+        st.peers[0].unsynchronized,
+        vec!["filter/r7.conf".to_string()]
+    );
+    let (r, _) = a
+        .call(Request::ConfigDiff {
+            path: "filter/r7.conf".into(),
+            peer: None,
+        })
+        .unwrap();
+    let Reply::Diff(d) = r else { panic!("{r:?}") };
+    assert_eq!(d.status, FileStatus::Differs);
+    let text = d.diff.expect("a line diff");
+    assert!(text.contains("+rule 7b"), "{text}");
+    assert_ne!(d.local_sha256, d.peer_sha256);
+    // Incremental: only the changed content travels.
+    let (r, _) = a
+        .call(Request::ConfigSync {
+            peer: Some("SN-B".into()),
+        })
+        .unwrap();
+    assert!(matches!(
+        r,
+        Reply::SyncDone(SyncReport {
+            files_sent: 1,
+            revision: 2,
+            ..
+        })
+    ));
+    let (r, _) = a
+        .call(Request::ConfigDiff {
+            path: "filter/r7.conf".into(),
+            peer: None,
+        })
+        .unwrap();
+    assert!(matches!(
+        r,
+        Reply::Diff(DiffReport {
+            status: FileStatus::Same,
+            ..
+        })
+    ));
+    // The standby's own view: in sync with the active.
+    let st = synctest(&b);
+    assert_eq!(st.revision, 2);
+    assert_eq!(st.peers[0].state, SyncState::Synchronized, "{st:?}");
+
+    // Bad requests are typed errors.
+    assert_eq!(
+        api_err(a.call(Request::ConfigDiff {
+            path: "../etc/passwd".into(),
+            peer: None
+        }))
+        .code,
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        api_err(a.call(Request::ConfigSync {
+            peer: Some("SN-Z".into())
+        }))
+        .code,
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn an_unreachable_peer_is_no_communication() {
+    // A port that nobody listens on: bind, learn it, close.
+    let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let a = member(
+        "SN-A",
+        Role::Active,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![PeerAddr {
+            serial: "SN-B".into(),
+            addr,
+        }],
+    );
+    a.store(Role::Active).write("x.conf", b"x").unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    let st = synctest(&a);
+    assert_eq!(st.peers[0].state, SyncState::NoCommunication);
+    let e = api_err(a.call(Request::ConfigSync { peer: None }));
+    assert_eq!(e.code, ErrorCode::Unreachable);
+    assert!(e.message.contains("SN-B"), "{}", e.message);
+}
+
+#[test]
+fn a_peer_with_its_own_newer_revision_is_a_collision() {
+    let (a, b) = pair();
+    // Both publish independently; B's number is higher.
+    let sb = b.store(Role::Active);
+    for i in 0..3 {
+        sb.write("own.conf", format!("{i}").as_bytes()).unwrap();
+        sb.publish(None).unwrap();
+    }
+    a.store(Role::Active).write("x.conf", b"x").unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    let st = synctest(&a);
+    assert_eq!(st.peers[0].state, SyncState::Collision, "{st:?}");
+    let e = api_err(a.call(Request::ConfigSync { peer: None }));
+    assert_eq!(e.code, ErrorCode::Refused, "{}", e.message);
+    assert!(e.message.contains("collision"), "{}", e.message);
+    // The peer's own revision is untouched.
+    assert_eq!(b.store(Role::Standby).read("own.conf").unwrap(), b"2");
+}
+
+#[test]
+fn a_periodic_job_publishes_only_its_paths_and_syncs_them() {
+    let (a, b) = pair();
+    let sa = a.store(Role::Active);
+    sa.write("dhcp/leases/lan0", b"lease 1\n").unwrap();
+    sa.write("filter/main.conf", b"v1\n").unwrap();
+    sa.publish(None).unwrap();
+    // The DHCP server renews a lease; the operator has an unpublished edit.
+    sa.write("dhcp/leases/lan0", b"lease 1\nlease 2\n").unwrap();
+    sa.write("filter/main.conf", b"v2 (draft)\n").unwrap();
+    let jobs = JobsConfig::default();
+    let dhcp = jobs.jobs.iter().find(|j| j.name == "dhcp-leases").unwrap();
+    assert_eq!(dhcp.every_s, 300);
+    assert_eq!(
+        jobs.jobs
+            .iter()
+            .find(|j| j.name == "certificates")
+            .unwrap()
+            .every_s,
+        3600
+    );
+    assert_eq!(a.svc.run_job(dhcp).unwrap(), Some(2));
+    let rb = b.store(Role::Standby);
+    assert_eq!(rb.read("dhcp/leases/lan0").unwrap(), b"lease 1\nlease 2\n");
+    // The operator's edit was neither published nor synced.
+    assert_eq!(rb.read("filter/main.conf").unwrap(), b"v1\n");
+    assert_eq!(sa.read("filter/main.conf").unwrap(), b"v1\n");
+    assert_eq!(
+        synctest(&a).local_changes,
+        vec!["filter/main.conf".to_string()]
+    );
+    // Nothing new: the job publishes nothing (and the peer stays in sync).
+    assert_eq!(a.svc.run_job(dhcp).unwrap(), None);
+    // On the standby a job does nothing.
+    assert_eq!(b.svc.run_job(dhcp).unwrap(), None);
+}
