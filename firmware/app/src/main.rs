@@ -12,13 +12,17 @@
 //! | `sensors`   | UART3: `SensorReport` → `on_hardware`                                 |
 //! | `led`       | status LED: steady, or blink (1 s on / 2 s off when passive)          |
 //!
-//! All tasks run in one thread-mode executor (`ha_board::executor`, sleeping with WFI); the agent sits in a `RefCell` that no task
-//! borrows across an `.await`.
+//! All tasks run in one thread-mode executor (`ha_board::executor`, sleeping with WFI); the
+//! agent sits in a `RefCell` that no task borrows across an `.await`. Modules: [`cfg`]
+//! (configuration block → agent configuration), [`hostlink`] (host-link codec), [`net`]
+//! (main link), [`serial`] (sending on the serial lines).
 #![no_std]
 #![no_main]
 
 mod cfg;
 mod hostlink;
+mod net;
+mod serial;
 
 use core::cell::RefCell;
 
@@ -28,28 +32,27 @@ use embassy_executor::Spawner;
 
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, Either};
-use embassy_net::udp::{PacketMetadata, UdpSocket};
-use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
-use embassy_time::{with_timeout, Duration, Instant, Timer};
+use embassy_time::{Instant, Timer};
 use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
-use ha_board::eth::{EthBuffers, Lan9118};
 use ha_board::executor::Executor;
 use ha_board::leds::Led;
 use ha_board::sensors::SensorBridge;
 use ha_board::uart::{UartRx, UartTx};
 use ha_hal::bridge::SensorKind;
 use ha_hal::led::StatusLed;
-use ha_hal::link::{send_frame, SerialFrameRx};
+use ha_hal::link::SerialFrameRx;
 use ha_hal::sensors::SensorSource;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::uart::MAX_ENCODED_LEN;
-use static_cell::{ConstStaticCell, StaticCell};
+use static_cell::StaticCell;
 
 use crate::hostlink::HostCodec;
+use crate::net::{start_net, PeerList, SharedSocket};
+use crate::serial::SerialOut;
 
 // The board reserves the block where the protocol says it is.
 const _: () =
@@ -66,79 +69,6 @@ pub const FW_DOMAINS: usize = 4;
 type FwAgent = Agent<FW_MEMBERS, FW_DOMAINS>;
 type SharedAgent = &'static RefCell<&'static mut FwAgent>;
 type SharedCodec = &'static RefCell<HostCodec>;
-
-/// The main link's UDP socket, shared by its receive task and the agent task.
-type SharedSocket = &'static UdpSocket<'static>;
-/// Where each peer listens on the main link.
-type PeerList = &'static [(Ipv4Address, u16)];
-
-/// Sockets of the network stack: the main HA link's UDP socket.
-const NET_SOCKETS: usize = 1;
-/// UDP buffers of the main link: one largest member frame (`MAX_FRAME_LEN`) plus room for
-/// a few heartbeats (about 150 bytes each) queued behind it.
-const UDP_BUF: usize = 2048;
-/// Datagrams queued each way.
-const UDP_PACKETS: usize = 8;
-
-/// Longest wait for a serial line to take one frame (a frame is about 1.5 KiB at most; QEMU
-/// moves it in well under a millisecond unless the other end stopped reading). Short, so a
-/// stalled line never delays the heartbeats of the fast profile (10 ms).
-const SERIAL_SEND_TIMEOUT: Duration = Duration::from_millis(5);
-/// After a timeout, frames for that line are dropped without waiting for this long.
-const SERIAL_STALL_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The sending side of a serial link that gives up instead of stalling the agent.
-struct SerialOut {
-    tx: UartTx,
-    name: &'static str,
-    /// Set while the line is stalled: until when frames are dropped without trying.
-    stalled_until: Option<Instant>,
-}
-
-impl SerialOut {
-    fn new(tx: UartTx, name: &'static str) -> Self {
-        Self {
-            tx,
-            name,
-            stalled_until: None,
-        }
-    }
-
-    /// Sends one frame (COBS-encoded through `scratch`), or drops it when the line does not
-    /// take it within [`SERIAL_SEND_TIMEOUT`] (the peer's decoder drops the partial frame at
-    /// the next delimiter) or is in its stall back-off.
-    async fn send(&mut self, frame: &[u8], scratch: &mut [u8]) {
-        if self.stalled_until.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        match with_timeout(
-            SERIAL_SEND_TIMEOUT,
-            send_frame(&mut self.tx, frame, scratch),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                if self.stalled_until.take().is_some() {
-                    info!("{=str} link: sending again", self.name);
-                }
-            }
-            Ok(Err(_)) => warn!(
-                "{=str} link: frame too long ({=usize} bytes)",
-                self.name,
-                frame.len()
-            ),
-            Err(_) => {
-                if self.stalled_until.is_none() {
-                    warn!(
-                        "{=str} link: stalled (the other end does not read), dropping frames",
-                        self.name
-                    );
-                }
-                self.stalled_until = Some(Instant::now() + SERIAL_STALL_BACKOFF);
-            }
-        }
-    }
-}
 
 /// Set by every input task after feeding the agent: the agent task drains the outputs.
 static INPUT: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -173,7 +103,7 @@ fn main() -> ! {
 }
 
 /// Why [`start`] gave up.
-enum StartError {
+pub(crate) enum StartError {
     /// The board was already taken.
     Board,
     /// No usable configuration.
@@ -239,7 +169,7 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
     let (backup_rx, backup_tx) = board.backup_uart.split();
     let (host_rx, host_tx) = board.host_uart.split();
     // Each task is spawned once, so its pool always has room.
-    if let Ok(t) = main_rx_task(agent, socket) {
+    if let Ok(t) = net::main_rx_task(agent, socket) {
         spawner.spawn(t);
     }
     if let Ok(t) = agent_task(agent, codec, socket, peers, backup_tx, host_tx) {
@@ -278,107 +208,6 @@ fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError
     match SLOT.uninit().write(Agent::new(config, now_ms(), epoch)) {
         Ok(a) => Ok(AGENT.init(RefCell::new(a))),
         Err(e) => Err(StartError::Agent(*e)),
-    }
-}
-
-/// Length of the network prefix shared by `me` and every address in `others`, at most /24
-/// (the members sit on one Ethernet segment; the block carries addresses, not a mask).
-fn shared_prefix(me: [u8; 4], others: impl Iterator<Item = [u8; 4]>) -> u8 {
-    let me = u32::from_be_bytes(me);
-    others
-        .map(|o| (me ^ u32::from_be_bytes(o)).leading_zeros() as u8)
-        .fold(24, u8::min)
-}
-
-#[inline(never)]
-/// Brings up the LAN9118 and embassy-net with the member's static address, binds the main
-/// link's UDP port and returns the socket and the peers' endpoints.
-fn start_net(
-    spawner: Spawner,
-    block: &ConfigBlock,
-    epoch: u32,
-) -> Result<(SharedSocket, PeerList), StartError> {
-    let own = block.own_link().ok_or(StartError::NoAddress)?;
-    let ip = own.ip;
-    // Locally administered MAC from the IPv4 address: unique on the segment, stable.
-    let mac = [0x02, 0x48, ip[0], ip[1], ip[2], ip[3]];
-    static ETH_BUFS: ConstStaticCell<EthBuffers> = ConstStaticCell::new(EthBuffers::new());
-    let driver = Lan9118::new(mac, ETH_BUFS.take()).map_err(StartError::Eth)?;
-    let prefix = shared_prefix(ip, block.peers().map(|p| p.main_link.ip));
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(ip[0], ip[1], ip[2], ip[3]), prefix),
-        gateway: None,
-        dns_servers: Default::default(),
-    });
-    static RESOURCES: ConstStaticCell<StackResources<NET_SOCKETS>> =
-        ConstStaticCell::new(StackResources::new());
-    let seed = (u64::from(epoch) << 32) | u64::from(u32::from_be_bytes(ip));
-    let (stack, runner) = embassy_net::new(driver, config, RESOURCES.take(), seed);
-    if let Ok(t) = net_task(runner) {
-        spawner.spawn(t);
-    }
-
-    static RX_META: ConstStaticCell<[PacketMetadata; UDP_PACKETS]> =
-        ConstStaticCell::new([PacketMetadata::EMPTY; UDP_PACKETS]);
-    static TX_META: ConstStaticCell<[PacketMetadata; UDP_PACKETS]> =
-        ConstStaticCell::new([PacketMetadata::EMPTY; UDP_PACKETS]);
-    static RX_BUF: ConstStaticCell<[u8; UDP_BUF]> = ConstStaticCell::new([0; UDP_BUF]);
-    static TX_BUF: ConstStaticCell<[u8; UDP_BUF]> = ConstStaticCell::new([0; UDP_BUF]);
-    let mut socket = UdpSocket::new(
-        stack,
-        RX_META.take(),
-        RX_BUF.take(),
-        TX_META.take(),
-        TX_BUF.take(),
-    );
-    socket.bind(own.port).map_err(|_| StartError::Bind)?;
-    static SOCKET: StaticCell<UdpSocket<'static>> = StaticCell::new();
-    let socket: SharedSocket = SOCKET.init(socket);
-
-    static PEERS: StaticCell<heapless::Vec<(Ipv4Address, u16), { ha_proto::msg::MAX_MEMBERS }>> =
-        StaticCell::new();
-    let peers = PEERS.init(
-        block
-            .peers()
-            .map(|p| {
-                let a = p.main_link.ip;
-                (Ipv4Address::new(a[0], a[1], a[2], a[3]), p.main_link.port)
-            })
-            .collect(),
-    );
-    info!(
-        "main link: {=u8}.{=u8}.{=u8}.{=u8}/{=u8} port {=u16}, {=usize} peers",
-        ip[0],
-        ip[1],
-        ip[2],
-        ip[3],
-        prefix,
-        own.port,
-        peers.len()
-    );
-    Ok((socket, peers))
-}
-
-/// Runs the network stack.
-#[embassy_executor::task]
-async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
-    runner.run().await
-}
-
-/// The main HA link: member frames in UDP datagrams.
-#[embassy_executor::task]
-async fn main_rx_task(agent: SharedAgent, socket: SharedSocket) {
-    let mut buf = [0u8; MAX_FRAME_LEN];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, _from)) => {
-                if let Some(frame) = buf.get_mut(..n) {
-                    agent.borrow_mut().on_frame(now_ms(), LinkId::MAIN, frame);
-                    INPUT.signal(());
-                }
-            }
-            Err(_) => warn!("main link: datagram larger than a frame dropped"),
-        }
     }
 }
 
