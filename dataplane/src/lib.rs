@@ -51,6 +51,19 @@ use sync::ItemKey;
 /// How often idle connections and expectations are swept.
 pub const EXPIRE_EVERY_MS: Millis = 1_000;
 
+/// See [`Dataplane::swap_readiness`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapReadiness {
+    /// The resync is complete: swap.
+    Ready,
+    /// Still receiving.
+    Waiting,
+    /// Not complete within the bound.
+    TimedOut,
+    /// No peer is heard (nothing to wait for).
+    NoPeer,
+}
+
 /// Connection table, filter and sync engine of one member.
 #[derive(Debug)]
 pub struct Dataplane {
@@ -199,6 +212,27 @@ impl Dataplane {
     /// State of a resync request.
     pub fn resync_status(&self, id: u32) -> ResyncStatus {
         self.engine.resync_status(id)
+    }
+
+    /// Whether a planned swap may proceed, given resync request `id` made at `asked_at`:
+    /// [`SwapReadiness::Waiting`] until the bulk is complete, [`SwapReadiness::TimedOut`]
+    /// once `bound` has passed (the caller then swaps anyway or aborts, and reports it; the
+    /// engine keeps retrying and reports [`SyncEvent::BulkStalled`]).
+    pub fn swap_readiness(
+        &self,
+        id: u32,
+        asked_at: Instant,
+        now: Instant,
+        bound: std::time::Duration,
+    ) -> SwapReadiness {
+        match self.engine.resync_status(id) {
+            ResyncStatus::Done => SwapReadiness::Ready,
+            ResyncStatus::NoPeer => SwapReadiness::NoPeer,
+            ResyncStatus::Pending if now.saturating_duration_since(asked_at) >= bound => {
+                SwapReadiness::TimedOut
+            }
+            ResyncStatus::Pending => SwapReadiness::Waiting,
+        }
     }
 
     /// The tables.

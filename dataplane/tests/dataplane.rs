@@ -1,0 +1,132 @@
+//! The [`Dataplane`] facade as the daemon drives it: two members, a planned swap with a
+//! resync, then traffic of the old active's connections on the new active.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ha_dataplane::filter::{tcp, DropReason, Packet, Policy, Verdict};
+use ha_dataplane::sync::SyncConfig;
+use ha_dataplane::{Dataplane, SwapReadiness};
+use ha_proto::keys::{KeySet, Psk};
+use ha_proto::msg::Serial;
+
+fn member(me: u8, t0: Instant) -> Dataplane {
+    let keys = KeySet::derive(&Psk([3; 32]), 77, 1);
+    Dataplane::new(
+        SyncConfig::new(77, Serial([me; 16]), u32::from(me), keys),
+        Policy::allow_all(),
+        t0,
+    )
+}
+
+fn pkt(i: u8, from_client: bool, flags: u8) -> Packet {
+    let c = IpAddr::V4(Ipv4Addr::new(10, 1, 0, i));
+    let s = IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1));
+    let (src, dst, sport, dport) = if from_client {
+        (c, s, 40_000, 80)
+    } else {
+        (s, c, 80, 40_000)
+    };
+    Packet {
+        zone: 0,
+        ingress: u16::from(!from_client),
+        proto: 6,
+        src,
+        dst,
+        sport,
+        dport,
+        flags,
+        len: 60,
+        local: false,
+    }
+}
+
+/// Exchanges datagrams for `ms` milliseconds (1 ms steps), `cut` drops A→B.
+fn run(a: &mut Dataplane, b: &mut Dataplane, t0: Instant, from: u64, ms: u64, cut: bool) {
+    for step in from..from + ms {
+        let now = t0 + Duration::from_millis(step);
+        for d in a.poll_transmit(now) {
+            if !cut {
+                b.on_datagram(&d, now);
+            }
+        }
+        for d in b.poll_transmit(now) {
+            a.on_datagram(&d, now);
+        }
+    }
+}
+
+#[test]
+fn planned_swap_waits_for_resync_then_connections_pass_on_the_new_active() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (member(1, t0), member(2, t0));
+    a.set_role(true, t0);
+    for i in 1..=50 {
+        assert!(a.check(&pkt(i, true, tcp::SYN), true, t0).forwards());
+        assert_eq!(
+            a.check(&pkt(i, false, tcp::SYN | tcp::ACK), true, t0),
+            Verdict::Pass
+        );
+        assert_eq!(a.check(&pkt(i, true, tcp::ACK), true, t0), Verdict::Pass);
+    }
+    run(&mut a, &mut b, t0, 0, 200, false);
+    // The passive does not forward, even known connections.
+    let now = t0 + Duration::from_millis(200);
+    assert_eq!(
+        b.check(&pkt(1, true, tcp::ACK), true, now),
+        Verdict::Drop(DropReason::NotActive)
+    );
+    // Planned swap: B asks for a resync and waits (bounded).
+    let id = b.request_resync(now).expect("peer heard");
+    let bound = Duration::from_secs(2);
+    assert_eq!(
+        b.swap_readiness(id, now, now, bound),
+        SwapReadiness::Waiting
+    );
+    run(&mut a, &mut b, t0, 200, 100, false);
+    let later = t0 + Duration::from_millis(300);
+    assert_eq!(
+        b.swap_readiness(id, now, later, bound),
+        SwapReadiness::Ready
+    );
+    a.set_role(false, later);
+    b.set_role(true, later);
+    for i in 1..=50 {
+        assert_eq!(
+            b.check(&pkt(i, true, tcp::ACK), false, later),
+            Verdict::Pass
+        );
+        assert_eq!(
+            b.check(&pkt(i, false, tcp::ACK), false, later),
+            Verdict::Pass
+        );
+    }
+    // Unknown mid-stream traffic is still dropped.
+    assert_eq!(
+        b.check(&pkt(99, true, tcp::ACK), true, later),
+        Verdict::Drop(DropReason::NotSyn)
+    );
+}
+
+#[test]
+fn swap_wait_is_bounded_when_the_bulk_cannot_arrive() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (member(1, t0), member(2, t0));
+    a.set_role(true, t0);
+    run(&mut a, &mut b, t0, 0, 100, false);
+    let asked = t0 + Duration::from_millis(100);
+    let id = b.request_resync(asked).expect("peer heard");
+    run(&mut a, &mut b, t0, 100, 1_500, true);
+    let now = t0 + Duration::from_millis(1_600);
+    assert_eq!(
+        b.swap_readiness(id, asked, now, Duration::from_secs(1)),
+        SwapReadiness::TimedOut
+    );
+    let events = b.poll_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ha_dataplane::SyncEvent::BulkStalled { .. })),
+        "{events:?}"
+    );
+}
