@@ -27,12 +27,17 @@ use crate::packetio::{Core, Senders};
 /// loses one the controller still had.
 pub const EVENTS_MAX: usize = 4096;
 /// How long a probe of a peer waits for an echo reply before answering "not alive".
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
 /// Echo requests are repeated this often during a probe (a lost packet is not a dead peer).
-pub const PROBE_RESEND: Duration = Duration::from_millis(100);
+pub const PROBE_RESEND: Duration = Duration::from_millis(50);
 /// Extra gratuitous ARPs after a takeover, counted from it (switches and hosts that missed
 /// the first one).
-pub const GARP_REPEATS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
+pub const GARP_REPEATS: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(150),
+    Duration::from_millis(400),
+    Duration::from_millis(1000),
+];
 /// Granularity of the loop: the host-link wait between two housekeeping rounds.
 pub const TICK: Duration = Duration::from_millis(10);
 

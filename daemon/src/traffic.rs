@@ -110,6 +110,9 @@ pub struct Report {
     /// Longest pause in delivered data since the last mark, over the surviving connections,
     /// ms.
     pub gap_ms: u64,
+    /// Median over the surviving connections of their longest pause since the last mark, ms.
+    #[serde(default)]
+    pub gap_p50_ms: u64,
     /// Echoed messages since the start.
     pub messages: u64,
     /// Why the first failed connection failed.
@@ -198,16 +201,19 @@ impl Client {
             .conns
             .iter()
             .filter(|c| c.error.is_none() && c.rx_after_mark);
-        let survived = ok.clone().count();
-        let gap = ok
+        let mut gaps: Vec<Duration> = ok
             .map(|c| c.max_gap.max(now.duration_since(c.last_rx)))
-            .max()
-            .unwrap_or(Duration::ZERO);
+            .collect();
+        gaps.sort();
+        let survived = gaps.len();
+        let gap = gaps.last().copied().unwrap_or(Duration::ZERO);
+        let p50 = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::ZERO);
         Report {
             connections: self.conns.len(),
             survived,
             failed: failed.len(),
             gap_ms: u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
+            gap_p50_ms: u64::try_from(p50.as_millis()).unwrap_or(u64::MAX),
             messages: self.messages,
             first_error: failed.first().and_then(|c| c.error.clone()),
         }

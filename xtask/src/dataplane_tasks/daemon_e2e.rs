@@ -255,6 +255,10 @@ impl Load {
         if let Some(e) = v["first_error"].as_str() {
             eprintln!("e2e: first failed connection: {e}");
         }
+        println!(
+            "e2e: median of the connections' longest pause: {} ms",
+            g("gap_p50_ms")
+        );
         Ok((g("survived"), g("connections"), g("gap_ms"), g("failed")))
     }
 }
@@ -669,7 +673,8 @@ sync = "10.9.0.{hathem}"
     env.kill(&format!("daemon-{m}"));
     env.kill(&format!("controller-{m}"));
     let survivor = 1 - active;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(20);
     while mode(&socks[survivor]).as_deref() != Some("active") {
         if Instant::now() > deadline {
             return Err(format!(
@@ -679,6 +684,11 @@ sync = "10.9.0.{hathem}"
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    println!(
+        "e2e: {} reports active {} ms after the kill",
+        serials[survivor],
+        killed_at.elapsed().as_millis()
+    );
     std::thread::sleep(Duration::from_secs(8));
     let (sv2, n2, gap2, _) = load.report()?;
     load.cmd("stop")?;
