@@ -200,8 +200,8 @@ fn load_block() -> Result<ConfigBlock, StartError> {
 
 #[inline(never)]
 fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError> {
-    // The agent (about 11 KiB) is built straight into its static: only the result slot is
-    // static, the RefCell holds a reference to it.
+    // The agent (about 8 KiB) lives in a static result slot and the RefCell holds a
+    // reference to it, so it is not moved (copied through the stack) once more.
     static SLOT: StaticCell<Result<FwAgent, ha_agent::ConfigError>> = StaticCell::new();
     static AGENT: StaticCell<RefCell<&'static mut FwAgent>> = StaticCell::new();
     let config = cfg::agent_config(block).map_err(StartError::Config)?;
@@ -237,21 +237,23 @@ async fn agent_task(
                     backup.send(&bytes, &mut scratch).await;
                 }
                 Output::Send { bytes, .. } => {
+                    let mut dropped = false;
                     for &(ip, port) in peers {
                         // Never wait for queue space: while a peer's address does not resolve
                         // (it is down), its frames fill the socket's queue; the agent must go
                         // on with its other links and peers.
                         match poll_once(socket.send_to(&bytes, (ip, port))) {
-                            Poll::Ready(Ok(())) => main_full = false,
+                            Poll::Ready(Ok(())) => {}
                             Poll::Ready(Err(_)) => warn!("main link: frame not sendable"),
-                            Poll::Pending => {
-                                if !main_full {
-                                    warn!("main link: send queue full, dropping frames (peer address not resolved?)");
-                                }
-                                main_full = true;
-                            }
+                            Poll::Pending => dropped = true,
                         }
                     }
+                    if dropped && !main_full {
+                        warn!("main link: send queue full, dropping frames (peer address not resolved?)");
+                    } else if !dropped && main_full {
+                        info!("main link: sending again");
+                    }
+                    main_full = dropped;
                 }
                 Output::Host(msg) => {
                     let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
