@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod provision;
 pub mod pskfile;
 pub mod render;
+pub mod rotation;
 pub mod strength;
 
 pub use exit::{Code, Failure};

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use ha_mgmt_api::{Reply, Request};
 use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
-use hactl::{inspect, provision, pskfile, render, strength};
+use hactl::{inspect, provision, pskfile, render, rotation, strength};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
 3 refused input (weak passphrase, invalid value, existing file, refused by the daemon), \
@@ -196,6 +196,11 @@ enum PskCmd {
         /// Key id of the new key (must differ from the current one).
         #[arg(long)]
         key_id: u8,
+        /// The management socket of one member's daemon; repeat for every member of the
+        /// cluster (default: --socket alone, for a cluster of one member). Every member must
+        /// be listed: each phase is confirmed by all of them before the next starts.
+        #[arg(long = "member-socket")]
+        member_sockets: Vec<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -447,11 +452,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Psk(PskCmd::Rotate {
             psk_file,
             key_id,
+            member_sockets,
             json,
         }) => {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
-            live(socket, Request::PskRotate { psk_file, key_id }, json, human).map(drop)
+            let sockets = if member_sockets.is_empty() {
+                vec![socket.clone()]
+            } else {
+                member_sockets
+            };
+            psk_rotate(&sockets, psk_file, key_id, json)
         }
         Cmd::Psk(PskCmd::Status { json }) => {
             live(socket, Request::PskRotateStatus, json, human).map(drop)
@@ -562,6 +573,97 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// One member's daemon, for the rollover driver.
+struct SocketMember {
+    path: PathBuf,
+    psk_file: String,
+}
+
+impl SocketMember {
+    fn call(&self, req: &Request) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
+        let mut c = Client::connect(&self.path).map_err(|f| f.message)?;
+        match c.call(req, |_| {}).map_err(|f| f.message)? {
+            Reply::Rotate(r) => Ok(r),
+            _ => Err(format!("{}: not a rotation report", self.path.display())),
+        }
+    }
+}
+
+impl rotation::RotatingMember for SocketMember {
+    fn status(&mut self) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
+        self.call(&Request::PskRotateStatus)
+    }
+
+    fn step(&mut self, key_id: u8) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
+        self.call(&Request::PskRotate {
+            psk_file: self.psk_file.clone(),
+            key_id,
+        })
+    }
+}
+
+/// `hactl psk rotate`: the whole rollover over every member's daemon, in the order of
+/// [`rotation::Rollover`] (every member accepts the new key, then every member seals with it,
+/// then every member retires the old one).
+fn psk_rotate(sockets: &[PathBuf], psk_file: String, key_id: u8, json: bool) -> Result<()> {
+    // Every member must take part, or the ones left out would lose the others' frames.
+    let first = sockets
+        .first()
+        .ok_or_else(|| Failure::new(Code::Refused, "no member socket"))?;
+    let mut c = Client::connect(first)?;
+    if let Reply::Info(i) = c.call(&Request::Info { verbose: false }, |_| {})? {
+        if i.members.len() != sockets.len() {
+            return Err(Failure::new(
+                Code::Refused,
+                format!(
+                    "the cluster has {} members but {} management socket(s) were given; \
+                     list every member with --member-socket",
+                    i.members.len(),
+                    sockets.len()
+                ),
+            ));
+        }
+    }
+    let mut members: Vec<SocketMember> = sockets
+        .iter()
+        .map(|p| SocketMember {
+            path: p.clone(),
+            psk_file: psk_file.clone(),
+        })
+        .collect();
+    let steps = rotation::rotate(&mut members, key_id, |m, step| {
+        let line = serde_json::json!({
+            "type": "rotation_step",
+            "member": sockets[m].display().to_string(),
+            "step": format!("{step:?}").to_lowercase(),
+        });
+        if json {
+            println!("{line}");
+        } else {
+            println!("{}: {step:?}", sockets[m].display());
+        }
+    })
+    .map_err(|e| {
+        let code = match e {
+            rotation::RotationError::Member { .. } => Code::Failed,
+            _ => Code::Refused,
+        };
+        Failure::new(code, format!("PSK rotation stopped: {e}"))
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "rotation_done", "key_id": key_id, "members": steps.len()})
+        );
+    } else {
+        println!(
+            "every member ({}) now seals with and accepts only key id {key_id}",
+            steps.len()
+        );
+    }
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

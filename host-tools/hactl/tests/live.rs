@@ -485,43 +485,167 @@ fn new_key(dir: &Path) -> PathBuf {
     key
 }
 
+/// One member of a fake two-member cluster for `psk rotate`: it keeps its controller's key
+/// state (sealing, accepted) and takes one step per `psk_rotate` exactly as ha-daemon does;
+/// after every step the cluster checks that every member's sealing key is accepted by all.
+struct KeyMember {
+    index: usize,
+    cluster: Arc<Mutex<KeyCluster>>,
+}
+
+#[derive(Default)]
+struct KeyCluster {
+    keys: Vec<(u8, Vec<u8>)>,
+    broken_after_step: u32,
+    files: Vec<String>,
+}
+
+impl KeyMember {
+    fn report(&self, c: &KeyCluster) -> Reply {
+        let (sealing, accepted) = &c.keys[self.index];
+        Reply::Rotate(RotateReport {
+            phase: "idle".into(),
+            sealing_key_id: *sealing,
+            previous_key_id: accepted.iter().copied().find(|k| k != sealing),
+            confirmed: vec![format!("SN-{}", self.index)],
+            pending: vec![],
+        })
+    }
+}
+
+impl Backend for KeyMember {
+    fn info(&self, _verbose: bool) -> Reply {
+        match daemon(&Request::Info { verbose: false }).pop() {
+            Some(r) => r,
+            None => Reply::EndOfEvents,
+        }
+    }
+    fn psk_rotate_status(&self) -> Reply {
+        self.report(&self.cluster.lock().unwrap())
+    }
+    fn psk_rotate(&self, psk_file: String, key_id: u8) -> Reply {
+        let mut c = self.cluster.lock().unwrap();
+        c.files.push(psk_file);
+        let (sealing, accepted) = &mut c.keys[self.index];
+        if !accepted.contains(&key_id) {
+            accepted.retain(|k| k == sealing);
+            accepted.push(key_id);
+        } else if *sealing != key_id {
+            *sealing = key_id;
+        } else {
+            accepted.retain(|k| *k == key_id);
+        }
+        let whole = c
+            .keys
+            .iter()
+            .all(|(s, _)| c.keys.iter().all(|(_, acc)| acc.contains(s)));
+        if !whole {
+            c.broken_after_step += 1;
+        }
+        self.report(&c)
+    }
+}
+
 #[test]
-fn psk_rotate_sends_the_file_path_never_the_key() {
-    let d = FakeDaemon::start(daemon);
+fn psk_rotate_runs_the_rollover_on_every_member_and_never_sends_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = new_key(dir.path());
-    let o = d.hactl(&[
+    let cluster = Arc::new(Mutex::new(KeyCluster {
+        keys: vec![(1, vec![1]); 2],
+        ..Default::default()
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut socks = Vec::new();
+    let mut threads = Vec::new();
+    for index in 0..2 {
+        let p = dir.path().join(format!("m{index}.sock"));
+        let l = server::bind(&p).unwrap();
+        let b = Arc::new(KeyMember {
+            index,
+            cluster: cluster.clone(),
+        });
+        threads.push(server::serve(l, b, stop.clone()).unwrap());
+        socks.push(p.to_str().unwrap().to_string());
+    }
+    let rotate = |extra: &[&str]| {
+        let mut a = vec![
+            "psk",
+            "rotate",
+            "--psk-file",
+            key.to_str().unwrap(),
+            "--key-id",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    // Leaving a member out is refused before anything changes.
+    let o = rotate(&["--socket", &socks[0]]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cluster has 2 members"));
+    assert_eq!(cluster.lock().unwrap().keys, vec![(1, vec![1]); 2]);
+
+    let o = rotate(&["--member-socket", &socks[0], "--member-socket", &socks[1]]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains("only key id 2"), "{out}");
+    {
+        let c = cluster.lock().unwrap();
+        assert_eq!(c.keys, vec![(2, vec![2]); 2]);
+        assert_eq!(c.broken_after_step, 0, "a step left a frame unaccepted");
+        assert_eq!(c.files.len(), 6);
+        for f in &c.files {
+            assert_eq!(Path::new(f), std::fs::canonicalize(&key).unwrap());
+        }
+    }
+    assert_no_key("psk rotate", &all_output(&o), &key_bytes(&key));
+
+    // Again to key id 3, with --json: every line parses.
+    let o = run(&[
         "psk",
         "rotate",
         "--psk-file",
         key.to_str().unwrap(),
         "--key-id",
-        "2",
+        "3",
+        "--json",
+        "--member-socket",
+        &socks[0],
+        "--member-socket",
+        &socks[1],
     ]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    assert!(stdout(&o).contains("rotation done: sealing key id 2"));
-    match d.last() {
-        Request::PskRotate { psk_file, key_id } => {
-            assert_eq!(key_id, 2);
-            assert_eq!(Path::new(&psk_file), std::fs::canonicalize(&key).unwrap());
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_no_key("psk rotate", &all_output(&o), &key_bytes(&key));
-    let o = d.hactl(&["psk", "status", "--json"]);
-    assert_eq!(json(&o)["phase"], "idle");
-    // A missing key file is refused before the daemon is asked.
-    let before = d.requests.lock().unwrap().len();
-    let o = d.hactl(&[
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    assert_eq!(lines[6]["type"], "rotation_done");
+    assert_eq!(cluster.lock().unwrap().broken_after_step, 0);
+    assert_no_key("psk rotate --json", &all_output(&o), &key_bytes(&key));
+
+    // Status of one member, as JSON.
+    let o = run(&["--socket", &socks[1], "psk", "status", "--json"]);
+    assert_eq!(json(&o)["sealing_key_id"], 3);
+
+    // A missing key file is refused before any daemon is asked.
+    let before = cluster.lock().unwrap().files.len();
+    let o = run(&[
+        "--socket",
+        &socks[0],
         "psk",
         "rotate",
         "--psk-file",
         "/nonexistent",
         "--key-id",
-        "3",
+        "4",
     ]);
     assert_eq!(o.status.code(), Some(4));
-    assert_eq!(d.requests.lock().unwrap().len(), before);
+    assert_eq!(cluster.lock().unwrap().files.len(), before);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
 }
 
 #[test]
