@@ -10,9 +10,8 @@
 //! Last line: `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>`.
 //! Options: `--connections N` (default 1,000,000).
 
-use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use ha_dataplane::sync::{ItemKey, Record, ResyncStatus, SyncConfig, SyncEngine};
 use ha_dataplane::tables::{proto, ConnEntry, ConnKey, ConnState, Millis, Tables, TcpState};
 use ha_proto::keys::{KeySet, Psk};
 use ha_proto::msg::Serial;
+use nix::sys::socket::{recv, MsgFlags};
 
 const CLUSTER: u32 = 0x0b0b_0001;
 /// Offered rate of the lag phase.
@@ -84,8 +84,17 @@ fn socket() -> std::io::Result<UdpSocket> {
             };
         }
     }
-    s.set_nonblocking(true)?;
+    s.set_read_timeout(Some(Duration::from_micros(500)))?;
     Ok(s)
+}
+
+/// User + system CPU seconds of this process (all threads).
+fn cpu_secs() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
 }
 
 fn cfg(me: u8, epoch: u32) -> SyncConfig {
@@ -102,20 +111,24 @@ struct Side {
 }
 
 impl Side {
-    /// Receives everything waiting, then sends what the engine has; true if anything came.
-    fn pump(&mut self, base: Instant, observe: &mut dyn FnMut(&Record)) -> bool {
+    /// Receives everything waiting (first waiting up to the socket's read timeout when
+    /// `block`), then sends what the engine has; true if anything came.
+    fn pump(&mut self, base: Instant, observe: &mut dyn FnMut(&Record), block: bool) -> bool {
         let mut got = false;
-        loop {
-            match self.sock.recv_from(&mut self.buf) {
-                Ok((n, _)) => {
-                    got = true;
-                    let now = base.elapsed().as_millis() as Millis;
-                    self.e
-                        .on_datagram_observe(&mut self.t, &self.buf[..n], now, observe);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break,
+        if block {
+            if let Ok(n) = self.sock.recv(&mut self.buf) {
+                got = true;
+                let now = base.elapsed().as_millis() as Millis;
+                self.e
+                    .on_datagram_observe(&mut self.t, &self.buf[..n], now, observe);
             }
+        }
+        // Then everything already queued, without waiting.
+        while let Ok(n) = recv(self.sock.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+            got = true;
+            let now = base.elapsed().as_millis() as Millis;
+            self.e
+                .on_datagram_observe(&mut self.t, &self.buf[..n], now, observe);
         }
         let now = base.elapsed().as_millis() as Millis;
         for d in self.e.poll_transmit(&self.t, now) {
@@ -203,7 +216,7 @@ fn run(n: u32) -> Result<(), String> {
                     }
                 }
             };
-            let got = b.pump(base, &mut observe);
+            b.pump(base, &mut observe, true);
             if sh.resync.load(Ordering::Relaxed) == 1 && resync.is_none() {
                 let now = base.elapsed().as_millis() as Millis;
                 if let Some(id) = b.e.request_resync(now) {
@@ -219,9 +232,6 @@ fn run(n: u32) -> Result<(), String> {
                     sh.resync.store(3, Ordering::Relaxed);
                 }
             }
-            if !got {
-                std::thread::sleep(Duration::from_micros(50));
-            }
         }
         (lags, b.t.conn_count())
     });
@@ -229,17 +239,17 @@ fn run(n: u32) -> Result<(), String> {
     // Meet the peer (initial empty bulk both ways).
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(a.e.peer_up() && !a.e.awaiting_bulk() && a.e.backlog() == (0, 0)) {
-        a.pump(base, &mut |_| {});
-        std::thread::sleep(Duration::from_micros(200));
+        a.pump(base, &mut |_| {}, true);
         if Instant::now() > deadline {
             return Err("peer not found over loopback in 10 s".into());
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    a.pump(base, &mut |_| {});
+    a.pump(base, &mut |_| {}, false);
 
     // 1. Throughput: n creations then n state changes.
     let total = 2 * n as u64;
+    let cpu0 = cpu_secs();
     let t0 = Instant::now();
     let mut made: u64 = 0;
     let deadline = t0 + Duration::from_secs(120);
@@ -262,9 +272,9 @@ fn run(n: u32) -> Result<(), String> {
                 made += 1;
             }
         }
-        if !a.pump(base, &mut |_| {}) && made >= total {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        // Wait for acknowledgements only when there is nothing to make.
+        let window_full = a.e.backlog().1 >= a.e.window();
+        a.pump(base, &mut |_| {}, made >= total || window_full);
         if Instant::now() > deadline {
             return Err(format!(
                 "throughput phase: {} of {total} applied after 120 s",
@@ -273,20 +283,21 @@ fn run(n: u32) -> Result<(), String> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let ups = (total as f64 / secs) as u64;
     println!(
-        "sync: throughput {total} updates ({n} creations + {n} state changes) in {:.3} s: {ups} updates/s; sender retransmits {}",
+        "sync: throughput {total} updates ({n} creations + {n} state changes) in {:.3} s: {ups} updates/s; sender retransmits {}; CPU (both threads, user+sys) {:.3} s = {:.2} us per update",
         secs,
-        a.e.stats().retransmits
+        a.e.stats().retransmits,
+        cpu,
+        cpu * 1e6 / total as f64
     );
 
     // 2. Bulk: the receiver asks for a full resync of the sender's n connections.
     shared.resync.store(1, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(60);
     while shared.resync.load(Ordering::Relaxed) != 3 {
-        if !a.pump(base, &mut |_| {}) {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        a.pump(base, &mut |_| {}, true);
         if Instant::now() > deadline {
             return Err("bulk phase: not complete after 60 s".into());
         }
@@ -315,13 +326,11 @@ fn run(n: u32) -> Result<(), String> {
             a.e.changed(ItemKey::Conn(k));
             made += 1;
         }
-        a.pump(base, &mut |_| {});
-        std::thread::sleep(Duration::from_micros(100));
+        a.pump(base, &mut |_| {}, true);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.e.backlog() != (0, 0) && Instant::now() < deadline {
-        a.pump(base, &mut |_| {});
-        std::thread::sleep(Duration::from_micros(100));
+        a.pump(base, &mut |_| {}, true);
     }
     std::thread::sleep(Duration::from_millis(100));
     shared.stop.store(true, Ordering::Relaxed);

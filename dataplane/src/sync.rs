@@ -433,6 +433,11 @@ impl SyncEngine {
         )
     }
 
+    /// Data frames in flight at most (the configured window).
+    pub fn window(&self) -> usize {
+        self.cfg.window
+    }
+
     /// Whether a bulk synchronization this member asked for has not completed yet.
     pub fn awaiting_bulk(&self) -> bool {
         self.awaiting.is_some()
