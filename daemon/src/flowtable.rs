@@ -1,10 +1,10 @@
-//! The daemon's own connection table and state sync, used while the dataplane crate's table
-//! and engine are not available in this tree. Deliberately small: a flow per connection
-//! (both directions), idle timeouts, and a sync of creations and deletions in sealed frames
-//! (channel `StateSync`), with a full resend whenever the peer (re)starts and every
-//! [`REFRESH_PERIOD`] from the active. A lost update is repaired by the next refresh, not
-//! retransmitted; the dataplane crate's engine acknowledges and retransmits (see
-//! `docs/daemon.md`).
+//! The daemon's own small connection table and state sync (`table = "builtin"`), written
+//! while the dataplane crate was not yet available and kept as a dependency-free fallback; the
+//! default is the dataplane crate ([`crate::dp`]). Deliberately small: a flow per connection
+//! (both directions) without protocol state, idle timeouts, and a sync of creations and
+//! deletions in sealed frames (channel `StateSync`): acknowledged and retransmitted, a full
+//! resend whenever the peer (re)starts and every [`REFRESH_PERIOD`] from the active, activation
+//! in constant time (see `docs/daemon.md`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
