@@ -14,5 +14,6 @@ pub mod pskfile;
 pub mod render;
 pub mod rotation;
 pub mod strength;
+pub mod update;
 
 pub use exit::{Code, Failure};

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use ha_mgmt_api::{Reply, Request};
 use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
-use hactl::{inspect, provision, pskfile, render, rotation, strength};
+use hactl::{inspect, provision, pskfile, render, rotation, strength, update};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
 3 refused input (weak passphrase, invalid value, existing file, refused by the daemon), \
@@ -121,6 +121,30 @@ enum Cmd {
         /// Firmware image.
         #[arg(long)]
         image: PathBuf,
+        /// A member as SERIAL=SOCKET (its daemon's management socket); repeat for each.
+        /// With --install, hactl runs the rolling update itself; without, the daemon at
+        /// --socket is asked to.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// Program that installs the image on one member and returns once it restarted:
+        /// run as `PROGRAM SERIAL IMAGE` (no shell).
+        #[arg(long)]
+        install: Option<PathBuf>,
+        /// Firmware version the image reports; a member has rejoined once it shows it.
+        #[arg(long)]
+        expect_version: Option<String>,
+        /// Longest wait for a member to rejoin or take over, seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        /// Interval between status polls while waiting, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+        /// Consecutive polls a member must look healthy before the next step.
+        #[arg(long, default_value_t = 3)]
+        settle_polls: u32,
+        /// Machine-readable progress (one JSON object per line).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -445,9 +469,83 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Cluster(ClusterCmd::Remove { serial }) => {
             live(socket, Request::ClusterRemove { serial }, false, human).map(drop)
         }
-        Cmd::Update { image } => {
+        Cmd::Update {
+            image,
+            members,
+            install,
+            expect_version,
+            timeout_s,
+            poll_ms,
+            settle_polls,
+            json,
+        } => {
             let image = absolute(&image)?;
-            live(socket, Request::Update { image }, false, human).map(drop)
+            let Some(install) = install else {
+                return live(socket, Request::Update { image }, false, human).map(drop);
+            };
+            let mut sockets = Vec::new();
+            for m in &members {
+                let (serial, path) = m.split_once('=').ok_or_else(|| {
+                    Failure::new(
+                        Code::Refused,
+                        format!("--member {m:?}: expected SERIAL=SOCKET"),
+                    )
+                })?;
+                sockets.push((serial.to_string(), PathBuf::from(path)));
+            }
+            if sockets.len() < 2 {
+                return Err(Failure::new(
+                    Code::Refused,
+                    "a rolling update needs every member as --member SERIAL=SOCKET (at least two)",
+                ));
+            }
+            let poll = std::time::Duration::from_millis(poll_ms.max(10));
+            let mut cluster = SocketCluster {
+                sockets,
+                install,
+                image,
+                poll,
+            };
+            let max_polls = (timeout_s.saturating_mul(1000) / poll_ms.max(10)).max(1) as u32;
+            let done = update::run(
+                &mut cluster,
+                expect_version.as_deref(),
+                max_polls,
+                settle_polls,
+                |a| {
+                    if json {
+                        let (step, serial) = match a {
+                            update::Action::Install(s) => ("install", s),
+                            update::Action::WaitRejoin(s) => ("wait_rejoin", s),
+                            update::Action::ForcePassive(s) => ("force_passive", s),
+                            update::Action::WaitTakeover(s) => ("wait_takeover", s),
+                            update::Action::ResetForcing(s) => ("reset_forcing", s),
+                        };
+                        println!(
+                            "{}",
+                            serde_json::json!({"type": "update_step", "step": step, "member": serial})
+                        );
+                    } else {
+                        println!("update: {a:?}");
+                    }
+                },
+            )
+            .map_err(|e| {
+                let code = match e {
+                    update::UpdateError::NotRedundant(_) => Code::Refused,
+                    _ => Code::Failed,
+                };
+                Failure::new(code, e.to_string())
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "update_done", "steps": done.len()})
+                );
+            } else {
+                println!("update done: every member runs the new image");
+            }
+            Ok(())
         }
         Cmd::Psk(PskCmd::Rotate {
             psk_file,
@@ -572,6 +670,74 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
+    }
+}
+
+/// The members' daemons and the site's install hook, for the rolling update.
+struct SocketCluster {
+    sockets: Vec<(String, PathBuf)>,
+    install: PathBuf,
+    image: String,
+    poll: std::time::Duration,
+}
+
+impl SocketCluster {
+    fn socket(&self, serial: &str) -> std::result::Result<&PathBuf, String> {
+        self.sockets
+            .iter()
+            .find(|(s, _)| s == serial)
+            .map(|(_, p)| p)
+            .ok_or_else(|| format!("no --member socket for {serial}"))
+    }
+
+    fn call(&self, path: &std::path::Path, req: &Request) -> std::result::Result<Reply, String> {
+        let mut c = Client::connect(path).map_err(|f| f.message)?;
+        c.call(req, |_| {}).map_err(|f| f.message)
+    }
+}
+
+impl update::Cluster for SocketCluster {
+    fn info(&mut self) -> std::result::Result<ha_mgmt_api::ClusterInfo, String> {
+        let mut last = String::from("no member answered");
+        for (_, p) in &self.sockets {
+            match self.call(p, &Request::Info { verbose: false }) {
+                Ok(Reply::Info(i)) => return Ok(i),
+                Ok(_) => last = format!("{}: not an info reply", p.display()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn force_passive(&mut self, serial: &str) -> std::result::Result<(), String> {
+        let p = self.socket(serial)?.clone();
+        self.call(&p, &Request::Passive).map(drop)
+    }
+
+    fn reset_forcing(&mut self, serial: &str) -> std::result::Result<(), String> {
+        let p = self.socket(serial)?.clone();
+        self.call(&p, &Request::Reset).map(drop)
+    }
+
+    fn install(&mut self, serial: &str) -> std::result::Result<(), String> {
+        let st = std::process::Command::new(&self.install)
+            .arg(serial)
+            .arg(&self.image)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("install hook {}: {e}", self.install.display()))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "install hook {} failed for {serial} ({st})",
+                self.install.display()
+            ))
+        }
+    }
+
+    fn pause(&mut self) {
+        std::thread::sleep(self.poll);
     }
 }
 
