@@ -432,3 +432,29 @@ fn tampered_and_foreign_frames_are_rejected() {
     }
     assert!(net.b.e.stats().rejected >= before + 3);
 }
+
+#[test]
+fn local_proxied_and_no_sync_connections_never_reach_the_peer() {
+    use ha_dataplane::tables::{conn_flags, ConnEntry};
+    let mut net = pair(0.0, 11);
+    net.run(20);
+    for (i, flag) in [
+        (1, conn_flags::LOCAL),
+        (2, conn_flags::PROXIED),
+        (3, conn_flags::NO_SYNC),
+        (4, 0),
+    ] {
+        let now = net.now;
+        let e = ConnEntry::new(ConnState::Udp { replied: false }, true, 9, flag, now);
+        net.a.t.insert_conn(key(i), e);
+        net.a.e.changed(ItemKey::Conn(key(i)));
+    }
+    net.settle(1_000);
+    assert_eq!(net.b.t.conn_count(), 1);
+    assert!(net.b.t.conn_peek(&key(4)).is_some());
+    // Nor by bulk.
+    let id = net.b.e.request_resync(net.now).expect("peer up");
+    net.settle(1_000);
+    assert_eq!(net.b.e.resync_status(id), ResyncStatus::Done);
+    assert_eq!(net.b.t.conn_count(), 1);
+}
