@@ -116,6 +116,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let udp = UdpSocket::bind(cli.bind).map_err(|e| format!("{}: {e}", cli.bind))?;
     udp.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut host: Option<UnixStream> = None;
+    let mut event_seq: u32 = 0;
     let mut buf = vec![0u8; 65_536];
     eprintln!("ha-agent-host: {} up", block.serial);
     loop {
@@ -137,7 +138,20 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
                 Output::Led(p) => eprintln!("ha-agent-host: led {p:?}"),
-                Output::Event(e) => eprintln!("ha-agent-host: event {e:?}"),
+                Output::Event(e) => {
+                    // Logged, and reported to the main CPU in sequence, as the firmware does.
+                    eprintln!("ha-agent-host: event {e:?}");
+                    let report = e.report(event_seq);
+                    event_seq = event_seq.wrapping_add(1);
+                    let bytes = codec
+                        .encode(&ha_proto::msg::host::HostMsg::Event(report))
+                        .map_err(|e| e.to_string())?;
+                    if let Some(s) = host.as_mut() {
+                        if s.write_all(&bytes).is_err() {
+                            host = None;
+                        }
+                    }
+                }
             }
         }
         let wait = agent.next_wake_ms().saturating_sub(now_ms()).min(50);

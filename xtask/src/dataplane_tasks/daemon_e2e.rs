@@ -661,6 +661,17 @@ sync = "10.9.0.{hathem}"
         std::thread::sleep(Duration::from_secs(3));
     }
     let swap_ok = sv == n && failed == 0;
+    let events = crate::util::output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(&socks[active])
+            .args(["events", "--last", "8"]),
+    )?;
+    println!(
+        "e2e: hactl events --last 8 on {}:\n{}",
+        serials[active],
+        events.trim_end()
+    );
 
     // Crash of the active: its controller and daemon are killed.
     load.cmd("mark")?;
