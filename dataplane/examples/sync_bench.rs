@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ha_dataplane::sync::{ItemKey, Record, ResyncStatus, SyncConfig, SyncEngine};
+use ha_dataplane::sync::{Record, ResyncStatus, SyncConfig, SyncEngine};
 use ha_dataplane::tables::{proto, ConnEntry, ConnKey, ConnState, Millis, Tables, TcpState};
 use ha_proto::keys::{KeySet, Psk};
 use ha_proto::msg::Serial;
@@ -269,10 +269,12 @@ fn run(n: u32) -> Result<(), String> {
                 if made < n as u64 {
                     let e = ConnEntry::new(ConnState::Tcp(TcpState::SynSent), true, 1, 0, now);
                     a.t.insert_conn(k, e);
+                    a.e.conn_changed(k, &e, now);
                 } else if let Some(e) = a.t.conn_mut(&k) {
                     e.state = ConnState::Tcp(TcpState::Established);
+                    let e = *e;
+                    a.e.conn_changed(k, &e, now);
                 }
-                a.e.changed(ItemKey::Conn(k));
                 made += 1;
             }
         }
@@ -320,14 +322,12 @@ fn run(n: u32) -> Result<(), String> {
         while made < due {
             let i = n + made as u32;
             let k = key(i);
-            a.t.insert_conn(
-                k,
-                ConnEntry::new(ConnState::Tcp(TcpState::Established), true, 1, 0, now),
-            );
+            let e = ConnEntry::new(ConnState::Tcp(TcpState::Established), true, 1, 0, now);
+            a.t.insert_conn(k, e);
             if let Some(slot) = shared.sent_ns.get(i as usize) {
                 slot.store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
-            a.e.changed(ItemKey::Conn(k));
+            a.e.conn_changed(k, &e, now);
             made += 1;
         }
         a.pump(base, &mut |_| {}, true);

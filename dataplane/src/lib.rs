@@ -121,7 +121,14 @@ impl Dataplane {
             &mut self.changed,
         );
         for k in self.changed.drain(..) {
-            self.engine.changed(k);
+            match k {
+                // The entry was just touched: its record is made while it is in cache.
+                ItemKey::Conn(ck) => match self.tables.conn_peek(&ck) {
+                    Some(e) => self.engine.conn_changed(ck, e, now),
+                    None => self.engine.changed(ItemKey::Conn(ck)),
+                },
+                other => self.engine.changed(other),
+            }
         }
         v
     }

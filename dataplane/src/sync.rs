@@ -283,6 +283,12 @@ pub struct SyncStats {
     pub oversize: u64,
 }
 
+/// A queued change: a key whose value is read when framed, or a record made at the change.
+enum Pending {
+    Key(ItemKey),
+    Ready(Record),
+}
+
 struct Inflight {
     rseq: u64,
     body: Vec<u8>,
@@ -344,7 +350,7 @@ pub struct SyncEngine {
     stream: u32,
     next_rseq: u64,
     inflight: VecDeque<Inflight>,
-    pending: VecDeque<ItemKey>,
+    pending: VecDeque<Pending>,
     deferred: VecDeque<(Millis, ConnKey)>,
     deferred_set: HashSet<ConnKey>,
     bulk_out: Option<BulkOut>,
@@ -462,7 +468,30 @@ impl SyncEngine {
             self.start_bulk(0);
             return;
         }
-        self.pending.push_back(key);
+        self.pending.push_back(Pending::Key(key));
+    }
+
+    /// A connection created or changed *here* (`entry.gen` is [`crate::tables::LOCAL_GEN`]),
+    /// with its new value at hand: the record is made now, so framing needs no table lookup
+    /// (the entry is in cache now, maybe not when the frame is built). Anything else (a
+    /// synced entry, one younger than the minimum age) takes the [`SyncEngine::changed`]
+    /// path.
+    pub fn conn_changed(&mut self, key: ConnKey, entry: &ConnEntry, now: Millis) {
+        if !entry.syncable() || self.peer.is_none() {
+            return;
+        }
+        if entry.gen != crate::tables::LOCAL_GEN
+            || now.saturating_sub(entry.created) < self.cfg.min_age_ms
+        {
+            self.changed(ItemKey::Conn(key));
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            self.changed(ItemKey::Conn(key));
+            return;
+        }
+        self.pending
+            .push_back(Pending::Ready(conn_record(&key, entry, now)));
     }
 
     /// Asks the peer for a bulk synchronization (a new active before a planned swap, or a
@@ -957,7 +986,7 @@ impl SyncEngine {
                 self.deferred_set.remove(&k);
                 // Gone before it was old enough: the peer never heard of it.
                 if tables.conn_peek(&k).is_some() {
-                    self.pending.push_back(ItemKey::Conn(k));
+                    self.pending.push_back(Pending::Key(ItemKey::Conn(k)));
                 }
             }
         }
@@ -1047,10 +1076,13 @@ impl SyncEngine {
         }
         loop {
             // Live changes first, then the bulk.
-            let rec = if let Some(k) = self.pending.pop_front() {
-                match self.record_for(t, k, now) {
-                    Some(r) => r,
-                    None => continue,
+            let rec = if let Some(p) = self.pending.pop_front() {
+                match p {
+                    Pending::Ready(r) => r,
+                    Pending::Key(k) => match self.record_for(t, k, now) {
+                        Some(r) => r,
+                        None => continue,
+                    },
                 }
             } else if let Some(r) = self.next_bulk_record(t, now) {
                 r

@@ -149,7 +149,15 @@ fn open(n: &mut Node, i: u32, now: Millis) {
     );
     assert!(matches!(v, Verdict::New { .. }));
     for k in ch {
-        n.e.changed(k);
+        // Both ways of reporting a change: by key (value read when framed) and with the
+        // value at hand (record made now).
+        match (k, i % 2) {
+            (ItemKey::Conn(ck), 0) => {
+                let e = *n.t.conn_peek(&ck).expect("just created");
+                n.e.conn_changed(ck, &e, now);
+            }
+            (k, _) => n.e.changed(k),
+        }
     }
 }
 
