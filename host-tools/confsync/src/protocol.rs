@@ -105,6 +105,21 @@ pub enum SyncMsg {
         /// Why.
         reason: String,
     },
+    /// Connecting side → receiver, instead of an offer: a member asks to join the cluster
+    /// (SPEC A1). Only a holder of the cluster key can send it (every frame is sealed).
+    Join {
+        /// The newcomer's serial.
+        serial: String,
+        /// Its sync receiver's address (`IP:PORT`).
+        addr: String,
+    },
+    /// Receiver → connecting side: the newcomer is a member; the cluster's members follow.
+    Joined {
+        /// Cluster id.
+        cluster_id: u32,
+        /// Every member (serial, sync address), the newcomer included.
+        members: Vec<(String, String)>,
+    },
 }
 
 /// A protocol violation or failure.
@@ -323,6 +338,13 @@ pub enum ReceiverAction {
         /// Revision.
         revision: u64,
     },
+    /// A member asks to join: answer with [`SyncMsg::Joined`] or [`SyncMsg::Failed`].
+    Join {
+        /// The newcomer's serial.
+        serial: String,
+        /// Its sync receiver's address.
+        addr: String,
+    },
 }
 
 #[derive(Debug)]
@@ -388,6 +410,10 @@ impl ReceiverCore {
             (_, SyncMsg::Failed { reason }) => {
                 self.state = RState::Done;
                 Err(SyncError::Remote(reason))
+            }
+            (RState::AwaitOffer, SyncMsg::Join { serial, addr }) => {
+                self.state = RState::Done;
+                Ok(vec![ReceiverAction::Join { serial, addr }])
             }
             (
                 RState::AwaitOffer,

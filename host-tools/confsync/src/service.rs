@@ -22,8 +22,9 @@ use ha_mgmt_api::{
 use crate::jobs::Job;
 use crate::protocol::SyncError;
 use crate::store::{Role, Store, StoreError};
-use crate::sync::{self, Probe, PushReport, SyncFailure};
+use crate::sync::{self, Probe, PushReport, Received, SyncFailure};
 use crate::wire::{Security, Wire, WireError};
+use ha_proto::msg::{Serial, MAX_MEMBERS};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,6 +65,32 @@ pub struct ServiceConfig {
     pub role: RoleSource,
     /// Push to every peer right after a publish (SPEC D1 "or publishes").
     pub sync_on_publish: bool,
+    /// This member's own receiver address, as peers reach it (for cluster create/join).
+    pub listen_addr: Option<String>,
+}
+
+/// Path, in the configuration store, of the cluster's membership document: it is published
+/// and synced like any configuration, so every member and every newcomer has it.
+pub const CLUSTER_FILE: &str = "ha/cluster.json";
+
+/// The cluster's membership document ([`CLUSTER_FILE`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterDoc {
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Every member: serial and sync receiver address.
+    pub members: Vec<(String, String)>,
+}
+
+/// How a receiving session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// A revision was installed.
+    Committed(u64),
+    /// A newcomer joined (its serial).
+    Joined(String),
+    /// A join was refused (why).
+    JoinRefused(String),
 }
 
 /// What the service knows about one peer.
@@ -79,6 +106,7 @@ pub struct Service {
     cfg: ServiceConfig,
     store: Store,
     peers: Mutex<BTreeMap<String, PeerRecord>>,
+    peer_list: Mutex<Vec<PeerAddr>>,
     /// One publish, push or receive at a time on this store.
     busy: Mutex<()>,
 }
@@ -132,10 +160,121 @@ impl Service {
             .map(|p| (p.serial.clone(), PeerRecord::default()))
             .collect();
         Service {
+            peer_list: Mutex::new(cfg.peers.clone()),
             cfg,
             store,
             peers: Mutex::new(peers),
             busy: Mutex::new(()),
+        }
+    }
+
+    /// The current peers (changed by cluster join and remove).
+    pub fn peer_list(&self) -> Vec<PeerAddr> {
+        self.peer_list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_peers(&self, peers: Vec<PeerAddr>) {
+        let mut recs = self.records();
+        for p in &peers {
+            recs.entry(p.serial.clone()).or_default();
+        }
+        recs.retain(|s, _| peers.iter().any(|p| &p.serial == s));
+        drop(recs);
+        *self.peer_list.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    fn me(&self) -> String {
+        self.cfg.security.me.as_str().to_string()
+    }
+
+    /// The cluster document of the current revision, if a cluster was created.
+    pub fn cluster_doc(&self) -> Result<Option<ClusterDoc>, String> {
+        match self.store.read(CLUSTER_FILE) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{CLUSTER_FILE}: {e}")),
+            Err(StoreError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Publishes `doc` as the new cluster document (only that file; drafts stay drafts).
+    fn publish_doc(&self, doc: &ClusterDoc, comment: String) -> Result<u64, StoreError> {
+        let store = self.store_as(Role::Active);
+        let text =
+            serde_json::to_vec_pretty(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        store.write(CLUSTER_FILE, &text)?;
+        store
+            .publish_only(&[CLUSTER_FILE.to_string()], Some(comment))
+            .map(|r| r.revision)
+    }
+
+    /// Checks that the key file holds this member's cluster key (without ever showing it).
+    fn key_matches(&self, psk_file: &str) -> Result<(), Box<Reply>> {
+        let psk = crate::wire::read_key_file(std::path::Path::new(psk_file))
+            .map_err(|e| Box::new(error(ErrorCode::BadRequest, e)))?;
+        let sealing = self.cfg.security.keyring.sealing();
+        let derived =
+            ha_proto::keys::KeySet::derive(&psk, self.cfg.security.cluster_id, sealing.key_id());
+        let ch = ha_proto::msg::Channel::Management;
+        if derived.key(ch) == sealing.key(ch) {
+            Ok(())
+        } else {
+            Err(Box::new(error(
+                ErrorCode::Refused,
+                "the key file does not hold this member's cluster key",
+            )))
+        }
+    }
+
+    /// Answers a join request (on the receiving thread, store busy).
+    fn answer_join(&self, serial: &str, addr: &str) -> crate::protocol::SyncMsg {
+        use crate::protocol::SyncMsg;
+        let refuse = |reason: String| SyncMsg::Failed { reason };
+        if self.role() != Role::Active {
+            return refuse("join through the active member: this one is not active".into());
+        }
+        if Serial::new(serial).is_none() || addr.parse::<SocketAddr>().is_err() {
+            return refuse(format!("bad join request ({serial:?}, {addr:?})"));
+        }
+        let mut doc = match self.cluster_doc() {
+            Ok(Some(d)) => d,
+            Ok(None) => return refuse("no cluster was created on this member".into()),
+            Err(e) => return refuse(e),
+        };
+        if let Some(m) = doc.members.iter_mut().find(|(s, _)| s == serial) {
+            m.1 = addr.to_string();
+        } else if doc.members.len() >= MAX_MEMBERS {
+            return refuse(format!(
+                "cluster full: {} of {MAX_MEMBERS} members; remove one first \
+                 (hactl cluster remove --serial S)",
+                doc.members.len()
+            ));
+        } else {
+            doc.members.push((serial.to_string(), addr.to_string()));
+        }
+        if let Err(e) = self.publish_doc(&doc, format!("{serial} joins")) {
+            if !matches!(e, StoreError::NothingToPublish) {
+                return refuse(format!("cannot record the newcomer: {e}"));
+            }
+        }
+        let me = self.me();
+        self.set_peers(
+            doc.members
+                .iter()
+                .filter(|(s, _)| *s != me)
+                .map(|(s, a)| PeerAddr {
+                    serial: s.clone(),
+                    addr: a.clone(),
+                })
+                .collect(),
+        );
+        SyncMsg::Joined {
+            cluster_id: doc.cluster_id,
+            members: doc.members,
         }
     }
 
@@ -265,10 +404,9 @@ impl Service {
 
     fn selected(&self, peer: Option<String>) -> Result<Vec<PeerAddr>, Box<Reply>> {
         match peer {
-            None => Ok(self.cfg.peers.clone()),
+            None => Ok(self.peer_list()),
             Some(s) => self
-                .cfg
-                .peers
+                .peer_list()
                 .iter()
                 .find(|p| p.serial == s)
                 .cloned()
@@ -333,7 +471,7 @@ impl Service {
             Err(e) => return Err(e.to_string()),
         };
         let mut sink = |_: &Reply| Ok(());
-        match self.sync_peers(self.cfg.peers.clone(), &mut sink) {
+        match self.sync_peers(self.peer_list(), &mut sink) {
             Ok(Reply::SyncDone(_)) => Ok(published),
             Ok(Reply::Error(e)) => Err(e.message),
             Ok(_) => Ok(published),
@@ -341,20 +479,23 @@ impl Service {
         }
     }
 
-    /// Receives one session from a connected sender (the standby side); records the sender's
-    /// sync time.
-    pub fn receive_from(&self, stream: TcpStream) -> Result<u64, String> {
+    /// Serves one incoming session: a revision from the active member (the standby side), or
+    /// a newcomer's join request (the active side; the newcomer then gets the configuration).
+    pub fn receive_from(&self, stream: TcpStream) -> Result<Session, String> {
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let r = stream.try_clone().map_err(|e| e.to_string())?;
         let mut wire =
             Wire::new(r, stream, self.cfg.security.clone()).map_err(|e| e.to_string())?;
-        let _busy = self.lock_busy();
-        let store = self.store_as(Role::Standby);
-        let res = sync::receive(&store, &mut wire, |_| {});
+        let res = {
+            let _busy = self.lock_busy();
+            let store = self.store_as(Role::Standby);
+            let mut on_join = |serial: &str, addr: &str| self.answer_join(serial, addr);
+            sync::receive_or_join(&store, &mut wire, |_| {}, &mut on_join)
+        };
         let from = wire.peer().map(|s| s.as_str().to_string());
         match res {
-            Ok(rev) => {
+            Ok(Received::Revision(rev)) => {
                 if let Some(f) = &from {
                     if let Some(rec) = self.records().get_mut(f) {
                         rec.last_sync = Some(now_s());
@@ -362,8 +503,24 @@ impl Service {
                         rec.revision = Some(rev.revision);
                     }
                 }
-                Ok(rev.revision)
+                Ok(Session::Committed(rev.revision))
             }
+            Ok(Received::Join {
+                serial,
+                addr,
+                accepted: true,
+            }) => {
+                // The newcomer receives the cluster's configuration right away.
+                let peer = PeerAddr {
+                    serial: serial.clone(),
+                    addr,
+                };
+                let _busy = self.lock_busy();
+                let mut sink = |_: &Reply| Ok(());
+                let _ = self.sync_peers(vec![peer], &mut sink);
+                Ok(Session::Joined(serial))
+            }
+            Ok(Received::Join { serial, .. }) => Ok(Session::JoinRefused(serial)),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -397,7 +554,7 @@ impl Backend for Service {
                 if self.cfg.sync_on_publish {
                     // Failures are kept in the per-peer status that info and synctest show.
                     let mut sink = |_: &Reply| Ok(());
-                    let _ = self.sync_peers(self.cfg.peers.clone(), &mut sink);
+                    let _ = self.sync_peers(self.peer_list(), &mut sink);
                 }
                 Reply::Published {
                     revision: r.revision,
@@ -434,7 +591,7 @@ impl Backend for Service {
         };
         let role = self.role();
         let mut peers = Vec::new();
-        for p in &self.cfg.peers {
+        for p in &self.peer_list() {
             let probe = if cur.is_some() {
                 Some(self.probe(p))
             } else {
@@ -553,5 +710,147 @@ impl Backend for Service {
             }
         }
         Reply::Diff(rep)
+    }
+
+    fn cluster_create(&self, cluster_id: u32, psk_file: String) -> Reply {
+        if let Err(r) = self.key_matches(&psk_file) {
+            return *r;
+        }
+        if cluster_id != self.cfg.security.cluster_id {
+            return error(
+                ErrorCode::Refused,
+                format!(
+                    "this member was provisioned for cluster {}, not {cluster_id}",
+                    self.cfg.security.cluster_id
+                ),
+            );
+        }
+        if self.role() != Role::Active {
+            return error(
+                ErrorCode::Refused,
+                "create the cluster on the active member",
+            );
+        }
+        let Some(addr) = self.cfg.listen_addr.clone() else {
+            return error(ErrorCode::Refused, "this service has no receiver address");
+        };
+        match self.cluster_doc() {
+            Ok(Some(d)) => {
+                return error(
+                    ErrorCode::Refused,
+                    format!(
+                        "a cluster already exists here (id {}, {} members)",
+                        d.cluster_id,
+                        d.members.len()
+                    ),
+                )
+            }
+            Ok(None) => {}
+            Err(e) => return error(ErrorCode::Internal, e),
+        }
+        let doc = ClusterDoc {
+            cluster_id,
+            members: vec![(self.me(), addr)],
+        };
+        let _busy = self.lock_busy();
+        match self.publish_doc(&doc, "cluster created".into()) {
+            Ok(rev) => Reply::Done {
+                message: format!(
+                    "cluster {cluster_id} created with {} (revision {rev})",
+                    self.me()
+                ),
+            },
+            Err(e) => store_reply(e),
+        }
+    }
+
+    fn cluster_join(&self, peer: String, psk_file: String) -> Reply {
+        if let Err(r) = self.key_matches(&psk_file) {
+            return *r;
+        }
+        let Some(addr) = self.cfg.listen_addr.clone() else {
+            return error(ErrorCode::Refused, "this service has no receiver address");
+        };
+        let target = PeerAddr {
+            serial: String::new(),
+            addr: peer.clone(),
+        };
+        let me = self.me();
+        let res = self
+            .connect(&target)
+            .and_then(|mut w| sync::join(&mut w, &me, &addr));
+        match res {
+            Ok((cluster_id, members)) => {
+                let n = members.len();
+                self.set_peers(
+                    members
+                        .into_iter()
+                        .filter(|(s, _)| *s != me)
+                        .map(|(serial, addr)| PeerAddr { serial, addr })
+                        .collect(),
+                );
+                Reply::Done {
+                    message: format!(
+                        "{me} joined cluster {cluster_id} ({n} members); its configuration \
+                         follows from the active member"
+                    ),
+                }
+            }
+            Err(SyncFailure::Protocol(SyncError::Remote(reason))) => {
+                let code = if reason.starts_with("cluster full") {
+                    ErrorCode::ClusterFull
+                } else {
+                    ErrorCode::Refused
+                };
+                error(code, format!("{peer} refused the join: {reason}"))
+            }
+            Err(e) => {
+                let st = classify(&e);
+                error(code_of(st), format!("join through {peer}: {e}"))
+            }
+        }
+    }
+
+    fn cluster_remove(&self, serial: String) -> Reply {
+        if self.role() != Role::Active {
+            return error(ErrorCode::Refused, "remove members on the active member");
+        }
+        if serial == self.me() {
+            return error(ErrorCode::Refused, "a member cannot remove itself");
+        }
+        let mut doc = match self.cluster_doc() {
+            Ok(Some(d)) => d,
+            Ok(None) => return error(ErrorCode::NotFound, "no cluster was created here"),
+            Err(e) => return error(ErrorCode::Internal, e),
+        };
+        let before = doc.members.len();
+        doc.members.retain(|(s, _)| *s != serial);
+        if doc.members.len() == before {
+            return error(ErrorCode::NotFound, format!("{serial} is not a member"));
+        }
+        let _busy = self.lock_busy();
+        let rev = match self.publish_doc(&doc, format!("{serial} removed")) {
+            Ok(r) => r,
+            Err(e) => return store_reply(e),
+        };
+        let me = self.me();
+        self.set_peers(
+            doc.members
+                .iter()
+                .filter(|(s, _)| *s != me)
+                .map(|(s, a)| PeerAddr {
+                    serial: s.clone(),
+                    addr: a.clone(),
+                })
+                .collect(),
+        );
+        let mut sink = |_: &Reply| Ok(());
+        let _ = self.sync_peers(self.peer_list(), &mut sink);
+        Reply::Done {
+            message: format!(
+                "{serial} removed (revision {rev}); {} members remain, a replacement may join",
+                doc.members.len()
+            ),
+        }
     }
 }

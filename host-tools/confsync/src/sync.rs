@@ -181,12 +181,45 @@ pub fn push<R: Read, W: Write>(
     }
 }
 
-/// Receives one revision from the sender at the other end of `wire` into `store`.
+/// Receives one revision from the sender at the other end of `wire` into `store`. A join
+/// request is refused (see [`receive_or_join`]).
 pub fn receive<R: Read, W: Write>(
     store: &Store,
     wire: &mut Wire<R, W>,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<Revision, SyncFailure> {
+    let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
+        reason: "this member does not take join requests".into(),
+    };
+    match receive_or_join(store, wire, progress, &mut refuse)? {
+        Received::Revision(r) => Ok(r),
+        Received::Join { .. } => Err(SyncFailure::Protocol(SyncError::Unexpected("join request"))),
+    }
+}
+
+/// What a receiving session ended with.
+#[derive(Debug)]
+pub enum Received {
+    /// A revision was installed and is current.
+    Revision(Revision),
+    /// A member asked to join and was answered with the message `on_join` chose.
+    Join {
+        /// The newcomer's serial.
+        serial: String,
+        /// Its sync address.
+        addr: String,
+        /// True when the answer was [`SyncMsg::Joined`].
+        accepted: bool,
+    },
+}
+
+/// Like [`receive`], but a join request is answered with `on_join(serial, addr)`.
+pub fn receive_or_join<R: Read, W: Write>(
+    store: &Store,
+    wire: &mut Wire<R, W>,
+    mut progress: impl FnMut(&Progress),
+    on_join: &mut dyn FnMut(&str, &str) -> SyncMsg,
+) -> Result<Received, SyncFailure> {
     let cur = store.current()?;
     let (mut core, hello) =
         ReceiverCore::new(nonce()?, cur.as_ref().map(|r| (r.revision, &r.manifest)));
@@ -215,6 +248,17 @@ pub fn receive<R: Read, W: Write>(
         for a in actions {
             match a {
                 ReceiverAction::Send(m) => wire.send(&m)?,
+                ReceiverAction::Join { serial, addr } => {
+                    let answer = on_join(&serial, &addr);
+                    let accepted = matches!(answer, SyncMsg::Joined { .. });
+                    wire.send(&answer)?;
+                    wire.flush()?;
+                    return Ok(Received::Join {
+                        serial,
+                        addr,
+                        accepted,
+                    });
+                }
                 ReceiverAction::Begin {
                     revision,
                     manifest,
@@ -272,7 +316,7 @@ pub fn receive<R: Read, W: Write>(
                             let m = core.committed();
                             wire.send(&m)?;
                             wire.flush()?;
-                            return Ok(rev);
+                            return Ok(Received::Revision(rev));
                         }
                         Err(e) => {
                             let m = core.commit_failed(e.to_string());
@@ -341,5 +385,31 @@ pub fn probe<R: Read, W: Write>(
                 unsynchronized,
             });
         }
+    }
+}
+
+/// Asks the receiver at the other end of `wire` to let this member join; returns the cluster
+/// id and every member (serial, sync address).
+pub fn join<R: Read, W: Write>(
+    wire: &mut Wire<R, W>,
+    serial: &str,
+    addr: &str,
+) -> Result<(u32, Vec<(String, String)>), SyncFailure> {
+    // The receiver speaks first (its Hello); the request replaces the offer.
+    match wire.recv()? {
+        SyncMsg::Hello { .. } => {}
+        _ => return Err(SyncError::Unexpected("first message is not a hello").into()),
+    }
+    wire.send(&SyncMsg::Join {
+        serial: serial.to_string(),
+        addr: addr.to_string(),
+    })?;
+    match wire.recv()? {
+        SyncMsg::Joined {
+            cluster_id,
+            members,
+        } => Ok((cluster_id, members)),
+        SyncMsg::Failed { reason } => Err(SyncError::Remote(reason).into()),
+        _ => Err(SyncError::Unexpected("answer to a join").into()),
     }
 }

@@ -53,6 +53,7 @@ impl Member {
 /// Starts a member whose receiver listens on `listener` and whose peers are `peers`.
 fn member(serial: &str, role: Role, listener: TcpListener, peers: Vec<PeerAddr>) -> Member {
     let dir = tempfile::tempdir().unwrap();
+    let listen_addr = Some(listener.local_addr().unwrap().to_string());
     let store = Store::open(&dir.path().join("store"), Role::Standby).unwrap();
     let svc = Arc::new(Service::new(
         store,
@@ -66,6 +67,7 @@ fn member(serial: &str, role: Role, listener: TcpListener, peers: Vec<PeerAddr>)
             },
             role: RoleSource::Fixed(role),
             sync_on_publish: false,
+            listen_addr,
         },
     ));
     let sock = dir.path().join("confsync.sock");
@@ -349,4 +351,151 @@ fn a_periodic_job_publishes_only_its_paths_and_syncs_them() {
     assert_eq!(a.svc.run_job(dhcp).unwrap(), None);
     // On the standby a job does nothing.
     assert_eq!(b.svc.run_job(dhcp).unwrap(), None);
+}
+
+fn key_file(dir: &std::path::Path, byte: u8) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(format!("key-{byte}"));
+    let hex: String = std::iter::repeat_n(format!("{byte:02x}"), 32).collect();
+    std::fs::write(&p, hex).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn done(r: Result<(Reply, Vec<Reply>), ClientError>) -> String {
+    match r {
+        Ok((Reply::Done { message }, _)) => message,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cluster_create_join_full_and_remove() {
+    let keys = tempfile::tempdir().unwrap();
+    let good = key_file(keys.path(), 7);
+    let wrong = key_file(keys.path(), 8);
+    let la = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_addr = la.local_addr().unwrap().to_string();
+    let a = member("SN-A", Role::Active, la, vec![]);
+    let b = member(
+        "SN-B",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+    );
+    a.store(Role::Active)
+        .write("filter/main.conf", b"rules\n")
+        .unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+
+    // The key file must hold the cluster key; the cluster id must be the provisioned one.
+    let e = api_err(a.call(Request::ClusterCreate {
+        cluster_id: CLUSTER,
+        psk_file: wrong.clone(),
+    }));
+    assert_eq!(e.code, ErrorCode::Refused);
+    assert!(!e.message.contains(&"08".repeat(32)), "{}", e.message);
+    let e = api_err(a.call(Request::ClusterCreate {
+        cluster_id: CLUSTER + 1,
+        psk_file: good.clone(),
+    }));
+    assert!(
+        e.message.contains("provisioned for cluster"),
+        "{}",
+        e.message
+    );
+    let m = done(a.call(Request::ClusterCreate {
+        cluster_id: CLUSTER,
+        psk_file: good.clone(),
+    }));
+    assert!(m.contains("created"), "{m}");
+    let e = api_err(a.call(Request::ClusterCreate {
+        cluster_id: CLUSTER,
+        psk_file: good.clone(),
+    }));
+    assert!(e.message.contains("already exists"), "{}", e.message);
+    // The cluster document is published, the operator's configuration untouched.
+    assert_eq!(a.svc.cluster_doc().unwrap().unwrap().members.len(), 1);
+
+    // B joins through A: both know each other, and B receives the configuration.
+    let m = done(b.call(Request::ClusterJoin {
+        peer: a_addr.clone(),
+        psk_file: good.clone(),
+    }));
+    assert!(m.contains("joined cluster"), "{m}");
+    assert_eq!(a.svc.peer_list()[0].serial, "SN-B");
+    assert_eq!(b.svc.peer_list()[0].serial, "SN-A");
+    let sb = b.store(Role::Standby);
+    let mut got = None;
+    for _ in 0..250 {
+        if let Ok(bytes) = sb.read("filter/main.conf") {
+            got = Some(bytes);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(got.as_deref(), Some(&b"rules\n"[..]));
+    assert_eq!(b.svc.cluster_doc().unwrap().unwrap().members.len(), 2);
+    // A join through a member that is not active is refused.
+    let c = member(
+        "SN-C",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+    );
+    let b_addr = {
+        let d = a.svc.cluster_doc().unwrap().unwrap();
+        d.members[1].1.clone()
+    };
+    let e = api_err(c.call(Request::ClusterJoin {
+        peer: b_addr,
+        psk_file: good.clone(),
+    }));
+    assert!(e.message.contains("not active"), "{}", e.message);
+
+    // A full cluster refuses a newcomer with a clear error.
+    let mut doc = a.svc.cluster_doc().unwrap().unwrap();
+    for i in doc.members.len()..ha_proto::msg::MAX_MEMBERS {
+        doc.members
+            .push((format!("SN-X{i}"), format!("127.0.0.1:{}", 40000 + i)));
+    }
+    let sa = a.store(Role::Active);
+    sa.write(
+        ha_confsync::service::CLUSTER_FILE,
+        &serde_json::to_vec(&doc).unwrap(),
+    )
+    .unwrap();
+    sa.publish_only(&[ha_confsync::service::CLUSTER_FILE.to_string()], None)
+        .unwrap();
+    let e = api_err(c.call(Request::ClusterJoin {
+        peer: a_addr.clone(),
+        psk_file: good.clone(),
+    }));
+    assert_eq!(e.code, ErrorCode::ClusterFull, "{}", e.message);
+    assert!(e.message.contains("cluster full: 8 of 8"), "{}", e.message);
+
+    // Remove a failed member; then the replacement fits.
+    assert_eq!(
+        api_err(a.call(Request::ClusterRemove {
+            serial: "SN-A".into()
+        }))
+        .code,
+        ErrorCode::Refused
+    );
+    assert_eq!(
+        api_err(a.call(Request::ClusterRemove {
+            serial: "SN-Q".into()
+        }))
+        .code,
+        ErrorCode::NotFound
+    );
+    let m = done(a.call(Request::ClusterRemove {
+        serial: "SN-X7".into(),
+    }));
+    assert!(m.contains("7 members remain"), "{m}");
+    let m = done(c.call(Request::ClusterJoin {
+        peer: a_addr,
+        psk_file: good,
+    }));
+    assert!(m.contains("8 members"), "{m}");
 }

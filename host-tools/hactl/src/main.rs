@@ -26,8 +26,8 @@ struct Cli {
     /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
-    /// The configuration-sync service's socket, for config publish/sync/diff/synctest and the
-    /// sync column of info (default: $HA_CONFIG_SOCKET, else /run/ha/confsync.sock).
+    /// The configuration-sync service's socket, for config publish/sync/diff/synctest, cluster
+    /// create/join/remove and the sync column of info (default: $HA_CONFIG_SOCKET, else /run/ha/confsync.sock).
     #[arg(long, global = true)]
     config_socket: Option<PathBuf>,
     #[command(subcommand)]
@@ -439,7 +439,7 @@ fn run(cli: Cli) -> Result<()> {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
             live(
-                socket,
+                config_socket,
                 Request::ClusterCreate {
                     cluster_id,
                     psk_file,
@@ -459,16 +459,20 @@ fn run(cli: Cli) -> Result<()> {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
             live(
-                socket,
+                config_socket,
                 Request::ClusterJoin { peer, psk_file },
                 false,
                 human,
             )
             .map(drop)
         }
-        Cmd::Cluster(ClusterCmd::Remove { serial }) => {
-            live(socket, Request::ClusterRemove { serial }, false, human).map(drop)
-        }
+        Cmd::Cluster(ClusterCmd::Remove { serial }) => live(
+            config_socket,
+            Request::ClusterRemove { serial },
+            false,
+            human,
+        )
+        .map(drop),
         Cmd::Update {
             image,
             members,

@@ -55,6 +55,7 @@ fn member(
             },
             role: RoleSource::Fixed(role),
             sync_on_publish: false,
+            listen_addr: None,
         },
     ));
     let sock = dir.join(serial).join("confsync.sock");

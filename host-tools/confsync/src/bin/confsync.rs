@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use ha_confsync::jobs::{JobsConfig, Scheduler};
-use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
+use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig, Session};
 use ha_confsync::store::{Role, Store};
 use ha_confsync::sync::{self, Progress};
 use ha_confsync::wire::{read_key_file, Security, Wire};
@@ -135,6 +135,9 @@ struct ServiceArgs {
     /// Push to every peer right after each publish.
     #[arg(long)]
     sync_on_publish: bool,
+    /// Receiver address peers use to reach this member (default: the bound --listen address).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 fn parse_peer(s: &str) -> Result<PeerAddr, String> {
@@ -170,6 +173,8 @@ fn service(a: ServiceArgs) -> Result<(), String> {
         }
         None => JobsConfig::default(),
     };
+    let l = TcpListener::bind(&a.listen).map_err(|e| format!("bind {}: {e}", a.listen))?;
+    let bound = l.local_addr().map_err(|e| e.to_string())?;
     // Opened once: cleans what a crash left in staging/ before anything else runs.
     let store = Store::open(&a.root, Role::Standby).map_err(|e| e.to_string())?;
     let svc = Arc::new(Service::new(
@@ -179,25 +184,23 @@ fn service(a: ServiceArgs) -> Result<(), String> {
             security,
             role,
             sync_on_publish: a.sync_on_publish,
+            listen_addr: Some(a.advertise.clone().unwrap_or_else(|| bound.to_string())),
         },
     ));
-    let l = TcpListener::bind(&a.listen).map_err(|e| format!("bind {}: {e}", a.listen))?;
     let listener =
         server::bind(&a.mgmt_socket).map_err(|e| format!("{}: {e}", a.mgmt_socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     server::serve(listener, svc.clone(), stop).map_err(|e| e.to_string())?;
-    println!(
-        "listening {} management {}",
-        l.local_addr().map_err(|e| e.to_string())?,
-        a.mgmt_socket.display()
-    );
+    println!("listening {bound} management {}", a.mgmt_socket.display());
     let _ = std::io::stdout().flush();
     let rx = svc.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             let line = match rx.receive_from(s) {
-                Ok(rev) => format!("committed revision {rev}"),
+                Ok(Session::Committed(rev)) => format!("committed revision {rev}"),
+                Ok(Session::Joined(serial)) => format!("{serial} joined"),
+                Ok(Session::JoinRefused(serial)) => format!("join of {serial} refused"),
                 Err(e) => format!("receive failed: {e}"),
             };
             let mut o = std::io::stdout().lock();
