@@ -1,0 +1,300 @@
+//! `ha-cluster`: boots QEMU clusters for `cargo xtask qemu | demo | bench failover | soak`.
+//!
+//! ```text
+//! ha-cluster boot  --elf E [--members K] [--seconds N] [--timers P] [--no-backup]
+//! ha-cluster demo  --elf E
+//! ha-cluster bench --elf E [--runs N]
+//! ha-cluster soak  --elf E [--minutes M] [--profile default|fast]
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ha_proto::msg::Role;
+use ha_qemu::{summary, Cluster, ClusterConfig, Link};
+use ha_testwire::Impair;
+
+struct Opts {
+    elf: Option<PathBuf>,
+    members: usize,
+    seconds: u64,
+    timers: Option<String>,
+    backup: bool,
+    runs: usize,
+    minutes: f64,
+    profile: String,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        elf: None,
+        members: 2,
+        seconds: 10,
+        timers: None,
+        backup: true,
+        runs: 5,
+        minutes: 5.0,
+        profile: "default".into(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--elf" => o.elf = Some(PathBuf::from(val()?)),
+            "--members" => o.members = val()?.parse().map_err(|e| format!("--members: {e}"))?,
+            "--seconds" => o.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--timers" => o.timers = Some(val()?),
+            "--no-backup" => o.backup = false,
+            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--minutes" => o.minutes = val()?.parse().map_err(|e| format!("--minutes: {e}"))?,
+            "--profile" => o.profile = val()?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn config(o: &Opts, timers: &str) -> Result<ClusterConfig, String> {
+    let elf = o.elf.clone().ok_or("--elf <ha-firmware ELF> is required")?;
+    let mut c = ClusterConfig::new(elf);
+    c.members = o.members;
+    c.timers = o.timers.clone().unwrap_or_else(|| timers.to_string());
+    c.backup_link = o.backup;
+    Ok(c)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Boots K members and prints the status table every second for `--seconds`.
+fn boot(o: &Opts) -> Result<(), String> {
+    let cfg = config(o, "default")?;
+    println!(
+        "booting {} members ({} timers, backup link {})",
+        cfg.members, cfg.timers, cfg.backup_link
+    );
+    let mut c = Cluster::start(&cfg)?;
+    let ctl = c.serve_wire_control()?;
+    println!("test wire control socket: {}", ctl.display());
+    let end = Instant::now() + Duration::from_secs(o.seconds);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(1));
+        println!(
+            "t={:.1}s\n{}",
+            c.started().elapsed().as_secs_f64(),
+            c.status_table()
+        );
+    }
+    let actives = c.actives();
+    println!(
+        "qemu: {} members, active: {:?}",
+        cfg.members,
+        actives
+            .iter()
+            .map(|&i| c.member(i).serial().to_string())
+            .collect::<Vec<_>>()
+    );
+    if actives.len() != 1 {
+        return Err(format!("{} active members, expected 1", actives.len()));
+    }
+    Ok(())
+}
+
+/// Two members, live table, kill -9 the active, show the takeover and its time.
+fn demo(o: &Opts) -> Result<(), String> {
+    let cfg = config(o, "fast")?;
+    println!(
+        "demo: booting 2 members under QEMU mps2-an385 ({} timers, main + backup link)",
+        cfg.timers
+    );
+    let mut c = Cluster::start(&cfg)?;
+    let active = c.wait_one_active(Duration::from_secs(20))?;
+    for _ in 0..8 {
+        println!(
+            "t={:.1}s\n{}",
+            c.started().elapsed().as_secs_f64(),
+            c.status_table()
+        );
+        std::thread::sleep(Duration::from_millis(750));
+    }
+    let survivor = 1 - active;
+    println!(
+        "demo: kill -9 {} (QEMU pid {}), the active member",
+        c.member(active).serial(),
+        c.member(active).pid()
+    );
+    let killed = c.kill(active);
+    let took = c.wait_for(Duration::from_secs(15), |c| {
+        c.member(survivor)
+            .decision_since(killed, Role::Active)
+            .is_some()
+    });
+    let at = c.member(survivor).decision_since(killed, Role::Active);
+    for _ in 0..4 {
+        println!(
+            "t={:.1}s\n{}",
+            c.started().elapsed().as_secs_f64(),
+            c.status_table()
+        );
+        std::thread::sleep(Duration::from_millis(750));
+    }
+    for e in c.member(survivor).events_since(killed) {
+        println!("demo: {} event: {e}", c.member(survivor).serial());
+    }
+    match (took, at) {
+        (true, Some(at)) => {
+            println!(
+                "demo: {} took over; failover time {:.1} ms (SIGKILL of the active's QEMU -> \
+                 RoleDecision Active on the survivor's host link)",
+                c.member(survivor).serial(),
+                ms(at.duration_since(killed))
+            );
+            drop(c);
+            println!("demo: every QEMU killed, files removed");
+            Ok(())
+        }
+        _ => Err(format!(
+            "demo: {} did not take over within 15 s",
+            c.member(survivor).serial()
+        )),
+    }
+}
+
+/// Fast profile; SIGKILL of the active's QEMU → RoleDecision Active on the survivor's link.
+fn bench(o: &Opts) -> Result<(), String> {
+    if o.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    let cfg = config(o, "fast")?;
+    let mut times = Vec::new();
+    for run in 1..=o.runs {
+        let mut c = Cluster::start(&cfg)?;
+        let active = c.wait_one_active(Duration::from_secs(20))?;
+        let passive = 1 - active;
+        // The passive must have decided Passive and had its links up for a while.
+        if !c.wait_for(Duration::from_secs(10), |c| {
+            c.member(passive).role() == Some(Role::Passive)
+        }) {
+            return Err(format!(
+                "run {run}: no passive member\n{}",
+                c.status_table()
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let killed = c.kill(active);
+        if !c.wait_for(Duration::from_secs(10), |c| {
+            c.member(passive)
+                .decision_since(killed, Role::Active)
+                .is_some()
+        }) {
+            return Err(format!(
+                "run {run}: no takeover within 10 s\n{}",
+                c.status_table()
+            ));
+        }
+        let at = c
+            .member(passive)
+            .decision_since(killed, Role::Active)
+            .ok_or("takeover vanished")?;
+        let t = ms(at.duration_since(killed));
+        println!("run {run}: failover {t:.1} ms");
+        times.push(t);
+    }
+    let (min, median, max) = summary(&mut times).ok_or("no runs")?;
+    println!(
+        "failover: runs={} min={min:.1} median={median:.1} max={max:.1}",
+        times.len()
+    );
+    Ok(())
+}
+
+/// Impaired main link for M minutes; counts role changes to Active after the election.
+fn soak(o: &Opts) -> Result<(), String> {
+    let (timers, impair) = match o.profile.as_str() {
+        "default" => (
+            "default",
+            Impair {
+                loss_pct: 20.0,
+                delay_ms: 100,
+                ..Impair::default()
+            },
+        ),
+        "fast" => (
+            "fast",
+            Impair {
+                loss_pct: 2.0,
+                ..Impair::default()
+            },
+        ),
+        p => return Err(format!("--profile {p}: default or fast")),
+    };
+    let cfg = config(o, timers)?;
+    let mut c = Cluster::start(&cfg)?;
+    c.wait_one_active(Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(2));
+    c.impair(Some(Link::Main), impair)?;
+    let since = Instant::now();
+    println!(
+        "soak: {} timers, main link {:.0}% loss + {} ms one-way delay, {} minutes",
+        cfg.timers, impair.loss_pct, impair.delay_ms, o.minutes
+    );
+    let end = since + Duration::from_secs_f64(o.minutes * 60.0);
+    let swaps = |c: &Cluster| -> usize {
+        c.members()
+            .iter()
+            .map(|m| {
+                m.host()
+                    .decisions
+                    .iter()
+                    .filter(|d| d.0 >= since && d.1 == 0 && d.2 == Role::Active)
+                    .count()
+            })
+            .sum()
+    };
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        if Instant::now() >= next {
+            next += Duration::from_secs(30);
+            println!(
+                "t={:.0}s swaps so far: {}\n{}",
+                since.elapsed().as_secs_f64(),
+                swaps(&c),
+                c.status_table()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n = swaps(&c);
+    let stats = c.wire().stats();
+    let (fwd, lost): (u64, u64) = stats
+        .iter()
+        .filter(|d| d.link == Link::Main)
+        .fold((0, 0), |(f, l), d| {
+            (f + d.stats.forwarded, l + d.stats.dropped_loss)
+        });
+    println!("soak: main link forwarded={fwd} dropped_by_loss={lost}");
+    println!(
+        "soak: profile={} minutes={} swaps={n}",
+        o.profile, o.minutes
+    );
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some(cmd) => parse(&args[1..]).and_then(|o| match cmd {
+            "boot" => boot(&o),
+            "demo" => demo(&o),
+            "bench" => bench(&o),
+            "soak" => soak(&o),
+            other => Err(format!("unknown command {other}: boot, demo, bench, soak")),
+        }),
+        None => Err("usage: ha-cluster boot|demo|bench|soak --elf <ELF> [options]".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("ha-cluster: {e}");
+        std::process::exit(1);
+    }
+}
