@@ -635,7 +635,7 @@ impl SyncEngine {
         }
         let mut sample = None;
         for f in self.inflight.iter_mut() {
-            if f.rseq > next + 64 {
+            if f.rseq > next.saturating_add(64) {
                 break;
             }
             let selected = f.rseq > next && sack & (1 << (f.rseq - next - 1)) != 0;
@@ -713,7 +713,7 @@ impl SyncEngine {
             return;
         }
         self.apply(tables, &records, now, observe);
-        let mut next = next + 1;
+        let mut next = next.saturating_add(1);
         while let Some(body) = self.ooo.remove(&next) {
             self.apply(tables, &body, now, observe);
             next += 1;
@@ -928,7 +928,10 @@ impl SyncEngine {
             self.ack_due = false;
             if let Some((stream, next)) = self.rx {
                 let mut sack = 0u64;
-                for (&r, _) in self.ooo.range(next + 1..next + 65) {
+                for (&r, _) in self
+                    .ooo
+                    .range(next.saturating_add(1)..next.saturating_add(65))
+                {
                     sack |= 1 << (r - next - 1);
                 }
                 self.push_msg(&Head::Ack { stream, next, sack }, &mut out);

@@ -466,3 +466,50 @@ fn local_proxied_and_no_sync_connections_never_reach_the_peer() {
     assert_eq!(net.b.e.resync_status(id), ResyncStatus::Done);
     assert_eq!(net.b.t.conn_count(), 1);
 }
+
+#[test]
+fn garbage_and_authenticated_nonsense_never_panic() {
+    use ha_proto::frame::{self, Header, PROTOCOL_VERSION};
+    use ha_proto::msg::Channel;
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut b = Node::new(2, 200);
+    let keys = KeySet::derive(&Psk([9; 32]), CLUSTER, 1);
+    for seq in 0..5_000u64 {
+        let len = rng.usize(0..1_600);
+        let body: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        // Raw garbage.
+        b.e.on_datagram(&mut b.t, &body, seq);
+        // Garbage bodies sealed with the right key (a buggy or hostile peer), some of them
+        // starting with a valid data or ack head.
+        let mut msg = match seq % 3 {
+            0 => postcard::to_allocvec(&ha_dataplane::sync::Head::Data {
+                stream: 1,
+                rseq: rng.u64(..4),
+            })
+            .expect("encode"),
+            1 => postcard::to_allocvec(&ha_dataplane::sync::Head::Ack {
+                stream: rng.u32(..3),
+                next: rng.u64(..),
+                sack: rng.u64(..),
+            })
+            .expect("encode"),
+            _ => Vec::new(),
+        };
+        msg.extend_from_slice(&body[..len.min(frame::MAX_BODY_LEN - msg.len())]);
+        let hdr = Header {
+            version: PROTOCOL_VERSION,
+            channel: Channel::StateSync,
+            aead: false,
+            key_id: keys.key_id(),
+            cluster_id: CLUSTER,
+            sender: Serial([1; 16]),
+            epoch: 7,
+            seq,
+        };
+        let mut out = vec![0u8; frame::MAX_FRAME_LEN];
+        let n = frame::seal(&keys, &hdr, &msg, &mut out).expect("seal");
+        b.e.on_datagram(&mut b.t, &out[..n], seq);
+        let _ = b.e.poll_transmit(&b.t, seq);
+    }
+    assert!(b.e.stats().rejected > 5_000);
+}
