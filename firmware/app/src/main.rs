@@ -26,11 +26,9 @@ mod serial;
 
 use core::cell::RefCell;
 
-use core::task::Poll;
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
 
-use embassy_futures::poll_once;
 use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
@@ -47,11 +45,12 @@ use ha_hal::sensors::SensorSource;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::host::HostMsg;
+use ha_proto::msg::{LinkState, Serial};
 use ha_proto::uart::MAX_ENCODED_LEN;
 use static_cell::StaticCell;
 
 use crate::hostlink::HostCodec;
-use crate::net::{start_net, PeerList, SharedSocket};
+use crate::net::{start_net, MainTx, PeerList};
 use crate::serial::SerialOut;
 
 // The board reserves the block where the protocol says it is.
@@ -164,15 +163,15 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
         epoch
     );
 
-    let (socket, peers) = start_net(spawner, &block, epoch)?;
+    let (main_rx, main_tx, peers) = start_net(spawner, &block, epoch)?;
 
     let (backup_rx, backup_tx) = board.backup_uart.split();
     let (host_rx, host_tx) = board.host_uart.split();
     // Each task is spawned once, so its pool always has room.
-    if let Ok(t) = net::main_rx_task(agent, socket) {
+    if let Ok(t) = net::main_rx_task(agent, main_rx) {
         spawner.spawn(t);
     }
-    if let Ok(t) = agent_task(agent, codec, socket, peers, backup_tx, host_tx) {
+    if let Ok(t) = agent_task(agent, codec, main_tx, peers, backup_tx, host_tx) {
         spawner.spawn(t);
     }
     if let Ok(t) = backup_rx_task(agent, backup_rx) {
@@ -216,7 +215,7 @@ fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError
 async fn agent_task(
     agent: SharedAgent,
     codec: SharedCodec,
-    socket: SharedSocket,
+    mut main: MainTx,
     peers: PeerList,
     backup: UartTx,
     host: UartTx,
@@ -226,7 +225,6 @@ async fn agent_task(
     // One encoding buffer for both serial lines, one sealing buffer for the host link.
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
-    let mut main_full = false;
     let mut event_seq: u32 = 0;
     loop {
         loop {
@@ -237,23 +235,17 @@ async fn agent_task(
                     backup.send(&bytes, &mut scratch).await;
                 }
                 Output::Send { bytes, .. } => {
-                    let mut dropped = false;
-                    for &(ip, port) in peers {
-                        // Never wait for queue space: while a peer's address does not resolve
-                        // (it is down), its frames fill the socket's queue; the agent must go
-                        // on with its other links and peers.
-                        match poll_once(socket.send_to(&bytes, (ip, port))) {
-                            Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(_)) => warn!("main link: frame not sendable"),
-                            Poll::Pending => dropped = true,
-                        }
-                    }
-                    if dropped && !main_full {
-                        warn!("main link: send queue full, dropping frames (peer address not resolved?)");
-                    } else if !dropped && main_full {
-                        info!("main link: sending again");
-                    }
-                    main_full = dropped;
+                    // Peers whose main link is up and the others go through separate sockets:
+                    // a frame to a down peer may stay queued (see `MainTx`).
+                    let a = agent.borrow();
+                    let up = |s: &Serial| {
+                        a.status()
+                            .peer(s)
+                            .is_some_and(|p| p.links[0].state == LinkState::Up)
+                    };
+                    let live = peers.iter().filter(|p| up(&p.0)).map(|p| (p.1, p.2));
+                    let others = peers.iter().filter(|p| !up(&p.0)).map(|p| (p.1, p.2));
+                    main.send_round(&bytes, live, others);
                 }
                 Output::Host(msg) => {
                     let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
