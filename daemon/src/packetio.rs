@@ -22,6 +22,32 @@ pub const RX_POLL: Duration = Duration::from_millis(20);
 /// Packet socket buffers: one frame of a 1500-byte MTU link with room for VLAN tags and
 /// jumbo frames up to 9 KiB.
 pub const FRAME_BUF: usize = 9216;
+/// Kernel receive and send buffers of each packet socket. After a takeover every connection
+/// retransmits at about the same moment: thousands of frames in a burst, which the default
+/// buffer (~200 KiB, a few hundred frames) would drop, sending those connections into a
+/// longer TCP back-off.
+pub const SOCKET_BUF: usize = 8 << 20;
+
+/// An AF_PACKET socket for every protocol with [`SOCKET_BUF`] buffers (forced past the
+/// sysctl limits, as root; the plain request otherwise).
+fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
+    };
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    )?;
+    if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+        setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUF)?;
+    }
+    if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+        setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUF)?;
+    }
+    Ok(fd)
+}
 
 /// The fast path and its filter, locked together: a packet's verdict and its forwarding
 /// happen under one lock, so that a role change never sees half of a packet.
@@ -100,11 +126,14 @@ pub fn open_port(name: &str) -> io::Result<Port> {
         .mac
         .map(|m| [m.0, m.1, m.2, m.3, m.4, m.5])
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{name} has no MAC")))?;
+    use std::os::fd::IntoRawFd;
     let cfg = pnet_datalink::Config {
         read_timeout: Some(RX_POLL),
         read_buffer_size: FRAME_BUF,
         write_buffer_size: FRAME_BUF,
         promiscuous: true,
+        // pnet binds it to the interface and owns it from here on.
+        socket_fd: Some(packet_socket()?.into_raw_fd()),
         ..Default::default()
     };
     match pnet_datalink::channel(&iface, cfg)? {
