@@ -88,6 +88,13 @@ fn socket() -> std::io::Result<UdpSocket> {
             };
         }
     }
+    let got =
+        nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::RcvBuf).unwrap_or(0);
+    if got < SOCK_BUF {
+        eprintln!(
+            "sync bench: receive buffer {got} B (wanted {SOCK_BUF} B): datagrams may be dropped"
+        );
+    }
     s.set_read_timeout(Some(Duration::from_micros(500)))?;
     Ok(s)
 }
@@ -115,19 +122,10 @@ struct Side {
 }
 
 impl Side {
-    /// Receives everything waiting (first waiting up to the socket's read timeout when
-    /// `block`), then sends what the engine has; true if anything came.
+    /// Receives everything waiting, sends what the engine has, then (when `block`) waits up to
+    /// the socket's read timeout for the next datagram; true if anything came.
     fn pump(&mut self, base: Instant, observe: &mut dyn FnMut(&Record), block: bool) -> bool {
         let mut got = false;
-        if block {
-            if let Ok(n) = self.sock.recv(&mut self.buf) {
-                got = true;
-                let now = base.elapsed().as_millis() as Millis;
-                self.e
-                    .on_datagram_observe(&mut self.t, &self.buf[..n], now, observe);
-            }
-        }
-        // Then everything already queued, without waiting.
         while let Ok(n) = recv(self.sock.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
             got = true;
             let now = base.elapsed().as_millis() as Millis;
@@ -138,6 +136,14 @@ impl Side {
         for d in self.e.poll_transmit(&self.t, now) {
             // A full buffer loses the datagram; the engine retransmits.
             let _ = self.sock.send_to(&d, self.peer);
+        }
+        if block && !got {
+            if let Ok(n) = self.sock.recv(&mut self.buf) {
+                got = true;
+                let now = base.elapsed().as_millis() as Millis;
+                self.e
+                    .on_datagram_observe(&mut self.t, &self.buf[..n], now, observe);
+            }
         }
         got
     }
@@ -313,6 +319,9 @@ fn run(n: u32) -> Result<(), String> {
 
     // 3. Lag at LAG_RATE/s offered.
     shared.measure_lag.store(true, Ordering::Relaxed);
+    let retransmits0 = a.e.stats().retransmits;
+    let mut max_gap = Duration::ZERO;
+    let mut last = Instant::now();
     let t0 = Instant::now();
     let mut made: u64 = 0;
     let lag_total = lag_n as u64;
@@ -331,7 +340,10 @@ fn run(n: u32) -> Result<(), String> {
             made += 1;
         }
         a.pump(base, &mut |_| {}, true);
+        max_gap = max_gap.max(last.elapsed());
+        last = Instant::now();
     }
+    let lag_retransmits = a.e.stats().retransmits - retransmits0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.e.backlog() != (0, 0) && Instant::now() < deadline {
         a.pump(base, &mut |_| {}, true);
@@ -350,10 +362,11 @@ fn run(n: u32) -> Result<(), String> {
     lags.sort_unstable();
     let pct = |p: f64| lags[((lags.len() as f64 * p) as usize).min(lags.len() - 1)] as f64 / 1e6;
     println!(
-        "sync: lag at {LAG_RATE} updates/s offered for {LAG_SECS} s: p50 {:.3} ms p99 {:.3} ms max {:.3} ms; receiver holds {b_conns} connections",
+        "sync: lag at {LAG_RATE} updates/s offered for {LAG_SECS} s: p50 {:.3} ms p99 {:.3} ms max {:.3} ms; receiver holds {b_conns} connections; retransmits {lag_retransmits}; longest sender loop {:.3} ms",
         pct(0.5),
         pct(0.99),
-        pct(1.0)
+        pct(1.0),
+        max_gap.as_secs_f64() * 1e3
     );
     println!(
         "sync: updates_per_s={ups} bulk_1m_ms={bulk_ms} p99_lag_ms={:.3}",

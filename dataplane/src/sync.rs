@@ -573,7 +573,6 @@ impl SyncEngine {
             }
             Head::Ack { stream, next, sack } => self.on_ack(stream, next, sack, now),
             Head::Data { stream, rseq } => {
-                let rest = rest.to_vec();
                 self.on_data(tables, stream, rseq, rest, now, observe);
             }
         }
@@ -682,7 +681,7 @@ impl SyncEngine {
         tables: &mut Tables,
         stream: u32,
         rseq: u64,
-        records: Vec<u8>,
+        records: &[u8],
         now: Millis,
         observe: &mut dyn FnMut(&Record),
     ) {
@@ -708,11 +707,11 @@ impl SyncEngine {
         }
         if rseq > next {
             if rseq - next < RX_WINDOW {
-                self.ooo.entry(rseq).or_insert(records);
+                self.ooo.entry(rseq).or_insert_with(|| records.to_vec());
             }
             return;
         }
-        self.apply(tables, &records, now, observe);
+        self.apply(tables, records, now, observe);
         let mut next = next.saturating_add(1);
         while let Some(body) = self.ooo.remove(&next) {
             self.apply(tables, &body, now, observe);
