@@ -17,7 +17,7 @@ use hactl::{inspect, provision, pskfile, render, rotation, strength, update};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
 3 refused input (weak passphrase, invalid value, existing file, refused by the daemon), \
-4 file error, 5 daemon unreachable, 6 missing/corrupt/invalid configuration image, \
+4 file error, 5 daemon or service unreachable, 6 missing/corrupt/invalid configuration image, \
 7 configuration not synchronized (synctest).";
 
 #[derive(Parser)]
@@ -163,7 +163,7 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Create a cluster on this member.
+    /// Create a cluster on this (active) member: it becomes the cluster's first member.
     Create {
         /// Cluster id.
         #[arg(long)]
@@ -172,9 +172,10 @@ enum ClusterCmd {
         #[arg(long)]
         psk_file: PathBuf,
     },
-    /// Join the cluster of the member at ADDR (IP:PORT of its HA link).
+    /// Join the cluster whose active member's configuration-sync service listens at --peer;
+    /// this member then receives the cluster's configuration. A full cluster refuses.
     Join {
-        /// A member of the cluster.
+        /// IP:PORT of the active member's configuration-sync receiver.
         #[arg(long)]
         peer: String,
         /// Key file of the cluster PSK.
