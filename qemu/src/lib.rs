@@ -616,6 +616,11 @@ impl Cluster {
                     .collect();
                 links = peers.join(" ");
             }
+            let led = m.led_observed(Duration::from_secs(4)).to_string();
+            if !running {
+                // What a dead member last said is stale: show nothing.
+                (quality, links, forced) = ("-".into(), "-".into(), "-".into());
+            }
             out.push_str(&format!(
                 "{:<6} {:<5} {:<9} {:>7} {:<26} {:<7} {}\n",
                 m.serial,
@@ -624,7 +629,7 @@ impl Cluster {
                 quality,
                 links,
                 forced,
-                m.led_observed(Duration::from_secs(4)),
+                if running { led } else { "-".into() },
             ));
         }
         out
@@ -750,7 +755,10 @@ impl Member {
             ports.member_main,
             ports.backup,
         );
+        // Started paused (-S): the harness connects the host link, the board simulator and
+        // QMP first and then lets it run, so that no message of the first boot is lost.
         let child = Command::new("qemu-system-arm")
+            .arg("-S")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -812,7 +820,8 @@ impl Member {
         m.threads.push(std::thread::spawn(move || {
             host_loop(index, host, from_harness, &view, &probe, &stop)
         }));
-        let qmp = connect_qmp(&dir.join("qmp.sock"))?;
+        let mut qmp = connect_qmp(&dir.join("qmp.sock"))?;
+        qmp.execute(r#"{"execute":"cont"}"#)?;
         let (leds, stop) = (m.leds.clone(), m.stop.clone());
         m.threads
             .push(std::thread::spawn(move || led_loop(qmp, &leds, &stop)));

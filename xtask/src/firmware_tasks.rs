@@ -13,7 +13,8 @@ pub fn ci() -> Result {
         run(fw_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
     }
     let elf = fw_build()?;
-    fw_boot_checks(&elf)
+    fw_boot_checks(&elf)?;
+    harness_ci(&elf)
 }
 
 /// Budgets of `cargo xtask size` (issue 4): flash ≤ 128 KiB, RAM ≤ 64 KiB.
@@ -393,17 +394,77 @@ mod fw_elf {
     }
 }
 
-/// `qemu` (not built yet).
-pub fn qemu(_args: &[String]) -> Result {
-    Err("qemu: not built yet".into())
+/// The harness part of `cargo xtask test`: the test wire, board simulator and launcher
+/// tests, then the QEMU end-to-end suite (`tests/`, package ha-e2e) against `elf`, one test at
+/// a time (one cluster at a time on a 2-core machine). With `CI=true` the suite runs or fails.
+fn harness_ci(elf: &std::path::Path) -> Result {
+    run(crate::util::cargo().args([
+        "test",
+        "-p",
+        "ha-testwire",
+        "-p",
+        "ha-boardsim",
+        "-p",
+        "ha-qemu",
+    ]))?;
+    run(crate::util::cargo().env("HA_FIRMWARE_ELF", elf).args([
+        "test",
+        "-p",
+        "ha-e2e",
+        "--",
+        "--test-threads=1",
+    ]))
 }
 
-/// `demo` (not built yet).
-pub fn demo(_args: &[String]) -> Result {
-    Err("demo: not built yet".into())
+/// Runs `ha-cluster <cmd> --elf <release firmware> <args>` (package ha-qemu, release).
+fn ha_cluster(cmd: &str, args: &[String]) -> Result {
+    let elf = fw_build()?;
+    run(crate::util::cargo()
+        .args([
+            "run",
+            "-q",
+            "--release",
+            "-p",
+            "ha-qemu",
+            "--bin",
+            "ha-cluster",
+            "--",
+        ])
+        .arg(cmd)
+        .arg("--elf")
+        .arg(&elf)
+        .args(args))
 }
 
-/// `bench_failover` (not built yet).
-pub fn bench_failover(_args: &[String]) -> Result {
-    Err("bench_failover: not built yet".into())
+/// `cargo xtask qemu [--members K] [--seconds N] [--timers P] [--no-backup]`: boots K members
+/// with the test wire, board simulators and host links, prints the status table every second
+/// and fails unless exactly one member is active at the end.
+/// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: see [`soak`].
+pub fn qemu(args: &[String]) -> Result {
+    match args.first().map(String::as_str) {
+        Some("soak") => soak(&args[1..]),
+        _ => ha_cluster("boot", args),
+    }
+}
+
+/// `cargo xtask demo`: setup, a two-member cluster under QEMU with a live status table (mode,
+/// quality, links, LED), kill -9 of the active's QEMU, the takeover and the measured failover
+/// time; every process it started is ended.
+pub fn demo(args: &[String]) -> Result {
+    crate::setup::setup()?;
+    ha_cluster("demo", args)
+}
+
+/// `cargo xtask bench failover [--runs N]`: fast profile, SIGKILL of the active's QEMU →
+/// `RoleDecision Active` on the survivor's host link; last line
+/// `failover: runs=<N> min=<ms> median=<ms> max=<ms>`.
+pub fn bench_failover(args: &[String]) -> Result {
+    ha_cluster("bench", args)
+}
+
+/// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: two members with the
+/// profile's timers, the main link impaired (default: 20% loss + 100 ms one-way delay; fast:
+/// 2% loss) for M minutes; last line `soak: profile=<p> minutes=<m> swaps=<n>`.
+pub fn soak(args: &[String]) -> Result {
+    ha_cluster("soak", args)
 }
