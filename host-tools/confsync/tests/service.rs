@@ -499,3 +499,71 @@ fn cluster_create_join_full_and_remove() {
     }));
     assert!(m.contains("8 members"), "{m}");
 }
+
+/// ha-daemon stand-in: answers `mode` with whatever `mode` holds.
+struct ModeDaemon {
+    mode: std::sync::Mutex<Mode>,
+}
+
+impl server::Backend for ModeDaemon {
+    fn mode(&self) -> Reply {
+        Reply::Mode(ModeReport {
+            serial: "SN-A".into(),
+            mode: *self.mode.lock().unwrap(),
+            forced: Forced::None,
+            since: 0,
+        })
+    }
+}
+
+#[test]
+fn the_role_comes_from_the_daemon_and_no_answer_means_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let dsock = dir.path().join("mgmt.sock");
+    let daemon = Arc::new(ModeDaemon {
+        mode: std::sync::Mutex::new(Mode::Active),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = server::serve(server::bind(&dsock).unwrap(), daemon.clone(), stop.clone()).unwrap();
+    let store = Store::open(&dir.path().join("store"), Role::Standby).unwrap();
+    let svc = Service::new(
+        store,
+        ServiceConfig {
+            peers: vec![],
+            security: Security {
+                cluster_id: CLUSTER,
+                keyring: Keyring::new(KeySet::derive(&Psk([7; 32]), CLUSTER, 1)),
+                me: Serial::new("SN-A").unwrap(),
+                encrypt: false,
+            },
+            role: RoleSource::Daemon(dsock.clone()),
+            sync_on_publish: false,
+            listen_addr: None,
+        },
+    );
+    let draft = Store::open(&dir.path().join("store"), Role::Active).unwrap();
+    draft.write("a.conf", b"1").unwrap();
+    use ha_mgmt_api::server::Backend;
+    // Active per the daemon: publishing works.
+    assert_eq!(svc.role(), Role::Active);
+    assert!(matches!(
+        svc.config_publish(None),
+        Reply::Published { revision: 1, .. }
+    ));
+    // Passive per the daemon: read-only.
+    *daemon.mode.lock().unwrap() = Mode::Passive;
+    draft.write("a.conf", b"2").unwrap();
+    match svc.config_publish(None) {
+        Reply::Error(e) => assert_eq!(e.code, ErrorCode::Refused),
+        other => panic!("{other:?}"),
+    }
+    // No daemon: read-only too.
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    std::fs::remove_file(&dsock).unwrap();
+    assert_eq!(svc.role(), Role::Standby);
+    match svc.config_publish(None) {
+        Reply::Error(e) => assert!(e.message.contains("read-only"), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+}
