@@ -27,6 +27,17 @@ impl Drop for Proc {
 }
 
 fn start(dir: &Path, serial: &str, role: &str, key: &Path, peer: Option<&str>) -> Proc {
+    start_with(dir, serial, role, key, peer, &[])
+}
+
+fn start_with(
+    dir: &Path,
+    serial: &str,
+    role: &str,
+    key: &Path,
+    peer: Option<&str>,
+    extra: &[&str],
+) -> Proc {
     let sock = dir.join(format!("{serial}.sock"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_confsync"));
     cmd.arg("service")
@@ -40,6 +51,7 @@ fn start(dir: &Path, serial: &str, role: &str, key: &Path, peer: Option<&str>) -
     if let Some(p) = peer {
         cmd.args(["--peer", p]);
     }
+    cmd.args(extra);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -117,4 +129,47 @@ fn two_service_processes_publish_sync_and_compare_10000_files() {
         full.elapsed_ms,
         inc.elapsed_ms
     );
+}
+
+#[test]
+fn a_periodic_job_in_the_service_process_syncs_its_paths_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("psk");
+    std::fs::write(&key, "6b".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The shortest period the jobs file accepts.
+    let jobs = dir.path().join("jobs.json");
+    std::fs::write(
+        &jobs,
+        r#"{"jobs":[{"name":"dhcp-leases","paths":["dhcp/leases"],"every_s":10}]}"#,
+    )
+    .unwrap();
+    let b = start(dir.path(), "SN-B", "standby", &key, None);
+    let a = start_with(
+        dir.path(),
+        "SN-A",
+        "active",
+        &key,
+        Some(&format!("SN-B={}", b.addr)),
+        &["--jobs", jobs.to_str().unwrap()],
+    );
+    let sa = Store::open(&dir.path().join("SN-A"), Role::Active).unwrap();
+    sa.write("filter/main.conf", b"v1\n").unwrap();
+    call(&a, Request::ConfigPublish { comment: None });
+    call(&a, Request::ConfigSync { peer: None });
+    // A lease renewed by the DHCP server and an operator's unpublished edit.
+    sa.write("dhcp/leases/lan0", b"lease\n").unwrap();
+    sa.write("filter/main.conf", b"v2 draft\n").unwrap();
+    let sb = Store::open(&dir.path().join("SN-B"), Role::Standby).unwrap();
+    let mut seen = false;
+    // Bounded: the job runs 10 s after the service started.
+    for _ in 0..150 {
+        if sb.read("dhcp/leases/lan0").is_ok() {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen, "the periodic job did not sync the leases");
+    assert_eq!(sb.read("filter/main.conf").unwrap(), b"v1\n");
 }
