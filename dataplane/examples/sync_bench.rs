@@ -8,7 +8,8 @@
 //!   made on the sender).
 //!
 //! Last line: `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>`.
-//! Options: `--connections N` (default 1,000,000).
+//! Options: `--connections N` (default 1,000,000); `--in-memory`: instead, both engines in
+//! one thread without sockets (the engines' CPU cost alone).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
@@ -166,10 +167,84 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--in-memory") {
+        in_memory(n);
+        return;
+    }
     if let Err(e) = run(n) {
         eprintln!("sync bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// The engines' CPU cost without sockets or threads: sender and receiver in one thread,
+/// datagrams handed over in memory; 2n updates (n creations, n state changes).
+fn in_memory(n: u32) {
+    let mut a = Tables::new();
+    let mut b = Tables::new();
+    a.activate(0);
+    a.reserve_conns(n as usize);
+    b.reserve_conns(n as usize);
+    let mut ea = SyncEngine::new(cfg(1, 1));
+    let mut eb = SyncEngine::new(cfg(2, 1));
+    let mut applied = 0u64;
+    let mut count = |r: &Record| {
+        if matches!(r, Record::Conn { .. }) {
+            applied += 1;
+        }
+    };
+    // Meet (hellos, empty bulks), at a fake clock of 1 ms per step.
+    let mut now: Millis = 0;
+    let exchange = |a: &mut Tables,
+                        b: &mut Tables,
+                        ea: &mut SyncEngine,
+                        eb: &mut SyncEngine,
+                        now: Millis,
+                        count: &mut dyn FnMut(&Record)| {
+        for d in ea.poll_transmit(a, now) {
+            eb.on_datagram_observe(b, &d, now, count);
+        }
+        for d in eb.poll_transmit(b, now) {
+            ea.on_datagram(a, &d, now);
+        }
+    };
+    for _ in 0..50 {
+        now += 1;
+        exchange(&mut a, &mut b, &mut ea, &mut eb, now, &mut count);
+    }
+    let total = 2 * u64::from(n);
+    let t0 = Instant::now();
+    let cpu0 = cpu_secs();
+    let mut made = 0u64;
+    while made < total || ea.backlog() != (0, 0) {
+        for _ in 0..BATCH {
+            if made >= total {
+                break;
+            }
+            let i = (made % u64::from(n)) as u32;
+            let k = key(i);
+            if made < u64::from(n) {
+                let e = ConnEntry::new(ConnState::Tcp(TcpState::SynSent), true, 1, 0, now);
+                a.insert_conn(k, e);
+                ea.conn_changed(k, &e, now);
+            } else if let Some(e) = a.conn_mut(&k) {
+                e.state = ConnState::Tcp(TcpState::Established);
+                let e = *e;
+                ea.conn_changed(k, &e, now);
+            }
+            made += 1;
+        }
+        now = 50 + t0.elapsed().as_millis() as Millis;
+        exchange(&mut a, &mut b, &mut ea, &mut eb, now, &mut count);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "sync: in memory, one thread (sender and receiver engines, no sockets): {total} updates in {secs:.3} s = {} updates/s; CPU {:.2} us per update; receiver holds {} connections",
+        (total as f64 / secs) as u64,
+        cpu * 1e6 / total as f64,
+        b.conn_count()
+    );
 }
 
 fn run(n: u32) -> Result<(), String> {
