@@ -20,8 +20,9 @@ pub fn ci() -> Result {
 mod daemon_e2e;
 
 /// `e2e tcp-survival --connections N [--interval-ms MS] [--controller qemu|host]
-/// [--timers PROFILE]`: TCP connections through a two-member cluster in network namespaces
-/// survive a planned swap and a crash of the active (see `daemon_e2e`).
+/// [--timers PROFILE] [--table dataplane|builtin]`: TCP connections through a two-member
+/// cluster in network namespaces survive a planned swap, a PSK rotation and a crash of the
+/// active (see `daemon_e2e`).
 pub fn e2e(args: &[String]) -> Result {
     daemon_e2e::tcp_survival(args)
 }
