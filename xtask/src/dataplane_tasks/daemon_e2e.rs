@@ -1,5 +1,8 @@
 //! `cargo xtask e2e tcp-survival --connections N`: TCP connections through a two-member
-//! cluster in network namespaces survive a planned swap and a crash of the active member.
+//! cluster in network namespaces survive a planned swap (`hactl passive`), a PSK rotation
+//! under load (`hactl psk rotate` over both daemons) and a crash of the active member (its
+//! controller and daemon killed); the last line is
+//! `tcp-survival: survived=<X>/<N> gap_ms=<ms>`.
 //!
 //! ```text
 //!   ns C (client)            ns A (member A: ha-daemon)          ns S (server)
@@ -9,9 +12,9 @@
 //!   A.ha 10.9.0.1/24 ── B.ha 10.9.0.2/24 (state sync, UDP 44242)
 //!   cluster addresses 10.1.0.254 / 10.2.0.254 (gateways of C and S), owned by the active
 //! ```
-//! Each member's management controller runs beside it: the QEMU firmware when the firmware
-//! cluster is available, else (`--controller host`) the same `ha-agent` in a host process
-//! (`ha-agent-host`), which the output says. Everything the test creates carries a unique
+//! Each member's management controller runs beside it: the QEMU firmware (default,
+//! `--controller qemu`, booted per the QEMU member contract), or (`--controller host`) the same
+//! `ha-agent` in a host process (`ha-agent-host`); the output says which. Everything the test creates carries a unique
 //! prefix and is removed at the end, also on failure; every process is ended by its pid.
 
 use std::io::{BufRead, BufReader, Write};
