@@ -196,11 +196,11 @@ fn in_memory(n: u32) {
     // Meet (hellos, empty bulks), at a fake clock of 1 ms per step.
     let mut now: Millis = 0;
     let exchange = |a: &mut Tables,
-                        b: &mut Tables,
-                        ea: &mut SyncEngine,
-                        eb: &mut SyncEngine,
-                        now: Millis,
-                        count: &mut dyn FnMut(&Record)| {
+                    b: &mut Tables,
+                    ea: &mut SyncEngine,
+                    eb: &mut SyncEngine,
+                    now: Millis,
+                    count: &mut dyn FnMut(&Record)| {
         for d in ea.poll_transmit(a, now) {
             eb.on_datagram_observe(b, &d, now, count);
         }

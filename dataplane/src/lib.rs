@@ -168,7 +168,10 @@ impl Dataplane {
 
     /// [`Dataplane::poll_transmit`] with the time in milliseconds.
     pub fn poll_transmit_at(&mut self, now: Millis) -> Vec<Vec<u8>> {
-        if now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
+        // Only the active expires: a passive's entries (larval, or local ones kept from an
+        // earlier active spell) see no packets, and its deletes would remove connections the
+        // active still forwards.
+        if self.active && now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
             self.last_expire = now;
             self.expire(now);
         }

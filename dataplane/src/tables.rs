@@ -11,9 +11,9 @@
 //! when the peer's record arrived. An item is *live* when `gen == LOCAL_GEN` or
 //! `gen <= activated_upto`. [`Tables::activate`] sets `activated_upto` to the current receive
 //! generation and opens a new one: every larval item becomes live at once and no entry is
-//! read or written (see the `activation_touches_no_entry` test). Timeouts of synced entries
-//! count from `max(last_seen, activated_at)`, computed on lookup, so their idle timers start at
-//! takeover without a pass over the table either.
+//! read or written (see the `activation_touches_no_entry` test). Timeouts count from
+//! `max(last_seen, activated_at)`, computed on lookup, so idle timers restart at takeover
+//! without a pass over the table either.
 
 use std::net::IpAddr;
 
@@ -507,12 +507,12 @@ impl Tables {
     }
 
     /// The time a connection's idle timer counts from.
+    /// Every entry's idle timer restarts at the last activation: a synced entry's copy saw
+    /// no packets here, and a local one kept from an earlier active spell saw none while the
+    /// peer forwarded its packets (the peer only sends state changes). A dead connection
+    /// lingers one timeout longer after a takeover; a live one is never cut by it.
     fn idle_base(&self, e: &ConnEntry) -> Millis {
-        if e.gen == LOCAL_GEN {
-            e.last_seen
-        } else {
-            e.last_seen.max(self.activated_at)
-        }
+        e.last_seen.max(self.activated_at)
     }
 
     /// Whether a live entry has timed out at `now`.
@@ -583,11 +583,7 @@ impl Tables {
         let mut gone = Vec::new();
         self.conns.retain(|k, e| {
             let live = e.gen == LOCAL_GEN || e.gen <= activated_upto;
-            let base = if e.gen == LOCAL_GEN {
-                e.last_seen
-            } else {
-                e.last_seen.max(activated_at)
-            };
+            let base = e.last_seen.max(activated_at);
             if live && now.saturating_sub(base) > e.state.timeout() {
                 gone.push((*k, *e));
                 false

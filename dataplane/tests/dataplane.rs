@@ -130,3 +130,55 @@ fn swap_wait_is_bounded_when_the_bulk_cannot_arrive() {
         "{events:?}"
     );
 }
+
+#[test]
+fn demoted_member_neither_expires_nor_deletes_the_new_actives_connections() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (member(1, t0), member(2, t0));
+    a.set_role(true, t0);
+    for i in 1..=10 {
+        a.check(&pkt(i, true, tcp::SYN), true, t0);
+        a.check(&pkt(i, false, tcp::SYN | tcp::ACK), true, t0);
+        a.check(&pkt(i, true, tcp::ACK), true, t0);
+    }
+    run(&mut a, &mut b, t0, 0, 200, false);
+    let swap = t0 + Duration::from_millis(200);
+    a.set_role(false, swap);
+    b.set_role(true, swap);
+    // Two hours on: B forwards the connections' packets (no state change, so nothing is
+    // synced); A, passive, must not expire its old copies and send deletes.
+    // Steps of 100 ms keep the peers in touch (hellos every 250 ms, peer lost after 3 s), so
+    // no bulk synchronization refreshes A's copies meanwhile.
+    let hour = 3_600_000;
+    let mut now_ms = 200;
+    while now_ms < 2 * hour {
+        now_ms += 100;
+        let now = t0 + Duration::from_millis(now_ms);
+        if now_ms % 60_000 == 0 {
+            for i in 1..=10 {
+                assert_eq!(b.check(&pkt(i, true, tcp::ACK), false, now), Verdict::Pass);
+            }
+        }
+        for d in a.poll_transmit(now) {
+            b.on_datagram(&d, now);
+        }
+        for d in b.poll_transmit(now) {
+            a.on_datagram(&d, now);
+        }
+    }
+    assert!(
+        !a.poll_events()
+            .iter()
+            .any(|e| matches!(e, ha_dataplane::SyncEvent::PeerLost)),
+        "peers stayed in touch"
+    );
+    assert_eq!(b.tables().conn_count(), 10);
+    assert_eq!(a.tables().conn_count(), 10);
+    // A takes over again: its copies' idle timers restart at the takeover.
+    let back = t0 + Duration::from_millis(now_ms + 10);
+    b.set_role(false, back);
+    a.set_role(true, back);
+    for i in 1..=10 {
+        assert_eq!(a.check(&pkt(i, true, tcp::ACK), false, back), Verdict::Pass);
+    }
+}
