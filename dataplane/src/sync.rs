@@ -205,6 +205,10 @@ pub enum Record {
         id: u32,
         /// Items it will carry.
         total: u64,
+        /// The sender was active when it took the snapshot: its table is the whole truth,
+        /// and what the bulk does not refresh is stale. A passive sender's (empty) bulk
+        /// removes nothing.
+        authoritative: bool,
     },
     /// The bulk synchronization is complete.
     BulkEnd {
@@ -303,6 +307,7 @@ pub const MAX_RTO_MS: Millis = 1_000;
 
 struct BulkOut {
     id: u32,
+    authoritative: bool,
     conns: Vec<ConnKey>,
     others: Vec<ItemKey>,
     pos: usize,
@@ -312,6 +317,7 @@ struct BulkOut {
 
 struct BulkIn {
     id: u32,
+    authoritative: bool,
     gen: u32,
     received: u64,
     total: u64,
@@ -620,6 +626,7 @@ impl SyncEngine {
         // Keys only; values are read when framed.
         self.bulk_out = Some(BulkOut {
             id,
+            authoritative: false,
             conns: Vec::new(),
             others: Vec::new(),
             pos: 0,
@@ -861,9 +868,14 @@ impl SyncEngine {
             Record::DelIke(k) => {
                 t.remove_ike(k);
             }
-            Record::BulkBegin { id, total } => {
+            Record::BulkBegin {
+                id,
+                total,
+                authoritative,
+            } => {
                 self.bulk_in = Some(BulkIn {
                     id: *id,
+                    authoritative: *authoritative,
                     gen: t.next_rx_gen(),
                     received: 0,
                     total: *total,
@@ -871,8 +883,9 @@ impl SyncEngine {
             }
             Record::BulkEnd { id, .. } => {
                 if let Some(b) = self.bulk_in.take() {
-                    // While active our table is authoritative: keep what the peer lacks.
-                    let stale_removed = if t.is_active() {
+                    // While active our table is authoritative: keep what the peer lacks; and
+                    // a passive peer's bulk says nothing about what is stale.
+                    let stale_removed = if t.is_active() || !b.authoritative {
                         0
                     } else {
                         t.drop_stale_synced(b.gen)
@@ -1015,6 +1028,7 @@ impl SyncEngine {
 
     fn snapshot(&mut self, t: &Tables) {
         let Some(b) = &mut self.bulk_out else { return };
+        b.authoritative = t.is_active();
         if !t.is_active() {
             // A passive member's table is not authoritative: it answers with an empty bulk
             // (the requester still learns that it is complete).
@@ -1126,6 +1140,7 @@ impl SyncEngine {
                 return Some(Record::BulkBegin {
                     id: b.id,
                     total: b.total,
+                    authoritative: b.authoritative,
                 });
             }
             let n_conns = b.conns.len();

@@ -594,11 +594,14 @@ impl Tables {
         gone
     }
 
-    /// Removes synced entries of generations below `gen` (not refreshed by the bulk that
-    /// opened `gen`): the peer deleted them while we were not listening.
+    /// After a complete bulk from the active (called on the passive): removes items of
+    /// generations below `gen` (not refreshed by the bulk that opened `gen`): the peer
+    /// deleted them while we were not listening. Connections go whatever their origin (a
+    /// passive's own connections are leftovers of an earlier active spell, which the active
+    /// has since closed); other items of local origin stay.
     pub fn drop_stale_synced(&mut self, gen: u32) -> usize {
         let before = self.total_items();
-        self.conns.retain(|_, e| e.gen == LOCAL_GEN || e.gen >= gen);
+        self.conns.retain(|_, e| e.gen >= gen);
         self.hosts.retain(|_, e| e.gen == LOCAL_GEN || e.gen >= gen);
         self.users.retain(|_, e| e.gen == LOCAL_GEN || e.gen >= gen);
         self.expects
@@ -760,6 +763,32 @@ mod tests {
         assert!(t.is_live(t.install_gen()));
         t.deactivate();
         assert!(!t.is_live(t.install_gen()));
+    }
+
+    #[test]
+    fn bulk_end_drops_unrefreshed_connections_of_any_origin() {
+        let mut t = Tables::new();
+        let st = ConnState::Udp { replied: true };
+        t.insert_conn(key(1), ConnEntry::new(st, true, 1, 0, 0)); // leftover, local origin
+        let mut old = ConnEntry::new(st, true, 1, 0, 0);
+        old.gen = t.install_gen();
+        t.insert_conn(key(2), old); // synced before the bulk
+        let gen = t.next_rx_gen();
+        let mut fresh = ConnEntry::new(st, true, 1, 0, 0);
+        fresh.gen = gen;
+        t.insert_conn(key(3), fresh); // refreshed by the bulk
+        t.users.insert(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            UserEntry {
+                name: "local".into(),
+                groups: Vec::new(),
+                expires: 10,
+                gen: LOCAL_GEN,
+            },
+        );
+        assert_eq!(t.drop_stale_synced(gen), 2);
+        assert!(t.conn_peek(&key(3)).is_some());
+        assert_eq!(t.users.len(), 1);
     }
 
     #[test]

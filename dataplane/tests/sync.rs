@@ -513,3 +513,24 @@ fn garbage_and_authenticated_nonsense_never_panic() {
     }
     assert!(b.e.stats().rejected > 5_000);
 }
+
+#[test]
+fn a_passive_peers_empty_bulk_removes_nothing() {
+    // A was active and synced its connections; then both are passive for a moment (a swap
+    // in progress) and B asks for a resync: A's answer is empty and must not wipe B's copy.
+    let mut net = pair(0.0, 13);
+    for i in 0..100 {
+        open(&mut net.a, i, 0);
+    }
+    net.settle(2_000);
+    assert_eq!(net.b.t.conn_count(), 100);
+    net.a.t.deactivate();
+    let id = net.b.e.request_resync(net.now).expect("peer up");
+    net.settle(2_000);
+    assert_eq!(net.b.e.resync_status(id), ResyncStatus::Done);
+    assert_eq!(
+        net.b.t.conn_count(),
+        100,
+        "nothing removed by a passive's bulk"
+    );
+}
