@@ -488,10 +488,9 @@ impl Service {
         let mut wire =
             Wire::new(r, stream, self.cfg.security.clone()).map_err(|e| e.to_string())?;
         let res = {
-            let _busy = self.lock_busy();
             let store = self.store_as(Role::Standby);
             let mut on_join = |serial: &str, addr: &str| self.answer_join(serial, addr);
-            sync::receive_or_join(&store, &mut wire, |_| {}, &mut on_join)
+            sync::receive_or_join(&store, &mut wire, |_| {}, &mut on_join, Some(&self.busy))
         };
         let from = wire.peer().map(|s| s.as_str().to_string());
         match res {

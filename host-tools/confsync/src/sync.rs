@@ -191,7 +191,7 @@ pub fn receive<R: Read, W: Write>(
     let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
         reason: "this member does not take join requests".into(),
     };
-    match receive_or_join(store, wire, progress, &mut refuse)? {
+    match receive_or_join(store, wire, progress, &mut refuse, None)? {
         Received::Revision(r) => Ok(r),
         Received::Join { .. } => Err(SyncFailure::Protocol(SyncError::Unexpected("join request"))),
     }
@@ -213,13 +213,19 @@ pub enum Received {
     },
 }
 
-/// Like [`receive`], but a join request is answered with `on_join(serial, addr)`.
+/// Like [`receive`], but a join request is answered with `on_join(serial, addr)`. When `busy`
+/// is given it is held from the first authenticated request that changes the store (the
+/// staging of a revision, or a join) to the end of the session, so that a peer that connects
+/// and stays silent holds nothing.
 pub fn receive_or_join<R: Read, W: Write>(
     store: &Store,
     wire: &mut Wire<R, W>,
     mut progress: impl FnMut(&Progress),
     on_join: &mut dyn FnMut(&str, &str) -> SyncMsg,
+    busy: Option<&std::sync::Mutex<()>>,
 ) -> Result<Received, SyncFailure> {
+    let lock = || busy.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut _held = None;
     let cur = store.current()?;
     let (mut core, hello) =
         ReceiverCore::new(nonce()?, cur.as_ref().map(|r| (r.revision, &r.manifest)));
@@ -249,6 +255,7 @@ pub fn receive_or_join<R: Read, W: Write>(
             match a {
                 ReceiverAction::Send(m) => wire.send(&m)?,
                 ReceiverAction::Join { serial, addr } => {
+                    _held = lock();
                     let answer = on_join(&serial, &addr);
                     let accepted = matches!(answer, SyncMsg::Joined { .. });
                     wire.send(&answer)?;
@@ -264,6 +271,7 @@ pub fn receive_or_join<R: Read, W: Write>(
                     manifest,
                     needed,
                 } => {
+                    _held = lock();
                     p.phase = "transfer";
                     p.total_files = needed.len() as u64;
                     let sizes: HashMap<Hash, u64> = manifest

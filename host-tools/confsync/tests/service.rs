@@ -567,3 +567,21 @@ fn the_role_comes_from_the_daemon_and_no_answer_means_read_only() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_silent_connection_to_the_receiver_blocks_nothing() {
+    let la = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_addr = la.local_addr().unwrap();
+    let a = member("SN-A", Role::Active, la, vec![]);
+    // Someone connects to the receiver and never speaks (the receiver waits IO_TIMEOUT, 30 s).
+    let _silent = std::net::TcpStream::connect(a_addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    a.store(Role::Active).write("x.conf", b"x").unwrap();
+    // The client gives up after 10 s: the publish must not wait for the silent session.
+    let mut c = Client::connect(&a.sock, Duration::from_secs(10)).unwrap();
+    let r = c.call(&Request::ConfigPublish { comment: None }, |_| {});
+    assert!(
+        matches!(r, Ok(Reply::Published { revision: 1, .. })),
+        "{r:?}"
+    );
+}
