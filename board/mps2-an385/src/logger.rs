@@ -30,6 +30,7 @@ unsafe impl defmt::Logger for UartLogger {
             panic!("defmt logger taken reentrantly");
         }
         critical_section::with(|cs| *RESTORE.borrow_ref_mut(cs) = Some(restore));
+        crate::uart::log_frame_start();
         with_encoder(|e| e.start_frame(crate::uart::log_write));
     }
 

@@ -2,6 +2,7 @@
 //! (an embassy-sync `Pipe`), exposed as `embedded-io-async` `Read` / `Write`.
 
 use core::convert::Infallible;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::pipe::Pipe;
@@ -83,10 +84,14 @@ fn write(base: usize, reg: usize, value: u32) {
     unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
 }
 
-fn tx_byte_blocking(base: usize, byte: u8) {
-    while read(base, STATE) & STATE_TX_FULL != 0 {}
-    write(base, DATA, u32::from(byte));
-}
+/// Polls of a full transmit register before the log gives up on the rest of a frame. The
+/// log is written with interrupts masked, so it must not wait long for a host that stopped
+/// reading UART0; QEMU normally empties the register at once.
+const LOG_SPIN_LIMIT: u32 = 1000;
+
+/// Set when the log line is stalled: the rest of the current frame is dropped (the decoder
+/// resynchronises on the next frame).
+static LOG_STALLED: AtomicBool = AtomicBool::new(false);
 
 /// Enables UART0 for transmit only (the defmt log).
 pub(crate) fn init_log_uart() {
@@ -94,10 +99,26 @@ pub(crate) fn init_log_uart() {
     write(UART0, CTRL, CTRL_TX_EN);
 }
 
-/// Writes bytes to UART0, waiting while its transmit register is full (the log path).
+/// Starts a log frame: try writing again even if the last frame was cut short.
+pub(crate) fn log_frame_start() {
+    LOG_STALLED.store(false, Ordering::Relaxed);
+}
+
+/// Writes bytes to UART0, waiting a bounded time while its transmit register is full.
 pub(crate) fn log_write(bytes: &[u8]) {
     for &b in bytes {
-        tx_byte_blocking(UART0, b);
+        if LOG_STALLED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut spins = 0;
+        while read(UART0, STATE) & STATE_TX_FULL != 0 {
+            spins += 1;
+            if spins > LOG_SPIN_LIMIT {
+                LOG_STALLED.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        write(UART0, DATA, u32::from(b));
     }
 }
 
