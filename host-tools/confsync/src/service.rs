@@ -107,6 +107,8 @@ pub struct Service {
     store: Store,
     peers: Mutex<BTreeMap<String, PeerRecord>>,
     peer_list: Mutex<Vec<PeerAddr>>,
+    /// The keys of the sync channel; changed by a PSK rollover (`psk_rotate`).
+    keyring: Mutex<ha_proto::keys::Keyring>,
     /// One publish, push or receive at a time on this store.
     busy: Mutex<()>,
 }
@@ -161,11 +163,34 @@ impl Service {
             .collect();
         Service {
             peer_list: Mutex::new(cfg.peers.clone()),
+            keyring: Mutex::new(cfg.security.keyring.clone()),
             cfg,
             store,
             peers: Mutex::new(peers),
             busy: Mutex::new(()),
         }
+    }
+
+    /// The identity and the current keys of the sync sessions.
+    pub fn security(&self) -> Security {
+        let mut s = self.cfg.security.clone();
+        s.keyring = self
+            .keyring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s
+    }
+
+    fn rotate_report(&self, phase: &str) -> Reply {
+        let k = self.keyring.lock().unwrap_or_else(|p| p.into_inner());
+        Reply::Rotate(ha_mgmt_api::RotateReport {
+            phase: phase.into(),
+            sealing_key_id: k.sealing().key_id(),
+            previous_key_id: k.previous_key_id(),
+            confirmed: vec![self.me()],
+            pending: Vec::new(),
+        })
     }
 
     /// The current peers (changed by cluster join and remove).
@@ -216,9 +241,9 @@ impl Service {
     fn key_matches(&self, psk_file: &str) -> Result<(), Box<Reply>> {
         let psk = crate::wire::read_key_file(std::path::Path::new(psk_file))
             .map_err(|e| Box::new(error(ErrorCode::BadRequest, e)))?;
-        let sealing = self.cfg.security.keyring.sealing();
-        let derived =
-            ha_proto::keys::KeySet::derive(&psk, self.cfg.security.cluster_id, sealing.key_id());
+        let sec = self.security();
+        let sealing = sec.keyring.sealing();
+        let derived = ha_proto::keys::KeySet::derive(&psk, sec.cluster_id, sealing.key_id());
         let ch = ha_proto::msg::Channel::Management;
         if derived.key(ch) == sealing.key(ch) {
             Ok(())
@@ -320,7 +345,7 @@ impl Service {
                     s.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
                     let _ = s.set_nodelay(true);
                     let r = s.try_clone().map_err(io)?;
-                    return Wire::new(r, s, self.cfg.security.clone()).map_err(io);
+                    return Wire::new(r, s, self.security()).map_err(io);
                 }
                 Err(e) => last = e,
             }
@@ -486,7 +511,7 @@ impl Service {
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let r = stream.try_clone().map_err(|e| e.to_string())?;
         let mut wire =
-            Wire::new(r, stream, self.cfg.security.clone()).map_err(|e| e.to_string())?;
+            Wire::new(r, stream, self.security()).map_err(|e| e.to_string())?;
         let res = {
             let store = self.store_as(Role::Standby);
             let mut on_join = |serial: &str, addr: &str| self.answer_join(serial, addr);
@@ -852,4 +877,45 @@ impl Backend for Service {
             ),
         }
     }
+
+    /// One step of this member's rollover of the sync channel's keys, chosen by where its
+    /// keyring stands (accept the new key, then seal with it, then retire the old one), as
+    /// `ha-daemon` does for the HA link; `hactl psk rotate --config-member-socket` runs each
+    /// step on every member before the next.
+    fn psk_rotate(&self, psk_file: String, key_id: u8) -> Reply {
+        let psk = match crate::wire::read_key_file(std::path::Path::new(&psk_file)) {
+            Ok(p) => p,
+            Err(e) => return error(ErrorCode::BadRequest, e),
+        };
+        let cluster_id = self.cfg.security.cluster_id;
+        let mut k = self.keyring.lock().unwrap_or_else(|p| p.into_inner());
+        let phase = if k.get(key_id).is_none() {
+            match k.accept(ha_proto::keys::KeySet::derive(&psk, cluster_id, key_id)) {
+                Ok(()) => "confirming",
+                Err(e) => return error(ErrorCode::Refused, e.to_string()),
+            }
+        } else if k.sealing().key_id() != key_id {
+            match k.seal_with(key_id) {
+                Ok(()) => "retiring",
+                Err(e) => return error(ErrorCode::Refused, e.to_string()),
+            }
+        } else if k.in_rollover() {
+            k.retire_previous();
+            "done"
+        } else {
+            "idle"
+        };
+        drop(k);
+        self.rotate_report(phase)
+    }
+
+    fn psk_rotate_status(&self) -> Reply {
+        let rolling = self
+            .keyring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_rollover();
+        self.rotate_report(if rolling { "confirming" } else { "idle" })
+    }
+
 }

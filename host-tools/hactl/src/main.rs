@@ -226,6 +226,10 @@ enum PskCmd {
         /// be listed: each phase is confirmed by all of them before the next starts.
         #[arg(long = "member-socket")]
         member_sockets: Vec<PathBuf>,
+        /// The configuration-sync service's socket of one member; repeat for every member to
+        /// roll the sync channel's keys over too (after the HA links').
+        #[arg(long = "config-member-socket")]
+        config_member_sockets: Vec<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -556,6 +560,7 @@ fn run(cli: Cli) -> Result<()> {
             psk_file,
             key_id,
             member_sockets,
+            config_member_sockets,
             json,
         }) => {
             pskfile::read(&psk_file)?;
@@ -565,7 +570,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 member_sockets
             };
-            psk_rotate(&sockets, psk_file, key_id, json)
+            psk_rotate(&sockets, &config_member_sockets, psk_file, key_id, json)
         }
         Cmd::Psk(PskCmd::Status { json }) => {
             live(socket, Request::PskRotateStatus, json, human).map(drop)
@@ -746,63 +751,60 @@ impl update::Cluster for SocketCluster {
     }
 }
 
-/// One member's daemon, for the rollover driver.
-struct SocketMember {
-    path: PathBuf,
-    psk_file: String,
-}
-
-impl SocketMember {
-    fn call(&self, req: &Request) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
-        let mut c = Client::connect(&self.path).map_err(|f| f.message)?;
-        match c.call(req, |_| {}).map_err(|f| f.message)? {
-            Reply::Rotate(r) => Ok(r),
-            _ => Err(format!("{}: not a rotation report", self.path.display())),
-        }
-    }
-}
-
-impl rotation::RotatingMember for SocketMember {
-    fn status(&mut self) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
-        self.call(&Request::PskRotateStatus)
-    }
-
-    fn step(&mut self, key_id: u8) -> std::result::Result<ha_mgmt_api::RotateReport, String> {
-        self.call(&Request::PskRotate {
-            psk_file: self.psk_file.clone(),
-            key_id,
-        })
-    }
-}
-
 /// `hactl psk rotate`: the whole rollover over every member's daemon, in the order of
 /// [`rotation::Rollover`] (every member accepts the new key, then every member seals with it,
 /// then every member retires the old one).
-fn psk_rotate(sockets: &[PathBuf], psk_file: String, key_id: u8, json: bool) -> Result<()> {
+fn psk_rotate(
+    sockets: &[PathBuf],
+    config_sockets: &[PathBuf],
+    psk_file: String,
+    key_id: u8,
+    json: bool,
+) -> Result<()> {
     // Every member must take part, or the ones left out would lose the others' frames.
     let first = sockets
         .first()
         .ok_or_else(|| Failure::new(Code::Refused, "no member socket"))?;
     let mut c = Client::connect(first)?;
     if let Reply::Info(i) = c.call(&Request::Info { verbose: false }, |_| {})? {
-        if i.members.len() != sockets.len() {
+        let n = i.members.len();
+        if n != sockets.len() || (!config_sockets.is_empty() && n != config_sockets.len()) {
             return Err(Failure::new(
                 Code::Refused,
                 format!(
-                    "the cluster has {} members but {} management socket(s) were given; \
-                     list every member with --member-socket",
-                    i.members.len(),
-                    sockets.len()
+                    "the cluster has {n} members but {} management socket(s) and {} \
+                     configuration-sync socket(s) were given; list every member with \
+                     --member-socket (and --config-member-socket)",
+                    sockets.len(),
+                    config_sockets.len()
                 ),
             ));
         }
     }
-    let mut members: Vec<SocketMember> = sockets
+    // The HA links first, then the configuration-sync channel (independent keyrings).
+    let mut total = 0;
+    for group in [sockets, config_sockets] {
+        if group.is_empty() {
+            continue;
+        }
+        total = rollover(group, &psk_file, key_id, json)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "rotation_done", "key_id": key_id, "members": total})
+        );
+    } else {
+        println!("every member ({total}) now seals with and accepts only key id {key_id}");
+    }
+    Ok(())
+}
+
+/// One rollover over `sockets`; returns the number of members.
+fn rollover(sockets: &[PathBuf], psk_file: &str, key_id: u8, json: bool) -> Result<usize> {
+    let mut members: Vec<rotation::ApiMember> = sockets
         .iter()
-        .map(|p| SocketMember {
-            path: p.clone(),
-            psk_file: psk_file.clone(),
-        })
+        .map(|p| rotation::ApiMember::new(p.clone(), psk_file.to_string()))
         .collect();
     let steps = rotation::rotate(&mut members, key_id, |m, step| {
         let line = serde_json::json!({
@@ -823,18 +825,7 @@ fn psk_rotate(sockets: &[PathBuf], psk_file: String, key_id: u8, json: bool) -> 
         };
         Failure::new(code, format!("PSK rotation stopped: {e}"))
     })?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"type": "rotation_done", "key_id": key_id, "members": steps.len()})
-        );
-    } else {
-        println!(
-            "every member ({}) now seals with and accepts only key id {key_id}",
-            steps.len()
-        );
-    }
-    Ok(())
+    Ok(steps.len())
 }
 
 fn hex(b: &[u8]) -> String {

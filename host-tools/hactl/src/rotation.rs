@@ -206,6 +206,41 @@ pub fn rotate<M: RotatingMember>(
     Ok(plan.steps().to_vec())
 }
 
+/// A member reached through a management socket (its `ha-daemon`, or its configuration-sync
+/// service for the sync channel's keys).
+pub struct ApiMember {
+    path: std::path::PathBuf,
+    psk_file: String,
+}
+
+impl ApiMember {
+    /// The member at `path`; `psk_file` is the new key's file, read by the member itself.
+    pub fn new(path: std::path::PathBuf, psk_file: String) -> ApiMember {
+        ApiMember { path, psk_file }
+    }
+
+    fn call(&self, req: &ha_mgmt_api::Request) -> Result<RotateReport, String> {
+        let mut c = crate::client::Client::connect(&self.path).map_err(|f| f.message)?;
+        match c.call(req, |_| {}).map_err(|f| f.message)? {
+            ha_mgmt_api::Reply::Rotate(r) => Ok(r),
+            _ => Err(format!("{}: not a rotation report", self.path.display())),
+        }
+    }
+}
+
+impl RotatingMember for ApiMember {
+    fn status(&mut self) -> Result<RotateReport, String> {
+        self.call(&ha_mgmt_api::Request::PskRotateStatus)
+    }
+
+    fn step(&mut self, key_id: u8) -> Result<RotateReport, String> {
+        self.call(&ha_mgmt_api::Request::PskRotate {
+            psk_file: self.psk_file.clone(),
+            key_id,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,3 +264,80 @@ fn info_takes_the_sync_column_from_the_service() {
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
 }
+
+#[test]
+fn the_sync_channel_keys_roll_over_without_a_failed_sync() {
+    use ha_confsync::sync::push;
+    use ha_confsync::wire::Wire;
+    use hactl::rotation::{rotate, ApiMember, Step};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (la, lb) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let a = member(
+        dir.path(),
+        "SN-A",
+        Role::Active,
+        la,
+        PeerAddr {
+            serial: "SN-B".into(),
+            addr: ab.to_string(),
+        },
+    );
+    let b = member(
+        dir.path(),
+        "SN-B",
+        Role::Standby,
+        lb,
+        PeerAddr {
+            serial: "SN-A".into(),
+            addr: aa.to_string(),
+        },
+    );
+    let key = dir.path().join("new.key");
+    std::fs::write(&key, "3c".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sa = Store::open(&a.root, Role::Active).unwrap();
+    let call = |req: Request| {
+        let mut c = ha_mgmt_api::client::Client::connect(&a.sock, Duration::from_secs(60)).unwrap();
+        c.call(&req, |_| {})
+    };
+    // A publish and a sync after every step of the rollover: none may fail.
+    let mut n = 0;
+    let mut sync_now = || {
+        n += 1;
+        sa.write("step.conf", format!("{n}").as_bytes()).unwrap();
+        call(Request::ConfigPublish { comment: None }).unwrap();
+        match call(Request::ConfigSync { peer: None }) {
+            Ok(Reply::SyncDone(_)) => {}
+            other => panic!("sync {n} failed: {other:?}"),
+        }
+    };
+    sync_now();
+    let mut members = vec![
+        ApiMember::new(a.sock.clone(), key.to_str().unwrap().to_string()),
+        ApiMember::new(b.sock.clone(), key.to_str().unwrap().to_string()),
+    ];
+    let steps = rotate(&mut members, 2, |_, _| sync_now()).unwrap();
+    assert_eq!(steps, vec![Step::Done, Step::Done]);
+    assert_eq!(n, 7);
+    let sb = Store::open(&b.root, Role::Standby).unwrap();
+    assert_eq!(sb.read("step.conf").unwrap(), b"7");
+
+    // The old key is refused now.
+    let old = Security {
+        cluster_id: 5,
+        keyring: Keyring::new(KeySet::derive(&Psk([9; 32]), 5, 1)),
+        me: Serial::new("SN-A").unwrap(),
+        encrypt: false,
+    };
+    let s = std::net::TcpStream::connect(ab).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = Wire::new(s.try_clone().unwrap(), s, old).unwrap();
+    assert!(push(&sa, &mut w, |_| {}).is_err());
+    assert_eq!(sb.read("step.conf").unwrap(), b"7");
+}

@@ -585,8 +585,50 @@ fn psk_rotate_runs_the_rollover_on_every_member_and_never_sends_the_key() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cluster has 2 members"));
     assert_eq!(cluster.lock().unwrap().keys, vec![(1, vec![1]); 2]);
 
-    let o = rotate(&["--member-socket", &socks[0], "--member-socket", &socks[1]]);
+    // The configuration-sync services' keys roll over too, after the HA links'.
+    let config = Arc::new(Mutex::new(KeyCluster {
+        keys: vec![(1, vec![1]); 2],
+        ..Default::default()
+    }));
+    let mut csocks = Vec::new();
+    for index in 0..2 {
+        let p = dir.path().join(format!("c{index}.sock"));
+        let b = Arc::new(KeyMember {
+            index,
+            cluster: config.clone(),
+        });
+        threads.push(server::serve(server::bind(&p).unwrap(), b, stop.clone()).unwrap());
+        csocks.push(p.to_str().unwrap().to_string());
+    }
+    let o = rotate(&[
+        "--member-socket",
+        &socks[0],
+        "--member-socket",
+        &socks[1],
+        "--config-member-socket",
+        &csocks[0],
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "one configuration socket of two: {o:?}"
+    );
+    let o = rotate(&[
+        "--member-socket",
+        &socks[0],
+        "--member-socket",
+        &socks[1],
+        "--config-member-socket",
+        &csocks[0],
+        "--config-member-socket",
+        &csocks[1],
+    ]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
+    {
+        let c = config.lock().unwrap();
+        assert_eq!(c.keys, vec![(2, vec![2]); 2]);
+        assert_eq!(c.broken_after_step, 0);
+    }
     let out = stdout(&o);
     assert!(out.contains("only key id 2"), "{out}");
     {
