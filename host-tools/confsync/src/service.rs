@@ -510,8 +510,7 @@ impl Service {
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let r = stream.try_clone().map_err(|e| e.to_string())?;
-        let mut wire =
-            Wire::new(r, stream, self.security()).map_err(|e| e.to_string())?;
+        let mut wire = Wire::new(r, stream, self.security()).map_err(|e| e.to_string())?;
         let res = {
             let store = self.store_as(Role::Standby);
             let mut on_join = |serial: &str, addr: &str| self.answer_join(serial, addr);
@@ -632,11 +631,21 @@ impl Backend for Service {
             };
             match probe {
                 None => {
-                    st.state = SyncState::SyncProblem;
-                    st.detail = Some("nothing published on this member".into());
+                    // Nothing to compare with: the last session's outcome says the most.
+                    let (state, why) = rec.problem.clone().unwrap_or((
+                        SyncState::SyncProblem,
+                        "nothing published on this member".into(),
+                    ));
+                    st.state = state;
+                    st.detail = Some(why);
                 }
                 Some(Err(e)) => {
-                    st.state = classify(&e);
+                    st.state = match classify(&e) {
+                        // A standby's revision offered to the active one is refused as older:
+                        // that member is behind, not in collision.
+                        SyncState::Collision if role == Role::Standby => SyncState::SyncProblem,
+                        other => other,
+                    };
                     st.detail = Some(e.to_string());
                 }
                 Some(Ok(pr)) => {
@@ -917,5 +926,4 @@ impl Backend for Service {
             .in_rollover();
         self.rotate_report(if rolling { "confirming" } else { "idle" })
     }
-
 }

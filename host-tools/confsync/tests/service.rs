@@ -585,3 +585,21 @@ fn a_silent_connection_to_the_receiver_blocks_nothing() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_standby_that_is_behind_reports_a_sync_problem_not_a_collision() {
+    let (a, b) = pair();
+    a.store(Role::Active).write("x.conf", b"1").unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    a.call(Request::ConfigSync { peer: None }).unwrap();
+    a.store(Role::Active).write("x.conf", b"2").unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    // B runs revision 1, A published 2 and has not synced it yet.
+    let st = synctest(&b);
+    assert_eq!(st.revision, 1);
+    assert_eq!(st.peers[0].state, SyncState::SyncProblem, "{st:?}");
+    // A's own view: B is behind.
+    let st = synctest(&a);
+    assert_eq!(st.peers[0].state, SyncState::SyncProblem, "{st:?}");
+    assert_eq!(st.peers[0].unsynchronized, vec!["x.conf".to_string()]);
+}
