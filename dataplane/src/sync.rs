@@ -302,6 +302,12 @@ struct Inflight {
     acked: bool,
 }
 
+/// Frames retransmitted per [`SyncEngine::poll_transmit`] at most, oldest first: when the
+/// peer was merely slow (its thread descheduled), the whole window times out at once; resending
+/// it all would double the load exactly when the peer is behind. The acknowledgements that
+/// arrive meanwhile cancel the rest.
+pub const MAX_RETRANSMITS_PER_POLL: usize = 64;
+
 /// Largest retransmission timeout (after backoff).
 pub const MAX_RTO_MS: Millis = 1_000;
 
@@ -572,11 +578,16 @@ impl SyncEngine {
         self.heard(h.epoch, now);
         match head {
             Head::Hello => {}
-            Head::Resync { id } => {
-                if self.last_bulk_id != Some(id) {
-                    self.start_bulk(id);
+            Head::Resync { id } => match &mut self.bulk_out {
+                // A bulk we started ourselves (peer met again, overflow) answers the request:
+                // adopt its id rather than start over.
+                Some(b) if b.id == 0 => {
+                    b.id = id;
+                    self.last_bulk_id = Some(id);
                 }
-            }
+                _ if self.last_bulk_id != Some(id) => self.start_bulk(id),
+                _ => {}
+            },
             Head::Ack { stream, next, sack } => self.on_ack(stream, next, sack, now),
             Head::Data { stream, rseq } => {
                 self.on_data(tables, stream, rseq, rest, now, observe);
@@ -595,7 +606,11 @@ impl SyncEngine {
                     last_heard: now,
                 });
                 self.events.push(SyncEvent::PeerUp { epoch });
-                self.reset_tx();
+                // Our changes queued or in flight are dropped with the old stream: the peer
+                // gets our whole table instead (self-initiated bulk; a resync request from
+                // it adopts this bulk). Without this, a peer that did not notice the loss
+                // (asymmetric timeouts) would miss those changes for good.
+                self.start_bulk(0);
                 self.rx = None;
                 self.ooo.clear();
                 self.bulk_in = None;
@@ -982,6 +997,9 @@ impl SyncEngine {
         let rto = self.rto();
         let mut resend = Vec::new();
         for f in self.inflight.iter_mut() {
+            if resend.len() >= MAX_RETRANSMITS_PER_POLL {
+                break;
+            }
             let backoff = rto
                 .saturating_mul(1 << (f.sends.saturating_sub(1)).min(6))
                 .min(MAX_RTO_MS);

@@ -43,6 +43,7 @@ struct Net {
     rng: fastrand::Rng,
     loss: f64,
     cut_ab: bool,
+    cut_ba: bool,
     now: Millis,
     q_ab: VecDeque<Vec<u8>>,
     q_ba: VecDeque<Vec<u8>>,
@@ -56,6 +57,7 @@ impl Net {
             rng: fastrand::Rng::with_seed(seed),
             loss,
             cut_ab: false,
+            cut_ba: false,
             now: 0,
             q_ab: VecDeque::new(),
             q_ba: VecDeque::new(),
@@ -73,7 +75,7 @@ impl Net {
             }
         }
         for d in std::mem::take(&mut self.q_ba) {
-            if self.rng.f64() >= self.loss {
+            if !self.cut_ba && self.rng.f64() >= self.loss {
                 self.a.e.on_datagram(&mut self.a.t, &d, now);
             }
         }
@@ -533,4 +535,54 @@ fn a_passive_peers_empty_bulk_removes_nothing() {
         100,
         "nothing removed by a passive's bulk"
     );
+}
+
+#[test]
+fn one_sided_peer_loss_loses_no_update() {
+    // B→A is cut for longer than the peer timeout: A declares B lost and drops what it had
+    // queued, while B, still hearing A, notices nothing. When the path returns A must send
+    // its whole table, or B would miss those changes for good.
+    let mut net = pair(0.0, 17);
+    for i in 0..1_000 {
+        open(&mut net.a, i, 0);
+    }
+    net.settle(2_000);
+    net.cut_ba = true;
+    // Changes before A gives up on B (queued, sent, never acknowledged) and after.
+    for i in 1_000..1_500 {
+        let now = net.now;
+        open(&mut net.a, i, now);
+    }
+    net.run(3_500);
+    assert!(net
+        .a
+        .events
+        .iter()
+        .any(|e| matches!(e, SyncEvent::PeerLost)));
+    for i in 1_500..2_000 {
+        let now = net.now;
+        open(&mut net.a, i, now);
+    }
+    for i in (0..1_000).step_by(5) {
+        net.a.t.remove_conn(&key(i));
+        net.a.e.changed(ItemKey::Conn(key(i)));
+    }
+    net.run(100);
+    assert!(!net
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, SyncEvent::PeerLost)));
+    net.cut_ba = false;
+    net.run(500); // a hello period or two: A meets B again
+    assert_eq!(
+        net.a
+            .events
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::PeerUp { .. }))
+            .count(),
+        2
+    );
+    net.settle(5_000);
+    assert_same_conns(&net.a.t, &net.b.t, 2_000);
 }
