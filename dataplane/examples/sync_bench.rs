@@ -153,7 +153,6 @@ impl Side {
 struct Shared {
     stop: AtomicBool,
     applied: AtomicU64,
-    measure_lag: AtomicBool,
     sent_ns: Vec<AtomicU64>,
     resync: AtomicU32,
     bulk_ms: AtomicU64,
@@ -259,7 +258,6 @@ fn run(n: u32) -> Result<(), String> {
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         applied: AtomicU64::new(0),
-        measure_lag: AtomicBool::new(false),
         sent_ns: (0..n as usize + lag_n).map(|_| AtomicU64::new(0)).collect(),
         resync: AtomicU32::new(0),
         bulk_ms: AtomicU64::new(0),
@@ -286,17 +284,15 @@ fn run(n: u32) -> Result<(), String> {
         let mut lags: Vec<u64> = Vec::with_capacity(lag_n);
         let mut resync: Option<(u32, Instant)> = None;
         while !sh.stop.load(Ordering::Relaxed) {
-            let measure = sh.measure_lag.load(Ordering::Relaxed);
             let mut observe = |r: &Record| {
                 if let Record::Conn { key, .. } = r {
                     sh.applied.fetch_add(1, Ordering::Relaxed);
-                    if measure {
-                        if let Some(t) = index_of(key).and_then(|i| sh.sent_ns.get(i)) {
-                            let sent = t.load(Ordering::Relaxed);
+                    // Only the lag phase's connections have a send time.
+                    if let Some(t) = index_of(key).and_then(|i| sh.sent_ns.get(i)) {
+                        let sent = t.load(Ordering::Relaxed);
+                        if sent > 0 {
                             let now = base.elapsed().as_nanos() as u64;
-                            if sent > 0 {
-                                lags.push(now.saturating_sub(sent));
-                            }
+                            lags.push(now.saturating_sub(sent));
                         }
                     }
                 }
@@ -393,7 +389,6 @@ fn run(n: u32) -> Result<(), String> {
     println!("sync: bulk of {n} connections (request to complete) in {bulk_ms} ms");
 
     // 3. Lag at LAG_RATE/s offered.
-    shared.measure_lag.store(true, Ordering::Relaxed);
     let retransmits0 = a.e.stats().retransmits;
     let mut max_gap = Duration::ZERO;
     let mut last = Instant::now();
