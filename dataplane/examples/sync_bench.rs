@@ -7,7 +7,8 @@
 //! - lag: changes offered at `LAG_RATE`/s for `LAG_SECS` s, p99 of (applied on the receiver −
 //!   made on the sender).
 //!
-//! Last line: `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>`.
+//! Last line: `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>` (`bulk_1m_ms` is the
+//! bulk of `--connections` connections: 1M unless told otherwise, as the line before says).
 //! Options: `--connections N` (default 1,000,000); `--in-memory`: instead, both engines in
 //! one thread without sockets (the engines' CPU cost alone).
 
