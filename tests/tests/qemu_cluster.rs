@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ha_e2e::firmware_elf;
 use ha_hal::bridge::SensorKind;
+use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::Role;
 use ha_qemu::{Cluster, ClusterConfig, LedObserved, Link};
@@ -214,4 +215,39 @@ fn admin_force_passive_force_active_and_reset() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(c.actives().len(), 1, "reset left {:?} active", c.actives());
+}
+
+/// The main CPU's interface list: `out` and `in`, `out` up or down.
+fn interfaces(out_up: bool) -> HostMsg {
+    let iface = |name: &str, up| IfaceState {
+        name: heapless::String::try_from(name).expect("short name"),
+        up,
+        weight: 100,
+        aggregate: None,
+    };
+    let mut list = heapless::Vec::new();
+    list.push(iface("out", out_up)).expect("capacity");
+    list.push(iface("in", true)).expect("capacity");
+    HostMsg::Interfaces(list)
+}
+
+#[test]
+fn interface_down_on_the_active_swaps() {
+    let Some(mut c) = boot() else { return };
+    for i in 0..2 {
+        c.member(i).send(interfaces(true)).expect("interfaces");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let active = c.actives()[0];
+    let other = 1 - active;
+    let t = Instant::now();
+    c.member(active)
+        .send(interfaces(false))
+        .expect("interface down");
+    assert!(
+        c.wait_for(Duration::from_secs(15), |c| c.actives() == vec![other]),
+        "interface down on the active did not swap:\n{}",
+        c.status_table()
+    );
+    assert!(has_event(&c, active, t, "quality_changed"));
 }
