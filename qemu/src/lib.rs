@@ -419,7 +419,8 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Provisions and boots the cluster. Fails (with everything started so far stopped) when
-    /// a QEMU does not start or does not create its sockets within 10 s.
+    /// a QEMU does not start or does not create its sockets within 10 s, or a member's
+    /// controller sends no status on its host link within 10 s.
     pub fn start(cfg: &ClusterConfig) -> Result<Cluster> {
         if !(2..=8).contains(&cfg.members) {
             return Err(format!("{} members: 2 to 8 supported", cfg.members));
@@ -479,6 +480,21 @@ impl Cluster {
             let m = Member::boot(i, &serials[i], &cfg.elf, &mdir, block, &ports, probe)?;
             data.alive[i].store(true, Ordering::Relaxed);
             cluster.members.push(m);
+        }
+        // Every controller answers the harness's status requests once it runs: a member that
+        // stays silent does not boot (wrong ELF, refused block), and the start fails.
+        let end = Instant::now() + SOCKET_TIMEOUT;
+        for m in &cluster.members {
+            while m.host().status.is_none() {
+                if Instant::now() >= end {
+                    return Err(format!(
+                        "{}: no status on its host link within {SOCKET_TIMEOUT:?} (does the \
+                         firmware boot?)",
+                        m.serial
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         cluster.started = Instant::now();
         Ok(cluster)
