@@ -4,29 +4,55 @@
 
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Where the release firmware lands under a cargo target directory.
+const ELF_IN_TARGET: &str = "thumbv7m-none-eabi/release/ha-firmware";
 
 /// The firmware ELF the QEMU tests boot: `$HA_FIRMWARE_ELF` (set by `cargo xtask test`), else
-/// the firmware crate's default release output. `None` when there is none; with `CI=true`
-/// that is a failure (the suite runs or fails in CI, never skips).
-pub fn firmware_elf() -> Option<PathBuf> {
+/// an existing release build (`$CARGO_TARGET_DIR` or the firmware crate's own target), else
+/// one built now into `<scratch>/firmware` (pass the integration test's
+/// `CARGO_TARGET_TMPDIR`; its own target directory, since the running `cargo test` holds the
+/// lock of the workspace's). `None` only when that build fails outside
+/// CI; with `CI=true` it is a failure (the suite runs or fails in CI, never skips).
+pub fn firmware_elf(scratch: &Path) -> Option<PathBuf> {
+    static ELF: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ELF.get_or_init(|| find_or_build(scratch)).clone()
+}
+
+fn find_or_build(scratch: &Path) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candidates = [
         std::env::var_os("HA_FIRMWARE_ELF").map(PathBuf::from),
-        Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../firmware/app/target/thumbv7m-none-eabi/release/ha-firmware"),
-        ),
+        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(ELF_IN_TARGET)),
+        Some(root.join("firmware/app/target").join(ELF_IN_TARGET)),
     ];
-    let found = candidates.into_iter().flatten().find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and no firmware ELF: set HA_FIRMWARE_ELF (cargo xtask test does)"
-        );
-        eprintln!(
-            "no firmware ELF (set HA_FIRMWARE_ELF or build firmware/app --release): \
-             QEMU test not run"
-        );
+    if let Some(found) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(found);
     }
-    found
+    let target = scratch.join("firmware");
+    eprintln!(
+        "no firmware ELF: building firmware/app --release into {}",
+        target.display()
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--release"])
+        .current_dir(root.join("firmware/app"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let elf = target.join(ELF_IN_TARGET);
+    if built && elf.is_file() {
+        return Some(elf);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and the firmware did not build: the QEMU suite cannot run"
+    );
+    eprintln!("the firmware did not build: QEMU test not run");
+    None
 }

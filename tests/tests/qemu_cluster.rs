@@ -18,7 +18,7 @@ fn boot() -> Option<Cluster> {
 }
 
 fn boot_with(timers: &str) -> Option<Cluster> {
-    let elf = firmware_elf()?;
+    let elf = firmware_elf(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")))?;
     let mut cfg = ClusterConfig::new(elf);
     cfg.timers = timers.into();
     let mut c = Cluster::start(&cfg).expect("cluster starts");
