@@ -477,7 +477,15 @@ impl Cluster {
             };
             let d = data.clone();
             let probe: ProbeFn = Arc::new(move |from, peer| d.probe(from, peer));
-            let m = Member::boot(i, &serials[i], &cfg.elf, &mdir, block, &ports, probe)?;
+            let m = Member::boot(i, &serials[i], &cfg.elf, &mdir, block, &ports, probe).map_err(
+                |e| {
+                    if e.starts_with(&serials[i]) {
+                        e
+                    } else {
+                        format!("{}: {e}", serials[i])
+                    }
+                },
+            )?;
             data.alive[i].store(true, Ordering::Relaxed);
             cluster.members.push(m);
         }
