@@ -926,8 +926,24 @@ struct Qmp {
     writer: UnixStream,
 }
 
+/// Connects to QEMU's QMP socket. The socket file appears at `bind`, a moment before QEMU
+/// listens on it, so a refused connection is retried (every 20 ms, up to [`SOCKET_TIMEOUT`]).
 fn connect_qmp(path: &Path) -> Result<Qmp> {
-    let s = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let end = Instant::now() + SOCKET_TIMEOUT;
+    let s = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && Instant::now() < end =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     let writer = s.try_clone().map_err(|e| e.to_string())?;
