@@ -35,6 +35,69 @@ pub trait SyncPlane {
     /// Sync events since the last call (bulk synchronization sent or received), for the
     /// event log.
     fn poll_events(&mut self) -> Vec<SyncEvent>;
+    /// Asks the peer for its whole table (before a planned swap makes this member active);
+    /// the request's id, or `None` when this sync plane cannot resync on demand.
+    fn request_resync(&mut self, _now: Instant) -> Option<u32> {
+        None
+    }
+    /// Where resync request `id` stands.
+    fn resync_state(&self, _id: u32) -> ResyncState {
+        ResyncState::Done
+    }
+}
+
+/// Progress of a resync request ([`SyncPlane::request_resync`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncState {
+    /// The peer's table is still arriving.
+    Pending,
+    /// The whole table arrived.
+    Done,
+    /// No peer is heard: nothing to wait for.
+    NoPeer,
+}
+
+/// How the wait for a resync before a planned swap ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncOutcome {
+    /// The peer's whole table arrived after this long.
+    Complete(Duration),
+    /// Not complete within the bound; the swap goes on (and the outcome is reported).
+    TimedOut(Duration),
+    /// No peer heard.
+    NoPeer,
+    /// The sync plane cannot resync on demand (the builtin flow table), or no sync is set up.
+    Unsupported,
+}
+
+/// Asks the peer for a resync and waits for it, at most the given bound (called by the
+/// management server before a planned swap).
+pub type ResyncHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
+
+/// Requests a resync on the dataplane in `core` and polls it every 10 ms until it completes
+/// or `bound` passes. The sync thread carries the request and the bulk meanwhile.
+fn wait_resync<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
+    let start = Instant::now();
+    let id = {
+        let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+        c.filter.request_resync(start)
+    };
+    let Some(id) = id else {
+        return ResyncOutcome::Unsupported;
+    };
+    loop {
+        let state = {
+            let c = core.lock().unwrap_or_else(|p| p.into_inner());
+            c.filter.resync_state(id)
+        };
+        let waited = start.elapsed();
+        match state {
+            ResyncState::Done => return ResyncOutcome::Complete(waited),
+            ResyncState::NoPeer => return ResyncOutcome::NoPeer,
+            ResyncState::Pending if waited >= bound => return ResyncOutcome::TimedOut(waited),
+            ResyncState::Pending => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 /// A state-sync event for the event log (SPEC E3).
@@ -157,6 +220,7 @@ pub fn run<D: Dataplane>(
     let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
 
     let mut forwarding = None;
+    let mut resync: Option<ResyncHook> = None;
     if let Some(f) = &cfg.forward {
         let pin = open_port(&f.inside.ifname).map_err(|e| format!("{}: {e}", f.inside.ifname))?;
         let pout =
@@ -190,6 +254,8 @@ pub fn run<D: Dataplane>(
             cfg.peer.iter().find_map(|p| p.sync),
         ) {
             let port = bind.port();
+            let c = core.clone();
+            resync = Some(Arc::new(move |bound| wait_resync(&c, bound)));
             threads.push(
                 spawn_sync(
                     bind,
@@ -209,6 +275,7 @@ pub fn run<D: Dataplane>(
     }
 
     let mgmt = MgmtServer::new(shared.clone(), out_tx.clone())
+        .with_resync(resync)
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ha_dataplane::{Dataplane, Packet};
 
-use crate::app::{SyncEvent, SyncPlane};
+use crate::app::{ResyncState, SyncEvent, SyncPlane};
 use crate::fastpath::{Filter, PacketInfo, Side};
 use crate::runtime::Activate;
 
@@ -44,6 +44,18 @@ impl Activate for Dp {
 impl SyncPlane for Dp {
     fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
         self.0.on_datagram(bytes, now);
+    }
+
+    fn request_resync(&mut self, now: Instant) -> Option<u32> {
+        self.0.request_resync(now)
+    }
+
+    fn resync_state(&self, id: u32) -> ResyncState {
+        match self.0.resync_status(id) {
+            ha_dataplane::ResyncStatus::Pending => ResyncState::Pending,
+            ha_dataplane::ResyncStatus::Done => ResyncState::Done,
+            ha_dataplane::ResyncStatus::NoPeer => ResyncState::NoPeer,
+        }
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
@@ -137,5 +149,38 @@ mod tests {
             false,
             later
         ));
+    }
+
+    #[test]
+    fn a_resync_through_the_sync_plane_completes_once_the_table_arrived() {
+        let t0 = Instant::now();
+        let block = crate::hostlink::tests::sample_cfg();
+        let mut b_block = block.clone();
+        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
+        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
+        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        a.set_role(true, t0);
+        let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
+        assert!(a.check(&syn, Side::Inside, true, t0));
+        let pump = |a: &mut Dp, b: &mut Dp, from: u64, rounds: u64| {
+            for round in from..from + rounds {
+                let now = t0 + std::time::Duration::from_millis(10 * round);
+                for d in a.poll_transmit(now) {
+                    b.on_datagram(&d, now);
+                }
+                for d in b.poll_transmit(now) {
+                    a.on_datagram(&d, now);
+                }
+            }
+        };
+        // The members meet first (a resync needs a peer).
+        pump(&mut a, &mut b, 0, 20);
+        let asked = t0 + std::time::Duration::from_millis(200);
+        let id = b
+            .request_resync(asked)
+            .expect("the dataplane resyncs on demand");
+        assert_eq!(b.resync_state(id), ResyncState::Pending);
+        pump(&mut a, &mut b, 20, 50);
+        assert_eq!(b.resync_state(id), ResyncState::Done);
     }
 }

@@ -25,10 +25,14 @@ use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport, WirePsk};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{LinkState, Role};
 
+use crate::app::{ResyncHook, ResyncOutcome};
 use crate::runtime::{unix_ms, Outbox, Shared};
 
 /// How long a command waits for the controller's confirmation (status or key state).
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the peer's table before a planned swap; the swap then goes on and the
+/// timeout is reported in the event log.
+pub const RESYNC_BOUND: Duration = Duration::from_secs(2);
 
 /// Maps a controller event name to the API's kind; `None` for names the API has no kind for.
 pub fn event_kind(name: &str) -> Option<EventKind> {
@@ -230,6 +234,7 @@ type Confirm = Box<dyn Fn(&Shared) -> bool>;
 pub struct MgmtServer {
     shared: Arc<Mutex<Shared>>,
     outbox: Arc<Mutex<Outbox>>,
+    resync: Option<ResyncHook>,
 }
 
 impl MgmtServer {
@@ -238,7 +243,51 @@ impl MgmtServer {
         Self {
             shared,
             outbox: Arc::new(Mutex::new(outbox)),
+            resync: None,
         }
+    }
+
+    /// Before `active` makes this passive member the active one (a planned swap), ask the
+    /// peer for its whole connection table and wait for it, at most [`RESYNC_BOUND`]
+    /// (SPEC C3). Without a hook the swap does not wait.
+    pub fn with_resync(mut self, hook: Option<ResyncHook>) -> Self {
+        self.resync = hook;
+        self
+    }
+
+    /// The wait for a resync before a planned swap: only when this member is passive now
+    /// (an active member already holds the table). The outcome goes to the event log.
+    fn resync_before_takeover(&self) {
+        let Some(hook) = &self.resync else { return };
+        let passive = match self.fresh_status() {
+            Ok((r, _)) => r
+                .members
+                .iter()
+                .find(|m| m.local)
+                .is_some_and(|m| !m.roles.contains(&Role::Active)),
+            Err(_) => false,
+        };
+        if !passive {
+            return;
+        }
+        let detail = match hook(RESYNC_BOUND) {
+            ResyncOutcome::Complete(d) => format!(
+                "resync before the planned swap: the peer's table arrived in {} ms",
+                d.as_millis()
+            ),
+            ResyncOutcome::TimedOut(d) => format!(
+                "resync before the planned swap: not complete after {} ms, swapping anyway",
+                d.as_millis()
+            ),
+            ResyncOutcome::NoPeer => "resync before the planned swap: no peer heard".into(),
+            ResyncOutcome::Unsupported => return,
+        };
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::BulkSyncReceived,
+            member: None,
+            detail,
+        });
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -321,6 +370,9 @@ impl MgmtServer {
                     }
                     _ => (AdminCommand::ResetForcing, ha_proto::msg::Forced::None),
                 };
+                if command == AdminCommand::ForceActive {
+                    self.resync_before_takeover();
+                }
                 if let Err(e) = self.send(HostMsg::Admin {
                     target: None,
                     command,

@@ -314,3 +314,90 @@ fn socket_round_trip_and_other_tools_requests() {
     h.join().expect("server");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A controller whose member is passive (`local_role`), recording into `order` when the
+/// forcing to active arrives.
+fn controller_with_role(
+    sh: Arc<Mutex<Shared>>,
+    rx: mpsc::Receiver<HostMsg>,
+    local_role: Role,
+    order: Arc<Mutex<Vec<&'static str>>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut forced = ha_proto::msg::Forced::None;
+        let peer_role = if local_role == Role::Active {
+            Role::Passive
+        } else {
+            Role::Active
+        };
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+            let mut s = sh.lock().expect("lock");
+            match m {
+                HostMsg::Admin {
+                    command: AdminCommand::ForceActive,
+                    ..
+                } => {
+                    order.lock().expect("lock").push("force_active");
+                    forced = ha_proto::msg::Forced::Active;
+                }
+                HostMsg::StatusRequest => {
+                    s.status = Some((report(local_role, peer_role, forced), unix_ms()));
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+#[test]
+fn planned_takeover_waits_for_the_resync_first() {
+    for (role, outcome, expect_resync, event) in [
+        (
+            Role::Passive,
+            ResyncOutcome::Complete(Duration::from_millis(12)),
+            true,
+            Some("arrived in 12 ms"),
+        ),
+        (
+            Role::Passive,
+            ResyncOutcome::TimedOut(RESYNC_BOUND),
+            true,
+            Some("swapping anyway"),
+        ),
+        // An active member already holds the table: no resync.
+        (Role::Active, ResyncOutcome::NoPeer, false, None),
+    ] {
+        let sh = shared();
+        let (tx, rx) = mpsc::channel();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let ctl = controller_with_role(sh.clone(), rx, role, order.clone());
+        let o = order.clone();
+        let hook: ResyncHook = Arc::new(move |bound| {
+            assert_eq!(bound, RESYNC_BOUND);
+            o.lock().expect("lock").push("resync");
+            outcome
+        });
+        let srv = MgmtServer::new(sh.clone(), tx).with_resync(Some(hook));
+        let (_, r) = ask(&srv, Request::Active);
+        assert!(matches!(r, Reply::Mode(_)), "{r:?}");
+        let want: &[&str] = if expect_resync {
+            &["resync", "force_active"]
+        } else {
+            &["force_active"]
+        };
+        assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
+        let events: Vec<String> = sh
+            .lock()
+            .expect("lock")
+            .local_events
+            .iter()
+            .map(|e| e.detail.clone())
+            .collect();
+        match event {
+            Some(text) => assert!(events.iter().any(|d| d.contains(text)), "{events:?}"),
+            None => assert!(events.is_empty(), "{events:?}"),
+        }
+        drop(srv);
+        ctl.join().expect("controller");
+    }
+}
