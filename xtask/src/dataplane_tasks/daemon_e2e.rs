@@ -204,6 +204,26 @@ fn mgmt(sock: &Path, request: &str) -> Result<serde_json::Value> {
     }
 }
 
+/// The last `n` events of a member's log, one JSON object per line (diagnostics).
+fn last_events(sock: &Path, n: u32) -> String {
+    let run = || -> std::result::Result<String, String> {
+        let mut s = UnixStream::connect(sock).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(format!("{{\"cmd\":\"events\",\"last\":{n}}}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        // At most n events and the end marker.
+        for line in BufReader::new(s).lines().take(n as usize + 1) {
+            let line = line.map_err(|e| e.to_string())?;
+            out.push_str(&line);
+            out.push('\n');
+        }
+        Ok(out)
+    };
+    run().unwrap_or_else(|e| format!("{}: {e}", sock.display()))
+}
+
 fn mode(sock: &Path) -> Option<String> {
     mgmt(sock, r#"{"cmd":"mode"}"#)
         .ok()
@@ -390,7 +410,16 @@ pub fn tcp_survival(args: &[String]) -> Result {
     if !crate::util::is_root() {
         return Err("e2e: needs root (network namespaces)".into());
     }
-    run(cargo().args(["build", "--release", "-p", "ha-daemon", "-p", "ha-hactl"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "ha-daemon",
+        "-p",
+        "ha-hactl",
+        "-p",
+        "ha-confsync",
+    ]))?;
     let firmware = if o.controller == "qemu" {
         Some(build_firmware()?)
     } else {
@@ -709,6 +738,10 @@ sync = "10.9.0.{hathem}"
         ));
     }
 
+    // Configuration sync on the running cluster: one `confsync service` per member (role
+    // from its daemon), operated with hactl.
+    config_sync_phase(&mut env, &b, &dir, &new_psk, base, &serials, &socks, still)?;
+
     // Crash of the active: its controller and daemon are killed.
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_secs(1));
@@ -725,8 +758,10 @@ sync = "10.9.0.{hathem}"
     while mode(&socks[survivor]).as_deref() != Some("active") {
         if Instant::now() > deadline {
             return Err(format!(
-                "e2e: the survivor never became active\n{}",
-                env.log_tail(&format!("daemon-{}", members[survivor]))
+                "e2e: the survivor never became active\n--- daemon log\n{}\n--- status\n{}\n--- its last events\n{}",
+                env.log_tail(&format!("daemon-{}", members[survivor])),
+                diagnostics(&socks[survivor..=survivor]),
+                last_events(&socks[survivor], 20)
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -749,5 +784,129 @@ sync = "10.9.0.{hathem}"
             n2 - sv2
         ));
     }
+    Ok(())
+}
+
+/// Starts a configuration-sync service per member (loopback, role taken from the member's
+/// daemon), then checks every configuration command of hactl on the running cluster:
+/// publish on the active, refused on the standby (exit 3), sync with progress, synctest
+/// (exit 0), diff, and the sync column of `hactl info --json`.
+#[allow(clippy::too_many_arguments)]
+fn config_sync_phase(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    psk: &Path,
+    base: u16,
+    serials: &[&str; 2],
+    socks: &[PathBuf],
+    active: usize,
+) -> Result {
+    let listen = |i: usize| format!("127.0.0.1:{}", base + 8 + i as u16);
+    let csock = |i: usize| dir.join(format!("confsync-{i}.sock"));
+    for i in 0..2 {
+        let argv: Vec<String> = vec![
+            b("confsync"),
+            "service".into(),
+            "--root".into(),
+            dir.join(format!("confsync-{i}")).display().to_string(),
+            "--listen".into(),
+            listen(i),
+            "--psk-file".into(),
+            psk.display().to_string(),
+            "--key-id".into(),
+            "2".into(),
+            "--cluster-id".into(),
+            "4242".into(),
+            "--serial".into(),
+            serials[i].into(),
+            "--peer".into(),
+            format!("{}={}", serials[1 - i], listen(1 - i)),
+            "--daemon-socket".into(),
+            socks[i].display().to_string(),
+            "--mgmt-socket".into(),
+            csock(i).display().to_string(),
+        ];
+        env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(csock(0).exists() && csock(1).exists()) {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "e2e: confsync services did not start\n{}\n{}",
+                env.log_tail("confsync-0"),
+                env.log_tail("confsync-1")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hactl = |i: usize, args: &[&str]| {
+        let mut c = Command::new(b("hactl"));
+        c.arg("--socket")
+            .arg(&socks[i])
+            .arg("--config-socket")
+            .arg(csock(i))
+            .args(args);
+        c.output().map_err(|e| format!("e2e: hactl {args:?}: {e}"))
+    };
+    let expect = |i: usize, args: &[&str], code: i32| -> Result<String> {
+        let o = hactl(i, args)?;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.code() != Some(code) {
+            return Err(format!(
+                "e2e: hactl {args:?} on {} exited {:?}, expected {code}\n{out}{}",
+                serials[i],
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(out)
+    };
+    // The operator's edits in the active member's draft.
+    let draft = dir.join(format!("confsync-{active}")).join("draft");
+    for (path, body) in [
+        (
+            "filter/rules.conf",
+            "pass in on in proto tcp to port 5001\n",
+        ),
+        ("dhcp/leases", "10.1.0.1 02:00:00:00:00:01\n"),
+    ] {
+        let f = draft.join(path);
+        if let Some(d) = f.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("e2e: {e}"))?;
+        }
+        std::fs::write(&f, body).map_err(|e| format!("e2e: {e}"))?;
+    }
+    let standby = 1 - active;
+    let out = expect(active, &["config", "publish", "--comment", "e2e"], 0)?;
+    println!("config: {}", out.trim_end());
+    // A standby is read-only.
+    expect(standby, &["config", "publish"], 3)?;
+    let out = expect(active, &["sync"], 0)?;
+    println!("config: {}", out.trim_end().replace('\n', "\nconfig: "));
+    expect(active, &["synctest"], 0)?;
+    let out = expect(active, &["diff", "filter/rules.conf", "--json"], 0)?;
+    let diff: serde_json::Value =
+        serde_json::from_str(out.trim()).map_err(|e| format!("e2e: diff --json: {e}: {out}"))?;
+    if diff["status"] != "same" {
+        return Err(format!("e2e: after the sync the file differs: {out}"));
+    }
+    let out = expect(active, &["info", "--json"], 0)?;
+    let info: serde_json::Value =
+        serde_json::from_str(out.trim()).map_err(|e| format!("e2e: info --json: {e}: {out}"))?;
+    let peer = info["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["serial"] == serials[standby]))
+        .ok_or_else(|| format!("e2e: info --json has no {}: {out}", serials[standby]))?;
+    if peer["config_sync"]["state"] != "synchronized" {
+        return Err(format!(
+            "e2e: {} not shown synchronized: {peer}",
+            serials[standby]
+        ));
+    }
+    println!(
+        "config: published, synced, synctest clean, diff same, {} synchronized in hactl info",
+        serials[standby]
+    );
     Ok(())
 }
