@@ -298,6 +298,39 @@ fn diagnostics(socks: &[PathBuf]) -> String {
         .join("\n")
 }
 
+/// The last `n` lines of a QEMU member's UART0 log decoded with `defmt-print` (diagnostics;
+/// host-process controllers log to their own log file instead).
+fn controller_log(elf: Option<&Path>, dir: &Path, m: &str, n: usize) -> String {
+    let Some(elf) = elf else {
+        return "(host-process controller: see its log file)".into();
+    };
+    let raw = match std::fs::read(dir.join(format!("{m}-uart0.defmt"))) {
+        Ok(r) => r,
+        Err(e) => return format!("no UART0 log: {e}"),
+    };
+    let decoded = (|| -> std::io::Result<String> {
+        let mut child = Command::new("defmt-print")
+            .arg("-e")
+            .arg(elf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&raw)?;
+        }
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })();
+    match decoded {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("defmt-print: {e} ({} raw bytes)", raw.len()),
+    }
+}
+
 /// Builds the firmware (its own workspace, thumbv7m-none-eabi) and returns the ELF.
 fn build_firmware() -> Result<PathBuf> {
     let app = root().join("firmware/app");
@@ -758,10 +791,11 @@ sync = "10.9.0.{hathem}"
     while mode(&socks[survivor]).as_deref() != Some("active") {
         if Instant::now() > deadline {
             return Err(format!(
-                "e2e: the survivor never became active\n--- daemon log\n{}\n--- status\n{}\n--- its last events\n{}",
+                "e2e: the survivor never became active\n--- daemon log\n{}\n--- status\n{}\n--- its last events\n{}\n--- its controller's log\n{}",
                 env.log_tail(&format!("daemon-{}", members[survivor])),
                 diagnostics(&socks[survivor..=survivor]),
-                last_events(&socks[survivor], 20)
+                last_events(&socks[survivor], 20),
+                controller_log(firmware.as_deref(), &dir, members[survivor], 40)
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
