@@ -44,6 +44,13 @@ pub trait SyncPlane {
     fn resync_state(&self, _id: u32) -> ResyncState {
         ResyncState::Done
     }
+    /// Whether every change made here has been acknowledged by the peer (nothing queued,
+    /// nothing in flight, no bulk under way): [`ResyncState::Done`] when so,
+    /// [`ResyncState::NoPeer`] when no peer is heard, `None` when this sync plane cannot
+    /// tell (the builtin flow table). The active waits for it before it hands over.
+    fn drain_state(&self) -> Option<ResyncState> {
+        None
+    }
 }
 
 /// Progress of a resync request ([`SyncPlane::request_resync`]).
@@ -73,6 +80,33 @@ pub enum ResyncOutcome {
 /// Asks the peer for a resync and waits for it, at most the given bound (called by the
 /// management server before a planned swap).
 pub type ResyncHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
+
+/// Waits until the peer has acknowledged every change made here (see
+/// [`SyncPlane::drain_state`]), at most the given bound (called by the management server on
+/// the active before a planned swap it starts by going passive).
+pub type DrainHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
+
+/// Polls the dataplane in `core` every 5 ms until the peer has acknowledged every change
+/// made here, or `bound` passes. The sync thread keeps sending and retransmitting meanwhile.
+fn wait_drain<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
+    let start = Instant::now();
+    loop {
+        let state = {
+            let c = core.lock().unwrap_or_else(|p| p.into_inner());
+            c.filter.drain_state()
+        };
+        let waited = start.elapsed();
+        match state {
+            None => return ResyncOutcome::Unsupported,
+            Some(ResyncState::Done) => return ResyncOutcome::Complete(waited),
+            Some(ResyncState::NoPeer) => return ResyncOutcome::NoPeer,
+            Some(ResyncState::Pending) if waited >= bound => {
+                return ResyncOutcome::TimedOut(waited)
+            }
+            Some(ResyncState::Pending) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
 
 /// Requests a resync on the dataplane in `core` and polls it every 10 ms until it completes
 /// or `bound` passes. The sync thread carries the request and the bulk meanwhile.
@@ -221,6 +255,7 @@ pub fn run<D: Dataplane>(
 
     let mut forwarding = None;
     let mut resync: Option<ResyncHook> = None;
+    let mut drain: Option<DrainHook> = None;
     if let Some(f) = &cfg.forward {
         let pin = open_port(&f.inside.ifname).map_err(|e| format!("{}: {e}", f.inside.ifname))?;
         let pout =
@@ -256,6 +291,8 @@ pub fn run<D: Dataplane>(
             let port = bind.port();
             let c = core.clone();
             resync = Some(Arc::new(move |bound| wait_resync(&c, bound)));
+            let c = core.clone();
+            drain = Some(Arc::new(move |bound| wait_drain(&c, bound)));
             threads.push(
                 spawn_sync(
                     bind,
@@ -276,6 +313,7 @@ pub fn run<D: Dataplane>(
 
     let mgmt = MgmtServer::new(shared.clone(), out_tx.clone())
         .with_resync(resync)
+        .with_drain(drain)
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 

@@ -58,6 +58,17 @@ impl SyncPlane for Dp {
         }
     }
 
+    fn drain_state(&self) -> Option<ResyncState> {
+        let e = self.0.engine();
+        Some(if !e.peer_up() {
+            ResyncState::NoPeer
+        } else if e.backlog() == (0, 0) {
+            ResyncState::Done
+        } else {
+            ResyncState::Pending
+        })
+    }
+
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
         self.0.poll_transmit(now)
     }
@@ -182,5 +193,44 @@ mod tests {
         assert_eq!(b.resync_state(id), ResyncState::Pending);
         pump(&mut a, &mut b, 20, 50);
         assert_eq!(b.resync_state(id), ResyncState::Done);
+    }
+
+    #[test]
+    fn drained_only_once_the_peer_acknowledged_every_change() {
+        let t0 = Instant::now();
+        let block = crate::hostlink::tests::sample_cfg();
+        let mut b_block = block.clone();
+        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
+        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
+        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        a.set_role(true, t0);
+        assert_eq!(a.drain_state(), Some(ResyncState::NoPeer), "no peer yet");
+        let at = |round: u64| t0 + std::time::Duration::from_millis(10 * round);
+        let pump = |a: &mut Dp, b: &mut Dp, from: u64, rounds: u64| {
+            for round in from..from + rounds {
+                for d in a.poll_transmit(at(round)) {
+                    b.on_datagram(&d, at(round));
+                }
+                for d in b.poll_transmit(at(round)) {
+                    a.on_datagram(&d, at(round));
+                }
+            }
+        };
+        pump(&mut a, &mut b, 0, 20);
+        assert_eq!(
+            a.drain_state(),
+            Some(ResyncState::Done),
+            "met, nothing to send"
+        );
+        // A new connection on the active: queued until the peer acknowledges it.
+        let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
+        assert!(a.check(&syn, Side::Inside, true, at(20)));
+        assert_eq!(a.drain_state(), Some(ResyncState::Pending));
+        // Sent but every datagram to the peer lost: still pending.
+        let _ = a.poll_transmit(at(21));
+        assert_eq!(a.drain_state(), Some(ResyncState::Pending), "in flight");
+        // Retransmitted and acknowledged.
+        pump(&mut a, &mut b, 22, 100);
+        assert_eq!(a.drain_state(), Some(ResyncState::Done));
     }
 }

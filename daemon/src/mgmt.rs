@@ -25,7 +25,7 @@ use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport, WirePsk};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{LinkState, Role};
 
-use crate::app::{ResyncHook, ResyncOutcome};
+use crate::app::{DrainHook, ResyncHook, ResyncOutcome};
 use crate::runtime::{unix_ms, Outbox, Shared};
 
 /// How long a command waits for the controller's confirmation (status or key state).
@@ -235,6 +235,7 @@ pub struct MgmtServer {
     shared: Arc<Mutex<Shared>>,
     outbox: Arc<Mutex<Outbox>>,
     resync: Option<ResyncHook>,
+    drain: Option<DrainHook>,
 }
 
 impl MgmtServer {
@@ -244,6 +245,7 @@ impl MgmtServer {
             shared,
             outbox: Arc::new(Mutex::new(outbox)),
             resync: None,
+            drain: None,
         }
     }
 
@@ -253,6 +255,54 @@ impl MgmtServer {
     pub fn with_resync(mut self, hook: Option<ResyncHook>) -> Self {
         self.resync = hook;
         self
+    }
+
+    /// Before `passive` hands this active member's role to the peer (a planned swap), wait
+    /// until the peer has acknowledged every connection change made here, at most
+    /// [`RESYNC_BOUND`] (SPEC C3: the peer takes over with the whole table). Without a hook
+    /// the swap does not wait.
+    pub fn with_drain(mut self, hook: Option<DrainHook>) -> Self {
+        self.drain = hook;
+        self
+    }
+
+    /// Whether the local member is active in some domain now (a fresh status); `None` when
+    /// the controller does not answer.
+    fn locally_active(&self) -> Option<bool> {
+        let (r, _) = self.fresh_status().ok()?;
+        Some(
+            r.members
+                .iter()
+                .find(|m| m.local)
+                .is_some_and(|m| m.roles.contains(&Role::Active)),
+        )
+    }
+
+    /// The wait for the peer to acknowledge every change before a planned swap: only when
+    /// this member is active now. The outcome goes to the event log.
+    fn drain_before_handover(&self) {
+        let Some(hook) = &self.drain else { return };
+        if self.locally_active() != Some(true) {
+            return;
+        }
+        let detail = match hook(RESYNC_BOUND) {
+            ResyncOutcome::Complete(d) => format!(
+                "before the planned swap: the peer acknowledged every change in {} ms",
+                d.as_millis()
+            ),
+            ResyncOutcome::TimedOut(d) => format!(
+                "before the planned swap: changes still unacknowledged after {} ms, swapping anyway",
+                d.as_millis()
+            ),
+            ResyncOutcome::NoPeer => "before the planned swap: no peer heard".into(),
+            ResyncOutcome::Unsupported => return,
+        };
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::BulkSyncSent,
+            member: None,
+            detail,
+        });
     }
 
     /// The wait for a resync before a planned swap: only when this member is passive now
@@ -370,8 +420,10 @@ impl MgmtServer {
                     }
                     _ => (AdminCommand::ResetForcing, ha_proto::msg::Forced::None),
                 };
-                if command == AdminCommand::ForceActive {
-                    self.resync_before_takeover();
+                match command {
+                    AdminCommand::ForceActive => self.resync_before_takeover(),
+                    AdminCommand::ForcePassive => self.drain_before_handover(),
+                    _ => {}
                 }
                 if let Err(e) = self.send(HostMsg::Admin {
                     target: None,

@@ -315,8 +315,8 @@ fn socket_round_trip_and_other_tools_requests() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A controller whose member is passive (`local_role`), recording into `order` when the
-/// forcing to active arrives.
+/// A controller whose member has `local_role`, recording into `order` when a forcing
+/// (to active or to passive) arrives.
 fn controller_with_role(
     sh: Arc<Mutex<Shared>>,
     rx: mpsc::Receiver<HostMsg>,
@@ -339,6 +339,13 @@ fn controller_with_role(
                 } => {
                     order.lock().expect("lock").push("force_active");
                     forced = ha_proto::msg::Forced::Active;
+                }
+                HostMsg::Admin {
+                    command: AdminCommand::ForcePassive,
+                    ..
+                } => {
+                    order.lock().expect("lock").push("force_passive");
+                    forced = ha_proto::msg::Forced::Passive;
                 }
                 HostMsg::StatusRequest => {
                     s.status = Some((report(local_role, peer_role, forced), unix_ms()));
@@ -384,6 +391,65 @@ fn planned_takeover_waits_for_the_resync_first() {
             &["resync", "force_active"]
         } else {
             &["force_active"]
+        };
+        assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
+        let events: Vec<String> = sh
+            .lock()
+            .expect("lock")
+            .local_events
+            .iter()
+            .map(|e| e.detail.clone())
+            .collect();
+        match event {
+            Some(text) => assert!(events.iter().any(|d| d.contains(text)), "{events:?}"),
+            None => assert!(events.is_empty(), "{events:?}"),
+        }
+        drop(srv);
+        ctl.join().expect("controller");
+    }
+}
+
+#[test]
+fn planned_handover_waits_until_the_peer_acknowledged_every_change() {
+    for (role, outcome, expect_drain, event) in [
+        (
+            Role::Active,
+            ResyncOutcome::Complete(Duration::from_millis(3)),
+            true,
+            Some("acknowledged every change in 3 ms"),
+        ),
+        (
+            Role::Active,
+            ResyncOutcome::TimedOut(RESYNC_BOUND),
+            true,
+            Some("swapping anyway"),
+        ),
+        (
+            Role::Active,
+            ResyncOutcome::NoPeer,
+            true,
+            Some("no peer heard"),
+        ),
+        // A passive member has nothing the peer lacks: no wait.
+        (Role::Passive, ResyncOutcome::NoPeer, false, None),
+    ] {
+        let sh = shared();
+        let (tx, rx) = mpsc::channel();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let ctl = controller_with_role(sh.clone(), rx, role, order.clone());
+        let o = order.clone();
+        let hook: DrainHook = Arc::new(move |bound| {
+            assert_eq!(bound, RESYNC_BOUND);
+            o.lock().expect("lock").push("drain");
+            outcome
+        });
+        let srv = MgmtServer::new(sh.clone(), tx).with_drain(Some(hook));
+        let (_, r) = ask(&srv, Request::Passive);
+        assert!(matches!(r, Reply::Mode(_)), "{r:?}");
+        let want: &[&str] = if expect_drain {
+            &["drain", "force_passive"]
+        } else {
+            &["force_passive"]
         };
         assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
         let events: Vec<String> = sh

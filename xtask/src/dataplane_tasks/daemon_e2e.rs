@@ -160,6 +160,27 @@ impl Env {
         }
     }
 
+    /// What a failed run leaves to read: every process that ended on its own (with its exit
+    /// status) and each QEMU member's decoded firmware log.
+    fn post_mortem(&mut self, firmware: Option<&Path>) -> String {
+        let mut out = String::from("--- post-mortem");
+        for (name, c) in &mut self.procs {
+            match c.try_wait() {
+                Ok(Some(status)) => out.push_str(&format!("\n{name}: ended by itself, {status}")),
+                Ok(None) => out.push_str(&format!("\n{name}: running (pid {})", c.id())),
+                Err(e) => out.push_str(&format!("\n{name}: {e}")),
+            }
+        }
+        for m in ["a", "b"] {
+            out.push_str(&format!(
+                "\n--- controller-{m} stderr\n{}\n--- controller-{m} firmware log\n{}",
+                self.log_tail(&format!("controller-{m}")),
+                controller_log(firmware, &self.dir, m, 25)
+            ));
+        }
+        out
+    }
+
     fn log_tail(&self, name: &str) -> String {
         let text =
             std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
@@ -471,6 +492,20 @@ pub fn tcp_survival(args: &[String]) -> Result {
         procs: Vec::new(),
     };
 
+    let r = scenario(&mut env, &o, firmware.as_deref(), &b, &dir, id);
+    r.map_err(|e| format!("{e}\n{}", env.post_mortem(firmware.as_deref())))
+}
+
+/// The scenario on a prepared environment: keys, namespaces, members, then the planned swap,
+/// the PSK rotation, the configuration sync and the crash.
+fn scenario(
+    env: &mut Env,
+    o: &Opts,
+    firmware: Option<&Path>,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    id: u32,
+) -> Result {
     // Keys and configuration blocks, with the project's own tool.
     let psk = dir.join("psk");
     run(Command::new(b("hactl"))
@@ -545,7 +580,7 @@ pub fn tcp_survival(args: &[String]) -> Result {
         let mgmt_sock = dir.join(format!("{m}-mgmt.sock"));
         let block = dir.join(format!("{i}.cfg"));
         let controller_argv: Vec<String> = match &firmware {
-            Some(elf) => qemu_member(elf, &block, &dir, m, base, i),
+            Some(elf) => qemu_member(elf, &block, dir, m, base, i),
             None => vec![
                 b("ha-agent-host"),
                 "--block".into(),
@@ -773,7 +808,7 @@ sync = "10.9.0.{hathem}"
 
     // Configuration sync on the running cluster: one `confsync service` per member (role
     // from its daemon), operated with hactl.
-    config_sync_phase(&mut env, &b, &dir, &new_psk, base, &serials, &socks, still)?;
+    config_sync_phase(env, b, dir, &new_psk, base, &serials, &socks, still)?;
 
     // Crash of the active: its controller and daemon are killed.
     load.cmd("mark")?;
@@ -795,7 +830,7 @@ sync = "10.9.0.{hathem}"
                 env.log_tail(&format!("daemon-{}", members[survivor])),
                 diagnostics(&socks[survivor..=survivor]),
                 last_events(&socks[survivor], 20),
-                controller_log(firmware.as_deref(), &dir, members[survivor], 40)
+                controller_log(firmware, dir, members[survivor], 40)
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
