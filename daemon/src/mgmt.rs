@@ -144,7 +144,13 @@ pub fn cluster_info(
                         "configuration sync is reported by confsync, not ha-daemon".into(),
                     ),
                 },
-                boot_time: if m.local { sh.boot_time } else { 0 },
+                // The member's HA boot is its controller's (its uptime rides on every
+                // status report); peers do not report theirs.
+                boot_time: if m.local {
+                    arrived_ms.saturating_sub(report.uptime_ms) / 1000
+                } else {
+                    0
+                },
                 links: m
                     .links
                     .iter()

@@ -719,6 +719,14 @@ impl update::Cluster for SocketCluster {
         Err(last)
     }
 
+    fn info_of(&mut self, serial: &str) -> std::result::Result<ha_mgmt_api::ClusterInfo, String> {
+        let p = self.socket(serial)?.clone();
+        match self.call(&p, &Request::Info { verbose: false })? {
+            Reply::Info(i) => Ok(i),
+            _ => Err(format!("{}: not an info reply", p.display())),
+        }
+    }
+
     fn force_passive(&mut self, serial: &str) -> std::result::Result<(), String> {
         let p = self.socket(serial)?.clone();
         self.call(&p, &Request::Passive).map(drop)

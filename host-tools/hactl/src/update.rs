@@ -96,6 +96,24 @@ pub fn plan(info: &ClusterInfo) -> Result<Vec<Action>, UpdateError> {
     Ok(out)
 }
 
+/// The boot time `info` gives for `serial`, when known (non-zero).
+pub fn boot_time_of(info: &ClusterInfo, serial: &str) -> Option<u64> {
+    info.members
+        .iter()
+        .find(|m| m.serial == serial)
+        .map(|m| m.boot_time)
+        .filter(|b| *b != 0)
+}
+
+/// True when `serial` booted after `before` (boot times are whole seconds derived from an
+/// uptime, so a later boot must be more than 1 s later); true when either is unknown.
+pub fn rebooted(info: &ClusterInfo, serial: &str, before: Option<u64>) -> bool {
+    match (before, boot_time_of(info, serial)) {
+        (Some(b), Some(now)) => now > b.saturating_add(1),
+        _ => true,
+    }
+}
+
 /// True when `serial` is back as a passive member, running `version` when one is expected.
 pub fn rejoined(info: &ClusterInfo, serial: &str, version: Option<&str>) -> bool {
     info.members.iter().any(|m| {
@@ -121,6 +139,11 @@ pub fn taken_over(info: &ClusterInfo, serial: &str) -> bool {
 pub trait Cluster {
     /// The status table (from any member's daemon).
     fn info(&mut self) -> Result<ClusterInfo, String>;
+    /// The status as `serial`'s own daemon reports it (its boot time included); by default
+    /// whatever [`Cluster::info`] answers.
+    fn info_of(&mut self, _serial: &str) -> Result<ClusterInfo, String> {
+        self.info()
+    }
     /// Forces `serial` passive.
     fn force_passive(&mut self, serial: &str) -> Result<(), String>;
     /// Removes the forcing of `serial`.
@@ -143,10 +166,19 @@ pub fn run<C: Cluster>(
 ) -> Result<Vec<Action>, UpdateError> {
     let info = cluster.info().map_err(UpdateError::Failed)?;
     let actions = plan(&info)?;
+    // Boot time of each member before its install, when its daemon reports one: a member
+    // has rejoined only once it booted again (a status from before the restart does not
+    // count).
+    let mut booted_before: Vec<(String, u64)> = Vec::new();
     for a in &actions {
         on_action(a);
         match a {
-            Action::Install(s) => cluster.install(s).map_err(UpdateError::Failed)?,
+            Action::Install(s) => {
+                if let Some(b) = cluster.info_of(s).ok().and_then(|i| boot_time_of(&i, s)) {
+                    booted_before.push((s.clone(), b));
+                }
+                cluster.install(s).map_err(UpdateError::Failed)?
+            }
             Action::ForcePassive(s) => cluster.force_passive(s).map_err(UpdateError::Failed)?,
             Action::ResetForcing(s) => cluster.reset_forcing(s).map_err(UpdateError::Failed)?,
             Action::WaitRejoin(s) | Action::WaitTakeover(s) => {
@@ -158,10 +190,16 @@ pub fn run<C: Cluster>(
                     }
                     polls += 1;
                     // A member restarting may leave its daemon briefly unreachable.
-                    let ok = cluster.info().ok().is_some_and(|i| match a {
-                        Action::WaitRejoin(_) => rejoined(&i, s, version),
-                        _ => taken_over(&i, s),
-                    });
+                    let ok = match a {
+                        Action::WaitRejoin(_) => {
+                            let before =
+                                booted_before.iter().find(|(m, _)| m == s).map(|(_, b)| *b);
+                            cluster.info_of(s).ok().is_some_and(|i| {
+                                rejoined(&i, s, version) && rebooted(&i, s, before)
+                            })
+                        }
+                        _ => cluster.info().ok().is_some_and(|i| taken_over(&i, s)),
+                    };
                     stable = if ok { stable + 1 } else { 0 };
                     if stable < settle_polls.max(1) {
                         cluster.pause();
@@ -251,5 +289,20 @@ mod tests {
         assert!(!rejoined(&i, "A", None));
         assert!(taken_over(&i, "B"));
         assert!(!taken_over(&i, "A"));
+    }
+
+    #[test]
+    fn a_member_rejoins_only_once_it_booted_again() {
+        let mut i = info(&[("A", Mode::Active), ("B", Mode::Passive)]);
+        i.members[1].boot_time = 1_000;
+        assert!(!rebooted(&i, "B", Some(1_000)), "the same boot");
+        assert!(!rebooted(&i, "B", Some(999)), "within the 1 s uncertainty");
+        i.members[1].boot_time = 1_030;
+        assert!(rebooted(&i, "B", Some(1_000)));
+        // Unknown either side: the passive state decides alone.
+        assert!(rebooted(&i, "B", None));
+        i.members[1].boot_time = 0;
+        assert!(rebooted(&i, "B", Some(1_000)));
+        assert_eq!(boot_time_of(&i, "B"), None);
     }
 }

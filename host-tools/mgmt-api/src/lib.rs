@@ -303,7 +303,8 @@ pub struct MemberInfo {
     pub priority: u8,
     /// Configuration sync.
     pub config_sync: ConfigSyncInfo,
-    /// Boot time (Unix seconds).
+    /// When the member's management controller booted (Unix seconds, from its uptime;
+    /// ±1 s); 0 when unknown (the daemons report it for their own member only).
     pub boot_time: u64,
     /// HA links.
     pub links: Vec<LinkInfo>,
