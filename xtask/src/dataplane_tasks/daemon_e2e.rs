@@ -172,9 +172,13 @@ impl Env {
             }
         }
         for m in ["a", "b"] {
+            let qemu_log =
+                std::fs::read_to_string(self.dir.join(format!("{m}-qemu.log"))).unwrap_or_default();
             out.push_str(&format!(
-                "\n--- controller-{m} stderr\n{}\n--- controller-{m} firmware log\n{}",
+                "\n--- controller-{m} stderr\n{}\n--- controller-{m} QEMU guest errors\n{}\n--- controller-{m} CPU\n{}\n--- controller-{m} firmware log\n{}",
                 self.log_tail(&format!("controller-{m}")),
+                qemu_log.lines().rev().take(10).collect::<Vec<_>>().join("\n"),
+                cpu_state(&self.dir.join(format!("{m}-qmp.sock"))),
                 controller_log(firmware, &self.dir, m, 25)
             ));
         }
@@ -319,6 +323,44 @@ fn diagnostics(socks: &[PathBuf]) -> String {
         .join("\n")
 }
 
+/// A running QEMU member's CPU registers (QMP `info registers`), twice 200 ms apart: a
+/// guest stuck in a loop shows the same place; an exception number in xPSR shows a fault.
+fn cpu_state(qmp: &Path) -> String {
+    let run = || -> std::result::Result<String, String> {
+        let s = UnixStream::connect(qmp).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        let mut w = s.try_clone().map_err(|e| e.to_string())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(|e| e.to_string())?; // greeting
+        let mut ask = |cmd: &str| -> std::result::Result<String, String> {
+            writeln!(w, "{cmd}").map_err(|e| e.to_string())?;
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 {
+                    return Err("QMP closed".into());
+                }
+                let v: serde_json::Value = serde_json::from_str(&l).map_err(|e| e.to_string())?;
+                if v.get("return").is_some() || v.get("error").is_some() {
+                    return Ok(v["return"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()));
+                }
+            }
+        };
+        ask(r#"{"execute":"qmp_capabilities"}"#)?;
+        let regs =
+            r#"{"execute":"human-monitor-command","arguments":{"command-line":"info registers"}}"#;
+        let first = ask(regs)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let second = ask(regs)?;
+        Ok(format!("{first}\n(200 ms later)\n{second}"))
+    };
+    run().unwrap_or_else(|e| format!("{}: {e}", qmp.display()))
+}
+
 /// The last `n` lines of a QEMU member's UART0 log decoded with `defmt-print` (diagnostics;
 /// host-process controllers log to their own log file instead).
 fn controller_log(elf: Option<&Path>, dir: &Path, m: &str, n: usize) -> String {
@@ -422,6 +464,13 @@ fn qemu_member(elf: &Path, block: &Path, dir: &Path, m: &str, base: u16, i: usiz
             main + other,
             main + me
         ),
+        // For the post-mortem: the CPU's registers on demand, and guest errors logged.
+        "-qmp".into(),
+        format!("unix:{}/{m}-qmp.sock,server=on,wait=off", dir.display()),
+        "-d".into(),
+        "guest_errors,unimp".into(),
+        "-D".into(),
+        format!("{}/{m}-qemu.log", dir.display()),
     ]
     .to_vec()
 }
