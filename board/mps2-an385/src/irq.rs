@@ -10,8 +10,12 @@ pub enum Irq {
     Uart0Rx = 0,
     /// UART1 receive (host link).
     Uart1Rx = 2,
+    /// UART1 transmit (host link).
+    Uart1Tx = 3,
     /// UART2 receive (backup link).
     Uart2Rx = 4,
+    /// UART2 transmit (backup link).
+    Uart2Tx = 5,
     /// CMSDK TIMER0 (time alarm).
     Timer0 = 8,
     /// CMSDK TIMER1 (free-running time base).
@@ -20,6 +24,8 @@ pub enum Irq {
     Ethernet = 13,
     /// UART3 receive (sensor bridge).
     Uart3Rx = 18,
+    /// UART3 transmit (sensor bridge).
+    Uart3Tx = 19,
 }
 
 // SAFETY: every variant is a valid AN385 device interrupt number (< 32, see the table below).
@@ -63,6 +69,18 @@ extern "C" fn uart3_rx() {
     crate::uart::on_rx_irq(crate::uart::Port::Uart3);
 }
 
+extern "C" fn uart1_tx() {
+    crate::uart::on_tx_irq(crate::uart::Port::Uart1);
+}
+
+extern "C" fn uart2_tx() {
+    crate::uart::on_tx_irq(crate::uart::Port::Uart2);
+}
+
+extern "C" fn uart3_tx() {
+    crate::uart::on_tx_irq(crate::uart::Port::Uart3);
+}
+
 extern "C" fn timer0() {
     crate::time::on_alarm_irq();
 }
@@ -80,6 +98,9 @@ const fn table() -> [Handler; VECTORS] {
     t[Irq::Uart1Rx as usize] = uart1_rx;
     t[Irq::Uart2Rx as usize] = uart2_rx;
     t[Irq::Uart3Rx as usize] = uart3_rx;
+    t[Irq::Uart1Tx as usize] = uart1_tx;
+    t[Irq::Uart2Tx as usize] = uart2_tx;
+    t[Irq::Uart3Tx as usize] = uart3_tx;
     t[Irq::Timer0 as usize] = timer0;
     t[Irq::Timer1 as usize] = timer1;
     t[Irq::Ethernet as usize] = ethernet;

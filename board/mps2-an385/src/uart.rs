@@ -1,11 +1,22 @@
-//! CMSDK APB UART: polled transmit, interrupt-driven receive into a ring
-//! (an embassy-sync `Pipe`), exposed as `embedded-io-async` `Read` / `Write`.
+//! CMSDK APB UART: transmit that waits for the transmit interrupt when the register is full,
+//! interrupt-driven receive into a ring (an embassy-sync `Pipe`), exposed as
+//! `embedded-io-async` `Read` / `Write`.
+//!
+//! Transmit never busy-polls the status register: under QEMU every register access takes
+//! the emulator's global lock, and a guest polling in a tight loop can starve QEMU's main
+//! loop, which is the very thread that would drain the register (and run the timers and the
+//! monitor) — a livelock seen in CI as a member that stopped answering after its peer died.
+//! On hardware, waiting on the interrupt also leaves the core asleep while a byte shifts out.
 
 use core::convert::Infallible;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use core::future::poll_fn;
+use core::task::Poll;
+
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::pipe::Pipe;
+use embassy_sync::waitqueue::AtomicWaker;
 use embedded_io_async::{ErrorType, Read, Write};
 
 use crate::irq::{self, Irq};
@@ -20,7 +31,9 @@ const STATE_TX_FULL: u32 = 1 << 0;
 const STATE_RX_FULL: u32 = 1 << 1;
 const CTRL_TX_EN: u32 = 1 << 0;
 const CTRL_RX_EN: u32 = 1 << 1;
+const CTRL_TX_IRQ_EN: u32 = 1 << 2;
 const CTRL_RX_IRQ_EN: u32 = 1 << 3;
+const INT_TX: u32 = 1 << 0;
 const INT_RX: u32 = 1 << 1;
 
 /// 115200 baud at 25 MHz (QEMU ignores the rate but requires a divider of at least 16).
@@ -46,6 +59,9 @@ const UART0: usize = 0x4000_4000;
 
 static RINGS: [Pipe<CriticalSectionRawMutex, RX_RING>; 3] = [Pipe::new(), Pipe::new(), Pipe::new()];
 
+/// The task waiting for each UART's transmit register to empty.
+static TX_WAKERS: [AtomicWaker; 3] = [AtomicWaker::new(), AtomicWaker::new(), AtomicWaker::new()];
+
 impl Port {
     fn base(self) -> usize {
         match self {
@@ -68,6 +84,14 @@ impl Port {
             Port::Uart1 => Irq::Uart1Rx,
             Port::Uart2 => Irq::Uart2Rx,
             Port::Uart3 => Irq::Uart3Rx,
+        }
+    }
+
+    fn tx_irq(self) -> Irq {
+        match self {
+            Port::Uart1 => Irq::Uart1Tx,
+            Port::Uart2 => Irq::Uart2Tx,
+            Port::Uart3 => Irq::Uart3Tx,
         }
     }
 }
@@ -133,7 +157,14 @@ impl Uart {
         write(base, CTRL, 0);
         write(base, BAUDDIV, BAUD_DIVIDER);
         write(base, INTCLEAR, 0xF);
-        write(base, CTRL, CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_IRQ_EN);
+        // The transmit interrupt is raised each time the register empties; it stays masked
+        // in the NVIC except while a writer waits (`UartTx::write`).
+        write(
+            base,
+            CTRL,
+            CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_IRQ_EN | CTRL_TX_IRQ_EN,
+        );
+        irq::disable(port.tx_irq());
         irq::enable(port.irq());
         Self { port }
     }
@@ -176,16 +207,45 @@ impl Read for UartRx {
 
 impl Write for UartTx {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        let base = self.port.base();
+        let port = self.port;
+        let base = port.base();
         for &b in buf {
-            // Polled transmit; while QEMU's backend is busy, let the other tasks run.
-            while read(base, STATE) & STATE_TX_FULL != 0 {
-                embassy_futures::yield_now().await;
+            if read(base, STATE) & STATE_TX_FULL != 0 {
+                tx_empty(port).await;
             }
             write(base, DATA, u32::from(b));
         }
         Ok(buf.len())
     }
+}
+
+/// Waits (asleep) until the transmit register of `port` is empty.
+async fn tx_empty(port: Port) {
+    let base = port.base();
+    poll_fn(|cx| {
+        if read(base, STATE) & STATE_TX_FULL == 0 {
+            return Poll::Ready(());
+        }
+        TX_WAKERS[port.index()].register(cx.waker());
+        // Forget an emptying that happened before (its status is stale), then listen.
+        write(base, INTCLEAR, INT_TX);
+        irq::enable(port.tx_irq());
+        // Emptied between the first check and the clear: nothing will interrupt, so look.
+        if read(base, STATE) & STATE_TX_FULL == 0 {
+            irq::disable(port.tx_irq());
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Transmit interrupt of `port` (the register emptied while a writer waits): mask it again,
+/// clear it and wake the writer.
+pub(crate) fn on_tx_irq(port: Port) {
+    irq::disable(port.tx_irq());
+    write(port.base(), INTCLEAR, INT_TX);
+    TX_WAKERS[port.index()].wake();
 }
 
 /// Receive interrupt of `port`: move every received byte into its ring. When the ring is
