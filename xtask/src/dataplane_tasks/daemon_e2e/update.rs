@@ -1,0 +1,148 @@
+//! The rolling-update phase of the tcp-survival e2e: `hactl update` over both daemons with
+//! the 1000 connections flowing. The site's install hook is a script that asks this process
+//! to restart the member's QEMU controller with the image (the test owns the processes and
+//! ends them by pid) and waits until it did.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{qemu_member, wait_roles, Env, Load};
+use crate::util::Result;
+
+/// Longest the whole update may take (two controller restarts, each waited for, and a swap).
+const UPDATE_BOUND: Duration = Duration::from_secs(120);
+/// Longest the install hook waits for the restart it asked for.
+const HOOK_WAIT_DS: u32 = 600;
+
+/// Runs `hactl update --image <elf>` over both members with an install hook that restarts a
+/// member's controller; checks that every connection survived and returns the index of the
+/// active member afterwards.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn update_phase(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    elf: &Path,
+    dir: &Path,
+    base: u16,
+    serials: &[&str; 2],
+    members: &[&str; 2],
+    socks: &[std::path::PathBuf],
+    load: &mut Load,
+) -> Result<usize> {
+    let hook = dir.join("install-hook");
+    // Called as `install-hook SERIAL IMAGE`: leaves a request, waits for the answer.
+    let script = format!(
+        "#!/bin/sh\n\
+         # e2e install hook: the test restarts the member's controller with the image.\n\
+         set -eu\n\
+         d='{dir}'\n\
+         rm -f \"$d/update-$1.done\"\n\
+         printf '%s\\n' \"$2\" > \"$d/update-$1.req.tmp\"\n\
+         mv \"$d/update-$1.req.tmp\" \"$d/update-$1.req\"\n\
+         i=0\n\
+         while [ ! -e \"$d/update-$1.done\" ]; do\n\
+         \x20 i=$((i + 1)); [ \"$i\" -le {HOOK_WAIT_DS} ] || {{ echo \"install-hook: no restart of $1\" >&2; exit 1; }}\n\
+         \x20 sleep 0.1\n\
+         done\n",
+        dir = dir.display()
+    );
+    std::fs::write(&hook, script).map_err(|e| format!("e2e: install hook: {e}"))?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("e2e: install hook: {e}"))?;
+
+    load.cmd("mark")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut cmd = Command::new(b("hactl"));
+    cmd.args(["update", "--image"]).arg(elf);
+    for (s, sock) in serials.iter().zip(socks) {
+        cmd.arg("--member").arg(format!("{s}={}", sock.display()));
+    }
+    cmd.arg("--install")
+        .arg(&hook)
+        .args(["--poll-ms", "200", "--timeout-s", "60", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    eprintln!("$ hactl update --image {} …", elf.display());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("e2e: cannot start hactl update: {e}"))?;
+    let stdout = child.stdout.take().ok_or("e2e: hactl update stdout")?;
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .collect::<Vec<String>>()
+    });
+    let deadline = Instant::now() + UPDATE_BOUND;
+    let mut restarted = Vec::new();
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| format!("e2e: hactl update: {e}"))?
+        {
+            break st;
+        }
+        for (i, s) in serials.iter().enumerate() {
+            let req = dir.join(format!("update-{s}.req"));
+            let Ok(image) = std::fs::read_to_string(&req) else {
+                continue;
+            };
+            let _ = std::fs::remove_file(&req);
+            let m = members[i];
+            println!(
+                "e2e: update: restarting the controller of {s} with {}",
+                image.trim()
+            );
+            env.kill(&format!("controller-{m}"));
+            // A new boot epoch: the peers take the restarted member's frames as a new boot.
+            std::thread::sleep(Duration::from_millis(1100));
+            let block = dir.join(format!("{i}.cfg"));
+            let argv = qemu_member(Path::new(image.trim()), &block, dir, m, base, i);
+            env.spawn(&format!("controller-{m}"), None, &argv, false)?;
+            std::fs::write(dir.join(format!("update-{s}.done")), b"")
+                .map_err(|e| format!("e2e: {e}"))?;
+            restarted.push(s.to_string());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "e2e: hactl update did not finish in {UPDATE_BOUND:?} (restarted: {restarted:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines = reader.join().unwrap_or_default();
+    for l in &lines {
+        println!("update: {l}");
+    }
+    if !status.success() {
+        return Err(format!("e2e: hactl update failed ({status})"));
+    }
+    let done = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["type"] == "update_done");
+    if !done || restarted.len() != 2 {
+        return Err(format!(
+            "e2e: hactl update ended without updating both members (restarted {restarted:?})"
+        ));
+    }
+    let active = wait_roles(socks, None, Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (sv, n, gap, _) = load.report()?;
+    println!(
+        "rolling-update: survived={sv}/{n} gap_ms={gap} active={}",
+        serials[active]
+    );
+    if sv != n {
+        return Err(format!(
+            "e2e: the rolling update lost {} connections",
+            n - sv
+        ));
+    }
+    Ok(active)
+}
