@@ -314,6 +314,7 @@ pub fn run<D: Dataplane>(
     let mgmt = MgmtServer::new(shared.clone(), out_tx.clone())
         .with_resync(resync)
         .with_drain(drain)
+        .with_block_path(Some(cfg.config_block.clone()))
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 

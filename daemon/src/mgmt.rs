@@ -242,6 +242,7 @@ pub struct MgmtServer {
     outbox: Arc<Mutex<Outbox>>,
     resync: Option<ResyncHook>,
     drain: Option<DrainHook>,
+    block_path: Option<PathBuf>,
 }
 
 impl MgmtServer {
@@ -252,6 +253,7 @@ impl MgmtServer {
             outbox: Arc::new(Mutex::new(outbox)),
             resync: None,
             drain: None,
+            block_path: None,
         }
     }
 
@@ -270,6 +272,40 @@ impl MgmtServer {
     pub fn with_drain(mut self, hook: Option<DrainHook>) -> Self {
         self.drain = hook;
         self
+    }
+
+    /// Where this member's configuration block lives: a completed PSK rollover writes the
+    /// new key into it, so that a restarted controller or daemon comes back with the key the
+    /// cluster uses (in QEMU the block file is the controller's flash image).
+    pub fn with_block_path(mut self, path: Option<PathBuf>) -> Self {
+        self.block_path = path;
+        self
+    }
+
+    /// Saves the rolled-over key in the configuration block, and says so in the event log
+    /// (or why it could not).
+    fn persist_rotated_key(&self, psk: &[u8; 32], key_id: u8) {
+        let Some(path) = &self.block_path else { return };
+        let detail = match persist_key(path, psk, key_id) {
+            Ok(()) => format!(
+                "key id {key_id} saved in the configuration block {}",
+                path.display()
+            ),
+            Err(e) => {
+                let msg = format!(
+                    "key id {key_id} NOT saved in the configuration block ({e}): a restart of \
+                     this member would come back with the old key; re-provision it"
+                );
+                eprintln!("ha-daemon: {msg}");
+                msg
+            }
+        };
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::KeyRotation,
+            member: None,
+            detail,
+        });
     }
 
     /// Whether the local member is active in some domain now (a fresh status); `None` when
@@ -613,6 +649,9 @@ impl MgmtServer {
                 "the management controller did not confirm the key step",
             );
         }
+        if phase == "done" {
+            self.persist_rotated_key(&psk, key_id);
+        }
         match self.rotate_status() {
             Reply::Rotate(mut r) => {
                 r.phase = phase.into();
@@ -675,6 +714,46 @@ impl MgmtServer {
             }
         }))
     }
+}
+
+/// Rewrites the configuration block at `path` with `psk` under `key_id`, everything else
+/// unchanged: a new file (mode 0600) written and synced beside it, then renamed over it, so
+/// a crash leaves either the old block or the new one. A block that does not decode is left
+/// alone (error).
+pub fn persist_key(path: &Path, psk: &[u8; 32], key_id: u8) -> Result<(), String> {
+    use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut block = ConfigBlock::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    block.psk = ha_proto::keys::Psk(*psk);
+    block.key_id = key_id;
+    let mut img = vec![ERASED; BLOCK_SIZE.max(bytes.len())];
+    block
+        .encode(&mut img)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
+    let write = || -> io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&img)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
 }
 
 fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Event> {

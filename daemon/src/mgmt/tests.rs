@@ -467,3 +467,44 @@ fn planned_handover_waits_until_the_peer_acknowledged_every_change() {
         ctl.join().expect("controller");
     }
 }
+
+#[test]
+fn a_rolled_over_key_is_saved_in_the_configuration_block_atomically() {
+    use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ha-persist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("member.cfg");
+    let block = crate::hostlink::tests::sample_cfg();
+    let mut img = vec![ERASED; BLOCK_SIZE];
+    block.encode(&mut img).expect("encode");
+    std::fs::write(&path, &img).expect("write");
+    let new_psk = [0x5Au8; 32];
+    persist_key(&path, &new_psk, 7).expect("persisted");
+    let saved = std::fs::read(&path).expect("read");
+    assert_eq!(saved.len(), BLOCK_SIZE);
+    let back = ConfigBlock::decode(&saved).expect("still a valid block");
+    assert_eq!(back.psk.0, new_psk);
+    assert_eq!(back.key_id, 7);
+    // Everything else unchanged.
+    let mut expect = block.clone();
+    expect.psk = ha_proto::keys::Psk(new_psk);
+    expect.key_id = 7;
+    assert_eq!(back, expect);
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+    // A block that does not decode is left as it is.
+    let broken = dir.join("broken.cfg");
+    std::fs::write(&broken, b"not a block").expect("write");
+    let e = persist_key(&broken, &new_psk, 8).expect_err("refused");
+    assert!(e.contains("broken.cfg"), "{e}");
+    assert_eq!(std::fs::read(&broken).expect("read"), b"not a block");
+    let _ = std::fs::remove_dir_all(&dir);
+}

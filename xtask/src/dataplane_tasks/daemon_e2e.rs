@@ -826,8 +826,7 @@ sync = "10.9.0.{hathem}"
 
     // Rolling update of the controllers' firmware (`hactl update` over both daemons, the
     // install hook restarting each QEMU controller with the image) under load: no lost
-    // connection. Before the PSK rotation: a restarted controller boots with its flash block's
-    // key (the firmware does not persist a rotated key yet; docs/notes/status.md).
+    // connection.
     let active = match firmware {
         Some(elf) => update::update_phase(
             env, b, elf, dir, base, &serials, &members, &socks, &mut load,
@@ -869,6 +868,38 @@ sync = "10.9.0.{hathem}"
             "e2e: the PSK rotation lost {} connections",
             n3 - sv3
         ));
+    }
+
+    // The rolled-over key is in each member's configuration block (the controller's flash
+    // image): restart the passive member's controller, which must boot with the new key and
+    // rejoin as passive, with no swap.
+    if let Some(elf) = firmware {
+        let p = 1 - still;
+        let m = members[p];
+        println!(
+            "e2e: restarting the controller of {} after the rotation",
+            serials[p]
+        );
+        env.kill(&format!("controller-{m}"));
+        std::thread::sleep(Duration::from_millis(1100));
+        let argv = qemu_member(elf, &dir.join(format!("{p}.cfg")), dir, m, base, p);
+        env.spawn(&format!("controller-{m}"), None, &argv, false)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while mode(&socks[p]).as_deref() != Some("passive") {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "e2e: {} did not rejoin with the rotated key after a restart",
+                    serials[p]
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_roles(&socks, Some(still), Duration::from_secs(5))
+            .map_err(|e| format!("e2e: the restart after the rotation caused a swap: {e}"))?;
+        println!(
+            "psk-persisted: {} restarted and rejoined as passive with key id 2",
+            serials[p]
+        );
     }
 
     // Configuration sync on the running cluster: one `confsync service` per member (role
