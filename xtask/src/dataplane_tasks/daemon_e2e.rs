@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{cargo, root, run, Result};
 
+mod commands;
 mod update;
 
 /// Options of the scenario.
@@ -905,6 +906,10 @@ sync = "10.9.0.{hathem}"
     // Configuration sync on the running cluster: one `confsync service` per member (role
     // from its daemon), operated with hactl.
     config_sync_phase(env, b, dir, &new_psk, base, &serials, &socks, still)?;
+
+    // The operator's other commands on the running cluster, and a planned swap the other
+    // way (`hactl active` on the passive, which first resynchronizes the table).
+    let active = commands::commands_phase(b, &serials, &socks, still, &mut load)?;
 
     // Crash of the active: its controller and daemon are killed.
     load.cmd("mark")?;
