@@ -32,6 +32,13 @@ pub(super) fn commands_phase(
         c
     };
 
+    // The table an operator reads first, after the update, the restart and the rotation.
+    println!(
+        "e2e: hactl info on {}:\n{}",
+        serials[active],
+        output(hactl(active).arg("info"))?.trim_end()
+    );
+
     // Read commands, both members, JSON parsed.
     for (i, serial) in serials.iter().enumerate() {
         let want = if i == active { "active" } else { "passive" };
