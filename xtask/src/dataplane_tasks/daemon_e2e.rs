@@ -416,13 +416,84 @@ fn build_firmware() -> Result<PathBuf> {
     Ok(elf)
 }
 
+/// Where the QEMU members' HA links meet: each member's own UDP ports (from the run's port
+/// base) and its ports on the test wire (`ha-testwire`, which relays between the members).
+struct LinkPorts {
+    base: u16,
+    wire_main: [u16; 2],
+    wire_backup: [u16; 2],
+}
+
+impl LinkPorts {
+    /// Member `i`'s own UDP ports: (backup link, main link).
+    fn own(&self, i: usize) -> (u16, u16) {
+        (self.base + 3 + i as u16, self.base + 5 + i as u16)
+    }
+}
+
+/// Starts the test wire between the two QEMU members' HA links and reads its ports. Through
+/// the wire, a member whose peer QEMU died or restarted keeps both links: QEMU's UDP serial
+/// backend is a connected socket, and a direct link to a dead peer's port can stop reading
+/// for good after the ICMP error (seen as `backup:DOWN` on both members after a restart).
+fn start_wire(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    base: u16,
+) -> Result<LinkPorts> {
+    let mut ports = LinkPorts {
+        base,
+        wire_main: [0; 2],
+        wire_backup: [0; 2],
+    };
+    let list = |f: &dyn Fn(usize) -> u16| format!("127.0.0.1:{},127.0.0.1:{}", f(0), f(1));
+    let argv = vec![
+        b("ha-testwire"),
+        "--main".into(),
+        list(&|i| ports.own(i).1),
+        "--backup".into(),
+        list(&|i| ports.own(i).0),
+        "--control".into(),
+        dir.join("wire.sock").display().to_string(),
+    ];
+    // Its stdin stays open (piped) as long as the test runs; it ends with it or by its pid.
+    env.spawn("wire", None, &argv, true)?;
+    let out = env
+        .child("wire")
+        .and_then(|c| c.stdout.take())
+        .ok_or("e2e: test wire stdout")?;
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .map_err(|e| format!("e2e: test wire: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| format!("e2e: test wire said {line:?}: {e}"))?;
+    for (key, dst) in [
+        ("main_ports", &mut ports.wire_main),
+        ("backup_ports", &mut ports.wire_backup),
+    ] {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = v[key][i]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| format!("e2e: test wire ports: {line}"))?;
+        }
+    }
+    Ok(ports)
+}
+
 /// The QEMU command line of member `i` (the QEMU member contract, docs/firmware.md): its
 /// configuration block and boot epoch in flash/RAM, UART0 log to a file, UART1 host link on
-/// `<dir>/<m>-host.sock`, UART2 backup link and the LAN9118 as UDP point-to-point to the other
-/// member (two members need no hub).
-fn qemu_member(elf: &Path, block: &Path, dir: &Path, m: &str, base: u16, i: usize) -> Vec<String> {
-    let (backup, main) = (base + 3, base + 5);
-    let (me, other) = (i as u16, 1 - i as u16);
+/// `<dir>/<m>-host.sock`, UART2 backup link and the LAN9118 as UDP to the test wire.
+fn qemu_member(
+    elf: &Path,
+    block: &Path,
+    dir: &Path,
+    m: &str,
+    ports: &LinkPorts,
+    i: usize,
+) -> Vec<String> {
+    let (backup, main) = ports.own(i);
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() % 1_000_000_000)
@@ -453,7 +524,7 @@ fn qemu_member(elf: &Path, block: &Path, dir: &Path, m: &str, base: u16, i: usiz
         "-serial".into(),
         "chardev:host".into(),
         "-serial".into(),
-        format!("udp:127.0.0.1:{}@127.0.0.1:{}", backup + other, backup + me),
+        format!("udp:127.0.0.1:{}@127.0.0.1:{backup}", ports.wire_backup[i]),
         "-chardev".into(),
         format!(
             "socket,id=sens,path={}/{m}-sensors.sock,server=on,wait=off",
@@ -463,9 +534,8 @@ fn qemu_member(elf: &Path, block: &Path, dir: &Path, m: &str, base: u16, i: usiz
         "chardev:sens".into(),
         "-nic".into(),
         format!(
-            "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
-            main + other,
-            main + me
+            "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{main}",
+            ports.wire_main[i]
         ),
         // For the post-mortem: the CPU's registers on demand, and guest errors logged.
         "-qmp".into(),
@@ -525,6 +595,8 @@ pub fn tcp_survival(args: &[String]) -> Result {
         "ha-hactl",
         "-p",
         "ha-confsync",
+        "-p",
+        "ha-testwire",
     ]))?;
     let firmware = if o.controller == "qemu" {
         Some(build_firmware()?)
@@ -624,6 +696,12 @@ fn scenario(
     env.ip(&["-n", &c, "route", "add", "10.2.0.0/24", "via", "10.1.0.254"])?;
     env.ip(&["-n", &s, "route", "add", "10.1.0.0/24", "via", "10.2.0.254"])?;
 
+    // The test wire between the QEMU members' HA links.
+    let net = match firmware {
+        Some(_) => Some(start_wire(env, b, dir, base)?),
+        None => None,
+    };
+
     // Controllers and daemons.
     let mut socks = Vec::new();
     let members = ["a", "b"];
@@ -631,9 +709,9 @@ fn scenario(
         let host_sock = dir.join(format!("{m}-host.sock"));
         let mgmt_sock = dir.join(format!("{m}-mgmt.sock"));
         let block = dir.join(format!("{i}.cfg"));
-        let controller_argv: Vec<String> = match &firmware {
-            Some(elf) => qemu_member(elf, &block, dir, m, base, i),
-            None => vec![
+        let controller_argv: Vec<String> = match (&firmware, &net) {
+            (Some(elf), Some(net)) => qemu_member(elf, &block, dir, m, net, i),
+            _ => vec![
                 b("ha-agent-host"),
                 "--block".into(),
                 block.display().to_string(),
@@ -828,11 +906,11 @@ sync = "10.9.0.{hathem}"
     // Rolling update of the controllers' firmware (`hactl update` over both daemons, the
     // install hook restarting each QEMU controller with the image) under load: no lost
     // connection.
-    let active = match firmware {
-        Some(elf) => update::update_phase(
-            env, b, elf, dir, base, &serials, &members, &socks, &mut load,
-        )?,
-        None => {
+    let active = match (firmware, &net) {
+        (Some(elf), Some(net)) => {
+            update::update_phase(env, b, elf, dir, net, &serials, &members, &socks, &mut load)?
+        }
+        _ => {
             println!("e2e: rolling update skipped (host-process controllers have no image)");
             active
         }
@@ -874,7 +952,7 @@ sync = "10.9.0.{hathem}"
     // The rolled-over key is in each member's configuration block (the controller's flash
     // image): restart the passive member's controller, which must boot with the new key and
     // rejoin as passive, with no swap.
-    if let Some(elf) = firmware {
+    if let (Some(elf), Some(net)) = (firmware, &net) {
         let p = 1 - still;
         let m = members[p];
         println!(
@@ -883,7 +961,7 @@ sync = "10.9.0.{hathem}"
         );
         env.kill(&format!("controller-{m}"));
         std::thread::sleep(Duration::from_millis(1100));
-        let argv = qemu_member(elf, &dir.join(format!("{p}.cfg")), dir, m, base, p);
+        let argv = qemu_member(elf, &dir.join(format!("{p}.cfg")), dir, m, net, p);
         env.spawn(&format!("controller-{m}"), None, &argv, false)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while mode(&socks[p]).as_deref() != Some("passive") {

@@ -64,6 +64,25 @@ pub(super) fn commands_phase(
                 serial
             ));
         }
+        // Both HA links up everywhere, also after the controllers' restarts.
+        let down: Vec<String> = members
+            .iter()
+            .flat_map(|m| {
+                m["links"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|l| l["state"] != "up")
+                    .map(|l| format!("{}:{}={}", m["serial"], l["name"], l["state"]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !down.is_empty() {
+            return Err(format!(
+                "e2e: hactl info on {serial}: HA links not up: {down:?}"
+            ));
+        }
         let ps = json(
             &output(hactl(i).args(["psk", "status", "--json"]))?,
             "hactl psk status",
@@ -83,7 +102,9 @@ pub(super) fn commands_phase(
             return Err(format!("e2e: hactl events on {}: no event", serial));
         }
     }
-    println!("commands: mode, info -v, psk status, events --json parse on both members");
+    println!(
+        "commands: mode, info -v (both HA links up), psk status, events --json parse on both members"
+    );
 
     // Follow the events of the member about to take over, then force it active: the swap
     // must stream as it happens, and no connection may be lost (the new active first asks the

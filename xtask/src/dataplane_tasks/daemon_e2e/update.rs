@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{qemu_member, wait_roles, Env, Load};
+use super::{qemu_member, wait_roles, Env, LinkPorts, Load};
 use crate::util::Result;
 
 /// Longest the whole update may take (two controller restarts, each waited for, and a swap).
@@ -25,7 +25,7 @@ pub(super) fn update_phase(
     b: &dyn Fn(&str) -> String,
     elf: &Path,
     dir: &Path,
-    base: u16,
+    net: &LinkPorts,
     serials: &[&str; 2],
     members: &[&str; 2],
     socks: &[std::path::PathBuf],
@@ -100,7 +100,7 @@ pub(super) fn update_phase(
             // A new boot epoch: the peers take the restarted member's frames as a new boot.
             std::thread::sleep(Duration::from_millis(1100));
             let block = dir.join(format!("{i}.cfg"));
-            let argv = qemu_member(Path::new(image.trim()), &block, dir, m, base, i);
+            let argv = qemu_member(Path::new(image.trim()), &block, dir, m, net, i);
             env.spawn(&format!("controller-{m}"), None, &argv, false)?;
             std::fs::write(dir.join(format!("update-{s}.done")), b"")
                 .map_err(|e| format!("e2e: {e}"))?;
