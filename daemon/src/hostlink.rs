@@ -89,7 +89,8 @@ pub fn is_from_controller(msg: &HostMsg) -> bool {
         | HostMsg::StatusRequest
         | HostMsg::InstallKey { .. }
         | HostMsg::UseKey { .. }
-        | HostMsg::RetireKey { .. } => false,
+        | HostMsg::RetireKey { .. }
+        | HostMsg::Members(_) => false,
     }
 }
 

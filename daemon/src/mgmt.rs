@@ -21,9 +21,10 @@ use ha_mgmt_api::{
     LinkInfo, LinkStatus, MemberInfo, Mode, ModeReport, Reply, Request, RotateReport, SyncState,
     API_VERSION,
 };
+use ha_proto::config_block::{LinkAddr, MemberEntry};
 use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport, WirePsk};
 use ha_proto::msg::member::AdminCommand;
-use ha_proto::msg::{LinkState, Role};
+use ha_proto::msg::{LinkState, Role, Serial, MAX_MEMBERS};
 
 use crate::app::{DrainHook, ResyncHook, ResyncOutcome};
 use crate::runtime::{unix_ms, Outbox, Shared};
@@ -50,6 +51,7 @@ pub fn event_kind(name: &str) -> Option<EventKind> {
         "version_mismatch" => EventKind::VersionConflict,
         "config_mismatch" => EventKind::SyncFailure,
         "key_rotation" => EventKind::KeyRotation,
+        "members_changed" | "members_refused" => EventKind::Members,
         _ => return None,
     })
 }
@@ -560,12 +562,124 @@ impl MgmtServer {
             | Request::ClusterJoin { .. }
             | Request::ClusterRemove { .. } => err(
                 ErrorCode::Unsupported,
-                "cluster membership is changed with hactl provision, not ha-daemon",
+                "the membership document is kept by confsync; ha-daemon changes the HA member \
+                 list (member_add, member_remove)",
             ),
+            Request::MemberAdd { serial, main_link } => self.member_add(&serial, &main_link),
+            Request::MemberRemove { serial } => self.member_remove(&serial),
             Request::Update { .. } => {
                 err(ErrorCode::Unsupported, "updates are not run by ha-daemon")
             }
         })
+    }
+
+    /// Adds `serial` at `main_link` to the member list (see [`MgmtServer::change_members`]).
+    fn member_add(&self, serial: &str, main_link: &str) -> Reply {
+        let Some(s) = Serial::new(serial) else {
+            return err(ErrorCode::BadRequest, format!("{serial:?} is not a serial"));
+        };
+        let Ok(addr) = main_link.parse::<std::net::SocketAddrV4>() else {
+            return err(
+                ErrorCode::BadRequest,
+                format!("main link {main_link:?}: expected IPv4:PORT"),
+            );
+        };
+        self.change_members(|list| {
+            if list.iter().any(|m| m.serial == s) {
+                return Err(format!("{serial} is already a member"));
+            }
+            list.push(MemberEntry {
+                serial: s,
+                main_link: LinkAddr {
+                    ip: addr.ip().octets(),
+                    port: addr.port(),
+                },
+            })
+            .map_err(|_| format!("the cluster is full ({MAX_MEMBERS} members)"))
+        })
+    }
+
+    /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).
+    fn member_remove(&self, serial: &str) -> Reply {
+        let me = self.shared().serial;
+        self.change_members(|list| {
+            if me.as_str() == serial {
+                return Err("a member cannot remove itself".into());
+            }
+            let before = list.len();
+            list.retain(|m| m.serial.as_str() != serial);
+            if list.len() == before {
+                return Err(format!("{serial} is not a member"));
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes this member's HA member list: the configuration block's list, edited by
+    /// `edit`, goes to the controller (`HostMsg::Members`); once its status lists exactly
+    /// those members, the block is saved with them (so a restart keeps them). A refused edit
+    /// or list changes nothing.
+    fn change_members(
+        &self,
+        edit: impl FnOnce(&mut heapless::Vec<MemberEntry, MAX_MEMBERS>) -> Result<(), String>,
+    ) -> Reply {
+        let Some(path) = self.block_path.clone() else {
+            return err(ErrorCode::Unsupported, "no configuration block to change");
+        };
+        let mut block = match read_block(&path) {
+            Ok(b) => b,
+            Err(e) => return err(ErrorCode::Internal, e),
+        };
+        if let Err(e) = edit(&mut block.members) {
+            return err(ErrorCode::Refused, e);
+        }
+        let mut img = vec![ha_proto::config_block::ERASED; ha_proto::config_block::BLOCK_SIZE];
+        if let Err(e) = block.encode(&mut img) {
+            return err(
+                ErrorCode::Refused,
+                format!("the new member list is invalid: {e}"),
+            );
+        }
+        let want: Vec<Serial> = block.members.iter().map(|m| m.serial).collect();
+        if let Err(e) = self.send(HostMsg::Members(block.members.clone())) {
+            return *e;
+        }
+        let same = move |s: &Shared| {
+            s.status.as_ref().is_some_and(|(r, _)| {
+                r.members.len() == want.len() && r.members.iter().all(|m| want.contains(&m.serial))
+            })
+        };
+        if !self.wait_for(same) {
+            return err(
+                ErrorCode::Unreachable,
+                "the management controller did not take the new member list",
+            );
+        }
+        let members = block.members.clone();
+        if let Err(e) = update_block(&path, move |b| b.members = members) {
+            return err(
+                ErrorCode::Internal,
+                format!(
+                    "the controller uses the new member list, but the configuration block \
+                     was not saved ({e}): a restart would bring the old list back"
+                ),
+            );
+        }
+        let list: Vec<&str> = block.members.iter().map(|m| m.serial.as_str()).collect();
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::Members,
+            member: None,
+            detail: format!("member list now {}", list.join(", ")),
+        });
+        Reply::Done {
+            message: format!(
+                "{} now has {} members: {}",
+                self.shared().serial.as_str(),
+                list.len(),
+                list.join(", ")
+            ),
+        }
     }
 
     fn rotate_status(&self) -> Reply {
@@ -721,12 +835,32 @@ impl MgmtServer {
 /// a crash leaves either the old block or the new one. A block that does not decode is left
 /// alone (error).
 pub fn persist_key(path: &Path, psk: &[u8; 32], key_id: u8) -> Result<(), String> {
-    use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
+    let psk = *psk;
+    update_block(path, move |b| {
+        b.psk = ha_proto::keys::Psk(psk);
+        b.key_id = key_id;
+    })
+}
+
+/// Reads and decodes the configuration block at `path`.
+fn read_block(path: &Path) -> Result<ha_proto::config_block::ConfigBlock, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ha_proto::config_block::ConfigBlock::decode(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Rewrites the configuration block at `path` changed by `change`, atomically (see
+/// [`persist_key`]); an invalid result or a block that does not decode leaves it alone.
+pub fn update_block(
+    path: &Path,
+    change: impl FnOnce(&mut ha_proto::config_block::ConfigBlock),
+) -> Result<(), String> {
+    use ha_proto::config_block::{BLOCK_SIZE, ERASED};
     use std::os::unix::fs::OpenOptionsExt;
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut block = ConfigBlock::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    block.psk = ha_proto::keys::Psk(*psk);
-    block.key_id = key_id;
+    let mut block = ha_proto::config_block::ConfigBlock::decode(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    change(&mut block);
     let mut img = vec![ERASED; BLOCK_SIZE.max(bytes.len())];
     block
         .encode(&mut img)

@@ -259,6 +259,16 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
                 accepted: a.into_iter().collect(),
             }
         }),
+        vec((serial(), any::<[u8; 4]>(), any::<u16>()), 0..=MAX_MEMBERS).prop_map(|v| {
+            HostMsg::Members(
+                v.into_iter()
+                    .map(|(serial, ip, port)| ha_proto::config_block::MemberEntry {
+                        serial,
+                        main_link: ha_proto::config_block::LinkAddr { ip, port },
+                    })
+                    .collect(),
+            )
+        }),
     ]
 }
 

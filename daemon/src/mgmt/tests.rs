@@ -508,3 +508,127 @@ fn a_rolled_over_key_is_saved_in_the_configuration_block_atomically() {
     assert_eq!(std::fs::read(&broken).expect("read"), b"not a block");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A controller that takes every `HostMsg::Members` list it gets (answering with a status
+/// that lists them) and records them.
+fn members_controller(
+    sh: Arc<Mutex<Shared>>,
+    rx: mpsc::Receiver<HostMsg>,
+) -> JoinHandle<Vec<Vec<String>>> {
+    std::thread::spawn(move || {
+        let mut lists = Vec::new();
+        let mut current = vec!["SN-A".to_string(), "SN-B".to_string()];
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+            if let HostMsg::Members(list) = m {
+                current = list.iter().map(|m| m.serial.as_str().to_string()).collect();
+                lists.push(current.clone());
+            }
+            let mut r = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
+            r.members = current
+                .iter()
+                .map(|s| summary(s, s == "SN-A", Role::Passive))
+                .collect();
+            sh.lock().expect("lock").status = Some((r, unix_ms() + 1));
+        }
+        lists
+    })
+}
+
+#[test]
+fn member_remove_then_add_reach_the_controller_and_the_block() {
+    use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
+    let dir = std::env::temp_dir().join(format!("ha-members-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("member.cfg");
+    let mut img = vec![ERASED; BLOCK_SIZE];
+    crate::hostlink::tests::sample_cfg()
+        .encode(&mut img)
+        .expect("encode");
+    std::fs::write(&path, &img).expect("write");
+    let serials = |p: &Path| -> Vec<String> {
+        let b = ConfigBlock::decode(&std::fs::read(p).expect("read")).expect("block");
+        b.members
+            .iter()
+            .map(|m| m.serial.as_str().to_string())
+            .collect()
+    };
+
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = members_controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh.clone(), tx).with_block_path(Some(path.clone()));
+
+    // Refusals change nothing and send nothing.
+    for (req, code) in [
+        (
+            Request::MemberRemove {
+                serial: "SN-A".into(),
+            },
+            ErrorCode::Refused,
+        ),
+        (
+            Request::MemberRemove {
+                serial: "SN-Q".into(),
+            },
+            ErrorCode::Refused,
+        ),
+        (
+            Request::MemberAdd {
+                serial: "SN-B".into(),
+                main_link: "10.0.0.9:44240".into(),
+            },
+            ErrorCode::Refused,
+        ),
+        (
+            Request::MemberAdd {
+                serial: "SN-C".into(),
+                main_link: "not an address".into(),
+            },
+            ErrorCode::BadRequest,
+        ),
+    ] {
+        let (_, r) = ask(&srv, req.clone());
+        assert!(
+            matches!(&r, Reply::Error(e) if e.code == code),
+            "{req:?}: {r:?}"
+        );
+    }
+    assert_eq!(serials(&path), ["SN-A", "SN-B"]);
+
+    // The failed member goes, its replacement comes.
+    let (_, r) = ask(
+        &srv,
+        Request::MemberRemove {
+            serial: "SN-B".into(),
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Done { message } if message.contains("1 members")),
+        "{r:?}"
+    );
+    assert_eq!(serials(&path), ["SN-A"]);
+    let (_, r) = ask(
+        &srv,
+        Request::MemberAdd {
+            serial: "SN-C".into(),
+            main_link: "10.0.0.3:44240".into(),
+        },
+    );
+    assert!(matches!(&r, Reply::Done { .. }), "{r:?}");
+    assert_eq!(serials(&path), ["SN-A", "SN-C"]);
+    let back = ConfigBlock::decode(&std::fs::read(&path).expect("read")).expect("block");
+    assert_eq!(back.members[1].main_link.ip, [10, 0, 0, 3]);
+    assert_eq!(
+        back.psk.0,
+        crate::hostlink::tests::sample_cfg().psk.0,
+        "key unchanged"
+    );
+
+    drop(srv);
+    let lists = ctl.join().expect("controller");
+    assert_eq!(
+        lists,
+        vec![vec!["SN-A".to_string()], vec!["SN-A".into(), "SN-C".into()]]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

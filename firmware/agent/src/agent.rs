@@ -711,6 +711,15 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
                 self.push(Pending::KeyState);
             }
+            HostMsg::Members(list) => {
+                let mut members: Vec<Serial, M> = Vec::new();
+                let fits = list.iter().all(|m| members.push(m.serial).is_ok());
+                let changed = fits && self.set_members(now_ms, members).is_ok();
+                if !changed {
+                    self.event(EventKind::MembersRefused);
+                }
+                self.push(Pending::Status);
+            }
             // Messages the controller sends, not receives.
             HostMsg::RoleDecision { .. }
             | HostMsg::ProbeRequest { .. }
@@ -922,6 +931,22 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.refresh_flags();
         self.heartbeat_now();
         self.evaluate();
+        Ok(())
+    }
+
+    /// Replaces the member list (SPEC A6: a failed member removed, a replacement joined):
+    /// a reload with the same settings and `members`. A member no longer listed is
+    /// forgotten at once; a new one is heard as soon as it speaks. Refused (nothing changes)
+    /// when the list lacks this member, repeats one, or fails validation.
+    pub fn set_members(&mut self, now_ms: u64, members: Vec<Serial, M>) -> Result<(), ConfigError> {
+        if members == self.cfg.members {
+            return Ok(());
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.members = members;
+        self.reload(now_ms, cfg)?;
+        let n = u8::try_from(self.cfg.members.len()).unwrap_or(u8::MAX);
+        self.event(EventKind::MembersChanged { members: n });
         Ok(())
     }
 

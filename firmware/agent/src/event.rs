@@ -138,6 +138,14 @@ pub enum EventKind {
     },
     /// The operator asked to reload the HA settings: the shell calls `Agent::reload`.
     ReloadRequested,
+    /// The member list changed (a member removed or joined, `HostMsg::Members`).
+    MembersChanged {
+        /// Members now, this one included.
+        members: u8,
+    },
+    /// A new member list was refused (this member missing, a duplicate, too many); the
+    /// list in use did not change.
+    MembersRefused,
 }
 
 /// A timestamped event.
@@ -209,6 +217,8 @@ impl EventKind {
             EventKind::VersionMismatch { .. } => "version_mismatch",
             EventKind::ConfigMismatch { .. } => "config_mismatch",
             EventKind::ReloadRequested => "reload_requested",
+            EventKind::MembersChanged { .. } => "members_changed",
+            EventKind::MembersRefused => "members_refused",
         }
     }
 

@@ -805,3 +805,71 @@ fn events_render_for_the_host_link() {
     assert_eq!(r.peer, Some(serial(3)));
     assert!(r.detail.contains("confirmed: true"), "{}", r.detail);
 }
+
+fn members_msg(list: &[usize]) -> HostMsg {
+    HostMsg::Members(
+        list.iter()
+            .map(|&i| ha_proto::config_block::MemberEntry {
+                serial: serial(i),
+                main_link: ha_proto::config_block::LinkAddr {
+                    ip: [10, 0, 0, i as u8 + 1],
+                    port: 44240,
+                },
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_failed_member_is_removed_and_its_replacement_joins() {
+    // SN000 and SN001 form the cluster; SN002 is the replacement (provisioned with SN000).
+    let mut c = Cluster::new(vec![config(0, 2), config(1, 2)]);
+    c.agents.push(None);
+    c.cut.push([false; 2]);
+    c.alive.push(true);
+    c.run_until(2_000);
+    // SN001 fails for good.
+    c.agents[1] = None;
+    c.alive[1] = false;
+    c.run_until(4_000);
+    assert_eq!(c.role(0), Role::Active);
+    assert!(c.a(0).status().peer(&serial(1)).is_some(), "still listed");
+
+    // Removed: forgotten at once; the list in use has this member only.
+    c.with(0, |a, now| a.on_host(now, members_msg(&[0])));
+    assert!(c.a(0).status().peer(&serial(1)).is_none());
+    assert!(c
+        .events_of(0)
+        .contains(&EventKind::MembersChanged { members: 1 }));
+    assert!(c
+        .host
+        .iter()
+        .any(|(i, m)| *i == 0 && matches!(m, HostMsg::Status(r) if r.members.len() == 1)));
+
+    // The replacement boots with a block listing SN000 and itself; until SN000 lists it,
+    // SN000 does not take it as a member.
+    let mut cfg2 = config(2, 3);
+    cfg2.members = [serial(0), serial(2)].into_iter().collect();
+    c.agents[2] = Some(A::new(cfg2, c.now, 1).unwrap());
+    c.run_until(5_000);
+    assert!(c.a(0).status().peer(&serial(2)).is_none());
+    assert_eq!(c.role(0), Role::Active);
+
+    // Joined: heard, and the cluster has one active again with the newcomer passive.
+    c.with(0, |a, now| a.on_host(now, members_msg(&[0, 2])));
+    c.run_until(7_000);
+    let p = c
+        .a(0)
+        .status()
+        .peer(&serial(2))
+        .expect("the newcomer is a peer");
+    assert_eq!(p.state, PeerState::Alive);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(2), Role::Passive);
+
+    // A list without this member is refused and changes nothing.
+    c.with(0, |a, now| a.on_host(now, members_msg(&[1, 2])));
+    assert!(c.events_of(0).contains(&EventKind::MembersRefused));
+    assert!(c.a(0).status().peer(&serial(2)).is_some());
+    assert_eq!(c.a(0).config().members.len(), 2);
+}

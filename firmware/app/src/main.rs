@@ -177,7 +177,7 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
     if let Ok(t) = backup_rx_task(agent, backup_rx) {
         spawner.spawn(t);
     }
-    if let Ok(t) = host_rx_task(agent, codec, host_rx) {
+    if let Ok(t) = host_rx_task(agent, codec, peers, block.serial, host_rx) {
         spawner.spawn(t);
     }
     if let Ok(t) = sensor_task(agent, board.sensors) {
@@ -243,6 +243,7 @@ async fn agent_task(
                             .peer(s)
                             .is_some_and(|p| p.links[0].state == LinkState::Up)
                     };
+                    let peers = peers.borrow();
                     let live = peers.iter().filter(|p| up(&p.0)).map(|p| (p.1, p.2));
                     let others = peers.iter().filter(|p| !up(&p.0)).map(|p| (p.1, p.2));
                     main.send_round(&bytes, live, others);
@@ -304,7 +305,13 @@ async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
 
 /// UART1: the host link to the main CPU.
 #[embassy_executor::task]
-async fn host_rx_task(agent: SharedAgent, codec: SharedCodec, uart: UartRx) {
+async fn host_rx_task(
+    agent: SharedAgent,
+    codec: SharedCodec,
+    peers: PeerList,
+    me: Serial,
+    uart: UartRx,
+) {
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
     let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
@@ -317,7 +324,19 @@ async fn host_rx_task(agent: SharedAgent, codec: SharedCodec, uart: UartRx) {
                 let opened = codec.borrow_mut().open(b);
                 match opened {
                     Ok(msg) => {
-                        agent.borrow_mut().on_host(now_ms(), msg);
+                        let mut a = agent.borrow_mut();
+                        if let HostMsg::Members(list) = &msg {
+                            // The main link sends where the new list says, once the agent
+                            // took it (a refused list leaves both unchanged).
+                            let before = a.config().members.clone();
+                            a.on_host(now_ms(), msg.clone());
+                            if a.config().members != before {
+                                net::set_peers(peers, me, list);
+                            }
+                        } else {
+                            a.on_host(now_ms(), msg);
+                        }
+                        drop(a);
                         INPUT.signal(());
                     }
                     Err(r) => warn!("host link: frame rejected ({=str})", r.name()),

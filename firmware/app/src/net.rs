@@ -2,6 +2,7 @@
 //! configuration block, a UDP socket bound to the HA port for receiving member frames and one
 //! for sending them ([`MainTx`]).
 
+use core::cell::RefCell;
 use core::task::Poll;
 
 use defmt::{info, warn};
@@ -21,8 +22,27 @@ use crate::{now_ms, SharedAgent, StartError, INPUT};
 
 /// The main link's receiving socket (bound to the HA port), used by its receive task.
 pub type RxSocket = UdpSocket<'static>;
-/// Each peer and where it listens on the main link.
-pub type PeerList = &'static [(Serial, Ipv4Address, u16)];
+/// Each peer and where it listens on the main link. Replaced in place when the main CPU
+/// sends a new member list (`HostMsg::Members`, see [`set_peers`]); borrowed only between
+/// two `.await`s.
+pub type PeerList = &'static RefCell<Peers>;
+/// The peers' main-link addresses.
+pub type Peers = heapless::Vec<(Serial, Ipv4Address, u16), { ha_proto::msg::MAX_MEMBERS }>;
+
+/// Replaces `peers` with every member of `members` but `me`.
+pub fn set_peers(peers: PeerList, me: Serial, members: &[ha_proto::config_block::MemberEntry]) {
+    let mut list = peers.borrow_mut();
+    list.clear();
+    for m in members.iter().filter(|m| m.serial != me) {
+        let a = m.main_link.ip;
+        // At most MAX_MEMBERS entries arrive, so this always fits.
+        let _ = list.push((
+            m.serial,
+            Ipv4Address::new(a[0], a[1], a[2], a[3]),
+            m.main_link.port,
+        ));
+    }
+}
 
 /// Sockets of the network stack: the main link's receiving socket and two sending ones.
 const NET_SOCKETS: usize = 3;
@@ -186,19 +206,9 @@ pub fn start_net(
         probe: TxSocket::new(probe, probe_port, "down"),
     };
 
-    static PEERS: StaticCell<
-        heapless::Vec<(Serial, Ipv4Address, u16), { ha_proto::msg::MAX_MEMBERS }>,
-    > = StaticCell::new();
-    let peers = PEERS.init(heapless::Vec::new());
-    for p in block.peers() {
-        let a = p.main_link.ip;
-        // The block holds at most MAX_MEMBERS members, so this always fits.
-        let _ = peers.push((
-            p.serial,
-            Ipv4Address::new(a[0], a[1], a[2], a[3]),
-            p.main_link.port,
-        ));
-    }
+    static PEERS: StaticCell<RefCell<Peers>> = StaticCell::new();
+    let peers: PeerList = PEERS.init(RefCell::new(heapless::Vec::new()));
+    set_peers(peers, block.serial, &block.members);
     info!(
         "main link: {=u8}.{=u8}.{=u8}.{=u8}/{=u8} port {=u16}, {=usize} peers",
         ip[0],
@@ -207,7 +217,7 @@ pub fn start_net(
         ip[3],
         prefix,
         own.port,
-        peers.len()
+        peers.borrow().len()
     );
     Ok((rx, tx, peers))
 }

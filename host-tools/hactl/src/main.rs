@@ -181,12 +181,23 @@ enum ClusterCmd {
         /// Key file of the cluster PSK.
         #[arg(long)]
         psk_file: PathBuf,
+        /// This member's main HA link (IP:PORT), added to the HA member list of every
+        /// --member-socket daemon (their controllers and configuration blocks).
+        #[arg(long, requires = "member_sockets")]
+        ha_address: Option<String>,
+        /// The management socket of a member already in the cluster; repeat for each.
+        #[arg(long = "member-socket", requires = "ha_address")]
+        member_sockets: Vec<PathBuf>,
     },
     /// Remove a failed member (before joining its replacement).
     Remove {
         /// Its serial.
         #[arg(long)]
         serial: String,
+        /// The management socket of a remaining member whose HA member list (controller and
+        /// configuration block) drops it; repeat for each.
+        #[arg(long = "member-socket")]
+        member_sockets: Vec<PathBuf>,
     },
 }
 
@@ -454,12 +465,25 @@ fn run(cli: Cli) -> Result<()> {
             )
             .map(drop)
         }
-        Cmd::Cluster(ClusterCmd::Join { peer, psk_file }) => {
+        Cmd::Cluster(ClusterCmd::Join {
+            peer,
+            psk_file,
+            ha_address,
+            member_sockets,
+        }) => {
             if peer.parse::<std::net::SocketAddr>().is_err() {
                 return Err(Failure::new(
                     Code::Refused,
                     format!("--peer {peer:?} is not IP:PORT"),
                 ));
+            }
+            if let Some(a) = &ha_address {
+                if a.parse::<std::net::SocketAddrV4>().is_err() {
+                    return Err(Failure::new(
+                        Code::Refused,
+                        format!("--ha-address {a:?} is not IPv4:PORT"),
+                    ));
+                }
             }
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
@@ -468,16 +492,51 @@ fn run(cli: Cli) -> Result<()> {
                 Request::ClusterJoin { peer, psk_file },
                 false,
                 human,
-            )
-            .map(drop)
+            )?;
+            if let Some(main_link) = ha_address {
+                // This member's serial, from its own daemon.
+                let mut c = Client::connect(socket)?;
+                let Reply::Info(info) = c.call(&Request::Info { verbose: false }, |_| {})? else {
+                    return Err(Failure::new(Code::Failed, "the daemon did not answer info"));
+                };
+                for p in &member_sockets {
+                    live(
+                        p,
+                        Request::MemberAdd {
+                            serial: info.me.clone(),
+                            main_link: main_link.clone(),
+                        },
+                        false,
+                        human,
+                    )?;
+                }
+            }
+            Ok(())
         }
-        Cmd::Cluster(ClusterCmd::Remove { serial }) => live(
-            config_socket,
-            Request::ClusterRemove { serial },
-            false,
-            human,
-        )
-        .map(drop),
+        Cmd::Cluster(ClusterCmd::Remove {
+            serial,
+            member_sockets,
+        }) => {
+            live(
+                config_socket,
+                Request::ClusterRemove {
+                    serial: serial.clone(),
+                },
+                false,
+                human,
+            )?;
+            for p in &member_sockets {
+                live(
+                    p,
+                    Request::MemberRemove {
+                        serial: serial.clone(),
+                    },
+                    false,
+                    human,
+                )?;
+            }
+            Ok(())
+        }
         Cmd::Update {
             image,
             members,

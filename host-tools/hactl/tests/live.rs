@@ -115,6 +115,12 @@ impl Backend for Scripted {
     fn update(&self, image: String, out: &mut Sink) -> std::io::Result<Reply> {
         self.answer(Request::Update { image }, out)
     }
+    fn member_add(&self, serial: String, main_link: String) -> Reply {
+        self.plain(Request::MemberAdd { serial, main_link })
+    }
+    fn member_remove(&self, serial: String) -> Reply {
+        self.plain(Request::MemberRemove { serial })
+    }
 }
 
 impl FakeDaemon {
@@ -320,6 +326,9 @@ fn daemon(req: &Request) -> Vec<Reply> {
         })],
         Request::ClusterCreate { .. } | Request::ClusterRemove { .. } => vec![Reply::Done {
             message: "done".into(),
+        }],
+        Request::MemberAdd { .. } | Request::MemberRemove { .. } => vec![Reply::Done {
+            message: "SN-A now has 2 members: SN-A, SN-C".into(),
         }],
         Request::Update { .. } => vec![Reply::Error(ApiError {
             code: ErrorCode::Unsupported,
@@ -724,6 +733,62 @@ fn cluster_and_update_errors_map_to_exit_codes() {
             serial: "SN-B".into()
         }
     );
+    // With --member-socket the HA member list of that member drops it too.
+    let sock = d.path.to_str().unwrap().to_string();
+    let o = d.hactl(&[
+        "cluster",
+        "remove",
+        "--serial",
+        "SN-B",
+        "--member-socket",
+        &sock,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        d.last(),
+        Request::MemberRemove {
+            serial: "SN-B".into()
+        }
+    );
+    // A joiner with --ha-address is added (under its own serial) to every --member-socket
+    // once the join is accepted (the e2e shows it on the booted cluster).
+    let o = d.hactl(&[
+        "cluster",
+        "join",
+        "--peer",
+        "127.0.0.1:7000",
+        "--psk-file",
+        k,
+        "--ha-address",
+        "10.0.0.3:44240",
+        "--member-socket",
+        &sock,
+    ]);
+    // This fake cluster is full: the join is refused and no member list is touched.
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        matches!(d.last(), Request::ClusterJoin { .. }),
+        "{:?}",
+        d.last()
+    );
+    let o = d.hactl(&[
+        "cluster",
+        "join",
+        "--peer",
+        "127.0.0.1:7000",
+        "--psk-file",
+        k,
+        "--ha-address",
+        "nowhere",
+        "--member-socket",
+        &sock,
+    ]);
+    assert_eq!(o.status.code(), Some(3));
     // An unsupported request is an operation failure (1) with the daemon's words.
     let img = dir.path().join("fw.bin");
     std::fs::write(&img, b"image").unwrap();

@@ -123,6 +123,20 @@ pub enum Request {
         /// Firmware image path.
         image: String,
     },
+    /// Add a member to this member's HA member list — its controller's and its
+    /// configuration block's (a replacement joining, SPEC A6).
+    MemberAdd {
+        /// Serial of the new member.
+        serial: String,
+        /// Its main HA link, `IP:PORT`.
+        main_link: String,
+    },
+    /// Remove a member from this member's HA member list — its controller's and its
+    /// configuration block's (a failed member, SPEC A6).
+    MemberRemove {
+        /// Serial of the member to remove.
+        serial: String,
+    },
 }
 
 /// One reply line, tagged by `type`.
@@ -395,6 +409,8 @@ pub enum EventKind {
     Forced,
     /// PSK rotation step.
     KeyRotation,
+    /// The HA member list changed, or a new one was refused (SPEC A6).
+    Members,
 }
 
 /// One event of the log.

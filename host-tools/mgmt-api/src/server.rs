@@ -110,6 +110,14 @@ pub trait Backend: Send + Sync {
     fn update(&self, _image: String, _out: &mut Sink) -> io::Result<Reply> {
         Ok(unsupported("update"))
     }
+    /// [`Request::MemberAdd`].
+    fn member_add(&self, _serial: String, _main_link: String) -> Reply {
+        unsupported("member add")
+    }
+    /// [`Request::MemberRemove`].
+    fn member_remove(&self, _serial: String) -> Reply {
+        unsupported("member remove")
+    }
 }
 
 /// Hands one request to the backend method that answers it.
@@ -135,6 +143,8 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
         Request::ClusterJoin { peer, psk_file } => b.cluster_join(peer, psk_file),
         Request::ClusterRemove { serial } => b.cluster_remove(serial),
         Request::Update { image } => return b.update(image, out),
+        Request::MemberAdd { serial, main_link } => b.member_add(serial, main_link),
+        Request::MemberRemove { serial } => b.member_remove(serial),
     })
 }
 

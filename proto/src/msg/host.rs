@@ -9,6 +9,7 @@ use super::{
     FirmwareVersion, Forced, LinkState, Role, Serial, IFACE_NAME_LEN, MAX_DOMAINS, MAX_HA_LINKS,
     MAX_IFACES, MAX_MEMBERS,
 };
+use crate::config_block::MemberEntry;
 use crate::keys::KEY_LEN;
 
 /// Every message on the host link, in both directions.
@@ -96,6 +97,12 @@ pub enum HostMsg {
         /// Every key id accepted on receive.
         accepted: Vec<u8, 2>,
     },
+    /// Main CPU → controller: the cluster's members from now on (this member included), with
+    /// their main-link addresses, after a member was removed or joined (SPEC A6). The
+    /// controller applies it in place (a member no longer listed is forgotten, a new one is
+    /// heard and sent to) and answers with a [`HostMsg::Status`]; a list without this member
+    /// or with a duplicate is ignored (the status shows the unchanged list).
+    Members(Vec<MemberEntry, MAX_MEMBERS>),
 }
 
 /// A PSK carried by [`HostMsg::InstallKey`]: `Debug` never shows the bytes, equality is
