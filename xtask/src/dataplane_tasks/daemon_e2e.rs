@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::util::{cargo, root, run, Result};
 
 mod commands;
+mod replace;
 mod update;
 
 /// Options of the scenario.
@@ -989,6 +990,27 @@ sync = "10.9.0.{hathem}"
     // way (`hactl active` on the passive, which first resynchronizes the table).
     let active = commands::commands_phase(b, &serials, &socks, still, &mut load)?;
 
+    // The members form a cluster (membership document) before the crash; after it the dead
+    // member is removed and a replacement joins (QEMU controllers only).
+    let replacement = match (firmware, &net) {
+        (Some(elf), Some(net)) => Some(replace::Cluster {
+            b,
+            dir,
+            net,
+            elf,
+            serials,
+            members,
+            socks: &socks,
+            psk: &new_psk,
+            key_id: 2,
+            timers: &o.timers,
+        }),
+        _ => None,
+    };
+    if let Some(cl) = &replacement {
+        replace::form(cl, active)?;
+    }
+
     // Crash of the active: its controller and daemon are killed.
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_secs(1));
@@ -1022,6 +1044,9 @@ sync = "10.9.0.{hathem}"
     std::thread::sleep(Duration::from_secs(8));
     let (sv2, n2, gap2, _) = load.report()?;
     load.cmd("stop")?;
+    if let Some(cl) = &replacement {
+        replace::replace(env, cl, active)?;
+    }
     println!("tcp-survival: survived={sv2}/{n2} gap_ms={gap2}");
     if !swap_ok {
         return Err(format!("e2e: the planned swap lost {} connections", n - sv));

@@ -1,0 +1,238 @@
+//! The member-replacement phase of the tcp-survival e2e (SPEC A6): the members form a cluster
+//! with `hactl cluster create/join` before the crash; after it, the survivor removes the
+//! dead member (`hactl cluster remove --member-socket`: the membership document and the HA
+//! member list of its controller and block), and a replacement with a new serial — booted
+//! in the dead member's place with a block listing the survivor and itself — joins
+//! (`hactl cluster join --ha-address --member-socket`) and becomes the passive member.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{mode, qemu_member, Env, LinkPorts};
+use crate::util::{output, run, Result};
+
+/// Serial of the replacement member.
+const NEW_SERIAL: &str = "SN-C";
+/// Its main HA link.
+const NEW_MAIN_LINK: &str = "10.0.0.3:44240";
+
+/// Everything the phase needs of the running test.
+pub(super) struct Cluster<'a> {
+    pub b: &'a dyn Fn(&str) -> String,
+    pub dir: &'a Path,
+    pub net: &'a LinkPorts,
+    pub elf: &'a Path,
+    pub serials: [&'a str; 2],
+    pub members: [&'a str; 2],
+    pub socks: &'a [PathBuf],
+    /// The PSK file and key id the cluster uses now.
+    pub psk: &'a Path,
+    pub key_id: u8,
+    pub timers: &'a str,
+}
+
+impl Cluster<'_> {
+    fn csock(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("confsync-{i}.sock"))
+    }
+
+    fn listen(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.net.base + 8 + i as u16)
+    }
+
+    fn hactl(&self, sock: &Path, csock: &Path) -> Command {
+        let mut c = Command::new((self.b)("hactl"));
+        c.arg("--socket")
+            .arg(sock)
+            .arg("--config-socket")
+            .arg(csock);
+        c
+    }
+}
+
+/// Before the crash: the active member creates the cluster's membership document and the
+/// passive one joins it (both already in each other's HA member list).
+pub(super) fn form(c: &Cluster, active: usize) -> Result {
+    let passive = 1 - active;
+    run(c
+        .hactl(&c.socks[active], &c.csock(active))
+        .args(["cluster", "create", "--cluster-id", "4242", "--psk-file"])
+        .arg(c.psk))?;
+    run(c
+        .hactl(&c.socks[passive], &c.csock(passive))
+        .args(["cluster", "join", "--peer", &c.listen(active), "--psk-file"])
+        .arg(c.psk))?;
+    println!(
+        "membership: {} created the cluster, {} joined",
+        c.serials[active], c.serials[passive]
+    );
+    Ok(())
+}
+
+/// The members `sock`'s daemon lists, each with its mode as that member sees it.
+fn members_of(sock: &Path, b: &dyn Fn(&str) -> String) -> Result<Vec<(String, String)>> {
+    let text = output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(sock)
+            .args(["info", "--json"]),
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("e2e: hactl info --json: {e}"))?;
+    Ok(v["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let serial = m["serial"].as_str()?.to_string();
+            Some((serial, m["mode"].as_str().unwrap_or("").to_string()))
+        })
+        .collect())
+}
+
+/// After the crash of member `dead`: remove it, boot the replacement in its place, join it.
+pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
+    let survivor = 1 - dead;
+    let b = c.b;
+    // The failed member goes: membership document and the survivor's HA member list.
+    run(c
+        .hactl(&c.socks[survivor], &c.csock(survivor))
+        .args([
+            "cluster",
+            "remove",
+            "--serial",
+            c.serials[dead],
+            "--member-socket",
+        ])
+        .arg(&c.socks[survivor]))?;
+    let now = members_of(&c.socks[survivor], b)?;
+    if now.len() != 1 || now[0].0 != c.serials[survivor] {
+        return Err(format!(
+            "e2e: after removing {}, {} lists {now:?}",
+            c.serials[dead], c.serials[survivor]
+        ));
+    }
+
+    // The replacement: provisioned with the cluster's current key, booted in the dead
+    // member's place (its namespace, interfaces and wire slot), with its own daemon and
+    // configuration-sync service.
+    let block = c.dir.join("2.cfg");
+    let mut p = Command::new(b("hactl"));
+    p.args(["provision", "--psk-file"])
+        .arg(c.psk)
+        .args([
+            "--key-id",
+            &c.key_id.to_string(),
+            "--serial",
+            NEW_SERIAL,
+            "--cluster-id",
+            "4242",
+            "--timers",
+            c.timers,
+            "--member",
+            &format!("{}=10.0.0.{}:44240", c.serials[survivor], survivor + 1),
+            "--member",
+            &format!("{NEW_SERIAL}={NEW_MAIN_LINK}"),
+            "--backup-link",
+            "-o",
+        ])
+        .arg(&block);
+    run(&mut p)?;
+    let argv = qemu_member(c.elf, &block, c.dir, "c", c.net, dead);
+    env.spawn("controller-c", None, &argv, false)?;
+    let m = c.members[dead];
+    let toml = std::fs::read_to_string(c.dir.join(format!("{m}.toml")))
+        .map_err(|e| format!("e2e: {e}"))?
+        .replace(
+            &c.dir.join(format!("{dead}.cfg")).display().to_string(),
+            &block.display().to_string(),
+        )
+        .replace(&format!("{m}-host.sock"), "c-host.sock")
+        .replace(&format!("{m}-mgmt.sock"), "c-mgmt.sock");
+    let cfg = c.dir.join("c.toml");
+    std::fs::write(&cfg, toml).map_err(|e| format!("e2e: {e}"))?;
+    env.spawn(
+        "daemon-c",
+        Some(m),
+        &[b("ha-daemon"), "--config".into(), cfg.display().to_string()],
+        false,
+    )?;
+    let sock_c = c.dir.join("c-mgmt.sock");
+    let csock_c = c.dir.join("confsync-c.sock");
+    let listen_c = format!("127.0.0.1:{}", c.net.base + 10);
+    let argv: Vec<String> = vec![
+        b("confsync"),
+        "service".into(),
+        "--root".into(),
+        c.dir.join("confsync-c").display().to_string(),
+        "--listen".into(),
+        listen_c,
+        "--psk-file".into(),
+        c.psk.display().to_string(),
+        "--key-id".into(),
+        c.key_id.to_string(),
+        "--cluster-id".into(),
+        "4242".into(),
+        "--serial".into(),
+        NEW_SERIAL.into(),
+        "--peer".into(),
+        format!("{}={}", c.serials[survivor], c.listen(survivor)),
+        "--daemon-socket".into(),
+        sock_c.display().to_string(),
+        "--mgmt-socket".into(),
+        csock_c.display().to_string(),
+    ];
+    env.spawn("confsync-c", None, &argv, false)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(csock_c.exists() && mode(&sock_c).is_some()) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: the replacement did not come up\n{}",
+                env.log_tail("daemon-c")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // It joins: the membership document, and the survivor's HA member list.
+    run(c
+        .hactl(&sock_c, &csock_c)
+        .args([
+            "cluster",
+            "join",
+            "--peer",
+            &c.listen(survivor),
+            "--psk-file",
+        ])
+        .arg(c.psk)
+        .args(["--ha-address", NEW_MAIN_LINK, "--member-socket"])
+        .arg(&c.socks[survivor]))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = members_of(&c.socks[survivor], b)?;
+        let ok = mode(&sock_c).as_deref() == Some("passive")
+            && mode(&c.socks[survivor]).as_deref() == Some("active")
+            && listed.len() == 2
+            && listed
+                .iter()
+                .any(|(s, m)| s == NEW_SERIAL && m == "passive");
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: the replacement did not join: {} lists {listed:?}, {NEW_SERIAL} is {:?}",
+                c.serials[survivor],
+                mode(&sock_c)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "replacement: {} removed, {NEW_SERIAL} joined as passive, {} active with 2 members",
+        c.serials[dead], c.serials[survivor]
+    );
+    Ok(())
+}
