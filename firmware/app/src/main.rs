@@ -325,16 +325,19 @@ async fn host_rx_task(
                 match opened {
                     Ok(msg) => {
                         let mut a = agent.borrow_mut();
-                        if let HostMsg::Members(list) = &msg {
-                            // The main link sends where the new list says, once the agent
-                            // took it (a refused list leaves both unchanged).
-                            let before = a.config().members.clone();
-                            a.on_host(now_ms(), msg.clone());
-                            if a.config().members != before {
-                                net::set_peers(peers, me, list);
+                        // A new member list: the main link sends where it says once the
+                        // agent took it (a refused list leaves both unchanged).
+                        let members = match &msg {
+                            HostMsg::Members(list) => {
+                                Some((list.clone(), a.config().members.clone()))
                             }
-                        } else {
-                            a.on_host(now_ms(), msg);
+                            _ => None,
+                        };
+                        a.on_host(now_ms(), msg);
+                        if let Some((list, before)) = members {
+                            if a.config().members != before {
+                                net::set_peers(peers, me, &list);
+                            }
                         }
                         drop(a);
                         INPUT.signal(());
