@@ -86,17 +86,19 @@ pub type ResyncHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
 /// the active before a planned swap it starts by going passive).
 pub type DrainHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
 
-/// Polls the dataplane in `core` every 5 ms until the peer has acknowledged every change
-/// made here, or `bound` passes. The sync thread keeps sending and retransmitting meanwhile.
-fn wait_drain<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
-    let start = Instant::now();
+/// Polls `state` of the dataplane in `core` every 5 ms, from `start`, until it is done, no
+/// peer is heard, or `bound` passes (`None`: this dataplane cannot tell). The sync thread
+/// keeps the exchange going meanwhile.
+fn wait_sync<D: Dataplane>(
+    core: &Mutex<Core<D>>,
+    start: Instant,
+    bound: Duration,
+    state: impl Fn(&D) -> Option<ResyncState>,
+) -> ResyncOutcome {
     loop {
-        let state = {
-            let c = core.lock().unwrap_or_else(|p| p.into_inner());
-            c.filter.drain_state()
-        };
+        let s = state(&core.lock().unwrap_or_else(|p| p.into_inner()).filter);
         let waited = start.elapsed();
-        match state {
+        match s {
             None => return ResyncOutcome::Unsupported,
             Some(ResyncState::Done) => return ResyncOutcome::Complete(waited),
             Some(ResyncState::NoPeer) => return ResyncOutcome::NoPeer,
@@ -108,29 +110,23 @@ fn wait_drain<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOut
     }
 }
 
-/// Requests a resync on the dataplane in `core` and polls it every 10 ms until it completes
-/// or `bound` passes. The sync thread carries the request and the bulk meanwhile.
+/// Waits until the peer has acknowledged every change made here, at most `bound`.
+fn wait_drain<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
+    wait_sync(core, Instant::now(), bound, |d| d.drain_state())
+}
+
+/// Requests a resync on the dataplane in `core` and waits until the peer's whole table
+/// arrived, at most `bound`.
 fn wait_resync<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
     let start = Instant::now();
-    let id = {
-        let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
-        c.filter.request_resync(start)
-    };
-    let Some(id) = id else {
-        return ResyncOutcome::Unsupported;
-    };
-    loop {
-        let state = {
-            let c = core.lock().unwrap_or_else(|p| p.into_inner());
-            c.filter.resync_state(id)
-        };
-        let waited = start.elapsed();
-        match state {
-            ResyncState::Done => return ResyncOutcome::Complete(waited),
-            ResyncState::NoPeer => return ResyncOutcome::NoPeer,
-            ResyncState::Pending if waited >= bound => return ResyncOutcome::TimedOut(waited),
-            ResyncState::Pending => std::thread::sleep(Duration::from_millis(10)),
-        }
+    let id = core
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .filter
+        .request_resync(start);
+    match id {
+        Some(id) => wait_sync(core, start, bound, |d| Some(d.resync_state(id))),
+        None => ResyncOutcome::Unsupported,
     }
 }
 

@@ -322,66 +322,75 @@ impl MgmtServer {
         )
     }
 
-    /// The wait for the peer to acknowledge every change before a planned swap: only when
-    /// this member is active now. The outcome goes to the event log.
-    fn drain_before_handover(&self) {
-        let Some(hook) = &self.drain else { return };
-        if self.locally_active() != Some(true) {
+    /// Runs a wait before a planned swap — `hook` with [`RESYNC_BOUND`] — when the local
+    /// member's role is the one the wait is for (`when_active`), and puts what `describe`
+    /// makes of the outcome in the event log as `kind`.
+    fn wait_before_swap(
+        &self,
+        hook: Option<&ResyncHook>,
+        when_active: bool,
+        kind: ha_mgmt_api::EventKind,
+        describe: fn(ResyncOutcome) -> Option<String>,
+    ) {
+        let Some(hook) = hook else { return };
+        if self.locally_active() != Some(when_active) {
             return;
         }
-        let detail = match hook(RESYNC_BOUND) {
-            ResyncOutcome::Complete(d) => format!(
-                "before the planned swap: the peer acknowledged every change in {} ms",
-                d.as_millis()
-            ),
-            ResyncOutcome::TimedOut(d) => format!(
-                "before the planned swap: changes still unacknowledged after {} ms, swapping anyway",
-                d.as_millis()
-            ),
-            ResyncOutcome::NoPeer => "before the planned swap: no peer heard".into(),
-            ResyncOutcome::Unsupported => return,
+        let Some(detail) = describe(hook(RESYNC_BOUND)) else {
+            return;
         };
         self.shared().push_local_event(ha_mgmt_api::Event {
             time_ms: unix_ms(),
-            kind: ha_mgmt_api::EventKind::BulkSyncSent,
+            kind,
             member: None,
             detail,
         });
     }
 
+    /// The wait for the peer to acknowledge every change before a planned swap: only when
+    /// this member is active now.
+    fn drain_before_handover(&self) {
+        self.wait_before_swap(
+            self.drain.as_ref(),
+            true,
+            ha_mgmt_api::EventKind::BulkSyncSent,
+            |outcome| match outcome {
+                ResyncOutcome::Complete(d) => Some(format!(
+                    "before the planned swap: the peer acknowledged every change in {} ms",
+                    d.as_millis()
+                )),
+                ResyncOutcome::TimedOut(d) => Some(format!(
+                    "before the planned swap: changes still unacknowledged after {} ms, swapping anyway",
+                    d.as_millis()
+                )),
+                ResyncOutcome::NoPeer => Some("before the planned swap: no peer heard".into()),
+                ResyncOutcome::Unsupported => None,
+            },
+        );
+    }
+
     /// The wait for a resync before a planned swap: only when this member is passive now
-    /// (an active member already holds the table). The outcome goes to the event log.
+    /// (an active member already holds the table).
     fn resync_before_takeover(&self) {
-        let Some(hook) = &self.resync else { return };
-        let passive = match self.fresh_status() {
-            Ok((r, _)) => r
-                .members
-                .iter()
-                .find(|m| m.local)
-                .is_some_and(|m| !m.roles.contains(&Role::Active)),
-            Err(_) => false,
-        };
-        if !passive {
-            return;
-        }
-        let detail = match hook(RESYNC_BOUND) {
-            ResyncOutcome::Complete(d) => format!(
-                "resync before the planned swap: the peer's table arrived in {} ms",
-                d.as_millis()
-            ),
-            ResyncOutcome::TimedOut(d) => format!(
-                "resync before the planned swap: not complete after {} ms, swapping anyway",
-                d.as_millis()
-            ),
-            ResyncOutcome::NoPeer => "resync before the planned swap: no peer heard".into(),
-            ResyncOutcome::Unsupported => return,
-        };
-        self.shared().push_local_event(ha_mgmt_api::Event {
-            time_ms: unix_ms(),
-            kind: ha_mgmt_api::EventKind::BulkSyncReceived,
-            member: None,
-            detail,
-        });
+        self.wait_before_swap(
+            self.resync.as_ref(),
+            false,
+            ha_mgmt_api::EventKind::BulkSyncReceived,
+            |outcome| match outcome {
+                ResyncOutcome::Complete(d) => Some(format!(
+                    "resync before the planned swap: the peer's table arrived in {} ms",
+                    d.as_millis()
+                )),
+                ResyncOutcome::TimedOut(d) => Some(format!(
+                    "resync before the planned swap: not complete after {} ms, swapping anyway",
+                    d.as_millis()
+                )),
+                ResyncOutcome::NoPeer => {
+                    Some("resync before the planned swap: no peer heard".into())
+                }
+                ResyncOutcome::Unsupported => None,
+            },
+        );
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -633,8 +642,7 @@ impl MgmtServer {
         if let Err(e) = edit(&mut block.members) {
             return err(ErrorCode::Refused, e);
         }
-        let mut img = vec![ha_proto::config_block::ERASED; ha_proto::config_block::BLOCK_SIZE];
-        if let Err(e) = block.encode(&mut img) {
+        if let Err(e) = block.validate() {
             return err(
                 ErrorCode::Refused,
                 format!("the new member list is invalid: {e}"),
@@ -655,8 +663,7 @@ impl MgmtServer {
                 "the management controller did not take the new member list",
             );
         }
-        let members = block.members.clone();
-        if let Err(e) = update_block(&path, move |b| b.members = members) {
+        if let Err(e) = write_block(&path, &block) {
             return err(
                 ErrorCode::Internal,
                 format!(
@@ -831,9 +838,7 @@ impl MgmtServer {
 }
 
 /// Rewrites the configuration block at `path` with `psk` under `key_id`, everything else
-/// unchanged: a new file (mode 0600) written and synced beside it, then renamed over it, so
-/// a crash leaves either the old block or the new one. A block that does not decode is left
-/// alone (error).
+/// unchanged ([`update_block`]: atomic; a block that does not decode is left alone).
 pub fn persist_key(path: &Path, psk: &[u8; 32], key_id: u8) -> Result<(), String> {
     let psk = *psk;
     update_block(path, move |b| {
@@ -850,18 +855,23 @@ fn read_block(path: &Path) -> Result<ha_proto::config_block::ConfigBlock, String
 }
 
 /// Rewrites the configuration block at `path` changed by `change`, atomically (see
-/// [`persist_key`]); an invalid result or a block that does not decode leaves it alone.
+/// [`write_block`]); a block that does not decode, or an invalid result, leaves it alone.
 pub fn update_block(
     path: &Path,
     change: impl FnOnce(&mut ha_proto::config_block::ConfigBlock),
 ) -> Result<(), String> {
+    let mut block = read_block(path)?;
+    change(&mut block);
+    write_block(path, &block)
+}
+
+/// Writes `block` as the flash image at `path` (mode 0600): a new file written and synced
+/// beside it, then renamed over it, so a crash leaves either the old block or the new one.
+/// An invalid block is refused before anything is written.
+pub fn write_block(path: &Path, block: &ha_proto::config_block::ConfigBlock) -> Result<(), String> {
     use ha_proto::config_block::{BLOCK_SIZE, ERASED};
     use std::os::unix::fs::OpenOptionsExt;
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut block = ha_proto::config_block::ConfigBlock::decode(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    change(&mut block);
-    let mut img = vec![ERASED; BLOCK_SIZE.max(bytes.len())];
+    let mut img = vec![ERASED; BLOCK_SIZE];
     block
         .encode(&mut img)
         .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -22,12 +22,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use ha_agent::config::{DomainConfig, Profile, Timers};
-use ha_agent::quality::{AggregateRule, HwWeights, QualityConfig};
 use ha_agent::{Agent, Config, LinkId, Output};
 use ha_daemon::app::load_block;
 use ha_daemon::hostlink::{boot_epoch, End, HostCodec};
-use ha_proto::config_block::{self, ConfigBlock, TimerProfile};
+use ha_proto::config_block::ConfigBlock;
+use ha_proto::msg::FirmwareVersion;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 #[derive(Parser)]
@@ -51,50 +50,10 @@ struct Cli {
 }
 
 fn agent_config(b: &ConfigBlock) -> Result<Config, String> {
-    let members = b.members.iter().map(|m| m.serial).collect();
-    let mut c: Config = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
-    c.key_id = b.key_id;
-    c.encrypt = b.encrypt;
-    c.links = 1;
-    c.timers = Timers::for_profile(match b.timers {
-        TimerProfile::Default => Profile::Default,
-        TimerProfile::Fast => Profile::Fast,
-        TimerProfile::Custom {
-            interval_ms,
-            miss_limit,
-        } => Profile::Custom {
-            interval_ms,
-            miss_limit,
-        },
-    });
-    c.domains.clear();
-    for d in &b.domains {
-        c.domains
-            .push(DomainConfig {
-                id: d.id,
-                preferred: d.preferred,
-            })
-            .map_err(|_| "too many domains".to_string())?;
-    }
-    let w = b.weights;
-    c.quality = QualityConfig {
-        aggregate: match b.aggregate {
-            config_block::AggregateRule::AllDown => AggregateRule::AllDown,
-            config_block::AggregateRule::AnyDown => AggregateRule::AnyDown,
-        },
-        tpm_included: b.tpm_included,
-        weights: HwWeights {
-            disk: w.disk,
-            raid: w.raid,
-            tpm: w.tpm,
-            psu: w.psu,
-            fan: w.fan,
-            module: w.module,
-        },
-    };
-    let _ = c.model.push_str("host-agent");
-    c.validate()
+    let mut c: Config = Config::from_block(b, "host-agent", FirmwareVersion::default())
         .map_err(|e| format!("agent configuration: {e}"))?;
+    // A host process has no serial backup link: the main link only.
+    c.links = 1;
     Ok(c)
 }
 

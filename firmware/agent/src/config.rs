@@ -1,10 +1,11 @@
 //! The agent's configuration and its validation.
 
+use ha_proto::config_block::{AggregateRule as BlockAggregate, ConfigBlock, TimerProfile};
 use ha_proto::keys::Psk;
 use ha_proto::msg::{FirmwareVersion, Serial, MAX_DOMAINS, MAX_HA_LINKS};
 use heapless::{String, Vec};
 
-use crate::quality::QualityConfig;
+use crate::quality::{AggregateRule, HwWeights, QualityConfig};
 
 /// Shortest heartbeat interval accepted, ms: below this a Cortex-M3 spends its time sealing.
 pub const MIN_INTERVAL_MS: u32 = 5;
@@ -316,5 +317,95 @@ impl<const M: usize, const D: usize> Config<M, D> {
             Some(p) if p == *serial => PREFERRED_PRIORITY,
             _ => 0,
         }
+    }
+}
+
+/// Why a configuration block does not make an agent configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FromBlockError {
+    /// More members or domains than this agent is built for (`M`, `D`).
+    TooLarge {
+        /// Members in the block.
+        members: usize,
+        /// Domains in the block.
+        domains: usize,
+    },
+    /// The resulting configuration fails validation.
+    Refused(ConfigError),
+}
+
+impl core::fmt::Display for FromBlockError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FromBlockError::TooLarge { members, domains } => write!(
+                f,
+                "{members} members and {domains} domains: more than this agent is built for"
+            ),
+            FromBlockError::Refused(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<const M: usize, const D: usize> Config<M, D> {
+    /// The configuration a member's flash configuration block describes (the one source of
+    /// a member's HA settings, for the firmware and the host-process controller alike);
+    /// `model` and `firmware` are the shell's own. Validated.
+    pub fn from_block(
+        b: &ConfigBlock,
+        model: &str,
+        firmware: FirmwareVersion,
+    ) -> Result<Self, FromBlockError> {
+        let too_large = FromBlockError::TooLarge {
+            members: b.members.len(),
+            domains: b.domains.len(),
+        };
+        let mut members = Vec::new();
+        for m in &b.members {
+            members.push(m.serial).map_err(|_| too_large)?;
+        }
+        let mut c = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
+        c.key_id = b.key_id;
+        c.encrypt = b.encrypt;
+        c.links = if b.backup_link { 2 } else { 1 };
+        c.timers = Timers::for_profile(match b.timers {
+            TimerProfile::Default => Profile::Default,
+            TimerProfile::Fast => Profile::Fast,
+            TimerProfile::Custom {
+                interval_ms,
+                miss_limit,
+            } => Profile::Custom {
+                interval_ms,
+                miss_limit,
+            },
+        });
+        c.domains.clear();
+        for d in &b.domains {
+            c.domains
+                .push(DomainConfig {
+                    id: d.id,
+                    preferred: d.preferred,
+                })
+                .map_err(|_| too_large)?;
+        }
+        let w = b.weights;
+        c.quality = QualityConfig {
+            aggregate: match b.aggregate {
+                BlockAggregate::AllDown => AggregateRule::AllDown,
+                BlockAggregate::AnyDown => AggregateRule::AnyDown,
+            },
+            tpm_included: b.tpm_included,
+            weights: HwWeights {
+                disk: w.disk,
+                raid: w.raid,
+                tpm: w.tpm,
+                psu: w.psu,
+                fan: w.fan,
+                module: w.module,
+            },
+        };
+        let _ = c.model.push_str(model);
+        c.firmware = firmware;
+        c.validate().map_err(FromBlockError::Refused)?;
+        Ok(c)
     }
 }

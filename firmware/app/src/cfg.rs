@@ -1,9 +1,8 @@
 //! From the flash configuration block to the agent's configuration.
 
-use ha_agent::config::DomainConfig;
-use ha_agent::quality::{AggregateRule, HwWeights, QualityConfig};
-use ha_agent::{Config, Profile, Timers};
-use ha_proto::config_block::{self, ConfigBlock, ConfigBlockError, TimerProfile};
+use ha_agent::config::FromBlockError;
+use ha_agent::Config;
+use ha_proto::config_block::{self, ConfigBlock, ConfigBlockError};
 use ha_proto::msg::FirmwareVersion;
 
 /// Why the member does not join.
@@ -62,62 +61,14 @@ pub fn load_block(bytes: &[u8]) -> Result<ConfigBlock, LoadError> {
     ConfigBlock::decode(bytes).map_err(LoadError::Corrupt)
 }
 
-/// The agent configuration the block describes.
+/// The agent configuration the block describes (`ha_agent::Config::from_block`).
 pub fn agent_config<const M: usize, const D: usize>(
     b: &ConfigBlock,
 ) -> Result<Config<M, D>, LoadError> {
-    let too_large = LoadError::TooLarge {
-        members: b.members.len(),
-        domains: b.domains.len(),
-    };
-    let mut members = heapless::Vec::new();
-    for m in &b.members {
-        members.push(m.serial).map_err(|_| too_large)?;
-    }
-    let mut c: Config<M, D> = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
-    c.key_id = b.key_id;
-    c.encrypt = b.encrypt;
-    c.links = if b.backup_link { 2 } else { 1 };
-    c.timers = Timers::for_profile(match b.timers {
-        TimerProfile::Default => Profile::Default,
-        TimerProfile::Fast => Profile::Fast,
-        TimerProfile::Custom {
-            interval_ms,
-            miss_limit,
-        } => Profile::Custom {
-            interval_ms,
-            miss_limit,
-        },
-    });
-    c.domains.clear();
-    for d in &b.domains {
-        c.domains
-            .push(DomainConfig {
-                id: d.id,
-                preferred: d.preferred,
-            })
-            .map_err(|_| too_large)?;
-    }
-    let w = b.weights;
-    c.quality = QualityConfig {
-        aggregate: match b.aggregate {
-            config_block::AggregateRule::AllDown => AggregateRule::AllDown,
-            config_block::AggregateRule::AnyDown => AggregateRule::AnyDown,
-        },
-        tpm_included: b.tpm_included,
-        weights: HwWeights {
-            disk: w.disk,
-            raid: w.raid,
-            tpm: w.tpm,
-            psu: w.psu,
-            fan: w.fan,
-            module: w.module,
-        },
-    };
-    let _ = c.model.push_str("mps2-an385");
-    c.firmware = firmware_version();
-    c.validate().map_err(LoadError::Refused)?;
-    Ok(c)
+    Config::from_block(b, "mps2-an385", firmware_version()).map_err(|e| match e {
+        FromBlockError::TooLarge { members, domains } => LoadError::TooLarge { members, domains },
+        FromBlockError::Refused(e) => LoadError::Refused(e),
+    })
 }
 
 /// This firmware's version, from the package version.
