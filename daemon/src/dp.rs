@@ -109,15 +109,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_dataplane_decides_and_syncs_to_a_peer_that_takes_over() {
-        let t0 = Instant::now();
+    /// Members SN-A (active) and SN-B of the sample configuration, each with its dataplane.
+    fn pair(t0: Instant) -> (Dp, Dp) {
         let block = crate::hostlink::tests::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
         let mut a = Dp(Dataplane::from_block(&block, 10, t0));
-        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        let b = Dp(Dataplane::from_block(&b_block, 20, t0));
         a.set_role(true, t0);
+        (a, b)
+    }
+
+    /// Exchanges the two members' datagrams for `rounds` rounds of 10 ms from round `from`.
+    fn pump(t0: Instant, a: &mut Dp, b: &mut Dp, from: u64, rounds: u64) {
+        for round in from..from + rounds {
+            let now = t0 + std::time::Duration::from_millis(10 * round);
+            for d in a.poll_transmit(now) {
+                b.on_datagram(&d, now);
+            }
+            for d in b.poll_transmit(now) {
+                a.on_datagram(&d, now);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dataplane_decides_and_syncs_to_a_peer_that_takes_over() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(t0);
         let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
         let mid = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::ACK);
         let back = pkt("10.2.0.1", 80, "10.1.0.1", 4000, 6, tcp_flags::ACK);
@@ -165,58 +184,27 @@ mod tests {
     #[test]
     fn a_resync_through_the_sync_plane_completes_once_the_table_arrived() {
         let t0 = Instant::now();
-        let block = crate::hostlink::tests::sample_cfg();
-        let mut b_block = block.clone();
-        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
-        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
-        a.set_role(true, t0);
+        let (mut a, mut b) = pair(t0);
         let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
         assert!(a.check(&syn, Side::Inside, true, t0));
-        let pump = |a: &mut Dp, b: &mut Dp, from: u64, rounds: u64| {
-            for round in from..from + rounds {
-                let now = t0 + std::time::Duration::from_millis(10 * round);
-                for d in a.poll_transmit(now) {
-                    b.on_datagram(&d, now);
-                }
-                for d in b.poll_transmit(now) {
-                    a.on_datagram(&d, now);
-                }
-            }
-        };
         // The members meet first (a resync needs a peer).
-        pump(&mut a, &mut b, 0, 20);
+        pump(t0, &mut a, &mut b, 0, 20);
         let asked = t0 + std::time::Duration::from_millis(200);
         let id = b
             .request_resync(asked)
             .expect("the dataplane resyncs on demand");
         assert_eq!(b.resync_state(id), ResyncState::Pending);
-        pump(&mut a, &mut b, 20, 50);
+        pump(t0, &mut a, &mut b, 20, 50);
         assert_eq!(b.resync_state(id), ResyncState::Done);
     }
 
     #[test]
     fn drained_only_once_the_peer_acknowledged_every_change() {
         let t0 = Instant::now();
-        let block = crate::hostlink::tests::sample_cfg();
-        let mut b_block = block.clone();
-        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
-        let mut b = Dp(Dataplane::from_block(&b_block, 20, t0));
-        a.set_role(true, t0);
+        let (mut a, mut b) = pair(t0);
         assert_eq!(a.drain_state(), Some(ResyncState::NoPeer), "no peer yet");
         let at = |round: u64| t0 + std::time::Duration::from_millis(10 * round);
-        let pump = |a: &mut Dp, b: &mut Dp, from: u64, rounds: u64| {
-            for round in from..from + rounds {
-                for d in a.poll_transmit(at(round)) {
-                    b.on_datagram(&d, at(round));
-                }
-                for d in b.poll_transmit(at(round)) {
-                    a.on_datagram(&d, at(round));
-                }
-            }
-        };
-        pump(&mut a, &mut b, 0, 20);
+        pump(t0, &mut a, &mut b, 0, 20);
         assert_eq!(
             a.drain_state(),
             Some(ResyncState::Done),
@@ -230,7 +218,7 @@ mod tests {
         let _ = a.poll_transmit(at(21));
         assert_eq!(a.drain_state(), Some(ResyncState::Pending), "in flight");
         // Retransmitted and acknowledged.
-        pump(&mut a, &mut b, 22, 100);
+        pump(t0, &mut a, &mut b, 22, 100);
         assert_eq!(a.drain_state(), Some(ResyncState::Done));
     }
 }

@@ -356,6 +356,55 @@ fn controller_with_role(
     })
 }
 
+/// One planned swap (`req`: `Active` or `Passive`) on a member with `role` whose wait hook
+/// (resync for `Active`, drain for `Passive`) returns `outcome`: the hook and the forcing
+/// happen in the order `want`, and the event log holds `event` (or nothing).
+fn swap_wait_case(
+    req: Request,
+    role: Role,
+    outcome: ResyncOutcome,
+    want: &[&str],
+    event: Option<&str>,
+) {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let ctl = controller_with_role(sh.clone(), rx, role, order.clone());
+    let o = order.clone();
+    let name = if req == Request::Active {
+        "resync"
+    } else {
+        "drain"
+    };
+    let hook: ResyncHook = Arc::new(move |bound| {
+        assert_eq!(bound, RESYNC_BOUND);
+        o.lock().expect("lock").push(name);
+        outcome
+    });
+    let srv = MgmtServer::new(sh.clone(), tx);
+    let srv = if req == Request::Active {
+        srv.with_resync(Some(hook))
+    } else {
+        srv.with_drain(Some(hook))
+    };
+    let (_, r) = ask(&srv, req);
+    assert!(matches!(r, Reply::Mode(_)), "{r:?}");
+    assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
+    let events: Vec<String> = sh
+        .lock()
+        .expect("lock")
+        .local_events
+        .iter()
+        .map(|e| e.detail.clone())
+        .collect();
+    match event {
+        Some(text) => assert!(events.iter().any(|d| d.contains(text)), "{events:?}"),
+        None => assert!(events.is_empty(), "{events:?}"),
+    }
+    drop(srv);
+    ctl.join().expect("controller");
+}
+
 #[test]
 fn planned_takeover_waits_for_the_resync_first() {
     for (role, outcome, expect_resync, event) in [
@@ -374,38 +423,12 @@ fn planned_takeover_waits_for_the_resync_first() {
         // An active member already holds the table: no resync.
         (Role::Active, ResyncOutcome::NoPeer, false, None),
     ] {
-        let sh = shared();
-        let (tx, rx) = mpsc::channel();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let ctl = controller_with_role(sh.clone(), rx, role, order.clone());
-        let o = order.clone();
-        let hook: ResyncHook = Arc::new(move |bound| {
-            assert_eq!(bound, RESYNC_BOUND);
-            o.lock().expect("lock").push("resync");
-            outcome
-        });
-        let srv = MgmtServer::new(sh.clone(), tx).with_resync(Some(hook));
-        let (_, r) = ask(&srv, Request::Active);
-        assert!(matches!(r, Reply::Mode(_)), "{r:?}");
         let want: &[&str] = if expect_resync {
             &["resync", "force_active"]
         } else {
             &["force_active"]
         };
-        assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
-        let events: Vec<String> = sh
-            .lock()
-            .expect("lock")
-            .local_events
-            .iter()
-            .map(|e| e.detail.clone())
-            .collect();
-        match event {
-            Some(text) => assert!(events.iter().any(|d| d.contains(text)), "{events:?}"),
-            None => assert!(events.is_empty(), "{events:?}"),
-        }
-        drop(srv);
-        ctl.join().expect("controller");
+        swap_wait_case(Request::Active, role, outcome, want, event);
     }
 }
 
@@ -433,38 +456,12 @@ fn planned_handover_waits_until_the_peer_acknowledged_every_change() {
         // A passive member has nothing the peer lacks: no wait.
         (Role::Passive, ResyncOutcome::NoPeer, false, None),
     ] {
-        let sh = shared();
-        let (tx, rx) = mpsc::channel();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let ctl = controller_with_role(sh.clone(), rx, role, order.clone());
-        let o = order.clone();
-        let hook: DrainHook = Arc::new(move |bound| {
-            assert_eq!(bound, RESYNC_BOUND);
-            o.lock().expect("lock").push("drain");
-            outcome
-        });
-        let srv = MgmtServer::new(sh.clone(), tx).with_drain(Some(hook));
-        let (_, r) = ask(&srv, Request::Passive);
-        assert!(matches!(r, Reply::Mode(_)), "{r:?}");
         let want: &[&str] = if expect_drain {
             &["drain", "force_passive"]
         } else {
             &["force_passive"]
         };
-        assert_eq!(order.lock().expect("lock").as_slice(), want, "{role:?}");
-        let events: Vec<String> = sh
-            .lock()
-            .expect("lock")
-            .local_events
-            .iter()
-            .map(|e| e.detail.clone())
-            .collect();
-        match event {
-            Some(text) => assert!(events.iter().any(|d| d.contains(text)), "{events:?}"),
-            None => assert!(events.is_empty(), "{events:?}"),
-        }
-        drop(srv);
-        ctl.join().expect("controller");
+        swap_wait_case(Request::Passive, role, outcome, want, event);
     }
 }
 

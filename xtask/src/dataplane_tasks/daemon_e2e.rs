@@ -189,6 +189,16 @@ impl Env {
         out
     }
 
+    /// Restarts the QEMU controller of member `m` (wire slot `i`, block `<dir>/<i>.cfg`) with
+    /// `elf`: ended by its pid, then booted again a second later, under a new boot epoch.
+    fn restart_controller(&mut self, elf: &Path, m: &str, net: &LinkPorts, i: usize) -> Result {
+        self.kill(&format!("controller-{m}"));
+        std::thread::sleep(Duration::from_millis(1100));
+        let block = self.dir.join(format!("{i}.cfg"));
+        let argv = qemu_member(elf, &block, &self.dir, m, net, i);
+        self.spawn(&format!("controller-{m}"), None, &argv, false)
+    }
+
     fn log_tail(&self, name: &str) -> String {
         let text =
             std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
@@ -960,10 +970,7 @@ sync = "10.9.0.{hathem}"
             "e2e: restarting the controller of {} after the rotation",
             serials[p]
         );
-        env.kill(&format!("controller-{m}"));
-        std::thread::sleep(Duration::from_millis(1100));
-        let argv = qemu_member(elf, &dir.join(format!("{p}.cfg")), dir, m, net, p);
-        env.spawn(&format!("controller-{m}"), None, &argv, false)?;
+        env.restart_controller(elf, m, net, p)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while mode(&socks[p]).as_deref() != Some("passive") {
             if Instant::now() > deadline {
@@ -1060,6 +1067,45 @@ sync = "10.9.0.{hathem}"
     Ok(())
 }
 
+/// The command line of a member's configuration-sync service: its store under `root`, its
+/// sync receiver on `listen`, the sync-channel key, one `--peer SERIAL=ADDR`, the role from
+/// its daemon at `daemon_sock`, hactl's socket at `mgmt_sock`.
+#[allow(clippy::too_many_arguments)]
+fn confsync_argv(
+    b: &dyn Fn(&str) -> String,
+    root: &Path,
+    listen: &str,
+    psk: &Path,
+    key_id: u8,
+    serial: &str,
+    peer: &str,
+    daemon_sock: &Path,
+    mgmt_sock: &Path,
+) -> Vec<String> {
+    vec![
+        b("confsync"),
+        "service".into(),
+        "--root".into(),
+        root.display().to_string(),
+        "--listen".into(),
+        listen.into(),
+        "--psk-file".into(),
+        psk.display().to_string(),
+        "--key-id".into(),
+        key_id.to_string(),
+        "--cluster-id".into(),
+        "4242".into(),
+        "--serial".into(),
+        serial.into(),
+        "--peer".into(),
+        peer.into(),
+        "--daemon-socket".into(),
+        daemon_sock.display().to_string(),
+        "--mgmt-socket".into(),
+        mgmt_sock.display().to_string(),
+    ]
+}
+
 /// Starts a configuration-sync service per member (loopback, role taken from the member's
 /// daemon), then checks every configuration command of hactl on the running cluster:
 /// publish on the active, refused on the standby (exit 3), sync with progress, synctest
@@ -1078,28 +1124,17 @@ fn config_sync_phase(
     let listen = |i: usize| format!("127.0.0.1:{}", base + 8 + i as u16);
     let csock = |i: usize| dir.join(format!("confsync-{i}.sock"));
     for i in 0..2 {
-        let argv: Vec<String> = vec![
-            b("confsync"),
-            "service".into(),
-            "--root".into(),
-            dir.join(format!("confsync-{i}")).display().to_string(),
-            "--listen".into(),
-            listen(i),
-            "--psk-file".into(),
-            psk.display().to_string(),
-            "--key-id".into(),
-            "2".into(),
-            "--cluster-id".into(),
-            "4242".into(),
-            "--serial".into(),
-            serials[i].into(),
-            "--peer".into(),
-            format!("{}={}", serials[1 - i], listen(1 - i)),
-            "--daemon-socket".into(),
-            socks[i].display().to_string(),
-            "--mgmt-socket".into(),
-            csock(i).display().to_string(),
-        ];
+        let argv = confsync_argv(
+            b,
+            &dir.join(format!("confsync-{i}")),
+            &listen(i),
+            psk,
+            2,
+            serials[i],
+            &format!("{}={}", serials[1 - i], listen(1 - i)),
+            &socks[i],
+            &csock(i),
+        );
         env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{mode, qemu_member, Env, LinkPorts};
+use super::{confsync_argv, mode, qemu_member, Env, LinkPorts};
 use crate::util::{output, run, Result};
 
 /// Serial of the replacement member.
@@ -162,28 +162,17 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
     let sock_c = c.dir.join("c-mgmt.sock");
     let csock_c = c.dir.join("confsync-c.sock");
     let listen_c = format!("127.0.0.1:{}", c.net.base + 10);
-    let argv: Vec<String> = vec![
-        b("confsync"),
-        "service".into(),
-        "--root".into(),
-        c.dir.join("confsync-c").display().to_string(),
-        "--listen".into(),
-        listen_c,
-        "--psk-file".into(),
-        c.psk.display().to_string(),
-        "--key-id".into(),
-        c.key_id.to_string(),
-        "--cluster-id".into(),
-        "4242".into(),
-        "--serial".into(),
-        NEW_SERIAL.into(),
-        "--peer".into(),
-        format!("{}={}", c.serials[survivor], c.listen(survivor)),
-        "--daemon-socket".into(),
-        sock_c.display().to_string(),
-        "--mgmt-socket".into(),
-        csock_c.display().to_string(),
-    ];
+    let argv = confsync_argv(
+        b,
+        &c.dir.join("confsync-c"),
+        &listen_c,
+        c.psk,
+        c.key_id,
+        NEW_SERIAL,
+        &format!("{}={}", c.serials[survivor], c.listen(survivor)),
+        &sock_c,
+        &csock_c,
+    );
     env.spawn("confsync-c", None, &argv, false)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(csock_c.exists() && mode(&sock_c).is_some()) {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{qemu_member, wait_roles, Env, LinkPorts, Load};
+use super::{wait_roles, Env, LinkPorts, Load};
 use crate::util::Result;
 
 /// Longest the whole update may take (two controller restarts, each waited for, and a swap).
@@ -96,12 +96,7 @@ pub(super) fn update_phase(
                 "e2e: update: restarting the controller of {s} with {}",
                 image.trim()
             );
-            env.kill(&format!("controller-{m}"));
-            // A new boot epoch: the peers take the restarted member's frames as a new boot.
-            std::thread::sleep(Duration::from_millis(1100));
-            let block = dir.join(format!("{i}.cfg"));
-            let argv = qemu_member(Path::new(image.trim()), &block, dir, m, net, i);
-            env.spawn(&format!("controller-{m}"), None, &argv, false)?;
+            env.restart_controller(Path::new(image.trim()), m, net, i)?;
             std::fs::write(dir.join(format!("update-{s}.done")), b"")
                 .map_err(|e| format!("e2e: {e}"))?;
             restarted.push(s.to_string());
