@@ -1,20 +1,28 @@
-//! The authenticated frame: a fixed 40-byte header, a postcard body and a 16-byte tag.
+//! The authenticated frame: a fixed 44-byte header, a postcard body and a 16-byte tag.
 //!
 //! ```text
 //! offset size field
 //!      0    2 magic        0x48 0x41 ("HA")
-//!      2    1 version      PROTOCOL_VERSION (1)
-//!      3    1 kind         Channel: 1 member, 2 host, 3 state sync, 4 management
+//!      2    1 version      PROTOCOL_VERSION (2)
+//!      3    1 kind         Channel: 1 member, 2 host link controller → main CPU,
+//!                          3 state sync, 4 management, 5 host link main CPU → controller
 //!      4    1 flags        bit 0: AEAD (body encrypted); other bits must be 0
 //!      5    1 key id       which derived key set sealed the frame
 //!      6    2 body length  big endian
 //!      8    4 cluster id   big endian
 //!     12   16 sender       serial, ASCII, zero padded
-//!     28    4 boot epoch   big endian; increases on every boot of the sender
-//!     32    8 sequence     big endian; increases on every frame of this sender and epoch
-//!     40    n body         postcard encoding of the channel's message (ciphertext with AEAD)
-//!   40+n   16 tag
+//!     28    4 boot epoch   big endian; the sender's persistent boot counter
+//!     32    4 peer epoch   big endian; the receiver's boot epoch as the sender last heard
+//!                          it, 0 when unknown or when the frame is for several receivers
+//!     36    8 sequence     big endian; increases on every frame of this sender and epoch
+//!     44    n body         postcard encoding of the channel's message (ciphertext with AEAD)
+//!   44+n   16 tag
 //! ```
+//!
+//! The peer epoch binds a frame to one boot of its receiver: a receiver refuses a frame bound
+//! to another of its boots (see [`crate::endpoint`]), so a frame recorded before a reboot of
+//! the receiver cannot be replayed after it, although the receiver's replay window started
+//! empty.
 //!
 //! HMAC mode: tag = first 16 bytes of HMAC-SHA256(channel key, header || body).
 //! AEAD mode: XChaCha20-Poly1305 with the channel key, nonce = first 24 bytes of
@@ -39,7 +47,7 @@ pub const MAGIC: [u8; 2] = *b"HA";
 /// Version of the header layout and the message sets.
 pub const PROTOCOL_VERSION: u8 = crate::msg::MESSAGE_SET_VERSION;
 /// Header length, bytes.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 44;
 /// Authentication tag length, bytes (128 bits).
 pub const TAG_LEN: usize = 16;
 /// Largest frame: one UDP datagram on a 1500-byte Ethernet MTU (1500 - 20 IPv4 - 8 UDP).
@@ -77,6 +85,9 @@ pub struct Header {
     pub sender: Serial,
     /// Sender's boot epoch.
     pub epoch: u32,
+    /// The receiver's boot epoch as the sender knows it; 0 when unknown or for frames
+    /// addressed to several receivers.
+    pub peer_epoch: u32,
     /// Sender's sequence number in this epoch.
     pub seq: u64,
 }
@@ -101,7 +112,8 @@ impl Header {
         out[8..12].copy_from_slice(&self.cluster_id.to_be_bytes());
         out[12..28].copy_from_slice(&self.sender.0);
         out[28..32].copy_from_slice(&self.epoch.to_be_bytes());
-        out[32..40].copy_from_slice(&self.seq.to_be_bytes());
+        out[32..36].copy_from_slice(&self.peer_epoch.to_be_bytes());
+        out[36..44].copy_from_slice(&self.seq.to_be_bytes());
     }
 }
 
@@ -327,8 +339,9 @@ pub fn peek_header(frame: &[u8]) -> Result<Header, Error> {
         cluster_id: u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]),
         sender: Serial(sender),
         epoch: u32::from_be_bytes([frame[28], frame[29], frame[30], frame[31]]),
+        peer_epoch: u32::from_be_bytes([frame[32], frame[33], frame[34], frame[35]]),
         seq: u64::from_be_bytes([
-            frame[32], frame[33], frame[34], frame[35], frame[36], frame[37], frame[38], frame[39],
+            frame[36], frame[37], frame[38], frame[39], frame[40], frame[41], frame[42], frame[43],
         ]),
     })
 }

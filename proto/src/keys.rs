@@ -51,24 +51,29 @@ fn wipe(bytes: &mut [u8]) {
     bytes.zeroize();
 }
 
-/// The HKDF `info` label of a channel's key.
+/// The HKDF `info` label of a channel's key. Both directions of the host link share the
+/// host-link key (the direction is in the authenticated header).
 pub fn purpose_label(channel: Channel) -> &'static [u8] {
     match channel {
         Channel::Member => b"member-control",
-        Channel::Host => b"host-link",
+        Channel::ToMainCpu | Channel::ToController => b"host-link",
         Channel::StateSync => b"state-sync",
         Channel::Management => b"management",
     }
 }
 
+/// Number of distinct derived keys (member, host link, state sync, management).
+const PURPOSES: usize = 4;
+
 /// All channel keys derived from one PSK under one key id.
 ///
-/// Holds pre-keyed HMAC states so that sealing a frame does not redo the HMAC key schedule.
+/// Holds only the raw derived keys, wiped when the set is dropped. HMAC states are keyed
+/// afresh for every frame (two SHA-256 blocks) rather than cached: a cached keyed state is
+/// key material too, and the `hmac` crate's states cannot be wiped.
 #[derive(Clone)]
 pub struct KeySet {
     key_id: u8,
-    keys: [[u8; KEY_LEN]; 4],
-    macs: [HmacSha256; 4],
+    keys: [[u8; KEY_LEN]; PURPOSES],
 }
 
 impl core::fmt::Debug for KeySet {
@@ -88,7 +93,12 @@ impl Drop for KeySet {
 }
 
 fn index(channel: Channel) -> usize {
-    channel as usize - 1
+    match channel {
+        Channel::Member => 0,
+        Channel::ToMainCpu | Channel::ToController => 1,
+        Channel::StateSync => 2,
+        Channel::Management => 3,
+    }
 }
 
 impl KeySet {
@@ -98,10 +108,10 @@ impl KeySet {
         salt[..SALT_PREFIX.len()].copy_from_slice(SALT_PREFIX);
         salt[SALT_PREFIX.len()..].copy_from_slice(&cluster_id.to_be_bytes());
         let hk = Hkdf::<Sha256>::new(Some(&salt), &psk.0);
-        let mut keys = [[0u8; KEY_LEN]; 4];
+        let mut keys = [[0u8; KEY_LEN]; PURPOSES];
         for ch in [
             Channel::Member,
-            Channel::Host,
+            Channel::ToMainCpu,
             Channel::StateSync,
             Channel::Management,
         ] {
@@ -115,12 +125,7 @@ impl KeySet {
             // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
             let _ = hk.expand(info, &mut keys[index(ch)]);
         }
-        let mac = |i: usize| {
-            // HMAC accepts keys of any length: cannot fail.
-            <HmacSha256 as Mac>::new_from_slice(&keys[i]).unwrap_or_else(|_| unreachable_hmac())
-        };
-        let macs = [mac(0), mac(1), mac(2), mac(3)];
-        KeySet { key_id, keys, macs }
+        KeySet { key_id, keys }
     }
 
     /// The key id frames sealed with this set carry.
@@ -135,7 +140,8 @@ impl KeySet {
 
     /// A fresh HMAC state keyed for `channel`.
     pub(crate) fn mac(&self, channel: Channel) -> HmacSha256 {
-        self.macs[index(channel)].clone()
+        // HMAC accepts keys of any length: new_from_slice cannot fail for HMAC-SHA256.
+        <HmacSha256 as Mac>::new_from_slice(self.key(channel)).unwrap_or_else(|_| unreachable_hmac())
     }
 }
 
@@ -143,6 +149,83 @@ impl KeySet {
 fn unreachable_hmac() -> HmacSha256 {
     // HMAC's new_from_slice only fails for fixed-size-key MACs; SHA-256 HMAC takes any length.
     unreachable!("HMAC-SHA256 accepts every key length")
+}
+
+/// Why a pre-shared key is refused (see [`check_strength`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeakKey {
+    /// Fewer than [`MIN_DISTINCT_BYTES`] different byte values.
+    FewDistinctBytes(u8),
+    /// The key repeats a pattern of this many bytes (e.g. a 16-digit pattern typed twice).
+    Repeating(u8),
+    /// Consecutive bytes differ by the same amount (`00 01 02 …`, `ff fe fd …`).
+    Sequence,
+    /// Far too few or too many one bits for random bytes (e.g. `00…01`).
+    Unbalanced(u16),
+}
+
+impl core::fmt::Display for WeakKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            WeakKey::FewDistinctBytes(n) => write!(
+                f,
+                "weak key: only {n} distinct byte values (random keys have about 28; at least {MIN_DISTINCT_BYTES} needed)"
+            ),
+            WeakKey::Repeating(p) => {
+                write!(f, "weak key: it repeats a {p}-byte pattern")
+            }
+            WeakKey::Sequence => f.write_str("weak key: its bytes form a counting sequence"),
+            WeakKey::Unbalanced(ones) => write!(
+                f,
+                "weak key: {ones} of 256 bits set (random keys have 128 ± 8; {MIN_ONES}–{MAX_ONES} accepted)"
+            ),
+        }
+    }
+}
+
+/// Fewest distinct byte values a PSK must have. 32 random bytes have about 28; fewer than
+/// 16 happens by chance with probability below 10^-20.
+pub const MIN_DISTINCT_BYTES: u8 = 16;
+/// Fewest one bits a PSK may have (random: 128, standard deviation 8; this is 8 sigma).
+pub const MIN_ONES: u16 = 64;
+/// Most one bits a PSK may have.
+pub const MAX_ONES: u16 = 192;
+
+/// The one strength rule for cluster keys, applied wherever a key enters the system
+/// (`hactl provision` and `psk rotate`, the configuration block decoder, the daemon, the
+/// agent): refuses keys a person typed or a broken generator produced (all zeros, `00…01`,
+/// a repeated pattern, a counting sequence). A key drawn from a CSPRNG passes with
+/// overwhelming probability (each test fails by chance with probability below 10^-15).
+pub fn check_strength(key: &[u8; KEY_LEN]) -> Result<(), WeakKey> {
+    let ones: u16 = key.iter().map(|b| b.count_ones() as u16).sum();
+    if !(MIN_ONES..=MAX_ONES).contains(&ones) {
+        return Err(WeakKey::Unbalanced(ones));
+    }
+    for period in 1..=KEY_LEN / 2 {
+        if (period..KEY_LEN).all(|i| key[i] == key[i - period]) {
+            return Err(WeakKey::Repeating(period as u8));
+        }
+    }
+    let step = key[1].wrapping_sub(key[0]);
+    if key.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step) {
+        return Err(WeakKey::Sequence);
+    }
+    let mut seen = [false; 256];
+    for &b in key {
+        seen[b as usize] = true;
+    }
+    let distinct = seen.iter().filter(|&&s| s).count() as u8;
+    if distinct < MIN_DISTINCT_BYTES {
+        return Err(WeakKey::FewDistinctBytes(distinct));
+    }
+    Ok(())
+}
+
+impl Psk {
+    /// [`check_strength`] of this key.
+    pub fn check_strength(&self) -> Result<(), WeakKey> {
+        check_strength(&self.0)
+    }
 }
 
 /// The keys a member accepts: the sealing set, plus one other set during a rollover.

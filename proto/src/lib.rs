@@ -3,7 +3,11 @@
 //!
 //! - [`frame`]: the 40-byte header, sealing ([`frame::seal_msg`]) and opening ([`frame::open`])
 //!   in HMAC-SHA256 or XChaCha20-Poly1305 mode;
-//! - [`keys`]: per-channel keys derived from the cluster PSK, key ids for rollover;
+//! - [`endpoint`]: the one place where a frame is accepted (channel, sender, binding to the
+//!   receiver's boot, replay, decode, admission), with one typed rejection;
+//! - [`hostlink`]: the host-link codec, used by both ends with an explicit direction;
+//! - [`keys`]: per-channel keys derived from the cluster PSK, key ids for rollover, the one
+//!   key-strength rule;
 //! - [`replay`]: the sliding replay window per sender and boot epoch;
 //! - [`seq`]: sender-side sequence numbering;
 //! - [`uart`]: COBS + CRC-32 framing for byte streams;
@@ -15,7 +19,9 @@
 #![warn(missing_docs)]
 
 pub mod config_block;
+pub mod endpoint;
 pub mod frame;
+pub mod hostlink;
 pub mod keys;
 pub mod msg;
 pub mod replay;

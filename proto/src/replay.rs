@@ -90,6 +90,28 @@ impl<const N: usize> ReplayTable<N> {
         }
     }
 
+    /// Checks an authenticated frame's header without recording it (window per sender and
+    /// channel); [`ReplayTable::record`] records it once the frame is accepted.
+    pub fn check(&self, header: &Header) -> Result<(), Error> {
+        match self.find(header.sender, header.channel as u8) {
+            Some(w) => w.check(header.epoch, header.seq),
+            None if self.entries.is_full() => Err(Error::TableFull),
+            None => Ok(()),
+        }
+    }
+
+    /// Records an accepted frame's header (after [`ReplayTable::check`] passed).
+    pub fn record(&mut self, header: &Header) -> Result<(), Error> {
+        self.check_header(header)
+    }
+
+    fn find(&self, sender: Serial, ch: u8) -> Option<&ReplayWindow> {
+        self.entries
+            .iter()
+            .find(|(s, c, _)| *s == sender && *c == ch)
+            .map(|(_, _, w)| w)
+    }
+
     /// Checks and records an authenticated frame's header (window per sender and channel).
     pub fn check_header(&mut self, header: &Header) -> Result<(), Error> {
         self.check_slot(
@@ -128,9 +150,6 @@ impl<const N: usize> ReplayTable<N> {
 
     /// The window of a sender on a channel, if it sent anything.
     pub fn window(&self, sender: Serial, channel: Channel) -> Option<&ReplayWindow> {
-        self.entries
-            .iter()
-            .find(|(s, c, _)| *s == sender && *c == channel as u8)
-            .map(|(_, _, w)| w)
+        self.find(sender, channel as u8)
     }
 }

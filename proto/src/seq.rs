@@ -6,9 +6,10 @@ use crate::msg::{Channel, Serial};
 /// Builds headers for one sender: fixed cluster, serial and boot epoch, a sequence number that
 /// increases with every frame.
 ///
-/// The boot epoch must increase on every boot of the sender (a counter in flash, or the
-/// wall-clock seconds when the board has a battery-backed clock), or peers reject its frames
-/// as replays of the previous boot.
+/// The boot epoch must increase on every boot of the sender: a persistent boot counter (in
+/// flash on the controller, in a state file on the main CPU), never the clock. A reused epoch
+/// makes peers reject the sender's frames as replays and, with the AEAD, reuses nonces.
+/// The header's peer epoch is 0 (unbound); [`crate::endpoint::Endpoint::seal`] binds it.
 #[derive(Clone, Debug)]
 pub struct Sequencer {
     /// Cluster the frames belong to.
@@ -48,6 +49,7 @@ impl Sequencer {
             cluster_id: self.cluster_id,
             sender: self.sender,
             epoch: self.epoch,
+            peer_epoch: 0,
             seq,
         }
     }

@@ -4,11 +4,11 @@
 use ha_proto::frame::{Header, PROTOCOL_VERSION};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::host::{
-    EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport, WirePsk,
+    DomainRoleOf, EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport, WirePsk,
     EVENT_DETAIL_LEN,
 };
 use ha_proto::msg::member::{
-    AdminCommand, DomainRole, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
+    AdminCommand, DomainRole, Heard, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
 };
 use ha_proto::msg::{
     Channel, FirmwareVersion, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS,
@@ -46,6 +46,7 @@ pub fn header(channel: Channel, aead: bool, seq: u64) -> Header {
         cluster_id: CLUSTER,
         sender: Serial::new("SN210A0000001").unwrap(),
         epoch: 7,
+        peer_epoch: 0,
         seq,
     }
 }
@@ -76,6 +77,11 @@ pub fn heartbeat() -> Heartbeat {
         roles,
         links,
         uptime_ms: 3_600_000,
+        heard: heapless::Vec::from_slice(&[Heard {
+            member: Serial::new("SN210A0000002").unwrap(),
+            epoch: 9,
+        }])
+        .unwrap(),
     }
 }
 
@@ -90,6 +96,10 @@ fn role() -> impl Strategy<Value = Role> {
         Just(Role::Passive),
         Just(Role::Disabled)
     ]
+}
+
+fn domain_role() -> impl Strategy<Value = DomainRoleOf> {
+    (0u8..16, role()).prop_map(|(domain, role)| DomainRoleOf { domain, role })
 }
 
 fn forced() -> impl Strategy<Value = Forced> {
@@ -135,12 +145,13 @@ pub fn heartbeat_strategy() -> impl Strategy<Value = Heartbeat> {
             vec((0u8..16, role(), any::<u32>()), 0..=MAX_DOMAINS),
             vec(link(), 0..=MAX_HA_LINKS),
             any::<u64>(),
+            vec((serial(), any::<u32>()), 0..=MAX_MEMBERS),
         ),
     )
         .prop_map(
             |(
                 (quality, priority, forced, firmware, config_revision),
-                (paused, r, l, uptime_ms),
+                (paused, r, l, uptime_ms, h),
             )| {
                 Heartbeat {
                     quality,
@@ -159,6 +170,10 @@ pub fn heartbeat_strategy() -> impl Strategy<Value = Heartbeat> {
                         .collect(),
                     links: l.into_iter().collect(),
                     uptime_ms,
+                    heard: h
+                        .into_iter()
+                        .map(|(member, epoch)| Heard { member, epoch })
+                        .collect(),
                 }
             },
         )
@@ -193,8 +208,20 @@ pub fn member_msg() -> impl Strategy<Value = MemberMsg> {
             Just(JoinReject::IncompatibleFirmware)
         ]
         .prop_map(MemberMsg::JoinReject),
-        admin().prop_map(MemberMsg::Admin),
-        any::<u8>().prop_map(|domain| MemberMsg::ResyncRequest { domain }),
+        (serial(), any::<u32>(), admin()).prop_map(|(target, target_epoch, command)| {
+            MemberMsg::AdminFor {
+                target,
+                target_epoch,
+                command,
+            }
+        }),
+        (any::<u8>(), serial(), any::<u32>()).prop_map(|(domain, to, to_epoch)| {
+            MemberMsg::ResyncRequest {
+                domain,
+                to,
+                to_epoch,
+            }
+        }),
     ]
 }
 
@@ -216,13 +243,7 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
         (proptest::option::of(serial()), admin())
             .prop_map(|(target, command)| HostMsg::Admin { target, command }),
         (serial(), any::<bool>()).prop_map(|(peer, alive)| HostMsg::ProbeResult { peer, alive }),
-        (any::<u8>(), role(), any::<u32>()).prop_map(|(domain, role, decision_seq)| {
-            HostMsg::RoleDecision {
-                domain,
-                role,
-                decision_seq,
-            }
-        }),
+        vec(domain_role(), 0..=MAX_DOMAINS).prop_map(|v| HostMsg::Roles(v.into_iter().collect())),
         serial().prop_map(|peer| HostMsg::ProbeRequest { peer }),
         any::<u32>().prop_map(|nonce| HostMsg::Ping { nonce }),
         any::<u32>().prop_map(|nonce| HostMsg::Pong { nonce }),
@@ -291,7 +312,7 @@ pub fn member_summary() -> impl Strategy<Value = MemberSummary> {
         ),
         (forced(), firmware(), any::<u64>(), any::<bool>()),
         (
-            vec(role(), 0..=MAX_DOMAINS),
+            vec(domain_role(), 0..=MAX_DOMAINS),
             vec(link(), 0..=MAX_HA_LINKS),
             any::<u64>(),
         ),

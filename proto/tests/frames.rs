@@ -50,7 +50,7 @@ proptest! {
     fn host_messages_round_trip(msg in host_msg(), aead in any::<bool>()) {
         let keys = test_keys();
         let mut buf = [0u8; MAX_FRAME_LEN];
-        let n = seal_msg(&keys, &header(Channel::Host, aead, 1), &msg, &mut buf).unwrap();
+        let n = seal_msg(&keys, &header(Channel::ToMainCpu, aead, 1), &msg, &mut buf).unwrap();
         let opened = open(&test_ring(), CLUSTER, &mut buf[..n]).unwrap();
         prop_assert_eq!(opened.decode::<HostMsg>().unwrap(), msg);
     }
@@ -277,7 +277,12 @@ fn largest_status_report_fits_one_frame() {
         },
         config_revision: u64::MAX,
         paused: true,
-        roles: core::iter::repeat_n(Role::Disabled, MAX_DOMAINS).collect(),
+        roles: (0..MAX_DOMAINS as u8)
+            .map(|domain| ha_proto::msg::host::DomainRoleOf {
+                domain: domain + 100,
+                role: Role::Disabled,
+            })
+            .collect(),
         links: core::iter::repeat_n(LinkState::Down, MAX_HA_LINKS).collect(),
         mode_since_ms: u64::MAX,
     };
@@ -304,7 +309,7 @@ fn largest_status_report_fits_one_frame() {
             let mut buf = [0u8; MAX_FRAME_LEN];
             let n = seal_msg(
                 &test_keys(),
-                &header(Channel::Host, aead, 7),
+                &header(Channel::ToMainCpu, aead, 7),
                 &msg,
                 &mut buf,
             )

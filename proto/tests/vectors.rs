@@ -57,11 +57,15 @@ fn cases() -> Vec<Case> {
             channel: Channel::Member,
             aead: false,
             seq: 3,
-            body: Body::Member(MemberMsg::Admin(AdminCommand::ForcePassive)),
+            body: Body::Member(MemberMsg::AdminFor {
+                target: ha_proto::msg::Serial::new("SN210A0000002").unwrap(),
+                target_epoch: 9,
+                command: AdminCommand::ForcePassive,
+            }),
         },
         Case {
             name: "host-ping-hmac",
-            channel: Channel::Host,
+            channel: Channel::ToMainCpu,
             aead: false,
             seq: 4,
             body: Body::Host(Box::new(HostMsg::Ping { nonce: 0xdead_beef })),
@@ -75,13 +79,13 @@ fn generate() -> String {
     s.push_str("# HA protocol test vectors (see docs/protocol.md).\n");
     s.push_str("# psk = 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n");
     s.push_str(&format!(
-        "# cluster_id = {CLUSTER:#010x}, key_id = 1, sender = \"SN210A0000001\", epoch = 7\n"
+        "# cluster_id = {CLUSTER:#010x}, key_id = 1, sender = \"SN210A0000001\", epoch = 7, peer epoch = 0\n"
     ));
     s.push_str("# key <label> <hex>: HKDF-SHA256 output for that purpose\n");
     s.push_str("# frame <name> <hex>: the sealed frame; uart <name> <hex>: its UART encoding\n");
     for ch in [
         Channel::Member,
-        Channel::Host,
+        Channel::ToMainCpu,
         Channel::StateSync,
         Channel::Management,
     ] {

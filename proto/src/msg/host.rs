@@ -35,15 +35,11 @@ pub enum HostMsg {
         /// True if the peer answered.
         alive: bool,
     },
-    /// Controller → main CPU: the role this member must take in a domain.
-    RoleDecision {
-        /// Domain.
-        domain: u8,
-        /// New role.
-        role: Role,
-        /// Increments on every decision so the main CPU can ignore stale ones.
-        decision_seq: u32,
-    },
+    /// Controller → main CPU: the role this member must hold in every domain. A role is
+    /// state, not an event: the controller sends this on every change and again every
+    /// refresh period, and the main CPU applies the whole list each time (idempotent), so it
+    /// converges to the controller's roles whatever frames the line lost.
+    Roles(Vec<DomainRoleOf, MAX_DOMAINS>),
     /// Controller → main CPU: probe a peer over the data interfaces before a takeover.
     ProbeRequest {
         /// Peer whose HA links all went silent.
@@ -103,6 +99,61 @@ pub enum HostMsg {
     /// heard and sent to) and answers with a [`HostMsg::Status`]; a list without this member
     /// or with a duplicate is ignored (the status shows the unchanged list).
     Members(Vec<MemberEntry, MAX_MEMBERS>),
+}
+
+/// One domain's role in [`HostMsg::Roles`] and [`MemberSummary::roles`], named by domain id
+/// (domain ids need not be contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRoleOf {
+    /// Domain id, as configured (0..MAX_DOMAINS).
+    pub domain: u8,
+    /// The role in it.
+    pub role: Role,
+}
+
+/// Which end of the host link sends a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Management controller → main CPU.
+    ToMainCpu,
+    /// Main CPU → management controller.
+    ToController,
+    /// Either end (keepalives).
+    Both,
+}
+
+impl HostMsg {
+    /// The end that sends this message.
+    pub fn direction(&self) -> Direction {
+        match self {
+            HostMsg::Roles(_)
+            | HostMsg::ProbeRequest { .. }
+            | HostMsg::Status(_)
+            | HostMsg::Event(_)
+            | HostMsg::KeyState { .. } => Direction::ToMainCpu,
+            HostMsg::Interfaces(_)
+            | HostMsg::Admin { .. }
+            | HostMsg::ProbeResult { .. }
+            | HostMsg::StatusRequest
+            | HostMsg::InstallKey { .. }
+            | HostMsg::UseKey { .. }
+            | HostMsg::RetireKey { .. }
+            | HostMsg::Members(_) => Direction::ToController,
+            HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
+        }
+    }
+
+    /// True for messages that change nothing at the receiver, so they may arrive unbound
+    /// (before the sender heard the receiver's boot): keepalives and the status request a
+    /// main CPU sends when it connects. Everything else must be bound to the receiver's
+    /// current boot, so a frame recorded before a restart of either end cannot be replayed
+    /// after it.
+    pub fn may_be_unbound(&self) -> bool {
+        matches!(
+            self,
+            HostMsg::Ping { .. } | HostMsg::Pong { .. } | HostMsg::StatusRequest
+        )
+    }
 }
 
 /// A PSK carried by [`HostMsg::InstallKey`]: `Debug` never shows the bytes, equality is
@@ -169,9 +220,9 @@ pub struct MemberSummary {
     pub config_revision: u64,
     /// HA decisions paused.
     pub paused: bool,
-    /// Role in each domain, indexed by domain number (one byte each, so that a report of
+    /// Role in each domain, by domain id (two bytes each, so that a report of
     /// [`MAX_MEMBERS`] members with [`MAX_DOMAINS`] domains fits one frame).
-    pub roles: Vec<Role, MAX_DOMAINS>,
+    pub roles: Vec<DomainRoleOf, MAX_DOMAINS>,
     /// HA link states towards this member (for the local member: towards any peer).
     pub links: Vec<LinkState, MAX_HA_LINKS>,
     /// Reporter's uptime (ms) when the member's overall mode last changed.

@@ -19,21 +19,37 @@ pub enum MemberMsg {
     JoinAccept(JoinAccept),
     /// The cluster refuses a member, with the reason.
     JoinReject(JoinReject),
-    /// An operator command relayed to another member (SPEC E2).
-    Admin(AdminCommand),
-    /// A member asks the active for a full resynchronization (after a collision, SPEC B4).
+    /// The loser of a collision asks the winner for a full resynchronization (SPEC B4).
     ResyncRequest {
         /// Domain to resynchronize.
         domain: u8,
+        /// The winner.
+        to: Serial,
+        /// The winner's boot epoch as the sender heard it: the winner ignores a request bound
+        /// to another of its boots (a replay).
+        to_epoch: u32,
     },
-    /// An operator command for one member, relayed by another (frames on a link reach every
-    /// member on it; only `target` applies it). Appended in message set 1.
+    /// An operator command for one member, relayed by another (SPEC E2; frames on a link
+    /// reach every member on it, only `target` applies it).
     AdminFor {
         /// The member that must apply the command.
         target: Serial,
+        /// The target's boot epoch as the relaying member heard it: the target applies the
+        /// command only in that boot, so a recorded command replayed after its reboot (e.g.
+        /// a forcing) changes nothing.
+        target_epoch: u32,
         /// The command.
         command: AdminCommand,
     },
+}
+
+/// One entry of [`Heartbeat::heard`]: a peer's boot epoch as the sender last heard it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heard {
+    /// The peer.
+    pub member: Serial,
+    /// Its boot epoch.
+    pub epoch: u32,
 }
 
 /// Per-domain role carried by a heartbeat.
@@ -68,6 +84,10 @@ pub struct Heartbeat {
     pub links: Vec<LinkState, MAX_HA_LINKS>,
     /// Milliseconds since the sender booted (saturating).
     pub uptime_ms: u64,
+    /// The boot epoch of every peer the sender hears. A receiver refuses a heartbeat that
+    /// names another of its boots: it was recorded before the receiver rebooted. (A
+    /// heartbeat from a sender that has not heard the receiver yet names none of its boots.)
+    pub heard: Vec<Heard, MAX_MEMBERS>,
 }
 
 /// A new member asks to join.
@@ -121,4 +141,18 @@ pub enum AdminCommand {
     Resume,
     /// Reload HA settings.
     Reload,
+}
+
+impl crate::endpoint::Admit for MemberMsg {
+    /// Member frames go to every member on a link, so they are never bound in the header;
+    /// the messages that change a receiver's state carry the receiver's boot in their body
+    /// ([`Heartbeat::heard`], [`MemberMsg::AdminFor`], [`MemberMsg::ResyncRequest`]) and the
+    /// agent checks it.
+    fn admit(
+        &self,
+        _header: &crate::frame::Header,
+        _bound: bool,
+    ) -> Result<(), crate::endpoint::Reject> {
+        Ok(())
+    }
 }

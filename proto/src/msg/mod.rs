@@ -11,7 +11,7 @@ pub mod member;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message sets in this module; sent in every frame header.
-pub const MESSAGE_SET_VERSION: u8 = 1;
+pub const MESSAGE_SET_VERSION: u8 = 2;
 
 /// Most members a cluster can hold (SPEC A3).
 pub const MAX_MEMBERS: usize = 8;
@@ -30,12 +30,16 @@ pub const IFACE_NAME_LEN: usize = 16;
 pub enum Channel {
     /// Member ↔ member control: heartbeats, joins, admin commands ([`member::MemberMsg`]).
     Member = 1,
-    /// Management controller ↔ main CPU ([`host::HostMsg`]).
-    Host = 2,
+    /// Host link, management controller → main CPU ([`host::HostMsg`]). The direction is
+    /// part of the authenticated header, so a frame reflected back to its sender is refused.
+    ToMainCpu = 2,
     /// Main CPU ↔ main CPU connection-state sync (body defined by the dataplane crate).
     StateSync = 3,
     /// Management traffic between members' main CPUs (configuration sync, operator commands).
     Management = 4,
+    /// Host link, main CPU → management controller ([`host::HostMsg`]); same key as
+    /// [`Channel::ToMainCpu`].
+    ToController = 5,
 }
 
 impl Channel {
@@ -43,9 +47,10 @@ impl Channel {
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(Self::Member),
-            2 => Some(Self::Host),
+            2 => Some(Self::ToMainCpu),
             3 => Some(Self::StateSync),
             4 => Some(Self::Management),
+            5 => Some(Self::ToController),
             _ => None,
         }
     }

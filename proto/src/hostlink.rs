@@ -1,0 +1,196 @@
+//! The host link between a member's management controller and its main CPU: one codec for
+//! both ends, told which end it is.
+//!
+//! Both ends seal with the host-link key under the member's own serial; each direction is
+//! its own channel kind ([`Channel::ToMainCpu`], [`Channel::ToController`]), so the direction
+//! is authenticated and a frame reflected back to its sender is refused by its kind. Every
+//! message but keepalives and the status request must be bound to the receiver's current
+//! boot ([`HostMsg::may_be_unbound`]). Key rollover messages move both ends' keyrings in
+//! step: the main CPU's when it seals them, the controller's when it accepts them.
+//!
+//! On the wire a sealed frame travels as [`crate::uart`] bytes.
+
+use crate::endpoint::{Accepted, Admit, Endpoint, Reject, Senders};
+use crate::frame::{Error as FrameError, Header};
+use crate::keys::{KeySet, Keyring, KeyringError, Psk};
+use crate::msg::host::{Direction, HostMsg};
+use crate::msg::{Channel, Serial};
+
+/// Senders the host link's replay table tracks: only the other end of this member's link
+/// (one serial), plus one slot so that a changed serial is reported as `wrong_sender`.
+pub const HOST_REPLAY_SLOTS: usize = 2;
+
+/// Which end of the host link a codec is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The management controller (firmware, or its host-process stand-in).
+    Controller,
+    /// The main CPU (the daemon).
+    MainCpu,
+}
+
+impl End {
+    fn channels(self) -> (Channel, Channel) {
+        match self {
+            End::Controller => (Channel::ToMainCpu, Channel::ToController),
+            End::MainCpu => (Channel::ToController, Channel::ToMainCpu),
+        }
+    }
+
+    fn receives(self) -> Direction {
+        match self {
+            End::Controller => Direction::ToController,
+            End::MainCpu => Direction::ToMainCpu,
+        }
+    }
+}
+
+impl Admit for HostMsg {
+    fn admit(&self, header: &Header, bound: bool) -> Result<(), Reject> {
+        let to = match header.channel {
+            Channel::ToController => Direction::ToController,
+            _ => Direction::ToMainCpu,
+        };
+        let dir = self.direction();
+        if dir != to && dir != Direction::Both {
+            return Err(Reject::WrongDirection);
+        }
+        if matches!(self, HostMsg::InstallKey { .. }) && !header.aead {
+            return Err(Reject::KeyInClear);
+        }
+        if !bound && !self.may_be_unbound() {
+            return Err(Reject::Unbound);
+        }
+        Ok(())
+    }
+}
+
+/// The codec of one end of a host link: seals outgoing messages, opens incoming frames.
+#[derive(Clone, Debug)]
+pub struct HostEndpoint {
+    end: End,
+    serial: Serial,
+    ep: Endpoint<HOST_REPLAY_SLOTS>,
+}
+
+impl HostEndpoint {
+    /// The codec of `end` for member `serial` of `cluster_id`, keyed from `psk` under
+    /// `key_id`, in boot `epoch` of this end; `encrypt` seals every frame with the AEAD.
+    pub fn new(
+        end: End,
+        psk: &Psk,
+        cluster_id: u32,
+        key_id: u8,
+        serial: Serial,
+        epoch: u32,
+        encrypt: bool,
+    ) -> Self {
+        let (send, recv) = end.channels();
+        let keyring = Keyring::new(KeySet::derive(psk, cluster_id, key_id));
+        Self {
+            end,
+            serial,
+            ep: Endpoint::new(keyring, cluster_id, serial, epoch, send, recv, encrypt),
+        }
+    }
+
+    /// Which end this is.
+    pub fn end(&self) -> End {
+        self.end
+    }
+
+    /// This end's boot epoch.
+    pub fn epoch(&self) -> u32 {
+        self.ep.epoch()
+    }
+
+    /// The other end's boot epoch, once one of its frames was accepted.
+    pub fn peer_epoch(&self) -> Option<u32> {
+        self.ep.peer_epoch(self.serial)
+    }
+
+    /// Key id frames are sealed with.
+    pub fn sealing_key_id(&self) -> u8 {
+        self.ep.keyring().sealing().key_id()
+    }
+
+    /// The other key id accepted during a rollover.
+    pub fn other_key_id(&self) -> Option<u8> {
+        self.ep.keyring().previous_key_id()
+    }
+
+    /// Seals `msg` into `out` (bound to the other end's boot when it was heard); returns the
+    /// frame length. Key transport ([`HostMsg::InstallKey`]) is always AEAD-sealed. On the
+    /// main CPU's end a rollover message also moves this end's keyring, so both ends keep
+    /// the same keys; a rollover the keyring refuses is an error and nothing is sealed.
+    pub fn seal(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
+        if msg.direction() == self.end.receives() {
+            return Err(SealError::WrongDirection);
+        }
+        let key_transport = matches!(msg, HostMsg::InstallKey { .. });
+        let n = self
+            .ep
+            .seal(msg, Some(self.serial), key_transport, out)
+            .map_err(SealError::Frame)?;
+        if self.end == End::MainCpu {
+            self.follow_rollover(msg, true).map_err(SealError::Keyring)?;
+        }
+        Ok(n)
+    }
+
+    /// Opens one frame from the other end (decrypting in place), in the order of
+    /// [`crate::endpoint`]. On the controller's end an accepted rollover message moves the
+    /// keyring (a refusal shows in the agent's `KeyState` answer).
+    pub fn open(&mut self, buf: &mut [u8]) -> Result<HostMsg, Reject> {
+        let (_, msg): (Accepted, HostMsg) = self.ep.open(buf, Senders::Only(self.serial))?;
+        if self.end == End::Controller {
+            let _ = self.follow_rollover(&msg, false);
+        }
+        Ok(msg)
+    }
+
+    /// Applies a rollover phase to the keyring. `strict` (main CPU, sealing): a retire of a
+    /// key that is not sealing yet first switches sealing to it.
+    fn follow_rollover(&mut self, msg: &HostMsg, strict: bool) -> Result<(), KeyringError> {
+        let cluster = self.ep.cluster_id();
+        let ring = self.ep.keyring_mut();
+        let sealing = ring.sealing().key_id();
+        match msg {
+            HostMsg::InstallKey { key_id, psk } if sealing != *key_id => {
+                ring.accept(KeySet::derive(&Psk(psk.0), cluster, *key_id))
+            }
+            HostMsg::UseKey { key_id } => ring.seal_with(*key_id),
+            HostMsg::RetireKey { key_id } if sealing == *key_id => {
+                ring.retire_previous();
+                Ok(())
+            }
+            HostMsg::RetireKey { key_id } if strict => {
+                ring.seal_with(*key_id)?;
+                ring.retire_previous();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a host message was not sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealError {
+    /// The message does not fit one frame.
+    Frame(FrameError),
+    /// This end never sends that message.
+    WrongDirection,
+    /// A rollover message asks for a key the keyring does not hold.
+    Keyring(KeyringError),
+}
+
+impl core::fmt::Display for SealError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SealError::Frame(e) => write!(f, "sealing host message: {e}"),
+            SealError::WrongDirection => f.write_str("this end of the host link never sends it"),
+            SealError::Keyring(e) => write!(f, "key rollover: {e}"),
+        }
+    }
+}
