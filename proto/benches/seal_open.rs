@@ -53,8 +53,15 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, aead) in [("hmac", false), ("aead", true)] {
         let ring = Keyring::new(keys.clone());
-        let mut tx: Endpoint<8> =
-            Endpoint::new(ring.clone(), 42, a, 1, Channel::Member, Channel::Member, aead);
+        let mut tx: Endpoint<8> = Endpoint::new(
+            ring.clone(),
+            42,
+            a,
+            1,
+            Channel::Member,
+            Channel::Member,
+            aead,
+        );
         let mut rx: Endpoint<8> =
             Endpoint::new(ring, 42, b, 2, Channel::Member, Channel::Member, aead);
         group.bench_function(name, |bch| {

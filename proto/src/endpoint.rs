@@ -211,11 +211,22 @@ pub enum Senders<'a> {
     AnyOther,
 }
 
+/// The receiving end, as a message's [`Admit`] rule sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receiver {
+    /// The receiver's serial.
+    pub serial: Serial,
+    /// The receiver's current boot epoch.
+    pub epoch: u32,
+    /// The frame's peer epoch is the receiver's current boot (not 0).
+    pub bound: bool,
+}
+
 /// What a message needs before it is admitted (step 8).
 pub trait Admit {
-    /// Refuses a message that must not be accepted from this frame: `bound` says whether
-    /// the frame is bound to the receiver's current boot (its peer epoch is ours).
-    fn admit(&self, header: &Header, bound: bool) -> Result<(), Reject>;
+    /// Refuses a message that must not be accepted from this frame by `to` (wrong
+    /// direction, a state change not bound to the receiver's current boot, ...).
+    fn admit(&self, header: &Header, to: &Receiver) -> Result<(), Reject>;
 }
 
 /// A frame accepted by [`Endpoint::open`]: its header and whether it was bound to this
@@ -342,7 +353,12 @@ impl<const N: usize> Endpoint<N> {
             bound: opened.header.peer_epoch == epoch,
         };
         let msg: T = opened.decode().map_err(Reject::from)?;
-        msg.admit(&accepted.header, accepted.bound)?;
+        let to = Receiver {
+            serial: self.seq.sender,
+            epoch,
+            bound: accepted.bound,
+        };
+        msg.admit(&accepted.header, &to)?;
         self.replay.record(&accepted.header).map_err(Reject::from)?;
         Ok((accepted, msg))
     }
@@ -388,9 +404,7 @@ impl<const N: usize> Endpoint<N> {
             Senders::AnyOf(_) | Senders::AnyOther if h.sender == me => {
                 return Err(Reject::OwnFrame)
             }
-            Senders::AnyOf(list) if !list.contains(&h.sender) => {
-                return Err(Reject::WrongSender)
-            }
+            Senders::AnyOf(list) if !list.contains(&h.sender) => return Err(Reject::WrongSender),
             _ => {}
         }
         if h.peer_epoch != 0 && h.peer_epoch != self.seq.epoch {

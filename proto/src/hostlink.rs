@@ -10,7 +10,7 @@
 //!
 //! On the wire a sealed frame travels as [`crate::uart`] bytes.
 
-use crate::endpoint::{Accepted, Admit, Endpoint, Reject, Senders};
+use crate::endpoint::{Accepted, Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
 use crate::msg::host::{Direction, HostMsg};
@@ -46,19 +46,19 @@ impl End {
 }
 
 impl Admit for HostMsg {
-    fn admit(&self, header: &Header, bound: bool) -> Result<(), Reject> {
-        let to = match header.channel {
+    fn admit(&self, header: &Header, to: &Receiver) -> Result<(), Reject> {
+        let sent_to = match header.channel {
             Channel::ToController => Direction::ToController,
             _ => Direction::ToMainCpu,
         };
         let dir = self.direction();
-        if dir != to && dir != Direction::Both {
+        if dir != sent_to && dir != Direction::Both {
             return Err(Reject::WrongDirection);
         }
         if matches!(self, HostMsg::InstallKey { .. }) && !header.aead {
             return Err(Reject::KeyInClear);
         }
-        if !bound && !self.may_be_unbound() {
+        if !to.bound && !self.may_be_unbound() {
             return Err(Reject::Unbound);
         }
         Ok(())
@@ -133,7 +133,8 @@ impl HostEndpoint {
             .seal(msg, Some(self.serial), key_transport, out)
             .map_err(SealError::Frame)?;
         if self.end == End::MainCpu {
-            self.follow_rollover(msg, true).map_err(SealError::Keyring)?;
+            self.follow_rollover(msg, true)
+                .map_err(SealError::Keyring)?;
         }
         Ok(n)
     }

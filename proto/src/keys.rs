@@ -141,7 +141,8 @@ impl KeySet {
     /// A fresh HMAC state keyed for `channel`.
     pub(crate) fn mac(&self, channel: Channel) -> HmacSha256 {
         // HMAC accepts keys of any length: new_from_slice cannot fail for HMAC-SHA256.
-        <HmacSha256 as Mac>::new_from_slice(self.key(channel)).unwrap_or_else(|_| unreachable_hmac())
+        <HmacSha256 as Mac>::new_from_slice(self.key(channel))
+            .unwrap_or_else(|_| unreachable_hmac())
     }
 }
 

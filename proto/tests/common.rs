@@ -4,8 +4,8 @@
 use ha_proto::frame::{Header, PROTOCOL_VERSION};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::host::{
-    DomainRoleOf, EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport, WirePsk,
-    EVENT_DETAIL_LEN,
+    DomainRoleOf, DomainSummary, EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport,
+    WirePsk, EVENT_DETAIL_LEN,
 };
 use ha_proto::msg::member::{
     AdminCommand, DomainRole, Heard, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
@@ -100,6 +100,14 @@ fn role() -> impl Strategy<Value = Role> {
 
 fn domain_role() -> impl Strategy<Value = DomainRoleOf> {
     (0u8..16, role()).prop_map(|(domain, role)| DomainRoleOf { domain, role })
+}
+
+fn domain_summary() -> impl Strategy<Value = DomainSummary> {
+    (0u8..16, role(), any::<u8>()).prop_map(|(domain, role, priority)| DomainSummary {
+        domain,
+        role,
+        priority,
+    })
 }
 
 fn forced() -> impl Strategy<Value = Forced> {
@@ -308,31 +316,29 @@ pub fn member_summary() -> impl Strategy<Value = MemberSummary> {
             any::<bool>(),
             any::<bool>(),
             any::<u8>(),
-            any::<u8>(),
         ),
         (forced(), firmware(), any::<u64>(), any::<bool>()),
         (
-            vec(domain_role(), 0..=MAX_DOMAINS),
+            vec(domain_summary(), 0..=MAX_DOMAINS),
             vec(link(), 0..=MAX_HA_LINKS),
             any::<u64>(),
         ),
     )
         .prop_map(
             |(
-                (serial, local, alive, quality, priority),
+                (serial, local, alive, quality),
                 (forced, firmware, config_revision, paused),
-                (roles, links, mode_since_ms),
+                (domains, links, mode_since_ms),
             )| MemberSummary {
                 serial,
                 local,
                 alive,
                 quality,
-                priority,
                 forced,
                 firmware,
                 config_revision,
                 paused,
-                roles: roles.into_iter().collect(),
+                domains: domains.into_iter().collect(),
                 links: links.into_iter().collect(),
                 mode_since_ms,
             },

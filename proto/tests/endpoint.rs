@@ -69,7 +69,9 @@ fn member_endpoint_checks_sender_and_replay_and_records_only_accepted_frames() {
         Reject::WrongSender
     );
     let mut f = frame.clone();
-    let (acc, msg) = b.open::<MemberMsg>(&mut f, Senders::AnyOf(&members)).unwrap();
+    let (acc, msg) = b
+        .open::<MemberMsg>(&mut f, Senders::AnyOf(&members))
+        .unwrap();
     assert_eq!(msg, admin());
     assert!(!acc.bound);
     let mut f = frame.clone();
@@ -99,7 +101,15 @@ fn member_endpoint_checks_sender_and_replay_and_records_only_accepted_frames() {
 fn host_pair(ctrl_epoch: u32, cpu_epoch: u32) -> (HostEndpoint, HostEndpoint) {
     let k = psk(2);
     (
-        HostEndpoint::new(End::Controller, &k, CLUSTER, 1, serial("A"), ctrl_epoch, false),
+        HostEndpoint::new(
+            End::Controller,
+            &k,
+            CLUSTER,
+            1,
+            serial("A"),
+            ctrl_epoch,
+            false,
+        ),
         HostEndpoint::new(End::MainCpu, &k, CLUSTER, 1, serial("A"), cpu_epoch, false),
     )
 }
@@ -193,7 +203,10 @@ fn keys_cross_the_host_link_only_encrypted_and_move_both_keyrings() {
     let mut f = seal(&mut cpu, &install);
     assert_eq!(f[4] & 1, 1, "key transport is AEAD-sealed");
     assert_eq!(ctrl.open(&mut f).unwrap(), install);
-    for msg in [HostMsg::UseKey { key_id: 2 }, HostMsg::RetireKey { key_id: 2 }] {
+    for msg in [
+        HostMsg::UseKey { key_id: 2 },
+        HostMsg::RetireKey { key_id: 2 },
+    ] {
         let mut f = seal(&mut cpu, &msg);
         assert_eq!(ctrl.open(&mut f).unwrap(), msg);
     }

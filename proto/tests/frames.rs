@@ -268,7 +268,6 @@ fn largest_status_report_fits_one_frame() {
         local: true,
         alive: true,
         quality: 255,
-        priority: 255,
         forced: Forced::Passive,
         firmware: FirmwareVersion {
             major: 255,
@@ -277,10 +276,11 @@ fn largest_status_report_fits_one_frame() {
         },
         config_revision: u64::MAX,
         paused: true,
-        roles: (0..MAX_DOMAINS as u8)
-            .map(|domain| ha_proto::msg::host::DomainRoleOf {
-                domain: domain + 100,
+        domains: (0..MAX_DOMAINS as u8)
+            .map(|domain| ha_proto::msg::host::DomainSummary {
+                domain: domain + 200,
                 role: Role::Disabled,
+                priority: 255,
             })
             .collect(),
         links: core::iter::repeat_n(LinkState::Down, MAX_HA_LINKS).collect(),

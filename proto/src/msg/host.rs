@@ -101,7 +101,7 @@ pub enum HostMsg {
     Members(Vec<MemberEntry, MAX_MEMBERS>),
 }
 
-/// One domain's role in [`HostMsg::Roles`] and [`MemberSummary::roles`], named by domain id
+/// One domain's role in [`HostMsg::Roles`], named by domain id
 /// (domain ids need not be contiguous).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRoleOf {
@@ -109,6 +109,17 @@ pub struct DomainRoleOf {
     pub domain: u8,
     /// The role in it.
     pub role: Role,
+}
+
+/// One domain of a [`MemberSummary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainSummary {
+    /// Domain id, as configured.
+    pub domain: u8,
+    /// The member's role in it.
+    pub role: Role,
+    /// The member's "active if equal" priority in it (SPEC B2).
+    pub priority: u8,
 }
 
 /// Which end of the host link sends a message.
@@ -210,8 +221,6 @@ pub struct MemberSummary {
     pub alive: bool,
     /// Quality factor 0..=100.
     pub quality: u8,
-    /// "Active if equal" priority.
-    pub priority: u8,
     /// Forcing in effect.
     pub forced: Forced,
     /// Firmware version.
@@ -220,9 +229,10 @@ pub struct MemberSummary {
     pub config_revision: u64,
     /// HA decisions paused.
     pub paused: bool,
-    /// Role in each domain, by domain id (two bytes each, so that a report of
-    /// [`MAX_MEMBERS`] members with [`MAX_DOMAINS`] domains fits one frame).
-    pub roles: Vec<DomainRoleOf, MAX_DOMAINS>,
+    /// Role and "active if equal" priority in each domain, by domain id (three bytes each,
+    /// so that a report of [`MAX_MEMBERS`] members with [`MAX_DOMAINS`] domains fits one
+    /// frame).
+    pub domains: Vec<DomainSummary, MAX_DOMAINS>,
     /// HA link states towards this member (for the local member: towards any peer).
     pub links: Vec<LinkState, MAX_HA_LINKS>,
     /// Reporter's uptime (ms) when the member's overall mode last changed.

@@ -145,14 +145,39 @@ pub enum AdminCommand {
 
 impl crate::endpoint::Admit for MemberMsg {
     /// Member frames go to every member on a link, so they are never bound in the header;
-    /// the messages that change a receiver's state carry the receiver's boot in their body
-    /// ([`Heartbeat::heard`], [`MemberMsg::AdminFor`], [`MemberMsg::ResyncRequest`]) and the
-    /// agent checks it.
+    /// the messages that change a receiver's state name the receiver's boot in their body
+    /// instead, and one naming another boot of the receiver was recorded before it rebooted:
+    /// refused ([`Reject::StaleBinding`](crate::endpoint::Reject::StaleBinding)). A
+    /// heartbeat from a sender that has not heard the receiver yet names none of its boots
+    /// and is accepted (that is how two members first meet).
     fn admit(
         &self,
         _header: &crate::frame::Header,
-        _bound: bool,
+        to: &crate::endpoint::Receiver,
     ) -> Result<(), crate::endpoint::Reject> {
-        Ok(())
+        let names_other_boot =
+            |member: &Serial, epoch: u32| *member == to.serial && epoch != to.epoch;
+        let stale = match self {
+            MemberMsg::Heartbeat(hb) => hb
+                .heard
+                .iter()
+                .any(|h| names_other_boot(&h.member, h.epoch)),
+            MemberMsg::AdminFor {
+                target,
+                target_epoch,
+                ..
+            } => names_other_boot(target, *target_epoch),
+            MemberMsg::ResyncRequest {
+                to: t, to_epoch, ..
+            } => names_other_boot(t, *to_epoch),
+            MemberMsg::JoinRequest(_) | MemberMsg::JoinAccept(_) | MemberMsg::JoinReject(_) => {
+                false
+            }
+        };
+        if stale {
+            Err(crate::endpoint::Reject::StaleBinding)
+        } else {
+            Ok(())
+        }
     }
 }
