@@ -109,6 +109,11 @@ impl HostEndpoint {
         self.ep.peer_epoch(self.serial)
     }
 
+    /// Turns the AEAD on or off for every frame sealed from now on (a reload of `encrypt`).
+    pub fn set_encrypt(&mut self, encrypt: bool) {
+        self.ep.set_encrypt(encrypt);
+    }
+
     /// Key id frames are sealed with.
     pub fn sealing_key_id(&self) -> u8 {
         self.ep.keyring().sealing().key_id()

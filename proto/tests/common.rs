@@ -4,8 +4,8 @@
 use ha_proto::frame::{Header, PROTOCOL_VERSION};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::host::{
-    DomainRoleOf, DomainSummary, EventReport, HostMsg, IfaceState, LedReport, MemberSummary, StatusReport,
-    WirePsk, EVENT_DETAIL_LEN,
+    DomainRoleOf, DomainSummary, EventReport, HostMsg, IfaceState, LedReport, MemberSummary,
+    StatusReport, WirePsk, EVENT_DETAIL_LEN,
 };
 use ha_proto::msg::member::{
     AdminCommand, DomainRole, Heard, Heartbeat, JoinAccept, JoinReject, JoinRequest, MemberMsg,
@@ -311,12 +311,7 @@ pub fn led_report() -> impl Strategy<Value = LedReport> {
 
 pub fn member_summary() -> impl Strategy<Value = MemberSummary> {
     (
-        (
-            serial(),
-            any::<bool>(),
-            any::<bool>(),
-            any::<u8>(),
-        ),
+        (serial(), any::<bool>(), any::<bool>(), any::<u8>()),
         (forced(), firmware(), any::<u64>(), any::<bool>()),
         (
             vec(domain_summary(), 0..=MAX_DOMAINS),

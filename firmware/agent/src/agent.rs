@@ -28,15 +28,17 @@
 //! - **Pause.** While this member or any live peer announces a pause, no role changes. A pause
 //!   lasts at most [`MAX_PAUSE_MS`]; a peer's pause is ignored after that long too.
 
-use ha_proto::frame::{open, seal_msg, MAX_FRAME_LEN};
+use ha_proto::endpoint::{Endpoint, Reject, Senders};
+use ha_proto::frame::MAX_FRAME_LEN;
+use ha_proto::hostlink::{End, HostEndpoint, SealError};
 use ha_proto::keys::{KeySet, Keyring, KeyringError, Psk};
-use ha_proto::msg::host::{HostMsg, LedReport, MemberSummary, StatusReport};
-use ha_proto::msg::member::{AdminCommand, DomainRole, Heartbeat, MemberMsg};
+use ha_proto::msg::host::{
+    DomainRoleOf, DomainSummary, HostMsg, LedReport, MemberSummary, StatusReport,
+};
+use ha_proto::msg::member::{AdminCommand, DomainRole, Heard, Heartbeat, MemberMsg};
 use ha_proto::msg::{
     Channel, Forced, LinkState, Role, Serial, MAX_DOMAINS, MAX_HA_LINKS, MAX_MEMBERS,
 };
-use ha_proto::replay::ReplayTable;
-use ha_proto::seq::Sequencer;
 use heapless::{Deque, Vec};
 
 use crate::config::{Config, ConfigError, MAX_PAUSE_MS};
@@ -45,14 +47,20 @@ use crate::event::{Event, EventKind, EventRing, Reason};
 use crate::output::{LedPattern, Output};
 use crate::quality::{self, Hardware, HwReading};
 use crate::status::{
-    Counters, DomainStatus, LinkStatus, MemberStatus, PeerState, PeerStatus, RejectReason, Status,
+    Counters, DomainStatus, LinkStatus, MemberStatus, PeerState, PeerStatus, Status,
 };
 use crate::LinkId;
 
-/// Outputs queued between two drains: a burst is one role change in every domain (a
-/// decision and an event each) plus heartbeats on both links, probes and the LED; 48 covers
-/// it for 16 domains. Beyond it outputs are dropped and counted.
+/// Outputs queued between two drains: a burst is one role change in every domain (an event
+/// each, one roles report) plus heartbeats on both links, probes and the LED; 48 covers it
+/// for 16 domains. Beyond it outputs are dropped and counted.
 pub const OUT_CAP: usize = 48;
+
+/// How often the controller re-asserts its roles to the main CPU ([`HostMsg::Roles`]), ms.
+/// A role is state: sent on every change and again this often, so a main CPU that missed a
+/// frame (a stalled line, a restart) converges within this period. While the main CPU has
+/// not been heard, a keepalive goes with it so that it learns this boot's epoch.
+pub const ROLES_REFRESH_MS: u64 = 250;
 
 /// A queued output, kept small: frames are sealed only when drained.
 #[derive(Clone, Copy, Debug)]
@@ -61,18 +69,16 @@ enum Pending {
     Resync {
         link: LinkId,
         domain: u8,
+        to: Serial,
     },
     AdminFor {
         link: LinkId,
         target: Serial,
         command: AdminCommand,
     },
-    RoleDecision {
-        domain: u8,
-        role: Role,
-        seq: u32,
-    },
+    Roles,
     Probe(Serial),
+    Ping(u32),
     Pong(u32),
     Led(LedPattern),
     Event(Event),
@@ -83,9 +89,10 @@ enum Pending {
 /// The HA agent of one member, for up to `M` members and `D` domains.
 pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     cfg: Config<M, D>,
-    keyring: Keyring,
-    seq: Sequencer,
-    replay: ReplayTable<M>,
+    /// Member frames: sealing and the one acceptance path.
+    member: Endpoint<M>,
+    /// The controller's end of the host link.
+    host: HostEndpoint,
     status: Status<M, D>,
     events: EventRing,
     out: Deque<Pending, OUT_CAP>,
@@ -100,20 +107,47 @@ pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     last_resync: Vec<Option<u64>, D>,
     /// Per peer (same order as `status.peers`): since when it announces a pause.
     peer_paused_since: Vec<Option<u64>, M>,
-    decision_seq: u32,
+    /// Next periodic [`HostMsg::Roles`] (and keepalive while the main CPU is unheard).
+    next_roles_ms: u64,
+    /// The main CPU's boot last heard on the host link.
+    host_peer_epoch: Option<u32>,
+    /// Nonce of the next keepalive.
+    ping_nonce: u32,
+    /// Sequence number of the next event (gaps tell the main CPU events were lost).
+    event_seq: u32,
     led: LedPattern,
     hint: Reason,
     order: election::MeritOrder,
 }
 
 impl<const M: usize, const D: usize> Agent<M, D> {
-    /// Starts an agent at time `now_ms` (ms, monotonic) in boot epoch `epoch` (must increase
-    /// on every boot). All domains start in [`Role::Starting`].
+    /// Starts an agent at time `now_ms` (ms, monotonic) in boot epoch `epoch`: the member's
+    /// persistent boot counter, which must increase on every boot (never 0, never the
+    /// clock). All domains start in [`Role::Starting`].
     pub fn new(config: Config<M, D>, now_ms: u64, epoch: u32) -> Result<Self, ConfigError> {
         config.validate()?;
+        if epoch == 0 {
+            return Err(ConfigError::NoBootEpoch);
+        }
         let keys = KeySet::derive(&config.psk, config.cluster_id, config.key_id);
-        let mut seq = Sequencer::new(config.cluster_id, config.me, epoch);
-        seq.aead = config.encrypt;
+        let member = Endpoint::new(
+            Keyring::new(keys),
+            config.cluster_id,
+            config.me,
+            epoch,
+            Channel::Member,
+            Channel::Member,
+            config.encrypt,
+        );
+        let host = HostEndpoint::new(
+            End::Controller,
+            &config.psk,
+            config.cluster_id,
+            config.key_id,
+            config.me,
+            epoch,
+            config.encrypt,
+        );
         let my_index = config.member_index(&config.me).unwrap_or(0) as u8;
         let mut roles = Vec::new();
         let mut challenge_since = Vec::new();
@@ -136,7 +170,6 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             quality: 100,
             interface_quality: 100,
             hardware_quality: 100,
-            priority: config.priority(0, &config.me),
             config_revision: config.config_revision,
             config_synced: true,
             boot_ms: now_ms,
@@ -147,9 +180,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             conflict: false,
         };
         let mut agent = Agent {
-            keyring: Keyring::new(keys),
-            seq,
-            replay: ReplayTable::new(),
+            member,
+            host,
             status: Status {
                 me,
                 peers: Vec::new(),
@@ -165,17 +197,17 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             challenge_since,
             last_resync,
             peer_paused_since: Vec::new(),
-            decision_seq: 0,
+            next_roles_ms: now_ms,
+            host_peer_epoch: None,
+            ping_nonce: 0,
+            event_seq: 0,
             led: LedPattern::STARTING,
             hint: Reason::Elected,
             order: election::compare_merit,
             cfg: config,
         };
         agent.rebuild_peers();
-        for i in 0..agent.status.me.roles.len() {
-            let d = agent.status.me.roles[i].domain;
-            agent.decide_out(d, Role::Starting);
-        }
+        agent.roles_out();
         agent.push(Pending::Led(LedPattern::STARTING));
         agent.on_tick(now_ms);
         Ok(agent)
@@ -233,7 +265,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         }
         for p in old.iter() {
             if !self.cfg.members.contains(&p.serial) {
-                self.replay.forget(p.serial);
+                self.member.forget(p.serial);
             }
         }
     }
@@ -273,7 +305,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// Latest time by which [`Agent::on_tick`] must be called again (it may be in the past:
     /// then call it now).
     pub fn next_wake_ms(&self) -> u64 {
-        let mut w = self.next_hb_ms;
+        let mut w = self.next_hb_ms.min(self.next_roles_ms);
         let dead = self.cfg.timers.profile.dead_ms() as u64;
         for p in &self.status.peers {
             for l in &p.links {
@@ -315,10 +347,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// local one first.
     pub fn status_report(&self) -> StatusReport {
         let me = &self.status.me;
-        let roles_of = |list: &[crate::status::DomainStatus]| {
-            let mut v: Vec<Role, MAX_DOMAINS> = Vec::new();
+        let domains_of = |serial: &Serial, list: &[crate::status::DomainStatus]| {
+            let mut v: Vec<DomainSummary, MAX_DOMAINS> = Vec::new();
             for d in list.iter().take(MAX_DOMAINS) {
-                let _ = v.push(d.role);
+                let _ = v.push(DomainSummary {
+                    domain: d.domain,
+                    role: d.role,
+                    priority: self.cfg.priority_in(d.domain, serial),
+                });
             }
             v
         };
@@ -350,12 +386,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             local: true,
             alive: true,
             quality: me.quality,
-            priority: me.priority,
             forced: me.forced,
             firmware: me.firmware,
             config_revision: me.config_revision,
             paused: me.frozen,
-            roles: roles_of(&me.roles),
+            domains: domains_of(&me.serial, &me.roles),
             links: my_links,
             mode_since_ms: since.saturating_sub(me.boot_ms),
         });
@@ -369,12 +404,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 local: false,
                 alive: matches!(p.state, PeerState::Alive),
                 quality: p.quality,
-                priority: self.cfg.priority(0, &p.serial),
                 forced: p.forced,
                 firmware: p.firmware,
                 config_revision: p.config_revision,
                 paused: p.paused,
-                roles: roles_of(&p.roles),
+                domains: domains_of(&p.serial, &p.roles),
                 links,
                 mode_since_ms: p.state_since_ms.saturating_sub(me.boot_ms),
             });
@@ -400,32 +434,44 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             let p = self.out.pop_front()?;
             let msg = match p {
                 Pending::Heartbeat(link) => (link, MemberMsg::Heartbeat(self.heartbeat())),
-                Pending::Resync { link, domain } => (link, MemberMsg::ResyncRequest { domain }),
+                Pending::Resync { link, domain, to } => (
+                    link,
+                    MemberMsg::ResyncRequest {
+                        domain,
+                        to,
+                        to_epoch: self.member.peer_epoch(to).unwrap_or(0),
+                    },
+                ),
                 Pending::AdminFor {
                     link,
                     target,
                     command,
-                } => (link, MemberMsg::AdminFor { target, command }),
-                Pending::RoleDecision { domain, role, seq } => {
-                    return Some(Output::Host(HostMsg::RoleDecision {
-                        domain,
-                        role,
-                        decision_seq: seq,
-                    }))
-                }
+                } => (
+                    link,
+                    MemberMsg::AdminFor {
+                        target,
+                        // A member never heard cannot be bound to: 0 names none of its
+                        // boots and it refuses the command.
+                        target_epoch: self.member.peer_epoch(target).unwrap_or(0),
+                        command,
+                    },
+                ),
+                Pending::Roles => return Some(Output::Host(HostMsg::Roles(self.roles_report()))),
                 Pending::Probe(peer) => return Some(Output::Host(HostMsg::ProbeRequest { peer })),
+                Pending::Ping(nonce) => return Some(Output::Host(HostMsg::Ping { nonce })),
                 Pending::Pong(nonce) => return Some(Output::Host(HostMsg::Pong { nonce })),
                 Pending::Status => {
                     return Some(Output::Host(HostMsg::Status(self.status_report())))
                 }
                 Pending::KeyState => {
+                    let ring = self.member.keyring();
                     let mut accepted = Vec::new();
-                    let _ = accepted.push(self.keyring.sealing().key_id());
-                    if let Some(k) = self.keyring.previous_key_id() {
+                    let _ = accepted.push(ring.sealing().key_id());
+                    if let Some(k) = ring.previous_key_id() {
                         let _ = accepted.push(k);
                     }
                     return Some(Output::Host(HostMsg::KeyState {
-                        sealing_key_id: self.keyring.sealing().key_id(),
+                        sealing_key_id: ring.sealing().key_id(),
                         accepted,
                     }));
                 }
@@ -446,13 +492,29 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     }
 
     fn seal(&mut self, msg: &MemberMsg) -> Option<Vec<u8, MAX_FRAME_LEN>> {
-        let keys = self.keyring.sealing();
-        let hdr = self.seq.header(Channel::Member, keys.key_id());
         let mut buf: Vec<u8, MAX_FRAME_LEN> = Vec::new();
         buf.resize_default(MAX_FRAME_LEN).ok()?;
-        let n = seal_msg(keys, &hdr, msg, &mut buf).ok()?;
+        let n = self.member.seal(msg, None, false, &mut buf).ok()?;
         buf.truncate(n);
         Some(buf)
+    }
+
+    /// Seals a host-link message (an [`Output::Host`]) for the main CPU into `out`; returns
+    /// the frame length. The shell frames it for its UART ([`ha_proto::uart`]).
+    pub fn seal_host(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
+        self.host.seal(msg, out)
+    }
+
+    /// Every domain's role, by domain id ([`HostMsg::Roles`]).
+    fn roles_report(&self) -> Vec<DomainRoleOf, MAX_DOMAINS> {
+        let mut v = Vec::new();
+        for r in self.status.me.roles.iter().take(MAX_DOMAINS) {
+            let _ = v.push(DomainRoleOf {
+                domain: r.domain,
+                role: r.role,
+            });
+        }
+        v
     }
 
     fn heartbeat(&self) -> Heartbeat {
@@ -482,9 +544,18 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             };
             let _ = links.push(st);
         }
+        let mut heard = Vec::new();
+        for p in &self.status.peers {
+            if let Some(epoch) = self.member.peer_epoch(p.serial) {
+                let _ = heard.push(Heard {
+                    member: p.serial,
+                    epoch,
+                });
+            }
+        }
         Heartbeat {
             quality: me.quality,
-            priority: me.priority,
+            priority: self.cfg.priority(0, &me.serial),
             forced: me.forced,
             firmware: me.firmware,
             config_revision: me.config_revision,
@@ -492,6 +563,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             roles,
             links,
             uptime_ms: self.now.saturating_sub(me.boot_ms),
+            heard,
         }
     }
 
@@ -502,45 +574,37 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.now = self.now.max(now_ms);
     }
 
-    /// A frame received on `link`. The agent authenticates it, checks replay and decodes it
-    /// in place; rejects are counted per [`RejectReason`].
+    /// A frame received on `link`. The agent opens it through its member endpoint
+    /// ([`ha_proto::endpoint`]: authentication, sender, replay, freshness against this boot,
+    /// decoding); rejects are counted per [`Reject`].
     pub fn on_frame(&mut self, now_ms: u64, link: LinkId, bytes: &mut [u8]) {
         self.advance(now_ms);
         if let Err(r) = self.accept(link, bytes) {
-            let c = &mut self.status.counters.rejected[r as usize];
-            *c = c.saturating_add(1);
+            self.status.counters.rejected.count(r);
         }
         self.evaluate();
     }
 
-    fn accept(&mut self, link: LinkId, bytes: &mut [u8]) -> Result<(), RejectReason> {
+    fn accept(&mut self, link: LinkId, bytes: &mut [u8]) -> Result<(), Reject> {
         if link.0 >= self.cfg.links {
-            return Err(RejectReason::UnknownLink);
+            return Err(Reject::UnknownLink);
         }
-        let opened =
-            open(&self.keyring, self.cfg.cluster_id, bytes).map_err(RejectReason::from_frame)?;
-        let h = opened.header;
-        if h.channel != Channel::Member {
-            return Err(RejectReason::WrongChannel);
-        }
-        if h.sender == self.cfg.me {
-            return Err(RejectReason::OwnFrame);
-        }
+        let (acc, msg) = self
+            .member
+            .open::<MemberMsg>(bytes, Senders::AnyOf(&self.cfg.members))?;
+        let h = acc.header;
         let pi = self
             .status
             .peers
             .iter()
             .position(|p| p.serial == h.sender)
-            .ok_or(RejectReason::NotMember)?;
-        self.replay
-            .check_header(&h)
-            .map_err(RejectReason::from_frame)?;
-        let msg: MemberMsg = opened.decode().map_err(RejectReason::from_frame)?;
+            .ok_or(Reject::WrongSender)?;
         self.status.counters.received = self.status.counters.received.wrapping_add(1);
         self.heard(pi, link, h.epoch);
         match msg {
             MemberMsg::Heartbeat(hb) => self.on_heartbeat(pi, &hb),
-            MemberMsg::ResyncRequest { domain } => {
+            MemberMsg::ResyncRequest { to, .. } if to != self.cfg.me => {}
+            MemberMsg::ResyncRequest { domain, .. } => {
                 // The loser of a collision asks once per link: report the first copy only.
                 let di = self.cfg.domains.iter().position(|d| d.id == domain);
                 let dead = self.cfg.timers.profile.dead_ms() as u64;
@@ -559,12 +623,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     }
                 }
             }
-            MemberMsg::AdminFor { target, command } => {
+            // Bound to this boot: the endpoint refused it otherwise.
+            MemberMsg::AdminFor {
+                target, command, ..
+            } => {
                 if target == self.cfg.me {
                     self.apply_admin(command);
                 }
             }
-            MemberMsg::Admin(command) => self.apply_admin(command),
             // Joining is driven by the host tools (SPEC A1/A6), not by the agent.
             MemberMsg::JoinRequest(_) | MemberMsg::JoinAccept(_) | MemberMsg::JoinReject(_) => {}
         }
@@ -664,7 +730,29 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             .all(|p| p.config_revision == me.config_revision);
     }
 
-    /// A message from the main CPU.
+    /// A frame from the main CPU (one host-link frame, UART framing removed): opened by the
+    /// controller's end of the host link ([`ha_proto::hostlink`]), then handled as
+    /// [`Agent::on_host`]. Rejects are counted per [`Reject`] (`host_rejected`).
+    pub fn on_host_frame(&mut self, now_ms: u64, bytes: &mut [u8]) {
+        self.advance(now_ms);
+        match self.host.open(bytes) {
+            Ok(msg) => {
+                let peer = self.host.peer_epoch();
+                if peer != self.host_peer_epoch {
+                    // A main CPU (re)started or was heard for the first time: tell it the
+                    // roles and the status now rather than at the next refresh.
+                    self.host_peer_epoch = peer;
+                    self.push(Pending::Roles);
+                    self.push(Pending::Status);
+                }
+                self.on_host(now_ms, msg);
+            }
+            Err(r) => self.status.counters.host_rejected.count(r),
+        }
+    }
+
+    /// A message from the main CPU, already authenticated (the simulator and tests drive the
+    /// agent with these; a shell with a host link uses [`Agent::on_host_frame`]).
     pub fn on_host(&mut self, now_ms: u64, msg: HostMsg) {
         self.advance(now_ms);
         match msg {
@@ -692,22 +780,23 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             HostMsg::StatusRequest => self.push(Pending::Status),
             HostMsg::InstallKey { key_id, psk } => {
                 // Installing the key already sealing is acknowledged, not an error; a refusal
-                // shows in the KeyState answer (the key id is not listed).
-                if self.keyring.sealing().key_id() != key_id {
+                // (the same key id, a weak key) shows in the KeyState answer (the key id is
+                // not listed).
+                if self.member.keyring().sealing().key_id() != key_id {
                     let psk = Psk(psk.0);
                     let _ = self.accept_key(&psk, key_id);
                 }
                 self.push(Pending::KeyState);
             }
             HostMsg::UseKey { key_id } => {
-                let _ = self.keyring.seal_with(key_id);
+                let _ = self.member.keyring_mut().seal_with(key_id);
                 self.push(Pending::KeyState);
             }
             HostMsg::RetireKey { key_id } => {
                 // Only the key now sealing may stay; anything else is answered with the
                 // unchanged state so the main CPU sees the refusal.
-                if self.keyring.sealing().key_id() == key_id {
-                    self.retire_previous_key();
+                if self.member.keyring().sealing().key_id() == key_id {
+                    self.member.keyring_mut().retire_previous();
                 }
                 self.push(Pending::KeyState);
             }
@@ -721,7 +810,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 self.push(Pending::Status);
             }
             // Messages the controller sends, not receives.
-            HostMsg::RoleDecision { .. }
+            HostMsg::Roles(_)
             | HostMsg::ProbeRequest { .. }
             | HostMsg::Pong { .. }
             | HostMsg::Status(_)
@@ -814,6 +903,16 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.advance(now_ms);
         let now = self.now;
         let t = self.cfg.timers;
+        if now >= self.next_roles_ms {
+            self.next_roles_ms = now + ROLES_REFRESH_MS;
+            if !self.out.iter().any(|p| matches!(p, Pending::Roles)) {
+                self.push(Pending::Roles);
+            }
+            if self.host.peer_epoch().is_none() {
+                self.ping_nonce = self.ping_nonce.wrapping_add(1);
+                self.push(Pending::Ping(self.ping_nonce));
+            }
+        }
         if now >= self.next_hb_ms {
             self.heartbeat_now();
             let iv = t.profile.interval_ms() as u64;
@@ -886,22 +985,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
 
     // ----- keys and configuration -----
 
-    /// Starts a PSK rollover: seal with the new keys, still accept the current ones.
-    pub fn install_next_key(&mut self, psk: &Psk, key_id: u8) -> Result<(), KeyringError> {
-        self.keyring
-            .install_next(KeySet::derive(psk, self.cfg.cluster_id, key_id))
-    }
-
-    /// Phase 1 of a rollover: also accept frames under `key_id` (derived from `psk`); sealing
-    /// does not change until [`HostMsg::UseKey`].
+    /// Phase 1 of a rollover: also accept member frames under `key_id` (derived from `psk`);
+    /// sealing does not change until [`HostMsg::UseKey`]. A weak key is refused.
     pub fn accept_key(&mut self, psk: &Psk, key_id: u8) -> Result<(), KeyringError> {
-        self.keyring
-            .accept(KeySet::derive(psk, self.cfg.cluster_id, key_id))
-    }
-
-    /// Ends a PSK rollover: only the newest keys are accepted.
-    pub fn retire_previous_key(&mut self) {
-        self.keyring.retire_previous();
+        if psk.check_strength().is_err() {
+            return Err(KeyringError::NotAccepted(key_id));
+        }
+        let next = KeySet::derive(psk, self.cfg.cluster_id, key_id);
+        self.member.keyring_mut().accept(next)
     }
 
     /// Applies a new configuration without restarting (SPEC E2 "reload HA settings"):
@@ -920,11 +1011,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             return Err(ConfigError::ReloadNeedsRestart);
         }
         self.advance(now_ms);
-        self.seq.aead = config.encrypt;
+        self.member.set_encrypt(config.encrypt);
+        self.host.set_encrypt(config.encrypt);
         self.cfg = config;
         self.my_index = self.cfg.member_index(&self.cfg.me).unwrap_or(0) as u8;
         self.status.me.config_revision = self.cfg.config_revision;
-        self.status.me.priority = self.cfg.priority(0, &self.cfg.me);
         self.status.me.hardware_quality = self.hw.part(&self.cfg.quality);
         self.rebuild_peers();
         self.update_quality();
@@ -1081,6 +1172,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                             self.push(Pending::Resync {
                                 link: LinkId(l),
                                 domain,
+                                to: peer,
                             });
                         }
                         self.set_role(di, Role::Passive, Reason::Collision);
@@ -1146,16 +1238,21 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             to,
             reason,
         });
-        self.decide_out(domain, to);
+        self.roles_out();
         self.heartbeat_now();
         self.update_led();
     }
 
-    fn decide_out(&mut self, domain: u8, role: Role) {
-        self.decision_seq = self.decision_seq.wrapping_add(1);
-        let seq = self.decision_seq;
-        self.push(Pending::RoleDecision { domain, role, seq });
-        // One status report describes every domain: queue it once per batch of decisions.
+    /// Queues the roles report (and a status report) once per batch of role changes: one
+    /// report describes every domain, built when drained. The report goes ahead of every
+    /// other queued output but earlier reports: a takeover must not wait behind events.
+    fn roles_out(&mut self) {
+        if !self.out.iter().any(|p| matches!(p, Pending::Roles)) {
+            if self.out.push_front(Pending::Roles).is_err() {
+                self.status.counters.output_dropped =
+                    self.status.counters.output_dropped.saturating_add(1);
+            }
+        }
         if !self.out.iter().any(|p| matches!(p, Pending::Status)) {
             self.push(Pending::Status);
         }
@@ -1196,9 +1293,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
 
     fn event(&mut self, kind: EventKind) {
         let e = Event {
+            seq: self.event_seq,
             at_ms: self.now,
             kind,
         };
+        self.event_seq = self.event_seq.wrapping_add(1);
         self.events.push(e);
         self.push(Pending::Event(e));
     }

@@ -177,6 +177,10 @@ pub enum ConfigError {
     WeightTooLarge(u16),
     /// A reload changed the serial, the cluster id or the domain list: restart instead.
     ReloadNeedsRestart,
+    /// The PSK fails the strength rule ([`ha_proto::keys::check_strength`]).
+    WeakKey(ha_proto::keys::WeakKey),
+    /// Boot epoch 0: the member has no persistent boot counter.
+    NoBootEpoch,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -221,6 +225,10 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ReloadNeedsRestart => {
                 f.write_str("serial, cluster id or domains changed: restart the agent")
             }
+            ConfigError::WeakKey(w) => write!(f, "cluster key refused: {w}"),
+            ConfigError::NoBootEpoch => f.write_str(
+                "boot epoch 0: a persistent boot counter is required (frames of a reused epoch are replays)",
+            ),
         }
     }
 }
@@ -257,6 +265,7 @@ impl<const M: usize, const D: usize> Config<M, D> {
         if self.members.is_empty() {
             return Err(ConfigError::NoMembers);
         }
+        self.psk.check_strength().map_err(ConfigError::WeakKey)?;
         for (i, s) in self.members.iter().enumerate() {
             if self.members[..i].contains(s) {
                 return Err(ConfigError::DuplicateMember(*s));
@@ -310,8 +319,16 @@ impl<const M: usize, const D: usize> Config<M, D> {
         self.members.iter().position(|s| s == serial)
     }
 
-    /// Priority of a member in a domain: [`PREFERRED_PRIORITY`] for the domain's preferred
-    /// member, 0 otherwise.
+    /// Priority of a member in the domain with id `domain` (0 for an unknown domain).
+    pub fn priority_in(&self, domain: u8, serial: &Serial) -> u8 {
+        match self.domains.iter().position(|d| d.id == domain) {
+            Some(i) => self.priority(i, serial),
+            None => 0,
+        }
+    }
+
+    /// Priority of a member in the domain at position `domain_index` of [`Config::domains`]:
+    /// [`PREFERRED_PRIORITY`] for the domain's preferred member, 0 otherwise.
     pub fn priority(&self, domain_index: usize, serial: &Serial) -> u8 {
         match self.domains.get(domain_index).and_then(|d| d.preferred) {
             Some(p) if p == *serial => PREFERRED_PRIORITY,

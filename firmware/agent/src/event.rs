@@ -151,6 +151,9 @@ pub enum EventKind {
 /// A timestamped event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// Position in this agent's event sequence (from 0 at boot): a gap seen by the main CPU
+    /// means events were lost on the way.
+    pub seq: u32,
     /// Agent clock, ms.
     pub at_ms: u64,
     /// What happened.
@@ -257,16 +260,15 @@ impl<const N: usize> Write for Truncating<'_, N> {
 }
 
 impl Event {
-    /// The event as sent to the main CPU on the host link; `seq` is the shell's running count
-    /// of events, so that the main CPU sees gaps.
-    pub fn report(&self, seq: u32) -> EventReport {
+    /// The event as sent to the main CPU on the host link.
+    pub fn report(&self) -> EventReport {
         let mut detail: String<EVENT_DETAIL_LEN> = String::new();
         // Writing into `Truncating` never fails.
         let _ = write!(Truncating(&mut detail), "{:?}", self.kind);
         let mut name = String::new();
         let _ = Truncating(&mut name).write_str(self.kind.name());
         EventReport {
-            seq,
+            seq: self.seq,
             at_ms: self.at_ms,
             name,
             peer: self.kind.peer(),
@@ -284,6 +286,7 @@ mod tests {
         let mut r = EventRing::default();
         for t in 0..EVENT_CAP as u64 + 5 {
             r.push(Event {
+                seq: t as u32,
                 at_ms: t,
                 kind: EventKind::Resumed,
             });

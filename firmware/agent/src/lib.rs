@@ -36,9 +36,10 @@ pub mod status;
 pub use agent::Agent;
 pub use config::{Config, ConfigError, DomainConfig, Profile, Timers};
 pub use event::{Event, EventKind, EventRing};
+pub use ha_proto::endpoint::Reject;
 pub use output::{LedPattern, Output};
 pub use quality::{HwKind, HwReading};
-pub use status::{PeerState, RejectReason, Status};
+pub use status::{PeerState, Status};
 
 pub use ha_proto;
 

@@ -1,122 +1,8 @@
 //! The status snapshot (SPEC E1): this member, every peer, and the protocol counters.
 
-use ha_proto::frame::Error as FrameError;
+use ha_proto::endpoint::{Reject, RejectCounters};
 use ha_proto::msg::{FirmwareVersion, Forced, LinkState, Role, Serial, MAX_HA_LINKS};
 use heapless::{String, Vec};
-
-/// Why a received frame was rejected; each reason has its own counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RejectReason {
-    /// Shorter than a header and tag, or than its declared body.
-    Truncated,
-    /// Longer than a frame may be.
-    Oversize,
-    /// Not an HA frame.
-    BadMagic,
-    /// Unknown protocol version.
-    UnknownVersion,
-    /// Unknown channel.
-    UnknownKind,
-    /// Undefined flag bits.
-    BadFlags,
-    /// Bytes after the tag.
-    TrailingBytes,
-    /// Another cluster's frame.
-    WrongCluster,
-    /// Sealed with a key id not held.
-    UnknownKey,
-    /// Authentication failed.
-    BadTag,
-    /// Replayed (or reordered beyond the window).
-    Replay,
-    /// From an earlier boot of the sender.
-    StaleEpoch,
-    /// Replay table full.
-    TableFull,
-    /// Body is not a member message.
-    Decode,
-    /// Sender is not a configured member.
-    NotMember,
-    /// Our own frame came back.
-    OwnFrame,
-    /// Not a member-channel frame.
-    WrongChannel,
-    /// Arrived on a link that is not configured.
-    UnknownLink,
-}
-
-impl RejectReason {
-    /// Number of reasons.
-    pub const COUNT: usize = 18;
-    /// Every reason, in counter order.
-    pub const ALL: [RejectReason; Self::COUNT] = [
-        RejectReason::Truncated,
-        RejectReason::Oversize,
-        RejectReason::BadMagic,
-        RejectReason::UnknownVersion,
-        RejectReason::UnknownKind,
-        RejectReason::BadFlags,
-        RejectReason::TrailingBytes,
-        RejectReason::WrongCluster,
-        RejectReason::UnknownKey,
-        RejectReason::BadTag,
-        RejectReason::Replay,
-        RejectReason::StaleEpoch,
-        RejectReason::TableFull,
-        RejectReason::Decode,
-        RejectReason::NotMember,
-        RejectReason::OwnFrame,
-        RejectReason::WrongChannel,
-        RejectReason::UnknownLink,
-    ];
-
-    /// Maps a frame error to its reason.
-    pub fn from_frame(e: FrameError) -> Self {
-        match e {
-            FrameError::Truncated => RejectReason::Truncated,
-            FrameError::Oversize => RejectReason::Oversize,
-            FrameError::BadMagic => RejectReason::BadMagic,
-            FrameError::UnknownVersion(_) => RejectReason::UnknownVersion,
-            FrameError::UnknownKind(_) => RejectReason::UnknownKind,
-            FrameError::BadFlags(_) => RejectReason::BadFlags,
-            FrameError::TrailingBytes => RejectReason::TrailingBytes,
-            FrameError::WrongCluster(_) => RejectReason::WrongCluster,
-            FrameError::UnknownKey(_) => RejectReason::UnknownKey,
-            FrameError::BadTag => RejectReason::BadTag,
-            FrameError::Replay => RejectReason::Replay,
-            FrameError::StaleEpoch => RejectReason::StaleEpoch,
-            FrameError::TableFull => RejectReason::TableFull,
-            FrameError::Decode | FrameError::Encode | FrameError::BufferTooSmall => {
-                RejectReason::Decode
-            }
-        }
-    }
-
-    /// Short stable name, for counters and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            RejectReason::Truncated => "truncated",
-            RejectReason::Oversize => "oversize",
-            RejectReason::BadMagic => "bad_magic",
-            RejectReason::UnknownVersion => "unknown_version",
-            RejectReason::UnknownKind => "unknown_kind",
-            RejectReason::BadFlags => "bad_flags",
-            RejectReason::TrailingBytes => "trailing_bytes",
-            RejectReason::WrongCluster => "wrong_cluster",
-            RejectReason::UnknownKey => "unknown_key",
-            RejectReason::BadTag => "bad_tag",
-            RejectReason::Replay => "replay",
-            RejectReason::StaleEpoch => "stale_epoch",
-            RejectReason::TableFull => "table_full",
-            RejectReason::Decode => "decode",
-            RejectReason::NotMember => "not_member",
-            RejectReason::OwnFrame => "own_frame",
-            RejectReason::WrongChannel => "wrong_channel",
-            RejectReason::UnknownLink => "unknown_link",
-        }
-    }
-}
 
 /// Protocol counters (the verbose status).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,8 +11,10 @@ pub struct Counters {
     pub sent: u32,
     /// Frames accepted.
     pub received: u32,
-    /// Frames rejected, indexed by `RejectReason as usize`.
-    pub rejected: [u32; RejectReason::COUNT],
+    /// Member frames rejected, per reason ([`Reject`]).
+    pub rejected: RejectCounters,
+    /// Host-link frames rejected, per reason.
+    pub host_rejected: RejectCounters,
     /// Outputs dropped because the shell did not drain the queue.
     pub output_dropped: u32,
     /// Frames that could not be sealed (never expected; counted, not hidden).
@@ -134,14 +22,14 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Rejections for one reason.
-    pub fn rejected(&self, r: RejectReason) -> u32 {
-        self.rejected[r as usize]
+    /// Member-frame rejections for one reason.
+    pub fn rejected(&self, r: Reject) -> u32 {
+        self.rejected.get(r)
     }
 
-    /// All rejections.
+    /// All member-frame rejections.
     pub fn rejected_total(&self) -> u32 {
-        self.rejected.iter().fold(0u32, |a, b| a.saturating_add(*b))
+        self.rejected.total()
     }
 }
 
@@ -262,8 +150,6 @@ pub struct MemberStatus<const D: usize> {
     pub interface_quality: u8,
     /// Hardware part of the quality.
     pub hardware_quality: u8,
-    /// Priority in the first domain.
-    pub priority: u8,
     /// Configuration revision.
     pub config_revision: u64,
     /// True when every live peer runs the same configuration revision.

@@ -4,7 +4,8 @@
 use ha_agent::config::{Config, ConfigError, DomainConfig, Profile, Timers};
 use ha_agent::event::{EventKind, Reason};
 use ha_agent::quality::{HwKind, HwReading};
-use ha_agent::status::{PeerState, RejectReason};
+use ha_agent::status::PeerState;
+use ha_agent::Reject;
 use ha_agent::{Agent, LedPattern, LinkId, Output};
 use ha_proto::keys::Psk;
 use ha_proto::msg::host::{HostMsg, IfaceState};
@@ -17,9 +18,20 @@ fn serial(i: usize) -> Serial {
     Serial::new(&format!("SN{i:03}")).unwrap()
 }
 
+/// The cluster key of these tests (random bytes: weak keys are refused).
+const KEY: [u8; 32] = [
+    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194, 192,
+    99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+];
+/// Another strong key (a stranger's, or the next key of a rollover).
+const OTHER_KEY: [u8; 32] = [
+    148, 211, 98, 190, 85, 185, 119, 216, 168, 244, 196, 124, 61, 26, 207, 254, 228, 120, 234, 147,
+    40, 232, 200, 231, 16, 119, 200, 247, 47, 102, 116, 61,
+];
+
 fn config(me: usize, n: usize) -> Config<4, 2> {
     let members = (0..n).map(serial).collect();
-    let mut c = Config::new(42, Psk([9; 32]), serial(me), members);
+    let mut c = Config::new(42, Psk(KEY), serial(me), members);
     c.links = 2;
     c.timers = Timers::for_profile(Profile::Fast);
     c
@@ -194,18 +206,20 @@ fn pair_elects_one_active_by_spread_and_leds_follow() {
     assert_eq!(c.role(1), Role::Passive);
     assert_eq!(c.a(0).led(), LedPattern::Steady);
     assert_eq!(c.a(1).led(), LedPattern::PASSIVE);
-    // The main CPU was told, with increasing decision numbers.
-    let decisions: Vec<_> = c
+    // The main CPU was told, by domain id: starting, then active (re-asserted since).
+    let mut decisions: Vec<_> = c
         .host
         .iter()
         .filter_map(|(m, h)| match h {
-            HostMsg::RoleDecision {
-                role, decision_seq, ..
-            } if *m == 0 => Some((*role, *decision_seq)),
+            HostMsg::Roles(r) if *m == 0 => Some(r.iter().map(|d| (d.domain, d.role)).collect()),
             _ => None,
         })
-        .collect();
-    assert_eq!(decisions, vec![(Role::Starting, 1), (Role::Active, 2)]);
+        .collect::<Vec<Vec<_>>>();
+    decisions.dedup();
+    assert_eq!(
+        decisions,
+        vec![vec![(0, Role::Starting)], vec![(0, Role::Active)]]
+    );
     assert_eq!(c.a(0).status().peers[0].state, PeerState::Alive);
 }
 
@@ -262,7 +276,7 @@ fn priority_breaks_quality_ties() {
         Role::Active,
         "the preferred member wins on equal quality"
     );
-    assert_eq!(c.a(1).status().me.priority, 50);
+    assert_eq!(c.a(1).config().priority_in(0, &serial(1)), 50);
     // Higher quality still beats priority.
     c.with(1, |a, now| {
         a.on_hardware(
@@ -547,11 +561,11 @@ fn bad_frames_are_rejected_and_counted_per_reason() {
     let b = c.agents[1].as_mut().unwrap();
     b.on_frame(60, own.1, &mut own.2.clone());
     let k = &b.status().counters;
-    assert_eq!(k.rejected(RejectReason::Replay), 1);
-    assert_eq!(k.rejected(RejectReason::BadTag), 1);
-    assert_eq!(k.rejected(RejectReason::Truncated), 1);
-    assert_eq!(k.rejected(RejectReason::UnknownLink), 1);
-    assert_eq!(k.rejected(RejectReason::OwnFrame), 1);
+    assert_eq!(k.rejected(Reject::Replay), 1);
+    assert_eq!(k.rejected(Reject::BadTag), 1);
+    assert_eq!(k.rejected(Reject::Truncated), 1);
+    assert_eq!(k.rejected(Reject::UnknownLink), 1);
+    assert_eq!(k.rejected(Reject::OwnFrame), 1);
     assert_eq!(k.rejected_total(), 5);
     assert!(k.received > 0);
 }
@@ -561,7 +575,7 @@ fn frames_from_another_cluster_or_key_are_rejected() {
     let mut stranger = A::new(
         {
             let mut c = config(0, 2);
-            c.psk = Psk([1; 32]);
+            c.psk = Psk(OTHER_KEY);
             c
         },
         0,
@@ -574,7 +588,7 @@ fn frames_from_another_cluster_or_key_are_rejected() {
             b.on_frame(1, link, &mut bytes.to_vec());
         }
     }
-    assert!(b.status().counters.rejected(RejectReason::BadTag) >= 1);
+    assert!(b.status().counters.rejected(Reject::BadTag) >= 1);
     assert_eq!(b.status().peers[0].state, PeerState::Unknown);
 }
 
@@ -708,9 +722,9 @@ fn status_request_reports_every_member_and_role_changes_push_one() {
     let r = &reports[0];
     assert_eq!(r.members.len(), 2);
     assert!(r.members[0].local && r.members[0].serial == serial(1));
-    assert_eq!(r.members[0].roles[0], Role::Passive);
+    assert_eq!(r.members[0].domains[0].role, Role::Passive);
     assert!(!r.members[1].local && r.members[1].alive);
-    assert_eq!(r.members[1].roles[0], Role::Active);
+    assert_eq!(r.members[1].domains[0].role, Role::Active);
     assert_eq!(
         r.led,
         LedReport::Blink {
@@ -742,7 +756,7 @@ fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
     c.events.clear();
     let install = HostMsg::InstallKey {
         key_id: 2,
-        psk: WirePsk([7; 32]),
+        psk: WirePsk(OTHER_KEY),
     };
     // Phase 1, one member after the other with time passing in between: nothing changes on
     // the wire yet.
@@ -794,13 +808,14 @@ fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
 #[test]
 fn events_render_for_the_host_link() {
     let e = ha_agent::event::Event {
+        seq: 9,
         at_ms: 1234,
         kind: EventKind::PeerLost {
             peer: serial(3),
             confirmed: true,
         },
     };
-    let r = e.report(9);
+    let r = e.report();
     assert_eq!((r.seq, r.at_ms, r.name.as_str()), (9, 1234, "peer_lost"));
     assert_eq!(r.peer, Some(serial(3)));
     assert!(r.detail.contains("confirmed: true"), "{}", r.detail);
@@ -872,4 +887,181 @@ fn a_failed_member_is_removed_and_its_replacement_joins() {
     assert!(c.events_of(0).contains(&EventKind::MembersRefused));
     assert!(c.a(0).status().peer(&serial(2)).is_some());
     assert_eq!(c.a(0).config().members.len(), 2);
+}
+
+/// Defect: a member frame recorded at any time and replayed after its receiver rebooted was
+/// accepted (the replay window starts empty). Commands and heartbeats name the receiver's
+/// boot: a forcing recorded before the reboot changes nothing after it, and a heartbeat of
+/// the dead peer recorded before the reboot does not keep it alive.
+#[test]
+fn frames_recorded_before_a_reboot_change_nothing_after_it() {
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Passive));
+    // SN000's operator forces SN001 passive; the attacker records the relayed frames.
+    let first = c.frames.len();
+    c.with(0, |a, now| {
+        a.on_host(
+            now,
+            HostMsg::Admin {
+                target: Some(serial(1)),
+                command: AdminCommand::ForceActive,
+            },
+        )
+    });
+    let recorded: Vec<_> = c.frames[first..]
+        .iter()
+        .filter(|f| f.0 == 0)
+        .cloned()
+        .collect();
+    assert_eq!(c.a(1).status().me.forced, Forced::Active);
+    c.run_until(1_000);
+    let heartbeats_of_0: Vec<_> = c.frames.iter().filter(|f| f.0 == 0).cloned().collect();
+    // SN001 reboots (boot counter 2) and SN000 dies for good.
+    c.agents[0] = None;
+    c.alive[0] = false;
+    c.agents[1] = Some(A::new(config(1, 2), c.now, 2).unwrap());
+    for (_, link, bytes) in recorded.iter().chain(heartbeats_of_0.iter().rev().take(20)) {
+        let now = c.now;
+        c.agents[1]
+            .as_mut()
+            .unwrap()
+            .on_frame(now, *link, &mut bytes.clone());
+    }
+    let k = &c.a(1).status().counters;
+    assert!(k.rejected(Reject::StaleBinding) >= 1, "{:?}", k.rejected);
+    assert_eq!(c.a(1).status().me.forced, Forced::None);
+    assert_eq!(c.a(1).status().peers[0].state, PeerState::Unknown);
+    // Alone, it takes over after the startup window.
+    c.run_until(c.now + 1_000);
+    assert_eq!(c.role(1), Role::Active);
+}
+
+/// Defect: the role reached the main CPU once per change; a lost frame left the main CPU
+/// without an active member. The roles are re-asserted every ROLES_REFRESH_MS.
+#[test]
+fn roles_are_reasserted_to_the_main_cpu_periodically() {
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    let before = c.host.len();
+    c.run_until(1_500);
+    let refreshes = c.host[before..]
+        .iter()
+        .filter(|(m, h)| *m == 0 && matches!(h, HostMsg::Roles(r) if r[0].role == Role::Active))
+        .count() as u64;
+    assert!(
+        refreshes >= 1_000 / ha_agent::agent::ROLES_REFRESH_MS - 1,
+        "{refreshes} refreshes in 1 s"
+    );
+}
+
+/// Defect (architecture issue, bug 5): domain ids need not be 0..n; the roles report names
+/// each domain by id and priorities follow the domain, not position 0.
+#[test]
+fn sparse_domain_ids_are_reported_by_id() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.domains.clear();
+        c.domains
+            .push(DomainConfig {
+                id: 1,
+                preferred: Some(serial(1)),
+            })
+            .unwrap();
+        c.domains
+            .push(DomainConfig {
+                id: 3,
+                preferred: Some(serial(0)),
+            })
+            .unwrap();
+    }
+    let mut c = Cluster::new(cfgs);
+    c.run_until(500);
+    assert_eq!(c.a(1).role(1), Some(Role::Active));
+    assert_eq!(c.a(0).role(3), Some(Role::Active));
+    let last_roles = |m: usize| {
+        c.host
+            .iter()
+            .rev()
+            .find_map(|(i, h)| match h {
+                HostMsg::Roles(r) if *i == m => {
+                    Some(r.iter().map(|d| (d.domain, d.role)).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(last_roles(0), vec![(1, Role::Passive), (3, Role::Active)]);
+    assert_eq!(last_roles(1), vec![(1, Role::Active), (3, Role::Passive)]);
+    let report = c.a(0).status_report();
+    let peer = &report.members[1];
+    let prio: Vec<_> = peer
+        .domains
+        .iter()
+        .map(|d| (d.domain, d.priority))
+        .collect();
+    assert_eq!(prio, vec![(1, 50), (3, 0)]);
+}
+
+/// The controller's end of the host link lives in the agent: frames from the main CPU are
+/// opened there, state changes need the main CPU to have heard this boot, and a main CPU
+/// that restarts gets the roles at once.
+#[test]
+fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
+    use ha_proto::hostlink::{End, HostEndpoint};
+    let mut a = A::new(config(0, 1), 0, 7).unwrap();
+    let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 3, false);
+    let mut buf = [0u8; 1472];
+    let drain = |a: &mut A, cpu: &mut HostEndpoint| {
+        let mut got = Vec::new();
+        while let Some(o) = a.poll_output() {
+            if let Output::Host(m) = o {
+                let mut f = vec![0u8; 1472];
+                let n = a.seal_host(&m, &mut f).unwrap();
+                f.truncate(n);
+                if let Ok(msg) = cpu.open(&mut f) {
+                    got.push(msg);
+                }
+            }
+        }
+        got
+    };
+    a.on_tick(300);
+    // Before the main CPU heard this boot: a forcing is refused as unbound.
+    let n = cpu
+        .seal(
+            &HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+            &mut buf,
+        )
+        .unwrap();
+    a.on_host_frame(300, &mut buf[..n]);
+    assert_eq!(a.status().counters.host_rejected.get(Reject::Unbound), 1);
+    assert_eq!(a.status().me.forced, Forced::None);
+    // The keepalive the agent sends while unheard teaches the main CPU this boot.
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        got.iter().any(|m| matches!(m, HostMsg::Ping { .. })),
+        "{got:?}"
+    );
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.on_host_frame(301, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        got.iter().any(|m| matches!(m, HostMsg::Roles(_))),
+        "{got:?}"
+    );
+    let n = cpu
+        .seal(
+            &HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+            &mut buf,
+        )
+        .unwrap();
+    a.on_host_frame(302, &mut buf[..n]);
+    assert_eq!(a.status().me.forced, Forced::Passive);
 }
