@@ -14,7 +14,7 @@ use ha_proto::msg::Serial;
 
 use crate::config::DaemonConfig;
 use crate::fastpath::{FastPath, Filter, SideConfig};
-use crate::hostlink::{boot_epoch, open_serial_device, HostCodec, HostLink, Stream};
+use crate::hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
@@ -232,10 +232,12 @@ pub fn spawn_sync<D: Dataplane>(
     }))
 }
 
-/// Runs the daemon until `stop` is set. `dataplane` builds the connection table and sync
-/// engine from the configuration block.
+/// Runs the daemon until `stop` is set, in boot `epoch` (the persistent boot counter,
+/// [`crate::hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
+/// from the configuration block.
 pub fn run<D: Dataplane>(
     cfg: DaemonConfig,
+    epoch: u32,
     dataplane: impl FnOnce(&ConfigBlock) -> D,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
@@ -348,7 +350,7 @@ pub fn run<D: Dataplane>(
     let mut st = LoopState::default();
     // One codec for the whole run: the controller's replay window must see our sequence
     // numbers go on increasing across reconnections.
-    let mut codec = Some(HostCodec::new(&block, boot_epoch()));
+    let mut codec = Some(HostCodec::new(&block, epoch));
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());

@@ -9,10 +9,11 @@
 //! # serial = "/dev/ttyS1"                # ... or the UART to the controller
 //! # baud = 115200
 //! mgmt_socket = "/run/ha/mgmt.sock"
+//! state_dir = "/var/lib/ha"             # boot counter (the daemon's boot epoch)
 //! interfaces_period_ms = 1000            # Interfaces report, besides every change
 //! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
 //! bounce_on_swap_ms = 0                  # interfaces down this long when going passive
-//! table = "dataplane"                    # or "builtin" (the daemon's small flow table)
+//! table = "dataplane"                    # the dataplane crate's table (the only one today)
 //!
 //! [[monitor]]
 //! name = "eth1"
@@ -65,6 +66,10 @@ pub struct DaemonConfig {
     /// Management API socket.
     #[serde(default = "default_mgmt")]
     pub mgmt_socket: PathBuf,
+    /// Directory of the state that survives a restart: the boot counter (`boot-counter`),
+    /// the daemon's boot epoch on every link.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// Period of the interface report, ms.
     #[serde(default = "default_iface_period")]
     pub interfaces_period_ms: u64,
@@ -78,8 +83,8 @@ pub struct DaemonConfig {
     /// Monitored interfaces and their weights.
     #[serde(default)]
     pub monitor: Vec<MonitoredIface>,
-    /// Connection table and state sync: the dataplane crate's (default) or the daemon's
-    /// small built-in one.
+    /// Connection table and state sync: the dataplane crate's (the only one today; the
+    /// daemon's own small table was removed, see docs/daemon.md).
     #[serde(default)]
     pub table: Table,
     /// The fast path, if this member forwards.
@@ -101,6 +106,10 @@ fn default_mgmt() -> PathBuf {
     PathBuf::from(ha_mgmt_api::DEFAULT_SOCKET)
 }
 
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ha")
+}
+
 fn default_iface_period() -> u64 {
     1000
 }
@@ -113,8 +122,6 @@ pub enum Table {
     /// larval generations.
     #[default]
     Dataplane,
-    /// `ha_daemon::flowtable::FlowTable`: flows without protocol state, acknowledged sync.
-    Builtin,
 }
 
 /// The two forwarding interfaces.

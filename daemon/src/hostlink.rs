@@ -1,62 +1,53 @@
 //! The main-CPU end of the host link to the management controller.
 //!
-//! On the wire each message is a frame of channel [`Channel::Host`], sealed with the host-link
-//! key derived from the member's configuration block (PSK, cluster id, key id), then
-//! COBS-framed with a CRC ([`ha_proto::uart`]). The sender is the member's own serial with
-//! this process's boot epoch (Unix seconds at start) and its own sequence numbers.
+//! Every rule about a host-link frame is `ha_proto::hostlink`'s ([`HostEndpoint`], the same
+//! codec the controller runs, told it is the main CPU's end): direction, binding to the
+//! controller's boot, replay, key rollover. This module only moves bytes: it frames sealed
+//! messages for the UART ([`ha_proto::uart`]), reassembles incoming frames, counts what was
+//! refused and queues what was accepted.
 //!
-//! [`HostCodec`] is the sans-IO core (bytes in, messages out; messages in, bytes out) and
+//! The boot epoch this end sends under is the main CPU's persistent boot counter
+//! ([`ha_persist::BootCounter`], [`boot_epoch`]), never the clock.
+//!
+//! [`HostCodec`] is the sans-IO part (bytes in, messages out; messages in, bytes out) and
 //! [`HostLink`] drives it over a byte stream: QEMU's UART1 chardev socket in CI, a serial
 //! device on hardware ([`HostLink::open_serial`]).
-//!
-//! Frames that fail any check are dropped and counted per reason ([`HostCodec::rejects`]);
-//! they never reach the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ha_proto::config_block::ConfigBlock;
-use ha_proto::frame::{self, MAX_FRAME_LEN};
-use ha_proto::keys::{KeySet, Keyring};
+use ha_proto::frame::MAX_FRAME_LEN;
+pub use ha_proto::hostlink::End;
+use ha_proto::hostlink::{HostEndpoint, SealError};
 use ha_proto::msg::host::HostMsg;
-use ha_proto::msg::{Channel, Serial};
-use ha_proto::replay::ReplayTable;
-use ha_proto::seq::Sequencer;
 use ha_proto::uart::{self, Decoder, UartError, MAX_ENCODED_LEN};
 
 use crate::util::wait_readable;
 
-/// Senders the host-link replay table tracks: only the local controller ever talks on this
-/// link; one spare slot lets a controller with a changed serial be reported as `wrong_sender`
-/// rather than `table_full`.
-pub const REPLAY_SLOTS: usize = 2;
-
 /// Messages decoded but not yet taken by the caller. A controller sends at most a status
-/// report, a few events and a role decision per tick; more than this queued means the caller
+/// report, a few events and a roles report per tick; more than this queued means the caller
 /// stopped reading, and the oldest are dropped (counted as `inbox_overflow`).
 pub const INBOX_LEN: usize = 1024;
 
 /// Why sealing a message failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
-    /// The message does not fit one frame.
-    Frame(frame::Error),
+    /// Refused by the host-link codec (too large, wrong direction, unknown key).
+    Seal(SealError),
     /// The UART encoding failed (buffer too small: a bug).
     Uart(UartError),
-    /// A key rollover message asks for a key the keyring does not hold.
-    Keyring(ha_proto::keys::KeyringError),
 }
 
 impl std::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EncodeError::Frame(e) => write!(f, "sealing host message: {e}"),
+            EncodeError::Seal(e) => write!(f, "{e}"),
             EncodeError::Uart(e) => write!(f, "framing host message: {e}"),
-            EncodeError::Keyring(e) => write!(f, "key rollover: {e}"),
         }
     }
 }
@@ -69,53 +60,11 @@ impl From<EncodeError> for io::Error {
     }
 }
 
-/// True for the messages a controller sends to the main CPU (the direction this end accepts).
-///
-/// Both ends seal with the same key under the same serial, so a frame this end sent, reflected
-/// back by a broken or hostile wire, would authenticate; it is refused by its direction (and by
-/// its epoch, see [`HostCodec::push`]).
-pub fn is_from_controller(msg: &HostMsg) -> bool {
-    match msg {
-        HostMsg::RoleDecision { .. }
-        | HostMsg::ProbeRequest { .. }
-        | HostMsg::Ping { .. }
-        | HostMsg::Pong { .. }
-        | HostMsg::Status(_)
-        | HostMsg::Event(_)
-        | HostMsg::KeyState { .. } => true,
-        HostMsg::Interfaces(_)
-        | HostMsg::Admin { .. }
-        | HostMsg::ProbeResult { .. }
-        | HostMsg::StatusRequest
-        | HostMsg::InstallKey { .. }
-        | HostMsg::UseKey { .. }
-        | HostMsg::RetireKey { .. }
-        | HostMsg::Members(_) => false,
-    }
-}
-
-/// Which end of the host link a codec is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// The main CPU (this daemon): accepts what a controller sends.
-    MainCpu,
-    /// The management controller (the host-process stand-in `ha-agent-host`): accepts what a
-    /// main CPU sends, and [`HostMsg::InstallKey`] only when AEAD-sealed.
-    Controller,
-}
-
-/// Sans-IO host-link codec: seals outgoing messages into UART bytes, turns incoming bytes into
-/// authenticated, fresh messages.
+/// Sans-IO host-link codec of the main CPU: seals outgoing messages into UART bytes, turns
+/// incoming bytes into accepted messages.
 pub struct HostCodec {
-    end: End,
-    serial: Serial,
-    cluster_id: u32,
-    keyring: Keyring,
-    seq: Sequencer,
-    /// Seal every frame with the AEAD (the block's `encrypt` flag), not only key transport.
-    encrypt: bool,
+    ep: HostEndpoint,
     decoder: Box<Decoder<MAX_ENCODED_LEN>>,
-    replay: ReplayTable<REPLAY_SLOTS>,
     inbox: VecDeque<HostMsg>,
     rejects: BTreeMap<&'static str, u64>,
     accepted: u64,
@@ -125,9 +74,8 @@ pub struct HostCodec {
 impl std::fmt::Debug for HostCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostCodec")
-            .field("serial", &self.serial)
-            .field("cluster_id", &self.cluster_id)
-            .field("epoch", &self.seq.epoch)
+            .field("epoch", &self.ep.epoch())
+            .field("peer_epoch", &self.ep.peer_epoch())
             .field("accepted", &self.accepted)
             .field("sent", &self.sent)
             .field("rejects", &self.rejects)
@@ -137,23 +85,24 @@ impl std::fmt::Debug for HostCodec {
 
 impl HostCodec {
     /// The main CPU's codec for the member described by `cfg`, sending under boot epoch
-    /// `epoch`.
+    /// `epoch` (from [`boot_epoch`]).
     pub fn new(cfg: &ConfigBlock, epoch: u32) -> Self {
         Self::with_end(End::MainCpu, cfg, epoch)
     }
 
-    /// A codec for either end.
+    /// A codec for either end (tests play the controller's end over a socket with it).
     pub fn with_end(end: End, cfg: &ConfigBlock, epoch: u32) -> Self {
-        let keys = KeySet::derive(&cfg.psk, cfg.cluster_id, cfg.key_id);
         Self {
-            end,
-            serial: cfg.serial,
-            cluster_id: cfg.cluster_id,
-            keyring: Keyring::new(keys),
-            seq: Sequencer::new(cfg.cluster_id, cfg.serial, epoch),
-            encrypt: cfg.encrypt,
+            ep: HostEndpoint::new(
+                end,
+                &cfg.psk,
+                cfg.cluster_id,
+                cfg.key_id,
+                cfg.serial,
+                epoch,
+                cfg.encrypt,
+            ),
             decoder: Box::new(Decoder::new()),
-            replay: ReplayTable::new(),
             inbox: VecDeque::new(),
             rejects: BTreeMap::new(),
             accepted: 0,
@@ -163,61 +112,29 @@ impl HostCodec {
 
     /// The boot epoch this end sends under.
     pub fn epoch(&self) -> u32 {
-        self.seq.epoch
+        self.ep.epoch()
     }
 
-    /// Seals `msg` and returns the bytes to write to the link.
-    ///
-    /// [`HostMsg::InstallKey`] is always sealed with the AEAD (the key must not cross the wire
-    /// in clear). On the main CPU's end, the key rollover messages also update this end's
-    /// keyring, so that it accepts and seals with the same keys as the controller:
-    /// `InstallKey` accepts the new key, `UseKey` seals with it, `RetireKey` drops the other
-    /// one. (The controller's end follows the rollover messages it receives.)
+    /// The controller's boot, once one of its frames was accepted.
+    pub fn peer_epoch(&self) -> Option<u32> {
+        self.ep.peer_epoch()
+    }
+
+    /// Seals `msg` and returns the bytes to write to the link. Key rollover messages also
+    /// move this end's keyring (see [`HostEndpoint::seal`]).
     pub fn encode(&mut self, msg: &HostMsg) -> Result<Vec<u8>, EncodeError> {
-        let aead = self.encrypt || matches!(msg, HostMsg::InstallKey { .. });
-        let mut hdr = self
-            .seq
-            .header(Channel::Host, self.keyring.sealing().key_id());
-        hdr.aead = aead;
         let mut frame_buf = [0u8; MAX_FRAME_LEN];
-        let n = frame::seal_msg(self.keyring.sealing(), &hdr, msg, &mut frame_buf)
-            .map_err(EncodeError::Frame)?;
+        let n = self.ep.seal(msg, &mut frame_buf).map_err(EncodeError::Seal)?;
         let mut out = vec![0u8; uart::encoded_len(n)];
         let m = uart::encode_frame(&frame_buf[..n], &mut out).map_err(EncodeError::Uart)?;
         out.truncate(m);
-        match msg {
-            _ if self.end == End::Controller => {}
-            HostMsg::InstallKey { key_id, psk } => {
-                let next = KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
-                self.keyring.accept(next).map_err(EncodeError::Keyring)?;
-            }
-            HostMsg::UseKey { key_id } => {
-                self.keyring
-                    .seal_with(*key_id)
-                    .map_err(EncodeError::Keyring)?;
-            }
-            HostMsg::RetireKey { key_id } => {
-                if self.keyring.sealing().key_id() == *key_id {
-                    self.keyring.retire_previous();
-                } else {
-                    self.keyring
-                        .seal_with(*key_id)
-                        .map_err(EncodeError::Keyring)?;
-                    self.keyring.retire_previous();
-                }
-            }
-            _ => {}
-        }
         self.sent += 1;
         Ok(out)
     }
 
-    /// Feeds received bytes; every complete, valid frame becomes a message for
-    /// [`next_msg`](Self::next_msg). Invalid frames are counted in [`rejects`](Self::rejects).
-    ///
-    /// Checks, in order: COBS and CRC, header and tag ([`frame::open`]), channel = host,
-    /// sender = this member's serial, not this end's own epoch (a reflected frame), replay
-    /// window, body decodes, and direction (controller → main CPU).
+    /// Feeds received bytes; every complete, accepted frame becomes a message for
+    /// [`next_msg`](Self::next_msg). Refused frames are counted in
+    /// [`rejects`](Self::rejects) by reason (`bad_crc`, `bad_tag`, `unbound`, ...).
     pub fn push(&mut self, bytes: &[u8]) {
         for &b in bytes {
             let frame = match self.decoder.push(b) {
@@ -234,8 +151,7 @@ impl HostCodec {
                 continue;
             };
             buf.copy_from_slice(frame);
-            let result = self.check(buf);
-            match result {
+            match self.ep.open(buf) {
                 Ok(msg) => {
                     if self.inbox.len() >= INBOX_LEN {
                         self.inbox.pop_front();
@@ -244,69 +160,21 @@ impl HostCodec {
                     self.accepted += 1;
                     self.inbox.push_back(msg);
                 }
-                Err(reason) => self.reject(reason),
+                Err(r) => self.reject(r.name()),
             }
         }
-    }
-
-    fn check(&mut self, buf: &mut [u8]) -> Result<HostMsg, &'static str> {
-        let opened = frame::open(&self.keyring, self.cluster_id, buf).map_err(|e| e.name())?;
-        let h = opened.header;
-        if h.channel != Channel::Host {
-            return Err("wrong_channel");
-        }
-        if h.sender != self.serial {
-            return Err("wrong_sender");
-        }
-        if h.epoch == self.seq.epoch {
-            return Err("reflected");
-        }
-        let msg: HostMsg = opened.decode().map_err(|e| e.name())?;
-        let from_controller = is_from_controller(&msg);
-        match self.end {
-            End::MainCpu if !from_controller => return Err("wrong_direction"),
-            End::Controller if from_controller => return Err("wrong_direction"),
-            End::Controller if matches!(msg, HostMsg::InstallKey { .. }) && !h.aead => {
-                return Err("key_in_clear")
-            }
-            _ => {}
-        }
-        // Only authenticated, well-formed frames move the window.
-        self.replay
-            .check_and_record(h.sender, h.epoch, h.seq)
-            .map_err(|e| e.name())?;
-        if self.end == End::Controller {
-            // Follow the main CPU's rollover as the agent does (refusals show in the agent's
-            // KeyState answer; the keyring here only has to match it).
-            let sealing = self.keyring.sealing().key_id();
-            match &msg {
-                HostMsg::InstallKey { key_id, psk } if sealing != *key_id => {
-                    let next =
-                        KeySet::derive(&ha_proto::keys::Psk(psk.0), self.cluster_id, *key_id);
-                    let _ = self.keyring.accept(next);
-                }
-                HostMsg::UseKey { key_id } => {
-                    let _ = self.keyring.seal_with(*key_id);
-                }
-                HostMsg::RetireKey { key_id } if sealing == *key_id => {
-                    self.keyring.retire_previous();
-                }
-                _ => {}
-            }
-        }
-        Ok(msg)
     }
 
     fn reject(&mut self, reason: &'static str) {
         *self.rejects.entry(reason).or_insert(0) += 1;
     }
 
-    /// The oldest decoded message, if any.
+    /// The oldest accepted message, if any.
     pub fn next_msg(&mut self) -> Option<HostMsg> {
         self.inbox.pop_front()
     }
 
-    /// Dropped frames per reason (`bad_crc`, `bad_tag`, `replay`, `wrong_direction`, ...).
+    /// Refused frames per reason.
     pub fn rejects(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejects
     }
@@ -323,11 +191,12 @@ impl HostCodec {
 
     /// Key id frames are sealed with now.
     pub fn sealing_key_id(&self) -> u8 {
-        self.keyring.sealing().key_id()
+        self.ep.sealing_key_id()
     }
 }
 
-fn uart_reason(e: UartError) -> &'static str {
+/// Name of a UART framing error, for the reject counters.
+pub fn uart_reason(e: UartError) -> &'static str {
     match e {
         UartError::BufferTooSmall => "buffer_too_small",
         UartError::Overflow => "uart_overflow",
@@ -337,12 +206,10 @@ fn uart_reason(e: UartError) -> &'static str {
     }
 }
 
-/// This process's boot epoch: Unix seconds now (the main CPU has a real-time clock).
-pub fn boot_epoch() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-        .unwrap_or(1)
+/// This process's boot epoch: the main CPU's persistent boot counter in `state_dir`
+/// (`boot-counter`), incremented on every start.
+pub fn boot_epoch(state_dir: &Path) -> io::Result<u32> {
+    ha_persist::BootCounter::new(state_dir.join("boot-counter")).next()
 }
 
 /// The host link over a byte stream `T` (a unix socket to QEMU, or a serial device).
@@ -353,18 +220,23 @@ pub struct HostLink<T = UnixStream> {
 }
 
 impl HostLink<UnixStream> {
-    /// Connects to QEMU's UART1 chardev socket at `path`.
-    pub fn connect(path: &Path, cfg: &ConfigBlock) -> io::Result<Self> {
+    /// Connects to QEMU's UART1 chardev socket at `path`, sending under boot `epoch`.
+    pub fn connect(path: &Path, cfg: &ConfigBlock, epoch: u32) -> io::Result<Self> {
         let io = UnixStream::connect(path)?;
-        Ok(Self::new(io, HostCodec::new(cfg, boot_epoch())))
+        Ok(Self::new(io, HostCodec::new(cfg, epoch)))
     }
 
     /// Like [`connect`](Self::connect), retrying every 50 ms until `timeout` (QEMU creates the
     /// socket a moment after it starts).
-    pub fn connect_retry(path: &Path, cfg: &ConfigBlock, timeout: Duration) -> io::Result<Self> {
+    pub fn connect_retry(
+        path: &Path,
+        cfg: &ConfigBlock,
+        epoch: u32,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let deadline = Instant::now() + timeout;
         loop {
-            match Self::connect(path, cfg) {
+            match Self::connect(path, cfg, epoch) {
                 Ok(l) => return Ok(l),
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -405,10 +277,11 @@ pub fn open_serial_device(device: &Path, baud: u32) -> io::Result<std::fs::File>
 }
 
 impl HostLink<std::fs::File> {
-    /// Opens the host link on a serial device ([`open_serial_device`]).
-    pub fn open_serial(device: &Path, baud: u32, cfg: &ConfigBlock) -> io::Result<Self> {
+    /// Opens the host link on a serial device ([`open_serial_device`]), sending under boot
+    /// `epoch`.
+    pub fn open_serial(device: &Path, baud: u32, cfg: &ConfigBlock, epoch: u32) -> io::Result<Self> {
         let file = open_serial_device(device, baud)?;
-        Ok(Self::new(file, HostCodec::new(cfg, boot_epoch())))
+        Ok(Self::new(file, HostCodec::new(cfg, epoch)))
     }
 }
 

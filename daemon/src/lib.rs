@@ -8,7 +8,6 @@ pub mod app;
 pub mod config;
 pub mod dp;
 pub mod fastpath;
-pub mod flowtable;
 pub mod hostlink;
 pub mod links;
 pub mod mgmt;

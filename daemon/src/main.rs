@@ -12,7 +12,6 @@ use std::sync::Arc;
 use clap::Parser;
 use ha_daemon::config::{DaemonConfig, Table};
 use ha_daemon::dp::Dp;
-use ha_daemon::flowtable::FlowTable;
 use ha_daemon::hostlink::boot_epoch;
 
 #[derive(Parser)]
@@ -33,10 +32,21 @@ fn main() -> ExitCode {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let epoch = boot_epoch();
+    // One boot epoch for every link of this process: the persistent boot counter.
+    let epoch = match boot_epoch(&cfg.state_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "ha-daemon: boot counter in {}: {e}",
+                cfg.state_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cfg.table {
         Table::Dataplane => ha_daemon::app::run(
             cfg,
+            epoch,
             |block| {
                 Dp(ha_dataplane::Dataplane::from_block(
                     block,
@@ -46,7 +56,6 @@ fn main() -> ExitCode {
             },
             stop,
         ),
-        Table::Builtin => ha_daemon::app::run(cfg, |block| FlowTable::new(block, epoch), stop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,12 +78,12 @@ fn member_mode(m: &MemberSummary) -> Mode {
     if !m.alive {
         return Mode::Unknown;
     }
-    if m.roles.contains(&Role::Active) {
+    if m.domains.iter().any(|d| d.role == Role::Active) {
         return Mode::Active;
     }
-    m.roles
+    m.domains
         .first()
-        .map(|r| mode_of(*r))
+        .map(|d| mode_of(d.role))
         .unwrap_or(Mode::Unknown)
 }
 
@@ -134,7 +134,8 @@ pub fn cluster_info(
                 mode: member_mode(m),
                 mode_since: since_ms / 1000,
                 quality: m.quality,
-                priority: m.priority,
+                // The first configured domain's; per-domain priorities are in the report.
+                priority: m.domains.first().map(|d| d.priority).unwrap_or(0),
                 config_sync: ConfigSyncInfo {
                     state: if m.local {
                         SyncState::Source
@@ -318,7 +319,7 @@ impl MgmtServer {
             r.members
                 .iter()
                 .find(|m| m.local)
-                .is_some_and(|m| m.roles.contains(&Role::Active)),
+                .is_some_and(|m| m.domains.iter().any(|d| d.role == Role::Active)),
         )
     }
 

@@ -154,7 +154,8 @@ pub struct HostLoop<F> {
 /// Mutable state of the loop that survives reconnections of the host link.
 #[derive(Default)]
 pub struct LoopState {
-    last_decision: BTreeMap<u8, u32>,
+    /// The controller's boot the interface report was last sent to.
+    reported_to: Option<u32>,
     probes: Vec<Probe>,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
@@ -185,12 +186,18 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             }
             let now = Instant::now();
             let changed = !monitor.poll(Duration::ZERO)?.is_empty();
-            let due = st
-                .last_report
-                .is_none_or(|t| now.duration_since(t) >= self.interfaces_period);
+            // A controller heard for the first time or restarted (new boot): it refuses
+            // what was bound to its previous boot, so report the interfaces again now.
+            let controller = link.codec().peer_epoch();
+            let new_boot = controller.is_some() && controller != st.reported_to;
+            let due = new_boot
+                || st
+                    .last_report
+                    .is_none_or(|t| now.duration_since(t) >= self.interfaces_period);
             if changed || due {
                 self.send_interfaces(link, monitor)?;
                 st.last_report = Some(now);
+                st.reported_to = controller;
             }
             self.run_probes(link, st, now)?;
             self.run_garp(st, now);
@@ -236,42 +243,21 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
     ) -> io::Result<()> {
         match msg {
             HostMsg::Ping { nonce } => link.send(&HostMsg::Pong { nonce })?,
-            HostMsg::RoleDecision {
-                domain,
-                role,
-                decision_seq,
-            } => {
-                if let Some(last) = st.last_decision.get(&domain) {
-                    // An older decision (a small step back) is stale; a large one is a
-                    // restarted controller counting from zero again.
-                    if decision_seq <= *last && last - decision_seq < 1_000_000 {
-                        return Ok(());
-                    }
-                }
-                st.last_decision.insert(domain, decision_seq);
+            // The one role path: the controller re-asserts every domain's role on every
+            // change and periodically; applying it is idempotent, so the forwarding plane
+            // converges to the controller's roles whatever was lost on the line.
+            HostMsg::Roles(roles) => {
                 let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
-                if domain == fwd_domain {
+                let role = roles.iter().find(|r| r.domain == fwd_domain).map(|r| r.role);
+                let role = role.unwrap_or(Role::Disabled);
+                let known = self.lock_shared().role.map(|(r, _)| r);
+                if known != Some(role) {
                     self.set_active(role == Role::Active, st);
                     self.lock_shared().role = Some((role, unix_now()));
                 }
             }
             HostMsg::ProbeRequest { peer } => self.start_probe(link, peer, st)?,
             HostMsg::Status(report) => {
-                // The status carries this member's role too: a daemon that (re)connects
-                // learns it here, since a role decision sent while no one listened on the
-                // host link is lost (QEMU's chardev drops bytes without a client).
-                let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
-                let role = report
-                    .members
-                    .iter()
-                    .find(|m| m.local)
-                    .and_then(|m| m.roles.get(usize::from(fwd_domain)).copied());
-                if let Some(role) = role {
-                    if st.active != (role == Role::Active) || self.lock_shared().role.is_none() {
-                        self.set_active(role == Role::Active, st);
-                        self.lock_shared().role = Some((role, unix_now()));
-                    }
-                }
                 self.lock_shared().status = Some((report, unix_ms()));
             }
             HostMsg::Event(ev) => {

@@ -119,7 +119,10 @@ fn block() -> ConfigBlock {
         aggregate: AggregateRule::AllDown,
         tpm_included: false,
         weights: HwWeights::default(),
-        psk: Psk([0x42; 32]),
+        psk: Psk([
+            79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215,
+            194, 192, 99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+        ]),
     }
 }
 
@@ -133,12 +136,15 @@ fn echo(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
     s.read_exact(&mut got).is_ok() && got == msg
 }
 
-fn role(seq: u32, r: Role) -> HostMsg {
-    HostMsg::RoleDecision {
-        domain: 0,
-        role: r,
-        decision_seq: seq,
-    }
+fn role(r: Role) -> HostMsg {
+    HostMsg::Roles(
+        [ha_proto::msg::host::DomainRoleOf {
+            domain: 0,
+            role: r,
+        }]
+        .into_iter()
+        .collect(),
+    )
 }
 
 #[test]
@@ -194,6 +200,7 @@ fn forwards_only_while_active_and_keeps_connections() {
         r#"config_block = "{d}/m.cfg"
 host_link = "{d}/host.sock"
 mgmt_socket = "{d}/mgmt.sock"
+state_dir = "{d}/state"
 interfaces_period_ms = 500
 bounce_on_swap_ms = 300
 [[monitor]]
@@ -227,12 +234,15 @@ probe = ["10.1.0.99"]
     let na2 = na.clone();
     let daemon = std::thread::spawn(move || {
         enter(&na2);
-        app::run(cfg, |_| Flows::default(), st)
+        app::run(cfg, 1, |_| Flows::default(), st)
     });
 
     // The controller's end of the host link.
     let (stream, _) = listener.accept().expect("daemon connects");
     let mut ctl = HostLink::new(stream, HostCodec::with_end(End::Controller, &b, 5));
+    // As the agent does while the main CPU has not heard this boot: a keepalive, after which
+    // the daemon's reports are bound to this boot.
+    ctl.send(&HostMsg::Ping { nonce: 1 }).expect("send");
     let deadline = Instant::now() + Duration::from_secs(5);
     let ifaces = loop {
         assert!(Instant::now() < deadline, "no interface report");
@@ -279,7 +289,7 @@ probe = ["10.1.0.99"]
         "a member that is not active must not forward"
     );
 
-    ctl.send(&role(1, Role::Active)).expect("send");
+    ctl.send(&role(Role::Active)).expect("send");
     let (tx, rx) = std::sync::mpsc::channel::<(bool, bool, bool)>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let nc3 = nc.clone();
@@ -302,7 +312,7 @@ probe = ["10.1.0.99"]
     });
     std::thread::sleep(Duration::from_millis(1500));
     let mut go_sent = false;
-    ctl.send(&role(2, Role::Passive)).expect("send");
+    ctl.send(&role(Role::Passive)).expect("send");
     // Leaving the active role bounces the forwarding interfaces (bounce_on_swap_ms): the
     // interface report shows them down, then up again.
     let t0 = Instant::now();
@@ -321,9 +331,9 @@ probe = ["10.1.0.99"]
         }
     }
     assert!(saw_down && saw_up_again, "no bounce seen");
-    // A stale decision (older sequence) must not change anything.
-    ctl.send(&role(3, Role::Active)).expect("send");
-    ctl.send(&role(2, Role::Passive)).expect("send");
+    // Roles are re-asserted periodically: applying the same role again changes nothing.
+    ctl.send(&role(Role::Active)).expect("send");
+    ctl.send(&role(Role::Active)).expect("send");
     go_tx.send(()).expect("go");
     let (first, during, after) = rx
         .recv_timeout(Duration::from_secs(30))

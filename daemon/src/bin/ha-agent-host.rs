@@ -24,8 +24,10 @@ use std::time::Instant;
 use clap::Parser;
 use ha_agent::{Agent, Config, LinkId, Output};
 use ha_daemon::app::load_block;
-use ha_daemon::hostlink::{boot_epoch, End, HostCodec};
 use ha_proto::config_block::ConfigBlock;
+use ha_proto::frame::MAX_FRAME_LEN;
+use ha_proto::msg::host::HostMsg;
+use ha_proto::uart::{self, Decoder, MAX_ENCODED_LEN};
 use ha_proto::msg::FirmwareVersion;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -62,12 +64,22 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = agent_config(&block)?;
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    // Increases on every start like a controller's boot counter, and never equals a main
-    // CPU's epoch (Unix seconds): the host link refuses frames under its own epoch as
-    // reflections.
-    let epoch = boot_epoch().saturating_sub(1_000_000_000);
+    // The controller's persistent boot counter, kept beside its configuration block as the
+    // QEMU launcher keeps the emulated flash's.
+    let counter = ha_persist::BootCounter::new(cli.block.with_extension("boot"));
+    let epoch = counter
+        .next()
+        .map_err(|e| format!("boot counter {}: {e}", counter.path().display()))?;
     let mut agent: Agent = Agent::new(cfg, now_ms(), epoch).map_err(|e| e.to_string())?;
-    let mut codec = HostCodec::with_end(End::Controller, &block, epoch);
+    let mut decoder: Box<Decoder<MAX_ENCODED_LEN>> = Box::new(Decoder::new());
+    let seal = |agent: &mut Agent, m: &HostMsg| -> Result<Vec<u8>, String> {
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        let n = agent.seal_host(m, &mut frame).map_err(|e| e.to_string())?;
+        let mut out = vec![0u8; uart::encoded_len(n)];
+        let k = uart::encode_frame(&frame[..n], &mut out).map_err(|e| e.to_string())?;
+        out.truncate(k);
+        Ok(out)
+    };
     let _ = std::fs::remove_file(&cli.host_sock);
     let listener = UnixListener::bind(&cli.host_sock)
         .map_err(|e| format!("{}: {e}", cli.host_sock.display()))?;
@@ -75,7 +87,6 @@ fn run(cli: Cli) -> Result<(), String> {
     let udp = UdpSocket::bind(cli.bind).map_err(|e| format!("{}: {e}", cli.bind))?;
     udp.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut host: Option<UnixStream> = None;
-    let mut event_seq: u32 = 0;
     let mut buf = vec![0u8; 65_536];
     eprintln!("ha-agent-host: {} up", block.serial);
     loop {
@@ -89,7 +100,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 Output::Send { .. } => {}
                 Output::Host(m) => {
-                    let bytes = codec.encode(&m).map_err(|e| e.to_string())?;
+                    let bytes = seal(&mut agent, &m)?;
                     if let Some(s) = host.as_mut() {
                         if s.write_all(&bytes).is_err() {
                             host = None;
@@ -100,11 +111,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 Output::Event(e) => {
                     // Logged, and reported to the main CPU in sequence, as the firmware does.
                     eprintln!("ha-agent-host: event {e:?}");
-                    let report = e.report(event_seq);
-                    event_seq = event_seq.wrapping_add(1);
-                    let bytes = codec
-                        .encode(&ha_proto::msg::host::HostMsg::Event(report))
-                        .map_err(|e| e.to_string())?;
+                    let bytes = seal(&mut agent, &HostMsg::Event(e.report()))?;
                     if let Some(s) = host.as_mut() {
                         if s.write_all(&bytes).is_err() {
                             host = None;
@@ -152,7 +159,14 @@ fn run(cli: Cli) -> Result<(), String> {
                         host = None;
                         break;
                     }
-                    Ok(n) => codec.push(&buf[..n]),
+                    Ok(n) => {
+                        for &b in &buf[..n] {
+                            if let Some(Ok(f)) = decoder.push(b) {
+                                let mut frame = f.to_vec();
+                                agent.on_host_frame(now_ms(), &mut frame);
+                            }
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -161,9 +175,6 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
             }
-        }
-        while let Some(m) = codec.next_msg() {
-            agent.on_host(now_ms(), m);
         }
         let now = now_ms();
         if now >= agent.next_wake_ms() {

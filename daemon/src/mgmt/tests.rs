@@ -8,7 +8,6 @@ fn summary(serial: &str, local: bool, role: Role) -> MemberSummary {
         local,
         alive: true,
         quality: 100,
-        priority: if local { 50 } else { 0 },
         forced: ha_proto::msg::Forced::None,
         firmware: FirmwareVersion {
             major: 1,
@@ -17,7 +16,12 @@ fn summary(serial: &str, local: bool, role: Role) -> MemberSummary {
         },
         config_revision: 4,
         paused: false,
-        roles: heapless::Vec::from_slice(&[role]).expect("roles"),
+        domains: heapless::Vec::from_slice(&[ha_proto::msg::host::DomainSummary {
+            domain: 0,
+            role,
+            priority: if local { 50 } else { 0 },
+        }])
+        .expect("domains"),
         links: heapless::Vec::from_slice(&[LinkState::Up, LinkState::Absent]).expect("links"),
         mode_since_ms: 1_000,
     }
