@@ -124,7 +124,10 @@ impl HostCodec {
     /// move this end's keyring (see [`HostEndpoint::seal`]).
     pub fn encode(&mut self, msg: &HostMsg) -> Result<Vec<u8>, EncodeError> {
         let mut frame_buf = [0u8; MAX_FRAME_LEN];
-        let n = self.ep.seal(msg, &mut frame_buf).map_err(EncodeError::Seal)?;
+        let n = self
+            .ep
+            .seal(msg, &mut frame_buf)
+            .map_err(EncodeError::Seal)?;
         let mut out = vec![0u8; uart::encoded_len(n)];
         let m = uart::encode_frame(&frame_buf[..n], &mut out).map_err(EncodeError::Uart)?;
         out.truncate(m);
@@ -279,7 +282,12 @@ pub fn open_serial_device(device: &Path, baud: u32) -> io::Result<std::fs::File>
 impl HostLink<std::fs::File> {
     /// Opens the host link on a serial device ([`open_serial_device`]), sending under boot
     /// `epoch`.
-    pub fn open_serial(device: &Path, baud: u32, cfg: &ConfigBlock, epoch: u32) -> io::Result<Self> {
+    pub fn open_serial(
+        device: &Path,
+        baud: u32,
+        cfg: &ConfigBlock,
+        epoch: u32,
+    ) -> io::Result<Self> {
         let file = open_serial_device(device, baud)?;
         Ok(Self::new(file, HostCodec::new(cfg, epoch)))
     }

@@ -248,7 +248,10 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             // converges to the controller's roles whatever was lost on the line.
             HostMsg::Roles(roles) => {
                 let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
-                let role = roles.iter().find(|r| r.domain == fwd_domain).map(|r| r.role);
+                let role = roles
+                    .iter()
+                    .find(|r| r.domain == fwd_domain)
+                    .map(|r| r.role);
                 let role = role.unwrap_or(Role::Disabled);
                 let known = self.lock_shared().role.map(|(r, _)| r);
                 if known != Some(role) {

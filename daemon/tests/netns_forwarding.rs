@@ -138,12 +138,9 @@ fn echo(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
 
 fn role(r: Role) -> HostMsg {
     HostMsg::Roles(
-        [ha_proto::msg::host::DomainRoleOf {
-            domain: 0,
-            role: r,
-        }]
-        .into_iter()
-        .collect(),
+        [ha_proto::msg::host::DomainRoleOf { domain: 0, role: r }]
+            .into_iter()
+            .collect(),
     )
 }
 

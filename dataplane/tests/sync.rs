@@ -506,6 +506,7 @@ fn garbage_and_authenticated_nonsense_never_panic() {
             cluster_id: CLUSTER,
             sender: Serial([1; 16]),
             epoch: 7,
+            peer_epoch: 0,
             seq,
         };
         let mut out = vec![0u8; frame::MAX_FRAME_LEN];

@@ -1,9 +1,12 @@
 //! Byte-stream framing for UART links (backup HA link, host link): each frame is sent as
-//! `COBS(frame || CRC-32(frame)) || 0x00`.
+//! `0x00 || COBS(frame || CRC-32(frame)) || 0x00`.
 //!
 //! COBS removes every zero byte from the payload, so the zero delimiter resynchronizes a
 //! receiver after noise or a partial frame; CRC-32 (ISO-HDLC, big endian on the wire) catches
-//! line errors before the frame's cryptographic tag is even computed.
+//! line errors before the frame's cryptographic tag is even computed. The leading delimiter
+//! ends whatever a sender cut off before (a frame abandoned halfway by a send timeout), so
+//! the next frame is never merged into a cut one and lost with it; receivers skip the empty
+//! frame two delimiters in a row make.
 
 use crc::{Crc, CRC_32_ISO_HDLC};
 
@@ -16,13 +19,13 @@ pub const CRC_LEN: usize = 4;
 /// Frame delimiter.
 pub const DELIMITER: u8 = 0x00;
 /// Largest encoded size of a [`MAX_FRAME_LEN`] frame: COBS adds one byte per 254, plus the
-/// CRC and the delimiter.
+/// CRC and the two delimiters.
 pub const MAX_ENCODED_LEN: usize = encoded_len(MAX_FRAME_LEN);
 
-/// Worst-case encoded length of a frame of `frame_len` bytes, delimiter included.
+/// Worst-case encoded length of a frame of `frame_len` bytes, delimiters included.
 pub const fn encoded_len(frame_len: usize) -> usize {
     let n = frame_len + CRC_LEN;
-    n + n / 254 + 1 + 1
+    n + n / 254 + 1 + 2
 }
 
 /// Why a UART frame was not produced or not accepted.
@@ -58,10 +61,11 @@ pub fn encode_frame(frame: &[u8], out: &mut [u8]) -> Result<usize, UartError> {
         return Err(UartError::BufferTooSmall);
     }
     let crc = CRC32.checksum(frame).to_be_bytes();
-    let mut enc = cobs::CobsEncoder::new(&mut out[..]);
+    out[0] = DELIMITER;
+    let mut enc = cobs::CobsEncoder::new(&mut out[1..]);
     enc.push(frame).map_err(|_| UartError::BufferTooSmall)?;
     enc.push(&crc).map_err(|_| UartError::BufferTooSmall)?;
-    let n = enc.finalize();
+    let n = enc.finalize() + 1;
     *out.get_mut(n).ok_or(UartError::BufferTooSmall)? = DELIMITER;
     Ok(n + 1)
 }

@@ -139,7 +139,8 @@ fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
 /// What the harness, as a member's main CPU, has received from its controller.
 #[derive(Debug, Default)]
 pub struct HostView {
-    /// Every `RoleDecision` (domain 0 and others) with its arrival.
+    /// Every role change the controller's `Roles` reports showed (domain id, new role), with
+    /// its arrival; the periodic re-assertions of an unchanged role are not repeated here.
     pub decisions: VecDeque<(Instant, u8, Role)>,
     /// Every `Event` with its arrival.
     pub events: VecDeque<(Instant, EventReport)>,
@@ -152,9 +153,18 @@ pub struct HostView {
 }
 
 impl HostView {
-    /// The role of domain 0 from the last decision.
+    /// The role of domain `domain` from the last roles report.
+    pub fn role_in(&self, domain: u8) -> Option<Role> {
+        self.decisions
+            .iter()
+            .rev()
+            .find(|d| d.1 == domain)
+            .map(|d| d.2)
+    }
+
+    /// The role of domain 0 from the last roles report.
     pub fn role(&self) -> Option<Role> {
-        self.decisions.iter().rev().find(|d| d.1 == 0).map(|d| d.2)
+        self.role_in(0)
     }
 }
 
@@ -244,7 +254,7 @@ impl Member {
         lock(&self.view)
     }
 
-    /// Domain 0's role from the last `RoleDecision`.
+    /// Domain 0's role from the last roles report.
     pub fn role(&self) -> Option<Role> {
         self.host().role()
     }
@@ -293,8 +303,7 @@ impl Member {
         decode_defmt(elf, &self.raw_log())
     }
 
-    /// The first instant at or after `since` when a `RoleDecision` for domain 0 with `role`
-    /// arrived.
+    /// The first instant at or after `since` when a roles report changed domain 0 to `role`.
     pub fn decision_since(&self, since: Instant, role: Role) -> Option<Instant> {
         self.host()
             .decisions
@@ -770,11 +779,16 @@ impl Member {
         let block_file = dir.join("member.cfg");
         let image = hactl::provision::image(&cfg).map_err(|e| e.to_string())?;
         std::fs::write(&block_file, image).map_err(|e| format!("{}: {e}", block_file.display()))?;
+        // The controller's persistent boot counter: what a real board keeps in flash, kept
+        // here beside the block image that stands for the flash.
+        let epoch = ha_persist::BootCounter::new(dir.join("member.boot"))
+            .next()
+            .map_err(|e| format!("{serial}: boot counter: {e}"))?;
         let args = qemu_args(
             elf,
             dir,
             &block_file,
-            next_epoch(),
+            epoch,
             ports.wire_main,
             ports.member_main,
             ports.backup,
@@ -838,8 +852,12 @@ impl Member {
             BoardSim::start(&dir.join("sensors.sock"), ha_boardsim::default_readings())
                 .map_err(|e| e.to_string())?,
         );
-        let host = HostLink::connect_retry(&dir.join("host.sock"), &m.cfg, SOCKET_TIMEOUT)
-            .map_err(|e| format!("{serial}: host link: {e}"))?;
+        let cpu_epoch = ha_persist::BootCounter::new(dir.join("main-cpu.boot"))
+            .next()
+            .map_err(|e| format!("{serial}: main-CPU boot counter: {e}"))?;
+        let host =
+            HostLink::connect_retry(&dir.join("host.sock"), &m.cfg, cpu_epoch, SOCKET_TIMEOUT)
+                .map_err(|e| format!("{serial}: host link: {e}"))?;
         let (view, stop) = (m.view.clone(), m.stop.clone());
         m.threads.push(std::thread::spawn(move || {
             host_loop(index, host, from_harness, &view, &probe, &stop)
@@ -895,8 +913,17 @@ fn host_loop(
             Ok(Some(msg)) => {
                 let now = Instant::now();
                 match msg {
-                    HostMsg::RoleDecision { domain, role, .. } => {
-                        push_bounded(&mut lock(view).decisions, (now, domain, role), MAX_RECORDS)
+                    HostMsg::Roles(roles) => {
+                        let mut v = lock(view);
+                        for r in roles {
+                            if v.role_in(r.domain) != Some(r.role) {
+                                push_bounded(
+                                    &mut v.decisions,
+                                    (now, r.domain, r.role),
+                                    MAX_RECORDS,
+                                );
+                            }
+                        }
                     }
                     HostMsg::Event(ev) => {
                         push_bounded(&mut lock(view).events, (now, ev), MAX_RECORDS)

@@ -79,6 +79,12 @@ enum Ev {
     Act(usize),
 }
 
+/// The simulated cluster's key (random bytes: weak keys are refused by the agent).
+const CLUSTER_KEY: [u8; 32] = [
+    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194, 192,
+    99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+];
+
 struct Member {
     agent: Option<SimAgent>,
     epoch: u32,
@@ -336,7 +342,7 @@ impl<'a> World<'a> {
         for s in &self.serials {
             let _ = members.push(*s);
         }
-        let mut c = Config::new(0xC1u32, Psk([7; 32]), self.serials[m], members);
+        let mut c = Config::new(0xC1u32, Psk(CLUSTER_KEY), self.serials[m], members);
         c.links = sc.links;
         c.timers = sc.timers;
         c.firmware = sc.firmware[m];
@@ -586,8 +592,11 @@ impl<'a> World<'a> {
                         self.push(t, Ev::Probe { m, peer: p });
                     }
                 }
-                Output::Host(HostMsg::RoleDecision { domain, role, .. }) => {
-                    if role == Role::Active && domain == 0 {
+                Output::Host(HostMsg::Roles(roles)) => {
+                    let active = roles
+                        .iter()
+                        .any(|r| r.domain == 0 && r.role == Role::Active);
+                    if active {
                         if let (Some(c), None) = (self.crash_at, self.failover_ms) {
                             self.failover_ms = Some(self.now - c);
                         }

@@ -27,8 +27,8 @@ use ha_daemon::app::load_block;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::host::HostMsg;
-use ha_proto::uart::{self, Decoder, MAX_ENCODED_LEN};
 use ha_proto::msg::FirmwareVersion;
+use ha_proto::uart::{self, Decoder, MAX_ENCODED_LEN};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 #[derive(Parser)]

@@ -9,12 +9,12 @@ use ha_proto::msg::{Role, Serial};
 
 /// A strong test key (weak keys are refused where keys enter the system).
 pub(crate) const TEST_KEY: [u8; 32] = [
-    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194,
-    192, 99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194, 192,
+    99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
 ];
 const NEXT_KEY: [u8; 32] = [
-    148, 211, 98, 190, 85, 185, 119, 216, 168, 244, 196, 124, 61, 26, 207, 254, 228, 120, 234,
-    147, 40, 232, 200, 231, 16, 119, 200, 247, 47, 102, 116, 61,
+    148, 211, 98, 190, 85, 185, 119, 216, 168, 244, 196, 124, 61, 26, 207, 254, 228, 120, 234, 147,
+    40, 232, 200, 231, 16, 119, 200, 247, 47, 102, 116, 61,
 ];
 
 fn serial(s: &str) -> Serial {
@@ -107,14 +107,7 @@ impl Controller {
 }
 
 fn role(r: Role) -> HostMsg {
-    HostMsg::Roles(
-        [DomainRoleOf {
-            domain: 0,
-            role: r,
-        }]
-        .into_iter()
-        .collect(),
-    )
+    HostMsg::Roles([DomainRoleOf { domain: 0, role: r }].into_iter().collect())
 }
 
 /// Both ends hear each other once (the main CPU's status request, the controller's
@@ -160,7 +153,10 @@ fn install_key_is_always_aead_and_both_keyrings_follow() {
     // The PSK bytes are not visible on the wire.
     assert!(!bytes.windows(8).any(|w| w == &NEXT_KEY[..8]));
     assert_eq!(ctl.decode(&bytes), vec![install]);
-    for step in [HostMsg::UseKey { key_id: 2 }, HostMsg::RetireKey { key_id: 2 }] {
+    for step in [
+        HostMsg::UseKey { key_id: 2 },
+        HostMsg::RetireKey { key_id: 2 },
+    ] {
         let b = codec.encode(&step).expect("encode");
         assert_eq!(ctl.decode(&b), vec![step]);
     }

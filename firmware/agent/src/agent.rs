@@ -28,6 +28,7 @@
 //! - **Pause.** While this member or any live peer announces a pause, no role changes. A pause
 //!   lasts at most [`MAX_PAUSE_MS`]; a peer's pause is ignored after that long too.
 
+use ha_proto::config_block::MemberEntry;
 use ha_proto::endpoint::{Endpoint, Reject, Senders};
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::hostlink::{End, HostEndpoint, SealError};
@@ -115,6 +116,8 @@ pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     ping_nonce: u32,
     /// Sequence number of the next event (gaps tell the main CPU events were lost).
     event_seq: u32,
+    /// A member list taken from the main CPU whose addresses the shell has not fetched yet.
+    new_member_addresses: Option<Vec<MemberEntry, MAX_MEMBERS>>,
     led: LedPattern,
     hint: Reason,
     order: election::MeritOrder,
@@ -201,6 +204,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             host_peer_epoch: None,
             ping_nonce: 0,
             event_seq: 0,
+            new_member_addresses: None,
             led: LedPattern::STARTING,
             hint: Reason::Elected,
             order: election::compare_merit,
@@ -505,6 +509,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.host.seal(msg, out)
     }
 
+    /// The member list (with main-link addresses) the agent took from the main CPU since
+    /// the last call, if it changed: where the shell sends main-link frames from now on.
+    pub fn take_member_addresses(&mut self) -> Option<Vec<MemberEntry, MAX_MEMBERS>> {
+        self.new_member_addresses.take()
+    }
+
     /// Every domain's role, by domain id ([`HostMsg::Roles`]).
     fn roles_report(&self) -> Vec<DomainRoleOf, MAX_DOMAINS> {
         let mut v = Vec::new();
@@ -803,9 +813,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             HostMsg::Members(list) => {
                 let mut members: Vec<Serial, M> = Vec::new();
                 let fits = list.iter().all(|m| members.push(m.serial).is_ok());
-                let changed = fits && self.set_members(now_ms, members).is_ok();
-                if !changed {
+                let before = self.cfg.members.clone();
+                let taken = fits && self.set_members(now_ms, members).is_ok();
+                if !taken {
                     self.event(EventKind::MembersRefused);
+                } else if self.cfg.members != before {
+                    self.new_member_addresses = Some(list);
                 }
                 self.push(Pending::Status);
             }
@@ -822,8 +835,17 @@ impl<const M: usize, const D: usize> Agent<M, D> {
 
     /// A hardware reading (disk, RAID, TPM, PSU, fan, module).
     pub fn on_hardware(&mut self, now_ms: u64, reading: HwReading) {
+        self.on_hardware_report(now_ms, &[reading]);
+    }
+
+    /// One report of the sensor source: every reading is recorded, then the quality and the
+    /// election are evaluated once, so a report never shows a transient quality that none of
+    /// its readings describes (whatever their order).
+    pub fn on_hardware_report(&mut self, now_ms: u64, readings: &[HwReading]) {
         self.advance(now_ms);
-        self.hw.record(reading);
+        for r in readings {
+            self.hw.record(*r);
+        }
         self.status.me.hardware_quality = self.hw.part(&self.cfg.quality);
         self.update_quality();
         self.evaluate();

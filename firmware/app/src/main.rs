@@ -8,19 +8,19 @@
 //! | `net`       | embassy-net stack on the LAN9118 (static IPv4 from the config block)  |
 //! | `main_rx`   | UDP socket of the main HA link → `on_frame(MAIN)`                     |
 //! | `backup_rx` | UART2: COBS frames → `on_frame(BACKUP)`                               |
-//! | `host_rx`   | UART1: host frames (Host key) → `on_host`                             |
+//! | `host_rx`   | UART1: host frames → `on_host_frame` (the agent opens them)           |
 //! | `sensors`   | UART3: `SensorReport` → `on_hardware`                                 |
 //! | `led`       | status LED: steady, or blink (1 s on / 2 s off when passive)          |
 //!
 //! All tasks run in one thread-mode executor (`ha_board::executor`, sleeping with WFI); the
 //! agent sits in a `RefCell` that no task borrows across an `.await`. Modules: [`cfg`]
-//! (configuration block → agent configuration), [`hostlink`] (host-link codec), [`net`]
-//! (main link), [`serial`] (sending on the serial lines).
+//! (configuration block → agent configuration), [`net`] (main link), [`serial`] (sending on
+//! the serial lines). The host link's controller end is the agent's own
+//! (`Agent::on_host_frame`, `Agent::seal_host`): this shell only moves its bytes.
 #![no_std]
 #![no_main]
 
 mod cfg;
-mod hostlink;
 mod net;
 mod serial;
 
@@ -34,6 +34,7 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Instant, Timer};
 use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
+use heapless::Vec;
 use ha_board::executor::Executor;
 use ha_board::leds::Led;
 use ha_board::sensors::SensorBridge;
@@ -49,7 +50,6 @@ use ha_proto::msg::{LinkState, Serial};
 use ha_proto::uart::MAX_ENCODED_LEN;
 use static_cell::StaticCell;
 
-use crate::hostlink::HostCodec;
 use crate::net::{start_net, MainTx, PeerList};
 use crate::serial::SerialOut;
 
@@ -67,7 +67,6 @@ pub const FW_DOMAINS: usize = 4;
 /// The agent as built into this firmware.
 type FwAgent = Agent<FW_MEMBERS, FW_DOMAINS>;
 type SharedAgent = &'static RefCell<&'static mut FwAgent>;
-type SharedCodec = &'static RefCell<HostCodec>;
 
 /// Set by every input task after feeding the agent: the agent task drains the outputs.
 static INPUT: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -113,6 +112,8 @@ pub(crate) enum StartError {
     Eth(ha_board::eth::EthError),
     /// The configuration has no main-link address for this member.
     NoAddress,
+    /// No boot counter: a reused boot epoch would make every frame of this boot a replay.
+    NoBootEpoch,
     /// The main-link UDP port could not be bound.
     Bind,
 }
@@ -129,6 +130,10 @@ impl defmt::Format for StartError {
             ),
             StartError::Eth(e) => defmt::write!(f, "Ethernet controller: {}", e),
             StartError::NoAddress => defmt::write!(f, "no main-link address for this member"),
+            StartError::NoBootEpoch => defmt::write!(
+                f,
+                "no boot counter at 0x3EFFC (a reused boot epoch would make this boot's frames replays)"
+            ),
             StartError::Bind => defmt::write!(f, "cannot bind the main-link UDP port"),
         }
     }
@@ -144,16 +149,8 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
         env!("CARGO_PKG_VERSION")
     );
     let block = load_block()?;
-    let epoch = match ha_board::config::boot_epoch() {
-        Some(e) => e,
-        None => {
-            warn!("no boot epoch loaded at 0x3EFFC: using 1 (peers take a restart for a replay until their window passes)");
-            1
-        }
-    };
+    let epoch = ha_board::config::boot_epoch().ok_or(StartError::NoBootEpoch)?;
     let agent = make_agent(&block, epoch)?;
-    static CODEC: StaticCell<RefCell<HostCodec>> = StaticCell::new();
-    let codec: SharedCodec = CODEC.init(RefCell::new(HostCodec::new(&block, epoch)));
     info!(
         "member {=str} of cluster {=u32:#x}: {=usize} members, backup link {=bool}, epoch {=u32}",
         block.serial.as_str(),
@@ -171,13 +168,13 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
     if let Ok(t) = net::main_rx_task(agent, main_rx) {
         spawner.spawn(t);
     }
-    if let Ok(t) = agent_task(agent, codec, main_tx, peers, backup_tx, host_tx) {
+    if let Ok(t) = agent_task(agent, main_tx, peers, backup_tx, host_tx) {
         spawner.spawn(t);
     }
     if let Ok(t) = backup_rx_task(agent, backup_rx) {
         spawner.spawn(t);
     }
-    if let Ok(t) = host_rx_task(agent, codec, peers, block.serial, host_rx) {
+    if let Ok(t) = host_rx_task(agent, peers, block.serial, host_rx) {
         spawner.spawn(t);
     }
     if let Ok(t) = sensor_task(agent, board.sensors) {
@@ -214,7 +211,6 @@ fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError
 #[embassy_executor::task]
 async fn agent_task(
     agent: SharedAgent,
-    codec: SharedCodec,
     mut main: MainTx,
     peers: PeerList,
     backup: UartTx,
@@ -225,7 +221,6 @@ async fn agent_task(
     // One encoding buffer for both serial lines, one sealing buffer for the host link.
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     let mut sealed = [0u8; MAX_FRAME_LEN];
-    let mut event_seq: u32 = 0;
     loop {
         loop {
             let out = agent.borrow_mut().poll_output();
@@ -249,26 +244,25 @@ async fn agent_task(
                     main.send_round(&bytes, live, others);
                 }
                 Output::Host(msg) => {
-                    let sealed_len = codec.borrow_mut().seal(&msg, &mut sealed);
+                    let sealed_len = agent.borrow_mut().seal_host(&msg, &mut sealed);
                     match sealed_len {
                         Ok(n) => host.send(&sealed[..n], &mut scratch).await,
-                        Err(e) => warn!("host link: cannot seal: {=str}", e.name()),
+                        Err(e) => warn!("host link: cannot seal: {}", defmt::Display2Format(&e)),
                     }
                 }
                 Output::Led(p) => LED.signal(p),
                 Output::Event(e) => {
-                    // Logged, and reported to the main CPU in sequence (a gap tells it that
-                    // events were lost).
-                    let report = e.report(event_seq);
-                    event_seq = event_seq.wrapping_add(1);
+                    // Logged, and reported to the main CPU (numbered by the agent: a gap
+                    // tells the main CPU that events were lost).
+                    let report = e.report();
                     info!(
                         "event {=str}: {=str}",
                         report.name.as_str(),
                         report.detail.as_str()
                     );
-                    let sealed_len = codec
+                    let sealed_len = agent
                         .borrow_mut()
-                        .seal(&HostMsg::Event(report), &mut sealed);
+                        .seal_host(&HostMsg::Event(report), &mut sealed);
                     if let Ok(n) = sealed_len {
                         host.send(&sealed[..n], &mut scratch).await;
                     }
@@ -307,7 +301,6 @@ async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
 #[embassy_executor::task]
 async fn host_rx_task(
     agent: SharedAgent,
-    codec: SharedCodec,
     peers: PeerList,
     me: Serial,
     uart: UartRx,
@@ -321,29 +314,18 @@ async fn host_rx_task(
                     continue;
                 };
                 b.copy_from_slice(frame);
-                let opened = codec.borrow_mut().open(b);
-                match opened {
-                    Ok(msg) => {
-                        let mut a = agent.borrow_mut();
-                        // A new member list: the main link sends where it says once the
-                        // agent took it (a refused list leaves both unchanged).
-                        let members = match &msg {
-                            HostMsg::Members(list) => {
-                                Some((list.clone(), a.config().members.clone()))
-                            }
-                            _ => None,
-                        };
-                        a.on_host(now_ms(), msg);
-                        if let Some((list, before)) = members {
-                            if a.config().members != before {
-                                net::set_peers(peers, me, &list);
-                            }
-                        }
-                        drop(a);
-                        INPUT.signal(());
-                    }
-                    Err(r) => warn!("host link: frame rejected ({=str})", r.name()),
+                let mut a = agent.borrow_mut();
+                let rejected = a.status().counters.host_rejected.total();
+                a.on_host_frame(now_ms(), b);
+                if a.status().counters.host_rejected.total() != rejected {
+                    warn!("host link: frame rejected");
                 }
+                // A new member list taken by the agent: the main link sends where it says.
+                if let Some(list) = a.take_member_addresses() {
+                    net::set_peers(peers, me, &list);
+                }
+                drop(a);
+                INPUT.signal(());
             }
             Err(_) => warn!("host link: damaged frame dropped"),
         }
@@ -372,26 +354,16 @@ async fn sensor_task(agent: SharedAgent, mut sensors: SensorBridge) {
                 continue;
             }
         };
-        let now = now_ms();
-        let mut a = agent.borrow_mut();
-        // Healthy readings first: the agent re-evaluates after each one, and a batch that
-        // starts with a failure would show a transient quality lower than the batch's.
-        let healthy_first = report
+        let readings: Vec<HwReading, { ha_hal::bridge::MAX_READINGS }> = report
             .readings
             .iter()
-            .filter(|r| r.ok)
-            .chain(report.readings.iter().filter(|r| !r.ok));
-        for r in healthy_first {
-            a.on_hardware(
-                now,
-                HwReading {
-                    kind: hw_kind(r.kind),
-                    index: r.index,
-                    ok: r.ok,
-                },
-            );
-        }
-        drop(a);
+            .map(|r| HwReading {
+                kind: hw_kind(r.kind),
+                index: r.index,
+                ok: r.ok,
+            })
+            .collect();
+        agent.borrow_mut().on_hardware_report(now_ms(), &readings);
         INPUT.signal(());
     }
 }
