@@ -175,3 +175,145 @@ mod tests {
         assert!(write_atomic(Path::new("/"), b"x", 0o600).is_err());
     }
 }
+
+/// The main CPU's channel keys (state sync, configuration sync) during and between PSK
+/// rollovers, in one file that every main-CPU process follows.
+///
+/// The management controller keeps its own keys (it is told each rollover phase on the host
+/// link). On the main CPU, the daemon writes this file at every phase of `hactl psk rotate`
+/// (accept the new key, seal with it, retire the old one) and the daemon's sync engine and
+/// the configuration-sync service take their keyrings from it, so that after a rotation the
+/// old key opens nothing on any channel and a restarted process comes back with the keys the
+/// cluster uses. The file is `0600`, written atomically; its text is
+///
+/// ```text
+/// sealing <key id> <64 hex digits>
+/// accept <key id> <64 hex digits>     (only during a rollover)
+/// ```
+///
+/// `Debug` never shows key bytes; they are wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyringFile {
+    /// Key id and PSK frames are sealed with.
+    pub sealing: (u8, [u8; 32]),
+    /// The other key id and PSK accepted during a rollover.
+    pub accept: Option<(u8, [u8; 32])>,
+}
+
+impl std::fmt::Debug for KeyringFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringFile")
+            .field("sealing_key_id", &self.sealing.0)
+            .field("accept_key_id", &self.accept.as_ref().map(|a| a.0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KeyringFile {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.sealing.1.zeroize();
+        if let Some((_, k)) = self.accept.as_mut() {
+            k.zeroize();
+        }
+    }
+}
+
+fn hex(k: &[u8; 32]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl KeyringFile {
+    /// Reads the file at `path`: `Ok(None)` when it does not exist (no rollover ever ran:
+    /// the configuration block's key applies). A file readable by group or others, or a
+    /// malformed one, is an error naming the problem and never the key.
+    pub fn load(path: &Path) -> io::Result<Option<KeyringFile>> {
+        use std::os::unix::fs::PermissionsExt;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", path.display()),
+            )
+        };
+        if mode & 0o077 != 0 {
+            return Err(bad("keyring file is accessible by group or others; chmod 600 it"));
+        }
+        let mut sealing = None;
+        let mut accept = None;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut parts = line.split_whitespace();
+            let (kind, id, key) = (parts.next(), parts.next(), parts.next());
+            let id: u8 = id
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| bad("a line without a valid key id"))?;
+            let key = key
+                .and_then(unhex)
+                .ok_or_else(|| bad("a key that is not 64 hex digits"))?;
+            match kind {
+                Some("sealing") if sealing.is_none() => sealing = Some((id, key)),
+                Some("accept") if accept.is_none() => accept = Some((id, key)),
+                _ => return Err(bad("unexpected line (sealing, then at most one accept)")),
+            }
+        }
+        let sealing = sealing.ok_or_else(|| bad("no sealing key"))?;
+        if accept.as_ref().is_some_and(|a: &(u8, [u8; 32])| a.0 == sealing.0) {
+            return Err(bad("the accepted key has the sealing key's id"));
+        }
+        Ok(Some(KeyringFile { sealing, accept }))
+    }
+
+    /// Writes the file atomically with mode `0600`.
+    pub fn store(&self, path: &Path) -> io::Result<()> {
+        let mut text = format!("sealing {} {}\n", self.sealing.0, hex(&self.sealing.1));
+        if let Some((id, k)) = &self.accept {
+            text.push_str(&format!("accept {id} {}\n", hex(k)));
+        }
+        write_atomic(path, text.as_bytes(), 0o600)
+    }
+}
+
+#[cfg(test)]
+mod keyring_tests {
+    use super::*;
+
+    #[test]
+    fn keyring_file_round_trips_and_refuses_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keyring");
+        assert_eq!(KeyringFile::load(&p).unwrap(), None);
+        let k = KeyringFile {
+            sealing: (2, [7; 32]),
+            accept: Some((1, [9; 32])),
+        };
+        k.store(&p).unwrap();
+        assert_eq!(KeyringFile::load(&p).unwrap(), Some(k.clone()));
+        assert!(!format!("{k:?}").contains("07"));
+        for bad in [
+            "accept 1 00\n",
+            "sealing x 0707070707070707070707070707070707070707070707070707070707070707\n",
+            "sealing 1 0707070707070707070707070707070707070707070707070707070707070707\naccept 1 0707070707070707070707070707070707070707070707070707070707070707\n",
+        ] {
+            write_atomic(&p, bad.as_bytes(), 0o600).unwrap();
+            assert!(KeyringFile::load(&p).is_err(), "{bad}");
+        }
+        write_atomic(&p, b"sealing 1 0707070707070707070707070707070707070707070707070707070707070707\n", 0o644).unwrap();
+        assert!(KeyringFile::load(&p).is_err());
+    }
+}
