@@ -213,26 +213,12 @@ fn err(code: ErrorCode, message: impl Into<String>) -> Reply {
     })
 }
 
-/// Reads a PSK file: 64 hex digits (whitespace around ignored), mode 0600 or stricter.
+/// Reads a PSK file ([`ha_persist::read_key_file`]: 64 hex digits, mode 0600 or stricter,
+/// the one strength rule).
 pub fn read_psk_file(path: &Path) -> Result<[u8; 32], String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "{}: key file must not be readable by group or others (chmod 600)",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let hex = text.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{}: not 64 hex digits", path.display()));
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("{}: not hex", path.display()))?;
-    }
-    Ok(out)
+    ha_persist::read_key_file(path)
+        .map(|k| k.0)
+        .map_err(|e| e.to_string())
 }
 
 /// A condition on the shared state that confirms a step.

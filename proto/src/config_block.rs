@@ -261,6 +261,8 @@ pub enum ConfigBlockError {
         /// Bytes needed.
         need: usize,
     },
+    /// The PSK fails the strength rule ([`crate::keys::check_strength`]).
+    WeakKey(crate::keys::WeakKey),
 }
 
 impl core::fmt::Display for ConfigBlockError {
@@ -283,6 +285,7 @@ impl core::fmt::Display for ConfigBlockError {
             ConfigBlockError::BufferTooSmall { need } => {
                 write!(f, "output buffer too small: {need} bytes needed")
             }
+            ConfigBlockError::WeakKey(w) => write!(f, "cluster key refused: {w}"),
         }
     }
 }
@@ -389,6 +392,9 @@ impl ConfigBlock {
         if self.psk.0.iter().all(|&b| b == 0) || self.psk.0.iter().all(|&b| b == ERASED) {
             return bad(F::Psk);
         }
+        self.psk
+            .check_strength()
+            .map_err(ConfigBlockError::WeakKey)?;
         Ok(())
     }
 
@@ -577,7 +583,10 @@ mod tests {
             aggregate: AggregateRule::AllDown,
             tpm_included: false,
             weights: HwWeights::default(),
-            psk: Psk([0x5A; 32]),
+            psk: Psk([
+                79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18,
+                215, 194, 192, 99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+            ]),
         }
     }
 
@@ -645,10 +654,9 @@ mod tests {
     #[test]
     fn debug_never_shows_key() {
         let mut b = sample();
-        b.psk = Psk([0xAB; 32]);
         let text = format!("{b:?} {b:#?}");
-        assert!(!text.contains("171"), "{text}");
-        assert!(!text.to_lowercase().contains("abab"), "{text}");
+        assert!(!text.contains("204"), "{text}");
+        assert!(!text.to_lowercase().contains("4fcc"), "{text}");
         assert!(text.contains("redacted"));
     }
 
@@ -745,6 +753,18 @@ mod tests {
             let mut buf = [0u8; BLOCK_SIZE];
             assert_eq!(b.encode(&mut buf), Err(ConfigBlockError::Invalid(field)));
         }
+        // Weak keys (the one strength rule): 00…01, a repeated pattern.
+        let mut b = sample();
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        b.psk = Psk(one);
+        let mut buf = [0u8; BLOCK_SIZE];
+        assert!(matches!(
+            b.encode(&mut buf),
+            Err(ConfigBlockError::WeakKey(_))
+        ));
+        b.psk = Psk(core::array::from_fn(|i| [0x12, 0x34, 0x56, 0x78][i % 4]));
+        assert!(matches!(b.validate(), Err(ConfigBlockError::WeakKey(_))));
         let mut b = sample();
         b.domains[0].preferred = Some(serial("nobody"));
         assert_eq!(
@@ -759,7 +779,7 @@ mod tests {
         let mut b = sample();
         b.cluster_id = 7;
         assert_eq!(a.psk_fingerprint(), b.psk_fingerprint());
-        b.psk = Psk([1; 32]);
+        b.psk = Psk(core::array::from_fn(|i| (i as u8).wrapping_mul(97) ^ 0x5c));
         assert_ne!(a.psk_fingerprint(), b.psk_fingerprint());
     }
 

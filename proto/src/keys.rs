@@ -153,7 +153,7 @@ fn unreachable_hmac() -> HmacSha256 {
 }
 
 /// Why a pre-shared key is refused (see [`check_strength`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeakKey {
     /// Fewer than [`MIN_DISTINCT_BYTES`] different byte values.
     FewDistinctBytes(u8),

@@ -236,16 +236,27 @@ fn events_past_and_followed() {
     );
 }
 
+fn read_hex_key(hex: &str) -> [u8; 32] {
+    std::array::from_fn(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+}
+
+/// A strong key (hex) for the rotation tests.
+const NEW_KEY_HEX: &str = "94d362be55b977d8a8f4c47c3d1acffee478ea9328e8c8e71077c8f72f66743d";
+
 #[test]
 fn psk_rotation_three_phases_and_key_file_checks() {
     let dir = std::env::temp_dir().join(format!("ha-daemon-mgmt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let key = dir.join("new.psk");
-    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
+    std::fs::write(&key, format!("{}\n", NEW_KEY_HEX)).expect("write");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     assert!(read_psk_file(&key).is_err(), "group-readable key refused");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    assert_eq!(read_psk_file(&key).expect("key"), [0xab; 32]);
+    assert_eq!(read_psk_file(&key).expect("key")[0], 0x94);
+    let weak = dir.join("weak.psk");
+    std::fs::write(&weak, format!("{}\n", "ab".repeat(32))).expect("write");
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(read_psk_file(&weak).unwrap_err().contains("weak key"));
     let short = dir.join("short.psk");
     std::fs::write(&short, "abcd").expect("write");
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -480,7 +491,10 @@ fn a_rolled_over_key_is_saved_in_the_configuration_block_atomically() {
     let mut img = vec![ERASED; BLOCK_SIZE];
     block.encode(&mut img).expect("encode");
     std::fs::write(&path, &img).expect("write");
-    let new_psk = [0x5Au8; 32];
+    let new_psk = read_hex_key(NEW_KEY_HEX);
+    // A weak key is refused and leaves the block alone.
+    assert!(persist_key(&path, &[0x5Au8; 32], 7).is_err());
+    assert_eq!(std::fs::read(&path).expect("read"), img);
     persist_key(&path, &new_psk, 7).expect("persisted");
     let saved = std::fs::read(&path).expect("read");
     assert_eq!(saved.len(), BLOCK_SIZE);

@@ -103,31 +103,12 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
-/// Reads a key file written by [`write`]. Refuses files that others can read (like ssh).
+/// Reads a key file written by [`write`] ([`ha_persist::read_key_file`]: refuses files that
+/// others can read, like ssh, and weak keys, by the one strength rule).
 pub fn read(path: &Path) -> Result<Psk> {
-    let meta = fs::metadata(path).map_err(|e| Failure::file("cannot read key file", path, &e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Failure::new(
-            Code::Refused,
-            format!(
-                "key file {} is accessible by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ),
-        ));
-    }
-    let mut text = Zeroizing::new(Vec::new());
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut text))
-        .map_err(|e| Failure::file("cannot read key file", path, &e))?;
-    parse(&text).ok_or_else(|| {
-        Failure::new(
-            Code::Refused,
-            format!(
-                "{} is not a key file (64 hex digits expected; see hactl psk generate)",
-                path.display()
-            ),
-        )
+    ha_persist::read_key_file(path).map_err(|e| match e {
+        ha_persist::KeyFileError::Io(_, ref io) => Failure::file("cannot read key file", path, io),
+        other => Failure::new(Code::Refused, other.to_string()),
     })
 }
 

@@ -253,7 +253,9 @@ impl KeyringFile {
             )
         };
         if mode & 0o077 != 0 {
-            return Err(bad("keyring file is accessible by group or others; chmod 600 it"));
+            return Err(bad(
+                "keyring file is accessible by group or others; chmod 600 it",
+            ));
         }
         let mut sealing = None;
         let mut accept = None;
@@ -273,7 +275,10 @@ impl KeyringFile {
             }
         }
         let sealing = sealing.ok_or_else(|| bad("no sealing key"))?;
-        if accept.as_ref().is_some_and(|a: &(u8, [u8; 32])| a.0 == sealing.0) {
+        if accept
+            .as_ref()
+            .is_some_and(|a: &(u8, [u8; 32])| a.0 == sealing.0)
+        {
             return Err(bad("the accepted key has the sealing key's id"));
         }
         Ok(Some(KeyringFile { sealing, accept }))
@@ -313,7 +318,109 @@ mod keyring_tests {
             write_atomic(&p, bad.as_bytes(), 0o600).unwrap();
             assert!(KeyringFile::load(&p).is_err(), "{bad}");
         }
-        write_atomic(&p, b"sealing 1 0707070707070707070707070707070707070707070707070707070707070707\n", 0o644).unwrap();
+        write_atomic(
+            &p,
+            b"sealing 1 0707070707070707070707070707070707070707070707070707070707070707\n",
+            0o644,
+        )
+        .unwrap();
         assert!(KeyringFile::load(&p).is_err());
+    }
+}
+
+/// Why a key file was refused. The message names the file and the problem, never the key.
+#[derive(Debug)]
+pub enum KeyFileError {
+    /// The file cannot be read.
+    Io(PathBuf, io::Error),
+    /// Group or others may access it.
+    Permissions(PathBuf),
+    /// Not 64 hex digits.
+    Format(PathBuf),
+    /// The key fails the one strength rule.
+    Weak(PathBuf, ha_proto::keys::WeakKey),
+}
+
+impl std::fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyFileError::Io(p, e) => write!(f, "key file {}: {e}", p.display()),
+            KeyFileError::Permissions(p) => write!(
+                f,
+                "key file {} is accessible by group or others; chmod 600 it",
+                p.display()
+            ),
+            KeyFileError::Format(p) => write!(
+                f,
+                "{} is not a key file (64 hex digits expected; see hactl psk generate)",
+                p.display()
+            ),
+            KeyFileError::Weak(p, w) => write!(f, "key file {}: {w}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for KeyFileError {}
+
+/// Parses 64 hex digits, optionally surrounded by whitespace, into a key (no strength check).
+pub fn parse_key(text: &[u8]) -> Option<ha_proto::keys::Psk> {
+    let t = text.trim_ascii();
+    if t.len() != 64 {
+        return None;
+    }
+    let mut psk = ha_proto::keys::Psk([0u8; 32]);
+    for (i, pair) in t.chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        psk.0[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(psk)
+}
+
+/// Reads a cluster key file (64 hex digits, as `hactl psk generate` writes) that only its
+/// owner can access, and applies the one strength rule ([`ha_proto::keys::check_strength`]):
+/// every program that takes a key from a file goes through here.
+pub fn read_key_file(path: &Path) -> Result<ha_proto::keys::Psk, KeyFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    use zeroize::Zeroize;
+    let p = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|e| KeyFileError::Io(p(), e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(KeyFileError::Permissions(p()));
+    }
+    let mut text = std::fs::read(path).map_err(|e| KeyFileError::Io(p(), e))?;
+    let psk = parse_key(&text);
+    text.zeroize();
+    let psk = psk.ok_or_else(|| KeyFileError::Format(p()))?;
+    psk.check_strength()
+        .map_err(|w| KeyFileError::Weak(p(), w))?;
+    Ok(psk)
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    #[test]
+    fn key_files_are_checked_for_mode_format_and_strength() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let good = "4fccc60fa96488d0d9023fdaf60c0279fe12d7c2c063e5092a39a9bb4ff9bcdd\n";
+        write_atomic(&p, good.as_bytes(), 0o600).unwrap();
+        assert_eq!(read_key_file(&p).unwrap().0[0], 0x4f);
+        write_atomic(&p, good.as_bytes(), 0o640).unwrap();
+        assert!(matches!(
+            read_key_file(&p),
+            Err(KeyFileError::Permissions(_))
+        ));
+        write_atomic(&p, b"abc", 0o600).unwrap();
+        assert!(matches!(read_key_file(&p), Err(KeyFileError::Format(_))));
+        let weak = format!("{}01\n", "0".repeat(62));
+        write_atomic(&p, weak.as_bytes(), 0o600).unwrap();
+        let e = read_key_file(&p).unwrap_err();
+        assert!(matches!(e, KeyFileError::Weak(..)));
+        assert!(!e.to_string().contains("0001"), "{e}");
+        let pattern = "0123456789abcdef".repeat(4);
+        write_atomic(&p, pattern.as_bytes(), 0o600).unwrap();
+        assert!(matches!(read_key_file(&p), Err(KeyFileError::Weak(..))));
     }
 }
