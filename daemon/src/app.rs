@@ -14,11 +14,11 @@ use ha_proto::msg::Serial;
 
 use crate::config::DaemonConfig;
 use crate::fastpath::{FastPath, Filter, SideConfig};
-use crate::hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
 use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
+use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 
 /// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
 pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
@@ -150,11 +150,7 @@ pub trait Dataplane: Filter + Activate + SyncPlane + Send + 'static {}
 
 impl<T: Filter + Activate + SyncPlane + Send + 'static> Dataplane for T {}
 
-/// Reads a configuration block file (as `hactl provision` writes it).
-pub fn load_block(path: &Path) -> Result<ConfigBlock, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    ConfigBlock::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
+pub use ha_persist::read_block as load_block;
 
 fn side(f: &crate::config::SideFile, mac: crate::fastpath::Mac) -> Result<SideConfig, String> {
     let (cluster_ip, prefix_len) = f.cluster().map_err(|e| e.to_string())?;
@@ -233,7 +229,7 @@ pub fn spawn_sync<D: Dataplane>(
 }
 
 /// Runs the daemon until `stop` is set, in boot `epoch` (the persistent boot counter,
-/// [`crate::hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
+/// [`ha_hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
 /// from the configuration block.
 pub fn run<D: Dataplane>(
     cfg: DaemonConfig,

@@ -111,7 +111,7 @@ mod tests {
 
     /// Members SN-A (active) and SN-B of the sample configuration, each with its dataplane.
     fn pair(t0: Instant) -> (Dp, Dp) {
-        let block = crate::hostlink::tests::sample_cfg();
+        let block = ha_hostlink::test_support::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
         let mut a = Dp(Dataplane::from_block(&block, 10, t0));

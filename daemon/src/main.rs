@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ha_daemon::config::{DaemonConfig, Table};
 use ha_daemon::dp::Dp;
-use ha_daemon::hostlink::boot_epoch;
+use ha_hostlink::boot_epoch;
 
 #[derive(Parser)]
 #[command(name = "ha-daemon", about = "Main-CPU HA daemon", version)]

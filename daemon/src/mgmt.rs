@@ -834,13 +834,6 @@ pub fn persist_key(path: &Path, psk: &[u8; 32], key_id: u8) -> Result<(), String
     })
 }
 
-/// Reads and decodes the configuration block at `path`.
-fn read_block(path: &Path) -> Result<ha_proto::config_block::ConfigBlock, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    ha_proto::config_block::ConfigBlock::decode(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// Rewrites the configuration block at `path` changed by `change`, atomically (see
 /// [`write_block`]); a block that does not decode, or an invalid result, leaves it alone.
 pub fn update_block(
@@ -852,40 +845,8 @@ pub fn update_block(
     write_block(path, &block)
 }
 
-/// Writes `block` as the flash image at `path` (mode 0600): a new file written and synced
-/// beside it, then renamed over it, so a crash leaves either the old block or the new one.
-/// An invalid block is refused before anything is written.
-pub fn write_block(path: &Path, block: &ha_proto::config_block::ConfigBlock) -> Result<(), String> {
-    use ha_proto::config_block::{BLOCK_SIZE, ERASED};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut img = vec![ERASED; BLOCK_SIZE];
-    block
-        .encode(&mut img)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
-    let write = || -> io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&img)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
-}
+use ha_persist::read_block;
+pub use ha_persist::write_block;
 
 fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Event> {
     Some(Event {

@@ -19,9 +19,9 @@ use ha_proto::msg::host::{EventReport, HostMsg, StatusReport};
 use ha_proto::msg::{Role, Serial};
 
 use crate::fastpath::Filter;
-use crate::hostlink::HostLink;
 use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
 use crate::packetio::{Core, Senders};
+use ha_hostlink::HostLink;
 
 /// Events kept for `events` requests: the controller's own ring holds fewer, so this never
 /// loses one the controller still had.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use ha_daemon::app::{self, SyncPlane};
 use ha_daemon::config::DaemonConfig;
 use ha_daemon::fastpath::{tcp_flags, Filter, PacketInfo, Side};
-use ha_daemon::hostlink::{End, HostCodec, HostLink};
 use ha_daemon::runtime::Activate;
+use ha_hostlink::{End, HostCodec, HostLink};
 use ha_proto::config_block::{
     AggregateRule, ConfigBlock, DomainEntry, HwWeights, LinkAddr, MemberEntry, TimerProfile,
 };

@@ -32,7 +32,7 @@ struct Case {
 }
 
 enum Body {
-    Member(MemberMsg),
+    Member(Box<MemberMsg>),
     Host(Box<HostMsg>),
 }
 
@@ -43,25 +43,25 @@ fn cases() -> Vec<Case> {
             channel: Channel::Member,
             aead: false,
             seq: 1,
-            body: Body::Member(MemberMsg::Heartbeat(heartbeat())),
+            body: Body::Member(Box::new(MemberMsg::Heartbeat(heartbeat()))),
         },
         Case {
             name: "heartbeat-aead",
             channel: Channel::Member,
             aead: true,
             seq: 2,
-            body: Body::Member(MemberMsg::Heartbeat(heartbeat())),
+            body: Body::Member(Box::new(MemberMsg::Heartbeat(heartbeat()))),
         },
         Case {
             name: "admin-force-passive-hmac",
             channel: Channel::Member,
             aead: false,
             seq: 3,
-            body: Body::Member(MemberMsg::AdminFor {
+            body: Body::Member(Box::new(MemberMsg::AdminFor {
                 target: ha_proto::msg::Serial::new("SN210A0000002").unwrap(),
                 target_epoch: 9,
                 command: AdminCommand::ForcePassive,
-            }),
+            })),
         },
         Case {
             name: "host-ping-hmac",
@@ -99,7 +99,7 @@ fn generate() -> String {
         let mut buf = [0u8; MAX_FRAME_LEN];
         let h = header(c.channel, c.aead, c.seq);
         let n = match &c.body {
-            Body::Member(m) => seal_msg(&keys, &h, m, &mut buf),
+            Body::Member(m) => seal_msg(&keys, &h, &**m, &mut buf),
             Body::Host(m) => seal_msg(&keys, &h, &**m, &mut buf),
         }
         .unwrap();
@@ -139,7 +139,7 @@ fn stored_frames_open_and_decode() {
         let opened = open(&test_ring(), CLUSTER, &mut frame).unwrap();
         assert_eq!(opened.header, header(case.channel, case.aead, case.seq));
         match &case.body {
-            Body::Member(m) => assert_eq!(&opened.decode::<MemberMsg>().unwrap(), m),
+            Body::Member(m) => assert_eq!(&opened.decode::<MemberMsg>().unwrap(), &**m),
             Body::Host(m) => assert_eq!(&opened.decode::<HostMsg>().unwrap(), &**m),
         }
         checked += 1;

@@ -10,7 +10,7 @@ use ha_hal::bridge::SensorKind;
 use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::Role;
-use ha_qemu::{Cluster, ClusterConfig, LedObserved, Link};
+use ha_testkit::{Cluster, ClusterConfig, LedObserved, Link};
 use ha_testwire::Impair;
 
 fn boot() -> Option<Cluster> {

@@ -406,6 +406,8 @@ fn harness_ci(elf: &std::path::Path) -> Result {
         "ha-boardsim",
         "-p",
         "ha-qemu",
+        "-p",
+        "ha-testkit",
     ]))?;
     run(crate::util::cargo().env("HA_FIRMWARE_ELF", elf).args([
         "test",
@@ -416,7 +418,7 @@ fn harness_ci(elf: &std::path::Path) -> Result {
     ]))
 }
 
-/// Runs `ha-cluster <cmd> --elf <release firmware> <args>` (package ha-qemu, release).
+/// Runs `ha-cluster <cmd> --elf <release firmware> <args>` (package ha-testkit, release).
 fn ha_cluster(cmd: &str, args: &[String]) -> Result {
     let elf = fw_build()?;
     run(crate::util::cargo()
@@ -425,7 +427,7 @@ fn ha_cluster(cmd: &str, args: &[String]) -> Result {
             "-q",
             "--release",
             "-p",
-            "ha-qemu",
+            "ha-testkit",
             "--bin",
             "ha-cluster",
             "--",

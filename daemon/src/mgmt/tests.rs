@@ -487,7 +487,7 @@ fn a_rolled_over_key_is_saved_in_the_configuration_block_atomically() {
     let dir = std::env::temp_dir().join(format!("ha-persist-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("member.cfg");
-    let block = crate::hostlink::tests::sample_cfg();
+    let block = ha_hostlink::test_support::sample_cfg();
     let mut img = vec![ERASED; BLOCK_SIZE];
     block.encode(&mut img).expect("encode");
     std::fs::write(&path, &img).expect("write");
@@ -556,7 +556,7 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("member.cfg");
     let mut img = vec![ERASED; BLOCK_SIZE];
-    crate::hostlink::tests::sample_cfg()
+    ha_hostlink::test_support::sample_cfg()
         .encode(&mut img)
         .expect("encode");
     std::fs::write(&path, &img).expect("write");
@@ -635,7 +635,7 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
     assert_eq!(back.members[1].main_link.ip, [10, 0, 0, 3]);
     assert_eq!(
         back.psk.0,
-        crate::hostlink::tests::sample_cfg().psk.0,
+        ha_hostlink::test_support::sample_cfg().psk.0,
         "key unchanged"
     );
 

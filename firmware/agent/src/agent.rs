@@ -1269,11 +1269,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// report describes every domain, built when drained. The report goes ahead of every
     /// other queued output but earlier reports: a takeover must not wait behind events.
     fn roles_out(&mut self) {
-        if !self.out.iter().any(|p| matches!(p, Pending::Roles)) {
-            if self.out.push_front(Pending::Roles).is_err() {
-                self.status.counters.output_dropped =
-                    self.status.counters.output_dropped.saturating_add(1);
-            }
+        if !self.out.iter().any(|p| matches!(p, Pending::Roles))
+            && self.out.push_front(Pending::Roles).is_err()
+        {
+            self.status.counters.output_dropped =
+                self.status.counters.output_dropped.saturating_add(1);
         }
         if !self.out.iter().any(|p| matches!(p, Pending::Status)) {
             self.push(Pending::Status);

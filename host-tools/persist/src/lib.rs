@@ -424,3 +424,23 @@ mod key_file_tests {
         assert!(matches!(read_key_file(&p), Err(KeyFileError::Weak(..))));
     }
 }
+
+/// Reads and decodes (integrity digest and every field checked) the configuration block
+/// image at `path`: the member's flash block as `hactl provision` writes it.
+pub fn read_block(path: &Path) -> Result<ha_proto::config_block::ConfigBlock, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ha_proto::config_block::ConfigBlock::decode(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `block` as the flash image at `path` (mode 0600, [`write_atomic`]): a crash leaves
+/// either the old block or the new one. An invalid block is refused before anything is
+/// written.
+pub fn write_block(path: &Path, block: &ha_proto::config_block::ConfigBlock) -> Result<(), String> {
+    use ha_proto::config_block::{BLOCK_SIZE, ERASED};
+    let mut img = zeroize::Zeroizing::new(vec![ERASED; BLOCK_SIZE]);
+    block
+        .encode(&mut img)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    write_atomic(path, &img, 0o600).map_err(|e| format!("{}: {e}", path.display()))
+}

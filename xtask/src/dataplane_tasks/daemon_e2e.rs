@@ -195,7 +195,7 @@ impl Env {
         self.kill(&format!("controller-{m}"));
         std::thread::sleep(Duration::from_millis(1100));
         let block = self.dir.join(format!("{i}.cfg"));
-        let argv = qemu_member(elf, &block, &self.dir, m, net, i);
+        let argv = qemu_member(elf, &block, &self.dir, m, net, i)?;
         self.spawn(&format!("controller-{m}"), None, &argv, false)
     }
 
@@ -493,9 +493,10 @@ fn start_wire(
     Ok(ports)
 }
 
-/// The QEMU command line of member `i` (the QEMU member contract, docs/firmware.md): its
-/// configuration block and boot epoch in flash/RAM, UART0 log to a file, UART1 host link on
-/// `<dir>/<m>-host.sock`, UART2 backup link and the LAN9118 as UDP to the test wire.
+/// The QEMU command line of member `i` (`ha_qemu::MemberCmd`, the one place it is written):
+/// its configuration block and persistent boot counter (beside the block), UART0 log to a
+/// file, UART1 host link on `<dir>/<m>-host.sock`, UART2 backup link and the LAN9118 as UDP to
+/// the test wire, QMP and QEMU's guest-error log for the post-mortem.
 fn qemu_member(
     elf: &Path,
     block: &Path,
@@ -503,60 +504,23 @@ fn qemu_member(
     m: &str,
     ports: &LinkPorts,
     i: usize,
-) -> Vec<String> {
+) -> Result<Vec<String>> {
     let (backup, main) = ports.own(i);
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() % 1_000_000_000)
-        .unwrap_or(1)
-        .max(1);
-    [
-        "qemu-system-arm".to_string(),
-        "-M".into(),
-        "mps2-an385".into(),
-        "-display".into(),
-        "none".into(),
-        "-monitor".into(),
-        "none".into(),
-        "-nodefaults".into(),
-        "-kernel".into(),
-        elf.display().to_string(),
-        "-device".into(),
-        format!("loader,file={},addr=0x3F000,force-raw=on", block.display()),
-        "-device".into(),
-        format!("loader,addr=0x3EFFC,data={epoch},data-len=4"),
-        "-serial".into(),
-        format!("file:{}/{m}-uart0.defmt", dir.display()),
-        "-chardev".into(),
-        format!(
-            "socket,id=host,path={}/{m}-host.sock,server=on,wait=off",
-            dir.display()
-        ),
-        "-serial".into(),
-        "chardev:host".into(),
-        "-serial".into(),
-        format!("udp:127.0.0.1:{}@127.0.0.1:{backup}", ports.wire_backup[i]),
-        "-chardev".into(),
-        format!(
-            "socket,id=sens,path={}/{m}-sensors.sock,server=on,wait=off",
-            dir.display()
-        ),
-        "-serial".into(),
-        "chardev:sens".into(),
-        "-nic".into(),
-        format!(
-            "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{main}",
-            ports.wire_main[i]
-        ),
-        // For the post-mortem: the CPU's registers on demand, and guest errors logged.
-        "-qmp".into(),
-        format!("unix:{}/{m}-qmp.sock,server=on,wait=off", dir.display()),
-        "-d".into(),
-        "guest_errors,unimp".into(),
-        "-D".into(),
-        format!("{}/{m}-qemu.log", dir.display()),
-    ]
-    .to_vec()
+    let cmd = ha_qemu::MemberCmd {
+        elf: elf.to_path_buf(),
+        block: block.to_path_buf(),
+        epoch: ha_qemu::next_boot(block)?,
+        uart0: ha_qemu::Uart0::File(dir.join(format!("{m}-uart0.defmt"))),
+        host_sock: dir.join(format!("{m}-host.sock")),
+        backup: Some((ports.wire_backup[i], backup)),
+        sensors_sock: dir.join(format!("{m}-sensors.sock")),
+        nic: (ports.wire_main[i], main),
+        qmp_sock: Some(dir.join(format!("{m}-qmp.sock"))),
+        debug_log: Some(dir.join(format!("{m}-qemu.log"))),
+    };
+    let mut argv = vec!["qemu-system-arm".to_string()];
+    argv.extend(cmd.args());
+    Ok(argv)
 }
 
 fn bin_dir() -> PathBuf {
@@ -608,6 +572,8 @@ pub fn tcp_survival(args: &[String]) -> Result {
         "ha-confsync",
         "-p",
         "ha-testwire",
+        "-p",
+        "ha-testkit",
     ]))?;
     let firmware = if o.controller == "qemu" {
         Some(build_firmware()?)
@@ -721,7 +687,7 @@ fn scenario(
         let mgmt_sock = dir.join(format!("{m}-mgmt.sock"));
         let block = dir.join(format!("{i}.cfg"));
         let controller_argv: Vec<String> = match (&firmware, &net) {
-            (Some(elf), Some(net)) => qemu_member(elf, &block, dir, m, net, i),
+            (Some(elf), Some(net)) => qemu_member(elf, &block, dir, m, net, i)?,
             _ => vec![
                 b("ha-agent-host"),
                 "--block".into(),
@@ -740,6 +706,7 @@ fn scenario(
             r#"config_block = "{block}"
 host_link = "{host}"
 mgmt_socket = "{mgmt}"
+state_dir = "{state}"
 interfaces_period_ms = 1000
 table = "{table}"
 
@@ -773,6 +740,7 @@ sync = "10.9.0.{hathem}"
             block = dir.join(format!("{i}.cfg")).display(),
             host = host_sock.display(),
             mgmt = mgmt_sock.display(),
+            state = dir.join(format!("{m}-state")).display(),
             me = 11 + i,
             them = 11 + other,
             hame = 1 + i,

@@ -140,7 +140,7 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         ])
         .arg(&block);
     run(&mut p)?;
-    let argv = qemu_member(c.elf, &block, c.dir, "c", c.net, dead);
+    let argv = qemu_member(c.elf, &block, c.dir, "c", c.net, dead)?;
     env.spawn("controller-c", None, &argv, false)?;
     let m = c.members[dead];
     let toml = std::fs::read_to_string(c.dir.join(format!("{m}.toml")))

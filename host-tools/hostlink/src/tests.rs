@@ -1,17 +1,9 @@
 use super::*;
-use ha_proto::config_block::{
-    AggregateRule, DomainEntry, HwWeights, LinkAddr, MemberEntry, TimerProfile, DEFAULT_HA_PORT,
-    DEFAULT_STATE_SYNC_PORT,
-};
+use crate::test_support::sample_cfg;
 use ha_proto::keys::Psk;
 use ha_proto::msg::host::{DomainRoleOf, WirePsk};
 use ha_proto::msg::{Role, Serial};
 
-/// A strong test key (weak keys are refused where keys enter the system).
-pub(crate) const TEST_KEY: [u8; 32] = [
-    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194, 192,
-    99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
-];
 const NEXT_KEY: [u8; 32] = [
     148, 211, 98, 190, 85, 185, 119, 216, 168, 244, 196, 124, 61, 26, 207, 254, 228, 120, 234, 147,
     40, 232, 200, 231, 16, 119, 200, 247, 47, 102, 116, 61,
@@ -19,43 +11,6 @@ const NEXT_KEY: [u8; 32] = [
 
 fn serial(s: &str) -> Serial {
     Serial::new(s).expect("test serial")
-}
-
-pub(crate) fn sample_cfg() -> ConfigBlock {
-    let mut members = heapless::Vec::new();
-    for (s, ip) in [("SN-A", [10, 0, 0, 1]), ("SN-B", [10, 0, 0, 2])] {
-        members
-            .push(MemberEntry {
-                serial: serial(s),
-                main_link: LinkAddr {
-                    ip,
-                    port: DEFAULT_HA_PORT,
-                },
-            })
-            .expect("room");
-    }
-    let mut domains = heapless::Vec::new();
-    domains
-        .push(DomainEntry {
-            id: 0,
-            preferred: None,
-        })
-        .expect("room");
-    ConfigBlock {
-        serial: serial("SN-A"),
-        cluster_id: 0xC0FFEE,
-        key_id: 1,
-        encrypt: false,
-        members,
-        backup_link: true,
-        state_sync_port: DEFAULT_STATE_SYNC_PORT,
-        timers: TimerProfile::Default,
-        domains,
-        aggregate: AggregateRule::AllDown,
-        tpm_included: false,
-        weights: HwWeights::default(),
-        psk: Psk(TEST_KEY),
-    }
 }
 
 /// The controller's end of the link: the same proto codec, told it is the controller.

@@ -1,4 +1,4 @@
-//! `ha-traffic`: the TCP load of the failover test (see `ha_daemon::traffic`).
+//! `ha-traffic`: the TCP load of the failover test (see `ha_testkit::traffic`).
 //!
 //! ```text
 //! ha-traffic server --listen 10.2.0.1:5001
@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ha_daemon::traffic::{echo_server, parse_command, Client, Command};
+use ha_testkit::traffic::{echo_server, parse_command, Client, Command};
 
 #[derive(Parser)]
 #[command(name = "ha-traffic", about = "TCP echo load for the failover test")]

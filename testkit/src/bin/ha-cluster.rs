@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ha_proto::msg::Role;
-use ha_qemu::{summary, Cluster, ClusterConfig, Link};
+use ha_testkit::{summary, Cluster, ClusterConfig, Link};
 use ha_testwire::Impair;
 
 struct Opts {

@@ -1,4 +1,4 @@
-//! The main-CPU end of the host link to the management controller.
+//! The main-CPU end of the host link to the management controller, over a byte stream.
 //!
 //! Every rule about a host-link frame is `ha_proto::hostlink`'s ([`HostEndpoint`], the same
 //! codec the controller runs, told it is the main CPU's end): direction, binding to the
@@ -26,8 +26,6 @@ pub use ha_proto::hostlink::End;
 use ha_proto::hostlink::{HostEndpoint, SealError};
 use ha_proto::msg::host::HostMsg;
 use ha_proto::uart::{self, Decoder, UartError, MAX_ENCODED_LEN};
-
-use crate::util::wait_readable;
 
 /// Messages decoded but not yet taken by the caller. A controller sends at most a status
 /// report, a few events and a roles report per tick; more than this queued means the caller
@@ -397,5 +395,22 @@ impl<T: Read + Write + AsFd> HostLink<T> {
     }
 }
 
+/// Waits until `fd` is readable or `timeout` passes; true when readable. An interrupted wait
+/// counts as a timeout (the caller loops on its own deadline).
+pub fn wait_readable<F: AsFd>(fd: &F, timeout: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

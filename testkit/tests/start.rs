@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ha_qemu::{Cluster, ClusterConfig};
+use ha_testkit::{Cluster, ClusterConfig};
 
 #[test]
 fn a_missing_elf_is_refused() {

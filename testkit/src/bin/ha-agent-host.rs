@@ -4,7 +4,7 @@
 //! it is used instead of QEMU.
 //!
 //! - host link: listens on a unix socket like QEMU's UART1 chardev (`server=on,wait=off`),
-//!   frames sealed with the host-link key ([`ha_daemon::hostlink::HostCodec`], controller end);
+//!   frames sealed with the host-link key ([`ha_hostlink::HostCodec`], controller end);
 //! - main HA link: sealed member frames in UDP datagrams to every `--peer`;
 //! - no backup link and no sensors (hardware quality stays 100).
 //!
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use ha_agent::{Agent, Config, LinkId, Output};
-use ha_daemon::app::load_block;
+use ha_persist::read_block as load_block;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::host::HostMsg;
