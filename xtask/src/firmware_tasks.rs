@@ -442,9 +442,12 @@ fn ha_cluster(cmd: &str, args: &[String]) -> Result {
 /// with the test wire, board simulators and host links, prints the status table every second
 /// and fails unless exactly one member is active at the end.
 /// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: see [`soak`].
+/// `cargo xtask qemu boots [--runs N] [--hogs H]`: boots the two-member cluster N times
+/// beside H busy loops; last line `boots: runs=N hogs=H no_active=<k> ...`.
 pub fn qemu(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("soak") => soak(&args[1..]),
+        Some("boots") => ha_cluster("boots", &args[1..]),
         _ => ha_cluster("boot", args),
     }
 }

@@ -5,6 +5,7 @@
 //! ha-cluster demo  --elf E
 //! ha-cluster bench --elf E [--runs N]
 //! ha-cluster soak  --elf E [--minutes M] [--profile default|fast]
+//! ha-cluster boots --elf E [--runs N] [--hogs H]
 //! ```
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ struct Opts {
     runs: usize,
     minutes: f64,
     profile: String,
+    hogs: usize,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -35,6 +37,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         runs: 5,
         minutes: 5.0,
         profile: "default".into(),
+        hogs: 2,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -48,6 +51,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--minutes" => o.minutes = val()?.parse().map_err(|e| format!("--minutes: {e}"))?,
             "--profile" => o.profile = val()?,
+            "--hogs" => o.hogs = val()?.parse().map_err(|e| format!("--hogs: {e}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -281,6 +285,82 @@ fn soak(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// Busy loops beside the cluster (`sh -c 'while :; do :; done'`), ended by their own pid.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(n: usize) -> Result<Hogs, String> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .map_err(|e| format!("busy loop: {e}"))?,
+            );
+        }
+        Ok(Hogs(v))
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Boots the two-member cluster `--runs` times with `--hogs` busy loops beside it; a boot
+/// passes when, as each member's main CPU sees it (the roles its controller reported on the
+/// host link), exactly one member is active and the other passive within 30 s. Guards the
+/// no-active-after-boot defect: the figure is how many boots ended without an active member.
+fn boots(o: &Opts) -> Result<(), String> {
+    let cfg = config(o, "fast")?;
+    let _hogs = Hogs::start(o.hogs)?;
+    let mut times = Vec::new();
+    let mut failed = Vec::new();
+    for run in 1..=o.runs {
+        let mut c = Cluster::start(&cfg)?;
+        let t0 = c.started();
+        let ok = c.wait_for(Duration::from_secs(30), |c| {
+            let roles: Vec<_> = c.members().iter().map(|m| m.role()).collect();
+            roles.iter().filter(|r| **r == Some(Role::Active)).count() == 1
+                && roles.iter().filter(|r| **r == Some(Role::Passive)).count() == 1
+        });
+        if ok {
+            times.push(ms(t0.elapsed()));
+        } else {
+            println!(
+                "run {run}: no single active member after 30 s:\n{}",
+                c.status_table()
+            );
+            failed.push(run);
+        }
+        drop(c);
+        if run % 10 == 0 {
+            println!(
+                "boots: {run}/{} done, {} without an active member",
+                o.runs,
+                failed.len()
+            );
+        }
+    }
+    let (_, median, max) = summary(&mut times).unwrap_or((0.0, 0.0, 0.0));
+    println!(
+        "boots: runs={} hogs={} no_active={} median_ms={median:.0} max_ms={max:.0}",
+        o.runs,
+        o.hogs,
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("boots without an active member: runs {failed:?}"))
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -289,9 +369,12 @@ fn main() {
             "demo" => demo(&o),
             "bench" => bench(&o),
             "soak" => soak(&o),
-            other => Err(format!("unknown command {other}: boot, demo, bench, soak")),
+            "boots" => boots(&o),
+            other => Err(format!(
+                "unknown command {other}: boot, demo, bench, soak, boots"
+            )),
         }),
-        None => Err("usage: ha-cluster boot|demo|bench|soak --elf <ELF> [options]".into()),
+        None => Err("usage: ha-cluster boot|demo|bench|soak|boots --elf <ELF> [options]".into()),
     };
     if let Err(e) = result {
         eprintln!("ha-cluster: {e}");

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{wait_roles, Load};
+use super::env::{wait_roles, Load};
 use crate::util::{output, run, Result};
 
 fn json(text: &str, what: &str) -> Result<serde_json::Value> {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{confsync_argv, mode, qemu_member, Env, LinkPorts};
+use super::confsync_argv;
+use super::env::{mode, qemu_member, Env, LinkPorts};
 use crate::util::{output, run, Result};
 
 /// Serial of the replacement member.

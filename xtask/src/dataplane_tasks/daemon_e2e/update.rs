@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{wait_roles, Env, LinkPorts, Load};
+use super::env::{wait_roles, Env, LinkPorts, Load};
 use crate::util::Result;
 
 /// Longest the whole update may take (two controller restarts, each waited for, and a swap).

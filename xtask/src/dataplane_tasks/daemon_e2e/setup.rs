@@ -1,0 +1,290 @@
+//! Setting up the e2e's cluster: keys and configuration blocks with hactl, network namespaces
+//! (client, server, two members), the test wire, controllers and daemons, and the TCP load.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::env::{diagnostics, qemu_member, start_wire, wait_roles, Env, LinkPorts, Load};
+use super::Opts;
+use crate::util::{run, Result};
+
+/// What [`start`] set up: two members (controller + daemon each) in namespaces, forwarding
+/// the load client's connections, one of them active.
+pub(super) struct Setup {
+    /// First port of this run's range.
+    pub base: u16,
+    /// Member serials.
+    pub serials: [&'static str; 2],
+    /// Member names (namespaces, process names).
+    pub members: [&'static str; 2],
+    /// Management sockets of the daemons.
+    pub socks: Vec<PathBuf>,
+    /// The test wire between QEMU controllers (none with host-process controllers).
+    pub net: Option<LinkPorts>,
+    /// Index of the active member.
+    pub active: usize,
+    /// The load client.
+    pub load: Load,
+}
+
+/// Keys and blocks (hactl), namespaces and links, the test wire, controllers and daemons,
+/// then the load: `o.connections` TCP connections through the active member.
+pub(super) fn start(
+    env: &mut Env,
+    o: &Opts,
+    firmware: Option<&Path>,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    id: u32,
+) -> Result<Setup> {
+    // Keys and configuration blocks, with the project's own tool.
+    let psk = dir.join("psk");
+    run(Command::new(b("hactl"))
+        .args(["psk", "generate", "-o"])
+        .arg(&psk))?;
+    let base = 40_000 + (id % 2_000) as u16 * 10;
+    let serials: [&'static str; 2] = ["SN-A", "SN-B"];
+    let ports = [base + 1, base + 2];
+    for (i, s) in serials.iter().enumerate() {
+        let mut c = Command::new(b("hactl"));
+        c.args(["provision", "--psk-file"]).arg(&psk).args([
+            "--serial",
+            s,
+            "--cluster-id",
+            "4242",
+            "--timers",
+            &o.timers,
+        ]);
+        for (j, t) in serials.iter().enumerate() {
+            // QEMU members have their own address on the emulated LAN9118; host-process
+            // agents share the loopback.
+            let addr = match firmware {
+                Some(_) => format!("10.0.0.{}:44240", j + 1),
+                None => format!("127.0.0.1:{}", ports[j]),
+            };
+            c.args(["--member", &format!("{t}={addr}")]);
+        }
+        if firmware.is_some() {
+            c.arg("--backup-link");
+        }
+        c.arg("-o").arg(dir.join(format!("{i}.cfg")));
+        run(&mut c)?;
+    }
+
+    // Namespaces and links.
+    for n in ["c", "s", "a", "b"] {
+        env.add_ns(n)?;
+    }
+    let (c, s) = (env.ns("c"), env.ns("s"));
+    for (ns, addr) in [(&c, "10.1.0.1/24"), (&s, "10.2.0.1/24")] {
+        env.ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        env.ip(&["-n", ns, "addr", "add", addr, "dev", "br0"])?;
+        env.ip(&["-n", ns, "link", "set", "br0", "up"])?;
+    }
+    for m in ["a", "b"] {
+        let mns = env.ns(m);
+        for (dev, other, peer) in [("in", &c, format!("c{m}")), ("out", &s, format!("s{m}"))] {
+            env.ip(&[
+                "-n", &mns, "link", "add", dev, "type", "veth", "peer", "name", &peer, "netns",
+                other,
+            ])?;
+            env.ip(&["-n", other, "link", "set", &peer, "master", "br0", "up"])?;
+            env.ip(&["-n", &mns, "link", "set", dev, "up"])?;
+        }
+    }
+    let (na, nb) = (env.ns("a"), env.ns("b"));
+    env.ip(&[
+        "-n", &na, "link", "add", "ha", "type", "veth", "peer", "name", "ha", "netns", &nb,
+    ])?;
+    env.ip(&["-n", &na, "addr", "add", "10.9.0.1/24", "dev", "ha"])?;
+    env.ip(&["-n", &nb, "addr", "add", "10.9.0.2/24", "dev", "ha"])?;
+    env.ip(&["-n", &na, "link", "set", "ha", "up"])?;
+    env.ip(&["-n", &nb, "link", "set", "ha", "up"])?;
+    env.ip(&["-n", &c, "route", "add", "10.2.0.0/24", "via", "10.1.0.254"])?;
+    env.ip(&["-n", &s, "route", "add", "10.1.0.0/24", "via", "10.2.0.254"])?;
+
+    // The test wire between the QEMU members' HA links.
+    let net = match firmware {
+        Some(_) => Some(start_wire(env, b, dir, base)?),
+        None => None,
+    };
+
+    // Controllers and daemons.
+    let mut socks = Vec::new();
+    let members: [&'static str; 2] = ["a", "b"];
+    for (i, m) in members.iter().enumerate() {
+        let host_sock = dir.join(format!("{m}-host.sock"));
+        let mgmt_sock = dir.join(format!("{m}-mgmt.sock"));
+        let block = dir.join(format!("{i}.cfg"));
+        let controller_argv: Vec<String> = match (&firmware, &net) {
+            (Some(elf), Some(net)) => qemu_member(elf, &block, dir, m, net, i)?,
+            _ => vec![
+                b("ha-agent-host"),
+                "--block".into(),
+                block.display().to_string(),
+                "--host-sock".into(),
+                host_sock.display().to_string(),
+                "--bind".into(),
+                format!("127.0.0.1:{}", ports[i]),
+                "--peer".into(),
+                format!("127.0.0.1:{}", ports[1 - i]),
+            ],
+        };
+        env.spawn(&format!("controller-{m}"), None, &controller_argv, false)?;
+        let other = 1 - i;
+        let toml = format!(
+            r#"config_block = "{block}"
+host_link = "{host}"
+mgmt_socket = "{mgmt}"
+state_dir = "{state}"
+interfaces_period_ms = 1000
+table = "{table}"
+
+[[monitor]]
+name = "in"
+weight = 100
+
+[[monitor]]
+name = "out"
+weight = 100
+
+[forward.inside]
+ifname = "in"
+cluster_ip = "10.1.0.254/24"
+member_ip = "10.1.0.{me}"
+allow_new = true
+
+[forward.outside]
+ifname = "out"
+cluster_ip = "10.2.0.254/24"
+member_ip = "10.2.0.{me}"
+
+[sync]
+bind = "10.9.0.{hame}"
+
+[[peer]]
+serial = "{peer}"
+probe = ["10.1.0.{them}", "10.2.0.{them}"]
+sync = "10.9.0.{hathem}"
+"#,
+            block = dir.join(format!("{i}.cfg")).display(),
+            host = host_sock.display(),
+            mgmt = mgmt_sock.display(),
+            state = dir.join(format!("{m}-state")).display(),
+            me = 11 + i,
+            them = 11 + other,
+            hame = 1 + i,
+            hathem = 1 + other,
+            peer = serials[other],
+            table = o.table,
+        );
+        let cfg = dir.join(format!("{m}.toml"));
+        std::fs::write(&cfg, toml).map_err(|e| format!("e2e: {e}"))?;
+        env.spawn(
+            &format!("daemon-{m}"),
+            Some(m),
+            &[b("ha-daemon"), "--config".into(), cfg.display().to_string()],
+            false,
+        )?;
+        socks.push(mgmt_sock);
+    }
+    match &firmware {
+        Some(elf) => println!(
+            "e2e: controllers: QEMU mps2-an385 members running {}",
+            elf.display()
+        ),
+        None => println!(
+            "e2e: controllers: ha-agent-host (the ha-agent state machine in a host process), \
+             not the QEMU firmware"
+        ),
+    }
+    let active = wait_roles(&socks, None, Duration::from_secs(30)).map_err(|e| {
+        format!(
+            "{e}\n--- daemon-a\n{}\n--- daemon-b\n{}",
+            env.log_tail("daemon-a"),
+            env.log_tail("daemon-b")
+        )
+    })?;
+    println!("e2e: member {} is active", serials[active]);
+    let table = crate::util::output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(&socks[active])
+            .arg("info"),
+    )?;
+    println!(
+        "e2e: hactl info on {}:\n{}",
+        serials[active],
+        table.trim_end()
+    );
+
+    // Load.
+    env.spawn(
+        "server",
+        Some("s"),
+        &[
+            b("ha-traffic"),
+            "server".into(),
+            "--listen".into(),
+            "10.2.0.1:5001".into(),
+        ],
+        false,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    env.spawn(
+        "client",
+        Some("c"),
+        &[
+            b("ha-traffic"),
+            "client".into(),
+            "--connect".into(),
+            "10.2.0.1:5001".into(),
+            "--connections".into(),
+            o.connections.to_string(),
+            "--interval-ms".into(),
+            o.interval_ms.to_string(),
+        ],
+        true,
+    )?;
+    let load = {
+        let ch = env.child("client").ok_or("e2e: client vanished")?;
+        let stdin = ch.stdin.take().ok_or("e2e: client stdin")?;
+        let stdout = ch.stdout.take().ok_or("e2e: client stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Load { stdin, lines: rx }
+    };
+    let ready = load.line(Duration::from_secs(60)).map_err(|e| {
+        format!(
+            "{e} (connections not established)\n{}\n{}",
+            env.log_tail("client"),
+            diagnostics(&socks)
+        )
+    })?;
+    if ready != "ready" {
+        return Err(format!("e2e: load client said {ready:?}"));
+    }
+    println!(
+        "e2e: {} connections established, data flowing",
+        o.connections
+    );
+    Ok(Setup {
+        base,
+        serials,
+        members,
+        socks,
+        net,
+        active,
+        load,
+    })
+}
