@@ -27,6 +27,12 @@ pub fn e2e(args: &[String]) -> Result {
     daemon_e2e::tcp_survival(args)
 }
 
+/// `chaos --minutes M [--seed S] [--connections N]`: the e2e cluster under random faults
+/// (see `daemon_e2e::chaos`).
+pub fn chaos(args: &[String]) -> Result {
+    daemon_e2e::chaos(args)
+}
+
 /// `bench sync [--connections N] [--conntrackd-connections M] [--no-conntrackd]`: conntrackd
 /// between two network namespaces, then our sync engine over loopback UDP (release build);
 /// last line `sync: updates_per_s=<n> bulk_1m_ms=<ms> p99_lag_ms=<ms>` (see `sync_bench`).

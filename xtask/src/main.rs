@@ -53,6 +53,8 @@ enum Cmd {
     Demo(Rest),
     /// End-to-end scenarios in network namespaces: `e2e tcp-survival --connections N`.
     E2e(Rest),
+    /// The e2e cluster under random faults: `chaos --minutes M [--seed S]`.
+    Chaos(Rest),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Cmd::Qemu(r) => firmware_tasks::qemu(&r.args),
         Cmd::Demo(r) => firmware_tasks::demo(&r.args),
         Cmd::E2e(r) => dataplane_tasks::e2e(&r.args),
+        Cmd::Chaos(r) => dataplane_tasks::chaos(&r.args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

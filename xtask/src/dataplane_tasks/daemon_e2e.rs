@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{cargo, run, Result};
 
+mod chaos;
 mod commands;
 mod env;
 mod replace;
@@ -120,12 +121,8 @@ pub fn ci() -> Result {
     tcp_survival(&args)
 }
 
-/// Runs the scenario.
-pub fn tcp_survival(args: &[String]) -> Result {
-    let o = parse(args)?;
-    if !crate::util::is_root() {
-        return Err("e2e: needs root (network namespaces)".into());
-    }
+/// Builds the daemon, hactl, the configuration service and the test tools (release).
+fn build_tools() -> Result {
     run(cargo().args([
         "build",
         "--release",
@@ -139,7 +136,16 @@ pub fn tcp_survival(args: &[String]) -> Result {
         "ha-testwire",
         "-p",
         "ha-testkit",
-    ]))?;
+    ]))
+}
+
+/// Runs the scenario.
+pub fn tcp_survival(args: &[String]) -> Result {
+    let o = parse(args)?;
+    if !crate::util::is_root() {
+        return Err("e2e: needs root (network namespaces)".into());
+    }
+    build_tools()?;
     let firmware = if o.controller == "qemu" {
         Some(build_firmware()?)
     } else {
@@ -313,4 +319,62 @@ fn config_sync_phase(
         serials[standby]
     );
     Ok(())
+}
+
+/// `cargo xtask chaos --minutes M [--seed S] [--connections N]`: see [`chaos`].
+pub fn chaos(args: &[String]) -> Result {
+    let mut o = Opts {
+        connections: 200,
+        interval_ms: 100,
+        controller: "qemu".into(),
+        timers: "custom:50:4".into(),
+        table: "dataplane".into(),
+    };
+    let mut c = chaos::ChaosOpts {
+        minutes: 3.0,
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let val = it
+            .next()
+            .ok_or_else(|| format!("chaos: {a} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("chaos: {a} {val}: {e}");
+        match a.as_str() {
+            "--minutes" => c.minutes = val.parse().map_err(|e| bad(&e))?,
+            "--seed" => c.seed = val.parse().map_err(|e| bad(&e))?,
+            "--connections" => o.connections = val.parse().map_err(|e| bad(&e))?,
+            other => {
+                return Err(format!(
+                    "chaos: unknown option {other}; usage: chaos --minutes M [--seed S] [--connections N]"
+                ))
+            }
+        }
+    }
+    if c.minutes.is_nan() || c.minutes <= 0.0 || o.connections == 0 {
+        return Err("chaos: --minutes and --connections must be positive".into());
+    }
+    if !crate::util::is_root() {
+        return Err("chaos: needs root (network namespaces)".into());
+    }
+    build_tools()?;
+    let elf = build_firmware()?;
+    let bins = bin_dir();
+    let b = |n: &str| bins.join(n).display().to_string();
+    let id = std::process::id() % 100_000;
+    let dir = std::env::temp_dir().join(format!("ha-chaos-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("chaos: {e}"))?;
+    let mut env = Env {
+        prefix: format!("hac{id}"),
+        dir: dir.clone(),
+        namespaces: Vec::new(),
+        procs: Vec::new(),
+    };
+    let r = setup::start(&mut env, &o, Some(&elf), &b, &dir, id)
+        .and_then(|s| chaos::run_chaos(&mut env, &c, &elf, &b, &dir, s));
+    r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(&elf))))
 }

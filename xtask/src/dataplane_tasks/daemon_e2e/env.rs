@@ -113,8 +113,21 @@ impl Env {
         out
     }
 
+    /// Starts the daemon of member `m` again with its configuration (`<dir>/<m>.toml`), after
+    /// [`Env::kill`] ended it.
+    pub(super) fn restart_daemon(&mut self, b: &dyn Fn(&str) -> String, m: &str) -> Result {
+        self.kill(&format!("daemon-{m}"));
+        let cfg = self.dir.join(format!("{m}.toml"));
+        self.spawn(
+            &format!("daemon-{m}"),
+            Some(m),
+            &[b("ha-daemon"), "--config".into(), cfg.display().to_string()],
+            false,
+        )
+    }
+
     /// Restarts the QEMU controller of member `m` (wire slot `i`, block `<dir>/<i>.cfg`) with
-    /// `elf`: ended by its pid, then booted again a second later, under a new boot epoch.
+    /// `elf`: ended by its pid, then booted again under the next value of its boot counter.
     pub(super) fn restart_controller(
         &mut self,
         elf: &Path,
@@ -123,7 +136,6 @@ impl Env {
         i: usize,
     ) -> Result {
         self.kill(&format!("controller-{m}"));
-        std::thread::sleep(Duration::from_millis(1100));
         let block = self.dir.join(format!("{i}.cfg"));
         let argv = qemu_member(elf, &block, &self.dir, m, net, i)?;
         self.spawn(&format!("controller-{m}"), None, &argv, false)

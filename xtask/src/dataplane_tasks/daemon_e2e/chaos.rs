@@ -1,0 +1,406 @@
+//! `cargo xtask chaos --minutes M [--seed S] [--connections N]`: the two-member cluster of the
+//! e2e (QEMU controllers, daemons in namespaces, N TCP connections through the active) kept
+//! under random faults: SIGKILL of a controller, a daemon or both and their restart, HA-link
+//! cuts and impairments, an interface down, PSK rotations, planned swaps.
+//!
+//! A monitor polls both daemons' mode every [`POLL`]. After every fault the cluster must again
+//! have exactly one active member within [`BOUND`] of the fault's last action (otherwise the
+//! fault counts as `stuck`), two actives are tolerated only in the collision window after an
+//! HA partition heals, and every connection must survive (`conns_lost` counts connections
+//! that failed or stopped flowing). The seed chooses the whole schedule; a failure prints the
+//! command that replays it. Last line:
+//! `chaos: faults=<n> no_active_max_ms=<ms> dual_active_ms=<ms> conns_lost=<k> stuck=<k>`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::env::{last_events, mode, Env, LinkPorts};
+use super::setup::Setup;
+use crate::util::{run, Result};
+
+/// How often the monitor asks both daemons for their mode.
+const POLL: Duration = Duration::from_millis(50);
+/// Longest time without an active member after a fault's last action before it counts as
+/// stuck: a crash takeover (dead time, probe, host link, daemon) takes about 1 s with the
+/// e2e's timers; the rest is margin for a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(4);
+/// After an HA partition heals, two actives are a collision until the loser steps down.
+const COLLISION_WINDOW: Duration = Duration::from_secs(3);
+/// Pause between two faults, so each one's effect is judged on its own.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL the controller, restart it after a while.
+    KillController,
+    /// SIGKILL the daemon, restart it after a while.
+    KillDaemon,
+    /// SIGKILL both (the box dies), restart both after a while.
+    KillMember,
+    /// Cut one HA link (main or backup) both ways, restore it.
+    CutLink,
+    /// Cut both HA links (a partition), restore them.
+    Partition,
+    /// Loss and delay on the main HA link, then restore.
+    Impair,
+    /// A monitored data interface down on a member, then up.
+    InterfaceDown,
+    /// `hactl psk rotate` to a new key over both members.
+    RotateKey,
+    /// `hactl passive` on the active, then `hactl reset`.
+    PlannedSwap,
+}
+
+const FAULTS: [Fault; 9] = [
+    Fault::KillController,
+    Fault::KillDaemon,
+    Fault::KillMember,
+    Fault::CutLink,
+    Fault::Partition,
+    Fault::Impair,
+    Fault::InterfaceDown,
+    Fault::RotateKey,
+    Fault::PlannedSwap,
+];
+
+/// Options of a chaos run.
+pub(super) struct ChaosOpts {
+    pub minutes: f64,
+    pub seed: u64,
+}
+
+/// Both daemons' view over time: for each poll, which members reported `active`.
+#[derive(Default)]
+struct Timeline {
+    samples: Vec<(Instant, [bool; 2])>,
+}
+
+fn monitor(socks: Vec<PathBuf>, stop: Arc<AtomicBool>, tl: Arc<Mutex<Timeline>>) {
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let a = [0, 1].map(|i| mode(&socks[i]).as_deref() == Some("active"));
+        tl.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .samples
+            .push((t, a));
+        std::thread::sleep(POLL.saturating_sub(t.elapsed()));
+    }
+}
+
+/// What one fault left to judge: when its last action happened, and whether a collision
+/// window follows it.
+struct Applied {
+    fault: Fault,
+    member: usize,
+    healed_at: Instant,
+    collision: bool,
+}
+
+/// The chaos run on a set-up cluster.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_chaos(
+    env: &mut Env,
+    o: &ChaosOpts,
+    elf: &Path,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    s: Setup,
+) -> Result {
+    let Setup {
+        serials,
+        members,
+        socks,
+        net,
+        mut load,
+        ..
+    } = s;
+    let net = net.ok_or("chaos: needs QEMU controllers (the test wire)")?;
+    let mut rng = oorandom::Rand64::new(u128::from(o.seed));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tl = Arc::new(Mutex::new(Timeline::default()));
+    let mon = {
+        let (socks, stop, tl) = (socks.clone(), stop.clone(), tl.clone());
+        std::thread::spawn(move || monitor(socks, stop, tl))
+    };
+    let end = Instant::now() + Duration::from_secs_f64(o.minutes * 60.0);
+    let mut applied = Vec::new();
+    let mut key_id: u8 = 1;
+    // Connections lost so far: the load keeps a failed connection failed, so each report's
+    // count of connections not flowing includes the earlier losses; count each once.
+    let mut conns_lost = 0u64;
+    let mut first_loss: Option<String> = None;
+    let replay = format!(
+        "cargo xtask chaos --minutes {} --seed {}",
+        o.minutes, o.seed
+    );
+    println!("chaos: seed {} ({replay})", o.seed);
+    while Instant::now() < end {
+        let fault = FAULTS[rng.rand_range(0..FAULTS.len() as u64) as usize];
+        let active = current_active(&socks);
+        // Most faults hit the active (the case that matters); some the passive.
+        let member = match active {
+            Some(a) if rng.rand_range(0..4) != 0 => a,
+            Some(a) => 1 - a,
+            None => rng.rand_range(0..2) as usize,
+        };
+        let hold = Duration::from_millis(300 + rng.rand_range(0..2_700));
+        load.cmd("mark")?;
+        let t0 = Instant::now();
+        println!(
+            "chaos: t={:.1}s {fault:?} on {} for {} ms",
+            t0.elapsed().as_secs_f64(),
+            serials[member],
+            hold.as_millis()
+        );
+        let collision = apply(
+            env,
+            b,
+            dir,
+            elf,
+            &net,
+            &socks,
+            members,
+            member,
+            fault,
+            hold,
+            &mut key_id,
+        )?;
+        applied.push(Applied {
+            fault,
+            member,
+            healed_at: Instant::now(),
+            collision,
+        });
+        std::thread::sleep(SETTLE);
+        let (survived, n, gap, failed) = load.report()?;
+        let lost = (n - survived).saturating_sub(conns_lost);
+        if lost > 0 {
+            conns_lost += lost;
+            first_loss.get_or_insert_with(|| {
+                format!(
+                    "{fault:?} on {}: {lost}/{n} connections lost ({failed} failed since the start), longest pause {gap} ms\n{}",
+                    serials[member],
+                    last_events(&socks[1 - member], 12)
+                )
+            });
+            println!("chaos: {lost}/{n} connections lost after {fault:?}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = mon.join();
+    load.cmd("stop")?;
+    let tl = tl.lock().unwrap_or_else(|p| p.into_inner());
+    let verdict = judge(&tl, &applied);
+    println!(
+        "chaos: faults={} no_active_max_ms={} dual_active_ms={} conns_lost={} stuck={}",
+        applied.len(),
+        verdict.no_active_max.as_millis(),
+        verdict.dual_outside.as_millis(),
+        conns_lost,
+        verdict.stuck.len()
+    );
+    let mut problems = Vec::new();
+    if let Some(f) = first_loss {
+        problems.push(format!("first lost connections: {f}"));
+    }
+    for (fault, member, ms) in &verdict.stuck {
+        problems.push(format!(
+            "stuck: no active member for {ms} ms after {fault:?} on {}",
+            serials[*member]
+        ));
+    }
+    if !verdict.dual_outside.is_zero() {
+        problems.push(format!(
+            "two active members for {} ms outside collision windows",
+            verdict.dual_outside.as_millis()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "chaos: {}\nreproduce with: {replay}",
+            problems.join("\n")
+        ))
+    }
+}
+
+fn current_active(socks: &[PathBuf]) -> Option<usize> {
+    (0..socks.len()).find(|&i| mode(&socks[i]).as_deref() == Some("active"))
+}
+
+/// Applies one fault (its effect held for `hold`, then healed); returns whether two actives
+/// may briefly follow (a healed partition).
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    dir: &Path,
+    elf: &Path,
+    net: &LinkPorts,
+    socks: &[PathBuf],
+    members: [&'static str; 2],
+    i: usize,
+    fault: Fault,
+    hold: Duration,
+    key_id: &mut u8,
+) -> Result<bool> {
+    let m = members[i];
+    let wire = |cmd: &str| wire_control(&dir.join("wire.sock"), cmd);
+    match fault {
+        Fault::KillController => {
+            env.kill(&format!("controller-{m}"));
+            std::thread::sleep(hold);
+            env.restart_controller(elf, m, net, i)?;
+        }
+        Fault::KillDaemon => {
+            env.kill(&format!("daemon-{m}"));
+            std::thread::sleep(hold);
+            env.restart_daemon(b, m)?;
+        }
+        Fault::KillMember => {
+            env.kill(&format!("daemon-{m}"));
+            env.kill(&format!("controller-{m}"));
+            std::thread::sleep(hold);
+            env.restart_controller(elf, m, net, i)?;
+            env.restart_daemon(b, m)?;
+        }
+        Fault::CutLink => {
+            let link = if hold.as_millis() % 2 == 0 {
+                "main"
+            } else {
+                "backup"
+            };
+            wire(&format!(r#"{{"cmd":"cut","link":"{link}"}}"#))?;
+            std::thread::sleep(hold);
+            wire(r#"{"cmd":"restore"}"#)?;
+        }
+        Fault::Partition => {
+            wire(r#"{"cmd":"cut"}"#)?;
+            std::thread::sleep(hold);
+            wire(r#"{"cmd":"restore"}"#)?;
+            return Ok(true);
+        }
+        Fault::Impair => {
+            wire(
+                r#"{"cmd":"set","link":"main","impair":{"loss_pct":10,"delay_ms":20,"jitter_ms":10}}"#,
+            )?;
+            std::thread::sleep(hold);
+            wire(r#"{"cmd":"restore"}"#)?;
+        }
+        Fault::InterfaceDown => {
+            let ns = env.ns(m);
+            env.ip(&["-n", &ns, "link", "set", "out", "down"])?;
+            std::thread::sleep(hold);
+            env.ip(&["-n", &ns, "link", "set", "out", "up"])?;
+        }
+        Fault::RotateKey => {
+            *key_id = if *key_id >= 250 { 1 } else { *key_id + 1 };
+            let psk = dir.join(format!("chaos-psk-{key_id}"));
+            run(Command::new(b("hactl"))
+                .args(["psk", "generate", "-o"])
+                .arg(&psk))?;
+            let mut rotate = Command::new(b("hactl"));
+            rotate
+                .arg("--socket")
+                .arg(&socks[0])
+                .args(["psk", "rotate", "--psk-file"])
+                .arg(&psk)
+                .args(["--key-id", &key_id.to_string()]);
+            for sock in socks {
+                rotate.arg("--member-socket").arg(sock);
+            }
+            run(&mut rotate)?;
+        }
+        Fault::PlannedSwap => {
+            run(Command::new(b("hactl"))
+                .arg("--socket")
+                .arg(&socks[i])
+                .arg("passive"))?;
+            std::thread::sleep(hold);
+            run(Command::new(b("hactl"))
+                .arg("--socket")
+                .arg(&socks[i])
+                .arg("reset"))?;
+        }
+    }
+    Ok(false)
+}
+
+fn wire_control(sock: &Path, cmd: &str) -> Result {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("chaos: test wire {}: {e}", sock.display()))?;
+    s.write_all(format!("{cmd}\n").as_bytes())
+        .map_err(|e| format!("chaos: test wire: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| format!("chaos: test wire: {e}"))?;
+    if line.contains("\"ok\":true") {
+        Ok(())
+    } else {
+        Err(format!("chaos: test wire refused {cmd}: {line}"))
+    }
+}
+
+struct Verdict {
+    no_active_max: Duration,
+    dual_outside: Duration,
+    stuck: Vec<(Fault, usize, u128)>,
+}
+
+/// Judges the timeline against the faults: the longest stretch without an active member,
+/// the time with two actives outside collision windows, and the faults after whose last
+/// action no single active came back within [`BOUND`].
+fn judge(tl: &Timeline, applied: &[Applied]) -> Verdict {
+    let mut no_active_max = Duration::ZERO;
+    let mut dual_outside = Duration::ZERO;
+    let mut since: Option<Instant> = None;
+    for w in tl.samples.windows(2) {
+        let ((t, a), (t2, _)) = (w[0], w[1]);
+        let n = a.iter().filter(|x| **x).count();
+        if n == 0 {
+            let s = *since.get_or_insert(t);
+            no_active_max = no_active_max.max(t2 - s);
+        } else {
+            since = None;
+        }
+        if n == 2 {
+            let in_window = applied
+                .iter()
+                .any(|f| f.collision && t >= f.healed_at && t <= f.healed_at + COLLISION_WINDOW);
+            if !in_window {
+                dual_outside += t2 - t;
+            }
+        }
+    }
+    let mut stuck = Vec::new();
+    for f in applied {
+        // The first sample at or after healed_at + BOUND must show exactly one active, and
+        // some sample in between must too.
+        let ok = tl
+            .samples
+            .iter()
+            .filter(|(t, _)| *t >= f.healed_at && *t <= f.healed_at + BOUND)
+            .any(|(_, a)| a.iter().filter(|x| **x).count() == 1);
+        if !ok {
+            let recovered = tl
+                .samples
+                .iter()
+                .find(|(t, a)| *t >= f.healed_at && a.iter().filter(|x| **x).count() == 1)
+                .map(|(t, _)| (*t - f.healed_at).as_millis())
+                .unwrap_or(u128::MAX);
+            stuck.push((f.fault, f.member, recovered));
+        }
+    }
+    Verdict {
+        no_active_max,
+        dual_outside,
+        stuck,
+    }
+}
