@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+mod led;
+mod member;
 pub mod traffic;
 
 pub use cluster::*;
