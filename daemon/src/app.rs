@@ -378,7 +378,7 @@ pub fn run<D: Dataplane>(
                 // Fail safe: without its controller this member must not forward (the peers
                 // take over when its heartbeats stop).
                 eprintln!("ha-daemon: host link lost ({e}); passive until it is back");
-                host.set_active(false, &mut st);
+                host.set_controller_alive(false, &mut st);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }

@@ -175,6 +175,11 @@ pub struct Stats {
 pub struct FastPath {
     sides: [SideConfig; 2],
     active: bool,
+    /// This member's HA stack is up (its controller is heard): only then do its member
+    /// addresses answer probes. A member whose controller died keeps its box (and this
+    /// daemon) alive but cannot carry traffic; answering would tell the peer "alive, do not
+    /// take over" and leave the cluster without an active member.
+    ha_alive: bool,
     neigh: HashMap<Ipv4Addr, (Side, Mac)>,
     pending: VecDeque<(Side, Ipv4Addr, Vec<u8>, Instant)>,
     asked: HashMap<Ipv4Addr, Instant>,
@@ -185,12 +190,18 @@ pub struct FastPath {
 
 const BROADCAST: Mac = [0xff; 6];
 
+/// True for an ICMP echo request (a probe or a ping).
+fn is_echo_request(ip: &Ipv4Packet<&[u8]>) -> bool {
+    ip.next_header() == IpProtocol::Icmp && ip.payload().first() == Some(&8)
+}
+
 impl FastPath {
     /// A passive fast path with these two sides.
     pub fn new(inside: SideConfig, outside: SideConfig) -> Self {
         Self {
             sides: [inside, outside],
             active: false,
+            ha_alive: false,
             neigh: HashMap::new(),
             pending: VecDeque::new(),
             asked: HashMap::new(),
@@ -218,6 +229,17 @@ impl FastPath {
     /// Known neighbours (address → side, MAC).
     pub fn neighbours(&self) -> &HashMap<Ipv4Addr, (Side, Mac)> {
         &self.neigh
+    }
+
+    /// Whether this member's controller is heard: only then do its member addresses answer
+    /// a peer's liveness probe (see the field's documentation).
+    pub fn set_ha_alive(&mut self, alive: bool) {
+        self.ha_alive = alive;
+    }
+
+    /// True while probes of this member's addresses are answered.
+    pub fn ha_alive(&self) -> bool {
+        self.ha_alive
     }
 
     /// Takes or gives up the active role. Taking it returns the gratuitous ARPs to send.
@@ -427,6 +449,12 @@ impl FastPath {
         }
         if dst == c.member_ip || dst == c.cluster_ip {
             if dst == c.cluster_ip && !self.active {
+                self.stats.dropped_passive += 1;
+                return;
+            }
+            if dst == c.member_ip && !self.ha_alive && is_echo_request(&ip) {
+                // Without a controller this member cannot take the active role: a probe
+                // must not find it "alive".
                 self.stats.dropped_passive += 1;
                 return;
             }

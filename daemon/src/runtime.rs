@@ -40,6 +40,11 @@ pub const GARP_REPEATS: [Duration; 4] = [
 ];
 /// Granularity of the loop: the host-link wait between two housekeeping rounds.
 pub const TICK: Duration = Duration::from_millis(10);
+/// The controller re-asserts its roles every 250 ms (`ha_agent::agent::ROLES_REFRESH_MS`):
+/// silent this long, it is taken for dead (a stopped controller on a serial line closes
+/// nothing). This member then stops forwarding and stops answering probes, so the peer
+/// takes over.
+pub const CONTROLLER_SILENCE: Duration = Duration::from_millis(1_000);
 
 /// What the daemon knows, for the management API.
 #[derive(Debug, Default)]
@@ -156,6 +161,10 @@ pub struct HostLoop<F> {
 pub struct LoopState {
     /// The controller's boot the interface report was last sent to.
     reported_to: Option<u32>,
+    /// When the controller was last heard (any accepted message).
+    heard_at: Option<Instant>,
+    /// Whether the controller counts as alive (heard within [`CONTROLLER_SILENCE`]).
+    controller_alive: bool,
     probes: Vec<Probe>,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
@@ -182,9 +191,16 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
                 link.send(&m)?;
             }
             if let Some(msg) = link.recv_timeout(TICK)? {
+                st.heard_at = Some(Instant::now());
                 self.on_msg(link, msg, st)?;
             }
             let now = Instant::now();
+            let alive = st
+                .heard_at
+                .is_some_and(|t| now.duration_since(t) < CONTROLLER_SILENCE);
+            if alive != st.controller_alive {
+                self.set_controller_alive(alive, st);
+            }
             let changed = !monitor.poll(Duration::ZERO)?.is_empty();
             // A controller heard for the first time or restarted (new boot): it refuses
             // what was bound to its previous boot, so report the interfaces again now.
@@ -283,6 +299,26 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The controller was heard again, or fell silent (or its link closed): a silent
+    /// controller means this member cannot take part in the election, so it stops forwarding
+    /// (fail safe) and its member addresses stop answering probes (the peer takes over).
+    pub fn set_controller_alive(&mut self, alive: bool, st: &mut LoopState) {
+        st.controller_alive = alive;
+        if !alive {
+            st.heard_at = None;
+            eprintln!("ha-daemon: controller silent; passive and unprobeable until it is back");
+            self.set_active(false, st);
+            self.lock_shared().role = None;
+        }
+        if let Some(f) = &self.forwarding {
+            f.core
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fp
+                .set_ha_alive(alive);
+        }
     }
 
     /// Applies a role to the forwarding plane; taking over sends gratuitous ARP now and

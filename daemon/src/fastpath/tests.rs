@@ -323,6 +323,11 @@ fn probe_round_trip_and_echo_answered_while_passive() {
     peer.neigh.insert(ip("10.1.0.11"), (Side::Inside, ME_IN));
     let mut req = echo_req;
     req[0..6].copy_from_slice(&PEER_IN);
+    // A peer whose controller is not heard cannot take over: its member address does not
+    // answer the probe (the prober may take over).
+    assert!(peer.handle(Side::Inside, &req, now, &mut f).is_empty());
+    assert_eq!(peer.stats().echo_replies, 0);
+    peer.set_ha_alive(true);
     let reply = peer.handle(Side::Inside, &req, now, &mut f);
     assert_eq!(reply.len(), 1);
     assert_eq!(peer.stats().echo_replies, 1);
