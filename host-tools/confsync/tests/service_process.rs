@@ -4,7 +4,6 @@
 //! 10,000 files as the service reports it.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,6 +11,9 @@ use std::time::Duration;
 use ha_confsync::store::{Role, Store};
 use ha_mgmt_api::client::Client;
 use ha_mgmt_api::{Reply, Request, SyncState};
+
+mod common;
+use common::{strong_key, write_key_file};
 
 struct Proc {
     child: Child,
@@ -79,8 +81,7 @@ fn two_service_processes_publish_sync_and_compare_10000_files() {
     const N: usize = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("psk");
-    std::fs::write(&key, "5a".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_file(&key, &strong_key(0x5a));
     let b = start(dir.path(), "SN-B", "standby", &key, None);
     let a = start(
         dir.path(),
@@ -135,8 +136,7 @@ fn two_service_processes_publish_sync_and_compare_10000_files() {
 fn a_periodic_job_in_the_service_process_syncs_its_paths_only() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("psk");
-    std::fs::write(&key, "6b".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_file(&key, &strong_key(0x6b));
     // The shortest period the jobs file accepts.
     let jobs = dir.path().join("jobs.json");
     std::fs::write(
