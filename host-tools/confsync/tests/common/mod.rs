@@ -6,6 +6,8 @@ use std::path::Path;
 
 use sha2::Digest;
 
+pub mod process;
+
 /// A key that passes `ha_proto::keys::check_strength` (a hash looks random), distinct per
 /// seed.
 pub fn strong_key(seed: u8) -> [u8; 32] {
