@@ -184,6 +184,21 @@ fn config_commands_against_the_real_service() {
     // The standby's copy is the active's.
     let sb = Store::open(&b.root, Role::Standby).unwrap();
     assert_eq!(sb.read("objects/o5.conf").unwrap(), b"object 5\nchanged\n");
+
+    // Each completed sync is in the service's event log, on both members.
+    let o = hactl(&a, &["config", "events"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let t = out(&o);
+    assert_eq!(t.matches("sync_success").count(), 2, "{t}");
+    assert!(t.contains("revision 2 synced to SN-B"), "{t}");
+    let o = hactl(&b, &["config", "events", "--last", "1", "--json"]);
+    let lines: Vec<serde_json::Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["kind"], "sync_success", "{lines:?}");
+    assert_eq!(lines[0]["member"], "SN-A");
+    assert_eq!(lines[1]["type"], "end_of_events");
 }
 
 /// A daemon that answers only info, for the merge of the sync column.
