@@ -95,6 +95,25 @@ impl From<StoreError> for SyncFailure {
     }
 }
 
+/// The next message; a refused frame is answered with [`SyncMsg::Failed`] naming the reason
+/// before the session ends, so the other end's operator sees why (a peer that does not hold
+/// the key cannot open the answer, and learns nothing from it).
+fn recv<R: Read + Timeouts, W: Write + Timeouts>(
+    wire: &mut Wire<R, W>,
+) -> Result<SyncMsg, SyncFailure> {
+    match wire.recv() {
+        Ok(m) => Ok(m),
+        Err(WireError::Refused(r)) => {
+            let _ = wire.send(&SyncMsg::Failed {
+                reason: format!("frame refused: {r}"),
+            });
+            let _ = wire.flush();
+            Err(WireError::Refused(r).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn nonce() -> Result<[u8; NONCE_LEN], SyncFailure> {
     let mut n = [0u8; NONCE_LEN];
     getrandom::fill(&mut n)
@@ -132,7 +151,7 @@ pub fn push<R: Read + Timeouts, W: Write + Timeouts>(
         total_bytes: 0,
     };
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = match core.handle(msg) {
             Ok(a) => a,
             Err(e) => {
@@ -264,7 +283,7 @@ pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
         let _ = wire.flush();
     };
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = match core.handle(msg) {
             Ok(a) => a,
             Err(e) => {
@@ -389,7 +408,7 @@ pub fn probe<R: Read + Timeouts, W: Write + Timeouts>(
     let manifest = rev.manifest.clone();
     let mut core = SenderCore::new(rev.revision, rev.manifest, nonce()?);
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = core.handle(msg)?;
         let mut needs_in = false;
         for a in actions {
@@ -431,7 +450,7 @@ pub fn join<R: Read + Timeouts, W: Write + Timeouts>(
 ) -> Result<(u32, Vec<(String, String)>), SyncFailure> {
     // The receiver speaks first (its Hello, the session's challenge); the request replaces
     // the offer and echoes the challenge.
-    let nonce = match wire.recv()? {
+    let nonce = match recv(wire)? {
         SyncMsg::Hello { nonce, .. } => nonce,
         _ => return Err(SyncError::Unexpected("first message is not a hello").into()),
     };
@@ -440,7 +459,7 @@ pub fn join<R: Read + Timeouts, W: Write + Timeouts>(
         serial: serial.to_string(),
         addr: addr.to_string(),
     })?;
-    match wire.recv()? {
+    match recv(wire)? {
         SyncMsg::Joined {
             cluster_id,
             members,

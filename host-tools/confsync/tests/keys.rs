@@ -106,7 +106,8 @@ fn after_a_rotation_the_old_key_opens_nothing() {
     let mut w = Wire::connector(s.try_clone().unwrap(), s, &old, None, Limits::CONNECTOR).unwrap();
     let e = push(&a.store(Role::Active), &mut w, |_| {}).unwrap_err();
     assert!(e.to_string().contains("unknown_key"), "{e}");
-    // ...nor the old key's frame at B.
+    // ...nor the old key's frames at B (the refusal the pusher sent back, then a frame
+    // sent blindly).
     let mut s = TcpStream::connect(&b.addr).unwrap();
     let (r, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
     let mut w = Wire::connector(r, s.try_clone().unwrap(), &old, None, Limits::CONNECTOR).unwrap();
@@ -121,7 +122,7 @@ fn after_a_rotation_the_old_key_opens_nothing() {
         .svc
         .refused()
         .get(Reject::UnknownKey)
-        == 1));
+        == 2));
     let refused = b.events_of(EventKind::FrameRefused);
     assert!(refused[0].detail.starts_with("unknown_key"), "{refused:?}");
     assert_eq!(sb.read("step.conf").unwrap(), b"7");
@@ -306,7 +307,11 @@ fn with_encrypt_no_file_name_or_content_crosses_in_clear() {
             }
             _ => {
                 // An encrypting member refuses a peer that sends in clear.
-                assert!(matches!(r, Reply::Error(_)), "{r:?}");
+                // The refusal is explained to the sender.
+                assert!(
+                    matches!(&r, Reply::Error(e) if e.message.contains("frame refused: key_in_clear")),
+                    "{r:?}"
+                );
                 let ev = events(&b);
                 assert!(
                     ev.iter().any(|e| e.kind == EventKind::FrameRefused

@@ -216,8 +216,8 @@ impl Service {
         Ok(s)
     }
 
-    /// The event log.
-    pub fn events(&self) -> &EventLog {
+    /// The event log (also served as the `events` request).
+    pub fn event_log(&self) -> &EventLog {
         &self.events
     }
 
