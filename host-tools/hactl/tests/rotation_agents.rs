@@ -19,12 +19,6 @@ use ha_agent::{Agent, Config, EventKind, LinkId, Output, Profile, Timers};
 use ha_mgmt_api::RotateReport;
 use hactl::rotation::{rotate, RotatingMember, Step};
 
-/// A key that passes the agent's strength rule (a hash looks random), distinct per seed.
-fn strong_key(seed: u8) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest([b'r', b'o', b't', seed]).into()
-}
-
 const CLUSTER: u32 = 0xC0FFEE;
 /// One-way delay of the simulated HA link, ms.
 const WIRE_DELAY_MS: u64 = 3;
@@ -44,6 +38,17 @@ struct World {
     delivered: u64,
 }
 
+/// The cluster key before the rotation (random bytes: weak keys are refused).
+const OLD_KEY: [u8; 32] = [
+    79, 204, 198, 15, 169, 100, 136, 208, 217, 2, 63, 218, 246, 12, 2, 121, 254, 18, 215, 194, 192,
+    99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
+];
+/// The key rotated to.
+const NEW_KEY: [u8; 32] = [
+    148, 211, 98, 190, 85, 185, 119, 216, 168, 244, 196, 124, 61, 26, 207, 254, 228, 120, 234, 147,
+    40, 232, 200, 231, 16, 119, 200, 247, 47, 102, 116, 61,
+];
+
 impl World {
     fn new() -> World {
         let serials = [Serial::new("SN-A").unwrap(), Serial::new("SN-B").unwrap()];
@@ -55,8 +60,7 @@ impl World {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let mut c: Config =
-                    Config::new(CLUSTER, Psk(strong_key(0x11)), *s, members.clone());
+                let mut c: Config = Config::new(CLUSTER, Psk(OLD_KEY), *s, members.clone());
                 c.key_id = 1;
                 c.timers = Timers::for_profile(Profile::Fast);
                 Agent::new(c, 0, 100 + i as u32).unwrap()
@@ -199,7 +203,7 @@ fn rotation_under_heartbeat_load_loses_nothing() {
         .map(|index| Member {
             world: world.clone(),
             index,
-            psk: strong_key(0x22),
+            psk: NEW_KEY,
         })
         .collect();
     let mut order = Vec::new();
@@ -245,7 +249,7 @@ fn control_the_naive_order_rejects_frames() {
         let mut m = Member {
             world: world.clone(),
             index,
-            psk: strong_key(0x22),
+            psk: NEW_KEY,
         };
         for _ in 0..3 {
             m.step(2).unwrap();
