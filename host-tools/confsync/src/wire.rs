@@ -4,7 +4,7 @@
 //! the stream behind a 2-byte big-endian length. Frames are sealed and opened by an
 //! [`Endpoint`], the one place where the system accepts a frame (authentication, channel,
 //! sender, binding, replay, decoding, admission, in that order; every refusal a typed
-//! [`Reject`]); this module only adds the sync messages' admission rule ([`Inbound`]):
+//! [`Reject`]); this module only adds the sync messages' admission rule (`Inbound`):
 //!
 //! - direction: a message the other side never sends is `wrong_direction` (a frame reflected
 //!   back to its sender is also `own_frame`);

@@ -84,7 +84,7 @@ pub enum SyncMsg {
         revision: u64,
         /// Files in it.
         entries: u64,
-        /// [`Manifest::digest`] of it.
+        /// [`crate::manifest::Manifest::digest`] of it.
         digest: Hash,
     },
     /// Sender → receiver: part of the manifest.

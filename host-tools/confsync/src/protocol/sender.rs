@@ -11,7 +11,7 @@ use crate::Hash;
 pub enum SenderAction {
     /// Send this message.
     Send(SyncMsg),
-    /// Send the content of this hash (as [`data_messages`]).
+    /// Send the content of this hash (as [`super::data_messages`]).
     SendContent(Hash),
     /// The receiver runs the revision now.
     Done {
