@@ -9,20 +9,27 @@
 //!   and [`protocol::ReceiverCore`]: no sockets, no files, no clock. Only content whose hash
 //!   the receiver lacks is sent.
 //! - [`wire`]: the authenticated stream: every message is an `ha_proto` frame on
-//!   [`ha_proto::msg::Channel::Management`], sealed with the key derived from the cluster PSK,
-//!   replay-checked, and bound to per-session nonces of both ends.
+//!   [`ha_proto::msg::Channel::Management`], sealed and opened by the `ha_proto` endpoint
+//!   (the system's one acceptance path), bound to the other end's session;
+//! - [`deadline`]: the per-operation, handshake and session deadlines of a session;
+//! - [`keys`]: where the keys come from (the daemon's keyring file, followed at every
+//!   session), the one strength rule applied to them, the persistent session counter;
 //! - [`sync`]: the I/O shell that runs the cores over a stream and the store: staging into a
 //!   new directory, verification, then the atomic switch.
 //! - [`jobs`]: periodic sync jobs (DHCP leases every 5 min, certificates every 60 min), a
 //!   sans-IO scheduler.
 //! - [`compare`]: diffs between manifests (`hactl diff`, `hactl synctest`).
 //! - [`service`]: the member's configuration-sync service: the `config_*` requests of the
-//!   management API, the receiver, the periodic jobs and the per-peer status (`confsync
-//!   service`).
+//!   management API, the receiver (each session on its own thread), the periodic jobs and
+//!   the per-peer status (`confsync service`);
+//! - [`events`]: the service's event log, read with `hactl config events`.
 #![warn(missing_docs)]
 
 pub mod compare;
+pub mod deadline;
+pub mod events;
 pub mod jobs;
+pub mod keys;
 pub mod manifest;
 pub mod protocol;
 pub mod service;

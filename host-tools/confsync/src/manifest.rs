@@ -66,6 +66,63 @@ pub fn check_path(p: &str) -> Result<(), BadPath> {
     Ok(())
 }
 
+/// Permission bits a file of a revision may have: read, write and execute for owner, group
+/// and others.
+pub const PERMISSION_BITS: u32 = 0o777;
+/// The setuid, setgid and sticky bits.
+pub const SPECIAL_BITS: u32 = 0o7000;
+
+/// Why a file mode is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BadMode {
+    /// Bits outside permissions and special bits (a file type, garbage).
+    Invalid {
+        /// The path.
+        path: String,
+        /// The mode.
+        mode: u32,
+    },
+    /// Setuid, setgid or sticky, and the service does not accept them.
+    Special {
+        /// The path.
+        path: String,
+        /// The mode.
+        mode: u32,
+    },
+}
+
+impl std::fmt::Display for BadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadMode::Invalid { path, mode } => write!(f, "{path}: invalid mode {mode:o}"),
+            BadMode::Special { path, mode } => write!(
+                f,
+                "{path}: mode {mode:o} has setuid, setgid or sticky bits, which this member \
+                 does not accept (confsync --allow-special-modes)"
+            ),
+        }
+    }
+}
+
+/// The mode rule of a received file: permission bits only, plus the setuid, setgid and
+/// sticky bits when `allow_special` (a receiver configured to install privileged files).
+pub fn check_mode(path: &str, mode: u32, allow_special: bool) -> Result<(), BadMode> {
+    let shown = || path.chars().take(80).collect::<String>();
+    if mode & !(PERMISSION_BITS | SPECIAL_BITS) != 0 {
+        return Err(BadMode::Invalid {
+            path: shown(),
+            mode,
+        });
+    }
+    if mode & SPECIAL_BITS != 0 && !allow_special {
+        return Err(BadMode::Special {
+            path: shown(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// SHA-256 of a file's content, with its size.
 pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
     let mut f = fs::File::open(path)?;
@@ -211,6 +268,22 @@ mod tests {
             assert!(check_path(p).is_ok(), "{p}");
         }
         assert!(check_path(&"x".repeat(MAX_PATH_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn special_mode_bits_need_the_flag() {
+        assert!(check_mode("a", 0o640, false).is_ok());
+        for m in [0o4755, 0o2755, 0o1777] {
+            assert!(matches!(
+                check_mode("bin/x", m, false),
+                Err(BadMode::Special { .. })
+            ));
+            assert!(check_mode("bin/x", m, true).is_ok());
+        }
+        assert!(matches!(
+            check_mode("a", 0o100644, true),
+            Err(BadMode::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::Mutex;
 
+use crate::deadline::Timeouts;
 use crate::protocol::{
     data_messages, ReceiverAction, ReceiverCore, SenderAction, SenderCore, SyncError, SyncMsg,
     NONCE_LEN,
@@ -11,6 +13,10 @@ use crate::protocol::{
 use crate::store::{Revision, Store, StoreError};
 use crate::wire::{Wire, WireError};
 use crate::Hash;
+
+/// How a probe ends its session ([`SyncMsg::Failed`]'s reason): the receiver discards its
+/// staging and does not count the session as a failure.
+pub const PROBE_ONLY: &str = "probe only: nothing to install";
 
 /// Progress of a session, reported after every content and at phase changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +61,8 @@ pub enum SyncFailure {
     Store(StoreError),
     /// Nothing published yet.
     NothingPublished,
+    /// The session's keys could not be loaded (an unreadable or weak keyring file).
+    Keys(String),
 }
 
 impl std::fmt::Display for SyncFailure {
@@ -64,6 +72,7 @@ impl std::fmt::Display for SyncFailure {
             SyncFailure::Protocol(e) => e.fmt(f),
             SyncFailure::Store(e) => e.fmt(f),
             SyncFailure::NothingPublished => f.write_str("no published revision to sync"),
+            SyncFailure::Keys(e) => write!(f, "keys: {e}"),
         }
     }
 }
@@ -86,6 +95,25 @@ impl From<StoreError> for SyncFailure {
     }
 }
 
+/// The next message; a refused frame is answered with [`SyncMsg::Failed`] naming the reason
+/// before the session ends, so the other end's operator sees why (a peer that does not hold
+/// the key cannot open the answer, and learns nothing from it).
+fn recv<R: Read + Timeouts, W: Write + Timeouts>(
+    wire: &mut Wire<R, W>,
+) -> Result<SyncMsg, SyncFailure> {
+    match wire.recv() {
+        Ok(m) => Ok(m),
+        Err(WireError::Refused(r)) => {
+            let _ = wire.send(&SyncMsg::Failed {
+                reason: format!("frame refused: {r}"),
+            });
+            let _ = wire.flush();
+            Err(WireError::Refused(r).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn nonce() -> Result<[u8; NONCE_LEN], SyncFailure> {
     let mut n = [0u8; NONCE_LEN];
     getrandom::fill(&mut n)
@@ -94,7 +122,7 @@ fn nonce() -> Result<[u8; NONCE_LEN], SyncFailure> {
 }
 
 /// Pushes the current revision of `store` to the receiver at the other end of `wire`.
-pub fn push<R: Read, W: Write>(
+pub fn push<R: Read + Timeouts, W: Write + Timeouts>(
     store: &Store,
     wire: &mut Wire<R, W>,
     mut progress: impl FnMut(&Progress),
@@ -123,7 +151,7 @@ pub fn push<R: Read, W: Write>(
         total_bytes: 0,
     };
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = match core.handle(msg) {
             Ok(a) => a,
             Err(e) => {
@@ -181,9 +209,9 @@ pub fn push<R: Read, W: Write>(
     }
 }
 
-/// Receives one revision from the sender at the other end of `wire` into `store`. A join
-/// request is refused (see [`receive_or_join`]).
-pub fn receive<R: Read, W: Write>(
+/// Receives one revision from the sender at the other end of `wire` into `store`, with the
+/// default [`Receiving`] rules. A join request is refused (see [`receive_or_join`]).
+pub fn receive<R: Read + Timeouts, W: Write + Timeouts>(
     store: &Store,
     wire: &mut Wire<R, W>,
     progress: impl FnMut(&Progress),
@@ -191,7 +219,7 @@ pub fn receive<R: Read, W: Write>(
     let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
         reason: "this member does not take join requests".into(),
     };
-    match receive_or_join(store, wire, progress, &mut refuse, None)? {
+    match receive_or_join(store, wire, &Receiving::default(), progress, &mut refuse)? {
         Received::Revision(r) => Ok(r),
         Received::Join { .. } => Err(SyncFailure::Protocol(SyncError::Unexpected("join request"))),
     }
@@ -213,22 +241,34 @@ pub enum Received {
     },
 }
 
-/// Like [`receive`], but a join request is answered with `on_join(serial, addr)`. When `busy`
-/// is given it is held from the first authenticated request that changes the store (the
-/// staging of a revision, or a join) to the end of the session, so that a peer that connects
-/// and stays silent holds nothing.
-pub fn receive_or_join<R: Read, W: Write>(
+/// The rules of a receiving session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Receiving<'a> {
+    /// Accept files with setuid, setgid or sticky bits (refused by default).
+    pub allow_special_modes: bool,
+    /// Held while the session changes the store (the commit of a revision, the answer to a
+    /// join), never while it waits for the peer: a slow peer holds no lock another session,
+    /// a publish or a sync needs.
+    pub store_lock: Option<&'a Mutex<()>>,
+}
+
+/// Like [`receive`], but a join request is answered with `on_join(serial, addr)` (called
+/// under [`Receiving::store_lock`]).
+pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
     store: &Store,
     wire: &mut Wire<R, W>,
+    how: &Receiving<'_>,
     mut progress: impl FnMut(&Progress),
     on_join: &mut dyn FnMut(&str, &str) -> SyncMsg,
-    busy: Option<&std::sync::Mutex<()>>,
 ) -> Result<Received, SyncFailure> {
-    let lock = || busy.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut _held = None;
+    let lock = || {
+        how.store_lock
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    };
     let cur = store.current()?;
-    let (mut core, hello) =
+    let (core, hello) =
         ReceiverCore::new(nonce()?, cur.as_ref().map(|r| (r.revision, &r.manifest)));
+    let mut core = core.allow_special_modes(how.allow_special_modes);
     wire.send(&hello)?;
     let mut staging = None;
     let mut p = Progress {
@@ -243,7 +283,7 @@ pub fn receive_or_join<R: Read, W: Write>(
         let _ = wire.flush();
     };
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = match core.handle(msg) {
             Ok(a) => a,
             Err(e) => {
@@ -255,8 +295,10 @@ pub fn receive_or_join<R: Read, W: Write>(
             match a {
                 ReceiverAction::Send(m) => wire.send(&m)?,
                 ReceiverAction::Join { serial, addr } => {
-                    _held = lock();
-                    let answer = on_join(&serial, &addr);
+                    let answer = {
+                        let _held = lock();
+                        on_join(&serial, &addr)
+                    };
                     let accepted = matches!(answer, SyncMsg::Joined { .. });
                     wire.send(&answer)?;
                     wire.flush()?;
@@ -271,7 +313,6 @@ pub fn receive_or_join<R: Read, W: Write>(
                     manifest,
                     needed,
                 } => {
-                    _held = lock();
                     p.phase = "transfer";
                     p.total_files = needed.len() as u64;
                     let sizes: HashMap<Hash, u64> = manifest
@@ -319,7 +360,11 @@ pub fn receive_or_join<R: Read, W: Write>(
                         .ok_or(SyncFailure::Protocol(SyncError::Unexpected(
                             "commit before manifest",
                         )))?;
-                    match s.commit() {
+                    let committed = {
+                        let _held = lock();
+                        s.commit()
+                    };
+                    match committed {
                         Ok(rev) => {
                             let m = core.committed();
                             wire.send(&m)?;
@@ -354,7 +399,7 @@ pub struct Probe {
 /// Compares this member's current revision with the peer's without changing the peer: the
 /// offer and manifest go out as in [`push`], the peer answers with the hashes it lacks, and
 /// the session is then ended with [`SyncMsg::Failed`] (the receiver discards its staging).
-pub fn probe<R: Read, W: Write>(
+pub fn probe<R: Read + Timeouts, W: Write + Timeouts>(
     store: &Store,
     wire: &mut Wire<R, W>,
 ) -> Result<Probe, SyncFailure> {
@@ -363,7 +408,7 @@ pub fn probe<R: Read, W: Write>(
     let manifest = rev.manifest.clone();
     let mut core = SenderCore::new(rev.revision, rev.manifest, nonce()?);
     loop {
-        let msg = wire.recv()?;
+        let msg = recv(wire)?;
         let actions = core.handle(msg)?;
         let mut needs_in = false;
         for a in actions {
@@ -384,7 +429,7 @@ pub fn probe<R: Read, W: Write>(
                 .map(|(p, _)| p.clone())
                 .collect();
             let _ = wire.send(&SyncMsg::Failed {
-                reason: "probe only: nothing to install".into(),
+                reason: PROBE_ONLY.into(),
             });
             let _ = wire.flush();
             return Ok(Probe {
@@ -398,21 +443,23 @@ pub fn probe<R: Read, W: Write>(
 
 /// Asks the receiver at the other end of `wire` to let this member join; returns the cluster
 /// id and every member (serial, sync address).
-pub fn join<R: Read, W: Write>(
+pub fn join<R: Read + Timeouts, W: Write + Timeouts>(
     wire: &mut Wire<R, W>,
     serial: &str,
     addr: &str,
 ) -> Result<(u32, Vec<(String, String)>), SyncFailure> {
-    // The receiver speaks first (its Hello); the request replaces the offer.
-    match wire.recv()? {
-        SyncMsg::Hello { .. } => {}
+    // The receiver speaks first (its Hello, the session's challenge); the request replaces
+    // the offer and echoes the challenge.
+    let nonce = match recv(wire)? {
+        SyncMsg::Hello { nonce, .. } => nonce,
         _ => return Err(SyncError::Unexpected("first message is not a hello").into()),
-    }
+    };
     wire.send(&SyncMsg::Join {
+        nonce,
         serial: serial.to_string(),
         addr: addr.to_string(),
     })?;
-    match wire.recv()? {
+    match recv(wire)? {
         SyncMsg::Joined {
             cluster_id,
             members,

@@ -1,30 +1,55 @@
 //! The authenticated message stream of a sync session.
 //!
-//! Each [`SyncMsg`] is postcard-encoded into the body of one `ha_proto` frame on
-//! [`Channel::Management`], sealed with the management key derived from the cluster PSK
-//! (HMAC-SHA256, or XChaCha20-Poly1305 when the cluster encrypts), and written to the stream
-//! behind a 2-byte big-endian length. The reader opens the frame with its keyring (so a PSK
-//! rollover in progress is honoured), rejects other channels and clusters, and checks the
-//! sender's sequence with a replay window. Session nonces in the protocol bind the session.
+//! Each [`SyncMsg`] is the body of one `ha_proto` frame on [`Channel::Management`], written to
+//! the stream behind a 2-byte big-endian length. Frames are sealed and opened by an
+//! [`Endpoint`], the one place where the system accepts a frame (authentication, channel,
+//! sender, binding, replay, decoding, admission, in that order; every refusal a typed
+//! [`Reject`]); this module only adds the sync messages' admission rule (`Inbound`):
+//!
+//! - direction: a message the other side never sends is `wrong_direction` (a frame reflected
+//!   back to its sender is also `own_frame`);
+//! - binding: each end runs the session in an epoch of its own from the member's
+//!   [`SessionCounter`], and seals every frame for the other end's session epoch once it heard
+//!   it. The receiver speaks first, so its `Hello` (and a `Failed` refusing the session) is the
+//!   only frame that may be unbound; every frame to the receiver must be bound to the
+//!   receiver's current session (`unbound`), and a frame bound to another session — recorded
+//!   earlier and replayed — is `stale_binding`;
+//! - encryption: when the member encrypts, a frame in clear is refused as `key_in_clear`
+//!   (configuration files carry keys: IPsec secrets, certificates' private keys).
+//!
+//! The session nonces of [`crate::protocol`] bind the session once more at the protocol level.
+//!
+//! Every read and write is bounded by the session's [`Limits`]: a peer that stays silent,
+//! trickles bytes or stops reading is cut off ([`WireError::Deadline`]).
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::time::Instant;
 
-use ha_proto::frame::{self, MAX_FRAME_LEN};
+use ha_proto::endpoint::{Admit, Endpoint, Receiver, Reject, Senders};
+use ha_proto::frame::{Header, MAX_FRAME_LEN};
 use ha_proto::keys::Keyring;
 use ha_proto::msg::{Channel, Serial};
-use ha_proto::replay::ReplayWindow;
-use ha_proto::seq::Sequencer;
+use serde::{Deserialize, Deserializer};
 
-use crate::protocol::SyncMsg;
+use crate::deadline::{is_timeout, Bounded, Cut, Limits, Timeouts};
+use crate::keys::SessionCounter;
+use crate::protocol::{Direction, SyncMsg};
+
+/// Senders a session's replay table tracks: a session has exactly one peer (the first sender
+/// accepted, or the one expected); any other is refused by the sender rule before the table
+/// is consulted.
+pub const SESSION_PEERS: usize = 1;
 
 /// Why the stream failed.
 #[derive(Debug)]
 pub enum WireError {
     /// The transport failed or closed.
     Io(io::Error),
-    /// A frame did not authenticate, was replayed, or is for another channel or cluster.
-    Auth(&'static str),
-    /// The body is not a sync message, or a message is too large for a frame.
+    /// A frame was refused by the endpoint (authentication, binding, replay, admission...).
+    Refused(Reject),
+    /// The peer was too slow: a read or write, the handshake or the session took too long.
+    Deadline(Cut),
+    /// A message is too large for a frame.
     Codec,
 }
 
@@ -32,8 +57,9 @@ impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WireError::Io(e) => write!(f, "transport: {e}"),
-            WireError::Auth(r) => write!(f, "frame rejected: {r}"),
-            WireError::Codec => f.write_str("undecodable or oversized message"),
+            WireError::Refused(r) => write!(f, "frame rejected: {r}"),
+            WireError::Deadline(c) => write!(f, "session cut: {}", c.name()),
+            WireError::Codec => f.write_str("message too large for a frame"),
         }
     }
 }
@@ -46,7 +72,7 @@ impl From<io::Error> for WireError {
     }
 }
 
-/// Security context of one end: cluster, keys, own identity.
+/// Security context of one member: cluster, keys, identity, sealing mode, session counter.
 #[derive(Clone, Debug)]
 pub struct Security {
     /// Cluster id.
@@ -55,18 +81,63 @@ pub struct Security {
     pub keyring: Keyring,
     /// This member's serial (frame sender).
     pub me: Serial,
-    /// Encrypt bodies (AEAD) instead of authenticating only.
+    /// Seal with the AEAD (encrypt bodies), and refuse frames in clear.
     pub encrypt: bool,
+    /// Where each session's epoch comes from.
+    pub sessions: SessionCounter,
 }
 
-/// A framed, authenticated message stream over a reader and a writer.
-pub struct Wire<R: Read, W: Write> {
-    reader: BufReader<R>,
-    writer: BufWriter<W>,
-    sec: Security,
-    seq: Sequencer,
-    window: ReplayWindow,
+/// Which end of a session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The end that accepted the connection: it speaks first (`Hello`), and receives
+    /// revisions and join requests.
+    Receiver,
+    /// The end that connected: a sender, a prober, a newcomer.
+    Connector,
+}
+
+/// A sync message as the receiving side admits it: `TO_RECEIVER` says which side receives,
+/// `SEALED` that frames in clear are refused.
+struct Inbound<const TO_RECEIVER: bool, const SEALED: bool>(SyncMsg);
+
+impl<'de, const R: bool, const S: bool> Deserialize<'de> for Inbound<R, S> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SyncMsg::deserialize(d).map(Inbound)
+    }
+}
+
+impl<const TO_RECEIVER: bool, const SEALED: bool> Admit for Inbound<TO_RECEIVER, SEALED> {
+    fn admit(&self, header: &Header, to: &Receiver) -> Result<(), Reject> {
+        if SEALED && !header.aead {
+            return Err(Reject::KeyInClear);
+        }
+        let wrong = if TO_RECEIVER {
+            Direction::ToConnector
+        } else {
+            Direction::ToReceiver
+        };
+        if self.0.direction() == wrong {
+            return Err(Reject::WrongDirection);
+        }
+        if !to.bound && (TO_RECEIVER || !self.0.may_be_unbound()) {
+            return Err(Reject::Unbound);
+        }
+        Ok(())
+    }
+}
+
+/// A framed, authenticated, deadline-bounded message stream over a reader and a writer.
+pub struct Wire<R: Read + Timeouts, W: Write + Timeouts> {
+    reader: BufReader<Bounded<R>>,
+    writer: BufWriter<Bounded<W>>,
+    ep: Endpoint<SESSION_PEERS>,
+    side: Side,
+    sealed: bool,
+    expect: Option<Serial>,
     peer: Option<Serial>,
+    limits: Limits,
+    started: Instant,
     buf: Vec<u8>,
     /// Frames sent.
     pub frames_out: u64,
@@ -74,113 +145,169 @@ pub struct Wire<R: Read, W: Write> {
     pub frames_in: u64,
 }
 
-impl<R: Read, W: Write> Wire<R, W> {
-    /// A stream with a fresh random boot epoch for this session.
-    pub fn new(reader: R, writer: W, sec: Security) -> io::Result<Self> {
-        let epoch = getrandom::u32().map_err(|e| io::Error::other(e.to_string()))?;
-        let mut seq = Sequencer::new(sec.cluster_id, sec.me, epoch);
-        seq.aead = sec.encrypt;
+impl<R: Read + Timeouts, W: Write + Timeouts> Wire<R, W> {
+    /// The receiving end of a session on an accepted connection; its session epoch is the
+    /// next of `sec.sessions`.
+    pub fn receiver(reader: R, writer: W, sec: &Security, limits: Limits) -> io::Result<Self> {
+        Self::new(reader, writer, sec, Side::Receiver, None, limits)
+    }
+
+    /// The connecting end of a session; `expect` is the serial the other end must have
+    /// (`None`: whoever holds the key, for a join through an address).
+    pub fn connector(
+        reader: R,
+        writer: W,
+        sec: &Security,
+        expect: Option<Serial>,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        Self::new(reader, writer, sec, Side::Connector, expect, limits)
+    }
+
+    fn new(
+        reader: R,
+        writer: W,
+        sec: &Security,
+        side: Side,
+        expect: Option<Serial>,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let epoch = sec.sessions.next()?;
+        let ch = Channel::Management;
         Ok(Wire {
-            reader: BufReader::with_capacity(64 * 1024, reader),
-            writer: BufWriter::with_capacity(64 * 1024, writer),
-            sec,
-            seq,
-            window: ReplayWindow::default(),
+            reader: BufReader::with_capacity(64 * 1024, Bounded::new(reader, limits.io)),
+            writer: BufWriter::with_capacity(64 * 1024, Bounded::new(writer, limits.io)),
+            ep: Endpoint::new(
+                sec.keyring.clone(),
+                sec.cluster_id,
+                sec.me,
+                epoch,
+                ch,
+                ch,
+                sec.encrypt,
+            ),
+            side,
+            sealed: sec.encrypt,
+            expect,
             peer: None,
+            limits,
+            started: Instant::now(),
             buf: vec![0u8; MAX_FRAME_LEN],
             frames_out: 0,
             frames_in: 0,
         })
     }
 
-    /// Serial of the peer, once a frame from it authenticated.
+    /// Serial of the peer, once a frame from it was accepted.
     pub fn peer(&self) -> Option<Serial> {
         self.peer
     }
 
-    /// Queues one message (buffered; [`Wire::flush`] or [`Wire::recv`] sends it).
+    /// This end's session epoch.
+    pub fn epoch(&self) -> u32 {
+        self.ep.epoch()
+    }
+
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The reader's underlying stream (to learn the peer's address).
+    pub fn stream(&self) -> &R {
+        self.reader.get_ref().get_ref()
+    }
+
+    /// Until the other end's first frame is accepted, the handshake deadline applies; then
+    /// the session's.
+    fn deadline(&self) -> (Instant, Cut) {
+        match self.peer {
+            None => (self.started + self.limits.handshake, Cut::Handshake),
+            Some(_) => (self.started + self.limits.session, Cut::Session),
+        }
+    }
+
+    fn io_error(&self, e: io::Error) -> WireError {
+        if !is_timeout(&e) {
+            return WireError::Io(e);
+        }
+        let (at, which) = self.deadline();
+        if Instant::now() >= at {
+            WireError::Deadline(which)
+        } else {
+            WireError::Deadline(Cut::Io)
+        }
+    }
+
+    /// Queues one message (buffered; [`Wire::flush`] or [`Wire::recv`] sends it), bound to
+    /// the peer's session once it was heard.
     pub fn send(&mut self, msg: &SyncMsg) -> Result<(), WireError> {
-        let keys = self.sec.keyring.sealing();
-        let hdr = self.seq.header(Channel::Management, keys.key_id());
-        let n = frame::seal_msg(keys, &hdr, msg, &mut self.buf).map_err(|_| WireError::Codec)?;
-        self.writer.write_all(&(n as u16).to_be_bytes())?;
-        self.writer.write_all(&self.buf[..n])?;
+        let n = self
+            .ep
+            .seal(msg, self.peer, false, &mut self.buf)
+            .map_err(|_| WireError::Codec)?;
+        self.writer.get_mut().deadline = Some(self.deadline().0);
+        // n ≤ MAX_FRAME_LEN < u16::MAX
+        let len = (n as u16).to_be_bytes();
+        let r = self
+            .writer
+            .write_all(&len)
+            .and_then(|()| self.writer.write_all(&self.buf[..n]));
+        r.map_err(|e| self.io_error(e))?;
         self.frames_out += 1;
         Ok(())
     }
 
     /// Sends everything queued.
     pub fn flush(&mut self) -> Result<(), WireError> {
-        self.writer.flush()?;
-        Ok(())
+        self.writer.get_mut().deadline = Some(self.deadline().0);
+        self.writer.flush().map_err(|e| self.io_error(e))
     }
 
-    /// Flushes, then reads, authenticates and decodes the next message.
+    /// Flushes, then reads the next frame and opens it through the endpoint.
     pub fn recv(&mut self) -> Result<SyncMsg, WireError> {
-        self.writer.flush()?;
+        self.flush()?;
+        self.reader.get_mut().deadline = Some(self.deadline().0);
         let mut len = [0u8; 2];
-        self.reader.read_exact(&mut len)?;
+        if let Err(e) = self.reader.read_exact(&mut len) {
+            return Err(self.io_error(e));
+        }
         let n = usize::from(u16::from_be_bytes(len));
         if n > MAX_FRAME_LEN {
-            return Err(WireError::Auth("oversize"));
+            return Err(WireError::Refused(Reject::Oversize));
         }
-        self.reader.read_exact(&mut self.buf[..n])?;
-        let opened = frame::open(&self.sec.keyring, self.sec.cluster_id, &mut self.buf[..n])
-            .map_err(|e| WireError::Auth(e.name()))?;
-        let h = opened.header;
-        if h.channel != Channel::Management {
-            return Err(WireError::Auth("wrong channel"));
+        if let Err(e) = self.reader.read_exact(&mut self.buf[..n]) {
+            return Err(self.io_error(e));
         }
-        if h.sender == self.sec.me {
-            return Err(WireError::Auth("reflected frame (own serial)"));
-        }
-        match self.peer {
-            Some(p) if p != h.sender => return Err(WireError::Auth("sender changed")),
-            _ => self.peer = Some(h.sender),
-        }
-        self.window
-            .check_and_record(h.epoch, h.seq)
-            .map_err(|e| WireError::Auth(e.name()))?;
-        let msg = opened.decode::<SyncMsg>().map_err(|_| WireError::Codec)?;
+        let senders = match self.peer.or(self.expect) {
+            Some(p) => Senders::Only(p),
+            None => Senders::AnyOther,
+        };
+        let frame = &mut self.buf[..n];
+        let opened = match (self.side, self.sealed) {
+            (Side::Receiver, false) => self
+                .ep
+                .open::<Inbound<true, false>>(frame, senders)
+                .map(|(a, m)| (a, m.0)),
+            (Side::Receiver, true) => self
+                .ep
+                .open::<Inbound<true, true>>(frame, senders)
+                .map(|(a, m)| (a, m.0)),
+            (Side::Connector, false) => self
+                .ep
+                .open::<Inbound<false, false>>(frame, senders)
+                .map(|(a, m)| (a, m.0)),
+            (Side::Connector, true) => self
+                .ep
+                .open::<Inbound<false, true>>(frame, senders)
+                .map(|(a, m)| (a, m.0)),
+        };
+        let (accepted, msg) = opened.map_err(WireError::Refused)?;
+        self.peer = Some(accepted.header.sender);
         self.frames_in += 1;
         Ok(msg)
     }
 }
 
-/// Reads a key file (64 hex digits, as `hactl psk generate` writes) that only its owner can
-/// access. Errors never contain the key.
-pub fn read_key_file(path: &std::path::Path) -> Result<ha_proto::keys::Psk, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "key file {} is accessible by group or others; chmod 600 it",
-            path.display()
-        ));
-    }
-    let mut text = std::fs::read(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    let mut psk = ha_proto::keys::Psk([0u8; ha_proto::keys::KEY_LEN]);
-    let t = text.trim_ascii();
-    let ok = t.len() == 64
-        && t.chunks_exact(2).enumerate().all(|(i, pair)| {
-            match std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-            {
-                Some(b) => {
-                    psk.0[i] = b;
-                    true
-                }
-                None => false,
-            }
-        });
-    text.iter_mut().for_each(|b| *b = 0);
-    if ok {
-        Ok(psk)
-    } else {
-        Err(format!(
-            "{} is not a key file (64 hex digits)",
-            path.display()
-        ))
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -2,123 +2,19 @@
 //! unix socket (driven with the API's client, as hactl does), sessions over loopback TCP.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ha_confsync::jobs::JobsConfig;
 use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
 use ha_confsync::store::{Role, Store};
-use ha_confsync::wire::Security;
 use ha_mgmt_api::client::{Client, ClientError};
 use ha_mgmt_api::server;
 use ha_mgmt_api::*;
-use ha_proto::keys::{KeySet, Keyring, Psk};
-use ha_proto::msg::Serial;
 
-const CLUSTER: u32 = 91;
-
-struct Member {
-    dir: tempfile::TempDir,
-    svc: Arc<Service>,
-    sock: PathBuf,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Member {
-    fn store(&self, role: Role) -> Store {
-        Store::open(&self.dir.path().join("store"), role).unwrap()
-    }
-
-    fn call(&self, req: Request) -> Result<(Reply, Vec<Reply>), ClientError> {
-        let mut c = Client::connect(&self.sock, Duration::from_secs(30))?;
-        let mut streamed = Vec::new();
-        let r = c.call(&req, |r| streamed.push(r.clone()))?;
-        Ok((r, streamed))
-    }
-}
-
-/// Starts a member whose receiver listens on `listener` and whose peers are `peers`.
-fn member(serial: &str, role: Role, listener: TcpListener, peers: Vec<PeerAddr>) -> Member {
-    let dir = tempfile::tempdir().unwrap();
-    let listen_addr = Some(listener.local_addr().unwrap().to_string());
-    let store = Store::open(&dir.path().join("store"), Role::Standby).unwrap();
-    let svc = Arc::new(Service::new(
-        store,
-        ServiceConfig {
-            peers,
-            security: Security {
-                cluster_id: CLUSTER,
-                keyring: Keyring::new(KeySet::derive(&Psk([7; 32]), CLUSTER, 1)),
-                me: Serial::new(serial).unwrap(),
-                encrypt: false,
-            },
-            role: RoleSource::Fixed(role),
-            sync_on_publish: false,
-            listen_addr,
-        },
-    ));
-    let sock = dir.path().join("confsync.sock");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mgmt = server::serve(server::bind(&sock).unwrap(), svc.clone(), stop.clone()).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let (rx, st) = (svc.clone(), stop.clone());
-    let recv = std::thread::spawn(move || {
-        while !st.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    let _ = rx.receive_from(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    Member {
-        dir,
-        svc,
-        sock,
-        stop,
-        threads: vec![mgmt, recv],
-    }
-}
-
-fn pair() -> (Member, Member) {
-    let la = TcpListener::bind("127.0.0.1:0").unwrap();
-    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let a = member(
-        "SN-A",
-        Role::Active,
-        la,
-        vec![PeerAddr {
-            serial: "SN-B".into(),
-            addr: ab.to_string(),
-        }],
-    );
-    let b = member(
-        "SN-B",
-        Role::Standby,
-        lb,
-        vec![PeerAddr {
-            serial: "SN-A".into(),
-            addr: aa.to_string(),
-        }],
-    );
-    (a, b)
-}
+mod common;
+use common::{member, pair, security, strong_key, write_key_file, Member, CLUSTER, KEY};
 
 fn api_err(r: Result<(Reply, Vec<Reply>), ClientError>) -> ApiError {
     match r {
@@ -353,12 +249,9 @@ fn a_periodic_job_publishes_only_its_paths_and_syncs_them() {
     assert_eq!(b.svc.run_job(dhcp).unwrap(), None);
 }
 
-fn key_file(dir: &std::path::Path, byte: u8) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(format!("key-{byte}"));
-    let hex: String = std::iter::repeat_n(format!("{byte:02x}"), 32).collect();
-    std::fs::write(&p, hex).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+fn key_file(dir: &std::path::Path, seed: u8) -> String {
+    let p = dir.join(format!("key-{seed}"));
+    write_key_file(&p, &strong_key(seed));
     p.to_str().unwrap().to_string()
 }
 
@@ -372,8 +265,8 @@ fn done(r: Result<(Reply, Vec<Reply>), ClientError>) -> String {
 #[test]
 fn cluster_create_join_full_and_remove() {
     let keys = tempfile::tempdir().unwrap();
-    let good = key_file(keys.path(), 7);
-    let wrong = key_file(keys.path(), 8);
+    let good = key_file(keys.path(), KEY);
+    let wrong = key_file(keys.path(), KEY + 1);
     let la = TcpListener::bind("127.0.0.1:0").unwrap();
     let a_addr = la.local_addr().unwrap().to_string();
     let a = member("SN-A", Role::Active, la, vec![]);
@@ -394,7 +287,11 @@ fn cluster_create_join_full_and_remove() {
         psk_file: wrong.clone(),
     }));
     assert_eq!(e.code, ErrorCode::Refused);
-    assert!(!e.message.contains(&"08".repeat(32)), "{}", e.message);
+    assert!(
+        !e.message.contains(&ha_confsync::hex(&strong_key(KEY + 1))),
+        "{}",
+        e.message
+    );
     let e = api_err(a.call(Request::ClusterCreate {
         cluster_id: CLUSTER + 1,
         psk_file: good.clone(),
@@ -526,20 +423,10 @@ fn the_role_comes_from_the_daemon_and_no_answer_means_read_only() {
     let stop = Arc::new(AtomicBool::new(false));
     let t = server::serve(server::bind(&dsock).unwrap(), daemon.clone(), stop.clone()).unwrap();
     let store = Store::open(&dir.path().join("store"), Role::Standby).unwrap();
+    let sec = security("SN-A", &dir.path().join("store"));
     let svc = Service::new(
         store,
-        ServiceConfig {
-            peers: vec![],
-            security: Security {
-                cluster_id: CLUSTER,
-                keyring: Keyring::new(KeySet::derive(&Psk([7; 32]), CLUSTER, 1)),
-                me: Serial::new("SN-A").unwrap(),
-                encrypt: false,
-            },
-            role: RoleSource::Daemon(dsock.clone()),
-            sync_on_publish: false,
-            listen_addr: None,
-        },
+        ServiceConfig::new(sec, RoleSource::Daemon(dsock.clone())),
     );
     let draft = Store::open(&dir.path().join("store"), Role::Active).unwrap();
     draft.write("a.conf", b"1").unwrap();
@@ -573,7 +460,7 @@ fn a_silent_connection_to_the_receiver_blocks_nothing() {
     let la = TcpListener::bind("127.0.0.1:0").unwrap();
     let a_addr = la.local_addr().unwrap();
     let a = member("SN-A", Role::Active, la, vec![]);
-    // Someone connects to the receiver and never speaks (the receiver waits IO_TIMEOUT, 30 s).
+    // Someone connects to the receiver and never speaks (cut at the handshake deadline).
     let _silent = std::net::TcpStream::connect(a_addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     a.store(Role::Active).write("x.conf", b"x").unwrap();

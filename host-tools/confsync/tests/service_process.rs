@@ -3,84 +3,21 @@
 //! its own pid when the test ends. Prints the time of a full and of an incremental sync of
 //! 10,000 files as the service reports it.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ha_confsync::store::{Role, Store};
-use ha_mgmt_api::client::Client;
 use ha_mgmt_api::{Reply, Request, SyncState};
 
-struct Proc {
-    child: Child,
-    addr: String,
-    sock: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, serial: &str, role: &str, key: &Path, peer: Option<&str>) -> Proc {
-    start_with(dir, serial, role, key, peer, &[])
-}
-
-fn start_with(
-    dir: &Path,
-    serial: &str,
-    role: &str,
-    key: &Path,
-    peer: Option<&str>,
-    extra: &[&str],
-) -> Proc {
-    let sock = dir.join(format!("{serial}.sock"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confsync"));
-    cmd.arg("service")
-        .arg("--root")
-        .arg(dir.join(serial))
-        .args(["--listen", "127.0.0.1:0", "--psk-file"])
-        .arg(key)
-        .args(["--cluster-id", "12", "--serial", serial, "--role", role])
-        .arg("--mgmt-socket")
-        .arg(&sock);
-    if let Some(p) = peer {
-        cmd.args(["--peer", p]);
-    }
-    cmd.args(extra);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("listening ")
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
-    // Keep draining the output so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, addr, sock }
-}
-
-fn call(p: &Proc, req: Request) -> Reply {
-    let mut c = Client::connect(&p.sock, Duration::from_secs(300)).unwrap();
-    c.call(&req, |_| {}).unwrap()
-}
+mod common;
+use common::process::{call, start, start_with};
+use common::{strong_key, write_key_file};
 
 #[test]
 fn two_service_processes_publish_sync_and_compare_10000_files() {
     const N: usize = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("psk");
-    std::fs::write(&key, "5a".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_file(&key, &strong_key(0x5a));
     let b = start(dir.path(), "SN-B", "standby", &key, None);
     let a = start(
         dir.path(),
@@ -135,8 +72,7 @@ fn two_service_processes_publish_sync_and_compare_10000_files() {
 fn a_periodic_job_in_the_service_process_syncs_its_paths_only() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("psk");
-    std::fs::write(&key, "6b".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_file(&key, &strong_key(0x6b));
     // The shortest period the jobs file accepts.
     let jobs = dir.path().join("jobs.json");
     std::fs::write(

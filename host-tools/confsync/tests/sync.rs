@@ -7,20 +7,28 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use ha_confsync::deadline::Limits;
+use ha_confsync::keys::SessionCounter;
 use ha_confsync::store::{verify, Role, Store};
 use ha_confsync::sync::{push, receive, PushReport, SyncFailure};
 use ha_confsync::wire::{Security, Wire};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::Serial;
 
+mod common;
+use common::{strong_key, write_key_file};
+
 const CLUSTER: u32 = 77;
 
-fn sec(serial: &str, key: u8) -> Security {
+/// `serial`'s security context with the test key `key`; its session counter lives in the
+/// store at `root`.
+fn sec(serial: &str, key: u8, root: &Path) -> Security {
     Security {
         cluster_id: CLUSTER,
-        keyring: Keyring::new(KeySet::derive(&Psk([key; 32]), CLUSTER, 1)),
+        keyring: Keyring::new(KeySet::derive(&Psk(strong_key(key)), CLUSTER, 1)),
         me: Serial::new(serial).unwrap(),
         encrypt: false,
+        sessions: SessionCounter::of_store(root),
     }
 }
 
@@ -34,13 +42,16 @@ fn tcp_session(
     std::thread::scope(|s| {
         let h = s.spawn(move || {
             let (c, _) = l.accept().unwrap();
-            let mut w = Wire::new(c.try_clone().unwrap(), c, sec("SN-B", rx_key)).unwrap();
+            let sec = sec("SN-B", rx_key, rx.root());
+            let mut w = Wire::receiver(c.try_clone().unwrap(), c, &sec, Limits::RECEIVER).unwrap();
             receive(rx, &mut w, |_| {})
                 .map(|r| r.revision)
                 .map_err(|e| e.to_string())
         });
         let c = TcpStream::connect(addr).unwrap();
-        let mut w = Wire::new(c.try_clone().unwrap(), c, sec("SN-A", 1)).unwrap();
+        let sec = sec("SN-A", 1, tx.root());
+        let mut w =
+            Wire::connector(c.try_clone().unwrap(), c, &sec, None, Limits::CONNECTOR).unwrap();
         let r = push(tx, &mut w, |_| {});
         drop(w);
         (r, h.join().unwrap())
@@ -152,10 +163,14 @@ fn unix_socket_transport() {
     let (s1, s2) = UnixStream::pair().unwrap();
     std::thread::scope(|s| {
         let h = s.spawn(|| {
-            let mut w = Wire::new(s2.try_clone().unwrap(), s2, sec("SN-B", 1)).unwrap();
+            let sec = sec("SN-B", 1, rx.root());
+            let mut w =
+                Wire::receiver(s2.try_clone().unwrap(), s2, &sec, Limits::RECEIVER).unwrap();
             receive(&rx, &mut w, |_| {}).unwrap()
         });
-        let mut w = Wire::new(s1.try_clone().unwrap(), s1, sec("SN-A", 1)).unwrap();
+        let sec = sec("SN-A", 1, tx.root());
+        let mut w =
+            Wire::connector(s1.try_clone().unwrap(), s1, &sec, None, Limits::CONNECTOR).unwrap();
         push(&tx, &mut w, |_| {}).unwrap();
         assert_eq!(h.join().unwrap().revision, 1);
     });
@@ -219,7 +234,8 @@ fn write_files(tx: &Store, n: usize, version: u32) {
 
 fn push_to(tx: &Store, addr: &str) -> Result<PushReport, SyncFailure> {
     let c = TcpStream::connect(addr).unwrap();
-    let mut w = Wire::new(c.try_clone().unwrap(), c, sec("SN-A", 1)).unwrap();
+    let sec = sec("SN-A", 1, tx.root());
+    let mut w = Wire::connector(c.try_clone().unwrap(), c, &sec, None, Limits::CONNECTOR).unwrap();
     push(tx, &mut w, |_| {})
 }
 
@@ -230,8 +246,7 @@ fn receiver_killed_mid_sync_of_10000_files_keeps_previous_revision() {
     let b = tempfile::tempdir().unwrap();
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("psk");
-    std::fs::write(&key, "01".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_file(&key, &strong_key(1));
 
     let tx = Store::open(a.path(), Role::Active).unwrap();
     write_files(&tx, N, 1);

@@ -159,6 +159,19 @@ enum ConfigCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The configuration-sync service's event log: syncs, joins, refused frames (by reason),
+    /// sessions cut by a deadline.
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N past events.
+        #[arg(long)]
+        last: Option<u32>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -420,6 +433,9 @@ fn run(cli: Cli) -> Result<()> {
             human,
         )
         .map(drop),
+        Cmd::Config(ConfigCmd::Events { follow, last, json }) => {
+            live(config_socket, Request::Events { follow, last }, json, human).map(drop)
+        }
         Cmd::Sync { peer, json } => {
             live(config_socket, Request::ConfigSync { peer }, json, human).map(drop)
         }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ha_confsync::deadline::Limits;
+use ha_confsync::keys::SessionCounter;
 use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
 use ha_confsync::store::{Role, Store};
 use ha_confsync::wire::Security;
@@ -47,38 +49,37 @@ fn member(
         Store::open(&root, Role::Standby).unwrap(),
         ServiceConfig {
             peers: vec![peer],
-            security: Security {
-                cluster_id: 5,
-                keyring: Keyring::new(KeySet::derive(&Psk([9; 32]), 5, 1)),
-                me: Serial::new(serial).unwrap(),
-                encrypt: false,
-            },
-            role: RoleSource::Fixed(role),
-            sync_on_publish: false,
-            listen_addr: None,
+            ..ServiceConfig::new(security(serial, &root, OLD_KEY), RoleSource::Fixed(role))
         },
     ));
     let sock = dir.join(serial).join("confsync.sock");
     let stop = Arc::new(AtomicBool::new(false));
     let t1 = server::serve(server::bind(&sock).unwrap(), svc.clone(), stop.clone()).unwrap();
-    l.set_nonblocking(true).unwrap();
-    let st = stop.clone();
-    let t2 = std::thread::spawn(move || {
-        while !st.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    let _ = svc.receive_from(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
+    let t2 = svc.serve(l, stop.clone()).unwrap();
     Member {
         root,
         sock,
         stop,
         threads: vec![t1, t2],
+    }
+}
+
+/// Seed of the cluster key the members start with.
+const OLD_KEY: u8 = 9;
+
+/// A key that passes the strength rule (a hash looks random), distinct per seed.
+fn strong_key(seed: u8) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest([b'h', b'a', seed]).into()
+}
+
+fn security(serial: &str, root: &std::path::Path, seed: u8) -> Security {
+    Security {
+        cluster_id: 5,
+        keyring: Keyring::new(KeySet::derive(&Psk(strong_key(seed)), 5, 1)),
+        me: Serial::new(serial).unwrap(),
+        encrypt: false,
+        sessions: SessionCounter::of_store(root),
     }
 }
 
@@ -183,6 +184,21 @@ fn config_commands_against_the_real_service() {
     // The standby's copy is the active's.
     let sb = Store::open(&b.root, Role::Standby).unwrap();
     assert_eq!(sb.read("objects/o5.conf").unwrap(), b"object 5\nchanged\n");
+
+    // Each completed sync is in the service's event log, on both members.
+    let o = hactl(&a, &["config", "events"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let t = out(&o);
+    assert_eq!(t.matches("sync_success").count(), 2, "{t}");
+    assert!(t.contains("revision 2 synced to SN-B"), "{t}");
+    let o = hactl(&b, &["config", "events", "--last", "1", "--json"]);
+    let lines: Vec<serde_json::Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["kind"], "sync_success", "{lines:?}");
+    assert_eq!(lines[0]["member"], "SN-A");
+    assert_eq!(lines[1]["type"], "end_of_events");
 }
 
 /// A daemon that answers only info, for the merge of the sync column.
@@ -299,7 +315,7 @@ fn the_sync_channel_keys_roll_over_without_a_failed_sync() {
         },
     );
     let key = dir.path().join("new.key");
-    std::fs::write(&key, "3c".repeat(32)).unwrap();
+    std::fs::write(&key, ha_confsync::hex(&strong_key(0x3c))).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let sa = Store::open(&a.root, Role::Active).unwrap();
     let call = |req: Request| {
@@ -329,15 +345,9 @@ fn the_sync_channel_keys_roll_over_without_a_failed_sync() {
     assert_eq!(sb.read("step.conf").unwrap(), b"7");
 
     // The old key is refused now.
-    let old = Security {
-        cluster_id: 5,
-        keyring: Keyring::new(KeySet::derive(&Psk([9; 32]), 5, 1)),
-        me: Serial::new("SN-A").unwrap(),
-        encrypt: false,
-    };
+    let old = security("SN-A", &a.root, OLD_KEY);
     let s = std::net::TcpStream::connect(ab).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = Wire::new(s.try_clone().unwrap(), s, old).unwrap();
+    let mut w = Wire::connector(s.try_clone().unwrap(), s, &old, None, Limits::CONNECTOR).unwrap();
     assert!(push(&sa, &mut w, |_| {}).is_err());
     assert_eq!(sb.read("step.conf").unwrap(), b"7");
 }

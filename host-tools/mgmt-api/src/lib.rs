@@ -411,6 +411,12 @@ pub enum EventKind {
     KeyRotation,
     /// The HA member list changed, or a new one was refused (SPEC A6).
     Members,
+    /// A received frame was refused; the detail starts with the reason's stable name
+    /// (`ha_proto::endpoint::Reject::name`).
+    FrameRefused,
+    /// A session was cut by one of its deadlines, or refused for lack of room; the detail
+    /// names which.
+    SessionCut,
 }
 
 /// One event of the log.

@@ -2,23 +2,30 @@
 //! the same library). Used by the crash tests and for manual checks.
 //!
 //! ```text
-//! confsync serve   --root DIR --listen ADDR --psk-file K --cluster-id N --serial S [--once]
-//! confsync push    --root DIR --to ADDR     --psk-file K --cluster-id N --serial S
+//! KEYS = [--psk-file K [--key-id N]] [--keyring FILE] [--encrypt] --cluster-id N --serial S
+//! confsync serve   --root DIR --listen ADDR KEYS [--allow-special-modes] [--once]
+//! confsync push    --root DIR --to ADDR     KEYS
 //! confsync publish --root DIR [--comment TEXT]
 //! confsync status  --root DIR
-//! confsync service --root DIR --listen ADDR --psk-file K --cluster-id N --serial S
+//! confsync service --root DIR --listen ADDR KEYS [--allow-special-modes]
 //!                  [--peer SERIAL=ADDR]... [--daemon-socket P | --role active|standby]
 //!                  [--mgmt-socket P] [--jobs FILE] [--sync-on-publish]
 //! ```
 //! `service` is the member's long-running configuration-sync service: it receives revisions
-//! on `--listen`, answers `hactl config publish|sync|diff|synctest` on `--mgmt-socket`
-//! (default /run/ha/confsync.sock), and runs the periodic jobs (default: DHCP leases every
-//! 5 min, certificates every 60 min).
-//! Progress goes to stdout as `progress PHASE DONE TOTAL` lines.
+//! on `--listen` (each session on its own thread, with deadlines), answers `hactl config
+//! publish|sync|diff|synctest|events` on `--mgmt-socket` (default /run/ha/confsync.sock), and
+//! runs the periodic jobs (default: DHCP leases every 5 min, certificates every 60 min).
+//! Events go to stdout as `event KIND MEMBER DETAIL` lines; progress (serve, push) as
+//! `progress PHASE DONE TOTAL` lines.
+//!
+//! Keys: `--keyring` names the keyring file `ha-daemon` writes at every phase of `hactl psk
+//! rotate` (`<state_dir>/keyring`); once it exists the keys follow it, re-read at every
+//! session, and `--psk-file`/`--key-id` (required until then) only give the key the member
+//! was provisioned with. A weak key, from either source, is refused at start.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::sync::atomic::AtomicBool;
@@ -26,11 +33,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use ha_confsync::deadline::Limits;
+use ha_confsync::events::EventLog;
 use ha_confsync::jobs::{JobsConfig, Scheduler};
-use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig, Session};
+use ha_confsync::keys::{keyring_from_file, read_key_file, Keys, SessionCounter};
+use ha_confsync::protocol::SyncMsg;
+use ha_confsync::service::{PeerAddr, RoleSource, Service, ServiceConfig};
 use ha_confsync::store::{Role, Store};
-use ha_confsync::sync::{self, Progress};
-use ha_confsync::wire::{read_key_file, Security, Wire};
+use ha_confsync::sync::{self, Progress, Received, Receiving};
+use ha_confsync::wire::{Security, Wire};
 use ha_mgmt_api::server;
 use ha_proto::keys::{KeySet, Keyring};
 use ha_proto::msg::Serial;
@@ -47,12 +58,21 @@ struct Cli {
 
 #[derive(Args)]
 struct Sec {
-    /// Key file of the cluster PSK (mode 0600).
+    /// Key file of the cluster PSK (mode 0600): the key until the keyring file exists.
+    /// Required unless --keyring names an existing file.
     #[arg(long)]
-    psk_file: PathBuf,
+    psk_file: Option<PathBuf>,
     /// Key id of the PSK.
     #[arg(long, default_value_t = 1)]
     key_id: u8,
+    /// The main CPU's keyring file that ha-daemon writes at every phase of a PSK rotation
+    /// (<state_dir>/keyring): once it exists, the keys follow it, re-read at every session.
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+    /// Seal every frame with the AEAD (the configuration is encrypted in transit) and refuse
+    /// frames in clear; every member must agree.
+    #[arg(long)]
+    encrypt: bool,
     /// Cluster id.
     #[arg(long)]
     cluster_id: u32,
@@ -73,6 +93,9 @@ enum Cmd {
         listen: String,
         #[command(flatten)]
         sec: Sec,
+        /// Install received files with setuid, setgid or sticky bits (refused by default).
+        #[arg(long)]
+        allow_special_modes: bool,
         /// Exit after one session.
         #[arg(long)]
         once: bool,
@@ -117,6 +140,9 @@ struct ServiceArgs {
     listen: String,
     #[command(flatten)]
     sec: Sec,
+    /// Install received files with setuid, setgid or sticky bits (refused by default).
+    #[arg(long)]
+    allow_special_modes: bool,
     /// A peer as SERIAL=IP:PORT of its receiver; repeat for each.
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -154,7 +180,7 @@ fn parse_peer(s: &str) -> Result<PeerAddr, String> {
 }
 
 fn service(a: ServiceArgs) -> Result<(), String> {
-    let security = security(&a.sec)?;
+    let security = security(&a.sec, &a.root)?;
     let peers = a
         .peers
         .iter()
@@ -177,37 +203,32 @@ fn service(a: ServiceArgs) -> Result<(), String> {
     let bound = l.local_addr().map_err(|e| e.to_string())?;
     // Opened once: cleans what a crash left in staging/ before anything else runs.
     let store = Store::open(&a.root, Role::Standby).map_err(|e| e.to_string())?;
-    let svc = Arc::new(Service::new(
-        store,
-        ServiceConfig {
-            peers,
-            security,
-            role,
-            sync_on_publish: a.sync_on_publish,
-            listen_addr: Some(a.advertise.clone().unwrap_or_else(|| bound.to_string())),
-        },
-    ));
+    let cfg = ServiceConfig {
+        peers,
+        keyring_file: a.sec.keyring.clone(),
+        sync_on_publish: a.sync_on_publish,
+        listen_addr: Some(a.advertise.clone().unwrap_or_else(|| bound.to_string())),
+        allow_special_modes: a.allow_special_modes,
+        ..ServiceConfig::new(security, role)
+    };
+    let events = EventLog::with_observer(Box::new(|e| {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut o = std::io::stdout().lock();
+        let member = e.member.as_deref().unwrap_or("-");
+        let _ = writeln!(o, "event {kind} {member} {}", e.detail);
+        let _ = o.flush();
+    }));
+    let svc = Arc::new(Service::with_events(store, cfg, events));
     let listener =
         server::bind(&a.mgmt_socket).map_err(|e| format!("{}: {e}", a.mgmt_socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
-    server::serve(listener, svc.clone(), stop).map_err(|e| e.to_string())?;
+    server::serve(listener, svc.clone(), stop.clone()).map_err(|e| e.to_string())?;
+    svc.serve(l, stop).map_err(|e| e.to_string())?;
     println!("listening {bound} management {}", a.mgmt_socket.display());
     let _ = std::io::stdout().flush();
-    let rx = svc.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let line = match rx.receive_from(s) {
-                Ok(Session::Committed(rev)) => format!("committed revision {rev}"),
-                Ok(Session::Joined(serial)) => format!("{serial} joined"),
-                Ok(Session::JoinRefused(serial)) => format!("join of {serial} refused"),
-                Err(e) => format!("receive failed: {e}"),
-            };
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
-        }
-    });
     let start = Instant::now();
     let mut sched = Scheduler::new(jobs, 0);
     loop {
@@ -228,15 +249,38 @@ fn service(a: ServiceArgs) -> Result<(), String> {
     }
 }
 
-fn security(s: &Sec) -> Result<Security, String> {
-    let psk = read_key_file(&s.psk_file)?;
+/// The member's security context from the command line: the keyring file's keys when it
+/// exists, else the key file's; either is checked for strength here, at start.
+fn security(s: &Sec, root: &Path) -> Result<Security, String> {
     let me = Serial::new(&s.serial).ok_or_else(|| format!("bad serial {:?}", s.serial))?;
+    let from_file = match &s.keyring {
+        Some(p) => keyring_from_file(s.cluster_id, p)?,
+        None => None,
+    };
+    let from_psk = match &s.psk_file {
+        Some(p) => {
+            let psk = read_key_file(p)?;
+            Some(Keyring::new(KeySet::derive(&psk, s.cluster_id, s.key_id)))
+        }
+        None => None,
+    };
+    let keyring = from_file.or(from_psk).ok_or_else(|| {
+        "no key: give --psk-file, or --keyring naming an existing keyring file".to_string()
+    })?;
     Ok(Security {
         cluster_id: s.cluster_id,
-        keyring: Keyring::new(KeySet::derive(&psk, s.cluster_id, s.key_id)),
+        keyring,
         me,
-        encrypt: false,
+        encrypt: s.encrypt,
+        sessions: SessionCounter::of_store(root),
     })
+}
+
+/// The keys for a new session of `serve` or `push` (the keyring file followed).
+fn session_security(s: &Sec, root: &Path, keys: &Keys) -> Result<Security, String> {
+    let mut sec = security(s, root)?;
+    sec.keyring = keys.current()?;
+    Ok(sec)
 }
 
 fn print_progress(p: &Progress) {
@@ -252,21 +296,33 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Serve {
             root,
             listen,
-            sec,
+            sec: args,
+            allow_special_modes,
             once,
         } => {
-            let sec = security(&sec)?;
+            let sec = security(&args, &root)?;
+            let keys = Keys::new(sec.cluster_id, sec.keyring.clone(), args.keyring.clone());
             let l = TcpListener::bind(&listen).map_err(|e| format!("bind {listen}: {e}"))?;
             let addr = l.local_addr().map_err(|e| e.to_string())?;
             println!("listening {addr}");
             let _ = std::io::stdout().flush();
+            let how = Receiving {
+                allow_special_modes,
+                store_lock: None,
+            };
+            let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
+                reason: "this member does not take join requests".into(),
+            };
             loop {
                 let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
                 let store = Store::open(&root, Role::Standby).map_err(|e| e.to_string())?;
+                let sec = session_security(&args, &root, &keys)?;
                 let r = s.try_clone().map_err(|e| e.to_string())?;
-                let mut wire = Wire::new(r, s, sec.clone()).map_err(|e| e.to_string())?;
-                match sync::receive(&store, &mut wire, print_progress) {
-                    Ok(rev) => println!("committed revision {}", rev.revision),
+                let mut wire =
+                    Wire::receiver(r, s, &sec, Limits::RECEIVER).map_err(|e| e.to_string())?;
+                match sync::receive_or_join(&store, &mut wire, &how, print_progress, &mut refuse) {
+                    Ok(Received::Revision(rev)) => println!("committed revision {}", rev.revision),
+                    Ok(Received::Join { serial, .. }) => println!("join of {serial} refused"),
                     Err(e) => println!("failed: {e}"),
                 }
                 let _ = std::io::stdout().flush();
@@ -276,11 +332,12 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Cmd::Push { root, to, sec } => {
-            let sec = security(&sec)?;
+            let sec = security(&sec, &root)?;
             let store = Store::open(&root, Role::Active).map_err(|e| e.to_string())?;
             let s = TcpStream::connect(&to).map_err(|e| format!("connect {to}: {e}"))?;
             let r = s.try_clone().map_err(|e| e.to_string())?;
-            let mut wire = Wire::new(r, s, sec).map_err(|e| e.to_string())?;
+            let mut wire =
+                Wire::connector(r, s, &sec, None, Limits::CONNECTOR).map_err(|e| e.to_string())?;
             let rep = sync::push(&store, &mut wire, print_progress).map_err(|e| e.to_string())?;
             println!(
                 "synced revision {} ({} files, {} contents sent, {} bytes, {} frames)",

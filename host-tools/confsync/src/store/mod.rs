@@ -5,7 +5,7 @@
 //! ROOT/revisions/N/tree/        published revision N: immutable files
 //! ROOT/revisions/N/meta.json    its number, time, comment and manifest
 //! ROOT/current -> revisions/N   the running revision (a symlink)
-//! ROOT/staging/                 revisions being built or received; emptied on open
+//! ROOT/staging/                 revisions being built or received (mode 0700); emptied on open
 //! ```
 //!
 //! A new revision (published here or received from a peer) is built entirely inside
@@ -17,8 +17,7 @@
 //! Files of a revision are never modified in place, so unchanged files are hard-linked from
 //! the previous revision instead of copied.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{check_path, Manifest};
-use crate::{hex, Hash};
+
+mod staging;
+
+use staging::private_dir;
+pub use staging::{Staging, REVISION_DIR_MODE, STAGING_DIR_MODE};
 
 /// Revisions kept on disk besides the current one.
 pub const KEEP_REVISIONS: usize = 4;
@@ -136,10 +139,10 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; removes what a crash left in
     /// `staging/`.
     pub fn open(root: &Path, role: Role) -> Result<Store> {
-        for d in ["revisions", "staging"] {
-            fs::create_dir_all(root.join(d)).map_err(io_err(format!("create {d}")))?;
-        }
+        fs::create_dir_all(root.join("revisions")).map_err(io_err("create revisions"))?;
         let staging = root.join("staging");
+        // Nothing staged is reachable by another user, whatever its mode.
+        private_dir(&staging, STAGING_DIR_MODE)?;
         for e in fs::read_dir(&staging).map_err(io_err("list staging"))? {
             let e = e.map_err(io_err("list staging"))?;
             fs::remove_dir_all(e.path())
@@ -421,46 +424,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Starts receiving revision `revision` with `manifest`; `needed` will arrive as content.
-    pub fn begin_receive(
-        &self,
-        revision: u64,
-        manifest: Manifest,
-        needed: BTreeSet<Hash>,
-    ) -> Result<Staging<'_>> {
-        let cur = self.current()?;
-        if let Some(c) = &cur {
-            let same = c.manifest.digest() == manifest.digest();
-            if revision < c.revision || (revision == c.revision && !same) {
-                return Err(StoreError::Collision {
-                    offered: revision,
-                    current: Some(c.revision),
-                });
-            }
-        }
-        if self.rev_dir(revision).exists() {
-            let old = self.revision(revision)?;
-            if old.manifest.digest() != manifest.digest() {
-                return Err(StoreError::Collision {
-                    offered: revision,
-                    current: cur.as_ref().map(|c| c.revision),
-                });
-            }
-        }
-        let dir = self.root.join("staging").join(unique_name("receive"));
-        fs::create_dir_all(dir.join("objects")).map_err(io_err("create staging"))?;
-        fs::create_dir_all(dir.join("tree")).map_err(io_err("create staging"))?;
-        Ok(Staging {
-            store: self,
-            dir,
-            revision,
-            manifest,
-            needed,
-            current: cur,
-            open: None,
-        })
-    }
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -474,142 +437,6 @@ fn sync_fs(dir: &Path) -> Result<()> {
         what: format!("syncfs {}", dir.display()),
         err: e.into(),
     })
-}
-
-/// A revision being received into `staging/`.
-pub struct Staging<'a> {
-    store: &'a Store,
-    dir: PathBuf,
-    revision: u64,
-    manifest: Manifest,
-    needed: BTreeSet<Hash>,
-    current: Option<Revision>,
-    open: Option<(Hash, File)>,
-}
-
-impl Drop for Staging<'_> {
-    /// A session that ends without a commit (the sender failed, or only probed) leaves
-    /// nothing behind; after a commit the directory was renamed away and this does nothing.
-    fn drop(&mut self) {
-        self.open = None;
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Staging<'_> {
-    fn object(&self, h: &Hash) -> PathBuf {
-        self.dir.join("objects").join(hex(h))
-    }
-
-    /// Appends a piece of content `hash` (already checked by the protocol core).
-    pub fn write(&mut self, hash: Hash, offset: u64, bytes: &[u8], last: bool) -> Result<()> {
-        if !self.needed.contains(&hash) {
-            return Err(StoreError::Corrupt("content not in the needed set".into()));
-        }
-        let mut f = match self.open.take() {
-            Some((h, f)) if h == hash => f,
-            _ => {
-                if offset != 0 {
-                    return Err(StoreError::Corrupt(
-                        "content piece without its start".into(),
-                    ));
-                }
-                OpenOptions::new()
-                    .create_new(true)
-                    .write(true)
-                    .open(self.object(&hash))
-                    .map_err(io_err("create staged object"))?
-            }
-        };
-        f.write_all(bytes).map_err(io_err("write staged object"))?;
-        // Flushed to disk by the syncfs before the revision is installed.
-        if !last {
-            self.open = Some((hash, f));
-        }
-        Ok(())
-    }
-
-    /// Builds the tree from staged and local content, verifies it, and switches to it
-    /// atomically. On error the staging directory is removed and nothing changed.
-    pub fn commit(mut self) -> Result<Revision> {
-        let r = self.build();
-        if r.is_err() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-        r
-    }
-
-    fn build(&mut self) -> Result<Revision> {
-        self.open = None;
-        let tree = self.dir.join("tree");
-        let local: HashMap<Hash, PathBuf> = match &self.current {
-            Some(c) => {
-                let t = self.store.tree(c.revision);
-                c.manifest
-                    .files
-                    .iter()
-                    .map(|(p, e)| (e.sha256, t.join(p)))
-                    .collect()
-            }
-            None => HashMap::new(),
-        };
-        for (p, e) in &self.manifest.files {
-            let dst = tree.join(p);
-            if let Some(parent) = dst.parent() {
-                fs::create_dir_all(parent).map_err(io_err("create staged dir"))?;
-            }
-            let src = if self.needed.contains(&e.sha256) {
-                self.object(&e.sha256)
-            } else {
-                local
-                    .get(&e.sha256)
-                    .cloned()
-                    .ok_or_else(|| StoreError::Corrupt(format!("no local content for {p}")))?
-            };
-            let meta = fs::metadata(&src).map_err(io_err(format!("stat source of {p}")))?;
-            if meta.len() != e.size {
-                return Err(StoreError::Corrupt(format!("{p}: size differs")));
-            }
-            if meta.permissions().mode() & 0o7777 == e.mode {
-                fs::hard_link(&src, &dst).map_err(io_err(format!("link {p}")))?;
-            } else if self.needed.contains(&e.sha256)
-                && !self
-                    .manifest
-                    .files
-                    .values()
-                    .any(|o| o.sha256 == e.sha256 && o.mode != e.mode)
-            {
-                // The object serves only this mode: give it the mode, then link.
-                set_mode(&src, e.mode)?;
-                fs::hard_link(&src, &dst).map_err(io_err(format!("link {p}")))?;
-            } else {
-                fs::copy(&src, &dst).map_err(io_err(format!("copy {p}")))?;
-                set_mode(&dst, e.mode)?;
-            }
-        }
-        fs::remove_dir_all(self.dir.join("objects")).map_err(io_err("remove objects"))?;
-        let rev = Revision {
-            revision: self.revision,
-            published_at: now_s(),
-            comment: None,
-            manifest: std::mem::take(&mut self.manifest),
-        };
-        if self.store.rev_dir(rev.revision).exists() {
-            // Same revision, same digest (checked at begin): only switch.
-            fs::remove_dir_all(&self.dir).map_err(io_err("remove staging"))?;
-            self.store.switch(rev.revision)?;
-        } else {
-            self.store.install(&self.dir, &rev)?;
-        }
-        // The draft of a member that received a revision is stale.
-        let d = self.store.draft();
-        if d.exists() {
-            let trash = self.store.root.join("staging").join(unique_name("trash"));
-            fs::rename(&d, &trash).map_err(io_err("drop stale draft"))?;
-            let _ = fs::remove_dir_all(&trash);
-        }
-        Ok(rev)
-    }
 }
 
 /// Verifies every file of revision `n` against its manifest (used by tests and `confsync
