@@ -3,15 +3,42 @@
 
 use std::time::Instant;
 
-use ha_dataplane::{Dataplane, Packet};
+use ha_dataplane::{Dataplane, Millis, Packet};
 
 use crate::app::{ResyncState, SyncEvent, SyncPlane};
 use crate::fastpath::{Filter, PacketInfo, Side};
 use crate::runtime::Activate;
 
-/// The dataplane of this member.
+/// The dataplane of this member, and the instant its milliseconds count from (the
+/// dataplane reads no clock: the daemon hands it `Millis` since `base`).
 #[derive(Debug)]
-pub struct Dp(pub Dataplane);
+pub struct Dp {
+    dp: Dataplane,
+    base: Instant,
+}
+
+impl Dp {
+    /// `dp`, with its clock starting at `base`.
+    pub fn new(dp: Dataplane, base: Instant) -> Self {
+        Self { dp, base }
+    }
+
+    /// Milliseconds of the dataplane's clock at `now`.
+    pub fn ms(&self, now: Instant) -> Millis {
+        Millis::try_from(now.saturating_duration_since(self.base).as_millis())
+            .unwrap_or(Millis::MAX)
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// The dataplane, to change it (key rollover).
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+}
 
 impl Filter for Dp {
     fn check(&mut self, p: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool {
@@ -31,27 +58,31 @@ impl Filter for Dp {
             // The fast path only asks about packets it forwards between its two sides.
             local: false,
         };
-        self.0.check(&packet, allow_new, now).forwards()
+        let now = self.ms(now);
+        self.dp.check(&packet, allow_new, now).forwards()
     }
 }
 
 impl Activate for Dp {
     fn set_role(&mut self, active: bool, now: Instant) {
-        self.0.set_role(active, now);
+        let now = self.ms(now);
+        self.dp.set_role(active, now);
     }
 }
 
 impl SyncPlane for Dp {
     fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
-        self.0.on_datagram(bytes, now);
+        let now = self.ms(now);
+        self.dp.on_datagram(bytes, now);
     }
 
     fn request_resync(&mut self, now: Instant) -> Option<u32> {
-        self.0.request_resync(now)
+        let now = self.ms(now);
+        self.dp.request_resync(now)
     }
 
     fn resync_state(&self, id: u32) -> ResyncState {
-        match self.0.resync_status(id) {
+        match self.dp.resync_status(id) {
             ha_dataplane::ResyncStatus::Pending => ResyncState::Pending,
             ha_dataplane::ResyncStatus::Done => ResyncState::Done,
             ha_dataplane::ResyncStatus::NoPeer => ResyncState::NoPeer,
@@ -59,7 +90,7 @@ impl SyncPlane for Dp {
     }
 
     fn drain_state(&self) -> Option<ResyncState> {
-        let e = self.0.engine();
+        let e = self.dp.engine();
         Some(if !e.peer_up() {
             ResyncState::NoPeer
         } else if e.backlog() == (0, 0) {
@@ -70,11 +101,12 @@ impl SyncPlane for Dp {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        self.0.poll_transmit(now)
+        let now = self.ms(now);
+        self.dp.poll_transmit(now)
     }
 
     fn poll_events(&mut self) -> Vec<SyncEvent> {
-        self.0
+        self.dp
             .poll_events()
             .into_iter()
             .filter_map(|e| match e {
@@ -114,8 +146,8 @@ mod tests {
         let block = crate::hostlink::tests::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
-        let b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
+        let b = Dp::new(Dataplane::from_block(&b_block, 20), t0);
         a.set_role(true, t0);
         (a, b)
     }

@@ -48,11 +48,10 @@ fn main() -> ExitCode {
             cfg,
             epoch,
             |block| {
-                Dp(ha_dataplane::Dataplane::from_block(
-                    block,
-                    epoch,
+                Dp::new(
+                    ha_dataplane::Dataplane::from_block(block, epoch),
                     std::time::Instant::now(),
-                ))
+                )
             },
             stop,
         ),
