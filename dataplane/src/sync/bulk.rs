@@ -131,6 +131,8 @@ pub(crate) struct BulkIn {
     pub received: u64,
     /// Items announced.
     pub total: u64,
+    /// Items of it a table refused (at its cap).
+    pub refused: u64,
 }
 
 impl BulkIn {

@@ -423,7 +423,12 @@ impl SyncEngine {
                             b.item(&mut self.events);
                         }
                     }
-                    Err(why) => self.refused(why, now),
+                    Err(why) => {
+                        if let Some(b) = &mut self.bulk_in {
+                            b.refused += 1;
+                        }
+                        self.refused(why, now);
+                    }
                 },
                 Change::Remove(k) => {
                     t.remove_item(&k);
@@ -439,6 +444,7 @@ impl SyncEngine {
                         gen: t.next_rx_gen(),
                         received: 0,
                         total,
+                        refused: 0,
                     });
                 }
                 Change::BulkEnd { id } => {
@@ -455,8 +461,16 @@ impl SyncEngine {
                             records: b.received,
                             stale_removed,
                         });
+                        self.requests.completed(id);
+                        // Items refused at a cap while stale ones (removed only now) took
+                        // the room: ask again, the next bulk fills the room they left.
+                        if b.refused > 0 && stale_removed > 0 {
+                            self.requests.ask(now);
+                            self.last_hello = None;
+                        }
+                    } else {
+                        self.requests.completed(id);
                     }
-                    self.requests.completed(id);
                 }
             }
         }
