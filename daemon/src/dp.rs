@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
+use ha_dataplane::tables::{Refused, TableKind};
 use ha_dataplane::{Dataplane, Millis, Packet};
 
 use crate::app::{ResyncState, SyncEvent, SyncPlane};
 use crate::fastpath::{Filter, PacketInfo, Side};
 use crate::runtime::Activate;
+use crate::synckeys::KeyStep;
 
 /// The dataplane of this member, and the instant its milliseconds count from (the
 /// dataplane reads no clock: the daemon hands it `Millis` since `base`).
@@ -118,9 +120,47 @@ impl SyncPlane for Dp {
                         records: usize::try_from(records).unwrap_or(usize::MAX),
                     })
                 }
+                ha_dataplane::SyncEvent::RecordsRefused { reason, count } => {
+                    Some(SyncEvent::RecordsRefused {
+                        table: reason.table().name(),
+                        cap: match reason {
+                            Refused::Full { cap, .. } => Some(cap),
+                            Refused::Invalid(_) => None,
+                        },
+                        count,
+                    })
+                }
                 _ => None,
             })
             .collect()
+    }
+
+    fn key_step(&mut self, step: &KeyStep) -> Result<(), String> {
+        match step {
+            KeyStep::Accept { key_id, psk } => self.dp.accept_key(psk, *key_id),
+            KeyStep::SealWith(id) => self.dp.seal_with_key(*id),
+            KeyStep::Retire => {
+                self.dp.retire_previous_key();
+                Ok(())
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let st = self.dp.engine().stats();
+        let rejects = st
+            .rejects
+            .nonzero()
+            .map(|(r, n)| (format!("rejected_{}", r.name()), u64::from(n)));
+        let refused = TableKind::ALL
+            .iter()
+            .map(|k| (format!("refused_{}", k.name()), st.refused_by(*k)))
+            .filter(|(_, n)| *n > 0);
+        let mut c: Vec<(String, u64)> = rejects.chain(refused).collect();
+        c.push(("records_applied".into(), st.records_applied));
+        c.push(("malformed_records".into(), st.malformed));
+        c
     }
 }
 
@@ -252,5 +292,39 @@ mod tests {
         // Retransmitted and acknowledged.
         pump(t0, &mut a, &mut b, 22, 100);
         assert_eq!(a.drain_state(), Some(ResyncState::Done));
+    }
+
+    #[test]
+    fn records_refused_at_a_cap_reach_the_event_log_and_the_counters() {
+        let t0 = Instant::now();
+        let block = crate::hostlink::tests::sample_cfg();
+        let mut b_block = block.clone();
+        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
+        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
+        let mut cfg = ha_dataplane::SyncConfig::from_block(&b_block, 20);
+        cfg.limits = ha_dataplane::tables::Limits::all(1);
+        let mut b = Dp::new(Dataplane::new(cfg, ha_dataplane::Policy::allow_all()), t0);
+        a.set_role(true, t0);
+        pump(t0, &mut a, &mut b, 0, 20);
+        for port in [4000, 4001, 4002] {
+            let syn = pkt("10.1.0.1", port, "10.2.0.1", 80, 6, tcp_flags::SYN);
+            assert!(a.check(&syn, Side::Inside, true, t0));
+        }
+        pump(t0, &mut a, &mut b, 20, 20);
+        let events: Vec<SyncEvent> = b.poll_events();
+        let refused = SyncEvent::RecordsRefused {
+            table: "connections",
+            cap: Some(1),
+            count: 1,
+        };
+        assert!(events.contains(&refused), "{events:?}");
+        let logged = refused.to_event();
+        assert_eq!(logged.kind, ha_mgmt_api::EventKind::StateSyncRefused);
+        assert!(logged.detail.contains("cap of 1"), "{}", logged.detail);
+        let counters = b.counters();
+        assert!(
+            counters.contains(&("refused_connections".to_string(), 2)),
+            "{counters:?}"
+        );
     }
 }

@@ -13,5 +13,6 @@ pub mod links;
 pub mod mgmt;
 pub mod packetio;
 pub mod runtime;
+pub mod synckeys;
 pub mod traffic;
 pub mod util;

@@ -47,9 +47,10 @@ fn main() -> ExitCode {
         Table::Dataplane => ha_daemon::app::run(
             cfg,
             epoch,
-            |block| {
+            |block, keyring| {
+                let sync = ha_dataplane::SyncConfig::from_block(block, epoch).with_keyring(keyring);
                 Dp::new(
-                    ha_dataplane::Dataplane::from_block(block, epoch),
+                    ha_dataplane::Dataplane::new(sync, ha_dataplane::Policy::allow_all()),
                     std::time::Instant::now(),
                 )
             },

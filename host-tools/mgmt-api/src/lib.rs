@@ -411,6 +411,9 @@ pub enum EventKind {
     KeyRotation,
     /// The HA member list changed, or a new one was refused (SPEC A6).
     Members,
+    /// State-sync records of the peer refused: a table at its cap, or an item larger than a
+    /// table stores.
+    StateSyncRefused,
 }
 
 /// One event of the log.
