@@ -8,11 +8,11 @@
 //! already held and removals are always applied. The caps bound what the *peer* installs;
 //! this member's own items (created by its filter and control plane) are not refused here.
 
-/// Connections a member holds at most. A member is sized for 2M connections: about 290 B
-/// per entry in the map (`memory_per_entry` measures it) is about 600 MB, and it is 8 times
-/// Linux's default `nf_conntrack_max` (262,144). Set [`Limits::conns`] to the active's own
-/// limit when it differs: a passive that holds fewer connections than its active cannot take
-/// all of them over.
+/// Connections a member holds at most. A member is sized for 2M connections: at 120–240 B
+/// per connection in the map (`memory_per_entry` measures it; the map doubles when it grows)
+/// that is 0.25–0.5 GB, and it is 8 times Linux's default `nf_conntrack_max` (262,144). Set
+/// [`Limits::conns`] to the active's own limit when it differs: a passive that holds fewer
+/// connections than its active cannot take all of them over.
 pub const MAX_CONNS: usize = 2_000_000;
 /// Hosts (address → Ethernet address): a /16 of neighbours, far above what a segment holds
 /// (Linux's neighbour table stops at `gc_thresh3`, 1,024 by default).
