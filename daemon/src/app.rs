@@ -343,23 +343,35 @@ pub fn run<D: Dataplane>(
     // The state-sync keys: the keyring file of the last rollover, else the block's key.
     let keys = SyncKeys::load(&cfg.state_dir, &block)?;
     let keyring = keys.keyring();
-    if keys.from_file() && !keys.holds(&block) {
-        // The block was re-provisioned after the last rollover, or the block write of its
-        // last phase failed: the file is what the peers' daemons use, so it stays in force.
-        eprintln!(
-            "ha-daemon: {} holds key ids {:?}, not the configuration block's key id {}: \
-             state sync uses the keyring file",
-            keys.path().display(),
-            keys.key_ids(),
-            block.key_id
-        );
-    }
     let shared = Arc::new(Mutex::new(Shared {
         serial: block.serial,
         cluster_id: block.cluster_id,
         boot_time: unix_now(),
         ..Default::default()
     }));
+    if keys.from_file() && !keys.holds(&block) {
+        // The block's last rollover write failed (or the block cannot be written, as on a
+        // controller whose flash the main CPU does not program): the file is what the peers
+        // use, so it stays in force. A re-provisioned member must have its keyring file
+        // removed with the old block; say so where the operator looks.
+        let detail = format!(
+            "{} holds key ids {:?}, not the configuration block's key id {}: state sync \
+             uses the keyring file (remove it when the member was re-provisioned)",
+            keys.path().display(),
+            keys.key_ids(),
+            block.key_id
+        );
+        eprintln!("ha-daemon: {detail}");
+        shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_local_event(ha_mgmt_api::Event {
+                time_ms: unix_ms(),
+                kind: ha_mgmt_api::EventKind::KeyRotation,
+                member: None,
+                detail,
+            });
+    }
     let (out_tx, out_rx) = mpsc::channel();
     let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
 

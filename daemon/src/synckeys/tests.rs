@@ -126,6 +126,15 @@ fn phase(keys: &mut SyncKeys, dp: &mut Dp, p: KeyPhase) {
     }
 }
 
+/// A connection of client `i` opened on `a` at round `r`, then `rounds` of exchange: B must
+/// hold `want` connections.
+fn open_and_sync(t0: Instant, a: &mut Dp, b: &mut Dp, i: u8, r: u64, want: usize) {
+    let now = t0 + Duration::from_millis(10 * r);
+    assert!(a.check(&pkt(i, tcp_flags::SYN), Side::Inside, true, now));
+    pump(t0, a, b, r, 30);
+    assert_eq!(b.dataplane().tables().conn_count(), want, "records flow");
+}
+
 #[test]
 fn a_member_restarted_after_a_rotation_syncs_with_its_peer_under_the_new_key() {
     let t0 = Instant::now();
@@ -140,44 +149,50 @@ fn a_member_restarted_after_a_rotation_syncs_with_its_peer_under_the_new_key() {
     pump(t0, &mut a, &mut b, 0, 20);
     let mut ka = SyncKeys::load(dir_a.path(), &block_a).expect("a");
     let mut kb = SyncKeys::load(dir_b.path(), &block_b).expect("b");
-    // `hactl psk rotate`: each phase on every member before the next.
-    for (i, p) in [KeyPhase::Install, KeyPhase::Use, KeyPhase::Retire]
-        .into_iter()
-        .enumerate()
-    {
+    // `hactl psk rotate`: each phase on every member before the next. B restarts between
+    // phases 2 and 3 (A seals with 2 and accepts 1): from its keyring file it does the same.
+    for (i, p) in [KeyPhase::Install, KeyPhase::Use].into_iter().enumerate() {
         phase(&mut ka, &mut a, p);
         phase(&mut kb, &mut b, p);
         pump(t0, &mut a, &mut b, 20 + 10 * i as u64, 10);
     }
-    let at = |r: u64| t0 + Duration::from_millis(10 * r);
-    assert!(a.check(&pkt(1, tcp_flags::SYN), Side::Inside, true, at(50)));
-    pump(t0, &mut a, &mut b, 50, 20);
-    assert_eq!(b.dataplane().tables().conn_count(), 1, "synced under key 2");
-    assert_eq!(b.dataplane().engine().key_ids(), (2, None));
-
-    // B's daemon restarts (boot 21): its keys come from its keyring file, the same as A's.
     let mut b = member(&block_b, dir_b.path(), 21, t0);
+    assert_eq!(b.dataplane().engine().key_ids(), (2, Some(1)));
     assert_eq!(
         b.dataplane().engine().key_ids(),
         a.dataplane().engine().key_ids()
     );
-    pump(t0, &mut a, &mut b, 70, 30);
+    pump(t0, &mut a, &mut b, 40, 30);
     assert!(b.dataplane().engine().peer_up());
+    open_and_sync(t0, &mut a, &mut b, 1, 70, 1);
+    let mut kb = SyncKeys::load(dir_b.path(), &block_b).expect("b");
+    phase(&mut ka, &mut a, KeyPhase::Retire);
+    phase(&mut kb, &mut b, KeyPhase::Retire);
+    assert_eq!(b.dataplane().engine().key_ids(), (2, None));
+    open_and_sync(t0, &mut a, &mut b, 2, 100, 2);
+
+    // After the rotation (the block still says key 1: its write is the controller's side),
+    // B restarts again: the keys of its file, the same as A's; the bulk and new records
+    // arrive, nothing is refused.
+    let mut b = member(&block_b, dir_b.path(), 22, t0);
+    assert_eq!(
+        b.dataplane().engine().key_ids(),
+        a.dataplane().engine().key_ids()
+    );
+    pump(t0, &mut a, &mut b, 130, 30);
     assert_eq!(
         b.dataplane().tables().conn_count(),
-        1,
+        2,
         "bulk after the restart"
     );
-    assert!(a.check(&pkt(2, tcp_flags::SYN), Side::Inside, true, at(100)));
-    pump(t0, &mut a, &mut b, 100, 20);
-    assert_eq!(b.dataplane().tables().conn_count(), 2, "records flow");
+    open_and_sync(t0, &mut a, &mut b, 3, 160, 3);
     assert_eq!(b.dataplane().engine().stats().rejected(), 0);
 
     // Without the file (keys from the block, as before the fix) the restarted member hears
     // nothing: every frame of A is under a key it does not hold.
     std::fs::remove_file(dir_b.path().join(KEYRING_FILE)).expect("rm");
-    let mut b = member(&block_b, dir_b.path(), 22, t0);
-    pump(t0, &mut a, &mut b, 120, 30);
+    let mut b = member(&block_b, dir_b.path(), 23, t0);
+    pump(t0, &mut a, &mut b, 190, 30);
     assert!(!b.dataplane().engine().peer_up());
     assert!(
         b.dataplane()

@@ -740,6 +740,7 @@ fn scenario(
             r#"config_block = "{block}"
 host_link = "{host}"
 mgmt_socket = "{mgmt}"
+state_dir = "{state}"
 interfaces_period_ms = 1000
 table = "{table}"
 
@@ -773,6 +774,9 @@ sync = "10.9.0.{hathem}"
             block = dir.join(format!("{i}.cfg")).display(),
             host = host_sock.display(),
             mgmt = mgmt_sock.display(),
+            // Each member its own boot counter and state-sync keyring, fresh every run (the
+            // default /var/lib/ha would be shared by both members and outlive the run).
+            state = dir.join(format!("state-{m}")).display(),
             me = 11 + i,
             them = 11 + other,
             hame = 1 + i,
