@@ -175,6 +175,7 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         &format!("{}={}", c.serials[survivor], c.listen(survivor)),
         &sock_c,
         &csock_c,
+        &c.dir.join("state-c/keyring"),
     );
     env.spawn("confsync-c", None, &argv, false)?;
     let deadline = Instant::now() + Duration::from_secs(20);
