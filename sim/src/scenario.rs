@@ -1,7 +1,8 @@
 //! A seed becomes a scenario: the cluster, its links and a schedule of faults.
 
-use ha_agent::config::{Profile, Timers};
-use ha_agent::quality::{HwKind, HwReading};
+use ha_agent::config::Timers;
+use ha_agent::TimerProfile;
+use ha_agent::{SensorKind, SensorReading};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::FirmwareVersion;
 use oorandom::Rand64;
@@ -77,7 +78,7 @@ pub enum Action {
         /// Member.
         m: usize,
         /// The reading.
-        reading: HwReading,
+        reading: SensorReading,
     },
     /// An operator command for member `m`, given on member `via`'s main CPU (relayed over
     /// the HA links when `via != m`).
@@ -158,9 +159,9 @@ impl Scenario {
             .clamp(1, MAX_SIM_MEMBERS);
         let fast = failover || rng.rand_range(0..100) < 40;
         let profile = if fast {
-            Profile::Fast
+            TimerProfile::Fast
         } else {
-            Profile::Default
+            TimerProfile::Default
         };
         let timers = Timers::for_profile(profile);
         let domains = if failover {
@@ -422,9 +423,9 @@ impl Scenario {
                             }
                         }
                         7 => {
-                            let kind = [HwKind::Psu, HwKind::Fan, HwKind::Disk]
+                            let kind = [SensorKind::Psu, SensorKind::Fan, SensorKind::Disk]
                                 [rng.rand_range(0..3) as usize];
-                            let reading = HwReading {
+                            let reading = SensorReading {
                                 kind,
                                 index: rng.rand_range(0..2) as u8,
                                 ok: false,

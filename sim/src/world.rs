@@ -26,8 +26,8 @@ use std::fmt::Write as _;
 use ha_agent::config::Config;
 use ha_agent::election::{self, Candidate, MeritOrder};
 use ha_agent::event::EventKind;
-use ha_agent::quality::{HwKind, HwReading};
 use ha_agent::{Agent, LinkId, Output};
+use ha_agent::{SensorKind, SensorReading};
 use ha_proto::keys::Psk;
 use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
@@ -91,7 +91,7 @@ struct Member {
     boot_g: u64,
     gen: u64,
     ifaces: [bool; 3],
-    hw: Vec<HwReading>,
+    hw: Vec<SensorReading>,
     forced: Forced,
     paused_until: u64,
 }
@@ -217,10 +217,10 @@ impl<'a> World<'a> {
             bound_missing,
         };
         for m in 0..n {
-            w.members[m].hw = [HwKind::Psu, HwKind::Fan]
+            w.members[m].hw = [SensorKind::Psu, SensorKind::Fan]
                 .iter()
                 .flat_map(|&kind| {
-                    (0..2).map(move |index| HwReading {
+                    (0..2).map(move |index| SensorReading {
                         kind,
                         index,
                         ok: true,
@@ -296,7 +296,7 @@ impl<'a> World<'a> {
                 if self.members[m].gen == gen {
                     let now = self.local(m);
                     if let Some(a) = self.members[m].agent.as_mut() {
-                        a.on_tick(now);
+                        a.handle_timeout(now);
                     }
                     self.drain(m);
                 }
@@ -308,7 +308,7 @@ impl<'a> World<'a> {
             } => {
                 let now = self.local(to);
                 if let Some(a) = self.members[to].agent.as_mut() {
-                    a.on_frame(now, LinkId(link), &mut bytes);
+                    a.handle_member_frame(now, LinkId(link), &mut bytes);
                     self.drain(to);
                 }
             }
@@ -318,7 +318,7 @@ impl<'a> World<'a> {
                 let now = self.local(m);
                 let peer_serial = self.serials[peer];
                 if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_host(
+                    a.handle_host(
                         now,
                         HostMsg::ProbeResult {
                             peer: peer_serial,
@@ -349,7 +349,7 @@ impl<'a> World<'a> {
         c.encrypt = sc.seed % 2 == 1;
         c.domains.clear();
         for d in 0..sc.domains {
-            let _ = c.domains.push(ha_agent::DomainConfig {
+            let _ = c.domains.push(ha_agent::DomainEntry {
                 id: d as u8,
                 preferred: sc.preferred[d].map(|p| self.serials[p]),
             });
@@ -400,9 +400,9 @@ impl<'a> World<'a> {
         let msg = self.ifaces_msg(m);
         let hw = self.members[m].hw.clone();
         if let Some(a) = self.members[m].agent.as_mut() {
-            a.on_host(0, msg);
+            a.handle_host(0, msg);
             for r in hw {
-                a.on_hardware(0, r);
+                a.handle_sensor_report(0, &[r]);
             }
         }
         self.drain(m);
@@ -508,7 +508,7 @@ impl<'a> World<'a> {
                 let msg = self.ifaces_msg(m);
                 let now = self.local(m);
                 if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_host(now, msg);
+                    a.handle_host(now, msg);
                     self.drain(m);
                 }
             }
@@ -525,7 +525,7 @@ impl<'a> World<'a> {
                 self.log(format!("m{m} hardware {reading:?}"));
                 let now = self.local(m);
                 if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_hardware(now, reading);
+                    a.handle_sensor_report(now, &[reading]);
                     self.drain(m);
                 }
             }
@@ -554,7 +554,7 @@ impl<'a> World<'a> {
         self.log(format!("admin {cmd:?} for m{m} via m{via}"));
         let now = self.local(via);
         if let Some(a) = self.members[via].agent.as_mut() {
-            a.on_host(
+            a.handle_host(
                 now,
                 HostMsg::Admin {
                     target,
@@ -579,7 +579,7 @@ impl<'a> World<'a> {
             while let Some(o) = a.poll_output() {
                 outs.push(o);
             }
-            wake = a.next_wake_ms();
+            wake = a.poll_at();
         }
         for o in outs {
             match o {

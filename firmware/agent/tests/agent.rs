@@ -1,12 +1,12 @@
 //! Behaviour of the agent, driven through its public API by a small lock-step harness:
 //! members exchange real sealed frames, instantly, on links that can be cut.
 
-use ha_agent::config::{Config, ConfigError, DomainConfig, Profile, Timers};
+use ha_agent::config::{Config, ConfigError, Timers};
 use ha_agent::event::{EventKind, Reason};
-use ha_agent::quality::{HwKind, HwReading};
 use ha_agent::status::PeerState;
 use ha_agent::Reject;
 use ha_agent::{Agent, LedPattern, LinkId, Output};
+use ha_agent::{DomainEntry, SensorKind, SensorReading, TimerProfile};
 use ha_proto::keys::Psk;
 use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
@@ -33,7 +33,7 @@ fn config(me: usize, n: usize) -> Config<4, 2> {
     let members = (0..n).map(serial).collect();
     let mut c = Config::new(42, Psk(KEY), serial(me), members);
     c.links = 2;
-    c.timers = Timers::for_profile(Profile::Fast);
+    c.timers = Timers::for_profile(TimerProfile::Fast);
     c
 }
 
@@ -119,7 +119,7 @@ impl Cluster {
                                     let mut b = bytes.to_vec();
                                     let now = self.now;
                                     if let Some(a) = self.agents[j].as_mut() {
-                                        a.on_frame(now, link, &mut b);
+                                        a.handle_member_frame(now, link, &mut b);
                                     }
                                 }
                             }
@@ -130,7 +130,7 @@ impl Cluster {
                             let now = self.now;
                             self.host.push((i, HostMsg::ProbeRequest { peer }));
                             if let Some(a) = self.agents[i].as_mut() {
-                                a.on_host(now, HostMsg::ProbeResult { peer, alive });
+                                a.handle_host(now, HostMsg::ProbeResult { peer, alive });
                             }
                         }
                         Output::Host(m) => self.host.push((i, m)),
@@ -153,7 +153,7 @@ impl Cluster {
                 .agents
                 .iter()
                 .flatten()
-                .map(|a| a.next_wake_ms())
+                .map(|a| a.poll_at())
                 .min()
                 .unwrap_or(until)
                 .max(self.now + 1);
@@ -165,8 +165,8 @@ impl Cluster {
             for i in 0..self.agents.len() {
                 let now = self.now;
                 if let Some(a) = self.agents[i].as_mut() {
-                    if a.next_wake_ms() <= now {
-                        a.on_tick(now);
+                    if a.poll_at() <= now {
+                        a.handle_timeout(now);
                     }
                 }
             }
@@ -227,9 +227,9 @@ fn pair_elects_one_active_by_spread_and_leds_follow() {
 fn alone_after_startup_window_becomes_active() {
     let mut a = A::new(config(1, 2), 0, 1).unwrap();
     let window = a.config().timers.startup_window_ms as u64;
-    a.on_tick(window - 1);
+    a.handle_timeout(window - 1);
     assert_eq!(a.role(0), Some(Role::Starting));
-    a.on_tick(window);
+    a.handle_timeout(window);
     assert_eq!(a.role(0), Some(Role::Active));
 }
 
@@ -238,7 +238,7 @@ fn seeds_quality_example_and_better_quality_takes_over_after_hold_down() {
     let mut c = Cluster::pair();
     c.run_until(500);
     c.with(0, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             ifaces(&[("out", true, 100), ("in", false, 100), ("dmz2", true, 75)]),
         )
@@ -258,7 +258,9 @@ fn seeds_quality_example_and_better_quality_takes_over_after_hold_down() {
         reason: Reason::Better
     }));
     // Quality back to 100: equal quality, the running active stays.
-    c.with(0, |a, now| a.on_host(now, ifaces(&[("out", true, 100)])));
+    c.with(0, |a, now| {
+        a.handle_host(now, ifaces(&[("out", true, 100)]))
+    });
     c.run_until(500 + 3 * hold);
     assert_eq!(c.role(1), Role::Active);
 }
@@ -279,23 +281,23 @@ fn priority_breaks_quality_ties() {
     assert_eq!(c.a(1).config().priority_in(0, &serial(1)), 50);
     // Higher quality still beats priority.
     c.with(1, |a, now| {
-        a.on_hardware(
+        a.handle_sensor_report(
             now,
-            HwReading {
-                kind: HwKind::Psu,
+            &[SensorReading {
+                kind: SensorKind::Psu,
                 index: 0,
                 ok: false,
-            },
+            }],
         )
     });
     c.with(1, |a, now| {
-        a.on_hardware(
+        a.handle_sensor_report(
             now,
-            HwReading {
-                kind: HwKind::Psu,
+            &[SensorReading {
+                kind: SensorKind::Psu,
                 index: 1,
                 ok: true,
-            },
+            }],
         )
     });
     assert_eq!(c.a(1).status().me.quality, 50);
@@ -310,7 +312,7 @@ fn forcing_is_obeyed_and_reset() {
     assert_eq!(c.role(0), Role::Active);
     // Force the passive active, through the other member's main CPU (relayed over the links).
     c.with(0, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             HostMsg::Admin {
                 target: Some(serial(1)),
@@ -327,13 +329,13 @@ fn forcing_is_obeyed_and_reset() {
     assert_eq!(c.role(0), Role::Passive);
     // Even with a worse quality.
     c.with(1, |a, now| {
-        a.on_host(now, ifaces(&[("out", false, 100), ("in", true, 100)]))
+        a.handle_host(now, ifaces(&[("out", false, 100), ("in", true, 100)]))
     });
     c.run_until(3000);
     assert_eq!(c.role(1), Role::Active);
     // Reset: the better member takes over after the hold-down.
     c.with(1, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             HostMsg::Admin {
                 target: None,
@@ -345,7 +347,7 @@ fn forcing_is_obeyed_and_reset() {
     assert_eq!(c.role(0), Role::Active);
     // Forced passive steps down at once, even if alone.
     c.with(0, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             HostMsg::Admin {
                 target: None,
@@ -405,7 +407,7 @@ fn dead_active_is_replaced_after_confirmation() {
     let mut c = Cluster::pair();
     c.run_until(300);
     c.agents[0] = None;
-    let dead = Profile::Fast.dead_ms() as u64;
+    let dead = TimerProfile::Fast.dead_ms() as u64;
     c.run_until(300 + dead + 15);
     assert_eq!(c.role(1), Role::Active);
     assert!(c.events_of(1).contains(&EventKind::PeerLost {
@@ -463,7 +465,7 @@ fn pause_freezes_decisions_and_resumes_by_itself() {
     let mut c = Cluster::pair();
     c.run_until(300);
     c.with(1, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             HostMsg::Admin {
                 target: None,
@@ -475,7 +477,9 @@ fn pause_freezes_decisions_and_resumes_by_itself() {
         c.a(0).status().me.frozen,
         "a peer's pause freezes this member too"
     );
-    c.with(0, |a, now| a.on_host(now, ifaces(&[("out", false, 100)])));
+    c.with(0, |a, now| {
+        a.handle_host(now, ifaces(&[("out", false, 100)]))
+    });
     c.run_until(2200);
     assert_eq!(c.role(0), Role::Active, "no swap while paused");
     let hold = c.a(1).config().timers.hold_down_ms as u64;
@@ -487,7 +491,7 @@ fn pause_freezes_decisions_and_resumes_by_itself() {
 #[test]
 fn pause_is_bounded() {
     let mut a = A::new(config(0, 1), 0, 1).unwrap();
-    a.on_host(
+    a.handle_host(
         10,
         HostMsg::Admin {
             target: None,
@@ -525,7 +529,7 @@ fn domains_spread_actives_over_members() {
     let mut cfgs = vec![config(0, 2), config(1, 2)];
     for c in cfgs.iter_mut() {
         c.domains
-            .push(DomainConfig {
+            .push(DomainEntry {
                 id: 1,
                 preferred: None,
             })
@@ -547,19 +551,19 @@ fn bad_frames_are_rejected_and_counted_per_reason() {
     assert_eq!(from, 0);
     let b = c.agents[1].as_mut().unwrap();
     // Replay of an accepted frame.
-    b.on_frame(60, link, &mut frame.clone());
+    b.handle_member_frame(60, link, &mut frame.clone());
     // Corrupted.
     let mut bad = frame.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    b.on_frame(60, link, &mut bad);
+    b.handle_member_frame(60, link, &mut bad);
     // Garbage and a frame on a link that does not exist.
-    b.on_frame(60, link, &mut [1, 2, 3]);
-    b.on_frame(60, LinkId(7), &mut frame.clone());
+    b.handle_member_frame(60, link, &mut [1, 2, 3]);
+    b.handle_member_frame(60, LinkId(7), &mut frame.clone());
     // Its own frame coming back.
     let own = c.frames.iter().find(|f| f.0 == 1).cloned().unwrap();
     let b = c.agents[1].as_mut().unwrap();
-    b.on_frame(60, own.1, &mut own.2.clone());
+    b.handle_member_frame(60, own.1, &mut own.2.clone());
     let k = &b.status().counters;
     assert_eq!(k.rejected(Reject::Replay), 1);
     assert_eq!(k.rejected(Reject::BadTag), 1);
@@ -585,7 +589,7 @@ fn frames_from_another_cluster_or_key_are_rejected() {
     let mut b = A::new(config(1, 2), 0, 1).unwrap();
     while let Some(o) = stranger.poll_output() {
         if let Output::Send { link, bytes } = o {
-            b.on_frame(1, link, &mut bytes.to_vec());
+            b.handle_member_frame(1, link, &mut bytes.to_vec());
         }
     }
     assert!(b.status().counters.rejected(Reject::BadTag) >= 1);
@@ -617,13 +621,13 @@ fn config_errors_are_clear() {
     c.links = 3;
     assert_eq!(c.validate(), Err(ConfigError::BadLinkCount(3)));
     let mut c = config(0, 2);
-    c.timers.profile = Profile::Custom {
+    c.timers.profile = TimerProfile::Custom {
         interval_ms: 1,
         miss_limit: 3,
     };
     assert_eq!(c.validate(), Err(ConfigError::BadInterval(1)));
     let mut c = config(0, 2);
-    c.timers.profile = Profile::Custom {
+    c.timers.profile = TimerProfile::Custom {
         interval_ms: 50,
         miss_limit: 1,
     };
@@ -633,7 +637,7 @@ fn config_errors_are_clear() {
     assert_eq!(c.validate(), Err(ConfigError::StartupWindowTooShort));
     let mut c = config(0, 2);
     c.domains
-        .push(DomainConfig {
+        .push(DomainEntry {
             id: 0,
             preferred: None,
         })
@@ -690,7 +694,7 @@ fn event_ring_counts_overflow() {
     c.run_until(300);
     for i in 0..40 {
         c.with(0, |a, now| {
-            a.on_host(now, ifaces(&[("out", i % 2 == 0, 100), ("in", true, 100)]))
+            a.handle_host(now, ifaces(&[("out", i % 2 == 0, 100), ("in", true, 100)]))
         });
     }
     let ev = c.a(0).events();
@@ -709,7 +713,7 @@ fn status_request_reports_every_member_and_role_changes_push_one() {
         .iter()
         .any(|(m, h)| *m == 0 && matches!(h, HostMsg::Status(_))));
     c.host.clear();
-    c.with(1, |a, now| a.on_host(now, HostMsg::StatusRequest));
+    c.with(1, |a, now| a.handle_host(now, HostMsg::StatusRequest));
     let reports: Vec<_> = c
         .host
         .iter()
@@ -761,25 +765,33 @@ fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
     // Phase 1, one member after the other with time passing in between: nothing changes on
     // the wire yet.
     for m in 0..2 {
-        c.with(m, |a, now| a.on_host(now, install.clone()));
+        c.with(m, |a, now| a.handle_host(now, install.clone()));
         assert_eq!(key_state(&c, m), (0, vec![0, 2]));
         c.run_until(c.now + 500);
     }
     // Using a key never installed is refused.
-    c.with(0, |a, now| a.on_host(now, HostMsg::UseKey { key_id: 5 }));
+    c.with(0, |a, now| {
+        a.handle_host(now, HostMsg::UseKey { key_id: 5 })
+    });
     assert_eq!(key_state(&c, 0), (0, vec![0, 2]));
     // Phase 2, again spread in time: the peer already accepts the new key.
     for m in 0..2 {
-        c.with(m, |a, now| a.on_host(now, HostMsg::UseKey { key_id: 2 }));
+        c.with(m, |a, now| {
+            a.handle_host(now, HostMsg::UseKey { key_id: 2 })
+        });
         assert_eq!(key_state(&c, m), (2, vec![2, 0]));
         c.run_until(c.now + 500);
     }
     // Retiring the key that is not sealing is refused (state unchanged).
-    c.with(1, |a, now| a.on_host(now, HostMsg::RetireKey { key_id: 0 }));
+    c.with(1, |a, now| {
+        a.handle_host(now, HostMsg::RetireKey { key_id: 0 })
+    });
     assert_eq!(key_state(&c, 1), (2, vec![2, 0]));
     // Phase 3.
     for m in 0..2 {
-        c.with(m, |a, now| a.on_host(now, HostMsg::RetireKey { key_id: 2 }));
+        c.with(m, |a, now| {
+            a.handle_host(now, HostMsg::RetireKey { key_id: 2 })
+        });
         assert_eq!(key_state(&c, m), (2, vec![2]));
     }
     for m in 0..2 {
@@ -851,7 +863,7 @@ fn a_failed_member_is_removed_and_its_replacement_joins() {
     assert!(c.a(0).status().peer(&serial(1)).is_some(), "still listed");
 
     // Removed: forgotten at once; the list in use has this member only.
-    c.with(0, |a, now| a.on_host(now, members_msg(&[0])));
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[0])));
     assert!(c.a(0).status().peer(&serial(1)).is_none());
     assert!(c
         .events_of(0)
@@ -871,7 +883,7 @@ fn a_failed_member_is_removed_and_its_replacement_joins() {
     assert_eq!(c.role(0), Role::Active);
 
     // Joined: heard, and the cluster has one active again with the newcomer passive.
-    c.with(0, |a, now| a.on_host(now, members_msg(&[0, 2])));
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[0, 2])));
     c.run_until(7_000);
     let p = c
         .a(0)
@@ -883,7 +895,7 @@ fn a_failed_member_is_removed_and_its_replacement_joins() {
     assert_eq!(c.role(2), Role::Passive);
 
     // A list without this member is refused and changes nothing.
-    c.with(0, |a, now| a.on_host(now, members_msg(&[1, 2])));
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[1, 2])));
     assert!(c.events_of(0).contains(&EventKind::MembersRefused));
     assert!(c.a(0).status().peer(&serial(2)).is_some());
     assert_eq!(c.a(0).config().members.len(), 2);
@@ -901,7 +913,7 @@ fn frames_recorded_before_a_reboot_change_nothing_after_it() {
     // SN000's operator forces SN001 passive; the attacker records the relayed frames.
     let first = c.frames.len();
     c.with(0, |a, now| {
-        a.on_host(
+        a.handle_host(
             now,
             HostMsg::Admin {
                 target: Some(serial(1)),
@@ -926,7 +938,7 @@ fn frames_recorded_before_a_reboot_change_nothing_after_it() {
         c.agents[1]
             .as_mut()
             .unwrap()
-            .on_frame(now, *link, &mut bytes.clone());
+            .handle_member_frame(now, *link, &mut bytes.clone());
     }
     let k = &c.a(1).status().counters;
     assert!(k.rejected(Reject::StaleBinding) >= 1, "{:?}", k.rejected);
@@ -963,13 +975,13 @@ fn sparse_domain_ids_are_reported_by_id() {
     for c in cfgs.iter_mut() {
         c.domains.clear();
         c.domains
-            .push(DomainConfig {
+            .push(DomainEntry {
                 id: 1,
                 preferred: Some(serial(1)),
             })
             .unwrap();
         c.domains
-            .push(DomainConfig {
+            .push(DomainEntry {
                 id: 3,
                 preferred: Some(serial(0)),
             })
@@ -1026,7 +1038,7 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
         }
         got
     };
-    a.on_tick(300);
+    a.handle_timeout(300);
     // Before the main CPU heard this boot: a forcing is refused as unbound.
     let n = cpu
         .seal(
@@ -1037,7 +1049,7 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
             &mut buf,
         )
         .unwrap();
-    a.on_host_frame(300, &mut buf[..n]);
+    a.handle_host_frame(300, &mut buf[..n]);
     assert_eq!(a.status().counters.host_rejected.get(Reject::Unbound), 1);
     assert_eq!(a.status().me.forced, Forced::None);
     // The keepalive the agent sends while unheard teaches the main CPU this boot.
@@ -1047,7 +1059,7 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
         "{got:?}"
     );
     let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
-    a.on_host_frame(301, &mut buf[..n]);
+    a.handle_host_frame(301, &mut buf[..n]);
     let got = drain(&mut a, &mut cpu);
     assert!(
         got.iter().any(|m| matches!(m, HostMsg::Roles(_))),
@@ -1062,6 +1074,6 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
             &mut buf,
         )
         .unwrap();
-    a.on_host_frame(302, &mut buf[..n]);
+    a.handle_host_frame(302, &mut buf[..n]);
     assert_eq!(a.status().me.forced, Forced::Passive);
 }
