@@ -839,6 +839,59 @@ mod tests {
     }
 
     #[test]
+    fn timer_profiles_and_their_one_bounds_check() {
+        assert_eq!(
+            (
+                TimerProfile::Default.interval_ms(),
+                TimerProfile::Default.miss_limit()
+            ),
+            (100, 20)
+        );
+        assert_eq!(TimerProfile::Default.dead_ms(), 2000);
+        assert_eq!(TimerProfile::Fast.dead_ms(), 30);
+        let custom = |interval_ms, miss_limit| TimerProfile::Custom {
+            interval_ms,
+            miss_limit,
+        };
+        assert_eq!(custom(40, 4).dead_ms(), 160);
+        assert_eq!(custom(MAX_INTERVAL_MS, u8::MAX).check(), Ok(()));
+        assert_eq!(custom(MIN_INTERVAL_MS, MIN_MISS_LIMIT).check(), Ok(()));
+        assert_eq!(
+            custom(MIN_INTERVAL_MS - 1, 3).check(),
+            Err(TimerError::BadInterval(MIN_INTERVAL_MS - 1))
+        );
+        assert_eq!(
+            custom(MAX_INTERVAL_MS + 1, 3).check(),
+            Err(TimerError::BadInterval(MAX_INTERVAL_MS + 1))
+        );
+        assert_eq!(
+            custom(50, MIN_MISS_LIMIT - 1).check(),
+            Err(TimerError::MissLimitTooLow(MIN_MISS_LIMIT - 1))
+        );
+    }
+
+    #[test]
+    fn each_sensor_kind_has_its_own_weight() {
+        let w = HwWeights {
+            disk: 1,
+            raid: 2,
+            tpm: 3,
+            psu: 4,
+            fan: 5,
+            module: 6,
+        };
+        let got = SensorKind::ALL.map(|k| w.of(k));
+        assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(w.check(), Ok(()));
+        let too_much = HwWeights {
+            psu: MAX_WEIGHT + 1,
+            ..w
+        };
+        assert_eq!(too_much.check(), Err(MAX_WEIGHT + 1));
+        assert_eq!(AggregateRule::default(), AggregateRule::AllDown);
+    }
+
+    #[test]
     fn fingerprint_depends_on_key_only() {
         let a = sample();
         let mut b = sample();
