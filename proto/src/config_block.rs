@@ -718,7 +718,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_key() {
-        let mut b = sample();
+        let b = sample();
         let text = format!("{b:?} {b:#?}");
         assert!(!text.contains("204"), "{text}");
         assert!(!text.to_lowercase().contains("4fcc"), "{text}");
