@@ -13,7 +13,7 @@
 //! - [`scenario`]: a seed becomes a scenario; [`net`]: the HA links; [`cpu`]: a main CPU
 //!   and its host link;
 //! - [`world`]: the simulation loop; [`invariants`]: what must hold;
-//! - [`run`]: one seed's run, its outcome, a failure's report.
+//! - [`mod@run`]: one seed's run, its outcome, a failure's report.
 
 #![warn(missing_docs)]
 

@@ -19,7 +19,7 @@
 //! - [`election`]: the ranking rule shared by election, takeover and collision (SPEC B2–B4);
 //! - [`agent`]: the state machine, a facade over sub-structures that own their state (peer
 //!   table, per-domain decisions, this member, sensor source, main CPU, outbox, endpoints);
-//! - [`report`]: heartbeats and the reports to the main CPU, built from that state;
+//! - `report`: heartbeats and the reports to the main CPU, built from that state;
 //! - [`status`] and [`event`]: the status snapshot (SPEC E1) and the event ring (SPEC E3);
 //! - [`output`] and [`link`]: what the shell is asked to do, and on which link.
 //!

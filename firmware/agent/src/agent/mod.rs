@@ -2,15 +2,15 @@
 //!
 //! | part                  | owns                                                            |
 //! |-----------------------|-----------------------------------------------------------------|
-//! | [`wire`]              | the member and host-link endpoints, their keys, frame counters  |
-//! | [`peers`]             | liveness per link and peer, probes, peers' pauses, heartbeats   |
-//! | [`domains`]           | roles per domain, hold-down, collisions and resync, the LED     |
-//! | [`local`]             | this member: forcing, pause, quality parts, flags               |
-//! | [`sensors`]           | the sensor source's readings and its silence                    |
-//! | [`host`]              | the main CPU: roles refresh, keepalive, member addresses        |
-//! | [`outbox`]            | outputs queued between drains, the numbered event ring          |
+//! | `wire`                | the member and host-link endpoints, their keys, frame counters  |
+//! | `peers`               | liveness per link and peer, probes, peers' pauses, heartbeats   |
+//! | `domains`             | roles per domain, hold-down, collisions and resync, the LED     |
+//! | `local`               | this member: forcing, pause, quality parts, flags               |
+//! | `sensors`             | the sensor source's readings and its silence                    |
+//! | `host`                | the main CPU: roles refresh, keepalive, member addresses        |
+//! | `outbox`              | outputs queued between drains, the numbered event ring          |
 //!
-//! The [`Agent`] routes inputs to them and builds outputs from them ([`crate::report`]).
+//! The [`Agent`] routes inputs to them and builds outputs from them (`crate::report`).
 //!
 //! Calling order for a shell (quinn-style): feed every input (`handle_member_frame`,
 //! `handle_host_frame`, `handle_sensor_report`), call [`Agent::handle_timeout`] when
