@@ -9,7 +9,7 @@ use ha_e2e::firmware_elf;
 use ha_hal::bridge::SensorKind;
 use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
-use ha_proto::msg::Role;
+use ha_proto::msg::{LinkState, Role};
 use ha_testkit::{Cluster, ClusterConfig, LedObserved, Link};
 use ha_testwire::Impair;
 
@@ -34,6 +34,23 @@ fn boot_with(timers: &str) -> Option<Cluster> {
                 == 1
         }),
         "no passive member:\n{}",
+        c.status_table()
+    );
+    // Every HA link is up on both (a member decides as soon as it heard its peer on one
+    // link; the main link's Ethernet may come up a little later): the tests start from a
+    // whole cluster.
+    assert!(
+        c.wait_for(Duration::from_secs(10), |c| {
+            c.members().iter().all(|m| {
+                m.host().status.as_ref().is_some_and(|(_, s)| {
+                    s.members
+                        .iter()
+                        .find(|x| x.local)
+                        .is_some_and(|x| x.links.iter().all(|l| *l == LinkState::Up))
+                })
+            })
+        }),
+        "not every HA link up:\n{}",
         c.status_table()
     );
     Some(c)
@@ -112,8 +129,10 @@ fn main_link_cut_is_an_event_not_a_swap_both_cut_is_split_brain_restore_resolves
             t,
             "link_down"
         )),
-        "no link_down event on the passive: {:?}",
-        c.member(passive).events_since(t)
+        "no link_down event on the passive: {:?}\n{}\nall its events: {:?}",
+        c.member(passive).events_since(t),
+        c.status_table(),
+        c.member(passive).events_since(c.started())
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.actives(), vec![active], "swap on a main-link cut");
