@@ -88,6 +88,10 @@ enum Pending {
 }
 
 /// The HA agent of one member, for up to `M` members and `D` domains.
+///
+/// `Clone` lets the model checker (`ha-model`) branch a state into its successors; firmware
+/// never clones an agent.
+#[derive(Clone)]
 pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     cfg: Config<M, D>,
     /// Member frames: sealing and the one acceptance path.
@@ -1071,6 +1075,20 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     pub fn set_merit_order(&mut self, order: election::MeritOrder) {
         self.order = order;
         self.evaluate();
+    }
+
+    /// Every private time-valued field (agent clock, ms; `None` when unset), in a fixed
+    /// order: the next heartbeat, the end of the startup window, then per domain the
+    /// hold-down start and the last reported resynchronization, then per peer the start of
+    /// its pause. Only for the model checker, which folds them (relative to now) into its
+    /// state fingerprint; a new private timer must be listed here. Firmware never calls it.
+    #[doc(hidden)]
+    pub fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        [Some(self.next_hb_ms), Some(self.startup_until_ms)]
+            .into_iter()
+            .chain(self.challenge_since.iter().copied())
+            .chain(self.last_resync.iter().copied())
+            .chain(self.peer_paused_since.iter().copied())
     }
 
     /// True while decisions are frozen by a pause here or on a live peer.

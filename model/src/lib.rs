@@ -1,0 +1,75 @@
+//! Exhaustive model checking of the real HA agent with [stateright].
+//!
+//! The model runs N copies of the real [`ha_agent::Agent`] (2 or 3 members, 1 or 2 domains
+//! with non-contiguous ids such as `{1, 3}`) and lets an adversarial environment choose,
+//! at every step, among all of:
+//!
+//! - deliver any in-flight frame (any order: reordering; or FIFO per channel),
+//! - lose one, duplicate one (bounded counts),
+//! - advance time to the earliest wake-up of a running agent ([`Agent::next_wake_ms`]) and
+//!   tick every agent due; time never passes a frame's delivery deadline (`max_delay_ms`)
+//!   or a pending probe's answer deadline, so delays are bounded and every frame is
+//!   eventually delivered or lost,
+//! - answer a probe truthfully (alive iff the peer runs) or lose the answer (bounded),
+//! - crash a member (bounded) and restart it later with a higher epoch.
+//!
+//! Frames are the agents' real sealed bytes; the checker explores every interleaving and
+//! checks the properties of [`properties`] in every reachable state. Nothing of the
+//! election is copied here: the only logic the model has is the environment's.
+//!
+//! # The state abstraction (why the search is finite and deduplication is sound)
+//!
+//! The agent is not `Hash`/`Eq`, and its raw state would never repeat: sequence numbers,
+//! counters, the event ring and absolute timestamps grow forever. A [`State`] therefore
+//! keeps the agents themselves (cloned from state to state) and defines equality by a
+//! canonical digest ([`State::digest`]) of everything that decides the future:
+//!
+//! - each agent's status snapshot (roles, forcing, quality, priority, flags, and per peer:
+//!   liveness state, epoch, announced roles and for how long, link states), its LED, and
+//!   its private timers ([`Agent::private_timers`]: next heartbeat, end of the startup
+//!   window, hold-down starts, resync and pause times);
+//! - every time value **relative to now and clamped** to ± [`ModelConfig::time_clamp_ms`]
+//!   (the longest agent timer plus a frame delay). The agent only ever compares a time
+//!   difference with one of its timers, so two ages beyond the longest timer behave alike,
+//!   and the agent is invariant under a shift of time;
+//! - each in-flight frame by its channel, its sender epoch, its age, its decoded content
+//!   (times clamped the same way) and one bit: would the receiver accept it now? The model
+//!   keeps a copy of each receiver's replay windows to know; the copy is checked against
+//!   the agent's own verdict on every delivery (a mismatch fails the contract property).
+//!   Sequence numbers themselves are left out: only that bit depends on them (the window
+//!   of 128 is never outrun within the delay bound);
+//! - the faults used, and the history the properties need (time since the last fault and
+//!   per pair, since when two actives coexist, role changes since the last fault), clamped
+//!   just past the bound each property compares them with.
+//!
+//! Left out: counters, the event ring, sequence numbers, the decision sequence number and
+//! uptimes beyond the clamp — outputs and history that no decision reads.
+//!
+//! Two modes follow. **Relative** (`horizon_ms: None`, the default): `now` is not in the
+//! digest, so a quiet cluster returns to an already-seen state one heartbeat interval
+//! later and the search ends by itself once no new state appears: the properties then hold
+//! for behaviours of *any* length within the fault bounds. **Absolute** (`horizon_ms:
+//! Some(h)`): `now` is in the digest and time stops at `h`; used to cross-check the
+//! relative abstraction on small bounds (both must agree).
+//!
+//! What would make a merge unsound: a new private time-valued field not listed in
+//! `private_timers`, a comparison against a constant longer than the clamp, or a decision
+//! that reads a field left out above. Each of those is a change to the agent this crate
+//! should follow.
+//!
+//! [`Agent::next_wake_ms`]: ha_agent::Agent::next_wake_ms
+//! [`Agent::private_timers`]: ha_agent::Agent::private_timers
+//! [stateright]: https://docs.rs/stateright
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod config;
+pub mod model;
+pub mod mutants;
+pub mod properties;
+pub mod state;
+
+pub use check::{check, Outcome, Violation};
+pub use config::{Faults, ModelConfig};
+pub use model::{Action, HaModel};
+pub use state::State;
