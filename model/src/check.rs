@@ -132,6 +132,7 @@ fn describe(s: &State, a: &Action) -> String {
         Action::Deliver(i) => format!("deliver {}", describe_frame(&s.inflight[*i])),
         Action::Lose(i) => format!("LOSE {}", describe_frame(&s.inflight[*i])),
         Action::Duplicate(i) => format!("duplicate {}", describe_frame(&s.inflight[*i])),
+        Action::Delay(i) => format!("hold late {}", describe_frame(&s.inflight[*i])),
         Action::ProbeAnswer(i) => {
             let p = &s.probes[*i];
             let alive = s.agent(p.peer as usize).is_some();

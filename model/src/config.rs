@@ -28,7 +28,11 @@ pub struct Faults {
     pub crashes: u8,
     /// Probe answers lost (the asking member then declares the peer lost).
     pub probe_losses: u8,
-    /// All of the above together (restarts not counted): bounds how many perturbations
+    /// Frames held past the next wake-up of any agent (up to `max_delay_ms` after they were
+    /// sent). Not a fault: the timer profile tolerates it. Every other frame arrives before
+    /// the next wake-up, in any order.
+    pub late: u8,
+    /// All of the above but `late` together (restarts not counted): bounds how many perturbations
     /// one behaviour combines, which is what the state count grows with.
     pub total: u8,
 }
@@ -49,13 +53,15 @@ pub struct ModelConfig {
     pub links: u8,
     /// The agents' timers.
     pub timers: Timers,
-    /// Longest time a frame stays in flight, ms: time does not advance past it.
+    /// Longest time a late frame stays in flight, ms: time does not advance past it.
     pub max_delay_ms: u64,
     /// Any in-flight frame may be delivered next (`true`), or only the oldest of its
     /// (sender, receiver, link) channel (`false`: FIFO links).
     pub reorder: bool,
     /// Fault bounds.
     pub faults: Faults,
+    /// Partial-order reduction of deliveries within an instant (see [`crate::model`]).
+    pub por: bool,
     /// Frames in flight at most; exceeding it is reported by the "model bounds" property.
     pub max_inflight: usize,
     /// `Some(h)`: time is part of the state and time stops at `h` ms (bounded, absolute
@@ -73,11 +79,12 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// A cluster of `members` members and the given domain ids with the model's default
     /// timers and bounds: interval 10 ms, 3 misses (dead time 30 ms), startup window 40 ms,
-    /// hold-down 30 ms, probe timeout 10 ms, reprobe 20 ms; frames delayed up to 10 ms and
-    /// reordered; one loss, one duplication, one crash (and restart), one lost probe answer,
-    /// at most two of those in one behaviour.
+    /// hold-down 30 ms, probe timeout 10 ms, reprobe 20 ms; frames reordered, two of them
+    /// held past a wake-up (up to 10 ms); one loss, one duplication, one crash (and
+    /// restart), one lost probe answer, at most two of those in one behaviour.
     /// The first domain prefers member 0 (against the spread tie-break, which favours member
-    /// 1 in domain 1); the others have no preferred member.
+    /// 1 in domain 1), the second the last member (against the spread tie-break with three
+    /// members: domain 3 favours member 0), any further one none.
     pub fn new(members: usize, domains: &[u8]) -> Self {
         let profile = Profile::Custom {
             interval_ms: 10,
@@ -91,7 +98,11 @@ impl ModelConfig {
             reprobe_ms: 20,
         };
         let preferred = (0..domains.len())
-            .map(|i| (i == 0).then_some(0))
+            .map(|i| match i {
+                0 => Some(0),
+                1 => Some(members - 1),
+                _ => None,
+            })
             .collect();
         ModelConfig {
             name: format!("{members}x{}", domains.len()),
@@ -107,9 +118,11 @@ impl ModelConfig {
                 dups: 1,
                 crashes: 1,
                 probe_losses: 1,
+                late: 2,
                 total: 2,
             },
             max_inflight: members * (members - 1) * 3 + 2,
+            por: true,
             horizon_ms: None,
             max_flips: 3,
             planted: None,

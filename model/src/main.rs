@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS]
-//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--delay MS]
+//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS]
 //!          [--plant-wrong-order [priority-reversed|everyone-better]] [--trace-lines N]
 //! ```
 //! One line per configuration, a trace per failed property, and last
@@ -19,12 +19,14 @@ struct Args {
     configs: Vec<String>,
     threads: usize,
     fifo: bool,
+    no_por: bool,
     horizon: Option<u64>,
     losses: Option<u8>,
     dups: Option<u8>,
     crashes: Option<u8>,
     probe_losses: Option<u8>,
     total: Option<u8>,
+    late: Option<u8>,
     delay: Option<u64>,
     plant: Option<String>,
     trace_lines: usize,
@@ -37,12 +39,14 @@ fn parse() -> Result<Args, String> {
             .map(|n| n.get())
             .unwrap_or(1),
         fifo: false,
+        no_por: false,
         horizon: None,
         losses: None,
         dups: None,
         crashes: None,
         probe_losses: None,
         total: None,
+        late: None,
         delay: None,
         plant: None,
         trace_lines: 60,
@@ -66,12 +70,14 @@ fn parse() -> Result<Args, String> {
             }
             "--threads" => a.threads = num("--threads")?.max(1) as usize,
             "--fifo" => a.fifo = true,
+            "--no-por" => a.no_por = true,
             "--horizon" => a.horizon = Some(num("--horizon")?),
             "--losses" => a.losses = Some(num("--losses")? as u8),
             "--dups" => a.dups = Some(num("--dups")? as u8),
             "--crashes" => a.crashes = Some(num("--crashes")? as u8),
             "--probe-losses" => a.probe_losses = Some(num("--probe-losses")? as u8),
             "--faults" => a.total = Some(num("--faults")? as u8),
+            "--late" => a.late = Some(num("--late")? as u8),
             "--delay" => a.delay = Some(num("--delay")?),
             "--trace-lines" => a.trace_lines = num("--trace-lines")? as usize,
             "--plant-wrong-order" => match next.filter(|v| !v.starts_with("--")) {
@@ -82,7 +88,7 @@ fn parse() -> Result<Args, String> {
                 None => a.plant = Some("priority-reversed".into()),
             },
             "-h" | "--help" => {
-                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--delay MS] [--plant-wrong-order [NAME]] [--trace-lines N]");
+                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--plant-wrong-order [NAME]] [--trace-lines N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -106,12 +112,14 @@ fn config(name: &str, a: &Args) -> Result<ModelConfig, String> {
     let mut c = ModelConfig::new(m, ids);
     c.threads = a.threads;
     c.reorder = !a.fifo;
+    c.por = !a.no_por;
     c.horizon_ms = a.horizon;
     c.faults.losses = a.losses.unwrap_or(c.faults.losses);
     c.faults.dups = a.dups.unwrap_or(c.faults.dups);
     c.faults.crashes = a.crashes.unwrap_or(c.faults.crashes);
     c.faults.probe_losses = a.probe_losses.unwrap_or(c.faults.probe_losses);
     c.faults.total = a.total.unwrap_or(c.faults.total);
+    c.faults.late = a.late.unwrap_or(c.faults.late);
     c.max_delay_ms = a.delay.unwrap_or(c.max_delay_ms);
     if let Some(p) = &a.plant {
         let names: Vec<&str> = mutants::ALL.iter().map(|(n, _)| *n).collect();
@@ -149,11 +157,12 @@ fn main() {
     for c in &cfgs {
         let f = &c.faults;
         eprintln!(
-            "model {}: {} members, domains {:?}, {}, delay <= {} ms, losses {}, dups {}, crashes {}, probe losses {}, {} in all{}",
+            "model {}: {} members, domains {:?}, {}, {} late frames (<= {} ms), losses {}, dups {}, crashes {}, probe losses {}, {} in all{}",
             c.name,
             c.members,
             c.domains,
             if c.reorder { "reordering links" } else { "FIFO links" },
+            f.late,
             c.max_delay_ms,
             f.losses,
             f.dups,

@@ -1,5 +1,15 @@
 //! The stateright [`Model`]: initial state, the environment's actions and how each one moves
 //! the real agents.
+//!
+//! **Partial-order reduction.** Deliveries to different receivers commute: each changes only
+//! its receiver's agent, and the frames it sends form a multiset. So within one instant the
+//! model only explores deliveries in non-decreasing receiver order ([`State::deliver_floor`]).
+//! Any other interleaving reaches the same states at the end of the instant: the floor drops
+//! back to 0 after a tick, after any action other than a delivery, and after a delivery that
+//! sent frames or asked for a probe (a frame it created may go to a lower receiver). Only
+//! intermediate states of zero duration are skipped, and the properties are about
+//! durations (two actives for longer than a frame delay, a domain without an active after
+//! the recovery bound).
 
 use ha_agent::event::EventKind;
 use ha_agent::{LinkId, Output};
@@ -27,6 +37,9 @@ pub enum Action {
     Lose(usize),
     /// Duplicate an in-flight frame (the copy may be delivered later).
     Duplicate(usize),
+    /// Hold an in-flight frame past the next wake-up (it must still arrive within
+    /// `max_delay_ms` of its sending). Frames not held arrive before the next wake-up.
+    Delay(usize),
     /// The main CPU answers a probe truthfully: alive if the peer runs.
     ProbeAnswer(usize),
     /// A probe answer is lost.
@@ -56,8 +69,9 @@ impl HaModel {
         self.cfg.domains.iter().position(|d| *d == id)
     }
 
-    /// The time a [`Action::Tick`] would move to, if time may advance: not past any
-    /// frame's delivery deadline, any probe's answer deadline, or the horizon.
+    /// The time a [`Action::Tick`] would move to, if time may advance: not while a frame
+    /// not held late is in flight, nor past a late frame's delivery deadline, a probe's
+    /// answer deadline, or the horizon.
     pub fn tick_time(&self, st: &State) -> Option<u64> {
         let wake = (0..st.n())
             .filter_map(|m| st.agent(m).map(|a| a.next_wake_ms()))
@@ -66,7 +80,7 @@ impl HaModel {
         let late_frame = st
             .inflight
             .iter()
-            .any(|f| f.sent_at + self.cfg.max_delay_ms < t);
+            .any(|f| !f.late || f.sent_at + self.cfg.max_delay_ms < t);
         let probe_window = self.cfg.timers.probe_timeout_ms as u64;
         let late_probe = st.probes.iter().any(|p| p.asked_at + probe_window < t);
         let past_horizon = self.cfg.horizon_ms.is_some_and(|h| t > h);
@@ -170,6 +184,7 @@ impl HaModel {
                 to: to as u8,
                 link,
                 sent_at: st.now,
+                late: false,
                 epoch: h.epoch,
                 seq: h.seq,
                 msg: msg.clone(),
@@ -308,6 +323,7 @@ impl Model for HaModel {
             flips: vec![0; n * nd],
             crashed_active: vec![None; nd],
             failover_seen: false,
+            deliver_floor: 0,
             breach: None,
             norm: Norm::of(&self.cfg),
         };
@@ -331,7 +347,7 @@ impl Model for HaModel {
             actions.push(Action::Tick);
         }
         for i in 0..st.inflight.len() {
-            if self.deliverable(st, i) {
+            if self.deliverable(st, i) && st.inflight[i].to >= st.deliver_floor {
                 actions.push(Action::Deliver(i));
             }
             if spare && u.losses < f.losses {
@@ -339,6 +355,9 @@ impl Model for HaModel {
             }
             if spare && u.dups < f.dups {
                 actions.push(Action::Duplicate(i));
+            }
+            if u.late < f.late && !st.inflight[i].late {
+                actions.push(Action::Delay(i));
             }
         }
         for i in 0..st.probes.len() {
@@ -361,21 +380,33 @@ impl Model for HaModel {
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut st = last.clone();
+        st.deliver_floor = 0;
         match action {
             Action::Tick => {
                 let t = self.tick_time(&st)?;
                 self.tick(&mut st, t);
             }
-            Action::Deliver(i) => self.deliver(&mut st, i),
+            Action::Deliver(i) => {
+                let (frames, probes) = (st.inflight.len() - 1, st.probes.len());
+                let to = st.inflight[i].to;
+                self.deliver(&mut st, i);
+                let quiet = st.inflight.len() == frames && st.probes.len() == probes;
+                st.deliver_floor = if quiet && self.cfg.por { to } else { 0 };
+            }
             Action::Lose(i) => {
                 let f = st.inflight.remove(i);
                 st.used.losses += 1;
                 self.fault(&mut st, f.from as usize, &[f.to as usize]);
             }
             Action::Duplicate(i) => {
-                let f = st.inflight[i].clone();
+                let mut f = st.inflight[i].clone();
+                f.late = false;
                 st.inflight.push(f);
                 st.used.dups += 1;
+            }
+            Action::Delay(i) => {
+                st.inflight[i].late = true;
+                st.used.late += 1;
             }
             Action::ProbeAnswer(i) => self.probe_answer(&mut st, i),
             Action::ProbeLost(i) => {

@@ -42,6 +42,8 @@ pub struct Frame {
     pub link: u8,
     /// When it was sent (model clock, ms).
     pub sent_at: u64,
+    /// Held past the next wake-up (see [`crate::model::Action::Delay`]).
+    pub late: bool,
     /// Sender's boot epoch (from the header).
     pub epoch: u32,
     /// Sequence number (from the header).
@@ -76,6 +78,8 @@ pub struct Used {
     pub restarts: u8,
     /// Probe answers lost.
     pub probe_losses: u8,
+    /// Frames held past a wake-up.
+    pub late: u8,
 }
 
 /// Clamps that make the fingerprint finite (copied from the configuration).
@@ -140,6 +144,10 @@ pub struct State {
     pub crashed_active: Vec<Option<u8>>,
     /// A crashed active's domain was taken over by another member (reachability check).
     pub failover_seen: bool,
+    /// Partial-order reduction: within one instant, deliveries go to receivers in
+    /// non-decreasing position order; this is the lowest receiver the next delivery may go
+    /// to (0 after a tick or any other action). See [`crate::model`].
+    pub deliver_floor: u8,
     /// First breach of the agent's contract or of the model's bounds, if any.
     pub breach: Option<String>,
     /// Fingerprint clamps.
@@ -194,7 +202,7 @@ impl State {
     }
 
     fn hash_frame<H: Hasher>(&self, f: &Frame, h: &mut H) {
-        (f.from, f.to, f.link, f.epoch).hash(h);
+        (f.from, f.to, f.link, f.epoch, f.late).hash(h);
         self.acceptable(f).hash(h);
         self.age(f.sent_at, self.norm.clamp).hash(h);
         match &f.msg {
@@ -318,6 +326,7 @@ impl State {
             d.map(|t| self.age(t, self.norm.dual_clamp)).hash(h);
         }
         self.flips.hash(h);
+        self.deliver_floor.hash(h);
         // `crashed_active` and `failover_seen` only feed the reachability witness: leaving
         // them out can only hide that example (a reported failure), never a counterexample.
         self.breach.is_some().hash(h);
@@ -405,7 +414,13 @@ pub fn describe_frame(f: &Frame) -> String {
         other => format!("{other:?}"),
     };
     format!(
-        "m{}->m{} link {} sent t={} epoch {} seq {}: {what}",
-        f.from, f.to, f.link, f.sent_at, f.epoch, f.seq
+        "m{}->m{} link {} sent t={}{} epoch {} seq {}: {what}",
+        f.from,
+        f.to,
+        f.link,
+        f.sent_at,
+        if f.late { " (late)" } else { "" },
+        f.epoch,
+        f.seq
     )
 }

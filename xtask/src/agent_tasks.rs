@@ -1,4 +1,4 @@
-//! xtask commands owned by the agent part: `sim` and the agent half of `size`.
+//! xtask commands owned by the agent part: `sim`, `model` and the agent half of `size`.
 
 use std::process::Command;
 
@@ -25,6 +25,23 @@ pub fn sim(args: &[String]) -> Result {
         Ok(())
     } else {
         Err("sim: violations found (see the replay commands above)".into())
+    }
+}
+
+/// `cargo xtask model [--config 2x1,2x2,3x1,3x2] [--plant-wrong-order [NAME]] [...]`: builds
+/// the model checker in release mode and explores every behaviour of each configuration;
+/// its last line is `model: states=<n> properties=<k> violations=<v>`. Fails on a violation
+/// (with `--plant-wrong-order`: fails when the planted bug is *not* found).
+pub fn model(args: &[String]) -> Result {
+    util::run(util::cargo().args(["build", "--release", "-q", "-p", "ha-model"]))?;
+    let bin = target_dir().join("release").join("ha-model");
+    let status = util::status(Command::new(&bin).args(args))?;
+    if status.success() {
+        Ok(())
+    } else if args.iter().any(|a| a == "--plant-wrong-order") {
+        Err("model: the planted wrong merit order was not detected".into())
+    } else {
+        Err("model: property violations found (see the traces above)".into())
     }
 }
 
