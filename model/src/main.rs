@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS]
-//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS]
+//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por]
 //!          [--plant-wrong-order [priority-reversed|everyone-better]] [--trace-lines N]
 //! ```
 //! One line per configuration, a trace per failed property, and last
@@ -27,6 +27,7 @@ struct Args {
     probe_losses: Option<u8>,
     total: Option<u8>,
     late: Option<u8>,
+    links: Option<u8>,
     delay: Option<u64>,
     plant: Option<String>,
     trace_lines: usize,
@@ -47,6 +48,7 @@ fn parse() -> Result<Args, String> {
         probe_losses: None,
         total: None,
         late: None,
+        links: None,
         delay: None,
         plant: None,
         trace_lines: 60,
@@ -78,6 +80,7 @@ fn parse() -> Result<Args, String> {
             "--probe-losses" => a.probe_losses = Some(num("--probe-losses")? as u8),
             "--faults" => a.total = Some(num("--faults")? as u8),
             "--late" => a.late = Some(num("--late")? as u8),
+            "--links" => a.links = Some(num("--links")? as u8),
             "--delay" => a.delay = Some(num("--delay")?),
             "--trace-lines" => a.trace_lines = num("--trace-lines")? as usize,
             "--plant-wrong-order" => match next.filter(|v| !v.starts_with("--")) {
@@ -88,7 +91,7 @@ fn parse() -> Result<Args, String> {
                 None => a.plant = Some("priority-reversed".into()),
             },
             "-h" | "--help" => {
-                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--plant-wrong-order [NAME]] [--trace-lines N]");
+                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por] [--plant-wrong-order [NAME]] [--trace-lines N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -120,6 +123,7 @@ fn config(name: &str, a: &Args) -> Result<ModelConfig, String> {
     c.faults.probe_losses = a.probe_losses.unwrap_or(c.faults.probe_losses);
     c.faults.total = a.total.unwrap_or(c.faults.total);
     c.faults.late = a.late.unwrap_or(c.faults.late);
+    c.links = a.links.unwrap_or(c.links);
     c.max_delay_ms = a.delay.unwrap_or(c.max_delay_ms);
     if let Some(p) = &a.plant {
         let names: Vec<&str> = mutants::ALL.iter().map(|(n, _)| *n).collect();
@@ -157,10 +161,11 @@ fn main() {
     for c in &cfgs {
         let f = &c.faults;
         eprintln!(
-            "model {}: {} members, domains {:?}, {}, {} late frames (<= {} ms), losses {}, dups {}, crashes {}, probe losses {}, {} in all{}",
+            "model {}: {} members, domains {:?}, {} link(s), {}, {} late frames (<= {} ms), losses {}, dups {}, crashes {}, probe losses {}, {} in all{}",
             c.name,
             c.members,
             c.domains,
+            c.links,
             if c.reorder { "reordering links" } else { "FIFO links" },
             f.late,
             c.max_delay_ms,

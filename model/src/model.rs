@@ -2,14 +2,13 @@
 //! the real agents.
 //!
 //! **Partial-order reduction.** Deliveries to different receivers commute: each changes only
-//! its receiver's agent, and the frames it sends form a multiset. So within one instant the
-//! model only explores deliveries in non-decreasing receiver order ([`State::deliver_floor`]).
-//! Any other interleaving reaches the same states at the end of the instant: the floor drops
-//! back to 0 after a tick, after any action other than a delivery, and after a delivery that
-//! sent frames or asked for a probe (a frame it created may go to a lower receiver). Only
-//! intermediate states of zero duration are skipped, and the properties are about
-//! durations (two actives for longer than a frame delay, a domain without an active after
-//! the recovery bound).
+//! its receiver's agent, and the frames it sends join a multiset. So after a delivery to
+//! receiver `r`, delivering a frame that was already in flight to a receiver below `r` is
+//! skipped: the same states are reached by delivering it first. Frames the delivery itself
+//! sent are exempt (they could not go first), and any action other than a delivery lifts
+//! the restriction ([`State::deliver_floor`], [`Frame::fresh`]). Only intermediate states of
+//! zero duration are skipped; the properties are about durations (two actives for longer
+//! than a frame delay, a domain without an active after the recovery bound).
 
 use ha_agent::event::EventKind;
 use ha_agent::{LinkId, Output};
@@ -185,6 +184,7 @@ impl HaModel {
                 link,
                 sent_at: st.now,
                 late: false,
+                fresh: true,
                 epoch: h.epoch,
                 seq: h.seq,
                 msg: msg.clone(),
@@ -347,7 +347,8 @@ impl Model for HaModel {
             actions.push(Action::Tick);
         }
         for i in 0..st.inflight.len() {
-            if self.deliverable(st, i) && st.inflight[i].to >= st.deliver_floor {
+            let f_i = &st.inflight[i];
+            if self.deliverable(st, i) && (f_i.fresh || f_i.to >= st.deliver_floor) {
                 actions.push(Action::Deliver(i));
             }
             if spare && u.losses < f.losses {
@@ -380,18 +381,19 @@ impl Model for HaModel {
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut st = last.clone();
-        st.deliver_floor = 0;
+        let delivery = matches!(action, Action::Deliver(_));
         match action {
             Action::Tick => {
                 let t = self.tick_time(&st)?;
                 self.tick(&mut st, t);
             }
             Action::Deliver(i) => {
-                let (frames, probes) = (st.inflight.len() - 1, st.probes.len());
                 let to = st.inflight[i].to;
+                st.inflight.iter_mut().for_each(|f| f.fresh = false);
                 self.deliver(&mut st, i);
-                let quiet = st.inflight.len() == frames && st.probes.len() == probes;
-                st.deliver_floor = if quiet && self.cfg.por { to } else { 0 };
+                if self.cfg.por {
+                    st.deliver_floor = to;
+                }
             }
             Action::Lose(i) => {
                 let f = st.inflight.remove(i);
@@ -421,6 +423,10 @@ impl Model for HaModel {
                 let others: Vec<usize> = (0..st.n()).filter(|&o| o != m).collect();
                 self.fault(&mut st, m, &others);
             }
+        }
+        if !delivery {
+            st.deliver_floor = 0;
+            st.inflight.iter_mut().for_each(|f| f.fresh = false);
         }
         self.settle(&mut st);
         Some(st)

@@ -44,6 +44,8 @@ pub struct Frame {
     pub sent_at: u64,
     /// Held past the next wake-up (see [`crate::model::Action::Delay`]).
     pub late: bool,
+    /// Sent by the last delivery: exempt from [`State::deliver_floor`].
+    pub fresh: bool,
     /// Sender's boot epoch (from the header).
     pub epoch: u32,
     /// Sequence number (from the header).
@@ -144,9 +146,9 @@ pub struct State {
     pub crashed_active: Vec<Option<u8>>,
     /// A crashed active's domain was taken over by another member (reachability check).
     pub failover_seen: bool,
-    /// Partial-order reduction: within one instant, deliveries go to receivers in
-    /// non-decreasing position order; this is the lowest receiver the next delivery may go
-    /// to (0 after a tick or any other action). See [`crate::model`].
+    /// Partial-order reduction: the lowest receiver a frame that is not
+    /// [`fresh`](Frame::fresh) may be delivered to next (0 after any action but a
+    /// delivery). See [`crate::model`].
     pub deliver_floor: u8,
     /// First breach of the agent's contract or of the model's bounds, if any.
     pub breach: Option<String>,
@@ -202,7 +204,7 @@ impl State {
     }
 
     fn hash_frame<H: Hasher>(&self, f: &Frame, h: &mut H) {
-        (f.from, f.to, f.link, f.epoch, f.late).hash(h);
+        (f.from, f.to, f.link, f.epoch, f.late, f.fresh).hash(h);
         self.acceptable(f).hash(h);
         self.age(f.sent_at, self.norm.clamp).hash(h);
         match &f.msg {
@@ -233,7 +235,13 @@ impl State {
         for r in &me.roles {
             (r.domain, r.role, self.age(r.since_ms, dead)).hash(h);
         }
-        (me.forced, me.quality, me.interface_quality, me.hardware_quality).hash(h);
+        (
+            me.forced,
+            me.quality,
+            me.interface_quality,
+            me.hardware_quality,
+        )
+            .hash(h);
         (me.priority, me.config_revision, me.config_synced, me.epoch).hash(h);
         (me.frozen, me.fail_soft, me.conflict).hash(h);
         me.paused_until_ms.map(|t| self.rel(t)).hash(h);
@@ -244,9 +252,7 @@ impl State {
                 PeerState::Unknown => 0i64.hash(h),
                 PeerState::Alive => 1i64.hash(h),
                 PeerState::Suspect { deadline_ms } => (2i64, self.rel(deadline_ms)).hash(h),
-                PeerState::Unreachable { next_probe_ms } => {
-                    (3i64, self.rel(next_probe_ms)).hash(h)
-                }
+                PeerState::Unreachable { next_probe_ms } => (3i64, self.rel(next_probe_ms)).hash(h),
                 PeerState::Lost => 4i64.hash(h),
             }
             for r in &p.roles {
@@ -380,7 +386,11 @@ impl fmt::Debug for State {
             writeln!(f, "  frame {}", describe_frame(fr))?;
         }
         for p in &self.probes {
-            writeln!(f, "  probe m{} asks about m{} (t={})", p.asker, p.peer, p.asked_at)?;
+            writeln!(
+                f,
+                "  probe m{} asks about m{} (t={})",
+                p.asker, p.peer, p.asked_at
+            )?;
         }
         if let Some(b) = &self.breach {
             writeln!(f, "  BREACH {b}")?;
