@@ -70,6 +70,10 @@ pub struct ModelConfig {
     pub horizon_ms: Option<u64>,
     /// Role changes allowed per member and domain after the last fault.
     pub max_flips: u8,
+    /// Replaces [`ModelConfig::recovery_ms`] (to measure the real worst case).
+    pub recovery_override_ms: Option<u64>,
+    /// Replaces [`ModelConfig::connected_ms`] (to measure the real worst case).
+    pub connected_override_ms: Option<u64>,
     /// A merit order planted in every agent (mutation testing); `None`: the real one.
     pub planted: Option<MeritOrder>,
     /// Checker threads.
@@ -127,6 +131,8 @@ impl ModelConfig {
             por: true,
             horizon_ms: None,
             max_flips: 3,
+            recovery_override_ms: None,
+            connected_override_ms: None,
             planted: None,
             threads: 1,
         }
@@ -185,7 +191,8 @@ impl ModelConfig {
     /// How long two members must have exchanged frames without a fault before two actives
     /// between them are a safety violation: a dead time plus a frame delay.
     pub fn connected_ms(&self) -> u64 {
-        self.dead_ms() + self.max_delay_ms
+        self.connected_override_ms
+            .unwrap_or(self.dead_ms() + self.max_delay_ms)
     }
 
     /// Time after the last fault by which every domain must have exactly one active, the
@@ -193,6 +200,9 @@ impl ModelConfig {
     /// period (a silent peer declared lost), the hold-down (a better member takes over), and
     /// two heartbeat intervals and two frame delays of propagation.
     pub fn recovery_ms(&self) -> u64 {
+        if let Some(r) = self.recovery_override_ms {
+            return r;
+        }
         let t = &self.timers;
         let iv = t.profile.interval_ms() as u64;
         t.startup_window_ms as u64

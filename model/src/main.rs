@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS]
-//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por]
+//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por] [--recovery MS] [--connected MS] [--max-flips N]
 //!          [--plant-wrong-order [priority-reversed|everyone-better]] [--trace-lines N]
 //! ```
 //! One line per configuration, a trace per failed property, and last
@@ -28,6 +28,9 @@ struct Args {
     total: Option<u8>,
     late: Option<u8>,
     links: Option<u8>,
+    recovery: Option<u64>,
+    connected: Option<u64>,
+    flips: Option<u8>,
     delay: Option<u64>,
     plant: Option<String>,
     trace_lines: usize,
@@ -49,6 +52,9 @@ fn parse() -> Result<Args, String> {
         total: None,
         late: None,
         links: None,
+        recovery: None,
+        connected: None,
+        flips: None,
         delay: None,
         plant: None,
         trace_lines: 60,
@@ -81,6 +87,9 @@ fn parse() -> Result<Args, String> {
             "--faults" => a.total = Some(num("--faults")? as u8),
             "--late" => a.late = Some(num("--late")? as u8),
             "--links" => a.links = Some(num("--links")? as u8),
+            "--recovery" => a.recovery = Some(num("--recovery")?),
+            "--connected" => a.connected = Some(num("--connected")?),
+            "--max-flips" => a.flips = Some(num("--max-flips")? as u8),
             "--delay" => a.delay = Some(num("--delay")?),
             "--trace-lines" => a.trace_lines = num("--trace-lines")? as usize,
             "--plant-wrong-order" => match next.filter(|v| !v.starts_with("--")) {
@@ -124,6 +133,9 @@ fn config(name: &str, a: &Args) -> Result<ModelConfig, String> {
     c.faults.total = a.total.unwrap_or(c.faults.total);
     c.faults.late = a.late.unwrap_or(c.faults.late);
     c.links = a.links.unwrap_or(c.links);
+    c.recovery_override_ms = a.recovery;
+    c.connected_override_ms = a.connected;
+    c.max_flips = a.flips.unwrap_or(c.max_flips);
     c.max_delay_ms = a.delay.unwrap_or(c.max_delay_ms);
     if let Some(p) = &a.plant {
         let names: Vec<&str> = mutants::ALL.iter().map(|(n, _)| *n).collect();

@@ -110,3 +110,32 @@ fn a_quiet_cluster_returns_to_the_same_state() {
     let b = quiet_steps(&m, a.clone(), 1);
     assert_ne!(a.digest(), b.digest());
 }
+
+/// A finding of the checker, kept as a characterization test: the active's last heartbeat,
+/// sent as it crashes after two lost ones, arrives after the survivor's probe confirmed it
+/// dead; the survivor takes the peer back as alive and active, steps down, and the domain
+/// has no active until the dead time runs out again (3 role changes after the last fault).
+/// When the agent stops reviving a confirmed-dead peer on such a frame, this test fails:
+/// then assert that `max_flips = 2` passes instead.
+#[test]
+fn finding_a_stale_heartbeat_revives_a_confirmed_dead_active() {
+    let mut c = small(2, &[1]);
+    c.reorder = false;
+    c.faults = Faults {
+        losses: 2,
+        dups: 0,
+        crashes: 1,
+        probe_losses: 0,
+        late: 0,
+        total: 3,
+    };
+    c.max_flips = 2;
+    let o = check(&c, true);
+    let v = o
+        .violations
+        .iter()
+        .find(|v| v.property == ha_model::properties::FLAPPING)
+        .unwrap_or_else(|| panic!("{}: no flapping found", o.line()));
+    assert!(v.trace.iter().any(|l| l.contains("CRASHES")));
+    assert!(v.trace.iter().any(|l| l.contains("answered dead")));
+}
