@@ -60,8 +60,6 @@ pub struct ModelConfig {
     pub reorder: bool,
     /// Fault bounds.
     pub faults: Faults,
-    /// Partial-order reduction of deliveries within an instant (see [`crate::model`]).
-    pub por: bool,
     /// Frames in flight at most; exceeding it is reported by the "model bounds" property.
     pub max_inflight: usize,
     /// `Some(h)`: time is part of the state and time stops at `h` ms (bounded, absolute
@@ -128,7 +126,6 @@ impl ModelConfig {
                 total: if members <= 2 { 2 } else { 1 },
             },
             max_inflight: members * (members - 1) * 3 + 2,
-            por: true,
             horizon_ms: None,
             max_flips: 3,
             recovery_override_ms: None,

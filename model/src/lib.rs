@@ -53,21 +53,20 @@
 //! Some(h)`): `now` is in the digest and time stops at `h`; used to cross-check the
 //! relative abstraction on small bounds (both must agree).
 //!
-//! Deliveries to different receivers within one instant commute, so only one order of them
-//! is explored (partial-order reduction, see [`model`]); only zero-duration intermediate
-//! states are skipped.
+//! No partial-order reduction: exploring deliveries to different receivers in one order
+//! only (they commute) needed two more fields in the digest, which split more states than
+//! the pruning saved (2 × 1: 648 k states against 524 k without; 3 × 1: 118 k against 88 k).
 //!
 //! # Bounds and cost
 //!
 //! The state count grows with the number of perturbations one behaviour may combine
 //! ([`Faults::total`], [`Faults::late`]) far more than with time. Measured in release on 2
 //! cores (with other builds running): 2 members × 1 domain, two faults and two late frames:
-//! 648,427 states in 11 s; 2 × 2: 793,440 in 12 s; 3 members, one fault and no late frame:
-//! 118,418 (3 × 1) and 128,289 (3 × 2) in 2–4 s. Three members with two faults: 2.4 M
-//! states in about 2 minutes; with one fault and one late frame: 5.0 M in about 4 minutes
-//! (the start-up, where every delivery changes a role and sends frames, is the costly
-//! part). `cargo xtask model` runs the four cheap ones (CI); the flags of `ha-model` raise
-//! any bound.
+//! 498,432 states; 2 × 2: 615,307; 3 members, one fault and no late frame: 83,688 (3 × 1)
+//! and 91,415 (3 × 2); 51 s for the four. Three members with two faults: 1.5 M states in
+//! about 2 minutes; with one fault and one late frame, several million (the start-up, where
+//! every delivery changes a role and sends frames, is the costly part). `cargo xtask model`
+//! runs the four cheap ones (CI); the flags of `ha-model` raise any bound.
 //!
 //! What would make a merge unsound: a new private time-valued field not listed in
 //! `private_timers`, a comparison against a constant longer than the clamp, or a decision

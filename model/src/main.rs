@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS]
-//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por] [--recovery MS] [--connected MS] [--max-flips N]
+//!          [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--recovery MS] [--connected MS] [--max-flips N]
 //!          [--plant-wrong-order [priority-reversed|everyone-better]] [--trace-lines N]
 //! ```
 //! One line per configuration, a trace per failed property, and last
@@ -19,7 +19,6 @@ struct Args {
     configs: Vec<String>,
     threads: usize,
     fifo: bool,
-    no_por: bool,
     horizon: Option<u64>,
     losses: Option<u8>,
     dups: Option<u8>,
@@ -43,7 +42,6 @@ fn parse() -> Result<Args, String> {
             .map(|n| n.get())
             .unwrap_or(1),
         fifo: false,
-        no_por: false,
         horizon: None,
         losses: None,
         dups: None,
@@ -78,7 +76,6 @@ fn parse() -> Result<Args, String> {
             }
             "--threads" => a.threads = num("--threads")?.max(1) as usize,
             "--fifo" => a.fifo = true,
-            "--no-por" => a.no_por = true,
             "--horizon" => a.horizon = Some(num("--horizon")?),
             "--losses" => a.losses = Some(num("--losses")? as u8),
             "--dups" => a.dups = Some(num("--dups")? as u8),
@@ -100,7 +97,7 @@ fn parse() -> Result<Args, String> {
                 None => a.plant = Some("priority-reversed".into()),
             },
             "-h" | "--help" => {
-                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--no-por] [--plant-wrong-order [NAME]] [--trace-lines N]");
+                println!("usage: ha-model [--config 2x1,2x2,3x1,3x2] [--threads N] [--fifo] [--horizon MS] [--losses N] [--dups N] [--crashes N] [--probe-losses N] [--faults N] [--late N] [--delay MS] [--links 1|2] [--plant-wrong-order [NAME]] [--trace-lines N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -124,7 +121,6 @@ fn config(name: &str, a: &Args) -> Result<ModelConfig, String> {
     let mut c = ModelConfig::new(m, ids);
     c.threads = a.threads;
     c.reorder = !a.fifo;
-    c.por = !a.no_por;
     c.horizon_ms = a.horizon;
     c.faults.losses = a.losses.unwrap_or(c.faults.losses);
     c.faults.dups = a.dups.unwrap_or(c.faults.dups);

@@ -1,14 +1,5 @@
 //! The stateright [`Model`]: initial state, the environment's actions and how each one moves
 //! the real agents.
-//!
-//! **Partial-order reduction.** Deliveries to different receivers commute: each changes only
-//! its receiver's agent, and the frames it sends join a multiset. So after a delivery to
-//! receiver `r`, delivering a frame that was already in flight to a receiver below `r` is
-//! skipped: the same states are reached by delivering it first. Frames the delivery itself
-//! sent are exempt (they could not go first), and any action other than a delivery lifts
-//! the restriction ([`State::deliver_floor`], [`Frame::fresh`]). Only intermediate states of
-//! zero duration are skipped; the properties are about durations (two actives for longer
-//! than a frame delay, a domain without an active after the recovery bound).
 
 use ha_agent::event::EventKind;
 use ha_agent::{LinkId, Output};
@@ -184,7 +175,6 @@ impl HaModel {
                 link,
                 sent_at: st.now,
                 late: false,
-                fresh: true,
                 epoch: h.epoch,
                 seq: h.seq,
                 msg: msg.clone(),
@@ -323,7 +313,6 @@ impl Model for HaModel {
             flips: vec![0; n * nd],
             crashed_active: vec![None; nd],
             failover_seen: false,
-            deliver_floor: 0,
             breach: None,
             norm: Norm::of(&self.cfg),
         };
@@ -347,8 +336,7 @@ impl Model for HaModel {
             actions.push(Action::Tick);
         }
         for i in 0..st.inflight.len() {
-            let f_i = &st.inflight[i];
-            if self.deliverable(st, i) && (f_i.fresh || f_i.to >= st.deliver_floor) {
+            if self.deliverable(st, i) {
                 actions.push(Action::Deliver(i));
             }
             if spare && u.losses < f.losses {
@@ -381,20 +369,12 @@ impl Model for HaModel {
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut st = last.clone();
-        let delivery = matches!(action, Action::Deliver(_));
         match action {
             Action::Tick => {
                 let t = self.tick_time(&st)?;
                 self.tick(&mut st, t);
             }
-            Action::Deliver(i) => {
-                let to = st.inflight[i].to;
-                st.inflight.iter_mut().for_each(|f| f.fresh = false);
-                self.deliver(&mut st, i);
-                if self.cfg.por {
-                    st.deliver_floor = to;
-                }
-            }
+            Action::Deliver(i) => self.deliver(&mut st, i),
             Action::Lose(i) => {
                 let f = st.inflight.remove(i);
                 st.used.losses += 1;
@@ -423,10 +403,6 @@ impl Model for HaModel {
                 let others: Vec<usize> = (0..st.n()).filter(|&o| o != m).collect();
                 self.fault(&mut st, m, &others);
             }
-        }
-        if !delivery {
-            st.deliver_floor = 0;
-            st.inflight.iter_mut().for_each(|f| f.fresh = false);
         }
         self.settle(&mut st);
         Some(st)

@@ -44,8 +44,6 @@ pub struct Frame {
     pub sent_at: u64,
     /// Held past the next wake-up (see [`crate::model::Action::Delay`]).
     pub late: bool,
-    /// Sent by the last delivery: exempt from [`State::deliver_floor`].
-    pub fresh: bool,
     /// Sender's boot epoch (from the header).
     pub epoch: u32,
     /// Sequence number (from the header).
@@ -146,10 +144,6 @@ pub struct State {
     pub crashed_active: Vec<Option<u8>>,
     /// A crashed active's domain was taken over by another member (reachability check).
     pub failover_seen: bool,
-    /// Partial-order reduction: the lowest receiver a frame that is not
-    /// [`fresh`](Frame::fresh) may be delivered to next (0 after any action but a
-    /// delivery). See [`crate::model`].
-    pub deliver_floor: u8,
     /// First breach of the agent's contract or of the model's bounds, if any.
     pub breach: Option<String>,
     /// Fingerprint clamps.
@@ -204,7 +198,7 @@ impl State {
     }
 
     fn hash_frame<H: Hasher>(&self, f: &Frame, h: &mut H) {
-        (f.from, f.to, f.link, f.epoch, f.late, f.fresh).hash(h);
+        (f.from, f.to, f.link, f.epoch, f.late).hash(h);
         self.acceptable(f).hash(h);
         self.age(f.sent_at, self.norm.clamp).hash(h);
         match &f.msg {
@@ -332,7 +326,6 @@ impl State {
             d.map(|t| self.age(t, self.norm.dual_clamp)).hash(h);
         }
         self.flips.hash(h);
-        self.deliver_floor.hash(h);
         // `crashed_active` and `failover_seen` only feed the reachability witness: leaving
         // them out can only hide that example (a reported failure), never a counterexample.
         self.breach.is_some().hash(h);

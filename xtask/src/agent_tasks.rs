@@ -9,7 +9,7 @@ const CI_SEEDS: u64 = 2000;
 
 /// Extra CI checks of this part, run by `cargo xtask test`: the agent builds for the MCU, the
 /// simulator passes 2,000 seeds, and the model checker explores its four configurations with
-/// no violation (about 30 s in release on 2 cores) and catches the planted wrong order.
+/// no violation (about 1 minute in release on 2 cores) and catches the planted wrong order.
 pub fn ci() -> Result {
     util::run(util::cargo().args(["build", "-p", "ha-agent", "--target", "thumbv7m-none-eabi"]))?;
     sim(&["--seeds".to_string(), CI_SEEDS.to_string()])?;
