@@ -145,9 +145,13 @@ impl ModelConfig {
         (0..self.members).find(|&i| self.serial(i) == *s)
     }
 
-    /// The pre-shared key of the model's cluster.
+    /// The pre-shared key of the model's cluster (random bytes: the agent refuses weak keys).
     pub fn psk(&self) -> Psk {
-        Psk([0x5A; 32])
+        Psk([
+            0x3c, 0x91, 0x07, 0xe2, 0x5d, 0xa8, 0x4f, 0x16, 0xbb, 0x70, 0x2e, 0xc9, 0x83, 0x1a,
+            0xf4, 0x65, 0x0d, 0x9e, 0x57, 0xb2, 0x28, 0xe7, 0x6a, 0x13, 0xcd, 0x44, 0x99, 0x7f,
+            0x01, 0xd6, 0x38, 0xae,
+        ])
     }
 
     /// The keys every member seals with (the model opens frames with them to read headers

@@ -25,7 +25,7 @@
 //! keeps the agents themselves (cloned from state to state) and defines equality by a
 //! canonical digest ([`State::digest`]) of everything that decides the future:
 //!
-//! - each agent's status snapshot (roles, forcing, quality, priority, flags, and per peer:
+//! - each agent's status snapshot (roles, forcing, quality, flags, and per peer:
 //!   liveness state, epoch, announced roles and for how long, link states), its LED, and
 //!   its private timers ([`Agent::private_timers`]: next heartbeat, end of the startup
 //!   window, hold-down starts, resync and pause times);
@@ -35,10 +35,12 @@
 //!   and the agent is invariant under a shift of time;
 //! - each in-flight frame by its channel, its sender epoch, its age, its decoded content
 //!   (times clamped the same way) and one bit: would the receiver accept it now? The model
-//!   keeps a copy of each receiver's replay windows to know; the copy is checked against
-//!   the agent's own verdict on every delivery (a mismatch fails the contract property).
-//!   Sequence numbers themselves are left out: only that bit depends on them (the window
-//!   of 128 is never outrun within the delay bound);
+//!   finds it by delivering the frame to a copy of the receiver (the agent's own acceptance
+//!   path: authentication, replay window, binding to the receiver's boot), so it copies none
+//!   of those rules; the bit is refreshed whenever the receiver's agent changes and checked
+//!   against the real delivery (a mismatch fails the contract property). Sequence numbers
+//!   themselves are left out: only that bit depends on them (the window of 128 is never
+//!   outrun within the delay bound);
 //! - the faults used, and the history the properties need (time since the last fault and
 //!   per pair, since when two actives coexist, role changes since the last fault), clamped
 //!   just past the bound each property compares them with.
@@ -62,10 +64,11 @@
 //! The state count grows with the number of perturbations one behaviour may combine
 //! ([`Faults::total`], [`Faults::late`]) far more than with time. Measured in release on 2
 //! cores (with other builds running): 2 members × 1 domain, two faults and two late frames:
-//! 498,432 states; 2 × 2: 615,307; 3 members, one fault and no late frame: 83,688 (3 × 1)
-//! and 91,415 (3 × 2); 51 s for the four. Three members with two faults: 1.5 M states in
-//! about 2 minutes; with one fault and one late frame, several million (the start-up, where
-//! every delivery changes a role and sends frames, is the costly part). `cargo xtask model`
+//! 504,267 states; 2 × 2: 611,528; 3 members, one fault and no late frame: 87,358 (3 × 1)
+//! and 95,084 (3 × 2); 48 s for the four. Three members with two faults: 1.5 M states in
+//! about 2 minutes; with one fault and one late frame: 2.9 M in 5.5 minutes on one thread
+//! (the start-up, where every delivery changes a role and sends frames, is the costly
+//! part). `cargo xtask model`
 //! runs the four cheap ones (CI); the flags of `ha-model` raise any bound.
 //!
 //! What would make a merge unsound: a new private time-valued field not listed in

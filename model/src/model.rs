@@ -8,7 +8,6 @@ use ha_proto::keys::Keyring;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::Role;
-use ha_proto::replay::ReplayWindow;
 use stateright::{Model, Property};
 
 use crate::config::{ModelAgent, ModelConfig, CLUSTER_ID};
@@ -97,7 +96,6 @@ impl HaModel {
                 let mb = &mut st.members[m];
                 mb.agent = Some(a);
                 mb.epoch = epoch;
-                mb.replay = vec![ReplayWindow::default(); self.cfg.members];
                 self.drain(st, m);
             }
             Err(e) => st.breach(format!("m{m} refused its configuration: {e}")),
@@ -169,17 +167,43 @@ impl HaModel {
                     self.cfg.max_inflight
                 ));
             }
-            st.inflight.push(Frame {
+            let mut f = Frame {
                 from: from as u8,
                 to: to as u8,
                 link,
                 sent_at: st.now,
                 late: false,
+                accept: false,
                 epoch: h.epoch,
                 seq: h.seq,
                 msg: msg.clone(),
                 bytes: bytes.to_vec(),
-            });
+            };
+            f.accept = self.trial(st, &f);
+            st.inflight.push(f);
+        }
+    }
+
+    /// Whether the receiver of `f` would accept it now: delivered to a copy of the receiver
+    /// (the agent's own acceptance path: authentication, replay window, binding to its
+    /// boot), so the model holds no copy of those rules.
+    fn trial(&self, st: &State, f: &Frame) -> bool {
+        let Some(a) = st.agent(f.to as usize) else {
+            return false;
+        };
+        let mut copy = a.clone();
+        let before = copy.status().counters.received;
+        copy.on_frame(st.now, LinkId(f.link), &mut f.bytes.clone());
+        copy.status().counters.received != before
+    }
+
+    /// Refreshes [`Frame::accept`] of the frames to `to` (after its agent changed).
+    fn refresh_accept(&self, st: &mut State, to: usize) {
+        for i in 0..st.inflight.len() {
+            if st.inflight[i].to as usize == to {
+                let a = self.trial(st, &st.inflight[i]);
+                st.inflight[i].accept = a;
+            }
         }
     }
 
@@ -226,19 +250,19 @@ impl HaModel {
                         st.breach(format!("m{m} asks to wake at {w} ms right after a tick"));
                     }
                 }
+                self.refresh_accept(st, m);
             }
         }
     }
 
     fn deliver(&self, st: &mut State, i: usize) {
         let mut f = st.inflight.remove(i);
-        let (to, from) = (f.to as usize, f.from as usize);
+        let to = f.to as usize;
         let now = st.now;
-        let mb = &mut st.members[to];
-        let Some(a) = mb.agent.as_mut() else {
+        let Some(a) = st.members[to].agent.as_mut() else {
             return;
         };
-        let expected = mb.replay[from].check_and_record(f.epoch, f.seq).is_ok();
+        let expected = f.accept;
         let before = a.status().counters.received;
         a.on_frame(now, LinkId(f.link), &mut f.bytes);
         let accepted = a.status().counters.received != before;
@@ -251,6 +275,7 @@ impl HaModel {
             ));
         }
         self.drain(st, to);
+        self.refresh_accept(st, to);
     }
 
     fn probe_answer(&self, st: &mut State, i: usize) {
@@ -268,6 +293,7 @@ impl HaModel {
                 },
             );
             self.drain(st, asker);
+            self.refresh_accept(st, asker);
         }
     }
 
@@ -277,9 +303,7 @@ impl HaModel {
                 st.crashed_active[d] = Some(m as u8);
             }
         }
-        let mb = &mut st.members[m];
-        mb.agent = None;
-        mb.replay = vec![ReplayWindow::default(); self.cfg.members];
+        st.members[m].agent = None;
         st.probes.retain(|p| p.asker as usize != m);
         st.inflight.retain(|f| f.to as usize != m);
         st.used.crashes += 1;
@@ -301,7 +325,6 @@ impl Model for HaModel {
                 .map(|_| Member {
                     agent: None,
                     epoch: 0,
-                    replay: vec![ReplayWindow::default(); n],
                 })
                 .collect(),
             inflight: Vec::new(),

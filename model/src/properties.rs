@@ -26,7 +26,8 @@ pub const BEST: &str = "election: the active has the best merit after recovery";
 /// `max_flips` times per domain.
 pub const FLAPPING: &str = "no flapping: bounded role changes after the last fault";
 /// The agent's contract and the model's bounds hold (no wake-up in the past after a tick,
-/// no dropped output, replay verdicts as predicted, in-flight frames within bounds).
+/// no dropped output, acceptance of each frame as its trial delivery predicted, in-flight
+/// frames within bounds).
 pub const CONTRACT: &str = "contract: agent and model bounds";
 /// Reachability (an example must exist, or the model is vacuous): a crashed active's
 /// domain is taken over by another member.

@@ -15,7 +15,6 @@ use ha_agent::status::PeerState;
 use ha_agent::LedPattern;
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{LinkState, Role};
-use ha_proto::replay::ReplayWindow;
 
 use crate::config::{ModelAgent, ModelConfig};
 
@@ -26,9 +25,6 @@ pub struct Member {
     pub agent: Option<ModelAgent>,
     /// Boot epoch of the running agent (the next boot uses a higher one).
     pub epoch: u32,
-    /// The replay windows this member's agent holds, one per sender (by position): the model
-    /// keeps a copy to know which in-flight frames the agent would still accept.
-    pub replay: Vec<ReplayWindow>,
 }
 
 /// A frame on the wire.
@@ -44,6 +40,9 @@ pub struct Frame {
     pub sent_at: u64,
     /// Held past the next wake-up (see [`crate::model::Action::Delay`]).
     pub late: bool,
+    /// Whether the receiver would accept it now (replay window, binding to its boot): found
+    /// by delivering it to a copy of the receiver, kept up to date by the model.
+    pub accept: bool,
     /// Sender's boot epoch (from the header).
     pub epoch: u32,
     /// Sequence number (from the header).
@@ -189,17 +188,9 @@ impl State {
         self.now.saturating_sub(t).min(clamp)
     }
 
-    /// Whether the receiver of `f` would accept it now (replay window), as a fingerprint bit.
-    fn acceptable(&self, f: &Frame) -> bool {
-        self.members[f.to as usize]
-            .replay
-            .get(f.from as usize)
-            .is_none_or(|w| w.check(f.epoch, f.seq).is_ok())
-    }
-
     fn hash_frame<H: Hasher>(&self, f: &Frame, h: &mut H) {
         (f.from, f.to, f.link, f.epoch, f.late).hash(h);
-        self.acceptable(f).hash(h);
+        f.accept.hash(h);
         self.age(f.sent_at, self.norm.clamp).hash(h);
         match &f.msg {
             MemberMsg::Heartbeat(hb) => {
@@ -210,8 +201,15 @@ impl State {
                     (r.domain, r.role, (r.for_ms as u64).min(self.norm.dead)).hash(h);
                 }
                 hb.links.as_slice().hash(h);
+                for x in &hb.heard {
+                    (x.member, x.epoch).hash(h);
+                }
             }
-            MemberMsg::ResyncRequest { domain } => (1u8, *domain).hash(h),
+            MemberMsg::ResyncRequest {
+                domain,
+                to,
+                to_epoch,
+            } => (1u8, *domain, *to, *to_epoch).hash(h),
             // The model's agents send nothing else; keep any other message distinct.
             other => (2u8, format!("{other:?}")).hash(h),
         }
@@ -236,7 +234,7 @@ impl State {
             me.hardware_quality,
         )
             .hash(h);
-        (me.priority, me.config_revision, me.config_synced, me.epoch).hash(h);
+        (me.config_revision, me.config_synced, me.epoch).hash(h);
         (me.frozen, me.fail_soft, me.conflict).hash(h);
         me.paused_until_ms.map(|t| self.rel(t)).hash(h);
         for p in &s.peers {

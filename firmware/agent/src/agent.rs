@@ -1077,11 +1077,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.evaluate();
     }
 
-    /// Every private time-valued field (agent clock, ms; `None` when unset), in a fixed
-    /// order: the next heartbeat, the end of the startup window, then per domain the
-    /// hold-down start and the last reported resynchronization, then per peer the start of
-    /// its pause. Only for the model checker, which folds them (relative to now) into its
-    /// state fingerprint; a new private timer must be listed here. Firmware never calls it.
+    /// Every private time-valued field a member-facing decision reads (agent clock, ms;
+    /// `None` when unset), in a fixed order: the next heartbeat, the end of the startup
+    /// window, then per domain the hold-down start and the last reported resynchronization,
+    /// then per peer the start of its pause. Left out: `next_roles_ms`, which only repeats
+    /// host-link messages. Only for the model checker, which folds them (relative to now)
+    /// into its state fingerprint; a new such timer must be listed here. Firmware never
+    /// calls it.
     #[doc(hidden)]
     pub fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
         [Some(self.next_hb_ms), Some(self.startup_until_ms)]
