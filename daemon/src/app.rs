@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ha_proto::config_block::ConfigBlock;
+use ha_proto::keys::Keyring;
 use ha_proto::msg::Serial;
 
 use crate::config::DaemonConfig;
@@ -18,12 +19,15 @@ use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
 use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
+use crate::synckeys::{KeyPhase, KeyStep, SyncKeys};
 use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 
 /// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
 pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
 /// How often the sync thread runs the engine's timers when nothing arrives.
 pub const SYNC_TICK: Duration = Duration::from_millis(2);
+/// How often the sync thread copies the engine's counters for the management API.
+pub const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
 /// The connection-state sync as the daemon drives it (implemented over the dataplane crate's
 /// engine by the daemon's dataplane adapter).
@@ -50,6 +54,16 @@ pub trait SyncPlane {
     /// tell (the builtin flow table). The active waits for it before it hands over.
     fn drain_state(&self) -> Option<ResyncState> {
         None
+    }
+    /// Applies one step of a PSK rollover to the state-sync keys ([`crate::synckeys`]); a
+    /// sync plane without keys (the builtin flow table) has nothing to do.
+    fn key_step(&mut self, _step: &KeyStep) -> Result<(), String> {
+        Ok(())
+    }
+    /// Counters of the state sync for `info --verbose`: frames refused per reason, records
+    /// refused per table.
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 }
 
@@ -143,6 +157,89 @@ pub enum SyncEvent {
         /// Connections received.
         records: usize,
     },
+    /// Records of the peer refused by a table: at its cap (`cap`), or larger than the table
+    /// stores (`cap` is `None`).
+    RecordsRefused {
+        /// The table's name.
+        table: &'static str,
+        /// Its cap, when that was the reason.
+        cap: Option<usize>,
+        /// Records refused since the previous such event.
+        count: u64,
+    },
+}
+
+impl SyncEvent {
+    /// The event-log entry.
+    pub fn to_event(&self) -> ha_mgmt_api::Event {
+        let (kind, detail) = match self {
+            SyncEvent::BulkSent { records } => (
+                ha_mgmt_api::EventKind::BulkSyncSent,
+                format!("{records} connections sent to the peer"),
+            ),
+            SyncEvent::BulkReceived { records } => (
+                ha_mgmt_api::EventKind::BulkSyncReceived,
+                format!("{records} connections received from the peer"),
+            ),
+            SyncEvent::RecordsRefused {
+                table,
+                cap: Some(cap),
+                count,
+            } => (
+                ha_mgmt_api::EventKind::StateSyncRefused,
+                format!("{count} {table} records of the peer refused: table at its cap of {cap}"),
+            ),
+            SyncEvent::RecordsRefused {
+                table,
+                cap: None,
+                count,
+            } => (
+                ha_mgmt_api::EventKind::StateSyncRefused,
+                format!(
+                    "{count} {table} records of the peer refused: larger than the table stores"
+                ),
+            ),
+        };
+        ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind,
+            member: None,
+            detail,
+        }
+    }
+}
+
+/// Moves the state-sync keys through a phase of a PSK rollover (to key id `u8`, PSK
+/// `[u8; 32]`), called by the management server once the controller confirmed the phase:
+/// the keyring file first, then the sync engine. `Ok` carries a line for the event log.
+pub type SyncKeyHook = Arc<dyn Fn(KeyPhase, u8, &[u8; 32]) -> Result<String, String> + Send + Sync>;
+
+/// The hook that keeps `keys` (the keyring file) and the sync engine of `core` (when this
+/// member forwards) in step through a rollover.
+pub fn sync_key_hook<D: Dataplane>(
+    keys: SyncKeys,
+    core: Option<Arc<Mutex<Core<D>>>>,
+) -> SyncKeyHook {
+    let keys = Mutex::new(keys);
+    Arc::new(move |phase, key_id, psk| {
+        let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+        let steps = keys.follow(phase, key_id, psk)?;
+        if let Some(core) = &core {
+            let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+            for step in &steps {
+                c.filter
+                    .key_step(step)
+                    .map_err(|e| format!("state-sync engine refused {step:?}: {e}"))?;
+            }
+        }
+        let (sealing, other) = keys.key_ids();
+        Ok(format!(
+            "state-sync keys: {} key id {key_id} done ({} saved): sealing with key id {sealing}{}",
+            phase.name(),
+            keys.path().display(),
+            other.map_or(String::new(), |o| format!(", key id {o} accepted too")),
+        ))
+    })
 }
 
 /// Everything the fast path's filter must do for the daemon.
@@ -175,6 +272,7 @@ pub fn spawn_sync<D: Dataplane>(
     sock.set_read_timeout(Some(SYNC_TICK))?;
     Ok(std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
+        let mut counted = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let got = match sock.recv_from(&mut buf) {
                 Ok((n, from)) if from.ip() == peer.ip() => Some(n),
@@ -191,31 +289,30 @@ pub fn spawn_sync<D: Dataplane>(
                 }
                 Err(e) => return Err(e),
             };
-            let (outs, events) = {
+            let (outs, events, counters) = {
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 if let Some(n) = got {
                     c.filter.on_datagram(&buf[..n], now);
                 }
-                (c.filter.poll_transmit(now), c.filter.poll_events())
+                let counters =
+                    (now.saturating_duration_since(counted) >= COUNTERS_EVERY).then(|| {
+                        counted = now;
+                        c.filter.counters()
+                    });
+                (
+                    c.filter.poll_transmit(now),
+                    c.filter.poll_events(),
+                    counters,
+                )
             };
-            if !events.is_empty() {
+            if !events.is_empty() || counters.is_some() {
                 let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
                 for e in events {
-                    sh.push_local_event(match e {
-                        SyncEvent::BulkSent { records } => ha_mgmt_api::Event {
-                            time_ms: unix_ms(),
-                            kind: ha_mgmt_api::EventKind::BulkSyncSent,
-                            member: None,
-                            detail: format!("{records} connections sent to the peer"),
-                        },
-                        SyncEvent::BulkReceived { records } => ha_mgmt_api::Event {
-                            time_ms: unix_ms(),
-                            kind: ha_mgmt_api::EventKind::BulkSyncReceived,
-                            member: None,
-                            detail: format!("{records} connections received from the peer"),
-                        },
-                    });
+                    sh.push_local_event(e.to_event());
+                }
+                if let Some(counters) = counters {
+                    sh.sync_counters = counters.into_iter().collect();
                 }
             }
             for d in outs {
@@ -230,24 +327,52 @@ pub fn spawn_sync<D: Dataplane>(
 
 /// Runs the daemon until `stop` is set, in boot `epoch` (the persistent boot counter,
 /// [`ha_hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
-/// from the configuration block.
+/// from the configuration block and the state-sync keyring ([`SyncKeys`]: the keyring file
+/// `<state_dir>/keyring` of the last PSK rollover when there is one, else the block's key).
 pub fn run<D: Dataplane>(
     cfg: DaemonConfig,
     epoch: u32,
-    dataplane: impl FnOnce(&ConfigBlock) -> D,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> D,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let block = load_block(&cfg.config_block)?;
+    // The state-sync keys: the keyring file of the last rollover, else the block's key.
+    let keys = SyncKeys::load(&cfg.state_dir, &block)?;
+    let keyring = keys.keyring();
     let shared = Arc::new(Mutex::new(Shared {
         serial: block.serial,
         cluster_id: block.cluster_id,
         boot_time: unix_now(),
         ..Default::default()
     }));
+    if keys.from_file() && !keys.holds(&block) {
+        // The block's last rollover write failed (or the block cannot be written, as on a
+        // controller whose flash the main CPU does not program): the file is what the peers
+        // use, so it stays in force. A re-provisioned member must have its keyring file
+        // removed with the old block; say so where the operator looks.
+        let detail = format!(
+            "{} holds key ids {:?}, not the configuration block's key id {}: state sync \
+             uses the keyring file (remove it when the member was re-provisioned)",
+            keys.path().display(),
+            keys.key_ids(),
+            block.key_id
+        );
+        eprintln!("ha-daemon: {detail}");
+        shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_local_event(ha_mgmt_api::Event {
+                time_ms: unix_ms(),
+                kind: ha_mgmt_api::EventKind::KeyRotation,
+                member: None,
+                detail,
+            });
+    }
     let (out_tx, out_rx) = mpsc::channel();
     let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
 
     let mut forwarding = None;
+    let mut sync_core = None;
     let mut resync: Option<ResyncHook> = None;
     let mut drain: Option<DrainHook> = None;
     if let Some(f) = &cfg.forward {
@@ -257,7 +382,7 @@ pub fn run<D: Dataplane>(
         let fp = FastPath::new(side(&f.inside, pin.mac)?, side(&f.outside, pout.mac)?);
         let core = Arc::new(Mutex::new(Core {
             fp,
-            filter: dataplane(&block),
+            filter: dataplane(&block, keyring.clone()),
         }));
         let senders = Senders {
             inside: pin.tx.clone(),
@@ -298,6 +423,7 @@ pub fn run<D: Dataplane>(
                 .map_err(|e| format!("state sync on {bind}: {e}"))?,
             );
         }
+        sync_core = Some(core.clone());
         forwarding = Some(Forwarding {
             core,
             senders,
@@ -309,6 +435,7 @@ pub fn run<D: Dataplane>(
         .with_resync(resync)
         .with_drain(drain)
         .with_block_path(Some(cfg.config_block.clone()))
+        .with_sync_keys(Some(sync_key_hook(keys, sync_core)))
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 

@@ -9,7 +9,7 @@
 //! # serial = "/dev/ttyS1"                # ... or the UART to the controller
 //! # baud = 115200
 //! mgmt_socket = "/run/ha/mgmt.sock"
-//! state_dir = "/var/lib/ha"             # boot counter (the daemon's boot epoch)
+//! state_dir = "/var/lib/ha"             # boot counter (boot epoch), keyring (sync keys)
 //! interfaces_period_ms = 1000            # Interfaces report, besides every change
 //! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
 //! bounce_on_swap_ms = 0                  # interfaces down this long when going passive
@@ -67,7 +67,8 @@ pub struct DaemonConfig {
     #[serde(default = "default_mgmt")]
     pub mgmt_socket: PathBuf,
     /// Directory of the state that survives a restart: the boot counter (`boot-counter`),
-    /// the daemon's boot epoch on every link.
+    /// the daemon's boot epoch on every link, and the keyring file (`keyring`), the
+    /// state-sync keys through PSK rollovers ([`crate::synckeys`]).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Period of the interface report, ms.

@@ -3,15 +3,44 @@
 
 use std::time::Instant;
 
-use ha_dataplane::{Dataplane, Packet};
+use ha_dataplane::tables::{Refused, TableKind};
+use ha_dataplane::{Dataplane, Millis, Packet};
 
 use crate::app::{ResyncState, SyncEvent, SyncPlane};
 use crate::fastpath::{Filter, PacketInfo, Side};
 use crate::runtime::Activate;
+use crate::synckeys::KeyStep;
 
-/// The dataplane of this member.
+/// The dataplane of this member, and the instant its milliseconds count from (the
+/// dataplane reads no clock: the daemon hands it `Millis` since `base`).
 #[derive(Debug)]
-pub struct Dp(pub Dataplane);
+pub struct Dp {
+    dp: Dataplane,
+    base: Instant,
+}
+
+impl Dp {
+    /// `dp`, with its clock starting at `base`.
+    pub fn new(dp: Dataplane, base: Instant) -> Self {
+        Self { dp, base }
+    }
+
+    /// Milliseconds of the dataplane's clock at `now`.
+    pub fn ms(&self, now: Instant) -> Millis {
+        Millis::try_from(now.saturating_duration_since(self.base).as_millis())
+            .unwrap_or(Millis::MAX)
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// The dataplane, to change it (key rollover).
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+}
 
 impl Filter for Dp {
     fn check(&mut self, p: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool {
@@ -31,27 +60,31 @@ impl Filter for Dp {
             // The fast path only asks about packets it forwards between its two sides.
             local: false,
         };
-        self.0.check(&packet, allow_new, now).forwards()
+        let now = self.ms(now);
+        self.dp.check(&packet, allow_new, now).forwards()
     }
 }
 
 impl Activate for Dp {
     fn set_role(&mut self, active: bool, now: Instant) {
-        self.0.set_role(active, now);
+        let now = self.ms(now);
+        self.dp.set_role(active, now);
     }
 }
 
 impl SyncPlane for Dp {
     fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
-        self.0.on_datagram(bytes, now);
+        let now = self.ms(now);
+        self.dp.on_datagram(bytes, now);
     }
 
     fn request_resync(&mut self, now: Instant) -> Option<u32> {
-        self.0.request_resync(now)
+        let now = self.ms(now);
+        self.dp.request_resync(now)
     }
 
     fn resync_state(&self, id: u32) -> ResyncState {
-        match self.0.resync_status(id) {
+        match self.dp.resync_status(id) {
             ha_dataplane::ResyncStatus::Pending => ResyncState::Pending,
             ha_dataplane::ResyncStatus::Done => ResyncState::Done,
             ha_dataplane::ResyncStatus::NoPeer => ResyncState::NoPeer,
@@ -59,7 +92,7 @@ impl SyncPlane for Dp {
     }
 
     fn drain_state(&self) -> Option<ResyncState> {
-        let e = self.0.engine();
+        let e = self.dp.engine();
         Some(if !e.peer_up() {
             ResyncState::NoPeer
         } else if e.backlog() == (0, 0) {
@@ -70,11 +103,12 @@ impl SyncPlane for Dp {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        self.0.poll_transmit(now)
+        let now = self.ms(now);
+        self.dp.poll_transmit(now)
     }
 
     fn poll_events(&mut self) -> Vec<SyncEvent> {
-        self.0
+        self.dp
             .poll_events()
             .into_iter()
             .filter_map(|e| match e {
@@ -86,9 +120,47 @@ impl SyncPlane for Dp {
                         records: usize::try_from(records).unwrap_or(usize::MAX),
                     })
                 }
+                ha_dataplane::SyncEvent::RecordsRefused { reason, count } => {
+                    Some(SyncEvent::RecordsRefused {
+                        table: reason.table().name(),
+                        cap: match reason {
+                            Refused::Full { cap, .. } => Some(cap),
+                            Refused::Invalid(_) => None,
+                        },
+                        count,
+                    })
+                }
                 _ => None,
             })
             .collect()
+    }
+
+    fn key_step(&mut self, step: &KeyStep) -> Result<(), String> {
+        match step {
+            KeyStep::Accept { key_id, psk } => self.dp.accept_key(psk, *key_id),
+            KeyStep::SealWith(id) => self.dp.seal_with_key(*id),
+            KeyStep::Retire => {
+                self.dp.retire_previous_key();
+                Ok(())
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let st = self.dp.engine().stats();
+        let rejects = st
+            .rejects
+            .nonzero()
+            .map(|(r, n)| (format!("rejected_{}", r.name()), u64::from(n)));
+        let refused = TableKind::ALL
+            .iter()
+            .map(|k| (format!("refused_{}", k.name()), st.refused_by(*k)))
+            .filter(|(_, n)| *n > 0);
+        let mut c: Vec<(String, u64)> = rejects.chain(refused).collect();
+        c.push(("records_applied".into(), st.records_applied));
+        c.push(("malformed_records".into(), st.malformed));
+        c
     }
 }
 
@@ -114,8 +186,8 @@ mod tests {
         let block = ha_hostlink::test_support::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp(Dataplane::from_block(&block, 10, t0));
-        let b = Dp(Dataplane::from_block(&b_block, 20, t0));
+        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
+        let b = Dp::new(Dataplane::from_block(&b_block, 20), t0);
         a.set_role(true, t0);
         (a, b)
     }
@@ -220,5 +292,39 @@ mod tests {
         // Retransmitted and acknowledged.
         pump(t0, &mut a, &mut b, 22, 100);
         assert_eq!(a.drain_state(), Some(ResyncState::Done));
+    }
+
+    #[test]
+    fn records_refused_at_a_cap_reach_the_event_log_and_the_counters() {
+        let t0 = Instant::now();
+        let block = ha_hostlink::test_support::sample_cfg();
+        let mut b_block = block.clone();
+        b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
+        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
+        let mut cfg = ha_dataplane::SyncConfig::from_block(&b_block, 20);
+        cfg.limits = ha_dataplane::tables::Limits::all(1);
+        let mut b = Dp::new(Dataplane::new(cfg, ha_dataplane::Policy::allow_all()), t0);
+        a.set_role(true, t0);
+        pump(t0, &mut a, &mut b, 0, 20);
+        for port in [4000, 4001, 4002] {
+            let syn = pkt("10.1.0.1", port, "10.2.0.1", 80, 6, tcp_flags::SYN);
+            assert!(a.check(&syn, Side::Inside, true, t0));
+        }
+        pump(t0, &mut a, &mut b, 20, 20);
+        let events: Vec<SyncEvent> = b.poll_events();
+        let refused = SyncEvent::RecordsRefused {
+            table: "connections",
+            cap: Some(1),
+            count: 1,
+        };
+        assert!(events.contains(&refused), "{events:?}");
+        let logged = refused.to_event();
+        assert_eq!(logged.kind, ha_mgmt_api::EventKind::StateSyncRefused);
+        assert!(logged.detail.contains("cap of 1"), "{}", logged.detail);
+        let counters = b.counters();
+        assert!(
+            counters.contains(&("refused_connections".to_string(), 2)),
+            "{counters:?}"
+        );
     }
 }

@@ -12,4 +12,5 @@ pub mod links;
 pub mod mgmt;
 pub mod packetio;
 pub mod runtime;
+pub mod synckeys;
 pub mod util;

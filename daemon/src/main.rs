@@ -47,12 +47,12 @@ fn main() -> ExitCode {
         Table::Dataplane => ha_daemon::app::run(
             cfg,
             epoch,
-            |block| {
-                Dp(ha_dataplane::Dataplane::from_block(
-                    block,
-                    epoch,
+            |block, keyring| {
+                let sync = ha_dataplane::SyncConfig::from_block(block, epoch).with_keyring(keyring);
+                Dp::new(
+                    ha_dataplane::Dataplane::new(sync, ha_dataplane::Policy::allow_all()),
                     std::time::Instant::now(),
-                ))
+                )
             },
             stop,
         ),

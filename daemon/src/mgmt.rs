@@ -26,8 +26,9 @@ use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport, WirePsk};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{LinkState, Role, Serial, MAX_MEMBERS};
 
-use crate::app::{DrainHook, ResyncHook, ResyncOutcome};
+use crate::app::{DrainHook, ResyncHook, ResyncOutcome, SyncKeyHook};
 use crate::runtime::{unix_ms, Outbox, Shared};
+use crate::synckeys::KeyPhase;
 
 /// How long a command waits for the controller's confirmation (status or key state).
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -114,6 +115,9 @@ pub fn cluster_info(
                 c.insert("host_frames_accepted".to_string(), sh.host_accepted);
                 for (k, v) in &sh.host_rejects {
                     c.insert(format!("host_rejected_{k}"), *v);
+                }
+                for (k, v) in &sh.sync_counters {
+                    c.insert(format!("sync_{k}"), *v);
                 }
                 if let Some(fp) = &sh.fast_path {
                     c.insert("fastpath_forwarded".into(), fp.forwarded);
@@ -232,6 +236,7 @@ pub struct MgmtServer {
     resync: Option<ResyncHook>,
     drain: Option<DrainHook>,
     block_path: Option<PathBuf>,
+    sync_keys: Option<SyncKeyHook>,
 }
 
 impl MgmtServer {
@@ -243,6 +248,7 @@ impl MgmtServer {
             resync: None,
             drain: None,
             block_path: None,
+            sync_keys: None,
         }
     }
 
@@ -269,6 +275,48 @@ impl MgmtServer {
     pub fn with_block_path(mut self, path: Option<PathBuf>) -> Self {
         self.block_path = path;
         self
+    }
+
+    /// The state-sync keys follow every rollover phase the controller confirmed
+    /// ([`crate::synckeys`]): without the hook they stay as they started.
+    pub fn with_sync_keys(mut self, hook: Option<SyncKeyHook>) -> Self {
+        self.sync_keys = hook;
+        self
+    }
+
+    /// Moves the state-sync keys (keyring file, then engine) through the phase the
+    /// controller just confirmed, and says so in the event log. On failure the rotation
+    /// stops here with an error: the next phase on the peers would otherwise cut this
+    /// member's state sync off (a retry catches up, see [`crate::synckeys`]).
+    fn follow_sync_keys(
+        &self,
+        phase: KeyPhase,
+        key_id: u8,
+        psk: &[u8; 32],
+    ) -> Result<(), Box<Reply>> {
+        let Some(hook) = &self.sync_keys else {
+            return Ok(());
+        };
+        let result = hook(phase, key_id, psk);
+        let detail = match &result {
+            Ok(line) => line.clone(),
+            Err(e) => format!(
+                "state-sync keys did NOT follow {} key id {key_id}: {e}",
+                phase.name()
+            ),
+        };
+        if result.is_err() {
+            eprintln!("ha-daemon: {detail}");
+        }
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::KeyRotation,
+            member: None,
+            detail: detail.clone(),
+        });
+        result
+            .map(|_| ())
+            .map_err(|_| Box::new(err(ErrorCode::Internal, detail)))
     }
 
     /// Saves the rolled-over key in the configuration block, and says so in the event log
@@ -717,7 +765,7 @@ impl MgmtServer {
             Err(e) => return err(ErrorCode::BadRequest, e),
         };
         let state = self.shared().key_state.clone();
-        let (msg, phase, confirm): (HostMsg, &str, Confirm) = match state {
+        let (msg, phase, confirm, key_phase): (HostMsg, &str, Confirm, KeyPhase) = match state {
             Some((sealing, accepted)) if sealing == key_id && accepted.len() == 1 => {
                 return self.rotate_status();
             }
@@ -729,11 +777,13 @@ impl MgmtServer {
                         .as_ref()
                         .is_some_and(|(k, a)| *k == key_id && a.len() == 1)
                 }),
+                KeyPhase::Retire,
             ),
             Some((_, accepted)) if accepted.contains(&key_id) => (
                 HostMsg::UseKey { key_id },
                 "retiring",
                 Box::new(move |s| s.key_state.as_ref().is_some_and(|(k, _)| *k == key_id)),
+                KeyPhase::Use,
             ),
             _ => (
                 HostMsg::InstallKey {
@@ -746,6 +796,7 @@ impl MgmtServer {
                         .as_ref()
                         .is_some_and(|(_, a)| a.contains(&key_id))
                 }),
+                KeyPhase::Install,
             ),
         };
         if let Err(e) = self.send(msg) {
@@ -756,6 +807,9 @@ impl MgmtServer {
                 ErrorCode::Unreachable,
                 "the management controller did not confirm the key step",
             );
+        }
+        if let Err(reply) = self.follow_sync_keys(key_phase, key_id, &psk) {
+            return *reply;
         }
         if phase == "done" {
             self.persist_rotated_key(&psk, key_id);

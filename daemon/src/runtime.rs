@@ -71,6 +71,9 @@ pub struct Shared {
     pub role: Option<(Role, u64)>,
     /// Host-link frames rejected, per reason.
     pub host_rejects: BTreeMap<String, u64>,
+    /// State-sync counters (frames refused per reason, records refused per table), copied
+    /// by the sync thread.
+    pub sync_counters: BTreeMap<String, u64>,
     /// Fast-path counters, refreshed by the host loop.
     pub fast_path: Option<crate::fastpath::Stats>,
     /// Host-link frames accepted.

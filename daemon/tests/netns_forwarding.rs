@@ -231,7 +231,7 @@ probe = ["10.1.0.99"]
     let na2 = na.clone();
     let daemon = std::thread::spawn(move || {
         enter(&na2);
-        app::run(cfg, 1, |_| Flows::default(), st)
+        app::run(cfg, 1, |_, _| Flows::default(), st)
     });
 
     // The controller's end of the host link.

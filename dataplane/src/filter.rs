@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::sync::ItemKey;
+use crate::tables::ItemKey;
 use crate::tables::{
     conn_flags, proto, ConnEntry, ConnKey, ConnState, ExpectKey, Millis, SctpState, Tables,
     TcpState, LOCAL_GEN,
@@ -243,11 +243,11 @@ pub fn decide(
         dport: p.dport,
     };
     let expected = t
-        .expects
+        .expects()
         .get(&exp_key)
         .is_some_and(|x| t.is_live(x.gen) && x.expires >= now);
     let (verdict, rule, extra) = if expected {
-        t.expects.remove(&exp_key);
+        t.remove_expect(&exp_key);
         changed.push(ItemKey::Expect(exp_key));
         (Verdict::Related, 0, conn_flags::RELATED)
     } else {
@@ -491,7 +491,7 @@ mod tests {
             dst: IpAddr::V4(c.into()),
             dport: 5001,
         };
-        t.expects.insert(
+        t.insert_expect(
             ek,
             crate::tables::Expectation {
                 helper: crate::tables::Helper::Ftp,
@@ -506,7 +506,7 @@ mod tests {
             decide(&mut t, &pol, &p, true, true, 5, &mut ch),
             Verdict::Related
         );
-        assert!(t.expects.is_empty(), "expectation used once");
+        assert!(t.expects().is_empty(), "expectation used once");
         assert_eq!(ch.len(), 2);
         let p = pkt(s, 20, c, 5002, tcp::SYN);
         assert_eq!(

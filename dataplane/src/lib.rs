@@ -2,51 +2,47 @@
 //!
 //! - [`tables`]: connections (TCP with state, UDP, ICMP, GRE/ESP, SCTP; 5-tuple + zone),
 //!   hosts, users, helper expectations, gateways, certificate serials, IKEv2 SAs;
-//!   larval entries and constant-time activation.
-//! - [`sync`]: the sans-IO sync engine (sealed frames, acknowledgements, retransmission,
-//!   bulk synchronization, resync before a planned swap).
+//!   larval entries and constant-time activation; the caps of what a peer installs.
+//! - [`sync`]: the sans-IO sync engine (frames through the proto endpoint, acknowledgements,
+//!   retransmission, bulk synchronization, resync before a planned swap, key rollover).
 //! - [`filter`]: the stateful filter decision.
 //! - [`Dataplane`]: the three together, the way a daemon drives them.
 //!
+//! Nothing here reads a clock: every call takes the time as [`Millis`] of the caller's
+//! monotonic clock (the daemon counts them from its start).
+//!
 //! # For the daemon (`ha-daemon`)
-//! The daemon's traits map one to one onto [`Dataplane`]; its adapter is a newtype:
+//! The daemon's traits map one to one onto [`Dataplane`]; its adapter holds the dataplane and
+//! the `Instant` its milliseconds count from:
 //!
 //! ```text
-//! struct Dp(ha_dataplane::Dataplane);
+//! struct Dp { dp: ha_dataplane::Dataplane, base: Instant }
 //! impl Filter for Dp {            // fastpath::Filter
 //!     fn check(&mut self, p: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool {
-//!         self.0.check(&Packet { zone: 0, ingress: from as u16, proto: p.proto,
-//!             src: p.src.into(), dst: p.dst.into(), sport: p.sport, dport: p.dport,
-//!             flags: p.tcp_flags, len: p.len as u32, local: false }, allow_new, now).forwards()
+//!         self.dp.check(&Packet { .. }, allow_new, self.ms(now)).forwards()
 //!     }
 //! }
-//! impl Activate for Dp { fn set_role(&mut self, a: bool, now: Instant) { self.0.set_role(a, now) } }
 //! impl SyncPlane for Dp {
-//!     fn on_datagram(&mut self, b: &[u8], now: Instant) { self.0.on_datagram(b, now) }
-//!     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> { self.0.poll_transmit(now) }
-//!     fn poll_events(&mut self) -> Vec<SyncEvent> { /* map BulkSent / BulkReceived */ }
+//!     fn on_datagram(&mut self, b: &[u8], now: Instant) { self.dp.on_datagram(b, self.ms(now)) }
+//!     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> { .. }
 //! }
-//! // main.rs: app::run(cfg, |block| Dp(Dataplane::from_block(block, epoch, Instant::now())), stop)
 //! ```
 //! A planned swap: on the member about to become active, [`Dataplane::request_resync`], then
 //! wait (bounded, e.g. 2 s) until [`Dataplane::resync_status`] is `Done` before accepting the
 //! role.
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod filter;
 pub mod sync;
 pub mod tables;
 
-use std::time::Instant;
-
 use ha_proto::config_block::ConfigBlock;
-use ha_proto::keys::KeySet;
+use ha_proto::keys::{KeySet, KeyringError};
 
 pub use filter::{Packet, Policy, Verdict};
 pub use sync::{ResyncStatus, SyncConfig, SyncEngine, SyncEvent};
-pub use tables::{Millis, Tables};
-
-use sync::ItemKey;
+pub use tables::{ItemKey, Millis, Tables};
 
 /// How often idle connections and expectations are swept.
 pub const EXPIRE_EVERY_MS: Millis = 1_000;
@@ -70,47 +66,35 @@ pub struct Dataplane {
     tables: Tables,
     engine: SyncEngine,
     policy: Policy,
+    cluster_id: u32,
     active: bool,
-    base: Instant,
     last_expire: Millis,
     changed: Vec<ItemKey>,
 }
 
 impl Dataplane {
-    /// A dataplane with `policy`, syncing per `cfg`. `now` is the origin of its clock.
-    pub fn new(cfg: SyncConfig, policy: Policy, now: Instant) -> Self {
+    /// A dataplane with `policy`, syncing per `cfg` (its tables capped by `cfg.limits`).
+    pub fn new(cfg: SyncConfig, policy: Policy) -> Self {
         Self {
-            tables: Tables::new(),
+            tables: Tables::with_limits(cfg.limits),
+            cluster_id: cfg.cluster_id,
             engine: SyncEngine::new(cfg),
             policy,
             active: false,
-            base: now,
             last_expire: 0,
             changed: Vec::new(),
         }
     }
 
-    /// A dataplane for a member provisioned with `block` (state-sync key from its PSK, its
-    /// serial and cluster id), boot epoch `epoch`, admitting every new connection (the
-    /// caller's `allow_new` still applies).
-    pub fn from_block(block: &ConfigBlock, epoch: u32, now: Instant) -> Self {
-        let keys = KeySet::derive(&block.psk, block.cluster_id, block.key_id);
-        let cfg = SyncConfig::new(block.cluster_id, block.serial, epoch, keys);
-        Self::new(cfg, Policy::allow_all(), now)
+    /// A dataplane for a member provisioned with `block` ([`SyncConfig::from_block`]: its
+    /// serial, cluster id, peers, key and `encrypt`), boot epoch `epoch`, admitting every new
+    /// connection (the caller's `allow_new` still applies).
+    pub fn from_block(block: &ConfigBlock, epoch: u32) -> Self {
+        Self::new(SyncConfig::from_block(block, epoch), Policy::allow_all())
     }
 
-    fn ms(&self, now: Instant) -> Millis {
-        now.saturating_duration_since(self.base).as_millis() as Millis
-    }
-
-    /// The filter decision for a packet to forward (see [`filter::decide`]).
-    pub fn check(&mut self, p: &Packet, allow_new: bool, now: Instant) -> Verdict {
-        let now = self.ms(now);
-        self.check_at(p, allow_new, now)
-    }
-
-    /// [`Dataplane::check`] with the time in milliseconds of this dataplane's clock.
-    pub fn check_at(&mut self, p: &Packet, allow_new: bool, now: Millis) -> Verdict {
+    /// The filter decision for a packet to forward (see [`filter::decide`]) at `now`.
+    pub fn check(&mut self, p: &Packet, allow_new: bool, now: Millis) -> Verdict {
         let v = filter::decide(
             &mut self.tables,
             &self.policy,
@@ -134,13 +118,7 @@ impl Dataplane {
     }
 
     /// Becomes active (larval entries become live in constant time) or passive.
-    pub fn set_role(&mut self, active: bool, now: Instant) {
-        let now = self.ms(now);
-        self.set_role_at(active, now);
-    }
-
-    /// [`Dataplane::set_role`] with the time in milliseconds.
-    pub fn set_role_at(&mut self, active: bool, now: Millis) {
+    pub fn set_role(&mut self, active: bool, now: Millis) {
         if active && !self.active {
             self.tables.activate(now);
         } else if !active && self.active {
@@ -155,19 +133,12 @@ impl Dataplane {
     }
 
     /// A state-sync datagram from the peer.
-    pub fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
-        let now = self.ms(now);
+    pub fn on_datagram(&mut self, bytes: &[u8], now: Millis) {
         self.engine.on_datagram(&mut self.tables, bytes, now);
     }
 
     /// Datagrams to send to the peer now; also sweeps idle entries.
-    pub fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        let now = self.ms(now);
-        self.poll_transmit_at(now)
-    }
-
-    /// [`Dataplane::poll_transmit`] with the time in milliseconds.
-    pub fn poll_transmit_at(&mut self, now: Millis) -> Vec<Vec<u8>> {
+    pub fn poll_transmit(&mut self, now: Millis) -> Vec<Vec<u8>> {
         // Only the active expires: a passive's entries (larval, or local ones kept from an
         // earlier active spell) see no packets, and its deletes would remove connections the
         // active still forwards.
@@ -184,27 +155,8 @@ impl Dataplane {
                 self.engine.changed(ItemKey::Conn(k));
             }
         }
-        let gone: Vec<_> = self
-            .tables
-            .expects
-            .iter()
-            .filter(|(_, x)| x.gen == tables::LOCAL_GEN && x.expires < now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone {
-            self.tables.expects.remove(&k);
-            self.engine.changed(ItemKey::Expect(k));
-        }
-        let gone: Vec<_> = self
-            .tables
-            .users
-            .iter()
-            .filter(|(_, x)| x.gen == tables::LOCAL_GEN && x.expires < now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone {
-            self.tables.users.remove(&k);
-            self.engine.changed(ItemKey::User(k));
+        for k in self.tables.expire_local(now) {
+            self.engine.changed(k);
         }
     }
 
@@ -214,8 +166,7 @@ impl Dataplane {
     }
 
     /// Asks the peer for a full resync (before a planned swap); see [`SyncEngine::request_resync`].
-    pub fn request_resync(&mut self, now: Instant) -> Option<u32> {
-        let now = self.ms(now);
+    pub fn request_resync(&mut self, now: Millis) -> Option<u32> {
         self.engine.request_resync(now)
     }
 
@@ -226,23 +177,45 @@ impl Dataplane {
 
     /// Whether a planned swap may proceed, given resync request `id` made at `asked_at`:
     /// [`SwapReadiness::Waiting`] until the bulk is complete, [`SwapReadiness::TimedOut`]
-    /// once `bound` has passed (the caller then swaps anyway or aborts, and reports it; the
-    /// engine keeps retrying and reports [`SyncEvent::BulkStalled`]).
+    /// once `bound_ms` has passed (the caller then swaps anyway or aborts, and reports it;
+    /// the engine keeps retrying and reports [`SyncEvent::BulkStalled`]).
     pub fn swap_readiness(
         &self,
         id: u32,
-        asked_at: Instant,
-        now: Instant,
-        bound: std::time::Duration,
+        asked_at: Millis,
+        now: Millis,
+        bound_ms: Millis,
     ) -> SwapReadiness {
         match self.engine.resync_status(id) {
             ResyncStatus::Done => SwapReadiness::Ready,
             ResyncStatus::NoPeer => SwapReadiness::NoPeer,
-            ResyncStatus::Pending if now.saturating_duration_since(asked_at) >= bound => {
+            ResyncStatus::Pending if now.saturating_sub(asked_at) >= bound_ms => {
                 SwapReadiness::TimedOut
             }
             ResyncStatus::Pending => SwapReadiness::Waiting,
         }
+    }
+
+    /// Rollover phase 1 on the state-sync keys: the set derived from `psk` under `key_id`
+    /// is accepted too (see [`SyncEngine::accept_key`]).
+    pub fn accept_key(
+        &mut self,
+        psk: &ha_proto::keys::Psk,
+        key_id: u8,
+    ) -> Result<(), KeyringError> {
+        self.engine
+            .accept_key(KeySet::derive(psk, self.cluster_id, key_id))
+    }
+
+    /// Rollover phase 2: seal with `key_id` (see [`SyncEngine::seal_with_key`]).
+    pub fn seal_with_key(&mut self, key_id: u8) -> Result<(), KeyringError> {
+        self.engine.seal_with_key(key_id)
+    }
+
+    /// Rollover phase 3: only the sealing key opens frames (see
+    /// [`SyncEngine::retire_previous_key`]).
+    pub fn retire_previous_key(&mut self) {
+        self.engine.retire_previous_key();
     }
 
     /// The tables.

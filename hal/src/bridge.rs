@@ -3,46 +3,22 @@
 //!
 //! Each message is one `ha_proto::uart` frame (COBS(body || CRC-32) + 0x00, no sealing: the
 //! wire never leaves the board) whose body is a postcard-encoded [`SensorReport`]. The sender
-//! sends the whole batch every 500 ms and on every change.
+//! sends the whole batch every [`REPORT_PERIOD_MS`] and on every change. The reading types
+//! are the protocol's ([`ha_proto::sensor`]): the agent takes a report's readings as they are.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-/// Most readings in one report: the agent tracks at most 24 hardware components
-/// (`ha_agent::quality::MAX_HW`), a 2U box's disks, PSUs, fans, modules, RAID and TPM.
-pub const MAX_READINGS: usize = 24;
+pub use ha_proto::sensor::{SensorKind, SensorReading, MAX_READINGS};
+
+/// Period of the full report, ms: the sender sends every reading this often and at once on
+/// a change, so a controller that hears nothing for several periods knows the source is
+/// silent (the agent's `sensor_timeout_ms` defaults to ten periods).
+pub const REPORT_PERIOD_MS: u64 = 500;
 
 /// Largest postcard encoding of a [`SensorReport`]: one length byte plus three bytes per
 /// reading (kind tag, index, ok).
 pub const MAX_REPORT_LEN: usize = 1 + 3 * MAX_READINGS;
-
-/// A kind of sensed component.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SensorKind {
-    /// A disk.
-    Disk,
-    /// The RAID array.
-    Raid,
-    /// The TPM.
-    Tpm,
-    /// A power supply.
-    Psu,
-    /// A fan.
-    Fan,
-    /// An extension module (network card, ...).
-    Module,
-}
-
-/// One reading: component `kind` number `index` works (`ok`) or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SensorReading {
-    /// Kind of component.
-    pub kind: SensorKind,
-    /// Which one (0-based).
-    pub index: u8,
-    /// True when it works.
-    pub ok: bool,
-}
 
 /// A batch of readings, the body of one sensor-bridge frame.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,14 +67,7 @@ mod tests {
     use super::*;
 
     fn full() -> SensorReport {
-        let kinds = [
-            SensorKind::Disk,
-            SensorKind::Raid,
-            SensorKind::Tpm,
-            SensorKind::Psu,
-            SensorKind::Fan,
-            SensorKind::Module,
-        ];
+        let kinds = SensorKind::ALL;
         let mut r = SensorReport::default();
         for i in 0..MAX_READINGS {
             let reading = SensorReading {

@@ -1,8 +1,8 @@
 //! What one model-checking run explores: the cluster, the timers and the fault bounds.
 
-use ha_agent::config::{Config, DomainConfig, Profile, Timers};
+use ha_agent::config::{Config, Timers};
 use ha_agent::election::MeritOrder;
-use ha_agent::Agent;
+use ha_agent::{Agent, DomainEntry, TimerProfile};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::Serial;
 
@@ -90,7 +90,7 @@ impl ModelConfig {
     /// 1 in domain 1), the second the last member (against the spread tie-break with three
     /// members: domain 3 favours member 0), any further one none.
     pub fn new(members: usize, domains: &[u8]) -> Self {
-        let profile = Profile::Custom {
+        let profile = TimerProfile::Custom {
             interval_ms: 10,
             miss_limit: 3,
         };
@@ -169,9 +169,12 @@ impl ModelConfig {
         let mut c = Config::new(CLUSTER_ID, self.psk(), self.serial(i), members);
         c.links = self.links;
         c.timers = self.timers;
+        // No sensor source: its timeout (at least 1 s) is far beyond the clamp, and the
+        // model sends no sensor reports (see the crate documentation).
+        c.sensor_timeout_ms = 0;
         c.domains.clear();
         for (d, id) in self.domains.iter().enumerate() {
-            let _ = c.domains.push(DomainConfig {
+            let _ = c.domains.push(DomainEntry {
                 id: *id,
                 preferred: self
                     .preferred

@@ -8,7 +8,7 @@
 //! - lose one, duplicate one (bounded counts),
 //! - hold one late, past the next wake-up (bounded count; it still arrives within
 //!   `max_delay_ms`); every other frame arrives before the next wake-up of any agent,
-//! - advance time to the earliest wake-up of a running agent ([`Agent::next_wake_ms`]) and
+//! - advance time to the earliest wake-up of a running agent ([`Agent::poll_at`]) and
 //!   tick every agent due; time never passes a frame's delivery deadline or a pending
 //!   probe's answer deadline, so every frame is eventually delivered or lost,
 //! - answer a probe truthfully (alive iff the peer runs) or lose the answer (bounded),
@@ -25,10 +25,11 @@
 //! keeps the agents themselves (cloned from state to state) and defines equality by a
 //! canonical digest ([`State::digest`]) of everything that decides the future:
 //!
-//! - each agent's status snapshot (roles, forcing, quality, flags, and per peer:
-//!   liveness state, epoch, announced roles and for how long, link states), its LED, and
-//!   its private timers ([`Agent::private_timers`]: next heartbeat, end of the startup
-//!   window, hold-down starts, resync and pause times);
+//! - each agent's status view ([`Agent::status`]: roles, forcing, quality, flags, a silent
+//!   sensor source, and per peer: liveness state with its probe deadlines, epoch, announced
+//!   roles and for how long, link states), its LED, and its private timers
+//!   ([`Agent::private_timers`]: next heartbeat, peers' pause starts, end of the startup
+//!   window, hold-down starts, last resync reports, the sensor source's last report);
 //! - every time value **relative to now and clamped** to ± [`ModelConfig::time_clamp_ms`]
 //!   (the longest agent timer plus a frame delay). The agent only ever compares a time
 //!   difference with one of its timers, so two ages beyond the longest timer behave alike,
@@ -45,8 +46,14 @@
 //!   per pair, since when two actives coexist, role changes since the last fault), clamped
 //!   just past the bound each property compares them with.
 //!
-//! Left out: counters, the event ring, sequence numbers, the decision sequence number and
-//! uptimes beyond the clamp — outputs and history that no decision reads.
+//! Left out: counters, the event ring, sequence numbers, uptimes beyond the clamp, when a
+//! peer or link last changed state (reported to the main CPU only) and the host side (its
+//! roles refresh, keepalive nonce and member addresses): outputs and history that no
+//! decision reads. The roles refresh does add wake-ups to [`Agent::poll_at`], which the
+//! model ticks at; such a tick only moves the clock ([`Agent::handle_timeout`] is
+//! idempotent) and, at most, offers a held frame one more delivery time. So a state with a
+//! refresh due soon can do everything one without it can, and folding the two together
+//! loses none of the behaviours that tick at member-facing wake-ups only.
 //!
 //! Two modes follow. **Relative** (`horizon_ms: None`, the default): `now` is not in the
 //! digest, so a quiet cluster returns to an already-seen state one heartbeat interval
@@ -72,11 +79,16 @@
 //! runs the four cheap ones (CI); the flags of `ha-model` raise any bound.
 //!
 //! What would make a merge unsound: a new private time-valued field not listed in
-//! `private_timers`, a comparison against a constant longer than the clamp, or a decision
+//! `private_timers`, a new decision-relevant field of the status view not hashed in
+//! [`State::digest`], a comparison against a constant longer than the clamp, or a decision
 //! that reads a field left out above. Each of those is a change to the agent this crate
-//! should follow.
+//! should follow. The model's agents have no sensor source (`sensor_timeout_ms` 0, never a
+//! report) and never pause (no operator command): the sensor timeout (at least 1 s) and
+//! the pause bound (10 minutes) would otherwise be comparisons far beyond the clamp.
 //!
-//! [`Agent::next_wake_ms`]: ha_agent::Agent::next_wake_ms
+//! [`Agent::poll_at`]: ha_agent::Agent::poll_at
+//! [`Agent::handle_timeout`]: ha_agent::Agent::handle_timeout
+//! [`Agent::status`]: ha_agent::Agent::status
 //! [`Agent::private_timers`]: ha_agent::Agent::private_timers
 //! [stateright]: https://docs.rs/stateright
 #![warn(missing_docs)]

@@ -63,7 +63,7 @@ impl HaModel {
     /// answer deadline, or the horizon.
     pub fn tick_time(&self, st: &State) -> Option<u64> {
         let wake = (0..st.n())
-            .filter_map(|m| st.agent(m).map(|a| a.next_wake_ms()))
+            .filter_map(|m| st.agent(m).map(|a| a.poll_at()))
             .min()?;
         let t = wake.max(st.now);
         let late_frame = st
@@ -112,8 +112,8 @@ impl HaModel {
         while let Some(o) = a.poll_output() {
             outs.push(o);
         }
-        let c = &a.status().counters;
-        let (dropped, seal_errors) = (c.output_dropped, c.seal_errors);
+        let s = a.status();
+        let (dropped, seal_errors) = (s.output_dropped, s.counters.seal_errors);
         if dropped > 0 || seal_errors > 0 {
             st.breach(format!(
                 "m{m} dropped {dropped} outputs, {seal_errors} seal errors"
@@ -193,7 +193,7 @@ impl HaModel {
         };
         let mut copy = a.clone();
         let before = copy.status().counters.received;
-        copy.on_frame(st.now, LinkId(f.link), &mut f.bytes.clone());
+        copy.handle_member_frame(st.now, LinkId(f.link), &mut f.bytes.clone());
         copy.status().counters.received != before
     }
 
@@ -239,13 +239,13 @@ impl HaModel {
     fn tick(&self, st: &mut State, t: u64) {
         st.now = t;
         for m in 0..st.n() {
-            let due = st.agent(m).is_some_and(|a| a.next_wake_ms() <= t);
+            let due = st.agent(m).is_some_and(|a| a.poll_at() <= t);
             if due {
                 if let Some(a) = st.members[m].agent.as_mut() {
-                    a.on_tick(t);
+                    a.handle_timeout(t);
                 }
                 self.drain(st, m);
-                if let Some(w) = st.agent(m).map(|a| a.next_wake_ms()) {
+                if let Some(w) = st.agent(m).map(|a| a.poll_at()) {
                     if w <= t {
                         st.breach(format!("m{m} asks to wake at {w} ms right after a tick"));
                     }
@@ -264,7 +264,7 @@ impl HaModel {
         };
         let expected = f.accept;
         let before = a.status().counters.received;
-        a.on_frame(now, LinkId(f.link), &mut f.bytes);
+        a.handle_member_frame(now, LinkId(f.link), &mut f.bytes);
         let accepted = a.status().counters.received != before;
         if accepted != expected {
             st.breach(format!(
@@ -285,7 +285,7 @@ impl HaModel {
         let now = st.now;
         let serial = self.cfg.serial(peer);
         if let Some(a) = st.members[asker].agent.as_mut() {
-            a.on_host(
+            a.handle_host(
                 now,
                 HostMsg::ProbeResult {
                     peer: serial,

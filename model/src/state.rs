@@ -223,8 +223,8 @@ impl State {
     fn hash_agent<H: Hasher>(&self, a: &ModelAgent, h: &mut H) {
         let dead = self.norm.dead;
         let s = a.status();
-        let me = &s.me;
-        for r in &me.roles {
+        let me = s.me;
+        for r in s.roles {
             (r.domain, r.role, self.age(r.since_ms, dead)).hash(h);
         }
         (
@@ -235,9 +235,9 @@ impl State {
         )
             .hash(h);
         (me.config_revision, me.config_synced, me.epoch).hash(h);
-        (me.frozen, me.fail_soft, me.conflict).hash(h);
+        (me.frozen, me.fail_soft, me.conflict, s.sensors_silent).hash(h);
         me.paused_until_ms.map(|t| self.rel(t)).hash(h);
-        for p in &s.peers {
+        for p in s.peers {
             (p.index, p.epoch, p.forced, p.firmware, p.quality).hash(h);
             (p.config_revision, p.paused, p.uptime_ms == 0, p.fail_soft).hash(h);
             match p.state {
@@ -352,7 +352,6 @@ impl fmt::Debug for State {
                 Some(a) => {
                     let roles: Vec<String> = a
                         .status()
-                        .me
                         .roles
                         .iter()
                         .map(|r| format!("d{}={:?}", r.domain, r.role))
@@ -365,10 +364,10 @@ impl fmt::Debug for State {
                         .collect();
                     writeln!(
                         f,
-                        "  m{i}: {} peers [{}] next_wake={}",
+                        "  m{i}: {} peers [{}] poll_at={}",
                         roles.join(" "),
                         peers.join(" "),
-                        a.next_wake_ms()
+                        a.poll_at()
                     )?;
                 }
             }

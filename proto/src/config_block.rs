@@ -34,6 +34,7 @@ use zeroize::Zeroize;
 
 use crate::keys::{Psk, KEY_LEN};
 use crate::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
+use crate::sensor::SensorKind;
 
 /// Address of the block in the management controller's flash (QEMU loads the image there with
 /// `-device loader,addr=0x3F000`): the last 4 KiB below 256 KiB, above the firmware image.
@@ -60,11 +61,11 @@ pub const DEFAULT_STATE_SYNC_PORT: u16 = 44242;
 pub const DEFAULT_HA_PORT: u16 = 44240;
 /// Largest weight (SPEC B1: 0..=9999).
 pub const MAX_WEIGHT: u16 = 9999;
-/// Shortest custom heartbeat interval, ms (same bound as the agent's configuration).
+/// Shortest heartbeat interval, ms: below this a Cortex-M3 spends its time sealing.
 pub const MIN_INTERVAL_MS: u32 = 5;
-/// Longest custom heartbeat interval, ms (same bound as the agent's configuration).
+/// Longest heartbeat interval, ms.
 pub const MAX_INTERVAL_MS: u32 = 10_000;
-/// Fewest missed heartbeats before a link is down (same bound as the agent's configuration).
+/// Fewest missed heartbeats before a link is declared down: one loss alone never is.
 pub const MIN_MISS_LIMIT: u8 = 2;
 
 /// An IPv4 address and UDP port of a member's main HA link.
@@ -85,12 +86,14 @@ pub struct MemberEntry {
     pub main_link: LinkAddr,
 }
 
-/// Heartbeat timer profile (mirrors the agent's `Profile`).
+/// Heartbeat timer profile: the one definition for the block, the agent and the tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TimerProfile {
-    /// 100 ms interval, 20 missed heartbeats.
+    /// 100 ms interval, link down after 20 missed heartbeats (2 s). Documented to tolerate
+    /// 200 ms round trip and 20% loss on a link without a false failover.
     Default,
-    /// 10 ms interval, 3 missed heartbeats.
+    /// 10 ms interval, link down after 3 missed heartbeats (30 ms). For a dedicated, quiet
+    /// link: tolerates 2% loss and a few ms of delay; fits the 40 ms failover goal.
     Fast,
     /// Explicit values.
     Custom {
@@ -101,10 +104,57 @@ pub enum TimerProfile {
     },
 }
 
+/// Why a timer profile is out of bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerError {
+    /// The interval is outside [`MIN_INTERVAL_MS`]..=[`MAX_INTERVAL_MS`].
+    BadInterval(u32),
+    /// The miss limit is below [`MIN_MISS_LIMIT`].
+    MissLimitTooLow(u8),
+}
+
+impl TimerProfile {
+    /// Heartbeat interval, ms.
+    pub const fn interval_ms(&self) -> u32 {
+        match self {
+            TimerProfile::Default => 100,
+            TimerProfile::Fast => 10,
+            TimerProfile::Custom { interval_ms, .. } => *interval_ms,
+        }
+    }
+
+    /// Missed heartbeats before a link is declared down.
+    pub const fn miss_limit(&self) -> u8 {
+        match self {
+            TimerProfile::Default => 20,
+            TimerProfile::Fast => 3,
+            TimerProfile::Custom { miss_limit, .. } => *miss_limit,
+        }
+    }
+
+    /// Silence on a link after which it is down, ms (interval × miss limit).
+    pub const fn dead_ms(&self) -> u32 {
+        self.interval_ms().saturating_mul(self.miss_limit() as u32)
+    }
+
+    /// Checks the bounds (the block's and the agent's one rule).
+    pub fn check(&self) -> Result<(), TimerError> {
+        let iv = self.interval_ms();
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&iv) {
+            return Err(TimerError::BadInterval(iv));
+        }
+        if self.miss_limit() < MIN_MISS_LIMIT {
+            return Err(TimerError::MissLimitTooLow(self.miss_limit()));
+        }
+        Ok(())
+    }
+}
+
 /// When an aggregate (bond) counts as down in the quality factor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AggregateRule {
-    /// Down when every member link is down.
+    /// Down when every member link is down (the default).
+    #[default]
     AllDown,
     /// Down when any member link is down.
     AnyDown,
@@ -136,6 +186,33 @@ impl Default for HwWeights {
             psu: 100,
             fan: 100,
             module: 100,
+        }
+    }
+}
+
+impl HwWeights {
+    /// The weight of one component of `kind`.
+    pub const fn of(&self, kind: SensorKind) -> u16 {
+        match kind {
+            SensorKind::Disk => self.disk,
+            SensorKind::Raid => self.raid,
+            SensorKind::Tpm => self.tpm,
+            SensorKind::Psu => self.psu,
+            SensorKind::Fan => self.fan,
+            SensorKind::Module => self.module,
+        }
+    }
+
+    /// Checks every weight against [`MAX_WEIGHT`]; the error is the first one above it
+    /// (in [`SensorKind::ALL`] order).
+    pub fn check(&self) -> Result<(), u16> {
+        match SensorKind::ALL
+            .iter()
+            .map(|&k| self.of(k))
+            .find(|&w| w > MAX_WEIGHT)
+        {
+            Some(w) => Err(w),
+            None => Ok(()),
         }
     }
 }
@@ -358,16 +435,8 @@ impl ConfigBlock {
         if self.state_sync_port == 0 {
             return bad(F::StateSyncPort);
         }
-        if let TimerProfile::Custom {
-            interval_ms,
-            miss_limit,
-        } = self.timers
-        {
-            if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&interval_ms)
-                || miss_limit < MIN_MISS_LIMIT
-            {
-                return bad(F::Timers);
-            }
+        if self.timers.check().is_err() {
+            return bad(F::Timers);
         }
         if self.domains.is_empty() {
             return bad(F::Domains);
@@ -382,11 +451,7 @@ impl ConfigBlock {
                 }
             }
         }
-        let w = &self.weights;
-        if [w.disk, w.raid, w.tpm, w.psu, w.fan, w.module]
-            .iter()
-            .any(|&v| v > MAX_WEIGHT)
-        {
+        if self.weights.check().is_err() {
             return bad(F::Weights);
         }
         if self.psk.0.iter().all(|&b| b == 0) || self.psk.0.iter().all(|&b| b == ERASED) {
@@ -771,6 +836,59 @@ mod tests {
             b.validate(),
             Err(ConfigBlockError::Invalid(ConfigField::Domains))
         );
+    }
+
+    #[test]
+    fn timer_profiles_and_their_one_bounds_check() {
+        assert_eq!(
+            (
+                TimerProfile::Default.interval_ms(),
+                TimerProfile::Default.miss_limit()
+            ),
+            (100, 20)
+        );
+        assert_eq!(TimerProfile::Default.dead_ms(), 2000);
+        assert_eq!(TimerProfile::Fast.dead_ms(), 30);
+        let custom = |interval_ms, miss_limit| TimerProfile::Custom {
+            interval_ms,
+            miss_limit,
+        };
+        assert_eq!(custom(40, 4).dead_ms(), 160);
+        assert_eq!(custom(MAX_INTERVAL_MS, u8::MAX).check(), Ok(()));
+        assert_eq!(custom(MIN_INTERVAL_MS, MIN_MISS_LIMIT).check(), Ok(()));
+        assert_eq!(
+            custom(MIN_INTERVAL_MS - 1, 3).check(),
+            Err(TimerError::BadInterval(MIN_INTERVAL_MS - 1))
+        );
+        assert_eq!(
+            custom(MAX_INTERVAL_MS + 1, 3).check(),
+            Err(TimerError::BadInterval(MAX_INTERVAL_MS + 1))
+        );
+        assert_eq!(
+            custom(50, MIN_MISS_LIMIT - 1).check(),
+            Err(TimerError::MissLimitTooLow(MIN_MISS_LIMIT - 1))
+        );
+    }
+
+    #[test]
+    fn each_sensor_kind_has_its_own_weight() {
+        let w = HwWeights {
+            disk: 1,
+            raid: 2,
+            tpm: 3,
+            psu: 4,
+            fan: 5,
+            module: 6,
+        };
+        let got = SensorKind::ALL.map(|k| w.of(k));
+        assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(w.check(), Ok(()));
+        let too_much = HwWeights {
+            psu: MAX_WEIGHT + 1,
+            ..w
+        };
+        assert_eq!(too_much.check(), Err(MAX_WEIGHT + 1));
+        assert_eq!(AggregateRule::default(), AggregateRule::AllDown);
     }
 
     #[test]

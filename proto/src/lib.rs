@@ -10,6 +10,7 @@
 //!   key-strength rule;
 //! - [`replay`]: the sliding replay window per sender and boot epoch;
 //! - [`seq`]: sender-side sequence numbering;
+//! - [`sensor`]: hardware sensor readings (one kind type for the bridge, the block and the agent);
 //! - [`uart`]: COBS + CRC-32 framing for byte streams;
 //! - [`msg`]: the versioned message sets of each channel.
 //!
@@ -25,5 +26,6 @@ pub mod hostlink;
 pub mod keys;
 pub mod msg;
 pub mod replay;
+pub mod sensor;
 pub mod seq;
 pub mod uart;

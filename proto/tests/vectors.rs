@@ -31,6 +31,8 @@ struct Case {
     body: Body,
 }
 
+// A handful of test values: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Body {
     Member(Box<MemberMsg>),
     Host(Box<HostMsg>),

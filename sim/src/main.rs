@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use ha_sim::world::report;
+use ha_sim::run::report;
 use ha_sim::{run, Kind, Options, Outcome};
 
 struct Args {

@@ -1,7 +1,8 @@
 //! A seed becomes a scenario: the cluster, its links and a schedule of faults.
 
-use ha_agent::config::{Profile, Timers};
-use ha_agent::quality::{HwKind, HwReading};
+use ha_agent::config::Timers;
+use ha_agent::TimerProfile;
+use ha_agent::{SensorKind, SensorReading};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::FirmwareVersion;
 use oorandom::Rand64;
@@ -10,8 +11,11 @@ use crate::net::LinkParams;
 
 /// Most members a scenario has (`--members` may ask for up to this).
 pub const MAX_SIM_MEMBERS: usize = 8;
-/// Most domains a scenario has.
-pub const MAX_SIM_DOMAINS: usize = 3;
+/// Most domains a scenario has. Their ids are drawn apart in `0..MAX_DOMAINS` (e.g.
+/// {14, 1, 3}, in that order), so that indexing domains by position instead of by id shows.
+pub const MAX_SIM_DOMAINS: usize = 4;
+/// Most loss of a host link (controller ↔ main CPU UART) a seed draws.
+pub const MAX_HOST_LOSS: f64 = 0.20;
 
 /// What a seed exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +76,19 @@ pub enum Action {
         /// Up?
         up: bool,
     },
-    /// A hardware reading on member `m`.
+    /// Silence (`on`) or wake up member `m`'s sensor source: a silent source sends nothing.
+    SensorSilence {
+        /// Member.
+        m: usize,
+        /// Silent from now (`true`) or reporting again.
+        on: bool,
+    },
+    /// A hardware reading on member `m` (reported at once unless its source is silent).
     Hw {
         /// Member.
         m: usize,
         /// The reading.
-        reading: HwReading,
+        reading: SensorReading,
     },
     /// An operator command for member `m`, given on member `via`'s main CPU (relayed over
     /// the HA links when `via != m`).
@@ -103,13 +114,13 @@ pub struct Scenario {
     pub kind: Kind,
     /// Members.
     pub members: usize,
-    /// Domains.
-    pub domains: usize,
+    /// Domain ids, distinct, below `MAX_DOMAINS`, in configuration order.
+    pub domain_ids: Vec<u8>,
     /// HA links (1 or 2).
     pub links: u8,
     /// Timers.
     pub timers: Timers,
-    /// Preferred member per domain.
+    /// Preferred member per domain (same order as `domain_ids`).
     pub preferred: Vec<Option<usize>>,
     /// Link parameters, `[from][to][link]` flattened: `(from * members + to) * links + link`.
     pub net: Vec<LinkParams>,
@@ -121,6 +132,15 @@ pub struct Scenario {
     pub firmware: Vec<FirmwareVersion>,
     /// Main-CPU probe answer delay range, ms.
     pub host_delay: (u64, u64),
+    /// Loss of each host link, each direction (0..=[`MAX_HOST_LOSS`]): frames between a
+    /// controller and its main CPU (roles, keepalives) are lost with this probability,
+    /// delivered in order otherwise (a UART is FIFO).
+    pub host_loss: f64,
+    /// One-way delay range of a host link, ms.
+    pub uart_delay: (u64, u64),
+    /// Sensor timeout of every member, ms (0: no sensor source; readings are then given at
+    /// boot and on change, never periodically).
+    pub sensor_timeout_ms: u32,
     /// Interface weights (out, in, dmz2).
     pub iface_weights: [u16; 3],
     /// Scheduled actions, by time.
@@ -137,6 +157,11 @@ impl Scenario {
     /// Link parameters of `from → to` on `link`.
     pub fn link(&self, from: usize, to: usize, link: u8) -> &LinkParams {
         &self.net[(from * self.members + to) * self.links as usize + link as usize]
+    }
+
+    /// Number of domains.
+    pub fn domains(&self) -> usize {
+        self.domain_ids.len()
     }
 
     /// Largest one-way delay of any link, ms.
@@ -158,9 +183,9 @@ impl Scenario {
             .clamp(1, MAX_SIM_MEMBERS);
         let fast = failover || rng.rand_range(0..100) < 40;
         let profile = if fast {
-            Profile::Fast
+            TimerProfile::Fast
         } else {
-            Profile::Default
+            TimerProfile::Default
         };
         let timers = Timers::for_profile(profile);
         let domains = if failover {
@@ -168,6 +193,13 @@ impl Scenario {
         } else {
             1 + rng.rand_range(0..MAX_SIM_DOMAINS as u64) as usize
         };
+        let mut domain_ids: Vec<u8> = Vec::with_capacity(domains);
+        while domain_ids.len() < domains {
+            let id = rng.rand_range(0..ha_proto::msg::MAX_DOMAINS as u64) as u8;
+            if !domain_ids.contains(&id) {
+                domain_ids.push(id);
+            }
+        }
         let links: u8 = if failover || kind == Kind::SingleLink || rng.rand_range(0..100) < 80 {
             2
         } else {
@@ -244,6 +276,19 @@ impl Scenario {
             };
         }
         let host_delay = if fast { (1, 4) } else { (5, 100) };
+        let host_loss = if failover {
+            0.0
+        } else {
+            rng.rand_float() * MAX_HOST_LOSS
+        };
+        let uart_delay = (1, 3);
+        let sensor_timeout_ms = if failover || rng.rand_range(0..5) == 0 {
+            0
+        } else if fast {
+            1_000 + 100 * rng.rand_range(0..11) as u32
+        } else {
+            2_000 + 500 * rng.rand_range(0..7) as u32
+        };
         let iface_weights = [100, 100, 75];
 
         // Timeline: settle, safety phase with faults, heal, liveness phase.
@@ -255,7 +300,10 @@ impl Scenario {
             + timers.probe_timeout_ms as u64
             + timers.reprobe_ms as u64
             + timers.hold_down_ms as u64;
-        let end_at = heal_at + timers.startup_window_ms as u64 + 2 * bound + 500;
+        // A member restarted at the heal with a silent sensor source loses its hardware part
+        // one sensor timeout later: the run lasts until that settled too.
+        let end_at =
+            heal_at + timers.startup_window_ms as u64 + 2 * bound + 500 + sensor_timeout_ms as u64;
         let mut actions = Vec::new();
         let mut flap = None;
         let t_in = |rng: &mut Rand64| settle + rng.rand_range(0..safety * 3 / 4);
@@ -269,7 +317,7 @@ impl Scenario {
                     seed,
                     kind,
                     members: n,
-                    domains,
+                    domain_ids,
                     links,
                     timers,
                     preferred,
@@ -278,6 +326,9 @@ impl Scenario {
                     boot_at,
                     firmware,
                     host_delay,
+                    host_loss,
+                    uart_delay,
+                    sensor_timeout_ms,
                     iface_weights,
                     actions,
                     heal_at: end,
@@ -363,7 +414,7 @@ impl Scenario {
                     let t = t_in(&mut rng);
                     let d = dur(&mut rng);
                     let m = rng.rand_range(0..n as u64) as usize;
-                    match rng.rand_range(0..12) {
+                    match rng.rand_range(0..13) {
                         0 => {
                             actions.push((t, Action::CrashActive));
                             for r in 0..n {
@@ -422,9 +473,9 @@ impl Scenario {
                             }
                         }
                         7 => {
-                            let kind = [HwKind::Psu, HwKind::Fan, HwKind::Disk]
+                            let kind = [SensorKind::Psu, SensorKind::Fan, SensorKind::Disk]
                                 [rng.rand_range(0..3) as usize];
-                            let reading = HwReading {
+                            let reading = SensorReading {
                                 kind,
                                 index: rng.rand_range(0..2) as u8,
                                 ok: false,
@@ -465,6 +516,14 @@ impl Scenario {
                                 },
                             ));
                         }
+                        12 => {
+                            if sensor_timeout_ms != 0 {
+                                actions.push((t, Action::SensorSilence { m, on: true }));
+                                if rng.rand_range(0..3) != 0 {
+                                    actions.push((t + d, Action::SensorSilence { m, on: false }));
+                                }
+                            }
+                        }
                         _ => {
                             let from = m;
                             let to = (m + 1) % n;
@@ -499,7 +558,7 @@ impl Scenario {
             seed,
             kind,
             members: n,
-            domains,
+            domain_ids,
             links,
             timers,
             preferred,
@@ -508,6 +567,9 @@ impl Scenario {
             boot_at,
             firmware,
             host_delay,
+            host_loss,
+            uart_delay,
+            sensor_timeout_ms,
             iface_weights,
             actions,
             heal_at,

@@ -1,82 +1,68 @@
-//! The simulation loop and its invariants.
-//!
-//! Invariants, checked after every event of the safety phase:
-//! 1. **Nothing panics** (a panic in the agent is a violation).
-//! 2. **One active per domain**: two running members active in the same domain for longer
-//!    than the detection bound is a violation, unless a fault outside what the profile
-//!    tolerates (partition, loss spike, one-way cut of every link) or a pause happened within
-//!    the bound.
-//! 3. **A dead active is replaced**: a domain without an active for longer than the bound
-//!    (plus the startup window while a member boots) is a violation, unless every running
-//!    member is forced passive, or the same excuses apply.
-//! 4. **Forcing is obeyed**: a member forced passive is never active; the only member forced
-//!    active is, after the bound, active in every domain and nobody else is.
-//! 5. **A single lost link never causes a swap** ([`Kind::SingleLink`] seeds: no role
-//!    changes after the cluster settled).
-//! 6. **Flapping is bounded** ([`Kind::Flap`] seeds: swaps ≤ 2 per domain per hold-down).
-//!
-//! And once at the end of the liveness phase (faults healed):
-//! 7. **Convergence**: exactly one active per domain, with the best merit (forcing, quality,
-//!    priority) among running members.
+//! The simulation loop: events in time order, the members' agents, their links, their main
+//! CPUs and sensor sources; [`crate::invariants`] says what must hold.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::fmt::Write as _;
 
 use ha_agent::config::Config;
-use ha_agent::election::{self, Candidate, MeritOrder};
 use ha_agent::event::EventKind;
-use ha_agent::quality::{HwKind, HwReading};
-use ha_agent::{Agent, LinkId, Output};
+use ha_agent::{Agent, LinkId, Output, SensorKind, SensorReading};
+use ha_hal::bridge::REPORT_PERIOD_MS;
+use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::keys::Psk;
 use ha_proto::msg::host::{HostMsg, IfaceState};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{Forced, Role, Serial};
 use oorandom::Rand64;
 
+use crate::cpu::{MainCpu, Uart};
+use crate::invariants::Checker;
+use crate::run::Options;
 use crate::scenario::{Action, Kind, Scenario, MAX_SIM_DOMAINS, MAX_SIM_MEMBERS};
 
 /// The agent type the simulator runs.
 pub type SimAgent = Agent<MAX_SIM_MEMBERS, MAX_SIM_DOMAINS>;
 
 /// Trace lines kept for a failure report.
-const TRACE_KEEP: usize = 400;
-
-/// Run options.
-#[derive(Clone, Copy, Default)]
-pub struct Options {
-    /// Fix the member count.
-    pub members: Option<usize>,
-    /// Force a scenario kind.
-    pub kind: Option<Kind>,
-    /// Replace the election's merit order (mutation test).
-    pub merit_order: Option<MeritOrder>,
-}
-
-/// Result of one seed.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// The seed.
-    pub seed: u64,
-    /// Members of the scenario.
-    pub members: usize,
-    /// Scenario kind.
-    pub kind: Kind,
-    /// First violation found, if any.
-    pub violation: Option<String>,
-    /// The last trace lines.
-    pub trace: Vec<String>,
-    /// For [`Kind::Failover`]: ms from the active's crash to the new active's decision.
-    pub failover_ms: Option<u64>,
-}
+pub(crate) const TRACE_KEEP: usize = 400;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Wake { m: usize, gen: u64 },
-    Frame { to: usize, link: u8, bytes: Vec<u8> },
-    Probe { m: usize, peer: usize },
+    Wake {
+        m: usize,
+        gen: u64,
+    },
+    Frame {
+        to: usize,
+        link: u8,
+        bytes: Vec<u8>,
+    },
+    Probe {
+        m: usize,
+        peer: usize,
+    },
+    /// A host-link frame from member `m`'s controller reaches its main CPU.
+    ToCpu {
+        m: usize,
+        bytes: Vec<u8>,
+    },
+    /// A host-link frame from member `m`'s main CPU reaches its controller.
+    ToController {
+        m: usize,
+        bytes: Vec<u8>,
+    },
+    /// Member `m`'s sensor source sends its periodic report.
+    Sensors(usize),
     Boot(usize),
     Act(usize),
+}
+
+/// The simulated cluster's id.
+const CLUSTER_ID: u32 = 0xC1;
+
+/// Odd seeds encrypt every frame (member and host link).
+fn encrypt(sc: &Scenario) -> bool {
+    sc.seed % 2 == 1
 }
 
 /// The simulated cluster's key (random bytes: weak keys are refused by the agent).
@@ -85,83 +71,72 @@ const CLUSTER_KEY: [u8; 32] = [
     99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
 ];
 
-struct Member {
-    agent: Option<SimAgent>,
+/// One simulated member.
+pub struct Member {
+    /// Its controller's agent, while running.
+    pub agent: Option<SimAgent>,
     epoch: u32,
-    boot_g: u64,
+    /// When it last booted (global clock).
+    pub boot_g: u64,
     gen: u64,
     ifaces: [bool; 3],
-    hw: Vec<HwReading>,
-    forced: Forced,
+    hw: Vec<SensorReading>,
+    /// Its forcing, as its events told.
+    pub forced: Forced,
     paused_until: u64,
+    /// Its main CPU.
+    pub cpu: MainCpu,
+    /// Its host link, controller → main CPU and back.
+    down: Uart,
+    up: Uart,
+    /// When its host link last lost a frame (global clock).
+    pub host_lost_at: u64,
+    /// Its sensor source is silenced.
+    sensors_off: bool,
+    /// What its main CPU last showed (for the trace).
+    cpu_shown: String,
+    /// The last sensor report its running agent received, or its boot (global clock).
+    pub last_report: u64,
 }
 
-struct World<'a> {
-    sc: &'a Scenario,
+/// The simulated cluster.
+pub struct World<'a> {
+    /// The scenario.
+    pub sc: &'a Scenario,
     opts: Options,
     rng: Rand64,
-    now: u64,
+    /// Global clock, ms.
+    pub now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    members: Vec<Member>,
+    /// The members.
+    pub members: Vec<Member>,
     serials: Vec<Serial>,
     cut: Vec<bool>,
     spike: Vec<bool>,
     data_ok: Vec<bool>,
-    trace: VecDeque<String>,
-    violation: Option<String>,
+    pub(crate) trace: VecDeque<String>,
+    pub(crate) violation: Option<String>,
     /// Invariants 2–4 are not checked before this time (out-of-tolerance faults, pauses).
-    excused_until: u64,
+    pub excused_until: u64,
     /// Like `excused_until`, for network faults outside the profile's tolerance.
-    net_excused_until: u64,
+    pub net_excused_until: u64,
     intolerant: bool,
-    /// The running members forced active, and since when this set holds.
-    forced_set: (Vec<usize>, u64),
-    dual_since: Vec<Option<u64>>,
-    missing_since: Vec<Option<u64>>,
-    role_changes: Vec<(u64, usize, u8)>,
-    settled_at: u64,
+    /// Swaps (active ↔ passive): time, member, domain id.
+    pub role_changes: Vec<(u64, usize, u8)>,
+    /// When the cluster has settled after boot.
+    pub settled_at: u64,
     crash_at: Option<u64>,
-    failover_ms: Option<u64>,
-    bound_dual: u64,
-    bound_missing: u64,
-}
-
-/// Runs one seed.
-pub fn run(seed: u64, opts: &Options) -> Outcome {
-    let sc = Scenario::generate(seed, opts.members, opts.kind);
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut w = World::new(&sc, *opts);
-        w.run();
-        (
-            w.violation,
-            w.trace.into_iter().collect::<Vec<_>>(),
-            w.failover_ms,
-        )
-    }));
-    let (violation, trace, failover_ms) = match res {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            (Some(format!("panic: {msg}")), Vec::new(), None)
-        }
-    };
-    Outcome {
-        seed,
-        members: sc.members,
-        kind: sc.kind,
-        violation,
-        trace,
-        failover_ms,
-    }
+    pub(crate) failover_ms: Option<u64>,
+    /// Invariant 2's bound, ms.
+    pub bound_dual: u64,
+    /// Invariant 3's bound, ms.
+    pub bound_missing: u64,
 }
 
 impl<'a> World<'a> {
-    fn new(sc: &'a Scenario, opts: Options) -> Self {
+    /// The world of scenario `sc`, nothing booted yet.
+    pub(crate) fn new(sc: &'a Scenario, opts: Options) -> Self {
         let n = sc.members;
         let t = &sc.timers;
         let dead = t.profile.dead_ms() as u64;
@@ -175,8 +150,28 @@ impl<'a> World<'a> {
             + 2 * md
             + 3 * iv
             + 50;
-        let serials = (0..n)
+        let serials: Vec<Serial> = (0..n)
             .map(|i| Serial::new(&format!("SIM{i:02}")).unwrap_or_default())
+            .collect();
+        let members = serials
+            .iter()
+            .map(|&serial| Member {
+                agent: None,
+                epoch: 0,
+                boot_g: 0,
+                gen: 0,
+                ifaces: [true; 3],
+                hw: Vec::new(),
+                forced: Forced::None,
+                paused_until: 0,
+                cpu: MainCpu::new(&Psk(CLUSTER_KEY), CLUSTER_ID, serial, 1, encrypt(sc)),
+                down: Uart::default(),
+                up: Uart::default(),
+                host_lost_at: 0,
+                sensors_off: false,
+                last_report: 0,
+                cpu_shown: String::new(),
+            })
             .collect();
         let mut w = World {
             sc,
@@ -185,18 +180,7 @@ impl<'a> World<'a> {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            members: (0..n)
-                .map(|_| Member {
-                    agent: None,
-                    epoch: 0,
-                    boot_g: 0,
-                    gen: 0,
-                    ifaces: [true; 3],
-                    hw: Vec::new(),
-                    forced: Forced::None,
-                    paused_until: 0,
-                })
-                .collect(),
+            members,
             serials,
             cut: vec![false; n * n * sc.links as usize],
             spike: vec![false; n],
@@ -206,9 +190,6 @@ impl<'a> World<'a> {
             excused_until: 0,
             net_excused_until: 0,
             intolerant: false,
-            forced_set: (Vec::new(), 0),
-            dual_since: vec![None; sc.domains],
-            missing_since: vec![None; sc.domains],
             role_changes: Vec::new(),
             settled_at: 0,
             crash_at: None,
@@ -217,10 +198,10 @@ impl<'a> World<'a> {
             bound_missing,
         };
         for m in 0..n {
-            w.members[m].hw = [HwKind::Psu, HwKind::Fan]
+            w.members[m].hw = [SensorKind::Psu, SensorKind::Fan]
                 .iter()
                 .flat_map(|&kind| {
-                    (0..2).map(move |index| HwReading {
+                    (0..2).map(move |index| SensorReading {
                         kind,
                         index,
                         ok: true,
@@ -262,7 +243,8 @@ impl<'a> World<'a> {
         self.members[m].boot_g + ((l + k - 1) / k) as u64
     }
 
-    fn run(&mut self) {
+    /// Runs the scenario to its end, checking the invariants.
+    pub(crate) fn run(&mut self) {
         let sc = self.sc;
         for m in 0..sc.members {
             let t = sc.boot_at[m];
@@ -271,6 +253,15 @@ impl<'a> World<'a> {
         for (i, (t, _)) in sc.actions.iter().enumerate() {
             self.push(*t, Ev::Act(i));
         }
+        if sc.sensor_timeout_ms != 0 {
+            // Each member's sensor source reports periodically from its power-on, whether
+            // or not its controller runs.
+            for m in 0..sc.members {
+                let t = sc.boot_at[m] + self.rng.rand_range(0..REPORT_PERIOD_MS);
+                self.push(t, Ev::Sensors(m));
+            }
+        }
+        let mut checker = Checker::new(sc.members, sc.domains(), sc.uart_delay.1);
         self.settled_at = sc.boot_at.iter().max().copied().unwrap_or(0)
             + sc.timers.startup_window_ms as u64
             + self.bound_missing;
@@ -280,13 +271,23 @@ impl<'a> World<'a> {
             }
             self.now = t;
             self.handle(ev);
-            if self.now < sc.heal_at {
-                self.check();
+            let safety = if self.now < sc.heal_at {
+                checker.check(self)
+            } else {
+                Ok(())
+            };
+            let checked = safety
+                .and_then(|()| checker.check_host(self))
+                .and_then(|()| Checker::check_sensors(self));
+            if let Err(v) = checked {
+                self.violate(v);
             }
         }
         self.now = sc.end_at;
         if self.violation.is_none() && sc.kind != Kind::Failover {
-            self.check_final();
+            if let Err(v) = Checker::check_final(self) {
+                self.violate(v);
+            }
         }
     }
 
@@ -296,7 +297,7 @@ impl<'a> World<'a> {
                 if self.members[m].gen == gen {
                     let now = self.local(m);
                     if let Some(a) = self.members[m].agent.as_mut() {
-                        a.on_tick(now);
+                        a.handle_timeout(now);
                     }
                     self.drain(m);
                 }
@@ -308,7 +309,7 @@ impl<'a> World<'a> {
             } => {
                 let now = self.local(to);
                 if let Some(a) = self.members[to].agent.as_mut() {
-                    a.on_frame(now, LinkId(link), &mut bytes);
+                    a.handle_member_frame(now, LinkId(link), &mut bytes);
                     self.drain(to);
                 }
             }
@@ -318,7 +319,7 @@ impl<'a> World<'a> {
                 let now = self.local(m);
                 let peer_serial = self.serials[peer];
                 if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_host(
+                    a.handle_host(
                         now,
                         HostMsg::ProbeResult {
                             peer: peer_serial,
@@ -327,6 +328,33 @@ impl<'a> World<'a> {
                     );
                     self.drain(m);
                 }
+            }
+            Ev::ToCpu { m, mut bytes } => {
+                let answer = self.members[m].cpu.receive(&mut bytes);
+                self.log_cpu_roles(m);
+                if let Some(a) = answer {
+                    let (loss, delay) = (self.sc.host_loss, self.sc.uart_delay);
+                    match self.members[m]
+                        .up
+                        .send(&mut self.rng, self.now, loss, delay)
+                    {
+                        Some(t) => self.push(t, Ev::ToController { m, bytes: a }),
+                        None => self.members[m].host_lost_at = self.now,
+                    }
+                }
+            }
+            Ev::ToController { m, mut bytes } => {
+                let now = self.local(m);
+                if let Some(a) = self.members[m].agent.as_mut() {
+                    a.handle_host_frame(now, &mut bytes);
+                    self.drain(m);
+                }
+            }
+            Ev::Sensors(m) => {
+                if !self.members[m].sensors_off {
+                    self.report_sensors(m);
+                }
+                self.push(self.now + REPORT_PERIOD_MS, Ev::Sensors(m));
             }
             Ev::Boot(m) => self.boot(m),
             Ev::Act(i) => {
@@ -342,15 +370,16 @@ impl<'a> World<'a> {
         for s in &self.serials {
             let _ = members.push(*s);
         }
-        let mut c = Config::new(0xC1u32, Psk(CLUSTER_KEY), self.serials[m], members);
+        let mut c = Config::new(CLUSTER_ID, Psk(CLUSTER_KEY), self.serials[m], members);
         c.links = sc.links;
         c.timers = sc.timers;
         c.firmware = sc.firmware[m];
-        c.encrypt = sc.seed % 2 == 1;
+        c.encrypt = encrypt(sc);
+        c.sensor_timeout_ms = sc.sensor_timeout_ms;
         c.domains.clear();
-        for d in 0..sc.domains {
-            let _ = c.domains.push(ha_agent::DomainConfig {
-                id: d as u8,
+        for (d, &id) in sc.domain_ids.iter().enumerate() {
+            let _ = c.domains.push(ha_agent::DomainEntry {
+                id,
                 preferred: sc.preferred[d].map(|p| self.serials[p]),
             });
         }
@@ -383,6 +412,7 @@ impl<'a> World<'a> {
         mb.boot_g = self.now;
         mb.forced = Forced::None;
         mb.paused_until = 0;
+        mb.last_report = self.now;
         let epoch = mb.epoch;
         match SimAgent::new(cfg, 0, epoch) {
             Ok(mut a) => {
@@ -398,12 +428,12 @@ impl<'a> World<'a> {
         }
         self.log(format!("m{m} boots (epoch {epoch})"));
         let msg = self.ifaces_msg(m);
-        let hw = self.members[m].hw.clone();
         if let Some(a) = self.members[m].agent.as_mut() {
-            a.on_host(0, msg);
-            for r in hw {
-                a.on_hardware(0, r);
-            }
+            a.handle_host(0, msg);
+        }
+        if self.sc.sensor_timeout_ms == 0 {
+            // No periodic source: the readings are given once at boot.
+            self.report_sensors(m);
         }
         self.drain(m);
     }
@@ -453,7 +483,8 @@ impl<'a> World<'a> {
         match a {
             Action::Crash(m) => self.crash(m),
             Action::CrashActive => {
-                let act = (0..n).find(|&m| self.role(m, 0) == Some(Role::Active));
+                let first = self.sc.domain_ids[0];
+                let act = (0..n).find(|&m| self.role(m, first) == Some(Role::Active));
                 if let Some(m) = act {
                     self.crash(m);
                 }
@@ -508,7 +539,7 @@ impl<'a> World<'a> {
                 let msg = self.ifaces_msg(m);
                 let now = self.local(m);
                 if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_host(now, msg);
+                    a.handle_host(now, msg);
                     self.drain(m);
                 }
             }
@@ -523,11 +554,17 @@ impl<'a> World<'a> {
                     self.members[m].hw.push(reading);
                 }
                 self.log(format!("m{m} hardware {reading:?}"));
-                let now = self.local(m);
-                if let Some(a) = self.members[m].agent.as_mut() {
-                    a.on_hardware(now, reading);
-                    self.drain(m);
+                // The source reports a change at once, unless it is silent.
+                if !self.members[m].sensors_off {
+                    self.report_sensors(m);
                 }
+            }
+            Action::SensorSilence { m, on } => {
+                self.members[m].sensors_off = on;
+                self.log(format!(
+                    "m{m} sensor source {}",
+                    if on { "SILENT" } else { "reporting again" }
+                ));
             }
             Action::Admin { m, via, cmd } => self.admin(m, via, cmd),
             Action::Heal => {
@@ -554,7 +591,7 @@ impl<'a> World<'a> {
         self.log(format!("admin {cmd:?} for m{m} via m{via}"));
         let now = self.local(via);
         if let Some(a) = self.members[via].agent.as_mut() {
-            a.on_host(
+            a.handle_host(
                 now,
                 HostMsg::Admin {
                     target,
@@ -565,8 +602,70 @@ impl<'a> World<'a> {
         self.drain(via);
     }
 
-    fn role(&self, m: usize, d: u8) -> Option<Role> {
-        self.members[m].agent.as_ref().and_then(|a| a.role(d))
+    /// Member `m`'s role in domain `id`, while it runs.
+    pub fn role(&self, m: usize, id: u8) -> Option<Role> {
+        self.members[m].agent.as_ref().and_then(|a| a.role(id))
+    }
+
+    /// The running members.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.sc.members)
+            .filter(|&m| self.members[m].agent.is_some())
+            .collect()
+    }
+
+    /// Member `m`'s sensor source reports every reading to its controller, if it runs.
+    fn report_sensors(&mut self, m: usize) {
+        let now = self.local(m);
+        let mb = &mut self.members[m];
+        if let Some(a) = mb.agent.as_mut() {
+            a.handle_sensor_report(now, &mb.hw);
+            mb.last_report = self.now;
+            self.drain(m);
+        }
+    }
+
+    /// A host-link message of member `m`'s controller, sealed by it, on its way to its main
+    /// CPU (or lost).
+    fn send_to_cpu(&mut self, m: usize, msg: &HostMsg) {
+        let mut buf = vec![0u8; MAX_FRAME_LEN];
+        let Some(a) = self.members[m].agent.as_mut() else {
+            return;
+        };
+        let Ok(n) = a.seal_host(msg, &mut buf) else {
+            self.violate(format!("m{m} cannot seal a host message: {msg:?}"));
+            return;
+        };
+        buf.truncate(n);
+        let (loss, delay) = (self.sc.host_loss, self.sc.uart_delay);
+        match self.members[m]
+            .down
+            .send(&mut self.rng, self.now, loss, delay)
+        {
+            Some(t) => self.push(t, Ev::ToCpu { m, bytes: buf }),
+            None => {
+                self.members[m].host_lost_at = self.now;
+                if matches!(msg, HostMsg::Roles(_)) {
+                    self.log(format!("m{m} host link loses a roles report"));
+                }
+            }
+        }
+    }
+
+    /// Logs the roles member `m`'s main CPU applies when they change.
+    fn log_cpu_roles(&mut self, m: usize) {
+        let shown: Vec<(u8, Option<Role>)> = self
+            .sc
+            .domain_ids
+            .iter()
+            .map(|&id| (id, self.members[m].cpu.role(id)))
+            .collect();
+        let key = format!("{shown:?}");
+        let told = shown.iter().any(|(_, r)| r.is_some());
+        if self.members[m].cpu_shown != key && (told || !self.members[m].cpu_shown.is_empty()) {
+            self.log(format!("m{m} main CPU applies {key}"));
+            self.members[m].cpu_shown = key;
+        }
     }
 
     fn drain(&mut self, m: usize) {
@@ -579,7 +678,7 @@ impl<'a> World<'a> {
             while let Some(o) = a.poll_output() {
                 outs.push(o);
             }
-            wake = a.next_wake_ms();
+            wake = a.poll_at();
         }
         for o in outs {
             match o {
@@ -593,15 +692,20 @@ impl<'a> World<'a> {
                     }
                 }
                 Output::Host(HostMsg::Roles(roles)) => {
+                    let first = self.sc.domain_ids[0];
                     let active = roles
                         .iter()
-                        .any(|r| r.domain == 0 && r.role == Role::Active);
+                        .any(|r| r.domain == first && r.role == Role::Active);
                     if active {
                         if let (Some(c), None) = (self.crash_at, self.failover_ms) {
                             self.failover_ms = Some(self.now - c);
                         }
                     }
+                    self.send_to_cpu(m, &HostMsg::Roles(roles));
                 }
+                // The keepalive that teaches the main CPU this boot goes on the host link
+                // too; the other reports do not matter to the invariants.
+                Output::Host(msg @ HostMsg::Ping { .. }) => self.send_to_cpu(m, &msg),
                 Output::Host(_) | Output::Led(_) => {}
                 Output::Event(e) => self.on_event(m, e.kind),
             }
@@ -680,219 +784,4 @@ impl<'a> World<'a> {
             }
         }
     }
-
-    /// Invariants 2–6, after every event.
-    fn check(&mut self) {
-        let n = self.sc.members;
-        let now = self.now;
-        let excused = now < self.excused_until.max(self.net_excused_until);
-        // 4a: forced passive is never active.
-        for m in 0..n {
-            if self.members[m].forced == Forced::Passive
-                && (0..self.sc.domains).any(|d| self.role(m, d as u8) == Some(Role::Active))
-            {
-                self.violate(format!("m{m} is forced passive but active"));
-                return;
-            }
-        }
-        let running: Vec<usize> = (0..n)
-            .filter(|&m| self.members[m].agent.is_some())
-            .collect();
-        let booting = running.iter().any(|&m| {
-            now < self.members[m].boot_g
-                + self.sc.timers.startup_window_ms as u64
-                + self.bound_missing
-        });
-        for d in 0..self.sc.domains {
-            let actives: Vec<usize> = running
-                .iter()
-                .copied()
-                .filter(|&m| self.role(m, d as u8) == Some(Role::Active))
-                .collect();
-            // 2: one active per domain.
-            if actives.len() >= 2 && !excused {
-                let since = *self.dual_since[d].get_or_insert(now);
-                if now - since > self.bound_dual {
-                    self.violate(format!(
-                        "two actives in domain {d} ({actives:?}) for {} ms (bound {} ms)",
-                        now - since,
-                        self.bound_dual
-                    ));
-                    return;
-                }
-            } else {
-                self.dual_since[d] = None;
-            }
-            // 3: a domain without active is filled.
-            let eligible = running
-                .iter()
-                .any(|&m| self.members[m].forced != Forced::Passive);
-            if actives.is_empty() && eligible && !excused {
-                let since = *self.missing_since[d].get_or_insert(now);
-                let bound = self.bound_missing
-                    + if booting {
-                        self.sc.timers.startup_window_ms as u64
-                    } else {
-                        0
-                    };
-                if now - since > bound {
-                    self.violate(format!(
-                        "no active in domain {d} for {} ms (bound {bound} ms)",
-                        now - since
-                    ));
-                    return;
-                }
-            } else {
-                self.missing_since[d] = None;
-            }
-        }
-        // 4b: the only forced-active member is active everywhere, alone.
-        let fa: Vec<usize> = running
-            .iter()
-            .copied()
-            .filter(|&m| self.members[m].forced == Forced::Active)
-            .collect();
-        if fa != self.forced_set.0 {
-            self.forced_set = (fa.clone(), now);
-        }
-        if fa.len() == 1 && !excused {
-            let m = fa[0];
-            let since = self
-                .forced_set
-                .1
-                .max(self.excused_until.max(self.net_excused_until));
-            if now > since + self.bound_missing {
-                for d in 0..self.sc.domains as u8 {
-                    let others = running
-                        .iter()
-                        .any(|&o| o != m && self.role(o, d) == Some(Role::Active));
-                    if self.role(m, d) != Some(Role::Active) || others {
-                        self.violate(format!(
-                            "m{m} is forced active but not the only active of domain {d}"
-                        ));
-                        return;
-                    }
-                }
-            }
-        }
-        // 5: single-link seeds: no swap once settled.
-        if self.sc.kind == Kind::SingleLink {
-            if let Some(&(t, m, d)) = self.role_changes.last() {
-                if t > self.settled_at {
-                    self.violate(format!(
-                        "m{m} changed role in domain {d} although only one link was cut"
-                    ));
-                    return;
-                }
-            }
-        }
-        // 6: flapping causes a bounded number of swaps.
-        if let Some((start, end)) = self.sc.flap {
-            let hd = self.sc.timers.hold_down_ms as u64;
-            let window_end = end + self.bound_dual;
-            let swaps = self
-                .role_changes
-                .iter()
-                .filter(|(t, _, _)| *t >= start && *t <= window_end)
-                .count() as u64;
-            let allowed = 2 * self.sc.domains as u64 * ((end - start) / hd.max(1) + 2);
-            if swaps > allowed {
-                self.violate(format!(
-                    "{swaps} role changes while an interface flapped (allowed {allowed})"
-                ));
-            }
-        }
-    }
-
-    /// Invariant 7, at the end of the liveness phase.
-    fn check_final(&mut self) {
-        let n = self.sc.members;
-        let running: Vec<usize> = (0..n)
-            .filter(|&m| self.members[m].agent.is_some())
-            .collect();
-        let cands: Vec<(usize, Candidate)> = running
-            .iter()
-            .filter_map(|&m| {
-                let a = self.members[m].agent.as_ref()?;
-                let s = &a.status().me;
-                Some((
-                    m,
-                    Candidate {
-                        index: m as u8,
-                        forced: s.forced,
-                        quality: s.quality,
-                        priority: 0,
-                    },
-                ))
-            })
-            .collect();
-        for d in 0..self.sc.domains {
-            let actives: Vec<usize> = running
-                .iter()
-                .copied()
-                .filter(|&m| self.role(m, d as u8) == Some(Role::Active))
-                .collect();
-            let eligible = cands.iter().any(|(_, c)| c.forced != Forced::Passive);
-            if !eligible {
-                continue;
-            }
-            if actives.len() != 1 {
-                self.violate(format!(
-                    "after healing, domain {d} has actives {actives:?} (exactly one expected)"
-                ));
-                return;
-            }
-            let prio = |m: usize| {
-                if self.sc.preferred[d] == Some(m) {
-                    50
-                } else {
-                    0
-                }
-            };
-            let with_prio = |&(m, c): &(usize, Candidate)| Candidate {
-                priority: prio(m),
-                ..c
-            };
-            let act = cands.iter().find(|(m, _)| *m == actives[0]).map(with_prio);
-            let top = cands.iter().map(with_prio).max_by_key(election::merit);
-            if let (Some(a), Some(t)) = (act, top) {
-                if election::merit(&a) < election::merit(&t) {
-                    self.violate(format!(
-                        "after healing, domain {d} active m{} has merit {:?} but m{} has {:?}",
-                        actives[0],
-                        election::merit(&a),
-                        t.index,
-                        election::merit(&t)
-                    ));
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// A failing seed's report: the violation, the replay command and the trace.
-pub fn report(o: &Outcome, members_fixed: Option<usize>) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "seed {} ({:?}, {} members): VIOLATION {}",
-        o.seed,
-        o.kind,
-        o.members,
-        o.violation.as_deref().unwrap_or("")
-    );
-    let members = members_fixed
-        .map(|k| format!(" --members {k}"))
-        .unwrap_or_default();
-    let _ = writeln!(s, "  replay: cargo xtask sim --seed {}{members}", o.seed);
-    let keep = std::env::var("HA_SIM_TRACE_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(80);
-    let _ = writeln!(s, "  trace (last {} lines):", o.trace.len().min(keep));
-    for l in o.trace.iter().rev().take(keep).rev() {
-        let _ = writeln!(s, "    {l}");
-    }
-    s
 }

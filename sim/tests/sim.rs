@@ -1,9 +1,11 @@
-//! The simulator catches a broken election, replays a seed exactly, and passes on the real one.
+//! The simulator catches a broken election, replays a seed exactly, numbers domains sparsely,
+//! exercises silent sensor sources and lossy host links, and passes on the real agent.
 
 use std::cmp::Ordering;
 
 use ha_agent::election::{merit, Candidate, MeritOrder};
-use ha_sim::{run, Kind, Options};
+use ha_sim::scenario::{Action, MAX_HOST_LOSS, MAX_SIM_DOMAINS};
+use ha_sim::{run, Kind, Options, Scenario};
 
 /// Copies of the election's merit order, each with one comparison planted wrong.
 mod mutants {
@@ -88,4 +90,55 @@ fn fast_failover_takes_over_within_40_ms_median() {
     assert_eq!(t.len(), 21, "every failover run must measure a takeover");
     t.sort_unstable();
     assert!(t[10] <= 40, "median takeover {} ms", t[10]);
+}
+
+#[test]
+fn domains_are_numbered_sparsely_up_to_four() {
+    let mut most = 0;
+    let mut gaps = false;
+    for seed in 0..300u64 {
+        let sc = Scenario::generate(seed, None, None);
+        let ids = &sc.domain_ids;
+        assert!(
+            !ids.is_empty() && ids.len() <= MAX_SIM_DOMAINS,
+            "seed {seed}: {ids:?}"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            assert!(
+                (*id as usize) < ha_proto::msg::MAX_DOMAINS,
+                "seed {seed}: {ids:?}"
+            );
+            assert!(!ids[..i].contains(id), "seed {seed}: {ids:?}");
+        }
+        most = most.max(ids.len());
+        gaps |= ids.iter().enumerate().any(|(i, &id)| id as usize != i);
+        assert!((0.0..=MAX_HOST_LOSS).contains(&sc.host_loss));
+    }
+    assert_eq!(most, MAX_SIM_DOMAINS);
+    assert!(gaps, "no seed numbers its domains other than 0..n");
+}
+
+#[test]
+fn a_silent_sensor_source_and_a_lossy_host_link_pass_on_the_real_agent() {
+    // A seed whose sensor source goes silent for good and whose host link loses a tenth of
+    // its frames or more.
+    let seed = (0..5_000u64)
+        .find(|&s| {
+            let sc = Scenario::generate(s, None, None);
+            sc.host_loss >= 0.1
+                && sc
+                    .actions
+                    .iter()
+                    .filter(|(_, a)| matches!(a, Action::SensorSilence { .. }))
+                    .count()
+                    == 1
+        })
+        .expect("such a seed");
+    let o = run(seed, &Options::default());
+    assert_eq!(o.violation, None, "seed {seed}");
+    assert!(
+        o.trace.iter().any(|l| l.contains("SensorsSilent")),
+        "seed {seed}: the agent never declared the source silent"
+    );
+    assert!(o.trace.iter().any(|l| l.contains("main CPU applies")));
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use crate::util::{cargo, have, output, root, run, Result};
 
 /// Fuzz targets in `fuzz/fuzz_targets`, one per decoder.
-const FUZZ_TARGETS: &[&str] = &["frame_open", "uart_decoder", "config_block"];
+const FUZZ_TARGETS: &[&str] = &["frame_open", "uart_decoder", "config_block", "sync_wire"];
 
 /// In CI: the fuzz crate still compiles (on stable, without sanitizers), so targets never rot.
 pub fn ci() -> Result {

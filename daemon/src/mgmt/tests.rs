@@ -647,3 +647,83 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn psk_rotation_moves_the_state_sync_keys_with_every_confirmed_phase() {
+    use crate::synckeys::{SyncKeys, KEYRING_FILE};
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("new.psk");
+    std::fs::write(&key, format!("{}\n", NEW_KEY_HEX)).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let block = ha_hostlink::test_support::sample_cfg();
+    let keys = SyncKeys::load(dir.path(), &block).expect("keys");
+    let hook = crate::app::sync_key_hook::<crate::dp::Dp>(keys, None);
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh.clone(), tx).with_sync_keys(Some(hook));
+    let rotate = || Request::PskRotate {
+        psk_file: key.display().to_string(),
+        key_id: 2,
+    };
+    let file = || {
+        ha_persist::KeyringFile::load(&dir.path().join(KEYRING_FILE))
+            .expect("read")
+            .map(|f| (f.sealing.0, f.accept.map(|a| a.0)))
+    };
+    assert_eq!(file(), None, "no rollover yet");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let Reply::Rotate(r) = ask(&srv, rotate()).1 else {
+            panic!("rotate")
+        };
+        seen.push((r.phase, file()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("confirming".to_string(), Some((1, Some(2)))),
+            ("retiring".to_string(), Some((2, Some(1)))),
+            ("done".to_string(), Some((2, None))),
+        ]
+    );
+    let lines: Vec<String> = sh
+        .lock()
+        .expect("lock")
+        .local_events
+        .iter()
+        .filter(|e| e.kind == EventKind::KeyRotation)
+        .map(|e| e.detail.clone())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[2].contains("sealing with key id 2"), "{lines:?}");
+    drop(srv);
+    ctl.join().expect("controller");
+}
+
+#[test]
+fn a_phase_the_state_sync_keys_cannot_follow_stops_the_rotation_with_an_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("new.psk");
+    std::fs::write(&key, format!("{}\n", NEW_KEY_HEX)).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let hook: crate::app::SyncKeyHook = Arc::new(|_, _, _| Err("disk full".to_string()));
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = controller(sh.clone(), rx);
+    let srv = MgmtServer::new(sh.clone(), tx).with_sync_keys(Some(hook));
+    let r = ask(
+        &srv,
+        Request::PskRotate {
+            psk_file: key.display().to_string(),
+            key_id: 2,
+        },
+    )
+    .1;
+    match r {
+        Reply::Error(e) => assert!(e.message.contains("disk full"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    drop(srv);
+    ctl.join().expect("controller");
+}

@@ -1,71 +1,31 @@
 //! The agent's configuration and its validation.
 
-use ha_proto::config_block::{AggregateRule as BlockAggregate, ConfigBlock, TimerProfile};
+use ha_proto::config_block::{
+    ConfigBlock, DomainEntry, TimerError, TimerProfile, MAX_INTERVAL_MS, MAX_WEIGHT,
+    MIN_INTERVAL_MS, MIN_MISS_LIMIT,
+};
 use ha_proto::keys::Psk;
 use ha_proto::msg::{FirmwareVersion, Serial, MAX_DOMAINS, MAX_HA_LINKS};
 use heapless::{String, Vec};
 
-use crate::quality::{AggregateRule, HwWeights, QualityConfig};
+use crate::quality::QualityConfig;
 
-/// Shortest heartbeat interval accepted, ms: below this a Cortex-M3 spends its time sealing.
-pub const MIN_INTERVAL_MS: u32 = 5;
-/// Longest heartbeat interval accepted, ms.
-pub const MAX_INTERVAL_MS: u32 = 10_000;
-/// Fewest missed heartbeats before a link is declared down: one loss alone never is.
-pub const MIN_MISS_LIMIT: u8 = 2;
 /// Longest hold-down, ms (10 minutes): longer would hide a real failure from the election.
 pub const MAX_HOLD_DOWN_MS: u32 = 600_000;
 /// Longest pause an operator can ask for, ms (SPEC B5: bounded; 10 minutes).
 pub const MAX_PAUSE_MS: u64 = 600_000;
-
-/// Heartbeat timer profile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    /// 100 ms interval, link down after 20 missed heartbeats (2 s). Documented to tolerate
-    /// 200 ms round trip and 20% loss on a link without a false failover.
-    Default,
-    /// 10 ms interval, link down after 3 missed heartbeats (30 ms). For a dedicated, quiet
-    /// link: tolerates 2% loss and a few ms of delay; fits the 40 ms failover goal.
-    Fast,
-    /// Explicit interval and miss limit.
-    Custom {
-        /// Heartbeat interval, ms.
-        interval_ms: u32,
-        /// Missed heartbeats before a link is declared down.
-        miss_limit: u8,
-    },
-}
-
-impl Profile {
-    /// Heartbeat interval, ms.
-    pub fn interval_ms(&self) -> u32 {
-        match self {
-            Profile::Default => 100,
-            Profile::Fast => 10,
-            Profile::Custom { interval_ms, .. } => *interval_ms,
-        }
-    }
-
-    /// Missed heartbeats before a link is declared down.
-    pub fn miss_limit(&self) -> u8 {
-        match self {
-            Profile::Default => 20,
-            Profile::Fast => 3,
-            Profile::Custom { miss_limit, .. } => *miss_limit,
-        }
-    }
-
-    /// Silence on a link after which it is down, ms (interval × miss limit).
-    pub fn dead_ms(&self) -> u32 {
-        self.interval_ms().saturating_mul(self.miss_limit() as u32)
-    }
-}
+/// How long a member built from a configuration block waits for its sensor source before
+/// counting it as failed, ms: ten report periods of the sensor bridge (500 ms each).
+pub const DEFAULT_SENSOR_TIMEOUT_MS: u32 = 5_000;
+/// Shortest sensor timeout accepted (other than 0), ms: two report periods of the sensor
+/// bridge, so that one late report never counts as a silent source.
+pub const MIN_SENSOR_TIMEOUT_MS: u32 = 1_000;
 
 /// Timers of the agent; [`Timers::for_profile`] gives consistent defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timers {
     /// Heartbeat profile.
-    pub profile: Profile,
+    pub profile: TimerProfile,
     /// After boot, how long to listen for peers before deciding alone, ms.
     pub startup_window_ms: u32,
     /// How long a better passive must stay better before it takes over from a running
@@ -82,7 +42,7 @@ impl Timers {
     /// Defaults for a profile: startup window = link dead time + 1 s (fast: + 100 ms),
     /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 10 ms), reprobe 2 s
     /// (fast: 100 ms).
-    pub fn for_profile(profile: Profile) -> Self {
+    pub fn for_profile(profile: TimerProfile) -> Self {
         let dead = profile.dead_ms();
         let fast = profile.interval_ms() < 50;
         Timers {
@@ -93,16 +53,6 @@ impl Timers {
             reprobe_ms: if fast { 100 } else { 2000 },
         }
     }
-}
-
-/// One HA domain (an independent group with exactly one active member, SPEC A3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DomainConfig {
-    /// Domain number, 0..MAX_DOMAINS.
-    pub id: u8,
-    /// The member that is active in this domain when qualities are equal ("active if
-    /// equal", SPEC B2); its priority is [`PREFERRED_PRIORITY`], others 0.
-    pub preferred: Option<Serial>,
 }
 
 /// Priority of the "active if equal" member of a domain (the seeds show 50).
@@ -135,12 +85,18 @@ pub struct Config<const M: usize = { ha_proto::msg::MAX_MEMBERS }, const D: usiz
     pub links: u8,
     /// Timers.
     pub timers: Timers,
-    /// Domains; at least one.
-    pub domains: Vec<DomainConfig, D>,
+    /// Domains (SPEC A3: independent groups with one active member each); at least one.
+    /// A domain's `preferred` member has priority [`PREFERRED_PRIORITY`], others 0.
+    pub domains: Vec<DomainEntry, D>,
     /// Quality factor settings.
     pub quality: QualityConfig,
     /// Revision of the configuration this member runs (reported in heartbeats and status).
     pub config_revision: u64,
+    /// How long the sensor source may stay silent before every hardware component counts as
+    /// failed (hardware part 0, [`crate::EventKind::SensorsSilent`]), ms; counted from boot
+    /// until the first report. 0: this member has no sensor source (the hardware part stays
+    /// 100 until a report arrives). Otherwise at least [`MIN_SENSOR_TIMEOUT_MS`].
+    pub sensor_timeout_ms: u32,
 }
 
 /// Why a configuration was refused.
@@ -173,8 +129,10 @@ pub enum ConfigError {
     HoldDownTooLong(u32),
     /// The probe timeout or reprobe period is zero.
     ZeroProbeTimer,
-    /// A hardware weight is above 9999.
+    /// A hardware weight is above [`MAX_WEIGHT`].
     WeightTooLarge(u16),
+    /// The sensor timeout is not 0 and below [`MIN_SENSOR_TIMEOUT_MS`].
+    SensorTimeoutTooShort(u32),
     /// A reload changed the serial, the cluster id or the domain list: restart instead.
     ReloadNeedsRestart,
     /// The PSK fails the strength rule ([`ha_proto::keys::check_strength`]).
@@ -221,7 +179,11 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ZeroProbeTimer => {
                 f.write_str("probe timeout and reprobe period must be > 0")
             }
-            ConfigError::WeightTooLarge(w) => write!(f, "weight {w} above 9999"),
+            ConfigError::WeightTooLarge(w) => write!(f, "weight {w} above {MAX_WEIGHT}"),
+            ConfigError::SensorTimeoutTooShort(ms) => write!(
+                f,
+                "sensor timeout {ms} ms below {MIN_SENSOR_TIMEOUT_MS} ms (0: no sensor source)"
+            ),
             ConfigError::ReloadNeedsRestart => {
                 f.write_str("serial, cluster id or domains changed: restart the agent")
             }
@@ -235,11 +197,12 @@ impl core::fmt::Display for ConfigError {
 
 impl<const M: usize, const D: usize> Config<M, D> {
     /// A configuration with defaults: one link, the default profile, one domain (0) without
-    /// a preferred member, default quality settings, HMAC mode, key id 0, revision 0.
+    /// a preferred member, default quality settings, HMAC mode, key id 0, revision 0, no
+    /// sensor source (`sensor_timeout_ms` 0).
     pub fn new(cluster_id: u32, psk: Psk, me: Serial, members: Vec<Serial, M>) -> Self {
         let mut domains = Vec::new();
         // D ≥ 1 is checked by validate(); with D = 0 the list stays empty and is refused.
-        let _ = domains.push(DomainConfig {
+        let _ = domains.push(DomainEntry {
             id: 0,
             preferred: None,
         });
@@ -253,10 +216,11 @@ impl<const M: usize, const D: usize> Config<M, D> {
             firmware: FirmwareVersion::default(),
             members,
             links: 1,
-            timers: Timers::for_profile(Profile::Default),
+            timers: Timers::for_profile(TimerProfile::Default),
             domains,
             quality: QualityConfig::default(),
             config_revision: 0,
+            sensor_timeout_ms: 0,
         }
     }
 
@@ -294,13 +258,10 @@ impl<const M: usize, const D: usize> Config<M, D> {
             return Err(ConfigError::BadLinkCount(self.links));
         }
         let t = &self.timers;
-        let iv = t.profile.interval_ms();
-        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&iv) {
-            return Err(ConfigError::BadInterval(iv));
-        }
-        if t.profile.miss_limit() < MIN_MISS_LIMIT {
-            return Err(ConfigError::MissLimitTooLow(t.profile.miss_limit()));
-        }
+        t.profile.check().map_err(|e| match e {
+            TimerError::BadInterval(ms) => ConfigError::BadInterval(ms),
+            TimerError::MissLimitTooLow(n) => ConfigError::MissLimitTooLow(n),
+        })?;
         if t.startup_window_ms < t.profile.dead_ms() {
             return Err(ConfigError::StartupWindowTooShort);
         }
@@ -310,7 +271,13 @@ impl<const M: usize, const D: usize> Config<M, D> {
         if t.probe_timeout_ms == 0 || t.reprobe_ms == 0 {
             return Err(ConfigError::ZeroProbeTimer);
         }
-        self.quality.validate()?;
+        self.quality
+            .weights
+            .check()
+            .map_err(ConfigError::WeightTooLarge)?;
+        if self.sensor_timeout_ms != 0 && self.sensor_timeout_ms < MIN_SENSOR_TIMEOUT_MS {
+            return Err(ConfigError::SensorTimeoutTooShort(self.sensor_timeout_ms));
+        }
         Ok(())
     }
 
@@ -366,7 +333,10 @@ impl core::fmt::Display for FromBlockError {
 impl<const M: usize, const D: usize> Config<M, D> {
     /// The configuration a member's flash configuration block describes (the one source of
     /// a member's HA settings, for the firmware and the host-process controller alike);
-    /// `model` and `firmware` are the shell's own. Validated.
+    /// `model` and `firmware` are the shell's own. The block's types are used as they are
+    /// (timer profile, domains, aggregate rule, TPM inclusion, weights). A member built from
+    /// a block has its board's sensor source: [`DEFAULT_SENSOR_TIMEOUT_MS`] (a shell without
+    /// one sets [`Config::sensor_timeout_ms`] to 0). Validated.
     pub fn from_block(
         b: &ConfigBlock,
         model: &str,
@@ -384,42 +354,14 @@ impl<const M: usize, const D: usize> Config<M, D> {
         c.key_id = b.key_id;
         c.encrypt = b.encrypt;
         c.links = if b.backup_link { 2 } else { 1 };
-        c.timers = Timers::for_profile(match b.timers {
-            TimerProfile::Default => Profile::Default,
-            TimerProfile::Fast => Profile::Fast,
-            TimerProfile::Custom {
-                interval_ms,
-                miss_limit,
-            } => Profile::Custom {
-                interval_ms,
-                miss_limit,
-            },
-        });
-        c.domains.clear();
-        for d in &b.domains {
-            c.domains
-                .push(DomainConfig {
-                    id: d.id,
-                    preferred: d.preferred,
-                })
-                .map_err(|_| too_large)?;
-        }
-        let w = b.weights;
+        c.timers = Timers::for_profile(b.timers);
+        c.domains = Vec::from_slice(&b.domains).map_err(|_| too_large)?;
         c.quality = QualityConfig {
-            aggregate: match b.aggregate {
-                BlockAggregate::AllDown => AggregateRule::AllDown,
-                BlockAggregate::AnyDown => AggregateRule::AnyDown,
-            },
+            aggregate: b.aggregate,
             tpm_included: b.tpm_included,
-            weights: HwWeights {
-                disk: w.disk,
-                raid: w.raid,
-                tpm: w.tpm,
-                psu: w.psu,
-                fan: w.fan,
-                module: w.module,
-            },
+            weights: b.weights,
         };
+        c.sensor_timeout_ms = DEFAULT_SENSOR_TIMEOUT_MS;
         let _ = c.model.push_str(model);
         c.firmware = firmware;
         c.validate().map_err(FromBlockError::Refused)?;

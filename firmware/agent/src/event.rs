@@ -6,7 +6,7 @@ use ha_proto::msg::host::{EventReport, EVENT_DETAIL_LEN};
 use ha_proto::msg::{FirmwareVersion, Forced, Role, Serial};
 use heapless::{Deque, String};
 
-use crate::LinkId;
+use crate::link::LinkId;
 
 /// Events kept in the ring: the last few minutes of a busy cluster; older ones are dropped
 /// (and counted) once the shell has had them as [`crate::Output::Event`].
@@ -146,6 +146,14 @@ pub enum EventKind {
     /// A new member list was refused (this member missing, a duplicate, too many); the
     /// list in use did not change.
     MembersRefused,
+    /// The sensor source reported nothing for the configured sensor timeout: every hardware
+    /// component counts as failed (hardware part 0) until it reports again.
+    SensorsSilent {
+        /// Its last report (agent clock, ms; the boot time if it never reported).
+        last_ms: u64,
+    },
+    /// The silent sensor source reports again: its readings count from now on.
+    SensorsBack,
 }
 
 /// A timestamped event.
@@ -222,6 +230,8 @@ impl EventKind {
             EventKind::ReloadRequested => "reload_requested",
             EventKind::MembersChanged { .. } => "members_changed",
             EventKind::MembersRefused => "members_refused",
+            EventKind::SensorsSilent { .. } => "sensors_silent",
+            EventKind::SensorsBack => "sensors_back",
         }
     }
 

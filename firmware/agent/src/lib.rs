@@ -4,20 +4,24 @@
 //! feeds inputs with the current time and drains outputs:
 //!
 //! ```text
-//! inputs                                   outputs (poll_output until None)
-//!   on_frame(now, link, bytes)  ─┐      ┌─ Output::Send { link, bytes }   sealed member frame
-//!   on_host(now, HostMsg)        ├─ Agent ┤  Output::Host(HostMsg)         role decision, probe
-//!   on_hardware(now, HwReading)  │      │  Output::Led(LedPattern)
-//!   on_tick(now)                ─┘      └─ Output::Event(Event)          also kept in events()
-//!   next_wake_ms(): call on_tick no later than this
+//! inputs (handle_*)                                 outputs (poll_output until None)
+//!   handle_member_frame(now, link, bytes) ─┐      ┌─ Output::Send { link, bytes }  sealed member frame
+//!   handle_host_frame(now, bytes)          │      │  Output::Host(HostMsg)        roles, status, probe
+//!   handle_host(now, HostMsg)              ├ Agent┤  Output::Led(LedPattern)
+//!   handle_sensor_report(now, readings)    │      └─ Output::Event(Event)         also kept in events()
+//!   handle_timeout(now)                   ─┘
+//!   poll_at(): call handle_timeout no later than this
 //! ```
 //!
-//! - [`config`]: the validated configuration (members, links, timer profile, domains, weights);
+//! - [`config`]: the validated configuration (members, links, timers, domains, weights,
+//!   sensor timeout), built from the configuration block's own types;
 //! - [`quality`]: the quality factor (SPEC B1);
 //! - [`election`]: the ranking rule shared by election, takeover and collision (SPEC B2–B4);
-//! - [`agent`]: the state machine (liveness per link and peer, probe before takeover, hold-down,
-//!   pause, forcing, fail-soft, domains);
-//! - [`status`] and [`event`]: the status snapshot (SPEC E1) and the event ring (SPEC E3).
+//! - [`agent`]: the state machine, a facade over sub-structures that own their state (peer
+//!   table, per-domain decisions, this member, sensor source, main CPU, outbox, endpoints);
+//! - `report`: heartbeats and the reports to the main CPU, built from that state;
+//! - [`status`] and [`event`]: the status snapshot (SPEC E1) and the event ring (SPEC E3);
+//! - [`output`] and [`link`]: what the shell is asked to do, and on which link.
 //!
 //! Capacities are const generics: `Agent<M, D>` holds up to `M` members and `D` domains, so a
 //! two-member appliance does not pay for eight.
@@ -29,30 +33,23 @@ pub mod agent;
 pub mod config;
 pub mod election;
 pub mod event;
+pub mod link;
 pub mod output;
 pub mod quality;
+pub(crate) mod report;
 pub mod status;
 
 pub use agent::Agent;
-pub use config::{Config, ConfigError, DomainConfig, Profile, Timers};
+pub use config::{Config, ConfigError, Timers};
 pub use event::{Event, EventKind, EventRing};
+pub use ha_proto::config_block::{DomainEntry, TimerProfile};
 pub use ha_proto::endpoint::Reject;
+pub use ha_proto::sensor::{SensorKind, SensorReading};
+pub use link::LinkId;
 pub use output::{LedPattern, Output};
-pub use quality::{HwKind, HwReading};
 pub use status::{PeerState, Status};
 
 pub use ha_proto;
-
-/// Identifies an HA link of this member: 0 is the main link, 1 the backup link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinkId(pub u8);
-
-impl LinkId {
-    /// The main HA link (Ethernet, UDP).
-    pub const MAIN: LinkId = LinkId(0);
-    /// The backup HA link (a serial line).
-    pub const BACKUP: LinkId = LinkId(1);
-}
 
 /// State sizes, printed by `cargo xtask size`.
 pub mod size {

@@ -5,7 +5,7 @@ use ha_proto::msg::host::HostMsg;
 use heapless::Vec;
 
 use crate::event::Event;
-use crate::LinkId;
+use crate::link::LinkId;
 
 /// Status LED pattern (SPEC E4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,119 +14,22 @@
 //! [`AggregateRule::AnyDown`] one member down takes the whole aggregate down. Each interface
 //! keeps its own weight. Before the main CPU first reports its interfaces, I = 100.
 
+use ha_proto::config_block::{AggregateRule, HwWeights, MAX_WEIGHT};
 use ha_proto::msg::host::IfaceState;
+use ha_proto::sensor::{SensorKind, SensorReading, MAX_READINGS};
 
-use crate::config::ConfigError;
-
-/// Most hardware components tracked (disks, PSUs, fans, modules, RAID, TPM of a 2U box).
-pub const MAX_HW: usize = 24;
-/// Largest weight (SPEC B1: 0..=9999).
-pub const MAX_WEIGHT: u16 = 9999;
 /// Most aggregates told apart (ids are u8).
 const AGGREGATES: usize = 256;
 
-/// When an aggregate counts as down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum AggregateRule {
-    /// Down when all its members are down (the default).
-    #[default]
-    AllDown,
-    /// Down when any member is down.
-    AnyDown,
-}
-
-/// A kind of hardware component.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HwKind {
-    /// A disk.
-    Disk,
-    /// The RAID array.
-    Raid,
-    /// The TPM (counted only when [`QualityConfig::tpm_included`]).
-    Tpm,
-    /// A power supply.
-    Psu,
-    /// A fan.
-    Fan,
-    /// An extension module (network card, ...).
-    Module,
-}
-
-/// One hardware reading: component `kind` number `index` is healthy or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HwReading {
-    /// Kind of component.
-    pub kind: HwKind,
-    /// Which one (0-based).
-    pub index: u8,
-    /// True when it works.
-    pub ok: bool,
-}
-
-/// Weight of each hardware kind in the hardware part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HwWeights {
-    /// Per disk.
-    pub disk: u16,
-    /// RAID array.
-    pub raid: u16,
-    /// TPM.
-    pub tpm: u16,
-    /// Per power supply.
-    pub psu: u16,
-    /// Per fan.
-    pub fan: u16,
-    /// Per module.
-    pub module: u16,
-}
-
-impl Default for HwWeights {
-    fn default() -> Self {
-        HwWeights {
-            disk: 100,
-            raid: 100,
-            tpm: 100,
-            psu: 100,
-            fan: 100,
-            module: 100,
-        }
-    }
-}
-
-impl HwWeights {
-    fn of(&self, kind: HwKind) -> u16 {
-        match kind {
-            HwKind::Disk => self.disk,
-            HwKind::Raid => self.raid,
-            HwKind::Tpm => self.tpm,
-            HwKind::Psu => self.psu,
-            HwKind::Fan => self.fan,
-            HwKind::Module => self.module,
-        }
-    }
-}
-
-/// Quality factor settings.
+/// Quality factor settings: the configuration block's own types, grouped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct QualityConfig {
-    /// Aggregate rule.
+    /// When an aggregate counts as down.
     pub aggregate: AggregateRule,
     /// Count the TPM's state.
     pub tpm_included: bool,
-    /// Hardware weights.
+    /// Weight of each hardware kind.
     pub weights: HwWeights,
-}
-
-impl QualityConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let w = &self.weights;
-        for v in [w.disk, w.raid, w.tpm, w.psu, w.fan, w.module] {
-            if v > MAX_WEIGHT {
-                return Err(ConfigError::WeightTooLarge(v));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Weighted percentage, floored; 100 when the total weight is 0.
@@ -168,14 +71,14 @@ pub fn interface_part(ifaces: &[IfaceState], rule: AggregateRule) -> u8 {
 /// Hardware readings of this member, by (kind, index).
 #[derive(Clone, Debug, Default)]
 pub struct Hardware {
-    readings: heapless::Vec<HwReading, MAX_HW>,
-    /// Readings refused because [`MAX_HW`] components are already tracked.
+    readings: heapless::Vec<SensorReading, MAX_READINGS>,
+    /// Readings refused because [`MAX_READINGS`] components are already tracked.
     pub overflow: u32,
 }
 
 impl Hardware {
     /// Records a reading; returns false if it was refused for lack of room.
-    pub fn record(&mut self, r: HwReading) -> bool {
+    pub fn record(&mut self, r: SensorReading) -> bool {
         if let Some(slot) = self
             .readings
             .iter_mut()
@@ -195,7 +98,7 @@ impl Hardware {
     pub fn part(&self, cfg: &QualityConfig) -> u8 {
         let (mut up, mut total) = (0u64, 0u64);
         for r in &self.readings {
-            if r.kind == HwKind::Tpm && !cfg.tpm_included {
+            if r.kind == SensorKind::Tpm && !cfg.tpm_included {
                 continue;
             }
             let w = cfg.weights.of(r.kind) as u64;
@@ -208,7 +111,7 @@ impl Hardware {
     }
 
     /// The recorded readings.
-    pub fn readings(&self) -> &[HwReading] {
+    pub fn readings(&self) -> &[SensorReading] {
         &self.readings
     }
 }
@@ -280,14 +183,14 @@ mod tests {
         let mut hw = Hardware::default();
         let mut cfg = QualityConfig::default();
         for i in 0..2 {
-            hw.record(HwReading {
-                kind: HwKind::Psu,
+            hw.record(SensorReading {
+                kind: SensorKind::Psu,
                 index: i,
                 ok: i == 0,
             });
         }
-        hw.record(HwReading {
-            kind: HwKind::Tpm,
+        hw.record(SensorReading {
+            kind: SensorKind::Tpm,
             index: 0,
             ok: false,
         });
@@ -295,8 +198,8 @@ mod tests {
         cfg.tpm_included = true;
         assert_eq!(hw.part(&cfg), 33);
         // The same component reported again replaces its reading.
-        hw.record(HwReading {
-            kind: HwKind::Psu,
+        hw.record(SensorReading {
+            kind: SensorKind::Psu,
             index: 1,
             ok: true,
         });
@@ -307,14 +210,14 @@ mod tests {
     #[test]
     fn hardware_table_overflow_is_counted() {
         let mut hw = Hardware::default();
-        for i in 0..MAX_HW as u8 + 3 {
-            hw.record(HwReading {
-                kind: HwKind::Fan,
+        for i in 0..MAX_READINGS as u8 + 3 {
+            hw.record(SensorReading {
+                kind: SensorKind::Fan,
                 index: i,
                 ok: true,
             });
         }
         assert_eq!(hw.overflow, 3);
-        assert_eq!(hw.readings().len(), MAX_HW);
+        assert_eq!(hw.readings().len(), MAX_READINGS);
     }
 }

@@ -1,4 +1,6 @@
-//! The status snapshot (SPEC E1): this member, every peer, and the protocol counters.
+//! The status snapshot (SPEC E1): this member, its roles, every peer, and the protocol
+//! counters. [`Status`] is a view that borrows each part from the agent's sub-structure that
+//! owns it; building it copies nothing.
 
 use ha_proto::endpoint::{Reject, RejectCounters};
 use ha_proto::msg::{FirmwareVersion, Forced, LinkState, Role, Serial, MAX_HA_LINKS};
@@ -15,8 +17,6 @@ pub struct Counters {
     pub rejected: RejectCounters,
     /// Host-link frames rejected, per reason.
     pub host_rejected: RejectCounters,
-    /// Outputs dropped because the shell did not drain the queue.
-    pub output_dropped: u32,
     /// Frames that could not be sealed (never expected; counted, not hidden).
     pub seal_errors: u32,
 }
@@ -131,9 +131,9 @@ impl<const D: usize> PeerStatus<D> {
     }
 }
 
-/// This member's own status.
+/// This member's own status (its roles are in [`Status::roles`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberStatus<const D: usize> {
+pub struct MemberStatus {
     /// Serial.
     pub serial: Serial,
     /// Model.
@@ -142,8 +142,6 @@ pub struct MemberStatus<const D: usize> {
     pub firmware: FirmwareVersion,
     /// Forcing.
     pub forced: Forced,
-    /// Roles per domain, with since when.
-    pub roles: Vec<DomainStatus, D>,
     /// Quality factor.
     pub quality: u8,
     /// Interface part of the quality.
@@ -168,30 +166,34 @@ pub struct MemberStatus<const D: usize> {
     pub conflict: bool,
 }
 
-impl<const D: usize> MemberStatus<D> {
+/// The whole snapshot, borrowed from the agent ([`crate::Agent::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status<'a, const D: usize> {
+    /// This member.
+    pub me: &'a MemberStatus,
+    /// This member's role in each configured domain, in configuration order.
+    pub roles: &'a [DomainStatus],
+    /// Every other configured member, in member-list order.
+    pub peers: &'a [PeerStatus<D>],
+    /// Frame counters.
+    pub counters: &'a Counters,
+    /// Outputs dropped because the shell did not drain the queue.
+    pub output_dropped: u32,
+    /// True while the sensor source is silent (its components count as failed).
+    pub sensors_silent: bool,
+}
+
+impl<'a, const D: usize> Status<'a, D> {
+    /// A peer by serial.
+    pub fn peer(&self, serial: &Serial) -> Option<&'a PeerStatus<D>> {
+        self.peers.iter().find(|p| p.serial == *serial)
+    }
+
     /// This member's role in a domain.
     pub fn role(&self, domain: u8) -> Option<Role> {
         self.roles
             .iter()
             .find(|r| r.domain == domain)
             .map(|r| r.role)
-    }
-}
-
-/// The whole snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status<const M: usize, const D: usize> {
-    /// This member.
-    pub me: MemberStatus<D>,
-    /// Every other configured member.
-    pub peers: Vec<PeerStatus<D>, M>,
-    /// Counters.
-    pub counters: Counters,
-}
-
-impl<const M: usize, const D: usize> Status<M, D> {
-    /// A peer by serial.
-    pub fn peer(&self, serial: &Serial) -> Option<&PeerStatus<D>> {
-        self.peers.iter().find(|p| p.serial == *serial)
     }
 }

@@ -3,20 +3,20 @@
 //!
 //! | task        | does                                                                 |
 //! |-------------|----------------------------------------------------------------------|
-//! | `agent`     | owns the outputs: timer loop (`next_wake_ms` → `on_tick`), drains      |
+//! | `agent`     | owns the outputs: timer loop (`poll_at` → `handle_timeout`), drains    |
 //! |             | `poll_output` to the links, the host link (events too), LED and log  |
 //! | `net`       | embassy-net stack on the LAN9118 (static IPv4 from the config block)  |
-//! | `main_rx`   | UDP socket of the main HA link → `on_frame(MAIN)`                     |
-//! | `backup_rx` | UART2: COBS frames → `on_frame(BACKUP)`                               |
-//! | `host_rx`   | UART1: host frames → `on_host_frame` (the agent opens them)           |
-//! | `sensors`   | UART3: `SensorReport` → `on_hardware`                                 |
+//! | `main_rx`   | UDP socket of the main HA link → `handle_member_frame(MAIN)`          |
+//! | `backup_rx` | UART2: COBS frames → `handle_member_frame(BACKUP)`                    |
+//! | `host_rx`   | UART1: host frames → `handle_host_frame` (the agent opens them)       |
+//! | `sensors`   | UART3: `SensorReport` → `handle_sensor_report` (silence is timed out) |
 //! | `led`       | status LED: steady, or blink (1 s on / 2 s off when passive)          |
 //!
 //! All tasks run in one thread-mode executor (`ha_board::executor`, sleeping with WFI); the
 //! agent sits in a `RefCell` that no task borrows across an `.await`. Modules: [`cfg`]
 //! (configuration block → agent configuration), [`net`] (main link), [`serial`] (sending on
 //! the serial lines). The host link's controller end is the agent's own
-//! (`Agent::on_host_frame`, `Agent::seal_host`): this shell only moves its bytes.
+//! (`Agent::handle_host_frame`, `Agent::seal_host`): this shell only moves its bytes.
 #![no_std]
 #![no_main]
 
@@ -33,13 +33,11 @@ use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Instant, Timer};
-use ha_agent::{Agent, HwKind, HwReading, LedPattern, LinkId, Output};
-use heapless::Vec;
+use ha_agent::{Agent, LedPattern, LinkId, Output};
 use ha_board::executor::Executor;
 use ha_board::leds::Led;
 use ha_board::sensors::SensorBridge;
 use ha_board::uart::{UartRx, UartTx};
-use ha_hal::bridge::SensorKind;
 use ha_hal::led::StatusLed;
 use ha_hal::link::SerialFrameRx;
 use ha_hal::sensors::SensorSource;
@@ -269,10 +267,10 @@ async fn agent_task(
                 }
             }
         }
-        let wake = agent.borrow().next_wake_ms();
+        let wake = agent.borrow().poll_at();
         if let Either::First(()) = select(Timer::at(Instant::from_millis(wake)), INPUT.wait()).await
         {
-            agent.borrow_mut().on_tick(now_ms());
+            agent.borrow_mut().handle_timeout(now_ms());
         }
     }
 }
@@ -289,7 +287,9 @@ async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
                     continue;
                 };
                 b.copy_from_slice(frame);
-                agent.borrow_mut().on_frame(now_ms(), LinkId::BACKUP, b);
+                agent
+                    .borrow_mut()
+                    .handle_member_frame(now_ms(), LinkId::BACKUP, b);
                 INPUT.signal(());
             }
             Err(_) => warn!("backup link: damaged frame dropped"),
@@ -299,12 +299,7 @@ async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
 
 /// UART1: the host link to the main CPU.
 #[embassy_executor::task]
-async fn host_rx_task(
-    agent: SharedAgent,
-    peers: PeerList,
-    me: Serial,
-    uart: UartRx,
-) {
+async fn host_rx_task(agent: SharedAgent, peers: PeerList, me: Serial, uart: UartRx) {
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
     let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
@@ -316,12 +311,12 @@ async fn host_rx_task(
                 b.copy_from_slice(frame);
                 let mut a = agent.borrow_mut();
                 let rejected = a.status().counters.host_rejected.total();
-                a.on_host_frame(now_ms(), b);
+                a.handle_host_frame(now_ms(), b);
                 if a.status().counters.host_rejected.total() != rejected {
                     warn!("host link: frame rejected");
                 }
                 // A new member list taken by the agent: the main link sends where it says.
-                if let Some(list) = a.take_member_addresses() {
+                if let Some(list) = a.poll_member_addresses() {
                     net::set_peers(peers, me, &list);
                 }
                 drop(a);
@@ -329,17 +324,6 @@ async fn host_rx_task(
             }
             Err(_) => warn!("host link: damaged frame dropped"),
         }
-    }
-}
-
-fn hw_kind(k: SensorKind) -> HwKind {
-    match k {
-        SensorKind::Disk => HwKind::Disk,
-        SensorKind::Raid => HwKind::Raid,
-        SensorKind::Tpm => HwKind::Tpm,
-        SensorKind::Psu => HwKind::Psu,
-        SensorKind::Fan => HwKind::Fan,
-        SensorKind::Module => HwKind::Module,
     }
 }
 
@@ -354,16 +338,10 @@ async fn sensor_task(agent: SharedAgent, mut sensors: SensorBridge) {
                 continue;
             }
         };
-        let readings: Vec<HwReading, { ha_hal::bridge::MAX_READINGS }> = report
-            .readings
-            .iter()
-            .map(|r| HwReading {
-                kind: hw_kind(r.kind),
-                index: r.index,
-                ok: r.ok,
-            })
-            .collect();
-        agent.borrow_mut().on_hardware_report(now_ms(), &readings);
+        // The bridge's readings are the protocol's: handed over as they are.
+        agent
+            .borrow_mut()
+            .handle_sensor_report(now_ms(), &report.readings);
         INPUT.signal(());
     }
 }

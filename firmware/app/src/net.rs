@@ -236,7 +236,9 @@ pub async fn main_rx_task(agent: SharedAgent, socket: RxSocket) {
         match socket.recv_from(&mut buf).await {
             Ok((n, _from)) => {
                 if let Some(frame) = buf.get_mut(..n) {
-                    agent.borrow_mut().on_frame(now_ms(), LinkId::MAIN, frame);
+                    agent
+                        .borrow_mut()
+                        .handle_member_frame(now_ms(), LinkId::MAIN, frame);
                     INPUT.signal(());
                 }
             }

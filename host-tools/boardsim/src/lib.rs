@@ -21,7 +21,7 @@ use ha_hal::bridge::{SensorKind, SensorReading, SensorReport, MAX_READINGS, MAX_
 use ha_proto::uart;
 
 /// Period of the full report (the sensor-bridge contract: every 500 ms and on change).
-pub const REPORT_PERIOD: Duration = Duration::from_millis(500);
+pub const REPORT_PERIOD: Duration = Duration::from_millis(ha_hal::bridge::REPORT_PERIOD_MS);
 /// Pause between connection attempts while the member's QEMU is not listening.
 const RETRY: Duration = Duration::from_millis(50);
 

@@ -26,39 +26,7 @@ pub fn check_key(key: &[u8; KEY_LEN], what: &str) -> Result<(), String> {
 /// Reads a key file (64 hex digits, as `hactl psk generate` writes) that only its owner can
 /// access, and refuses a weak key. Errors never contain the key.
 pub fn read_key_file(path: &Path) -> Result<Psk, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "key file {} is accessible by group or others; chmod 600 it",
-            path.display()
-        ));
-    }
-    let mut text = std::fs::read(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    let mut psk = Psk([0u8; KEY_LEN]);
-    let t = text.trim_ascii();
-    let ok = t.len() == 2 * KEY_LEN
-        && t.chunks_exact(2).enumerate().all(|(i, pair)| {
-            match std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-            {
-                Some(b) => {
-                    psk.0[i] = b;
-                    true
-                }
-                None => false,
-            }
-        });
-    text.iter_mut().for_each(|b| *b = 0);
-    if !ok {
-        return Err(format!(
-            "{} is not a key file (64 hex digits)",
-            path.display()
-        ));
-    }
-    check_key(&psk.0, &format!("key file {}", path.display()))?;
-    Ok(psk)
+    ha_persist::read_key_file(path).map_err(|e| e.to_string())
 }
 
 /// The keyring a keyring file describes, for `cluster_id`; refuses a weak key in it.

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use ha_agent::ha_proto::keys::Psk;
 use ha_agent::ha_proto::msg::host::{HostMsg, WirePsk};
 use ha_agent::ha_proto::msg::{Role, Serial};
-use ha_agent::{Agent, Config, EventKind, LinkId, Output, Profile, Timers};
+use ha_agent::{Agent, Config, EventKind, LinkId, Output, TimerProfile, Timers};
 use ha_mgmt_api::RotateReport;
 use hactl::rotation::{rotate, RotatingMember, Step};
 
@@ -62,7 +62,7 @@ impl World {
             .map(|(i, s)| {
                 let mut c: Config = Config::new(CLUSTER, Psk(OLD_KEY), *s, members.clone());
                 c.key_id = 1;
-                c.timers = Timers::for_profile(Profile::Fast);
+                c.timers = Timers::for_profile(TimerProfile::Fast);
                 Agent::new(c, 0, 100 + i as u32).unwrap()
             })
             .collect();
@@ -110,13 +110,13 @@ impl World {
             let now = self.now;
             while self.wire.front().is_some_and(|(t, _, _)| *t <= now) {
                 if let Some((_, to, mut bytes)) = self.wire.pop_front() {
-                    self.agents[to].on_frame(now, LinkId(0), &mut bytes);
+                    self.agents[to].handle_member_frame(now, LinkId(0), &mut bytes);
                     self.delivered += 1;
                 }
             }
             for a in &mut self.agents {
-                if a.next_wake_ms() <= now {
-                    a.on_tick(now);
+                if a.poll_at() <= now {
+                    a.handle_timeout(now);
                 }
             }
             self.drain();
@@ -173,7 +173,7 @@ impl RotatingMember for Member {
             HostMsg::RetireKey { key_id }
         };
         let now = w.now;
-        w.agents[self.index].on_host(now, msg);
+        w.agents[self.index].handle_host(now, msg);
         w.drain();
         w.run(STEP_GAP_MS);
         Ok(w.report(self.index))

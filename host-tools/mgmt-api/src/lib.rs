@@ -417,6 +417,9 @@ pub enum EventKind {
     /// A session was cut by one of its deadlines, or refused for lack of room; the detail
     /// names which.
     SessionCut,
+    /// State-sync records of the peer refused: a table at its cap, or an item larger than a
+    /// table stores.
+    StateSyncRefused,
 }
 
 /// One event of the log.

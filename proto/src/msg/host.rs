@@ -1,5 +1,6 @@
-//! Management controller ↔ main CPU messages (channel [`super::Channel::Host`]), over the
-//! host-link UART, COBS framed and sealed with the host-link key.
+//! Management controller ↔ main CPU messages (channels [`super::Channel::ToMainCpu`] and
+//! [`super::Channel::ToController`]), over the host-link UART, COBS framed and sealed with the
+//! host-link key.
 
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};

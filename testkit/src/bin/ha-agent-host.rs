@@ -6,7 +6,7 @@
 //! - host link: listens on a unix socket like QEMU's UART1 chardev (`server=on,wait=off`),
 //!   frames sealed with the host-link key ([`ha_hostlink::HostCodec`], controller end);
 //! - main HA link: sealed member frames in UDP datagrams to every `--peer`;
-//! - no backup link and no sensors (hardware quality stays 100).
+//! - no backup link and no sensor source (`sensor_timeout_ms` 0: hardware quality stays 100).
 //!
 //! ```text
 //! ha-agent-host --block a.cfg --host-sock /tmp/a/host.sock \
@@ -54,8 +54,9 @@ struct Cli {
 fn agent_config(b: &ConfigBlock) -> Result<Config, String> {
     let mut c: Config = Config::from_block(b, "host-agent", FirmwareVersion::default())
         .map_err(|e| format!("agent configuration: {e}"))?;
-    // A host process has no serial backup link: the main link only.
+    // A host process has no serial backup link (the main link only) and no sensor source.
     c.links = 1;
+    c.sensor_timeout_ms = 0;
     Ok(c)
 }
 
@@ -120,7 +121,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        let wait = agent.next_wake_ms().saturating_sub(now_ms()).min(50);
+        let wait = agent.poll_at().saturating_sub(now_ms()).min(50);
         {
             let mut fds = vec![
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -145,7 +146,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         loop {
             match udp.recv_from(&mut buf) {
-                Ok((n, _)) => agent.on_frame(now_ms(), LinkId::MAIN, &mut buf[..n]),
+                Ok((n, _)) => agent.handle_member_frame(now_ms(), LinkId::MAIN, &mut buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ICMP errors (peer not up yet) surface here; the datagram is just lost.
@@ -163,7 +164,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         for &b in &buf[..n] {
                             if let Some(Ok(f)) = decoder.push(b) {
                                 let mut frame = f.to_vec();
-                                agent.on_host_frame(now_ms(), &mut frame);
+                                agent.handle_host_frame(now_ms(), &mut frame);
                             }
                         }
                     }
@@ -177,8 +178,8 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         let now = now_ms();
-        if now >= agent.next_wake_ms() {
-            agent.on_tick(now);
+        if now >= agent.poll_at() {
+            agent.handle_timeout(now);
         }
     }
 }

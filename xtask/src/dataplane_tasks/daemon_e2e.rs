@@ -171,7 +171,7 @@ pub fn tcp_survival(args: &[String]) -> Result {
 
 /// The command line of a member's configuration-sync service: its store under `root`, its
 /// sync receiver on `listen`, the sync-channel key, one `--peer SERIAL=ADDR`, the role from
-/// its daemon at `daemon_sock`, hactl's socket at `mgmt_sock`.
+/// its daemon at `daemon_sock`, hactl's socket at `mgmt_sock`, the daemon's keyring file.
 #[allow(clippy::too_many_arguments)]
 fn confsync_argv(
     b: &dyn Fn(&str) -> String,
@@ -183,6 +183,7 @@ fn confsync_argv(
     peer: &str,
     daemon_sock: &Path,
     mgmt_sock: &Path,
+    keyring: &Path,
 ) -> Vec<String> {
     vec![
         b("confsync"),
@@ -195,6 +196,9 @@ fn confsync_argv(
         psk.display().to_string(),
         "--key-id".into(),
         key_id.to_string(),
+        // The daemon's keyring file: the service follows every PSK rollover with it.
+        "--keyring".into(),
+        keyring.display().to_string(),
         "--cluster-id".into(),
         "4242".into(),
         "--serial".into(),
@@ -236,6 +240,7 @@ fn config_sync_phase(
             &format!("{}={}", serials[1 - i], listen(1 - i)),
             &socks[i],
             &csock(i),
+            &dir.join(format!("state-{}/keyring", ["a", "b"][i])),
         );
         env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
     }

@@ -126,13 +126,16 @@ pub(super) fn run_chaos(
         let (socks, stop, tl) = (socks.clone(), stop.clone(), tl.clone());
         std::thread::spawn(move || monitor(socks, stop, tl))
     };
-    let end = Instant::now() + Duration::from_secs_f64(o.minutes * 60.0);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(o.minutes * 60.0);
     let mut applied = Vec::new();
     let mut key_id: u8 = 1;
-    // Connections lost so far: the load keeps a failed connection failed, so each report's
-    // count of connections not flowing includes the earlier losses; count each once.
-    let mut conns_lost = 0u64;
+    // Connections that stalled after a fault (no data for the whole settle time): reported
+    // as they happen; lost = failed (reset, closed, corrupted) or still not flowing at the end.
     let mut first_loss: Option<String> = None;
+    // Faults after which traffic did not flow again within the settle time: the cluster was
+    // stuck for the client although a member may have reported active.
+    let mut stalled_after: Vec<(Fault, usize, u64)> = Vec::new();
     let replay = format!(
         "cargo xtask chaos --minutes {} --seed {}",
         o.minutes, o.seed
@@ -149,10 +152,9 @@ pub(super) fn run_chaos(
         };
         let hold = Duration::from_millis(300 + rng.rand_range(0..2_700));
         load.cmd("mark")?;
-        let t0 = Instant::now();
         println!(
             "chaos: t={:.1}s {fault:?} on {} for {} ms",
-            t0.elapsed().as_secs_f64(),
+            start.elapsed().as_secs_f64(),
             serials[member],
             hold.as_millis()
         );
@@ -177,21 +179,28 @@ pub(super) fn run_chaos(
         });
         std::thread::sleep(SETTLE);
         let (survived, n, gap, failed) = load.report()?;
-        let lost = (n - survived).saturating_sub(conns_lost);
-        if lost > 0 {
-            conns_lost += lost;
+        if survived < n {
+            let stalled = n - survived;
             first_loss.get_or_insert_with(|| {
                 format!(
-                    "{fault:?} on {}: {lost}/{n} connections lost ({failed} failed since the start), longest pause {gap} ms\n{}",
+                    "{fault:?} on {}: {stalled}/{n} connections without data for {} s after it ({failed} failed since the start), longest pause {gap} ms\n{}",
                     serials[member],
+                    SETTLE.as_secs(),
                     last_events(&socks[1 - member], 12)
                 )
             });
-            println!("chaos: {lost}/{n} connections lost after {fault:?}");
+            println!("chaos: {stalled}/{n} connections stalled or failed after {fault:?}");
+            stalled_after.push((fault, member, stalled));
         }
     }
     stop.store(true, Ordering::Relaxed);
     let _ = mon.join();
+    // The final check, after a fault-free settle: a connection that failed, or that still
+    // does not flow, is lost.
+    load.cmd("mark")?;
+    std::thread::sleep(SETTLE);
+    let (survived, n, _, failed) = load.report()?;
+    let conns_lost = failed.max(n - survived);
     load.cmd("stop")?;
     let tl = tl.lock().unwrap_or_else(|p| p.into_inner());
     let verdict = judge(&tl, &applied);
@@ -201,7 +210,7 @@ pub(super) fn run_chaos(
         verdict.no_active_max.as_millis(),
         verdict.dual_outside.as_millis(),
         conns_lost,
-        verdict.stuck.len()
+        verdict.stuck.len() + stalled_after.len()
     );
     let mut problems = Vec::new();
     if let Some(f) = first_loss {
@@ -210,6 +219,13 @@ pub(super) fn run_chaos(
     for (fault, member, ms) in &verdict.stuck {
         problems.push(format!(
             "stuck: no active member for {ms} ms after {fault:?} on {}",
+            serials[*member]
+        ));
+    }
+    for (fault, member, k) in &stalled_after {
+        problems.push(format!(
+            "stuck: {k} connections carried no data for {} s after {fault:?} on {}",
+            SETTLE.as_secs(),
             serials[*member]
         ));
     }

@@ -151,7 +151,9 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
             &block.display().to_string(),
         )
         .replace(&format!("{m}-host.sock"), "c-host.sock")
-        .replace(&format!("{m}-mgmt.sock"), "c-mgmt.sock");
+        .replace(&format!("{m}-mgmt.sock"), "c-mgmt.sock")
+        // A new machine: its own state (boot counter, state-sync keyring), empty.
+        .replace(&format!("state-{m}"), "state-c");
     let cfg = c.dir.join("c.toml");
     std::fs::write(&cfg, toml).map_err(|e| format!("e2e: {e}"))?;
     env.spawn(
@@ -173,6 +175,7 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         &format!("{}={}", c.serials[survivor], c.listen(survivor)),
         &sock_c,
         &csock_c,
+        &c.dir.join("state-c/keyring"),
     );
     env.spawn("confsync-c", None, &argv, false)?;
     let deadline = Instant::now() + Duration::from_secs(20);

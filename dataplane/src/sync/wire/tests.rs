@@ -1,0 +1,179 @@
+//! The state-sync wire against golden byte vectors: parse, emit, length, the records inside
+//! a data message, malformed input, and the admission rule.
+
+use super::*;
+use crate::tables::TcpState;
+use ha_proto::msg::{Channel, Serial};
+use std::net::Ipv4Addr;
+
+fn key() -> ConnKey {
+    let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    ConnKey::of(3, 6, a, 40_000, b, 443).0
+}
+
+fn records() -> Vec<Record> {
+    vec![
+        Record::Conn {
+            key: key(),
+            state: ConnState::Tcp(TcpState::Established),
+            flags: 1,
+            rule: 7,
+            age: 1_000,
+            idle: 5,
+        },
+        Record::DelConn(key()),
+        Record::Cert(vec![0x01, 0x02], CertStatus::Revoked),
+        Record::BulkEnd { id: 9, sent: 300 },
+    ]
+}
+
+/// `key()` on the wire: zone 3, proto 6, a = V4 10.0.0.1, b = V4 192.0.2.1, a_port 40000
+/// (varint c0 b8 02), b_port 443 (bb 03).
+const KEY: [u8; 17] = [
+    0x03, 0x06, 0x00, 0x0a, 0x00, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x02, 0x01, 0xc0, 0xb8, 0x02, 0xbb,
+    0x03,
+];
+
+fn golden() -> Vec<(SyncMsg, Vec<u8>)> {
+    let mut records_bytes = Vec::new();
+    // Conn: variant 0, key, Tcp(Established) = 00 02, flags 1, rule 7, age 1000, idle 5.
+    records_bytes.push(0x00);
+    records_bytes.extend_from_slice(&KEY);
+    records_bytes.extend_from_slice(&[0x00, 0x02, 0x01, 0x07, 0xe8, 0x07, 0x05]);
+    // DelConn: variant 1, key.
+    records_bytes.push(0x01);
+    records_bytes.extend_from_slice(&KEY);
+    // Cert: variant 10, 2 bytes 01 02, Revoked (1).
+    records_bytes.extend_from_slice(&[0x0a, 0x02, 0x01, 0x02, 0x01]);
+    // BulkEnd: variant 15, id 9, sent 300.
+    records_bytes.extend_from_slice(&[0x0f, 0x09, 0xac, 0x02]);
+    let mut data = vec![0x01, 0x01, 0x00, records_bytes.len() as u8];
+    data.extend_from_slice(&records_bytes);
+    let mut rs = Records::default();
+    for r in records() {
+        rs.push(&r).expect("encode");
+    }
+    vec![
+        (SyncMsg::Hello, vec![0x00]),
+        (SyncMsg::Resync { id: 300 }, vec![0x03, 0xac, 0x02]),
+        (
+            SyncMsg::Ack {
+                stream: 2,
+                next: 129,
+                sack: 5,
+            },
+            vec![0x02, 0x02, 0x81, 0x01, 0x05],
+        ),
+        (
+            SyncMsg::Data {
+                stream: 1,
+                rseq: 0,
+                records: rs,
+            },
+            data,
+        ),
+    ]
+}
+
+#[test]
+fn golden_vectors_parse_emit_and_size() {
+    for (msg, bytes) in golden() {
+        assert_eq!(SyncMsg::parse(&bytes), Ok(msg.clone()), "parse {msg:?}");
+        assert_eq!(msg.buffer_len(), bytes.len(), "buffer_len {msg:?}");
+        let mut out = vec![0u8; msg.buffer_len()];
+        assert_eq!(msg.emit(&mut out), Ok(bytes.len()));
+        assert_eq!(out, bytes, "emit {msg:?}");
+        if !bytes.is_empty() {
+            let mut short = vec![0u8; bytes.len() - 1];
+            assert_eq!(msg.emit(&mut short), Err(WireError::BufferTooSmall));
+        }
+    }
+}
+
+#[test]
+fn records_of_a_data_message_decode_in_order() {
+    let (msg, _) = golden().pop().expect("data");
+    let SyncMsg::Data { records: rs, .. } = msg else {
+        panic!("data")
+    };
+    let got: Result<Vec<Record>, _> = rs.iter().collect();
+    assert_eq!(got, Ok(records()));
+    for r in records() {
+        let v = postcard::to_allocvec(&r).expect("encode");
+        assert_eq!(r.buffer_len(), v.len());
+    }
+    // A record cut short ends the iteration with an error after the good ones.
+    let cut = Records(rs.0[..rs.0.len() - 1].to_vec());
+    let got: Vec<_> = cut.iter().collect();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3], Err(WireError::Malformed));
+}
+
+#[test]
+fn malformed_bodies_are_errors_never_panics() {
+    for (_, bytes) in golden() {
+        for n in 0..bytes.len() {
+            // Every strict prefix of a golden body is refused.
+            assert_eq!(
+                SyncMsg::parse(&bytes[..n]),
+                Err(WireError::Malformed),
+                "{n}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(SyncMsg::parse(&longer), Err(WireError::Malformed));
+    }
+    assert_eq!(
+        SyncMsg::parse(&[0x04]),
+        Err(WireError::Malformed),
+        "no variant 4"
+    );
+    assert_eq!(SyncMsg::parse(&[]), Err(WireError::Malformed));
+}
+
+#[test]
+fn a_full_data_message_fits_one_frame() {
+    for (stream, rseq) in [(0, 0), (1, 127), (u32::MAX, u64::MAX), (70_000, 1 << 40)] {
+        let room = records_room(stream, rseq);
+        let m = SyncMsg::Data {
+            stream,
+            rseq,
+            records: Records(vec![0; room]),
+        };
+        assert!(m.buffer_len() <= MAX_BODY_LEN, "{stream} {rseq}");
+        assert!(
+            m.buffer_len() >= MAX_BODY_LEN - 1,
+            "room wasted: {stream} {rseq}"
+        );
+    }
+}
+
+#[test]
+fn only_a_hello_is_admitted_unbound() {
+    let header = Header {
+        version: ha_proto::frame::PROTOCOL_VERSION,
+        channel: Channel::StateSync,
+        aead: false,
+        key_id: 1,
+        cluster_id: 1,
+        sender: Serial([1; 16]),
+        epoch: 1,
+        peer_epoch: 0,
+        seq: 0,
+    };
+    let to = |bound| Receiver {
+        serial: Serial([2; 16]),
+        epoch: 5,
+        bound,
+    };
+    for (msg, _) in golden() {
+        assert_eq!(msg.admit(&header, &to(true)), Ok(()));
+        let unbound = msg.admit(&header, &to(false));
+        match msg {
+            SyncMsg::Hello => assert_eq!(unbound, Ok(())),
+            _ => assert_eq!(unbound, Err(Reject::Unbound), "{msg:?}"),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The main CPU as the controller sees it: when its roles are re-asserted, the keepalive
+//! that teaches it this boot, and a member list it sent whose addresses the shell has not
+//! fetched yet.
+//!
+//! A role is state, not an event: the roles go to the main CPU on every change and again
+//! every [`ROLES_REFRESH_MS`], so a main CPU that missed a frame (a stalled line, a restart)
+//! converges within that period.
+
+use ha_proto::config_block::MemberEntry;
+use ha_proto::msg::MAX_MEMBERS;
+use heapless::Vec;
+
+use crate::agent::outbox::{Outbox, Pending};
+
+/// How often the controller re-asserts its roles to the main CPU ([`ha_proto::msg::host::HostMsg::Roles`]),
+/// ms. While the main CPU has not been heard, a keepalive goes with it so that it learns
+/// this boot's epoch.
+pub const ROLES_REFRESH_MS: u64 = 250;
+
+/// The host-link bookkeeping of the controller's end.
+#[derive(Clone)]
+pub(crate) struct HostSide {
+    /// Next periodic roles report (and keepalive while the main CPU is unheard).
+    next_roles_ms: u64,
+    /// Nonce of the last keepalive.
+    ping_nonce: u32,
+    /// A member list taken from the main CPU whose addresses the shell has not fetched yet.
+    new_member_addresses: Option<Vec<MemberEntry, MAX_MEMBERS>>,
+}
+
+impl HostSide {
+    /// Roles due at `now`, the main CPU not heard yet.
+    pub(crate) fn new(now: u64) -> Self {
+        HostSide {
+            next_roles_ms: now,
+            ping_nonce: 0,
+            new_member_addresses: None,
+        }
+    }
+
+    /// A frame of the main CPU was accepted; `before` and `after` are its boot as the host
+    /// link knew it before and after the frame. A main CPU (re)started or heard for the
+    /// first time gets the roles and the status now rather than at the next refresh.
+    pub(crate) fn handle_heard(
+        &mut self,
+        before: Option<u32>,
+        after: Option<u32>,
+        out: &mut Outbox,
+    ) {
+        if before != after {
+            out.push(Pending::Roles);
+            out.push(Pending::Status);
+        }
+    }
+
+    /// The periodic roles report, with a keepalive while the main CPU is `unheard`.
+    pub(crate) fn handle_timeout(&mut self, now: u64, unheard: bool, out: &mut Outbox) {
+        if now >= self.next_roles_ms {
+            self.next_roles_ms = now + ROLES_REFRESH_MS;
+            out.roles_refresh();
+            if unheard {
+                self.ping_nonce = self.ping_nonce.wrapping_add(1);
+                out.push(Pending::Ping(self.ping_nonce));
+            }
+        }
+    }
+
+    /// When the next roles report is due.
+    pub(crate) fn poll_at(&self) -> u64 {
+        self.next_roles_ms
+    }
+
+    /// A member list taken from the main CPU: the shell sends main-link frames to these
+    /// addresses from now on.
+    pub(crate) fn set_member_addresses(&mut self, list: Vec<MemberEntry, MAX_MEMBERS>) {
+        self.new_member_addresses = Some(list);
+    }
+
+    /// The member list not fetched yet, if any.
+    pub(crate) fn take_member_addresses(&mut self) -> Option<Vec<MemberEntry, MAX_MEMBERS>> {
+        self.new_member_addresses.take()
+    }
+}

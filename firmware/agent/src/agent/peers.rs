@@ -1,0 +1,387 @@
+//! The peer table: liveness per link and per peer, the probe before a takeover, what each
+//! peer's heartbeat announces, and the bound on a peer's pause.
+//!
+//! - Each accepted frame from a peer marks the link it came on up. A link is down after
+//!   `interval × miss_limit` ms of silence. One link down is only an event.
+//! - A peer whose links are all down is *suspect*: the main CPU is asked to probe it over the
+//!   data interfaces ([`Pending::Probe`]) and the answer is awaited at most
+//!   `probe_timeout_ms`. "Dead" or no answer: the peer is lost and leaves the election.
+//!   "Alive": the HA links are broken but the peer is not; it stays in the election with its
+//!   last known state and is probed again every `reprobe_ms`.
+//! - A peer's pause is ignored once it has lasted [`MAX_PAUSE_MS`].
+//! - This member's own heartbeats are scheduled here too: one per interval on every link.
+
+use ha_proto::msg::member::Heartbeat;
+use ha_proto::msg::{Forced, LinkState, Serial, MAX_HA_LINKS};
+use heapless::Vec;
+
+use crate::agent::outbox::{Outbox, Pending};
+use crate::agent::stamp::Stamp;
+use crate::config::{Config, MAX_PAUSE_MS};
+use crate::event::EventKind;
+use crate::link::LinkId;
+use crate::status::{DomainStatus, LinkStatus, PeerState, PeerStatus};
+
+/// Every configured peer (members other than this one), in member-list order.
+#[derive(Clone)]
+pub(crate) struct Peers<const M: usize, const D: usize> {
+    list: Vec<PeerStatus<D>, M>,
+    /// Per peer (same order as `list`): since when it announces a pause.
+    paused_since: Vec<Stamp, M>,
+    /// When this member's next heartbeats are due.
+    next_heartbeat_ms: u64,
+}
+
+impl<const M: usize, const D: usize> Peers<M, D> {
+    /// The table of `config`'s peers, none heard yet; heartbeats due at `now`.
+    pub(crate) fn new(config: &Config<M, D>, now: u64) -> Self {
+        let mut p = Peers {
+            list: Vec::new(),
+            paused_since: Vec::new(),
+            next_heartbeat_ms: now,
+        };
+        p.rebuild(config, now, |_| {});
+        p
+    }
+
+    /// Makes the table match the configured members, keeping what is known of peers that
+    /// stay; `forget` is called for each peer no longer listed.
+    pub(crate) fn rebuild(
+        &mut self,
+        config: &Config<M, D>,
+        now: u64,
+        mut forget: impl FnMut(Serial),
+    ) {
+        let old = core::mem::take(&mut self.list);
+        let old_paused = core::mem::take(&mut self.paused_since);
+        for (i, s) in config.members.iter().enumerate() {
+            if *s == config.me {
+                continue;
+            }
+            let kept = old.iter().position(|p| p.serial == *s);
+            let mut p = match kept {
+                Some(k) => old[k].clone(),
+                None => unknown_peer(*s, now),
+            };
+            p.index = i as u8;
+            for (l, ls) in p.links.iter_mut().enumerate() {
+                let configured = l < config.links as usize;
+                if !configured {
+                    ls.state = LinkState::Absent;
+                } else if ls.state == LinkState::Absent {
+                    ls.state = LinkState::Down;
+                    ls.since_ms = now;
+                }
+            }
+            // Capacity M holds every configured member.
+            let _ = self.list.push(p);
+            let _ = self.paused_since.push(
+                kept.and_then(|k| old_paused.get(k).copied())
+                    .unwrap_or(Stamp::NONE),
+            );
+        }
+        for p in old.iter() {
+            if !config.members.contains(&p.serial) {
+                forget(p.serial);
+            }
+        }
+    }
+
+    /// The peers, in member-list order.
+    pub(crate) fn as_slice(&self) -> &[PeerStatus<D>] {
+        &self.list
+    }
+
+    /// Position of a peer in the table.
+    pub(crate) fn position(&self, serial: Serial) -> Option<usize> {
+        self.list.iter().position(|p| p.serial == serial)
+    }
+
+    /// Liveness bookkeeping for any accepted frame of peer `pi` on `link`, from its boot
+    /// `epoch`.
+    pub(crate) fn heard(
+        &mut self,
+        pi: usize,
+        link: LinkId,
+        epoch: u32,
+        now: u64,
+        out: &mut Outbox,
+    ) {
+        let p = &mut self.list[pi];
+        let serial = p.serial;
+        let restarted = matches!(p.epoch, Some(e) if epoch > e);
+        p.epoch = Some(epoch);
+        let l = &mut p.links[link.0 as usize];
+        l.last_rx_ms = Some(now);
+        let link_up = l.state != LinkState::Up;
+        if link_up {
+            l.state = LinkState::Up;
+            l.since_ms = now;
+        }
+        let found = matches!(p.state, PeerState::Unknown | PeerState::Lost);
+        if p.state != PeerState::Alive {
+            p.state = PeerState::Alive;
+            p.state_since_ms = now;
+        }
+        if restarted {
+            // Its old roles no longer hold; the heartbeat that follows brings the new ones.
+            p.roles.clear();
+            p.role_for_ms.clear();
+            out.event(now, EventKind::PeerRestarted { peer: serial });
+        }
+        if found {
+            out.event(now, EventKind::PeerFound { peer: serial });
+        }
+        if link_up {
+            out.event(now, EventKind::LinkUp { peer: serial, link });
+        }
+    }
+
+    /// What peer `pi`'s heartbeat announces: forcing, version, quality, revision, pause and
+    /// its roles in the domains this member knows.
+    pub(crate) fn apply_heartbeat(
+        &mut self,
+        pi: usize,
+        hb: &Heartbeat,
+        now: u64,
+        config: &Config<M, D>,
+        out: &mut Outbox,
+    ) {
+        let my_fw = config.firmware;
+        let my_rev = config.config_revision;
+        let p = &mut self.list[pi];
+        let serial = p.serial;
+        let fw_changed = p.firmware != hb.firmware || p.uptime_ms == 0;
+        let rev_changed = p.config_revision != hb.config_revision || p.uptime_ms == 0;
+        p.forced = hb.forced;
+        p.firmware = hb.firmware;
+        p.quality = hb.quality.min(100);
+        p.config_revision = hb.config_revision;
+        p.paused = hb.paused;
+        p.uptime_ms = hb.uptime_ms.max(1);
+        p.fail_soft = hb.firmware != my_fw;
+        p.roles.clear();
+        p.role_for_ms.clear();
+        for r in &hb.roles {
+            if config.domains.iter().any(|d| d.id == r.domain) {
+                let _ = p.roles.push(DomainStatus {
+                    domain: r.domain,
+                    role: r.role,
+                    since_ms: now.saturating_sub(r.for_ms as u64),
+                });
+                let _ = p.role_for_ms.push(r.for_ms);
+            }
+        }
+        let ps = &mut self.paused_since[pi];
+        match (hb.paused, ps.is_none()) {
+            (true, true) => *ps = Stamp::at(now),
+            (false, false) => *ps = Stamp::NONE,
+            _ => {}
+        }
+        if fw_changed && hb.firmware != my_fw {
+            out.event(
+                now,
+                EventKind::VersionMismatch {
+                    peer: serial,
+                    theirs: hb.firmware,
+                },
+            );
+        }
+        if rev_changed && hb.config_revision != my_rev {
+            out.event(
+                now,
+                EventKind::ConfigMismatch {
+                    peer: serial,
+                    theirs: hb.config_revision,
+                },
+            );
+        }
+    }
+
+    /// The main CPU's answer to a probe of `peer`. Only an answer to a pending probe counts;
+    /// a late one after the deadline is stale. Returns true when the peer is now lost.
+    pub(crate) fn handle_probe_result(
+        &mut self,
+        peer: Serial,
+        alive: bool,
+        now: u64,
+        reprobe_ms: u32,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(p) = self.list.iter_mut().find(|p| p.serial == peer) else {
+            return false;
+        };
+        if !matches!(p.state, PeerState::Suspect { .. }) {
+            return false;
+        }
+        p.state_since_ms = now;
+        if alive {
+            p.state = PeerState::Unreachable {
+                next_probe_ms: now + reprobe_ms as u64,
+            };
+            out.event(now, EventKind::PeerUnreachable { peer });
+            false
+        } else {
+            p.state = PeerState::Lost;
+            out.event(
+                now,
+                EventKind::PeerLost {
+                    peer,
+                    confirmed: true,
+                },
+            );
+            true
+        }
+    }
+
+    /// Timers: this member's heartbeats, link silence, probe deadlines and re-probes, and
+    /// the bound on peers' pauses. Returns true when a peer was declared lost.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: u64,
+        config: &Config<M, D>,
+        out: &mut Outbox,
+    ) -> bool {
+        let t = config.timers;
+        if now >= self.next_heartbeat_ms {
+            out.heartbeat_now(config.links);
+            let iv = t.profile.interval_ms() as u64;
+            self.next_heartbeat_ms = if self.next_heartbeat_ms + iv > now {
+                self.next_heartbeat_ms + iv
+            } else {
+                now + iv
+            };
+        }
+        let dead = t.profile.dead_ms() as u64;
+        let mut lost = false;
+        for pi in 0..self.list.len() {
+            let p = &mut self.list[pi];
+            let serial = p.serial;
+            for l in 0..config.links as usize {
+                let ls = &mut p.links[l];
+                if ls.state == LinkState::Up && ls.last_rx_ms.is_some_and(|r| now >= r + dead) {
+                    ls.state = LinkState::Down;
+                    ls.since_ms = now;
+                    out.event(
+                        now,
+                        EventKind::LinkDown {
+                            peer: serial,
+                            link: LinkId(l as u8),
+                        },
+                    );
+                }
+            }
+            let all_down = p.links.iter().all(|l| l.state != LinkState::Up);
+            match p.state {
+                PeerState::Alive if all_down => {
+                    p.state = PeerState::Suspect {
+                        deadline_ms: now + t.probe_timeout_ms as u64,
+                    };
+                    p.state_since_ms = now;
+                    out.push(Pending::Probe(serial));
+                    out.event(now, EventKind::AllLinksDown { peer: serial });
+                }
+                PeerState::Suspect { deadline_ms } if now >= deadline_ms => {
+                    p.state = PeerState::Lost;
+                    p.state_since_ms = now;
+                    out.event(
+                        now,
+                        EventKind::PeerLost {
+                            peer: serial,
+                            confirmed: false,
+                        },
+                    );
+                    lost = true;
+                }
+                PeerState::Unreachable { next_probe_ms } if now >= next_probe_ms => {
+                    p.state = PeerState::Suspect {
+                        deadline_ms: now + t.probe_timeout_ms as u64,
+                    };
+                    out.push(Pending::Probe(serial));
+                }
+                _ => {}
+            }
+            if let Some(since) = self.paused_since[pi].get() {
+                if now >= since + MAX_PAUSE_MS {
+                    // Ignored from now on: the pause outlived its bound.
+                    self.list[pi].paused = false;
+                    self.paused_since[pi] = Stamp::NONE;
+                }
+            }
+        }
+        lost
+    }
+
+    /// The earliest deadline of the table: the next heartbeats, a link's silence, a probe's
+    /// deadline or re-probe, the end of a peer's pause.
+    pub(crate) fn poll_at(&self, dead_ms: u32) -> u64 {
+        let dead = dead_ms as u64;
+        let mut w = self.next_heartbeat_ms;
+        for p in &self.list {
+            for l in &p.links {
+                if l.state == LinkState::Up {
+                    if let Some(t) = l.last_rx_ms {
+                        w = w.min(t + dead);
+                    }
+                }
+            }
+            match p.state {
+                PeerState::Suspect { deadline_ms } => w = w.min(deadline_ms),
+                PeerState::Unreachable { next_probe_ms } => w = w.min(next_probe_ms),
+                _ => {}
+            }
+        }
+        for ps in self.paused_since.iter().filter_map(|p| p.get()) {
+            w = w.min(ps + MAX_PAUSE_MS);
+        }
+        w
+    }
+
+    /// The next heartbeats, then per peer the start of its pause
+    /// ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        core::iter::once(Some(self.next_heartbeat_ms))
+            .chain(self.paused_since.iter().map(|s| s.get()))
+    }
+
+    /// True while a live peer announces a pause.
+    pub(crate) fn pausing(&self) -> bool {
+        self.list
+            .iter()
+            .any(|p| p.state == PeerState::Alive && p.paused)
+    }
+
+    /// Over the peers in the election: does one run another firmware (fail-soft), and do all
+    /// run configuration revision `revision`?
+    pub(crate) fn flags(&self, revision: u64) -> (bool, bool) {
+        let mut live = self.list.iter().filter(|p| p.state.in_election());
+        let fail_soft = live.clone().any(|p| p.fail_soft);
+        let synced = live.all(|p| p.config_revision == revision);
+        (fail_soft, synced)
+    }
+}
+
+/// A configured peer never heard.
+fn unknown_peer<const D: usize>(serial: Serial, now: u64) -> PeerStatus<D> {
+    PeerStatus {
+        serial,
+        index: 0,
+        state: PeerState::Unknown,
+        state_since_ms: now,
+        epoch: None,
+        forced: Forced::None,
+        firmware: Default::default(),
+        quality: 0,
+        config_revision: 0,
+        paused: false,
+        uptime_ms: 0,
+        roles: Vec::new(),
+        role_for_ms: Vec::new(),
+        links: [LinkStatus {
+            state: LinkState::Absent,
+            since_ms: now,
+            last_rx_ms: None,
+        }; MAX_HA_LINKS],
+        fail_soft: false,
+    }
+}

@@ -1,0 +1,125 @@
+//! The configuration: validation, reload in place, member lists.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn config_errors_are_clear() {
+    let mut c = config(0, 2);
+    c.members.push(serial(0)).unwrap();
+    assert_eq!(c.validate(), Err(ConfigError::DuplicateMember(serial(0))));
+    let mut c = config(0, 2);
+    c.me = serial(3);
+    assert_eq!(c.validate(), Err(ConfigError::SelfNotMember));
+    let mut c = config(0, 2);
+    c.links = 3;
+    assert_eq!(c.validate(), Err(ConfigError::BadLinkCount(3)));
+    let mut c = config(0, 2);
+    c.timers.profile = TimerProfile::Custom {
+        interval_ms: 1,
+        miss_limit: 3,
+    };
+    assert_eq!(c.validate(), Err(ConfigError::BadInterval(1)));
+    let mut c = config(0, 2);
+    c.timers.profile = TimerProfile::Custom {
+        interval_ms: 50,
+        miss_limit: 1,
+    };
+    assert_eq!(c.validate(), Err(ConfigError::MissLimitTooLow(1)));
+    let mut c = config(0, 2);
+    c.timers.startup_window_ms = 5;
+    assert_eq!(c.validate(), Err(ConfigError::StartupWindowTooShort));
+    let mut c = config(0, 2);
+    c.domains
+        .push(DomainEntry {
+            id: 0,
+            preferred: None,
+        })
+        .unwrap();
+    assert_eq!(c.validate(), Err(ConfigError::DuplicateDomain(0)));
+    let mut c = config(0, 2);
+    c.domains[0].preferred = Some(serial(5));
+    assert_eq!(c.validate(), Err(ConfigError::PreferredNotMember(0)));
+    let mut c = config(0, 2);
+    c.domains.clear();
+    assert_eq!(c.validate(), Err(ConfigError::NoDomains));
+    assert!(A::new(c, 0, 1).is_err());
+    let mut c = config(0, 2);
+    c.quality.weights.fan = 10_000;
+    assert_eq!(c.validate(), Err(ConfigError::WeightTooLarge(10_000)));
+    assert_eq!(config(0, 2).validate(), Ok(()));
+}
+
+#[test]
+fn reload_changes_settings_in_place() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    let mut cfg = config(0, 2);
+    cfg.config_revision = 7;
+    c.with(0, |a, now| a.reload(now, cfg).unwrap());
+    assert_eq!(c.a(0).status().me.config_revision, 7);
+    assert_eq!(c.role(0), Role::Active, "a reload is not a swap");
+    assert!(!c.a(0).status().me.config_synced);
+    assert_eq!(c.a(1).status().peers[0].config_revision, 7);
+    let mut other = config(0, 2);
+    other.cluster_id = 1;
+    assert_eq!(
+        c.agents[0].as_mut().unwrap().reload(400, other),
+        Err(ConfigError::ReloadNeedsRestart)
+    );
+}
+
+#[test]
+fn a_failed_member_is_removed_and_its_replacement_joins() {
+    // SN000 and SN001 form the cluster; SN002 is the replacement (provisioned with SN000).
+    let mut c = Cluster::new(vec![config(0, 2), config(1, 2)]);
+    c.agents.push(None);
+    c.cut.push([false; 2]);
+    c.alive.push(true);
+    c.run_until(2_000);
+    // SN001 fails for good.
+    c.agents[1] = None;
+    c.alive[1] = false;
+    c.run_until(4_000);
+    assert_eq!(c.role(0), Role::Active);
+    assert!(c.a(0).status().peer(&serial(1)).is_some(), "still listed");
+
+    // Removed: forgotten at once; the list in use has this member only.
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[0])));
+    assert!(c.a(0).status().peer(&serial(1)).is_none());
+    assert!(c
+        .events_of(0)
+        .contains(&EventKind::MembersChanged { members: 1 }));
+    assert!(c
+        .host
+        .iter()
+        .any(|(i, m)| *i == 0 && matches!(m, HostMsg::Status(r) if r.members.len() == 1)));
+
+    // The replacement boots with a block listing SN000 and itself; until SN000 lists it,
+    // SN000 does not take it as a member.
+    let mut cfg2 = config(2, 3);
+    cfg2.members = [serial(0), serial(2)].into_iter().collect();
+    c.agents[2] = Some(A::new(cfg2, c.now, 1).unwrap());
+    c.run_until(5_000);
+    assert!(c.a(0).status().peer(&serial(2)).is_none());
+    assert_eq!(c.role(0), Role::Active);
+
+    // Joined: heard, and the cluster has one active again with the newcomer passive.
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[0, 2])));
+    c.run_until(7_000);
+    let p = c
+        .a(0)
+        .status()
+        .peer(&serial(2))
+        .expect("the newcomer is a peer");
+    assert_eq!(p.state, PeerState::Alive);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(2), Role::Passive);
+
+    // A list without this member is refused and changes nothing.
+    c.with(0, |a, now| a.handle_host(now, members_msg(&[1, 2])));
+    assert!(c.events_of(0).contains(&EventKind::MembersRefused));
+    assert!(c.a(0).status().peer(&serial(2)).is_some());
+    assert_eq!(c.a(0).config().members.len(), 2);
+}

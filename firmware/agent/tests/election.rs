@@ -1,0 +1,327 @@
+//! The election (SPEC B2–B5): startup, quality, priority, forcing, collisions, pauses,
+//! fail-soft and domains, driven through the agent's public API by the lock-step harness.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn pair_elects_one_active_by_spread_and_leds_follow() {
+    let mut c = Cluster::pair();
+    c.run_until(1000);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(1), Role::Passive);
+    assert_eq!(c.a(0).led(), LedPattern::Steady);
+    assert_eq!(c.a(1).led(), LedPattern::PASSIVE);
+    // The main CPU was told, by domain id: starting, then active (re-asserted since).
+    let mut decisions: Vec<_> = c
+        .host
+        .iter()
+        .filter_map(|(m, h)| match h {
+            HostMsg::Roles(r) if *m == 0 => Some(r.iter().map(|d| (d.domain, d.role)).collect()),
+            _ => None,
+        })
+        .collect::<Vec<Vec<_>>>();
+    decisions.dedup();
+    assert_eq!(
+        decisions,
+        vec![vec![(0, Role::Starting)], vec![(0, Role::Active)]]
+    );
+    assert_eq!(c.a(0).status().peers[0].state, PeerState::Alive);
+}
+
+#[test]
+fn alone_after_startup_window_becomes_active() {
+    let mut a = A::new(config(1, 2), 0, 1).unwrap();
+    let window = a.config().timers.startup_window_ms as u64;
+    a.handle_timeout(window - 1);
+    assert_eq!(a.role(0), Some(Role::Starting));
+    a.handle_timeout(window);
+    assert_eq!(a.role(0), Some(Role::Active));
+}
+
+#[test]
+fn seeds_quality_example_and_better_quality_takes_over_after_hold_down() {
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    c.with(0, |a, now| {
+        a.handle_host(
+            now,
+            ifaces(&[("out", true, 100), ("in", false, 100), ("dmz2", true, 75)]),
+        )
+    });
+    assert_eq!(c.a(0).status().me.quality, 63);
+    assert_eq!(c.a(1).status().peers[0].quality, 63);
+    let hold = c.a(1).config().timers.hold_down_ms as u64;
+    c.run_until(500 + hold - 20);
+    assert_eq!(c.role(0), Role::Active, "no takeover before the hold-down");
+    c.run_until(500 + hold + 20);
+    assert_eq!(c.role(1), Role::Active);
+    assert_eq!(c.role(0), Role::Passive);
+    assert!(c.events_of(1).contains(&EventKind::RoleChanged {
+        domain: 0,
+        from: Role::Passive,
+        to: Role::Active,
+        reason: Reason::Better
+    }));
+    // Quality back to 100: equal quality, the running active stays.
+    c.with(0, |a, now| {
+        a.handle_host(now, ifaces(&[("out", true, 100)]))
+    });
+    c.run_until(500 + 3 * hold);
+    assert_eq!(c.role(1), Role::Active);
+}
+
+#[test]
+fn priority_breaks_quality_ties() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.domains[0].preferred = Some(serial(1));
+    }
+    let mut c = Cluster::new(cfgs);
+    c.run_until(300);
+    assert_eq!(
+        c.role(1),
+        Role::Active,
+        "the preferred member wins on equal quality"
+    );
+    assert_eq!(c.a(1).config().priority_in(0, &serial(1)), 50);
+    // Higher quality still beats priority.
+    c.with(1, |a, now| {
+        a.handle_sensor_report(
+            now,
+            &[SensorReading {
+                kind: SensorKind::Psu,
+                index: 0,
+                ok: false,
+            }],
+        )
+    });
+    c.with(1, |a, now| {
+        a.handle_sensor_report(
+            now,
+            &[SensorReading {
+                kind: SensorKind::Psu,
+                index: 1,
+                ok: true,
+            }],
+        )
+    });
+    assert_eq!(c.a(1).status().me.quality, 50);
+    c.run_until(2000);
+    assert_eq!(c.role(0), Role::Active);
+}
+
+#[test]
+fn forcing_is_obeyed_and_reset() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    assert_eq!(c.role(0), Role::Active);
+    // Force the passive active, through the other member's main CPU (relayed over the links).
+    c.with(0, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: Some(serial(1)),
+                command: AdminCommand::ForceActive,
+            },
+        )
+    });
+    assert_eq!(c.a(1).status().me.forced, Forced::Active);
+    assert_eq!(
+        c.role(1),
+        Role::Active,
+        "forcing acts at once, without hold-down"
+    );
+    assert_eq!(c.role(0), Role::Passive);
+    // Even with a worse quality.
+    c.with(1, |a, now| {
+        a.handle_host(now, ifaces(&[("out", false, 100), ("in", true, 100)]))
+    });
+    c.run_until(3000);
+    assert_eq!(c.role(1), Role::Active);
+    // Reset: the better member takes over after the hold-down.
+    c.with(1, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ResetForcing,
+            },
+        )
+    });
+    c.run_until(5000);
+    assert_eq!(c.role(0), Role::Active);
+    // Forced passive steps down at once, even if alone.
+    c.with(0, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+        )
+    });
+    assert_eq!(c.role(0), Role::Passive);
+    assert_eq!(c.role(1), Role::Active);
+}
+
+#[test]
+fn collision_after_partition_is_resolved_and_loser_asks_resync() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    // Partition, and the data path too: both go active.
+    c.cut = vec![[true, true]; 2];
+    c.alive = vec![false; 2];
+    c.run_until(1000);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Active));
+    c.cut = vec![[false, false]; 2];
+    c.alive = vec![true; 2];
+    c.run_until(1100);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Passive));
+    assert!(c.events_of(1).contains(&EventKind::Collision {
+        domain: 0,
+        peer: serial(0),
+        won: false
+    }));
+    assert!(c.events_of(0).contains(&EventKind::Collision {
+        domain: 0,
+        peer: serial(1),
+        won: true
+    }));
+    assert!(c.events_of(0).contains(&EventKind::ResyncRequested {
+        domain: 0,
+        by: serial(1)
+    }));
+}
+
+#[test]
+fn pause_freezes_decisions_and_resumes_by_itself() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    c.with(1, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: None,
+                command: AdminCommand::Pause { seconds: 2 },
+            },
+        )
+    });
+    assert!(
+        c.a(0).status().me.frozen,
+        "a peer's pause freezes this member too"
+    );
+    c.with(0, |a, now| {
+        a.handle_host(now, ifaces(&[("out", false, 100)]))
+    });
+    c.run_until(2200);
+    assert_eq!(c.role(0), Role::Active, "no swap while paused");
+    let hold = c.a(1).config().timers.hold_down_ms as u64;
+    c.run_until(2300 + hold + 50);
+    assert_eq!(c.role(1), Role::Active, "decisions resume after the pause");
+    assert!(c.events_of(1).contains(&EventKind::Resumed));
+}
+
+#[test]
+fn pause_is_bounded() {
+    let mut a = A::new(config(0, 1), 0, 1).unwrap();
+    a.handle_host(
+        10,
+        HostMsg::Admin {
+            target: None,
+            command: AdminCommand::Pause { seconds: u16::MAX },
+        },
+    );
+    assert_eq!(
+        a.status().me.paused_until_ms,
+        Some(10 + ha_agent::config::MAX_PAUSE_MS)
+    );
+}
+
+#[test]
+fn fail_soft_tolerates_and_reports_other_versions() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    cfgs[1].firmware = FirmwareVersion {
+        major: 1,
+        minor: 2,
+        patch: 0,
+    };
+    let mut c = Cluster::new(cfgs);
+    c.run_until(300);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(1), Role::Passive);
+    assert!(c.a(0).status().me.fail_soft);
+    assert!(c.a(0).status().peers[0].fail_soft);
+    assert!(c
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, EventKind::VersionMismatch { .. })));
+}
+
+#[test]
+fn domains_spread_actives_over_members() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.domains
+            .push(DomainEntry {
+                id: 1,
+                preferred: None,
+            })
+            .unwrap();
+    }
+    let mut c = Cluster::new(cfgs);
+    c.run_until(300);
+    assert_eq!(c.a(0).role(0), Some(Role::Active));
+    assert_eq!(c.a(1).role(1), Some(Role::Active));
+    assert_eq!(c.a(0).role(1), Some(Role::Passive));
+    assert_eq!(c.a(1).role(0), Some(Role::Passive));
+}
+
+/// Defect (architecture issue, bug 5): domain ids need not be 0..n; the roles report names
+/// each domain by id and priorities follow the domain, not position 0.
+#[test]
+fn sparse_domain_ids_are_reported_by_id() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.domains.clear();
+        c.domains
+            .push(DomainEntry {
+                id: 1,
+                preferred: Some(serial(1)),
+            })
+            .unwrap();
+        c.domains
+            .push(DomainEntry {
+                id: 3,
+                preferred: Some(serial(0)),
+            })
+            .unwrap();
+    }
+    let mut c = Cluster::new(cfgs);
+    c.run_until(500);
+    assert_eq!(c.a(1).role(1), Some(Role::Active));
+    assert_eq!(c.a(0).role(3), Some(Role::Active));
+    let last_roles = |m: usize| {
+        c.host
+            .iter()
+            .rev()
+            .find_map(|(i, h)| match h {
+                HostMsg::Roles(r) if *i == m => {
+                    Some(r.iter().map(|d| (d.domain, d.role)).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(last_roles(0), vec![(1, Role::Passive), (3, Role::Active)]);
+    assert_eq!(last_roles(1), vec![(1, Role::Active), (3, Role::Passive)]);
+    let report = c.a(0).status_report();
+    let peer = &report.members[1];
+    let prio: Vec<_> = peer
+        .domains
+        .iter()
+        .map(|d| (d.domain, d.priority))
+        .collect();
+    assert_eq!(prio, vec![(1, 50), (3, 0)]);
+}

@@ -1,0 +1,154 @@
+//! The host link: roles re-asserted, status reports, events, and the controller's end of
+//! the link inside the agent.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn event_ring_counts_overflow() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    for i in 0..40 {
+        c.with(0, |a, now| {
+            a.handle_host(now, ifaces(&[("out", i % 2 == 0, 100), ("in", true, 100)]))
+        });
+    }
+    let ev = c.a(0).events();
+    assert_eq!(ev.len(), ha_agent::event::EVENT_CAP);
+    assert!(ev.overflow() > 0);
+}
+
+#[test]
+fn status_request_reports_every_member_and_role_changes_push_one() {
+    use ha_proto::msg::host::LedReport;
+    let mut c = Cluster::pair();
+    c.run_until(1000);
+    // The role decisions of the election were followed by a status report.
+    assert!(c
+        .host
+        .iter()
+        .any(|(m, h)| *m == 0 && matches!(h, HostMsg::Status(_))));
+    c.host.clear();
+    c.with(1, |a, now| a.handle_host(now, HostMsg::StatusRequest));
+    let reports: Vec<_> = c
+        .host
+        .iter()
+        .filter_map(|(m, h)| match h {
+            HostMsg::Status(r) if *m == 1 => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.members.len(), 2);
+    assert!(r.members[0].local && r.members[0].serial == serial(1));
+    assert_eq!(r.members[0].domains[0].role, Role::Passive);
+    assert!(!r.members[1].local && r.members[1].alive);
+    assert_eq!(r.members[1].domains[0].role, Role::Active);
+    assert_eq!(
+        r.led,
+        LedReport::Blink {
+            on_ms: 1000,
+            off_ms: 2000
+        }
+    );
+    assert!(r.frames_received > 0 && r.frames_sent > 0);
+}
+
+#[test]
+fn events_render_for_the_host_link() {
+    let e = ha_agent::event::Event {
+        seq: 9,
+        at_ms: 1234,
+        kind: EventKind::PeerLost {
+            peer: serial(3),
+            confirmed: true,
+        },
+    };
+    let r = e.report();
+    assert_eq!((r.seq, r.at_ms, r.name.as_str()), (9, 1234, "peer_lost"));
+    assert_eq!(r.peer, Some(serial(3)));
+    assert!(r.detail.contains("confirmed: true"), "{}", r.detail);
+}
+
+/// Defect: the role reached the main CPU once per change; a lost frame left the main CPU
+/// without an active member. The roles are re-asserted every ROLES_REFRESH_MS.
+#[test]
+fn roles_are_reasserted_to_the_main_cpu_periodically() {
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    let before = c.host.len();
+    c.run_until(1_500);
+    let refreshes = c.host[before..]
+        .iter()
+        .filter(|(m, h)| *m == 0 && matches!(h, HostMsg::Roles(r) if r[0].role == Role::Active))
+        .count() as u64;
+    assert!(
+        refreshes >= 1_000 / ha_agent::agent::ROLES_REFRESH_MS - 1,
+        "{refreshes} refreshes in 1 s"
+    );
+}
+
+/// The controller's end of the host link lives in the agent: frames from the main CPU are
+/// opened there, state changes need the main CPU to have heard this boot, and a main CPU
+/// that restarts gets the roles at once.
+#[test]
+fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
+    use ha_proto::hostlink::{End, HostEndpoint};
+    let mut a = A::new(config(0, 1), 0, 7).unwrap();
+    let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 3, false);
+    let mut buf = [0u8; 1472];
+    let drain = |a: &mut A, cpu: &mut HostEndpoint| {
+        let mut got = Vec::new();
+        while let Some(o) = a.poll_output() {
+            if let Output::Host(m) = o {
+                let mut f = vec![0u8; 1472];
+                let n = a.seal_host(&m, &mut f).unwrap();
+                f.truncate(n);
+                if let Ok(msg) = cpu.open(&mut f) {
+                    got.push(msg);
+                }
+            }
+        }
+        got
+    };
+    a.handle_timeout(300);
+    // Before the main CPU heard this boot: a forcing is refused as unbound.
+    let n = cpu
+        .seal(
+            &HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+            &mut buf,
+        )
+        .unwrap();
+    a.handle_host_frame(300, &mut buf[..n]);
+    assert_eq!(a.status().counters.host_rejected.get(Reject::Unbound), 1);
+    assert_eq!(a.status().me.forced, Forced::None);
+    // The keepalive the agent sends while unheard teaches the main CPU this boot.
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        got.iter().any(|m| matches!(m, HostMsg::Ping { .. })),
+        "{got:?}"
+    );
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.handle_host_frame(301, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        got.iter().any(|m| matches!(m, HostMsg::Roles(_))),
+        "{got:?}"
+    );
+    let n = cpu
+        .seal(
+            &HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+            &mut buf,
+        )
+        .unwrap();
+    a.handle_host_frame(302, &mut buf[..n]);
+    assert_eq!(a.status().me.forced, Forced::Passive);
+}
