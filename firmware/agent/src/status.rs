@@ -119,6 +119,10 @@ pub struct PeerStatus<const D: usize> {
     pub links: [LinkStatus; MAX_HA_LINKS],
     /// Runs another firmware version (fail-soft).
     pub fail_soft: bool,
+    /// A peer declared lost and heard again in the same boot: since when. It counts as
+    /// alive only once heard for a heartbeat interval, so a frame it sent before dying (late
+    /// on the wire) does not bring a dead active back.
+    pub returning_since_ms: Option<u64>,
 }
 
 impl<const D: usize> PeerStatus<D> {

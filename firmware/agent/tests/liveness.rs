@@ -137,3 +137,65 @@ fn frames_recorded_before_a_reboot_change_nothing_after_it() {
     c.run_until(c.now + 1_000);
     assert_eq!(c.role(1), Role::Active);
 }
+
+/// Found by the model checker: the active's last heartbeat, sent just before it died and
+/// delivered after the survivor's probe confirmed it dead, made the survivor take it back as
+/// alive and active, step down, and leave the domain without an active until the next
+/// probe. A lost peer now comes back in the same boot only once heard for an interval.
+#[test]
+fn a_late_frame_of_a_dead_active_does_not_bring_it_back() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Passive));
+    // The active's last frames, held back on the wire (sent, never delivered).
+    let first = c.frames.len();
+    c.cut[0] = [true; 2];
+    c.run_until(320);
+    let late = c.frames[first..]
+        .iter()
+        .rev()
+        .find(|f| f.0 == 0)
+        .cloned()
+        .expect("a frame of the active");
+    c.agents[0] = None;
+    c.alive[0] = false;
+    c.cut[0] = [false; 2];
+    let dead = TimerProfile::Fast.dead_ms() as u64;
+    c.run_until(320 + dead + 20);
+    assert_eq!(c.role(1), Role::Active, "the survivor took over");
+    let now = c.now;
+    c.agents[1]
+        .as_mut()
+        .expect("survivor")
+        .handle_member_frame(now, late.1, &mut late.2.clone());
+    c.pump();
+    assert_eq!(
+        c.role(1),
+        Role::Active,
+        "a late frame brought the dead active back"
+    );
+    assert_ne!(c.a(1).status().peers[0].state, PeerState::Alive);
+    // Nor does anything later: the domain keeps its active all along.
+    for t in (now..now + 200).step_by(5) {
+        c.run_until(t);
+        assert_eq!(c.role(1), Role::Active, "no active at t={t}");
+    }
+}
+
+/// The other side of the rule: a peer lost in a partition (same boot) that is heard again
+/// for a heartbeat interval is back, and the collision is resolved.
+#[test]
+fn a_peer_lost_in_a_partition_comes_back_when_heard_again() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    c.cut = vec![[true; 2]; 2];
+    c.alive = vec![false; 2];
+    c.run_until(1_000);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Active));
+    c.cut = vec![[false; 2]; 2];
+    c.alive = vec![true; 2];
+    c.run_until(2_000);
+    assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
+    let actives = (0..2).filter(|&i| c.role(i) == Role::Active).count();
+    assert_eq!(actives, 1);
+}

@@ -266,7 +266,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         let pi = self.peers.position(h.sender).ok_or(Reject::WrongSender)?;
         self.wire.count_received();
         let now = self.now;
-        self.peers.heard(pi, link, h.epoch, now, &mut self.out);
+        let interval = self.cfg.timers.profile.interval_ms() as u64;
+        if !self
+            .peers
+            .heard(pi, link, h.epoch, now, interval, &mut self.out)
+        {
+            // A lost peer not yet back: nothing it says counts.
+            return Ok(());
+        }
         match msg {
             MemberMsg::Heartbeat(hb) => {
                 self.peers

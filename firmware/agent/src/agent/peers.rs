@@ -97,19 +97,35 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         self.list.iter().position(|p| p.serial == serial)
     }
 
-    /// Liveness bookkeeping for any accepted frame of peer `pi` on `link`, from its boot
-    /// `epoch`.
+    /// Liveness bookkeeping for an accepted frame of peer `pi` on `link`; returns whether the
+    /// frame counts (its content may be applied). A peer declared lost comes back at once
+    /// with a new boot (it restarted), but in the same boot only once it has been heard for
+    /// `interval_ms` (a second heartbeat): a single late frame, sent before it died, must not
+    /// bring a dead active back and make the survivor step down (found by the model checker).
     pub(crate) fn heard(
         &mut self,
         pi: usize,
         link: LinkId,
         epoch: u32,
         now: u64,
+        interval_ms: u64,
         out: &mut Outbox,
-    ) {
+    ) -> bool {
         let p = &mut self.list[pi];
         let serial = p.serial;
         let restarted = matches!(p.epoch, Some(e) if epoch > e);
+        if p.state == PeerState::Lost && !restarted {
+            let since = match p.returning_since_ms {
+                // Heard again long after: start counting anew.
+                Some(t) if now <= t + 4 * interval_ms => t,
+                _ => now,
+            };
+            p.returning_since_ms = Some(since);
+            if now < since + interval_ms {
+                return false;
+            }
+        }
+        p.returning_since_ms = None;
         p.epoch = Some(epoch);
         let l = &mut p.links[link.0 as usize];
         l.last_rx_ms = Some(now);
@@ -135,6 +151,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         if link_up {
             out.event(now, EventKind::LinkUp { peer: serial, link });
         }
+        true
     }
 
     /// What peer `pi`'s heartbeat announces: forcing, version, quality, revision, pause and
@@ -383,5 +400,6 @@ fn unknown_peer<const D: usize>(serial: Serial, now: u64) -> PeerStatus<D> {
             last_rx_ms: None,
         }; MAX_HA_LINKS],
         fail_soft: false,
+        returning_since_ms: None,
     }
 }
