@@ -219,17 +219,23 @@ impl ModelConfig {
     }
 
     /// Ages and deadlines of the agents beyond this many ms from now behave alike: every
-    /// comparison the agent makes is of a time difference against one of its timers, none
-    /// longer than this.
+    /// comparison the agent makes is of a time difference against one of its timers or
+    /// windows, none longer than this. All but one are `age >= timer` or `deadline <= now`,
+    /// for which every age from the timer on behaves alike; the one `age <= window` (a lost
+    /// peer's return) is hashed with one more ms (see [`crate::State::digest`]).
     pub fn time_clamp_ms(&self) -> u64 {
         let t = &self.timers;
+        let iv = t.profile.interval_ms();
         let longest = [
-            t.profile.interval_ms(),
+            iv,
             t.profile.dead_ms(),
             t.startup_window_ms,
             t.hold_down_ms,
             t.probe_timeout_ms,
             t.reprobe_ms,
+            // A peer declared lost and heard again in the same boot: frames within four
+            // intervals of the first one count towards its return (`Peers::heard`).
+            4 * iv,
         ]
         .into_iter()
         .max()

@@ -26,8 +26,9 @@
 //! canonical digest ([`State::digest`]) of everything that decides the future:
 //!
 //! - each agent's status view ([`Agent::status`]: roles, forcing, quality, flags, a silent
-//!   sensor source, and per peer: liveness state with its probe deadlines, epoch, announced
-//!   roles and for how long, link states), its LED, and its private timers
+//!   sensor source, and per peer: liveness state with its probe deadlines, the start of a
+//!   lost peer's return, epoch, announced roles and for how long, link states), its LED,
+//!   and its private timers
 //!   ([`Agent::private_timers`]: next heartbeat, peers' pause starts, end of the startup
 //!   window, hold-down starts, last resync reports, the sensor source's last report);
 //! - every time value **relative to now and clamped** to ± [`ModelConfig::time_clamp_ms`]
@@ -71,8 +72,9 @@
 //! The state count grows with the number of perturbations one behaviour may combine
 //! ([`Faults::total`], [`Faults::late`]) far more than with time. Measured in release on 2
 //! cores (with other builds running): 2 members × 1 domain, two faults and two late frames:
-//! 504,267 states; 2 × 2: 611,528; 3 members, one fault and no late frame: 87,358 (3 × 1)
-//! and 95,084 (3 × 2); 48 s for the four. Three members with two faults: 1.5 M states in
+//! 503,607 states; 2 × 2: 608,174; 3 members, one fault and no late frame: 87,358 (3 × 1)
+//! and 95,084 (3 × 2); 40 s for the four (the agent with a lost peer's return window).
+//! Three members with two faults: 1.5 M states in
 //! about 2 minutes; with one fault and one late frame: 2.9 M in 5.5 minutes on one thread
 //! (the start-up, where every delivery changes a role and sends frames, is the costly
 //! part). `cargo xtask model`

@@ -240,6 +240,12 @@ impl State {
         for p in s.peers {
             (p.index, p.epoch, p.forced, p.firmware, p.quality).hash(h);
             (p.config_revision, p.paused, p.uptime_ms == 0, p.fail_soft).hash(h);
+            // A lost peer heard again in the same boot: its return is counted from then while
+            // `age <= 4 intervals` (within the clamp): one more ms keeps an age equal to the
+            // window apart from those beyond it.
+            p.returning_since_ms
+                .map(|t| self.age(t, self.norm.clamp + 1))
+                .hash(h);
             match p.state {
                 PeerState::Unknown => 0i64.hash(h),
                 PeerState::Alive => 1i64.hash(h),

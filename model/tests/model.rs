@@ -111,14 +111,16 @@ fn a_quiet_cluster_returns_to_the_same_state() {
     assert_ne!(a.digest(), b.digest());
 }
 
-/// A finding of the checker, kept as a characterization test: the active's last heartbeat,
-/// sent as it crashes after two lost ones, arrives after the survivor's probe confirmed it
-/// dead; the survivor takes the peer back as alive and active, steps down, and the domain
-/// has no active until the dead time runs out again (3 role changes after the last fault).
-/// When the agent stops reviving a confirmed-dead peer on such a frame, this test fails:
-/// then assert that `max_flips = 2` passes instead.
+/// A finding of the checker, fixed in the agent (main 164a32e): the active's last heartbeat,
+/// sent as it crashes after two lost ones, arrived after the survivor's probe confirmed it
+/// dead; the survivor took the peer back as alive and active, stepped down, and the domain
+/// had no active until the dead time ran out again (3 role changes after the last fault).
+/// A peer declared lost now comes back in the same boot only once heard for a heartbeat
+/// interval, so the same bounds (FIFO links, two losses and a crash in one behaviour) find
+/// no violation with at most 2 role changes. Before the fix this reported the flapping
+/// property with a trace through "CRASHES" and "answered dead".
 #[test]
-fn finding_a_stale_heartbeat_revives_a_confirmed_dead_active() {
+fn finding_a_stale_heartbeat_no_longer_revives_a_confirmed_dead_active() {
     let mut c = small(2, &[1]);
     c.reorder = false;
     c.faults = Faults {
@@ -130,12 +132,7 @@ fn finding_a_stale_heartbeat_revives_a_confirmed_dead_active() {
         total: 3,
     };
     c.max_flips = 2;
-    let o = check(&c, true);
-    let v = o
-        .violations
-        .iter()
-        .find(|v| v.property == ha_model::properties::FLAPPING)
-        .unwrap_or_else(|| panic!("{}: no flapping found", o.line()));
-    assert!(v.trace.iter().any(|l| l.contains("CRASHES")));
-    assert!(v.trace.iter().any(|l| l.contains("answered dead")));
+    let o = check(&c, false);
+    assert!(o.states > 10_000, "suspiciously few states: {}", o.line());
+    assert!(o.violations.is_empty(), "{}\n{:#?}", o.line(), o.violations);
 }
