@@ -45,6 +45,10 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// nothing). This member then stops forwarding and stops answering probes, so the peer
 /// takes over.
 pub const CONTROLLER_SILENCE: Duration = Duration::from_millis(1_000);
+/// How often the daemon tells its controller it is alive (a keepalive): the controller takes
+/// this member out of the election when its main CPU is silent for its main-CPU timeout
+/// (`ha_agent::config::DEFAULT_MAIN_CPU_TIMEOUT_MS`, 10 keepalives).
+pub const KEEPALIVE: Duration = Duration::from_millis(100);
 
 /// What the daemon knows, for the management API.
 #[derive(Debug, Default)]
@@ -168,6 +172,10 @@ pub struct LoopState {
     heard_at: Option<Instant>,
     /// Whether the controller counts as alive (heard within [`CONTROLLER_SILENCE`]).
     controller_alive: bool,
+    /// When the last keepalive was sent.
+    last_keepalive: Option<Instant>,
+    /// Nonce of the last keepalive.
+    keepalive_nonce: u32,
     probes: Vec<Probe>,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
@@ -203,6 +211,16 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
                 .is_some_and(|t| now.duration_since(t) < CONTROLLER_SILENCE);
             if alive != st.controller_alive {
                 self.set_controller_alive(alive, st);
+            }
+            if st
+                .last_keepalive
+                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE)
+            {
+                st.keepalive_nonce = st.keepalive_nonce.wrapping_add(1);
+                link.send(&HostMsg::Ping {
+                    nonce: st.keepalive_nonce,
+                })?;
+                st.last_keepalive = Some(now);
             }
             let changed = !monitor.poll(Duration::ZERO)?.is_empty();
             // A controller heard for the first time or restarted (new boot): it refuses

@@ -375,7 +375,16 @@ pub(crate) fn host_loop(
 ) {
     lock(view).connected = true;
     let mut next_status = Instant::now();
+    let mut next_keepalive = Instant::now();
+    let mut nonce = 0u32;
     while !stop.load(Ordering::Relaxed) {
+        // The main CPU's keepalive, as the daemon sends it: a controller whose main CPU
+        // falls silent takes its member out of the election.
+        if Instant::now() >= next_keepalive {
+            next_keepalive = Instant::now() + Duration::from_millis(100);
+            nonce = nonce.wrapping_add(1);
+            let _ = link.send(&HostMsg::Ping { nonce });
+        }
         while let Ok(msg) = outbox.try_recv() {
             if link.send(&msg).is_err() {
                 break;

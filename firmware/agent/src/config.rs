@@ -97,7 +97,16 @@ pub struct Config<const M: usize = { ha_proto::msg::MAX_MEMBERS }, const D: usiz
     /// until the first report. 0: this member has no sensor source (the hardware part stays
     /// 100 until a report arrives). Otherwise at least [`MIN_SENSOR_TIMEOUT_MS`].
     pub sensor_timeout_ms: u32,
+    /// How long the main CPU may stay silent on the host link (it sends a keepalive every
+    /// 100 ms) before this member takes itself out of the election ([`Role::Disabled`](ha_proto::msg::Role::Disabled) in
+    /// every domain, [`crate::EventKind::MainCpuLost`]): with its main CPU gone it forwards
+    /// nothing, so a peer must take over at once. Watched only once the main CPU was heard.
+    /// 0: not watched (tests and tools without a main CPU).
+    pub main_cpu_timeout_ms: u32,
 }
+
+/// [`Config::main_cpu_timeout_ms`] of a member configured from its block: 10 keepalives.
+pub const DEFAULT_MAIN_CPU_TIMEOUT_MS: u32 = 1_000;
 
 /// Why a configuration was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +230,7 @@ impl<const M: usize, const D: usize> Config<M, D> {
             quality: QualityConfig::default(),
             config_revision: 0,
             sensor_timeout_ms: 0,
+            main_cpu_timeout_ms: 0,
         }
     }
 
@@ -362,6 +372,7 @@ impl<const M: usize, const D: usize> Config<M, D> {
             weights: b.weights,
         };
         c.sensor_timeout_ms = DEFAULT_SENSOR_TIMEOUT_MS;
+        c.main_cpu_timeout_ms = DEFAULT_MAIN_CPU_TIMEOUT_MS;
         let _ = c.model.push_str(model);
         c.firmware = firmware;
         c.validate().map_err(FromBlockError::Refused)?;

@@ -29,6 +29,8 @@ pub enum Reason {
     Collision,
     /// Administrative forcing.
     Forced,
+    /// The main CPU fell silent (out of the election) or was heard again.
+    MainCpu,
 }
 
 /// What happened.
@@ -154,6 +156,14 @@ pub enum EventKind {
     },
     /// The silent sensor source reports again: its readings count from now on.
     SensorsBack,
+    /// The main CPU sent nothing for the main-CPU timeout: this member forwards nothing, so
+    /// it leaves the election (disabled in every domain) until the main CPU is heard again.
+    MainCpuLost {
+        /// When it was last heard (agent clock, ms).
+        last_ms: u64,
+    },
+    /// The main CPU is heard again: this member rejoins the election.
+    MainCpuBack,
 }
 
 /// A timestamped event.
@@ -232,6 +242,8 @@ impl EventKind {
             EventKind::MembersRefused => "members_refused",
             EventKind::SensorsSilent { .. } => "sensors_silent",
             EventKind::SensorsBack => "sensors_back",
+            EventKind::MainCpuLost { .. } => "main_cpu_lost",
+            EventKind::MainCpuBack => "main_cpu_back",
         }
     }
 

@@ -152,3 +152,43 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
     a.handle_host_frame(302, &mut buf[..n]);
     assert_eq!(a.status().me.forced, Forced::Passive);
 }
+
+/// The active's main CPU dies (its daemon killed, the controller alive): nothing forwards
+/// there, so the member leaves the election and the peer takes over at once; when the main
+/// CPU is heard again it rejoins as passive, without a swap back.
+#[test]
+fn a_silent_main_cpu_takes_its_member_out_of_the_election() {
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.main_cpu_timeout_ms = 1_000;
+    }
+    let mut c = Cluster::new(cfgs);
+    // Both main CPUs send their keepalive every 100 ms.
+    let mut t = 0;
+    let keepalive = |c: &mut Cluster, who: &[usize], until: u64, t: &mut u64| {
+        while *t < until {
+            *t += 100;
+            c.run_until(*t);
+            for &m in who {
+                c.with(m, |a, now| a.handle_host(now, HostMsg::Ping { nonce: 1 }));
+            }
+        }
+    };
+    keepalive(&mut c, &[0, 1], 1_000, &mut t);
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Passive));
+    // Member 0's main CPU stops.
+    let stopped = t;
+    keepalive(&mut c, &[1], stopped + 900, &mut t);
+    assert_eq!(c.role(0), Role::Active, "not before the timeout");
+    keepalive(&mut c, &[1], stopped + 1_200, &mut t);
+    assert_eq!(c.role(0), Role::Disabled);
+    assert_eq!(c.role(1), Role::Active, "the peer took over");
+    assert!(c
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, EventKind::MainCpuLost { .. })));
+    // It is back: passive, the peer stays active.
+    keepalive(&mut c, &[0, 1], t + 2_000, &mut t);
+    assert!(c.events_of(0).contains(&EventKind::MainCpuBack));
+    assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
+}

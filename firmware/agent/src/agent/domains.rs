@@ -43,6 +43,8 @@ pub(crate) struct Inputs<'a, const M: usize, const D: usize> {
     pub peers: &'a [PeerStatus<D>],
     /// Agent clock, ms.
     pub now: u64,
+    /// The main CPU is silent: this member cannot carry traffic and leaves the election.
+    pub main_cpu_lost: bool,
 }
 
 /// One row per configured domain.
@@ -186,7 +188,8 @@ impl<const D: usize> Domains<D> {
         out: &mut Outbox,
     ) {
         for di in 0..self.roles.len() {
-            if !frozen {
+            if !frozen || x.main_cpu_lost {
+                // A lost main CPU takes the member out even while decisions are paused.
                 self.evaluate_domain(di, x, out);
             } else if x.me.forced == Forced::Passive && self.roles[di].role == Role::Active {
                 // An operator's forcing is obeyed even while decisions are paused.
@@ -216,6 +219,18 @@ impl<const D: usize> Domains<D> {
             quality: x.me.quality,
             priority: cfg.priority(di, &cfg.me),
         };
+        if x.main_cpu_lost {
+            // Nothing forwards without the main CPU: out of the election, so that a peer
+            // takes over at once (a disabled member is never the incumbent nor the best).
+            self.challenge_since[di] = Stamp::NONE;
+            self.set_role(di, Role::Disabled, Reason::MainCpu, x, out);
+            return;
+        }
+        if role == Role::Disabled {
+            // The main CPU is back: rejoin as passive; the election goes on from there.
+            self.set_role(di, Role::Passive, Reason::MainCpu, x, out);
+            return;
+        }
         if me.forced == Forced::Passive {
             self.challenge_since[di] = Stamp::NONE;
             if role != Role::Passive {

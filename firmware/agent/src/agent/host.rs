@@ -6,6 +6,7 @@
 //! every [`ROLES_REFRESH_MS`], so a main CPU that missed a frame (a stalled line, a restart)
 //! converges within that period.
 
+use crate::event::EventKind;
 use ha_proto::config_block::MemberEntry;
 use ha_proto::msg::MAX_MEMBERS;
 use heapless::Vec;
@@ -26,6 +27,10 @@ pub(crate) struct HostSide {
     ping_nonce: u32,
     /// A member list taken from the main CPU whose addresses the shell has not fetched yet.
     new_member_addresses: Option<Vec<MemberEntry, MAX_MEMBERS>>,
+    /// When the main CPU was last heard (any accepted message); `None` before the first.
+    last_heard_ms: Option<u64>,
+    /// The main CPU fell silent for the main-CPU timeout and was not heard since.
+    lost: bool,
 }
 
 impl HostSide {
@@ -35,6 +40,8 @@ impl HostSide {
             next_roles_ms: now,
             ping_nonce: 0,
             new_member_addresses: None,
+            last_heard_ms: None,
+            lost: false,
         }
     }
 
@@ -65,9 +72,45 @@ impl HostSide {
         }
     }
 
-    /// When the next roles report is due.
-    pub(crate) fn poll_at(&self) -> u64 {
-        self.next_roles_ms
+    /// When the next roles report is due, or the main CPU's silence becomes a loss.
+    pub(crate) fn poll_at(&self, timeout_ms: u32) -> u64 {
+        match self.last_heard_ms {
+            Some(t) if timeout_ms > 0 && !self.lost => {
+                self.next_roles_ms.min(t + u64::from(timeout_ms))
+            }
+            _ => self.next_roles_ms,
+        }
+    }
+
+    /// Any message of the main CPU was accepted at `now`; true when it was lost until now
+    /// (the member rejoins the election).
+    pub(crate) fn handle_main_cpu_heard(&mut self, now: u64, out: &mut Outbox) -> bool {
+        self.last_heard_ms = Some(now);
+        if self.lost {
+            self.lost = false;
+            out.event(now, EventKind::MainCpuBack);
+            return true;
+        }
+        false
+    }
+
+    /// Checks the main CPU's silence against `timeout_ms` (0: not watched); true when it
+    /// has just been declared lost.
+    pub(crate) fn check_main_cpu(&mut self, now: u64, timeout_ms: u32, out: &mut Outbox) -> bool {
+        let Some(t) = self.last_heard_ms else {
+            return false;
+        };
+        if timeout_ms == 0 || self.lost || now < t + u64::from(timeout_ms) {
+            return false;
+        }
+        self.lost = true;
+        out.event(now, EventKind::MainCpuLost { last_ms: t });
+        true
+    }
+
+    /// True while the main CPU counts as lost.
+    pub(crate) fn main_cpu_lost(&self) -> bool {
+        self.lost
     }
 
     /// A member list taken from the main CPU: the shell sends main-link frames to these

@@ -165,7 +165,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     pub fn poll_at(&self) -> u64 {
         let t = &self.cfg.timers;
         self.host
-            .poll_at()
+            .poll_at(self.cfg.main_cpu_timeout_ms)
             .min(self.peers.poll_at(t.profile.dead_ms()))
             .min(self.domains.poll_at(t.hold_down_ms))
             .min(self.local.poll_at())
@@ -320,6 +320,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.advance(now_ms);
         let now = self.now;
         let links = self.cfg.links;
+        self.host.handle_main_cpu_heard(now, &mut self.out);
         match msg {
             HostMsg::Interfaces(list) => {
                 let part = quality::interface_part(&list, self.cfg.quality.aggregate);
@@ -409,6 +410,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         let links = self.cfg.links;
         let unheard = self.wire.host_epoch().is_none();
         self.host.handle_timeout(now, unheard, &mut self.out);
+        self.host
+            .check_main_cpu(now, self.cfg.main_cpu_timeout_ms, &mut self.out);
         if self.peers.handle_timeout(now, &self.cfg, &mut self.out) {
             self.domains.note_peer_lost();
             self.refresh_flags();
@@ -531,6 +534,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             me: self.local.status(),
             peers: self.peers.as_slice(),
             now: self.now,
+            main_cpu_lost: self.host.main_cpu_lost(),
         };
         self.domains.evaluate(&x, frozen, &mut self.out);
         let conflict = self.domains.conflict(self.peers.as_slice());
