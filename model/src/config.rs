@@ -169,9 +169,11 @@ impl ModelConfig {
         let mut c = Config::new(CLUSTER_ID, self.psk(), self.serial(i), members);
         c.links = self.links;
         c.timers = self.timers;
-        // No sensor source: its timeout (at least 1 s) is far beyond the clamp, and the
-        // model sends no sensor reports (see the crate documentation).
+        // No sensor source and no main CPU watched: their timeouts (1 s and more) are far
+        // beyond the clamp, and the model sends no sensor reports and no keepalives (see
+        // the crate documentation).
         c.sensor_timeout_ms = 0;
+        c.main_cpu_timeout_ms = 0;
         c.domains.clear();
         for (d, id) in self.domains.iter().enumerate() {
             let _ = c.domains.push(DomainEntry {

@@ -26,7 +26,7 @@
 //! canonical digest ([`State::digest`]) of everything that decides the future:
 //!
 //! - each agent's status view ([`Agent::status`]: roles, forcing, quality, flags, a silent
-//!   sensor source, and per peer: liveness state with its probe deadlines, the start of a
+//!   sensor source, a lost main CPU, and per peer: liveness state with its probe deadlines, the start of a
 //!   lost peer's return, epoch, announced roles and for how long, link states), its LED,
 //!   and its private timers
 //!   ([`Agent::private_timers`]: next heartbeat, peers' pause starts, end of the startup
@@ -85,8 +85,10 @@
 //! [`State::digest`], a comparison against a constant longer than the clamp, or a decision
 //! that reads a field left out above. Each of those is a change to the agent this crate
 //! should follow. The model's agents have no sensor source (`sensor_timeout_ms` 0, never a
-//! report) and never pause (no operator command): the sensor timeout (at least 1 s) and
-//! the pause bound (10 minutes) would otherwise be comparisons far beyond the clamp.
+//! report), watch no main CPU (`main_cpu_timeout_ms` 0; probe answers are its only
+//! messages) and never pause (no operator command): the sensor and main-CPU timeouts (1 s
+//! and more) and the pause bound (10 minutes) would otherwise be comparisons far beyond the
+//! clamp.
 //!
 //! [`Agent::poll_at`]: ha_agent::Agent::poll_at
 //! [`Agent::handle_timeout`]: ha_agent::Agent::handle_timeout

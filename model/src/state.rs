@@ -235,7 +235,8 @@ impl State {
         )
             .hash(h);
         (me.config_revision, me.config_synced, me.epoch).hash(h);
-        (me.frozen, me.fail_soft, me.conflict, s.sensors_silent).hash(h);
+        (me.frozen, me.fail_soft, me.conflict).hash(h);
+        (s.sensors_silent, s.main_cpu_lost).hash(h);
         me.paused_until_ms.map(|t| self.rel(t)).hash(h);
         for p in s.peers {
             (p.index, p.epoch, p.forced, p.firmware, p.quality).hash(h);

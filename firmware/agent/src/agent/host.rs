@@ -108,6 +108,12 @@ impl HostSide {
         true
     }
 
+    /// When the main CPU was last heard, while its silence is watched against `timeout_ms`
+    /// (not 0, not lost yet); `None` otherwise ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timer(&self, timeout_ms: u32) -> Option<u64> {
+        self.last_heard_ms.filter(|_| timeout_ms > 0 && !self.lost)
+    }
+
     /// True while the main CPU counts as lost.
     pub(crate) fn main_cpu_lost(&self) -> bool {
         self.lost

@@ -71,10 +71,11 @@ impl Sensors {
         }
     }
 
-    /// The last report, the boot time until the first one, `None` while silent
+    /// The last report (the boot time until the first one) while its silence is watched
+    /// against `timeout_ms` (not 0); `None` otherwise or while silent
     /// ([`crate::Agent::private_timers`]).
-    pub(crate) fn private_timer(&self) -> Option<u64> {
-        self.last_report.get()
+    pub(crate) fn private_timer(&self, timeout_ms: u32) -> Option<u64> {
+        self.last_report.get().filter(|_| timeout_ms != 0)
     }
 
     /// The hardware part: 0 while the source is silent.
