@@ -45,6 +45,8 @@ enum Cmd {
     Bench(Rest),
     /// Deterministic cluster simulation: `sim --seeds N [--seed S] [--members K]`.
     Sim(Rest),
+    /// Exhaustive model checking of the agent: `model [--config 2x1,...] [--plant-wrong-order]`.
+    Model(Rest),
     /// State size of the agent and flash/RAM of the firmware.
     Size(Rest),
     /// Boot K members under QEMU with the test wire: `qemu [--members K]`.
@@ -65,6 +67,7 @@ fn main() {
         Cmd::Fuzz(r) => proto_tasks::fuzz(&r.args),
         Cmd::Bench(r) => bench(&r.args),
         Cmd::Sim(r) => agent_tasks::sim(&r.args),
+        Cmd::Model(r) => agent_tasks::model(&r.args),
         Cmd::Size(r) => agent_tasks::size(&r.args).and_then(|()| firmware_tasks::size(&r.args)),
         Cmd::Qemu(r) => firmware_tasks::qemu(&r.args),
         Cmd::Demo(r) => firmware_tasks::demo(&r.args),

@@ -185,6 +185,9 @@ pub struct Status<'a, const D: usize> {
     pub output_dropped: u32,
     /// True while the sensor source is silent (its components count as failed).
     pub sensors_silent: bool,
+    /// True while the main CPU counts as lost (silent for `main_cpu_timeout_ms` after it was
+    /// heard): this member is out of the election until it is heard again.
+    pub main_cpu_lost: bool,
 }
 
 impl<'a, const D: usize> Status<'a, D> {

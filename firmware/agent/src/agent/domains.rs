@@ -48,6 +48,7 @@ pub(crate) struct Inputs<'a, const M: usize, const D: usize> {
 }
 
 /// One row per configured domain.
+#[derive(Clone)]
 pub(crate) struct Domains<const D: usize> {
     roles: Vec<DomainStatus, D>,
     /// Since when this member has been the better candidate against the active.
@@ -126,6 +127,14 @@ impl<const D: usize> Domains<D> {
             w = w.min(c + hold_down_ms as u64);
         }
         w
+    }
+
+    /// The end of the startup window, then per domain the hold-down start, then per domain
+    /// the last reported resynchronization ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        core::iter::once(Some(self.startup_until_ms))
+            .chain(self.challenge_since.iter().map(|s| s.get()))
+            .chain(self.last_resync.iter().map(|s| s.get()))
     }
 
     /// True while this member and a peer in the election are both active in a domain.

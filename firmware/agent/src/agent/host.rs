@@ -19,6 +19,7 @@ use crate::agent::outbox::{Outbox, Pending};
 pub const ROLES_REFRESH_MS: u64 = 250;
 
 /// The host-link bookkeeping of the controller's end.
+#[derive(Clone)]
 pub(crate) struct HostSide {
     /// Next periodic roles report (and keepalive while the main CPU is unheard).
     next_roles_ms: u64,
@@ -105,6 +106,12 @@ impl HostSide {
         self.lost = true;
         out.event(now, EventKind::MainCpuLost { last_ms: t });
         true
+    }
+
+    /// When the main CPU was last heard, while its silence is watched against `timeout_ms`
+    /// (not 0, not lost yet); `None` otherwise ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timer(&self, timeout_ms: u32) -> Option<u64> {
+        self.last_heard_ms.filter(|_| timeout_ms > 0 && !self.lost)
     }
 
     /// True while the main CPU counts as lost.

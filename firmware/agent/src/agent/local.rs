@@ -12,6 +12,7 @@ use crate::quality;
 use crate::status::MemberStatus;
 
 /// This member, as its status shows it.
+#[derive(Clone)]
 pub(crate) struct Local {
     st: MemberStatus,
 }

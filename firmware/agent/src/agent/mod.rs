@@ -56,6 +56,10 @@ use sensors::Sensors;
 use wire::Wire;
 
 /// The HA agent of one member, for up to `M` members and `D` domains.
+///
+/// `Clone` lets the model checker (`ha-model`) branch a state into its successors; firmware
+/// never clones an agent.
+#[derive(Clone)]
 pub struct Agent<const M: usize = MAX_MEMBERS, const D: usize = MAX_DOMAINS> {
     cfg: Config<M, D>,
     wire: Wire<M>,
@@ -106,6 +110,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             counters: self.wire.counters(),
             output_dropped: self.out.dropped(),
             sensors_silent: self.sensors.silent(),
+            main_cpu_lost: self.host.main_cpu_lost(),
         }
     }
 
@@ -487,6 +492,38 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     pub fn set_merit_order(&mut self, order: MeritOrder) {
         self.domains.set_order(order);
         self.evaluate();
+    }
+
+    /// Every private time-valued field a member-facing decision reads (agent clock, ms;
+    /// `None` when unset), in a fixed order: the peer table's next heartbeat and, per peer,
+    /// the start of its announced pause; the end of the startup window and, per domain, the
+    /// hold-down start and the last reported resynchronization; the sensor source's last
+    /// report (the boot time until the first one: its age against `sensor_timeout_ms`
+    /// decides when the hardware part drops to 0, a quality change the election reads); when
+    /// the main CPU was last heard (its age against `main_cpu_timeout_ms` decides when this
+    /// member leaves the election). These two are `None` while no decision reads them: the
+    /// timeout is 0 (nothing watched), the source is already silent, the main CPU already
+    /// lost or never heard. (A reload that sets a timeout would read them again; the model
+    /// checker makes none.)
+    ///
+    /// Not listed because [`Agent::status`] shows them: a peer's probe deadline and re-probe
+    /// time ([`PeerState`](crate::status::PeerState)) and the start of a lost peer's return,
+    /// its links' last receptions, this member's pause end and role start times. Left out:
+    /// the host side's next roles report, which only repeats host-link messages (the
+    /// wake-up it adds to [`Agent::poll_at`] changes nothing but the clock:
+    /// [`Agent::handle_timeout`] is idempotent).
+    ///
+    /// Only for the model checker, which folds them (relative to now) into its state
+    /// fingerprint; a new such timer must be listed here. Firmware never calls it.
+    #[doc(hidden)]
+    pub fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.peers
+            .private_timers()
+            .chain(self.domains.private_timers())
+            .chain([
+                self.sensors.private_timer(self.cfg.sensor_timeout_ms),
+                self.host.private_timer(self.cfg.main_cpu_timeout_ms),
+            ])
     }
 
     // ----- derived state -----

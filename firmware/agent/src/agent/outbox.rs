@@ -59,6 +59,7 @@ pub(crate) enum Pending {
 }
 
 /// Pending outputs, the event ring and the event numbering.
+#[derive(Clone)]
 pub(crate) struct Outbox {
     queue: Deque<Pending, OUT_CAP>,
     events: EventRing,

@@ -23,6 +23,7 @@ use crate::link::LinkId;
 use crate::status::{DomainStatus, LinkStatus, PeerState, PeerStatus};
 
 /// Every configured peer (members other than this one), in member-list order.
+#[derive(Clone)]
 pub(crate) struct Peers<const M: usize, const D: usize> {
     list: Vec<PeerStatus<D>, M>,
     /// Per peer (same order as `list`): since when it announces a pause.
@@ -351,6 +352,13 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             w = w.min(ps + MAX_PAUSE_MS);
         }
         w
+    }
+
+    /// The next heartbeats, then per peer the start of its pause
+    /// ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        core::iter::once(Some(self.next_heartbeat_ms))
+            .chain(self.paused_since.iter().map(|s| s.get()))
     }
 
     /// True while a live peer announces a pause.

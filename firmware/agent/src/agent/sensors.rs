@@ -14,6 +14,7 @@ use crate::event::EventKind;
 use crate::quality::{Hardware, QualityConfig};
 
 /// The readings of the sensor source and whether it is silent.
+#[derive(Clone)]
 pub(crate) struct Sensors {
     hw: Hardware,
     /// Its last report (the boot time until the first one); none while it is silent.
@@ -68,6 +69,13 @@ impl Sensors {
             Some(last) if timeout_ms != 0 => last + timeout_ms as u64,
             _ => u64::MAX,
         }
+    }
+
+    /// The last report (the boot time until the first one) while its silence is watched
+    /// against `timeout_ms` (not 0); `None` otherwise or while silent
+    /// ([`crate::Agent::private_timers`]).
+    pub(crate) fn private_timer(&self, timeout_ms: u32) -> Option<u64> {
+        self.last_report.get().filter(|_| timeout_ms != 0)
     }
 
     /// The hardware part: 0 while the source is silent.

@@ -16,6 +16,7 @@ use crate::status::Counters;
 
 /// The member endpoint (up to `M` senders), the controller's end of the host link, and what
 /// they counted.
+#[derive(Clone)]
 pub(crate) struct Wire<const M: usize> {
     /// Member frames: sealing and the one acceptance path.
     member: Endpoint<M>,
