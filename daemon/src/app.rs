@@ -19,7 +19,10 @@ use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
 use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
-use crate::synckeys::{KeyPhase, KeyStep, SyncKeys};
+use crate::synckeys::SyncKeys;
+pub use crate::syncplane::{
+    DrainHook, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook, SyncPlane,
+};
 use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 
 /// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
@@ -28,77 +31,6 @@ pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
 pub const SYNC_TICK: Duration = Duration::from_millis(2);
 /// How often the sync thread copies the engine's counters for the management API.
 pub const COUNTERS_EVERY: Duration = Duration::from_secs(1);
-
-/// The connection-state sync as the daemon drives it (implemented over the dataplane crate's
-/// engine by the daemon's dataplane adapter).
-pub trait SyncPlane {
-    /// A datagram from the peer's daemon.
-    fn on_datagram(&mut self, bytes: &[u8], now: Instant);
-    /// Datagrams to send to the peer now (changes, acknowledgements, retransmissions, bulk).
-    fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>>;
-    /// Sync events since the last call (bulk synchronization sent or received), for the
-    /// event log.
-    fn poll_events(&mut self) -> Vec<SyncEvent>;
-    /// Asks the peer for its whole table (before a planned swap makes this member active);
-    /// the request's id, or `None` when this sync plane cannot resync on demand.
-    fn request_resync(&mut self, _now: Instant) -> Option<u32> {
-        None
-    }
-    /// Where resync request `id` stands.
-    fn resync_state(&self, _id: u32) -> ResyncState {
-        ResyncState::Done
-    }
-    /// Whether every change made here has been acknowledged by the peer (nothing queued,
-    /// nothing in flight, no bulk under way): [`ResyncState::Done`] when so,
-    /// [`ResyncState::NoPeer`] when no peer is heard, `None` when this sync plane cannot
-    /// tell (the builtin flow table). The active waits for it before it hands over.
-    fn drain_state(&self) -> Option<ResyncState> {
-        None
-    }
-    /// Applies one step of a PSK rollover to the state-sync keys ([`crate::synckeys`]); a
-    /// sync plane without keys (the builtin flow table) has nothing to do.
-    fn key_step(&mut self, _step: &KeyStep) -> Result<(), String> {
-        Ok(())
-    }
-    /// Counters of the state sync for `info --verbose`: frames refused per reason, records
-    /// refused per table.
-    fn counters(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-}
-
-/// Progress of a resync request ([`SyncPlane::request_resync`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResyncState {
-    /// The peer's table is still arriving.
-    Pending,
-    /// The whole table arrived.
-    Done,
-    /// No peer is heard: nothing to wait for.
-    NoPeer,
-}
-
-/// How the wait for a resync before a planned swap ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResyncOutcome {
-    /// The peer's whole table arrived after this long.
-    Complete(Duration),
-    /// Not complete within the bound; the swap goes on (and the outcome is reported).
-    TimedOut(Duration),
-    /// No peer heard.
-    NoPeer,
-    /// The sync plane cannot resync on demand (the builtin flow table), or no sync is set up.
-    Unsupported,
-}
-
-/// Asks the peer for a resync and waits for it, at most the given bound (called by the
-/// management server before a planned swap).
-pub type ResyncHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
-
-/// Waits until the peer has acknowledged every change made here (see
-/// [`SyncPlane::drain_state`]), at most the given bound (called by the management server on
-/// the active before a planned swap it starts by going passive).
-pub type DrainHook = Arc<dyn Fn(Duration) -> ResyncOutcome + Send + Sync>;
 
 /// Polls `state` of the dataplane in `core` every 5 ms, from `start`, until it is done, no
 /// peer is heard, or `bound` passes (`None`: this dataplane cannot tell). The sync thread
@@ -143,76 +75,6 @@ fn wait_resync<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOu
         None => ResyncOutcome::Unsupported,
     }
 }
-
-/// A state-sync event for the event log (SPEC E3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SyncEvent {
-    /// The whole table went to a (re)started peer.
-    BulkSent {
-        /// Connections sent.
-        records: usize,
-    },
-    /// A peer's whole table arrived.
-    BulkReceived {
-        /// Connections received.
-        records: usize,
-    },
-    /// Records of the peer refused by a table: at its cap (`cap`), or larger than the table
-    /// stores (`cap` is `None`).
-    RecordsRefused {
-        /// The table's name.
-        table: &'static str,
-        /// Its cap, when that was the reason.
-        cap: Option<usize>,
-        /// Records refused since the previous such event.
-        count: u64,
-    },
-}
-
-impl SyncEvent {
-    /// The event-log entry.
-    pub fn to_event(&self) -> ha_mgmt_api::Event {
-        let (kind, detail) = match self {
-            SyncEvent::BulkSent { records } => (
-                ha_mgmt_api::EventKind::BulkSyncSent,
-                format!("{records} connections sent to the peer"),
-            ),
-            SyncEvent::BulkReceived { records } => (
-                ha_mgmt_api::EventKind::BulkSyncReceived,
-                format!("{records} connections received from the peer"),
-            ),
-            SyncEvent::RecordsRefused {
-                table,
-                cap: Some(cap),
-                count,
-            } => (
-                ha_mgmt_api::EventKind::StateSyncRefused,
-                format!("{count} {table} records of the peer refused: table at its cap of {cap}"),
-            ),
-            SyncEvent::RecordsRefused {
-                table,
-                cap: None,
-                count,
-            } => (
-                ha_mgmt_api::EventKind::StateSyncRefused,
-                format!(
-                    "{count} {table} records of the peer refused: larger than the table stores"
-                ),
-            ),
-        };
-        ha_mgmt_api::Event {
-            time_ms: unix_ms(),
-            kind,
-            member: None,
-            detail,
-        }
-    }
-}
-
-/// Moves the state-sync keys through a phase of a PSK rollover (to key id `u8`, PSK
-/// `[u8; 32]`), called by the management server once the controller confirmed the phase:
-/// the keyring file first, then the sync engine. `Ok` carries a line for the event log.
-pub type SyncKeyHook = Arc<dyn Fn(KeyPhase, u8, &[u8; 32]) -> Result<String, String> + Send + Sync>;
 
 /// The hook that keeps `keys` (the keyring file) and the sync engine of `core` (when this
 /// member forwards) in step through a rollover.

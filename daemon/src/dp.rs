@@ -6,10 +6,10 @@ use std::time::Instant;
 use ha_dataplane::tables::{Refused, TableKind};
 use ha_dataplane::{Dataplane, Millis, Packet};
 
-use crate::app::{ResyncState, SyncEvent, SyncPlane};
 use crate::fastpath::{Filter, PacketInfo, Side};
 use crate::runtime::Activate;
 use crate::synckeys::KeyStep;
+use crate::syncplane::{ResyncState, SyncEvent, SyncPlane};
 
 /// The dataplane of this member, and the instant its milliseconds count from (the
 /// dataplane reads no clock: the daemon hands it `Millis` since `base`).

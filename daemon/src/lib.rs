@@ -13,4 +13,5 @@ pub mod mgmt;
 pub mod packetio;
 pub mod runtime;
 pub mod synckeys;
+pub mod syncplane;
 pub mod util;

@@ -33,6 +33,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use crate::keys::{Psk, KEY_LEN};
+pub use crate::msg::{LinkAddr, MemberEntry};
 use crate::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
 use crate::sensor::SensorKind;
 
@@ -67,24 +68,6 @@ pub const MIN_INTERVAL_MS: u32 = 5;
 pub const MAX_INTERVAL_MS: u32 = 10_000;
 /// Fewest missed heartbeats before a link is declared down: one loss alone never is.
 pub const MIN_MISS_LIMIT: u8 = 2;
-
-/// An IPv4 address and UDP port of a member's main HA link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LinkAddr {
-    /// IPv4 address, network order.
-    pub ip: [u8; 4],
-    /// UDP port.
-    pub port: u16,
-}
-
-/// One cluster member as every member's block lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MemberEntry {
-    /// The member's serial.
-    pub serial: Serial,
-    /// Its main HA link address.
-    pub main_link: LinkAddr,
-}
 
 /// Heartbeat timer profile: the one definition for the block, the agent and the tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

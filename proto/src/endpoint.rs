@@ -22,8 +22,9 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::frame::{self, Error as FrameError, Header, Opened, MAX_FRAME_LEN};
+use crate::ids::{Channel, Serial};
 use crate::keys::Keyring;
-use crate::msg::{Channel, Serial};
+use crate::msg::member::MemberMsg;
 use crate::replay::ReplayTable;
 use crate::seq::Sequencer;
 
@@ -412,5 +413,40 @@ impl<const N: usize> Endpoint<N> {
         }
         self.replay.check(&h).map_err(Reject::from)?;
         Ok(opened)
+    }
+}
+
+impl Admit for MemberMsg {
+    /// Member frames go to every member on a link, so they are never bound in the header;
+    /// the messages that change a receiver's state name the receiver's boot in their body
+    /// instead, and one naming another boot of the receiver was recorded before it rebooted:
+    /// refused ([`Reject::StaleBinding`](Reject::StaleBinding)). A
+    /// heartbeat from a sender that has not heard the receiver yet names none of its boots
+    /// and is accepted (that is how two members first meet).
+    fn admit(&self, _header: &Header, to: &Receiver) -> Result<(), Reject> {
+        let names_other_boot =
+            |member: &Serial, epoch: u32| *member == to.serial && epoch != to.epoch;
+        let stale = match self {
+            MemberMsg::Heartbeat(hb) => hb
+                .heard
+                .iter()
+                .any(|h| names_other_boot(&h.member, h.epoch)),
+            MemberMsg::AdminFor {
+                target,
+                target_epoch,
+                ..
+            } => names_other_boot(target, *target_epoch),
+            MemberMsg::ResyncRequest {
+                to: t, to_epoch, ..
+            } => names_other_boot(t, *to_epoch),
+            MemberMsg::JoinRequest(_) | MemberMsg::JoinAccept(_) | MemberMsg::JoinReject(_) => {
+                false
+            }
+        };
+        if stale {
+            Err(Reject::StaleBinding)
+        } else {
+            Ok(())
+        }
     }
 }

@@ -39,13 +39,13 @@ use hmac::Mac;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring};
-use crate::msg::{Channel, Serial};
 
 /// Frame magic, "HA".
 pub const MAGIC: [u8; 2] = *b"HA";
 /// Version of the header layout and the message sets.
-pub const PROTOCOL_VERSION: u8 = crate::msg::MESSAGE_SET_VERSION;
+pub const PROTOCOL_VERSION: u8 = crate::ids::PROTOCOL_VERSION;
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 44;
 /// Authentication tag length, bytes (128 bits).

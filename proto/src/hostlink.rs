@@ -12,9 +12,9 @@
 
 use crate::endpoint::{Accepted, Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
+use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
 use crate::msg::host::{Direction, HostMsg};
-use crate::msg::{Channel, Serial};
 
 /// Senders the host link's replay table tracks: only the other end of this member's link
 /// (one serial), plus one slot so that a changed serial is reported as `wrong_sender`.

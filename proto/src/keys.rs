@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroize;
 
-use crate::msg::Channel;
+use crate::ids::Channel;
 
 /// HMAC-SHA256 pre-keyed state.
 pub(crate) type HmacSha256 = Hmac<Sha256>;

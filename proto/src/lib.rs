@@ -23,6 +23,7 @@ pub mod config_block;
 pub mod endpoint;
 pub mod frame;
 pub mod hostlink;
+pub mod ids;
 pub mod keys;
 pub mod msg;
 pub mod replay;

@@ -11,7 +11,7 @@
 use heapless::Vec;
 
 use crate::frame::{Error, Header};
-use crate::msg::{Channel, Serial};
+use crate::ids::{Channel, Serial};
 
 /// Width of the window, sequence numbers (at least 64 per SPEC A4; 128 tolerates the
 /// reordering of a busy state-sync stream).

@@ -1,7 +1,7 @@
 //! Sender-side header bookkeeping: one [`Sequencer`] per sender and boot.
 
 use crate::frame::{Header, PROTOCOL_VERSION};
-use crate::msg::{Channel, Serial};
+use crate::ids::{Channel, Serial};
 
 /// Builds headers for one sender: fixed cluster, serial and boot epoch, a sequence number that
 /// increases with every frame.

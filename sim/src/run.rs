@@ -2,21 +2,9 @@
 
 use std::fmt::Write as _;
 
-use ha_agent::election::MeritOrder;
-
+pub use crate::scenario::Options;
 use crate::scenario::{Kind, Scenario};
 use crate::world::World;
-
-/// Run options.
-#[derive(Clone, Copy, Default)]
-pub struct Options {
-    /// Fix the member count.
-    pub members: Option<usize>,
-    /// Force a scenario kind.
-    pub kind: Option<Kind>,
-    /// Replace the election's merit order (mutation test).
-    pub merit_order: Option<MeritOrder>,
-}
 
 /// Result of one seed.
 #[derive(Clone, Debug)]

@@ -616,3 +616,14 @@ fn episode(acts: Vec<(u64, Action)>) -> Episode {
     let end = acts.iter().map(|a| a.0).max().unwrap_or(0);
     (start, end, acts)
 }
+
+/// Run options.
+#[derive(Clone, Copy, Default)]
+pub struct Options {
+    /// Fix the member count.
+    pub members: Option<usize>,
+    /// Force a scenario kind.
+    pub kind: Option<Kind>,
+    /// Replace the election's merit order (mutation test).
+    pub merit_order: Option<ha_agent::election::MeritOrder>,
+}

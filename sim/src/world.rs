@@ -17,8 +17,7 @@ use oorandom::Rand64;
 
 use crate::cpu::{MainCpu, Uart};
 use crate::invariants::Checker;
-use crate::run::Options;
-use crate::scenario::{Action, Kind, Scenario, MAX_SIM_DOMAINS, MAX_SIM_MEMBERS};
+use crate::scenario::{Action, Kind, Options, Scenario, MAX_SIM_DOMAINS, MAX_SIM_MEMBERS};
 
 /// The agent type the simulator runs.
 pub type SimAgent = Agent<MAX_SIM_MEMBERS, MAX_SIM_DOMAINS>;

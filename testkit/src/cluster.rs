@@ -20,11 +20,8 @@
 
 #![warn(missing_docs)]
 
-use std::collections::VecDeque;
-use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,6 +30,8 @@ use ha_proto::config_block::ConfigBlock;
 use ha_proto::msg::Role;
 use ha_testwire::{Impair, LinkKind, Wire, WireConfig};
 
+pub use crate::common::{decode_defmt, Error, Result, LED_POLL, STATUS_PERIOD};
+use crate::common::{lock, SOCKET_TIMEOUT};
 pub use crate::led::LedObserved;
 use crate::member::{DataNet, Ports, ProbeFn};
 pub use crate::member::{HostView, Member};
@@ -40,26 +39,8 @@ pub use crate::member::{HostView, Member};
 pub use ha_hal::bridge::SensorKind as Sensor;
 pub use ha_testwire::LinkKind as Link;
 
-/// Period of the LED register reads over QMP.
-pub const LED_POLL: Duration = Duration::from_millis(50);
-/// Period of the harness's `StatusRequest`s.
-pub const STATUS_PERIOD: Duration = Duration::from_millis(500);
-/// How long QEMU may take to create its sockets.
-pub(crate) const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest UART0 log kept per member, bytes (defmt frames are a few bytes each; a 5-minute
-/// soak logs well under this).
-pub(crate) const MAX_LOG: usize = 8 << 20;
-/// LED transitions kept per member (a blinking LED makes two per 3 s).
-pub(crate) const MAX_LED_CHANGES: usize = 1024;
-/// Events and decisions kept per member.
-pub(crate) const MAX_RECORDS: usize = 4096;
 /// Main-link UDP port in every member's block.
 const HA_PORT: u16 = ha_proto::config_block::DEFAULT_HA_PORT;
-
-/// Errors of the harness.
-pub type Error = String;
-/// Result of the harness.
-pub type Result<T = ()> = std::result::Result<T, Error>;
 
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 static CLUSTER_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -101,17 +82,6 @@ fn free_udp_port() -> Result<SocketAddr> {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map_err(|e| format!("no free UDP port: {e}"))
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
-    if q.len() == max {
-        q.pop_front();
-    }
-    q.push_back(v);
 }
 
 /// A running cluster. Dropping it kills every QEMU and stops every thread.
@@ -413,27 +383,6 @@ fn provision(cfg: &ClusterConfig, serials: &[String]) -> Result<Vec<ConfigBlock>
             plan.block(psk.clone()).map_err(|e| e.to_string())
         })
         .collect()
-}
-
-/// Decodes raw defmt frames with `defmt-print -e <elf>`.
-pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String> {
-    let mut child = Command::new("defmt-print")
-        .arg("-e")
-        .arg(elf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(raw)
-            .map_err(|e| format!("defmt-print: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("defmt-print: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Median, min and max of failover times in milliseconds, as the bench prints them.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{lock, push_bounded, Result, LED_POLL, MAX_LED_CHANGES, SOCKET_TIMEOUT};
+use crate::common::{lock, push_bounded, Result, LED_POLL, MAX_LED_CHANGES, SOCKET_TIMEOUT};
 
 /// The LED as observed over a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

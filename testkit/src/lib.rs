@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+mod common;
 mod led;
 mod member;
 pub mod traffic;

@@ -21,7 +21,7 @@ use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{Role, Serial};
 use ha_qemu::{MemberCmd, Uart0};
 
-use crate::cluster::{
+use crate::common::{
     decode_defmt, lock, push_bounded, Result, MAX_LOG, MAX_RECORDS, SOCKET_TIMEOUT, STATUS_PERIOD,
 };
 use crate::led::{connect_qmp, led_loop, LedObserved};

@@ -8,6 +8,7 @@ mod agent_tasks;
 mod dataplane_tasks;
 mod firmware_tasks;
 mod host_tools_tasks;
+mod layout;
 mod proto_tasks;
 mod setup;
 mod test;
@@ -57,6 +58,8 @@ enum Cmd {
     E2e(Rest),
     /// The e2e cluster under random faults: `chaos --minutes M [--seed S]`.
     Chaos(Rest),
+    /// The tree's shape: no source file over 800 lines, no undocumented import cycle.
+    Layout(Rest),
 }
 
 fn main() {
@@ -73,6 +76,7 @@ fn main() {
         Cmd::Demo(r) => firmware_tasks::demo(&r.args),
         Cmd::E2e(r) => dataplane_tasks::e2e(&r.args),
         Cmd::Chaos(r) => dataplane_tasks::chaos(&r.args),
+        Cmd::Layout(r) => layout::layout(&r.args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

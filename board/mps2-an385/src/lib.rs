@@ -24,6 +24,7 @@ pub mod config;
 pub mod eth;
 pub mod executor;
 pub mod irq;
+pub mod vectors;
 pub mod leds;
 pub mod logger;
 pub mod sensors;

@@ -1,6 +1,14 @@
 use super::*;
+use crate::syncplane::ResyncOutcome;
+use ha_mgmt_api::*;
 use ha_proto::msg::host::{EventReport, LedReport};
+use ha_proto::msg::host::{HostMsg, MemberSummary, StatusReport};
 use ha_proto::msg::{FirmwareVersion, Serial};
+use ha_proto::msg::{LinkState, Role};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 fn summary(serial: &str, local: bool, role: Role) -> MemberSummary {
     MemberSummary {

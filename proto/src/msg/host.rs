@@ -6,11 +6,11 @@ use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
 use super::member::AdminCommand;
+use super::MemberEntry;
 use super::{
     FirmwareVersion, Forced, LinkState, Role, Serial, IFACE_NAME_LEN, MAX_DOMAINS, MAX_HA_LINKS,
     MAX_IFACES, MAX_MEMBERS,
 };
-use crate::config_block::MemberEntry;
 use crate::keys::KEY_LEN;
 
 /// Every message on the host link, in both directions.

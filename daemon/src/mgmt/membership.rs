@@ -1,0 +1,121 @@
+//! Cluster membership on this member (SPEC A6): a member removed or added reaches the
+//! controller (its member list), which confirms with its status, then the configuration
+//! block.
+
+use ha_mgmt_api::*;
+use ha_proto::config_block::{LinkAddr, MemberEntry};
+use ha_proto::msg::host::HostMsg;
+use ha_proto::msg::{Serial, MAX_MEMBERS};
+
+use super::{err, MgmtServer};
+use crate::runtime::{unix_ms, Shared};
+use ha_persist::{read_block, write_block};
+
+impl MgmtServer {
+    /// Adds `serial` at `main_link` to the member list (see [`MgmtServer::change_members`]).
+    pub(super) fn member_add(&self, serial: &str, main_link: &str) -> Reply {
+        let Some(s) = Serial::new(serial) else {
+            return err(ErrorCode::BadRequest, format!("{serial:?} is not a serial"));
+        };
+        let Ok(addr) = main_link.parse::<std::net::SocketAddrV4>() else {
+            return err(
+                ErrorCode::BadRequest,
+                format!("main link {main_link:?}: expected IPv4:PORT"),
+            );
+        };
+        self.change_members(|list| {
+            if list.iter().any(|m| m.serial == s) {
+                return Err(format!("{serial} is already a member"));
+            }
+            list.push(MemberEntry {
+                serial: s,
+                main_link: LinkAddr {
+                    ip: addr.ip().octets(),
+                    port: addr.port(),
+                },
+            })
+            .map_err(|_| format!("the cluster is full ({MAX_MEMBERS} members)"))
+        })
+    }
+
+    /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).
+    pub(super) fn member_remove(&self, serial: &str) -> Reply {
+        let me = self.shared().serial;
+        self.change_members(|list| {
+            if me.as_str() == serial {
+                return Err("a member cannot remove itself".into());
+            }
+            let before = list.len();
+            list.retain(|m| m.serial.as_str() != serial);
+            if list.len() == before {
+                return Err(format!("{serial} is not a member"));
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes this member's HA member list: the configuration block's list, edited by
+    /// `edit`, goes to the controller (`HostMsg::Members`); once its status lists exactly
+    /// those members, the block is saved with them (so a restart keeps them). A refused edit
+    /// or list changes nothing.
+    pub(super) fn change_members(
+        &self,
+        edit: impl FnOnce(&mut heapless::Vec<MemberEntry, MAX_MEMBERS>) -> Result<(), String>,
+    ) -> Reply {
+        let Some(path) = self.block_path.clone() else {
+            return err(ErrorCode::Unsupported, "no configuration block to change");
+        };
+        let mut block = match read_block(&path) {
+            Ok(b) => b,
+            Err(e) => return err(ErrorCode::Internal, e),
+        };
+        if let Err(e) = edit(&mut block.members) {
+            return err(ErrorCode::Refused, e);
+        }
+        if let Err(e) = block.validate() {
+            return err(
+                ErrorCode::Refused,
+                format!("the new member list is invalid: {e}"),
+            );
+        }
+        let want: Vec<Serial> = block.members.iter().map(|m| m.serial).collect();
+        if let Err(e) = self.send(HostMsg::Members(block.members.clone())) {
+            return *e;
+        }
+        let same = move |s: &Shared| {
+            s.status.as_ref().is_some_and(|(r, _)| {
+                r.members.len() == want.len() && r.members.iter().all(|m| want.contains(&m.serial))
+            })
+        };
+        if !self.wait_for(same) {
+            return err(
+                ErrorCode::Unreachable,
+                "the management controller did not take the new member list",
+            );
+        }
+        if let Err(e) = write_block(&path, &block) {
+            return err(
+                ErrorCode::Internal,
+                format!(
+                    "the controller uses the new member list, but the configuration block \
+                     was not saved ({e}): a restart would bring the old list back"
+                ),
+            );
+        }
+        let list: Vec<&str> = block.members.iter().map(|m| m.serial.as_str()).collect();
+        self.shared().push_local_event(ha_mgmt_api::Event {
+            time_ms: unix_ms(),
+            kind: ha_mgmt_api::EventKind::Members,
+            member: None,
+            detail: format!("member list now {}", list.join(", ")),
+        });
+        Reply::Done {
+            message: format!(
+                "{} now has {} members: {}",
+                self.shared().serial.as_str(),
+                list.len(),
+                list.join(", ")
+            ),
+        }
+    }
+}

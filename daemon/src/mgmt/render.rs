@@ -1,0 +1,191 @@
+//! What the management API shows: the controller's status report as the status table
+//! (SPEC E1) and its events as event-log entries (SPEC E3).
+
+use ha_mgmt_api::*;
+use ha_proto::msg::host::{MemberSummary, StatusReport};
+use ha_proto::msg::{LinkState, Role};
+
+use crate::runtime::Shared;
+
+/// Maps a controller event name to the API's kind; `None` for names the API has no kind for.
+pub fn event_kind(name: &str) -> Option<EventKind> {
+    Some(match name {
+        "role_changed" => EventKind::Swap,
+        "peer_found" | "peer_restarted" => EventKind::PeerFound,
+        "peer_lost" | "peer_unreachable" | "all_links_down" => EventKind::PeerLost,
+        "link_down" => EventKind::LinkDown,
+        "link_up" => EventKind::LinkUp,
+        "quality_changed" => EventKind::QualityChanged,
+        "collision" | "resync_requested" => EventKind::Collision,
+        "paused" => EventKind::Pause,
+        "resumed" => EventKind::Resume,
+        "forcing_changed" => EventKind::Forced,
+        "version_mismatch" => EventKind::VersionConflict,
+        "config_mismatch" => EventKind::SyncFailure,
+        "key_rotation" => EventKind::KeyRotation,
+        "members_changed" | "members_refused" => EventKind::Members,
+        _ => return None,
+    })
+}
+
+pub(crate) fn mode_of(role: Role) -> Mode {
+    match role {
+        Role::Starting => Mode::Starting,
+        Role::Active => Mode::Active,
+        Role::Passive => Mode::Passive,
+        Role::Disabled => Mode::Disabled,
+    }
+}
+
+pub(crate) fn forced_of(f: ha_proto::msg::Forced) -> Forced {
+    match f {
+        ha_proto::msg::Forced::None => Forced::None,
+        ha_proto::msg::Forced::Active => Forced::Active,
+        ha_proto::msg::Forced::Passive => Forced::Passive,
+    }
+}
+
+/// A member's overall mode: active when active in any domain, else its first domain's role.
+pub(crate) fn member_mode(m: &MemberSummary) -> Mode {
+    if !m.alive {
+        return Mode::Unknown;
+    }
+    if m.domains.iter().any(|d| d.role == Role::Active) {
+        return Mode::Active;
+    }
+    m.domains
+        .first()
+        .map(|d| mode_of(d.role))
+        .unwrap_or(Mode::Unknown)
+}
+
+/// Builds the status table (SPEC E1) from a status report that arrived at `arrived_ms`.
+pub fn cluster_info(
+    sh: &Shared,
+    report: &StatusReport,
+    arrived_ms: u64,
+    verbose: bool,
+) -> ClusterInfo {
+    let members: Vec<MemberInfo> = report
+        .members
+        .iter()
+        .map(|m| {
+            let since_ms =
+                arrived_ms.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms));
+            let counters = (verbose && m.local).then(|| {
+                let mut c = std::collections::BTreeMap::new();
+                c.insert("frames_sent".to_string(), u64::from(report.frames_sent));
+                c.insert(
+                    "frames_received".to_string(),
+                    u64::from(report.frames_received),
+                );
+                c.insert(
+                    "frames_rejected".to_string(),
+                    u64::from(report.frames_rejected),
+                );
+                c.insert("host_frames_accepted".to_string(), sh.host_accepted);
+                for (k, v) in &sh.host_rejects {
+                    c.insert(format!("host_rejected_{k}"), *v);
+                }
+                for (k, v) in &sh.sync_counters {
+                    c.insert(format!("sync_{k}"), *v);
+                }
+                if let Some(fp) = &sh.fast_path {
+                    c.insert("fastpath_forwarded".into(), fp.forwarded);
+                    c.insert("fastpath_dropped_filter".into(), fp.dropped_filter);
+                    c.insert("fastpath_dropped_passive".into(), fp.dropped_passive);
+                    c.insert("fastpath_garp_sent".into(), fp.garp_sent);
+                }
+                c
+            });
+            MemberInfo {
+                serial: m.serial.as_str().to_string(),
+                model: "mps2-an385".to_string(),
+                firmware: format!(
+                    "{}.{}.{}",
+                    m.firmware.major, m.firmware.minor, m.firmware.patch
+                ),
+                forced: forced_of(m.forced),
+                mode: member_mode(m),
+                mode_since: since_ms / 1000,
+                quality: m.quality,
+                // The first configured domain's; per-domain priorities are in the report.
+                priority: m.domains.first().map(|d| d.priority).unwrap_or(0),
+                config_sync: ConfigSyncInfo {
+                    state: if m.local {
+                        SyncState::Source
+                    } else {
+                        SyncState::NoCommunication
+                    },
+                    last_sync: None,
+                    detail: Some(
+                        "configuration sync is reported by confsync, not ha-daemon".into(),
+                    ),
+                },
+                // The member's HA boot is its controller's (its uptime rides on every
+                // status report); peers do not report theirs.
+                boot_time: if m.local {
+                    arrived_ms.saturating_sub(report.uptime_ms) / 1000
+                } else {
+                    0
+                },
+                links: m
+                    .links
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| LinkInfo {
+                        name: if i == 0 { "main" } else { "backup" }.to_string(),
+                        state: match l {
+                            LinkState::Absent => LinkStatus::NotConfigured,
+                            LinkState::Up => LinkStatus::Up,
+                            LinkState::Down => LinkStatus::Down,
+                        },
+                        since: 0,
+                    })
+                    .collect(),
+                config_revision: m.config_revision,
+                counters,
+            }
+        })
+        .collect();
+    let actives = members.iter().filter(|m| m.mode == Mode::Active).count();
+    let alive = report.members.iter().filter(|m| m.alive).count();
+    let links_down = members
+        .iter()
+        .flat_map(|m| &m.links)
+        .any(|l| l.state == LinkStatus::Down);
+    let (banner, banner_text) = if actives > 1 {
+        (
+            BannerLevel::Critical,
+            format!("{actives} members are active"),
+        )
+    } else if alive < 2 {
+        (
+            BannerLevel::Critical,
+            "no redundancy: no peer is heard".to_string(),
+        )
+    } else if actives == 0 {
+        (BannerLevel::Warning, "no member is active".to_string())
+    } else if links_down {
+        (BannerLevel::Warning, "an HA link is down".to_string())
+    } else {
+        (BannerLevel::Ok, format!("{alive} members, redundant"))
+    };
+    ClusterInfo {
+        api_version: API_VERSION,
+        cluster_id: sh.cluster_id,
+        me: sh.serial.as_str().to_string(),
+        banner,
+        banner_text,
+        members,
+    }
+}
+
+pub(crate) fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Event> {
+    Some(Event {
+        time_ms: arrived_ms,
+        kind: event_kind(e.name.as_str())?,
+        member: e.peer.map(|p| p.as_str().to_string()),
+        detail: format!("#{} {}", e.seq, e.detail.as_str()),
+    })
+}

@@ -1,0 +1,321 @@
+//! hactl's command line: every command, subcommand and option, with the help text an
+//! operator reads (`hactl --help`, `hactl <command> --help`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The exit codes, listed under `hactl --help`.
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
+3 refused input (weak passphrase, invalid value, existing file, refused by the daemon), \
+4 file error, 5 daemon or service unreachable, 6 missing/corrupt/invalid configuration image, \
+7 configuration not synchronized (synctest).";
+
+#[derive(Parser)]
+#[command(name = "hactl", version, about = "Operate an HA cluster: keys, provisioning, status, control, configuration sync", after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
+    #[arg(long, global = true)]
+    pub(crate) socket: Option<PathBuf>,
+    /// The configuration-sync service's socket, for config publish/sync/diff/synctest, cluster
+    /// create/join/remove and the sync column of info (default: $HA_CONFIG_SOCKET, else /run/ha/confsync.sock).
+    #[arg(long, global = true)]
+    pub(crate) config_socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Cluster pre-shared key: generate, check a passphrase.
+    #[command(subcommand)]
+    Psk(PskCmd),
+    /// Write a member's flash configuration block to an image file (mode 0600).
+    Provision(ProvisionArgs),
+    /// Show what a configuration image holds (never the key, only its fingerprint).
+    Inspect {
+        /// The image file.
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cluster status table (SPEC E1): every member's mode, quality, links, config sync.
+    Info {
+        /// Add protocol counters.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// This member's mode.
+    Mode {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force this member active, whatever its quality.
+    Active,
+    /// Force this member passive.
+    Passive,
+    /// Remove any forcing: the election decides again.
+    Reset,
+    /// Reload the HA settings.
+    Reload,
+    /// The event log (SPEC E3).
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N past events.
+        #[arg(long)]
+        last: Option<u32>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration store: publish the draft as a new revision.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Push the latest published configuration revision to the peers (incremental, atomic).
+    Sync {
+        /// Only this peer (serial).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare one configuration file with a peer's copy.
+    Diff {
+        /// Path relative to the configuration root.
+        file: String,
+        /// The peer (serial); the first peer when absent.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List unsynchronized files and local unpublished changes; exits 7 when any.
+    Synctest {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Rolling update: the passive first, then a swap, then the other member.
+    Update {
+        /// Firmware image.
+        #[arg(long)]
+        image: PathBuf,
+        /// A member as SERIAL=SOCKET (its daemon's management socket); repeat for each.
+        /// With --install, hactl runs the rolling update itself; without, the daemon at
+        /// --socket is asked to.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// Program that installs the image on one member and returns once it restarted:
+        /// run as `PROGRAM SERIAL IMAGE` (no shell).
+        #[arg(long)]
+        install: Option<PathBuf>,
+        /// Firmware version the image reports; a member has rejoined once it shows it.
+        #[arg(long)]
+        expect_version: Option<String>,
+        /// Longest wait for a member to rejoin or take over, seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        /// Interval between status polls while waiting, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+        /// Consecutive polls a member must look healthy before the next step.
+        #[arg(long, default_value_t = 3)]
+        settle_polls: u32,
+        /// Machine-readable progress (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// Turn the draft into a new revision (active member only; a standby is read-only).
+    Publish {
+        /// Comment stored with the revision.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration-sync service's event log: syncs, joins, refused frames (by reason),
+    /// sessions cut by a deadline.
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N past events.
+        #[arg(long)]
+        last: Option<u32>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// Create a cluster on this (active) member: it becomes the cluster's first member.
+    Create {
+        /// Cluster id.
+        #[arg(long)]
+        cluster_id: u32,
+        /// Key file of the cluster PSK (from `hactl psk generate`).
+        #[arg(long)]
+        psk_file: PathBuf,
+    },
+    /// Join the cluster whose active member's configuration-sync service listens at --peer;
+    /// this member then receives the cluster's configuration. A full cluster refuses.
+    Join {
+        /// IP:PORT of the active member's configuration-sync receiver.
+        #[arg(long)]
+        peer: String,
+        /// Key file of the cluster PSK.
+        #[arg(long)]
+        psk_file: PathBuf,
+        /// This member's main HA link (IP:PORT), added to the HA member list of every
+        /// --member-socket daemon (their controllers and configuration blocks).
+        #[arg(long, requires = "member_sockets")]
+        ha_address: Option<String>,
+        /// The management socket of a member already in the cluster; repeat for each.
+        #[arg(long = "member-socket", requires = "ha_address")]
+        member_sockets: Vec<PathBuf>,
+    },
+    /// Remove a failed member (before joining its replacement).
+    Remove {
+        /// Its serial.
+        #[arg(long)]
+        serial: String,
+        /// The management socket of a remaining member whose HA member list (controller and
+        /// configuration block) drops it; repeat for each.
+        #[arg(long = "member-socket")]
+        member_sockets: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PskCmd {
+    /// Generate a 256-bit key from the OS CSPRNG into a file with mode 0600.
+    Generate {
+        /// Where to write the key (64 hex digits).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Also print the key on standard output (it is never printed otherwise).
+        #[arg(long)]
+        show: bool,
+        /// Derive the key from a passphrase read from standard input (or --passphrase-file)
+        /// instead; the passphrase must pass `psk check`.
+        #[arg(long)]
+        from_passphrase: bool,
+        /// File holding the passphrase (with --from-passphrase).
+        #[arg(long, requires = "from_passphrase")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Change the PSK of the running cluster without a swap or a lost heartbeat: the new key
+    /// is accepted everywhere, then used, then the old one is retired.
+    Rotate {
+        /// Key file of the new PSK (from `hactl psk generate`); read by the daemon, never sent
+        /// on a command line.
+        #[arg(long)]
+        psk_file: PathBuf,
+        /// Key id of the new key (must differ from the current one).
+        #[arg(long)]
+        key_id: u8,
+        /// The management socket of one member's daemon; repeat for every member of the
+        /// cluster (default: --socket alone, for a cluster of one member). Every member must
+        /// be listed: each phase is confirmed by all of them before the next starts.
+        #[arg(long = "member-socket")]
+        member_sockets: Vec<PathBuf>,
+        /// The configuration-sync service's socket of one member; repeat for every member to
+        /// roll the sync channel's keys over too (after the HA links').
+        #[arg(long = "config-member-socket")]
+        config_member_sockets: Vec<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a running PSK rotation stands.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate a passphrase (read from standard input or --file, never from the command line);
+    /// exits 3 when it is too short or guessable.
+    Check {
+        /// File holding the passphrase.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Words an attacker would try first (cluster name, site, serials).
+        #[arg(long = "context")]
+        context: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct ProvisionArgs {
+    /// Key file (from `hactl psk generate`).
+    #[arg(long)]
+    pub(crate) psk_file: PathBuf,
+    /// This member's serial.
+    #[arg(long)]
+    pub(crate) serial: String,
+    /// Cluster id.
+    #[arg(long)]
+    pub(crate) cluster_id: u32,
+    /// Key id of the PSK (changes on every rotation).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) key_id: u8,
+    /// A member as SERIAL=IP:PORT of its main HA link; repeat for each, in cluster order,
+    /// this member included.
+    #[arg(long = "member", required = true)]
+    pub(crate) members: Vec<String>,
+    /// The backup HA link (serial line) is wired.
+    #[arg(long)]
+    pub(crate) backup_link: bool,
+    /// Encrypt member frames (AEAD) instead of authenticating only.
+    #[arg(long)]
+    pub(crate) encrypt: bool,
+    /// UDP port of the connection-state sync.
+    #[arg(long, default_value_t = ha_proto::config_block::DEFAULT_STATE_SYNC_PORT)]
+    pub(crate) state_sync_port: u16,
+    /// Timer profile: default, fast or custom:INTERVAL_MS:MISS_LIMIT.
+    #[arg(long, default_value = "default")]
+    pub(crate) timers: String,
+    /// A domain as ID or ID=SERIAL (SERIAL is active when qualities are equal); default 0.
+    #[arg(long = "domain")]
+    pub(crate) domains: Vec<String>,
+    /// When an aggregate counts as down: all-down or any-down.
+    #[arg(long, default_value = "all-down")]
+    pub(crate) aggregate: String,
+    /// Count the TPM in the quality factor.
+    #[arg(long)]
+    pub(crate) tpm: bool,
+    /// Hardware weight KIND=WEIGHT (disk, raid, tpm, psu, fan, module; 0..=9999).
+    #[arg(long = "weight")]
+    pub(crate) weights: Vec<String>,
+    /// Output image.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Replace an existing image.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
