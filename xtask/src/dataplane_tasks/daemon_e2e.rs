@@ -136,6 +136,8 @@ fn build_tools() -> Result {
         "ha-testwire",
         "-p",
         "ha-testkit",
+        "-p",
+        "ha-boardsim",
     ]))
 }
 

@@ -189,7 +189,15 @@ pub(super) fn run_chaos(
                     last_events(&socks[1 - member], 12)
                 )
             });
-            println!("chaos: {stalled}/{n} connections stalled or failed after {fault:?}");
+            println!(
+                "chaos: {stalled}/{n} connections stalled or failed after {fault:?}; modes: {:?} {:?}\n--- {} events\n{}\n--- {} events\n{}",
+                mode(&socks[0]),
+                mode(&socks[1]),
+                serials[0],
+                last_events(&socks[0], 10),
+                serials[1],
+                last_events(&socks[1], 10)
+            );
             stalled_after.push((fault, member, stalled));
         }
     }

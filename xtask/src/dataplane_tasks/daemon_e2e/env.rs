@@ -109,6 +109,13 @@ impl Env {
                 cpu_state(&self.dir.join(format!("{m}-qmp.sock"))),
                 controller_log(firmware, &self.dir, m, 25)
             ));
+            let daemon = std::fs::read_to_string(self.dir.join(format!("daemon-{m}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = daemon.lines().collect();
+            out.push_str(&format!(
+                "\n--- daemon-{m} log (last lines)\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            ));
         }
         out
     }

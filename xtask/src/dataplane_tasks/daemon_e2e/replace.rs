@@ -143,6 +143,16 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
     run(&mut p)?;
     let argv = qemu_member(c.elf, &block, c.dir, "c", c.net, dead)?;
     env.spawn("controller-c", None, &argv, false)?;
+    env.spawn(
+        "boardsim-c",
+        None,
+        &[
+            (c.b)("ha-boardsim"),
+            "--socket".into(),
+            c.dir.join("c-sensors.sock").display().to_string(),
+        ],
+        true,
+    )?;
     let m = c.members[dead];
     let toml = std::fs::read_to_string(c.dir.join(format!("{m}.toml")))
         .map_err(|e| format!("e2e: {e}"))?

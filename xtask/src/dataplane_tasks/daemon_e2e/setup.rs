@@ -134,6 +134,21 @@ pub(super) fn start(
             ],
         };
         env.spawn(&format!("controller-{m}"), None, &controller_argv, false)?;
+        if firmware.is_some() {
+            // Every real board has its sensors: a member without a sensor source counts its
+            // hardware as failed (quality 0) after its sensor timeout. The simulator follows
+            // the controller through restarts (it reconnects to the socket).
+            env.spawn(
+                &format!("boardsim-{m}"),
+                None,
+                &[
+                    b("ha-boardsim"),
+                    "--socket".into(),
+                    dir.join(format!("{m}-sensors.sock")).display().to_string(),
+                ],
+                true,
+            )?;
+        }
         let other = 1 - i;
         let toml = format!(
             r#"config_block = "{block}"
