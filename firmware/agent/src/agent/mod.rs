@@ -458,8 +458,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.cfg = config;
         self.local.set_config_revision(self.cfg.config_revision);
         self.sensors.configure(now, self.cfg.sensor_timeout_ms);
-        let wire = &mut self.wire;
-        self.peers.rebuild(&self.cfg, now, |s| wire.forget(s));
+        for gone in self.peers.rebuild(&self.cfg, now) {
+            self.wire.forget(gone);
+        }
         let part = self.sensors.part(&self.cfg.quality);
         self.local
             .set_hardware_part(part, now, self.cfg.links, &mut self.out);

@@ -40,18 +40,16 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             paused_since: Vec::new(),
             next_heartbeat_ms: now,
         };
-        p.rebuild(config, now, |_| {});
+        // Nothing to forget yet.
+        let _ = p.rebuild(config, now);
         p
     }
 
     /// Makes the table match the configured members, keeping what is known of peers that
-    /// stay; `forget` is called for each peer no longer listed.
-    pub(crate) fn rebuild(
-        &mut self,
-        config: &Config<M, D>,
-        now: u64,
-        mut forget: impl FnMut(Serial),
-    ) {
+    /// stay; returns the peers no longer listed (their replay state is the caller's to
+    /// forget).
+    #[must_use]
+    pub(crate) fn rebuild(&mut self, config: &Config<M, D>, now: u64) -> Vec<Serial, M> {
         let old = core::mem::take(&mut self.list);
         let old_paused = core::mem::take(&mut self.paused_since);
         for (i, s) in config.members.iter().enumerate() {
@@ -80,11 +78,14 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                     .unwrap_or(Stamp::NONE),
             );
         }
+        let mut gone = Vec::new();
         for p in old.iter() {
             if !config.members.contains(&p.serial) {
-                forget(p.serial);
+                // At most M peers were listed.
+                let _ = gone.push(p.serial);
             }
         }
+        gone
     }
 
     /// The peers, in member-list order.
