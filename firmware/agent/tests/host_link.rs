@@ -192,3 +192,50 @@ fn a_silent_main_cpu_takes_its_member_out_of_the_election() {
     assert!(c.events_of(0).contains(&EventKind::MainCpuBack));
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
 }
+
+/// Chaos found it: the active's daemon was killed and restarted within the main-CPU timeout;
+/// the controller stayed active and its restarted main CPU forwarded with an empty
+/// connection table while the passive held the synchronized copy: every connection stalled.
+/// A main CPU that restarts (a new boot on the host link) takes its member out of the
+/// election for the startup window: the peer, which has the connections, takes over; then
+/// the member rejoins as passive.
+#[test]
+fn a_restarted_main_cpu_hands_the_active_role_to_the_peer() {
+    use ha_proto::hostlink::{End, HostEndpoint};
+    let mut cfgs = vec![config(0, 2), config(1, 2)];
+    for c in cfgs.iter_mut() {
+        c.main_cpu_timeout_ms = 1_000;
+    }
+    let mut c = Cluster::new(cfgs);
+    let cpu = |epoch| HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), epoch, false);
+    // Member 0's main CPU talks over the host link (frames, so boots are seen); member 1's
+    // sends its keepalive as a typed message.
+    let talk = |c: &mut Cluster, ep: &mut HostEndpoint, msg: HostMsg| {
+        let mut buf = [0u8; 1472];
+        let n = ep.seal(&msg, &mut buf).unwrap();
+        c.with(0, |a, now| a.handle_host_frame(now, &mut buf[..n]));
+    };
+    let mut first = cpu(3);
+    let mut t = 0;
+    while t < 1_000 {
+        t += 100;
+        c.run_until(t);
+        talk(&mut c, &mut first, HostMsg::StatusRequest);
+        c.with(1, |a, now| a.handle_host(now, HostMsg::Ping { nonce: 1 }));
+    }
+    assert_eq!((c.role(0), c.role(1)), (Role::Active, Role::Passive));
+    // The main CPU restarts within the timeout: a new boot speaks.
+    let mut second = cpu(4);
+    talk(&mut c, &mut second, HostMsg::StatusRequest);
+    c.run_until(t + 50);
+    assert_eq!(c.role(0), Role::Disabled, "still in the election");
+    assert_eq!(c.role(1), Role::Active, "the peer did not take over");
+    // It keeps talking; after the startup window it is back, passive.
+    while t < 4_000 {
+        t += 100;
+        c.run_until(t);
+        talk(&mut c, &mut second, HostMsg::StatusRequest);
+        c.with(1, |a, now| a.handle_host(now, HostMsg::Ping { nonce: 1 }));
+    }
+    assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
+}

@@ -29,8 +29,11 @@ pub(crate) struct HostSide {
     new_member_addresses: Option<Vec<MemberEntry, MAX_MEMBERS>>,
     /// When the main CPU was last heard (any accepted message); `None` before the first.
     last_heard_ms: Option<u64>,
-    /// The main CPU fell silent for the main-CPU timeout and was not heard since.
+    /// The main CPU fell silent for the main-CPU timeout and was not heard since, or
+    /// restarted and has not caught up yet.
     lost: bool,
+    /// After a main-CPU restart: the member stays out of the election until then.
+    rejoin_at_ms: Option<u64>,
 }
 
 impl HostSide {
@@ -42,6 +45,7 @@ impl HostSide {
             new_member_addresses: None,
             last_heard_ms: None,
             lost: false,
+            rejoin_at_ms: None,
         }
     }
 
@@ -78,7 +82,9 @@ impl HostSide {
             Some(t) if timeout_ms > 0 && !self.lost => {
                 self.next_roles_ms.min(t + u64::from(timeout_ms))
             }
-            _ => self.next_roles_ms,
+            _ => self
+                .rejoin_at_ms
+                .map_or(self.next_roles_ms, |r| self.next_roles_ms.min(r)),
         }
     }
 
@@ -86,6 +92,10 @@ impl HostSide {
     /// (the member rejoins the election).
     pub(crate) fn handle_main_cpu_heard(&mut self, now: u64, out: &mut Outbox) -> bool {
         self.last_heard_ms = Some(now);
+        if self.rejoin_at_ms.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.rejoin_at_ms = None;
         if self.lost {
             self.lost = false;
             out.event(now, EventKind::MainCpuBack);
@@ -94,12 +104,46 @@ impl HostSide {
         false
     }
 
+    /// The main CPU restarted (a new boot on the host link after another one, while its
+    /// silence is watched, `timeout_ms` not 0): everything it held (the connection table, the
+    /// forwarding state) is gone, and a peer holds the synchronized copy. The member leaves
+    /// the election until `rejoin_ms` has passed, so the peer takes over with the connections,
+    /// then rejoins as passive (the restarted main CPU gets the table back by a bulk sync).
+    pub(crate) fn handle_main_cpu_restart(
+        &mut self,
+        now: u64,
+        timeout_ms: u32,
+        rejoin_ms: u64,
+        out: &mut Outbox,
+    ) {
+        if timeout_ms == 0 {
+            return;
+        }
+        self.rejoin_at_ms = Some(now + rejoin_ms);
+        if !self.lost {
+            self.lost = true;
+            out.event(
+                now,
+                EventKind::MainCpuLost {
+                    last_ms: self.last_heard_ms.unwrap_or(now),
+                },
+            );
+        }
+    }
+
     /// Checks the main CPU's silence against `timeout_ms` (0: not watched); true when it
-    /// has just been declared lost.
+    /// has just been declared lost. Also ends the time out of the election after a main-CPU
+    /// restart when the main CPU is heard.
     pub(crate) fn check_main_cpu(&mut self, now: u64, timeout_ms: u32, out: &mut Outbox) -> bool {
         let Some(t) = self.last_heard_ms else {
             return false;
         };
+        if let Some(r) = self.rejoin_at_ms {
+            if now >= r && now < t + u64::from(timeout_ms) {
+                self.handle_main_cpu_heard(t, out);
+                return false;
+            }
+        }
         if timeout_ms == 0 || self.lost || now < t + u64::from(timeout_ms) {
             return false;
         }
@@ -112,6 +156,12 @@ impl HostSide {
     /// (not 0, not lost yet); `None` otherwise ([`crate::Agent::private_timers`]).
     pub(crate) fn private_timer(&self, timeout_ms: u32) -> Option<u64> {
         self.last_heard_ms.filter(|_| timeout_ms > 0 && !self.lost)
+    }
+
+    /// After a main-CPU restart, when the member rejoins the election
+    /// ([`crate::Agent::private_timers`]).
+    pub(crate) fn rejoin_timer(&self) -> Option<u64> {
+        self.rejoin_at_ms
     }
 
     /// True while the main CPU counts as lost.

@@ -311,6 +311,15 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         if let Ok(msg) = self.wire.open_host(bytes) {
             let after = self.wire.host_epoch();
             self.host.handle_heard(before, after, &mut self.out);
+            if before.is_some() && after != before {
+                let rejoin = self.cfg.timers.startup_window_ms as u64;
+                self.host.handle_main_cpu_restart(
+                    self.now,
+                    self.cfg.main_cpu_timeout_ms,
+                    rejoin,
+                    &mut self.out,
+                );
+            }
             self.handle_host(now_ms, msg);
         }
     }
@@ -524,6 +533,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             .chain([
                 self.sensors.private_timer(self.cfg.sensor_timeout_ms),
                 self.host.private_timer(self.cfg.main_cpu_timeout_ms),
+                self.host.rejoin_timer(),
             ])
     }
 
