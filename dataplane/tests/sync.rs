@@ -401,3 +401,27 @@ fn one_sided_peer_loss_loses_no_update() {
     net.settle(5_000);
     assert_same_conns(&net.a.t, &net.b.t, 2_000);
 }
+
+/// Found by `cargo xtask chaos`: the active's daemon restarted (empty table) while the peer
+/// was still passive, so the peer answered its resync with a passive's empty bulk; then the
+/// peer took over and nothing sent the restarted member the table: at the next takeover every
+/// connection was gone. A member that becomes active sends its peer an authoritative bulk.
+#[test]
+fn a_member_that_takes_over_sends_its_table_to_a_peer_that_restarted_meanwhile() {
+    let mut net = pair(0.0, 19);
+    for i in 0..100 {
+        open(&mut net.a, i, 0);
+    }
+    net.settle(2_000);
+    assert_eq!(net.b.t.conn_count(), 100);
+    // A's process restarts: a new boot with an empty, passive table; B is still passive.
+    net.a = Node::new(1, 101);
+    net.settle(2_000);
+    assert_eq!(net.a.t.conn_count(), 0, "a passive's bulk is empty");
+    assert_eq!(net.b.t.conn_count(), 100, "and removes nothing");
+    // B takes over.
+    let now = net.now;
+    net.b.t.activate(now);
+    net.settle(2_000);
+    assert_same_conns(&net.b.t, &net.a.t, 100);
+}

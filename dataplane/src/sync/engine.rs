@@ -81,6 +81,9 @@ pub struct SyncEngine {
     rx: RxStream,
     bulk_in: Option<BulkIn>,
     requests: Requests,
+    /// Whether the table was active at the last poll: a takeover sends the peer an
+    /// authoritative bulk (see [`SyncEngine::poll_transmit`]).
+    was_active: bool,
     // Both.
     last_hello: Option<Millis>,
     events: Vec<SyncEvent>,
@@ -137,6 +140,7 @@ impl SyncEngine {
             scratch: Vec::with_capacity(256),
             rx: RxStream::default(),
             bulk_in: None,
+            was_active: false,
             requests: Requests::default(),
             last_hello: None,
             events: Vec::new(),
@@ -500,6 +504,13 @@ impl SyncEngine {
     /// hellos and resync requests, retransmissions, new data frames (within the window).
     pub fn poll_transmit(&mut self, tables: &Tables, now: Millis) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
+        // A takeover: this table is authoritative from now on. The peer may hold only what a
+        // passive (empty, non-authoritative) bulk gave it — it restarted while this member
+        // was passive, found by `cargo xtask chaos` — so it gets the whole table now.
+        if tables.is_active() && !self.was_active && self.session.is_some() {
+            self.start_bulk(0);
+        }
+        self.was_active = tables.is_active();
         if self
             .session
             .as_ref()
