@@ -14,6 +14,9 @@ pub fn ci() -> Result {
     ])?;
     // Daemon part: the failover scenario in network namespaces.
     daemon_e2e::ci()?;
+    // The whole cluster under random faults for two minutes (a fixed seed, so that CI is
+    // reproducible; `cargo xtask chaos --minutes M` without --seed explores new schedules).
+    daemon_e2e::chaos_ci()?;
     Ok(())
 }
 

@@ -328,6 +328,19 @@ fn config_sync_phase(
     Ok(())
 }
 
+/// The chaos part of `cargo xtask test`: two minutes under seed 1. Needs root, like the e2e.
+pub fn chaos_ci() -> Result {
+    if !crate::util::is_root() {
+        let msg = "chaos: needs root for network namespaces";
+        if crate::util::in_ci() {
+            return Err(msg.into());
+        }
+        eprintln!("{msg}: skipped (not in CI)");
+        return Ok(());
+    }
+    chaos(&["--minutes".into(), "2".into(), "--seed".into(), "1".into()])
+}
+
 /// `cargo xtask chaos --minutes M [--seed S] [--connections N]`: see [`chaos`].
 pub fn chaos(args: &[String]) -> Result {
     let mut o = Opts {
