@@ -6,7 +6,7 @@ use std::time::Instant;
 use ha_dataplane::tables::{Refused, TableKind};
 use ha_dataplane::{Dataplane, Millis, Packet};
 
-use crate::fastpath::{Filter, PacketInfo, Side};
+use crate::fastpath::{Filter, Side};
 use crate::runtime::Activate;
 use crate::synckeys::KeyStep;
 use crate::syncplane::{ResyncState, SyncEvent, SyncPlane};
@@ -43,22 +43,13 @@ impl Dp {
 }
 
 impl Filter for Dp {
-    fn check(&mut self, p: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool {
+    fn check(&mut self, p: &Packet, from: Side, allow_new: bool, now: Instant) -> bool {
         let packet = Packet {
-            zone: 0,
             ingress: match from {
                 Side::Inside => 0,
                 Side::Outside => 1,
             },
-            proto: p.proto,
-            src: p.src.into(),
-            dst: p.dst.into(),
-            sport: p.sport,
-            dport: p.dport,
-            flags: p.tcp_flags,
-            len: u32::try_from(p.len).unwrap_or(u32::MAX),
-            // The fast path only asks about packets it forwards between its two sides.
-            local: false,
+            ..*p
         };
         let now = self.ms(now);
         self.dp.check(&packet, allow_new, now).forwards()
@@ -169,14 +160,17 @@ mod tests {
     use super::*;
     use crate::fastpath::tcp_flags;
 
-    fn pkt(src: &str, sp: u16, dst: &str, dp: u16, proto: u8, flags: u8) -> PacketInfo {
-        PacketInfo {
+    fn pkt(src: &str, sp: u16, dst: &str, dp: u16, proto: u8, flags: u8) -> Packet {
+        Packet {
+            zone: 0,
+            ingress: 0,
+            local: false,
             proto,
             src: src.parse().expect("ip"),
             dst: dst.parse().expect("ip"),
             sport: sp,
             dport: dp,
-            tcp_flags: flags,
+            flags,
             len: 60,
         }
     }

@@ -96,42 +96,14 @@ impl SideConfig {
     }
 }
 
-/// What the filter sees of a packet to forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PacketInfo {
-    /// IP protocol number.
-    pub proto: u8,
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// Source port (TCP/UDP), ICMP echo identifier, else 0.
-    pub sport: u16,
-    /// Destination port (TCP/UDP), ICMP echo identifier again, else 0.
-    pub dport: u16,
-    /// TCP flags byte (FIN=0x01, SYN=0x02, RST=0x04, ACK=0x10); ICMP echo: the ICMP type;
-    /// else 0.
-    pub tcp_flags: u8,
-    /// IP total length.
-    pub len: usize,
-}
-
-/// TCP flag bits of [`PacketInfo::tcp_flags`].
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+/// What the filter sees of a packet to forward: the dataplane's [`Packet`] (one definition
+/// of a packet's 5-tuple and flags), its TCP flag bits in [`tcp_flags`].
+pub use ha_dataplane::filter::{tcp as tcp_flags, Packet};
 
 /// The stateful filter consulted for every packet to forward.
 pub trait Filter {
     /// True to forward. `allow_new` says whether a new connection may be opened from `from`.
-    fn check(&mut self, pkt: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool;
+    fn check(&mut self, pkt: &Packet, from: Side, allow_new: bool, now: Instant) -> bool;
 }
 
 /// A frame to send on a side.
@@ -609,16 +581,21 @@ fn caps() -> ChecksumCapabilities {
 }
 
 /// The 5-tuple and TCP flags of an IPv4 packet; `None` when the transport header is cut.
-pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<PacketInfo> {
+pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<Packet> {
     let proto = ip.next_header();
-    let mut info = PacketInfo {
+    let mut info = Packet {
+        zone: 0,
+        // Set by the filter from the side the packet arrived on.
+        ingress: 0,
         proto: u8::from(proto),
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
+        src: ip.src_addr().into(),
+        dst: ip.dst_addr().into(),
         sport: 0,
         dport: 0,
-        tcp_flags: 0,
-        len: usize::from(ip.total_len()),
+        flags: 0,
+        len: u32::from(ip.total_len()),
+        // The fast path only asks about packets it forwards between its two sides.
+        local: false,
     };
     let payload = ip.payload();
     match proto {
@@ -627,7 +604,7 @@ pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<PacketInfo> {
             info.sport = t.src_port();
             info.dport = t.dst_port();
             let b = payload.get(13).copied()?;
-            info.tcp_flags = b;
+            info.flags = b;
         }
         IpProtocol::Udp => {
             let u = UdpPacket::new_checked(payload).ok()?;
@@ -639,7 +616,7 @@ pub fn packet_info(ip: &Ipv4Packet<&[u8]>) -> Option<PacketInfo> {
         IpProtocol::Icmp if payload.len() >= 8 && (payload[0] == 8 || payload[0] == 0) => {
             info.sport = u16::from_be_bytes([payload[4], payload[5]]);
             info.dport = info.sport;
-            info.tcp_flags = payload[0];
+            info.flags = payload[0];
         }
         _ => {}
     }

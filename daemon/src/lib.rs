@@ -14,4 +14,3 @@ pub mod packetio;
 pub mod runtime;
 pub mod synckeys;
 pub mod syncplane;
-pub mod util;

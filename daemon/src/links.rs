@@ -17,7 +17,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::util::wait_readable;
+use ha_hostlink::wait_readable;
 
 /// Multicast group bit of link notifications (`RTMGRP_LINK` in `linux/rtnetlink.h`).
 const RTMGRP_LINK: u32 = 1;

@@ -141,7 +141,7 @@ impl MgmtServer {
             Some(m) => Reply::Mode(ModeReport {
                 serial: sh.serial.as_str().to_string(),
                 mode: member_mode(m),
-                forced: forced_of(m.forced),
+                forced: m.forced,
                 since: arrived.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms))
                     / 1000,
             }),
@@ -347,7 +347,7 @@ mod rotation;
 mod swap;
 
 pub use render::{cluster_info, event_kind};
-use render::{event_of, forced_of, member_mode};
+use render::{event_of, member_mode};
 pub use rotation::{persist_key, read_psk_file, update_block};
 
 #[cfg(test)]

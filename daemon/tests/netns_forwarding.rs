@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ha_daemon::app::{self, SyncPlane};
 use ha_daemon::config::DaemonConfig;
-use ha_daemon::fastpath::{tcp_flags, Filter, PacketInfo, Side};
+use ha_daemon::fastpath::{tcp_flags, Filter, Packet, Side};
 use ha_daemon::runtime::Activate;
 use ha_hostlink::{End, HostCodec, HostLink};
 use ha_proto::config_block::{
@@ -31,18 +31,18 @@ use ha_proto::msg::{Role, Serial};
 /// Flows opened from a side that allows it; both directions pass afterwards.
 #[derive(Default)]
 struct Flows {
-    open: HashSet<(Ipv4Addr, u16, Ipv4Addr, u16)>,
+    open: HashSet<(IpAddr, u16, IpAddr, u16)>,
     activations: u32,
 }
 
 impl Filter for Flows {
-    fn check(&mut self, p: &PacketInfo, _from: Side, allow_new: bool, _now: Instant) -> bool {
+    fn check(&mut self, p: &Packet, _from: Side, allow_new: bool, _now: Instant) -> bool {
         if self.open.contains(&(p.src, p.sport, p.dst, p.dport))
             || self.open.contains(&(p.dst, p.dport, p.src, p.sport))
         {
             return true;
         }
-        if allow_new && p.tcp_flags & tcp_flags::SYN != 0 {
+        if allow_new && p.flags & tcp_flags::SYN != 0 {
             self.open.insert((p.src, p.sport, p.dst, p.dport));
             return true;
         }

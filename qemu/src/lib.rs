@@ -113,6 +113,29 @@ impl MemberCmd {
     }
 }
 
+/// Decodes a member's UART0 bytes (raw defmt frames) with `defmt-print -e <elf>`.
+pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("defmt-print")
+        .arg("-e")
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(raw)
+            .map_err(|e| format!("defmt-print: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("defmt-print: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Address of the boot epoch word (the board's BOOTINFO region, just below the block).
 pub const BOOT_EPOCH_ADDR: u32 = ha_proto::config_block::FLASH_ADDR - 4;
 

@@ -2,9 +2,6 @@
 //! and small helpers.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,23 +41,4 @@ pub(crate) fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
     q.push_back(v);
 }
 
-/// Decodes raw defmt frames with `defmt-print -e <elf>`.
-pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String> {
-    let mut child = Command::new("defmt-print")
-        .arg("-e")
-        .arg(elf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(raw)
-            .map_err(|e| format!("defmt-print: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("defmt-print: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use ha_qemu::decode_defmt;

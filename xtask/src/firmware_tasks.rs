@@ -2,16 +2,21 @@
 
 use crate::util::{run, Result};
 
-/// Extra CI checks of the firmware, run by `cargo xtask test`: format and lints of the
-/// firmware and board crates (their own workspaces, thumbv7m only), the release build, and
-/// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
-/// logs one clear error and does not join; a member with a valid block starts its agent; two
-/// members wired by their Ethernet elect one active, and the other takes over when it dies.
-pub fn ci() -> Result {
+/// Format and lints of the firmware and board crates (their own workspaces, thumbv7m only),
+/// run by `cargo xtask test` with the workspace's own, before any long suite.
+pub fn lint() -> Result {
     for dir in [FW_APP_DIR, FW_BOARD_DIR] {
         run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
         run(fw_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
     }
+    Ok(())
+}
+
+/// Extra CI checks of the firmware, run by `cargo xtask test`: the release build, and
+/// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
+/// logs one clear error and does not join; a member with a valid block starts its agent; two
+/// members wired by their Ethernet elect one active, and the other takes over when it dies.
+pub fn ci() -> Result {
     let elf = fw_build()?;
     fw_boot_checks(&elf)?;
     harness_ci(&elf)
@@ -142,25 +147,7 @@ fn fw_spawn(elf: &std::path::Path, extra: &[String]) -> Result<FwMember> {
 
 /// Decodes raw defmt frames with `defmt-print -e <elf>`.
 fn fw_decode(elf: &std::path::Path, raw: &[u8]) -> Result<String> {
-    use std::process::{Command, Stdio};
-    let mut decode = Command::new("defmt-print")
-        .arg("-e")
-        .arg(elf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
-    if let Some(mut stdin) = decode.stdin.take() {
-        use std::io::Write;
-        stdin
-            .write_all(raw)
-            .map_err(|e| format!("defmt-print: {e}"))?;
-    }
-    let log = decode
-        .wait_with_output()
-        .map_err(|e| format!("defmt-print: {e}"))?;
-    Ok(String::from_utf8_lossy(&log.stdout).into_owned())
+    ha_qemu::decode_defmt(elf, raw)
 }
 
 /// A child process killed when dropped.

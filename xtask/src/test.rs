@@ -8,10 +8,13 @@ pub const NO_STD_CRATES: &[&str] = &["ha-proto", "ha-hal", "ha-agent"];
 /// Formatting, lints, all workspace tests, the no_std crates for thumbv7m-none-eabi, then each
 /// part's own suites (simulator seeds, QEMU cluster, network namespaces).
 pub fn test() -> Result {
+    // Works alone on a fresh machine: installs what the suites need first (idempotent).
+    crate::setup::setup()?;
     if crate::util::in_ci() {
         eprintln!("test: CI=true: suites that need root, QEMU or namespaces fail, never skip");
     }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::firmware_tasks::lint()?;
     // The tree's shape: no file over 800 lines, no undocumented import cycle.
     crate::layout::layout(&[])?;
     run(cargo().args([

@@ -24,12 +24,12 @@ pub mod config;
 pub mod eth;
 pub mod executor;
 pub mod irq;
-pub mod vectors;
 pub mod leds;
 pub mod logger;
 pub mod sensors;
 pub mod time;
 pub mod uart;
+pub mod vectors;
 
 /// System clock of the AN385 image (peripheral clock of the timers and UARTs), Hz.
 pub const SYSCLK_HZ: u32 = 25_000_000;

@@ -32,16 +32,16 @@ fn fast_path() -> FastPath {
 
 /// Filter of the tests: remembers flows opened from a side that allows it.
 #[derive(Default)]
-struct Flows(HashSet<(Ipv4Addr, u16, Ipv4Addr, u16)>);
+struct Flows(HashSet<(std::net::IpAddr, u16, std::net::IpAddr, u16)>);
 
 impl Filter for Flows {
-    fn check(&mut self, p: &PacketInfo, _from: Side, allow_new: bool, _now: Instant) -> bool {
+    fn check(&mut self, p: &Packet, _from: Side, allow_new: bool, _now: Instant) -> bool {
         if self.0.contains(&(p.src, p.sport, p.dst, p.dport))
             || self.0.contains(&(p.dst, p.dport, p.src, p.sport))
         {
             return true;
         }
-        if allow_new && p.tcp_flags & tcp_flags::SYN != 0 {
+        if allow_new && p.flags & tcp_flags::SYN != 0 {
             self.0.insert((p.src, p.sport, p.dst, p.dport));
             return true;
         }

@@ -37,14 +37,6 @@ pub(crate) fn mode_of(role: Role) -> Mode {
     }
 }
 
-pub(crate) fn forced_of(f: ha_proto::msg::Forced) -> Forced {
-    match f {
-        ha_proto::msg::Forced::None => Forced::None,
-        ha_proto::msg::Forced::Active => Forced::Active,
-        ha_proto::msg::Forced::Passive => Forced::Passive,
-    }
-}
-
 /// A member's overall mode: active when active in any domain, else its first domain's role.
 pub(crate) fn member_mode(m: &MemberSummary) -> Mode {
     if !m.alive {
@@ -105,7 +97,7 @@ pub fn cluster_info(
                     "{}.{}.{}",
                     m.firmware.major, m.firmware.minor, m.firmware.patch
                 ),
-                forced: forced_of(m.forced),
+                forced: m.forced,
                 mode: member_mode(m),
                 mode_since: since_ms / 1000,
                 quality: m.quality,

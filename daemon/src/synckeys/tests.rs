@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::app::SyncPlane;
 use crate::dp::Dp;
-use crate::fastpath::{tcp_flags, Filter, PacketInfo, Side};
+use crate::fastpath::{tcp_flags, Filter, Packet, Side};
 use crate::runtime::Activate;
 use ha_dataplane::{Dataplane, Policy, SyncConfig};
 use ha_proto::endpoint::Reject;
@@ -85,15 +85,18 @@ fn a_keyring_file_others_can_read_stops_the_start() {
     assert!(!e.contains(&"3c".repeat(8)), "no key in the message");
 }
 
-fn pkt(i: u8, flags: u8) -> PacketInfo {
-    PacketInfo {
+fn pkt(i: u8, flags: u8) -> Packet {
+    Packet {
+        zone: 0,
+        ingress: 0,
         proto: 6,
-        src: std::net::Ipv4Addr::new(10, 1, 0, i),
-        dst: std::net::Ipv4Addr::new(10, 2, 0, 1),
+        src: std::net::Ipv4Addr::new(10, 1, 0, i).into(),
+        dst: std::net::Ipv4Addr::new(10, 2, 0, 1).into(),
         sport: 4000,
         dport: 80,
-        tcp_flags: flags,
+        flags,
         len: 60,
+        local: false,
     }
 }
 

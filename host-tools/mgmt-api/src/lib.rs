@@ -229,18 +229,8 @@ pub enum Mode {
     Unknown,
 }
 
-/// Administrative forcing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Forced {
-    /// None: the election decides.
-    #[default]
-    None,
-    /// Forced active.
-    Active,
-    /// Forced passive.
-    Passive,
-}
+/// Administrative forcing: the wire contract's type (`ha_proto::msg::Forced`).
+pub use ha_proto::msg::Forced;
 
 /// State of one HA link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -70,8 +70,11 @@ pub enum Role {
     Disabled,
 }
 
-/// Administrative forcing of a member's role (SPEC B2).
+/// Administrative forcing of a member's role (SPEC B2). The one definition: the management
+/// API's JSON uses it too (snake_case names there; postcard encodes the variant index, so the
+/// names do not reach the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Forced {
     /// No forcing: the election decides.
     #[default]
