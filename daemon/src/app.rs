@@ -9,15 +9,16 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ha_mgmt_api::MemberAddresses;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::keys::Keyring;
-use ha_proto::msg::Serial;
 
 use crate::config::DaemonConfig;
 use crate::fastpath::{FastPath, Filter, SideConfig};
 use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
+use crate::peers::PeerBook;
 use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
 use crate::synckeys::SyncKeys;
 pub use crate::syncplane::{
@@ -122,22 +123,42 @@ fn side(f: &crate::config::SideFile, mac: crate::fastpath::Mac) -> Result<SideCo
     })
 }
 
-/// Starts the state-sync thread: a UDP socket on `bind`, datagrams to and from `peer`.
+/// How often the sync thread re-reads its peer's address (a membership change may move it).
+const SYNC_PEER_REFRESH: Duration = Duration::from_millis(100);
+
+/// Starts the state-sync thread: a UDP socket on `bind`, datagrams to and from the peer
+/// of [`Shared::peers`] at the same port (none while no peer has a sync address).
 pub fn spawn_sync<D: Dataplane>(
     bind: SocketAddr,
-    peer: SocketAddr,
     core: Arc<Mutex<Core<D>>>,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(SYNC_TICK))?;
+    let peer_now = {
+        let shared = shared.clone();
+        move || {
+            let ip = shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .peers
+                .sync_peer();
+            ip.map(|ip| SocketAddr::from((ip, bind.port())))
+        }
+    };
     Ok(std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         let mut counted = Instant::now();
+        let mut peer = peer_now();
+        let mut peer_read = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if peer_read.elapsed() >= SYNC_PEER_REFRESH {
+                peer = peer_now();
+                peer_read = Instant::now();
+            }
             let got = match sock.recv_from(&mut buf) {
-                Ok((n, from)) if from.ip() == peer.ip() => Some(n),
+                Ok((n, from)) if Some(from.ip()) == peer.map(|p| p.ip()) => Some(n),
                 Ok(_) => None,
                 Err(e)
                     if matches!(
@@ -177,10 +198,12 @@ pub fn spawn_sync<D: Dataplane>(
                     sh.sync_counters = counters.into_iter().collect();
                 }
             }
-            for d in outs {
-                // A full socket buffer or an unreachable peer loses the datagram; the
-                // engine retransmits.
-                let _ = sock.send_to(&d, peer);
+            // A full socket buffer, an unreachable peer or no peer yet loses the datagram;
+            // the engine retransmits.
+            if let Some(peer) = peer {
+                for d in outs {
+                    let _ = sock.send_to(&d, peer);
+                }
             }
         }
         Ok(())
@@ -205,6 +228,15 @@ pub fn run<D: Dataplane>(
         serial: block.serial,
         cluster_id: block.cluster_id,
         boot_time: unix_now(),
+        peers: PeerBook::load(&cfg.state_dir, &cfg.peer)?,
+        addresses: MemberAddresses {
+            probe: cfg
+                .forward
+                .iter()
+                .flat_map(|f| [f.inside.member_ip, f.outside.member_ip])
+                .collect(),
+            sync: cfg.sync.as_ref().map(|s| s.bind),
+        },
         ..Default::default()
     }));
     if keys.from_file() && !keys.holds(&block) {
@@ -265,24 +297,14 @@ pub fn run<D: Dataplane>(
             senders.clone(),
             stop.clone(),
         ));
-        if let (Some(bind), Some(peer)) = (
-            cfg.sync_addr(block.state_sync_port),
-            cfg.peer.iter().find_map(|p| p.sync),
-        ) {
-            let port = bind.port();
+        if let Some(bind) = cfg.sync_addr(block.state_sync_port) {
             let c = core.clone();
             resync = Some(Arc::new(move |bound| wait_resync(&c, bound)));
             let c = core.clone();
             drain = Some(Arc::new(move |bound| wait_drain(&c, bound)));
             threads.push(
-                spawn_sync(
-                    bind,
-                    SocketAddr::from((peer, port)),
-                    core.clone(),
-                    shared.clone(),
-                    stop.clone(),
-                )
-                .map_err(|e| format!("state sync on {bind}: {e}"))?,
+                spawn_sync(bind, core.clone(), shared.clone(), stop.clone())
+                    .map_err(|e| format!("state sync on {bind}: {e}"))?,
             );
         }
         sync_core = Some(core.clone());
@@ -301,11 +323,6 @@ pub fn run<D: Dataplane>(
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 
-    let peers = cfg
-        .peer
-        .iter()
-        .filter_map(|p| Serial::new(&p.serial).map(|s| (s, p.probe.clone())))
-        .collect();
     let mut monitor = LinkMonitor::open().map_err(|e| format!("netlink: {e}"))?;
     let bounce = match (&cfg.forward, cfg.bounce_on_swap_ms) {
         (Some(f), ms) if ms > 0 => {
@@ -326,7 +343,6 @@ pub fn run<D: Dataplane>(
         ifaces: cfg.monitor.clone(),
         interfaces_period: Duration::from_millis(cfg.interfaces_period_ms),
         garp_period: (cfg.garp_period_ms > 0).then(|| Duration::from_millis(cfg.garp_period_ms)),
-        peers,
         forwarding,
         shared: shared.clone(),
         outbox: out_rx,

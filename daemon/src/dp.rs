@@ -149,6 +149,14 @@ impl SyncPlane for Dp {
             .map(|k| (format!("refused_{}", k.name()), st.refused_by(*k)))
             .filter(|(_, n)| *n > 0);
         let mut c: Vec<(String, u64)> = rejects.chain(refused).collect();
+        // Table sizes: what a member holds (the e2e reads them to check that a replacement
+        // received the survivor's table).
+        let tables = self.dp.tables();
+        c.extend(
+            TableKind::ALL
+                .iter()
+                .map(|k| (format!("table_{}", k.name()), tables.len_of(*k) as u64)),
+        );
         c.push(("records_applied".into(), st.records_applied));
         c.push(("malformed_records".into(), st.malformed));
         c

@@ -11,6 +11,7 @@ pub mod fastpath;
 pub mod links;
 pub mod mgmt;
 pub mod packetio;
+pub mod peers;
 pub mod runtime;
 pub mod synckeys;
 pub mod syncplane;

@@ -276,7 +276,11 @@ impl MgmtServer {
                 "the membership document is kept by confsync; ha-daemon changes the HA member \
                  list (member_add, member_remove)",
             ),
-            Request::MemberAdd { serial, main_link } => self.member_add(&serial, &main_link),
+            Request::MemberAdd {
+                serial,
+                main_link,
+                addresses,
+            } => self.member_add(&serial, &main_link, &addresses),
             Request::MemberRemove { serial } => self.member_remove(&serial),
             Request::Update { .. } => {
                 err(ErrorCode::Unsupported, "updates are not run by ha-daemon")

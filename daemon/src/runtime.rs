@@ -84,6 +84,11 @@ pub struct Shared {
     pub host_accepted: u64,
     /// True while the host link is connected.
     pub host_connected: bool,
+    /// The peers' data-plane addresses (probe targets, state-sync peer): edited by
+    /// membership changes, read by the probe and the sync thread.
+    pub peers: crate::peers::PeerBook,
+    /// This member's own data-plane addresses, as a joining member hands them to its peers.
+    pub addresses: ha_mgmt_api::MemberAddresses,
 }
 
 impl Shared {
@@ -151,8 +156,6 @@ pub struct HostLoop<F> {
     /// Interfaces (indexes) to set down and up again when leaving the active role, and for
     /// how long (SPEC E4 "bounce interfaces on swap").
     pub bounce: Option<(Vec<u32>, Duration)>,
-    /// Probe addresses of each peer.
-    pub peers: Vec<(Serial, Vec<Ipv4Addr>)>,
     /// The fast path, when this member forwards.
     pub forwarding: Option<Forwarding<F>>,
     /// Shared state for the management API.
@@ -405,12 +408,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
         peer: Serial,
         st: &mut LoopState,
     ) -> io::Result<()> {
-        let targets: Vec<Ipv4Addr> = self
-            .peers
-            .iter()
-            .find(|(s, _)| *s == peer)
-            .map(|(_, t)| t.clone())
-            .unwrap_or_default();
+        let targets: Vec<Ipv4Addr> = self.lock_shared().peers.probe_targets(peer);
         if targets.is_empty() || self.forwarding.is_none() {
             // Nothing to probe with: the peer is not proven alive, the takeover may go on.
             return link.send(&HostMsg::ProbeResult { peer, alive: false });

@@ -1,6 +1,7 @@
 //! Cluster membership on this member (SPEC A6): a member removed or added reaches the
 //! controller (its member list), which confirms with its status, then the configuration
-//! block.
+//! block, then this daemon's peer list (probe targets and state-sync peer, saved in the
+//! state directory): one request changes all three.
 
 use ha_mgmt_api::*;
 use ha_proto::config_block::{LinkAddr, MemberEntry};
@@ -9,14 +10,33 @@ use ha_proto::msg::{Serial, MAX_MEMBERS};
 
 use super::{err, MgmtServer};
 use crate::runtime::{unix_ms, Shared};
+use ha_mgmt_api::MemberAddresses;
 use ha_persist::{read_block, write_block};
 
 impl MgmtServer {
-    /// Adds `serial` at `main_link` to the member list (see [`MgmtServer::change_members`]).
-    pub(super) fn member_add(&self, serial: &str, main_link: &str) -> Reply {
+    /// Adds `serial` at `main_link` to the member list (see [`MgmtServer::change_members`]),
+    /// then its data-plane `addresses` to this daemon's peer list. A daemon that probes its
+    /// peers refuses a member without probe addresses: its liveness check would declare the
+    /// new member dead at once, and a lost HA link to it would mean a takeover unchecked.
+    pub(super) fn member_add(
+        &self,
+        serial: &str,
+        main_link: &str,
+        addresses: &MemberAddresses,
+    ) -> Reply {
         let Some(s) = Serial::new(serial) else {
             return err(ErrorCode::BadRequest, format!("{serial:?} is not a serial"));
         };
+        if addresses.probe.is_empty() && !self.shared().addresses.probe.is_empty() {
+            return err(
+                ErrorCode::BadRequest,
+                format!(
+                    "{serial} has no probe addresses: this member's liveness check could not \
+                     ask it and would declare it dead at once (join with `hactl cluster join \
+                     --ha-address`, which reads them from the new member's daemon)"
+                ),
+            );
+        }
         let Ok(addr) = main_link.parse::<std::net::SocketAddrV4>() else {
             return err(
                 ErrorCode::BadRequest,
@@ -36,6 +56,7 @@ impl MgmtServer {
             })
             .map_err(|_| format!("the cluster is full ({MAX_MEMBERS} members)"))
         })
+        .and_peers(|| self.shared().peers.upsert(s, addresses))
     }
 
     /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).
@@ -51,6 +72,10 @@ impl MgmtServer {
                 return Err(format!("{serial} is not a member"));
             }
             Ok(())
+        })
+        .and_peers(|| match Serial::new(serial) {
+            Some(s) => self.shared().peers.remove(s),
+            None => Ok(()),
         })
     }
 
@@ -116,6 +141,31 @@ impl MgmtServer {
                 list.len(),
                 list.join(", ")
             ),
+        }
+    }
+}
+
+/// The last step of a membership change: this daemon's peer list.
+trait AndPeers {
+    /// After a successful change, `peers` updates the peer list; its failure is reported
+    /// (the controller and block already changed: the operator must know the list did not).
+    fn and_peers(self, peers: impl FnOnce() -> Result<(), String>) -> Reply;
+}
+
+impl AndPeers for Reply {
+    fn and_peers(self, peers: impl FnOnce() -> Result<(), String>) -> Reply {
+        match self {
+            Reply::Done { message } => match peers() {
+                Ok(()) => Reply::Done { message },
+                Err(e) => err(
+                    ErrorCode::Internal,
+                    format!(
+                        "{message}; but this daemon's peer list was not saved ({e}): its \
+                         liveness probe and state sync use the old list"
+                    ),
+                ),
+            },
+            other => other,
         }
     }
 }

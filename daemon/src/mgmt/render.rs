@@ -170,6 +170,8 @@ pub fn cluster_info(
         banner,
         banner_text,
         members,
+        addresses: sh.addresses.clone(),
+        peers: sh.peers.report(),
     }
 }
 

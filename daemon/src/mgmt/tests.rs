@@ -558,7 +558,7 @@ fn members_controller(
 }
 
 #[test]
-fn member_remove_then_add_reach_the_controller_and_the_block() {
+fn member_remove_then_add_reach_the_controller_the_block_and_the_probe_list() {
     use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
     let dir = std::env::temp_dir().join(format!("ha-members-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -577,6 +577,36 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
     };
 
     let sh = shared();
+    // A forwarding daemon (it has probe addresses of its own) that knows SN-B's.
+    let state = tempfile::tempdir().expect("state dir");
+    let probe_b = std::net::Ipv4Addr::new(10, 1, 0, 12);
+    let probe_c = [
+        std::net::Ipv4Addr::new(10, 1, 0, 13),
+        std::net::Ipv4Addr::new(10, 2, 0, 13),
+    ];
+    {
+        let mut s = sh.lock().expect("lock");
+        s.addresses.probe = vec![std::net::Ipv4Addr::new(10, 1, 0, 11)];
+        s.peers = crate::peers::PeerBook::load(
+            state.path(),
+            &[crate::config::PeerConfig {
+                serial: "SN-B".into(),
+                probe: vec![probe_b],
+                sync: None,
+            }],
+        )
+        .expect("peers");
+    }
+    let targets = |serial: &str| {
+        sh.lock()
+            .expect("lock")
+            .peers
+            .probe_targets(Serial::new(serial).expect("serial"))
+    };
+    let with_addresses = ha_mgmt_api::MemberAddresses {
+        probe: probe_c.to_vec(),
+        sync: Some(std::net::Ipv4Addr::new(10, 9, 0, 3)),
+    };
     let (tx, rx) = mpsc::channel();
     let ctl = members_controller(sh.clone(), rx);
     let srv = MgmtServer::new(sh.clone(), tx).with_block_path(Some(path.clone()));
@@ -599,6 +629,7 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
             Request::MemberAdd {
                 serial: "SN-B".into(),
                 main_link: "10.0.0.9:44240".into(),
+                addresses: with_addresses.clone(),
             },
             ErrorCode::Refused,
         ),
@@ -606,6 +637,16 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
             Request::MemberAdd {
                 serial: "SN-C".into(),
                 main_link: "not an address".into(),
+                addresses: with_addresses.clone(),
+            },
+            ErrorCode::BadRequest,
+        ),
+        // Without probe addresses the liveness check would call it dead at once.
+        (
+            Request::MemberAdd {
+                serial: "SN-C".into(),
+                main_link: "10.0.0.3:44240".into(),
+                addresses: Default::default(),
             },
             ErrorCode::BadRequest,
         ),
@@ -630,15 +671,39 @@ fn member_remove_then_add_reach_the_controller_and_the_block() {
         "{r:?}"
     );
     assert_eq!(serials(&path), ["SN-A"]);
+    assert!(
+        targets("SN-B").is_empty(),
+        "the removed member is not probed"
+    );
     let (_, r) = ask(
         &srv,
         Request::MemberAdd {
             serial: "SN-C".into(),
             main_link: "10.0.0.3:44240".into(),
+            addresses: with_addresses.clone(),
         },
     );
     assert!(matches!(&r, Reply::Done { .. }), "{r:?}");
     assert_eq!(serials(&path), ["SN-A", "SN-C"]);
+    // The replacement is probed at its addresses, and state sync goes to it; a restart
+    // of the daemon keeps that (the list is saved in its state directory).
+    assert_eq!(targets("SN-C"), probe_c);
+    let again = crate::peers::PeerBook::load(state.path(), &[]).expect("saved");
+    assert_eq!(
+        again.probe_targets(Serial::new("SN-C").expect("serial")),
+        probe_c
+    );
+    assert_eq!(
+        again.sync_peer(),
+        Some(std::net::Ipv4Addr::new(10, 9, 0, 3))
+    );
+    let info = match ask(&srv, Request::Info { verbose: false }).1 {
+        Reply::Info(i) => i,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(info.peers.len(), 1);
+    assert_eq!(info.peers[0].serial, "SN-C");
+    assert_eq!(info.peers[0].addresses, with_addresses);
     let back = ConfigBlock::decode(&std::fs::read(&path).expect("read")).expect("block");
     assert_eq!(back.members[1].main_link.ip, [10, 0, 0, 3]);
     assert_eq!(

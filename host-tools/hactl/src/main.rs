@@ -200,7 +200,8 @@ fn run(cli: Cli) -> Result<()> {
                 human,
             )?;
             if let Some(main_link) = ha_address {
-                // This member's serial, from its own daemon.
+                // This member's serial and data-plane addresses (probe targets, state-sync
+                // address), from its own daemon: the members' daemons learn them here.
                 let mut c = Client::connect(socket)?;
                 let Reply::Info(info) = c.call(&Request::Info { verbose: false }, |_| {})? else {
                     return Err(Failure::new(Code::Failed, "the daemon did not answer info"));
@@ -211,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
                         Request::MemberAdd {
                             serial: info.me.clone(),
                             main_link: main_link.clone(),
+                            addresses: info.addresses.clone(),
                         },
                         false,
                         human,

@@ -223,6 +223,8 @@ mod tests {
             me: "A".into(),
             banner: BannerLevel::Ok,
             banner_text: String::new(),
+            addresses: Default::default(),
+            peers: Vec::new(),
             members: members
                 .iter()
                 .map(|(s, m)| MemberInfo {

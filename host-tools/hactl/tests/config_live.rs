@@ -231,6 +231,8 @@ impl Backend for InfoOnly {
             me: "SN-A".into(),
             banner: BannerLevel::Ok,
             banner_text: "2 members, redundant".into(),
+            addresses: Default::default(),
+            peers: Vec::new(),
             members: vec![m("SN-A", Mode::Active), m("SN-B", Mode::Passive)],
         })
     }

@@ -115,8 +115,17 @@ impl Backend for Scripted {
     fn update(&self, image: String, out: &mut Sink) -> std::io::Result<Reply> {
         self.answer(Request::Update { image }, out)
     }
-    fn member_add(&self, serial: String, main_link: String) -> Reply {
-        self.plain(Request::MemberAdd { serial, main_link })
+    fn member_add(
+        &self,
+        serial: String,
+        main_link: String,
+        addresses: ha_mgmt_api::MemberAddresses,
+    ) -> Reply {
+        self.plain(Request::MemberAdd {
+            serial,
+            main_link,
+            addresses,
+        })
     }
     fn member_remove(&self, serial: String) -> Reply {
         self.plain(Request::MemberRemove { serial })
@@ -247,6 +256,8 @@ fn daemon(req: &Request) -> Vec<Reply> {
             me: "SN-A".into(),
             banner: BannerLevel::Warning,
             banner_text: "backup link down".into(),
+            addresses: Default::default(),
+            peers: Vec::new(),
             members: vec![
                 member("SN-A", Mode::Active, 100),
                 member("SN-B", Mode::Passive, 63),

@@ -56,6 +56,8 @@ impl Sim {
             me: self.members[0].0.clone(),
             banner: BannerLevel::Ok,
             banner_text: String::new(),
+            addresses: Default::default(),
+            peers: Vec::new(),
             members: self
                 .members
                 .iter()

@@ -130,6 +130,10 @@ pub enum Request {
         serial: String,
         /// Its main HA link, `IP:PORT`.
         main_link: String,
+        /// Its data-plane addresses (the liveness probe's targets, the state-sync peer),
+        /// as its own daemon reports them in [`ClusterInfo::addresses`].
+        #[serde(default)]
+        addresses: MemberAddresses,
     },
     /// Remove a member from this member's HA member list — its controller's and its
     /// configuration block's (a failed member, SPEC A6).
@@ -346,6 +350,34 @@ pub struct ClusterInfo {
     pub banner_text: String,
     /// One row per member, this one included.
     pub members: Vec<MemberInfo>,
+    /// This member's own data-plane addresses (what a peer's daemon must know of it).
+    #[serde(default)]
+    pub addresses: MemberAddresses,
+    /// The data-plane addresses this member's daemon knows of each peer: whom its liveness
+    /// probe asks and where state sync goes.
+    #[serde(default)]
+    pub peers: Vec<PeerAddresses>,
+}
+
+/// A member's data-plane addresses, as its peers' daemons use them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddresses {
+    /// Its member addresses on the data interfaces: the liveness probe's targets.
+    #[serde(default)]
+    pub probe: Vec<std::net::Ipv4Addr>,
+    /// Its HA-interface address for state sync.
+    #[serde(default)]
+    pub sync: Option<std::net::Ipv4Addr>,
+}
+
+/// A peer as this member's daemon knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddresses {
+    /// The peer's serial.
+    pub serial: String,
+    /// Its addresses.
+    #[serde(flatten)]
+    pub addresses: MemberAddresses,
 }
 
 /// Answer to [`Request::Mode`].

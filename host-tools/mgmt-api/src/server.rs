@@ -111,7 +111,12 @@ pub trait Backend: Send + Sync {
         Ok(unsupported("update"))
     }
     /// [`Request::MemberAdd`].
-    fn member_add(&self, _serial: String, _main_link: String) -> Reply {
+    fn member_add(
+        &self,
+        _serial: String,
+        _main_link: String,
+        _addresses: crate::MemberAddresses,
+    ) -> Reply {
         unsupported("member add")
     }
     /// [`Request::MemberRemove`].
@@ -143,7 +148,11 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
         Request::ClusterJoin { peer, psk_file } => b.cluster_join(peer, psk_file),
         Request::ClusterRemove { serial } => b.cluster_remove(serial),
         Request::Update { image } => return b.update(image, out),
-        Request::MemberAdd { serial, main_link } => b.member_add(serial, main_link),
+        Request::MemberAdd {
+            serial,
+            main_link,
+            addresses,
+        } => b.member_add(serial, main_link, addresses),
         Request::MemberRemove { serial } => b.member_remove(serial),
     })
 }

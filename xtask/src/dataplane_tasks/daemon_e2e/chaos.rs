@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::env::{last_events, mode, Env, LinkPorts};
+use super::env::{last_events, mode, wire_control, Env, LinkPorts};
 use super::setup::Setup;
 use crate::util::{run, Result};
 
@@ -353,23 +353,6 @@ fn apply(
         }
     }
     Ok(false)
-}
-
-fn wire_control(sock: &Path, cmd: &str) -> Result {
-    use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .map_err(|e| format!("chaos: test wire {}: {e}", sock.display()))?;
-    s.write_all(format!("{cmd}\n").as_bytes())
-        .map_err(|e| format!("chaos: test wire: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(s)
-        .read_line(&mut line)
-        .map_err(|e| format!("chaos: test wire: {e}"))?;
-    if line.contains("\"ok\":true") {
-        Ok(())
-    } else {
-        Err(format!("chaos: test wire refused {cmd}: {line}"))
-    }
 }
 
 struct Verdict {

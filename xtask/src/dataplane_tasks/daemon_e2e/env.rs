@@ -482,3 +482,21 @@ pub(super) fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
         .join("release")
 }
+
+/// Sends one command to the test wire's control socket (`cut`, `restore`, `set`).
+pub(super) fn wire_control(sock: &Path, cmd: &str) -> Result {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("e2e: test wire {}: {e}", sock.display()))?;
+    s.write_all(format!("{cmd}\n").as_bytes())
+        .map_err(|e| format!("e2e: test wire: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| format!("e2e: test wire: {e}"))?;
+    if line.contains("\"ok\":true") {
+        Ok(())
+    } else {
+        Err(format!("e2e: test wire refused {cmd}: {line}"))
+    }
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::confsync_argv;
-use super::env::{mode, qemu_member, Env, LinkPorts};
+use super::env::{last_events, mgmt, mode, qemu_member, wire_control, Env, LinkPorts};
 use crate::util::{output, run, Result};
 
 /// Serial of the replacement member.
@@ -237,5 +237,121 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         "replacement: {} removed, {NEW_SERIAL} joined as passive, {} active with 2 members",
         c.serials[dead], c.serials[survivor]
     );
+    check_table(c, survivor, &sock_c)?;
+    check_probe(c, survivor, &sock_c)
+}
+
+/// This member's own table size (`sync_table_connections` of `info --verbose`).
+fn table_size(sock: &Path) -> Option<u64> {
+    let v = mgmt(sock, r#"{"cmd":"info","verbose":true}"#).ok()?;
+    let me = v["me"].as_str()?.to_string();
+    v["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["serial"].as_str() == Some(&me))?["counters"]["sync_table_connections"]
+        .as_u64()
+}
+
+/// The replacement's connection table: the survivor's bulk reached it (same size, not 0).
+fn check_table(c: &Cluster, survivor: usize, sock_c: &Path) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (have, want) = (table_size(sock_c), table_size(&c.socks[survivor]));
+        if have.is_some() && have == want && want > Some(0) {
+            println!(
+                "replacement: {NEW_SERIAL} holds the survivor's table ({} connections)",
+                want.unwrap_or(0)
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: the replacement's table has {have:?} connections, the survivor's {want:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The survivor's liveness probe of the replacement: its daemon lists the replacement's
+/// data-plane addresses (learnt from the join), and with the HA links cut the probe finds
+/// it alive (`PeerUnreachable`), not dead at once (`PeerLost`, the defect): no takeover
+/// without a liveness check. The links come back and the roles stay.
+fn check_probe(c: &Cluster, survivor: usize, sock_c: &Path) -> Result {
+    let info = mgmt(&c.socks[survivor], r#"{"cmd":"info"}"#)?;
+    let listed = info["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["serial"].as_str() == Some(NEW_SERIAL)))
+        .cloned()
+        .ok_or_else(|| format!("e2e: the survivor's daemon does not know {NEW_SERIAL}: {info}"))?;
+    let probe = listed["probe"].as_array().map_or(0, Vec::len);
+    if probe == 0 {
+        return Err(format!(
+            "e2e: no probe addresses for {NEW_SERIAL}: {listed}"
+        ));
+    }
+    let wire = |cmd: &str| wire_control(&c.dir.join("wire.sock"), cmd);
+    let cut_ms = now_ms();
+    wire(r#"{"cmd":"cut"}"#)?;
+    let verdict = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            for line in last_events(&c.socks[survivor], 50).lines() {
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let ev = if e["event"].is_object() {
+                    &e["event"]
+                } else {
+                    &e
+                };
+                if ev["member"].as_str() != Some(NEW_SERIAL)
+                    || ev["time_ms"].as_u64().unwrap_or(0) < cut_ms
+                {
+                    continue;
+                }
+                let detail = ev["detail"].as_str().unwrap_or("");
+                if detail.contains("PeerUnreachable") {
+                    return Ok(());
+                }
+                if detail.contains("PeerLost") {
+                    return Err(format!(
+                        "e2e: the survivor declared {NEW_SERIAL} lost without a liveness check: {line}"
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!(
+            "e2e: no probe verdict on {NEW_SERIAL} within 10 s\n{}",
+            last_events(&c.socks[survivor], 20)
+        ))
+    })();
+    wire(r#"{"cmd":"restore"}"#)?;
+    verdict?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(mode(&c.socks[survivor]).as_deref() == Some("active")
+        && mode(sock_c).as_deref() == Some("passive"))
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: after the HA links came back: {} is {:?}, {NEW_SERIAL} {:?}",
+                c.serials[survivor],
+                mode(&c.socks[survivor]),
+                mode(sock_c)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "replacement: HA links cut: {} probed {NEW_SERIAL} at {probe} addresses: alive, no takeover; links back, roles kept",
+        c.serials[survivor]
+    );
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
