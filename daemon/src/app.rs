@@ -136,26 +136,37 @@ pub fn spawn_sync<D: Dataplane>(
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(SYNC_TICK))?;
+    // The peer's address, and the member list when it changed since `seen`.
     let peer_now = {
         let shared = shared.clone();
-        move || {
-            let ip = shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .peers
-                .sync_peer();
-            ip.map(|ip| SocketAddr::from((ip, bind.port())))
+        move |seen: &mut u64| {
+            let sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let ip = sh.peers.sync_peer();
+            let changed = (sh.peers.generation() != *seen).then(|| {
+                *seen = sh.peers.generation();
+                sh.peers.serials()
+            });
+            (ip.map(|ip| SocketAddr::from((ip, bind.port()))), changed)
         }
     };
     Ok(std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         let mut counted = Instant::now();
-        let mut peer = peer_now();
+        // The engine starts with the block's members; later changes are handed to it.
+        let mut generation = 0;
+        let mut peer = peer_now(&mut generation).0;
         let mut peer_read = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if peer_read.elapsed() >= SYNC_PEER_REFRESH {
-                peer = peer_now();
+                let (p, members) = peer_now(&mut generation);
+                peer = p;
                 peer_read = Instant::now();
+                if let Some(members) = members {
+                    core.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .filter
+                        .set_peers(members);
+                }
             }
             let got = match sock.recv_from(&mut buf) {
                 Ok((n, from)) if Some(from.ip()) == peer.map(|p| p.ip()) => Some(n),

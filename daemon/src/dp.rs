@@ -138,6 +138,10 @@ impl SyncPlane for Dp {
         .map_err(|e| e.to_string())
     }
 
+    fn set_peers(&mut self, peers: Vec<ha_proto::msg::Serial>) {
+        self.dp.set_peers(peers);
+    }
+
     fn counters(&self) -> Vec<(String, u64)> {
         let st = self.dp.engine().stats();
         let rejects = st

@@ -36,6 +36,8 @@ pub struct Peer {
 pub struct PeerBook {
     peers: Vec<Peer>,
     path: Option<PathBuf>,
+    /// Bumped by every change (the sync thread hands a new list to the sync engine).
+    generation: u64,
 }
 
 impl PeerBook {
@@ -66,12 +68,17 @@ impl PeerBook {
         Ok(Self {
             peers,
             path: Some(path),
+            generation: 0,
         })
     }
 
     /// A list that is never saved (tests, a daemon without a state directory).
     pub fn in_memory(peers: Vec<Peer>) -> Self {
-        Self { peers, path: None }
+        Self {
+            peers,
+            path: None,
+            generation: 0,
+        }
     }
 
     /// The probe targets of `serial` (empty when unknown).
@@ -122,7 +129,18 @@ impl PeerBook {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         self.peers = next;
+        self.generation += 1;
         Ok(())
+    }
+
+    /// Changes so far (0: the list the daemon started with).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The peers' serials.
+    pub fn serials(&self) -> Vec<Serial> {
+        self.peers.iter().map(|p| p.serial).collect()
     }
 
     /// The list as the management API shows it.

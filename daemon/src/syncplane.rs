@@ -46,6 +46,8 @@ pub trait SyncPlane {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// The cluster's other members changed (a membership change): only they may send.
+    fn set_peers(&mut self, _peers: Vec<ha_proto::msg::Serial>) {}
 }
 
 /// Progress of a resync request ([`SyncPlane::request_resync`]).

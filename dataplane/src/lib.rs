@@ -234,6 +234,11 @@ impl Dataplane {
         self.engine.changed(key);
     }
 
+    /// The cluster's other members changed ([`SyncEngine::set_peers`]).
+    pub fn set_peers(&mut self, peers: Vec<ha_proto::msg::Serial>) {
+        self.engine.set_peers(peers);
+    }
+
     /// The sync engine (counters, backlog).
     pub fn engine(&self) -> &SyncEngine {
         &self.engine

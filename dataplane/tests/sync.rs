@@ -425,3 +425,43 @@ fn a_member_that_takes_over_sends_its_table_to_a_peer_that_restarted_meanwhile()
     net.settle(2_000);
     assert_same_conns(&net.b.t, &net.a.t, 100);
 }
+
+/// A replacement member (new serial, SPEC A6): refused by the survivor's engine while the
+/// membership names the failed member only, then, once told the new member list, it gets the
+/// survivor's whole table (the e2e's replacement held 0 of 199 connections before this).
+#[test]
+fn a_replacement_gets_the_table_once_the_membership_names_it() {
+    let mut a_cfg = cfg(1, 100);
+    a_cfg.peers = vec![Serial([2; 16])];
+    let mut net = Net::new(Node::with(a_cfg), Node::new(2, 200), 0.0, 5);
+    net.a.t.activate(0);
+    net.run(20);
+    for i in 0..50 {
+        let now = net.now;
+        open(&mut net.a, i, now);
+    }
+    net.settle(5_000);
+    assert_same_conns(&net.a.t, &net.b.t, 50);
+
+    // B dies; C (serial 3) takes its place on the wire.
+    net.b = Node::new(3, 300);
+    net.run(5_000);
+    assert_eq!(net.b.t.conn_count(), 0, "a non-member got the table");
+    let refused = net
+        .a
+        .e
+        .stats()
+        .rejects
+        .get(ha_proto::endpoint::Reject::WrongSender);
+    assert!(refused > 0, "C's frames were not even seen");
+
+    // The membership changes: B removed, C added.
+    net.a.e.set_peers(vec![Serial([3; 16])]);
+    net.settle(10_000);
+    assert_same_conns(&net.a.t, &net.b.t, 50);
+
+    // Removing a member ends its session: nothing more reaches it.
+    net.a.e.set_peers(vec![Serial([4; 16])]);
+    net.run(100);
+    assert!(!net.a.e.peer_up() || net.a.e.peer().map(|p| p.0) != Some(Serial([3; 16])));
+}

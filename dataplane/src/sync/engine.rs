@@ -354,6 +354,21 @@ impl SyncEngine {
         }
     }
 
+    /// The cluster's other members changed (a member removed, a replacement joined): from
+    /// now on only `peers` may send (any member holding the key but this one, when empty).
+    /// A session with a member no longer listed ends; the new member is met by its hellos
+    /// and gets a bulk of the table like any peer met again.
+    pub fn set_peers(&mut self, peers: Vec<Serial>) {
+        let listed = |s: &Serial| peers.is_empty() || peers.contains(s);
+        if self.session.as_ref().is_some_and(|s| !listed(&s.serial)) {
+            self.lose_peer();
+        }
+        if self.candidate.as_ref().is_some_and(|c| !listed(c)) {
+            self.candidate = None;
+        }
+        self.peers = peers;
+    }
+
     /// A frame bound to this boot arrived from `serial` in boot `epoch`.
     fn heard(&mut self, serial: Serial, epoch: u32, now: Millis) {
         self.candidate = Some(serial);

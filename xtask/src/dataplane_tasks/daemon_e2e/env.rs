@@ -204,8 +204,13 @@ pub(super) fn last_events(sock: &Path, n: u32) -> String {
         // At most n events and the end marker.
         for line in BufReader::new(s).lines().take(n as usize + 1) {
             let line = line.map_err(|e| e.to_string())?;
+            let end = line.contains("\"end_of_events\"");
             out.push_str(&line);
             out.push('\n');
+            // The server keeps the connection open for the next request.
+            if end {
+                break;
+            }
         }
         Ok(out)
     };

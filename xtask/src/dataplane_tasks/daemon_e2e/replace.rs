@@ -237,7 +237,8 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         "replacement: {} removed, {NEW_SERIAL} joined as passive, {} active with 2 members",
         c.serials[dead], c.serials[survivor]
     );
-    check_table(c, survivor, &sock_c)?;
+    check_table(c, survivor, &sock_c)
+        .map_err(|e| format!("{e}\n--- daemon-c\n{}", env.log_tail("daemon-c")))?;
     check_probe(c, survivor, &sock_c)
 }
 
@@ -250,6 +251,20 @@ fn table_size(sock: &Path) -> Option<u64> {
         .iter()
         .find(|m| m["serial"].as_str() == Some(&me))?["counters"]["sync_table_connections"]
         .as_u64()
+}
+
+/// This member's state-sync counters and peer list (diagnostics).
+fn sync_counters(sock: &Path) -> String {
+    let Ok(v) = mgmt(sock, r#"{"cmd":"info","verbose":true}"#) else {
+        return "no answer".into();
+    };
+    let me = v["me"].as_str().unwrap_or_default().to_string();
+    let counters = v["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["serial"].as_str() == Some(&me)))
+        .map(|m| m["counters"].clone())
+        .unwrap_or_default();
+    format!("{me} counters {counters} peers {}", v["peers"])
 }
 
 /// The replacement's connection table: the survivor's bulk reached it (same size, not 0).
@@ -266,7 +281,10 @@ fn check_table(c: &Cluster, survivor: usize, sock_c: &Path) -> Result {
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "e2e: the replacement's table has {have:?} connections, the survivor's {want:?}"
+                "e2e: the replacement's table has {have:?} connections, the survivor's {want:?}\n\
+                 survivor: {}\nreplacement: {}",
+                sync_counters(&c.socks[survivor]),
+                sync_counters(sock_c)
             ));
         }
         std::thread::sleep(Duration::from_millis(250));
