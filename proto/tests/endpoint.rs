@@ -257,3 +257,68 @@ fn weak_keys_are_refused_by_the_one_rule() {
         assert_eq!(check_strength(&k.0), Ok(()), "seed {seed}");
     }
 }
+
+/// Issue 10, defect 5: with `encrypt`, a frame of the member link or of the host link shows
+/// nothing of its body on the wire (captured bytes searched for the addresses, serials and
+/// interface names it carries); without it the same search finds them (so the test can fail).
+#[test]
+fn with_encrypt_member_and_host_frames_carry_no_plaintext() {
+    use ha_proto::msg::host::IfaceState;
+    use ha_proto::msg::{LinkAddr, MemberEntry};
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    // What must not be readable: a member's main-link address, its serial, an interface name.
+    let addr = [10u8, 77, 0, 3];
+    let target = b"SN-TARGET";
+    let ifname = b"outside-eth";
+    for encrypt in [false, true] {
+        // The host link: the member list (addresses) and the interface report (names).
+        let k = psk(2);
+        let mut cpu = HostEndpoint::new(End::MainCpu, &k, CLUSTER, 1, serial("A"), 7, encrypt);
+        let members = HostMsg::Members(
+            heapless::Vec::from_slice(&[MemberEntry {
+                serial: serial("SN-TARGET"),
+                main_link: LinkAddr {
+                    ip: addr,
+                    port: 44240,
+                },
+            }])
+            .unwrap(),
+        );
+        let ifaces = HostMsg::Interfaces(
+            heapless::Vec::from_slice(&[IfaceState {
+                name: heapless::String::try_from("outside-eth").unwrap(),
+                up: true,
+                weight: 100,
+                aggregate: None,
+            }])
+            .unwrap(),
+        );
+        let host_frames = [seal(&mut cpu, &members), seal(&mut cpu, &ifaces)];
+        // The member link: an operator command naming its target.
+        let mut ep = member_ep("A", 3);
+        ep.set_encrypt(encrypt);
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let msg = MemberMsg::AdminFor {
+            target: serial("SN-TARGET"),
+            target_epoch: 1,
+            command: AdminCommand::ForcePassive,
+        };
+        let n = ep.seal(&msg, None, false, &mut buf).unwrap();
+        let member_frame = buf[..n].to_vec();
+
+        let readable = contains(&host_frames[0], &addr)
+            || contains(&host_frames[0], target)
+            || contains(&host_frames[1], ifname)
+            || contains(&member_frame, target);
+        let each = [
+            contains(&host_frames[0], &addr),
+            contains(&host_frames[1], ifname),
+            contains(&member_frame, target),
+        ];
+        if encrypt {
+            assert!(!readable, "plaintext on the wire with encrypt: {each:?}");
+        } else {
+            assert_eq!(each, [true, true, true], "the control case must find them");
+        }
+    }
+}

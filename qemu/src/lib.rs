@@ -137,7 +137,10 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String, String> {
 }
 
 /// Address of the boot epoch word (the board's BOOTINFO region, just below the block).
-pub const BOOT_EPOCH_ADDR: u32 = ha_proto::config_block::FLASH_ADDR - 4;
+pub const BOOT_EPOCH_ADDR: u32 = BLOCK_ADDR - 4;
+
+/// Flash address of the configuration block image.
+pub const BLOCK_ADDR: u32 = ha_proto::config_block::FLASH_ADDR;
 
 /// The boot counter file of the member whose block image is `block`.
 pub fn boot_counter(block: &Path) -> ha_persist::BootCounter {

@@ -71,11 +71,24 @@ fn fw_build() -> Result<std::path::PathBuf> {
 }
 
 /// QEMU options loading a configuration block.
-fn fw_config_args(config: &std::path::Path) -> Vec<String> {
-    vec![
+fn fw_config_args(config: &std::path::Path) -> Result<Vec<String>> {
+    // The block at its flash address and the next value of the member's persistent boot
+    // counter below it (a firmware without a boot counter does not start), at the addresses
+    // `ha_qemu` owns.
+    let epoch = ha_qemu::next_boot(config)?;
+    Ok(vec![
         "-device".into(),
-        format!("loader,file={},addr=0x3F000,force-raw=on", config.display()),
-    ]
+        format!(
+            "loader,file={},addr=0x{:X},force-raw=on",
+            config.display(),
+            ha_qemu::BLOCK_ADDR
+        ),
+        "-device".into(),
+        format!(
+            "loader,addr=0x{:X},data={epoch},data-len=4",
+            ha_qemu::BOOT_EPOCH_ADDR
+        ),
+    ])
 }
 
 /// Boots the firmware under QEMU with `config` loaded (or nothing) for `secs` seconds and
@@ -87,7 +100,7 @@ fn fw_boot_log(
 ) -> Result<String> {
     let mut args = vec!["-nic".to_string(), "none".to_string()];
     if let Some(cfg) = config {
-        args.extend(fw_config_args(cfg));
+        args.extend(fw_config_args(cfg)?);
     }
     let member = fw_spawn(elf, &args)?;
     std::thread::sleep(std::time::Duration::from_secs(secs));
@@ -254,9 +267,7 @@ fn fw_pair_check(elf: &std::path::Path, dir: &std::path::Path, psk: &std::path::
             .args(["--member", "FW-P1=10.0.0.1:44240"])
             .args(["--member", "FW-P2=10.0.0.2:44240", "--out"])
             .arg(&cfg))?;
-        let mut args = fw_config_args(&cfg);
-        args.push("-device".into());
-        args.push(format!("loader,addr=0x3EFFC,data={},data-len=4", 1000 + i));
+        let mut args = fw_config_args(&cfg)?;
         args.push("-nic".into());
         args.push(format!(
             "socket,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
@@ -431,8 +442,11 @@ fn ha_cluster(cmd: &str, args: &[String]) -> Result {
 /// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: see [`soak`].
 /// `cargo xtask qemu boots [--runs N] [--hogs H]`: boots the two-member cluster N times
 /// beside H busy loops; last line `boots: runs=N hogs=H no_active=<k> ...`.
+/// `cargo xtask qemu checks`: the firmware's part of `cargo xtask test` alone (boot checks
+/// without, with a corrupt and with a valid block, the wired pair, the harness suite).
 pub fn qemu(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
+        Some("checks") => ci(),
         Some("soak") => soak(&args[1..]),
         Some("boots") => ha_cluster("boots", &args[1..]),
         _ => ha_cluster("boot", args),

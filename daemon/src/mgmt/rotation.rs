@@ -107,13 +107,12 @@ impl MgmtServer {
         let sh = self.shared();
         let me = sh.serial.as_str().to_string();
         match &sh.key_state {
-            None => Reply::Rotate(RotateReport {
-                phase: "idle".into(),
-                sealing_key_id: 0,
-                previous_key_id: None,
-                confirmed: Vec::new(),
-                pending: vec![me],
-            }),
+            // Unknown is not "key 0": say so (the controller reports its keys when the host
+            // link comes up).
+            None => err(
+                ErrorCode::Unreachable,
+                format!("{me}: the management controller has not reported its keys yet"),
+            ),
             Some((sealing, accepted)) => {
                 let other = accepted.iter().copied().find(|k| k != sealing);
                 Reply::Rotate(RotateReport {

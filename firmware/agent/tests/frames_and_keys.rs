@@ -89,6 +89,14 @@ fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
             .unwrap()
     };
     c.events.clear();
+    // A frame member 0 sealed with the old key (id 0), recorded by an attacker on the link.
+    let (_, old_link, old_frame) = c
+        .frames
+        .iter()
+        .rev()
+        .find(|(from, _, f)| *from == 0 && f[5] == 0)
+        .cloned()
+        .expect("a frame under key 0");
     let install = HostMsg::InstallKey {
         key_id: 2,
         psk: WirePsk(OTHER_KEY),
@@ -132,6 +140,18 @@ fn psk_rollover_from_the_host_link_keeps_the_cluster_together() {
             "member {m} rejected frames during the rollover"
         );
     }
+    // After the retirement the old key opens nothing on the member link: the recorded frame
+    // is refused for its key (before any replay check), and changes nothing.
+    let unknown = c.a(1).status().counters.rejected(Reject::UnknownKey);
+    let replays = c.a(1).status().counters.rejected(Reject::Replay);
+    let mut f = old_frame.clone();
+    c.with(1, |a, now| a.handle_member_frame(now, old_link, &mut f));
+    assert_eq!(
+        c.a(1).status().counters.rejected(Reject::UnknownKey),
+        unknown + 1,
+        "a frame under the retired key was not refused for its key"
+    );
+    assert_eq!(c.a(1).status().counters.rejected(Reject::Replay), replays);
     let before = c.a(1).status().counters.received;
     c.run_until(6000);
     assert!(c.a(1).status().counters.received > before);

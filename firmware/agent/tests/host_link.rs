@@ -54,6 +54,15 @@ fn status_request_reports_every_member_and_role_changes_push_one() {
         }
     );
     assert!(r.frames_received > 0 && r.frames_sent > 0);
+    // The key state comes with it (a restarted daemon learns where a rotation stands).
+    assert!(c.host.iter().any(|(m, h)| *m == 1
+        && matches!(
+            h,
+            HostMsg::KeyState {
+                sealing_key_id: 0,
+                ..
+            }
+        )));
 }
 
 #[test]

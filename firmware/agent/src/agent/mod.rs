@@ -362,7 +362,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
             }
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(nonce)),
-            HostMsg::StatusRequest => self.out.push(Pending::Status),
+            // A main CPU that (re)connects asks for the status: it gets the key state too, so
+            // a restarted daemon knows where a PSK rotation stands.
+            HostMsg::StatusRequest => {
+                self.out.push(Pending::Status);
+                self.out.push(Pending::KeyState);
+            }
             HostMsg::InstallKey { key_id, psk } => {
                 self.wire
                     .install_key(&Psk(psk.0), self.cfg.cluster_id, key_id);

@@ -505,3 +505,33 @@ pub(super) fn wire_control(sock: &Path, cmd: &str) -> Result {
         Err(format!("e2e: test wire refused {cmd}: {line}"))
     }
 }
+
+/// This member's own table size (`sync_table_connections` of `info --verbose`).
+pub(super) fn table_size(sock: &Path) -> Option<u64> {
+    let v = mgmt(sock, r#"{"cmd":"info","verbose":true}"#).ok()?;
+    let me = v["me"].as_str()?.to_string();
+    v["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["serial"].as_str() == Some(&me))?["counters"]["sync_table_connections"]
+        .as_u64()
+}
+
+/// Waits until member `sock`'s table holds as many connections as `other`'s (not 0).
+pub(super) fn wait_same_table(sock: &Path, other: &Path, bound: Duration) -> Result {
+    let deadline = Instant::now() + bound;
+    loop {
+        let (have, want) = (table_size(sock), table_size(other));
+        if have.is_some() && have == want && want > Some(0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: {} holds {have:?} connections, {} {want:?}",
+                sock.display(),
+                other.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

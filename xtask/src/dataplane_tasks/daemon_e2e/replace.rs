@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::confsync_argv;
-use super::env::{last_events, mgmt, mode, qemu_member, wire_control, Env, LinkPorts};
+use super::env::{last_events, mgmt, mode, qemu_member, table_size, wire_control, Env, LinkPorts};
 use crate::util::{output, run, Result};
 
 /// Serial of the replacement member.
@@ -240,17 +240,6 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
     check_table(c, survivor, &sock_c)
         .map_err(|e| format!("{e}\n--- daemon-c\n{}", env.log_tail("daemon-c")))?;
     check_probe(c, survivor, &sock_c)
-}
-
-/// This member's own table size (`sync_table_connections` of `info --verbose`).
-fn table_size(sock: &Path) -> Option<u64> {
-    let v = mgmt(sock, r#"{"cmd":"info","verbose":true}"#).ok()?;
-    let me = v["me"].as_str()?.to_string();
-    v["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["serial"].as_str() == Some(&me))?["counters"]["sync_table_connections"]
-        .as_u64()
 }
 
 /// This member's state-sync counters and peer list (diagnostics).

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::env::{controller_log, diagnostics, last_events, mode, wait_roles, Env};
+use super::env::{
+    controller_log, diagnostics, last_events, mode, wait_roles, wait_same_table, Env, LinkPorts,
+    Load,
+};
 use super::setup::Setup;
 use super::{commands, config_sync_phase, replace, update, Opts};
 use crate::util::{run, Result};
@@ -112,34 +115,16 @@ pub(super) fn run_phases(
         ));
     }
 
-    // The rolled-over key is in each member's configuration block (the controller's flash
-    // image): restart the passive member's controller, which must boot with the new key and
-    // rejoin as passive, with no swap.
-    if let (Some(elf), Some(net)) = (firmware, &net) {
-        let p = 1 - still;
-        let m = members[p];
-        println!(
-            "e2e: restarting the controller of {} after the rotation",
-            serials[p]
-        );
-        env.restart_controller(elf, m, net, p)?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while mode(&socks[p]).as_deref() != Some("passive") {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "e2e: {} did not rejoin with the rotated key after a restart",
-                    serials[p]
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        wait_roles(&socks, Some(still), Duration::from_secs(5))
-            .map_err(|e| format!("e2e: the restart after the rotation caused a swap: {e}"))?;
-        println!(
-            "psk-persisted: {} restarted and rejoined as passive with key id 2",
-            serials[p]
-        );
-    }
+    // After the rotation, every process restarts under load and no connection is lost
+    // (issue 10, defect 4): the passive's controller (its block holds the new key), its
+    // daemon (the state-sync keyring file), then the active's daemon (the role moves to the
+    // peer, which must hold the whole table, synced with the new key).
+    let still = match (firmware, &net) {
+        (Some(elf), Some(net)) => restarts_after_rotation(
+            env, b, elf, net, &serials, &members, &socks, still, &mut load,
+        )?,
+        _ => still,
+    };
 
     // Configuration sync on the running cluster: one `confsync service` per member (role
     // from its daemon), operated with hactl.
@@ -217,4 +202,81 @@ pub(super) fn run_phases(
         ));
     }
     Ok(())
+}
+
+/// The restarts after the PSK rotation, under load; returns the active member's index.
+#[allow(clippy::too_many_arguments)]
+fn restarts_after_rotation(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    elf: &Path,
+    net: &LinkPorts,
+    serials: &[&str; 2],
+    members: &[&str; 2],
+    socks: &[std::path::PathBuf],
+    active: usize,
+    load: &mut Load,
+) -> Result<usize> {
+    load.cmd("mark")?;
+    let p = 1 - active;
+    let wait_mode = |i: usize, want: &str| -> Result {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while mode(&socks[i]).as_deref() != Some(want) {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "e2e: after the restart {} is {:?}, not {want}\n{}",
+                    serials[i],
+                    mode(&socks[i]),
+                    last_events(&socks[i], 12)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+
+    println!(
+        "e2e: restarting the controller of {} after the rotation",
+        serials[p]
+    );
+    env.restart_controller(elf, members[p], net, p)?;
+    wait_mode(p, "passive")?;
+    wait_roles(socks, Some(active), Duration::from_secs(5)).map_err(|e| {
+        format!("e2e: the controller restart after the rotation caused a swap: {e}")
+    })?;
+
+    println!(
+        "e2e: restarting the daemon of {} after the rotation",
+        serials[p]
+    );
+    env.restart_daemon(b, members[p])?;
+    wait_mode(p, "passive")?;
+    wait_same_table(&socks[p], &socks[active], Duration::from_secs(15))
+        .map_err(|e| format!("{e}: the restarted passive daemon did not resync"))?;
+    wait_roles(socks, Some(active), Duration::from_secs(5))
+        .map_err(|e| format!("e2e: the daemon restart after the rotation caused a swap: {e}"))?;
+
+    // The active's main CPU restarts: its controller hands the role to the peer.
+    println!(
+        "e2e: restarting the daemon of the active {} after the rotation",
+        serials[active]
+    );
+    env.restart_daemon(b, members[active])?;
+    let now_active = wait_roles(socks, Some(p), Duration::from_secs(20))
+        .map_err(|e| format!("e2e: after the active's daemon restarted: {e}"))?;
+    wait_same_table(&socks[active], &socks[now_active], Duration::from_secs(15))
+        .map_err(|e| format!("{e}: the restarted daemon did not resync"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (sv, n, gap, failed) = load.report()?;
+    println!(
+        "psk-restarts: {}'s controller and daemon, then {}'s daemon restarted with key id 2: survived={sv}/{n} gap_ms={gap} active={}",
+        serials[p], serials[active], serials[now_active]
+    );
+    if sv != n || failed > 0 {
+        return Err(format!(
+            "e2e: the restarts after the PSK rotation lost {} connections",
+            n - sv
+        ));
+    }
+    Ok(now_active)
 }
