@@ -12,20 +12,15 @@ use heapless::Vec;
 
 use crate::config::Config;
 use crate::output::LedPattern;
-use crate::status::{Counters, DomainStatus, MemberStatus, PeerState, PeerStatus};
+use crate::status::{DomainStatus, PeerState, Status};
 
 /// The state a report is built from.
 pub(crate) struct Snapshot<'a, const M: usize, const D: usize> {
     /// The configuration.
     pub config: &'a Config<M, D>,
-    /// This member.
-    pub me: &'a MemberStatus,
-    /// Its roles.
-    pub roles: &'a [DomainStatus],
-    /// Its peers.
-    pub peers: &'a [PeerStatus<D>],
-    /// Frame counters.
-    pub counters: &'a Counters,
+    /// What the agent shows of itself ([`crate::Agent::status`]): this member, its roles,
+    /// its peers, the frame counters.
+    pub status: Status<'a, D>,
     /// The LED pattern.
     pub led: LedPattern,
     /// Agent clock, ms.
@@ -40,7 +35,12 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
         for l in 0..MAX_HA_LINKS {
             let st = if l >= self.config.links as usize {
                 LinkState::Absent
-            } else if self.peers.iter().any(|p| p.links[l].state == LinkState::Up) {
+            } else if self
+                .status
+                .peers
+                .iter()
+                .any(|p| p.links[l].state == LinkState::Up)
+            {
                 LinkState::Up
             } else {
                 LinkState::Down
@@ -53,9 +53,9 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
     /// This member's heartbeat; `epoch_of` gives the boot of each peer last heard (the
     /// heartbeat names them, so a recording replayed to a later boot is refused).
     pub(crate) fn heartbeat(&self, epoch_of: impl Fn(Serial) -> Option<u32>) -> Heartbeat {
-        let me = self.me;
+        let me = self.status.me;
         let mut roles = Vec::new();
-        for r in self.roles {
+        for r in self.status.roles {
             // D ≤ MAX_DOMAINS is not enforced by the type; extra domains are not announced.
             let _ = roles.push(DomainRole {
                 domain: r.domain,
@@ -64,7 +64,7 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
             });
         }
         let mut heard = Vec::new();
-        for p in self.peers {
+        for p in self.status.peers {
             if let Some(epoch) = epoch_of(p.serial) {
                 let _ = heard.push(Heard {
                     member: p.serial,
@@ -89,7 +89,7 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
     /// Every domain's role, by domain id ([`HostMsg::Roles`]).
     pub(crate) fn roles_report(&self) -> Vec<DomainRoleOf, MAX_DOMAINS> {
         let mut v = Vec::new();
-        for r in self.roles.iter().take(MAX_DOMAINS) {
+        for r in self.status.roles.iter().take(MAX_DOMAINS) {
             let _ = v.push(DomainRoleOf {
                 domain: r.domain,
                 role: r.role,
@@ -118,8 +118,9 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
     /// The status as sent to the main CPU ([`HostMsg::Status`]): one summary per member, the
     /// local one first.
     pub(crate) fn status_report(&self) -> StatusReport {
-        let me = self.me;
+        let me = self.status.me;
         let since = self
+            .status
             .roles
             .iter()
             .map(|r| r.since_ms)
@@ -135,11 +136,11 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
             firmware: me.firmware,
             config_revision: me.config_revision,
             paused: me.frozen,
-            domains: self.domains_of(&me.serial, self.roles),
+            domains: self.domains_of(&me.serial, self.status.roles),
             links: self.links(),
             mode_since_ms: since.saturating_sub(me.boot_ms),
         });
-        for p in self.peers {
+        for p in self.status.peers {
             let mut links = Vec::new();
             for l in p.links.iter() {
                 let _ = links.push(l.state);
@@ -158,7 +159,7 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
                 mode_since_ms: p.state_since_ms.saturating_sub(me.boot_ms),
             });
         }
-        let c = self.counters;
+        let c = self.status.counters;
         StatusReport {
             uptime_ms: self.now.saturating_sub(me.boot_ms),
             members,

@@ -275,25 +275,37 @@ async fn agent_task(
     }
 }
 
+/// The next whole frame a serial link received, copied into `buf` (a damaged or oversized
+/// one is dropped, with a warning naming `link`).
+async fn next_serial_frame<'b>(
+    rx: &mut SerialFrameRx<UartRx>,
+    buf: &'b mut [u8; MAX_FRAME_LEN],
+    link: &str,
+) -> &'b mut [u8] {
+    let n = loop {
+        match rx.recv().await {
+            Ok(frame) if frame.len() <= buf.len() => {
+                buf[..frame.len()].copy_from_slice(frame);
+                break frame.len();
+            }
+            Ok(_) => warn!("{=str}: oversized frame dropped", link),
+            Err(_) => warn!("{=str}: damaged frame dropped", link),
+        }
+    };
+    &mut buf[..n]
+}
+
 /// UART2: the backup HA link.
 #[embassy_executor::task]
 async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
     let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
-        match rx.recv().await {
-            Ok(frame) => {
-                let Some(b) = buf.get_mut(..frame.len()) else {
-                    continue;
-                };
-                b.copy_from_slice(frame);
-                agent
-                    .borrow_mut()
-                    .handle_member_frame(now_ms(), LinkId::BACKUP, b);
-                INPUT.signal(());
-            }
-            Err(_) => warn!("backup link: damaged frame dropped"),
-        }
+        let b = next_serial_frame(&mut rx, &mut buf, "backup link").await;
+        agent
+            .borrow_mut()
+            .handle_member_frame(now_ms(), LinkId::BACKUP, b);
+        INPUT.signal(());
     }
 }
 
@@ -303,27 +315,19 @@ async fn host_rx_task(agent: SharedAgent, peers: PeerList, me: Serial, uart: Uar
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
     let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
-        match rx.recv().await {
-            Ok(frame) => {
-                let Some(b) = buf.get_mut(..frame.len()) else {
-                    continue;
-                };
-                b.copy_from_slice(frame);
-                let mut a = agent.borrow_mut();
-                let rejected = a.status().counters.host_rejected.total();
-                a.handle_host_frame(now_ms(), b);
-                if a.status().counters.host_rejected.total() != rejected {
-                    warn!("host link: frame rejected");
-                }
-                // A new member list taken by the agent: the main link sends where it says.
-                if let Some(list) = a.poll_member_addresses() {
-                    net::set_peers(peers, me, &list);
-                }
-                drop(a);
-                INPUT.signal(());
-            }
-            Err(_) => warn!("host link: damaged frame dropped"),
+        let b = next_serial_frame(&mut rx, &mut buf, "host link").await;
+        let mut a = agent.borrow_mut();
+        let rejected = a.status().counters.host_rejected.total();
+        a.handle_host_frame(now_ms(), b);
+        if a.status().counters.host_rejected.total() != rejected {
+            warn!("host link: frame rejected");
         }
+        // A new member list taken by the agent: the main link sends where it says.
+        if let Some(list) = a.poll_member_addresses() {
+            net::set_peers(peers, me, &list);
+        }
+        drop(a);
+        INPUT.signal(());
     }
 }
 

@@ -33,6 +33,19 @@ pub struct Progress {
     pub total_bytes: u64,
 }
 
+impl Progress {
+    /// A session that starts: the manifest is exchanged, nothing counted yet.
+    fn starting() -> Self {
+        Self {
+            phase: "manifest",
+            done_files: 0,
+            total_files: 0,
+            done_bytes: 0,
+            total_bytes: 0,
+        }
+    }
+}
+
 /// Outcome of a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushReport {
@@ -143,13 +156,7 @@ pub fn push<R: Read + Timeouts, W: Write + Timeouts>(
         .collect();
     let files_total = rev.manifest.files.len() as u64;
     let mut core = SenderCore::new(rev.revision, rev.manifest, nonce()?);
-    let mut p = Progress {
-        phase: "manifest",
-        done_files: 0,
-        total_files: 0,
-        done_bytes: 0,
-        total_bytes: 0,
-    };
+    let mut p = Progress::starting();
     loop {
         let msg = recv(wire)?;
         let actions = match core.handle(msg) {
@@ -271,13 +278,7 @@ pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
     let mut core = core.allow_special_modes(how.allow_special_modes);
     wire.send(&hello)?;
     let mut staging = None;
-    let mut p = Progress {
-        phase: "manifest",
-        done_files: 0,
-        total_files: 0,
-        done_bytes: 0,
-        total_bytes: 0,
-    };
+    let mut p = Progress::starting();
     let fail = |wire: &mut Wire<R, W>, reason: String| {
         let _ = wire.send(&SyncMsg::Failed { reason });
         let _ = wire.flush();

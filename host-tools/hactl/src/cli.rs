@@ -64,17 +64,7 @@ pub(crate) enum Cmd {
     /// Reload the HA settings.
     Reload,
     /// The event log (SPEC E3).
-    Events {
-        /// Keep printing new events until interrupted.
-        #[arg(short, long)]
-        follow: bool,
-        /// Only the last N past events.
-        #[arg(long)]
-        last: Option<u32>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Events(EventsArgs),
     /// Configuration store: publish the draft as a new revision.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -152,17 +142,7 @@ pub(crate) enum ConfigCmd {
     },
     /// The configuration-sync service's event log: syncs, joins, refused frames (by reason),
     /// sessions cut by a deadline.
-    Events {
-        /// Keep printing new events until interrupted.
-        #[arg(short, long)]
-        follow: bool,
-        /// Only the last N past events.
-        #[arg(long)]
-        last: Option<u32>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Events(EventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -318,4 +298,18 @@ pub(crate) struct ProvisionArgs {
     /// Replace an existing image.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+/// The options of an event log (the daemon's, the configuration-sync service's).
+#[derive(Args)]
+pub(crate) struct EventsArgs {
+    /// Keep printing new events until interrupted.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// Only the last N past events.
+    #[arg(long)]
+    pub(crate) last: Option<u32>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

@@ -17,7 +17,7 @@ use hactl::{inspect, provision, pskfile, render, rotation, strength, update};
 
 mod cli;
 
-use cli::{Cli, ClusterCmd, Cmd, ConfigCmd, PskCmd};
+use cli::{Cli, ClusterCmd, Cmd, ConfigCmd, EventsArgs, PskCmd};
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(v)
@@ -113,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
         Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),
         Cmd::Reload => live(socket, Request::Reload, false, human).map(drop),
-        Cmd::Events { follow, last, json } => {
+        Cmd::Events(EventsArgs { follow, last, json }) => {
             live(socket, Request::Events { follow, last }, json, human).map(drop)
         }
         Cmd::Config(ConfigCmd::Publish { comment, json }) => live(
@@ -123,7 +123,7 @@ fn run(cli: Cli) -> Result<()> {
             human,
         )
         .map(drop),
-        Cmd::Config(ConfigCmd::Events { follow, last, json }) => {
+        Cmd::Config(ConfigCmd::Events(EventsArgs { follow, last, json })) => {
             live(config_socket, Request::Events { follow, last }, json, human).map(drop)
         }
         Cmd::Sync { peer, json } => {

@@ -149,10 +149,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     fn snapshot(&self) -> Snapshot<'_, M, D> {
         Snapshot {
             config: &self.cfg,
-            me: self.local.status(),
-            roles: self.domains.roles(),
-            peers: self.peers.as_slice(),
-            counters: self.wire.counters(),
+            status: self.status(),
             led: self.domains.led(),
             now: self.now,
         }

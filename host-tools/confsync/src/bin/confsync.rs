@@ -85,17 +85,8 @@ struct Sec {
 enum Cmd {
     /// Receive revisions (standby side).
     Serve {
-        /// Store root.
-        #[arg(long)]
-        root: PathBuf,
-        /// TCP address to listen on (port 0: any; the address is printed).
-        #[arg(long)]
-        listen: String,
         #[command(flatten)]
-        sec: Sec,
-        /// Install received files with setuid, setgid or sticky bits (refused by default).
-        #[arg(long)]
-        allow_special_modes: bool,
+        rx: ReceiverArgs,
         /// Exit after one session.
         #[arg(long)]
         once: bool,
@@ -130,8 +121,9 @@ enum Cmd {
     },
 }
 
+/// What a receiver of revisions needs (`serve` and `service`).
 #[derive(Args)]
-struct ServiceArgs {
+struct ReceiverArgs {
     /// Store root.
     #[arg(long)]
     root: PathBuf,
@@ -143,6 +135,12 @@ struct ServiceArgs {
     /// Install received files with setuid, setgid or sticky bits (refused by default).
     #[arg(long)]
     allow_special_modes: bool,
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    #[command(flatten)]
+    rx: ReceiverArgs,
     /// A peer as SERIAL=IP:PORT of its receiver; repeat for each.
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -180,7 +178,13 @@ fn parse_peer(s: &str) -> Result<PeerAddr, String> {
 }
 
 fn service(a: ServiceArgs) -> Result<(), String> {
-    let security = security(&a.sec, &a.root)?;
+    let ReceiverArgs {
+        root,
+        listen,
+        sec,
+        allow_special_modes,
+    } = &a.rx;
+    let security = security(sec, root)?;
     let peers = a
         .peers
         .iter()
@@ -199,16 +203,16 @@ fn service(a: ServiceArgs) -> Result<(), String> {
         }
         None => JobsConfig::default(),
     };
-    let l = TcpListener::bind(&a.listen).map_err(|e| format!("bind {}: {e}", a.listen))?;
+    let l = TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     let bound = l.local_addr().map_err(|e| e.to_string())?;
     // Opened once: cleans what a crash left in staging/ before anything else runs.
-    let store = Store::open(&a.root, Role::Standby).map_err(|e| e.to_string())?;
+    let store = Store::open(root, Role::Standby).map_err(|e| e.to_string())?;
     let cfg = ServiceConfig {
         peers,
-        keyring_file: a.sec.keyring.clone(),
+        keyring_file: sec.keyring.clone(),
         sync_on_publish: a.sync_on_publish,
         listen_addr: Some(a.advertise.clone().unwrap_or_else(|| bound.to_string())),
-        allow_special_modes: a.allow_special_modes,
+        allow_special_modes: *allow_special_modes,
         ..ServiceConfig::new(security, role)
     };
     let events = EventLog::with_observer(Box::new(|e| {
@@ -294,10 +298,13 @@ fn print_progress(p: &Progress) {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve {
-            root,
-            listen,
-            sec: args,
-            allow_special_modes,
+            rx:
+                ReceiverArgs {
+                    root,
+                    listen,
+                    sec: args,
+                    allow_special_modes,
+                },
             once,
         } => {
             let sec = security(&args, &root)?;
