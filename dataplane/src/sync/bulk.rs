@@ -14,7 +14,7 @@
 use crate::tables::{ConnKey, ItemKey, Millis, Tables};
 
 use super::records::item_record;
-use super::wire::Record;
+use super::wire::{BulkBegin, Record};
 use super::{ResyncStatus, SyncEvent};
 
 /// Records between two [`SyncEvent::BulkProgress`] events.
@@ -83,11 +83,11 @@ impl BulkOut {
     ) -> Option<Record> {
         if !self.began {
             self.began = true;
-            return Some(Record::BulkBegin {
+            return Some(Record::BulkBegin(BulkBegin {
                 id: self.id,
                 total: self.total,
                 authoritative: self.authoritative,
-            });
+            }));
         }
         loop {
             let n_conns = self.conns.len();

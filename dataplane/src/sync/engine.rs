@@ -15,7 +15,7 @@ use crate::tables::{ConnEntry, ConnKey, ItemKey, Millis, Refused, TableKind, Tab
 use super::bulk::{BulkIn, BulkOut, Requests};
 use super::records::{change_of, conn_record, item_record, Change};
 use super::retransmit::{Delivery, RxStream, TxStream};
-use super::wire::{records_room, Record, Records, SyncMsg};
+use super::wire::{records_room, BulkBegin, Record, Records, SyncMsg};
 use super::{ResyncStatus, SyncConfig, SyncEvent, SyncStats, REFUSAL_EVENT_EVERY_MS};
 
 /// Senders tracked by the replay table: the members of a cluster.
@@ -452,11 +452,11 @@ impl SyncEngine {
                 Change::Remove(k) => {
                     t.remove_item(&k);
                 }
-                Change::BulkBegin {
+                Change::BulkBegin(BulkBegin {
                     id,
                     total,
                     authoritative,
-                } => {
+                }) => {
                     self.bulk_in = Some(BulkIn {
                         id,
                         authoritative,

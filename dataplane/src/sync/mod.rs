@@ -55,7 +55,7 @@ pub use crate::tables::ItemKey;
 pub use bulk::PROGRESS_EVERY;
 pub use engine::SyncEngine;
 pub use retransmit::{MAX_RETRANSMITS_PER_POLL, MAX_RTO_MS, RX_WINDOW};
-pub use wire::{Record, Records, SyncMsg, WireError};
+pub use wire::{BulkBegin, Record, Records, SyncMsg, WireError};
 
 /// Refused records of one table are reported at most this often (the counters count every
 /// one): a peer flooding a full table must not flood the event log too.

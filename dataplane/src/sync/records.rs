@@ -7,7 +7,7 @@ use crate::tables::{
     SyncedItem, Tables, UserEntry,
 };
 
-use super::wire::Record;
+use super::wire::{BulkBegin, Record};
 
 /// The record of a connection's current value.
 pub fn conn_record(k: &ConnKey, e: &ConnEntry, now: Millis) -> Record {
@@ -78,14 +78,7 @@ pub enum Change {
     /// Remove an item.
     Remove(ItemKey),
     /// A bulk synchronization begins.
-    BulkBegin {
-        /// Request id it answers.
-        id: u32,
-        /// Items announced.
-        total: u64,
-        /// The sender's table is the whole truth.
-        authoritative: bool,
-    },
+    BulkBegin(BulkBegin),
     /// A bulk synchronization ends.
     BulkEnd {
         /// Request id.
@@ -172,17 +165,7 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
         Record::DelGateway(k) => return Change::Remove(ItemKey::Gateway(k)),
         Record::DelCert(k) => return Change::Remove(ItemKey::Cert(k)),
         Record::DelIke(k) => return Change::Remove(ItemKey::Ike(k)),
-        Record::BulkBegin {
-            id,
-            total,
-            authoritative,
-        } => {
-            return Change::BulkBegin {
-                id,
-                total,
-                authoritative,
-            }
-        }
+        Record::BulkBegin(b) => return Change::BulkBegin(b),
         Record::BulkEnd { id, .. } => return Change::BulkEnd { id },
     };
     Change::Install(item)

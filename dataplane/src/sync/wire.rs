@@ -258,17 +258,9 @@ pub enum Record {
     Ike(IkeKey, IpAddr, u32, u32, u64, u64),
     /// IKE SA removed.
     DelIke(IkeKey),
-    /// A bulk synchronization starts (`total` live items follow).
-    BulkBegin {
-        /// Request id it answers (0 when the sender started it itself).
-        id: u32,
-        /// Items it will carry.
-        total: u64,
-        /// The sender was active when it took the snapshot: its table is the whole truth,
-        /// and what the bulk does not refresh is stale. A passive sender's (empty) bulk
-        /// removes nothing.
-        authoritative: bool,
-    },
+    /// A bulk synchronization starts (`total` live items follow). Encoded as the struct's
+    /// fields in order, the same bytes as a variant with those fields.
+    BulkBegin(BulkBegin),
     /// The bulk synchronization is complete.
     BulkEnd {
         /// Request id.
@@ -276,6 +268,20 @@ pub enum Record {
         /// Items sent.
         sent: u64,
     },
+}
+
+/// The head of a bulk synchronization ([`Record::BulkBegin`]), also what the receiver's
+/// engine acts on ([`super::records::Change::BulkBegin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkBegin {
+    /// Request id it answers (0 when the sender started it itself).
+    pub id: u32,
+    /// Items it will carry.
+    pub total: u64,
+    /// The sender was active when it took the snapshot: its table is the whole truth, and
+    /// what the bulk does not refresh is stale. A passive sender's (empty) bulk removes
+    /// nothing.
+    pub authoritative: bool,
 }
 
 impl Record {

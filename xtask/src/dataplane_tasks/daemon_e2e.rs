@@ -231,32 +231,38 @@ fn config_sync_phase(
 ) -> Result {
     let listen = |i: usize| format!("127.0.0.1:{}", base + 8 + i as u16);
     let csock = |i: usize| dir.join(format!("confsync-{i}.sock"));
-    for i in 0..2 {
-        let argv = confsync_argv(
-            b,
-            &dir.join(format!("confsync-{i}")),
-            &listen(i),
-            psk,
-            2,
-            serials[i],
-            &format!("{}={}", serials[1 - i], listen(1 - i)),
-            &socks[i],
-            &csock(i),
-            &dir.join(format!("state-{}/keyring", ["a", "b"][i])),
-        );
-        env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(csock(0).exists() && csock(1).exists()) {
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "e2e: confsync services did not start\n{}\n{}",
-                env.log_tail("confsync-0"),
-                env.log_tail("confsync-1")
-            ));
+    // Starts (or, after a kill, starts again) both services and waits for their sockets.
+    let start = |env: &mut Env| -> Result {
+        for i in 0..2 {
+            let _ = std::fs::remove_file(csock(i));
+            let argv = confsync_argv(
+                b,
+                &dir.join(format!("confsync-{i}")),
+                &listen(i),
+                psk,
+                2,
+                serials[i],
+                &format!("{}={}", serials[1 - i], listen(1 - i)),
+                &socks[i],
+                &csock(i),
+                &dir.join(format!("state-{}/keyring", ["a", "b"][i])),
+            );
+            env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(csock(0).exists() && csock(1).exists()) {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "e2e: confsync services did not start\n{}\n{}",
+                    env.log_tail("confsync-0"),
+                    env.log_tail("confsync-1")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    start(env)?;
     let hactl = |i: usize, args: &[&str]| {
         let mut c = Command::new(b("hactl"));
         c.arg("--socket")
@@ -325,6 +331,26 @@ fn config_sync_phase(
         "config: published, synced, synctest clean, diff same, {} synchronized in hactl info",
         serials[standby]
     );
+
+    // Both services restarted after the PSK rotation (their keys come from the rotated
+    // keyring file): a new revision still reaches the standby.
+    for i in 0..2 {
+        env.kill(&format!("confsync-{i}"));
+    }
+    start(env)?;
+    std::fs::write(
+        draft.join("filter/rules.conf"),
+        "pass in on in proto tcp to port 5001\npass in on in proto tcp to port 5002\n",
+    )
+    .map_err(|e| format!("e2e: {e}"))?;
+    expect(
+        active,
+        &["config", "publish", "--comment", "after restart"],
+        0,
+    )?;
+    expect(active, &["sync"], 0)?;
+    expect(active, &["synctest"], 0)?;
+    println!("config: both services restarted after the rotation: publish, sync, synctest clean");
     Ok(())
 }
 
@@ -356,6 +382,7 @@ pub fn chaos(args: &[String]) -> Result {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(1),
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -367,9 +394,20 @@ pub fn chaos(args: &[String]) -> Result {
             "--minutes" => c.minutes = val.parse().map_err(|e| bad(&e))?,
             "--seed" => c.seed = val.parse().map_err(|e| bad(&e))?,
             "--connections" => o.connections = val.parse().map_err(|e| bad(&e))?,
+            "--only" => {
+                for name in val.split(',') {
+                    let f = chaos::Fault::parse(name).ok_or_else(|| {
+                        bad(&format!(
+                            "no fault {name:?}; one of {:?}",
+                            chaos::FAULTS
+                        ))
+                    })?;
+                    c.only.push(f);
+                }
+            }
             other => {
                 return Err(format!(
-                    "chaos: unknown option {other}; usage: chaos --minutes M [--seed S] [--connections N]"
+                    "chaos: unknown option {other}; usage: chaos --minutes M [--seed S] [--connections N] [--only FAULT,…]"
                 ))
             }
         }

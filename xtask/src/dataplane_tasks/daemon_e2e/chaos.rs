@@ -34,7 +34,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     /// SIGKILL the controller, restart it after a while.
     KillController,
     /// SIGKILL the daemon, restart it after a while.
@@ -55,7 +55,14 @@ enum Fault {
     PlannedSwap,
 }
 
-const FAULTS: [Fault; 9] = [
+impl Fault {
+    /// The fault named `name` (as printed: `KillController`, …).
+    pub(super) fn parse(name: &str) -> Option<Fault> {
+        FAULTS.iter().copied().find(|f| format!("{f:?}") == name)
+    }
+}
+
+pub(super) const FAULTS: [Fault; 9] = [
     Fault::KillController,
     Fault::KillDaemon,
     Fault::KillMember,
@@ -71,6 +78,8 @@ const FAULTS: [Fault; 9] = [
 pub(super) struct ChaosOpts {
     pub minutes: f64,
     pub seed: u64,
+    /// The faults drawn from (all when empty): `--only KillController,PlannedSwap`.
+    pub only: Vec<Fault>,
 }
 
 /// Both daemons' view over time: for each poll, which members reported `active`.
@@ -96,6 +105,7 @@ fn monitor(socks: Vec<PathBuf>, stop: Arc<AtomicBool>, tl: Arc<Mutex<Timeline>>)
 struct Applied {
     fault: Fault,
     member: usize,
+    started_at: Instant,
     healed_at: Instant,
     collision: bool,
 }
@@ -142,7 +152,8 @@ pub(super) fn run_chaos(
     );
     println!("chaos: seed {} ({replay})", o.seed);
     while Instant::now() < end {
-        let fault = FAULTS[rng.rand_range(0..FAULTS.len() as u64) as usize];
+        let pool: &[Fault] = if o.only.is_empty() { &FAULTS } else { &o.only };
+        let fault = pool[rng.rand_range(0..pool.len() as u64) as usize];
         let active = current_active(&socks);
         // Most faults hit the active (the case that matters); some the passive.
         let member = match active {
@@ -152,6 +163,7 @@ pub(super) fn run_chaos(
         };
         let hold = Duration::from_millis(300 + rng.rand_range(0..2_700));
         load.cmd("mark")?;
+        let started_at = Instant::now();
         println!(
             "chaos: t={:.1}s {fault:?} on {} for {} ms",
             start.elapsed().as_secs_f64(),
@@ -174,6 +186,7 @@ pub(super) fn run_chaos(
         applied.push(Applied {
             fault,
             member,
+            started_at,
             healed_at: Instant::now(),
             collision,
         });
@@ -212,6 +225,31 @@ pub(super) fn run_chaos(
     load.cmd("stop")?;
     let tl = tl.lock().unwrap_or_else(|p| p.into_inner());
     let verdict = judge(&tl, &applied);
+    // Where each departure from "exactly one active" happened: the fault it follows.
+    let at = |t: Instant| {
+        let f = applied.iter().rev().find(|f| f.started_at <= t);
+        let when = (t - start).as_secs_f64();
+        match f {
+            Some(f) => format!(
+                "t={when:.1}s, {:.1}s after {:?} on {} began (healed {:.1}s before)",
+                (t - f.started_at).as_secs_f64(),
+                f.fault,
+                serials[f.member],
+                t.saturating_duration_since(f.healed_at).as_secs_f64()
+            ),
+            None => format!("t={when:.1}s, before any fault"),
+        }
+    };
+    for (t, d) in &verdict.dual_stretches {
+        println!("chaos: two actives for {} ms at {}", d.as_millis(), at(*t));
+    }
+    if let Some(t) = verdict.no_active_longest_at {
+        println!(
+            "chaos: the longest time without an active ({} ms) began at {}",
+            verdict.no_active_max.as_millis(),
+            at(t)
+        );
+    }
     println!(
         "chaos: faults={} no_active_max_ms={} dual_active_ms={} conns_lost={} stuck={}",
         applied.len(),
@@ -357,7 +395,11 @@ fn apply(
 
 struct Verdict {
     no_active_max: Duration,
+    /// When the longest stretch without an active began.
+    no_active_longest_at: Option<Instant>,
     dual_outside: Duration,
+    /// Each stretch of two actives outside collision windows: start and length.
+    dual_stretches: Vec<(Instant, Duration)>,
     stuck: Vec<(Fault, usize, u128)>,
 }
 
@@ -366,24 +408,36 @@ struct Verdict {
 /// action no single active came back within [`BOUND`].
 fn judge(tl: &Timeline, applied: &[Applied]) -> Verdict {
     let mut no_active_max = Duration::ZERO;
+    let mut no_active_longest_at = None;
     let mut dual_outside = Duration::ZERO;
+    let mut dual_stretches: Vec<(Instant, Duration)> = Vec::new();
+    let mut dual_since: Option<Instant> = None;
     let mut since: Option<Instant> = None;
     for w in tl.samples.windows(2) {
         let ((t, a), (t2, _)) = (w[0], w[1]);
         let n = a.iter().filter(|x| **x).count();
         if n == 0 {
             let s = *since.get_or_insert(t);
-            no_active_max = no_active_max.max(t2 - s);
+            if t2 - s > no_active_max {
+                no_active_max = t2 - s;
+                no_active_longest_at = Some(s);
+            }
         } else {
             since = None;
         }
-        if n == 2 {
-            let in_window = applied
+        let outside = n == 2
+            && !applied
                 .iter()
                 .any(|f| f.collision && t >= f.healed_at && t <= f.healed_at + COLLISION_WINDOW);
-            if !in_window {
-                dual_outside += t2 - t;
+        if outside {
+            dual_outside += t2 - t;
+            let s = *dual_since.get_or_insert(t);
+            match dual_stretches.last_mut() {
+                Some((start, d)) if *start == s => *d = t2 - s,
+                _ => dual_stretches.push((s, t2 - s)),
             }
+        } else {
+            dual_since = None;
         }
     }
     let mut stuck = Vec::new();
@@ -407,7 +461,9 @@ fn judge(tl: &Timeline, applied: &[Applied]) -> Verdict {
     }
     Verdict {
         no_active_max,
+        no_active_longest_at,
         dual_outside,
+        dual_stretches,
         stuck,
     }
 }
