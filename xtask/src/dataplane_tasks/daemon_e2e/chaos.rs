@@ -227,12 +227,14 @@ pub(super) fn run_chaos(
     let verdict = judge(&tl, &applied);
     // Where each departure from "exactly one active" happened: the fault it follows.
     let at = |t: Instant| {
-        let f = applied.iter().rev().find(|f| f.started_at <= t);
+        // A sample is taken every POLL: a stretch that begins within one POLL of a fault's
+        // start belongs to that fault.
+        let f = applied.iter().rev().find(|f| f.started_at <= t + POLL);
         let when = (t - start).as_secs_f64();
         match f {
             Some(f) => format!(
                 "t={when:.1}s, {:.1}s after {:?} on {} began (healed {:.1}s before)",
-                (t - f.started_at).as_secs_f64(),
+                t.saturating_duration_since(f.started_at).as_secs_f64(),
                 f.fault,
                 serials[f.member],
                 t.saturating_duration_since(f.healed_at).as_secs_f64()
