@@ -325,3 +325,58 @@ fn sparse_domain_ids_are_reported_by_id() {
         .collect();
     assert_eq!(prio, vec![(1, 50), (3, 0)]);
 }
+
+/// A handover is break-before-make: the active steps down first (its own hold-down, or at once
+/// for a forcing), and the better member takes over when it hears that. Before, the better
+/// member went active first and the old one stepped down a heartbeat (and two host links)
+/// later: two actives for that time (`cargo xtask chaos` saw 318 ms of it).
+#[test]
+fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
+    let role_change = |c: &Cluster, m: usize, to: Role| {
+        c.events.iter().position(|(i, e)| {
+            *i == m && matches!(e, EventKind::RoleChanged { to: t, .. } if *t == to)
+        })
+    };
+    // By merit: m0 (active) loses quality; m1 is better for the hold-down.
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    assert_eq!(c.role(0), Role::Active);
+    c.events.clear();
+    c.with(0, |a, now| {
+        a.handle_host(now, ifaces(&[("out", true, 100), ("in", false, 100)]))
+    });
+    let hold = c.a(0).config().timers.hold_down_ms as u64;
+    c.run_until(500 + hold + 100);
+    assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
+    let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
+    let up = role_change(&c, 1, Role::Active).expect("m1 took over");
+    assert!(down < up, "m1 went active before m0 stepped down: {:?}", c.events);
+    assert!(c.events.contains(&(
+        1,
+        EventKind::RoleChanged {
+            domain: 0,
+            from: Role::Passive,
+            to: Role::Active,
+            reason: Reason::Better
+        }
+    )));
+
+    // By forcing: the passive forced active.
+    let mut c = Cluster::pair();
+    c.run_until(500);
+    c.events.clear();
+    c.with(1, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: None,
+                command: ha_proto::msg::member::AdminCommand::ForceActive,
+            },
+        )
+    });
+    c.run_until(1000);
+    assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
+    let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
+    let up = role_change(&c, 1, Role::Active).expect("m1 took over");
+    assert!(down < up, "m1 went active before m0 stepped down: {:?}", c.events);
+}

@@ -51,8 +51,12 @@ pub(crate) struct Inputs<'a, const M: usize, const D: usize> {
 #[derive(Clone)]
 pub(crate) struct Domains<const D: usize> {
     roles: Vec<DomainStatus, D>,
-    /// Since when this member has been the better candidate against the active.
+    /// While active: since when a passive member has been the better candidate (the
+    /// hold-down of a handover runs on the incumbent's side).
     challenge_since: Vec<Stamp, D>,
+    /// While passive: the reason this member will take over once the active it outranks has
+    /// stepped down (a handover is break-before-make: never two actives).
+    awaiting: Vec<Option<Reason>, D>,
     /// When the last resynchronization request was reported.
     last_resync: Vec<Stamp, D>,
     /// End of the startup window.
@@ -68,6 +72,7 @@ impl<const D: usize> Domains<D> {
     pub(crate) fn new<const M: usize>(config: &Config<M, D>, now: u64) -> Self {
         let mut roles = Vec::new();
         let mut challenge_since = Vec::new();
+        let mut awaiting = Vec::new();
         for d in &config.domains {
             // Capacity D holds every configured domain.
             let _ = roles.push(DomainStatus {
@@ -76,9 +81,11 @@ impl<const D: usize> Domains<D> {
                 since_ms: now,
             });
             let _ = challenge_since.push(Stamp::NONE);
+            let _ = awaiting.push(None);
         }
         Domains {
             roles,
+            awaiting,
             last_resync: challenge_since.clone(),
             challenge_since,
             startup_until_ms: now + config.timers.startup_window_ms as u64,
@@ -276,10 +283,29 @@ impl<const D: usize> Domains<D> {
         }
         match role {
             Role::Active => {
-                self.challenge_since[di] = Stamp::NONE;
+                self.awaiting[di] = None;
                 let Some((ic, for_ms, peer)) = incumbent else {
+                    // Break before make: a better passive candidate takes over only once this
+                    // member stepped down. A forced one at once; one better by merit after it
+                    // has been better for the whole hold-down (the timer runs here).
+                    let better = best.index != me.index
+                        && (self.order)(&best, &me) == core::cmp::Ordering::Greater;
+                    if !better {
+                        self.challenge_since[di] = Stamp::NONE;
+                    } else if best.forced != me.forced {
+                        self.challenge_since[di] = Stamp::NONE;
+                        self.set_role(di, Role::Passive, Reason::Handover, x, out);
+                    } else {
+                        let since = self.challenge_since[di].get().unwrap_or(now);
+                        self.challenge_since[di] = Stamp::at(since);
+                        if now >= since + cfg.timers.hold_down_ms as u64 {
+                            self.challenge_since[di] = Stamp::NONE;
+                            self.set_role(di, Role::Passive, Reason::Handover, x, out);
+                        }
+                    }
                     return;
                 };
+                self.challenge_since[di] = Stamp::NONE;
                 let collision = now.saturating_sub(since_ms) >= dead && for_ms as u64 >= dead;
                 if election::outranks_by(self.order, &ic, &me, n, domain) {
                     if collision {
@@ -306,14 +332,15 @@ impl<const D: usize> Domains<D> {
             }
             Role::Passive | Role::Starting => {
                 let i_am_best = best.index == me.index;
+                self.challenge_since[di] = Stamp::NONE;
                 match incumbent {
                     None => {
-                        self.challenge_since[di] = Stamp::NONE;
+                        let awaited = self.awaiting[di].take();
                         if i_am_best {
                             let why = if role == Role::Starting {
                                 Reason::Startup
                             } else {
-                                self.hint
+                                awaited.unwrap_or(self.hint)
                             };
                             self.set_role(di, Role::Active, why, x, out);
                         } else if role == Role::Starting {
@@ -325,21 +352,15 @@ impl<const D: usize> Domains<D> {
                             // The running active stays; challenge from the passive role.
                             self.set_role(di, Role::Passive, Reason::Startup, x, out);
                         }
+                        // Better than the active: it steps down (its hold-down, or at once for
+                        // a forcing) and this member takes over when it hears that.
                         let better =
                             i_am_best && (self.order)(&me, &ic) == core::cmp::Ordering::Greater;
-                        if !better {
-                            self.challenge_since[di] = Stamp::NONE;
-                        } else if me.forced != ic.forced {
-                            self.challenge_since[di] = Stamp::NONE;
-                            self.set_role(di, Role::Active, Reason::Forced, x, out);
+                        self.awaiting[di] = better.then_some(if me.forced != ic.forced {
+                            Reason::Forced
                         } else {
-                            let since = self.challenge_since[di].get().unwrap_or(now);
-                            self.challenge_since[di] = Stamp::at(since);
-                            if now >= since + cfg.timers.hold_down_ms as u64 {
-                                self.challenge_since[di] = Stamp::NONE;
-                                self.set_role(di, Role::Active, Reason::Better, x, out);
-                            }
-                        }
+                            Reason::Better
+                        });
                     }
                 }
             }
