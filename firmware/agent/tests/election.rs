@@ -350,7 +350,11 @@ fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
     let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
     let up = role_change(&c, 1, Role::Active).expect("m1 took over");
-    assert!(down < up, "m1 went active before m0 stepped down: {:?}", c.events);
+    assert!(
+        down < up,
+        "m1 went active before m0 stepped down: {:?}",
+        c.events
+    );
     assert!(c.events.contains(&(
         1,
         EventKind::RoleChanged {
@@ -378,5 +382,9 @@ fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
     let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
     let up = role_change(&c, 1, Role::Active).expect("m1 took over");
-    assert!(down < up, "m1 went active before m0 stepped down: {:?}", c.events);
+    assert!(
+        down < up,
+        "m1 went active before m0 stepped down: {:?}",
+        c.events
+    );
 }
