@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::confsync_argv;
-use super::env::{last_events, mgmt, mode, qemu_member, table_size, wire_control, Env, LinkPorts};
+use super::env::{
+    last_events, mgmt, mode, qemu_member, table_size, wait_same_table, wire_control, Env, LinkPorts,
+};
 use crate::util::{output, run, Result};
 
 /// Serial of the replacement member.
@@ -258,26 +260,18 @@ fn sync_counters(sock: &Path) -> String {
 
 /// The replacement's connection table: the survivor's bulk reached it (same size, not 0).
 fn check_table(c: &Cluster, survivor: usize, sock_c: &Path) -> Result {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (have, want) = (table_size(sock_c), table_size(&c.socks[survivor]));
-        if have.is_some() && have == want && want > Some(0) {
-            println!(
-                "replacement: {NEW_SERIAL} holds the survivor's table ({} connections)",
-                want.unwrap_or(0)
-            );
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "e2e: the replacement's table has {have:?} connections, the survivor's {want:?}\n\
-                 survivor: {}\nreplacement: {}",
-                sync_counters(&c.socks[survivor]),
-                sync_counters(sock_c)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_same_table(sock_c, &c.socks[survivor], Duration::from_secs(15)).map_err(|e| {
+        format!(
+            "{e}: the replacement did not receive the survivor's table\nsurvivor: {}\nreplacement: {}",
+            sync_counters(&c.socks[survivor]),
+            sync_counters(sock_c)
+        )
+    })?;
+    println!(
+        "replacement: {NEW_SERIAL} holds the survivor's table ({} connections)",
+        table_size(sock_c).unwrap_or(0)
+    );
+    Ok(())
 }
 
 /// The survivor's liveness probe of the replacement: its daemon lists the replacement's
