@@ -9,6 +9,7 @@ use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::{Serial, MAX_MEMBERS};
 
 use super::{err, MgmtServer};
+use crate::peers::PeerBook;
 use crate::runtime::{unix_ms, Shared};
 use ha_mgmt_api::MemberAddresses;
 use ha_persist::{read_block, write_block};
@@ -43,49 +44,54 @@ impl MgmtServer {
                 format!("main link {main_link:?}: expected IPv4:PORT"),
             );
         };
-        self.change_members(|list| {
-            if list.iter().any(|m| m.serial == s) {
-                return Err(format!("{serial} is already a member"));
-            }
-            list.push(MemberEntry {
-                serial: s,
-                main_link: LinkAddr {
-                    ip: addr.ip().octets(),
-                    port: addr.port(),
-                },
-            })
-            .map_err(|_| format!("the cluster is full ({MAX_MEMBERS} members)"))
-        })
-        .and_peers(|| self.shared().peers.upsert(s, addresses))
+        self.change_members(
+            |list| {
+                if list.iter().any(|m| m.serial == s) {
+                    return Err(format!("{serial} is already a member"));
+                }
+                list.push(MemberEntry {
+                    serial: s,
+                    main_link: LinkAddr {
+                        ip: addr.ip().octets(),
+                        port: addr.port(),
+                    },
+                })
+                .map_err(|_| format!("the cluster is full ({MAX_MEMBERS} members)"))
+            },
+            |peers| peers.upsert(s, addresses),
+        )
     }
 
     /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).
     pub(super) fn member_remove(&self, serial: &str) -> Reply {
         let me = self.shared().serial;
-        self.change_members(|list| {
-            if me.as_str() == serial {
-                return Err("a member cannot remove itself".into());
-            }
-            let before = list.len();
-            list.retain(|m| m.serial.as_str() != serial);
-            if list.len() == before {
-                return Err(format!("{serial} is not a member"));
-            }
-            Ok(())
-        })
-        .and_peers(|| match Serial::new(serial) {
-            Some(s) => self.shared().peers.remove(s),
-            None => Ok(()),
-        })
+        self.change_members(
+            |list| {
+                if me.as_str() == serial {
+                    return Err("a member cannot remove itself".into());
+                }
+                let before = list.len();
+                list.retain(|m| m.serial.as_str() != serial);
+                if list.len() == before {
+                    return Err(format!("{serial} is not a member"));
+                }
+                Ok(())
+            },
+            |peers| match Serial::new(serial) {
+                Some(s) => peers.remove(s),
+                None => Ok(()),
+            },
+        )
     }
 
     /// Changes this member's HA member list: the configuration block's list, edited by
     /// `edit`, goes to the controller (`HostMsg::Members`); once its status lists exactly
-    /// those members, the block is saved with them (so a restart keeps them). A refused edit
-    /// or list changes nothing.
+    /// those members, the block is saved with them (so a restart keeps them), and `peers`
+    /// updates this daemon's peer list. A refused edit or list changes nothing.
     pub(super) fn change_members(
         &self,
         edit: impl FnOnce(&mut heapless::Vec<MemberEntry, MAX_MEMBERS>) -> Result<(), String>,
+        peers: impl FnOnce(&mut PeerBook) -> Result<(), String>,
     ) -> Reply {
         let Some(path) = self.block_path.clone() else {
             return err(ErrorCode::Unsupported, "no configuration block to change");
@@ -127,6 +133,18 @@ impl MgmtServer {
                 ),
             );
         }
+        // Last, this daemon's peer list (probe targets, state-sync peer); its failure is
+        // reported: the controller and the block already changed.
+        if let Err(e) = peers(&mut self.shared().peers) {
+            return err(
+                ErrorCode::Internal,
+                format!(
+                    "the controller and the configuration block use the new member list, but \
+                     this daemon's peer list was not saved ({e}): its liveness probe and state \
+                     sync use the old list"
+                ),
+            );
+        }
         let list: Vec<&str> = block.members.iter().map(|m| m.serial.as_str()).collect();
         self.shared().push_local_event(ha_mgmt_api::Event {
             time_ms: unix_ms(),
@@ -141,31 +159,6 @@ impl MgmtServer {
                 list.len(),
                 list.join(", ")
             ),
-        }
-    }
-}
-
-/// The last step of a membership change: this daemon's peer list.
-trait AndPeers {
-    /// After a successful change, `peers` updates the peer list; its failure is reported
-    /// (the controller and block already changed: the operator must know the list did not).
-    fn and_peers(self, peers: impl FnOnce() -> Result<(), String>) -> Reply;
-}
-
-impl AndPeers for Reply {
-    fn and_peers(self, peers: impl FnOnce() -> Result<(), String>) -> Reply {
-        match self {
-            Reply::Done { message } => match peers() {
-                Ok(()) => Reply::Done { message },
-                Err(e) => err(
-                    ErrorCode::Internal,
-                    format!(
-                        "{message}; but this daemon's peer list was not saved ({e}): its \
-                         liveness probe and state sync use the old list"
-                    ),
-                ),
-            },
-            other => other,
         }
     }
 }
