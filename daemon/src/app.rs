@@ -19,7 +19,9 @@ use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
 use crate::peers::PeerBook;
-use crate::runtime::{unix_ms, unix_now, Activate, Forwarding, HostLoop, LoopState, Shared};
+use crate::runtime::{
+    unix_ms, unix_now, Activate, Forwarding, ForwardingRole, HostLoop, LoopState, Shared,
+};
 use crate::synckeys::SyncKeys;
 pub use crate::syncplane::{
     DrainHook, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook, SyncPlane,
@@ -239,6 +241,7 @@ pub fn run<D: Dataplane>(
         serial: block.serial,
         cluster_id: block.cluster_id,
         boot_time: unix_now(),
+        forwarding: ForwardingRole::starting(unix_ms()),
         peers: PeerBook::load(&cfg.state_dir, &cfg.peer)?,
         addresses: MemberAddresses {
             probe: cfg

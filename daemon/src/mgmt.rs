@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ha_mgmt_api::{ApiError, ErrorCode, Event, ModeReport, Reply, Request};
+use ha_mgmt_api::{ApiError, ErrorCode, Event, ForwardingReport, ModeReport, Reply, Request};
 use ha_proto::msg::host::{HostMsg, StatusReport};
 use ha_proto::msg::member::AdminCommand;
 
@@ -167,6 +167,19 @@ impl MgmtServer {
                 Ok((r, t)) => self.mode_report(&r, t),
                 Err(e) => *e,
             },
+            Request::Forwarding => {
+                let sh = self.shared();
+                let f = &sh.forwarding;
+                Reply::Forwarding(ForwardingReport {
+                    serial: sh.serial.as_str().to_string(),
+                    active: f.active,
+                    since_ms: f.since_ms,
+                    changes: f.changes,
+                    started_ms: f.started_ms,
+                    now_ms: unix_ms(),
+                    controller_alive: f.controller_alive,
+                })
+            }
             Request::Active | Request::Passive | Request::Reset => {
                 let (command, want) = match req {
                     Request::Active => (AdminCommand::ForceActive, ha_proto::msg::Forced::Active),

@@ -89,6 +89,35 @@ pub struct Shared {
     pub peers: crate::peers::PeerBook,
     /// This member's own data-plane addresses, as a joining member hands them to its peers.
     pub addresses: ha_mgmt_api::MemberAddresses,
+    /// The role the forwarding plane applies, as the host loop last set it.
+    pub forwarding: ForwardingRole,
+}
+
+/// The role the forwarding plane applies and its history, kept by the host loop
+/// (`hactl forwarding`, the chaos monitor).
+#[derive(Debug, Default, Clone)]
+pub struct ForwardingRole {
+    /// True while the fast path forwards and owns the cluster addresses.
+    pub active: bool,
+    /// When it last changed (Unix ms; the daemon's start until it first does).
+    pub since_ms: u64,
+    /// Role changes since the daemon started.
+    pub changes: u64,
+    /// When the daemon started (Unix ms).
+    pub started_ms: u64,
+    /// False while the controller is silent.
+    pub controller_alive: bool,
+}
+
+impl ForwardingRole {
+    /// The state of a daemon that started at `now_ms`: passive, no change yet.
+    pub fn starting(now_ms: u64) -> ForwardingRole {
+        ForwardingRole {
+            since_ms: now_ms,
+            started_ms: now_ms,
+            ..ForwardingRole::default()
+        }
+    }
 }
 
 impl Shared {
@@ -330,6 +359,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
     /// (fail safe) and its member addresses stop answering probes (the peer takes over).
     pub fn set_controller_alive(&mut self, alive: bool, st: &mut LoopState) {
         st.controller_alive = alive;
+        self.lock_shared().forwarding.controller_alive = alive;
         if !alive {
             st.heard_at = None;
             eprintln!("ha-daemon: controller silent; passive and unprobeable until it is back");
@@ -352,6 +382,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
         st.active = active;
         let Some(f) = &self.forwarding else { return };
         let left_active;
+        let changed;
         let outs = {
             let mut c = f.core.lock().unwrap_or_else(|p| p.into_inner());
             let was = c.fp.is_active();
@@ -362,8 +393,16 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
                 st.garp_due = GARP_REPEATS.iter().map(|d| now + *d).collect();
                 st.last_garp = Some(now);
             }
+            changed = active != was;
             outs
         };
+        if changed {
+            // Recorded after the fast path's lock is released (never both locks at once).
+            let mut sh = self.lock_shared();
+            sh.forwarding.active = active;
+            sh.forwarding.since_ms = unix_ms();
+            sh.forwarding.changes += 1;
+        }
         f.senders.send_all(&outs);
         if left_active {
             if let Some((ifaces, down_for)) = self.bounce.clone() {

@@ -28,6 +28,36 @@ use ha_proto::keys::Psk;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::{Role, Serial};
 
+/// The daemon's `forwarding` answer over its management socket.
+fn forwarding(dir: &Path) -> ha_mgmt_api::ForwardingReport {
+    let mut c =
+        ha_mgmt_api::client::Client::connect(&dir.join("mgmt.sock"), Duration::from_secs(5))
+            .expect("mgmt socket");
+    match c
+        .call(&ha_mgmt_api::Request::Forwarding, |_| {})
+        .expect("call")
+    {
+        ha_mgmt_api::Reply::Forwarding(f) => f,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Waits until the daemon reports `active` with `changes` role changes.
+fn wait_forwarding(dir: &Path, active: bool, changes: u64) -> ha_mgmt_api::ForwardingReport {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let f = forwarding(dir);
+        if f.active == active && f.changes == changes {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarding stays {f:?}, want active={active} changes={changes}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Flows opened from a side that allows it; both directions pass afterwards.
 #[derive(Default)]
 struct Flows {
@@ -285,8 +315,17 @@ probe = ["10.1.0.99"]
         probe_passive,
         "a member that is not active must not forward"
     );
+    let f0 = wait_forwarding(&dir, false, 0);
+    assert!(f0.controller_alive, "{f0:?}");
+    assert_eq!(f0.since_ms, f0.started_ms, "{f0:?}");
 
+    let before_active = f0.now_ms;
     ctl.send(&role(Role::Active)).expect("send");
+    let f1 = wait_forwarding(&dir, true, 1);
+    assert!(
+        f1.since_ms >= before_active && f1.since_ms <= f1.now_ms,
+        "{f1:?}"
+    );
     let (tx, rx) = std::sync::mpsc::channel::<(bool, bool, bool)>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let nc3 = nc.clone();
@@ -329,8 +368,13 @@ probe = ["10.1.0.99"]
     }
     assert!(saw_down && saw_up_again, "no bounce seen");
     // Roles are re-asserted periodically: applying the same role again changes nothing.
+    assert_eq!(wait_forwarding(&dir, false, 2).started_ms, f0.started_ms);
     ctl.send(&role(Role::Active)).expect("send");
     ctl.send(&role(Role::Active)).expect("send");
+    // Applying the same role twice is one change.
+    wait_forwarding(&dir, true, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(forwarding(&dir).changes, 3);
     go_tx.send(()).expect("go");
     let (first, during, after) = rx
         .recv_timeout(Duration::from_secs(30))

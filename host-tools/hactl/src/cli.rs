@@ -55,6 +55,13 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The role this member's data path applies (answered by the daemon alone, also while
+    /// its controller is silent).
+    Forwarding {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Force this member active, whatever its quality.
     Active,
     /// Force this member passive.

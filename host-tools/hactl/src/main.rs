@@ -63,6 +63,7 @@ fn human(r: &Reply) -> Option<String> {
     Some(match r {
         Reply::Info(i) => render::info(i, false),
         Reply::Mode(m) => render::mode(m),
+        Reply::Forwarding(f) => render::forwarding(f),
         Reply::Done { message } => format!("{message}\n"),
         Reply::Event(e) => render::event(e),
         Reply::EndOfEvents => return None,
@@ -109,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Mode { json } => live(socket, Request::Mode, json, human).map(drop),
+        Cmd::Forwarding { json } => live(socket, Request::Forwarding, json, human).map(drop),
         Cmd::Active => live(socket, Request::Active, false, human).map(drop),
         Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
         Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ha_mgmt_api::{
-    BannerLevel, ClusterInfo, DiffReport, Event, FileStatus, Forced, LinkStatus, Mode, ModeReport,
-    Progress, Reply, RotateReport, SyncReport, SyncState, SynctestReport,
+    BannerLevel, ClusterInfo, DiffReport, Event, FileStatus, Forced, ForwardingReport, LinkStatus,
+    Mode, ModeReport, Progress, Reply, RotateReport, SyncReport, SyncState, SynctestReport,
 };
 use serde::Serialize;
 
@@ -107,6 +107,35 @@ pub fn mode(m: &ModeReport) -> String {
         mode_word(m.mode),
         forced_word(m.forced),
         m.since
+    )
+}
+
+/// A duration as an operator reads it: `850 ms`, `12.3 s`, `4 min 05 s`, `2 h 03 min`,
+/// `3 d 04 h`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{}.{} s", s, (ms % 1000) / 100),
+        60_000..=3_599_999 => format!("{} min {:02} s", s / 60, s % 60),
+        3_600_000..=86_399_999 => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} d {:02} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `hactl forwarding`: the role the data path applies, and for how long.
+pub fn forwarding(f: &ForwardingReport) -> String {
+    let role = if f.active { "active" } else { "passive" };
+    let for_ = duration_ms(f.now_ms.saturating_sub(f.since_ms));
+    let up = duration_ms(f.now_ms.saturating_sub(f.started_ms));
+    let controller = if f.controller_alive {
+        "heard"
+    } else {
+        "silent (the data path stays passive)"
+    };
+    format!(
+        "{} forwarding: {role} for {for_} ({} role changes since the daemon started {up} ago); controller: {controller}\n",
+        f.serial, f.changes
     )
 }
 
@@ -276,5 +305,38 @@ fn note_unavailable(info: &mut ClusterInfo, why: &str) {
     let me = info.me.clone();
     if let Some(m) = info.members.iter_mut().find(|m| m.serial == me) {
         m.config_sync.detail = Some(why.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_operator_expects() {
+        assert_eq!(duration_ms(0), "0 ms");
+        assert_eq!(duration_ms(999), "999 ms");
+        assert_eq!(duration_ms(12_345), "12.3 s");
+        assert_eq!(duration_ms(245_000), "4 min 05 s");
+        assert_eq!(duration_ms(7_380_000), "2 h 03 min");
+        assert_eq!(duration_ms(3 * 86_400_000 + 4 * 3_600_000), "3 d 04 h");
+        assert_eq!(duration_ms(u64::MAX).split(' ').nth(1), Some("d"));
+    }
+
+    #[test]
+    fn forwarding_says_role_age_and_controller() {
+        let f = ForwardingReport {
+            serial: "SN-A".into(),
+            active: false,
+            since_ms: 10_000,
+            changes: 3,
+            started_ms: 1_000,
+            now_ms: 12_500,
+            controller_alive: false,
+        };
+        assert_eq!(
+            forwarding(&f),
+            "SN-A forwarding: passive for 2.5 s (3 role changes since the daemon started 11.5 s ago); controller: silent (the data path stays passive)\n"
+        );
     }
 }

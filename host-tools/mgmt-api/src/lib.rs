@@ -51,6 +51,9 @@ pub enum Request {
     },
     /// This member's mode.
     Mode,
+    /// The role this member's data path applies (answered by the daemon alone, also while
+    /// its controller is silent).
+    Forwarding,
     /// Force this member active (ignoring quality).
     Active,
     /// Force this member passive.
@@ -151,6 +154,8 @@ pub enum Reply {
     Info(ClusterInfo),
     /// Answer to [`Request::Mode`] and to the forcing commands.
     Mode(ModeReport),
+    /// Answer to [`Request::Forwarding`].
+    Forwarding(ForwardingReport),
     /// A command was carried out.
     Done {
         /// What happened, for the operator.
@@ -391,6 +396,28 @@ pub struct ModeReport {
     pub forced: Forced,
     /// Since (Unix seconds).
     pub since: u64,
+}
+
+/// Answer to [`Request::Forwarding`]: the role the daemon's data path applies, which is what
+/// the networks see (the controller decides it; the host link and the daemon carry it out).
+/// All times are Unix milliseconds of the daemon's clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardingReport {
+    /// Serial.
+    pub serial: String,
+    /// True while the data path forwards and owns the cluster addresses.
+    pub active: bool,
+    /// When the data path last changed role (the daemon's start if it never did).
+    pub since_ms: u64,
+    /// Role changes since the daemon started: a jump of more than one between two reports
+    /// means changes were missed in between.
+    pub changes: u64,
+    /// When this daemon process started (a different value: it was restarted).
+    pub started_ms: u64,
+    /// When this report was made.
+    pub now_ms: u64,
+    /// False while the controller is silent (the daemon then stays passive).
+    pub controller_alive: bool,
 }
 
 /// Kind of an HA event (SPEC E3).

@@ -49,6 +49,10 @@ pub trait Backend: Send + Sync {
     fn mode(&self) -> Reply {
         unsupported("mode")
     }
+    /// [`Request::Forwarding`].
+    fn forwarding(&self) -> Reply {
+        unsupported("forwarding")
+    }
     /// [`Request::Active`].
     fn active(&self) -> Reply {
         unsupported("active")
@@ -130,6 +134,7 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
     Ok(match req {
         Request::Info { verbose } => b.info(verbose),
         Request::Mode => b.mode(),
+        Request::Forwarding => b.forwarding(),
         Request::Active => b.active(),
         Request::Passive => b.passive(),
         Request::Reset => b.reset(),

@@ -17,9 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::env::{last_events, mode, wire_control, Env, LinkPorts};
+use super::env::{forwarding, last_events, mode, wire_control, Env, LinkPorts};
 use super::setup::Setup;
 use crate::util::{run, Result};
+
+mod judge;
+
+use judge::{judge, spells, FaultSpan, Sample};
 
 /// How often the monitor asks both daemons for their mode.
 const POLL: Duration = Duration::from_millis(50);
@@ -82,20 +86,29 @@ pub(super) struct ChaosOpts {
     pub only: Vec<Fault>,
 }
 
-/// Both daemons' view over time: for each poll, which members reported `active`.
+/// Both daemons' answers over time, one list per member.
 #[derive(Default)]
 struct Timeline {
-    samples: Vec<(Instant, [bool; 2])>,
+    samples: [Vec<Sample>; 2],
+}
+
+/// Unix milliseconds now (the daemons' clock: every member runs on this host).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn monitor(socks: Vec<PathBuf>, stop: Arc<AtomicBool>, tl: Arc<Mutex<Timeline>>) {
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let a = [0, 1].map(|i| mode(&socks[i]).as_deref() == Some("active"));
-        tl.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .samples
-            .push((t, a));
+        for (i, sock) in socks.iter().enumerate().take(2) {
+            let asked_ms = unix_ms();
+            let report = forwarding(sock, POLL * 4);
+            tl.lock().unwrap_or_else(|p| p.into_inner()).samples[i]
+                .push(Sample { asked_ms, report });
+        }
         std::thread::sleep(POLL.saturating_sub(t.elapsed()));
     }
 }
@@ -105,9 +118,7 @@ fn monitor(socks: Vec<PathBuf>, stop: Arc<AtomicBool>, tl: Arc<Mutex<Timeline>>)
 struct Applied {
     fault: Fault,
     member: usize,
-    started_at: Instant,
-    healed_at: Instant,
-    collision: bool,
+    span: FaultSpan,
 }
 
 /// The chaos run on a set-up cluster.
@@ -137,6 +148,7 @@ pub(super) fn run_chaos(
         std::thread::spawn(move || monitor(socks, stop, tl))
     };
     let start = Instant::now();
+    let run_start_ms = unix_ms();
     let end = start + Duration::from_secs_f64(o.minutes * 60.0);
     let mut applied = Vec::new();
     let mut key_id: u8 = 1;
@@ -163,7 +175,7 @@ pub(super) fn run_chaos(
         };
         let hold = Duration::from_millis(300 + rng.rand_range(0..2_700));
         load.cmd("mark")?;
-        let started_at = Instant::now();
+        let started_ms = unix_ms();
         println!(
             "chaos: t={:.1}s {fault:?} on {} for {} ms",
             start.elapsed().as_secs_f64(),
@@ -186,9 +198,11 @@ pub(super) fn run_chaos(
         applied.push(Applied {
             fault,
             member,
-            started_at,
-            healed_at: Instant::now(),
-            collision,
+            span: FaultSpan {
+                started_ms,
+                healed_ms: unix_ms(),
+                collision,
+            },
         });
         std::thread::sleep(SETTLE);
         let (survived, n, gap, failed) = load.report()?;
@@ -224,39 +238,50 @@ pub(super) fn run_chaos(
     let conns_lost = failed.max(n - survived);
     load.cmd("stop")?;
     let tl = tl.lock().unwrap_or_else(|p| p.into_inner());
-    let verdict = judge(&tl, &applied);
+    let spans: Vec<FaultSpan> = applied.iter().map(|f| f.span.clone()).collect();
+    let [a, b] = [spells(&tl.samples[0]), spells(&tl.samples[1])];
+    let (from, to) = (
+        tl.samples[0].first().map_or(0, |s| s.asked_ms),
+        tl.samples[0].last().map_or(0, |s| s.asked_ms),
+    );
+    let verdict = judge(
+        [&a, &b],
+        from,
+        to,
+        &spans,
+        BOUND.as_millis() as u64,
+        COLLISION_WINDOW.as_millis() as u64,
+    );
     // Where each departure from "exactly one active" happened: the fault it follows.
-    let at = |t: Instant| {
-        // A sample is taken every POLL: a stretch that begins within one POLL of a fault's
-        // start belongs to that fault.
-        let f = applied.iter().rev().find(|f| f.started_at <= t + POLL);
-        let when = (t - start).as_secs_f64();
+    let at = |t: u64| {
+        let f = applied.iter().rev().find(|f| f.span.started_ms <= t);
+        let when = t.saturating_sub(run_start_ms) as f64 / 1000.0;
         match f {
             Some(f) => format!(
-                "t={when:.1}s, {:.1}s after {:?} on {} began (healed {:.1}s before)",
-                t.saturating_duration_since(f.started_at).as_secs_f64(),
+                "t={when:.3}s, {:.3}s after {:?} on {} began (healed {:.3}s before)",
+                t.saturating_sub(f.span.started_ms) as f64 / 1000.0,
                 f.fault,
                 serials[f.member],
-                t.saturating_duration_since(f.healed_at).as_secs_f64()
+                t as f64 / 1000.0 - f.span.healed_ms as f64 / 1000.0
             ),
-            None => format!("t={when:.1}s, before any fault"),
+            None => format!("t={when:.3}s, before any fault"),
         }
     };
     for (t, d) in &verdict.dual_stretches {
-        println!("chaos: two actives for {} ms at {}", d.as_millis(), at(*t));
+        println!("chaos: two actives for {d} ms at {}", at(*t));
     }
     if let Some(t) = verdict.no_active_longest_at {
         println!(
             "chaos: the longest time without an active ({} ms) began at {}",
-            verdict.no_active_max.as_millis(),
+            verdict.no_active_max_ms,
             at(t)
         );
     }
     println!(
         "chaos: faults={} no_active_max_ms={} dual_active_ms={} conns_lost={} stuck={}",
         applied.len(),
-        verdict.no_active_max.as_millis(),
-        verdict.dual_outside.as_millis(),
+        verdict.no_active_max_ms,
+        verdict.dual_outside_ms,
         conns_lost,
         verdict.stuck.len() + stalled_after.len()
     );
@@ -264,10 +289,14 @@ pub(super) fn run_chaos(
     if let Some(f) = first_loss {
         problems.push(format!("first lost connections: {f}"));
     }
-    for (fault, member, ms) in &verdict.stuck {
+    for (i, recovered) in &verdict.stuck {
+        let f = &applied[*i];
         problems.push(format!(
-            "stuck: no active member for {ms} ms after {fault:?} on {}",
-            serials[*member]
+            "stuck: no single active member within {} ms after {:?} on {} (one came after {})",
+            BOUND.as_millis(),
+            f.fault,
+            serials[f.member],
+            recovered.map_or("never".into(), |ms| format!("{ms} ms"))
         ));
     }
     for (fault, member, k) in &stalled_after {
@@ -277,10 +306,10 @@ pub(super) fn run_chaos(
             serials[*member]
         ));
     }
-    if !verdict.dual_outside.is_zero() {
+    if verdict.dual_outside_ms > 0 {
         problems.push(format!(
             "two active members for {} ms outside collision windows",
-            verdict.dual_outside.as_millis()
+            verdict.dual_outside_ms
         ));
     }
     if problems.is_empty() {
@@ -294,7 +323,8 @@ pub(super) fn run_chaos(
 }
 
 fn current_active(socks: &[PathBuf]) -> Option<usize> {
-    (0..socks.len()).find(|&i| mode(&socks[i]).as_deref() == Some("active"))
+    (0..socks.len())
+        .find(|&i| forwarding(&socks[i], Duration::from_secs(2)).is_some_and(|f| f.active))
 }
 
 /// Applies one fault (its effect held for `hold`, then healed); returns whether two actives
@@ -393,79 +423,4 @@ fn apply(
         }
     }
     Ok(false)
-}
-
-struct Verdict {
-    no_active_max: Duration,
-    /// When the longest stretch without an active began.
-    no_active_longest_at: Option<Instant>,
-    dual_outside: Duration,
-    /// Each stretch of two actives outside collision windows: start and length.
-    dual_stretches: Vec<(Instant, Duration)>,
-    stuck: Vec<(Fault, usize, u128)>,
-}
-
-/// Judges the timeline against the faults: the longest stretch without an active member,
-/// the time with two actives outside collision windows, and the faults after whose last
-/// action no single active came back within [`BOUND`].
-fn judge(tl: &Timeline, applied: &[Applied]) -> Verdict {
-    let mut no_active_max = Duration::ZERO;
-    let mut no_active_longest_at = None;
-    let mut dual_outside = Duration::ZERO;
-    let mut dual_stretches: Vec<(Instant, Duration)> = Vec::new();
-    let mut dual_since: Option<Instant> = None;
-    let mut since: Option<Instant> = None;
-    for w in tl.samples.windows(2) {
-        let ((t, a), (t2, _)) = (w[0], w[1]);
-        let n = a.iter().filter(|x| **x).count();
-        if n == 0 {
-            let s = *since.get_or_insert(t);
-            if t2 - s > no_active_max {
-                no_active_max = t2 - s;
-                no_active_longest_at = Some(s);
-            }
-        } else {
-            since = None;
-        }
-        let outside = n == 2
-            && !applied
-                .iter()
-                .any(|f| f.collision && t >= f.healed_at && t <= f.healed_at + COLLISION_WINDOW);
-        if outside {
-            dual_outside += t2 - t;
-            let s = *dual_since.get_or_insert(t);
-            match dual_stretches.last_mut() {
-                Some((start, d)) if *start == s => *d = t2 - s,
-                _ => dual_stretches.push((s, t2 - s)),
-            }
-        } else {
-            dual_since = None;
-        }
-    }
-    let mut stuck = Vec::new();
-    for f in applied {
-        // The first sample at or after healed_at + BOUND must show exactly one active, and
-        // some sample in between must too.
-        let ok = tl
-            .samples
-            .iter()
-            .filter(|(t, _)| *t >= f.healed_at && *t <= f.healed_at + BOUND)
-            .any(|(_, a)| a.iter().filter(|x| **x).count() == 1);
-        if !ok {
-            let recovered = tl
-                .samples
-                .iter()
-                .find(|(t, a)| *t >= f.healed_at && a.iter().filter(|x| **x).count() == 1)
-                .map(|(t, _)| (*t - f.healed_at).as_millis())
-                .unwrap_or(u128::MAX);
-            stuck.push((f.fault, f.member, recovered));
-        }
-    }
-    Verdict {
-        no_active_max,
-        no_active_longest_at,
-        dual_outside,
-        dual_stretches,
-        stuck,
-    }
 }

@@ -174,8 +174,17 @@ impl Drop for Env {
 
 /// One management API request; returns the final reply line as JSON.
 pub(super) fn mgmt(sock: &Path, request: &str) -> Result<serde_json::Value> {
+    mgmt_within(sock, request, Duration::from_secs(10))
+}
+
+/// [`mgmt`], giving up on a reply after `timeout`.
+pub(super) fn mgmt_within(
+    sock: &Path,
+    request: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
     let mut s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     s.write_all(format!("{request}\n").as_bytes())
         .map_err(|e| e.to_string())?;
@@ -221,6 +230,15 @@ pub(super) fn mode(sock: &Path) -> Option<String> {
     mgmt(sock, r#"{"cmd":"mode"}"#)
         .ok()
         .and_then(|v| v["mode"].as_str().map(str::to_string))
+}
+
+/// The daemon's forwarding role (`hactl forwarding`), if it answers within `timeout`.
+pub(super) fn forwarding(sock: &Path, timeout: Duration) -> Option<ha_mgmt_api::ForwardingReport> {
+    let v = mgmt_within(sock, r#"{"cmd":"forwarding"}"#, timeout).ok()?;
+    match serde_json::from_value(v).ok()? {
+        ha_mgmt_api::Reply::Forwarding(f) => Some(f),
+        _ => None,
+    }
 }
 
 /// Waits until `who` is active and every other member passive; returns the active's index.
