@@ -24,7 +24,7 @@ use crate::runtime::{
 };
 use crate::synckeys::SyncKeys;
 pub use crate::syncplane::{
-    DrainHook, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook, SyncPlane,
+    DrainHook, NoSync, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook, SyncPlane,
 };
 use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 
@@ -35,17 +35,17 @@ pub const SYNC_TICK: Duration = Duration::from_millis(2);
 /// How often the sync thread copies the engine's counters for the management API.
 pub const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
-/// Polls `state` of the dataplane in `core` every 5 ms, from `start`, until it is done, no
-/// peer is heard, or `bound` passes (`None`: this dataplane cannot tell). The sync thread
-/// keeps the exchange going meanwhile.
-fn wait_sync<D: Dataplane>(
-    core: &Mutex<Core<D>>,
+/// Polls `state` of the sync plane every 5 ms, from `start`, until it is done, no peer is
+/// heard, or `bound` passes (`None`: this sync plane cannot tell). The sync thread keeps the
+/// exchange going meanwhile.
+fn wait_sync<S>(
+    sync: &Mutex<S>,
     start: Instant,
     bound: Duration,
-    state: impl Fn(&D) -> Option<ResyncState>,
+    state: impl Fn(&S) -> Option<ResyncState>,
 ) -> ResyncOutcome {
     loop {
-        let s = state(&core.lock().unwrap_or_else(|p| p.into_inner()).filter);
+        let s = state(&sync.lock().unwrap_or_else(|p| p.into_inner()));
         let waited = start.elapsed();
         match s {
             None => return ResyncOutcome::Unsupported,
@@ -60,40 +60,44 @@ fn wait_sync<D: Dataplane>(
 }
 
 /// Waits until the peer has acknowledged every change made here, at most `bound`.
-fn wait_drain<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
-    wait_sync(core, Instant::now(), bound, |d| d.drain_state())
+fn wait_drain<D, S: SyncPlane<D>>(
+    sync: &Mutex<S>,
+    core: &Mutex<Core<D>>,
+    bound: Duration,
+) -> ResyncOutcome {
+    wait_sync(sync, Instant::now(), bound, |s| {
+        // Lock order: the sync half, then the packet path.
+        s.drain_state(&core.lock().unwrap_or_else(|p| p.into_inner()).filter)
+    })
 }
 
-/// Requests a resync on the dataplane in `core` and waits until the peer's whole table
-/// arrived, at most `bound`.
-fn wait_resync<D: Dataplane>(core: &Mutex<Core<D>>, bound: Duration) -> ResyncOutcome {
+/// Requests a resync and waits until the peer's whole table arrived, at most `bound`.
+fn wait_resync<D, S: SyncPlane<D>>(sync: &Mutex<S>, bound: Duration) -> ResyncOutcome {
     let start = Instant::now();
-    let id = core
+    let id = sync
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .filter
         .request_resync(start);
     match id {
-        Some(id) => wait_sync(core, start, bound, |d| Some(d.resync_state(id))),
+        Some(id) => wait_sync(sync, start, bound, |s| Some(s.resync_state(id))),
         None => ResyncOutcome::Unsupported,
     }
 }
 
-/// The hook that keeps `keys` (the keyring file) and the sync engine of `core` (when this
+/// The hook that keeps `keys` (the keyring file) and the sync engine `sync` (when this
 /// member forwards) in step through a rollover.
-pub fn sync_key_hook<D: Dataplane>(
+pub fn sync_key_hook<D, S: SyncPlane<D>>(
     keys: SyncKeys,
-    core: Option<Arc<Mutex<Core<D>>>>,
+    sync: Option<Arc<Mutex<S>>>,
 ) -> SyncKeyHook {
     let keys = Mutex::new(keys);
     Arc::new(move |phase, key_id, psk| {
         let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
         let steps = keys.follow(phase, key_id, psk)?;
-        if let Some(core) = &core {
-            let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sync) = &sync {
+            let mut s = sync.lock().unwrap_or_else(|p| p.into_inner());
             for step in &steps {
-                c.filter
-                    .key_step(step)
+                s.key_step(step)
                     .map_err(|e| format!("state-sync engine refused {step:?}: {e}"))?;
             }
         }
@@ -107,10 +111,11 @@ pub fn sync_key_hook<D: Dataplane>(
     })
 }
 
-/// Everything the fast path's filter must do for the daemon.
-pub trait Dataplane: Filter + Activate + SyncPlane + Send + 'static {}
+/// Everything the fast path's filter must do for the daemon (its sync half is a
+/// [`SyncPlane`] over it).
+pub trait Dataplane: Filter + Activate + Send + 'static {}
 
-impl<T: Filter + Activate + SyncPlane + Send + 'static> Dataplane for T {}
+impl<T: Filter + Activate + Send + 'static> Dataplane for T {}
 
 pub use ha_persist::read_block as load_block;
 
@@ -130,9 +135,10 @@ const SYNC_PEER_REFRESH: Duration = Duration::from_millis(100);
 
 /// Starts the state-sync thread: a UDP socket on `bind`, datagrams to and from the peer
 /// of [`Shared::peers`] at the same port (none while no peer has a sync address).
-pub fn spawn_sync<D: Dataplane>(
+pub fn spawn_sync<D: Dataplane, S: SyncPlane<D>>(
     bind: SocketAddr,
     core: Arc<Mutex<Core<D>>>,
+    sync: Arc<Mutex<S>>,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
@@ -164,9 +170,8 @@ pub fn spawn_sync<D: Dataplane>(
                 peer = p;
                 peer_read = Instant::now();
                 if let Some(members) = members {
-                    core.lock()
+                    sync.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .filter
                         .set_peers(members);
                 }
             }
@@ -186,21 +191,23 @@ pub fn spawn_sync<D: Dataplane>(
                 Err(e) => return Err(e),
             };
             let (outs, events, counters) = {
-                let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = sync.lock().unwrap_or_else(|p| p.into_inner());
+                // Crypto outside the packet path's lock: open first, seal after.
+                let opened = got.and_then(|n| s.open(&buf[..n]));
                 let now = Instant::now();
-                if let Some(n) = got {
-                    c.filter.on_datagram(&buf[..n], now);
-                }
-                let counters =
-                    (now.saturating_duration_since(counted) >= COUNTERS_EVERY).then(|| {
-                        counted = now;
-                        c.filter.counters()
-                    });
-                (
-                    c.filter.poll_transmit(now),
-                    c.filter.poll_events(),
-                    counters,
-                )
+                let (msgs, counters) = {
+                    let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(o) = opened {
+                        s.handle(&mut c.filter, o, now);
+                    }
+                    let counters =
+                        (now.saturating_duration_since(counted) >= COUNTERS_EVERY).then(|| {
+                            counted = now;
+                            s.counters(&c.filter)
+                        });
+                    (s.poll_messages(&mut c.filter, now), counters)
+                };
+                (s.seal_all(msgs), s.poll_events(), counters)
             };
             if !events.is_empty() || counters.is_some() {
                 let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,10 +234,10 @@ pub fn spawn_sync<D: Dataplane>(
 /// [`ha_hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
 /// from the configuration block and the state-sync keyring ([`SyncKeys`]: the keyring file
 /// `<state_dir>/keyring` of the last PSK rollover when there is one, else the block's key).
-pub fn run<D: Dataplane>(
+pub fn run<D: Dataplane, S: SyncPlane<D>>(
     cfg: DaemonConfig,
     epoch: u32,
-    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> D,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (D, S),
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let block = load_block(&cfg.config_block)?;
@@ -280,7 +287,7 @@ pub fn run<D: Dataplane>(
     let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
 
     let mut forwarding = None;
-    let mut sync_core = None;
+    let mut sync_half = None;
     let mut resync: Option<ResyncHook> = None;
     let mut drain: Option<DrainHook> = None;
     if let Some(f) = &cfg.forward {
@@ -288,10 +295,9 @@ pub fn run<D: Dataplane>(
         let pout =
             open_port(&f.outside.ifname).map_err(|e| format!("{}: {e}", f.outside.ifname))?;
         let fp = FastPath::new(side(&f.inside, pin.mac)?, side(&f.outside, pout.mac)?);
-        let core = Arc::new(Mutex::new(Core {
-            fp,
-            filter: dataplane(&block, keyring.clone()),
-        }));
+        let (filter, sync) = dataplane(&block, keyring.clone());
+        let core = Arc::new(Mutex::new(Core { fp, filter }));
+        let sync = Arc::new(Mutex::new(sync));
         let senders = Senders {
             inside: pin.tx.clone(),
             outside: pout.tx.clone(),
@@ -312,16 +318,22 @@ pub fn run<D: Dataplane>(
             stop.clone(),
         ));
         if let Some(bind) = cfg.sync_addr(block.state_sync_port) {
-            let c = core.clone();
-            resync = Some(Arc::new(move |bound| wait_resync(&c, bound)));
-            let c = core.clone();
-            drain = Some(Arc::new(move |bound| wait_drain(&c, bound)));
+            let s = sync.clone();
+            resync = Some(Arc::new(move |bound| wait_resync::<D, S>(&s, bound)));
+            let (s, c) = (sync.clone(), core.clone());
+            drain = Some(Arc::new(move |bound| wait_drain(&s, &c, bound)));
             threads.push(
-                spawn_sync(bind, core.clone(), shared.clone(), stop.clone())
-                    .map_err(|e| format!("state sync on {bind}: {e}"))?,
+                spawn_sync(
+                    bind,
+                    core.clone(),
+                    sync.clone(),
+                    shared.clone(),
+                    stop.clone(),
+                )
+                .map_err(|e| format!("state sync on {bind}: {e}"))?,
             );
         }
-        sync_core = Some(core.clone());
+        sync_half = Some(sync);
         forwarding = Some(Forwarding {
             core,
             senders,
@@ -333,7 +345,7 @@ pub fn run<D: Dataplane>(
         .with_resync(resync)
         .with_drain(drain)
         .with_block_path(Some(cfg.config_block.clone()))
-        .with_sync_keys(Some(sync_key_hook(keys, sync_core)))
+        .with_sync_keys(Some(sync_key_hook::<D, S>(keys, sync_half)))
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 

@@ -1,48 +1,60 @@
 //! The dataplane crate's connection table, stateful filter and sync engine
-//! (`ha_dataplane::Dataplane`) behind the daemon's traits.
+//! (`ha_dataplane::Dataplane`) behind the daemon's traits, in two halves locked apart: the
+//! packet path ([`DpPath`]: tables, policy, role) in the fast path's core, the sync engine
+//! ([`DpSync`]: the endpoint, the only crypto) with the sync thread.
 
 use std::time::Instant;
 
+use ha_dataplane::sync::{Opened, Outgoing};
 use ha_dataplane::tables::{Refused, TableKind};
-use ha_dataplane::{Dataplane, Millis, Packet};
+use ha_dataplane::{Dataplane, Millis, Packet, PacketPath, SyncEngine};
 
 use crate::fastpath::{Filter, Side};
 use crate::runtime::Activate;
 use crate::synckeys::KeyStep;
 use crate::syncplane::{ResyncState, SyncEvent, SyncPlane};
 
-/// The dataplane of this member, and the instant its milliseconds count from (the
-/// dataplane reads no clock: the daemon hands it `Millis` since `base`).
+/// Milliseconds of the dataplane's clock at `now`, counted from `base` (the dataplane reads
+/// no clock: the daemon hands it `Millis`).
+fn ms(base: Instant, now: Instant) -> Millis {
+    Millis::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Splits `dp` into its packet path and its sync engine, both counting time from `base`.
+pub fn split(dp: Dataplane, base: Instant) -> (DpPath, DpSync) {
+    let (path, engine) = dp.into_parts();
+    (DpPath { path, base }, DpSync { engine, base })
+}
+
+/// The packet path of this member's dataplane (the fast path's filter).
 #[derive(Debug)]
-pub struct Dp {
-    dp: Dataplane,
+pub struct DpPath {
+    path: PacketPath,
     base: Instant,
 }
 
-impl Dp {
-    /// `dp`, with its clock starting at `base`.
-    pub fn new(dp: Dataplane, base: Instant) -> Self {
-        Self { dp, base }
-    }
-
-    /// Milliseconds of the dataplane's clock at `now`.
-    pub fn ms(&self, now: Instant) -> Millis {
-        Millis::try_from(now.saturating_duration_since(self.base).as_millis())
-            .unwrap_or(Millis::MAX)
-    }
-
-    /// The dataplane.
-    pub fn dataplane(&self) -> &Dataplane {
-        &self.dp
-    }
-
-    /// The dataplane, to change it (key rollover).
-    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
-        &mut self.dp
+impl DpPath {
+    /// The packet path (tables, role).
+    pub fn path(&self) -> &PacketPath {
+        &self.path
     }
 }
 
-impl Filter for Dp {
+/// The sync engine of this member's dataplane.
+#[derive(Debug)]
+pub struct DpSync {
+    engine: SyncEngine,
+    base: Instant,
+}
+
+impl DpSync {
+    /// The engine (counters, keys, peer).
+    pub fn engine(&self) -> &SyncEngine {
+        &self.engine
+    }
+}
+
+impl Filter for DpPath {
     fn check(&mut self, p: &Packet, from: Side, allow_new: bool, now: Instant) -> bool {
         let packet = Packet {
             ingress: match from {
@@ -51,55 +63,65 @@ impl Filter for Dp {
             },
             ..*p
         };
-        let now = self.ms(now);
-        self.dp.check(&packet, allow_new, now).forwards()
+        self.path
+            .check(&packet, allow_new, ms(self.base, now))
+            .forwards()
     }
 }
 
-impl Activate for Dp {
+impl Activate for DpPath {
     fn set_role(&mut self, active: bool, now: Instant) {
-        let now = self.ms(now);
-        self.dp.set_role(active, now);
+        self.path.set_role(active, ms(self.base, now));
     }
 }
 
-impl SyncPlane for Dp {
-    fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
-        let now = self.ms(now);
-        self.dp.on_datagram(bytes, now);
+impl SyncPlane<DpPath> for DpSync {
+    type Opened = Opened;
+    type Outgoing = Outgoing;
+
+    fn open(&mut self, bytes: &[u8]) -> Option<Opened> {
+        self.engine.open(bytes)
+    }
+
+    fn handle(&mut self, path: &mut DpPath, opened: Opened, now: Instant) {
+        path.path
+            .handle(&mut self.engine, opened, ms(self.base, now));
+    }
+
+    fn poll_messages(&mut self, path: &mut DpPath, now: Instant) -> Vec<Outgoing> {
+        path.path
+            .poll_messages(&mut self.engine, ms(self.base, now))
+    }
+
+    fn seal_all(&mut self, msgs: Vec<Outgoing>) -> Vec<Vec<u8>> {
+        self.engine.seal_all(msgs)
     }
 
     fn request_resync(&mut self, now: Instant) -> Option<u32> {
-        let now = self.ms(now);
-        self.dp.request_resync(now)
+        self.engine.request_resync(ms(self.base, now))
     }
 
     fn resync_state(&self, id: u32) -> ResyncState {
-        match self.dp.resync_status(id) {
+        match self.engine.resync_status(id) {
             ha_dataplane::ResyncStatus::Pending => ResyncState::Pending,
             ha_dataplane::ResyncStatus::Done => ResyncState::Done,
             ha_dataplane::ResyncStatus::NoPeer => ResyncState::NoPeer,
         }
     }
 
-    fn drain_state(&self) -> Option<ResyncState> {
-        let e = self.dp.engine();
+    fn drain_state(&self, path: &DpPath) -> Option<ResyncState> {
+        let e = &self.engine;
         Some(if !e.peer_up() {
             ResyncState::NoPeer
-        } else if e.backlog() == (0, 0) {
+        } else if e.backlog() == (0, 0) && !path.path.has_changes() {
             ResyncState::Done
         } else {
             ResyncState::Pending
         })
     }
 
-    fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        let now = self.ms(now);
-        self.dp.poll_transmit(now)
-    }
-
     fn poll_events(&mut self) -> Vec<SyncEvent> {
-        self.dp
+        self.engine
             .poll_events()
             .into_iter()
             .filter_map(|e| match e {
@@ -128,10 +150,12 @@ impl SyncPlane for Dp {
 
     fn key_step(&mut self, step: &KeyStep) -> Result<(), String> {
         match step {
-            KeyStep::Accept { key_id, psk } => self.dp.accept_key(psk, *key_id),
-            KeyStep::SealWith(id) => self.dp.seal_with_key(*id),
+            KeyStep::Accept { key_id, psk } => self.engine.accept_key(
+                ha_proto::keys::KeySet::derive(psk, self.engine.cluster_id(), *key_id),
+            ),
+            KeyStep::SealWith(id) => self.engine.seal_with_key(*id),
             KeyStep::Retire => {
-                self.dp.retire_previous_key();
+                self.engine.retire_previous_key();
                 Ok(())
             }
         }
@@ -139,11 +163,11 @@ impl SyncPlane for Dp {
     }
 
     fn set_peers(&mut self, peers: Vec<ha_proto::msg::Serial>) {
-        self.dp.set_peers(peers);
+        self.engine.set_peers(peers);
     }
 
-    fn counters(&self) -> Vec<(String, u64)> {
-        let st = self.dp.engine().stats();
+    fn counters(&self, path: &DpPath) -> Vec<(String, u64)> {
+        let st = self.engine.stats();
         let rejects = st
             .rejects
             .nonzero()
@@ -155,7 +179,7 @@ impl SyncPlane for Dp {
         let mut c: Vec<(String, u64)> = rejects.chain(refused).collect();
         // Table sizes: what a member holds (the e2e reads them to check that a replacement
         // received the survivor's table).
-        let tables = self.dp.tables();
+        let tables = path.path.tables();
         c.extend(
             TableKind::ALL
                 .iter()
@@ -164,6 +188,41 @@ impl SyncPlane for Dp {
         c.push(("records_applied".into(), st.records_applied));
         c.push(("malformed_records".into(), st.malformed));
         c
+    }
+}
+
+/// Both halves of a member's dataplane driven from one thread, as the sync thread and the
+/// receive threads drive them (the tests of this module and of the state-sync keys).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub path: DpPath,
+    pub sync: DpSync,
+}
+
+#[cfg(test)]
+impl Member {
+    pub fn new(dp: Dataplane, base: Instant) -> Self {
+        let (path, sync) = split(dp, base);
+        Self { path, sync }
+    }
+    pub fn check(&mut self, p: &Packet, from: Side, allow_new: bool, now: Instant) -> bool {
+        self.path.check(p, from, allow_new, now)
+    }
+    pub fn set_role(&mut self, active: bool, now: Instant) {
+        self.path.set_role(active, now);
+    }
+    pub fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.sync.poll_transmit(&mut self.path, now)
+    }
+    pub fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
+        self.sync.on_datagram(&mut self.path, bytes, now);
+    }
+    pub fn engine(&self) -> &SyncEngine {
+        self.sync.engine()
+    }
+    pub fn tables(&self) -> &ha_dataplane::Tables {
+        self.path.path().tables()
     }
 }
 
@@ -188,18 +247,18 @@ mod tests {
     }
 
     /// Members SN-A (active) and SN-B of the sample configuration, each with its dataplane.
-    fn pair(t0: Instant) -> (Dp, Dp) {
+    fn pair(t0: Instant) -> (Member, Member) {
         let block = ha_hostlink::test_support::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
-        let b = Dp::new(Dataplane::from_block(&b_block, 20), t0);
+        let mut a = Member::new(Dataplane::from_block(&block, 10), t0);
+        let b = Member::new(Dataplane::from_block(&b_block, 20), t0);
         a.set_role(true, t0);
         (a, b)
     }
 
     /// Exchanges the two members' datagrams for `rounds` rounds of 10 ms from round `from`.
-    fn pump(t0: Instant, a: &mut Dp, b: &mut Dp, from: u64, rounds: u64) {
+    fn pump(t0: Instant, a: &mut Member, b: &mut Member, from: u64, rounds: u64) {
         for round in from..from + rounds {
             let now = t0 + std::time::Duration::from_millis(10 * round);
             for d in a.poll_transmit(now) {
@@ -269,35 +328,44 @@ mod tests {
         pump(t0, &mut a, &mut b, 0, 20);
         let asked = t0 + std::time::Duration::from_millis(200);
         let id = b
+            .sync
             .request_resync(asked)
             .expect("the dataplane resyncs on demand");
-        assert_eq!(b.resync_state(id), ResyncState::Pending);
+        assert_eq!(b.sync.resync_state(id), ResyncState::Pending);
         pump(t0, &mut a, &mut b, 20, 50);
-        assert_eq!(b.resync_state(id), ResyncState::Done);
+        assert_eq!(b.sync.resync_state(id), ResyncState::Done);
     }
 
     #[test]
     fn drained_only_once_the_peer_acknowledged_every_change() {
         let t0 = Instant::now();
         let (mut a, mut b) = pair(t0);
-        assert_eq!(a.drain_state(), Some(ResyncState::NoPeer), "no peer yet");
+        assert_eq!(
+            a.sync.drain_state(&a.path),
+            Some(ResyncState::NoPeer),
+            "no peer yet"
+        );
         let at = |round: u64| t0 + std::time::Duration::from_millis(10 * round);
         pump(t0, &mut a, &mut b, 0, 20);
         assert_eq!(
-            a.drain_state(),
+            a.sync.drain_state(&a.path),
             Some(ResyncState::Done),
             "met, nothing to send"
         );
         // A new connection on the active: queued until the peer acknowledges it.
         let syn = pkt("10.1.0.1", 4000, "10.2.0.1", 80, 6, tcp_flags::SYN);
         assert!(a.check(&syn, Side::Inside, true, at(20)));
-        assert_eq!(a.drain_state(), Some(ResyncState::Pending));
+        assert_eq!(a.sync.drain_state(&a.path), Some(ResyncState::Pending));
         // Sent but every datagram to the peer lost: still pending.
         let _ = a.poll_transmit(at(21));
-        assert_eq!(a.drain_state(), Some(ResyncState::Pending), "in flight");
+        assert_eq!(
+            a.sync.drain_state(&a.path),
+            Some(ResyncState::Pending),
+            "in flight"
+        );
         // Retransmitted and acknowledged.
         pump(t0, &mut a, &mut b, 22, 100);
-        assert_eq!(a.drain_state(), Some(ResyncState::Done));
+        assert_eq!(a.sync.drain_state(&a.path), Some(ResyncState::Done));
     }
 
     #[test]
@@ -306,10 +374,10 @@ mod tests {
         let block = ha_hostlink::test_support::sample_cfg();
         let mut b_block = block.clone();
         b_block.serial = ha_proto::msg::Serial::new("SN-B").expect("serial");
-        let mut a = Dp::new(Dataplane::from_block(&block, 10), t0);
+        let mut a = Member::new(Dataplane::from_block(&block, 10), t0);
         let mut cfg = ha_dataplane::SyncConfig::from_block(&b_block, 20);
         cfg.limits = ha_dataplane::tables::Limits::all(1);
-        let mut b = Dp::new(Dataplane::new(cfg, ha_dataplane::Policy::allow_all()), t0);
+        let mut b = Member::new(Dataplane::new(cfg, ha_dataplane::Policy::allow_all()), t0);
         a.set_role(true, t0);
         pump(t0, &mut a, &mut b, 0, 20);
         for port in [4000, 4001, 4002] {
@@ -317,7 +385,7 @@ mod tests {
             assert!(a.check(&syn, Side::Inside, true, t0));
         }
         pump(t0, &mut a, &mut b, 20, 20);
-        let events: Vec<SyncEvent> = b.poll_events();
+        let events: Vec<SyncEvent> = b.sync.poll_events();
         let refused = SyncEvent::RecordsRefused {
             table: "connections",
             cap: Some(1),
@@ -327,7 +395,7 @@ mod tests {
         let logged = refused.to_event();
         assert_eq!(logged.kind, ha_mgmt_api::EventKind::StateSyncRefused);
         assert!(logged.detail.contains("cap of 1"), "{}", logged.detail);
-        let counters = b.counters();
+        let counters = b.sync.counters(&b.path);
         assert!(
             counters.contains(&("refused_connections".to_string(), 2)),
             "{counters:?}"

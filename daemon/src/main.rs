@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ha_daemon::config::{DaemonConfig, Table};
-use ha_daemon::dp::Dp;
 use ha_hostlink::boot_epoch;
 
 #[derive(Parser)]
@@ -49,7 +48,7 @@ fn main() -> ExitCode {
             epoch,
             |block, keyring| {
                 let sync = ha_dataplane::SyncConfig::from_block(block, epoch).with_keyring(keyring);
-                Dp::new(
+                ha_daemon::dp::split(
                     ha_dataplane::Dataplane::new(sync, ha_dataplane::Policy::allow_all()),
                     std::time::Instant::now(),
                 )

@@ -11,12 +11,40 @@ use crate::runtime::unix_ms;
 use crate::synckeys::{KeyPhase, KeyStep};
 
 /// The connection-state sync as the daemon drives it (implemented over the dataplane crate's
-/// engine by the daemon's dataplane adapter).
-pub trait SyncPlane {
-    /// A datagram from the peer's daemon.
-    fn on_datagram(&mut self, bytes: &[u8], now: Instant);
-    /// Datagrams to send to the peer now (changes, acknowledgements, retransmissions, bulk).
-    fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>>;
+/// engine by the daemon's dataplane adapter), for a packet path of type `P` (the filter in
+/// the fast path's [`crate::packetio::Core`]).
+///
+/// The sync half is locked apart from the packet path: the crypto calls ([`SyncPlane::open`],
+/// [`SyncPlane::seal_all`]) take no packet-path argument, so the sync thread runs them without
+/// the lock the receive threads take per packet; the table calls ([`SyncPlane::handle`],
+/// [`SyncPlane::poll_messages`]) get the packet path, locked for just that call. Lock order:
+/// this half first, then the packet path's.
+pub trait SyncPlane<P>: Send + 'static {
+    /// A datagram the endpoint accepted.
+    type Opened: Send;
+    /// A message to send, not sealed yet.
+    type Outgoing: Send;
+    /// Opens a datagram from the peer's daemon (crypto, sender and replay checks); `None`
+    /// when refused (counted).
+    fn open(&mut self, bytes: &[u8]) -> Option<Self::Opened>;
+    /// Acts on an opened datagram: records applied to the packet path's tables.
+    fn handle(&mut self, path: &mut P, opened: Self::Opened, now: Instant);
+    /// Messages to send to the peer now (changes, acknowledgements, retransmissions, bulk),
+    /// made from the packet path's tables and the changes it made.
+    fn poll_messages(&mut self, path: &mut P, now: Instant) -> Vec<Self::Outgoing>;
+    /// Seals messages into datagrams.
+    fn seal_all(&mut self, msgs: Vec<Self::Outgoing>) -> Vec<Vec<u8>>;
+    /// [`SyncPlane::open`] then [`SyncPlane::handle`], for a caller on one thread.
+    fn on_datagram(&mut self, path: &mut P, bytes: &[u8], now: Instant) {
+        if let Some(o) = self.open(bytes) {
+            self.handle(path, o, now);
+        }
+    }
+    /// [`SyncPlane::poll_messages`] then [`SyncPlane::seal_all`], for a caller on one thread.
+    fn poll_transmit(&mut self, path: &mut P, now: Instant) -> Vec<Vec<u8>> {
+        let msgs = self.poll_messages(path, now);
+        self.seal_all(msgs)
+    }
     /// Sync events since the last call (bulk synchronization sent or received), for the
     /// event log.
     fn poll_events(&mut self) -> Vec<SyncEvent>;
@@ -29,25 +57,47 @@ pub trait SyncPlane {
     fn resync_state(&self, _id: u32) -> ResyncState {
         ResyncState::Done
     }
-    /// Whether every change made here has been acknowledged by the peer (nothing queued,
-    /// nothing in flight, no bulk under way): [`ResyncState::Done`] when so,
-    /// [`ResyncState::NoPeer`] when no peer is heard, `None` when this sync plane cannot
-    /// tell (the builtin flow table). The active waits for it before it hands over.
-    fn drain_state(&self) -> Option<ResyncState> {
+    /// Whether every change made here has been acknowledged by the peer (nothing waiting in
+    /// the packet path, nothing queued, nothing in flight, no bulk under way):
+    /// [`ResyncState::Done`] when so, [`ResyncState::NoPeer`] when no peer is heard, `None`
+    /// when this sync plane cannot tell. The active waits for it before it hands over.
+    fn drain_state(&self, _path: &P) -> Option<ResyncState> {
         None
     }
     /// Applies one step of a PSK rollover to the state-sync keys ([`crate::synckeys`]); a
-    /// sync plane without keys (the builtin flow table) has nothing to do.
+    /// sync plane without keys has nothing to do.
     fn key_step(&mut self, _step: &KeyStep) -> Result<(), String> {
         Ok(())
     }
     /// Counters of the state sync for `info --verbose`: frames refused per reason, records
-    /// refused per table.
-    fn counters(&self) -> Vec<(String, u64)> {
+    /// refused per table, the tables' sizes.
+    fn counters(&self, _path: &P) -> Vec<(String, u64)> {
         Vec::new()
     }
     /// The cluster's other members changed (a membership change): only they may send.
     fn set_peers(&mut self, _peers: Vec<ha_proto::msg::Serial>) {}
+}
+
+/// No state sync (a packet path whose table is not synced, as in the daemon's own tests).
+#[derive(Debug, Default)]
+pub struct NoSync;
+
+impl<P> SyncPlane<P> for NoSync {
+    type Opened = ();
+    type Outgoing = ();
+    fn open(&mut self, _bytes: &[u8]) -> Option<()> {
+        None
+    }
+    fn handle(&mut self, _path: &mut P, _opened: (), _now: Instant) {}
+    fn poll_messages(&mut self, _path: &mut P, _now: Instant) -> Vec<()> {
+        Vec::new()
+    }
+    fn seal_all(&mut self, _msgs: Vec<()>) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn poll_events(&mut self) -> Vec<SyncEvent> {
+        Vec::new()
+    }
 }
 
 /// Progress of a resync request ([`SyncPlane::request_resync`]).

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ha_daemon::app::{self, SyncPlane};
+use ha_daemon::app::{self, NoSync};
 use ha_daemon::config::DaemonConfig;
 use ha_daemon::fastpath::{tcp_flags, Filter, Packet, Side};
 use ha_daemon::runtime::Activate;
@@ -85,16 +85,6 @@ impl Activate for Flows {
         if active {
             self.activations += 1;
         }
-    }
-}
-
-impl SyncPlane for Flows {
-    fn on_datagram(&mut self, _bytes: &[u8], _now: Instant) {}
-    fn poll_transmit(&mut self, _now: Instant) -> Vec<Vec<u8>> {
-        Vec::new()
-    }
-    fn poll_events(&mut self) -> Vec<app::SyncEvent> {
-        Vec::new()
     }
 }
 
@@ -261,7 +251,7 @@ probe = ["10.1.0.99"]
     let na2 = na.clone();
     let daemon = std::thread::spawn(move || {
         enter(&na2);
-        app::run(cfg, 1, |_, _| Flows::default(), st)
+        app::run(cfg, 1, |_, _| (Flows::default(), NoSync), st)
     });
 
     // The controller's end of the host link.

@@ -6,27 +6,23 @@
 //! - [`sync`]: the sans-IO sync engine (frames through the proto endpoint, acknowledgements,
 //!   retransmission, bulk synchronization, resync before a planned swap, key rollover).
 //! - [`filter`]: the stateful filter decision.
-//! - [`Dataplane`]: the three together, the way a daemon drives them.
+//! - [`path`]: the packet path's half (tables, policy, role, changes waiting for the engine).
+//! - [`Dataplane`]: the three together, driven from one thread; a daemon with several
+//!   threads splits it into its [`PacketPath`] and [`SyncEngine`] and locks them apart.
 //!
 //! Nothing here reads a clock: every call takes the time as [`Millis`] of the caller's
 //! monotonic clock (the daemon counts them from its start).
 //!
 //! # For the daemon (`ha-daemon`)
-//! The daemon's traits map one to one onto [`Dataplane`]; its adapter holds the dataplane and
-//! the `Instant` its milliseconds count from:
+//! The daemon forwards on one thread per interface and syncs on another, so it splits the
+//! dataplane ([`Dataplane::into_parts`]): the [`PacketPath`] sits in the fast path's lock,
+//! the [`SyncEngine`] in the sync thread's. Per received datagram the sync thread opens it
+//! ([`SyncEngine::open`], crypto) holding only its own lock, applies it
+//! ([`PacketPath::handle`]) with both, and per poll makes the messages
+//! ([`PacketPath::poll_messages`]) with both and seals them ([`SyncEngine::seal_all`]) with
+//! its own only. Its adapter (`daemon/src/dp.rs`) maps the daemon's traits onto these calls
+//! and counts milliseconds from an `Instant` of its start.
 //!
-//! ```text
-//! struct Dp { dp: ha_dataplane::Dataplane, base: Instant }
-//! impl Filter for Dp {            // fastpath::Filter
-//!     fn check(&mut self, p: &PacketInfo, from: Side, allow_new: bool, now: Instant) -> bool {
-//!         self.dp.check(&Packet { .. }, allow_new, self.ms(now)).forwards()
-//!     }
-//! }
-//! impl SyncPlane for Dp {
-//!     fn on_datagram(&mut self, b: &[u8], now: Instant) { self.dp.on_datagram(b, self.ms(now)) }
-//!     fn poll_transmit(&mut self, now: Instant) -> Vec<Vec<u8>> { .. }
-//! }
-//! ```
 //! A planned swap: on the member about to become active, [`Dataplane::request_resync`], then
 //! wait (bounded, e.g. 2 s) until [`Dataplane::resync_status`] is `Done` before accepting the
 //! role.
@@ -34,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod filter;
+pub mod path;
 pub mod sync;
 pub mod tables;
 
@@ -41,6 +38,7 @@ use ha_proto::config_block::ConfigBlock;
 use ha_proto::keys::{KeySet, KeyringError};
 
 pub use filter::{Packet, Policy, Verdict};
+pub use path::PacketPath;
 pub use sync::{ResyncStatus, SyncConfig, SyncEngine, SyncEvent};
 pub use tables::{ItemKey, Millis, Tables};
 
@@ -60,29 +58,23 @@ pub enum SwapReadiness {
     NoPeer,
 }
 
-/// Connection table, filter and sync engine of one member.
+/// Connection table, filter and sync engine of one member, driven from one thread (the
+/// tests, the bench, the fuzz targets). A daemon that forwards on several threads splits it
+/// ([`Dataplane::into_parts`]) and locks the two halves apart.
 #[derive(Debug)]
 pub struct Dataplane {
-    tables: Tables,
+    path: PacketPath,
     engine: SyncEngine,
-    policy: Policy,
     cluster_id: u32,
-    active: bool,
-    last_expire: Millis,
-    changed: Vec<ItemKey>,
 }
 
 impl Dataplane {
     /// A dataplane with `policy`, syncing per `cfg` (its tables capped by `cfg.limits`).
     pub fn new(cfg: SyncConfig, policy: Policy) -> Self {
         Self {
-            tables: Tables::with_limits(cfg.limits),
+            path: PacketPath::new(policy, cfg.limits, cfg.max_pending),
             cluster_id: cfg.cluster_id,
             engine: SyncEngine::new(cfg),
-            policy,
-            active: false,
-            last_expire: 0,
-            changed: Vec::new(),
         }
     }
 
@@ -93,71 +85,40 @@ impl Dataplane {
         Self::new(SyncConfig::from_block(block, epoch), Policy::allow_all())
     }
 
+    /// The two halves: the packet path (tables, policy, role) and the sync engine (with the
+    /// endpoint), to lock apart; see [`path`].
+    pub fn into_parts(self) -> (PacketPath, SyncEngine) {
+        (self.path, self.engine)
+    }
+
     /// The filter decision for a packet to forward (see [`filter::decide`]) at `now`.
     pub fn check(&mut self, p: &Packet, allow_new: bool, now: Millis) -> Verdict {
-        let v = filter::decide(
-            &mut self.tables,
-            &self.policy,
-            p,
-            self.active,
-            allow_new,
-            now,
-            &mut self.changed,
-        );
-        for k in self.changed.drain(..) {
-            match k {
-                // The entry was just touched: its record is made while it is in cache.
-                ItemKey::Conn(ck) => match self.tables.conn_peek(&ck) {
-                    Some(e) => self.engine.conn_changed(ck, e, now),
-                    None => self.engine.changed(ItemKey::Conn(ck)),
-                },
-                other => self.engine.changed(other),
-            }
-        }
+        let v = self.path.check(p, allow_new, now);
+        self.path.hand_changes(&mut self.engine);
         v
     }
 
     /// Becomes active (larval entries become live in constant time) or passive.
     pub fn set_role(&mut self, active: bool, now: Millis) {
-        if active && !self.active {
-            self.tables.activate(now);
-        } else if !active && self.active {
-            self.tables.deactivate();
-        }
-        self.active = active;
+        self.path.set_role(active, now);
     }
 
     /// Whether this member forwards.
     pub fn is_active(&self) -> bool {
-        self.active
+        self.path.is_active()
     }
 
     /// A state-sync datagram from the peer.
     pub fn on_datagram(&mut self, bytes: &[u8], now: Millis) {
-        self.engine.on_datagram(&mut self.tables, bytes, now);
+        if let Some(o) = self.engine.open(bytes) {
+            self.path.handle(&mut self.engine, o, now);
+        }
     }
 
     /// Datagrams to send to the peer now; also sweeps idle entries.
     pub fn poll_transmit(&mut self, now: Millis) -> Vec<Vec<u8>> {
-        // Only the active expires: a passive's entries (larval, or local ones kept from an
-        // earlier active spell) see no packets, and its deletes would remove connections the
-        // active still forwards.
-        if self.active && now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
-            self.last_expire = now;
-            self.expire(now);
-        }
-        self.engine.poll_transmit(&self.tables, now)
-    }
-
-    fn expire(&mut self, now: Millis) {
-        for (k, e) in self.tables.expire_conns(now) {
-            if e.syncable() {
-                self.engine.changed(ItemKey::Conn(k));
-            }
-        }
-        for k in self.tables.expire_local(now) {
-            self.engine.changed(k);
-        }
+        let msgs = self.path.poll_messages(&mut self.engine, now);
+        self.engine.seal_all(msgs)
     }
 
     /// Sync events since the last call.
@@ -220,18 +181,19 @@ impl Dataplane {
 
     /// The tables.
     pub fn tables(&self) -> &Tables {
-        &self.tables
+        self.path.tables()
     }
 
     /// The tables, for the control plane (users, expectations, gateways, certificates, IKE
     /// SAs); report each change with [`Dataplane::changed`].
     pub fn tables_mut(&mut self) -> &mut Tables {
-        &mut self.tables
+        self.path.tables_mut()
     }
 
     /// An item was changed through [`Dataplane::tables_mut`]: sync it.
     pub fn changed(&mut self, key: ItemKey) {
-        self.engine.changed(key);
+        self.path.changed(key);
+        self.path.hand_changes(&mut self.engine);
     }
 
     /// The cluster's other members changed ([`SyncEngine::set_peers`]).

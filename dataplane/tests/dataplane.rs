@@ -179,3 +179,131 @@ fn demoted_member_neither_expires_nor_deletes_the_new_actives_connections() {
         assert_eq!(a.check(&pkt(i, true, tcp::ACK), false, back), Verdict::Pass);
     }
 }
+
+/// The split a daemon uses (packet path and engine locked apart, crypto outside the packet
+/// path's lock) syncs the same as the one-thread facade: connections opened on A's packet
+/// path reach B through open/handle and poll_messages/seal_all.
+#[test]
+fn the_split_halves_sync_like_the_facade() {
+    let (mut pa, mut ea) = member(1).into_parts();
+    let (mut pb, mut eb) = member(2).into_parts();
+    pa.set_role(true, 0);
+    let step = |p: &mut ha_dataplane::PacketPath,
+                e: &mut ha_dataplane::SyncEngine,
+                q: &mut Vec<Vec<u8>>,
+                now: Millis| {
+        for d in q.drain(..) {
+            if let Some(o) = e.open(&d) {
+                p.handle(e, o, now);
+            }
+        }
+        let msgs = p.poll_messages(e, now);
+        e.seal_all(msgs)
+    };
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for now in 0..200 {
+        if now == 100 {
+            for i in 1..=5 {
+                assert!(pa.check(&pkt(i, true, tcp::SYN), true, now).forwards());
+            }
+            assert!(pa.has_changes(), "changes wait for the engine");
+        }
+        to_b.extend(step(&mut pa, &mut ea, &mut to_a, now));
+        to_a.extend(step(&mut pb, &mut eb, &mut to_b, now));
+    }
+    assert!(!pa.has_changes());
+    assert_eq!(pb.tables().conn_count(), 5);
+    assert_eq!(ea.backlog(), (0, 0), "every change acknowledged");
+    assert_eq!(eb.stats().rejected(), 0);
+}
+
+/// More changes than the engine queues, made between two hand-overs, are not lost: they are
+/// dropped from the packet path's outbox and the peer gets the whole table instead.
+#[test]
+fn an_outbox_overflow_becomes_a_bulk() {
+    let keys = KeySet::derive(&Psk([3; 32]), 77, 1);
+    let mut cfg = SyncConfig::new(77, Serial([1; 16]), 1, keys);
+    cfg.max_pending = 4;
+    let (mut pa, mut ea) = Dataplane::new(cfg, Policy::allow_all()).into_parts();
+    let (mut pb, mut eb) = member(2).into_parts();
+    pa.set_role(true, 0);
+    let mut sent_to_b: Vec<Vec<u8>> = Vec::new();
+    let mut sent_to_a: Vec<Vec<u8>> = Vec::new();
+    let mut events = Vec::new();
+    for now in 0..400 {
+        if now == 100 {
+            for i in 1..=20 {
+                assert!(pa.check(&pkt(i, true, tcp::SYN), true, now).forwards());
+            }
+        }
+        for d in sent_to_a.drain(..) {
+            if let Some(o) = ea.open(&d) {
+                pa.handle(&mut ea, o, now);
+            }
+        }
+        let m = pa.poll_messages(&mut ea, now);
+        sent_to_b.extend(ea.seal_all(m));
+        events.extend(ea.poll_events());
+        for d in sent_to_b.drain(..) {
+            if let Some(o) = eb.open(&d) {
+                pb.handle(&mut eb, o, now);
+            }
+        }
+        let m = pb.poll_messages(&mut eb, now);
+        sent_to_a.extend(eb.seal_all(m));
+    }
+    assert!(
+        events.contains(&ha_dataplane::SyncEvent::Overflow),
+        "{events:?}"
+    );
+    assert_eq!(pb.tables().conn_count(), 20, "the bulk carried them all");
+}
+
+/// A data frame polled, then acknowledged before it was sealed (another caller between the
+/// two halves), is not sent: nothing stale goes out, nothing panics.
+#[test]
+fn a_frame_acknowledged_between_poll_and_seal_is_not_sent() {
+    let mut a = member(1);
+    let mut b = member(2);
+    a.set_role(true, 0);
+    run(&mut a, &mut b, 0, 50, false);
+    let (mut pa, mut ea) = a.into_parts();
+    let (mut pb, mut eb) = b.into_parts();
+    assert!(pa.check(&pkt(1, true, tcp::SYN), true, 60).forwards());
+    let first = pa.poll_messages(&mut ea, 60);
+    let sealed = ea.seal_all(first);
+    assert!(!sealed.is_empty());
+    // Polled again after a retransmission timeout: the same frame is due once more ...
+    let retransmits = ea.stats().retransmits;
+    let again = pa.poll_messages(&mut ea, 2_000);
+    assert_eq!(
+        ea.stats().retransmits,
+        retransmits + 1,
+        "the frame was due again"
+    );
+    // ... but B's acknowledgement of the first copy arrives before it is sealed.
+    for d in &sealed {
+        if let Some(o) = eb.open(d) {
+            pb.handle(&mut eb, o, 60);
+        }
+    }
+    let acks = pb.poll_messages(&mut eb, 61);
+    for d in eb.seal_all(acks) {
+        if let Some(o) = ea.open(&d) {
+            pa.handle(&mut ea, o, 61);
+        }
+    }
+    assert_eq!(ea.backlog().1, 0, "acknowledged");
+    let resent = ea.seal_all(again);
+    for d in &resent {
+        if let Some(o) = eb.open(d) {
+            pb.handle(&mut eb, o, 2_000);
+        }
+    }
+    assert_eq!(
+        eb.stats().duplicates,
+        0,
+        "the acknowledged frame was not sent again"
+    );
+    assert_eq!(pb.tables().conn_count(), 1);
+}

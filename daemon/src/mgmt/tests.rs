@@ -730,7 +730,7 @@ fn psk_rotation_moves_the_state_sync_keys_with_every_confirmed_phase() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let block = ha_hostlink::test_support::sample_cfg();
     let keys = SyncKeys::load(dir.path(), &block).expect("keys");
-    let hook = crate::app::sync_key_hook::<crate::dp::Dp>(keys, None);
+    let hook = crate::app::sync_key_hook::<crate::dp::DpPath, crate::dp::DpSync>(keys, None);
     let sh = shared();
     let (tx, rx) = mpsc::channel();
     let ctl = controller(sh.clone(), rx);

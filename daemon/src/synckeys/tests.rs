@@ -5,10 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::app::SyncPlane;
-use crate::dp::Dp;
-use crate::fastpath::{tcp_flags, Filter, Packet, Side};
-use crate::runtime::Activate;
+use crate::dp::Member;
+use crate::fastpath::{tcp_flags, Packet, Side};
+use crate::syncplane::SyncPlane;
 use ha_dataplane::{Dataplane, Policy, SyncConfig};
 use ha_proto::endpoint::Reject;
 
@@ -102,14 +101,14 @@ fn pkt(i: u8, flags: u8) -> Packet {
 
 /// The daemon's dataplane for `block` in boot `epoch`, with the keys of `state_dir` (as
 /// `main.rs` builds it).
-fn member(block: &ConfigBlock, state_dir: &Path, epoch: u32, t0: Instant) -> Dp {
+fn member(block: &ConfigBlock, state_dir: &Path, epoch: u32, t0: Instant) -> Member {
     let keys = SyncKeys::load(state_dir, block).expect("keys");
     let cfg = SyncConfig::from_block(block, epoch).with_keyring(keys.keyring());
-    Dp::new(Dataplane::new(cfg, Policy::allow_all()), t0)
+    Member::new(Dataplane::new(cfg, Policy::allow_all()), t0)
 }
 
 /// Exchanges the members' datagrams for `rounds` rounds of 10 ms from round `from`.
-fn pump(t0: Instant, a: &mut Dp, b: &mut Dp, from: u64, rounds: u64) {
+fn pump(t0: Instant, a: &mut Member, b: &mut Member, from: u64, rounds: u64) {
     for round in from..from + rounds {
         let now = t0 + Duration::from_millis(10 * round);
         for d in a.poll_transmit(now) {
@@ -123,19 +122,19 @@ fn pump(t0: Instant, a: &mut Dp, b: &mut Dp, from: u64, rounds: u64) {
 
 /// What the management server's hook does for one phase on one member: the file, then the
 /// engine, with the same steps.
-fn phase(keys: &mut SyncKeys, dp: &mut Dp, p: KeyPhase) {
+fn phase(keys: &mut SyncKeys, dp: &mut Member, p: KeyPhase) {
     for step in keys.follow(p, 2, &NEW).expect("follow") {
-        dp.key_step(&step).expect("engine");
+        dp.sync.key_step(&step).expect("engine");
     }
 }
 
 /// A connection of client `i` opened on `a` at round `r`, then `rounds` of exchange: B must
 /// hold `want` connections.
-fn open_and_sync(t0: Instant, a: &mut Dp, b: &mut Dp, i: u8, r: u64, want: usize) {
+fn open_and_sync(t0: Instant, a: &mut Member, b: &mut Member, i: u8, r: u64, want: usize) {
     let now = t0 + Duration::from_millis(10 * r);
     assert!(a.check(&pkt(i, tcp_flags::SYN), Side::Inside, true, now));
     pump(t0, a, b, r, 30);
-    assert_eq!(b.dataplane().tables().conn_count(), want, "records flow");
+    assert_eq!(b.tables().conn_count(), want, "records flow");
 }
 
 #[test]
@@ -160,49 +159,32 @@ fn a_member_restarted_after_a_rotation_syncs_with_its_peer_under_the_new_key() {
         pump(t0, &mut a, &mut b, 20 + 10 * i as u64, 10);
     }
     let mut b = member(&block_b, dir_b.path(), 21, t0);
-    assert_eq!(b.dataplane().engine().key_ids(), (2, Some(1)));
-    assert_eq!(
-        b.dataplane().engine().key_ids(),
-        a.dataplane().engine().key_ids()
-    );
+    assert_eq!(b.engine().key_ids(), (2, Some(1)));
+    assert_eq!(b.engine().key_ids(), a.engine().key_ids());
     pump(t0, &mut a, &mut b, 40, 30);
-    assert!(b.dataplane().engine().peer_up());
+    assert!(b.engine().peer_up());
     open_and_sync(t0, &mut a, &mut b, 1, 70, 1);
     let mut kb = SyncKeys::load(dir_b.path(), &block_b).expect("b");
     phase(&mut ka, &mut a, KeyPhase::Retire);
     phase(&mut kb, &mut b, KeyPhase::Retire);
-    assert_eq!(b.dataplane().engine().key_ids(), (2, None));
+    assert_eq!(b.engine().key_ids(), (2, None));
     open_and_sync(t0, &mut a, &mut b, 2, 100, 2);
 
     // After the rotation (the block still says key 1: its write is the controller's side),
     // B restarts again: the keys of its file, the same as A's; the bulk and new records
     // arrive, nothing is refused.
     let mut b = member(&block_b, dir_b.path(), 22, t0);
-    assert_eq!(
-        b.dataplane().engine().key_ids(),
-        a.dataplane().engine().key_ids()
-    );
+    assert_eq!(b.engine().key_ids(), a.engine().key_ids());
     pump(t0, &mut a, &mut b, 130, 30);
-    assert_eq!(
-        b.dataplane().tables().conn_count(),
-        2,
-        "bulk after the restart"
-    );
+    assert_eq!(b.tables().conn_count(), 2, "bulk after the restart");
     open_and_sync(t0, &mut a, &mut b, 3, 160, 3);
-    assert_eq!(b.dataplane().engine().stats().rejected(), 0);
+    assert_eq!(b.engine().stats().rejected(), 0);
 
     // Without the file (keys from the block, as before the fix) the restarted member hears
     // nothing: every frame of A is under a key it does not hold.
     std::fs::remove_file(dir_b.path().join(KEYRING_FILE)).expect("rm");
     let mut b = member(&block_b, dir_b.path(), 23, t0);
     pump(t0, &mut a, &mut b, 190, 30);
-    assert!(!b.dataplane().engine().peer_up());
-    assert!(
-        b.dataplane()
-            .engine()
-            .stats()
-            .rejects
-            .get(Reject::UnknownKey)
-            > 0
-    );
+    assert!(!b.engine().peer_up());
+    assert!(b.engine().stats().rejects.get(Reject::UnknownKey) > 0);
 }

@@ -4,8 +4,7 @@
 
 use std::collections::VecDeque;
 
-use ha_proto::endpoint::{Endpoint, Reject, Senders};
-use ha_proto::frame::{HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, TAG_LEN};
+use ha_proto::endpoint::Endpoint;
 use ha_proto::keys::{KeySet, KeyringError};
 use ha_proto::msg::{Channel, Serial, MAX_MEMBERS};
 use hashbrown::HashSet;
@@ -17,6 +16,10 @@ use super::records::{change_of, conn_record, item_record, Change};
 use super::retransmit::{Delivery, RxStream, TxStream};
 use super::wire::{records_room, BulkBegin, Record, Records, SyncMsg};
 use super::{ResyncStatus, SyncConfig, SyncEvent, SyncStats, REFUSAL_EVENT_EVERY_MS};
+
+mod halves;
+
+pub use halves::{Opened, Outgoing};
 
 /// Senders tracked by the replay table: the members of a cluster.
 const REPLAY_SLOTS: usize = MAX_MEMBERS;
@@ -154,6 +157,11 @@ impl SyncEngine {
         &self.stats
     }
 
+    /// The cluster id the state-sync keys are derived under.
+    pub fn cluster_id(&self) -> u32 {
+        self.ep.cluster_id()
+    }
+
     /// This member's boot epoch.
     pub fn epoch(&self) -> u32 {
         self.ep.epoch()
@@ -235,12 +243,22 @@ impl SyncEngine {
             return;
         }
         if self.pending.len() >= self.tuning.max_pending {
-            self.pending.clear();
-            self.events.push(SyncEvent::Overflow);
-            self.start_bulk(0);
+            self.changes_lost();
             return;
         }
         self.pending.push_back(Pending::Key(key));
+    }
+
+    /// Changes were dropped before they reached the engine (more than its queue holds): the
+    /// queue is dropped too and the peer gets the whole table instead
+    /// ([`SyncEvent::Overflow`]). Nothing to do while no peer is heard.
+    pub fn changes_lost(&mut self) {
+        if self.session.is_none() {
+            return;
+        }
+        self.pending.clear();
+        self.events.push(SyncEvent::Overflow);
+        self.start_bulk(0);
     }
 
     /// A connection created or changed *here* (`entry.gen` is [`LOCAL_GEN`]), with its new
@@ -292,39 +310,34 @@ impl SyncEngine {
         now: Millis,
         observe: &mut dyn FnMut(&Record),
     ) {
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        let Some(buf) = buf.get_mut(..bytes.len()) else {
-            self.stats.rejects.count(Reject::Oversize);
-            return;
-        };
-        buf.copy_from_slice(bytes);
-        let senders = match &self.session {
-            Some(s) => Senders::Only(s.serial),
-            None if !self.peers.is_empty() => Senders::AnyOf(&self.peers),
-            None => Senders::AnyOther,
-        };
-        let (accepted, msg) = match self.ep.open::<SyncMsg>(buf, senders) {
-            Ok(x) => x,
-            Err(r) => {
-                self.stats.rejects.count(r);
-                return;
-            }
-        };
-        let h = accepted.header;
-        if !accepted.bound {
+        if let Some(o) = self.open(bytes) {
+            self.handle(tables, o, now, observe);
+        }
+    }
+
+    /// Acts on an opened frame: the table half of [`SyncEngine::on_datagram`] (session,
+    /// acknowledgements, records applied to `tables`), no crypto.
+    pub fn handle(
+        &mut self,
+        tables: &mut Tables,
+        o: Opened,
+        now: Millis,
+        observe: &mut dyn FnMut(&Record),
+    ) {
+        if !o.bound {
             // A Hello (the only message admitted unbound): the endpoint now knows the
             // sender's boot, and our next frames to it are bound to it. Nothing else changes;
             // a peer we have no session with gets our Hello at once, so that it can bind.
-            self.candidate = Some(h.sender);
+            self.candidate = Some(o.sender);
             let known = self
                 .session
                 .as_ref()
-                .is_some_and(|s| s.serial == h.sender && s.epoch == h.epoch);
+                .is_some_and(|s| s.serial == o.sender && s.epoch == o.epoch);
             self.answer_hello |= !known;
             return;
         }
-        self.heard(h.sender, h.epoch, now);
-        match msg {
+        self.heard(o.sender, o.epoch, now);
+        match o.msg {
             SyncMsg::Hello => {}
             SyncMsg::Resync { id } => match &mut self.bulk_out {
                 // A bulk we started ourselves (peer met again, overflow) answers the request:
@@ -518,6 +531,14 @@ impl SyncEngine {
     /// Runs the timers and returns the datagrams to send to the peer now: acknowledgements,
     /// hellos and resync requests, retransmissions, new data frames (within the window).
     pub fn poll_transmit(&mut self, tables: &Tables, now: Millis) -> Vec<Vec<u8>> {
+        let out = self.poll_messages(tables, now);
+        self.seal_all(out)
+    }
+
+    /// The table half of [`SyncEngine::poll_transmit`]: runs the timers and returns the
+    /// messages to send now, not sealed yet ([`SyncEngine::seal_all`] does, outside the
+    /// packet path's lock in a daemon).
+    pub fn poll_messages(&mut self, tables: &Tables, now: Millis) -> Vec<Outgoing> {
         let mut out = Vec::new();
         // A takeover: this table is authoritative from now on. The peer may hold only what a
         // passive (empty, non-authoritative) bulk gave it — it restarted while this member
@@ -542,7 +563,7 @@ impl SyncEngine {
             .map(|s| s.serial);
         if let Some(to) = state_to {
             if let Some(ack) = self.rx.take_ack() {
-                seal(&mut self.ep, &ack, Some(to), &mut out);
+                out.push(Outgoing::new(ack, Some(to)));
             }
         }
         let hello_due = self.answer_hello
@@ -561,11 +582,11 @@ impl SyncEngine {
                     [only] => Some(*only),
                     _ => None,
                 });
-            seal(&mut self.ep, &SyncMsg::Hello, to, &mut out);
+            out.push(Outgoing::new(SyncMsg::Hello, to));
             if state_to.is_some() {
                 let stall = self.tuning.bulk_stall_ms;
                 if let Some(id) = self.requests.at_hello(now, stall, &mut self.events) {
-                    seal(&mut self.ep, &SyncMsg::Resync { id }, state_to, &mut out);
+                    out.push(Outgoing::new(SyncMsg::Resync { id }, state_to));
                 }
             }
         }
@@ -576,7 +597,8 @@ impl SyncEngine {
         let rto = self.rto();
         for i in self.tx.due(now, rto) {
             self.stats.retransmits += 1;
-            seal(&mut self.ep, &self.tx.inflight[i].msg, Some(to), &mut out);
+            let f = &self.tx.inflight[i];
+            out.push(Outgoing::inflight(self.tx.stream, f.rseq, to));
         }
         // Minimum-age deferrals that came due.
         while self.deferred.front().is_some_and(|(due, _)| *due <= now) {
@@ -597,8 +619,9 @@ impl SyncEngine {
                 break;
             };
             self.stats.data_sent += 1;
-            let msg = self.tx.push(records, now);
-            seal(&mut self.ep, msg, Some(to), &mut out);
+            let rseq = self.tx.next_rseq;
+            self.tx.push(records, now);
+            out.push(Outgoing::inflight(self.tx.stream, rseq, to));
         }
         out
     }
@@ -687,19 +710,5 @@ impl SyncEngine {
             }
         }
         item_record(t, &key, now, false)
-    }
-}
-
-/// Seals `msg` for `to` (bound to its boot last heard) and queues the datagram.
-fn seal(
-    ep: &mut Endpoint<REPLAY_SLOTS>,
-    msg: &SyncMsg,
-    to: Option<Serial>,
-    out: &mut Vec<Vec<u8>>,
-) {
-    let mut frame = vec![0u8; HEADER_LEN + msg.buffer_len().min(MAX_BODY_LEN) + TAG_LEN];
-    if let Ok(n) = ep.seal(msg, to, false, &mut frame) {
-        frame.truncate(n);
-        out.push(frame);
     }
 }

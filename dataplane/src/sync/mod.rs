@@ -20,6 +20,12 @@
 //! `peer_epoch` names it). Every refusal is counted per reason ([`SyncStats::rejects`]). With
 //! `aead` (the configuration block's `encrypt`) the bodies are encrypted.
 //!
+//! # Two halves, for a daemon's threads
+//! [`SyncEngine::on_datagram`] is [`SyncEngine::open`] (crypto, no table) then
+//! [`SyncEngine::handle`] (the tables, no crypto); [`SyncEngine::poll_transmit`] is
+//! [`SyncEngine::poll_messages`] (the tables) then [`SyncEngine::seal_all`] (crypto). A daemon
+//! whose packet path locks the tables runs the crypto halves outside that lock.
+//!
 //! # Session
 //! A member learns its peer's boot from any frame, but it only *talks state* with a peer that
 //! proved it heard this boot: the session starts with the first frame bound to this member's
@@ -53,7 +59,7 @@ use crate::tables::{Limits, Millis, Refused, TableKind};
 
 pub use crate::tables::ItemKey;
 pub use bulk::PROGRESS_EVERY;
-pub use engine::SyncEngine;
+pub use engine::{Opened, Outgoing, SyncEngine};
 pub use retransmit::{MAX_RETRANSMITS_PER_POLL, MAX_RTO_MS, RX_WINDOW};
 pub use wire::{BulkBegin, Record, Records, SyncMsg, WireError};
 

@@ -35,7 +35,8 @@ pub const MAX_RTO_MS: Millis = 1_000;
 pub(crate) struct Inflight {
     /// The message, kept for retransmission (resealed each time).
     pub msg: SyncMsg,
-    rseq: u64,
+    /// Its reliable sequence number (the queue is in this order, without gaps).
+    pub rseq: u64,
     sent_at: Millis,
     /// Transmissions so far (1 = sent once); the retransmission timeout doubles with each.
     sends: u32,

@@ -67,6 +67,9 @@ impl Backend for Scripted {
     fn mode(&self) -> Reply {
         self.plain(Request::Mode)
     }
+    fn forwarding(&self) -> Reply {
+        self.plain(Request::Forwarding)
+    }
     fn active(&self) -> Reply {
         self.plain(Request::Active)
     }
@@ -264,6 +267,15 @@ fn daemon(req: &Request) -> Vec<Reply> {
             ],
         })],
         Request::Mode => vec![mode_report(Mode::Active, Forced::None)],
+        Request::Forwarding => vec![Reply::Forwarding(ha_mgmt_api::ForwardingReport {
+            serial: "SN-A".into(),
+            active: true,
+            since_ms: 1_000,
+            changes: 1,
+            started_ms: 500,
+            now_ms: 62_000,
+            controller_alive: true,
+        })],
         Request::Active => vec![mode_report(Mode::Active, Forced::Active)],
         Request::Passive => vec![mode_report(Mode::Passive, Forced::Passive)],
         Request::Reset => vec![mode_report(Mode::Active, Forced::None)],
@@ -399,6 +411,19 @@ fn mode_and_forcing_commands() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("SN-A ACTIVE (forced: -)"));
     assert_eq!(json(&d.hactl(&["mode", "--json"]))["mode"], "active");
+    let o = d.hactl(&["forwarding"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(d.last(), Request::Forwarding);
+    assert!(
+        stdout(&o).contains("SN-A forwarding: active for 1 min 01 s (1 role changes"),
+        "{}",
+        stdout(&o)
+    );
+    let f = json(&d.hactl(&["forwarding", "--json"]));
+    assert_eq!(
+        (f["active"].as_bool(), f["since_ms"].as_u64()),
+        (Some(true), Some(1_000))
+    );
     for (cmd, req, text) in [
         ("active", Request::Active, "forced: active"),
         ("passive", Request::Passive, "forced: passive"),
