@@ -323,6 +323,10 @@ pub enum FromBlockError {
         members: usize,
         /// Domains in the block.
         domains: usize,
+        /// Members this agent holds at most (`M`).
+        max_members: usize,
+        /// Domains this agent holds at most (`D`).
+        max_domains: usize,
     },
     /// The resulting configuration fails validation.
     Refused(ConfigError),
@@ -331,10 +335,24 @@ pub enum FromBlockError {
 impl core::fmt::Display for FromBlockError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            FromBlockError::TooLarge { members, domains } => write!(
-                f,
-                "{members} members and {domains} domains: more than this agent is built for"
-            ),
+            FromBlockError::TooLarge {
+                members,
+                domains,
+                max_members,
+                max_domains,
+            } => {
+                if members > max_members {
+                    write!(
+                        f,
+                        "{members} members: this firmware handles at most {max_members}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{domains} domains: this firmware handles at most {max_domains}"
+                    )
+                }
+            }
             FromBlockError::Refused(e) => write!(f, "{e}"),
         }
     }
@@ -355,6 +373,8 @@ impl<const M: usize, const D: usize> Config<M, D> {
         let too_large = FromBlockError::TooLarge {
             members: b.members.len(),
             domains: b.domains.len(),
+            max_members: M,
+            max_domains: D,
         };
         let mut members = Vec::new();
         for m in &b.members {
@@ -378,4 +398,19 @@ impl<const M: usize, const D: usize> Config<M, D> {
         c.validate().map_err(FromBlockError::Refused)?;
         Ok(c)
     }
+}
+
+/// Members the shipped firmware's agent holds (the protocol's maximum).
+pub const FIRMWARE_MEMBERS: usize = ha_proto::msg::MAX_MEMBERS;
+/// HA domains the shipped firmware's agent holds (the protocol allows 16; 4 keeps the agent,
+/// and the stack needed to build it, within the controller's RAM budget).
+pub const FIRMWARE_DOMAINS: usize = 4;
+
+/// Whether the shipped firmware would start with `block`: the very check it runs at boot
+/// ([`Config::from_block`] at [`FIRMWARE_MEMBERS`] × [`FIRMWARE_DOMAINS`]), so that a tool that
+/// writes blocks (`hactl provision`) refuses what the member would refuse, with the same
+/// reason, instead of a member that stays off.
+pub fn firmware_accepts(block: &ConfigBlock) -> Result<(), FromBlockError> {
+    Config::<FIRMWARE_MEMBERS, FIRMWARE_DOMAINS>::from_block(block, "", FirmwareVersion::default())
+        .map(drop)
 }

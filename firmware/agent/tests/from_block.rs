@@ -176,16 +176,22 @@ fn a_block_the_agent_cannot_hold_or_refuses_is_an_error() {
         Config::<2, 4>::from_block(&b, "m", FW).unwrap_err(),
         FromBlockError::TooLarge {
             members: 3,
-            domains: 3
+            domains: 3,
+            max_members: 2,
+            max_domains: 4
         }
     );
+    let e = Config::<4, 2>::from_block(&b, "m", FW).unwrap_err();
     assert_eq!(
-        Config::<4, 2>::from_block(&b, "m", FW).unwrap_err(),
+        e,
         FromBlockError::TooLarge {
             members: 3,
-            domains: 3
+            domains: 3,
+            max_members: 4,
+            max_domains: 2
         }
     );
+    assert_eq!(e.to_string(), "3 domains: this firmware handles at most 2");
     // A block never validated (not one read from flash): the agent's own check refuses it.
     let mut b = block();
     b.serial = serial("SN-Z");

@@ -66,7 +66,9 @@ pub fn agent_config<const M: usize, const D: usize>(
     b: &ConfigBlock,
 ) -> Result<Config<M, D>, LoadError> {
     Config::from_block(b, "mps2-an385", firmware_version()).map_err(|e| match e {
-        FromBlockError::TooLarge { members, domains } => LoadError::TooLarge { members, domains },
+        FromBlockError::TooLarge {
+            members, domains, ..
+        } => LoadError::TooLarge { members, domains },
         FromBlockError::Refused(e) => LoadError::Refused(e),
     })
 }

@@ -57,11 +57,11 @@ const _: () =
 
 defmt::timestamp!("{=u64:ms}", Instant::now().as_millis());
 
-/// Members this firmware handles (the protocol's maximum).
-pub const FW_MEMBERS: usize = ha_proto::msg::MAX_MEMBERS;
-/// HA domains this firmware handles (the protocol allows 16; 4 keeps the agent, and the
-/// stack needed to build it, within the RAM budget). A block with more is refused.
-pub const FW_DOMAINS: usize = 4;
+/// Members this firmware handles ([`ha_agent::config::FIRMWARE_MEMBERS`]).
+pub const FW_MEMBERS: usize = ha_agent::config::FIRMWARE_MEMBERS;
+/// HA domains this firmware handles ([`ha_agent::config::FIRMWARE_DOMAINS`], which
+/// `hactl provision` checks too). A block with more is refused.
+pub const FW_DOMAINS: usize = ha_agent::config::FIRMWARE_DOMAINS;
 /// The agent as built into this firmware.
 type FwAgent = Agent<FW_MEMBERS, FW_DOMAINS>;
 type SharedAgent = &'static RefCell<&'static mut FwAgent>;

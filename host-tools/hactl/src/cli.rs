@@ -287,7 +287,8 @@ pub(crate) struct ProvisionArgs {
     /// Timer profile: default, fast or custom:INTERVAL_MS:MISS_LIMIT.
     #[arg(long, default_value = "default")]
     pub(crate) timers: String,
-    /// A domain as ID or ID=SERIAL (SERIAL is active when qualities are equal); default 0.
+    /// A domain as ID or ID=SERIAL (SERIAL is active when qualities are equal); ids 0–15, at
+    /// most 4 domains (the firmware's limit); default 0.
     #[arg(long = "domain")]
     pub(crate) domains: Vec<String>,
     /// When an aggregate counts as down: all-down or any-down.

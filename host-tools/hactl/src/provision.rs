@@ -165,7 +165,14 @@ impl Plan {
                 .ok_or_else(|| refused(format!("bad --weight {w:?}: KIND=WEIGHT expected")))?;
             let v: u16 = v
                 .parse()
-                .map_err(|_| refused(format!("bad --weight {w:?}: weight 0..=9999")))?;
+                .ok()
+                .filter(|v| *v <= ha_proto::config_block::MAX_WEIGHT)
+                .ok_or_else(|| {
+                    refused(format!(
+                        "bad --weight {w:?}: weights must be 0–{}",
+                        ha_proto::config_block::MAX_WEIGHT
+                    ))
+                })?;
             let slot = match k {
                 "disk" => &mut weights.disk,
                 "raid" => &mut weights.raid,
@@ -196,11 +203,58 @@ impl Plan {
             weights,
             psk,
         };
+        check_names(&block)?;
         block
             .validate()
             .map_err(|e| refused(format!("refused: {e}")))?;
+        // What the member's firmware checks at boot, with the same reason: a block it would
+        // refuse is never written (the member would stay off with one log line).
+        ha_agent::config::firmware_accepts(&block).map_err(|e| {
+            refused(format!(
+                "refused: the member's firmware would not start: {e}"
+            ))
+        })?;
         Ok(block)
     }
+}
+
+/// The member and domain lists name each other consistently, said in the options' terms
+/// (the block's own check only names the field).
+fn check_names(b: &ConfigBlock) -> Result<()> {
+    let listed = |s: &Serial| b.members.iter().any(|m| m.serial == *s);
+    for (i, m) in b.members.iter().enumerate() {
+        if b.members[..i].iter().any(|o| o.serial == m.serial) {
+            return Err(refused(format!("{} is given twice in --member", m.serial)));
+        }
+    }
+    if !listed(&b.serial) {
+        return Err(refused(format!(
+            "{} (--serial) is not in --member: a member is part of its own cluster",
+            b.serial
+        )));
+    }
+    for (i, d) in b.domains.iter().enumerate() {
+        if usize::from(d.id) >= MAX_DOMAINS {
+            return Err(refused(format!(
+                "domain {}: domain ids must be 0–{}",
+                d.id,
+                MAX_DOMAINS - 1
+            )));
+        }
+        if b.domains[..i].iter().any(|o| o.id == d.id) {
+            return Err(refused(format!(
+                "domain {} is given twice in --domain",
+                d.id
+            )));
+        }
+        if let Some(p) = d.preferred.filter(|p| !listed(p)) {
+            return Err(refused(format!(
+                "--domain {}={p}: {p} is not in --member",
+                d.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The flash image of `block`: the encoded block padded with erased bytes to [`BLOCK_SIZE`].

@@ -238,3 +238,74 @@ fn bad_inputs_get_clear_errors_and_codes() {
     let o = hactl(&["inspect", dir.path().join("nope").to_str().unwrap()], b"");
     assert_eq!(o.status.code(), Some(4));
 }
+
+/// `hactl provision` refuses every block the member's firmware would refuse at boot (the
+/// same check, `ha_agent::config::firmware_accepts`), and says what is wrong and the limit;
+/// nothing is written.
+#[test]
+fn provision_refuses_what_the_firmware_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
+            .status
+            .success()
+    );
+    let out = dir.path().join("x.img");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "provision",
+            "--psk-file",
+            key.to_str().unwrap(),
+            "--serial",
+            "SN-A",
+            "--cluster-id",
+            "4242",
+            "--member",
+            "SN-A=10.0.0.1:44240",
+            "--member",
+            "SN-B=10.0.0.2:44240",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        hactl(&args, b"")
+    };
+    for (extra, want) in [
+        (
+            &[
+                "--domain", "0", "--domain", "1", "--domain", "2", "--domain", "3", "--domain", "4",
+            ][..],
+            "5 domains: this firmware handles at most 4",
+        ),
+        (
+            &["--domain", "1=SN-C"][..],
+            "--domain 1=SN-C: SN-C is not in --member",
+        ),
+        (
+            &["--domain", "16"][..],
+            "domain 16: domain ids must be 0–15",
+        ),
+        (
+            &["--domain", "2", "--domain", "2"][..],
+            "domain 2 is given twice",
+        ),
+        (&["--weight", "fan=10000"][..], "weights must be 0–9999"),
+        (
+            &["--member", "SN-A=10.0.0.3:44240"][..],
+            "SN-A is given twice in --member",
+        ),
+    ] {
+        let o = run(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?}: an image was written");
+    }
+    // Four sparse domains, the firmware's limit: accepted.
+    let o = run(&[
+        "--domain", "1", "--domain", "3", "--domain", "7", "--domain", "15",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(out.exists());
+}
