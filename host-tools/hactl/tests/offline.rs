@@ -8,29 +8,39 @@ use common::{all_output, assert_no_key, hactl, key_bytes};
 
 const STRONG: &str = "tumble orbit quiver lantern 47 marsh\n";
 
+/// `hactl provision` of member `serial` of the two-member cluster SN-A, SN-B into `out`, with
+/// `extra` options.
+fn provision_with(
+    key: &str,
+    serial: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "provision",
+        "--psk-file",
+        key,
+        "--serial",
+        serial,
+        "--cluster-id",
+        "4242",
+        "--member",
+        "SN-A=10.0.0.1:44240",
+        "--member",
+        "SN-B=10.0.0.2:44240",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    hactl(&args, b"")
+}
+
 fn provision(dir: &std::path::Path, key: &str, serial: &str, out: &str) -> std::process::Output {
-    hactl(
-        &[
-            "provision",
-            "--psk-file",
-            key,
-            "--serial",
-            serial,
-            "--cluster-id",
-            "4242",
-            "--member",
-            "SN-A=10.0.0.1:44240",
-            "--member",
-            "SN-B=10.0.0.2:44240",
-            "--backup-link",
-            "--domain",
-            "0=SN-A",
-            "--weight",
-            "fan=50",
-            "--out",
-            dir.join(out).to_str().unwrap(),
-        ],
-        b"",
+    provision_with(
+        key,
+        serial,
+        &dir.join(out),
+        &["--backup-link", "--domain", "0=SN-A", "--weight", "fan=50"],
     )
 }
 
@@ -252,25 +262,7 @@ fn provision_refuses_what_the_firmware_would_refuse() {
             .success()
     );
     let out = dir.path().join("x.img");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "provision",
-            "--psk-file",
-            key.to_str().unwrap(),
-            "--serial",
-            "SN-A",
-            "--cluster-id",
-            "4242",
-            "--member",
-            "SN-A=10.0.0.1:44240",
-            "--member",
-            "SN-B=10.0.0.2:44240",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        hactl(&args, b"")
-    };
+    let run = |extra: &[&str]| provision_with(key.to_str().unwrap(), "SN-A", &out, extra);
     for (extra, want) in [
         (
             &[
