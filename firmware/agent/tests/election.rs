@@ -332,10 +332,20 @@ fn sparse_domain_ids_are_reported_by_id() {
 /// later: two actives for that time (`cargo xtask chaos` saw 318 ms of it).
 #[test]
 fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
-    let role_change = |c: &Cluster, m: usize, to: Role| {
-        c.events.iter().position(|(i, e)| {
-            *i == m && matches!(e, EventKind::RoleChanged { to: t, .. } if *t == to)
-        })
+    // m0 went passive before m1 went active (break-before-make), as the events show.
+    let stepped_down_first = |c: &Cluster| {
+        let role_change = |m: usize, to: Role| {
+            c.events.iter().position(|(i, e)| {
+                *i == m && matches!(e, EventKind::RoleChanged { to: t, .. } if *t == to)
+            })
+        };
+        let down = role_change(0, Role::Passive).expect("m0 stepped down");
+        let up = role_change(1, Role::Active).expect("m1 took over");
+        assert!(
+            down < up,
+            "m1 went active before m0 stepped down: {:?}",
+            c.events
+        );
     };
     // By merit: m0 (active) loses quality; m1 is better for the hold-down.
     let mut c = Cluster::pair();
@@ -348,13 +358,7 @@ fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
     let hold = c.a(0).config().timers.hold_down_ms as u64;
     c.run_until(500 + hold + 100);
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
-    let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
-    let up = role_change(&c, 1, Role::Active).expect("m1 took over");
-    assert!(
-        down < up,
-        "m1 went active before m0 stepped down: {:?}",
-        c.events
-    );
+    stepped_down_first(&c);
     assert!(c.events.contains(&(
         1,
         EventKind::RoleChanged {
@@ -380,11 +384,5 @@ fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
     });
     c.run_until(1000);
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
-    let down = role_change(&c, 0, Role::Passive).expect("m0 stepped down");
-    let up = role_change(&c, 1, Role::Active).expect("m1 took over");
-    assert!(
-        down < up,
-        "m1 went active before m0 stepped down: {:?}",
-        c.events
-    );
+    stepped_down_first(&c);
 }

@@ -35,6 +35,18 @@ fn provision_with(
     hactl(&args, b"")
 }
 
+/// A temporary directory holding a key `k` made by `hactl psk generate`.
+fn generated_key() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
+            .status
+            .success()
+    );
+    (dir, key)
+}
+
 fn provision(dir: &std::path::Path, key: &str, serial: &str, out: &str) -> std::process::Output {
     provision_with(
         key,
@@ -147,13 +159,7 @@ fn weak_passphrase_never_becomes_a_key() {
 
 #[test]
 fn provision_then_inspect_without_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    assert!(
-        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
-            .status
-            .success()
-    );
+    let (dir, key) = generated_key();
     let k = key_bytes(&key);
     let o = provision(dir.path(), key.to_str().unwrap(), "SN-A", "a.img");
     assert_eq!(o.status.code(), Some(0), "{o:?}");
@@ -209,13 +215,7 @@ fn provision_then_inspect_without_the_key() {
 
 #[test]
 fn bad_inputs_get_clear_errors_and_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    assert!(
-        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
-            .status
-            .success()
-    );
+    let (dir, key) = generated_key();
     let k = key_bytes(&key);
     // Serial not among the members.
     let o = provision(dir.path(), key.to_str().unwrap(), "SN-Z", "z.img");
@@ -254,13 +254,7 @@ fn bad_inputs_get_clear_errors_and_codes() {
 /// nothing is written.
 #[test]
 fn provision_refuses_what_the_firmware_would_refuse() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    assert!(
-        hactl(&["psk", "generate", "--out", key.to_str().unwrap()], b"")
-            .status
-            .success()
-    );
+    let (dir, key) = generated_key();
     let out = dir.path().join("x.img");
     let run = |extra: &[&str]| provision_with(key.to_str().unwrap(), "SN-A", &out, extra);
     for (extra, want) in [
