@@ -125,14 +125,20 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start defmt-print (run `cargo xtask setup`): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(raw)
-            .map_err(|e| format!("defmt-print: {e}"))?;
-    }
+    // Fed from another thread while this one reads the output: a log bigger than the two
+    // pipe buffers would otherwise block both processes forever (a soak's log does).
+    let writer = child.stdin.take().map(|mut stdin| {
+        let raw = raw.to_vec();
+        std::thread::spawn(move || stdin.write_all(&raw))
+    });
     let out = child
         .wait_with_output()
         .map_err(|e| format!("defmt-print: {e}"))?;
+    if let Some(w) = writer {
+        w.join()
+            .map_err(|_| "defmt-print: the writer thread panicked".to_string())?
+            .map_err(|e| format!("defmt-print: {e}"))?;
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -3,7 +3,15 @@
 //!
 //! One hub per link:
 //! - **main**: raw Ethernet frames, one per datagram (QEMU `-nic socket,udp=...,localaddr=...`);
-//! - **backup**: UART byte chunks (QEMU `-serial udp:...`, one datagram per byte or so).
+//! - **backup**: UART bytes (QEMU `-serial udp:...` sends one datagram per byte). The wire
+//!   gathers a sender's bytes into one datagram per frame (up to a frame delimiter, a pause of
+//!   [`GATHER_PAUSE`] or [`GATHER_MAX`] bytes) before the impairments and delivery. Delivered
+//!   one byte per datagram, a receiving QEMU that is not scheduled for a few tens of
+//!   milliseconds overflows its socket's receive buffer (each one-byte datagram costs the kernel
+//!   close to a kilobyte) and loses bytes, which a UART with a FIFO on a real board would not:
+//!   the soak saw hundreds of thousands of such drops. QEMU's UDP chardev keeps the rest of a
+//!   datagram until its UART takes it, so nothing is lost on the way in. Loss and cut act per
+//!   gathered chunk (a lost chunk is a damaged frame, as on a noisy line).
 //!
 //! For each member `i` and each link the wire binds one UDP socket (the member's "wire port"):
 //! the member's QEMU sends to it and receives from it (QEMU's UDP chardev connects its socket,
@@ -35,6 +43,17 @@ use serde::{Deserialize, Serialize};
 const POLL: Duration = Duration::from_millis(50);
 /// Largest datagram relayed: an Ethernet frame (1514) with room to spare.
 const MAX_DATAGRAM: usize = 2048;
+/// Backup link: a gathered chunk is sent on after this long without a new byte.
+pub const GATHER_PAUSE: Duration = Duration::from_micros(500);
+/// Backup link: largest gathered chunk, bytes (QEMU's UDP chardev reads up to 4 KiB at once).
+pub const GATHER_MAX: usize = 1024;
+/// The UART frame delimiter (COBS): a chunk is sent on at a delimiter that closes a frame.
+const DELIMITER: u8 = 0;
+/// Receive buffer asked for each wire socket, bytes (without root the kernel caps it at
+/// `rmem_max`): room
+/// for the bursts of one-byte datagrams of the backup link while a relay thread waits for a
+/// core.
+const WIRE_RCVBUF: usize = 4 << 20;
 /// Longest control line accepted, bytes (a request is well under 200).
 const MAX_LINE: usize = 4096;
 /// Most datagrams waiting for their delay per hub; beyond that new ones are dropped (counted
@@ -232,14 +251,14 @@ impl Wire {
             threads: Vec::new(),
             control: None,
         };
-        for addrs in [&cfg.main, &cfg.backup] {
-            let hub = wire.start_hub(addrs)?;
+        for (kind, addrs) in [(LinkKind::Main, &cfg.main), (LinkKind::Backup, &cfg.backup)] {
+            let hub = wire.start_hub(kind, addrs)?;
             wire.hubs.push(hub);
         }
         Ok(wire)
     }
 
-    fn start_hub(&mut self, addrs: &[SocketAddr]) -> Result<Hub, WireError> {
+    fn start_hub(&mut self, kind: LinkKind, addrs: &[SocketAddr]) -> Result<Hub, WireError> {
         let n = addrs.len();
         let now = Instant::now();
         let state = Arc::new(Mutex::new(HubState {
@@ -254,6 +273,12 @@ impl Wire {
         for _ in 0..n {
             let s = UdpSocket::bind("127.0.0.1:0")?;
             s.set_read_timeout(Some(POLL))?;
+            // Past `rmem_max` when allowed (root), else as much as it allows; best effort: a
+            // smaller buffer only makes drops under load more likely.
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&s, sockopt::RcvBufForce, &WIRE_RCVBUF).is_err() {
+                let _ = setsockopt(&s, sockopt::RcvBuf, &WIRE_RCVBUF);
+            }
             sockets.push(s);
         }
         let wire_ports = sockets
@@ -271,7 +296,7 @@ impl Wire {
         for (from, sock) in sockets.into_iter().enumerate() {
             let (state, tx, stop) = (state.clone(), tx.clone(), self.stop.clone());
             self.threads.push(std::thread::spawn(move || {
-                receive(from, sock, &state, &tx, &stop)
+                receive(kind, from, sock, &state, &tx, &stop)
             }));
         }
         let (st, stop, addrs) = (state.clone(), self.stop.clone(), addrs.to_vec());
@@ -436,8 +461,29 @@ impl Drop for Wire {
     }
 }
 
-/// Receives member `from`'s datagrams and queues a copy for every other member.
+/// Reads the next datagram of a main link, or the next gathered chunk of a backup link (see
+/// the module documentation), into `buf`; `None` when nothing arrived within [`POLL`].
+fn next_chunk(kind: LinkKind, sock: &UdpSocket, buf: &mut [u8; MAX_DATAGRAM]) -> Option<usize> {
+    let _ = sock.set_read_timeout(Some(POLL));
+    let mut len = sock.recv_from(buf).ok()?.0;
+    if kind == LinkKind::Main {
+        return Some(len);
+    }
+    let _ = sock.set_read_timeout(Some(GATHER_PAUSE));
+    let closes_frame = |chunk: &[u8]| chunk.len() > 1 && chunk.last() == Some(&DELIMITER);
+    while len < GATHER_MAX && !closes_frame(&buf[..len]) {
+        match sock.recv_from(&mut buf[len..]) {
+            Ok((n, _)) => len += n,
+            Err(_) => break,
+        }
+    }
+    Some(len)
+}
+
+/// Receives member `from`'s datagrams (gathered into chunks on a backup link) and queues a
+/// copy for every other member.
 fn receive(
+    kind: LinkKind,
     from: usize,
     sock: UdpSocket,
     state: &Mutex<HubState>,
@@ -446,9 +492,8 @@ fn receive(
 ) {
     let mut buf = [0u8; MAX_DATAGRAM];
     while !stop.load(Ordering::Relaxed) {
-        let len = match sock.recv_from(&mut buf) {
-            Ok((len, _)) => len,
-            Err(_) => continue,
+        let Some(len) = next_chunk(kind, &sock, &mut buf) else {
+            continue;
         };
         let now = Instant::now();
         let mut st = lock(state);

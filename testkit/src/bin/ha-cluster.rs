@@ -278,11 +278,47 @@ fn soak(o: &Opts) -> Result<(), String> {
             (f + d.stats.forwarded, l + d.stats.dropped_loss)
         });
     println!("soak: main link forwarded={fwd} dropped_by_loss={lost}");
+    for d in stats.iter().filter(|d| d.link == Link::Backup) {
+        println!(
+            "soak: backup link {}->{} forwarded={} dropped_queue={}",
+            d.from, d.to, d.stats.forwarded, d.stats.dropped_queue
+        );
+    }
+    for m in c.members() {
+        print_link_story(m.serial(), &m.log(c.elf())?);
+    }
     println!(
         "soak: profile={} minutes={} swaps={n}",
         o.profile, o.minutes
     );
     Ok(())
+}
+
+/// What a soak's reader needs to explain a swap: from one member's decoded firmware log, the
+/// link and role events with their uptime, and how many serial frames arrived damaged and how
+/// often a serial line stalled.
+fn print_link_story(serial: &str, log: &str) {
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    println!(
+        "soak: {serial}: damaged backup frames={} backup stalls={} host-link damaged={}",
+        count("backup link: damaged frame"),
+        count("backup link: stalled"),
+        count("host link: damaged frame")
+    );
+    for l in log.lines().filter(|l| {
+        [
+            "link_down",
+            "link_up",
+            "role_changed",
+            "stalled",
+            "probe",
+            "peer_lost",
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        println!("soak: {serial}: {l}");
+    }
 }
 
 /// Busy loops beside the cluster (`sh -c 'while :; do :; done'`), ended by their own pid.
