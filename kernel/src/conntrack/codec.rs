@@ -1,0 +1,468 @@
+//! [`CtEntry`] ⇄ ctnetlink message bytes, without I/O.
+//!
+//! The attributes `netlink-packet-netfilter` covers (tuples, status, TCP protocol info,
+//! timeout, mark) go through its types; the entry's zone (`CTA_ZONE`), which it leaves as an
+//! opaque attribute, is written and read here by hand (see [`zone_attr`], golden-bytes test).
+
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
+    Status, TCPFlags, Tuple,
+};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use super::{CtEntry, CtEvent, CtEventKind, CtTuple, TcpInfo, IPS_CONFIRMED, STATUS_SETTABLE};
+
+/// `CTA_ZONE`: the entry's zone, a big-endian u16 (`include/uapi/linux/netfilter/
+/// nfnetlink_conntrack.h`). Hand-written: `netlink-packet-netfilter` 0.4 has no variant for it.
+pub const CTA_ZONE: u16 = 18;
+/// `NLM_F_EXCL` on an event: together with `NLM_F_CREATE` it marks a new entry.
+const NLM_F_EXCL: u16 = 0x200;
+/// Netlink messages are aligned to 4 bytes.
+const NLMSG_ALIGN: usize = 4;
+/// Size of `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+
+/// Why bytes from the kernel could not be read as a conntrack message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    /// Not a valid netlink / ctnetlink message.
+    Malformed(String),
+    /// A conntrack message without the named mandatory part.
+    Missing(&'static str),
+    /// The kernel answered a request with this errno.
+    Kernel(i32),
+}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodecError::Malformed(s) => write!(f, "malformed ctnetlink message: {s}"),
+            CodecError::Missing(what) => write!(f, "conntrack message without {what}"),
+            CodecError::Kernel(e) => write!(
+                f,
+                "the kernel refused the request: {}",
+                std::io::Error::from_raw_os_error(-e)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// What one message from a ctnetlink socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// An event, or one entry of a dump (reported as [`CtEventKind::Update`] unless the kernel
+    /// flagged it as new).
+    Entry(CtEvent),
+    /// The acknowledgement of request `seq` (success).
+    Ack {
+        /// Sequence number of the request.
+        seq: u32,
+    },
+    /// The end of a dump.
+    Done,
+    /// Anything else (other subsystems, no-ops): ignored.
+    Other,
+}
+
+fn family(ip: &IpAddr) -> NetfilterProtoFamily {
+    match ip {
+        IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
+        IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
+    }
+}
+
+fn tuple_attrs(t: &CtTuple) -> Vec<Tuple> {
+    vec![
+        Tuple::Ip(vec![
+            IPTuple::SourceAddress(t.src),
+            IPTuple::DestinationAddress(t.dst),
+        ]),
+        Tuple::Proto(vec![
+            ProtoTuple::Protocol(Protocol::from(t.proto)),
+            ProtoTuple::SourcePort(t.src_port),
+            ProtoTuple::DestinationPort(t.dst_port),
+        ]),
+    ]
+}
+
+/// The `CTA_ZONE` attribute of `zone`: two bytes, big endian.
+pub fn zone_attr(zone: u16) -> DefaultNla {
+    DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec())
+}
+
+fn tcp_flags(flags: u8) -> Option<TCPFlags> {
+    // `TCPFlags` has no public constructor; it parses `struct nf_ct_tcp_flags {flags, mask}`.
+    // Mask 0xff: install exactly these flags.
+    TCPFlags::parse(&[flags, 0xff]).ok()
+}
+
+/// The attributes of `e` for a `IPCTNL_MSG_CT_NEW` request.
+fn entry_attrs(e: &CtEntry) -> Vec<ConntrackAttribute> {
+    let mut a = vec![
+        ConntrackAttribute::CtaTupleOrig(tuple_attrs(&e.orig)),
+        ConntrackAttribute::CtaTupleReply(tuple_attrs(&e.reply)),
+        // Only the bits a member may set, and "confirmed", which the kernel gives every entry
+        // it creates over ctnetlink and refuses to see changed (EBUSY without it).
+        ConntrackAttribute::CtaStatus(Status::from_bits_retain(
+            (e.status & STATUS_SETTABLE) | IPS_CONFIRMED,
+        )),
+        ConntrackAttribute::CtaTimeout(e.timeout_s),
+        ConntrackAttribute::CtaMark(e.mark),
+    ];
+    if let Some(t) = e.tcp {
+        let mut info = vec![
+            ProtoInfoTCP::State(t.state),
+            ProtoInfoTCP::OriginalWindowScale(t.wscale_orig),
+            ProtoInfoTCP::ReplyWindowScale(t.wscale_reply),
+        ];
+        info.extend(tcp_flags(t.flags_orig).map(ProtoInfoTCP::OriginalFlags));
+        info.extend(tcp_flags(t.flags_reply).map(ProtoInfoTCP::ReplyFlags));
+        a.push(ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(info)]));
+    }
+    if e.zone != 0 {
+        a.push(ConntrackAttribute::Other(zone_attr(e.zone)));
+    }
+    a
+}
+
+fn serialize(mut msg: NetlinkMessage<NetfilterMessage>) -> Vec<u8> {
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
+/// The request that creates `e` in the kernel's table, or updates it when an entry with the
+/// same original tuple exists (`NLM_F_CREATE` without `NLM_F_EXCL`); acknowledged.
+pub fn install_request(e: &CtEntry, seq: u32) -> Vec<u8> {
+    let mut h = NetlinkHeader::default();
+    h.flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
+    h.sequence_number = seq;
+    serialize(NetlinkMessage::new(
+        h,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(family(&e.orig.src), 0, 0),
+            ConntrackMessage::New(entry_attrs(e)),
+        )),
+    ))
+}
+
+/// The request that removes the entry of original tuple `orig` in `zone`; acknowledged.
+pub fn remove_request(orig: &CtTuple, zone: u16, seq: u32) -> Vec<u8> {
+    let mut h = NetlinkHeader::default();
+    h.flags = NLM_F_REQUEST | NLM_F_ACK;
+    h.sequence_number = seq;
+    let mut a = vec![ConntrackAttribute::CtaTupleOrig(tuple_attrs(orig))];
+    if zone != 0 {
+        a.push(ConntrackAttribute::Other(zone_attr(zone)));
+    }
+    serialize(NetlinkMessage::new(
+        h,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(family(&orig.src), 0, 0),
+            ConntrackMessage::Delete(a),
+        )),
+    ))
+}
+
+/// The request that dumps every IPv4 and IPv6 entry of the table.
+pub fn dump_request(seq: u32) -> Vec<u8> {
+    let mut h = NetlinkHeader::default();
+    h.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    h.sequence_number = seq;
+    serialize(NetlinkMessage::new(
+        h,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+            ConntrackMessage::Get(vec![]),
+        )),
+    ))
+}
+
+/// Splits what one `recv` returned into its netlink messages. A length that runs past the
+/// buffer or is shorter than a header ends the walk with an error (nothing is read past it).
+pub fn split(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], CodecError>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(at..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(len) = rest
+            .get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            at = buf.len();
+            return Some(Err(CodecError::Malformed("truncated header".into())));
+        };
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            at = buf.len();
+            return Some(Err(CodecError::Malformed(format!(
+                "message length {len} with {} bytes left",
+                rest.len()
+            ))));
+        }
+        at += len.div_ceil(NLMSG_ALIGN) * NLMSG_ALIGN;
+        Some(Ok(&rest[..len]))
+    })
+}
+
+fn tuple_of(parts: &[Tuple]) -> Result<CtTuple, CodecError> {
+    let (mut src, mut dst, mut proto) = (None, None, None);
+    let (mut src_port, mut dst_port) = (0, 0);
+    for p in parts {
+        match p {
+            Tuple::Ip(ips) => {
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst = Some(*a),
+                        _ => {}
+                    }
+                }
+            }
+            Tuple::Proto(ps) => {
+                for x in ps {
+                    match x {
+                        ProtoTuple::Protocol(p) => proto = Some(u8::from(*p)),
+                        ProtoTuple::SourcePort(n) => src_port = *n,
+                        ProtoTuple::DestinationPort(n) => dst_port = *n,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(CtTuple {
+        src: src.ok_or(CodecError::Missing("a source address"))?,
+        dst: dst.ok_or(CodecError::Missing("a destination address"))?,
+        proto: proto.ok_or(CodecError::Missing("a protocol number"))?,
+        src_port,
+        dst_port,
+    })
+}
+
+fn tcp_of(info: &[ProtoInfo]) -> Option<TcpInfo> {
+    info.iter().find_map(|i| match i {
+        ProtoInfo::TCP(parts) => {
+            let mut t = TcpInfo {
+                state: 0,
+                wscale_orig: 0,
+                wscale_reply: 0,
+                flags_orig: 0,
+                flags_reply: 0,
+            };
+            for p in parts {
+                match p {
+                    ProtoInfoTCP::State(s) => t.state = *s,
+                    ProtoInfoTCP::OriginalWindowScale(w) => t.wscale_orig = *w,
+                    ProtoInfoTCP::ReplyWindowScale(w) => t.wscale_reply = *w,
+                    ProtoInfoTCP::OriginalFlags(f) => t.flags_orig = f.flags,
+                    ProtoInfoTCP::ReplyFlags(f) => t.flags_reply = f.flags,
+                    _ => {}
+                }
+            }
+            Some(t)
+        }
+        _ => None,
+    })
+}
+
+fn zone_of(nla: &DefaultNla) -> Option<u16> {
+    if nla.kind() != CTA_ZONE || nla.value_len() != 2 {
+        return None;
+    }
+    let mut v = [0u8; 2];
+    nla.emit_value(&mut v);
+    Some(u16::from_be_bytes(v))
+}
+
+fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
+    let (mut orig, mut reply, mut tcp) = (None, None, None);
+    let (mut status, mut timeout_s, mut mark, mut zone) = (0, 0, 0, 0);
+    for a in attrs {
+        match a {
+            ConntrackAttribute::CtaTupleOrig(t) => orig = Some(tuple_of(t)?),
+            ConntrackAttribute::CtaTupleReply(t) => reply = Some(tuple_of(t)?),
+            ConntrackAttribute::CtaProtoInfo(i) => tcp = tcp_of(i),
+            ConntrackAttribute::CtaStatus(s) => status = s.bits(),
+            ConntrackAttribute::CtaTimeout(t) => timeout_s = *t,
+            ConntrackAttribute::CtaMark(m) => mark = *m,
+            ConntrackAttribute::Other(nla) => {
+                if let Some(z) = zone_of(nla) {
+                    zone = z;
+                }
+            }
+            _ => {}
+        }
+    }
+    let orig = orig.ok_or(CodecError::Missing("an original tuple"))?;
+    Ok(CtEntry {
+        orig,
+        reply: reply.unwrap_or_else(|| orig.inverse()),
+        status,
+        timeout_s,
+        mark,
+        zone,
+        tcp,
+    })
+}
+
+/// Reads one netlink message (as [`split`] returns them).
+pub fn decode(msg: &[u8]) -> Result<Decoded, CodecError> {
+    let m = NetlinkMessage::<NetfilterMessage>::deserialize(msg)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let flags = m.header.flags;
+    let seq = m.header.sequence_number;
+    match m.payload {
+        NetlinkPayload::Done(_) => Ok(Decoded::Done),
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(Decoded::Ack { seq }),
+            Some(code) => Err(CodecError::Kernel(code.get())),
+        },
+        NetlinkPayload::InnerMessage(nf) => match nf.inner {
+            netlink_packet_netfilter::NetfilterMessageInner::Conntrack(c) => match c {
+                ConntrackMessage::New(a) => {
+                    let kind = if flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 {
+                        CtEventKind::New
+                    } else {
+                        CtEventKind::Update
+                    };
+                    Ok(Decoded::Entry(CtEvent {
+                        kind,
+                        entry: entry_of(&a)?,
+                    }))
+                }
+                ConntrackMessage::Delete(a) => Ok(Decoded::Entry(CtEvent {
+                    kind: CtEventKind::Destroy,
+                    entry: entry_of(&a)?,
+                })),
+                _ => Ok(Decoded::Other),
+            },
+            _ => Ok(Decoded::Other),
+        },
+        _ => Ok(Decoded::Other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{IPS_ASSURED, IPS_SEEN_REPLY, TCP_ESTABLISHED};
+    use netlink_packet_core::Emitable;
+
+    fn entry() -> CtEntry {
+        let orig = CtTuple {
+            src: "10.1.0.10".parse().unwrap(),
+            dst: "10.2.0.20".parse().unwrap(),
+            proto: 6,
+            src_port: 40000,
+            dst_port: 80,
+        };
+        CtEntry {
+            orig,
+            reply: orig.inverse(),
+            status: IPS_SEEN_REPLY | IPS_ASSURED,
+            timeout_s: 300,
+            mark: 7,
+            zone: 3,
+            tcp: Some(TcpInfo {
+                state: TCP_ESTABLISHED,
+                wscale_orig: 7,
+                wscale_reply: 9,
+                flags_orig: 0x23,
+                flags_reply: 0x22,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_zone_attribute_is_type_18_and_two_big_endian_bytes() {
+        let a = zone_attr(0x0102);
+        let mut buf = vec![0u8; a.buffer_len()];
+        a.emit(&mut buf);
+        // nlattr: length 6 (native endian u16), type 18, value 01 02, padded to 8 bytes.
+        let mut want = Vec::new();
+        want.extend(6u16.to_ne_bytes());
+        want.extend(18u16.to_ne_bytes());
+        want.extend([0x01, 0x02, 0, 0]);
+        assert_eq!(buf, want);
+        assert_eq!(zone_of(&a), Some(0x0102));
+    }
+
+    #[test]
+    fn an_install_request_reads_back_as_the_same_entry() {
+        let e = entry();
+        let bytes = install_request(&e, 42);
+        let msgs: Vec<_> = split(&bytes).collect::<Result<_, _>>().unwrap();
+        assert_eq!(msgs.len(), 1);
+        // Type: subsystem 1 (ctnetlink) << 8 | IPCTNL_MSG_CT_NEW; flags request|ack|create.
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), 0x0100);
+        assert_eq!(
+            u16::from_ne_bytes([bytes[6], bytes[7]]),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+        );
+        // nfgenmsg: AF_INET, version 0, res_id 0.
+        assert_eq!(&bytes[16..20], &[2, 0, 0, 0]);
+        match decode(msgs[0]).unwrap() {
+            Decoded::Entry(ev) => {
+                assert_eq!(ev.kind, CtEventKind::New);
+                assert_eq!(
+                    ev.entry,
+                    CtEntry {
+                        status: e.status | IPS_CONFIRMED,
+                        ..e
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_bytes_are_errors_not_panics() {
+        let good = install_request(&entry(), 1);
+        for cut in 0..good.len() {
+            let part = &good[..cut];
+            for m in split(part).flatten() {
+                let _ = decode(m);
+            }
+        }
+        // A length field pointing past the end.
+        let mut bad = good.clone();
+        bad[0..4].copy_from_slice(&(good.len() as u32 + 8).to_ne_bytes());
+        assert!(matches!(
+            split(&bad).next(),
+            Some(Err(CodecError::Malformed(_)))
+        ));
+        // Garbage inside the attributes.
+        let mut junk = good.clone();
+        for b in junk.iter_mut().skip(20) {
+            *b = 0xff;
+        }
+        let _ = decode(&junk);
+    }
+
+    #[test]
+    fn a_kernel_error_is_reported_with_its_errno() {
+        // struct nlmsghdr (type NLMSG_ERROR = 2) + int error + the request's header.
+        let mut m = Vec::new();
+        m.extend(36u32.to_ne_bytes());
+        m.extend(2u16.to_ne_bytes());
+        m.extend(0u16.to_ne_bytes());
+        m.extend(5u32.to_ne_bytes());
+        m.extend(0u32.to_ne_bytes());
+        m.extend((-17i32).to_ne_bytes());
+        m.extend([0u8; 16]);
+        assert_eq!(decode(&m), Err(CodecError::Kernel(-17)));
+    }
+}

@@ -1,0 +1,112 @@
+//! The kernel's connection tracking entries as the daemon sees them, and their ctnetlink
+//! encoding.
+//!
+//! - [`CtEntry`]: one entry (both tuples, status, timeout, mark, zone, TCP tracking state), the
+//!   value a sync record will carry;
+//! - [`codec`]: entry ⇄ ctnetlink message bytes (pure, tested with golden bytes);
+//! - [`socket`]: the ctnetlink socket of one network namespace (events, dump, create).
+//!
+//! Not yet carried (issue 12, next steps): NAT attributes (`CTA_NAT_SRC`/`CTA_NAT_DST`),
+//! sequence adjustment, helpers and expectations, labels.
+
+pub mod codec;
+pub mod socket;
+
+use std::net::IpAddr;
+
+/// One direction of a connection as conntrack keys it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtTuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number (6 TCP, 17 UDP, ...).
+    pub proto: u8,
+    /// Source port (0 for protocols without ports).
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+}
+
+impl CtTuple {
+    /// The tuple of the other direction when no address is translated.
+    pub fn inverse(&self) -> CtTuple {
+        CtTuple {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
+    }
+}
+
+/// TCP tracking state of an entry: what strict tracking (`nf_conntrack_tcp_loose = 0`) needs
+/// to accept the connection's next segments on another member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpInfo {
+    /// Kernel TCP conntrack state (`TCP_CONNTRACK_*`: 3 is ESTABLISHED).
+    pub state: u8,
+    /// Window scale seen from the originator.
+    pub wscale_orig: u8,
+    /// Window scale seen from the responder.
+    pub wscale_reply: u8,
+    /// Tracking flags of the originator's direction (`IP_CT_TCP_FLAG_*`).
+    pub flags_orig: u8,
+    /// Tracking flags of the reply direction.
+    pub flags_reply: u8,
+}
+
+/// `TCP_CONNTRACK_ESTABLISHED`.
+pub const TCP_ESTABLISHED: u8 = 3;
+
+/// Status bits (`IPS_*`) a member may set on an entry it installs; the rest (confirmed,
+/// dying, template, NAT done, offload...) belong to the kernel.
+pub const STATUS_SETTABLE: u32 = IPS_SEEN_REPLY | IPS_ASSURED;
+/// `IPS_CONFIRMED`: the entry is in the table (set by the kernel on every entry created over
+/// ctnetlink; a request must carry it).
+pub const IPS_CONFIRMED: u32 = 1 << 3;
+/// `IPS_SEEN_REPLY`: traffic was seen both ways.
+pub const IPS_SEEN_REPLY: u32 = 1 << 1;
+/// `IPS_ASSURED`: the entry is not dropped early when the table fills.
+pub const IPS_ASSURED: u32 = 1 << 2;
+
+/// One connection tracking entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtEntry {
+    /// The originator's direction.
+    pub orig: CtTuple,
+    /// The reply direction (differs from `orig.inverse()` when addresses are translated).
+    pub reply: CtTuple,
+    /// Status bits (`IPS_*`).
+    pub status: u32,
+    /// Seconds until the entry expires.
+    pub timeout_s: u32,
+    /// Connection mark.
+    pub mark: u32,
+    /// Conntrack zone (0: the default zone).
+    pub zone: u16,
+    /// TCP tracking state (TCP entries only).
+    pub tcp: Option<TcpInfo>,
+}
+
+/// What a conntrack event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtEventKind {
+    /// A new entry (confirmed by the kernel, or created over ctnetlink).
+    New,
+    /// An entry changed (state, status, mark, timeout refresh...).
+    Update,
+    /// An entry was removed.
+    Destroy,
+}
+
+/// One message about an entry: an event, or one entry of a dump (reported as [`CtEventKind::New`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtEvent {
+    /// What happened.
+    pub kind: CtEventKind,
+    /// The entry as the kernel reported it.
+    pub entry: CtEntry,
+}

@@ -1,0 +1,223 @@
+//! The ctnetlink socket of the network namespace it was opened in: the I/O shell around
+//! [`super::codec`].
+//!
+//! Use one socket for events ([`Ctnetlink::subscribe`], [`Ctnetlink::recv_events`]) and another
+//! for requests ([`Ctnetlink::install`], [`Ctnetlink::remove`], [`Ctnetlink::dump`]): on a
+//! subscribed socket, events would interleave with the answers.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
+use super::codec::{self, CodecError, Decoded};
+use super::{CtEntry, CtEvent, CtTuple};
+
+/// `NFNLGRP_CONNTRACK_NEW`, `_UPDATE`, `_DESTROY`.
+const GROUPS: [u32; 3] = [1, 2, 3];
+/// Receive buffer for one `recv` (the kernel sends at most a page of messages per datagram,
+/// more with large pages).
+const RECV_BUF: usize = 64 * 1024;
+
+/// What went wrong on a ctnetlink socket.
+#[derive(Debug)]
+pub enum CtError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The kernel dropped events because the receive buffer was full: the caller must dump
+    /// the table and reconcile (only without `NETLINK_NO_ENOBUFS`).
+    Overrun,
+    /// A message could not be read, or the kernel refused a request.
+    Codec(CodecError),
+}
+
+impl std::fmt::Display for CtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtError::Io(e) => write!(f, "ctnetlink: {e}"),
+            CtError::Overrun => write!(f, "ctnetlink: events lost (receive buffer overrun)"),
+            CtError::Codec(e) => write!(f, "ctnetlink: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CtError {}
+
+impl From<io::Error> for CtError {
+    fn from(e: io::Error) -> Self {
+        if e.raw_os_error() == Some(libc_enobufs()) {
+            CtError::Overrun
+        } else {
+            CtError::Io(e)
+        }
+    }
+}
+
+impl From<CodecError> for CtError {
+    fn from(e: CodecError) -> Self {
+        CtError::Codec(e)
+    }
+}
+
+fn libc_enobufs() -> i32 {
+    nix::errno::Errno::ENOBUFS as i32
+}
+
+/// A ctnetlink socket.
+pub struct Ctnetlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Ctnetlink {
+    /// Opens a ctnetlink socket in the calling thread's network namespace.
+    pub fn open() -> Result<Ctnetlink, CtError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        Ok(Ctnetlink {
+            sock,
+            seq: 0,
+            buf: vec![0u8; RECV_BUF],
+        })
+    }
+
+    /// Subscribes to new, update and destroy events, with a receive buffer of `rcvbuf` bytes
+    /// (forced past `rmem_max` when the process may) and `NETLINK_BROADCAST_ERROR` (a failed
+    /// delivery is reported to the kernel, which then keeps and re-sends destroy events).
+    /// With `no_enobufs`, also `NETLINK_NO_ENOBUFS`; without it an overrun surfaces as
+    /// [`CtError::Overrun`], the signal to dump and reconcile.
+    pub fn subscribe(&mut self, rcvbuf: usize, no_enobufs: bool) -> Result<(), CtError> {
+        for g in GROUPS {
+            self.sock.add_membership(g)?;
+        }
+        self.sock.set_broadcast_error(true)?;
+        self.sock.set_no_enobufs(no_enobufs)?;
+        if setsockopt(&self.sock.as_fd(), sockopt::RcvBufForce, &rcvbuf).is_err() {
+            setsockopt(&self.sock.as_fd(), sockopt::RcvBuf, &rcvbuf).map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn set_timeout(&self, t: Duration) -> Result<(), CtError> {
+        let tv = TimeVal::new(
+            t.as_secs() as _,
+            t.subsec_micros().max(if t.is_zero() { 1 } else { 0 }) as _,
+        );
+        setsockopt(&self.sock.as_fd(), sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// Receives one datagram (waiting at most `wait`) and returns its messages decoded;
+    /// an empty list when nothing arrived in time.
+    fn recv_decoded(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Vec<Result<Decoded, CodecError>>, CtError> {
+        self.set_timeout(wait)?;
+        let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let n = n.min(self.buf.len());
+        Ok(codec::split(&self.buf[..n])
+            .map(|m| m.and_then(codec::decode))
+            .collect())
+    }
+
+    /// Appends the events that arrive within `wait` (one datagram's worth) to `out`; returns
+    /// how many messages could not be read (counted, skipped).
+    pub fn recv_events(
+        &mut self,
+        wait: Duration,
+        out: &mut Vec<CtEvent>,
+    ) -> Result<usize, CtError> {
+        let mut bad = 0;
+        for d in self.recv_decoded(wait)? {
+            match d {
+                Ok(Decoded::Entry(ev)) => out.push(ev),
+                Ok(_) => {}
+                Err(_) => bad += 1,
+            }
+        }
+        Ok(bad)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    /// Sends `req` (sequence `seq`) and waits up to 1 s for its acknowledgement.
+    fn request(&mut self, req: &[u8], seq: u32) -> Result<(), CtError> {
+        self.sock.send(req, 0)?;
+        for _ in 0..16 {
+            let got = self.recv_decoded(Duration::from_secs(1))?;
+            if got.is_empty() {
+                break;
+            }
+            for d in got {
+                match d? {
+                    Decoded::Ack { seq: s } if s == seq => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+        Err(CtError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no acknowledgement from the kernel",
+        )))
+    }
+
+    /// Creates `e` in the table, or updates the entry with the same original tuple.
+    pub fn install(&mut self, e: &CtEntry) -> Result<(), CtError> {
+        let seq = self.next_seq();
+        self.request(&codec::install_request(e, seq), seq)
+    }
+
+    /// Removes the entry of original tuple `orig` in `zone`.
+    pub fn remove(&mut self, orig: &CtTuple, zone: u16) -> Result<(), CtError> {
+        let seq = self.next_seq();
+        self.request(&codec::remove_request(orig, zone, seq), seq)
+    }
+
+    /// Every entry of the table (IPv4 and IPv6). Entries the codec cannot read are skipped and
+    /// counted in the second value.
+    pub fn dump(&mut self) -> Result<(Vec<CtEntry>, usize), CtError> {
+        let seq = self.next_seq();
+        self.sock.send(&codec::dump_request(seq), 0)?;
+        let (mut out, mut bad) = (Vec::new(), 0);
+        // Bounded: a dump of a million entries is a few thousand datagrams.
+        for _ in 0..1_000_000 {
+            let got = self.recv_decoded(Duration::from_secs(2))?;
+            if got.is_empty() {
+                return Err(CtError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "dump did not finish",
+                )));
+            }
+            for d in got {
+                match d {
+                    Ok(Decoded::Entry(ev)) => out.push(ev.entry),
+                    Ok(Decoded::Done) => return Ok((out, bad)),
+                    Ok(_) => {}
+                    Err(CodecError::Kernel(e)) => return Err(CodecError::Kernel(e).into()),
+                    Err(_) => bad += 1,
+                }
+            }
+        }
+        Err(CtError::Io(io::Error::other("dump too long")))
+    }
+}
