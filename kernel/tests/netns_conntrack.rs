@@ -28,6 +28,18 @@ impl Drop for Namespaces {
     }
 }
 
+/// Creates namespace `<tag><pid>-<name>` for each name; removed when the guard drops.
+fn namespaces(tag: &str, names: &[&str]) -> (Namespaces, Vec<String>) {
+    let p = format!("{tag}{}", std::process::id() % 100_000);
+    let all: Vec<String> = names.iter().map(|n| format!("{p}-{n}")).collect();
+    let guard = Namespaces(all.clone());
+    for n in &all {
+        let st = Command::new("ip").args(["netns", "add", n]).status();
+        assert!(st.is_ok_and(|s| s.success()), "ip netns add {n}");
+    }
+    (guard, all)
+}
+
 fn can_run() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
@@ -100,17 +112,12 @@ fn an_entry_travels_from_one_table_to_another_by_its_event() {
     if !can_run() {
         return;
     }
-    let p = format!("hakt{}", std::process::id() % 100_000);
-    let (na, nb) = (format!("{p}-a"), format!("{p}-b"));
-    let _ns = Namespaces(vec![na.clone(), nb.clone()]);
-    for n in [&na, &nb] {
-        let st = Command::new("ip").args(["netns", "add", n]).status();
-        assert!(st.is_ok_and(|s| s.success()), "ip netns add {n}");
-    }
-    let mut events = open_in(&na);
+    let (_ns, names) = namespaces("hakt", &["a", "b"]);
+    let (na, nb) = (&names[0], &names[1]);
+    let mut events = open_in(na);
     events.subscribe(1 << 20, false).expect("subscribe");
-    let mut active = open_in(&na);
-    let mut standby = open_in(&nb);
+    let mut active = open_in(na);
+    let mut standby = open_in(nb);
 
     let e = entry();
     active.install(&e).expect("create in the active's table");
@@ -203,14 +210,11 @@ fn an_event_overrun_loses_nothing_after_the_reconcile() {
     if !can_run() {
         return;
     }
-    let p = format!("hako{}", std::process::id() % 100_000);
-    let na = format!("{p}-a");
-    let _ns = Namespaces(vec![na.clone()]);
-    let st = Command::new("ip").args(["netns", "add", &na]).status();
-    assert!(st.is_ok_and(|s| s.success()), "ip netns add {na}");
-    let mut events = open_in(&na);
+    let (_ns, names) = namespaces("hako", &["a"]);
+    let na = &names[0];
+    let mut events = open_in(na);
     events.subscribe(4096, false).expect("subscribe");
-    let mut table = open_in(&na);
+    let mut table = open_in(na);
     let (mut mirror, mut peer) = (Mirror::new(), HashMap::new());
 
     // Each event takes a few KiB of the buffer: read them one by one before the burst.
@@ -268,4 +272,27 @@ fn an_event_overrun_loses_nothing_after_the_reconcile() {
         told.len(),
         kernel.len()
     );
+}
+
+/// A batch of 3,000 entries (many requests per send) with one the kernel refuses (a TCP state
+/// beyond the kernel's last): that one is reported by its index and errno, the 2,999 others
+/// are in the table.
+#[test]
+fn a_batch_installs_all_but_the_refused_entry_and_names_it() {
+    if !can_run() {
+        return;
+    }
+    let (_ns, names) = namespaces("hakb", &["a"]);
+    let na = &names[0];
+    let mut table = open_in(na);
+    let mut batch: Vec<CtEntry> = (0..3000).map(|i| udp(10_000 + i, 0)).collect();
+    let mut bad = entry();
+    bad.tcp = bad.tcp.map(|t| TcpInfo { state: 200, ..t });
+    batch[1234] = bad;
+    let refused = table.install_batch(&batch).expect("batch");
+    // ERANGE: the kernel's attribute policy bounds the TCP state.
+    assert_eq!(refused, vec![(1234, -34)], "entry 1234 only, ERANGE");
+    let (dump, _) = table.dump().expect("dump");
+    assert_eq!(dump.len(), 2999);
+    assert!(dump.iter().all(|e| e.orig != bad.orig));
 }

@@ -44,3 +44,11 @@ pub fn bench_sync(args: &[String]) -> Result {
 }
 
 mod sync_bench;
+
+/// `bench conntrack [--entries N]`: entries per second into the kernel's conntrack table,
+/// one request at a time and batched (see `conntrack_bench`).
+pub fn bench_conntrack(args: &[String]) -> Result {
+    conntrack_bench::run_bench(args)
+}
+
+mod conntrack_bench;

@@ -89,9 +89,10 @@ fn bench(args: &[String]) -> util::Result {
         Some("proto") => proto_tasks::bench(&args[1..]),
         Some("sync") => dataplane_tasks::bench_sync(&args[1..]),
         Some("failover") => firmware_tasks::bench_failover(&args[1..]),
+        Some("conntrack") => dataplane_tasks::bench_conntrack(&args[1..]),
         Some(other) => Err(format!(
-            "bench: unknown benchmark {other:?} (proto, sync, failover)"
+            "bench: unknown benchmark {other:?} (proto, sync, failover, conntrack)"
         )),
-        None => Err("bench: which one? proto, sync or failover".into()),
+        None => Err("bench: which one? proto, sync, failover or conntrack".into()),
     }
 }

@@ -66,6 +66,13 @@ pub enum Decoded {
         /// Sequence number of the request.
         seq: u32,
     },
+    /// The kernel refused request `seq` with `errno` (negative, as the kernel reports it).
+    Refused {
+        /// Sequence number of the request.
+        seq: u32,
+        /// The negative errno.
+        errno: i32,
+    },
     /// The end of a dump.
     Done,
     /// Anything else (other subsystems, no-ops): ignored.
@@ -327,7 +334,10 @@ pub fn decode(msg: &[u8]) -> Result<Decoded, CodecError> {
         NetlinkPayload::Done(_) => Ok(Decoded::Done),
         NetlinkPayload::Error(e) => match e.code {
             None => Ok(Decoded::Ack { seq }),
-            Some(code) => Err(CodecError::Kernel(code.get())),
+            Some(code) => Ok(Decoded::Refused {
+                seq,
+                errno: code.get(),
+            }),
         },
         NetlinkPayload::InnerMessage(nf) => match nf.inner {
             netlink_packet_netfilter::NetfilterMessageInner::Conntrack(c) => match c {
@@ -463,6 +473,6 @@ mod tests {
         m.extend(0u32.to_ne_bytes());
         m.extend((-17i32).to_ne_bytes());
         m.extend([0u8; 16]);
-        assert_eq!(decode(&m), Err(CodecError::Kernel(-17)));
+        assert_eq!(decode(&m), Ok(Decoded::Refused { seq: 5, errno: -17 }));
     }
 }

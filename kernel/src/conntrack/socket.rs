@@ -21,6 +21,8 @@ const GROUPS: [u32; 3] = [1, 2, 3];
 /// Receive buffer for one `recv` (the kernel sends at most a page of messages per datagram,
 /// more with large pages).
 const RECV_BUF: usize = 64 * 1024;
+/// Largest batch of requests sent at once by [`Ctnetlink::install_batch`], bytes.
+pub const BATCH_BYTES: usize = 32 * 1024;
 
 /// What went wrong on a ctnetlink socket.
 #[derive(Debug)]
@@ -156,7 +158,7 @@ impl Ctnetlink {
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq = self.seq.wrapping_add(1);
         self.seq
     }
 
@@ -171,6 +173,9 @@ impl Ctnetlink {
             for d in got {
                 match d? {
                     Decoded::Ack { seq: s } if s == seq => return Ok(()),
+                    Decoded::Refused { seq: s, errno } if s == seq => {
+                        return Err(CodecError::Kernel(errno).into())
+                    }
                     _ => {}
                 }
             }
@@ -185,6 +190,48 @@ impl Ctnetlink {
     pub fn install(&mut self, e: &CtEntry) -> Result<(), CtError> {
         let seq = self.next_seq();
         self.request(&codec::install_request(e, seq), seq)
+    }
+
+    /// Installs (or refreshes) every entry of `entries`, many requests per `send` (up to
+    /// [`BATCH_BYTES`] each), then reads their acknowledgements; returns the index and errno of
+    /// every entry the kernel refused (the others are in the table). Fewer system calls and
+    /// round trips than one [`Ctnetlink::install`] per entry.
+    pub fn install_batch(&mut self, entries: &[CtEntry]) -> Result<Vec<(usize, i32)>, CtError> {
+        let mut refused = Vec::new();
+        let mut at = 0;
+        while at < entries.len() {
+            let first_seq = self.seq.wrapping_add(1);
+            let mut buf = Vec::with_capacity(BATCH_BYTES + 512);
+            let start = at;
+            while at < entries.len() && buf.len() < BATCH_BYTES {
+                let seq = self.next_seq();
+                buf.extend(codec::install_request(&entries[at], seq));
+                at += 1;
+            }
+            self.sock.send(&buf, 0)?;
+            let mut pending = at - start;
+            while pending > 0 {
+                let got = self.recv_decoded(Duration::from_secs(1))?;
+                if got.is_empty() {
+                    return Err(CtError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "acknowledgements missing",
+                    )));
+                }
+                for d in got {
+                    let index = |seq: u32| start + seq.wrapping_sub(first_seq) as usize;
+                    match d {
+                        Ok(Decoded::Ack { seq }) if index(seq) < at => pending -= 1,
+                        Ok(Decoded::Refused { seq, errno }) if index(seq) < at => {
+                            pending -= 1;
+                            refused.push((index(seq), errno));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(refused)
     }
 
     /// Removes the entry of original tuple `orig` in `zone`.
@@ -212,8 +259,10 @@ impl Ctnetlink {
                 match d {
                     Ok(Decoded::Entry(ev)) => out.push(ev.entry),
                     Ok(Decoded::Done) => return Ok((out, bad)),
+                    Ok(Decoded::Refused { seq: s, errno }) if s == seq => {
+                        return Err(CodecError::Kernel(errno).into())
+                    }
                     Ok(_) => {}
-                    Err(CodecError::Kernel(e)) => return Err(CodecError::Kernel(e).into()),
                     Err(_) => bad += 1,
                 }
             }
