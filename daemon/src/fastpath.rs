@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use ha_kernel::address::arp_frame;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -654,33 +655,6 @@ fn ip_packet(
     let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
     repr.emit(&mut p, &caps());
     fill(p.payload_mut());
-    buf
-}
-
-fn arp_frame(
-    op: ArpOperation,
-    src_mac: Mac,
-    dst_mac: Mac,
-    sender_ip: Ipv4Addr,
-    target_mac: Mac,
-    target_ip: Ipv4Addr,
-) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: op,
-        source_hardware_addr: EthernetAddress(src_mac),
-        source_protocol_addr: sender_ip,
-        target_hardware_addr: EthernetAddress(target_mac),
-        target_protocol_addr: target_ip,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(src_mac),
-        dst_addr: EthernetAddress(dst_mac),
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut f);
-    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
     buf
 }
 
