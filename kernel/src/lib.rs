@@ -1,9 +1,11 @@
 //! The Linux kernel data path (issue 12). First part: the kernel's connection tracking table
 //! read and written over ctnetlink ([`conntrack`]): events from the active member's table,
 //! entries installed into the standby's; and the cluster addresses ([`address`]): moved with
-//! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements.
+//! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements; and the
+//! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]).
 
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod conntrack;
+pub mod guard;

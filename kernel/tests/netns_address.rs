@@ -7,50 +7,12 @@
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ha_kernel::address::{announce, garp_frame, unsolicited_na_frame, Addresses, Mac};
 
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {:?}", out);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but not root: the address namespace test cannot run"
-    );
-    eprintln!("not root: address namespace test not run");
-    false
-}
-
-/// Runs `f` on a thread that entered namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
+mod common;
+use common::{can_run, in_ns, ip, namespaces};
 
 /// A packet socket on interface `name` of the calling thread's namespace, receiving every
 /// frame, with a 200 ms receive timeout.
@@ -106,14 +68,11 @@ const MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
 
 #[test]
 fn addresses_move_and_are_announced_on_the_wire() {
-    if !can_run() {
+    if !can_run("address namespace", None) {
         return;
     }
-    let p = format!("haka{}", std::process::id() % 100_000);
-    let (na, nb) = (format!("{p}-a"), format!("{p}-b"));
-    let _ns = Namespaces(vec![na.clone(), nb.clone()]);
-    ip(&["netns", "add", &na]);
-    ip(&["netns", "add", &nb]);
+    let (_ns, names) = namespaces("haka", &["a", "b"]);
+    let (na, nb) = (names[0].clone(), names[1].clone());
     ip(&[
         "-n", &na, "link", "add", "x0", "type", "veth", "peer", "name", "y0", "netns", &nb,
     ]);

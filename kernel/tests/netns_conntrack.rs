@@ -5,12 +5,14 @@
 //! request the kernel refuses is an error, not a panic. Needs root: skipped with a message
 //! outside CI, a failure in CI (`CI=true`).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
 use ha_kernel::conntrack::codec::CodecError;
+
+mod common;
+use common::{can_run, in_ns, namespaces};
 use ha_kernel::conntrack::mirror::{Change, CtKey, Mirror};
 use ha_kernel::conntrack::socket::{CtError, Ctnetlink};
 use ha_kernel::conntrack::{
@@ -18,51 +20,9 @@ use ha_kernel::conntrack::{
     TCP_ESTABLISHED,
 };
 
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// Creates namespace `<tag><pid>-<name>` for each name; removed when the guard drops.
-fn namespaces(tag: &str, names: &[&str]) -> (Namespaces, Vec<String>) {
-    let p = format!("{tag}{}", std::process::id() % 100_000);
-    let all: Vec<String> = names.iter().map(|n| format!("{p}-{n}")).collect();
-    let guard = Namespaces(all.clone());
-    for n in &all {
-        let st = Command::new("ip").args(["netns", "add", n]).status();
-        assert!(st.is_ok_and(|s| s.success()), "ip netns add {n}");
-    }
-    (guard, all)
-}
-
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but not root: the ctnetlink namespace test cannot run"
-    );
-    eprintln!("not root: ctnetlink namespace test not run");
-    false
-}
-
-/// A ctnetlink socket opened inside namespace `ns` (a socket stays in the namespace it was
-/// created in, so only the opening thread enters it).
+/// A ctnetlink socket opened inside namespace `ns` (it stays there).
 fn open_in(ns: &str) -> Ctnetlink {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        Ctnetlink::open().expect("ctnetlink socket")
-    })
-    .join()
-    .expect("opening thread")
+    in_ns(ns, || Ctnetlink::open().expect("ctnetlink socket"))
 }
 
 fn entry() -> CtEntry {
@@ -109,7 +69,7 @@ fn wait_event(events: &mut Ctnetlink, kind: CtEventKind, orig: &CtTuple) -> CtEn
 
 #[test]
 fn an_entry_travels_from_one_table_to_another_by_its_event() {
-    if !can_run() {
+    if !can_run("ctnetlink namespace", None) {
         return;
     }
     let (_ns, names) = namespaces("hakt", &["a", "b"]);
@@ -207,7 +167,7 @@ fn apply(peer: &mut HashMap<CtKey, CtEntry>, changes: impl IntoIterator<Item = C
 /// equal to the kernel's: nothing lost, nothing stale.
 #[test]
 fn an_event_overrun_loses_nothing_after_the_reconcile() {
-    if !can_run() {
+    if !can_run("ctnetlink namespace", None) {
         return;
     }
     let (_ns, names) = namespaces("hako", &["a"]);
@@ -279,7 +239,7 @@ fn an_event_overrun_loses_nothing_after_the_reconcile() {
 /// are in the table.
 #[test]
 fn a_batch_installs_all_but_the_refused_entry_and_names_it() {
-    if !can_run() {
+    if !can_run("ctnetlink namespace", None) {
         return;
     }
     let (_ns, names) = namespaces("hakb", &["a"]);

@@ -10,6 +10,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("conntrackd", "conntrackd"),
     ("conntrack", "conntrack"),
+    ("nft", "nftables"),
 ];
 
 /// Adds the rustup target and installs missing Debian packages (when root).

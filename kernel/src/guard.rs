@@ -1,0 +1,131 @@
+//! The daemon's own nftables rules on the kernel path: a guard that drops new connections
+//! through a standby member, so traffic that reaches it before the takeover completes never
+//! creates fresh conntrack entries that would shadow the synced ones.
+//!
+//! The rules live in a table of their own (`inet ha_guard`, its forward chain at priority
+//! -150, before a site's usual filter at 0), so the site's ruleset is never touched. Each
+//! change is one nftables transaction (`nft -j -f -` applies the whole JSON batch or nothing):
+//! there is no moment without a guard while it is being replaced. The JSON is written here
+//! with `serde_json` against the documented `libnftables-json` schema, which keeps the rules
+//! readable in one place; `nft` itself does the applying.
+
+use std::io::{self, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+/// The guard's table (family `inet`: IPv4 and IPv6).
+pub const TABLE: &str = "ha_guard";
+/// Priority of the guard's forward chain: ahead of a site's filter chains (priority 0).
+pub const PRIORITY: i32 = -150;
+
+/// The transaction that sets the guard for a member that is standby (`true`: new connections
+/// through it are dropped, established and related traffic passes) or active (`false`:
+/// everything passes). Creates the table if absent and replaces its content.
+pub fn ruleset(standby: bool) -> Value {
+    let table = json!({"family": "inet", "name": TABLE});
+    let mut batch = vec![
+        json!({"add": {"table": table}}),
+        json!({"flush": {"table": table}}),
+        json!({"add": {"chain": {
+            "family": "inet", "table": TABLE, "name": "forward",
+            "type": "filter", "hook": "forward", "prio": PRIORITY, "policy": "accept"
+        }}}),
+    ];
+    // Always a rule that reads the connection state: it keeps the kernel tracking every
+    // connection in this namespace (tracking is switched on by the rules that use it), so an
+    // active member's connections have entries to sync even when the site's ruleset never
+    // looks at conntrack, and a member turned standby still knows them as established.
+    batch.push(json!({"add": {"rule": {
+        "family": "inet", "table": TABLE, "chain": "forward",
+        "comment": "ha: track every connection",
+        "expr": [
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                       "right": ["established", "related"]}},
+            {"counter": null}
+        ]
+    }}}));
+    if standby {
+        batch.push(json!({"add": {"rule": {
+            "family": "inet", "table": TABLE, "chain": "forward",
+            "comment": "ha: standby, no new connections",
+            "expr": [
+                {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+                {"counter": null},
+                {"drop": null}
+            ]
+        }}}));
+    }
+    json!({ "nftables": batch })
+}
+
+/// The transaction that removes the guard's table.
+pub fn removal() -> Value {
+    json!({"nftables": [{"delete": {"table": {"family": "inet", "name": TABLE}}}]})
+}
+
+/// Applies one transaction with `nft -j -f -` in the calling process's network namespace.
+pub fn apply(batch: &Value) -> io::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(batch.to_string().as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "nft refused the guard: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Sets the guard for a standby (`true`) or an active (`false`) member.
+pub fn set(standby: bool) -> io::Result<()> {
+    apply(&ruleset(standby))
+}
+
+/// Removes the guard (nothing to do when it is not there).
+pub fn remove() -> io::Result<()> {
+    match apply(&removal()) {
+        Err(e) if e.to_string().contains("No such file or directory") => Ok(()),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_drops_only_new_connections_in_its_own_table() {
+        let s = ruleset(true).to_string();
+        assert!(s.contains(r#""name":"ha_guard""#));
+        assert!(s.contains(r#""hook":"forward""#));
+        assert!(s.contains(r#""prio":-150"#));
+        assert!(s.contains(r#""right":"new""#));
+        assert!(s.contains(r#""drop":null"#));
+        let a = ruleset(false).to_string();
+        assert!(!a.contains("drop"), "an active member drops nothing: {a}");
+        assert!(
+            a.contains(r#""key":"state""#),
+            "the active guard keeps tracking on: {a}"
+        );
+        // Both replace the table's content in the same transaction that (re)creates it.
+        for r in [ruleset(true), ruleset(false)] {
+            let ops: Vec<String> = r["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_object().unwrap().keys().next().unwrap().clone())
+                .collect();
+            assert_eq!(&ops[..3], ["add", "flush", "add"]);
+        }
+    }
+}
