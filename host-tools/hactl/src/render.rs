@@ -2,6 +2,7 @@
 //! replies themselves).
 
 use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ha_mgmt_api::{
     BannerLevel, ClusterInfo, DiffReport, Event, FileStatus, Forced, ForwardingReport, LinkStatus,
@@ -58,7 +59,7 @@ pub fn info(i: &ClusterInfo, verbose: bool) -> String {
             links.join(" "),
             m.config_revision,
             sync_word(m.config_sync.state),
-            m.mode_since
+            since_s(m.mode_since)
         );
         if let Some(d) = &m.config_sync.detail {
             let _ = writeln!(s, "    config sync: {d}");
@@ -70,12 +71,12 @@ pub fn info(i: &ClusterInfo, verbose: bool) -> String {
             }
             let _ = writeln!(
                 s,
-                "    model {} boot {} last sync {}",
+                "    model {} booted {} last sync {}",
                 m.model,
-                m.boot_time,
+                since_s(m.boot_time),
                 m.config_sync
                     .last_sync
-                    .map(|t| t.to_string())
+                    .map(since_s)
                     .unwrap_or_else(|| "never".into())
             );
         }
@@ -106,8 +107,46 @@ pub fn mode(m: &ModeReport) -> String {
         m.serial,
         mode_word(m.mode),
         forced_word(m.forced),
-        m.since
+        since_s(m.since)
     )
+}
+
+/// A moment given in Unix milliseconds as an operator reads it: `2026-11-30 17:31:59.071 UTC`
+/// (`-` for 0, which the API uses for "unknown"). Epoch numbers stay in `--json`.
+pub fn date_ms(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let t = UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+/// A moment given in Unix seconds, with how long ago it was:
+/// `2026-11-30 17:31:59 UTC (4 min 05 s ago)`; `-` for 0 ("unknown").
+pub fn since_s(unix_s: u64) -> String {
+    since_s_at(unix_s, SystemTime::now())
+}
+
+/// [`since_s`] as seen at `now` (a clock behind the reporter's gives `in ...`).
+pub fn since_s_at(unix_s: u64, now: SystemTime) -> String {
+    if unix_s == 0 {
+        return "-".into();
+    }
+    let t = UNIX_EPOCH + Duration::from_secs(unix_s);
+    let date = humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC");
+    match now.duration_since(t) {
+        Ok(d) => format!("{date} ({} ago)", duration_ms(d.as_millis() as u64)),
+        Err(e) => format!(
+            "{date} (in {})",
+            duration_ms(e.duration().as_millis() as u64)
+        ),
+    }
 }
 
 /// A duration as an operator reads it: `850 ms`, `12.3 s`, `4 min 05 s`, `2 h 03 min`,
@@ -143,7 +182,7 @@ pub fn forwarding(f: &ForwardingReport) -> String {
 pub fn event(e: &Event) -> String {
     format!(
         "{} {:<16} {:<16} {}\n",
-        e.time_ms,
+        date_ms(e.time_ms),
         word(&e.kind),
         e.member.as_deref().unwrap_or("-"),
         e.detail
@@ -177,8 +216,13 @@ pub fn progress(p: &Progress) -> String {
 /// `hactl sync`.
 pub fn sync(r: &SyncReport) -> String {
     format!(
-        "{} now runs revision {}: {} of {} files sent ({} bytes) in {} ms\n",
-        r.peer, r.revision, r.files_sent, r.files_total, r.bytes_sent, r.elapsed_ms
+        "{} now runs revision {}: {} of {} files sent ({} bytes) in {}\n",
+        r.peer,
+        r.revision,
+        r.files_sent,
+        r.files_total,
+        r.bytes_sent,
+        duration_ms(r.elapsed_ms)
     )
 }
 
@@ -338,5 +382,21 @@ mod tests {
             forwarding(&f),
             "SN-A forwarding: passive for 2.5 s (3 role changes since the daemon started 11.5 s ago); controller: silent (the data path stays passive)\n"
         );
+    }
+
+    #[test]
+    fn moments_are_dates_and_ages_not_epoch_numbers() {
+        // 2026-11-30 17:31:59 UTC.
+        let t = 1_796_059_919;
+        let now = UNIX_EPOCH + Duration::from_secs(t + 245);
+        assert_eq!(
+            since_s_at(t, now),
+            "2026-11-30 17:31:59 UTC (4 min 05 s ago)"
+        );
+        let before = UNIX_EPOCH + Duration::from_secs(t - 2);
+        assert_eq!(since_s_at(t, before), "2026-11-30 17:31:59 UTC (in 2.0 s)");
+        assert_eq!(since_s_at(0, now), "-");
+        assert_eq!(date_ms(t * 1000 + 71), "2026-11-30 17:31:59.071 UTC");
+        assert_eq!(date_ms(0), "-");
     }
 }
