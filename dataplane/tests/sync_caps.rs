@@ -8,8 +8,8 @@ use common::*;
 use ha_dataplane::sync::REFUSAL_EVENT_EVERY_MS;
 use ha_dataplane::tables::{
     CertEntry, CertStatus, ConnEntry, ExpectKey, Expectation, GatewayStatus, Helper, HostEntry,
-    Limits, Refused, TableKind, UserEntry, ZoneAddr, LOCAL_GEN, MAX_CERTS, MAX_CERT_SERIAL_LEN,
-    MAX_USER_GROUPS,
+    KConn, KConnKey, KTcp, KTuple, Limits, Refused, TableKind, UserEntry, ZoneAddr, LOCAL_GEN,
+    MAX_CERTS, MAX_CERT_SERIAL_LEN, MAX_USER_GROUPS,
 };
 
 /// A (active, default caps) and B (passive, every table capped at `cap`), met.
@@ -119,6 +119,36 @@ fn make(a: &mut Node, kind: TableKind, i: u32, v: u8, now: Millis) {
             };
             t.insert_ike(k, e);
             ItemKey::Ike(k)
+        }
+        TableKind::KernelConns => {
+            let orig = KTuple {
+                src: addr(i),
+                dst: server(),
+                proto: proto::TCP,
+                src_port: 40_000,
+                dst_port: 443,
+            };
+            let k = KConnKey { orig, zone: 0 };
+            let e = KConn {
+                reply: KTuple {
+                    src: server(),
+                    dst: addr(i),
+                    proto: proto::TCP,
+                    src_port: 443,
+                    dst_port: 40_000,
+                },
+                status: 6,
+                mark: u32::from(v),
+                tcp: Some(KTcp {
+                    state: 3,
+                    wscale: [7, 7],
+                    flags: [0x23, 0x23],
+                }),
+                expires: now + 3_600_000,
+                gen: LOCAL_GEN,
+            };
+            t.upsert_kernel_conn(k, e);
+            ItemKey::KernelConn(k)
         }
     };
     a.e.changed(k);

@@ -3,8 +3,8 @@
 //! back into times of this member's clock).
 
 use crate::tables::{
-    CertEntry, ConnEntry, ConnKey, Expectation, GatewayStatus, HostEntry, IkeSa, ItemKey, Millis,
-    SyncedItem, Tables, UserEntry,
+    CertEntry, ConnEntry, ConnKey, Expectation, GatewayStatus, HostEntry, IkeSa, ItemKey, KConn,
+    Millis, SyncedItem, Tables, UserEntry,
 };
 
 use super::wire::{BulkBegin, Record};
@@ -62,6 +62,17 @@ pub fn item_record(t: &Tables, key: &ItemKey, now: Millis, bulk: bool) -> Option
                 s.esp_seq_in,
             ),
             None => Record::DelIke(*k),
+        },
+        ItemKey::KernelConn(k) => match t.kernel_conns().get(k) {
+            Some(e) => Record::KernelConn {
+                key: *k,
+                reply: e.reply,
+                status: e.status,
+                mark: e.mark,
+                tcp: e.tcp,
+                left: left(e.expires),
+            },
+            None => Record::DelKernelConn(*k),
         },
     };
     if bulk && r.is_removal() {
@@ -158,6 +169,24 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
                 gen: 0,
             },
         ),
+        Record::KernelConn {
+            key,
+            reply,
+            status,
+            mark,
+            tcp,
+            left,
+        } => SyncedItem::KernelConn(
+            key,
+            KConn {
+                reply,
+                status,
+                mark,
+                tcp,
+                expires: ahead(left),
+                gen: 0,
+            },
+        ),
         Record::DelConn(k) => return Change::Remove(ItemKey::Conn(k)),
         Record::DelHost(k) => return Change::Remove(ItemKey::Host(k)),
         Record::DelUser(k) => return Change::Remove(ItemKey::User(k)),
@@ -165,6 +194,7 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
         Record::DelGateway(k) => return Change::Remove(ItemKey::Gateway(k)),
         Record::DelCert(k) => return Change::Remove(ItemKey::Cert(k)),
         Record::DelIke(k) => return Change::Remove(ItemKey::Ike(k)),
+        Record::DelKernelConn(k) => return Change::Remove(ItemKey::KernelConn(k)),
         Record::BulkBegin(b) => return Change::BulkBegin(b),
         Record::BulkEnd { id, .. } => return Change::BulkEnd { id },
     };

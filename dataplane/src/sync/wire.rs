@@ -28,7 +28,9 @@ use ha_proto::endpoint::{Admit, Receiver, Reject};
 use ha_proto::frame::{Header, MAX_BODY_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::tables::{CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, ZoneAddr};
+use crate::tables::{
+    CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, KConnKey, KTcp, KTuple, ZoneAddr,
+};
 
 /// One state-sync message (the body of one frame).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +270,24 @@ pub enum Record {
         /// Items sent.
         sent: u64,
     },
+    /// Kernel conntrack entry created or changed (the kernel data path). After the bulk
+    /// variants so that older variants keep their encoding.
+    KernelConn {
+        /// Identity (original direction and zone).
+        key: KConnKey,
+        /// Reply direction.
+        reply: KTuple,
+        /// Status bits.
+        status: u32,
+        /// Mark.
+        mark: u32,
+        /// TCP tracking state.
+        tcp: Option<KTcp>,
+        /// Milliseconds until the kernel would expire it.
+        left: u64,
+    },
+    /// Kernel conntrack entry removed.
+    DelKernelConn(KConnKey),
 }
 
 /// The head of a bulk synchronization ([`Record::BulkBegin`]), also what the receiver's
@@ -301,6 +321,7 @@ impl Record {
                 | Record::DelGateway(_)
                 | Record::DelCert(_)
                 | Record::DelIke(_)
+                | Record::DelKernelConn(_)
         )
     }
 }

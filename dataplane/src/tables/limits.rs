@@ -14,6 +14,8 @@
 /// [`Limits::conns`] to the active's own limit when it differs: a passive that holds fewer
 /// connections than its active cannot take all of them over.
 pub const MAX_CONNS: usize = 2_000_000;
+/// Kernel conntrack entries (the kernel data path): as many as connections.
+pub const MAX_KERNEL_CONNS: usize = MAX_CONNS;
 /// Hosts (address → Ethernet address): a /16 of neighbours, far above what a segment holds
 /// (Linux's neighbour table stops at `gc_thresh3`, 1,024 by default).
 pub const MAX_HOSTS: usize = 65_536;
@@ -57,11 +59,13 @@ pub enum TableKind {
     Certs,
     /// IKEv2 SAs.
     Ike,
+    /// Kernel conntrack entries.
+    KernelConns,
 }
 
 impl TableKind {
     /// Number of kinds (size of a counter array).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Every kind, in counter order.
     pub const ALL: [TableKind; Self::COUNT] = [
         TableKind::Conns,
@@ -71,6 +75,7 @@ impl TableKind {
         TableKind::Gateways,
         TableKind::Certs,
         TableKind::Ike,
+        TableKind::KernelConns,
     ];
 
     /// Position in a counter array.
@@ -88,6 +93,7 @@ impl TableKind {
             TableKind::Gateways => "gateways",
             TableKind::Certs => "certificates",
             TableKind::Ike => "ike_sas",
+            TableKind::KernelConns => "kernel_connections",
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct Limits {
     pub certs: usize,
     /// IKE SAs ([`MAX_IKE_SAS`]).
     pub ike: usize,
+    /// Kernel conntrack entries ([`MAX_KERNEL_CONNS`]).
+    pub kernel_conns: usize,
 }
 
 impl Default for Limits {
@@ -127,6 +135,7 @@ impl Default for Limits {
             gateways: MAX_GATEWAYS,
             certs: MAX_CERTS,
             ike: MAX_IKE_SAS,
+            kernel_conns: MAX_KERNEL_CONNS,
         }
     }
 }
@@ -142,6 +151,7 @@ impl Limits {
             TableKind::Gateways => self.gateways,
             TableKind::Certs => self.certs,
             TableKind::Ike => self.ike,
+            TableKind::KernelConns => self.kernel_conns,
         }
     }
 
@@ -155,6 +165,7 @@ impl Limits {
             gateways: n,
             certs: n,
             ike: n,
+            kernel_conns: n,
         }
     }
 }

@@ -31,7 +31,8 @@ mod types;
 
 pub use limits::{
     Limits, Refused, TableKind, MAX_CERTS, MAX_CERT_SERIAL_LEN, MAX_CONNS, MAX_EXPECTS,
-    MAX_GATEWAYS, MAX_HOSTS, MAX_IKE_SAS, MAX_NAME_LEN, MAX_USERS, MAX_USER_GROUPS,
+    MAX_GATEWAYS, MAX_HOSTS, MAX_IKE_SAS, MAX_KERNEL_CONNS, MAX_NAME_LEN, MAX_USERS,
+    MAX_USER_GROUPS,
 };
 pub use synced::{ItemKey, SyncedItem};
 pub use types::*;
@@ -53,6 +54,8 @@ pub struct Tables {
     /// Certificate serials (DER integer bytes).
     certs: HashMap<Vec<u8>, CertEntry>,
     ike: HashMap<IkeKey, IkeSa>,
+    /// Kernel conntrack entries (the kernel data path).
+    kconns: HashMap<KConnKey, KConn>,
     /// Caps of what the peer installs.
     limits: Limits,
     /// Current receive generation (records from the peer are installed under it).
@@ -294,6 +297,23 @@ impl Tables {
     /// Records a gateway's status seen here.
     pub fn insert_gateway(&mut self, key: ZoneAddr, e: GatewayStatus) {
         self.gateways.insert(key, e);
+    }
+
+    /// Kernel conntrack entries (the kernel data path).
+    pub fn kernel_conns(&self) -> &HashMap<KConnKey, KConn> {
+        &self.kconns
+    }
+
+    /// Records one of this member's kernel conntrack entries (its kernel reported it); the
+    /// caller tells the packet path it changed so the peer hears of it.
+    pub fn upsert_kernel_conn(&mut self, key: KConnKey, mut e: KConn) {
+        e.gen = LOCAL_GEN;
+        self.kconns.insert(key, e);
+    }
+
+    /// Forgets one of this member's kernel conntrack entries (its kernel destroyed it).
+    pub fn remove_kernel_conn(&mut self, key: &KConnKey) -> Option<KConn> {
+        self.kconns.remove(key)
     }
 
     /// Certificate serials (DER integer bytes).

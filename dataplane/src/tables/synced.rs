@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 use super::limits::{Refused, TableKind, MAX_CERT_SERIAL_LEN, MAX_NAME_LEN, MAX_USER_GROUPS};
 use super::{
     CertEntry, ConnEntry, ConnKey, ExpectKey, Expectation, GatewayStatus, HostEntry, IkeKey, IkeSa,
-    Tables, UserEntry, ZoneAddr, LOCAL_GEN,
+    KConn, KConnKey, Tables, UserEntry, ZoneAddr, LOCAL_GEN,
 };
 
 /// An item of any table, by key.
@@ -29,6 +29,8 @@ pub enum ItemKey {
     Cert(Vec<u8>),
     /// An IKE SA.
     Ike(IkeKey),
+    /// A kernel conntrack entry.
+    KernelConn(KConnKey),
 }
 
 impl ItemKey {
@@ -42,6 +44,7 @@ impl ItemKey {
             ItemKey::Gateway(_) => TableKind::Gateways,
             ItemKey::Cert(_) => TableKind::Certs,
             ItemKey::Ike(_) => TableKind::Ike,
+            ItemKey::KernelConn(_) => TableKind::KernelConns,
         }
     }
 }
@@ -64,6 +67,8 @@ pub enum SyncedItem {
     Cert(Vec<u8>, CertEntry),
     /// An IKE SA.
     Ike(IkeKey, IkeSa),
+    /// A kernel conntrack entry.
+    KernelConn(KConnKey, KConn),
 }
 
 impl SyncedItem {
@@ -77,6 +82,7 @@ impl SyncedItem {
             SyncedItem::Gateway(..) => TableKind::Gateways,
             SyncedItem::Cert(..) => TableKind::Certs,
             SyncedItem::Ike(..) => TableKind::Ike,
+            SyncedItem::KernelConn(..) => TableKind::KernelConns,
         }
     }
 }
@@ -164,6 +170,10 @@ impl Tables {
                 e.gen = gen;
                 upsert_capped(&mut self.ike, k, e, cap, kind)
             }
+            SyncedItem::KernelConn(k, mut e) => {
+                e.gen = gen;
+                upsert_capped(&mut self.kconns, k, e, cap, kind)
+            }
         }
     }
 
@@ -177,6 +187,7 @@ impl Tables {
             ItemKey::Gateway(k) => self.gateways.remove(k).is_some(),
             ItemKey::Cert(k) => self.certs.remove(k).is_some(),
             ItemKey::Ike(k) => self.ike.remove(k).is_some(),
+            ItemKey::KernelConn(k) => self.kconns.remove(k).is_some(),
         }
     }
 
@@ -190,6 +201,7 @@ impl Tables {
             TableKind::Gateways => self.gateways.len(),
             TableKind::Certs => self.certs.len(),
             TableKind::Ike => self.ike.len(),
+            TableKind::KernelConns => self.kconns.len(),
         }
     }
 
@@ -212,6 +224,8 @@ impl Tables {
     pub fn drop_stale_synced(&mut self, gen: u32) -> usize {
         let before = self.total_items();
         self.conns.retain(|_, e| e.gen >= gen);
+        // Kernel entries like connections: a passive's own are leftovers of an earlier spell.
+        self.kconns.retain(|_, e| e.gen >= gen);
         let keep = |g: u32| g == LOCAL_GEN || g >= gen;
         self.hosts.retain(|_, e| keep(e.gen));
         self.users.retain(|_, e| keep(e.gen));
@@ -262,6 +276,12 @@ impl Tables {
                 .iter()
                 .filter(|(_, e)| live(e.gen))
                 .map(|(k, _)| ItemKey::Ike(*k)),
+        );
+        others.extend(
+            self.kconns
+                .iter()
+                .filter(|(_, e)| live(e.gen))
+                .map(|(k, _)| ItemKey::KernelConn(*k)),
         );
         (self.live_conn_keys(), others)
     }

@@ -388,3 +388,58 @@ pub struct ZoneAddr {
     /// Address.
     pub addr: IpAddr,
 }
+
+/// One direction of a kernel conntrack entry (the kernel data path): addresses, protocol and
+/// ports as the kernel keys them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KTuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port (0 without ports).
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+}
+
+/// Identity of a kernel conntrack entry: its original direction and zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KConnKey {
+    /// The originator's direction.
+    pub orig: KTuple,
+    /// Conntrack zone.
+    pub zone: u16,
+}
+
+/// TCP tracking state of a kernel entry, `[originator, responder]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KTcp {
+    /// Kernel TCP conntrack state (3: established).
+    pub state: u8,
+    /// Window scales.
+    pub wscale: [u8; 2],
+    /// Tracking flags (`IP_CT_TCP_FLAG_*`).
+    pub flags: [u8; 2],
+}
+
+/// A kernel conntrack entry as the state sync carries it: what the standby's kernel needs to
+/// accept the connection's next packets (its reply direction carries any address
+/// translation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KConn {
+    /// The reply direction.
+    pub reply: KTuple,
+    /// Status bits (`IPS_*`) a member may set.
+    pub status: u32,
+    /// Connection mark.
+    pub mark: u32,
+    /// TCP tracking state (TCP only).
+    pub tcp: Option<KTcp>,
+    /// When the kernel would expire it (this member's clock).
+    pub expires: Millis,
+    /// Generation (see the module documentation); [`LOCAL_GEN`] for this member's own.
+    pub gen: u32,
+}

@@ -5,12 +5,14 @@
 //!   value a sync record will carry;
 //! - [`codec`]: entry ⇄ ctnetlink message bytes (pure, tested with golden bytes);
 //! - [`socket`]: the ctnetlink socket of one network namespace (events, dump, create);
-//! - [`mirror`]: what the peer has been told, and the catch-up after lost events (sans-IO).
+//! - [`mirror`]: what the peer has been told, and the catch-up after lost events (sans-IO);
+//! - [`item`]: entry ⇄ the state sync's kernel-connection item.
 //!
 //! Not yet carried (issue 12, next steps): NAT attributes (`CTA_NAT_SRC`/`CTA_NAT_DST`),
 //! sequence adjustment, helpers and expectations, labels.
 
 pub mod codec;
+pub mod item;
 pub mod mirror;
 pub mod socket;
 

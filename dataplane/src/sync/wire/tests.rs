@@ -177,3 +177,62 @@ fn only_a_hello_is_admitted_unbound() {
         }
     }
 }
+
+/// The kernel data path's records (variants 16 and 17, after the bulk ones so that older
+/// variants keep their bytes).
+#[test]
+fn kernel_conntrack_records_against_golden_bytes() {
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let orig = KTuple {
+        src: v4(10, 0, 0, 1),
+        dst: v4(192, 0, 2, 1),
+        proto: 6,
+        src_port: 40_000,
+        dst_port: 443,
+    };
+    let reply = KTuple {
+        src: v4(192, 0, 2, 1),
+        dst: v4(198, 51, 100, 7),
+        proto: 6,
+        src_port: 443,
+        dst_port: 61_000,
+    };
+    let key = KConnKey { orig, zone: 3 };
+    // orig: V4 10.0.0.1, V4 192.0.2.1, 6, 40000 (c0 b8 02), 443 (bb 03); zone 3.
+    let key_bytes = [
+        0x00, 0x0a, 0x00, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x02, 0x01, 0x06, 0xc0, 0xb8, 0x02, 0xbb,
+        0x03, 0x03,
+    ];
+    let del = Record::DelKernelConn(key);
+    let mut want = vec![0x11];
+    want.extend(key_bytes);
+    assert_eq!(postcard::to_allocvec(&del).unwrap(), want);
+
+    let upd = Record::KernelConn {
+        key,
+        reply,
+        status: 6,
+        mark: 300,
+        tcp: Some(KTcp {
+            state: 3,
+            wscale: [7, 9],
+            flags: [0x23, 0x21],
+        }),
+        left: 1_000,
+    };
+    let mut want = vec![0x10];
+    want.extend(key_bytes);
+    // reply: V4 192.0.2.1, V4 198.51.100.7 (masqueraded), 6, 443, 61000 (c8 dc 03).
+    want.extend([
+        0x00, 0xc0, 0x00, 0x02, 0x01, 0x00, 0xc6, 0x33, 0x64, 0x07, 0x06, 0xbb, 0x03, 0xc8, 0xdc,
+        0x03,
+    ]);
+    // status 6, mark 300 (ac 02), Some(tcp: 3, [7, 9], [0x23, 0x21]), left 1000 (e8 07).
+    want.extend([
+        0x06, 0xac, 0x02, 0x01, 0x03, 0x07, 0x09, 0x23, 0x21, 0xe8, 0x07,
+    ]);
+    assert_eq!(postcard::to_allocvec(&upd).unwrap(), want);
+    assert_eq!(upd.buffer_len(), want.len());
+    assert!(del.is_removal() && !upd.is_removal());
+    assert_eq!(postcard::from_bytes::<Record>(&want).unwrap(), upd);
+}

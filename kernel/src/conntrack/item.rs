@@ -1,0 +1,116 @@
+//! A conntrack entry ⇄ the state sync's kernel-connection item (`ha_dataplane`'s
+//! [`KConnKey`]/[`KConn`]), so the existing sync engine carries kernel entries: acknowledged,
+//! retransmitted, in bulk on join, sealed with the state-sync key. Times become this member's
+//! clock ([`Millis`]) on the way in and seconds left on the way out.
+
+use ha_dataplane::tables::{KConn, KConnKey, KTcp, KTuple, Millis, LOCAL_GEN};
+
+use super::{CtEntry, CtTuple, TcpInfo};
+
+fn ktuple(t: &CtTuple) -> KTuple {
+    KTuple {
+        src: t.src,
+        dst: t.dst,
+        proto: t.proto,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+    }
+}
+
+fn cttuple(t: &KTuple) -> CtTuple {
+    CtTuple {
+        src: t.src,
+        dst: t.dst,
+        proto: t.proto,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+    }
+}
+
+/// The sync item's key of the entry with original direction `orig` in `zone`.
+pub fn key_of(orig: &CtTuple, zone: u16) -> KConnKey {
+    KConnKey {
+        orig: ktuple(orig),
+        zone,
+    }
+}
+
+/// The sync item of `e`, seen at `now` (its timeout becomes an expiry time).
+pub fn to_item(e: &CtEntry, now: Millis) -> (KConnKey, KConn) {
+    (
+        key_of(&e.orig, e.zone),
+        KConn {
+            reply: ktuple(&e.reply),
+            status: e.status,
+            mark: e.mark,
+            tcp: e.tcp.map(|t| KTcp {
+                state: t.state,
+                wscale: [t.wscale_orig, t.wscale_reply],
+                flags: [t.flags_orig, t.flags_reply],
+            }),
+            expires: now.saturating_add(u64::from(e.timeout_s) * 1000),
+            gen: LOCAL_GEN,
+        },
+    )
+}
+
+/// The entry to install for a synced item at `now`: the seconds it has left, at least one
+/// (an entry about to expire still gets its connection's next packet through).
+pub fn from_item(k: &KConnKey, v: &KConn, now: Millis) -> CtEntry {
+    let left_s = v.expires.saturating_sub(now).div_ceil(1000).max(1);
+    CtEntry {
+        orig: cttuple(&k.orig),
+        reply: cttuple(&v.reply),
+        status: v.status,
+        timeout_s: u32::try_from(left_s).unwrap_or(u32::MAX),
+        mark: v.mark,
+        zone: k.zone,
+        tcp: v.tcp.map(|t| TcpInfo {
+            state: t.state,
+            wscale_orig: t.wscale[0],
+            wscale_reply: t.wscale[1],
+            flags_orig: t.flags[0],
+            flags_reply: t.flags[1],
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_survives_the_round_trip_with_its_time_left() {
+        let orig = CtTuple {
+            src: "10.1.0.10".parse().unwrap(),
+            dst: "10.2.0.20".parse().unwrap(),
+            proto: 6,
+            src_port: 40_000,
+            dst_port: 80,
+        };
+        let e = CtEntry {
+            orig,
+            reply: CtTuple {
+                dst: "198.51.100.7".parse().unwrap(),
+                ..orig.inverse()
+            },
+            status: 6,
+            timeout_s: 300,
+            mark: 9,
+            zone: 2,
+            tcp: Some(TcpInfo {
+                state: 3,
+                wscale_orig: 7,
+                wscale_reply: 9,
+                flags_orig: 0x23,
+                flags_reply: 0x21,
+            }),
+        };
+        let (k, v) = to_item(&e, 5_000);
+        assert_eq!(from_item(&k, &v, 5_000), e);
+        // 100.5 s later on the receiver's clock: 200 s left (rounded up).
+        assert_eq!(from_item(&k, &v, 105_500).timeout_s, 200);
+        // Past its expiry it still gets one second.
+        assert_eq!(from_item(&k, &v, 999_999).timeout_s, 1);
+    }
+}
