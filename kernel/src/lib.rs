@@ -2,10 +2,12 @@
 //! read and written over ctnetlink ([`conntrack`]): events from the active member's table,
 //! entries installed into the standby's; and the cluster addresses ([`address`]): moved with
 //! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements; and the
-//! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]).
+//! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]);
+//! [`path`] holds the decisions that tie them together (sans-IO).
 
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod conntrack;
 pub mod guard;
+pub mod path;

@@ -1,21 +1,20 @@
 //! The kernel data path end to end without the daemon: entries created in one namespace's
 //! conntrack table (the active member's kernel) reach another namespace's table (the
-//! standby's kernel) through the real pieces: ctnetlink events, the mirror, the dataplane's
-//! tables and state-sync engine (sealed datagrams between two engines), and a batched install
-//! on the standby. Afterwards the two kernel tables hold the same entries; removals follow.
+//! standby's kernel) through the real pieces: ctnetlink events, the active's kernel path
+//! (mirror → tables → keys for the sync), two state-sync engines exchanging sealed datagrams,
+//! and the standby's kernel path (the records' changes → a batched install and removals). Afterwards the two kernel tables hold the same entries; removals follow.
 //! Needs root: skipped with a message outside CI, a failure in CI.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ha_dataplane::sync::{ItemKey, SyncConfig, SyncEngine};
+use ha_dataplane::sync::{SyncConfig, SyncEngine};
 use ha_dataplane::tables::{Millis, Tables};
-use ha_kernel::conntrack::item::{from_item, key_of, to_item};
-use ha_kernel::conntrack::mirror::{Change, Mirror};
 use ha_kernel::conntrack::socket::Ctnetlink;
 use ha_kernel::conntrack::{
     CtEntry, CtTuple, TcpInfo, IPS_ASSURED, IPS_SEEN_REPLY, STATUS_SETTABLE,
 };
+use ha_kernel::path::KernelPath;
 use ha_proto::keys::{KeySet, Psk};
 use ha_proto::msg::Serial;
 
@@ -114,8 +113,10 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
     const N: u16 = 200;
     let created: Vec<CtEntry> = (0..N).map(entry).collect();
     assert!(kernel_a.install_batch(&created).expect("create").is_empty());
-    let mut mirror = Mirror::new();
-    let mut pump = |events: &mut Ctnetlink, a: &mut Member, want: usize, now: Millis| {
+    let mut path_a = KernelPath::new(Vec::new());
+    let mut path_b = KernelPath::new(Vec::new());
+    b.t.keep_kernel_changes();
+    let pump = |events: &mut Ctnetlink, path: &mut KernelPath, a: &mut Member, want: usize| {
         let mut seen = 0;
         let end = Instant::now() + Duration::from_secs(5);
         while seen < want && Instant::now() < end {
@@ -123,26 +124,28 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
             events
                 .recv_events(Duration::from_millis(100), &mut got)
                 .expect("events");
-            for ev in &got {
-                seen += 1;
-                match mirror.on_event(ev) {
-                    Some(Change::Upsert(e)) => {
-                        let (k, v) = to_item(&e, now);
-                        a.t.upsert_kernel_conn(k, v);
-                        a.e.changed(ItemKey::KernelConn(k));
-                    }
-                    Some(Change::Remove((orig, zone))) => {
-                        let k = key_of(&orig, zone);
-                        a.t.remove_kernel_conn(&k);
-                        a.e.changed(ItemKey::KernelConn(k));
-                    }
-                    None => {}
-                }
+            seen += got.len();
+            for k in path.on_events(&got, &mut a.t, 0) {
+                a.e.changed(k);
             }
         }
         seen
     };
-    assert_eq!(pump(&mut events, &mut a, N as usize, now), N as usize);
+    // The standby's kernel path: what the records changed goes into its kernel.
+    let apply_b = |path: &mut KernelPath, b: &mut Member, kernel: &mut Ctnetlink, now| {
+        let w = path.kernel_work(&mut b.t, now);
+        assert!(kernel
+            .install_batch(&w.install)
+            .expect("install")
+            .is_empty());
+        for (orig, zone) in &w.remove {
+            kernel.remove(orig, *zone).expect("remove");
+        }
+    };
+    assert_eq!(
+        pump(&mut events, &mut path_a, &mut a, N as usize),
+        N as usize
+    );
     for _ in 0..2_000 {
         now += 1;
         tick(&mut a, &mut b, now);
@@ -153,12 +156,7 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
     assert_eq!(b.t.kernel_conns().len(), N as usize, "items at the standby");
 
     // The standby installs what it received into its kernel.
-    let synced: Vec<CtEntry> =
-        b.t.kernel_conns()
-            .iter()
-            .map(|(k, v)| from_item(k, v, now))
-            .collect();
-    assert!(kernel_b.install_batch(&synced).expect("install").is_empty());
+    apply_b(&mut path_b, &mut b, &mut kernel_b, now);
     let (dump_a, _) = kernel_a.dump().expect("dump a");
     let (dump_b, _) = kernel_b.dump().expect("dump b");
     let sa: BTreeSet<_> = dump_a.iter().map(|e| format!("{:?}", shape(e))).collect();
@@ -170,7 +168,7 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
     for e in &created[..10] {
         kernel_a.remove(&e.orig, 0).expect("remove");
     }
-    assert_eq!(pump(&mut events, &mut a, 10, now), 10);
+    assert_eq!(pump(&mut events, &mut path_a, &mut a, 10), 10);
     for _ in 0..2_000 {
         now += 1;
         tick(&mut a, &mut b, now);
@@ -179,4 +177,11 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
         }
     }
     assert_eq!(b.t.kernel_conns().len(), N as usize - 10);
+    apply_b(&mut path_b, &mut b, &mut kernel_b, now);
+    let (dump_a, _) = kernel_a.dump().expect("dump a");
+    let (dump_b, _) = kernel_b.dump().expect("dump b");
+    let sa: BTreeSet<_> = dump_a.iter().map(|e| format!("{:?}", shape(e))).collect();
+    let sb: BTreeSet<_> = dump_b.iter().map(|e| format!("{:?}", shape(e))).collect();
+    assert_eq!(sb.len(), N as usize - 10);
+    assert_eq!(sa, sb, "after the removals the two kernels differ");
 }

@@ -56,6 +56,9 @@ pub struct Tables {
     ike: HashMap<IkeKey, IkeSa>,
     /// Kernel conntrack entries (the kernel data path).
     kconns: HashMap<KConnKey, KConn>,
+    /// Keys of kernel entries the peer installed, changed or removed since the kernel path
+    /// last took them (`None`: not kept, no kernel path).
+    kernel_journal: Option<Vec<KConnKey>>,
     /// Caps of what the peer installs.
     limits: Limits,
     /// Current receive generation (records from the peer are installed under it).
@@ -302,6 +305,28 @@ impl Tables {
     /// Kernel conntrack entries (the kernel data path).
     pub fn kernel_conns(&self) -> &HashMap<KConnKey, KConn> {
         &self.kconns
+    }
+
+    /// Starts keeping the keys of the kernel entries the peer's records change (the kernel
+    /// path on a standby installs them into its kernel as they arrive,
+    /// [`Tables::take_kernel_changes`]).
+    pub fn keep_kernel_changes(&mut self) {
+        self.kernel_journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The keys of kernel entries the peer changed since the last call (each once at most per
+    /// change; look the key up to tell an install from a removal).
+    pub fn take_kernel_changes(&mut self) -> Vec<KConnKey> {
+        self.kernel_journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn journal_kernel(&mut self, k: KConnKey) {
+        if let Some(j) = self.kernel_journal.as_mut() {
+            j.push(k);
+        }
     }
 
     /// Records one of this member's kernel conntrack entries (its kernel reported it); the

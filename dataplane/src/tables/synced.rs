@@ -172,7 +172,9 @@ impl Tables {
             }
             SyncedItem::KernelConn(k, mut e) => {
                 e.gen = gen;
-                upsert_capped(&mut self.kconns, k, e, cap, kind)
+                upsert_capped(&mut self.kconns, k, e, cap, kind)?;
+                self.journal_kernel(k);
+                Ok(())
             }
         }
     }
@@ -187,7 +189,13 @@ impl Tables {
             ItemKey::Gateway(k) => self.gateways.remove(k).is_some(),
             ItemKey::Cert(k) => self.certs.remove(k).is_some(),
             ItemKey::Ike(k) => self.ike.remove(k).is_some(),
-            ItemKey::KernelConn(k) => self.kconns.remove(k).is_some(),
+            ItemKey::KernelConn(k) => {
+                let was = self.kconns.remove(k).is_some();
+                if was {
+                    self.journal_kernel(*k);
+                }
+                was
+            }
         }
     }
 
@@ -225,7 +233,17 @@ impl Tables {
         let before = self.total_items();
         self.conns.retain(|_, e| e.gen >= gen);
         // Kernel entries like connections: a passive's own are leftovers of an earlier spell.
-        self.kconns.retain(|_, e| e.gen >= gen);
+        let (mut dropped, journal) = (Vec::new(), self.kernel_journal.is_some());
+        self.kconns.retain(|k, e| {
+            let keep = e.gen >= gen;
+            if !keep && journal {
+                dropped.push(*k);
+            }
+            keep
+        });
+        for k in dropped {
+            self.journal_kernel(k);
+        }
         let keep = |g: u32| g == LOCAL_GEN || g >= gen;
         self.hosts.retain(|_, e| keep(e.gen));
         self.users.retain(|_, e| keep(e.gen));

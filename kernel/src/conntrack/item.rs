@@ -35,6 +35,11 @@ pub fn key_of(orig: &CtTuple, zone: u16) -> KConnKey {
     }
 }
 
+/// The original direction and zone a sync item's key names.
+pub fn orig_of(k: &KConnKey) -> (CtTuple, u16) {
+    (cttuple(&k.orig), k.zone)
+}
+
 /// The sync item of `e`, seen at `now` (its timeout becomes an expiry time).
 pub fn to_item(e: &CtEntry, now: Millis) -> (KConnKey, KConn) {
     (

@@ -102,25 +102,9 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::CtTuple;
 
     fn e(port: u16, mark: u32) -> CtEntry {
-        let orig = CtTuple {
-            src: "10.1.0.1".parse().unwrap(),
-            dst: "10.2.0.1".parse().unwrap(),
-            proto: 17,
-            src_port: port,
-            dst_port: 53,
-        };
-        CtEntry {
-            orig,
-            reply: orig.inverse(),
-            status: 0,
-            timeout_s: 30,
-            mark,
-            zone: 0,
-            tcp: None,
-        }
+        crate::conntrack::tests::udp_entry(port, mark)
     }
 
     fn ev(kind: CtEventKind, entry: CtEntry) -> CtEvent {

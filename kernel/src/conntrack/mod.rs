@@ -114,3 +114,28 @@ pub struct CtEvent {
     /// The entry as the kernel reported it.
     pub entry: CtEntry,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A UDP entry from 10.1.0.1:`port` to 10.2.0.1:53 with `mark` (unit tests' sample).
+    pub(crate) fn udp_entry(port: u16, mark: u32) -> CtEntry {
+        let orig = CtTuple {
+            src: "10.1.0.1".parse().unwrap(),
+            dst: "10.2.0.1".parse().unwrap(),
+            proto: 17,
+            src_port: port,
+            dst_port: 53,
+        };
+        CtEntry {
+            orig,
+            reply: orig.inverse(),
+            status: IPS_SEEN_REPLY | IPS_ASSURED,
+            timeout_s: 30,
+            mark,
+            zone: 0,
+            tcp: None,
+        }
+    }
+}
