@@ -439,7 +439,7 @@ fn ha_cluster(cmd: &str, args: &[String]) -> Result {
 /// `cargo xtask qemu [--members K] [--seconds N] [--timers P] [--no-backup]`: boots K members
 /// with the test wire, board simulators and host links, prints the status table every second
 /// and fails unless exactly one member is active at the end.
-/// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: see [`soak`].
+/// `cargo xtask qemu soak [--minutes M] [--profile default|fast] [--hogs H]`: see [`soak`].
 /// `cargo xtask qemu boots [--runs N] [--hogs H]`: boots the two-member cluster N times
 /// beside H busy loops; last line `boots: runs=N hogs=H no_active=<k> ...`.
 /// `cargo xtask qemu checks`: the firmware's part of `cargo xtask test` alone (boot checks
@@ -468,9 +468,9 @@ pub fn bench_failover(args: &[String]) -> Result {
     ha_cluster("bench", args)
 }
 
-/// `cargo xtask qemu soak [--minutes M] [--profile default|fast]`: two members with the
+/// `cargo xtask qemu soak [--minutes M] [--profile default|fast] [--hogs H]`: two members with the
 /// profile's timers, the main link impaired (default: 20% loss + 100 ms one-way delay; fast:
-/// 2% loss) for M minutes; last line `soak: profile=<p> minutes=<m> swaps=<n>`.
+/// 2% loss) for M minutes; last line `soak: profile=<p> minutes=<m> hogs=<h> swaps=<n>`.
 pub fn soak(args: &[String]) -> Result {
     ha_cluster("soak", args)
 }

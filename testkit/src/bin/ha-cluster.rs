@@ -4,7 +4,7 @@
 //! ha-cluster boot  --elf E [--members K] [--seconds N] [--timers P] [--no-backup]
 //! ha-cluster demo  --elf E
 //! ha-cluster bench --elf E [--runs N]
-//! ha-cluster soak  --elf E [--minutes M] [--profile default|fast]
+//! ha-cluster soak  --elf E [--minutes M] [--profile default|fast] [--hogs H]
 //! ha-cluster boots --elf E [--runs N] [--hogs H]
 //! ```
 
@@ -24,7 +24,8 @@ struct Opts {
     runs: usize,
     minutes: f64,
     profile: String,
-    hogs: usize,
+    /// Busy loops beside the cluster (`boots`: 2 unless given; `soak`: none unless given).
+    hogs: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -37,7 +38,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         runs: 5,
         minutes: 5.0,
         profile: "default".into(),
-        hogs: 2,
+        hogs: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,7 +52,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--minutes" => o.minutes = val()?.parse().map_err(|e| format!("--minutes: {e}"))?,
             "--profile" => o.profile = val()?,
-            "--hogs" => o.hogs = val()?.parse().map_err(|e| format!("--hogs: {e}"))?,
+            "--hogs" => o.hogs = Some(val()?.parse().map_err(|e| format!("--hogs: {e}"))?),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -234,13 +235,15 @@ fn soak(o: &Opts) -> Result<(), String> {
         p => return Err(format!("--profile {p}: default or fast")),
     };
     let cfg = config(o, timers)?;
+    let hogs = o.hogs.unwrap_or(0);
+    let _hogs = Hogs::start(hogs)?;
     let mut c = Cluster::start(&cfg)?;
     c.wait_one_active(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
     c.impair(Some(Link::Main), impair)?;
     let since = Instant::now();
     println!(
-        "soak: {} timers, main link {:.0}% loss + {} ms one-way delay, {} minutes",
+        "soak: {} timers, main link {:.0}% loss + {} ms one-way delay, {} minutes, {hogs} busy loops beside",
         cfg.timers, impair.loss_pct, impair.delay_ms, o.minutes
     );
     let end = since + Duration::from_secs_f64(o.minutes * 60.0);
@@ -288,7 +291,7 @@ fn soak(o: &Opts) -> Result<(), String> {
         print_link_story(m.serial(), &m.log(c.elf())?);
     }
     println!(
-        "soak: profile={} minutes={} swaps={n}",
+        "soak: profile={} minutes={} hogs={hogs} swaps={n}",
         o.profile, o.minutes
     );
     Ok(())
@@ -354,7 +357,8 @@ impl Drop for Hogs {
 /// no-active-after-boot defect: the figure is how many boots ended without an active member.
 fn boots(o: &Opts) -> Result<(), String> {
     let cfg = config(o, "fast")?;
-    let _hogs = Hogs::start(o.hogs)?;
+    let hogs = o.hogs.unwrap_or(2);
+    let _hogs = Hogs::start(hogs)?;
     // Two clocks: from the QEMU processes' start (boot, host links, election) and from the
     // moment both controllers report on their host links (the election alone).
     let mut times = Vec::new();
@@ -394,7 +398,7 @@ fn boots(o: &Opts) -> Result<(), String> {
         "boots: runs={} hogs={} no_active={} median_ms={median:.0} max_ms={max:.0} \
          elect_median_ms={e_median:.0} elect_max_ms={e_max:.0}",
         o.runs,
-        o.hogs,
+        hogs,
         failed.len()
     );
     if failed.is_empty() {
