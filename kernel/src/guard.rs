@@ -59,9 +59,11 @@ pub fn ruleset(standby: bool) -> Value {
     json!({ "nftables": batch })
 }
 
-/// The transaction that removes the guard's table.
+/// The transaction that removes the guard's table. It adds the table first (a no-op when it
+/// exists), so removing a guard that is not there is not an error either.
 pub fn removal() -> Value {
-    json!({"nftables": [{"delete": {"table": {"family": "inet", "name": TABLE}}}]})
+    let table = json!({"family": "inet", "name": TABLE});
+    json!({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]})
 }
 
 /// Applies one transaction with `nft -j -f -` in the calling process's network namespace.
@@ -93,10 +95,7 @@ pub fn set(standby: bool) -> io::Result<()> {
 
 /// Removes the guard (nothing to do when it is not there).
 pub fn remove() -> io::Result<()> {
-    match apply(&removal()) {
-        Err(e) if e.to_string().contains("No such file or directory") => Ok(()),
-        r => r,
-    }
+    apply(&removal())
 }
 
 #[cfg(test)]

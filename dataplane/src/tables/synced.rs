@@ -233,17 +233,14 @@ impl Tables {
         let before = self.total_items();
         self.conns.retain(|_, e| e.gen >= gen);
         // Kernel entries like connections: a passive's own are leftovers of an earlier spell.
-        let (mut dropped, journal) = (Vec::new(), self.kernel_journal.is_some());
+        let journal = &mut self.kernel_journal;
         self.kconns.retain(|k, e| {
             let keep = e.gen >= gen;
-            if !keep && journal {
-                dropped.push(*k);
+            if let (false, Some(j)) = (keep, journal.as_mut()) {
+                j.push(*k);
             }
             keep
         });
-        for k in dropped {
-            self.journal_kernel(k);
-        }
         let keep = |g: u32| g == LOCAL_GEN || g >= gen;
         self.hosts.retain(|_, e| keep(e.gen));
         self.users.retain(|_, e| keep(e.gen));

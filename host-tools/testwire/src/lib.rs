@@ -50,9 +50,8 @@ pub const GATHER_MAX: usize = 1024;
 /// The UART frame delimiter (COBS): a chunk is sent on at a delimiter that closes a frame.
 const DELIMITER: u8 = 0;
 /// Receive buffer asked for each wire socket, bytes (without root the kernel caps it at
-/// `rmem_max`): room
-/// for the bursts of one-byte datagrams of the backup link while a relay thread waits for a
-/// core.
+/// `rmem_max`): room for the bursts of one-byte datagrams of the backup link while a relay
+/// thread waits for a core.
 const WIRE_RCVBUF: usize = 4 << 20;
 /// Longest control line accepted, bytes (a request is well under 200).
 const MAX_LINE: usize = 4096;
@@ -464,7 +463,8 @@ impl Drop for Wire {
 /// Reads the next datagram of a main link, or the next gathered chunk of a backup link (see
 /// the module documentation), into `buf`; `None` when nothing arrived within [`POLL`].
 fn next_chunk(kind: LinkKind, sock: &UdpSocket, buf: &mut [u8; MAX_DATAGRAM]) -> Option<usize> {
-    let _ = sock.set_read_timeout(Some(POLL));
+    // The socket waits up to POLL (set at bind); only a backup chunk's gathering shortens it,
+    // and puts it back before returning.
     let mut len = sock.recv_from(buf).ok()?.0;
     if kind == LinkKind::Main {
         return Some(len);
@@ -477,6 +477,7 @@ fn next_chunk(kind: LinkKind, sock: &UdpSocket, buf: &mut [u8; MAX_DATAGRAM]) ->
             Err(_) => break,
         }
     }
+    let _ = sock.set_read_timeout(Some(POLL));
     Some(len)
 }
 

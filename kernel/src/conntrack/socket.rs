@@ -50,7 +50,7 @@ impl std::error::Error for CtError {}
 
 impl From<io::Error> for CtError {
     fn from(e: io::Error) -> Self {
-        if e.raw_os_error() == Some(libc_enobufs()) {
+        if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) {
             CtError::Overrun
         } else {
             CtError::Io(e)
@@ -62,10 +62,6 @@ impl From<CodecError> for CtError {
     fn from(e: CodecError) -> Self {
         CtError::Codec(e)
     }
-}
-
-fn libc_enobufs() -> i32 {
-    nix::errno::Errno::ENOBUFS as i32
 }
 
 /// A ctnetlink socket.
