@@ -14,17 +14,19 @@ use ha_proto::config_block::ConfigBlock;
 use ha_proto::keys::Keyring;
 
 use crate::config::DaemonConfig;
+use crate::dp::{DpPath, DpSync};
 use crate::fastpath::{FastPath, Filter, SideConfig};
 use crate::links::LinkMonitor;
 use crate::mgmt::MgmtServer;
 use crate::packetio::{open_port, spawn_rx, Core, Senders};
 use crate::peers::PeerBook;
 use crate::runtime::{
-    unix_ms, unix_now, Activate, Forwarding, ForwardingRole, HostLoop, LoopState, Shared,
+    unix_ms, unix_now, Activate, Forwarding, ForwardingRole, HostLoop, LoopState, Plane, Shared,
 };
 use crate::synckeys::SyncKeys;
 pub use crate::syncplane::{
-    DrainHook, NoSync, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook, SyncPlane,
+    DrainHook, HoldsPath, NoSync, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook,
+    SyncPlane,
 };
 use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 
@@ -60,14 +62,14 @@ fn wait_sync<S>(
 }
 
 /// Waits until the peer has acknowledged every change made here, at most `bound`.
-fn wait_drain<D, S: SyncPlane<D>>(
+fn wait_drain<D, C: HoldsPath<D>, S: SyncPlane<D>>(
     sync: &Mutex<S>,
-    core: &Mutex<Core<D>>,
+    core: &Mutex<C>,
     bound: Duration,
 ) -> ResyncOutcome {
     wait_sync(sync, Instant::now(), bound, |s| {
         // Lock order: the sync half, then the packet path.
-        s.drain_state(&core.lock().unwrap_or_else(|p| p.into_inner()).filter)
+        s.drain_state(core.lock().unwrap_or_else(|p| p.into_inner()).path_mut())
     })
 }
 
@@ -135,9 +137,9 @@ const SYNC_PEER_REFRESH: Duration = Duration::from_millis(100);
 
 /// Starts the state-sync thread: a UDP socket on `bind`, datagrams to and from the peer
 /// of [`Shared::peers`] at the same port (none while no peer has a sync address).
-pub fn spawn_sync<D: Dataplane, S: SyncPlane<D>>(
+pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
     bind: SocketAddr,
-    core: Arc<Mutex<Core<D>>>,
+    core: Arc<Mutex<C>>,
     sync: Arc<Mutex<S>>,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
@@ -197,15 +199,16 @@ pub fn spawn_sync<D: Dataplane, S: SyncPlane<D>>(
                 let now = Instant::now();
                 let (msgs, counters) = {
                     let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+                    let path = c.path_mut();
                     if let Some(o) = opened {
-                        s.handle(&mut c.filter, o, now);
+                        s.handle(path, o, now);
                     }
                     let counters =
                         (now.saturating_duration_since(counted) >= COUNTERS_EVERY).then(|| {
                             counted = now;
-                            s.counters(&c.filter)
+                            s.counters(path)
                         });
-                    (s.poll_messages(&mut c.filter, now), counters)
+                    (s.poll_messages(path, now), counters)
                 };
                 (s.seal_all(msgs), s.poll_events(), counters)
             };
@@ -230,15 +233,167 @@ pub fn spawn_sync<D: Dataplane, S: SyncPlane<D>>(
     }))
 }
 
-/// Runs the daemon until `stop` is set, in boot `epoch` (the persistent boot counter,
-/// [`ha_hostlink::boot_epoch`]). `dataplane` builds the connection table and sync engine
-/// from the configuration block and the state-sync keyring ([`SyncKeys`]: the keyring file
-/// `<state_dir>/keyring` of the last PSK rollover when there is one, else the block's key).
+/// What a data path set up for the daemon: the plane the host loop drives, its threads,
+/// and the hooks of the management server.
+pub struct Built {
+    /// The forwarding plane, when this member forwards.
+    pub plane: Option<Box<dyn Plane>>,
+    /// Threads to join at the end.
+    pub threads: Vec<JoinHandle<io::Result<()>>>,
+    /// Resync before a planned swap that makes this member active.
+    pub resync: Option<ResyncHook>,
+    /// Drain before a planned swap that makes this member passive.
+    pub drain: Option<DrainHook>,
+    /// The state-sync keys through a PSK rollover.
+    pub sync_keys: SyncKeyHook,
+}
+
+/// What a data path gets to set itself up: the configuration, the block, the state-sync
+/// keys, the shared state and the stop flag.
+pub struct Context<'a> {
+    /// The daemon's configuration.
+    pub cfg: &'a DaemonConfig,
+    /// The member's configuration block.
+    pub block: &'a ConfigBlock,
+    /// The state-sync keyring.
+    pub keyring: Keyring,
+    /// The keyring file's keys (for the rollover hook).
+    pub keys: SyncKeys,
+    /// State for the management API.
+    pub shared: &'a Arc<Mutex<Shared>>,
+    /// Set to stop.
+    pub stop: &'a Arc<AtomicBool>,
+}
+
+/// Runs the daemon on the userspace fast path (`datapath = "userspace"`) until `stop` is
+/// set, in boot `epoch` (the persistent boot counter, [`ha_hostlink::boot_epoch`]).
+/// `dataplane` builds the connection table and sync engine from the configuration block and
+/// the state-sync keyring ([`SyncKeys`]: the keyring file `<state_dir>/keyring` of the last
+/// PSK rollover when there is one, else the block's key).
 pub fn run<D: Dataplane, S: SyncPlane<D>>(
     cfg: DaemonConfig,
     epoch: u32,
     dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (D, S),
     stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    run_with(cfg, epoch, stop, |cx| userspace(cx, dataplane))
+}
+
+/// Runs the daemon on the kernel data path (`datapath = "kernel"`, see
+/// [`crate::kernelpath`]); `dataplane` builds the dataplane's table and sync engine, which
+/// carry the kernel's conntrack entries.
+pub fn run_kernel(
+    cfg: DaemonConfig,
+    epoch: u32,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (DpPath, DpSync),
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    run_with(cfg, epoch, stop, |cx| {
+        crate::kernelpath::build(cx, dataplane)
+    })
+}
+
+/// The userspace fast path: packet sockets, receive threads, the sync thread.
+fn userspace<D: Dataplane, S: SyncPlane<D>>(
+    cx: Context<'_>,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (D, S),
+) -> Result<Built, String> {
+    let Context {
+        cfg,
+        block,
+        keyring,
+        keys,
+        shared,
+        stop,
+    } = cx;
+    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+    let mut plane: Option<Box<dyn Plane>> = None;
+    let mut sync_half = None;
+    let mut resync: Option<ResyncHook> = None;
+    let mut drain: Option<DrainHook> = None;
+    if let Some(f) = &cfg.forward {
+        let pin = open_port(&f.inside.ifname).map_err(|e| format!("{}: {e}", f.inside.ifname))?;
+        let pout =
+            open_port(&f.outside.ifname).map_err(|e| format!("{}: {e}", f.outside.ifname))?;
+        let fp = FastPath::new(side(&f.inside, pin.mac)?, side(&f.outside, pout.mac)?);
+        let (filter, sync) = dataplane(block, keyring);
+        let core = Arc::new(Mutex::new(Core { fp, filter }));
+        let sync = Arc::new(Mutex::new(sync));
+        let senders = Senders {
+            inside: pin.tx.clone(),
+            outside: pout.tx.clone(),
+        };
+        use crate::fastpath::Side;
+        threads.push(spawn_rx(
+            Side::Inside,
+            pin.rx,
+            core.clone(),
+            senders.clone(),
+            stop.clone(),
+        ));
+        threads.push(spawn_rx(
+            Side::Outside,
+            pout.rx,
+            core.clone(),
+            senders.clone(),
+            stop.clone(),
+        ));
+        let (t, r, d) = sync_threads(cfg, block, &core, &sync, shared, stop)?;
+        threads.extend(t);
+        (resync, drain) = (r, d);
+        sync_half = Some(sync);
+        plane = Some(Box::new(Forwarding { core, senders }));
+    }
+    Ok(Built {
+        plane,
+        threads,
+        resync,
+        drain,
+        sync_keys: sync_key_hook::<D, S>(keys, sync_half),
+    })
+}
+
+/// The sync thread (when the member syncs) and the planned-swap hooks of a data path.
+pub type SyncThreads = (
+    Vec<JoinHandle<io::Result<()>>>,
+    Option<ResyncHook>,
+    Option<DrainHook>,
+);
+
+/// The sync thread and the planned-swap hooks of a data path whose packet path `C` holds a
+/// `D` synced by `S` (both data paths use it).
+pub fn sync_threads<D: Send + 'static, C: HoldsPath<D>, S: SyncPlane<D>>(
+    cfg: &DaemonConfig,
+    block: &ConfigBlock,
+    core: &Arc<Mutex<C>>,
+    sync: &Arc<Mutex<S>>,
+    shared: &Arc<Mutex<Shared>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<SyncThreads, String> {
+    let Some(bind) = cfg.sync_addr(block.state_sync_port) else {
+        return Ok((Vec::new(), None, None));
+    };
+    let s = sync.clone();
+    let resync: ResyncHook = Arc::new(move |bound| wait_resync::<D, S>(&s, bound));
+    let (s, c) = (sync.clone(), core.clone());
+    let drain: DrainHook = Arc::new(move |bound| wait_drain(&s, &c, bound));
+    let t = spawn_sync(
+        bind,
+        core.clone(),
+        sync.clone(),
+        shared.clone(),
+        stop.clone(),
+    )
+    .map_err(|e| format!("state sync on {bind}: {e}"))?;
+    Ok((vec![t], Some(resync), Some(drain)))
+}
+
+/// The daemon's run around a data path that `build` sets up.
+fn run_with(
+    cfg: DaemonConfig,
+    epoch: u32,
+    stop: Arc<AtomicBool>,
+    build: impl FnOnce(Context<'_>) -> Result<Built, String>,
 ) -> Result<(), String> {
     let block = load_block(&cfg.config_block)?;
     // The state-sync keys: the keyring file of the last rollover, else the block's key.
@@ -284,68 +439,26 @@ pub fn run<D: Dataplane, S: SyncPlane<D>>(
             });
     }
     let (out_tx, out_rx) = mpsc::channel();
-    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
-
-    let mut forwarding = None;
-    let mut sync_half = None;
-    let mut resync: Option<ResyncHook> = None;
-    let mut drain: Option<DrainHook> = None;
-    if let Some(f) = &cfg.forward {
-        let pin = open_port(&f.inside.ifname).map_err(|e| format!("{}: {e}", f.inside.ifname))?;
-        let pout =
-            open_port(&f.outside.ifname).map_err(|e| format!("{}: {e}", f.outside.ifname))?;
-        let fp = FastPath::new(side(&f.inside, pin.mac)?, side(&f.outside, pout.mac)?);
-        let (filter, sync) = dataplane(&block, keyring.clone());
-        let core = Arc::new(Mutex::new(Core { fp, filter }));
-        let sync = Arc::new(Mutex::new(sync));
-        let senders = Senders {
-            inside: pin.tx.clone(),
-            outside: pout.tx.clone(),
-        };
-        use crate::fastpath::Side;
-        threads.push(spawn_rx(
-            Side::Inside,
-            pin.rx,
-            core.clone(),
-            senders.clone(),
-            stop.clone(),
-        ));
-        threads.push(spawn_rx(
-            Side::Outside,
-            pout.rx,
-            core.clone(),
-            senders.clone(),
-            stop.clone(),
-        ));
-        if let Some(bind) = cfg.sync_addr(block.state_sync_port) {
-            let s = sync.clone();
-            resync = Some(Arc::new(move |bound| wait_resync::<D, S>(&s, bound)));
-            let (s, c) = (sync.clone(), core.clone());
-            drain = Some(Arc::new(move |bound| wait_drain(&s, &c, bound)));
-            threads.push(
-                spawn_sync(
-                    bind,
-                    core.clone(),
-                    sync.clone(),
-                    shared.clone(),
-                    stop.clone(),
-                )
-                .map_err(|e| format!("state sync on {bind}: {e}"))?,
-            );
-        }
-        sync_half = Some(sync);
-        forwarding = Some(Forwarding {
-            core,
-            senders,
-            domain: f.domain,
-        });
-    }
+    let Built {
+        plane,
+        threads,
+        resync,
+        drain,
+        sync_keys,
+    } = build(Context {
+        cfg: &cfg,
+        block: &block,
+        keyring,
+        keys,
+        shared: &shared,
+        stop: &stop,
+    })?;
 
     let mgmt = MgmtServer::new(shared.clone(), out_tx.clone())
         .with_resync(resync)
         .with_drain(drain)
         .with_block_path(Some(cfg.config_block.clone()))
-        .with_sync_keys(Some(sync_key_hook::<D, S>(keys, sync_half)))
+        .with_sync_keys(Some(sync_keys))
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 
@@ -369,7 +482,8 @@ pub fn run<D: Dataplane, S: SyncPlane<D>>(
         ifaces: cfg.monitor.clone(),
         interfaces_period: Duration::from_millis(cfg.interfaces_period_ms),
         garp_period: (cfg.garp_period_ms > 0).then(|| Duration::from_millis(cfg.garp_period_ms)),
-        forwarding,
+        forwarding: plane,
+        domain: cfg.forward.as_ref().map_or(0, |f| f.domain),
         shared: shared.clone(),
         outbox: out_rx,
         stop: stop.clone(),

@@ -14,6 +14,8 @@
 //! garp_period_ms = 0                     # periodic gratuitous ARP while active; 0 = off
 //! bounce_on_swap_ms = 0                  # interfaces down this long when going passive
 //! table = "dataplane"                    # the dataplane crate's table (the only one today)
+//! datapath = "kernel"                    # the kernel forwards (default); "userspace": the
+//!                                        # test router over packet sockets
 //!
 //! [[monitor]]
 //! name = "eth1"
@@ -88,6 +90,10 @@ pub struct DaemonConfig {
     /// daemon's own small table was removed, see docs/daemon.md).
     #[serde(default)]
     pub table: Table,
+    /// Who forwards the traffic: the Linux kernel (conntrack and nftables, the production
+    /// path) or the daemon's userspace router (a test vehicle for the firmware).
+    #[serde(default)]
+    pub datapath: Datapath,
     /// The fast path, if this member forwards.
     #[serde(default)]
     pub forward: Option<ForwardConfig>,
@@ -125,6 +131,20 @@ pub enum Table {
     Dataplane,
 }
 
+/// Who forwards the traffic of a member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Datapath {
+    /// The Linux kernel forwards and tracks connections (the site's nftables ruleset
+    /// decides what passes); the daemon syncs the kernel's conntrack table and moves the
+    /// cluster addresses (`crate::kernelpath`).
+    #[default]
+    Kernel,
+    /// The daemon's own router over packet sockets (`crate::fastpath`): a test vehicle, not a
+    /// firewall data path.
+    Userspace,
+}
+
 /// The two forwarding interfaces.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,7 +168,8 @@ pub struct SideFile {
     pub cluster_ip: String,
     /// This member's own address on the interface.
     pub member_ip: Ipv4Addr,
-    /// New connections may be opened from this side.
+    /// New connections may be opened from this side (the userspace path's filter; on the
+    /// kernel path the site's nftables ruleset decides).
     #[serde(default)]
     pub allow_new: bool,
 }
@@ -335,6 +356,18 @@ sync = "10.9.0.2"
         let c = DaemonConfig::parse(EXAMPLE).expect("parse");
         assert_eq!(c.monitor[1].weight, 100, "default weight");
         assert_eq!(c.interfaces_period_ms, 1000);
+        assert_eq!(
+            c.datapath,
+            Datapath::Kernel,
+            "the kernel forwards by default"
+        );
+        let u =
+            DaemonConfig::parse(&format!("datapath = \"userspace\"\n{EXAMPLE}")).expect("parse");
+        assert_eq!(u.datapath, Datapath::Userspace);
+        assert!(matches!(
+            DaemonConfig::parse(&format!("datapath = \"dpdk\"\n{EXAMPLE}")),
+            Err(ConfigError::Parse(_))
+        ));
         let f = c.forward.as_ref().expect("forward");
         assert_eq!(
             f.inside.cluster().expect("cidr"),

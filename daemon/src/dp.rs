@@ -38,6 +38,42 @@ impl DpPath {
     pub fn path(&self) -> &PacketPath {
         &self.path
     }
+
+    /// The packet path, to change its tables (report each change with
+    /// [`PacketPath::changed`]).
+    pub fn path_mut(&mut self) -> &mut PacketPath {
+        &mut self.path
+    }
+
+    /// The dataplane's clock at `now`.
+    pub fn millis(&self, now: Instant) -> Millis {
+        ms(self.base, now)
+    }
+}
+
+/// A packet path that holds this member's [`DpPath`]: the fast path's filter itself, or the
+/// kernel path's core, which also acts on the records the peer sent
+/// ([`DpHolder::records_applied`]).
+pub trait DpHolder: Send + 'static {
+    /// The dataplane's packet path.
+    fn dp(&self) -> &DpPath;
+    /// The dataplane's packet path, to change.
+    fn dp_mut(&mut self) -> &mut DpPath;
+    /// The peer's records of one datagram were applied to the tables at `now`.
+    fn records_applied(&mut self, _now: Instant) {}
+    /// Counters of the holder, beside the state sync's (`info --verbose`).
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+}
+
+impl DpHolder for DpPath {
+    fn dp(&self) -> &DpPath {
+        self
+    }
+    fn dp_mut(&mut self) -> &mut DpPath {
+        self
+    }
 }
 
 /// The sync engine of this member's dataplane.
@@ -75,7 +111,7 @@ impl Activate for DpPath {
     }
 }
 
-impl SyncPlane<DpPath> for DpSync {
+impl<P: DpHolder> SyncPlane<P> for DpSync {
     type Opened = Opened;
     type Outgoing = Outgoing;
 
@@ -83,13 +119,16 @@ impl SyncPlane<DpPath> for DpSync {
         self.engine.open(bytes)
     }
 
-    fn handle(&mut self, path: &mut DpPath, opened: Opened, now: Instant) {
-        path.path
+    fn handle(&mut self, path: &mut P, opened: Opened, now: Instant) {
+        path.dp_mut()
+            .path
             .handle(&mut self.engine, opened, ms(self.base, now));
+        path.records_applied(now);
     }
 
-    fn poll_messages(&mut self, path: &mut DpPath, now: Instant) -> Vec<Outgoing> {
-        path.path
+    fn poll_messages(&mut self, path: &mut P, now: Instant) -> Vec<Outgoing> {
+        path.dp_mut()
+            .path
             .poll_messages(&mut self.engine, ms(self.base, now))
     }
 
@@ -109,11 +148,11 @@ impl SyncPlane<DpPath> for DpSync {
         }
     }
 
-    fn drain_state(&self, path: &DpPath) -> Option<ResyncState> {
+    fn drain_state(&self, path: &P) -> Option<ResyncState> {
         let e = &self.engine;
         Some(if !e.peer_up() {
             ResyncState::NoPeer
-        } else if e.backlog() == (0, 0) && !path.path.has_changes() {
+        } else if e.backlog() == (0, 0) && !path.dp().path.has_changes() {
             ResyncState::Done
         } else {
             ResyncState::Pending
@@ -166,7 +205,7 @@ impl SyncPlane<DpPath> for DpSync {
         self.engine.set_peers(peers);
     }
 
-    fn counters(&self, path: &DpPath) -> Vec<(String, u64)> {
+    fn counters(&self, path: &P) -> Vec<(String, u64)> {
         let st = self.engine.stats();
         let rejects = st
             .rejects
@@ -179,7 +218,7 @@ impl SyncPlane<DpPath> for DpSync {
         let mut c: Vec<(String, u64)> = rejects.chain(refused).collect();
         // Table sizes: what a member holds (the e2e reads them to check that a replacement
         // received the survivor's table).
-        let tables = path.path.tables();
+        let tables = path.dp().path.tables();
         c.extend(
             TableKind::ALL
                 .iter()
@@ -187,6 +226,7 @@ impl SyncPlane<DpPath> for DpSync {
         );
         c.push(("records_applied".into(), st.records_applied));
         c.push(("malformed_records".into(), st.malformed));
+        c.extend(path.extra_counters());
         c
     }
 }
@@ -327,13 +367,17 @@ mod tests {
         // The members meet first (a resync needs a peer).
         pump(t0, &mut a, &mut b, 0, 20);
         let asked = t0 + std::time::Duration::from_millis(200);
-        let id = b
-            .sync
-            .request_resync(asked)
+        let id = SyncPlane::<DpPath>::request_resync(&mut b.sync, asked)
             .expect("the dataplane resyncs on demand");
-        assert_eq!(b.sync.resync_state(id), ResyncState::Pending);
+        assert_eq!(
+            SyncPlane::<DpPath>::resync_state(&b.sync, id),
+            ResyncState::Pending
+        );
         pump(t0, &mut a, &mut b, 20, 50);
-        assert_eq!(b.sync.resync_state(id), ResyncState::Done);
+        assert_eq!(
+            SyncPlane::<DpPath>::resync_state(&b.sync, id),
+            ResyncState::Done
+        );
     }
 
     #[test]
@@ -385,7 +429,7 @@ mod tests {
             assert!(a.check(&syn, Side::Inside, true, t0));
         }
         pump(t0, &mut a, &mut b, 20, 20);
-        let events: Vec<SyncEvent> = b.sync.poll_events();
+        let events: Vec<SyncEvent> = SyncPlane::<DpPath>::poll_events(&mut b.sync);
         let refused = SyncEvent::RecordsRefused {
             table: "connections",
             cap: Some(1),

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod dp;
 pub mod fastpath;
+pub mod kernelpath;
 pub mod links;
 pub mod mgmt;
 pub mod packetio;

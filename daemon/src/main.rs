@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Parser;
-use ha_daemon::config::{DaemonConfig, Table};
+use ha_daemon::config::{DaemonConfig, Datapath, Table};
 use ha_hostlink::boot_epoch;
 
 #[derive(Parser)]
@@ -42,19 +42,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cfg.table {
-        Table::Dataplane => ha_daemon::app::run(
-            cfg,
-            epoch,
-            |block, keyring| {
-                let sync = ha_dataplane::SyncConfig::from_block(block, epoch).with_keyring(keyring);
-                ha_daemon::dp::split(
-                    ha_dataplane::Dataplane::new(sync, ha_dataplane::Policy::allow_all()),
-                    std::time::Instant::now(),
-                )
-            },
-            stop,
-        ),
+    // The dataplane crate's table and sync engine carry either path's connections.
+    let dataplane = |block: &_, keyring| {
+        let sync = ha_dataplane::SyncConfig::from_block(block, epoch).with_keyring(keyring);
+        ha_daemon::dp::split(
+            ha_dataplane::Dataplane::new(sync, ha_dataplane::Policy::allow_all()),
+            std::time::Instant::now(),
+        )
+    };
+    let result = match (cfg.table, cfg.datapath) {
+        (Table::Dataplane, Datapath::Kernel) => {
+            ha_daemon::app::run_kernel(cfg, epoch, dataplane, stop)
+        }
+        (Table::Dataplane, Datapath::Userspace) => ha_daemon::app::run(cfg, epoch, dataplane, stop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ha_proto::msg::host::{EventReport, HostMsg, StatusReport};
 use ha_proto::msg::{Role, Serial};
 
-use crate::fastpath::Filter;
+use crate::fastpath::{Filter, Stats};
 use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
 use crate::packetio::{Core, Senders};
 use ha_hostlink::HostLink;
@@ -157,14 +157,82 @@ pub trait Activate {
     fn set_role(&mut self, active: bool, now: Instant);
 }
 
-/// The fast path as the host loop drives it.
+/// The forwarding plane as the host loop drives it, whichever data path carries the traffic:
+/// the userspace fast path ([`Forwarding`]) or the kernel's
+/// ([`crate::kernelpath::KernelPlane`]).
+pub trait Plane: Send {
+    /// Takes (`true`) or gives up the active role at `now`, announcing the cluster addresses
+    /// on a takeover; true when the role changed.
+    fn set_active(&mut self, active: bool, now: Instant) -> bool;
+    /// True while this member forwards.
+    fn is_active(&self) -> bool;
+    /// Announces the cluster addresses again (gratuitous ARP); nothing while passive.
+    fn announce(&mut self);
+    /// The controller is heard (`true`) or silent: only a member with a live controller
+    /// answers its peer's liveness probes.
+    fn set_ha_alive(&mut self, alive: bool);
+    /// Sends an echo request to `peer` (a member address on a forwarding interface's subnet);
+    /// its sequence number, `None` when no forwarding interface reaches the address.
+    fn probe(&mut self, peer: Ipv4Addr, now: Instant) -> Option<u16>;
+    /// True (once) when the echo reply `seq` from `peer` arrived.
+    fn probe_answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool;
+    /// The userspace fast path's counters (`None` on the kernel path, whose counters are
+    /// among the state-sync counters).
+    fn fast_path_stats(&self) -> Option<Stats>;
+}
+
+/// The userspace fast path as the host loop drives it.
 pub struct Forwarding<F> {
     /// Fast path and filter.
     pub core: Arc<Mutex<Core<F>>>,
     /// Where their frames go.
     pub senders: Senders,
-    /// Domain whose role decides forwarding.
-    pub domain: u8,
+}
+
+impl<F> Forwarding<F> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core<F>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<F: Filter + Activate + Send + 'static> Plane for Forwarding<F> {
+    fn set_active(&mut self, active: bool, now: Instant) -> bool {
+        let (changed, outs) = {
+            let mut c = self.lock();
+            let was = c.fp.is_active();
+            c.filter.set_role(active, now);
+            (active != was, c.fp.set_active(active))
+        };
+        self.senders.send_all(&outs);
+        changed
+    }
+
+    fn is_active(&self) -> bool {
+        self.lock().fp.is_active()
+    }
+
+    fn announce(&mut self) {
+        let outs = self.lock().fp.garp();
+        self.senders.send_all(&outs);
+    }
+
+    fn set_ha_alive(&mut self, alive: bool) {
+        self.lock().fp.set_ha_alive(alive);
+    }
+
+    fn probe(&mut self, peer: Ipv4Addr, now: Instant) -> Option<u16> {
+        let (outs, seq) = self.lock().fp.probe(peer, now)?;
+        self.senders.send_all(&outs);
+        Some(seq)
+    }
+
+    fn probe_answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool {
+        self.lock().fp.probe_answered(peer, seq)
+    }
+
+    fn fast_path_stats(&self) -> Option<Stats> {
+        Some(self.lock().fp.stats().clone())
+    }
 }
 
 struct Probe {
@@ -175,7 +243,7 @@ struct Probe {
 }
 
 /// Static inputs of the host loop.
-pub struct HostLoop<F> {
+pub struct HostLoop {
     /// Monitored interfaces and weights.
     pub ifaces: Vec<MonitoredIface>,
     /// Period of the interface report.
@@ -185,8 +253,10 @@ pub struct HostLoop<F> {
     /// Interfaces (indexes) to set down and up again when leaving the active role, and for
     /// how long (SPEC E4 "bounce interfaces on swap").
     pub bounce: Option<(Vec<u32>, Duration)>,
-    /// The fast path, when this member forwards.
-    pub forwarding: Option<Forwarding<F>>,
+    /// The forwarding plane, when this member forwards.
+    pub forwarding: Option<Box<dyn Plane>>,
+    /// Domain whose role decides forwarding.
+    pub domain: u8,
     /// Shared state for the management API.
     pub shared: Arc<Mutex<Shared>>,
     /// Messages from other threads for the controller.
@@ -215,7 +285,7 @@ pub struct LoopState {
     active: bool,
 }
 
-impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
+impl HostLoop {
     /// Runs until the stop flag is set (`Ok`) or the host link fails (`Err`: the caller
     /// goes passive and reconnects).
     pub fn run<T: Read + Write + AsFd>(
@@ -270,14 +340,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             }
             self.run_probes(link, st, now)?;
             self.run_garp(st, now);
-            let stats = self.forwarding.as_ref().map(|f| {
-                f.core
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fp
-                    .stats()
-                    .clone()
-            });
+            let stats = self.forwarding.as_ref().and_then(|f| f.fast_path_stats());
             let mut sh = self.lock_shared();
             sh.fast_path = stats;
             sh.host_accepted = link.codec().accepted();
@@ -316,7 +379,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             // change and periodically; applying it is idempotent, so the forwarding plane
             // converges to the controller's roles whatever was lost on the line.
             HostMsg::Roles(roles) => {
-                let fwd_domain = self.forwarding.as_ref().map(|f| f.domain).unwrap_or(0);
+                let fwd_domain = self.domain;
                 let role = roles
                     .iter()
                     .find(|r| r.domain == fwd_domain)
@@ -366,12 +429,8 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             self.set_active(false, st);
             self.lock_shared().role = None;
         }
-        if let Some(f) = &self.forwarding {
-            f.core
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fp
-                .set_ha_alive(alive);
+        if let Some(f) = &mut self.forwarding {
+            f.set_ha_alive(alive);
         }
     }
 
@@ -380,22 +439,16 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
     pub fn set_active(&mut self, active: bool, st: &mut LoopState) {
         let now = Instant::now();
         st.active = active;
-        let Some(f) = &self.forwarding else { return };
-        let left_active;
-        let changed;
-        let outs = {
-            let mut c = f.core.lock().unwrap_or_else(|p| p.into_inner());
-            let was = c.fp.is_active();
-            left_active = was && !active;
-            c.filter.set_role(active, now);
-            let outs = c.fp.set_active(active);
-            if active && !was {
-                st.garp_due = GARP_REPEATS.iter().map(|d| now + *d).collect();
-                st.last_garp = Some(now);
-            }
-            changed = active != was;
-            outs
+        let Some(f) = &mut self.forwarding else {
+            return;
         };
+        let was = f.is_active();
+        let left_active = was && !active;
+        let changed = f.set_active(active, now);
+        if active && !was {
+            st.garp_due = GARP_REPEATS.iter().map(|d| now + *d).collect();
+            st.last_garp = Some(now);
+        }
         if changed {
             // Recorded after the fast path's lock is released (never both locks at once).
             let mut sh = self.lock_shared();
@@ -403,7 +456,6 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
             sh.forwarding.since_ms = unix_ms();
             sh.forwarding.changes += 1;
         }
-        f.senders.send_all(&outs);
         if left_active {
             if let Some((ifaces, down_for)) = self.bounce.clone() {
                 // Off the host loop's thread: the loop must keep answering the controller.
@@ -425,7 +477,9 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
     }
 
     fn run_garp(&mut self, st: &mut LoopState, now: Instant) {
-        let Some(f) = &self.forwarding else { return };
+        let Some(f) = &mut self.forwarding else {
+            return;
+        };
         let repeat_due = st.garp_due.first().is_some_and(|t| *t <= now);
         let periodic_due = st.active
             && self
@@ -436,8 +490,7 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
                 st.garp_due.remove(0);
             }
             st.last_garp = Some(now);
-            let outs = f.core.lock().unwrap_or_else(|p| p.into_inner()).fp.garp();
-            f.senders.send_all(&outs);
+            f.announce();
         }
     }
 
@@ -464,21 +517,17 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
         Ok(())
     }
 
-    fn send_probe(&self, p: &mut Probe) {
-        let Some(f) = &self.forwarding else { return };
+    fn send_probe(&mut self, p: &mut Probe) {
+        let Some(f) = &mut self.forwarding else {
+            return;
+        };
         let now = Instant::now();
-        let mut outs = Vec::new();
-        {
-            let mut c = f.core.lock().unwrap_or_else(|e| e.into_inner());
-            for (ip, seqs) in &mut p.targets {
-                if let Some((o, seq)) = c.fp.probe(*ip, now) {
-                    outs.extend(o);
-                    seqs.push(seq);
-                }
+        for (ip, seqs) in &mut p.targets {
+            if let Some(seq) = f.probe(*ip, now) {
+                seqs.push(seq);
             }
         }
         p.last_sent = now;
-        f.senders.send_all(&outs);
     }
 
     fn run_probes<T: Read + Write + AsFd>(
@@ -487,18 +536,16 @@ impl<F: Filter + Activate + Send + 'static> HostLoop<F> {
         st: &mut LoopState,
         now: Instant,
     ) -> io::Result<()> {
-        let Some(f) = &self.forwarding else {
+        let Some(f) = &mut self.forwarding else {
             st.probes.clear();
             return Ok(());
         };
         let mut done = Vec::new();
         for (i, p) in st.probes.iter().enumerate() {
-            let answered = {
-                let mut c = f.core.lock().unwrap_or_else(|e| e.into_inner());
-                p.targets
-                    .iter()
-                    .any(|(ip, seqs)| seqs.iter().any(|s| c.fp.probe_answered(*ip, *s)))
-            };
+            let answered = p
+                .targets
+                .iter()
+                .any(|(ip, seqs)| seqs.iter().any(|s| f.probe_answered(*ip, *s)));
             if answered {
                 done.push((i, true));
             } else if now.duration_since(p.started) >= PROBE_TIMEOUT {

@@ -78,6 +78,20 @@ pub trait SyncPlane<P>: Send + 'static {
     fn set_peers(&mut self, _peers: Vec<ha_proto::msg::Serial>) {}
 }
 
+/// The state behind the packet path's lock, holding the packet path `P` a [`SyncPlane`]
+/// works on: the fast path's [`crate::packetio::Core`] (its filter), or the kernel path's
+/// core itself.
+pub trait HoldsPath<P>: Send + 'static {
+    /// The packet path.
+    fn path_mut(&mut self) -> &mut P;
+}
+
+impl<P: Send + 'static> HoldsPath<P> for crate::packetio::Core<P> {
+    fn path_mut(&mut self) -> &mut P {
+        &mut self.filter
+    }
+}
+
 /// No state sync (a packet path whose table is not synced, as in the daemon's own tests).
 #[derive(Debug, Default)]
 pub struct NoSync;

@@ -19,10 +19,30 @@ pub const TABLE: &str = "ha_guard";
 /// Priority of the guard's forward chain: ahead of a site's filter chains (priority 0).
 pub const PRIORITY: i32 = -150;
 
-/// The transaction that sets the guard for a member that is standby (`true`: new connections
-/// through it are dropped, established and related traffic passes) or active (`false`:
-/// everything passes). Creates the table if absent and replaces its content.
+/// What the guard enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// The member is standby: new connections through it are dropped, established and
+    /// related traffic passes. Active (`false`): everything passes.
+    pub standby: bool,
+    /// The member answers ICMP echo requests addressed to it (its peer's liveness probe).
+    /// `false` while its management controller is silent: such a member cannot take part in
+    /// the election, and answering would tell the peer "alive, do not take over".
+    pub answer_probes: bool,
+}
+
+/// The transaction that sets the guard for a member that is standby (`true`) or active
+/// (`false`), answering probes (see [`Guard`]).
 pub fn ruleset(standby: bool) -> Value {
+    rules(Guard {
+        standby,
+        answer_probes: true,
+    })
+}
+
+/// The transaction that sets guard `g`. Creates the table if absent and replaces its content.
+pub fn rules(g: Guard) -> Value {
+    let standby = g.standby;
     let table = json!({"family": "inet", "name": TABLE});
     let mut batch = vec![
         json!({"add": {"table": table}}),
@@ -55,6 +75,24 @@ pub fn ruleset(standby: bool) -> Value {
                 {"drop": null}
             ]
         }}}));
+    }
+    if !g.answer_probes {
+        batch.push(json!({"add": {"chain": {
+            "family": "inet", "table": TABLE, "name": "input",
+            "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept"
+        }}}));
+        for (proto, kind) in [("icmp", "echo-request"), ("icmpv6", "echo-request")] {
+            batch.push(json!({"add": {"rule": {
+                "family": "inet", "table": TABLE, "chain": "input",
+                "comment": "ha: controller silent, not alive for the peer's probe",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "type"}},
+                               "right": kind}},
+                    {"counter": null},
+                    {"drop": null}
+                ]
+            }}}));
+        }
     }
     json!({ "nftables": batch })
 }
@@ -93,6 +131,11 @@ pub fn set(standby: bool) -> io::Result<()> {
     apply(&ruleset(standby))
 }
 
+/// Sets guard `g`.
+pub fn set_guard(g: Guard) -> io::Result<()> {
+    apply(&rules(g))
+}
+
 /// Removes the guard (nothing to do when it is not there).
 pub fn remove() -> io::Result<()> {
     apply(&removal())
@@ -126,5 +169,17 @@ mod tests {
                 .collect();
             assert_eq!(&ops[..3], ["add", "flush", "add"]);
         }
+    }
+
+    #[test]
+    fn a_member_with_a_silent_controller_drops_echo_requests_to_itself() {
+        let quiet = rules(Guard {
+            standby: true,
+            answer_probes: false,
+        })
+        .to_string();
+        assert!(quiet.contains(r#""hook":"input""#), "{quiet}");
+        assert!(quiet.contains(r#""right":"echo-request""#), "{quiet}");
+        assert!(!ruleset(true).to_string().contains("echo-request"));
     }
 }

@@ -108,6 +108,17 @@ impl KernelPath {
         self.apply(changes, tables, now)
     }
 
+    /// Active, on a takeover, before the first dump: the entries of `tables`' kernel table
+    /// came from the peer (they were installed here as they arrived), so the peer knows them;
+    /// the dump that follows then sends only what differs, and removals of the entries that
+    /// vanished.
+    pub fn seed(&mut self, tables: &Tables, now: Millis) {
+        self.mirror = Mirror::new();
+        for (k, v) in tables.kernel_conns() {
+            self.mirror.assume(from_item(k, v, now));
+        }
+    }
+
     /// Standby: what the peer's records since the last call ask of this member's kernel
     /// (installed as they arrive, so a takeover has nothing left to install).
     pub fn kernel_work(&mut self, tables: &mut Tables, now: Millis) -> KernelWork {
@@ -175,6 +186,31 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(t.kernel_conns().len(), 1);
         assert!(t.kernel_conns().contains_key(&key_of(&entry(3).orig, 0)));
+    }
+
+    #[test]
+    fn a_new_active_seeded_from_its_synced_table_sends_only_the_difference() {
+        let mut t = Tables::new();
+        for port in [1, 2, 3] {
+            let (k, v) = to_item(&entry(port), 0);
+            t.install_synced(SyncedItem::KernelConn(k, v)).unwrap();
+        }
+        let mut p = KernelPath::new(Vec::new());
+        p.set_role(true);
+        p.seed(&t, 500);
+        // The kernel still holds 1 and 2 (timeouts ticked down), 3 expired, 4 is new.
+        let mut one = entry(1);
+        one.timeout_s -= 1;
+        let keys = p.on_dump(&[one, entry(2), entry(4)], &mut t, 1000);
+        let mut want = vec![
+            ItemKey::KernelConn(key_of(&entry(3).orig, 0)),
+            ItemKey::KernelConn(key_of(&entry(4).orig, 0)),
+        ];
+        let mut got = keys.clone();
+        got.sort_by_key(|k| format!("{k:?}"));
+        want.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(got, want);
+        assert!(!t.kernel_conns().contains_key(&key_of(&entry(3).orig, 0)));
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn pump(t0: Instant, a: &mut Member, b: &mut Member, from: u64, rounds: u64) {
 /// engine, with the same steps.
 fn phase(keys: &mut SyncKeys, dp: &mut Member, p: KeyPhase) {
     for step in keys.follow(p, 2, &NEW).expect("follow") {
-        dp.sync.key_step(&step).expect("engine");
+        SyncPlane::<crate::dp::DpPath>::key_step(&mut dp.sync, &step).expect("engine");
     }
 }
 

@@ -61,6 +61,12 @@ impl Mirror {
         self.told.get(k)
     }
 
+    /// Records that the peer knows `e` already (it sent it: a new active starts from the
+    /// entries its peer synced to it).
+    pub fn assume(&mut self, e: CtEntry) {
+        self.told.insert(key(&e), e);
+    }
+
     /// The change an event asks for (`None` when the peer already has it: a destroy of an
     /// entry it never heard of).
     pub fn on_event(&mut self, ev: &CtEvent) -> Option<Change> {

@@ -26,6 +26,7 @@ use crate::util::{cargo, run, Result};
 mod chaos;
 mod commands;
 mod env;
+mod kernel;
 mod replace;
 mod setup;
 mod survival;
@@ -34,12 +35,18 @@ mod update;
 use env::{bin_dir, build_firmware, Env};
 
 /// Options of the scenario.
+#[derive(Clone)]
 struct Opts {
     connections: usize,
     interval_ms: u64,
     controller: String,
     timers: String,
     table: String,
+    /// Who forwards on the members: `userspace` (the daemon's router, the full scenario) or
+    /// `kernel` (the kernel with conntrack and nftables, [`kernel`]'s scenario).
+    datapath: String,
+    /// The members sync their connection state (off only in the kernel path's control run).
+    sync: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -49,6 +56,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         controller: "qemu".into(),
         timers: "custom:50:4".into(),
         table: "dataplane".into(),
+        datapath: "userspace".into(),
+        sync: true,
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -57,7 +66,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             return Err(format!(
                 "e2e: unknown scenario {other:?}; usage: e2e tcp-survival --connections N \
                  [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] \
-                 [--table dataplane|builtin]"
+                 [--table dataplane|builtin] [--datapath userspace|kernel]"
             ))
         }
     }
@@ -81,6 +90,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--controller" => o.controller = val()?,
             "--timers" => o.timers = val()?,
             "--table" => o.table = val()?,
+            "--datapath" => o.datapath = val()?,
             other => return Err(format!("e2e: unknown option {other}")),
         }
     }
@@ -89,6 +99,12 @@ fn parse(args: &[String]) -> Result<Opts> {
     }
     if o.table != "dataplane" && o.table != "builtin" {
         return Err(format!("e2e: --table {}: dataplane or builtin", o.table));
+    }
+    if o.datapath != "userspace" && o.datapath != "kernel" {
+        return Err(format!(
+            "e2e: --datapath {}: userspace or kernel",
+            o.datapath
+        ));
     }
     if o.controller != "qemu" && o.controller != "host" {
         return Err(format!("e2e: --controller {}: qemu or host", o.controller));
@@ -155,6 +171,9 @@ pub fn tcp_survival(args: &[String]) -> Result {
     };
     let bins = bin_dir();
     let b = |n: &str| bins.join(n).display().to_string();
+    if o.datapath == "kernel" {
+        return kernel::run_kernel(&o, firmware.as_deref(), &b);
+    }
 
     let id = std::process::id() % 100_000;
     let dir = std::env::temp_dir().join(format!("ha-e2e-{id}"));
@@ -375,6 +394,8 @@ pub fn chaos(args: &[String]) -> Result {
         controller: "qemu".into(),
         timers: "custom:50:4".into(),
         table: "dataplane".into(),
+        datapath: "userspace".into(),
+        sync: true,
     };
     let mut c = chaos::ChaosOpts {
         minutes: 3.0,

@@ -105,6 +105,11 @@ pub(super) fn start(
     env.ip(&["-n", &nb, "link", "set", "ha", "up"])?;
     env.ip(&["-n", &c, "route", "add", "10.2.0.0/24", "via", "10.1.0.254"])?;
     env.ip(&["-n", &s, "route", "add", "10.1.0.0/24", "via", "10.2.0.254"])?;
+    if o.datapath == "kernel" {
+        for (i, m) in ["a", "b"].iter().enumerate() {
+            super::kernel::prepare_member(env, m, i)?;
+        }
+    }
 
     // The test wire between the QEMU members' HA links.
     let net = match firmware {
@@ -157,6 +162,7 @@ mgmt_socket = "{mgmt}"
 state_dir = "{state}"
 interfaces_period_ms = 1000
 table = "{table}"
+datapath = "{datapath}"
 
 [[monitor]]
 name = "in"
@@ -177,24 +183,32 @@ ifname = "out"
 cluster_ip = "10.2.0.254/24"
 member_ip = "10.2.0.{me}"
 
-[sync]
-bind = "10.9.0.{hame}"
-
+{sync}
 [[peer]]
 serial = "{peer}"
 probe = ["10.1.0.{them}", "10.2.0.{them}"]
-sync = "10.9.0.{hathem}"
+{peer_sync}
 "#,
+            // The control run without state sync (kernel path) has no sync section.
+            sync = if o.sync {
+                format!("[sync]\nbind = \"10.9.0.{}\"\n", 1 + i)
+            } else {
+                String::new()
+            },
+            peer_sync = if o.sync {
+                format!("sync = \"10.9.0.{}\"", 1 + other)
+            } else {
+                String::new()
+            },
             block = dir.join(format!("{i}.cfg")).display(),
             host = host_sock.display(),
             mgmt = mgmt_sock.display(),
             state = dir.join(format!("state-{m}")).display(),
             me = 11 + i,
             them = 11 + other,
-            hame = 1 + i,
-            hathem = 1 + other,
             peer = serials[other],
             table = o.table,
+            datapath = o.datapath,
         );
         let cfg = dir.join(format!("{m}.toml"));
         std::fs::write(&cfg, toml).map_err(|e| format!("e2e: {e}"))?;

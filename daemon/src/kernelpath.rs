@@ -1,0 +1,434 @@
+//! The kernel data path in the daemon (`datapath = "kernel"`): the Linux kernel forwards and
+//! tracks the connections (the site's nftables ruleset decides what passes); the daemon keeps
+//! the kernel's conntrack table in the state sync, installs the peer's entries into its own
+//! kernel while standby, and moves the cluster addresses on a role change.
+//!
+//! The decisions are `ha_kernel::path::KernelPath`'s (sans-IO); this module is their shell:
+//! - [`KCore`], behind the packet path's lock: the dataplane's tables and outbox
+//!   ([`DpPath`]) and the [`KernelPath`]. The sync thread drives it like the fast path's
+//!   filter ([`DpHolder`]); after each datagram of records it hands the standby's kernel work
+//!   to the installer thread.
+//! - the active's event thread ([`events`]): on each takeover it seeds the kernel path with
+//!   the synced table, subscribes to the kernel's conntrack events, dumps the table once and
+//!   sends the difference; then every event becomes a record for the peer; an overrun (lost
+//!   events) is followed by a dump and a reconcile. It stops when the member gives up the role.
+//! - the standby's installer thread: the peer's entries go into this member's kernel as they
+//!   arrive, in batches of many requests per `sendmsg`, so a takeover has nothing left to
+//!   install (SPEC C2's "larval" entries, here live entries the guard keeps unused).
+//! - [`KernelPlane`], the host loop's [`Plane`]: a role change runs the kernel path's steps
+//!   (the nftables guard, the addresses over rtnetlink, gratuitous ARP / unsolicited NA); the
+//!   peer's liveness probes are ICMP echo on a raw socket ([`probe`]); while the controller is
+//!   silent the guard drops echo requests to this member.
+
+pub mod events;
+pub mod probe;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ha_kernel::address::{announce, Addresses};
+use ha_kernel::conntrack::socket::Ctnetlink;
+use ha_kernel::guard::{self, Guard};
+use ha_kernel::path::{ClusterAddr, KernelPath, KernelWork, Step};
+use ha_proto::config_block::ConfigBlock;
+use ha_proto::keys::Keyring;
+
+use crate::app::{sync_key_hook, sync_threads, Built, Context};
+use crate::dp::{DpHolder, DpPath, DpSync};
+use crate::fastpath::Stats;
+use crate::runtime::{Activate, Plane};
+use crate::syncplane::HoldsPath;
+
+/// How long a takeover waits for the installer to put the entries already received into the
+/// kernel before the guard opens (it is normally idle: entries are installed as they come).
+pub const INSTALL_DRAIN: Duration = Duration::from_millis(500);
+
+/// Counters of the kernel path, shared by its threads (`info --verbose`, prefixed `kernel_`).
+#[derive(Debug, Default)]
+pub struct KStats {
+    /// Conntrack events read on the active.
+    pub events: AtomicU64,
+    /// Event messages that could not be read.
+    pub unreadable: AtomicU64,
+    /// Overruns (events lost, a dump followed).
+    pub overruns: AtomicU64,
+    /// Dumps of the table (one per takeover, one per overrun).
+    pub dumps: AtomicU64,
+    /// Entries installed or refreshed into this member's kernel for the peer.
+    pub installed: AtomicU64,
+    /// Entries the kernel refused to install.
+    pub install_refused: AtomicU64,
+    /// Entries removed from this member's kernel for the peer.
+    pub removed: AtomicU64,
+    /// Batches of kernel work handed to the installer.
+    pub batches_queued: AtomicU64,
+    /// Batches of kernel work done by the installer.
+    pub batches_done: AtomicU64,
+    /// Announcements (gratuitous ARP / unsolicited NA) sent.
+    pub announcements: AtomicU64,
+    /// Failures of a role step (guard, address, announcement).
+    pub step_errors: AtomicU64,
+}
+
+impl KStats {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters by name.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("events", g(&self.events)),
+            ("unreadable", g(&self.unreadable)),
+            ("overruns", g(&self.overruns)),
+            ("dumps", g(&self.dumps)),
+            ("installed", g(&self.installed)),
+            ("install_refused", g(&self.install_refused)),
+            ("removed", g(&self.removed)),
+            ("announcements", g(&self.announcements)),
+            ("step_errors", g(&self.step_errors)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("kernel_{k}"), v))
+        .collect()
+    }
+}
+
+/// The kernel path's state behind the packet path's lock.
+pub struct KCore {
+    dp: DpPath,
+    kp: KernelPath,
+    active: bool,
+    work: Sender<KernelWork>,
+    stats: Arc<KStats>,
+}
+
+impl std::fmt::Debug for KCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KCore")
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KCore {
+    /// Active: applies conntrack events (or, with `dump`, a dump after a takeover or an
+    /// overrun) to the kernel table and queues the changed entries for the peer.
+    pub fn on_kernel(&mut self, events: &[ha_kernel::conntrack::CtEvent], now: Instant) {
+        let now_ms = self.dp.millis(now);
+        let path = self.dp.path_mut();
+        let keys = self.kp.on_events(events, path.tables_mut(), now_ms);
+        for k in keys {
+            path.changed(k);
+        }
+    }
+
+    /// Active, after a takeover (`seed`) or an overrun: reconciles with a dump.
+    pub fn on_dump(&mut self, dump: &[ha_kernel::conntrack::CtEntry], seed: bool, now: Instant) {
+        let now_ms = self.dp.millis(now);
+        let path = self.dp.path_mut();
+        if seed {
+            self.kp.seed(path.tables(), now_ms);
+        }
+        let keys = self.kp.on_dump(dump, path.tables_mut(), now_ms);
+        for k in keys {
+            path.changed(k);
+        }
+    }
+
+    /// True while this member forwards.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+impl DpHolder for KCore {
+    fn dp(&self) -> &DpPath {
+        &self.dp
+    }
+
+    fn dp_mut(&mut self) -> &mut DpPath {
+        &mut self.dp
+    }
+
+    fn records_applied(&mut self, now: Instant) {
+        let now_ms = self.dp.millis(now);
+        let w = self.kp.kernel_work(self.dp.path_mut().tables_mut(), now_ms);
+        // The active's kernel is the source of its table: what a peer sends it (a standby's
+        // bulk) is not installed.
+        if self.active || (w.install.is_empty() && w.remove.is_empty()) {
+            return;
+        }
+        KStats::add(&self.stats.batches_queued, 1);
+        if self.work.send(w).is_err() {
+            KStats::add(&self.stats.batches_done, 1);
+        }
+    }
+
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        self.stats.list()
+    }
+}
+
+impl HoldsPath<KCore> for KCore {
+    fn path_mut(&mut self) -> &mut KCore {
+        self
+    }
+}
+
+/// The installer thread: the peer's entries into this member's kernel, in order.
+fn spawn_installer(
+    rx: Receiver<KernelWork>,
+    stats: Arc<KStats>,
+) -> Result<JoinHandle<std::io::Result<()>>, String> {
+    let mut ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
+    Ok(std::thread::spawn(move || {
+        // Ends when the core (the sender) is dropped at the daemon's stop.
+        for w in rx {
+            match ct.install_batch(&w.install) {
+                Ok(refused) => {
+                    KStats::add(&stats.installed, (w.install.len() - refused.len()) as u64);
+                    if !refused.is_empty() {
+                        KStats::add(&stats.install_refused, refused.len() as u64);
+                        let (i, errno) = refused[0];
+                        eprintln!(
+                            "ha-daemon: kernel refused {} of {} synced entries (first: {:?}, errno {errno})",
+                            refused.len(),
+                            w.install.len(),
+                            w.install.get(i).map(|e| e.orig)
+                        );
+                    }
+                }
+                Err(e) => {
+                    KStats::add(&stats.install_refused, w.install.len() as u64);
+                    eprintln!("ha-daemon: installing synced entries: {e}");
+                }
+            }
+            for (orig, zone) in &w.remove {
+                // Already gone (expired here too) is as good as removed.
+                if ct.remove(orig, *zone).is_ok() {
+                    KStats::add(&stats.removed, 1);
+                }
+            }
+            KStats::add(&stats.batches_done, 1);
+        }
+        Ok(())
+    }))
+}
+
+/// The interface index and MAC of `name` in this network namespace.
+fn interface(name: &str) -> Result<(u32, [u8; 6]), String> {
+    let i = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| format!("no interface {name}"))?;
+    Ok((i.index, i.mac.map(|m| m.octets()).unwrap_or([0; 6])))
+}
+
+/// Sets up the kernel data path: the core, the installer, the sync thread, the plane.
+pub fn build(
+    cx: Context<'_>,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (DpPath, DpSync),
+) -> Result<Built, String> {
+    let Context {
+        cfg,
+        block,
+        keyring,
+        keys,
+        shared,
+        stop,
+    } = cx;
+    let Some(f) = &cfg.forward else {
+        return Ok(Built {
+            plane: None,
+            threads: Vec::new(),
+            resync: None,
+            drain: None,
+            sync_keys: sync_key_hook::<DpPath, DpSync>(keys, None),
+        });
+    };
+    let mut addrs = Vec::new();
+    let mut probe_from = Vec::new();
+    for side in [&f.inside, &f.outside] {
+        let (ifindex, mac) = interface(&side.ifname)?;
+        let (ip, prefix_len) = side.cluster().map_err(|e| e.to_string())?;
+        addrs.push(ClusterAddr {
+            ifindex,
+            mac,
+            addr: IpAddr::V4(ip),
+            prefix_len,
+        });
+        probe_from.push((side.member_ip, prefix_len));
+    }
+    let stats = Arc::new(KStats::default());
+    let (tx, rx) = mpsc::channel();
+    let (mut dp, sync) = dataplane(block, keyring);
+    dp.path_mut().tables_mut().keep_kernel_changes();
+    let core = Arc::new(Mutex::new(KCore {
+        dp,
+        kp: KernelPath::new(addrs.clone()),
+        active: false,
+        work: tx,
+        stats: stats.clone(),
+    }));
+    let sync = Arc::new(Mutex::new(sync));
+    let mut threads = vec![spawn_installer(rx, stats.clone())?];
+    let (t, resync, drain) = sync_threads(cfg, block, &core, &sync, shared, stop)?;
+    threads.extend(t);
+    let mut plane = KernelPlane {
+        core,
+        addrs,
+        rtnl: Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?,
+        prober: probe::Prober::open(probe_from).map_err(|e| format!("ICMP socket: {e}"))?,
+        guard: Guard {
+            standby: true,
+            answer_probes: false,
+        },
+        events: None,
+        stats,
+        stop: stop.clone(),
+    };
+    // A starting member is standby with a silent controller until told otherwise; a
+    // leftover address of an earlier run is taken off.
+    plane.apply(Step::Guard { standby: true });
+    for a in plane.addrs.clone() {
+        plane.apply(Step::RemoveAddress(a));
+    }
+    Ok(Built {
+        plane: Some(Box::new(plane)),
+        threads,
+        resync,
+        drain,
+        sync_keys: sync_key_hook::<DpPath, DpSync>(keys, Some(sync)),
+    })
+}
+
+/// The kernel path as the host loop drives it.
+pub struct KernelPlane {
+    core: Arc<Mutex<KCore>>,
+    addrs: Vec<ClusterAddr>,
+    rtnl: Addresses,
+    prober: probe::Prober,
+    guard: Guard,
+    events: Option<events::EventThread>,
+    stats: Arc<KStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl KernelPlane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KCore> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one step of a role change; a failure is logged and counted (the other steps
+    /// still run: an address that cannot move is no reason to keep the guard closed).
+    fn apply(&mut self, step: Step) {
+        let r = match step {
+            Step::Guard { standby } => {
+                self.guard.standby = standby;
+                guard::set_guard(self.guard)
+            }
+            Step::AddAddress(a) => self.rtnl.add(a.ifindex, a.addr, a.prefix_len),
+            Step::RemoveAddress(a) => self.rtnl.remove(a.ifindex, a.addr, a.prefix_len),
+            Step::Announce(a) => {
+                KStats::add(&self.stats.announcements, 1);
+                announce(a.ifindex, a.mac, a.addr)
+            }
+        };
+        if let Err(e) = r {
+            KStats::add(&self.stats.step_errors, 1);
+            eprintln!("ha-daemon: kernel path: {step:?}: {e}");
+        }
+    }
+
+    /// Waits (at most [`INSTALL_DRAIN`]) until the installer has done every batch queued.
+    fn wait_installed(&self) {
+        let deadline = Instant::now() + INSTALL_DRAIN;
+        while self.stats.batches_done.load(Ordering::Relaxed)
+            < self.stats.batches_queued.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Plane for KernelPlane {
+    fn set_active(&mut self, active: bool, now: Instant) -> bool {
+        let steps = {
+            let mut c = self.lock();
+            if c.active == active {
+                return false;
+            }
+            c.active = active;
+            c.dp.set_role(active, now);
+            c.kp.set_role(active)
+        };
+        if active {
+            // No more work is queued (the core is active); what was queued goes in first.
+            self.wait_installed();
+            for s in steps {
+                self.apply(s);
+            }
+            self.events = Some(events::EventThread::start(
+                self.core.clone(),
+                self.stats.clone(),
+                self.stop.clone(),
+            ));
+        } else {
+            if let Some(t) = self.events.take() {
+                t.stop();
+            }
+            for s in steps {
+                self.apply(s);
+            }
+        }
+        true
+    }
+
+    fn is_active(&self) -> bool {
+        self.lock().active
+    }
+
+    fn announce(&mut self) {
+        if !self.is_active() {
+            return;
+        }
+        for a in self.addrs.clone() {
+            self.apply(Step::Announce(a));
+        }
+    }
+
+    fn set_ha_alive(&mut self, alive: bool) {
+        if self.guard.answer_probes != alive {
+            self.guard.answer_probes = alive;
+            let standby = self.guard.standby;
+            self.apply(Step::Guard { standby });
+        }
+    }
+
+    fn probe(&mut self, peer: Ipv4Addr, _now: Instant) -> Option<u16> {
+        self.prober.send(peer)
+    }
+
+    fn probe_answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool {
+        self.prober.answered(peer, seq)
+    }
+
+    fn fast_path_stats(&self) -> Option<Stats> {
+        None
+    }
+}
+
+impl Drop for KernelPlane {
+    fn drop(&mut self) {
+        if let Some(t) = self.events.take() {
+            t.stop();
+        }
+    }
+}
