@@ -113,7 +113,7 @@ fn parse(args: &[String]) -> Result<Opts> {
 }
 
 /// The daemon's part of `cargo xtask test`: the scenario with 1000 connections and QEMU
-/// controllers. Needs root; under CI a missing prerequisite fails the run, elsewhere it is
+/// controllers, then the kernel data path's with 200. Needs root; under CI a missing prerequisite fails the run, elsewhere it is
 /// reported and skipped.
 pub fn ci() -> Result {
     if !crate::util::is_root() {
@@ -130,6 +130,18 @@ pub fn ci() -> Result {
         "1000",
         "--controller",
         "qemu",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    tcp_survival(&args)?;
+    // The kernel data path: strict tracking, a dead box, and the control without sync.
+    let args: Vec<String> = [
+        "tcp-survival",
+        "--datapath",
+        "kernel",
+        "--connections",
+        "200",
     ]
     .iter()
     .map(|s| s.to_string())
