@@ -288,8 +288,43 @@ pub fn run_kernel(
     dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (DpPath, DpSync),
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
-    run_with(cfg, epoch, stop, |cx| {
-        crate::kernelpath::build(cx, dataplane)
+    run_with(cfg, epoch, stop, |cx| kernel(cx, dataplane))
+}
+
+/// The kernel data path ([`crate::kernelpath`]) and its sync thread.
+fn kernel(
+    cx: Context<'_>,
+    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (DpPath, DpSync),
+) -> Result<Built, String> {
+    let Context {
+        cfg,
+        block,
+        keyring,
+        keys,
+        shared,
+        stop,
+    } = cx;
+    let Some(f) = &cfg.forward else {
+        return Ok(Built {
+            plane: None,
+            threads: Vec::new(),
+            resync: None,
+            drain: None,
+            sync_keys: sync_key_hook::<DpPath, DpSync>(keys, None),
+        });
+    };
+    let (dp, sync) = dataplane(block, keyring);
+    let parts = crate::kernelpath::build(f, dp, stop)?;
+    let sync = Arc::new(Mutex::new(sync));
+    let mut threads = vec![parts.installer];
+    let (t, resync, drain) = sync_threads(cfg, block, &parts.core, &sync, shared, stop)?;
+    threads.extend(t);
+    Ok(Built {
+        plane: Some(Box::new(parts.plane)),
+        threads,
+        resync,
+        drain,
+        sync_keys: sync_key_hook::<DpPath, DpSync>(keys, Some(sync)),
     })
 }
 

@@ -30,18 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::ForwardConfig;
+use crate::dp::{DpHolder, DpPath};
+use crate::fastpath::Stats;
+use crate::runtime::{Activate, Plane};
+use crate::syncplane::HoldsPath;
 use ha_kernel::address::{announce, Addresses};
 use ha_kernel::conntrack::socket::Ctnetlink;
 use ha_kernel::guard::{self, Guard};
 use ha_kernel::path::{ClusterAddr, KernelPath, KernelWork, Step};
-use ha_proto::config_block::ConfigBlock;
-use ha_proto::keys::Keyring;
-
-use crate::app::{sync_key_hook, sync_threads, Built, Context};
-use crate::dp::{DpHolder, DpPath, DpSync};
-use crate::fastpath::Stats;
-use crate::runtime::{Activate, Plane};
-use crate::syncplane::HoldsPath;
 
 /// How long a takeover waits for the installer to put the entries already received into the
 /// kernel before the guard opens (it is normally idle: entries are installed as they come).
@@ -230,28 +227,25 @@ fn interface(name: &str) -> Result<(u32, [u8; 6]), String> {
     Ok((i.index, i.mac.map(|m| m.octets()).unwrap_or([0; 6])))
 }
 
-/// Sets up the kernel data path: the core, the installer, the sync thread, the plane.
+/// The kernel data path of a forwarding member, set up: the host loop's plane, the core the
+/// sync thread drives, and the installer thread.
+pub struct KernelParts {
+    /// The plane for the host loop.
+    pub plane: KernelPlane,
+    /// The core behind the packet path's lock (for the sync thread).
+    pub core: Arc<Mutex<KCore>>,
+    /// The installer thread (ends when the core is dropped).
+    pub installer: JoinHandle<std::io::Result<()>>,
+}
+
+/// Sets up the kernel data path for the forwarding interfaces of `f` around the dataplane's
+/// packet path `dp`: the core, the installer, the plane (guard set for a standby, leftover
+/// cluster addresses removed).
 pub fn build(
-    cx: Context<'_>,
-    dataplane: impl FnOnce(&ConfigBlock, Keyring) -> (DpPath, DpSync),
-) -> Result<Built, String> {
-    let Context {
-        cfg,
-        block,
-        keyring,
-        keys,
-        shared,
-        stop,
-    } = cx;
-    let Some(f) = &cfg.forward else {
-        return Ok(Built {
-            plane: None,
-            threads: Vec::new(),
-            resync: None,
-            drain: None,
-            sync_keys: sync_key_hook::<DpPath, DpSync>(keys, None),
-        });
-    };
+    f: &ForwardConfig,
+    mut dp: DpPath,
+    stop: &Arc<AtomicBool>,
+) -> Result<KernelParts, String> {
     let mut addrs = Vec::new();
     let mut probe_from = Vec::new();
     for side in [&f.inside, &f.outside] {
@@ -267,7 +261,6 @@ pub fn build(
     }
     let stats = Arc::new(KStats::default());
     let (tx, rx) = mpsc::channel();
-    let (mut dp, sync) = dataplane(block, keyring);
     dp.path_mut().tables_mut().keep_kernel_changes();
     let core = Arc::new(Mutex::new(KCore {
         dp,
@@ -276,12 +269,9 @@ pub fn build(
         work: tx,
         stats: stats.clone(),
     }));
-    let sync = Arc::new(Mutex::new(sync));
-    let mut threads = vec![spawn_installer(rx, stats.clone())?];
-    let (t, resync, drain) = sync_threads(cfg, block, &core, &sync, shared, stop)?;
-    threads.extend(t);
+    let installer = spawn_installer(rx, stats.clone())?;
     let mut plane = KernelPlane {
-        core,
+        core: core.clone(),
         addrs,
         rtnl: Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?,
         prober: probe::Prober::open(probe_from).map_err(|e| format!("ICMP socket: {e}"))?,
@@ -299,12 +289,10 @@ pub fn build(
     for a in plane.addrs.clone() {
         plane.apply(Step::RemoveAddress(a));
     }
-    Ok(Built {
-        plane: Some(Box::new(plane)),
-        threads,
-        resync,
-        drain,
-        sync_keys: sync_key_hook::<DpPath, DpSync>(keys, Some(sync)),
+    Ok(KernelParts {
+        plane,
+        core,
+        installer,
     })
 }
 
