@@ -256,3 +256,68 @@ fn a_batch_installs_all_but_the_refused_entry_and_names_it() {
     assert_eq!(dump.len(), 2999);
     assert!(dump.iter().all(|e| e.orig != bad.orig));
 }
+
+/// A source-translated entry (the site's SNAT to a cluster address), as the active's event
+/// reports it, installs on a standby with its translation: the standby's dump shows the same
+/// reply direction and the kernel's SNAT status; a second install (a later update from the
+/// peer) refreshes it without the translation the kernel refuses to change.
+#[test]
+fn a_translated_entry_installs_with_its_translation_and_refreshes() {
+    if !can_run("ctnetlink namespace", Some("nft")) {
+        return;
+    }
+    let (_ns, names) = namespaces("hakn", &["b"]);
+    let nb = &names[0];
+    // A NAT chain in the namespace: the site's ruleset loads nf_nat.
+    for cmd in [
+        "add table ip site_nat",
+        "add chain ip site_nat post { type nat hook postrouting priority 100 ; }",
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", nb, "nft", cmd])
+            .output()
+            .expect("nft");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut e = entry();
+    e.zone = 0;
+    e.reply.dst = "10.2.0.254".parse().unwrap();
+    e.reply.dst_port = 40001;
+    e.status |= ha_kernel::conntrack::codec::IPS_SRC_NAT;
+    let mut standby = open_in(nb);
+    standby.install(&e).expect("a translated entry installs");
+    let find = |ct: &mut Ctnetlink| {
+        let (all, bad) = ct.dump().expect("dump");
+        assert_eq!(bad, 0);
+        all.into_iter()
+            .find(|x| x.orig == e.orig)
+            .expect("the entry is in the table")
+    };
+    let got = find(&mut standby);
+    assert_eq!(got.reply, e.reply, "the kernel set up the same translation");
+    assert_ne!(
+        got.status & ha_kernel::conntrack::codec::IPS_SRC_NAT,
+        0,
+        "status {:#x}",
+        got.status
+    );
+    // Refreshed: once alone, once in a batch (the kernel refuses the translation on an entry
+    // that exists; the socket sends the refresh without it).
+    let mut later = e;
+    later.timeout_s = 900;
+    standby
+        .install(&later)
+        .expect("refresh of a translated entry");
+    assert_eq!(
+        standby.install_batch(&[later, later]).expect("batch"),
+        vec![],
+        "a batch refresh of translated entries is not refused"
+    );
+    let got = find(&mut standby);
+    assert!(got.timeout_s > 300, "refreshed: {}", got.timeout_s);
+    assert_eq!(got.reply, e.reply);
+}

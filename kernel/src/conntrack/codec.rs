@@ -21,6 +21,28 @@ use super::{CtEntry, CtEvent, CtEventKind, CtTuple, TcpInfo, IPS_CONFIRMED, STAT
 /// `CTA_ZONE`: the entry's zone, a big-endian u16 (`include/uapi/linux/netfilter/
 /// nfnetlink_conntrack.h`). Hand-written: `netlink-packet-netfilter` 0.4 has no variant for it.
 pub const CTA_ZONE: u16 = 18;
+/// `CTA_NAT_SRC`: the source translation of a new entry (nested). Hand-written, like the
+/// NAT attributes below: `netlink-packet-netfilter` 0.4 has no NAT support.
+pub const CTA_NAT_SRC: u16 = 6;
+/// `CTA_NAT_DST`: the destination translation of a new entry (nested).
+pub const CTA_NAT_DST: u16 = 13;
+/// `CTA_NAT_V4_MINIP` / `CTA_NAT_V4_MAXIP`: the IPv4 range of a translation (one address here).
+const CTA_NAT_V4_MINIP: u16 = 1;
+const CTA_NAT_V4_MAXIP: u16 = 2;
+/// `CTA_NAT_PROTO`: the port range of a translation (nested).
+const CTA_NAT_PROTO: u16 = 3;
+/// `CTA_NAT_V6_MINIP` / `CTA_NAT_V6_MAXIP`.
+const CTA_NAT_V6_MINIP: u16 = 4;
+const CTA_NAT_V6_MAXIP: u16 = 5;
+/// `CTA_PROTONAT_PORT_MIN` / `CTA_PROTONAT_PORT_MAX`: big-endian u16 each.
+const CTA_PROTONAT_PORT_MIN: u16 = 1;
+const CTA_PROTONAT_PORT_MAX: u16 = 2;
+/// `NLA_F_NESTED`: the attribute holds attributes.
+const NLA_F_NESTED: u16 = 0x8000;
+/// `IPS_SRC_NAT`: the entry's source is translated (the reply goes to `reply.dst`).
+pub const IPS_SRC_NAT: u32 = 1 << 4;
+/// `IPS_DST_NAT`: the entry's destination is translated (the reply comes from `reply.src`).
+pub const IPS_DST_NAT: u32 = 1 << 5;
 /// `NLM_F_EXCL` on an event: together with `NLM_F_CREATE` it marks a new entry.
 const NLM_F_EXCL: u16 = 0x200;
 /// Netlink messages are aligned to 4 bytes.
@@ -111,11 +133,91 @@ fn tcp_flags(flags: u8) -> Option<TCPFlags> {
     TCPFlags::parse(&[flags, 0xff]).ok()
 }
 
-/// The attributes of `e` for a `IPCTNL_MSG_CT_NEW` request.
-fn entry_attrs(e: &CtEntry) -> Vec<ConntrackAttribute> {
+/// One netlink attribute: header (length, type; native endian) and value, padded to 4 bytes.
+fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let mut b = Vec::with_capacity(len.div_ceil(NLMSG_ALIGN) * NLMSG_ALIGN);
+    b.extend((len as u16).to_ne_bytes());
+    b.extend(kind.to_ne_bytes());
+    b.extend(value);
+    b.resize(len.div_ceil(NLMSG_ALIGN) * NLMSG_ALIGN, 0);
+    b
+}
+
+/// Protocols whose translation carries a port.
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+/// A translation attribute (`CTA_NAT_SRC` or `CTA_NAT_DST`): to exactly `addr` and, for
+/// protocols with ports, exactly `port`. The kernel sets the translation up on a new entry
+/// (`nf_nat_setup_info`) and derives the reply direction from it.
+pub fn nat_attr(kind: u16, addr: IpAddr, proto: u8, port: u16) -> DefaultNla {
+    let mut v = match addr {
+        IpAddr::V4(a) => [
+            nla(CTA_NAT_V4_MINIP, &a.octets()),
+            nla(CTA_NAT_V4_MAXIP, &a.octets()),
+        ]
+        .concat(),
+        IpAddr::V6(a) => [
+            nla(CTA_NAT_V6_MINIP, &a.octets()),
+            nla(CTA_NAT_V6_MAXIP, &a.octets()),
+        ]
+        .concat(),
+    };
+    if has_ports(proto) && port != 0 {
+        let ports = [
+            nla(CTA_PROTONAT_PORT_MIN, &port.to_be_bytes()),
+            nla(CTA_PROTONAT_PORT_MAX, &port.to_be_bytes()),
+        ]
+        .concat();
+        v.extend(nla(CTA_NAT_PROTO | NLA_F_NESTED, &ports));
+    }
+    DefaultNla::new(kind | NLA_F_NESTED, v)
+}
+
+/// The translations of `e`, from its status and reply direction: a source translation sends
+/// replies to `reply.dst`, a destination translation has them come from `reply.src`.
+pub fn nat_attrs(e: &CtEntry) -> Vec<DefaultNla> {
+    let mut a = Vec::new();
+    if e.status & IPS_DST_NAT != 0 {
+        a.push(nat_attr(
+            CTA_NAT_DST,
+            e.reply.src,
+            e.orig.proto,
+            e.reply.src_port,
+        ));
+    }
+    if e.status & IPS_SRC_NAT != 0 {
+        a.push(nat_attr(
+            CTA_NAT_SRC,
+            e.reply.dst,
+            e.orig.proto,
+            e.reply.dst_port,
+        ));
+    }
+    a
+}
+
+/// True when `e` is translated (its creation carries NAT attributes).
+pub fn is_translated(e: &CtEntry) -> bool {
+    e.status & (IPS_SRC_NAT | IPS_DST_NAT) != 0
+}
+
+/// The attributes of `e` for a `IPCTNL_MSG_CT_NEW` request; `nat`: with its translations (a
+/// creation; the kernel refuses them on an entry that exists).
+fn entry_attrs(e: &CtEntry, nat: bool) -> Vec<ConntrackAttribute> {
     let mut a = vec![
         ConntrackAttribute::CtaTupleOrig(tuple_attrs(&e.orig)),
-        ConntrackAttribute::CtaTupleReply(tuple_attrs(&e.reply)),
+        // A translated entry is created with the untranslated reply direction: the kernel's
+        // NAT setup derives the translated one, and marks the entry translated only when the
+        // two differ (given the translated reply it would see nothing to do, and packets would
+        // leave untranslated).
+        ConntrackAttribute::CtaTupleReply(tuple_attrs(&if nat && is_translated(e) {
+            e.orig.inverse()
+        } else {
+            e.reply
+        })),
         // Only the bits a member may set, and "confirmed", which the kernel gives every entry
         // it creates over ctnetlink and refuses to see changed (EBUSY without it).
         ConntrackAttribute::CtaStatus(Status::from_bits_retain(
@@ -137,6 +239,9 @@ fn entry_attrs(e: &CtEntry) -> Vec<ConntrackAttribute> {
     if e.zone != 0 {
         a.push(ConntrackAttribute::Other(zone_attr(e.zone)));
     }
+    if nat {
+        a.extend(nat_attrs(e).into_iter().map(ConntrackAttribute::Other));
+    }
     a
 }
 
@@ -147,9 +252,21 @@ fn serialize(mut msg: NetlinkMessage<NetfilterMessage>) -> Vec<u8> {
     buf
 }
 
-/// The request that creates `e` in the kernel's table, or updates it when an entry with the
-/// same original tuple exists (`NLM_F_CREATE` without `NLM_F_EXCL`); acknowledged.
+/// The request that creates `e` in the kernel's table, with its translations, or updates it
+/// when an entry with the same original tuple exists (`NLM_F_CREATE` without `NLM_F_EXCL`;
+/// for a translated entry the kernel then answers `EOPNOTSUPP`: send
+/// [`refresh_request`]); acknowledged.
 pub fn install_request(e: &CtEntry, seq: u32) -> Vec<u8> {
+    new_request(e, seq, true)
+}
+
+/// The request that updates an existing entry to `e` (status, timeout, mark, TCP state):
+/// [`install_request`] without the translations, which an existing entry keeps.
+pub fn refresh_request(e: &CtEntry, seq: u32) -> Vec<u8> {
+    new_request(e, seq, false)
+}
+
+fn new_request(e: &CtEntry, seq: u32, nat: bool) -> Vec<u8> {
     let mut h = NetlinkHeader::default();
     h.flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
     h.sequence_number = seq;
@@ -157,7 +274,7 @@ pub fn install_request(e: &CtEntry, seq: u32) -> Vec<u8> {
         h,
         NetlinkPayload::from(NetfilterMessage::new(
             NetfilterHeader::new(family(&e.orig.src), 0, 0),
-            ConntrackMessage::New(entry_attrs(e)),
+            ConntrackMessage::New(entry_attrs(e, nat)),
         )),
     ))
 }
@@ -407,6 +524,50 @@ mod tests {
         want.extend([0x01, 0x02, 0, 0]);
         assert_eq!(buf, want);
         assert_eq!(zone_of(&a), Some(0x0102));
+    }
+
+    #[test]
+    fn a_source_translation_is_nested_address_range_and_port_range() {
+        let a = nat_attr(CTA_NAT_SRC, "10.2.0.254".parse().unwrap(), 6, 0x1234);
+        let mut buf = vec![0u8; a.buffer_len()];
+        a.emit(&mut buf);
+        let h = |len: u16, kind: u16| [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        let mut want = h(40, 6 | 0x8000);
+        want.extend(h(8, 1));
+        want.extend([10, 2, 0, 254]);
+        want.extend(h(8, 2));
+        want.extend([10, 2, 0, 254]);
+        want.extend(h(20, 3 | 0x8000));
+        want.extend(h(6, 1));
+        want.extend([0x12, 0x34, 0, 0]);
+        want.extend(h(6, 2));
+        want.extend([0x12, 0x34, 0, 0]);
+        assert_eq!(buf, want);
+        // No ports for ICMP.
+        let icmp = nat_attr(CTA_NAT_DST, "10.1.0.5".parse().unwrap(), 1, 7);
+        assert_eq!(icmp.buffer_len(), 4 + 16);
+    }
+
+    #[test]
+    fn a_translated_entry_is_created_with_its_translation_and_refreshed_without() {
+        let mut e = entry();
+        e.reply.dst = "10.2.0.254".parse().unwrap();
+        e.reply.dst_port = 1024;
+        e.status |= IPS_SRC_NAT;
+        let nat = nat_attrs(&e);
+        assert_eq!(nat.len(), 1);
+        assert_eq!(nat[0].kind(), CTA_NAT_SRC | NLA_F_NESTED);
+        assert!(is_translated(&e) && !is_translated(&entry()));
+        let created = install_request(&e, 1);
+        let refreshed = refresh_request(&e, 1);
+        assert_eq!(created.len(), refreshed.len() + 40);
+        // Created with the untranslated reply direction; the kernel derives the translated one.
+        let back = match decode(split(&created).next().unwrap().unwrap()).unwrap() {
+            Decoded::Entry(ev) => ev.entry,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(back.reply, e.orig.inverse());
+        assert_eq!(refresh_request(&entry(), 1), install_request(&entry(), 1));
     }
 
     #[test]

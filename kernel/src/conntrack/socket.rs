@@ -58,6 +58,10 @@ impl From<io::Error> for CtError {
     }
 }
 
+/// `-EOPNOTSUPP`, as the kernel answers a request that would change an existing entry's
+/// translations.
+const EOPNOTSUPP: i32 = -95;
+
 impl From<CodecError> for CtError {
     fn from(e: CodecError) -> Self {
         CtError::Codec(e)
@@ -182,10 +186,17 @@ impl Ctnetlink {
         )))
     }
 
-    /// Creates `e` in the table, or updates the entry with the same original tuple.
+    /// Creates `e` in the table (with its translations), or updates the entry with the same
+    /// original tuple (which keeps the translations it was created with).
     pub fn install(&mut self, e: &CtEntry) -> Result<(), CtError> {
         let seq = self.next_seq();
-        self.request(&codec::install_request(e, seq), seq)
+        match self.request(&codec::install_request(e, seq), seq) {
+            Err(CtError::Codec(CodecError::Kernel(EOPNOTSUPP))) if codec::is_translated(e) => {
+                let seq = self.next_seq();
+                self.request(&codec::refresh_request(e, seq), seq)
+            }
+            r => r,
+        }
     }
 
     /// Installs (or refreshes) every entry of `entries`, many requests per `send` (up to
@@ -193,6 +204,28 @@ impl Ctnetlink {
     /// every entry the kernel refused (the others are in the table). Fewer system calls and
     /// round trips than one [`Ctnetlink::install`] per entry.
     pub fn install_batch(&mut self, entries: &[CtEntry]) -> Result<Vec<(usize, i32)>, CtError> {
+        let refused = self.send_batch(entries, codec::install_request)?;
+        // A translated entry that exists already refuses its translations: refresh those
+        // without them.
+        let (again, mut refused): (Vec<_>, Vec<_>) = refused
+            .into_iter()
+            .partition(|(i, errno)| *errno == EOPNOTSUPP && codec::is_translated(&entries[*i]));
+        if !again.is_empty() {
+            let retry: Vec<CtEntry> = again.iter().map(|(i, _)| entries[*i]).collect();
+            for (j, errno) in self.send_batch(&retry, codec::refresh_request)? {
+                refused.push((again[j].0, errno));
+            }
+            refused.sort_unstable();
+        }
+        Ok(refused)
+    }
+
+    /// Sends one request per entry, made by `request`, batched; the refused ones.
+    fn send_batch(
+        &mut self,
+        entries: &[CtEntry],
+        request: fn(&CtEntry, u32) -> Vec<u8>,
+    ) -> Result<Vec<(usize, i32)>, CtError> {
         let mut refused = Vec::new();
         let mut at = 0;
         while at < entries.len() {
@@ -201,7 +234,7 @@ impl Ctnetlink {
             let start = at;
             while at < entries.len() && buf.len() < BATCH_BYTES {
                 let seq = self.next_seq();
-                buf.extend(codec::install_request(&entries[at], seq));
+                buf.extend(request(&entries[at], seq));
                 at += 1;
             }
             self.sock.send(&buf, 0)?;

@@ -47,6 +47,9 @@ struct Opts {
     datapath: String,
     /// The members sync their connection state (off only in the kernel path's control run).
     sync: bool,
+    /// The kernel path's members translate the inside's addresses to the outside cluster
+    /// address (SNAT).
+    nat: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -58,6 +61,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         table: "dataplane".into(),
         datapath: "userspace".into(),
         sync: true,
+        nat: false,
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -408,6 +412,7 @@ pub fn chaos(args: &[String]) -> Result {
         table: "dataplane".into(),
         datapath: "userspace".into(),
         sync: true,
+        nat: false,
     };
     let mut c = chaos::ChaosOpts {
         minutes: 3.0,

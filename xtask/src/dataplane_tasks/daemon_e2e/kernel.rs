@@ -33,9 +33,20 @@ table inet site {
 }
 "#;
 
+/// The NAT case's addition: connections leave with the outside cluster address as their
+/// source (what a site does so that servers reply to whichever member is active).
+const SITE_NAT: &str = r#"
+table ip site_nat {
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        oifname "out" snat to 10.2.0.254
+    }
+}
+"#;
+
 /// Turns member `m` (index `i`) into a kernel router: its own addresses on both sides,
-/// forwarding on, strict TCP tracking, the site's ruleset.
-pub(super) fn prepare_member(env: &Env, m: &str, i: usize) -> Result {
+/// forwarding on, strict TCP tracking, the site's ruleset (with `nat`, its SNAT too).
+pub(super) fn prepare_member(env: &Env, m: &str, i: usize, nat: bool) -> Result {
     let ns = env.ns(m);
     env.ip(&[
         "-n",
@@ -61,7 +72,12 @@ pub(super) fn prepare_member(env: &Env, m: &str, i: usize) -> Result {
         .spawn()
         .map_err(|e| format!("e2e: nft: {e}"))?;
     if let Some(mut stdin) = nft.stdin.take() {
-        std::io::Write::write_all(&mut stdin, SITE_RULESET.as_bytes())
+        let rules = if nat {
+            format!("{SITE_RULESET}{SITE_NAT}")
+        } else {
+            SITE_RULESET.to_string()
+        };
+        std::io::Write::write_all(&mut stdin, rules.as_bytes())
             .map_err(|e| format!("e2e: nft: {e}"))?;
     }
     let st = nft.wait().map_err(|e| format!("e2e: nft: {e}"))?;
@@ -154,20 +170,30 @@ fn crash_case(
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(firmware)))
 }
 
-/// The kernel-path scenario: the synced crash, then the control without sync.
+/// The kernel-path scenario: the synced crash with plain forwarding, the same with SNAT on
+/// the outside, then the control without sync.
 pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> String) -> Result {
     let id = std::process::id() % 100_000;
     let synced = Opts {
         sync: true,
+        nat: false,
         ..o.clone()
     };
     let (sv, n, gap, takeover) = crash_case(&synced, firmware, b, "plain", id)?;
     println!(
         "tcp-survival(kernel, plain): survived={sv}/{n} gap_ms={gap} kill_to_forwarding_ms={takeover}"
     );
+    let nat = Opts {
+        nat: true,
+        ..synced.clone()
+    };
+    let (nsv, nn, ngap, ntakeover) = crash_case(&nat, firmware, b, "nat", id)?;
+    println!(
+        "tcp-survival(kernel, snat): survived={nsv}/{nn} gap_ms={ngap} kill_to_forwarding_ms={ntakeover}"
+    );
     let control = Opts {
         sync: false,
-        ..o.clone()
+        ..synced.clone()
     };
     let (csv, cn, _, _) = crash_case(&control, firmware, b, "control", id)?;
     println!("tcp-survival(kernel, control without sync): survived={csv}/{cn}");
@@ -175,6 +201,12 @@ pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> 
         return Err(format!(
             "e2e: kernel path: {} of {n} connections did not survive the crash",
             n - sv
+        ));
+    }
+    if nsv != nn {
+        return Err(format!(
+            "e2e: kernel path with SNAT: {} of {nn} connections did not survive the crash",
+            nn - nsv
         ));
     }
     if csv != 0 {

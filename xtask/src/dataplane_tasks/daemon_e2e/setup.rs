@@ -107,7 +107,7 @@ pub(super) fn start(
     env.ip(&["-n", &s, "route", "add", "10.1.0.0/24", "via", "10.2.0.254"])?;
     if o.datapath == "kernel" {
         for (i, m) in ["a", "b"].iter().enumerate() {
-            super::kernel::prepare_member(env, m, i)?;
+            super::kernel::prepare_member(env, m, i, o.nat)?;
         }
     }
 
