@@ -314,7 +314,8 @@ fn kernel(
         });
     };
     let (dp, sync) = dataplane(block, keyring);
-    let parts = crate::kernelpath::build(f, dp, stop)?;
+    let select = cfg.selection().map_err(|e| e.to_string())?;
+    let parts = crate::kernelpath::build(f, select, dp, stop)?;
     let sync = Arc::new(Mutex::new(sync));
     let mut threads = vec![parts.installer];
     let (t, resync, drain) = sync_threads(cfg, block, &parts.core, &sync, shared, stop)?;
@@ -497,6 +498,15 @@ fn run_with(
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;
 
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::spawn(addr, shared.clone(), stop.clone())
+                .map_err(|e| format!("metrics endpoint {addr}: {e}"))?
+                .1,
+        ),
+        None => None,
+    };
+
     let mut monitor = LinkMonitor::open().map_err(|e| format!("netlink: {e}"))?;
     let bounce = match (&cfg.forward, cfg.bounce_on_swap_ms) {
         (Some(f), ms) if ms > 0 => {
@@ -570,6 +580,9 @@ fn run_with(
         }
     }
     let _ = mgmt.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     result
 }
 

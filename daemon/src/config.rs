@@ -33,9 +33,18 @@
 //! member_ip = "10.2.0.11"
 //! allow_new = false
 //!
+//! # metrics_listen = "127.0.0.1:9469"    # Prometheus endpoint: GET /metrics
+//!
 //! [sync]
 //! bind = "10.9.0.1"                      # address on the HA interface
 //! # port = 44242                         # default: the config block's state_sync_port
+//! # min_age_s = 0                        # kernel path: sync a connection once this old
+//! # [[sync.rule]]                        # kernel path: first match wins, none: sync
+//! # action = "skip"                      # or "sync"
+//! # proto = "udp"                        # tcp, udp, icmp, icmpv6, sctp, gre, esp, 0-255
+//! # src = "10.1.0.0/24"                  # the originator's prefix
+//! # dst = "0.0.0.0/0"                    # the original destination's prefix
+//! # dst_port = "53"                      # or a range "1000-2000"
 //!
 //! [[peer]]
 //! serial = "SN-B"
@@ -94,6 +103,10 @@ pub struct DaemonConfig {
     /// path) or the daemon's userspace router (a test vehicle for the firmware).
     #[serde(default)]
     pub datapath: Datapath,
+    /// Address of the Prometheus endpoint (`GET /metrics`), e.g. `127.0.0.1:9469`; none when
+    /// absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The fast path, if this member forwards.
     #[serde(default)]
     pub forward: Option<ForwardConfig>,
@@ -202,6 +215,71 @@ pub struct SyncConfig {
     /// UDP port; the configuration block's `state_sync_port` when absent.
     #[serde(default)]
     pub port: Option<u16>,
+    /// Kernel path: a connection is synced only once it has existed this long, seconds.
+    #[serde(default)]
+    pub min_age_s: u32,
+    /// Kernel path: which connections are synced, first match wins (none: synced).
+    #[serde(default)]
+    pub rule: Vec<SyncRuleFile>,
+}
+
+/// One selective-sync rule as written in the file (every field but `action` optional).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRuleFile {
+    /// `sync` or `skip`.
+    pub action: String,
+    /// Protocol name or number.
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// The originator's prefix, e.g. `10.1.0.0/24`.
+    #[serde(default)]
+    pub src: Option<String>,
+    /// The original destination's prefix.
+    #[serde(default)]
+    pub dst: Option<String>,
+    /// Destination port or inclusive range, e.g. `53` or `1000-2000`.
+    #[serde(default)]
+    pub dst_port: Option<String>,
+}
+
+impl SyncRuleFile {
+    /// The rule it describes, or what is wrong with it.
+    pub fn rule(&self) -> Result<ha_kernel::select::Rule, ConfigError> {
+        use ha_kernel::select::{parse_ports, parse_proto, Action, IpNet, Rule};
+        let bad =
+            |what: &str, e: String| ConfigError::Invalid(format!("[[sync.rule]] {what}: {e}"));
+        let net = |what: &str, v: &Option<String>| -> Result<Option<IpNet>, ConfigError> {
+            v.as_deref()
+                .map(|s| {
+                    s.trim()
+                        .parse::<IpNet>()
+                        .map_err(|_| bad(what, format!("{s:?} is not a prefix like 10.1.0.0/24")))
+                })
+                .transpose()
+        };
+        Ok(Rule {
+            action: match self.action.as_str() {
+                "sync" => Action::Sync,
+                "skip" => Action::Skip,
+                other => return Err(bad("action", format!("{other:?}: sync or skip"))),
+            },
+            proto: self
+                .proto
+                .as_deref()
+                .map(parse_proto)
+                .transpose()
+                .map_err(|e| bad("proto", e))?,
+            src: net("src", &self.src)?,
+            dst: net("dst", &self.dst)?,
+            dst_port: self
+                .dst_port
+                .as_deref()
+                .map(parse_ports)
+                .transpose()
+                .map_err(|e| bad("dst_port", e))?,
+        })
+    }
 }
 
 /// Another member.
@@ -300,6 +378,11 @@ impl DaemonConfig {
                 ));
             }
         }
+        if let Some(sync) = &self.sync {
+            for r in &sync.rule {
+                r.rule()?;
+            }
+        }
         for p in &self.peer {
             if ha_proto::msg::Serial::new(&p.serial).is_none() {
                 return Err(ConfigError::Invalid(format!("peer serial {:?}", p.serial)));
@@ -311,6 +394,28 @@ impl DaemonConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Which kernel connections the active syncs: never this member's own (its member and
+    /// cluster addresses, its HA address), then the `[[sync.rule]]`s and `min_age_s`.
+    pub fn selection(&self) -> Result<ha_kernel::select::Selection, ConfigError> {
+        let mut sel = ha_kernel::select::Selection::default();
+        if let Some(f) = &self.forward {
+            for side in [&f.inside, &f.outside] {
+                sel.own.push(side.member_ip.into());
+                sel.own.push(side.cluster()?.0.into());
+            }
+        }
+        if let Some(sync) = &self.sync {
+            sel.own.push(sync.bind.into());
+            sel.min_age_ms = u64::from(sync.min_age_s) * 1000;
+            sel.rules = sync
+                .rule
+                .iter()
+                .map(SyncRuleFile::rule)
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(sel)
     }
 
     /// The sync socket address, with the block's port as the default.
@@ -378,6 +483,53 @@ sync = "10.9.0.2"
             c.sync_addr(44242),
             Some("10.9.0.1:44242".parse().expect("addr"))
         );
+    }
+
+    #[test]
+    fn selective_sync_rules_parse_and_bad_ones_say_what_is_wrong() {
+        let with = |extra: &str| {
+            DaemonConfig::parse(&EXAMPLE.replace(
+                "[sync]\nbind = \"10.9.0.1\"\n",
+                &format!("[sync]\nbind = \"10.9.0.1\"\n{extra}"),
+            ))
+        };
+        let c = with(
+            "min_age_s = 5\n[[sync.rule]]\naction = \"skip\"\nproto = \"udp\"\ndst_port = \"53\"\n\
+             [[sync.rule]]\naction = \"sync\"\nsrc = \"10.1.0.0/24\"\n",
+        )
+        .expect("parse");
+        let sel = c.selection().expect("selection");
+        assert_eq!(sel.min_age_ms, 5_000);
+        assert_eq!(sel.rules.len(), 2);
+        assert_eq!(sel.rules[0].proto, Some(17));
+        assert_eq!(sel.rules[0].dst_port, Some((53, 53)));
+        assert!(sel.own.contains(&"10.9.0.1".parse().unwrap()));
+        assert!(sel.own.contains(&"10.2.0.254".parse().unwrap()));
+        assert!(sel.own.contains(&"10.1.0.11".parse().unwrap()));
+        for (bad, says) in [
+            ("[[sync.rule]]\naction = \"drop\"\n", "sync or skip"),
+            (
+                "[[sync.rule]]\naction = \"skip\"\nsrc = \"10.1.0.0/33\"\n",
+                "prefix",
+            ),
+            (
+                "[[sync.rule]]\naction = \"skip\"\ndst_port = \"9-1\"\n",
+                "above",
+            ),
+            (
+                "[[sync.rule]]\naction = \"skip\"\nproto = \"tcpx\"\n",
+                "tcp, udp",
+            ),
+        ] {
+            match with(bad) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            with("[[sync.rule]]\naction = \"skip\"\nport = \"1\"\n"),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]

@@ -37,8 +37,10 @@ use crate::runtime::{Activate, Plane};
 use crate::syncplane::HoldsPath;
 use ha_kernel::address::{announce, Addresses};
 use ha_kernel::conntrack::socket::Ctnetlink;
+use ha_kernel::conntrack::{CtEntry, CtExpect, CtTuple, Events};
 use ha_kernel::guard::{self, Guard};
 use ha_kernel::path::{ClusterAddr, KernelPath, KernelWork, Step};
+use ha_kernel::select::Selection;
 
 /// How long a takeover waits for the installer to put the entries already received into the
 /// kernel before the guard opens (it is normally idle: entries are installed as they come).
@@ -53,14 +55,22 @@ pub struct KStats {
     pub unreadable: AtomicU64,
     /// Overruns (events lost, a dump followed).
     pub overruns: AtomicU64,
-    /// Dumps of the table (one per takeover, one per overrun).
+    /// Dumps of the table (one per takeover, one per overrun, one per refresh).
     pub dumps: AtomicU64,
+    /// Entries the periodic refresh sent again (their timeout grew without an event).
+    pub refreshed: AtomicU64,
     /// Entries installed or refreshed into this member's kernel for the peer.
     pub installed: AtomicU64,
     /// Entries the kernel refused to install.
     pub install_refused: AtomicU64,
     /// Entries removed from this member's kernel for the peer.
     pub removed: AtomicU64,
+    /// Helper expectations created or refreshed in this member's kernel for the peer.
+    pub expects_installed: AtomicU64,
+    /// Expectations the kernel refused for good (their master never came, or has no helper).
+    pub expects_refused: AtomicU64,
+    /// Expectations removed from this member's kernel for the peer.
+    pub expects_removed: AtomicU64,
     /// Batches of kernel work handed to the installer.
     pub batches_queued: AtomicU64,
     /// Batches of kernel work done by the installer.
@@ -84,9 +94,13 @@ impl KStats {
             ("unreadable", g(&self.unreadable)),
             ("overruns", g(&self.overruns)),
             ("dumps", g(&self.dumps)),
+            ("refreshed", g(&self.refreshed)),
             ("installed", g(&self.installed)),
             ("install_refused", g(&self.install_refused)),
             ("removed", g(&self.removed)),
+            ("expects_installed", g(&self.expects_installed)),
+            ("expects_refused", g(&self.expects_refused)),
+            ("expects_removed", g(&self.expects_removed)),
             ("announcements", g(&self.announcements)),
             ("step_errors", g(&self.step_errors)),
         ]
@@ -116,7 +130,7 @@ impl std::fmt::Debug for KCore {
 impl KCore {
     /// Active: applies conntrack events (or, with `dump`, a dump after a takeover or an
     /// overrun) to the kernel table and queues the changed entries for the peer.
-    pub fn on_kernel(&mut self, events: &[ha_kernel::conntrack::CtEvent], now: Instant) {
+    pub fn on_kernel(&mut self, events: &Events, now: Instant) {
         let now_ms = self.dp.millis(now);
         let path = self.dp.path_mut();
         let keys = self.kp.on_events(events, path.tables_mut(), now_ms);
@@ -125,14 +139,38 @@ impl KCore {
         }
     }
 
-    /// Active, after a takeover (`seed`) or an overrun: reconciles with a dump.
-    pub fn on_dump(&mut self, dump: &[ha_kernel::conntrack::CtEntry], seed: bool, now: Instant) {
+    /// Active, after a takeover (`seed`) or an overrun: reconciles with a dump of the
+    /// entries and expectations.
+    pub fn on_dump(&mut self, dump: &[CtEntry], expects: &[CtExpect], seed: bool, now: Instant) {
         let now_ms = self.dp.millis(now);
         let path = self.dp.path_mut();
         if seed {
             self.kp.seed(path.tables(), now_ms);
         }
-        let keys = self.kp.on_dump(dump, path.tables_mut(), now_ms);
+        let keys = self.kp.on_dump(dump, expects, path.tables_mut(), now_ms);
+        for k in keys {
+            path.changed(k);
+        }
+    }
+
+    /// Active, every [`events::REFRESH_EVERY`]: renews the peer's copies of entries the
+    /// kernel extended without an event, from a dump taken beside the event stream.
+    pub fn on_renew(&mut self, dump: &[CtEntry], now: Instant) -> usize {
+        let now_ms = self.dp.millis(now);
+        let path = self.dp.path_mut();
+        let keys = self.kp.on_renew(dump, path.tables_mut(), now_ms);
+        let n = keys.len();
+        for k in keys {
+            path.changed(k);
+        }
+        n
+    }
+
+    /// Active, about once a second: sends the entries that reached the minimum age.
+    pub fn on_tick(&mut self, now: Instant) {
+        let now_ms = self.dp.millis(now);
+        let path = self.dp.path_mut();
+        let keys = self.kp.on_tick(path.tables_mut(), now_ms);
         for k in keys {
             path.changed(k);
         }
@@ -158,7 +196,7 @@ impl DpHolder for KCore {
         let w = self.kp.kernel_work(self.dp.path_mut().tables_mut(), now_ms);
         // The active's kernel is the source of its table: what a peer sends it (a standby's
         // bulk) is not installed.
-        if self.active || (w.install.is_empty() && w.remove.is_empty()) {
+        if self.active || w.is_empty() {
             return;
         }
         KStats::add(&self.stats.batches_queued, 1);
@@ -178,43 +216,140 @@ impl HoldsPath<KCore> for KCore {
     }
 }
 
-/// The installer thread: the peer's entries into this member's kernel, in order.
+/// How long the installer keeps retrying an expectation whose master is not in the kernel
+/// yet (its record came first, or in a later batch than the master's).
+pub const EXPECT_RETRY_FOR: Duration = Duration::from_secs(2);
+/// How often it retries them.
+const EXPECT_RETRY_EVERY: Duration = Duration::from_millis(50);
+/// `-ENOENT`: the expectation's master is not in the table.
+const ENOENT: i32 = -2;
+
+/// The standby's installer: the peer's entries, then its expectations, into this member's
+/// kernel; an expectation that comes before its master waits for it (retried for
+/// [`EXPECT_RETRY_FOR`]).
+struct Installer {
+    ct: Ctnetlink,
+    stats: Arc<KStats>,
+    /// Expectations refused for a missing master, and since when.
+    waiting: Vec<(CtExpect, Instant)>,
+}
+
+impl Installer {
+    fn entries(&mut self, install: &[CtEntry], remove: &[(CtTuple, u16)]) {
+        match self.ct.install_batch(install) {
+            Ok(refused) => {
+                KStats::add(
+                    &self.stats.installed,
+                    (install.len() - refused.len()) as u64,
+                );
+                if let Some(&(i, errno)) = refused.first() {
+                    KStats::add(&self.stats.install_refused, refused.len() as u64);
+                    eprintln!(
+                        "ha-daemon: kernel refused {} of {} synced entries (first: {:?}, errno {errno})",
+                        refused.len(),
+                        install.len(),
+                        install.get(i).map(|e| e.orig)
+                    );
+                }
+            }
+            Err(e) => {
+                KStats::add(&self.stats.install_refused, install.len() as u64);
+                eprintln!("ha-daemon: installing synced entries: {e}");
+            }
+        }
+        for (orig, zone) in remove {
+            // Already gone (expired here too) is as good as removed.
+            if self.ct.remove(orig, *zone).is_ok() {
+                KStats::add(&self.stats.removed, 1);
+            }
+        }
+    }
+
+    /// Creates `exps`, each with the time it was first tried; those refused for a missing
+    /// master wait for the next try until [`EXPECT_RETRY_FOR`] has passed.
+    fn expects(&mut self, exps: Vec<(CtExpect, Instant)>) {
+        if exps.is_empty() {
+            return;
+        }
+        let batch: Vec<CtExpect> = exps.iter().map(|(e, _)| *e).collect();
+        let refused = match self.ct.install_expects(&batch) {
+            Ok(r) => r,
+            Err(e) => {
+                KStats::add(&self.stats.expects_refused, batch.len() as u64);
+                eprintln!("ha-daemon: creating synced expectations: {e}");
+                return;
+            }
+        };
+        KStats::add(
+            &self.stats.expects_installed,
+            (batch.len() - refused.len()) as u64,
+        );
+        let now = Instant::now();
+        for (i, errno) in refused {
+            let (e, since) = exps[i];
+            if errno == ENOENT && now.duration_since(since) < EXPECT_RETRY_FOR {
+                self.waiting.push((e, since));
+            } else {
+                KStats::add(&self.stats.expects_refused, 1);
+                eprintln!(
+                    "ha-daemon: kernel refused the synced expectation {:?} (master {:?}): errno {errno}",
+                    e.tuple, e.master
+                );
+            }
+        }
+    }
+
+    fn work(&mut self, w: KernelWork) {
+        self.entries(&w.install, &w.remove);
+        // A removal of an expectation still waiting for its master ends the wait.
+        self.waiting
+            .retain(|(e, _)| !w.remove_expects.contains(&(e.tuple, e.zone)));
+        let now = Instant::now();
+        let mut exps = std::mem::take(&mut self.waiting);
+        exps.extend(w.install_expects.into_iter().map(|e| (e, now)));
+        self.expects(exps);
+        for (tuple, zone) in &w.remove_expects {
+            if self.ct.remove_expect(tuple, *zone).is_ok() {
+                KStats::add(&self.stats.expects_removed, 1);
+            }
+        }
+    }
+
+    fn retry(&mut self) {
+        let exps = std::mem::take(&mut self.waiting);
+        self.expects(exps);
+    }
+}
+
+/// The installer thread: the peer's entries and expectations into this member's kernel, in
+/// order.
 fn spawn_installer(
     rx: Receiver<KernelWork>,
     stats: Arc<KStats>,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
-    let mut ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
+    let ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
+    let mut inst = Installer {
+        ct,
+        stats,
+        waiting: Vec::new(),
+    };
     Ok(std::thread::spawn(move || {
         // Ends when the core (the sender) is dropped at the daemon's stop.
-        for w in rx {
-            match ct.install_batch(&w.install) {
-                Ok(refused) => {
-                    KStats::add(&stats.installed, (w.install.len() - refused.len()) as u64);
-                    if !refused.is_empty() {
-                        KStats::add(&stats.install_refused, refused.len() as u64);
-                        let (i, errno) = refused[0];
-                        eprintln!(
-                            "ha-daemon: kernel refused {} of {} synced entries (first: {:?}, errno {errno})",
-                            refused.len(),
-                            w.install.len(),
-                            w.install.get(i).map(|e| e.orig)
-                        );
-                    }
+        loop {
+            let w = if inst.waiting.is_empty() {
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(EXPECT_RETRY_EVERY)
+            };
+            match w {
+                Ok(w) => {
+                    inst.work(w);
+                    KStats::add(&inst.stats.batches_done, 1);
                 }
-                Err(e) => {
-                    KStats::add(&stats.install_refused, w.install.len() as u64);
-                    eprintln!("ha-daemon: installing synced entries: {e}");
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => inst.retry(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            for (orig, zone) in &w.remove {
-                // Already gone (expired here too) is as good as removed.
-                if ct.remove(orig, *zone).is_ok() {
-                    KStats::add(&stats.removed, 1);
-                }
-            }
-            KStats::add(&stats.batches_done, 1);
         }
-        Ok(())
     }))
 }
 
@@ -225,6 +360,37 @@ fn interface(name: &str) -> Result<(u32, [u8; 6]), String> {
         .find(|i| i.name == name)
         .ok_or_else(|| format!("no interface {name}"))?;
     Ok((i.index, i.mac.map(|m| m.octets()).unwrap_or([0; 6])))
+}
+
+/// Takes this member out of the data path without a running daemon: the guard closed for a
+/// standby (no new connections, probes unanswered) and the cluster addresses of `f` removed.
+/// For a supervisor after the daemon ended (`ha-daemon --release`, the systemd unit's
+/// `ExecStopPost`): a daemon that dies while its box lives would otherwise leave the
+/// addresses its peer now holds. Returns what could not be done.
+pub fn release(f: &ForwardConfig) -> Result<(), String> {
+    let mut failed = Vec::new();
+    if let Err(e) = guard::set_guard(Guard {
+        standby: true,
+        answer_probes: false,
+    }) {
+        failed.push(format!("guard: {e}"));
+    }
+    let mut rtnl = Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?;
+    for side in [&f.inside, &f.outside] {
+        let r = interface(&side.ifname).and_then(|(ifindex, _)| {
+            let (ip, len) = side.cluster().map_err(|e| e.to_string())?;
+            rtnl.remove(ifindex, IpAddr::V4(ip), len)
+                .map_err(|e| format!("{ip}/{len}: {e}"))
+        });
+        if let Err(e) = r {
+            failed.push(format!("{}: {e}", side.ifname));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 /// The kernel data path of a forwarding member, set up: the host loop's plane, the core the
@@ -243,6 +409,7 @@ pub struct KernelParts {
 /// cluster addresses removed).
 pub fn build(
     f: &ForwardConfig,
+    select: Selection,
     mut dp: DpPath,
     stop: &Arc<AtomicBool>,
 ) -> Result<KernelParts, String> {
@@ -264,7 +431,7 @@ pub fn build(
     dp.path_mut().tables_mut().keep_kernel_changes();
     let core = Arc::new(Mutex::new(KCore {
         dp,
-        kp: KernelPath::new(addrs.clone()),
+        kp: KernelPath::new(addrs.clone()).with_selection(select),
         active: false,
         work: tx,
         stats: stats.clone(),
@@ -359,10 +526,25 @@ impl Plane for KernelPlane {
         };
         if active {
             // No more work is queued (the core is active); what was queued goes in first.
+            let t0 = Instant::now();
+            let t0_unix = crate::runtime::unix_ms();
             self.wait_installed();
+            // The journal shows where a takeover's time goes, step by step.
+            let mut timeline = vec![format!("installs drained {} ms", ms_since(t0))];
             for s in steps {
+                let what = match &s {
+                    Step::Guard { .. } => "guard open",
+                    Step::AddAddress(_) => "address added",
+                    Step::RemoveAddress(_) => "address removed",
+                    Step::Announce(_) => "announced",
+                };
                 self.apply(s);
+                timeline.push(format!("{what} {} ms", ms_since(t0)));
             }
+            eprintln!(
+                "<6>ha-daemon: takeover at {t0_unix} (unix ms): {}",
+                timeline.join(", ")
+            );
             self.events = Some(events::EventThread::start(
                 self.core.clone(),
                 self.stats.clone(),
@@ -419,4 +601,9 @@ impl Drop for KernelPlane {
             t.stop();
         }
     }
+}
+
+/// Milliseconds since `t`, with a tenth (for the takeover's timeline in the journal).
+fn ms_since(t: Instant) -> String {
+    format!("{:.1}", t.elapsed().as_secs_f64() * 1000.0)
 }

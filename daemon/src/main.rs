@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ha-daemon --config /etc/ha/daemon.toml
+//! ha-daemon --config /etc/ha/daemon.toml --release   # after it ended: out of the data path
 //! ```
 
 use std::path::PathBuf;
@@ -19,6 +20,11 @@ struct Cli {
     /// Configuration file (TOML).
     #[arg(long, short)]
     config: PathBuf,
+    /// Do not run: take this member out of the kernel data path (close the standby guard,
+    /// remove the cluster addresses) and exit. For a supervisor after the daemon ended
+    /// (systemd's ExecStopPost), so a dead daemon leaves no address its peer now holds.
+    #[arg(long)]
+    release: bool,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +36,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.release {
+        let Some(f) = cfg
+            .forward
+            .as_ref()
+            .filter(|_| cfg.datapath == Datapath::Kernel)
+        else {
+            eprintln!("ha-daemon: --release: no kernel data path in this configuration");
+            return ExitCode::SUCCESS;
+        };
+        return match ha_daemon::kernelpath::release(f) {
+            Ok(()) => {
+                eprintln!("ha-daemon: released: guard closed, cluster addresses removed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ha-daemon: --release: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let stop = Arc::new(AtomicBool::new(false));
     // One boot epoch for every link of this process: the persistent boot counter.
     let epoch = match boot_epoch(&cfg.state_dir) {

@@ -25,6 +25,11 @@ use crate::syncplane::{DrainHook, ResyncHook, SyncKeyHook};
 
 /// How long a command waits for the controller's confirmation (status or key state).
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// A status request unanswered this long is sent again (until [`CONFIRM_TIMEOUT`]): the
+/// host link is allowed to lose a frame (the controller drops frames while the line is
+/// stalled, a damaged frame is rejected), and one lost frame must not fail an operator's
+/// command.
+pub const STATUS_RESEND: Duration = Duration::from_millis(400);
 /// Longest wait for the peer's table before a planned swap; the swap then goes on and the
 /// timeout is reported in the event log.
 pub const RESYNC_BOUND: Duration = Duration::from_secs(2);
@@ -109,25 +114,41 @@ impl MgmtServer {
 
     /// Waits until `cond` holds on the shared state, at most [`CONFIRM_TIMEOUT`].
     fn wait_for(&self, cond: impl Fn(&Shared) -> bool) -> bool {
-        let deadline = Instant::now() + CONFIRM_TIMEOUT;
-        while Instant::now() < deadline {
+        self.wait_until(Instant::now() + CONFIRM_TIMEOUT, cond)
+    }
+
+    /// Waits until `cond` holds on the shared state, at most until `deadline`.
+    fn wait_until(&self, deadline: Instant, cond: impl Fn(&Shared) -> bool) -> bool {
+        loop {
             if cond(&self.shared()) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
         }
-        false
     }
 
-    /// Asks the controller for a fresh status and waits for it.
+    /// Asks the controller for a fresh status and waits for it, asking again every
+    /// [`STATUS_RESEND`] (counted in `status_resends`) until [`CONFIRM_TIMEOUT`].
     fn fresh_status(&self) -> Result<(StatusReport, u64), Box<Reply>> {
         let asked = unix_ms();
-        self.send(HostMsg::StatusRequest)?;
-        if !self.wait_for(|s| s.status.as_ref().is_some_and(|(_, t)| *t >= asked)) {
-            return Err(Box::new(err(
-                ErrorCode::Unreachable,
-                "the management controller did not answer a status request",
-            )));
+        let deadline = Instant::now() + CONFIRM_TIMEOUT;
+        let fresh = |s: &Shared| s.status.as_ref().is_some_and(|(_, t)| *t >= asked);
+        loop {
+            self.send(HostMsg::StatusRequest)?;
+            if self.wait_until((Instant::now() + STATUS_RESEND).min(deadline), fresh) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Box::new(err(
+                    ErrorCode::Unreachable,
+                    "the management controller did not answer a status request",
+                )));
+            }
+            self.shared().status_resends += 1;
         }
         self.shared()
             .status
@@ -144,11 +165,47 @@ impl MgmtServer {
                 forced: m.forced,
                 since: arrived.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms))
                     / 1000,
+                paused: m.paused,
             }),
             None => err(
                 ErrorCode::Internal,
                 "status report without the local member",
             ),
+        }
+    }
+
+    /// Sends `command` to the controller and answers with this member's mode once its status
+    /// shows the effect (`done` on the local member), or an error naming `what` after
+    /// [`CONFIRM_TIMEOUT`].
+    fn admin_confirmed(
+        &self,
+        command: AdminCommand,
+        what: &str,
+        done: impl Fn(&ha_proto::msg::host::MemberSummary) -> bool,
+    ) -> Reply {
+        if let Err(e) = self.send(HostMsg::Admin {
+            target: None,
+            command,
+        }) {
+            return *e;
+        }
+        let deadline = Instant::now() + CONFIRM_TIMEOUT;
+        loop {
+            match self.fresh_status() {
+                Ok((r, t)) => {
+                    if r.members.iter().any(|m| m.local && done(m)) {
+                        return self.mode_report(&r, t);
+                    }
+                }
+                Err(e) => return *e,
+            }
+            if Instant::now() >= deadline {
+                return err(
+                    ErrorCode::Unreachable,
+                    format!("the controller did not confirm {what}"),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -193,31 +250,15 @@ impl MgmtServer {
                     AdminCommand::ForcePassive => self.drain_before_handover(),
                     _ => {}
                 }
-                if let Err(e) = self.send(HostMsg::Admin {
-                    target: None,
-                    command,
-                }) {
-                    return Ok(*e);
-                }
-                // Poll the status until the controller shows the forcing.
-                let deadline = Instant::now() + CONFIRM_TIMEOUT;
-                loop {
-                    match self.fresh_status() {
-                        Ok((r, t)) => {
-                            if r.members.iter().any(|m| m.local && m.forced == want) {
-                                break self.mode_report(&r, t);
-                            }
-                        }
-                        Err(e) => break *e,
-                    }
-                    if Instant::now() >= deadline {
-                        break err(
-                            ErrorCode::Unreachable,
-                            "the controller did not confirm the forcing",
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                self.admin_confirmed(command, "the forcing", |m| m.forced == want)
+            }
+            Request::Pause { .. } | Request::Resume => {
+                let (command, want) = match req {
+                    Request::Pause { seconds } => (AdminCommand::Pause { seconds }, true),
+                    _ => (AdminCommand::Resume, false),
+                };
+                let what = if want { "the pause" } else { "the resume" };
+                self.admin_confirmed(command, what, |m| m.paused == want)
             }
             Request::Reload => match self.send(HostMsg::Admin {
                 target: None,

@@ -26,10 +26,15 @@ use ha_hostlink::HostLink;
 /// Events kept for `events` requests: the controller's own ring holds fewer, so this never
 /// loses one the controller still had.
 pub const EVENTS_MAX: usize = 4096;
-/// How long a probe of a peer waits for an echo reply before answering "not alive".
+/// How long a probe of a peer waits for an echo reply before answering "not alive", when
+/// the controller's request names no time ([`PROBE_WITHIN`] bounds the time it names).
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-/// Echo requests are repeated this often during a probe (a lost packet is not a dead peer).
-pub const PROBE_RESEND: Duration = Duration::from_millis(50);
+/// The probe times a controller may ask for, ms: shorter would call a loaded but live peer
+/// dead; longer only delays a takeover.
+pub const PROBE_WITHIN: std::ops::RangeInclusive<u64> = 5..=1000;
+/// Echo requests are sent this many times over a probe's time (a lost packet is not a dead
+/// peer).
+pub const PROBE_SENDS: u32 = 3;
 /// Extra gratuitous ARPs after a takeover, counted from it (switches and hosts that missed
 /// the first one).
 pub const GARP_REPEATS: [Duration; 4] = [
@@ -82,6 +87,9 @@ pub struct Shared {
     pub fast_path: Option<crate::fastpath::Stats>,
     /// Host-link frames accepted.
     pub host_accepted: u64,
+    /// Status requests sent again because the controller's answer did not come within
+    /// [`crate::mgmt::STATUS_RESEND`] (the host link drops frames while stalled).
+    pub status_resends: u64,
     /// True while the host link is connected.
     pub host_connected: bool,
     /// The peers' data-plane addresses (probe targets, state-sync peer): edited by
@@ -91,6 +99,11 @@ pub struct Shared {
     pub addresses: ha_mgmt_api::MemberAddresses,
     /// The role the forwarding plane applies, as the host loop last set it.
     pub forwarding: ForwardingRole,
+    /// Sequence number of the controller's last event (a jump shows lost events).
+    pub last_event_seq: Option<u32>,
+    /// When each HA link towards a peer last changed state (Unix ms), by (peer serial,
+    /// link index 0 main / 1 backup), from the controller's link events.
+    pub link_since: BTreeMap<(String, usize), u64>,
 }
 
 /// The role the forwarding plane applies and its history, kept by the host loop
@@ -121,11 +134,51 @@ impl ForwardingRole {
 }
 
 impl Shared {
-    /// Records one of the daemon's own events and hands it to the followers.
+    /// Records the sequence number of a controller event; the number of events missing
+    /// before it, when there is a gap (a lower number is a restarted controller, not a gap).
+    pub fn note_event_seq(&mut self, seq: u32) -> Option<u32> {
+        let gap = self
+            .last_event_seq
+            .filter(|last| seq > last.saturating_add(1))
+            .map(|last| seq - last - 1);
+        self.last_event_seq = Some(seq);
+        gap
+    }
+
+    /// Notes the link changes a controller event reports (`link_up`/`link_down` name one link
+    /// in their detail, "main link …" or "backup link …"; `all_links_down` both), at
+    /// `when_ms` (Unix ms).
+    pub fn note_link_event(&mut self, ev: &EventReport, when_ms: u64) {
+        let Some(peer) = ev.peer else { return };
+        let links: &[usize] = match ev.name.as_str() {
+            "link_up" | "link_down" if ev.detail.starts_with("main link") => &[0],
+            "link_up" | "link_down" if ev.detail.starts_with("backup link") => &[1],
+            "all_links_down" => &[0, 1],
+            _ => &[],
+        };
+        for l in links {
+            self.link_since
+                .insert((peer.as_str().to_string(), *l), when_ms);
+        }
+    }
+
+    /// When link `link` of member `serial` last changed, Unix ms (for the local member, whose
+    /// links are its links towards any peer: the latest change towards any peer).
+    pub fn link_changed_ms(&self, serial: &str, local: bool, link: usize) -> Option<u64> {
+        self.link_since
+            .iter()
+            .filter(|((s, l), _)| *l == link && (local || s == serial))
+            .map(|(_, t)| *t)
+            .max()
+    }
+
+    /// Records one of the daemon's own events, writes it to the journal and hands it to the
+    /// followers.
     pub fn push_local_event(&mut self, e: ha_mgmt_api::Event) {
         if self.local_events.len() >= EVENTS_MAX {
             self.local_events.pop_front();
         }
+        eprintln!("{}", crate::journal::local_line(&e));
         self.local_events.push_back(e.clone());
         self.local_followers.retain(|f| f.send(e.clone()).is_ok());
     }
@@ -240,6 +293,45 @@ struct Probe {
     targets: Vec<(Ipv4Addr, Vec<u16>)>,
     started: Instant,
     last_sent: Instant,
+    /// How long it listens before answering "not alive".
+    within: Duration,
+    /// Echo requests sent so far (rounds over all targets).
+    sends: u32,
+}
+
+impl Probe {
+    /// When the next echo requests go out.
+    fn resend_at(&self) -> Instant {
+        self.last_sent + self.within / PROBE_SENDS
+    }
+
+    /// When it has something to do next: send its next round of requests, or (every round
+    /// sent) answer "not alive" — its time over and the last round long enough ago to be
+    /// answered. A daemon starved of CPU sends its rounds late, and so concludes late rather
+    /// than calling a live peer dead.
+    fn next_at(&self) -> Instant {
+        if self.sends < PROBE_SENDS {
+            self.resend_at()
+        } else {
+            (self.started + self.within).max(self.resend_at())
+        }
+    }
+
+    /// True when it may answer "not alive" at `now`.
+    fn expired(&self, now: Instant) -> bool {
+        self.sends >= PROBE_SENDS && now >= self.next_at()
+    }
+}
+
+/// The probe time a controller's request asks for (0: the default).
+fn probe_within(within_ms: u16) -> Duration {
+    match within_ms {
+        0 => PROBE_TIMEOUT,
+        ms => {
+            let ms = u64::from(ms).clamp(*PROBE_WITHIN.start(), *PROBE_WITHIN.end());
+            Duration::from_millis(ms)
+        }
+    }
 }
 
 /// Static inputs of the host loop.
@@ -303,7 +395,16 @@ impl HostLoop {
             while let Ok(m) = self.outbox.try_recv() {
                 link.send(&m)?;
             }
-            if let Some(msg) = link.recv_timeout(TICK)? {
+            // A probe's answer is due at its deadline, not at the next tick.
+            let wait = st
+                .probes
+                .iter()
+                .map(Probe::next_at)
+                .min()
+                .map_or(TICK, |t| {
+                    t.saturating_duration_since(Instant::now()).min(TICK)
+                });
+            if let Some(msg) = link.recv_timeout(wait)? {
                 st.heard_at = Some(Instant::now());
                 self.on_msg(link, msg, st)?;
             }
@@ -391,15 +492,37 @@ impl HostLoop {
                     self.lock_shared().role = Some((role, unix_now()));
                 }
             }
-            HostMsg::ProbeRequest { peer } => self.start_probe(link, peer, st)?,
+            HostMsg::ProbeRequest { peer, within_ms } => {
+                self.start_probe(link, peer, probe_within(within_ms), st)?
+            }
             HostMsg::Status(report) => {
                 self.lock_shared().status = Some((report, unix_ms()));
             }
             HostMsg::Event(ev) => {
                 let mut sh = self.lock_shared();
+                if let Some(lost) = sh.note_event_seq(ev.seq) {
+                    sh.push_local_event(ha_mgmt_api::Event {
+                        time_ms: unix_ms(),
+                        kind: ha_mgmt_api::EventKind::EventsLost,
+                        member: None,
+                        detail: format!(
+                            "{lost} controller event(s) lost before #{} (its ring overflowed or \
+                             the host link was down)",
+                            ev.seq
+                        ),
+                    });
+                }
                 if sh.events.len() >= EVENTS_MAX {
                     sh.events.pop_front();
                 }
+                eprintln!("{}", crate::journal::controller_line(&ev));
+                // The event happened at the controller's uptime `at_ms`; its last status
+                // report says where its uptime stood when it arrived.
+                let now = unix_ms();
+                let when = sh.status.as_ref().map_or(now, |(r, arrived)| {
+                    arrived.saturating_sub(r.uptime_ms.saturating_sub(ev.at_ms))
+                });
+                sh.note_link_event(&ev, when.min(now));
                 let item = (ev, unix_ms());
                 sh.events.push_back(item.clone());
                 sh.followers.retain(|f| f.send(item.clone()).is_ok());
@@ -498,8 +621,11 @@ impl HostLoop {
         &mut self,
         link: &mut HostLink<T>,
         peer: Serial,
+        within: Duration,
         st: &mut LoopState,
     ) -> io::Result<()> {
+        // A new request for a peer already under probe restarts it with the new time.
+        st.probes.retain(|p| p.peer != peer);
         let targets: Vec<Ipv4Addr> = self.lock_shared().peers.probe_targets(peer);
         if targets.is_empty() || self.forwarding.is_none() {
             // Nothing to probe with: the peer is not proven alive, the takeover may go on.
@@ -511,6 +637,8 @@ impl HostLoop {
             targets: targets.into_iter().map(|t| (t, Vec::new())).collect(),
             started: now,
             last_sent: now,
+            within,
+            sends: 0,
         };
         self.send_probe(&mut p);
         st.probes.push(p);
@@ -528,6 +656,7 @@ impl HostLoop {
             }
         }
         p.last_sent = now;
+        p.sends += 1;
     }
 
     fn run_probes<T: Read + Write + AsFd>(
@@ -548,12 +677,20 @@ impl HostLoop {
                 .any(|(ip, seqs)| seqs.iter().any(|s| f.probe_answered(*ip, *s)));
             if answered {
                 done.push((i, true));
-            } else if now.duration_since(p.started) >= PROBE_TIMEOUT {
+            } else if p.expired(now) {
                 done.push((i, false));
             }
         }
         for (i, alive) in done.iter().rev() {
             let p = st.probes.remove(*i);
+            // The journal shows each probe's outcome and how long it took (a takeover's
+            // timeline reads from these lines and the controller's events).
+            eprintln!(
+                "<6>ha-daemon: probe of {}: {} after {} ms",
+                p.peer,
+                if *alive { "alive" } else { "no answer" },
+                now.duration_since(p.started).as_millis()
+            );
             link.send(&HostMsg::ProbeResult {
                 peer: p.peer,
                 alive: *alive,
@@ -563,7 +700,7 @@ impl HostLoop {
             .probes
             .iter()
             .enumerate()
-            .filter(|(_, p)| now.duration_since(p.last_sent) >= PROBE_RESEND)
+            .filter(|(_, p)| p.sends < PROBE_SENDS && now >= p.resend_at())
             .map(|(i, _)| i)
             .collect();
         for i in resend {
@@ -572,5 +709,80 @@ impl HostLoop {
             st.probes.insert(i, p);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe answers "not alive" only after its time and its three rounds of requests, the
+    /// last one a third of its time ago: a daemon that was not scheduled (its rounds late)
+    /// does not call a live peer dead for want of having asked.
+    #[test]
+    fn a_probe_concludes_only_after_its_rounds_of_requests() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Probe {
+            peer: ha_proto::msg::Serial::new("SN-B").expect("serial"),
+            targets: Vec::new(),
+            started: t0,
+            last_sent: t0,
+            within: ms(30),
+            sends: 1,
+        };
+        assert!(!p.expired(t0 + ms(100)), "one round sent");
+        (p.sends, p.last_sent) = (3, t0 + ms(20));
+        assert!(!p.expired(t0 + ms(29)));
+        assert!(p.expired(t0 + ms(30)), "on time: its time");
+        // Starved: the third round went out at 100 ms.
+        p.last_sent = t0 + ms(100);
+        assert!(!p.expired(t0 + ms(105)));
+        assert!(p.expired(t0 + ms(110)));
+        assert_eq!(probe_within(0), PROBE_TIMEOUT);
+        assert_eq!(probe_within(1), ms(5), "clamped");
+        assert_eq!(probe_within(u16::MAX), ms(1000), "clamped");
+    }
+
+    #[test]
+    fn a_jump_in_event_numbers_is_a_gap_a_restart_is_not() {
+        let mut sh = Shared::default();
+        assert_eq!(sh.note_event_seq(5), None, "the first one seen");
+        assert_eq!(sh.note_event_seq(6), None);
+        assert_eq!(sh.note_event_seq(10), Some(3));
+        assert_eq!(
+            sh.note_event_seq(0),
+            None,
+            "a restarted controller counts from 0"
+        );
+        assert_eq!(sh.note_event_seq(u32::MAX), Some(u32::MAX - 1));
+    }
+
+    #[test]
+    fn link_events_give_each_links_last_change() {
+        let mut sh = Shared::default();
+        let ev = |name: &str, peer: &str, detail: &str| EventReport {
+            seq: 0,
+            at_ms: 0,
+            name: heapless::String::try_from(name).unwrap(),
+            peer: Serial::new(peer),
+            detail: heapless::String::try_from(detail).unwrap(),
+        };
+        sh.note_link_event(&ev("link_down", "SN-B", "backup link to SN-B down"), 1_000);
+        sh.note_link_event(&ev("link_up", "SN-C", "main link to SN-C up"), 2_000);
+        sh.note_link_event(&ev("quality_changed", "SN-B", "quality 1 -> 2"), 9_000);
+        assert_eq!(sh.link_changed_ms("SN-B", false, 1), Some(1_000));
+        assert_eq!(sh.link_changed_ms("SN-B", false, 0), None);
+        assert_eq!(
+            sh.link_changed_ms("SN-A", true, 0),
+            Some(2_000),
+            "local: any peer"
+        );
+        sh.note_link_event(
+            &ev("all_links_down", "SN-B", "every HA link to SN-B down"),
+            3_000,
+        );
+        assert_eq!(sh.link_changed_ms("SN-B", false, 0), Some(3_000));
+        assert_eq!(sh.link_changed_ms("SN-B", false, 1), Some(3_000));
     }
 }

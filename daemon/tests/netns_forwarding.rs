@@ -378,8 +378,11 @@ probe = ["10.1.0.99"]
     // kernel) is alive, one that does not exist is not.
     let serial = |s: &str| Serial::new(s).expect("serial");
     for (peer, want) in [("SN-B", true), ("SN-C", false)] {
-        ctl.send(&HostMsg::ProbeRequest { peer: serial(peer) })
-            .expect("send");
+        ctl.send(&HostMsg::ProbeRequest {
+            peer: serial(peer),
+            within_ms: 0,
+        })
+        .expect("send");
         let deadline = Instant::now() + Duration::from_secs(3);
         let got = loop {
             assert!(Instant::now() < deadline, "no probe result for {peer}");

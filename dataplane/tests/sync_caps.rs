@@ -8,8 +8,8 @@ use common::*;
 use ha_dataplane::sync::REFUSAL_EVENT_EVERY_MS;
 use ha_dataplane::tables::{
     CertEntry, CertStatus, ConnEntry, ExpectKey, Expectation, GatewayStatus, Helper, HostEntry,
-    KConn, KConnKey, KTcp, KTuple, Limits, Refused, TableKind, UserEntry, ZoneAddr, LOCAL_GEN,
-    MAX_CERTS, MAX_CERT_SERIAL_LEN, MAX_USER_GROUPS,
+    KConn, KConnKey, KExp, KExpKey, KTcp, KTuple, Limits, Refused, TableKind, UserEntry, ZoneAddr,
+    LOCAL_GEN, MAX_CERTS, MAX_CERT_SERIAL_LEN, MAX_USER_GROUPS,
 };
 
 /// A (active, default caps) and B (passive, every table capped at `cap`), met.
@@ -144,11 +144,39 @@ fn make(a: &mut Node, kind: TableKind, i: u32, v: u8, now: Millis) {
                     wscale: [7, 7],
                     flags: [0x23, 0x23],
                 }),
+                helper: None,
                 expires: now + 3_600_000,
                 gen: LOCAL_GEN,
             };
             t.upsert_kernel_conn(k, e);
             ItemKey::KernelConn(k)
+        }
+        TableKind::KernelExpects => {
+            let tuple = KTuple {
+                src: server(),
+                dst: addr(i),
+                proto: proto::TCP,
+                src_port: 0,
+                dst_port: 50_000,
+            };
+            let k = KExpKey { tuple, zone: 0 };
+            let e = KExp {
+                master: KTuple {
+                    src: addr(i),
+                    dst: server(),
+                    proto: proto::TCP,
+                    src_port: 40_000,
+                    dst_port: 21,
+                },
+                mask_src: server(),
+                mask_port: 0,
+                flags: u32::from(v),
+                class: 0,
+                expires: now + 300_000,
+                gen: LOCAL_GEN,
+            };
+            t.upsert_kernel_expect(k, e);
+            ItemKey::KernelExpect(k)
         }
     };
     a.e.changed(k);

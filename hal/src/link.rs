@@ -60,9 +60,10 @@ impl<R: Read, const N: usize> SerialFrameRx<R, N> {
         }
     }
 
-    /// Waits for the next frame and returns it (valid until the next call). A damaged frame
-    /// is returned as [`SerialLinkError::Framing`]; the next call continues with the next one.
-    pub async fn recv(&mut self) -> Result<&[u8], SerialLinkError<R::Error>> {
+    /// Waits for the next frame and returns it (valid until the next call; writable, so
+    /// that the receiver can open it in place). A damaged frame is returned as
+    /// [`SerialLinkError::Framing`]; the next call continues with the next one.
+    pub async fn recv(&mut self) -> Result<&mut [u8], SerialLinkError<R::Error>> {
         loop {
             while self.rx_pos < self.rx_len {
                 let byte = self.rx[self.rx_pos];
@@ -70,7 +71,7 @@ impl<R: Read, const N: usize> SerialFrameRx<R, N> {
                 match self.decoder.push(byte) {
                     None => {}
                     Some(Err(e)) => return Err(SerialLinkError::Framing(e)),
-                    Some(Ok(_)) => return Ok(self.decoder.last_frame()),
+                    Some(Ok(_)) => return Ok(self.decoder.last_frame_mut()),
                 }
             }
             self.rx_len = self
@@ -80,6 +81,13 @@ impl<R: Read, const N: usize> SerialFrameRx<R, N> {
                 .map_err(SerialLinkError::Io)?;
             self.rx_pos = 0;
         }
+    }
+
+    /// The frame the last successful [`SerialFrameRx::recv`] returned (empty before the
+    /// first). For a caller that checks the frame first and keeps it after: a borrow
+    /// returned from one arm of a loop cannot be kept by today's borrow checker.
+    pub fn last_frame_mut(&mut self) -> &mut [u8] {
+        self.decoder.last_frame_mut()
     }
 }
 

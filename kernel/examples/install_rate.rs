@@ -39,6 +39,7 @@ fn entry(i: u32, base: u8) -> CtEntry {
             flags_orig: 0x23,
             flags_reply: 0x23,
         }),
+        helper: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! entries installed into the standby's; and the cluster addresses ([`address`]): moved with
 //! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements; and the
 //! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]);
-//! [`path`] holds the decisions that tie them together (sans-IO).
+//! [`path`] holds the decisions that tie them together, and [`select`] which connections are
+//! synced (both sans-IO).
 
 #![warn(missing_docs)]
 
@@ -11,3 +12,4 @@ pub mod address;
 pub mod conntrack;
 pub mod guard;
 pub mod path;
+pub mod select;

@@ -3,15 +3,18 @@
 //! change. The daemon's threads do the I/O ([`crate::conntrack::socket`], [`crate::address`],
 //! [`crate::guard`]) and hand the changed keys to the packet path's outbox.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ha_dataplane::sync::ItemKey;
 use ha_dataplane::tables::{Millis, Tables};
 
-use crate::conntrack::item::{from_item, key_of, orig_of, to_item};
-use crate::conntrack::mirror::{Change, Mirror};
-use crate::conntrack::{CtEntry, CtEvent, CtTuple};
+use crate::conntrack::item::{
+    exp_from_item, exp_key_of, exp_to_item, exp_tuple_of, from_item, key_of, orig_of, to_item,
+};
+use crate::conntrack::mirror::{Change, CtKey, Mirror, Tracked};
+use crate::conntrack::{CtEntry, CtEventKind, CtExpect, CtTuple, Events};
+use crate::select::{Selection, Verdict};
 
 /// A cluster address this member holds while active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,20 +45,39 @@ pub enum Step {
     RemoveAddress(ClusterAddr),
 }
 
-/// What the standby does to its kernel for the peer's latest records.
+/// What the standby does to its kernel for the peer's latest records, in this order:
+/// entries first (an expectation needs its master in the table), then expectations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelWork {
     /// Entries to install or refresh.
     pub install: Vec<CtEntry>,
     /// Entries to remove: original direction and zone.
     pub remove: Vec<(CtTuple, u16)>,
+    /// Expectations to create or refresh.
+    pub install_expects: Vec<CtExpect>,
+    /// Expectations to remove: expected tuple and zone.
+    pub remove_expects: Vec<(CtTuple, u16)>,
+}
+
+impl KernelWork {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.install.is_empty()
+            && self.remove.is_empty()
+            && self.install_expects.is_empty()
+            && self.remove_expects.is_empty()
+    }
 }
 
 /// The kernel data path of one member.
 #[derive(Debug)]
 pub struct KernelPath {
-    mirror: Mirror,
+    mirror: Mirror<CtEntry>,
+    exp_mirror: Mirror<CtExpect>,
     addrs: Vec<ClusterAddr>,
+    select: Selection,
+    /// Entries younger than the minimum age: when first seen, and their latest state.
+    young: HashMap<CtKey, (Millis, CtEntry)>,
 }
 
 impl KernelPath {
@@ -64,12 +86,80 @@ impl KernelPath {
     pub fn new(addrs: Vec<ClusterAddr>) -> KernelPath {
         KernelPath {
             mirror: Mirror::new(),
+            exp_mirror: Mirror::new(),
             addrs,
+            select: Selection::default(),
+            young: HashMap::new(),
         }
     }
 
-    fn apply(&mut self, changes: Vec<Change>, tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
-        changes
+    /// Syncs only what `select` selects (by default: everything).
+    pub fn with_selection(mut self, select: Selection) -> KernelPath {
+        self.select = select;
+        self
+    }
+
+    /// Entries held back until they are old enough.
+    pub fn young_len(&self) -> usize {
+        self.young.len()
+    }
+
+    /// The verdict on `e` seen at `now`: its age counts from when this member first saw it;
+    /// an entry the peer knows already is old.
+    fn verdict(&self, e: &CtEntry, now: Millis) -> Verdict {
+        let k = e.key();
+        let age = if self.mirror.get(&k).is_some() {
+            u64::MAX
+        } else {
+            self.young
+                .get(&k)
+                .map_or(0, |(first, _)| now.saturating_sub(*first))
+        };
+        self.select.verdict(e, age)
+    }
+
+    /// What an event of `kind` about `e` changes for the peer, after the selection.
+    fn select_event(
+        &mut self,
+        kind: CtEventKind,
+        e: &CtEntry,
+        now: Millis,
+    ) -> Option<Change<CtEntry>> {
+        let k = e.key();
+        if kind == CtEventKind::Destroy {
+            self.young.remove(&k);
+            return self.mirror.on_event(kind, e);
+        }
+        match self.verdict(e, now) {
+            Verdict::Sync => {
+                self.young.remove(&k);
+                self.mirror.on_event(kind, e)
+            }
+            // A skipped entry the peer was told about (a rule or address changed) goes.
+            Verdict::Skip => {
+                self.young.remove(&k);
+                self.mirror.on_event(CtEventKind::Destroy, e)
+            }
+            Verdict::Young => {
+                let first = self.young.get(&k).map_or(now, |(f, _)| *f);
+                self.young.insert(k, (first, *e));
+                None
+            }
+        }
+    }
+
+    /// An expectation is synced only with its master: the standby cannot create it without.
+    fn master_told(&self, x: &CtExpect) -> bool {
+        self.mirror.get(&(x.master, x.zone)).is_some()
+    }
+
+    fn apply(
+        changes: Vec<Change<CtEntry>>,
+        exp_changes: Vec<Change<CtExpect>>,
+        tables: &mut Tables,
+        now: Millis,
+    ) -> Vec<ItemKey> {
+        let mut keys: Vec<ItemKey> = changes
             .into_iter()
             .map(|c| match c {
                 Change::Upsert(e) => {
@@ -83,29 +173,135 @@ impl KernelPath {
                     ItemKey::KernelConn(k)
                 }
             })
-            .collect()
+            .collect();
+        keys.extend(exp_changes.into_iter().map(|c| match c {
+            Change::Upsert(e) => {
+                let (k, v) = exp_to_item(&e, now);
+                tables.upsert_kernel_expect(k, v);
+                ItemKey::KernelExpect(k)
+            }
+            Change::Remove((tuple, zone)) => {
+                let k = exp_key_of(&tuple, zone);
+                tables.remove_kernel_expect(&k);
+                ItemKey::KernelExpect(k)
+            }
+        }));
+        keys
     }
 
-    /// Active: this member's kernel reported `events`; they update its kernel table, and the
-    /// returned keys go to the sync engine (`PacketPath::changed`).
-    pub fn on_events(
+    /// Active: this member's kernel reported `events`; they update its kernel tables, and
+    /// the returned keys go to the sync engine (`PacketPath::changed`): entries before
+    /// expectations, so the peer hears of a master before what it announced.
+    /// Entries the selection ([`KernelPath::with_selection`]) skips are not sent (and removed
+    /// from the peer if it had them); young ones wait for [`KernelPath::on_tick`].
+    pub fn on_events(&mut self, events: &Events, tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
+        let changes = events
+            .entries
+            .iter()
+            .filter_map(|ev| self.select_event(ev.kind, &ev.entry, now))
+            .collect();
+        let mut exp_changes = Vec::new();
+        for ev in &events.expects {
+            let kind = if ev.kind != CtEventKind::Destroy && !self.master_told(&ev.exp) {
+                CtEventKind::Destroy
+            } else {
+                ev.kind
+            };
+            exp_changes.extend(self.exp_mirror.on_event(kind, &ev.exp));
+        }
+        Self::apply(changes, exp_changes, tables, now)
+    }
+
+    /// Active, periodically (about once a second): the entries that reached the minimum age
+    /// since they were held back are sent now.
+    pub fn on_tick(&mut self, tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
+        if self.young.is_empty() {
+            return Vec::new();
+        }
+        let min = self.select.min_age_ms;
+        let grown: Vec<CtKey> = self
+            .young
+            .iter()
+            .filter(|(_, (first, _))| now.saturating_sub(*first) >= min)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut changes = Vec::new();
+        for k in grown {
+            if let Some((_, e)) = self.young.remove(&k) {
+                changes.extend(self.mirror.on_event(CtEventKind::New, &e));
+            }
+        }
+        Self::apply(changes, Vec::new(), tables, now)
+    }
+
+    /// Active, after events were lost: a dump of the kernel's entries and expectations; the
+    /// returned keys are exactly the difference the lost events would have carried.
+    pub fn on_dump(
         &mut self,
-        events: &[CtEvent],
+        dump: &[CtEntry],
+        expects: &[CtExpect],
         tables: &mut Tables,
         now: Millis,
     ) -> Vec<ItemKey> {
-        let changes = events
+        let mut selected = Vec::with_capacity(dump.len());
+        let mut young = HashMap::new();
+        for e in dump {
+            match self.verdict(e, now) {
+                Verdict::Sync => selected.push(*e),
+                Verdict::Skip => {}
+                Verdict::Young => {
+                    let first = self.young.get(&e.key()).map_or(now, |(f, _)| *f);
+                    young.insert(e.key(), (first, *e));
+                }
+            }
+        }
+        // Young entries that vanished from the table are forgotten.
+        self.young = young;
+        let changes = self.mirror.reconcile(&selected);
+        let expects: Vec<CtExpect> = expects
             .iter()
-            .filter_map(|ev| self.mirror.on_event(ev))
+            .filter(|x| self.master_told(x))
+            .copied()
             .collect();
-        self.apply(changes, tables, now)
+        let exp_changes = self.exp_mirror.reconcile(&expects);
+        Self::apply(changes, exp_changes, tables, now)
     }
 
-    /// Active, after events were lost: a dump of the kernel's table; the returned keys are
-    /// exactly the difference the lost events would have carried.
-    pub fn on_dump(&mut self, dump: &[CtEntry], tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
-        let changes = self.mirror.reconcile(dump);
-        self.apply(changes, tables, now)
+    /// Active, periodically (see `REFRESH_EVERY` in the daemon): a snapshot of the kernel's
+    /// entries, taken while events kept flowing (so it may be older than what the events
+    /// told since): the peer's copy of an entry is renewed when it has less than half of the
+    /// time the kernel now gives it (the kernel extends a UDP or ICMP entry's timeout with
+    /// each packet and reports no event for it). Only entries the peer was told exactly as
+    /// the snapshot shows them (but for the timeout) are renewed: one the events removed or
+    /// changed since the snapshot is left to the events, so a stale snapshot never brings
+    /// back a closed connection or an older state. Nothing is removed here (an overrun's
+    /// reconcile does that, see [`KernelPath::on_dump`]).
+    pub fn on_renew(&mut self, dump: &[CtEntry], tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
+        let mut keys = Vec::new();
+        for e in dump {
+            let Some(told) = self.mirror.get(&e.key()) else {
+                continue;
+            };
+            let same = CtEntry {
+                timeout_s: 0,
+                ..*told
+            } == CtEntry { timeout_s: 0, ..*e };
+            if !same {
+                continue;
+            }
+            let k = key_of(&e.orig, e.zone);
+            let Some(v) = tables.kernel_conns().get(&k) else {
+                continue;
+            };
+            if v.expires.saturating_sub(now) >= u64::from(e.timeout_s) * 1000 / 2 {
+                continue;
+            }
+            let (k, v) = to_item(e, now);
+            tables.upsert_kernel_conn(k, v);
+            self.mirror.assume(*e);
+            keys.push(ItemKey::KernelConn(k));
+        }
+        keys
     }
 
     /// Active, on a takeover, before the first dump: the entries of `tables`' kernel table
@@ -117,6 +313,10 @@ impl KernelPath {
         for (k, v) in tables.kernel_conns() {
             self.mirror.assume(from_item(k, v, now));
         }
+        self.exp_mirror = Mirror::new();
+        for (k, v) in tables.kernel_expects() {
+            self.exp_mirror.assume(exp_from_item(k, v, now));
+        }
     }
 
     /// Standby: what the peer's records since the last call ask of this member's kernel
@@ -125,38 +325,53 @@ impl KernelPath {
         let mut w = KernelWork::default();
         let mut keys = tables.take_kernel_changes();
         let mut seen = HashSet::with_capacity(keys.len());
-        keys.retain(|k| seen.insert(*k));
+        keys.retain(|k| seen.insert(k.clone()));
         for k in keys {
-            match tables.kernel_conns().get(&k) {
-                Some(v) => w.install.push(from_item(&k, v, now)),
-                None => w.remove.push(orig_of(&k)),
+            match k {
+                ItemKey::KernelConn(k) => match tables.kernel_conns().get(&k) {
+                    Some(v) => w.install.push(from_item(&k, v, now)),
+                    None => w.remove.push(orig_of(&k)),
+                },
+                ItemKey::KernelExpect(k) => match tables.kernel_expects().get(&k) {
+                    Some(v) => w.install_expects.push(exp_from_item(&k, v, now)),
+                    None => w.remove_expects.push(exp_tuple_of(&k)),
+                },
+                _ => {}
             }
         }
         w
     }
 
     /// The steps of taking (`active`) or giving up the active role, in order. Taking it: the
-    /// guard opens first (the synced entries are already in the kernel), then the addresses
-    /// move and are announced. Giving it up: the guard closes first, so nothing new is
-    /// admitted while the addresses leave. The active's mirror starts empty on each takeover:
-    /// the first dump or events rebuild it.
+    /// addresses move and are announced first, then the guard opens. The synced connections
+    /// are already in the kernel and pass the guard (it drops only new connections), so they
+    /// resume the moment the neighbours learn the addresses; the guard's nft transaction
+    /// takes tens of ms (a process), and only new connections wait for it, as they waited
+    /// through the detection (measured: opening the guard first delayed the first forwarded
+    /// packet by 26 ms). Giving it up: the guard closes first, so nothing new is admitted
+    /// while the addresses leave. The active's mirror starts empty on each takeover: the
+    /// first dump or events rebuild it.
     pub fn set_role(&mut self, active: bool) -> Vec<Step> {
-        let mut steps = vec![Step::Guard { standby: !active }];
         if active {
             self.mirror = Mirror::new();
-            steps.extend(self.addrs.iter().map(|a| Step::AddAddress(*a)));
+            self.exp_mirror = Mirror::new();
+            self.young.clear();
+            let mut steps: Vec<Step> = self.addrs.iter().map(|a| Step::AddAddress(*a)).collect();
             steps.extend(self.addrs.iter().map(|a| Step::Announce(*a)));
+            steps.push(Step::Guard { standby: false });
+            steps
         } else {
+            let mut steps = vec![Step::Guard { standby: true }];
             steps.extend(self.addrs.iter().map(|a| Step::RemoveAddress(*a)));
+            steps
         }
-        steps
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::CtEventKind;
+    use crate::conntrack::{CtEvent, CtEventKind, ExpEvent};
     use ha_dataplane::tables::{Limits, SyncedItem};
 
     fn entry(port: u16) -> CtEntry {
@@ -171,18 +386,22 @@ mod tests {
             kind,
             entry: entry(port),
         };
+        let evs = |entries: Vec<CtEvent>| Events {
+            entries,
+            expects: Vec::new(),
+        };
         let keys = p.on_events(
-            &[ev(CtEventKind::New, 1), ev(CtEventKind::New, 2)],
+            &evs(vec![ev(CtEventKind::New, 1), ev(CtEventKind::New, 2)]),
             &mut t,
             0,
         );
         assert_eq!(keys.len(), 2);
         assert_eq!(t.kernel_conns().len(), 2);
-        let keys = p.on_events(&[ev(CtEventKind::Destroy, 1)], &mut t, 10);
+        let keys = p.on_events(&evs(vec![ev(CtEventKind::Destroy, 1)]), &mut t, 10);
         assert_eq!(keys, vec![ItemKey::KernelConn(key_of(&entry(1).orig, 0))]);
         assert_eq!(t.kernel_conns().len(), 1);
         // After an overrun the dump says 2 is gone and 3 appeared.
-        let keys = p.on_dump(&[entry(3)], &mut t, 20);
+        let keys = p.on_dump(&[entry(3)], &[], &mut t, 20);
         assert_eq!(keys.len(), 2);
         assert_eq!(t.kernel_conns().len(), 1);
         assert!(t.kernel_conns().contains_key(&key_of(&entry(3).orig, 0)));
@@ -201,7 +420,7 @@ mod tests {
         // The kernel still holds 1 and 2 (timeouts ticked down), 3 expired, 4 is new.
         let mut one = entry(1);
         one.timeout_s -= 1;
-        let keys = p.on_dump(&[one, entry(2), entry(4)], &mut t, 1000);
+        let keys = p.on_dump(&[one, entry(2), entry(4)], &[], &mut t, 1000);
         let mut want = vec![
             ItemKey::KernelConn(key_of(&entry(3).orig, 0)),
             ItemKey::KernelConn(key_of(&entry(4).orig, 0)),
@@ -233,8 +452,269 @@ mod tests {
         assert!(w.install.is_empty());
     }
 
+    fn ftp_expect(port: u16) -> CtExpect {
+        let master = entry(port).orig;
+        CtExpect {
+            tuple: CtTuple {
+                src: master.dst,
+                dst: master.src,
+                proto: 6,
+                src_port: 0,
+                dst_port: 50_000 + port,
+            },
+            mask_src: "255.255.255.255".parse().unwrap(),
+            mask_port: 0,
+            master,
+            zone: 0,
+            timeout_s: 300,
+            flags: 0,
+            class: 0,
+        }
+    }
+
     #[test]
-    fn a_takeover_opens_the_guard_before_the_addresses_and_a_release_closes_it_first() {
+    fn an_expectation_follows_its_master_to_the_standby_and_goes_when_used() {
+        // Active: the master's event and the expectation's arrive in one read.
+        let mut active = KernelPath::new(Vec::new());
+        let mut ta = Tables::new();
+        let mut master = entry(1);
+        master.helper = crate::conntrack::KHelper::new("ftp");
+        let evs = Events {
+            entries: vec![CtEvent {
+                kind: CtEventKind::New,
+                entry: master,
+            }],
+            expects: vec![ExpEvent {
+                kind: CtEventKind::New,
+                exp: ftp_expect(1),
+            }],
+        };
+        let keys = active.on_events(&evs, &mut ta, 0);
+        let ek = exp_key_of(&ftp_expect(1).tuple, 0);
+        assert_eq!(
+            keys,
+            vec![
+                ItemKey::KernelConn(key_of(&master.orig, 0)),
+                ItemKey::KernelExpect(ek)
+            ]
+        );
+        // Standby: the records install the master (with its helper) before the expectation.
+        let mut standby = KernelPath::new(Vec::new());
+        let mut tb = Tables::new();
+        tb.keep_kernel_changes();
+        let (k, v) = exp_to_item(&ftp_expect(1), 0);
+        let (mk, mv) = to_item(&master, 0);
+        tb.install_synced(SyncedItem::KernelExpect(k, v)).unwrap();
+        tb.install_synced(SyncedItem::KernelConn(mk, mv)).unwrap();
+        let w = standby.kernel_work(&mut tb, 1_000);
+        assert_eq!(
+            w.install,
+            vec![CtEntry {
+                timeout_s: 29,
+                ..master
+            }]
+        );
+        assert_eq!(
+            w.install_expects,
+            vec![CtExpect {
+                timeout_s: 299,
+                ..ftp_expect(1)
+            }]
+        );
+        // The data connection arrived on the active: the expectation is destroyed there, and
+        // removed on the standby.
+        let used = Events {
+            entries: Vec::new(),
+            expects: vec![ExpEvent {
+                kind: CtEventKind::Destroy,
+                exp: ftp_expect(1),
+            }],
+        };
+        assert_eq!(
+            active.on_events(&used, &mut ta, 10),
+            vec![ItemKey::KernelExpect(ek)]
+        );
+        assert!(ta.kernel_expects().is_empty());
+        tb.remove_item(&ItemKey::KernelExpect(ek));
+        let w = standby.kernel_work(&mut tb, 2_000);
+        assert_eq!(w.remove_expects, vec![(ftp_expect(1).tuple, 0)]);
+        assert!(w.install.is_empty() && w.install_expects.is_empty());
+        // A new active seeded from its synced tables sends nothing for what it was given.
+        let mut t = Tables::new();
+        let (mk, mv) = to_item(&master, 0);
+        t.install_synced(SyncedItem::KernelConn(mk, mv)).unwrap();
+        t.install_synced(SyncedItem::KernelExpect(k, v)).unwrap();
+        let mut p = KernelPath::new(Vec::new());
+        p.set_role(true);
+        p.seed(&t, 0);
+        assert!(p.on_dump(&[master], &[ftp_expect(1)], &mut t, 0).is_empty());
+    }
+
+    #[test]
+    fn the_selection_skips_own_and_ruled_out_entries_and_holds_young_ones_until_their_age() {
+        use crate::select::{Action, Rule};
+        let sel = Selection {
+            own: vec!["10.9.0.1".parse().unwrap()],
+            rules: vec![Rule {
+                action: Action::Skip,
+                proto: Some(17),
+                src: None,
+                dst: None,
+                dst_port: Some((5353, 5353)),
+            }],
+            min_age_ms: 3_000,
+        };
+        let mut p = KernelPath::new(Vec::new()).with_selection(sel);
+        let mut t = Tables::new();
+        let ev = |kind, entry| CtEvent { kind, entry };
+        let evs = |entries| Events {
+            entries,
+            expects: Vec::new(),
+        };
+        let mut own = entry(1);
+        own.orig.dst = "10.9.0.1".parse().unwrap();
+        own.reply = own.orig.inverse();
+        let mut mdns = entry(2);
+        mdns.orig.dst_port = 5353;
+        let (young, short) = (entry(3), entry(4));
+        let keys = p.on_events(
+            &evs(vec![
+                ev(CtEventKind::New, own),
+                ev(CtEventKind::New, mdns),
+                ev(CtEventKind::New, young),
+                ev(CtEventKind::New, short),
+            ]),
+            &mut t,
+            1_000,
+        );
+        assert!(keys.is_empty(), "nothing goes at once: {keys:?}");
+        assert_eq!(p.young_len(), 2);
+        // The short one ends before it is old enough: the peer never hears of it.
+        assert!(p
+            .on_events(&evs(vec![ev(CtEventKind::Destroy, short)]), &mut t, 2_000)
+            .is_empty());
+        // An update does not restart the age.
+        assert!(p
+            .on_events(&evs(vec![ev(CtEventKind::Update, young)]), &mut t, 3_500)
+            .is_empty());
+        assert!(p.on_tick(&mut t, 3_999).is_empty());
+        assert_eq!(
+            p.on_tick(&mut t, 4_000),
+            vec![ItemKey::KernelConn(key_of(&young.orig, 0))]
+        );
+        assert_eq!(t.kernel_conns().len(), 1);
+        // Once told, later events go at once.
+        assert_eq!(
+            p.on_events(&evs(vec![ev(CtEventKind::Update, young)]), &mut t, 4_100)
+                .len(),
+            1
+        );
+        // An expectation of a master the peer does not have is not sent.
+        let mut held = entry(5);
+        held.orig.proto = 6;
+        let e = ExpEvent {
+            kind: CtEventKind::New,
+            exp: ftp_expect(5),
+        };
+        let got = p.on_events(
+            &Events {
+                entries: vec![ev(CtEventKind::New, held)],
+                expects: vec![e],
+            },
+            &mut t,
+            5_000,
+        );
+        assert!(got.is_empty(), "{got:?}");
+        // A dump after an overrun keeps the same choices.
+        let keys = p.on_dump(&[own, mdns, young, held], &[ftp_expect(5)], &mut t, 6_000);
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(p.young_len(), 1, "the held master is still young");
+    }
+
+    #[test]
+    fn a_refresh_renews_the_peers_copy_of_an_entry_the_kernel_extended_without_an_event() {
+        let mut p = KernelPath::new(Vec::new());
+        let mut t = Tables::new();
+        // A UDP entry (30 s) and a TCP one (5 days), told at 0.
+        let udp = entry(1);
+        let mut tcp = entry(2);
+        tcp.orig.proto = 6;
+        tcp.timeout_s = 432_000;
+        let evs = Events {
+            entries: vec![
+                CtEvent {
+                    kind: CtEventKind::New,
+                    entry: udp,
+                },
+                CtEvent {
+                    kind: CtEventKind::New,
+                    entry: tcp,
+                },
+            ],
+            expects: Vec::new(),
+        };
+        assert_eq!(p.on_events(&evs, &mut t, 0).len(), 2);
+        // 10 s later both were refreshed by traffic: the peer's UDP copy has 20 s of 30 left.
+        assert!(p.on_renew(&[udp, tcp], &mut t, 10_000).is_empty());
+        // 20 s later: 10 s of 30 left, below half: refreshed; the TCP one is not.
+        let k = key_of(&udp.orig, 0);
+        assert_eq!(
+            p.on_renew(&[udp, tcp], &mut t, 20_000),
+            vec![ItemKey::KernelConn(k)]
+        );
+        assert_eq!(t.kernel_conns()[&k].expires, 50_000);
+        // And not again right after.
+        assert!(p.on_renew(&[udp, tcp], &mut t, 21_000).is_empty());
+    }
+
+    #[test]
+    fn a_renewal_from_an_older_snapshot_never_revives_or_rewinds_an_entry() {
+        let mut p = KernelPath::new(Vec::new());
+        let mut t = Tables::new();
+        let udp = entry(1);
+        let mut tcp = entry(2);
+        tcp.orig.proto = 6;
+        tcp.timeout_s = 120;
+        tcp.status = 0x8;
+        let new = |entry| CtEvent {
+            kind: CtEventKind::New,
+            entry,
+        };
+        let evs = Events {
+            entries: vec![new(udp), new(tcp)],
+            expects: Vec::new(),
+        };
+        assert_eq!(p.on_events(&evs, &mut t, 0).len(), 2);
+        // The snapshot is taken at 20 s (both below half of their time on the peer)...
+        let snapshot = [udp, tcp];
+        // ...then the UDP flow ends and the TCP entry changes state, both told by events.
+        let mut later = tcp;
+        later.status = 0xe;
+        let evs = Events {
+            entries: vec![
+                CtEvent {
+                    kind: CtEventKind::Destroy,
+                    entry: udp,
+                },
+                new(later),
+            ],
+            expects: Vec::new(),
+        };
+        p.on_events(&evs, &mut t, 20_000);
+        // The older snapshot renews neither: the closed flow stays closed, the new state stays.
+        assert!(p.on_renew(&snapshot, &mut t, 100_000).is_empty());
+        assert!(!t.kernel_conns().contains_key(&key_of(&udp.orig, 0)));
+        // A snapshot that matches what was told renews it.
+        let k = key_of(&later.orig, 0);
+        assert_eq!(
+            p.on_renew(&[later], &mut t, 100_000),
+            vec![ItemKey::KernelConn(k)]
+        );
+        assert_eq!(t.kernel_conns()[&k].expires, 220_000);
+    }
+
+    #[test]
+    fn a_takeover_moves_the_addresses_before_the_guard_opens_and_a_release_closes_it_first() {
         let a = ClusterAddr {
             ifindex: 3,
             mac: [2, 0, 0, 0, 0, 1],
@@ -245,9 +725,9 @@ mod tests {
         assert_eq!(
             p.set_role(true),
             vec![
-                Step::Guard { standby: false },
                 Step::AddAddress(a),
-                Step::Announce(a)
+                Step::Announce(a),
+                Step::Guard { standby: false },
             ]
         );
         assert_eq!(

@@ -16,7 +16,7 @@ use common::{can_run, in_ns, namespaces};
 use ha_kernel::conntrack::mirror::{Change, CtKey, Mirror};
 use ha_kernel::conntrack::socket::{CtError, Ctnetlink};
 use ha_kernel::conntrack::{
-    CtEntry, CtEventKind, CtTuple, TcpInfo, IPS_ASSURED, IPS_SEEN_REPLY, STATUS_SETTABLE,
+    CtEntry, CtEventKind, CtTuple, Events, TcpInfo, IPS_ASSURED, IPS_SEEN_REPLY, STATUS_SETTABLE,
     TCP_ESTABLISHED,
 };
 
@@ -49,18 +49,23 @@ fn entry() -> CtEntry {
             flags_orig: 0x23,
             flags_reply: 0x21,
         }),
+        helper: None,
     }
 }
 
 /// Waits (at most 3 s) for an event of `kind` about `orig` on `events`.
 fn wait_event(events: &mut Ctnetlink, kind: CtEventKind, orig: &CtTuple) -> CtEntry {
     let end = Instant::now() + Duration::from_secs(3);
-    let mut got = Vec::new();
+    let mut got = Events::default();
     while Instant::now() < end {
         events
             .recv_events(Duration::from_millis(200), &mut got)
             .expect("events");
-        if let Some(ev) = got.iter().find(|e| e.kind == kind && e.entry.orig == *orig) {
+        if let Some(ev) = got
+            .entries
+            .iter()
+            .find(|e| e.kind == kind && e.entry.orig == *orig)
+        {
             return ev.entry;
         }
     }
@@ -144,11 +149,12 @@ fn udp(port: u16, mark: u32) -> CtEntry {
         mark,
         zone: 0,
         tcp: None,
+        helper: None,
     }
 }
 
 /// The peer's table as the changes leave it.
-fn apply(peer: &mut HashMap<CtKey, CtEntry>, changes: impl IntoIterator<Item = Change>) {
+fn apply(peer: &mut HashMap<CtKey, CtEntry>, changes: impl IntoIterator<Item = Change<CtEntry>>) {
     for c in changes {
         match c {
             Change::Upsert(e) => {
@@ -178,18 +184,23 @@ fn an_event_overrun_loses_nothing_after_the_reconcile() {
     let (mut mirror, mut peer) = (Mirror::new(), HashMap::new());
 
     // Each event takes a few KiB of the buffer: read them one by one before the burst.
-    let mut got = Vec::new();
+    let mut got = Events::default();
     for port in 1..=10 {
         table.install(&udp(port, 0)).expect("create");
         let end = Instant::now() + Duration::from_secs(3);
-        while got.len() < port as usize && Instant::now() < end {
+        while got.entries.len() < port as usize && Instant::now() < end {
             events
                 .recv_events(Duration::from_millis(100), &mut got)
                 .expect("events before the burst");
         }
     }
-    assert_eq!(got.len(), 10, "{got:?}");
-    apply(&mut peer, got.iter().filter_map(|ev| mirror.on_event(ev)));
+    assert_eq!(got.entries.len(), 10, "{got:?}");
+    apply(
+        &mut peer,
+        got.entries
+            .iter()
+            .filter_map(|ev| mirror.on_event(ev.kind, &ev.entry)),
+    );
 
     // The burst, with nobody reading.
     for port in 1000..3000 {
@@ -202,10 +213,16 @@ fn an_event_overrun_loses_nothing_after_the_reconcile() {
 
     let mut overrun = false;
     for _ in 0..10_000 {
-        let mut batch = Vec::new();
+        let mut batch = Events::default();
         match events.recv_events(Duration::from_millis(100), &mut batch) {
             Ok(_) if batch.is_empty() => break,
-            Ok(_) => apply(&mut peer, batch.iter().filter_map(|ev| mirror.on_event(ev))),
+            Ok(_) => apply(
+                &mut peer,
+                batch
+                    .entries
+                    .iter()
+                    .filter_map(|ev| mirror.on_event(ev.kind, &ev.entry)),
+            ),
             Err(CtError::Overrun) => overrun = true,
             Err(e) => panic!("events: {e}"),
         }
@@ -255,10 +272,19 @@ fn a_batch_installs_all_but_the_refused_entry_and_names_it() {
     let (dump, _) = table.dump().expect("dump");
     assert_eq!(dump.len(), 2999);
     assert!(dump.iter().all(|e| e.orig != bad.orig));
+    // The refused entry last in its send (the one request that asks for an
+    // acknowledgement): reported, and the batch ends.
+    let refused = table
+        .install_batch(&[udp(20_000, 0), bad])
+        .expect("batch with the refused entry last");
+    assert_eq!(refused, vec![(1, -34)]);
+    let (dump, _) = table.dump().expect("dump");
+    assert_eq!(dump.len(), 3000);
 }
 
 /// A source-translated entry (the site's SNAT to a cluster address), as the active's event
-/// reports it, installs on a standby with its translation: the standby's dump shows the same
+/// reports it, installs on a standby with its translation (and a destination-translated one,
+/// a port forward, too): the standby's dump shows the same
 /// reply direction and the kernel's SNAT status; a second install (a later update from the
 /// peer) refreshes it without the translation the kernel refuses to change.
 #[test]
@@ -320,4 +346,34 @@ fn a_translated_entry_installs_with_its_translation_and_refreshes() {
     let got = find(&mut standby);
     assert!(got.timeout_s > 300, "refreshed: {}", got.timeout_s);
     assert_eq!(got.reply, e.reply);
+
+    // A destination-translated entry (a port forward from the outside cluster address to an
+    // inside server) installs with its translation too.
+    let mut d = entry();
+    d.zone = 0;
+    d.orig.src = "198.51.100.7".parse().unwrap();
+    d.orig.dst = "10.2.0.254".parse().unwrap();
+    d.orig.dst_port = 8080;
+    d.reply = d.orig.inverse();
+    d.reply.src = "10.1.0.80".parse().unwrap();
+    d.reply.src_port = 80;
+    d.status |= ha_kernel::conntrack::codec::IPS_DST_NAT;
+    standby
+        .install(&d)
+        .expect("a destination-translated entry installs");
+    let (all, _) = standby.dump().expect("dump");
+    let got = all
+        .into_iter()
+        .find(|x| x.orig == d.orig)
+        .expect("the DNAT entry is in the table");
+    assert_eq!(
+        got.reply, d.reply,
+        "the kernel set up the same port forward"
+    );
+    assert_ne!(
+        got.status & ha_kernel::conntrack::codec::IPS_DST_NAT,
+        0,
+        "status {:#x}",
+        got.status
+    );
 }

@@ -2,8 +2,10 @@
 //! routes, and a server namespace, joined by veth pairs the test creates and removes. With the
 //! guard set for a standby, a new TCP connection through the member is dropped while one
 //! established before keeps working; set for an active member, new connections pass; removed,
-//! its table is gone and removing it again is not an error. Needs root and `nft`: skipped with
-//! a message outside CI, a failure in CI.
+//! its table is gone and removing it again is not an error. A member whose controller is
+//! silent does not answer ICMP echo (the peer's liveness probe must not find it alive), and
+//! answers again once told to. Needs root and `nft`: skipped with a message outside CI, a
+//! failure in CI.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +22,52 @@ use common::{can_run, in_ns, ip, namespaces};
 fn connect(ns: &str, to: SocketAddr) -> Option<TcpStream> {
     in_ns(ns, move || {
         TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()
+    })
+}
+
+/// One ICMP echo from namespace `ns` to `to` on a raw socket: true when answered within
+/// 700 ms.
+fn pinged(ns: &str, to: std::net::Ipv4Addr) -> bool {
+    use nix::sys::socket::{
+        recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol,
+        SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    in_ns(ns, move || {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::empty(),
+            SockProtocol::Icmp,
+        )
+        .expect("raw ICMP socket");
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 100_000),
+        )
+        .expect("timeout");
+        // Echo request: type 8, code 0, checksum, id 0x4841, sequence 1, 8 bytes of data.
+        let mut m = vec![8u8, 0, 0, 0, 0x48, 0x41, 0, 1];
+        m.extend(b"ha-guard");
+        let sum = m
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+        let dst = SockaddrIn::from(std::net::SocketAddrV4::new(to, 0));
+        sendto(fd.as_raw_fd(), &m, &dst, MsgFlags::empty()).expect("send echo");
+        let mut buf = [0u8; 256];
+        for _ in 0..7 {
+            if let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                // IPv4 header (20 bytes), then an echo reply (type 0) with our id.
+                if n >= 28 && buf[20] == 0 && buf[24..26] == [0x48, 0x41] {
+                    return true;
+                }
+            }
+        }
+        false
     })
 }
 
@@ -111,6 +159,29 @@ fn a_standby_drops_new_connections_and_keeps_established_ones() {
     in_ns(&nr, || guard::set(false)).expect("guard for an active member again");
     let mut after = connect(&nc, to).expect("new connections pass again");
     assert!(echoes(&mut after));
+
+    // The peer's liveness probe: answered by a member whose controller speaks, not by one
+    // whose controller is silent (its daemon must not look alive for it).
+    let member: std::net::Ipv4Addr = "10.31.1.1".parse().unwrap();
+    let probes = |answer_probes| guard::Guard {
+        standby: true,
+        answer_probes,
+    };
+    in_ns(&nr, move || guard::set_guard(probes(true))).expect("guard");
+    assert!(
+        pinged(&nc, member),
+        "a member with a live controller did not answer"
+    );
+    in_ns(&nr, move || guard::set_guard(probes(false))).expect("guard");
+    assert!(
+        !pinged(&nc, member),
+        "a member with a silent controller answered the probe"
+    );
+    in_ns(&nr, move || guard::set_guard(probes(true))).expect("guard");
+    assert!(
+        pinged(&nc, member),
+        "answers again once its controller speaks"
+    );
 
     in_ns(&nr, guard::remove).expect("remove");
     let listed = in_ns(&nr, || {

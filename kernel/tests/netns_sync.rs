@@ -52,6 +52,7 @@ fn entry(i: u16) -> CtEntry {
             flags_orig: 0x23,
             flags_reply: 0x23,
         }),
+        helper: None,
     }
 }
 
@@ -120,7 +121,7 @@ fn kernel_entries_reach_the_standbys_kernel_through_the_sync_engine() {
         let mut seen = 0;
         let end = Instant::now() + Duration::from_secs(5);
         while seen < want && Instant::now() < end {
-            let mut got = Vec::new();
+            let mut got = ha_kernel::conntrack::Events::default();
             events
                 .recv_events(Duration::from_millis(100), &mut got)
                 .expect("events");

@@ -100,6 +100,8 @@ impl ModelConfig {
             hold_down_ms: 30,
             probe_timeout_ms: 10,
             reprobe_ms: 20,
+            probe_ms: 5,
+            suspect_ms: 20,
         };
         let preferred = (0..domains.len())
             .map(|i| match i {
@@ -235,6 +237,7 @@ impl ModelConfig {
             t.hold_down_ms,
             t.probe_timeout_ms,
             t.reprobe_ms,
+            t.suspect_ms,
             // A peer declared lost and heard again in the same boot: frames within four
             // intervals of the first one count towards its return (`Peers::heard`).
             4 * iv,

@@ -122,14 +122,16 @@ impl HaModel {
         for o in outs {
             match o {
                 Output::Send { link, bytes } => self.send(st, m, link.0, &bytes),
-                Output::Host(HostMsg::ProbeRequest { peer }) => match self.cfg.index_of(&peer) {
-                    Some(p) => st.probes.push(Probe {
-                        asker: m as u8,
-                        peer: p as u8,
-                        asked_at: st.now,
-                    }),
-                    None => st.breach(format!("m{m} probes an unknown serial")),
-                },
+                Output::Host(HostMsg::ProbeRequest { peer, .. }) => {
+                    match self.cfg.index_of(&peer) {
+                        Some(p) => st.probes.push(Probe {
+                            asker: m as u8,
+                            peer: p as u8,
+                            asked_at: st.now,
+                        }),
+                        None => st.breach(format!("m{m} probes an unknown serial")),
+                    }
+                }
                 Output::Event(e) => {
                     if let EventKind::RoleChanged { domain, .. } = e.kind {
                         if let Some(d) = self.domain_index(domain) {

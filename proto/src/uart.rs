@@ -146,4 +146,10 @@ impl<const N: usize> Decoder<N> {
     pub fn last_frame(&self) -> &[u8] {
         &self.buf[..self.frame_len]
     }
+
+    /// The last complete frame, writable: a receiver opens (decrypts) it in place instead
+    /// of copying it out first (a frame-sized buffer less per serial link in firmware).
+    pub fn last_frame_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.frame_len]
+    }
 }

@@ -252,7 +252,8 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
             .prop_map(|(target, command)| HostMsg::Admin { target, command }),
         (serial(), any::<bool>()).prop_map(|(peer, alive)| HostMsg::ProbeResult { peer, alive }),
         vec(domain_role(), 0..=MAX_DOMAINS).prop_map(|v| HostMsg::Roles(v.into_iter().collect())),
-        serial().prop_map(|peer| HostMsg::ProbeRequest { peer }),
+        (serial(), any::<u16>())
+            .prop_map(|(peer, within_ms)| HostMsg::ProbeRequest { peer, within_ms }),
         any::<u32>().prop_map(|nonce| HostMsg::Ping { nonce }),
         any::<u32>().prop_map(|nonce| HostMsg::Pong { nonce }),
         Just(HostMsg::StatusRequest),

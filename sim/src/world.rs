@@ -682,7 +682,7 @@ impl<'a> World<'a> {
         for o in outs {
             match o {
                 Output::Send { link, bytes } => self.send(m, link, &bytes),
-                Output::Host(HostMsg::ProbeRequest { peer }) => {
+                Output::Host(HostMsg::ProbeRequest { peer, .. }) => {
                     if let Some(p) = self.serials.iter().position(|s| *s == peer) {
                         let (lo, hi) = self.sc.host_delay;
                         let t = self.now + lo + self.rng.rand_range(0..hi - lo + 1);

@@ -2,6 +2,8 @@
 //!
 //! - [`traffic`] and bin `ha-traffic`: the TCP load of the failover tests (per-connection
 //!   survival and the longest pause in delivered data);
+//! - [`ftp`] (`ha-traffic ftp-server|ftp-client`): FTP sessions whose data connections are
+//!   opened after a failover, through a synced helper expectation;
 //! - bin `ha-agent-host`: the real HA agent (`ha-agent`, the code the firmware runs) in a host
 //!   process, for runs without QEMU;
 //! - [`cluster`] and bin `ha-cluster`: boots a cluster of QEMU members (their command line is
@@ -13,6 +15,7 @@
 
 pub mod cluster;
 mod common;
+pub mod ftp;
 mod led;
 mod member;
 pub mod traffic;

@@ -414,7 +414,7 @@ pub(crate) fn host_loop(
                         push_bounded(&mut lock(view).events, (now, ev), MAX_RECORDS)
                     }
                     HostMsg::Status(st) => lock(view).status = Some((now, st)),
-                    HostMsg::ProbeRequest { peer } => {
+                    HostMsg::ProbeRequest { peer, .. } => {
                         let alive = probe(index, peer);
                         let _ = link.send(&HostMsg::ProbeResult { peer, alive });
                         push_bounded(&mut lock(view).probes, (now, peer, alive), MAX_RECORDS);

@@ -52,3 +52,10 @@ pub fn bench_conntrack(args: &[String]) -> Result {
 }
 
 mod conntrack_bench;
+
+/// `bench kernel-ha --connections N [--interval-ms MS] [--churn-rounds R]`: our kernel data
+/// path beside keepalived + conntrackd in the kernel e2e's topology, the same load and crash
+/// (see `daemon_e2e::kernel_ha_bench`).
+pub fn bench_kernel_ha(args: &[String]) -> Result {
+    daemon_e2e::kernel_ha_bench::run(args)
+}

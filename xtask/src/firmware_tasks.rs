@@ -2,22 +2,28 @@
 
 use crate::util::{run, Result};
 
-/// Format and lints of the firmware and board crates (their own workspaces, thumbv7m only),
-/// run by `cargo xtask test` with the workspace's own, before any long suite.
+/// Format and lints of the firmware and board crates (their own workspaces, each for its
+/// board's target), run by `cargo xtask test` with the workspace's own, before any long suite.
 pub fn lint() -> Result {
-    for dir in [FW_APP_DIR, FW_BOARD_DIR] {
+    for dir in [FW_APP_DIR, FW_BOARD_DIR, NUCLEO_BOARD_DIR] {
         run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
         run(fw_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
     }
-    Ok(())
+    // The firmware binary again, built for the real board.
+    run(fw_cargo(FW_APP_DIR)
+        .args(["clippy", "--release"])
+        .args(NUCLEO_ARGS)
+        .args(["--", "-D", "warnings"]))
 }
 
-/// Extra CI checks of the firmware, run by `cargo xtask test`: the release build, and
+/// Extra CI checks of the firmware, run by `cargo xtask test`: the release builds (QEMU
+/// mps2-an385 and the NUCLEO-H743ZI board, which CI can only build), and
 /// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
 /// logs one clear error and does not join; a member with a valid block starts its agent; two
 /// members wired by their Ethernet elect one active, and the other takes over when it dies.
 pub fn ci() -> Result {
     let elf = fw_build()?;
+    nucleo_build()?;
     fw_boot_checks(&elf)?;
     harness_ci(&elf)
 }
@@ -29,8 +35,11 @@ const FW_RAM_BUDGET: u64 = 64 * 1024;
 /// `cargo xtask size` (firmware part): builds the release firmware and prints, last,
 /// `firmware: flash=<bytes> ram=<bytes>` from the ELF: flash = every loaded section
 /// (vector table, code, read-only data, initial values of .data); RAM = .data + .bss +
-/// .uninit + the stack reserved in memory.x. Fails when a budget is exceeded.
+/// .uninit + the stack reserved in memory.x; before it, the stack's high-water mark in a
+/// boot under QEMU. Fails when a budget is exceeded. The
+/// NUCLEO-H743ZI's figures come first (see [`nucleo_size`]), mps2-an385's last.
 pub fn size(_args: &[String]) -> Result {
+    nucleo_size()?;
     let elf = fw_build()?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let s = fw_elf::sizes(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
@@ -43,6 +52,11 @@ pub fn size(_args: &[String]) -> Result {
         s.stack,
         FW_FLASH_BUDGET,
         FW_RAM_BUDGET
+    );
+    let (used, reserved) = fw_stack_high_water(&elf)?;
+    println!(
+        "firmware: stack high-water {used} of {reserved} bytes (painted stack, a lone member \
+         under QEMU, 3 s after boot)"
     );
     println!("firmware: flash={} ram={}", s.flash, ram);
     if s.flash > FW_FLASH_BUDGET || ram > FW_RAM_BUDGET {
@@ -68,6 +82,57 @@ fn fw_build() -> Result<std::path::PathBuf> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| crate::util::root().join(FW_APP_DIR).join("target"));
     Ok(target.join("thumbv7m-none-eabi/release/ha-firmware"))
+}
+
+/// The real board's crate (STM32H743ZI), its target, and the firmware binary's options that
+/// build for it (the `nucleo-h743zi` feature picks the board crate).
+const NUCLEO_BOARD_DIR: &str = "board/nucleo-h743zi";
+const NUCLEO_TARGET: &str = "thumbv7em-none-eabihf";
+const NUCLEO_ARGS: [&str; 5] = [
+    "--no-default-features",
+    "--features",
+    "nucleo-h743zi",
+    "--target",
+    NUCLEO_TARGET,
+];
+/// The NUCLEO-H743ZI's memory.x regions for the firmware: FLASH (flash bank 1), STACK + RAM
+/// (AXI SRAM). The linker refuses an image that overflows them.
+const NUCLEO_FLASH: u64 = 1024 * 1024;
+const NUCLEO_RAM: u64 = 512 * 1024;
+
+/// Builds the release firmware for the NUCLEO-H743ZI and returns the ELF's path (what
+/// `cargo nucleo-h743zi` in firmware/app flashes with probe-rs).
+fn nucleo_build() -> Result<std::path::PathBuf> {
+    run(fw_cargo(FW_APP_DIR)
+        .args(["build", "--release"])
+        .args(NUCLEO_ARGS))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::util::root().join(FW_APP_DIR).join("target"));
+    Ok(target.join(NUCLEO_TARGET).join("release/ha-firmware"))
+}
+
+/// `cargo xtask size` for the NUCLEO-H743ZI: the same figures as for mps2-an385, on lines
+/// starting `firmware nucleo-h743zi:`, the second `flash=<bytes> ram=<bytes>`.
+fn nucleo_size() -> Result {
+    let elf = nucleo_build()?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let s = fw_elf::sizes(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
+    println!(
+        "firmware nucleo-h743zi: code+rodata={} data={} bss={} stack={} (memory.x: flash {} ram {})",
+        s.flash - s.data,
+        s.data,
+        s.ram_static - s.data,
+        s.stack,
+        NUCLEO_FLASH,
+        NUCLEO_RAM
+    );
+    println!(
+        "firmware nucleo-h743zi: flash={} ram={}",
+        s.flash,
+        s.ram_static + s.stack
+    );
+    Ok(())
 }
 
 /// QEMU options loading a configuration block.
@@ -216,6 +281,17 @@ fn fw_boot_checks_in(elf: &std::path::Path, dir: &std::path::Path) -> Result {
     )?;
 
     // A valid block for a single member: the agent starts and, alone, becomes active.
+    let (psk, cfg) = fw_single_block(dir)?;
+    let log = fw_boot_log(elf, Some(&cfg), 3)?;
+    fw_expect("valid block", &log, "member FW-CI of cluster 0x9")?;
+    fw_expect("agent running", &log, "-> active")?;
+    fw_expect("stack within its reservation", &log, "stack high-water")?;
+    fw_pair_check(elf, dir, &psk)
+}
+
+/// A key and the configuration block of a lone member `FW-CI` (cluster 9, fast timers) in
+/// `dir`: (key file, block file).
+fn fw_single_block(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let psk = dir.join("psk");
     let cfg = dir.join("member.cfg");
     run(crate::util::cargo()
@@ -235,11 +311,27 @@ fn fw_boot_checks_in(elf: &std::path::Path, dir: &std::path::Path) -> Result {
             "--out",
         ])
         .arg(&cfg))?;
-    let log = fw_boot_log(elf, Some(&cfg), 3)?;
-    fw_expect("valid block", &log, "member FW-CI of cluster 0x9")?;
-    fw_expect("agent running", &log, "to: Active")?;
-    fw_expect("stack within its reservation", &log, "stack high-water")?;
-    fw_pair_check(elf, dir, &psk)
+    Ok((psk, cfg))
+}
+
+/// The stack high-water mark a lone member logs in its first seconds under QEMU (the boot,
+/// the agent's first outputs): `(used, reserved)` bytes.
+fn fw_stack_high_water(elf: &std::path::Path) -> Result<(u64, u64)> {
+    let dir = std::env::temp_dir().join(format!("ha-fw-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let log = fw_single_block(&dir).and_then(|(_, cfg)| fw_boot_log(elf, Some(&cfg), 3));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = log?;
+    log.lines()
+        .filter_map(|l| l.split_once("stack high-water: ").map(|(_, r)| r))
+        .filter_map(|r| {
+            let mut w = r.split_whitespace();
+            let used = w.next()?.parse().ok()?;
+            let reserved = w.nth(1)?.parse().ok()?;
+            Some((used, reserved))
+        })
+        .max()
+        .ok_or_else(|| format!("size: the member's log has no stack report:\n{log}"))
 }
 
 /// A free UDP port on loopback (bound, then released for QEMU).
@@ -287,14 +379,12 @@ fn fw_pair_check(elf: &std::path::Path, dir: &std::path::Path, psk: &std::path::
     let first_role = |log: &str| {
         log.lines()
             .find(|l| l.contains("role_changed"))
-            .map(|l| l.contains("to: Active"))
+            .map(|l| l.contains("-> active"))
     };
     match (first_role(&log1), first_role(&log2)) {
-        (Some(true), Some(false)) => fw_expect(
-            "pair: takeover after the active died",
-            &log2,
-            "reason: PeerLost",
-        ),
+        (Some(true), Some(false)) => {
+            fw_expect("pair: takeover after the active died", &log2, "(peer lost)")
+        }
         (Some(false), Some(true)) => Ok(()),
         _ => Err(format!(
             "firmware: pair: not one active and one passive:\n{log1}\n---\n{log2}"

@@ -64,6 +64,22 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    // Commands that build the firmware, boot QEMU or use namespaces install what they need
+    // first (idempotent), so a fresh machine runs any of them without `setup`.
+    let needs_setup = match &cli.cmd {
+        Cmd::Qemu(_) | Cmd::E2e(_) | Cmd::Chaos(_) | Cmd::Size(_) => true,
+        Cmd::Bench(r) => matches!(
+            r.args.first().map(String::as_str),
+            Some("failover" | "conntrack" | "kernel-ha")
+        ),
+        _ => false,
+    };
+    if needs_setup {
+        if let Err(e) = setup::setup() {
+            eprintln!("xtask: {e}");
+            std::process::exit(1);
+        }
+    }
     let result = match cli.cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Test => test::test(),
@@ -90,9 +106,10 @@ fn bench(args: &[String]) -> util::Result {
         Some("sync") => dataplane_tasks::bench_sync(&args[1..]),
         Some("failover") => firmware_tasks::bench_failover(&args[1..]),
         Some("conntrack") => dataplane_tasks::bench_conntrack(&args[1..]),
+        Some("kernel-ha") => dataplane_tasks::bench_kernel_ha(&args[1..]),
         Some(other) => Err(format!(
-            "bench: unknown benchmark {other:?} (proto, sync, failover, conntrack)"
+            "bench: unknown benchmark {other:?} (proto, sync, failover, conntrack, kernel-ha)"
         )),
-        None => Err("bench: which one? proto, sync, failover or conntrack".into()),
+        None => Err("bench: which one? proto, sync, failover, conntrack or kernel-ha".into()),
     }
 }

@@ -10,12 +10,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("conntrackd", "conntrackd"),
     ("conntrack", "conntrack"),
+    // `bench kernel-ha`: the peer it measures ours against (VRRP with conntrackd).
+    ("keepalived", "keepalived"),
     ("nft", "nftables"),
 ];
 
-/// Adds the rustup target and installs missing Debian packages (when root).
+/// Adds the rustup targets and installs missing Debian packages (when root).
 pub fn setup() -> Result {
     run(Command::new("rustup").args(["target", "add", "thumbv7m-none-eabi"]))?;
+    // The real board's firmware (board/nucleo-h743zi, Cortex-M7 with FPU).
+    run(Command::new("rustup").args(["target", "add", "thumbv7em-none-eabihf"]))?;
     // Decodes the firmware's defmt log (raw frames on UART0) on the host.
     if !have("defmt-print") {
         run(Command::new("cargo").args(["install", "defmt-print", "--locked"]))?;

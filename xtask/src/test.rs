@@ -25,14 +25,34 @@ pub fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
+    disk_note("clippy");
     run(cargo().args(["test", "--workspace"]))?;
+    disk_note("workspace tests");
     for krate in NO_STD_CRATES {
         run(cargo().args(["build", "-p", krate, "--target", "thumbv7m-none-eabi"]))?;
     }
     crate::proto_tasks::ci()?;
     crate::agent_tasks::ci()?;
     crate::firmware_tasks::ci()?;
+    disk_note("firmware suites");
     crate::dataplane_tasks::ci()?;
+    disk_note("data path suites");
     crate::host_tools_tasks::ci()?;
+    disk_note("host tools suites");
     Ok(())
+}
+
+/// Prints the free disk space after a stage, so a CI run that runs out of disk shows which
+/// stage grew the target directory (one did: "No space left on device" in the workspace
+/// tests). Only a note: a failing `df` is ignored.
+fn disk_note(stage: &str) {
+    let out = std::process::Command::new("df")
+        .args(["-h", "--output=avail", "."])
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(avail) = text.lines().nth(1) {
+            eprintln!("test: {stage} done; disk free {}", avail.trim());
+        }
+    }
 }

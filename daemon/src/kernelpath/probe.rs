@@ -55,6 +55,17 @@ pub fn reply_of(packet: &[u8]) -> Option<(Ipv4Addr, u16)> {
     }
 }
 
+/// Notes the probe reply `packet` carries, if it is one, in `seen` (bounded: a full set is
+/// emptied first).
+fn note_reply(seen: &mut HashSet<(Ipv4Addr, u16)>, packet: &[u8]) {
+    if let Some(r) = reply_of(packet) {
+        if seen.len() >= PROBE_ANSWERS_MAX {
+            seen.clear();
+        }
+        seen.insert(r);
+    }
+}
+
 /// The ICMP message of probe `seq`.
 pub fn request(seq: u16) -> Vec<u8> {
     let repr = Icmpv4Repr::EchoRequest {
@@ -95,15 +106,10 @@ impl Prober {
                     &mut buf,
                     MsgFlags::empty(),
                 ) {
-                    Ok(n) => {
-                        if let Some(r) = reply_of(&buf[..n]) {
-                            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                            if s.len() >= PROBE_ANSWERS_MAX {
-                                s.clear();
-                            }
-                            s.insert(r);
-                        }
-                    }
+                    Ok(n) => note_reply(
+                        &mut seen.lock().unwrap_or_else(|p| p.into_inner()),
+                        &buf[..n],
+                    ),
                     Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
                     Err(e) => {
                         eprintln!("ha-daemon: probe socket: {e}");
@@ -143,12 +149,24 @@ impl Prober {
         Some(seq)
     }
 
-    /// True (once) when the reply of probe `seq` from `peer` arrived.
+    /// True (once) when the reply of probe `seq` from `peer` arrived. Replies still queued in
+    /// the socket are read first, on the caller's thread: a receive thread starved of CPU
+    /// must not turn a live peer's reply into "no answer".
     pub fn answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool {
-        self.answered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(peer, seq))
+        let mut seen = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = [0u8; 1500];
+        // Bounded: a flood of ICMP cannot keep the caller here.
+        for _ in 0..64 {
+            match recv(
+                std::os::fd::AsRawFd::as_raw_fd(&*self.sock),
+                &mut buf,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) => note_reply(&mut seen, &buf[..n]),
+                Err(_) => break,
+            }
+        }
+        seen.remove(&(peer, seq))
     }
 }
 

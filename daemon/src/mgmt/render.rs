@@ -76,6 +76,7 @@ pub fn cluster_info(
                     u64::from(report.frames_rejected),
                 );
                 c.insert("host_frames_accepted".to_string(), sh.host_accepted);
+                c.insert("host_status_resends".to_string(), sh.status_resends);
                 for (k, v) in &sh.host_rejects {
                     c.insert(format!("host_rejected_{k}"), *v);
                 }
@@ -132,7 +133,11 @@ pub fn cluster_info(
                             LinkState::Up => LinkStatus::Up,
                             LinkState::Down => LinkStatus::Down,
                         },
-                        since: 0,
+                        // From the controller's link events; 0 (shown "-") when no change
+                        // was seen since the daemon started.
+                        since: sh
+                            .link_changed_ms(m.serial.as_str(), m.local, i)
+                            .map_or(0, |t| t / 1000),
                     })
                     .collect(),
                 config_revision: m.config_revision,
@@ -146,6 +151,16 @@ pub fn cluster_info(
         .iter()
         .flat_map(|m| &m.links)
         .any(|l| l.state == LinkStatus::Down);
+    // Fail-soft (SPEC A5): the members heard run different firmware.
+    let mut versions: Vec<&str> = members
+        .iter()
+        .zip(&report.members)
+        .filter(|(_, m)| m.alive)
+        .map(|(i, _)| i.firmware.as_str())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let fail_soft = versions.len() > 1;
     let (banner, banner_text) = if actives > 1 {
         (
             BannerLevel::Critical,
@@ -158,6 +173,14 @@ pub fn cluster_info(
         )
     } else if actives == 0 {
         (BannerLevel::Warning, "no member is active".to_string())
+    } else if fail_soft {
+        (
+            BannerLevel::Warning,
+            format!(
+                "fail-soft: members run different firmware ({}); upgrade the older one",
+                versions.join(", ")
+            ),
+        )
     } else if links_down {
         (BannerLevel::Warning, "an HA link is down".to_string())
     } else {
@@ -172,6 +195,7 @@ pub fn cluster_info(
         members,
         addresses: sh.addresses.clone(),
         peers: sh.peers.report(),
+        fail_soft,
     }
 }
 

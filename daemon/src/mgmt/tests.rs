@@ -134,6 +134,67 @@ fn info_is_the_status_table() {
     ctl.join().expect("controller");
 }
 
+/// A status request lost on the host link (the controller dropped it while stalled) is
+/// asked again: `info` still answers, and the resend is counted where an operator sees it.
+#[test]
+fn a_lost_status_request_is_asked_again() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let sh2 = sh.clone();
+    let ctl = std::thread::spawn(move || {
+        let mut requests = 0;
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+            if matches!(m, HostMsg::StatusRequest) {
+                requests += 1;
+                // The first request is lost.
+                if requests > 1 {
+                    sh2.lock().expect("lock").status = Some((
+                        report(Role::Active, Role::Passive, ha_proto::msg::Forced::None),
+                        unix_ms(),
+                    ));
+                }
+            }
+        }
+        requests
+    });
+    let srv = MgmtServer::new(sh.clone(), tx);
+    let (_, r) = ask(&srv, Request::Info { verbose: true });
+    let Reply::Info(info) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(info.members[0].mode, Mode::Active);
+    let c = info.members[0].counters.as_ref().expect("verbose counters");
+    assert_eq!(c["host_status_resends"], 1);
+    drop(srv);
+    assert_eq!(ctl.join().expect("controller"), 2);
+}
+
+/// A controller that never answers: the request is asked a bounded number of times, then
+/// the operator gets `unreachable`.
+#[test]
+fn a_silent_controller_is_unreachable_after_bounded_resends() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = std::thread::spawn(move || {
+        let mut requests = 0;
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(5)) {
+            requests += usize::from(matches!(m, HostMsg::StatusRequest));
+        }
+        requests
+    });
+    let srv = MgmtServer::new(sh.clone(), tx);
+    let (_, r) = ask(&srv, Request::Mode);
+    let Reply::Error(e) = r else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::Unreachable);
+    drop(srv);
+    let asked = ctl.join().expect("controller");
+    let rounds = CONFIRM_TIMEOUT
+        .as_millis()
+        .div_ceil(STATUS_RESEND.as_millis()) as usize;
+    assert_eq!(asked, rounds);
+    assert_eq!(sh.lock().expect("lock").status_resends, rounds as u64 - 1);
+}
+
 #[test]
 fn forcing_goes_to_the_controller_and_waits_for_its_confirmation() {
     let sh = shared();
@@ -799,4 +860,29 @@ fn a_phase_the_state_sync_keys_cannot_follow_stops_the_rotation_with_an_error() 
     }
     drop(srv);
     ctl.join().expect("controller");
+}
+
+/// Fail-soft (SPEC A5) in the status table: members heard with different firmware raise a
+/// warning naming the versions and set `fail_soft` in the JSON; the same versions do not.
+#[test]
+fn different_firmware_is_fail_soft_in_the_banner_and_the_json() {
+    let sh = shared();
+    let same = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
+    let info = cluster_info(&sh.lock().unwrap(), &same, 1_000, false);
+    assert!(!info.fail_soft);
+    let mut mixed = same.clone();
+    mixed.members[1].firmware.minor = 3;
+    let info = cluster_info(&sh.lock().unwrap(), &mixed, 1_000, false);
+    assert!(info.fail_soft);
+    assert_eq!(info.banner, BannerLevel::Warning);
+    assert!(
+        info.banner_text.contains("fail-soft") && info.banner_text.contains("1.3.3"),
+        "{}",
+        info.banner_text
+    );
+    let json = serde_json::to_value(&info).unwrap();
+    assert_eq!(json["fail_soft"], true);
+    // A member not heard does not count.
+    mixed.members[1].alive = false;
+    assert!(!cluster_info(&sh.lock().unwrap(), &mixed, 1_000, false).fail_soft);
 }

@@ -4,7 +4,7 @@
 
 use crate::tables::{
     CertEntry, ConnEntry, ConnKey, Expectation, GatewayStatus, HostEntry, IkeSa, ItemKey, KConn,
-    Millis, SyncedItem, Tables, UserEntry,
+    KExp, Millis, SyncedItem, Tables, UserEntry,
 };
 
 use super::wire::{BulkBegin, Record};
@@ -71,8 +71,21 @@ pub fn item_record(t: &Tables, key: &ItemKey, now: Millis, bulk: bool) -> Option
                 mark: e.mark,
                 tcp: e.tcp,
                 left: left(e.expires),
+                helper: e.helper,
             },
             None => Record::DelKernelConn(*k),
+        },
+        ItemKey::KernelExpect(k) => match t.kernel_expects().get(k) {
+            Some(e) => Record::KernelExpect {
+                key: *k,
+                master: e.master,
+                mask_src: e.mask_src,
+                mask_port: e.mask_port,
+                flags: e.flags,
+                class: e.class,
+                left: left(e.expires),
+            },
+            None => Record::DelKernelExpect(*k),
         },
     };
     if bulk && r.is_removal() {
@@ -176,6 +189,7 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
             mark,
             tcp,
             left,
+            helper,
         } => SyncedItem::KernelConn(
             key,
             KConn {
@@ -183,6 +197,27 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
                 status,
                 mark,
                 tcp,
+                helper,
+                expires: ahead(left),
+                gen: 0,
+            },
+        ),
+        Record::KernelExpect {
+            key,
+            master,
+            mask_src,
+            mask_port,
+            flags,
+            class,
+            left,
+        } => SyncedItem::KernelExpect(
+            key,
+            KExp {
+                master,
+                mask_src,
+                mask_port,
+                flags,
+                class,
                 expires: ahead(left),
                 gen: 0,
             },
@@ -195,6 +230,7 @@ pub fn change_of(rec: Record, now: Millis) -> Change {
         Record::DelCert(k) => return Change::Remove(ItemKey::Cert(k)),
         Record::DelIke(k) => return Change::Remove(ItemKey::Ike(k)),
         Record::DelKernelConn(k) => return Change::Remove(ItemKey::KernelConn(k)),
+        Record::DelKernelExpect(k) => return Change::Remove(ItemKey::KernelExpect(k)),
         Record::BulkBegin(b) => return Change::BulkBegin(b),
         Record::BulkEnd { id, .. } => return Change::BulkEnd { id },
     };

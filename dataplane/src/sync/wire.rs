@@ -29,7 +29,8 @@ use ha_proto::frame::{Header, MAX_BODY_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::tables::{
-    CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, KConnKey, KTcp, KTuple, ZoneAddr,
+    CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, KConnKey, KExpKey, KHelper, KTcp,
+    KTuple, ZoneAddr,
 };
 
 /// One state-sync message (the body of one frame).
@@ -285,9 +286,30 @@ pub enum Record {
         tcp: Option<KTcp>,
         /// Milliseconds until the kernel would expire it.
         left: u64,
+        /// Its conntrack helper.
+        helper: Option<KHelper>,
     },
     /// Kernel conntrack entry removed.
     DelKernelConn(KConnKey),
+    /// Kernel conntrack expectation created or changed.
+    KernelExpect {
+        /// Identity (expected tuple and zone).
+        key: KExpKey,
+        /// Original direction of its master entry.
+        master: KTuple,
+        /// Source address mask.
+        mask_src: IpAddr,
+        /// Source port mask.
+        mask_port: u16,
+        /// Flags (`NF_CT_EXPECT_*`).
+        flags: u32,
+        /// Class of the helper's policy.
+        class: u32,
+        /// Milliseconds until the kernel would drop it.
+        left: u64,
+    },
+    /// Kernel conntrack expectation removed (used, expired or deleted).
+    DelKernelExpect(KExpKey),
 }
 
 /// The head of a bulk synchronization ([`Record::BulkBegin`]), also what the receiver's
@@ -322,6 +344,7 @@ impl Record {
                 | Record::DelCert(_)
                 | Record::DelIke(_)
                 | Record::DelKernelConn(_)
+                | Record::DelKernelExpect(_)
         )
     }
 }

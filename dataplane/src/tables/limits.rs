@@ -16,6 +16,9 @@
 pub const MAX_CONNS: usize = 2_000_000;
 /// Kernel conntrack entries (the kernel data path): as many as connections.
 pub const MAX_KERNEL_CONNS: usize = MAX_CONNS;
+/// Kernel conntrack expectations: as many as the userspace path's expectations (Linux's
+/// `nf_conntrack_expect_max` is 4,096 with the default 262,144 buckets).
+pub const MAX_KERNEL_EXPECTS: usize = MAX_EXPECTS;
 /// Hosts (address → Ethernet address): a /16 of neighbours, far above what a segment holds
 /// (Linux's neighbour table stops at `gc_thresh3`, 1,024 by default).
 pub const MAX_HOSTS: usize = 65_536;
@@ -61,11 +64,13 @@ pub enum TableKind {
     Ike,
     /// Kernel conntrack entries.
     KernelConns,
+    /// Kernel conntrack expectations.
+    KernelExpects,
 }
 
 impl TableKind {
     /// Number of kinds (size of a counter array).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// Every kind, in counter order.
     pub const ALL: [TableKind; Self::COUNT] = [
         TableKind::Conns,
@@ -76,6 +81,7 @@ impl TableKind {
         TableKind::Certs,
         TableKind::Ike,
         TableKind::KernelConns,
+        TableKind::KernelExpects,
     ];
 
     /// Position in a counter array.
@@ -94,6 +100,7 @@ impl TableKind {
             TableKind::Certs => "certificates",
             TableKind::Ike => "ike_sas",
             TableKind::KernelConns => "kernel_connections",
+            TableKind::KernelExpects => "kernel_expectations",
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct Limits {
     pub ike: usize,
     /// Kernel conntrack entries ([`MAX_KERNEL_CONNS`]).
     pub kernel_conns: usize,
+    /// Kernel conntrack expectations ([`MAX_KERNEL_EXPECTS`]).
+    pub kernel_expects: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +145,7 @@ impl Default for Limits {
             certs: MAX_CERTS,
             ike: MAX_IKE_SAS,
             kernel_conns: MAX_KERNEL_CONNS,
+            kernel_expects: MAX_KERNEL_EXPECTS,
         }
     }
 }
@@ -152,6 +162,7 @@ impl Limits {
             TableKind::Certs => self.certs,
             TableKind::Ike => self.ike,
             TableKind::KernelConns => self.kernel_conns,
+            TableKind::KernelExpects => self.kernel_expects,
         }
     }
 
@@ -166,6 +177,7 @@ impl Limits {
             certs: n,
             ike: n,
             kernel_conns: n,
+            kernel_expects: n,
         }
     }
 }

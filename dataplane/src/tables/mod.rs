@@ -31,8 +31,8 @@ mod types;
 
 pub use limits::{
     Limits, Refused, TableKind, MAX_CERTS, MAX_CERT_SERIAL_LEN, MAX_CONNS, MAX_EXPECTS,
-    MAX_GATEWAYS, MAX_HOSTS, MAX_IKE_SAS, MAX_KERNEL_CONNS, MAX_NAME_LEN, MAX_USERS,
-    MAX_USER_GROUPS,
+    MAX_GATEWAYS, MAX_HOSTS, MAX_IKE_SAS, MAX_KERNEL_CONNS, MAX_KERNEL_EXPECTS, MAX_NAME_LEN,
+    MAX_USERS, MAX_USER_GROUPS,
 };
 pub use synced::{ItemKey, SyncedItem};
 pub use types::*;
@@ -56,9 +56,11 @@ pub struct Tables {
     ike: HashMap<IkeKey, IkeSa>,
     /// Kernel conntrack entries (the kernel data path).
     kconns: HashMap<KConnKey, KConn>,
-    /// Keys of kernel entries the peer installed, changed or removed since the kernel path
-    /// last took them (`None`: not kept, no kernel path).
-    kernel_journal: Option<Vec<KConnKey>>,
+    /// Kernel conntrack expectations (the kernel data path).
+    kexps: HashMap<KExpKey, KExp>,
+    /// Keys of kernel entries and expectations the peer installed, changed or removed since
+    /// the kernel path last took them (`None`: not kept, no kernel path).
+    kernel_journal: Option<Vec<ItemKey>>,
     /// Caps of what the peer installs.
     limits: Limits,
     /// Current receive generation (records from the peer are installed under it).
@@ -314,16 +316,17 @@ impl Tables {
         self.kernel_journal.get_or_insert_with(Vec::new);
     }
 
-    /// The keys of kernel entries the peer changed since the last call (each once at most per
-    /// change; look the key up to tell an install from a removal).
-    pub fn take_kernel_changes(&mut self) -> Vec<KConnKey> {
+    /// The keys of kernel entries and expectations the peer changed since the last call
+    /// ([`ItemKey::KernelConn`], [`ItemKey::KernelExpect`]; each once at most per change;
+    /// look the key up to tell an install from a removal).
+    pub fn take_kernel_changes(&mut self) -> Vec<ItemKey> {
         self.kernel_journal
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
     }
 
-    fn journal_kernel(&mut self, k: KConnKey) {
+    fn journal_kernel(&mut self, k: ItemKey) {
         if let Some(j) = self.kernel_journal.as_mut() {
             j.push(k);
         }
@@ -339,6 +342,23 @@ impl Tables {
     /// Forgets one of this member's kernel conntrack entries (its kernel destroyed it).
     pub fn remove_kernel_conn(&mut self, key: &KConnKey) -> Option<KConn> {
         self.kconns.remove(key)
+    }
+
+    /// Kernel conntrack expectations (the kernel data path).
+    pub fn kernel_expects(&self) -> &HashMap<KExpKey, KExp> {
+        &self.kexps
+    }
+
+    /// Records one of this member's kernel expectations (its kernel reported it); the caller
+    /// tells the packet path it changed so the peer hears of it.
+    pub fn upsert_kernel_expect(&mut self, key: KExpKey, mut e: KExp) {
+        e.gen = LOCAL_GEN;
+        self.kexps.insert(key, e);
+    }
+
+    /// Forgets one of this member's kernel expectations (used, expired or removed).
+    pub fn remove_kernel_expect(&mut self, key: &KExpKey) -> Option<KExp> {
+        self.kexps.remove(key)
     }
 
     /// Certificate serials (DER integer bytes).

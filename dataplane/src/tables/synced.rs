@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 use super::limits::{Refused, TableKind, MAX_CERT_SERIAL_LEN, MAX_NAME_LEN, MAX_USER_GROUPS};
 use super::{
     CertEntry, ConnEntry, ConnKey, ExpectKey, Expectation, GatewayStatus, HostEntry, IkeKey, IkeSa,
-    KConn, KConnKey, Tables, UserEntry, ZoneAddr, LOCAL_GEN,
+    KConn, KConnKey, KExp, KExpKey, Tables, UserEntry, ZoneAddr, LOCAL_GEN,
 };
 
 /// An item of any table, by key.
@@ -31,6 +31,8 @@ pub enum ItemKey {
     Ike(IkeKey),
     /// A kernel conntrack entry.
     KernelConn(KConnKey),
+    /// A kernel conntrack expectation.
+    KernelExpect(KExpKey),
 }
 
 impl ItemKey {
@@ -45,6 +47,7 @@ impl ItemKey {
             ItemKey::Cert(_) => TableKind::Certs,
             ItemKey::Ike(_) => TableKind::Ike,
             ItemKey::KernelConn(_) => TableKind::KernelConns,
+            ItemKey::KernelExpect(_) => TableKind::KernelExpects,
         }
     }
 }
@@ -69,6 +72,8 @@ pub enum SyncedItem {
     Ike(IkeKey, IkeSa),
     /// A kernel conntrack entry.
     KernelConn(KConnKey, KConn),
+    /// A kernel conntrack expectation.
+    KernelExpect(KExpKey, KExp),
 }
 
 impl SyncedItem {
@@ -83,6 +88,7 @@ impl SyncedItem {
             SyncedItem::Cert(..) => TableKind::Certs,
             SyncedItem::Ike(..) => TableKind::Ike,
             SyncedItem::KernelConn(..) => TableKind::KernelConns,
+            SyncedItem::KernelExpect(..) => TableKind::KernelExpects,
         }
     }
 }
@@ -171,9 +177,18 @@ impl Tables {
                 upsert_capped(&mut self.ike, k, e, cap, kind)
             }
             SyncedItem::KernelConn(k, mut e) => {
+                if e.helper.is_some_and(|h| !h.is_valid()) {
+                    return Err(Refused::Invalid(kind));
+                }
                 e.gen = gen;
                 upsert_capped(&mut self.kconns, k, e, cap, kind)?;
-                self.journal_kernel(k);
+                self.journal_kernel(ItemKey::KernelConn(k));
+                Ok(())
+            }
+            SyncedItem::KernelExpect(k, mut e) => {
+                e.gen = gen;
+                upsert_capped(&mut self.kexps, k, e, cap, kind)?;
+                self.journal_kernel(ItemKey::KernelExpect(k));
                 Ok(())
             }
         }
@@ -192,7 +207,14 @@ impl Tables {
             ItemKey::KernelConn(k) => {
                 let was = self.kconns.remove(k).is_some();
                 if was {
-                    self.journal_kernel(*k);
+                    self.journal_kernel(key.clone());
+                }
+                was
+            }
+            ItemKey::KernelExpect(k) => {
+                let was = self.kexps.remove(k).is_some();
+                if was {
+                    self.journal_kernel(key.clone());
                 }
                 was
             }
@@ -210,6 +232,7 @@ impl Tables {
             TableKind::Certs => self.certs.len(),
             TableKind::Ike => self.ike.len(),
             TableKind::KernelConns => self.kconns.len(),
+            TableKind::KernelExpects => self.kexps.len(),
         }
     }
 
@@ -237,7 +260,14 @@ impl Tables {
         self.kconns.retain(|k, e| {
             let keep = e.gen >= gen;
             if let (false, Some(j)) = (keep, journal.as_mut()) {
-                j.push(*k);
+                j.push(ItemKey::KernelConn(*k));
+            }
+            keep
+        });
+        self.kexps.retain(|k, e| {
+            let keep = e.gen >= gen;
+            if let (false, Some(j)) = (keep, journal.as_mut()) {
+                j.push(ItemKey::KernelExpect(*k));
             }
             keep
         });
@@ -297,6 +327,14 @@ impl Tables {
                 .iter()
                 .filter(|(_, e)| live(e.gen))
                 .map(|(k, _)| ItemKey::KernelConn(*k)),
+        );
+        // After the entries: a standby creates an expectation only once its master is in
+        // the table.
+        others.extend(
+            self.kexps
+                .iter()
+                .filter(|(_, e)| live(e.gen))
+                .map(|(k, _)| ItemKey::KernelExpect(*k)),
         );
         (self.live_conn_keys(), others)
     }

@@ -438,7 +438,76 @@ pub struct KConn {
     pub mark: u32,
     /// TCP tracking state (TCP only).
     pub tcp: Option<KTcp>,
+    /// The conntrack helper attached to it (an FTP control connection's "ftp"): the standby
+    /// must create the entry with it, or the kernel refuses the expectations it owns.
+    pub helper: Option<KHelper>,
     /// When the kernel would expire it (this member's clock).
+    pub expires: Millis,
+    /// Generation (see the module documentation); [`LOCAL_GEN`] for this member's own.
+    pub gen: u32,
+}
+
+/// The name of a conntrack helper ("ftp", "sip", ...) as the kernel names it: at most 15
+/// bytes (`NF_CT_HELPER_NAME_LEN` is 16 with the terminating NUL), NUL-padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KHelper([u8; 16]);
+
+impl KHelper {
+    /// The helper called `name`; `None` when it is empty, longer than 15 bytes or holds a NUL.
+    pub fn new(name: &str) -> Option<KHelper> {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > 15 || b.contains(&0) {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        a[..b.len()].copy_from_slice(b);
+        Some(KHelper(a))
+    }
+
+    /// The name, without padding (bytes a peer sent may not be a valid name: check with
+    /// [`KHelper::is_valid`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|b| *b == 0).unwrap_or(16);
+        &self.0[..n]
+    }
+
+    /// True when it names a helper the kernel could know: 1–15 printable ASCII bytes, then
+    /// only padding.
+    pub fn is_valid(&self) -> bool {
+        let name = self.as_bytes();
+        !name.is_empty()
+            && name.len() <= 15
+            && name.iter().all(|b| b.is_ascii_graphic())
+            && self.0[name.len()..].iter().all(|b| *b == 0)
+    }
+}
+
+/// Identity of a kernel conntrack expectation (a helper's announcement of a related
+/// connection to come, e.g. an FTP data connection): the tuple it expects and its zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KExpKey {
+    /// The expected connection's original direction (ports the mask leaves open are 0).
+    pub tuple: KTuple,
+    /// Conntrack zone (its master's).
+    pub zone: u16,
+}
+
+/// A kernel conntrack expectation as the state sync carries it: what the standby's kernel
+/// needs to admit the expected connection as related after a takeover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KExp {
+    /// The original direction of the connection that announced it (its master, which must
+    /// be in the table, with its helper, before the expectation can be created).
+    pub master: KTuple,
+    /// Which bits of the expected source address must match.
+    pub mask_src: IpAddr,
+    /// Which bits of the expected source port must match (0: any port).
+    pub mask_port: u16,
+    /// Expectation flags (`NF_CT_EXPECT_*`).
+    pub flags: u32,
+    /// Expectation class of the helper's policy.
+    pub class: u32,
+    /// When the kernel would drop it (this member's clock).
     pub expires: Millis,
     /// Generation (see the module documentation); [`LOCAL_GEN`] for this member's own.
     pub gen: u32,

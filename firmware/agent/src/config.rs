@@ -31,26 +31,44 @@ pub struct Timers {
     /// How long a better passive must stay better before it takes over from a running
     /// active, ms (against flapping). A lost or forced-passive active is replaced at once.
     pub hold_down_ms: u32,
-    /// How long to wait for the main CPU's probe of a silent peer before declaring it lost, ms.
+    /// How long to wait for the main CPU's answer to a probe of a silent peer before
+    /// declaring it lost, ms, counted from the request (bounds the wait on a silent main
+    /// CPU; must exceed [`Timers::probe_ms`]).
     pub probe_timeout_ms: u32,
     /// While every HA link to a peer is down but the probe said it is alive, probe again
     /// this often, ms.
     pub reprobe_ms: u32,
+    /// How long the main CPU's probe listens for the peer's answer before it reports "dead",
+    /// ms (sent with each request).
+    pub probe_ms: u32,
+    /// Silence on every HA link to a peer after which it is probed, ms (at most the dead
+    /// time): the probe runs while the dead time runs out, so a dead peer is lost when its
+    /// links go down rather than a probe later.
+    pub suspect_ms: u32,
 }
 
 impl Timers {
     /// Defaults for a profile: startup window = link dead time + 1 s (fast: + 100 ms),
-    /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 10 ms), reprobe 2 s
-    /// (fast: 100 ms).
+    /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 50 ms), reprobe 2 s
+    /// (fast: 100 ms); the probe listens a third of the dead time (10..=150 ms) and starts
+    /// twice that long before the dead time ends (the second for the host link's round
+    /// trip), but not before a heartbeat and a half of silence.
     pub fn for_profile(profile: TimerProfile) -> Self {
         let dead = profile.dead_ms();
-        let fast = profile.interval_ms() < 50;
+        let interval = profile.interval_ms();
+        let fast = interval < 50;
+        let probe_ms = (dead / 3).clamp(10, 150);
         Timers {
             profile,
             startup_window_ms: dead + if fast { 100 } else { 1000 },
             hold_down_ms: if fast { 500 } else { 5000 },
-            probe_timeout_ms: if fast { 10 } else { 500 },
+            probe_timeout_ms: if fast { 50 } else { 500 }.max(probe_ms * 2),
             reprobe_ms: if fast { 100 } else { 2000 },
+            probe_ms,
+            suspect_ms: dead
+                .saturating_sub(2 * probe_ms)
+                .max(interval + interval / 2)
+                .min(dead),
         }
     }
 }
@@ -136,8 +154,13 @@ pub enum ConfigError {
     StartupWindowTooShort,
     /// The hold-down exceeds [`MAX_HOLD_DOWN_MS`].
     HoldDownTooLong(u32),
-    /// The probe timeout or reprobe period is zero.
+    /// The probe time, probe timeout or reprobe period is zero.
     ZeroProbeTimer,
+    /// The probe timeout does not exceed the probe time: the agent would stop waiting
+    /// before the main CPU could answer (or the probe time does not fit the request).
+    ProbeTimeoutTooShort,
+    /// The probe would start after the links' dead time.
+    SuspectAfterDead,
     /// A hardware weight is above [`MAX_WEIGHT`].
     WeightTooLarge(u16),
     /// The sensor timeout is not 0 and below [`MIN_SENSOR_TIMEOUT_MS`].
@@ -186,7 +209,13 @@ impl core::fmt::Display for ConfigError {
                 write!(f, "hold-down {ms} ms above {MAX_HOLD_DOWN_MS} ms")
             }
             ConfigError::ZeroProbeTimer => {
-                f.write_str("probe timeout and reprobe period must be > 0")
+                f.write_str("probe time, probe timeout and reprobe period must be > 0")
+            }
+            ConfigError::ProbeTimeoutTooShort => f.write_str(
+                "probe timeout must exceed the probe time (at most 65535 ms), or every probe times out",
+            ),
+            ConfigError::SuspectAfterDead => {
+                f.write_str("the probe must start before the link dead time ends")
             }
             ConfigError::WeightTooLarge(w) => write!(f, "weight {w} above {MAX_WEIGHT}"),
             ConfigError::SensorTimeoutTooShort(ms) => write!(
@@ -278,8 +307,14 @@ impl<const M: usize, const D: usize> Config<M, D> {
         if t.hold_down_ms > MAX_HOLD_DOWN_MS {
             return Err(ConfigError::HoldDownTooLong(t.hold_down_ms));
         }
-        if t.probe_timeout_ms == 0 || t.reprobe_ms == 0 {
+        if t.probe_timeout_ms == 0 || t.reprobe_ms == 0 || t.probe_ms == 0 {
             return Err(ConfigError::ZeroProbeTimer);
+        }
+        if t.probe_timeout_ms <= t.probe_ms || t.probe_ms > u16::MAX as u32 {
+            return Err(ConfigError::ProbeTimeoutTooShort);
+        }
+        if t.suspect_ms > t.profile.dead_ms() {
+            return Err(ConfigError::SuspectAfterDead);
         }
         self.quality
             .weights

@@ -268,6 +268,138 @@ impl EventKind {
 
 /// A `fmt::Write` into a fixed string that keeps what fits and drops the rest, so that a long
 /// detail is truncated rather than lost.
+fn role_word(r: Role) -> &'static str {
+    match r {
+        Role::Starting => "starting",
+        Role::Active => "active",
+        Role::Passive => "passive",
+        Role::Disabled => "disabled",
+    }
+}
+
+fn reason_words(r: Reason) -> &'static str {
+    match r {
+        Reason::Startup => "startup",
+        Reason::Elected => "elected",
+        Reason::PeerLost => "peer lost",
+        Reason::Better => "a better member",
+        Reason::Handover => "handover",
+        Reason::Collision => "collision",
+        Reason::Forced => "forced",
+        Reason::MainCpu => "main CPU",
+    }
+}
+
+fn link_word(l: LinkId) -> &'static str {
+    if l == LinkId::BACKUP {
+        "backup"
+    } else {
+        "main"
+    }
+}
+
+/// Seconds with one decimal of a time in ms (`12.3`).
+struct Secs(u64);
+
+impl core::fmt::Display for Secs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}.{} s", self.0 / 1000, (self.0 % 1000) / 100)
+    }
+}
+
+/// The event as an operator reads it (the event log's detail): what happened, in words.
+impl core::fmt::Display for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.kind {
+            EventKind::RoleChanged {
+                domain,
+                from,
+                to,
+                reason,
+            } => write!(
+                f,
+                "domain {domain}: {} -> {} ({})",
+                role_word(from),
+                role_word(to),
+                reason_words(reason)
+            ),
+            EventKind::PeerFound { peer } => write!(f, "{} found", peer.as_str()),
+            EventKind::PeerRestarted { peer } => write!(f, "{} restarted", peer.as_str()),
+            EventKind::AllLinksDown { peer } => {
+                write!(f, "every HA link to {} down", peer.as_str())
+            }
+            EventKind::PeerUnreachable { peer } => write!(
+                f,
+                "{} unreachable: HA links down but the liveness probe found it alive",
+                peer.as_str()
+            ),
+            EventKind::PeerLost { peer, confirmed } => write!(
+                f,
+                "{} lost ({})",
+                peer.as_str(),
+                if confirmed {
+                    "the liveness probe found it dead"
+                } else {
+                    "no liveness probe answered"
+                }
+            ),
+            EventKind::LinkDown { peer, link } => {
+                write!(f, "{} link to {} down", link_word(link), peer.as_str())
+            }
+            EventKind::LinkUp { peer, link } => {
+                write!(f, "{} link to {} up", link_word(link), peer.as_str())
+            }
+            EventKind::QualityChanged { from, to } => write!(f, "quality {from} -> {to}"),
+            EventKind::Collision { domain, peer, won } => write!(
+                f,
+                "domain {domain}: {} active at once, this member {} the role",
+                peer.as_str(),
+                if won { "kept" } else { "gave up" }
+            ),
+            EventKind::ResyncRequested { domain, by } => {
+                write!(f, "domain {domain}: {} asked for a resync", by.as_str())
+            }
+            EventKind::Paused { until_ms } => write!(
+                f,
+                "decisions paused for {}",
+                Secs(until_ms.saturating_sub(self.at_ms))
+            ),
+            EventKind::Resumed => f.write_str("decisions resumed"),
+            EventKind::ForcingChanged { forced } => f.write_str(match forced {
+                Forced::None => "forcing removed: the election decides",
+                Forced::Active => "forced active",
+                Forced::Passive => "forced passive",
+            }),
+            EventKind::VersionMismatch { peer, theirs } => write!(
+                f,
+                "{} runs firmware {}.{}.{}",
+                peer.as_str(),
+                theirs.major,
+                theirs.minor,
+                theirs.patch
+            ),
+            EventKind::ConfigMismatch { peer, theirs } => {
+                write!(f, "{} runs configuration revision {theirs}", peer.as_str())
+            }
+            EventKind::ReloadRequested => f.write_str("reload requested"),
+            EventKind::MembersChanged { members } => write!(f, "{members} members now"),
+            EventKind::MembersRefused => f.write_str("new member list refused"),
+            EventKind::SensorsSilent { last_ms } => write!(
+                f,
+                "sensors silent for {}",
+                Secs(self.at_ms.saturating_sub(last_ms))
+            ),
+            EventKind::SensorsBack => f.write_str("sensors heard again"),
+            EventKind::MainCpuLost { last_ms } => write!(
+                f,
+                "main CPU silent for {}",
+                Secs(self.at_ms.saturating_sub(last_ms))
+            ),
+            EventKind::MainCpuBack => f.write_str("main CPU heard again"),
+        }
+    }
+}
+
 struct Truncating<'a, const N: usize>(&'a mut String<N>);
 
 impl<const N: usize> Write for Truncating<'_, N> {
@@ -286,7 +418,7 @@ impl Event {
     pub fn report(&self) -> EventReport {
         let mut detail: String<EVENT_DETAIL_LEN> = String::new();
         // Writing into `Truncating` never fails.
-        let _ = write!(Truncating(&mut detail), "{:?}", self.kind);
+        let _ = write!(Truncating(&mut detail), "{self}");
         let mut name = String::new();
         let _ = Truncating(&mut name).write_str(self.kind.name());
         EventReport {
@@ -316,5 +448,51 @@ mod tests {
         assert_eq!(r.len(), EVENT_CAP);
         assert_eq!(r.overflow(), 5);
         assert_eq!(r.iter().next().unwrap().at_ms, 5);
+    }
+
+    #[test]
+    fn details_are_words_not_debug_output() {
+        let b = Serial::new("SN-B").unwrap();
+        let ev = |at_ms, kind| Event {
+            seq: 3,
+            at_ms,
+            kind,
+        };
+        let d = |e: Event| e.report().detail;
+        assert_eq!(
+            d(ev(
+                0,
+                EventKind::RoleChanged {
+                    domain: 0,
+                    from: Role::Passive,
+                    to: Role::Active,
+                    reason: Reason::PeerLost
+                }
+            )),
+            "domain 0: passive -> active (peer lost)"
+        );
+        assert_eq!(
+            d(ev(
+                0,
+                EventKind::LinkDown {
+                    peer: b,
+                    link: LinkId::BACKUP
+                }
+            )),
+            "backup link to SN-B down"
+        );
+        assert_eq!(
+            d(ev(1_000, EventKind::Paused { until_ms: 31_000 })),
+            "decisions paused for 30.0 s"
+        );
+        assert!(d(ev(
+            0,
+            EventKind::PeerLost {
+                peer: b,
+                confirmed: true
+            }
+        ))
+        .starts_with("SN-B lost"));
+        assert!(d(ev(0, EventKind::PeerUnreachable { peer: b })).contains("unreachable"));
     }
 }

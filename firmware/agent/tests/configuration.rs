@@ -123,3 +123,65 @@ fn a_failed_member_is_removed_and_its_replacement_joins() {
     assert!(c.a(0).status().peer(&serial(2)).is_some());
     assert_eq!(c.a(0).config().members.len(), 2);
 }
+
+/// Each profile's probe timing: the probe starts early enough that its answer (probe time
+/// plus a host-link round trip) is there when the dead time ends, never before a heartbeat
+/// and a half of silence, and the agent waits for the answer longer than the probe lasts.
+#[test]
+fn every_profile_probes_before_its_dead_time_ends() {
+    let custom = |interval_ms, miss_limit| TimerProfile::Custom {
+        interval_ms,
+        miss_limit,
+    };
+    for (profile, probe, suspect) in [
+        (TimerProfile::Fast, 10, 15),
+        (TimerProfile::Default, 150, 1700),
+        (custom(50, 4), 66, 75),
+    ] {
+        let t = Timers::for_profile(profile);
+        assert_eq!((t.probe_ms, t.suspect_ms), (probe, suspect), "{profile:?}");
+    }
+    for interval in [10u32, 20, 50, 100, 250, 1000] {
+        for miss in [3u8, 4, 10, 20] {
+            let p = custom(interval, miss);
+            let t = Timers::for_profile(p);
+            assert!(t.suspect_ms <= p.dead_ms(), "{p:?}");
+            assert!(t.suspect_ms >= interval + interval / 2, "{p:?}");
+            assert!(t.probe_timeout_ms > t.probe_ms, "{p:?}");
+            let mut c = config(0, 2);
+            c.timers = t;
+            assert!(c.validate().is_ok(), "{p:?}");
+        }
+    }
+}
+
+/// The firmware builds its agent in a static slot (`Agent::init_in`): the same agent as
+/// `Agent::new` (same first outputs, same status), and the same refusals.
+#[test]
+fn an_agent_built_in_place_is_the_agent_new_builds() {
+    let mut by_value = Agent::new(config(0, 2), 1_000, 7).expect("new");
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let in_place = Agent::init_in(&mut slot, config(0, 2), 1_000, 7).expect("init_in");
+    let drain = |a: &mut Agent<4, 2>| {
+        let mut v = Vec::new();
+        while let Some(o) = a.poll_output() {
+            v.push(format!("{o:?}"));
+        }
+        v
+    };
+    assert_eq!(drain(&mut by_value), drain(in_place));
+    assert_eq!(by_value.poll_at(), in_place.poll_at());
+    assert_eq!(by_value.role(0), in_place.role(0));
+    let mut bad = config(0, 2);
+    bad.me = serial(3);
+    let mut slot = core::mem::MaybeUninit::uninit();
+    assert_eq!(
+        Agent::init_in(&mut slot, bad, 1_000, 7).err(),
+        Some(ConfigError::SelfNotMember)
+    );
+    let mut slot = core::mem::MaybeUninit::uninit();
+    assert_eq!(
+        Agent::init_in(&mut slot, config(0, 2), 1_000, 0).err(),
+        Some(ConfigError::NoBootEpoch)
+    );
+}

@@ -78,7 +78,11 @@ fn events_render_for_the_host_link() {
     let r = e.report();
     assert_eq!((r.seq, r.at_ms, r.name.as_str()), (9, 1234, "peer_lost"));
     assert_eq!(r.peer, Some(serial(3)));
-    assert!(r.detail.contains("confirmed: true"), "{}", r.detail);
+    assert!(
+        r.detail.contains("lost (the liveness probe found it dead)"),
+        "{}",
+        r.detail
+    );
 }
 
 /// Defect: the role reached the main CPU once per change; a lost frame left the main CPU

@@ -65,7 +65,7 @@ pub fn load_block(bytes: &[u8]) -> Result<ConfigBlock, LoadError> {
 pub fn agent_config<const M: usize, const D: usize>(
     b: &ConfigBlock,
 ) -> Result<Config<M, D>, LoadError> {
-    Config::from_block(b, "mps2-an385", firmware_version()).map_err(|e| match e {
+    Config::from_block(b, crate::board::NAME, firmware_version()).map_err(|e| match e {
         FromBlockError::TooLarge {
             members, domains, ..
         } => LoadError::TooLarge { members, domains },

@@ -1,5 +1,6 @@
-//! Management-controller firmware on QEMU `mps2-an385`: the sans-IO HA agent (`ha-agent`)
-//! driven by embassy tasks.
+//! Management-controller firmware on QEMU `mps2-an385` or the NUCLEO-H743ZI board (one cargo
+//! feature picks the board, see [`board`]): the sans-IO HA agent (`ha-agent`) driven by
+//! embassy tasks.
 //!
 //! | task        | does                                                                 |
 //! |-------------|----------------------------------------------------------------------|
@@ -20,6 +21,11 @@
 #![no_std]
 #![no_main]
 
+// The board crate other than the default one takes the default's name (see `board`).
+#[cfg(feature = "nucleo-h743zi")]
+extern crate ha_board_nucleo_h743zi as ha_board;
+
+mod board;
 mod cfg;
 mod net;
 mod serial;
@@ -50,10 +56,6 @@ use static_cell::StaticCell;
 
 use crate::net::{start_net, MainTx, PeerList};
 use crate::serial::SerialOut;
-
-// The board reserves the block where the protocol says it is.
-const _: () =
-    assert!(ha_board::config::CONFIG_BLOCK_ADDR as u32 == ha_proto::config_block::FLASH_ADDR);
 
 defmt::timestamp!("{=u64:ms}", Instant::now().as_millis());
 
@@ -130,7 +132,7 @@ impl defmt::Format for StartError {
             StartError::NoAddress => defmt::write!(f, "no main-link address for this member"),
             StartError::NoBootEpoch => defmt::write!(
                 f,
-                "no boot counter at 0x3EFFC (a reused boot epoch would make this boot's frames replays)"
+                "no boot counter (a reused boot epoch would make this boot's frames replays)"
             ),
             StartError::Bind => defmt::write!(f, "cannot bind the main-link UDP port"),
         }
@@ -143,8 +145,9 @@ impl defmt::Format for StartError {
 fn start(spawner: Spawner) -> Result<(), StartError> {
     let board = ha_board::init().ok_or(StartError::Board)?;
     info!(
-        "ha-firmware {=str} on mps2-an385",
-        env!("CARGO_PKG_VERSION")
+        "ha-firmware {=str} on {=str}",
+        env!("CARGO_PKG_VERSION"),
+        crate::board::NAME
     );
     let block = load_block()?;
     let epoch = ha_board::config::boot_epoch().ok_or(StartError::NoBootEpoch)?;
@@ -194,14 +197,89 @@ fn load_block() -> Result<ConfigBlock, StartError> {
 
 #[inline(never)]
 fn make_agent(block: &ConfigBlock, epoch: u32) -> Result<SharedAgent, StartError> {
-    // The agent (about 8 KiB) lives in a static result slot and the RefCell holds a
-    // reference to it, so it is not moved (copied through the stack) once more.
-    static SLOT: StaticCell<Result<FwAgent, ha_agent::ConfigError>> = StaticCell::new();
+    // The agent (about 8 KiB) is built in its static slot (`Agent::init_in`), never on the
+    // boot stack, and the RefCell holds a reference to it.
+    static SLOT: StaticCell<FwAgent> = StaticCell::new();
     static AGENT: StaticCell<RefCell<&'static mut FwAgent>> = StaticCell::new();
     let config = cfg::agent_config(block).map_err(StartError::Config)?;
-    match SLOT.uninit().write(Agent::new(config, now_ms(), epoch)) {
+    match Agent::init_in(SLOT.uninit(), config, now_ms(), epoch) {
         Ok(a) => Ok(AGENT.init(RefCell::new(a))),
-        Err(e) => Err(StartError::Agent(*e)),
+        Err(e) => Err(StartError::Agent(e)),
+    }
+}
+
+/// What [`stage`] left for the agent task to send on a serial line, sealed or encoded into
+/// the task's frame buffer: the output itself is gone before the task awaits the line.
+enum Staged {
+    /// Nothing left to send (a main-link frame went out, the LED was signalled).
+    Done,
+    /// The first `n` bytes of the buffer, to the backup link.
+    Backup(usize),
+    /// The first `n` bytes of the buffer, to the host link.
+    Host(usize),
+}
+
+/// Handles one output of the agent without waiting: main-link frames are sent now, the LED
+/// is signalled, and what goes on a serial line is copied or sealed into `frame`. Kept apart
+/// from the task so that no output (up to a frame and a status report) is held across an
+/// `.await`: each one would be a slot of the task's state in RAM.
+fn stage(
+    agent: SharedAgent,
+    out: Output,
+    main: &mut MainTx,
+    peers: PeerList,
+    frame: &mut [u8; MAX_FRAME_LEN],
+) -> Staged {
+    match out {
+        Output::Send { link, bytes } if link == LinkId::BACKUP => {
+            match frame.get_mut(..bytes.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(&bytes);
+                    Staged::Backup(bytes.len())
+                }
+                None => Staged::Done,
+            }
+        }
+        Output::Send { bytes, .. } => {
+            // Peers whose main link is up and the others go through separate sockets: a
+            // frame to a down peer may stay queued (see `MainTx`).
+            let a = agent.borrow();
+            let up = |s: &Serial| {
+                a.status()
+                    .peer(s)
+                    .is_some_and(|p| p.links[0].state == LinkState::Up)
+            };
+            let peers = peers.borrow();
+            let live = peers.iter().filter(|p| up(&p.0)).map(|p| (p.1, p.2));
+            let others = peers.iter().filter(|p| !up(&p.0)).map(|p| (p.1, p.2));
+            main.send_round(&bytes, live, others);
+            Staged::Done
+        }
+        Output::Host(msg) => match agent.borrow_mut().seal_host(&msg, frame) {
+            Ok(n) => Staged::Host(n),
+            Err(e) => {
+                warn!("host link: cannot seal: {}", defmt::Display2Format(&e));
+                Staged::Done
+            }
+        },
+        Output::Led(p) => {
+            LED.signal(p);
+            Staged::Done
+        }
+        Output::Event(e) => {
+            // Logged, and reported to the main CPU (numbered by the agent: a gap tells the
+            // main CPU that events were lost).
+            let report = e.report();
+            info!(
+                "event {=str}: {=str}",
+                report.name.as_str(),
+                report.detail.as_str()
+            );
+            match agent.borrow_mut().seal_host(&HostMsg::Event(report), frame) {
+                Ok(n) => Staged::Host(n),
+                Err(_) => Staged::Done,
+            }
+        }
     }
 }
 
@@ -216,55 +294,18 @@ async fn agent_task(
 ) {
     let mut backup = SerialOut::new(backup, "backup");
     let mut host = SerialOut::new(host, "host");
-    // One encoding buffer for both serial lines, one sealing buffer for the host link.
+    // One frame buffer (a backup-link frame, or a sealed host message) and one encoding
+    // buffer for both serial lines.
+    let mut frame = [0u8; MAX_FRAME_LEN];
     let mut scratch = [0u8; MAX_ENCODED_LEN];
-    let mut sealed = [0u8; MAX_FRAME_LEN];
     loop {
         loop {
             let out = agent.borrow_mut().poll_output();
             let Some(out) = out else { break };
-            match out {
-                Output::Send { link, bytes } if link == LinkId::BACKUP => {
-                    backup.send(&bytes, &mut scratch).await;
-                }
-                Output::Send { bytes, .. } => {
-                    // Peers whose main link is up and the others go through separate sockets:
-                    // a frame to a down peer may stay queued (see `MainTx`).
-                    let a = agent.borrow();
-                    let up = |s: &Serial| {
-                        a.status()
-                            .peer(s)
-                            .is_some_and(|p| p.links[0].state == LinkState::Up)
-                    };
-                    let peers = peers.borrow();
-                    let live = peers.iter().filter(|p| up(&p.0)).map(|p| (p.1, p.2));
-                    let others = peers.iter().filter(|p| !up(&p.0)).map(|p| (p.1, p.2));
-                    main.send_round(&bytes, live, others);
-                }
-                Output::Host(msg) => {
-                    let sealed_len = agent.borrow_mut().seal_host(&msg, &mut sealed);
-                    match sealed_len {
-                        Ok(n) => host.send(&sealed[..n], &mut scratch).await,
-                        Err(e) => warn!("host link: cannot seal: {}", defmt::Display2Format(&e)),
-                    }
-                }
-                Output::Led(p) => LED.signal(p),
-                Output::Event(e) => {
-                    // Logged, and reported to the main CPU (numbered by the agent: a gap
-                    // tells the main CPU that events were lost).
-                    let report = e.report();
-                    info!(
-                        "event {=str}: {=str}",
-                        report.name.as_str(),
-                        report.detail.as_str()
-                    );
-                    let sealed_len = agent
-                        .borrow_mut()
-                        .seal_host(&HostMsg::Event(report), &mut sealed);
-                    if let Ok(n) = sealed_len {
-                        host.send(&sealed[..n], &mut scratch).await;
-                    }
-                }
+            match stage(agent, out, &mut main, peers, &mut frame) {
+                Staged::Done => {}
+                Staged::Backup(n) => backup.send(&frame[..n], &mut scratch).await,
+                Staged::Host(n) => host.send(&frame[..n], &mut scratch).await,
             }
         }
         let wake = agent.borrow().poll_at();
@@ -275,33 +316,33 @@ async fn agent_task(
     }
 }
 
-/// The next whole frame a serial link received, copied into `buf` (a damaged or oversized
-/// one is dropped, with a warning naming `link`).
-async fn next_serial_frame<'b>(
-    rx: &mut SerialFrameRx<UartRx>,
-    buf: &'b mut [u8; MAX_FRAME_LEN],
-    link: &str,
-) -> &'b mut [u8] {
-    let n = loop {
+/// The next whole frame a serial link received, in the link's own buffer (opened in place by
+/// the agent: no copy); a damaged or oversized one is dropped, with a warning naming `link`.
+async fn next_serial_frame<'r>(rx: &'r mut SerialFrameRx<UartRx>, link: &str) -> &'r mut [u8] {
+    loop {
+        // The borrow checker cannot yet end a returned borrow in one arm of a loop (NLL
+        // "problem case 3"), so the frame is checked first, then taken again.
         match rx.recv().await {
-            Ok(frame) if frame.len() <= buf.len() => {
-                buf[..frame.len()].copy_from_slice(frame);
-                break frame.len();
+            Ok(frame) if frame.len() <= MAX_FRAME_LEN => {}
+            Ok(_) => {
+                warn!("{=str}: oversized frame dropped", link);
+                continue;
             }
-            Ok(_) => warn!("{=str}: oversized frame dropped", link),
-            Err(_) => warn!("{=str}: damaged frame dropped", link),
+            Err(_) => {
+                warn!("{=str}: damaged frame dropped", link);
+                continue;
+            }
         }
-    };
-    &mut buf[..n]
+        return rx.last_frame_mut();
+    }
 }
 
 /// UART2: the backup HA link.
 #[embassy_executor::task]
 async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
-    let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
-        let b = next_serial_frame(&mut rx, &mut buf, "backup link").await;
+        let b = next_serial_frame(&mut rx, "backup link").await;
         agent
             .borrow_mut()
             .handle_member_frame(now_ms(), LinkId::BACKUP, b);
@@ -313,9 +354,8 @@ async fn backup_rx_task(agent: SharedAgent, uart: UartRx) {
 #[embassy_executor::task]
 async fn host_rx_task(agent: SharedAgent, peers: PeerList, me: Serial, uart: UartRx) {
     let mut rx: SerialFrameRx<UartRx> = SerialFrameRx::new(uart);
-    let mut buf = [0u8; MAX_FRAME_LEN];
     loop {
-        let b = next_serial_frame(&mut rx, &mut buf, "host link").await;
+        let b = next_serial_frame(&mut rx, "host link").await;
         let mut a = agent.borrow_mut();
         let rejected = a.status().counters.host_rejected.total();
         a.handle_host_frame(now_ms(), b);
@@ -378,15 +418,24 @@ async fn led_task(pin: Led) {
     }
 }
 
-/// Logs the stack high-water mark once the member has been up a while (`cargo xtask size`
-/// and docs/firmware.md quote it).
+/// Logs the stack high-water mark a second after boot, and again whenever it has grown
+/// (looked at every 10 s): `cargo xtask size` and docs/firmware.md quote it, and a cluster
+/// run shows the deepest path it met (an overflow faults: the stack sits at the bottom of
+/// RAM, below unmapped memory).
 #[embassy_executor::task]
 async fn stack_report_task() {
-    // The deepest use is at boot (building the agent); a second later it is on record.
     Timer::after_secs(1).await;
-    info!(
-        "stack high-water: {=usize} of {=usize} bytes",
-        ha_board::stack::high_water(),
-        ha_board::stack::size()
-    );
+    let mut reported = 0;
+    loop {
+        let mark = ha_board::stack::high_water();
+        if mark > reported {
+            reported = mark;
+            info!(
+                "stack high-water: {=usize} of {=usize} bytes",
+                mark,
+                ha_board::stack::size()
+            );
+        }
+        Timer::after_secs(10).await;
+    }
 }

@@ -1,4 +1,4 @@
-//! The main HA link: the LAN9118 under embassy-net, a static IPv4 address from the
+//! The main HA link: the board's Ethernet (LAN9118 under QEMU) under embassy-net, a static IPv4 address from the
 //! configuration block, a UDP socket bound to the HA port for receiving member frames and one
 //! for sending them ([`MainTx`]).
 
@@ -12,12 +12,13 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_time::{Duration, Instant};
 use ha_agent::LinkId;
-use ha_board::eth::{EthBuffers, Lan9118};
+use ha_board::eth::EthBuffers;
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::Serial;
 use static_cell::{ConstStaticCell, StaticCell};
 
+use crate::board::EthDriver;
 use crate::{now_ms, SharedAgent, StartError, INPUT};
 
 /// The main link's receiving socket (bound to the HA port), used by its receive task.
@@ -150,7 +151,7 @@ fn shared_prefix(me: [u8; 4], others: impl Iterator<Item = [u8; 4]>) -> u8 {
 }
 
 #[inline(never)]
-/// Brings up the LAN9118 and embassy-net with the member's static address, binds the main
+/// Brings up the board's Ethernet and embassy-net with the member's static address, binds the main
 /// link's UDP port and returns the receiving socket, the sender and the peers.
 pub fn start_net(
     spawner: Spawner,
@@ -162,7 +163,7 @@ pub fn start_net(
     // Locally administered MAC from the IPv4 address: unique on the segment, stable.
     let mac = [0x02, 0x48, ip[0], ip[1], ip[2], ip[3]];
     static ETH_BUFS: ConstStaticCell<EthBuffers> = ConstStaticCell::new(EthBuffers::new());
-    let driver = Lan9118::new(mac, ETH_BUFS.take()).map_err(StartError::Eth)?;
+    let driver = EthDriver::new(mac, ETH_BUFS.take()).map_err(StartError::Eth)?;
     let prefix = shared_prefix(ip, block.peers().map(|p| p.main_link.ip));
     let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(Ipv4Address::new(ip[0], ip[1], ip[2], ip[3]), prefix),
@@ -224,7 +225,7 @@ pub fn start_net(
 
 /// Runs the network stack.
 #[embassy_executor::task]
-async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
+async fn net_task(mut runner: embassy_net::Runner<'static, EthDriver>) -> ! {
     runner.run().await
 }
 

@@ -409,6 +409,7 @@ impl server::Backend for ModeDaemon {
             mode: *self.mode.lock().unwrap(),
             forced: Forced::None,
             since: 0,
+            paused: false,
         })
     }
 }

@@ -40,7 +40,7 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The cluster status table (SPEC E1): every member's mode, quality, links, config sync.
+    /// The cluster status table: every member's mode, quality, links, config sync.
     Info {
         /// Add protocol counters.
         #[arg(short, long)]
@@ -70,7 +70,20 @@ pub(crate) enum Cmd {
     Reset,
     /// Reload the HA settings.
     Reload,
-    /// The event log (SPEC E3).
+    /// Freeze this member's HA decisions (no role change) for a bounded time; they resume by
+    /// themselves. With a command after `--`, pause, run it (no shell), then resume: e.g.
+    /// `hactl pause --seconds 60 -- nft -f /etc/nftables.conf` around a policy reload.
+    Pause {
+        /// How long at most, seconds (the controller bounds it too).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3600))]
+        seconds: u16,
+        /// Program and arguments to run while paused.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Resume HA decisions before a pause ends.
+    Resume,
+    /// The event log: role changes, link and peer events, key rotations, sync results.
     Events(EventsArgs),
     /// Configuration store: publish the draft as a new revision.
     #[command(subcommand)]
@@ -104,6 +117,14 @@ pub(crate) enum Cmd {
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Shell completions on standard output, e.g. `hactl completions bash >
+    /// /etc/bash_completion.d/hactl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on standard output, e.g. `hactl man > /usr/local/share/man/man1/hactl.1`.
+    Man,
     /// Rolling update: the passive first, then a swap, then the other member.
     Update {
         /// Firmware image.

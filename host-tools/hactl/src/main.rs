@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ha_mgmt_api::{Reply, Request};
 use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
@@ -89,6 +89,14 @@ fn run(cli: Cli) -> Result<()> {
     let socket = &client::socket_path(cli.socket);
     let config_socket = &client::config_socket_path(cli.config_socket);
     match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "hactl", &mut out);
+            Ok(())
+        }
+        Cmd::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout().lock())
+            .map_err(|e| Failure::new(Code::Failed, format!("writing the manual page: {e}"))),
         Cmd::Info { verbose, json } => {
             let mut c = Client::connect(socket)?;
             let Reply::Info(mut info) = c.call(&Request::Info { verbose }, |_| {})? else {
@@ -115,6 +123,27 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
         Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),
         Cmd::Reload => live(socket, Request::Reload, false, human).map(drop),
+        Cmd::Pause { seconds, command } => {
+            live(socket, Request::Pause { seconds }, false, human)?;
+            let Some((program, args)) = command.split_first() else {
+                return Ok(());
+            };
+            // Whatever the command does, decisions resume after it.
+            let ran = std::process::Command::new(program).args(args).status();
+            let resumed = live(socket, Request::Resume, false, human);
+            match ran {
+                Ok(st) if st.success() => resumed.map(drop),
+                Ok(st) => Err(Failure::new(
+                    Code::Failed,
+                    format!("{program} failed ({st}); decisions resumed"),
+                )),
+                Err(e) => Err(Failure::new(
+                    Code::Failed,
+                    format!("cannot run {program}: {e}; decisions resumed"),
+                )),
+            }
+        }
+        Cmd::Resume => live(socket, Request::Resume, false, human).map(drop),
         Cmd::Events(EventsArgs { follow, last, json }) => {
             live(socket, Request::Events { follow, last }, json, human).map(drop)
         }

@@ -103,10 +103,11 @@ fn sync_word(s: SyncState) -> String {
 /// `hactl mode` and the forcing commands.
 pub fn mode(m: &ModeReport) -> String {
     format!(
-        "{} {} (forced: {}) since {}\n",
+        "{} {} (forced: {}){} since {}\n",
         m.serial,
         mode_word(m.mode),
         forced_word(m.forced),
+        if m.paused { ", decisions paused" } else { "" },
         since_s(m.since)
     )
 }

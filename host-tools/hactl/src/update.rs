@@ -218,6 +218,7 @@ mod tests {
 
     fn info(members: &[(&str, Mode)]) -> ClusterInfo {
         ClusterInfo {
+            fail_soft: false,
             api_version: 1,
             cluster_id: 1,
             me: "A".into(),

@@ -226,6 +226,7 @@ impl Backend for InfoOnly {
             counters: None,
         };
         Reply::Info(ClusterInfo {
+            fail_soft: false,
             api_version: API_VERSION,
             cluster_id: 5,
             me: "SN-A".into(),

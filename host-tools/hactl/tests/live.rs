@@ -82,6 +82,12 @@ impl Backend for Scripted {
     fn reload(&self) -> Reply {
         self.plain(Request::Reload)
     }
+    fn pause(&self, seconds: u16) -> Reply {
+        self.plain(Request::Pause { seconds })
+    }
+    fn resume(&self) -> Reply {
+        self.plain(Request::Resume)
+    }
     fn events(&self, follow: bool, last: Option<u32>, out: &mut Sink) -> std::io::Result<Reply> {
         self.answer(Request::Events { follow, last }, out)
     }
@@ -238,6 +244,7 @@ fn mode_report(mode: Mode, forced: Forced) -> Reply {
         mode,
         forced,
         since: 5,
+        paused: false,
     })
 }
 
@@ -254,6 +261,7 @@ fn event(kind: EventKind, detail: &str) -> Reply {
 fn daemon(req: &Request) -> Vec<Reply> {
     match req {
         Request::Info { .. } => vec![Reply::Info(ClusterInfo {
+            fail_soft: false,
             api_version: 1,
             cluster_id: 4242,
             me: "SN-A".into(),
@@ -282,6 +290,14 @@ fn daemon(req: &Request) -> Vec<Reply> {
         Request::Reload => vec![Reply::Done {
             message: "HA settings reloaded".into(),
         }],
+        Request::Pause { .. } => vec![Reply::Mode(ModeReport {
+            serial: "SN-A".into(),
+            mode: Mode::Active,
+            forced: Forced::None,
+            since: 5,
+            paused: true,
+        })],
+        Request::Resume => vec![mode_report(Mode::Active, Forced::None)],
         Request::Events { .. } => vec![
             event(EventKind::Swap, "peer lost"),
             event(EventKind::LinkDown, "backup"),
@@ -438,6 +454,37 @@ fn mode_and_forcing_commands() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("HA settings reloaded"));
     assert_eq!(d.last(), Request::Reload);
+}
+
+/// `pause` alone; `pause -- COMMAND` around a command (decisions resume whatever the command
+/// does, its failure is the exit code); bounds refused before anything is sent.
+#[test]
+fn pause_around_a_command_always_resumes() {
+    let d = FakeDaemon::start(daemon);
+    let o = d.hactl(&["pause", "--seconds", "20"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(stdout(&o).contains("decisions paused"), "{}", stdout(&o));
+    assert_eq!(d.last(), Request::Pause { seconds: 20 });
+    let seen = |d: &FakeDaemon| d.requests.lock().unwrap().len();
+    let before = seen(&d);
+    let o = d.hactl(&["pause", "--seconds", "5", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(seen(&d), before + 2);
+    assert_eq!(d.last(), Request::Resume);
+    let o = d.hactl(&["pause", "--", "false"]);
+    assert_eq!(o.status.code(), Some(1), "the command's failure: {o:?}");
+    assert_eq!(d.last(), Request::Resume, "resumed after a failed command");
+    let o = d.hactl(&["pause", "--", "/nonexistent/program"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(d.last(), Request::Resume);
+    let before = seen(&d);
+    for bad in ["0", "3601", "x"] {
+        let o = d.hactl(&["pause", "--seconds", bad]);
+        assert_eq!(o.status.code(), Some(2), "--seconds {bad}");
+    }
+    assert_eq!(seen(&d), before, "nothing sent for a refused command line");
+    assert_eq!(d.hactl(&["resume"]).status.code(), Some(0));
+    assert_eq!(d.last(), Request::Resume);
 }
 
 #[test]

@@ -295,3 +295,42 @@ fn provision_refuses_what_the_firmware_would_refuse() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(out.exists());
 }
+
+/// Completions and the manual page come from the command definitions: every command is in
+/// them, and an unknown shell is a command-line error (exit 2) naming the shells there are.
+#[test]
+fn completions_and_the_manual_page_cover_every_command() {
+    let bash = hactl(&["completions", "bash"], b"");
+    assert!(bash.status.success(), "{bash:?}");
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    let man = hactl(&["man"], b"");
+    assert!(man.status.success(), "{man:?}");
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH hactl 1"),
+        "{man}"
+    );
+    for cmd in [
+        "provision",
+        "info",
+        "forwarding",
+        "events",
+        "synctest",
+        "update",
+    ] {
+        assert!(bash.contains(cmd), "bash completion without {cmd}");
+        assert!(man.contains(cmd), "manual page without {cmd}");
+    }
+    for shell in ["zsh", "fish"] {
+        assert!(
+            hactl(&["completions", shell], b"").status.success(),
+            "{shell}"
+        );
+    }
+    let bad = hactl(&["completions", "tcsh"], b"");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bash"));
+    // The help an operator reads names no internal specification item.
+    let help = hactl(&["--help"], b"");
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("SPEC"));
+}

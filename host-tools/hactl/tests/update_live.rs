@@ -51,6 +51,7 @@ impl Sim {
 
     fn info(&self) -> ClusterInfo {
         ClusterInfo {
+            fail_soft: false,
             api_version: API_VERSION,
             cluster_id: 3,
             me: self.members[0].0.clone(),
@@ -98,6 +99,7 @@ impl Daemon {
             mode: m.1,
             forced: m.3,
             since: 0,
+            paused: false,
         })
     }
 }

@@ -62,6 +62,14 @@ pub enum Request {
     Reset,
     /// Reload the HA settings from the configuration.
     Reload,
+    /// Freeze this member's HA decisions for `seconds` (its controller bounds the time); they
+    /// resume by themselves.
+    Pause {
+        /// How long, seconds.
+        seconds: u16,
+    },
+    /// Resume HA decisions before the pause ends.
+    Resume,
     /// The event log; with `follow`, keep streaming new events.
     Events {
         /// Keep the stream open and send new events as they happen.
@@ -362,6 +370,11 @@ pub struct ClusterInfo {
     /// probe asks and where state sync goes.
     #[serde(default)]
     pub peers: Vec<PeerAddresses>,
+    /// Fail-soft: the members heard run different firmware versions (a rolling update is
+    /// under way, or one member was left behind); the cluster keeps working so the older
+    /// one can be upgraded.
+    #[serde(default)]
+    pub fail_soft: bool,
 }
 
 /// A member's data-plane addresses, as its peers' daemons use them.
@@ -396,6 +409,9 @@ pub struct ModeReport {
     pub forced: Forced,
     /// Since (Unix seconds).
     pub since: u64,
+    /// HA decisions frozen (a pause runs).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Answer to [`Request::Forwarding`]: the role the daemon's data path applies, which is what
@@ -469,6 +485,9 @@ pub enum EventKind {
     /// State-sync records of the peer refused: a table at its cap, or an item larger than a
     /// table stores.
     StateSyncRefused,
+    /// Events of the controller that never reached the daemon (a gap in their sequence
+    /// numbers: its ring overflowed, or the host link was down).
+    EventsLost,
 }
 
 /// One event of the log.

@@ -69,6 +69,14 @@ pub trait Backend: Send + Sync {
     fn reload(&self) -> Reply {
         unsupported("reload")
     }
+    /// [`Request::Pause`].
+    fn pause(&self, _seconds: u16) -> Reply {
+        unsupported("pause")
+    }
+    /// [`Request::Resume`].
+    fn resume(&self) -> Reply {
+        unsupported("resume")
+    }
     /// [`Request::Events`]: past events to `out`, then (with `follow`) new ones until `out`
     /// fails; returns [`Reply::EndOfEvents`].
     fn events(&self, _follow: bool, _last: Option<u32>, _out: &mut Sink) -> io::Result<Reply> {
@@ -139,6 +147,8 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
         Request::Passive => b.passive(),
         Request::Reset => b.reset(),
         Request::Reload => b.reload(),
+        Request::Pause { seconds } => b.pause(seconds),
+        Request::Resume => b.resume(),
         Request::Events { follow, last } => return b.events(follow, last, out),
         Request::ConfigPublish { comment } => b.config_publish(comment),
         Request::ConfigSync { peer } => return b.config_sync(peer, out),
@@ -191,6 +201,38 @@ fn read_line(r: &mut impl BufRead) -> io::Result<Line> {
     })
 }
 
+/// How long a refused connection's remaining input is read and dropped before it is closed.
+const DRAIN_FOR: Duration = Duration::from_secs(1);
+
+/// Answers `reply` and ends the session: the write side is shut (the client reads the
+/// answer, then end of stream), and what the client still sends is read and dropped for at
+/// most [`DRAIN_FOR`] (bounded in bytes too). A Unix socket closed with unread input makes
+/// the client's next read fail with "connection reset", which can come before the answer
+/// was read (a CI run lost the answer that way).
+fn refuse_and_close(
+    writer: &mut UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    reply: &Reply,
+) -> io::Result<()> {
+    writer.write_all(encode_line(reply).as_bytes())?;
+    writer.shutdown(std::net::Shutdown::Write)?;
+    let deadline = std::time::Instant::now() + DRAIN_FOR;
+    let mut left = 2 * MAX_LINE_LEN;
+    let mut buf = [0u8; 64 * 1024];
+    while left > 0 {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        reader.get_ref().set_read_timeout(Some(deadline - now))?;
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    Ok(())
+}
+
 /// Serves one client connection until it closes it (or sends a line that ends the session).
 pub fn serve_connection<B: Backend + ?Sized>(b: &B, stream: UnixStream) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
@@ -203,13 +245,11 @@ pub fn serve_connection<B: Backend + ?Sized>(b: &B, stream: UnixStream) -> io::R
                     ErrorCode::BadRequest,
                     format!("request line longer than {MAX_LINE_LEN} bytes; closing"),
                 );
-                writer.write_all(encode_line(&r).as_bytes())?;
-                return Ok(());
+                return refuse_and_close(&mut writer, &mut reader, &r);
             }
             Line::NotUtf8 => {
                 let r = error(ErrorCode::BadRequest, "request line is not UTF-8; closing");
-                writer.write_all(encode_line(&r).as_bytes())?;
-                return Ok(());
+                return refuse_and_close(&mut writer, &mut reader, &r);
             }
             Line::Text(t) => t,
         };

@@ -22,6 +22,7 @@ impl Backend for Small {
             mode: Mode::Active,
             forced: Forced::None,
             since: 3,
+            paused: false,
         })
     }
     fn config_sync(&self, peer: Option<String>, out: &mut Sink) -> std::io::Result<Reply> {

@@ -260,7 +260,10 @@ fn control_socket_speaks_json_lines() {
 /// about a kilobyte) and loses bytes that a UART's FIFO would have kept. The wire delivers a
 /// frame's bytes as one datagram instead: here a receiver that reads nothing while 100 frames
 /// of 120 bytes pass (12,000 one-byte datagrams, far more than its 208 KiB default buffer
-/// holds one by one) still receives every frame whole.
+/// holds one by one) still receives every byte, in a few datagrams. A sender descheduled
+/// mid-frame for more than [`ha_testwire::GATHER_PAUSE`] splits that frame in two datagrams
+/// (harmless: a UART reads a byte stream), so the test checks the stream and the datagram
+/// count, not one datagram per frame (a loaded CI machine split one).
 #[test]
 fn backup_link_delivers_one_datagram_per_frame() {
     let (m, cfg) = members(2);
@@ -278,10 +281,19 @@ fn backup_link_delivers_one_datagram_per_frame() {
         // About the pace of a QEMU UART, so the wire's own socket is not what overflows.
         std::thread::sleep(Duration::from_millis(1));
     }
-    for i in 0..100u8 {
-        let got = recv(&wire, &m.backup, LinkKind::Backup, 1).expect("frame delivered");
-        assert_eq!(got, frame(i), "frame {i} not delivered whole");
+    let want: Vec<u8> = (0..100u8).flat_map(frame).collect();
+    let mut got = Vec::new();
+    let mut datagrams = 0;
+    while got.len() < want.len() {
+        let d = recv(&wire, &m.backup, LinkKind::Backup, 1).expect("bytes delivered");
+        got.extend(d);
+        datagrams += 1;
     }
+    assert_eq!(got, want, "the byte stream arrives whole and in order");
+    assert!(
+        datagrams <= 200,
+        "{datagrams} datagrams for 100 frames: bytes were not gathered"
+    );
     // The main link keeps datagram boundaries (each is an Ethernet frame).
     send(&wire, &m.main, LinkKind::Main, 0, b"a");
     send(&wire, &m.main, LinkKind::Main, 0, b"b");

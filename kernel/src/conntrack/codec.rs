@@ -7,16 +7,21 @@
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlasIterator, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
     Status, TCPFlags, Tuple,
 };
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily, NetfilterSubsystem,
+};
 
-use super::{CtEntry, CtEvent, CtEventKind, CtTuple, TcpInfo, IPS_CONFIRMED, STATUS_SETTABLE};
+use super::expect::{self, ExpEvent, SUBSYS_EXP};
+use super::{
+    CtEntry, CtEvent, CtEventKind, CtTuple, KHelper, TcpInfo, IPS_CONFIRMED, STATUS_SETTABLE,
+};
 
 /// `CTA_ZONE`: the entry's zone, a big-endian u16 (`include/uapi/linux/netfilter/
 /// nfnetlink_conntrack.h`). Hand-written: `netlink-packet-netfilter` 0.4 has no variant for it.
@@ -37,6 +42,10 @@ const CTA_NAT_V6_MAXIP: u16 = 5;
 /// `CTA_PROTONAT_PORT_MIN` / `CTA_PROTONAT_PORT_MAX`: big-endian u16 each.
 const CTA_PROTONAT_PORT_MIN: u16 = 1;
 const CTA_PROTONAT_PORT_MAX: u16 = 2;
+/// `CTA_HELP`: the entry's helper (nested). Hand-written: not in `netlink-packet-netfilter`.
+pub const CTA_HELP: u16 = 5;
+/// `CTA_HELP_NAME`: the helper's name, a NUL-terminated string.
+const CTA_HELP_NAME: u16 = 1;
 /// `NLA_F_NESTED`: the attribute holds attributes.
 const NLA_F_NESTED: u16 = 0x8000;
 /// `IPS_SRC_NAT`: the entry's source is translated (the reply goes to `reply.dst`).
@@ -83,6 +92,8 @@ pub enum Decoded {
     /// An event, or one entry of a dump (reported as [`CtEventKind::Update`] unless the kernel
     /// flagged it as new).
     Entry(CtEvent),
+    /// An expectation event, or one expectation of a dump.
+    Expect(ExpEvent),
     /// The acknowledgement of request `seq` (success).
     Ack {
         /// Sequence number of the request.
@@ -108,7 +119,8 @@ fn family(ip: &IpAddr) -> NetfilterProtoFamily {
     }
 }
 
-fn tuple_attrs(t: &CtTuple) -> Vec<Tuple> {
+/// The nested attributes of a tuple (`CTA_TUPLE_IP`, `CTA_TUPLE_PROTO`).
+pub(crate) fn tuple_attrs(t: &CtTuple) -> Vec<Tuple> {
     vec![
         Tuple::Ip(vec![
             IPTuple::SourceAddress(t.src),
@@ -204,6 +216,35 @@ pub fn is_translated(e: &CtEntry) -> bool {
     e.status & (IPS_SRC_NAT | IPS_DST_NAT) != 0
 }
 
+/// True when the creation of `e` carries attributes the kernel may refuse on an entry that
+/// exists (translations; a helper the existing entry lacks): on `EOPNOTSUPP` send
+/// [`refresh_request`].
+pub fn has_creation_attrs(e: &CtEntry) -> bool {
+    is_translated(e) || e.helper.is_some()
+}
+
+/// The `CTA_HELP` attribute naming `h`.
+pub fn help_attr(h: &KHelper) -> DefaultNla {
+    let mut name = h.as_bytes().to_vec();
+    name.push(0);
+    DefaultNla::new(CTA_HELP | NLA_F_NESTED, nla(CTA_HELP_NAME, &name))
+}
+
+fn helper_of(nla: &DefaultNla) -> Option<KHelper> {
+    if nla.kind() & !NLA_F_NESTED != CTA_HELP {
+        return None;
+    }
+    let mut v = vec![0u8; nla.value_len()];
+    nla.emit_value(&mut v);
+    NlasIterator::new(&v[..]).flatten().find_map(|b| {
+        if b.kind() != CTA_HELP_NAME {
+            return None;
+        }
+        let name = b.value().split(|c| *c == 0).next()?;
+        KHelper::new(std::str::from_utf8(name).ok()?)
+    })
+}
+
 /// The attributes of `e` for a `IPCTNL_MSG_CT_NEW` request; `nat`: with its translations (a
 /// creation; the kernel refuses them on an entry that exists).
 fn entry_attrs(e: &CtEntry, nat: bool) -> Vec<ConntrackAttribute> {
@@ -241,6 +282,11 @@ fn entry_attrs(e: &CtEntry, nat: bool) -> Vec<ConntrackAttribute> {
     }
     if nat {
         a.extend(nat_attrs(e).into_iter().map(ConntrackAttribute::Other));
+        a.extend(
+            e.helper
+                .as_ref()
+                .map(|h| ConntrackAttribute::Other(help_attr(h))),
+        );
     }
     a
 }
@@ -261,7 +307,8 @@ pub fn install_request(e: &CtEntry, seq: u32) -> Vec<u8> {
 }
 
 /// The request that updates an existing entry to `e` (status, timeout, mark, TCP state):
-/// [`install_request`] without the translations, which an existing entry keeps.
+/// [`install_request`] without the translations and the helper, which an existing entry
+/// keeps.
 pub fn refresh_request(e: &CtEntry, seq: u32) -> Vec<u8> {
     new_request(e, seq, false)
 }
@@ -339,7 +386,8 @@ pub fn split(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], CodecError>> {
     })
 }
 
-fn tuple_of(parts: &[Tuple]) -> Result<CtTuple, CodecError> {
+/// The tuple the nested attributes `parts` describe.
+pub(crate) fn tuple_of(parts: &[Tuple]) -> Result<CtTuple, CodecError> {
     let (mut src, mut dst, mut proto) = (None, None, None);
     let (mut src_port, mut dst_port) = (0, 0);
     for p in parts {
@@ -411,7 +459,7 @@ fn zone_of(nla: &DefaultNla) -> Option<u16> {
 }
 
 fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
-    let (mut orig, mut reply, mut tcp) = (None, None, None);
+    let (mut orig, mut reply, mut tcp, mut helper) = (None, None, None, None);
     let (mut status, mut timeout_s, mut mark, mut zone) = (0, 0, 0, 0);
     for a in attrs {
         match a {
@@ -424,6 +472,9 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
             ConntrackAttribute::Other(nla) => {
                 if let Some(z) = zone_of(nla) {
                     zone = z;
+                }
+                if let Some(h) = helper_of(nla) {
+                    helper = Some(h);
                 }
             }
             _ => {}
@@ -438,6 +489,7 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
         mark,
         zone,
         tcp,
+        helper,
     })
 }
 
@@ -475,6 +527,13 @@ pub fn decode(msg: &[u8]) -> Result<Decoded, CodecError> {
                 })),
                 _ => Ok(Decoded::Other),
             },
+            netlink_packet_netfilter::NetfilterMessageInner::Other {
+                subsys: NetfilterSubsystem::Other(SUBSYS_EXP),
+                message_type,
+                attributes,
+            } => Ok(expect::decode(message_type, &attributes)?
+                .map(Decoded::Expect)
+                .unwrap_or(Decoded::Other)),
             _ => Ok(Decoded::Other),
         },
         _ => Ok(Decoded::Other),
@@ -509,6 +568,7 @@ mod tests {
                 flags_orig: 0x23,
                 flags_reply: 0x22,
             }),
+            helper: None,
         }
     }
 
@@ -568,6 +628,32 @@ mod tests {
         };
         assert_eq!(back.reply, e.orig.inverse());
         assert_eq!(refresh_request(&entry(), 1), install_request(&entry(), 1));
+    }
+
+    #[test]
+    fn the_helper_attribute_is_nested_name_with_its_nul() {
+        let a = help_attr(&KHelper::new("ftp").unwrap());
+        let mut buf = vec![0u8; a.buffer_len()];
+        a.emit(&mut buf);
+        let h = |len: u16, kind: u16| [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        let mut want = h(12, 5 | 0x8000);
+        want.extend(h(8, 1));
+        want.extend(b"ftp\0");
+        assert_eq!(buf, want);
+        assert_eq!(helper_of(&a), KHelper::new("ftp"));
+        // Created with its helper; refreshed without (the kernel cannot add a helper to an
+        // entry that exists, and keeps the one it has).
+        let e = CtEntry {
+            helper: KHelper::new("ftp"),
+            ..entry()
+        };
+        assert!(has_creation_attrs(&e) && !has_creation_attrs(&entry()));
+        let back = |bytes: Vec<u8>| match decode(&bytes).unwrap() {
+            Decoded::Entry(ev) => ev.entry,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(back(install_request(&e, 1)).helper, KHelper::new("ftp"));
+        assert_eq!(back(refresh_request(&e, 1)).helper, None);
     }
 
     #[test]

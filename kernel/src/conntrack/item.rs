@@ -3,9 +3,9 @@
 //! retransmitted, in bulk on join, sealed with the state-sync key. Times become this member's
 //! clock ([`Millis`]) on the way in and seconds left on the way out.
 
-use ha_dataplane::tables::{KConn, KConnKey, KTcp, KTuple, Millis, LOCAL_GEN};
+use ha_dataplane::tables::{KConn, KConnKey, KExp, KExpKey, KTcp, KTuple, Millis, LOCAL_GEN};
 
-use super::{CtEntry, CtTuple, TcpInfo};
+use super::{CtEntry, CtExpect, CtTuple, TcpInfo};
 
 fn ktuple(t: &CtTuple) -> KTuple {
     KTuple {
@@ -53,21 +53,27 @@ pub fn to_item(e: &CtEntry, now: Millis) -> (KConnKey, KConn) {
                 wscale: [t.wscale_orig, t.wscale_reply],
                 flags: [t.flags_orig, t.flags_reply],
             }),
+            helper: e.helper,
             expires: now.saturating_add(u64::from(e.timeout_s) * 1000),
             gen: LOCAL_GEN,
         },
     )
 }
 
-/// The entry to install for a synced item at `now`: the seconds it has left, at least one
-/// (an entry about to expire still gets its connection's next packet through).
+/// Seconds left until `expires` at `now`, rounded up, at least one (an item about to
+/// expire still gets its connection's next packet through).
+fn left_s(expires: Millis, now: Millis) -> u32 {
+    let s = expires.saturating_sub(now).div_ceil(1000).max(1);
+    u32::try_from(s).unwrap_or(u32::MAX)
+}
+
+/// The entry to install for a synced item at `now`, with the seconds it has left.
 pub fn from_item(k: &KConnKey, v: &KConn, now: Millis) -> CtEntry {
-    let left_s = v.expires.saturating_sub(now).div_ceil(1000).max(1);
     CtEntry {
         orig: cttuple(&k.orig),
         reply: cttuple(&v.reply),
         status: v.status,
-        timeout_s: u32::try_from(left_s).unwrap_or(u32::MAX),
+        timeout_s: left_s(v.expires, now),
         mark: v.mark,
         zone: k.zone,
         tcp: v.tcp.map(|t| TcpInfo {
@@ -77,6 +83,50 @@ pub fn from_item(k: &KConnKey, v: &KConn, now: Millis) -> CtEntry {
             flags_orig: t.flags[0],
             flags_reply: t.flags[1],
         }),
+        helper: v.helper,
+    }
+}
+
+/// The sync item's key of an expectation of `tuple` in `zone`.
+pub fn exp_key_of(tuple: &CtTuple, zone: u16) -> KExpKey {
+    KExpKey {
+        tuple: ktuple(tuple),
+        zone,
+    }
+}
+
+/// The expected tuple and zone a sync item's key names.
+pub fn exp_tuple_of(k: &KExpKey) -> (CtTuple, u16) {
+    (cttuple(&k.tuple), k.zone)
+}
+
+/// The sync item of expectation `e`, seen at `now`.
+pub fn exp_to_item(e: &CtExpect, now: Millis) -> (KExpKey, KExp) {
+    (
+        exp_key_of(&e.tuple, e.zone),
+        KExp {
+            master: ktuple(&e.master),
+            mask_src: e.mask_src,
+            mask_port: e.mask_port,
+            flags: e.flags,
+            class: e.class,
+            expires: now.saturating_add(u64::from(e.timeout_s) * 1000),
+            gen: LOCAL_GEN,
+        },
+    )
+}
+
+/// The expectation to create for a synced item at `now`, with the seconds it has left.
+pub fn exp_from_item(k: &KExpKey, v: &KExp, now: Millis) -> CtExpect {
+    CtExpect {
+        tuple: cttuple(&k.tuple),
+        mask_src: v.mask_src,
+        mask_port: v.mask_port,
+        master: cttuple(&v.master),
+        zone: k.zone,
+        timeout_s: left_s(v.expires, now),
+        flags: v.flags,
+        class: v.class,
     }
 }
 
@@ -110,6 +160,7 @@ mod tests {
                 flags_orig: 0x23,
                 flags_reply: 0x21,
             }),
+            helper: ha_dataplane::tables::KHelper::new("ftp"),
         };
         let (k, v) = to_item(&e, 5_000);
         assert_eq!(from_item(&k, &v, 5_000), e);
@@ -117,5 +168,35 @@ mod tests {
         assert_eq!(from_item(&k, &v, 105_500).timeout_s, 200);
         // Past its expiry it still gets one second.
         assert_eq!(from_item(&k, &v, 999_999).timeout_s, 1);
+    }
+
+    #[test]
+    fn an_expectation_survives_the_round_trip_with_its_time_left() {
+        let e = CtExpect {
+            tuple: CtTuple {
+                src: "10.2.0.1".parse().unwrap(),
+                dst: "10.1.0.1".parse().unwrap(),
+                proto: 6,
+                src_port: 0,
+                dst_port: 50_000,
+            },
+            mask_src: "255.255.255.255".parse().unwrap(),
+            mask_port: 0,
+            master: CtTuple {
+                src: "10.1.0.1".parse().unwrap(),
+                dst: "10.2.0.1".parse().unwrap(),
+                proto: 6,
+                src_port: 40_000,
+                dst_port: 21,
+            },
+            zone: 4,
+            timeout_s: 300,
+            flags: 1,
+            class: 0,
+        };
+        let (k, v) = exp_to_item(&e, 1_000);
+        assert_eq!(exp_from_item(&k, &v, 1_000), e);
+        assert_eq!(exp_from_item(&k, &v, 101_000).timeout_s, 200);
+        assert_eq!(exp_tuple_of(&k), (e.tuple, 4));
     }
 }

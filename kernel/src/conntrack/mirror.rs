@@ -9,72 +9,108 @@
 //! while the events were lost).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
-use super::{CtEntry, CtEvent, CtEventKind, CtTuple};
+use super::{CtEntry, CtEventKind, CtExpect, CtTuple};
 
 /// Identity of an entry in the table: its original tuple and zone.
 pub type CtKey = (CtTuple, u16);
 
+/// What the mirror keeps: kernel entries and expectations.
+pub trait Tracked: Copy + PartialEq {
+    /// Identity in the kernel's table.
+    type Key: Copy + Eq + Hash;
+    /// Its identity.
+    fn key(&self) -> Self::Key;
+    /// The same item with its remaining time zeroed: the time keeps changing on its own
+    /// (the peer refreshes it from later updates, not from every event).
+    fn timeless(&self) -> Self;
+}
+
+impl Tracked for CtEntry {
+    type Key = CtKey;
+    fn key(&self) -> CtKey {
+        (self.orig, self.zone)
+    }
+    fn timeless(&self) -> Self {
+        CtEntry {
+            timeout_s: 0,
+            ..*self
+        }
+    }
+}
+
+impl Tracked for CtExpect {
+    type Key = (CtTuple, u16);
+    fn key(&self) -> (CtTuple, u16) {
+        (self.tuple, self.zone)
+    }
+    fn timeless(&self) -> Self {
+        CtExpect {
+            timeout_s: 0,
+            ..*self
+        }
+    }
+}
+
 /// A change for the peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Install or refresh this entry.
-    Upsert(CtEntry),
-    /// Remove the entry with this identity.
-    Remove(CtKey),
+pub enum Change<T: Tracked> {
+    /// Install or refresh this item.
+    Upsert(T),
+    /// Remove the item with this identity.
+    Remove(T::Key),
 }
 
-/// The entries the peer has been told about, by identity.
-#[derive(Debug, Default)]
-pub struct Mirror {
-    told: HashMap<CtKey, CtEntry>,
+/// The items the peer has been told about, by identity.
+#[derive(Debug)]
+pub struct Mirror<T: Tracked> {
+    told: HashMap<T::Key, T>,
 }
 
-fn key(e: &CtEntry) -> CtKey {
-    (e.orig, e.zone)
+impl<T: Tracked> Default for Mirror<T> {
+    fn default() -> Self {
+        Mirror {
+            told: HashMap::new(),
+        }
+    }
 }
 
-/// True when `a` and `b` differ in more than the remaining timeout, which keeps changing on
-/// its own (the peer refreshes timeouts from later updates, not from every event).
-fn differs(a: &CtEntry, b: &CtEntry) -> bool {
-    CtEntry { timeout_s: 0, ..*a } != CtEntry { timeout_s: 0, ..*b }
-}
-
-impl Mirror {
+impl<T: Tracked> Mirror<T> {
     /// An empty mirror (the peer knows nothing yet).
-    pub fn new() -> Mirror {
-        Mirror::default()
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Number of entries the peer has been told about.
+    /// Number of items the peer has been told about.
     pub fn len(&self) -> usize {
         self.told.len()
     }
 
-    /// True when the peer has been told about no entry.
+    /// True when the peer has been told about no item.
     pub fn is_empty(&self) -> bool {
         self.told.is_empty()
     }
 
-    /// The entry the peer was told about under `k`, if any.
-    pub fn get(&self, k: &CtKey) -> Option<&CtEntry> {
+    /// The item the peer was told about under `k`, if any.
+    pub fn get(&self, k: &T::Key) -> Option<&T> {
         self.told.get(k)
     }
 
     /// Records that the peer knows `e` already (it sent it: a new active starts from the
-    /// entries its peer synced to it).
-    pub fn assume(&mut self, e: CtEntry) {
-        self.told.insert(key(&e), e);
+    /// items its peer synced to it).
+    pub fn assume(&mut self, e: T) {
+        self.told.insert(e.key(), e);
     }
 
-    /// The change an event asks for (`None` when the peer already has it: a destroy of an
-    /// entry it never heard of).
-    pub fn on_event(&mut self, ev: &CtEvent) -> Option<Change> {
-        let k = key(&ev.entry);
-        match ev.kind {
+    /// The change an event of `kind` about `item` asks for (`None` when the peer already has
+    /// it: a destroy of an item it never heard of).
+    pub fn on_event(&mut self, kind: CtEventKind, item: &T) -> Option<Change<T>> {
+        let k = item.key();
+        match kind {
             CtEventKind::New | CtEventKind::Update => {
-                self.told.insert(k, ev.entry);
-                Some(Change::Upsert(ev.entry))
+                self.told.insert(k, *item);
+                Some(Change::Upsert(*item))
             }
             CtEventKind::Destroy => self.told.remove(&k).map(|_| Change::Remove(k)),
         }
@@ -82,16 +118,16 @@ impl Mirror {
 
     /// After an overrun: the changes that take the peer from what it was told to `table` (a
     /// dump of the kernel's table taken after the overrun), and the mirror updated to match.
-    /// Entries the dump shows unchanged but for their timeout produce nothing.
-    pub fn reconcile(&mut self, table: &[CtEntry]) -> Vec<Change> {
+    /// Items the dump shows unchanged but for their remaining time produce nothing.
+    pub fn reconcile(&mut self, table: &[T]) -> Vec<Change<T>> {
         let mut out = Vec::new();
-        let mut now: HashMap<CtKey, CtEntry> = HashMap::with_capacity(table.len());
+        let mut now: HashMap<T::Key, T> = HashMap::with_capacity(table.len());
         for e in table {
-            now.insert(key(e), *e);
+            now.insert(e.key(), *e);
         }
         for (k, e) in &now {
             match self.told.get(k) {
-                Some(old) if !differs(old, e) => {}
+                Some(old) if old.timeless() == e.timeless() => {}
                 _ => out.push(Change::Upsert(*e)),
             }
         }
@@ -113,30 +149,26 @@ mod tests {
         crate::conntrack::tests::udp_entry(port, mark)
     }
 
-    fn ev(kind: CtEventKind, entry: CtEntry) -> CtEvent {
-        CtEvent { kind, entry }
-    }
-
     #[test]
     fn events_become_changes_and_a_destroy_of_the_unknown_is_nothing() {
-        let mut m = Mirror::new();
+        let mut m = Mirror::<CtEntry>::new();
         assert_eq!(
-            m.on_event(&ev(CtEventKind::New, e(1, 0))),
+            m.on_event(CtEventKind::New, &e(1, 0)),
             Some(Change::Upsert(e(1, 0)))
         );
         assert_eq!(
-            m.on_event(&ev(CtEventKind::Destroy, e(1, 0))),
+            m.on_event(CtEventKind::Destroy, &e(1, 0)),
             Some(Change::Remove((e(1, 0).orig, 0)))
         );
-        assert_eq!(m.on_event(&ev(CtEventKind::Destroy, e(2, 0))), None);
+        assert_eq!(m.on_event(CtEventKind::Destroy, &e(2, 0)), None);
         assert!(m.is_empty());
     }
 
     #[test]
     fn reconcile_sends_exactly_what_the_lost_events_would_have() {
-        let mut m = Mirror::new();
+        let mut m = Mirror::<CtEntry>::new();
         for p in 1..=4 {
-            m.on_event(&ev(CtEventKind::New, e(p, 0)));
+            m.on_event(CtEventKind::New, &e(p, 0));
         }
         // Lost while overrun: 1 changed its mark, 2 vanished, 5 appeared; 3 only aged; 4 same.
         let mut aged = e(3, 0);

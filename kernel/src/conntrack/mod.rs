@@ -6,17 +6,22 @@
 //! - [`codec`]: entry ⇄ ctnetlink message bytes (pure, tested with golden bytes);
 //! - [`socket`]: the ctnetlink socket of one network namespace (events, dump, create);
 //! - [`mirror`]: what the peer has been told, and the catch-up after lost events (sans-IO);
-//! - [`item`]: entry ⇄ the state sync's kernel-connection item.
+//! - [`expect`]: helper expectations ([`CtExpect`]) ⇄ their ctnetlink messages;
+//! - [`item`]: entry and expectation ⇄ the state sync's kernel items.
 //!
-//! Not yet carried (issue 12, next steps): NAT attributes (`CTA_NAT_SRC`/`CTA_NAT_DST`),
-//! sequence adjustment, helpers and expectations, labels.
+//! Not yet carried: sequence adjustment (`CTA_SEQ_ADJ_*`, which FTP through NAT needs),
+//! the NAT of an expectation (`CTA_EXPECT_NAT`), labels.
 
 pub mod codec;
+pub mod expect;
 pub mod item;
 pub mod mirror;
 pub mod socket;
 
 use std::net::IpAddr;
+
+pub use expect::{CtExpect, ExpEvent};
+pub use ha_dataplane::tables::KHelper;
 
 /// One direction of a connection as conntrack keys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +98,8 @@ pub struct CtEntry {
     pub zone: u16,
     /// TCP tracking state (TCP entries only).
     pub tcp: Option<TcpInfo>,
+    /// The conntrack helper attached to it (e.g. "ftp" on an FTP control connection).
+    pub helper: Option<KHelper>,
 }
 
 /// What a conntrack event reports.
@@ -113,6 +120,33 @@ pub struct CtEvent {
     pub kind: CtEventKind,
     /// The entry as the kernel reported it.
     pub entry: CtEntry,
+}
+
+/// What one read of an event socket brought, in the kernel's order within each kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Entry events.
+    pub entries: Vec<CtEvent>,
+    /// Expectation events.
+    pub expects: Vec<ExpEvent>,
+}
+
+impl Events {
+    /// No event of either kind.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.expects.is_empty()
+    }
+
+    /// Events of both kinds.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.expects.len()
+    }
+
+    /// Forgets every event (keeps the memory).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.expects.clear();
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +170,7 @@ pub(crate) mod tests {
             mark,
             zone: 0,
             tcp: None,
+            helper: None,
         }
     }
 }

@@ -14,10 +14,12 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use super::codec::{self, CodecError, Decoded};
-use super::{CtEntry, CtEvent, CtTuple};
+use super::expect::{self, CtExpect};
+use super::{CtEntry, CtTuple, Events};
 
-/// `NFNLGRP_CONNTRACK_NEW`, `_UPDATE`, `_DESTROY`.
-const GROUPS: [u32; 3] = [1, 2, 3];
+/// `NFNLGRP_CONNTRACK_NEW`, `_UPDATE`, `_DESTROY`, then `NFNLGRP_CONNTRACK_EXP_NEW` and
+/// `_EXP_DESTROY` (an expectation does not change in a way the standby needs).
+const GROUPS: [u32; 5] = [1, 2, 3, 4, 6];
 /// Receive buffer for one `recv` (the kernel sends at most a page of messages per datagram,
 /// more with large pages).
 const RECV_BUF: usize = 64 * 1024;
@@ -48,6 +50,21 @@ impl std::fmt::Display for CtError {
 
 impl std::error::Error for CtError {}
 
+/// Sets or clears `NLM_F_ACK` in the header of the netlink message at the start of `msg`
+/// (flags: bytes 6..8, host order).
+fn set_ack(msg: &mut [u8], ack: bool) {
+    use netlink_packet_core::NLM_F_ACK;
+    if let Some(f) = msg.get_mut(6..8) {
+        let mut flags = u16::from_ne_bytes([f[0], f[1]]);
+        if ack {
+            flags |= NLM_F_ACK;
+        } else {
+            flags &= !NLM_F_ACK;
+        }
+        f.copy_from_slice(&flags.to_ne_bytes());
+    }
+}
+
 impl From<io::Error> for CtError {
     fn from(e: io::Error) -> Self {
         if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) {
@@ -73,6 +90,9 @@ pub struct Ctnetlink {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// The receive timeout set on the socket (set again only when it changes: the event
+    /// thread receives with the same few waits many thousand times a second).
+    timeout: Option<Duration>,
 }
 
 impl Ctnetlink {
@@ -85,10 +105,12 @@ impl Ctnetlink {
             sock,
             seq: 0,
             buf: vec![0u8; RECV_BUF],
+            timeout: None,
         })
     }
 
-    /// Subscribes to new, update and destroy events, with a receive buffer of `rcvbuf` bytes
+    /// Subscribes to new, update and destroy events of entries and to new and destroy events
+    /// of expectations, with a receive buffer of `rcvbuf` bytes
     /// (forced past `rmem_max` when the process may) and `NETLINK_BROADCAST_ERROR` (a failed
     /// delivery is reported to the kernel, which then keeps and re-sends destroy events).
     /// With `no_enobufs`, also `NETLINK_NO_ENOBUFS`; without it an overrun surfaces as
@@ -105,12 +127,16 @@ impl Ctnetlink {
         Ok(())
     }
 
-    fn set_timeout(&self, t: Duration) -> Result<(), CtError> {
+    fn set_timeout(&mut self, t: Duration) -> Result<(), CtError> {
+        if self.timeout == Some(t) {
+            return Ok(());
+        }
         let tv = TimeVal::new(
             t.as_secs() as _,
             t.subsec_micros().max(if t.is_zero() { 1 } else { 0 }) as _,
         );
         setsockopt(&self.sock.as_fd(), sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
+        self.timeout = Some(t);
         Ok(())
     }
 
@@ -120,8 +146,14 @@ impl Ctnetlink {
         &mut self,
         wait: Duration,
     ) -> Result<Vec<Result<Decoded, CodecError>>, CtError> {
-        self.set_timeout(wait)?;
-        let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+        // No wait: a non-blocking receive, the socket's timeout left as it is.
+        let flags = if wait.is_zero() {
+            nix::libc::MSG_DONTWAIT
+        } else {
+            self.set_timeout(wait)?;
+            0
+        };
+        let n = match self.sock.recv(&mut &mut self.buf[..], flags) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -141,15 +173,12 @@ impl Ctnetlink {
 
     /// Appends the events that arrive within `wait` (one datagram's worth) to `out`; returns
     /// how many messages could not be read (counted, skipped).
-    pub fn recv_events(
-        &mut self,
-        wait: Duration,
-        out: &mut Vec<CtEvent>,
-    ) -> Result<usize, CtError> {
+    pub fn recv_events(&mut self, wait: Duration, out: &mut Events) -> Result<usize, CtError> {
         let mut bad = 0;
         for d in self.recv_decoded(wait)? {
             match d {
-                Ok(Decoded::Entry(ev)) => out.push(ev),
+                Ok(Decoded::Entry(ev)) => out.entries.push(ev),
+                Ok(Decoded::Expect(ev)) => out.expects.push(ev),
                 Ok(_) => {}
                 Err(_) => bad += 1,
             }
@@ -191,7 +220,7 @@ impl Ctnetlink {
     pub fn install(&mut self, e: &CtEntry) -> Result<(), CtError> {
         let seq = self.next_seq();
         match self.request(&codec::install_request(e, seq), seq) {
-            Err(CtError::Codec(CodecError::Kernel(EOPNOTSUPP))) if codec::is_translated(e) => {
+            Err(CtError::Codec(CodecError::Kernel(EOPNOTSUPP))) if codec::has_creation_attrs(e) => {
                 let seq = self.next_seq();
                 self.request(&codec::refresh_request(e, seq), seq)
             }
@@ -205,11 +234,11 @@ impl Ctnetlink {
     /// round trips than one [`Ctnetlink::install`] per entry.
     pub fn install_batch(&mut self, entries: &[CtEntry]) -> Result<Vec<(usize, i32)>, CtError> {
         let refused = self.send_batch(entries, codec::install_request)?;
-        // A translated entry that exists already refuses its translations: refresh those
-        // without them.
-        let (again, mut refused): (Vec<_>, Vec<_>) = refused
-            .into_iter()
-            .partition(|(i, errno)| *errno == EOPNOTSUPP && codec::is_translated(&entries[*i]));
+        // A translated entry that exists already refuses its translations (and one created
+        // without a helper refuses a helper): refresh those without them.
+        let (again, mut refused): (Vec<_>, Vec<_>) = refused.into_iter().partition(|(i, errno)| {
+            *errno == EOPNOTSUPP && codec::has_creation_attrs(&entries[*i])
+        });
         if !again.is_empty() {
             let retry: Vec<CtEntry> = again.iter().map(|(i, _)| entries[*i]).collect();
             for (j, errno) in self.send_batch(&retry, codec::refresh_request)? {
@@ -220,11 +249,30 @@ impl Ctnetlink {
         Ok(refused)
     }
 
-    /// Sends one request per entry, made by `request`, batched; the refused ones.
-    fn send_batch(
+    /// Creates (or refreshes) every expectation of `exps`, batched like
+    /// [`Ctnetlink::install_batch`]; returns the index and errno of every one the kernel
+    /// refused (`-ENOENT`: its master is not in the table yet).
+    pub fn install_expects(&mut self, exps: &[CtExpect]) -> Result<Vec<(usize, i32)>, CtError> {
+        self.send_batch(exps, expect::install_request)
+    }
+
+    /// Removes the expectation of `tuple` in `zone`.
+    pub fn remove_expect(&mut self, tuple: &CtTuple, zone: u16) -> Result<(), CtError> {
+        let seq = self.next_seq();
+        self.request(&expect::remove_request(tuple, zone, seq), seq)
+    }
+
+    /// Sends one request per item, made by `request`, batched; the refused ones.
+    ///
+    /// Only the last request of each `send` asks for an acknowledgement: the kernel answers a
+    /// request without `NLM_F_ACK` only when it fails, and it handles the requests of one
+    /// `send` in order, so once the last one is acknowledged every refusal before it has
+    /// arrived. One acknowledgement per batch instead of one per entry (each is a message the
+    /// kernel builds and this process reads).
+    fn send_batch<T>(
         &mut self,
-        entries: &[CtEntry],
-        request: fn(&CtEntry, u32) -> Vec<u8>,
+        entries: &[T],
+        request: fn(&T, u32) -> Vec<u8>,
     ) -> Result<Vec<(usize, i32)>, CtError> {
         let mut refused = Vec::new();
         let mut at = 0;
@@ -232,14 +280,21 @@ impl Ctnetlink {
             let first_seq = self.seq.wrapping_add(1);
             let mut buf = Vec::with_capacity(BATCH_BYTES + 512);
             let start = at;
+            let mut last_header = 0;
             while at < entries.len() && buf.len() < BATCH_BYTES {
                 let seq = self.next_seq();
-                buf.extend(request(&entries[at], seq));
+                last_header = buf.len();
+                let mut msg = request(&entries[at], seq);
+                set_ack(&mut msg, false);
+                buf.extend(msg);
                 at += 1;
             }
+            set_ack(&mut buf[last_header..], true);
+            let last_seq = self.seq;
             self.sock.send(&buf, 0)?;
-            let mut pending = at - start;
-            while pending > 0 {
+            let index = |seq: u32| start + seq.wrapping_sub(first_seq) as usize;
+            let mut done = false;
+            while !done {
                 let got = self.recv_decoded(Duration::from_secs(1))?;
                 if got.is_empty() {
                     return Err(CtError::Io(io::Error::new(
@@ -248,12 +303,11 @@ impl Ctnetlink {
                     )));
                 }
                 for d in got {
-                    let index = |seq: u32| start + seq.wrapping_sub(first_seq) as usize;
                     match d {
-                        Ok(Decoded::Ack { seq }) if index(seq) < at => pending -= 1,
+                        Ok(Decoded::Ack { seq }) if seq == last_seq => done = true,
                         Ok(Decoded::Refused { seq, errno }) if index(seq) < at => {
-                            pending -= 1;
                             refused.push((index(seq), errno));
+                            done |= seq == last_seq;
                         }
                         _ => {}
                     }
@@ -272,8 +326,28 @@ impl Ctnetlink {
     /// Every entry of the table (IPv4 and IPv6). Entries the codec cannot read are skipped and
     /// counted in the second value.
     pub fn dump(&mut self) -> Result<(Vec<CtEntry>, usize), CtError> {
+        self.dump_with(codec::dump_request, |d| match d {
+            Decoded::Entry(ev) => Some(ev.entry),
+            _ => None,
+        })
+    }
+
+    /// Every expectation (IPv4 and IPv6); unreadable ones are counted in the second value.
+    pub fn dump_expects(&mut self) -> Result<(Vec<CtExpect>, usize), CtError> {
+        self.dump_with(expect::dump_request, |d| match d {
+            Decoded::Expect(ev) => Some(ev.exp),
+            _ => None,
+        })
+    }
+
+    /// Sends the dump request `request` makes and collects what `pick` takes of the answer.
+    fn dump_with<T>(
+        &mut self,
+        request: fn(u32) -> Vec<u8>,
+        pick: fn(Decoded) -> Option<T>,
+    ) -> Result<(Vec<T>, usize), CtError> {
         let seq = self.next_seq();
-        self.sock.send(&codec::dump_request(seq), 0)?;
+        self.sock.send(&request(seq), 0)?;
         let (mut out, mut bad) = (Vec::new(), 0);
         // Bounded: a dump of a million entries is a few thousand datagrams.
         for _ in 0..1_000_000 {
@@ -286,12 +360,11 @@ impl Ctnetlink {
             }
             for d in got {
                 match d {
-                    Ok(Decoded::Entry(ev)) => out.push(ev.entry),
                     Ok(Decoded::Done) => return Ok((out, bad)),
                     Ok(Decoded::Refused { seq: s, errno }) if s == seq => {
                         return Err(CodecError::Kernel(errno).into())
                     }
-                    Ok(_) => {}
+                    Ok(d) => out.extend(pick(d)),
                     Err(_) => bad += 1,
                 }
             }

@@ -41,10 +41,15 @@ pub enum HostMsg {
     /// refresh period, and the main CPU applies the whole list each time (idempotent), so it
     /// converges to the controller's roles whatever frames the line lost.
     Roles(Vec<DomainRoleOf, MAX_DOMAINS>),
-    /// Controller → main CPU: probe a peer over the data interfaces before a takeover.
+    /// Controller → main CPU: probe a peer over the data interfaces before a takeover (sent
+    /// on suspicion, when every HA link to the peer has been silent for a while, so that the
+    /// answer is there when the links' dead time ends).
     ProbeRequest {
-        /// Peer whose HA links all went silent.
+        /// Peer whose HA links went silent.
         peer: Serial,
+        /// How long the main CPU listens for the peer's answer before it reports "dead", ms
+        /// (0: the main CPU's own default).
+        within_ms: u16,
     },
     /// Either way: keepalive of the host link itself.
     Ping {

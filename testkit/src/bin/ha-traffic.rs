@@ -3,18 +3,22 @@
 //! ```text
 //! ha-traffic server --listen 10.2.0.1:5001
 //! ha-traffic client --connect 10.2.0.1:5001 --connections 1000 --interval-ms 100
+//! ha-traffic ftp-server --listen 10.2.0.1:21
+//! ha-traffic ftp-client --connect 10.2.0.1:21 --data-ip 10.1.0.1 --connections 1000
+//! ha-traffic first-forwarded --iface in --iface out --wait-s 60
 //! ```
 //! The client reads `mark`, `report`, `stop` lines on stdin and prints `ready` and JSON
 //! reports on stdout.
 
 use std::io::BufRead;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ha_testkit::ftp::{ftp_server, FtpClient};
 use ha_testkit::traffic::{echo_server, parse_command, Client, Command};
 
 #[derive(Parser)]
@@ -31,12 +35,18 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long)]
         listen: SocketAddr,
+        /// Listen on this many consecutive ports from the address's.
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
     },
     /// Keep N connections busy; commands on stdin, reports on stdout.
     Client {
         /// Server address.
         #[arg(long)]
         connect: SocketAddr,
+        /// Spread the connections over this many consecutive server ports.
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
         /// Number of connections.
         #[arg(long, default_value_t = 100)]
         connections: usize,
@@ -44,41 +54,199 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
     },
+    /// Serve FTP-shaped sessions (PORT, RETR over an active-mode data connection).
+    FtpServer {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Open N FTP sessions announcing their data ports; each `report` on stdin runs one
+    /// transfer per session and prints a JSON report.
+    FtpClient {
+        /// Server address.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// This client's address for the data connections.
+        #[arg(long)]
+        data_ip: IpAddr,
+        /// Number of sessions.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+    },
+    /// Print the wall-clock time (unix ms) of the first TCP packet this network namespace
+    /// sends out of one of the interfaces (a forwarded packet, on a router that has no TCP
+    /// connection of its own there), then exit; prints `listening` once ready.
+    FirstForwarded {
+        /// Interfaces to watch.
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_s: u64,
+    },
+}
+
+/// The consecutive `n` addresses from `a`'s port.
+fn port_range(a: SocketAddr, n: u16) -> Vec<SocketAddr> {
+    (0..n.max(1))
+        .map(|i| SocketAddr::new(a.ip(), a.port().wrapping_add(i)))
+        .collect()
+}
+
+/// Raises the open-file limit to `want` (the hard limit too when the process may: root),
+/// so one process can hold 100,000 connections.
+fn raise_nofile(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// See [`Cmd::FirstForwarded`].
+fn first_forwarded(ifaces: &[String], wait: Duration) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        recvfrom, setsockopt, socket, sockopt, AddressFamily, LinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+    use std::os::fd::AsRawFd;
+    /// `PACKET_OUTGOING`: a packet this host sent.
+    const PACKET_OUTGOING: u8 = 4;
+    let watch: Vec<u32> = ifaces
+        .iter()
+        .map(|i| nix::net::if_::if_nametoindex(i.as_str()).map_err(std::io::Error::from))
+        .collect::<std::io::Result<_>>()?;
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::EthAll,
+    )?;
+    setsockopt(
+        &fd,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(0, 100_000),
+    )?;
+    println!("listening");
+    let end = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 128];
+    while std::time::Instant::now() < end {
+        let (n, from) = match recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) {
+            Ok(x) => x,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(from) = from else { continue };
+        // `sll_protocol` is in network order; Ethernet header (14 bytes), then the IPv4
+        // protocol field at offset 9 of the IP header.
+        let tcp_v4 = u16::from_be(from.protocol()) == 0x0800 && n > 23 && buf[23] == 6;
+        if from.pkttype() == PACKET_OUTGOING && watch.contains(&(from.ifindex() as u32)) && tcp_v4 {
+            println!(
+                "{{\"first_forwarded_unix_ms\":{},\"ifindex\":{}}}",
+                unix_ms(),
+                from.ifindex()
+            );
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no forwarded TCP packet",
+    ))
+}
+
+/// Forwards the commands read on stdin to `tx` (a `stop` when stdin closes).
+fn read_commands(tx: mpsc::Sender<Command>) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if let Some(cmd) = parse_command(&line) {
+            if tx.send(cmd).is_err() {
+                return;
+            }
+        }
+    }
+    // Standard input closed: end the run.
+    let _ = tx.send(Command::Stop);
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Server { listen } => TcpListener::bind(listen).and_then(|l| {
-            println!("listening {listen}");
-            echo_server(l, Arc::new(AtomicBool::new(false))).map(|_| ())
-        }),
+        Cmd::Server { listen, ports } => {
+            raise_nofile(200_000);
+            port_range(listen, ports)
+                .into_iter()
+                .map(TcpListener::bind)
+                .collect::<std::io::Result<Vec<_>>>()
+                .and_then(|ls| {
+                    println!("listening {listen} (+{} ports)", ls.len() - 1);
+                    let handles: Vec<_> = ls
+                        .into_iter()
+                        .map(|l| {
+                            std::thread::spawn(move || {
+                                echo_server(l, Arc::new(AtomicBool::new(false))).map(|_| ())
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.join().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("echo thread panicked"))
+                        })?;
+                    }
+                    Ok(())
+                })
+        }
         Cmd::Client {
             connect,
+            ports,
             connections,
             interval_ms,
         } => Client::connect(
-            connect,
+            &{
+                raise_nofile(connections as u64 + 1_000);
+                port_range(connect, ports)
+            },
             connections,
             Duration::from_millis(interval_ms.max(1)),
             Duration::from_secs(5),
         )
         .and_then(|mut c| {
             let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::stdin().lock().lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(cmd) = parse_command(&line) {
-                        if tx.send(cmd).is_err() {
-                            break;
-                        }
-                    }
-                }
-                // Standard input closed: end the run.
-                let _ = tx.send(Command::Stop);
-            });
+            std::thread::spawn(move || read_commands(tx));
             c.run(rx, &mut std::io::stdout().lock()).map(|_| ())
         }),
+        Cmd::FtpServer { listen } => TcpListener::bind(listen).and_then(|l| {
+            println!("listening {listen}");
+            ftp_server(l)
+        }),
+        Cmd::FtpClient {
+            connect,
+            data_ip,
+            connections,
+        } => FtpClient::connect(connect, data_ip, {
+            raise_nofile(2 * connections as u64 + 1_000);
+            connections
+        })
+        .and_then(|mut c| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || read_commands(tx));
+            c.run(rx, &mut std::io::stdout().lock())
+        }),
+        Cmd::FirstForwarded { ifaces, wait_s } => {
+            first_forwarded(&ifaces, Duration::from_secs(wait_s))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

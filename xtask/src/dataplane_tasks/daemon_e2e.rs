@@ -27,6 +27,8 @@ mod chaos;
 mod commands;
 mod env;
 mod kernel;
+/// `bench kernel-ha`: this cluster beside keepalived + conntrackd.
+pub(super) mod kernel_ha_bench;
 mod replace;
 mod setup;
 mod survival;
@@ -50,7 +52,27 @@ struct Opts {
     /// The kernel path's members translate the inside's addresses to the outside cluster
     /// address (SNAT).
     nat: bool,
+    /// The load is FTP sessions whose data connections open after the crash (kernel path),
+    /// not the echo connections.
+    ftp: bool,
+    /// The kernel path's cases to run (`plain`, `snat`, `ftp`, `control`; all by default).
+    cases: Vec<String>,
+    /// QEMU members get the serial backup HA link beside the main one (`--backup-link
+    /// off`: the main link only, as keepalived's one VRRP link in the kernel-ha bench).
+    backup_link: bool,
 }
+
+/// `--backup-link on|off`.
+fn parse_on_off(option: &str, v: &str) -> Result<bool> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{option} {other}: on or off")),
+    }
+}
+
+/// The kernel path's cases, in the order they run.
+const KERNEL_CASES: [&str; 4] = ["plain", "snat", "ftp", "control"];
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
@@ -62,6 +84,9 @@ fn parse(args: &[String]) -> Result<Opts> {
         datapath: "userspace".into(),
         sync: true,
         nat: false,
+        ftp: false,
+        cases: KERNEL_CASES.iter().map(|c| c.to_string()).collect(),
+        backup_link: true,
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -69,8 +94,9 @@ fn parse(args: &[String]) -> Result<Opts> {
         other => {
             return Err(format!(
                 "e2e: unknown scenario {other:?}; usage: e2e tcp-survival --connections N \
-                 [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] \
-                 [--table dataplane|builtin] [--datapath userspace|kernel]"
+                 [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] [--backup-link on|off] \
+                 [--table dataplane|builtin] [--datapath userspace|kernel] \
+                 [--cases plain,snat,ftp,control]"
             ))
         }
     }
@@ -93,8 +119,17 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--controller" => o.controller = val()?,
             "--timers" => o.timers = val()?,
+            "--backup-link" => o.backup_link = parse_on_off("e2e: --backup-link", &val()?)?,
             "--table" => o.table = val()?,
             "--datapath" => o.datapath = val()?,
+            "--cases" => {
+                o.cases = val()?.split(',').map(|c| c.trim().to_string()).collect();
+                if let Some(bad) = o.cases.iter().find(|c| !KERNEL_CASES.contains(&c.as_str())) {
+                    return Err(format!(
+                        "e2e: --cases: unknown case {bad:?} (plain, snat, ftp, control)"
+                    ));
+                }
+            }
             other => return Err(format!("e2e: unknown option {other}")),
         }
     }
@@ -413,6 +448,9 @@ pub fn chaos(args: &[String]) -> Result {
         datapath: "userspace".into(),
         sync: true,
         nat: false,
+        ftp: false,
+        cases: Vec::new(),
+        backup_link: true,
     };
     let mut c = chaos::ChaosOpts {
         minutes: 3.0,

@@ -219,6 +219,7 @@ fn kernel_conntrack_records_against_golden_bytes() {
             flags: [0x23, 0x21],
         }),
         left: 1_000,
+        helper: KHelper::new("ftp"),
     };
     let mut want = vec![0x10];
     want.extend(key_bytes);
@@ -231,8 +232,80 @@ fn kernel_conntrack_records_against_golden_bytes() {
     want.extend([
         0x06, 0xac, 0x02, 0x01, 0x03, 0x07, 0x09, 0x23, 0x21, 0xe8, 0x07,
     ]);
+    // Some(helper "ftp"): 16 bytes, NUL-padded.
+    want.extend([0x01, b'f', b't', b'p']);
+    want.extend([0u8; 13]);
     assert_eq!(postcard::to_allocvec(&upd).unwrap(), want);
     assert_eq!(upd.buffer_len(), want.len());
     assert!(del.is_removal() && !upd.is_removal());
     assert_eq!(postcard::from_bytes::<Record>(&want).unwrap(), upd);
+}
+
+/// An expectation's records (variants 18 and 19).
+#[test]
+fn kernel_expectation_records_against_golden_bytes() {
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    // The FTP server 192.0.2.1 (any port) will connect to 10.0.0.1:50000.
+    let key = KExpKey {
+        tuple: KTuple {
+            src: v4(192, 0, 2, 1),
+            dst: v4(10, 0, 0, 1),
+            proto: 6,
+            src_port: 0,
+            dst_port: 50_000,
+        },
+        zone: 0,
+    };
+    let key_bytes = [
+        0x00, 0xc0, 0x00, 0x02, 0x01, 0x00, 0x0a, 0x00, 0x00, 0x01, 0x06, 0x00, 0xd0, 0x86, 0x03,
+        0x00,
+    ];
+    let del = Record::DelKernelExpect(key);
+    let mut want = vec![0x13];
+    want.extend(key_bytes);
+    assert_eq!(postcard::to_allocvec(&del).unwrap(), want);
+    let upd = Record::KernelExpect {
+        key,
+        master: KTuple {
+            src: v4(10, 0, 0, 1),
+            dst: v4(192, 0, 2, 1),
+            proto: 6,
+            src_port: 40_000,
+            dst_port: 21,
+        },
+        mask_src: v4(255, 255, 255, 255),
+        mask_port: 0,
+        flags: 0,
+        class: 0,
+        left: 300_000,
+    };
+    let mut want = vec![0x12];
+    want.extend(key_bytes);
+    // master: V4 10.0.0.1, V4 192.0.2.1, 6, 40000 (c0 b8 02), 21.
+    want.extend([
+        0x00, 0x0a, 0x00, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x02, 0x01, 0x06, 0xc0, 0xb8, 0x02, 0x15,
+    ]);
+    // mask V4 255.255.255.255, port 0, flags 0, class 0, left 300000 (e0 a7 12).
+    want.extend([
+        0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xe0, 0xa7, 0x12,
+    ]);
+    assert_eq!(postcard::to_allocvec(&upd).unwrap(), want);
+    assert_eq!(upd.buffer_len(), want.len());
+    assert!(del.is_removal() && !upd.is_removal());
+    assert_eq!(postcard::from_bytes::<Record>(&want).unwrap(), upd);
+}
+
+#[test]
+fn a_helper_name_is_one_to_fifteen_printable_bytes() {
+    assert_eq!(KHelper::new("ftp").unwrap().as_bytes(), b"ftp");
+    assert!(KHelper::new("ftp").unwrap().is_valid());
+    assert!(KHelper::new("").is_none());
+    assert!(KHelper::new("a-name-too-long!").is_none());
+    assert!(KHelper::new("f\0p").is_none());
+    // What a peer could send: bytes after the padding, or unprintable ones.
+    let junk: KHelper =
+        postcard::from_bytes(&[b'f', 0, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    assert!(!junk.is_valid());
+    let ctl: KHelper = postcard::from_bytes(&[7; 16]).unwrap();
+    assert!(!ctl.is_valid());
 }

@@ -78,10 +78,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// persistent boot counter, which must increase on every boot (never 0, never the
     /// clock). All domains start in [`Role::Starting`].
     pub fn new(config: Config<M, D>, now_ms: u64, epoch: u32) -> Result<Self, ConfigError> {
-        config.validate()?;
-        if epoch == 0 {
-            return Err(ConfigError::NoBootEpoch);
-        }
+        Self::check(&config, epoch)?;
         let mut agent = Agent {
             wire: Wire::new(&config, epoch),
             local: Local::new(&config, now_ms, epoch),
@@ -93,10 +90,50 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             now: now_ms,
             cfg: config,
         };
-        agent.out.roles_changed();
-        agent.out.push(Pending::Led(LedPattern::STARTING));
-        agent.handle_timeout(now_ms);
+        agent.start(now_ms);
         Ok(agent)
+    }
+
+    /// Like [`Agent::new`], but builds the agent in `slot` (firmware: a static), so that it
+    /// is not built on the stack and then copied: a returned agent passed through the boot
+    /// stack two or three times (24 KiB of stack for an 8 KiB agent). On an error `slot` is
+    /// left uninitialised.
+    pub fn init_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        config: Config<M, D>,
+        now_ms: u64,
+        epoch: u32,
+    ) -> Result<&mut Self, ConfigError> {
+        Self::check(&config, epoch)?;
+        let agent = slot.write(Agent {
+            wire: Wire::new(&config, epoch),
+            local: Local::new(&config, now_ms, epoch),
+            peers: Peers::new(&config, now_ms),
+            domains: Domains::new(&config, now_ms),
+            sensors: Sensors::new(now_ms),
+            host: HostSide::new(now_ms),
+            out: Outbox::new(),
+            now: now_ms,
+            cfg: config,
+        });
+        agent.start(now_ms);
+        Ok(agent)
+    }
+
+    /// What [`Agent::new`] refuses: an invalid configuration, or no boot epoch.
+    fn check(config: &Config<M, D>, epoch: u32) -> Result<(), ConfigError> {
+        config.validate()?;
+        if epoch == 0 {
+            return Err(ConfigError::NoBootEpoch);
+        }
+        Ok(())
+    }
+
+    /// The first outputs of a new agent: its roles, the starting LED, its first timeout.
+    fn start(&mut self, now_ms: u64) {
+        self.out.roles_changed();
+        self.out.push(Pending::Led(LedPattern::STARTING));
+        self.handle_timeout(now_ms);
     }
 
     // ----- accessors -----
@@ -164,7 +201,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         let t = &self.cfg.timers;
         self.host
             .poll_at(self.cfg.main_cpu_timeout_ms)
-            .min(self.peers.poll_at(t.profile.dead_ms()))
+            .min(self.peers.poll_at(t.profile.dead_ms(), t.suspect_ms))
             .min(self.domains.poll_at(t.hold_down_ms))
             .min(self.local.poll_at())
             .min(self.sensors.poll_at(self.cfg.sensor_timeout_ms))
@@ -206,7 +243,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 Pending::Roles => {
                     return Some(Output::Host(HostMsg::Roles(self.snapshot().roles_report())))
                 }
-                Pending::Probe(peer) => return Some(Output::Host(HostMsg::ProbeRequest { peer })),
+                Pending::Probe(peer) => {
+                    return Some(Output::Host(HostMsg::ProbeRequest {
+                        peer,
+                        // `validate` keeps it within u16.
+                        within_ms: self.cfg.timers.probe_ms as u16,
+                    }));
+                }
                 Pending::Ping(nonce) => return Some(Output::Host(HostMsg::Ping { nonce })),
                 Pending::Pong(nonce) => return Some(Output::Host(HostMsg::Pong { nonce })),
                 Pending::Status => {
@@ -349,10 +392,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 _ => self.local.apply_admin(command, now, links, &mut self.out),
             },
             HostMsg::ProbeResult { peer, alive } => {
-                let reprobe = self.cfg.timers.reprobe_ms;
                 if self
                     .peers
-                    .handle_probe_result(peer, alive, now, reprobe, &mut self.out)
+                    .handle_probe_result(peer, alive, now, &self.cfg.timers, &mut self.out)
                 {
                     self.domains.note_peer_lost();
                     self.refresh_flags();

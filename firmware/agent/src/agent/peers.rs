@@ -3,9 +3,12 @@
 //!
 //! - Each accepted frame from a peer marks the link it came on up. A link is down after
 //!   `interval × miss_limit` ms of silence. One link down is only an event.
-//! - A peer whose links are all down is *suspect*: the main CPU is asked to probe it over the
-//!   data interfaces ([`Pending::Probe`]) and the answer is awaited at most
-//!   `probe_timeout_ms`. "Dead" or no answer: the peer is lost and leaves the election.
+//! - A peer silent on every link for `suspect_ms` (before the dead time ends) is probed: the
+//!   main CPU is asked to probe it over the data interfaces ([`Pending::Probe`]), so that
+//!   the answer is there when the links go down. A frame heard cancels the suspicion.
+//! - A peer whose links are all down is *suspect*: its probe's answer (asked on suspicion, or
+//!   now) is awaited at most `probe_timeout_ms` from the request. "Dead" or no answer: the
+//!   peer is lost and leaves the election.
 //!   "Alive": the HA links are broken but the peer is not; it stays in the election with its
 //!   last known state and is probed again every `reprobe_ms`.
 //! - A peer's pause is ignored once it has lasted [`MAX_PAUSE_MS`].
@@ -17,10 +20,31 @@ use heapless::Vec;
 
 use crate::agent::outbox::{Outbox, Pending};
 use crate::agent::stamp::Stamp;
-use crate::config::{Config, MAX_PAUSE_MS};
+use crate::config::{Config, Timers, MAX_PAUSE_MS};
 use crate::event::EventKind;
 use crate::link::LinkId;
 use crate::status::{DomainStatus, LinkStatus, PeerState, PeerStatus};
+
+/// When a peer was last heard, on any link.
+fn last_heard<const D: usize>(p: &PeerStatus<D>) -> Option<u64> {
+    p.links.iter().filter_map(|l| l.last_rx_ms).max()
+}
+
+/// A probe asked while the peer was still alive (every link silent for `suspect_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EarlyProbe {
+    /// When it was asked (none: no probe under way).
+    asked: Stamp,
+    /// The main CPU's answer once it came (true: alive).
+    answer: Option<bool>,
+}
+
+impl EarlyProbe {
+    const NONE: EarlyProbe = EarlyProbe {
+        asked: Stamp::NONE,
+        answer: None,
+    };
+}
 
 /// Every configured peer (members other than this one), in member-list order.
 #[derive(Clone)]
@@ -28,6 +52,9 @@ pub(crate) struct Peers<const M: usize, const D: usize> {
     list: Vec<PeerStatus<D>, M>,
     /// Per peer (same order as `list`): since when it announces a pause.
     paused_since: Vec<Stamp, M>,
+    /// Per peer (same order as `list`): the probe asked on suspicion while it was still
+    /// alive, if any.
+    early: Vec<EarlyProbe, M>,
     /// When this member's next heartbeats are due.
     next_heartbeat_ms: u64,
 }
@@ -38,6 +65,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         let mut p = Peers {
             list: Vec::new(),
             paused_since: Vec::new(),
+            early: Vec::new(),
             next_heartbeat_ms: now,
         };
         // Nothing to forget yet.
@@ -52,6 +80,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
     pub(crate) fn rebuild(&mut self, config: &Config<M, D>, now: u64) -> Vec<Serial, M> {
         let old = core::mem::take(&mut self.list);
         let old_paused = core::mem::take(&mut self.paused_since);
+        self.early.clear();
         for (i, s) in config.members.iter().enumerate() {
             if *s == config.me {
                 continue;
@@ -77,6 +106,8 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 kept.and_then(|k| old_paused.get(k).copied())
                     .unwrap_or(Stamp::NONE),
             );
+            // A membership change drops probes under way; a silent peer is asked again.
+            let _ = self.early.push(EarlyProbe::NONE);
         }
         let mut gone = Vec::new();
         for p in old.iter() {
@@ -128,6 +159,8 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         }
         p.returning_since_ms = None;
         p.epoch = Some(epoch);
+        // Heard: no longer suspect; an answer to a probe asked before counts for nothing.
+        self.early[pi] = EarlyProbe::NONE;
         let l = &mut p.links[link.0 as usize];
         l.last_rx_ms = Some(now);
         let link_up = l.state != LinkState::Up;
@@ -223,19 +256,40 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         peer: Serial,
         alive: bool,
         now: u64,
-        reprobe_ms: u32,
+        t: &Timers,
         out: &mut Outbox,
     ) -> bool {
-        let Some(p) = self.list.iter_mut().find(|p| p.serial == peer) else {
+        let Some(pi) = self.position(peer) else {
             return false;
         };
+        let p = &mut self.list[pi];
+        if p.state == PeerState::Alive {
+            // The answer to a probe asked on suspicion: kept until the links go down (or
+            // dropped when the peer is heard meanwhile).
+            let e = &mut self.early[pi];
+            if !e.asked.is_none() && e.answer.is_none() {
+                e.answer = Some(alive);
+            }
+            return false;
+        }
         if !matches!(p.state, PeerState::Suspect { .. }) {
+            return false;
+        }
+        let early = core::mem::replace(&mut self.early[pi], EarlyProbe::NONE);
+        if alive && !early.asked.is_none() {
+            // The probe asked before the links went down found it alive, but it may have
+            // died since (a crash right after its answer): probe again now rather than wait
+            // `reprobe_ms` as unreachable.
+            p.state = PeerState::Suspect {
+                deadline_ms: now + t.probe_timeout_ms as u64,
+            };
+            out.push(Pending::Probe(peer));
             return false;
         }
         p.state_since_ms = now;
         if alive {
             p.state = PeerState::Unreachable {
-                next_probe_ms: now + reprobe_ms as u64,
+                next_probe_ms: now + t.reprobe_ms as u64,
             };
             out.event(now, EventKind::PeerUnreachable { peer });
             false
@@ -292,12 +346,56 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             let all_down = p.links.iter().all(|l| l.state != LinkState::Up);
             match p.state {
                 PeerState::Alive if all_down => {
-                    p.state = PeerState::Suspect {
-                        deadline_ms: now + t.probe_timeout_ms as u64,
-                    };
+                    let early = core::mem::replace(&mut self.early[pi], EarlyProbe::NONE);
                     p.state_since_ms = now;
-                    out.push(Pending::Probe(serial));
                     out.event(now, EventKind::AllLinksDown { peer: serial });
+                    match (early.asked.get(), early.answer) {
+                        (Some(_), Some(false)) => {
+                            // The probe asked on suspicion found it dead: lost now.
+                            p.state = PeerState::Lost;
+                            out.event(
+                                now,
+                                EventKind::PeerLost {
+                                    peer: serial,
+                                    confirmed: true,
+                                },
+                            );
+                            lost = true;
+                        }
+                        (Some(asked), None) if now < asked + t.probe_timeout_ms as u64 => {
+                            // Its answer is on the way. The main CPU gets the whole probe
+                            // timeout from now, as if asked now: an early request must not
+                            // shorten the wait (the model checker found a takeover of a live
+                            // peer whose answer came at the early request's deadline). It is
+                            // remembered as asked before the links went down (an "alive" may
+                            // predate the death: see `handle_probe_result`).
+                            p.state = PeerState::Suspect {
+                                deadline_ms: now + t.probe_timeout_ms as u64,
+                            };
+                            self.early[pi] = early;
+                        }
+                        // Never asked, asked but unanswered for a whole probe timeout, or
+                        // found alive before it fell silent for good (it may have died
+                        // since): probe now.
+                        (None, _) | (Some(_), None) | (Some(_), Some(true)) => {
+                            p.state = PeerState::Suspect {
+                                deadline_ms: now + t.probe_timeout_ms as u64,
+                            };
+                            out.push(Pending::Probe(serial));
+                        }
+                    }
+                }
+                PeerState::Alive => {
+                    let suspect = t.suspect_ms as u64;
+                    if self.early[pi].asked.is_none()
+                        && last_heard(p).is_some_and(|r| now >= r + suspect)
+                    {
+                        self.early[pi] = EarlyProbe {
+                            asked: Stamp::at(now),
+                            answer: None,
+                        };
+                        out.push(Pending::Probe(serial));
+                    }
                 }
                 PeerState::Suspect { deadline_ms } if now >= deadline_ms => {
                     p.state = PeerState::Lost;
@@ -330,9 +428,9 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         lost
     }
 
-    /// The earliest deadline of the table: the next heartbeats, a link's silence, a probe's
-    /// deadline or re-probe, the end of a peer's pause.
-    pub(crate) fn poll_at(&self, dead_ms: u32) -> u64 {
+    /// The earliest deadline of the table: the next heartbeats, a link's silence, the start
+    /// of a silent peer's probe, a probe's deadline or re-probe, the end of a peer's pause.
+    pub(crate) fn poll_at(&self, dead_ms: u32, suspect_ms: u32) -> u64 {
         let dead = dead_ms as u64;
         let mut w = self.next_heartbeat_ms;
         for p in &self.list {
@@ -347,6 +445,13 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 PeerState::Suspect { deadline_ms } => w = w.min(deadline_ms),
                 PeerState::Unreachable { next_probe_ms } => w = w.min(next_probe_ms),
                 _ => {}
+            }
+        }
+        for (p, e) in self.list.iter().zip(self.early.iter()) {
+            if p.state == PeerState::Alive && e.asked.is_none() {
+                if let Some(r) = last_heard(p) {
+                    w = w.min(r + suspect_ms as u64);
+                }
             }
         }
         for ps in self.paused_since.iter().filter_map(|p| p.get()) {

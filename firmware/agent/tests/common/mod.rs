@@ -126,11 +126,14 @@ impl Cluster {
                                 }
                             }
                         }
-                        Output::Host(HostMsg::ProbeRequest { peer }) if self.answer_probes => {
+                        Output::Host(HostMsg::ProbeRequest { peer, within_ms })
+                            if self.answer_probes =>
+                        {
                             let p = (0..self.agents.len()).find(|&k| serial(k) == peer).unwrap();
                             let alive = self.alive[p] && self.agents[p].is_some();
                             let now = self.now;
-                            self.host.push((i, HostMsg::ProbeRequest { peer }));
+                            self.host
+                                .push((i, HostMsg::ProbeRequest { peer, within_ms }));
                             if let Some(a) = self.agents[i].as_mut() {
                                 a.handle_host(now, HostMsg::ProbeResult { peer, alive });
                             }
@@ -174,6 +177,38 @@ impl Cluster {
             }
             self.pump();
         }
+    }
+
+    /// The probe requests member `i` sent to its main CPU, in order.
+    pub fn probe_requests(&self, i: usize) -> Vec<&HostMsg> {
+        self.host
+            .iter()
+            .filter(|(m, h)| *m == i && matches!(h, HostMsg::ProbeRequest { .. }))
+            .map(|(_, h)| h)
+            .collect()
+    }
+
+    /// When member `i` last heard peer `p` (its index in the peer table), on any link.
+    pub fn last_heard(&self, i: usize, p: usize) -> u64 {
+        self.a(i).status().peers[p]
+            .links
+            .iter()
+            .filter_map(|l| l.last_rx_ms)
+            .max()
+            .expect("heard")
+    }
+
+    /// Member `i`'s main CPU answers its probe of member `peer` now.
+    pub fn answer_probe(&mut self, i: usize, peer: usize, alive: bool) {
+        self.with(i, |a, now| {
+            a.handle_host(
+                now,
+                HostMsg::ProbeResult {
+                    peer: serial(peer),
+                    alive,
+                },
+            )
+        });
     }
 
     pub fn events_of(&self, i: usize) -> Vec<EventKind> {

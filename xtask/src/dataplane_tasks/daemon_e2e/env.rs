@@ -11,6 +11,43 @@ use std::time::{Duration, Instant};
 
 use crate::util::{root, run, Result};
 
+/// An `ip -batch` waiting to set a namespace's interfaces down ([`Env::link_cutter`]); ended
+/// by its pid if it is dropped unused.
+pub(super) struct LinkCutter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl LinkCutter {
+    /// Sets `devs` down now, and waits for `ip` to finish.
+    pub(super) fn cut(mut self, devs: &[&str]) -> Result {
+        let mut stdin = self.stdin.take().ok_or("ip -batch: already used")?;
+        let cmds: String = devs
+            .iter()
+            .map(|d| format!("link set {d} down\n"))
+            .collect();
+        stdin
+            .write_all(cmds.as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("ip -batch: {e}"))?;
+        drop(stdin);
+        let status = self.child.wait().map_err(|e| format!("ip -batch: {e}"))?;
+        if !status.success() {
+            return Err(format!("ip -batch: {status} setting {devs:?} down"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LinkCutter {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Processes and namespaces of one run, removed on drop (also when the run fails).
 pub(super) struct Env {
     pub(super) prefix: String,
@@ -26,6 +63,26 @@ impl Env {
 
     pub(super) fn ip(&self, args: &[&str]) -> Result {
         run(Command::new("ip").args(args))
+    }
+
+    /// Readies the data interfaces of namespace `ns` to go down the moment its member is
+    /// killed ([`LinkCutter::cut`]): a box that dies loses its processes and its interfaces
+    /// at once. One `ip -batch` runs beforehand, waiting for its commands; starting an `ip`
+    /// per interface after the kill left the dead member's kernel up for tens of ms, long
+    /// enough to answer the survivor's liveness probe.
+    pub(super) fn link_cutter(&self, ns: &str) -> Result<LinkCutter> {
+        let mut child = Command::new("ip")
+            .args(["-n", ns, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("ip -batch: {e}"))?;
+        let stdin = child.stdin.take().ok_or("ip -batch: no stdin")?;
+        // Time to start and block on its input.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(LinkCutter {
+            child,
+            stdin: Some(stdin),
+        })
     }
 
     pub(super) fn add_ns(&mut self, n: &str) -> Result {
@@ -267,28 +324,71 @@ pub(super) fn wait_roles(
     ))
 }
 
-/// The load client: its stdin and the lines of its stdout.
-pub(super) struct Load {
+/// One load client process: its stdin and the lines of its stdout.
+pub(super) struct LoadPart {
     pub(super) stdin: ChildStdin,
     pub(super) lines: Receiver<String>,
 }
 
+/// The load: one client process, or several when one process cannot hold every connection
+/// (its open-file limit); commands go to each, reports are summed.
+pub(super) struct Load {
+    pub(super) parts: Vec<LoadPart>,
+}
+
 impl Load {
+    /// Sends command `c` to every client process.
     pub(super) fn cmd(&mut self, c: &str) -> Result {
-        writeln!(self.stdin, "{c}").map_err(|e| format!("e2e: load client: {e}"))
+        for p in &mut self.parts {
+            writeln!(p.stdin, "{c}").map_err(|e| format!("e2e: load client: {e}"))?;
+        }
+        Ok(())
     }
 
-    pub(super) fn line(&self, timeout: Duration) -> Result<String> {
-        self.lines
-            .recv_timeout(timeout)
-            .map_err(|_| "e2e: the load client did not answer".to_string())
+    /// The next line of every client process (each within `timeout`).
+    pub(super) fn lines(&self, timeout: Duration) -> Result<Vec<String>> {
+        self.parts
+            .iter()
+            .map(|p| {
+                p.lines
+                    .recv_timeout(timeout)
+                    .map_err(|_| "e2e: the load client did not answer".to_string())
+            })
+            .collect()
+    }
+
+    /// Asks for a report and returns it as JSON: the processes' reports summed (connections,
+    /// survived, failed, messages), the longest gap of all, the median gap as the median of
+    /// the processes' medians, the first error found (the FTP load's takes up to its transfer
+    /// timeout).
+    pub(super) fn report_json(&mut self) -> Result<serde_json::Value> {
+        self.cmd("report")?;
+        let reports: Vec<serde_json::Value> = self
+            .lines(Duration::from_secs(30))?
+            .iter()
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("e2e: load report {l:?}: {e}")))
+            .collect::<Result<_>>()?;
+        if reports.len() == 1 {
+            return Ok(reports.into_iter().next().unwrap_or_default());
+        }
+        let g = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+        let sum = |k: &str| reports.iter().map(|v| g(v, k)).sum::<u64>();
+        let mut p50: Vec<u64> = reports.iter().map(|v| g(v, "gap_p50_ms")).collect();
+        p50.sort_unstable();
+        Ok(serde_json::json!({
+            "connections": sum("connections"),
+            "survived": sum("survived"),
+            "failed": sum("failed"),
+            "messages": sum("messages"),
+            "gap_ms": reports.iter().map(|v| g(v, "gap_ms")).max().unwrap_or(0),
+            "gap_p50_ms": p50[p50.len() / 2],
+            "first_error": reports.iter().find_map(|v| v["first_error"].as_str()),
+            "unexpected_admitted": reports.iter().any(|v| v["unexpected_admitted"].as_bool() == Some(true)),
+        }))
     }
 
     pub(super) fn report(&mut self) -> Result<(u64, u64, u64, u64)> {
-        self.cmd("report")?;
-        let l = self.line(Duration::from_secs(10))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&l).map_err(|e| format!("e2e: load report {l:?}: {e}"))?;
+        let v = self.report_json()?;
         let g = |k: &str| v[k].as_u64().unwrap_or(0);
         if let Some(e) = v["first_error"].as_str() {
             eprintln!("e2e: first failed connection: {e}");

@@ -10,21 +10,32 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::env::{diagnostics, forwarding, last_events, Env};
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+
+use super::env::{diagnostics, forwarding, last_events, mgmt, Env};
 use super::{setup, Opts};
 use crate::util::{run, Result};
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-/// The site's ruleset on every member: forward only what conntrack knows, new connections
-/// only from the inside. The daemon's own guard (`inet ha_guard`) sits beside it.
+/// The site's ruleset on every member: forward only what conntrack knows (or expects: the
+/// FTP helper is attached to connections to port 21), new connections only from the inside.
+/// The daemon's own guard (`inet ha_guard`) sits beside it.
 const SITE_RULESET: &str = r#"
 table inet site {
+    ct helper ftp-standard {
+        type "ftp" protocol tcp;
+    }
+    chain prerouting {
+        type filter hook prerouting priority 0; policy accept;
+        tcp dport 21 ct state new ct helper set "ftp-standard"
+    }
     chain forward {
         type filter hook forward priority 0; policy drop;
         ct state established,related accept
@@ -98,15 +109,196 @@ pub(super) fn prepare_member(env: &Env, m: &str, i: usize, nat: bool) -> Result 
     ]))
 }
 
-/// One crash on a fresh cluster: returns (survived, connections, longest gap ms, kill →
-/// the survivor's data path active ms).
+/// What one crash did to the load.
+struct Outcome {
+    /// Connections (FTP: sessions whose transfer after the crash worked) that survived.
+    survived: u64,
+    /// Connections (sessions) of the load.
+    connections: u64,
+    /// Longest pause in a connection's data after the crash (FTP: longest transfer), ms.
+    gap_ms: u64,
+    /// Kill → the survivor's data path active (its daemon's record), ms.
+    takeover_ms: u64,
+    /// Kill → the first packet the survivor forwarded (seen leaving its data interfaces),
+    /// ms; none when it forwarded nothing.
+    first_forwarded_ms: Option<u64>,
+    /// FTP only: the data connection nobody announced got through the survivor.
+    unexpected_admitted: bool,
+}
+
+/// The synced entries the daemon at `sock` has installed into its kernel, waiting until
+/// there are `want` of them or `within` has passed.
+pub(super) fn wait_installed(sock: &Path, want: u64, within: Duration) -> u64 {
+    let end = Instant::now() + within;
+    loop {
+        let n = mgmt(sock, r#"{"cmd":"info","verbose":true}"#)
+            .ok()
+            .and_then(|v| v["members"][0]["counters"]["sync_kernel_installed"].as_u64())
+            .unwrap_or(0);
+        if n >= want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The lines the piped process `name` prints, as they come.
+pub(super) fn first_line(env: &mut Env, name: &str) -> Result<mpsc::Receiver<String>> {
+    let out = env
+        .child(name)
+        .and_then(|c| c.stdout.take())
+        .ok_or_else(|| format!("e2e: {name}: no output"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Scrapes the survivor's Prometheus endpoint (inside its namespace) and parses it with a
+/// Prometheus text-format parser: it must say it forwards, count the takeover, and hold at
+/// least one synced entry per connection.
+fn check_metrics(ns: &str, tag: &str, connections: f64) -> Result {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9469 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 \
+             && timeout 5 cat <&3",
+        ])
+        .output()
+        .map_err(|e| format!("e2e[{tag}]: scrape: {e}"))?;
+    let reply = String::from_utf8_lossy(&out.stdout);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| format!("e2e[{tag}]: the metrics endpoint did not answer: {out:?}"))?;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .map_err(|e| format!("e2e[{tag}]: metrics do not parse: {e}"))?;
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let active = value("ha_forwarding_active", None);
+    let changes = value("ha_forwarding_role_changes_total", None);
+    let conns = value("ha_sync_table_items", Some(("table", "kernel_connections")));
+    println!(
+        "e2e[{tag}]: survivor's metrics ({} samples): ha_forwarding_active={active:?} \
+         ha_forwarding_role_changes_total={changes:?} ha_sync_table_items{{table=kernel_connections}}={conns:?}",
+        scrape.samples.len()
+    );
+    if active != Some(1.0)
+        || changes.is_none_or(|c| c < 1.0)
+        || conns.is_none_or(|c| c < connections)
+    {
+        return Err(format!(
+            "e2e[{tag}]: the survivor's metrics do not show the takeover:\n{body}"
+        ));
+    }
+    Ok(())
+}
+
+/// The operator's pause on the booted cluster: `hactl pause` on the standby, its controller
+/// confirms (the mode says paused), `hactl resume`, confirmed too.
+fn pause_and_resume(b: &dyn Fn(&str) -> String, sock: &Path) -> Result {
+    let hactl = |args: &[&str]| {
+        crate::util::output(
+            Command::new(b("hactl"))
+                .arg("--socket")
+                .arg(sock)
+                .args(args),
+        )
+    };
+    let paused = hactl(&["pause", "--seconds", "30"])?;
+    let resumed = hactl(&["resume"])?;
+    println!(
+        "e2e: hactl pause → {} / hactl resume → {}",
+        paused.trim(),
+        resumed.trim()
+    );
+    if !paused.contains("decisions paused") || resumed.contains("paused") {
+        return Err(format!(
+            "e2e: pause/resume not confirmed: {paused:?} then {resumed:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Starts `sniffer-<tag>`, the watcher of the first packet member `m` forwards out of its
+/// data interfaces (`ha-traffic first-forwarded`); returns its lines once it listens.
+pub(super) fn start_sniffer(
+    env: &mut Env,
+    b: &dyn Fn(&str) -> String,
+    m: &str,
+    tag: &str,
+) -> Result<mpsc::Receiver<String>> {
+    let name = format!("sniffer-{tag}");
+    env.spawn(
+        &name,
+        Some(m),
+        &[
+            b("ha-traffic"),
+            "first-forwarded".into(),
+            "--iface".into(),
+            "in".into(),
+            "--iface".into(),
+            "out".into(),
+            "--wait-s".into(),
+            "120".into(),
+        ],
+        true,
+    )?;
+    let rx = first_line(env, &name)?;
+    if rx.recv_timeout(Duration::from_secs(10)).as_deref() != Ok("listening") {
+        return Err(format!("e2e[{tag}]: the packet watcher did not start"));
+    }
+    Ok(rx)
+}
+
+/// The watcher's first forwarded packet, ms after the kill at `killed_ms` (Unix ms); none
+/// when it saw nothing, or when it was before the kill: the standby forwarded while the
+/// active lived (a false takeover), which is printed, not counted as 0 ms.
+pub(super) fn first_forwarded_ms(sniffer: &mpsc::Receiver<String>, killed_ms: u64) -> Option<u64> {
+    let t = sniffer
+        .recv_timeout(Duration::from_secs(1))
+        .ok()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .and_then(|v| v["first_forwarded_unix_ms"].as_u64())?;
+    if t < killed_ms {
+        println!(
+            "first forwarded packet {} ms BEFORE the kill: the standby forwarded while the \
+             active lived (a false takeover); not counted",
+            killed_ms - t
+        );
+        return None;
+    }
+    Some(t - killed_ms)
+}
+
+/// One crash on a fresh cluster.
 fn crash_case(
     o: &Opts,
     firmware: Option<&Path>,
     b: &dyn Fn(&str) -> String,
     tag: &str,
     id: u32,
-) -> Result<(u64, u64, u64, u64)> {
+) -> Result<Outcome> {
     let dir = std::env::temp_dir().join(format!("ha-e2e-{id}-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("e2e: {e}"))?;
@@ -119,13 +311,32 @@ fn crash_case(
     let r = (|| {
         let s = setup::start(&mut env, o, firmware, b, &dir, id)?;
         let mut load = s.load;
-        // Let the standby's kernel catch up with the established connections.
+        let survivor = 1 - s.active;
+        // Let the standby's kernel catch up with the established connections (with sync:
+        // until it has installed one entry per connection; the control has nothing to wait
+        // for).
+        let catch_up = Instant::now();
+        if o.sync {
+            let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
+            let installed = wait_installed(&s.socks[survivor], o.connections as u64, within);
+            println!(
+                "e2e[{tag}]: the standby installed {installed} synced entries ({} connections) in {} ms",
+                o.connections,
+                catch_up.elapsed().as_millis()
+            );
+        }
         std::thread::sleep(Duration::from_secs(2));
+        if tag == "plain" {
+            pause_and_resume(b, &s.socks[survivor])?;
+        }
+        // Watches the survivor's data interfaces for its first forwarded packet.
+        let first_packet = start_sniffer(&mut env, b, s.members[survivor], tag)?;
         println!(
             "e2e[{tag}]: tables before the crash:\n{}",
             diagnostics(&s.socks)
         );
         let m = s.members[s.active];
+        let cutter = env.link_cutter(&env.ns(m))?;
         println!(
             "e2e[{tag}]: member {} dies: controller and daemon killed, data interfaces down",
             s.serials[s.active]
@@ -134,13 +345,10 @@ fn crash_case(
         let killed_ms = unix_ms();
         env.kill(&format!("daemon-{m}"));
         env.kill(&format!("controller-{m}"));
-        let ns = env.ns(m);
-        for dev in ["in", "out"] {
-            env.ip(&["-n", &ns, "link", "set", dev, "down"])?;
-        }
+        cutter.cut(&["in", "out"])?;
+        println!("e2e[{tag}]: killed at {killed_ms} (unix ms; the survivor's journal has its takeover steps)");
         // Only what is delivered after the crash counts.
         load.cmd("mark")?;
-        let survivor = 1 - s.active;
         // The survivor's data path: active once its guard is open, the addresses moved and
         // announced (the daemon's own record of that moment, to the ms).
         let deadline = killed_at + Duration::from_secs(20);
@@ -156,8 +364,27 @@ fn crash_case(
                 _ => std::thread::sleep(Duration::from_millis(10)),
             }
         };
-        std::thread::sleep(Duration::from_secs(8));
-        let (sv, n, gap, _) = load.report()?;
+        // Every connection sends once per interval: wait two of them.
+        std::thread::sleep(Duration::from_millis(8_000.max(2 * o.interval_ms + 2_000)));
+        let first_forwarded = first_forwarded_ms(&first_packet, killed_ms);
+        env.kill(&format!("sniffer-{tag}"));
+        if o.sync {
+            check_metrics(&env.ns(s.members[survivor]), tag, o.connections as f64)?;
+        }
+        let v = load.report_json()?;
+        let g = |k: &str| v[k].as_u64().unwrap_or(0);
+        if let Some(e) = v["first_error"].as_str() {
+            eprintln!("e2e[{tag}]: first failed connection: {e}");
+        }
+        println!(
+            "e2e[{tag}]: median of the connections' {}: {} ms",
+            if o.ftp {
+                "transfer times (RETR to 226)"
+            } else {
+                "longest pause"
+            },
+            g("gap_p50_ms")
+        );
         load.cmd("stop")?;
         println!(
             "e2e[{tag}]: survivor after the crash:\n{}\n--- its events\n{}\n--- its daemon's log\n{}",
@@ -165,44 +392,95 @@ fn crash_case(
             last_events(&s.socks[survivor], 12),
             env.log_tail(&format!("daemon-{}", s.members[survivor]))
         );
-        Ok((sv, n, gap, takeover))
+        Ok(Outcome {
+            survived: g("survived"),
+            connections: g("connections"),
+            gap_ms: g("gap_ms"),
+            takeover_ms: takeover,
+            first_forwarded_ms: first_forwarded,
+            unexpected_admitted: v["unexpected_admitted"].as_bool().unwrap_or(false),
+        })
     })();
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(firmware)))
 }
 
-/// The kernel-path scenario: the synced crash with plain forwarding, the same with SNAT on
-/// the outside, then the control without sync.
+/// The figure of the kill → first forwarded packet, for the report lines.
+fn first_fwd(r: &Outcome) -> String {
+    r.first_forwarded_ms
+        .map_or_else(|| "none".to_string(), |ms| ms.to_string())
+}
+
+/// The kernel-path scenario (the cases of `o.cases`): the synced crash with plain
+/// forwarding, the same with SNAT on the outside, FTP sessions whose data connections open
+/// after the crash (through the expectations synced before it), then the control without
+/// sync, which must lose every connection.
 pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> String) -> Result {
     let id = std::process::id() % 100_000;
     let mut lost = Vec::new();
-    for (tag, label, nat) in [("plain", "plain", false), ("nat", "snat", true)] {
+    for (tag, label, nat, ftp) in [
+        ("plain", "plain", false, false),
+        ("snat", "snat", true, false),
+        ("ftp", "ftp expectation", false, true),
+    ] {
+        if !o.cases.iter().any(|c| c == tag) {
+            continue;
+        }
         let case = Opts {
             sync: true,
             nat,
+            ftp,
             ..o.clone()
         };
-        let (sv, n, gap, takeover) = crash_case(&case, firmware, b, tag, id)?;
-        println!(
-            "tcp-survival(kernel, {label}): survived={sv}/{n} gap_ms={gap} kill_to_forwarding_ms={takeover}"
-        );
-        if sv != n {
+        let r = crash_case(&case, firmware, b, tag, id)?;
+        let (sv, n) = (r.survived, r.connections);
+        if ftp {
+            println!(
+                // No first-forwarded figure: the sessions are idle until the transfers.
+                "tcp-survival(kernel, {label}): survived={sv}/{n} transfer_max_ms={} \
+                 kill_to_forwarding_ms={} unannounced_data_connection_admitted={}",
+                r.gap_ms, r.takeover_ms, r.unexpected_admitted
+            );
+            if r.unexpected_admitted {
+                lost.push(format!(
+                    "{label}: a data connection without an expectation was admitted: the \
+                     survivor's firewall cannot tell a synced expectation from none"
+                ));
+            }
+        } else {
+            println!(
+                "tcp-survival(kernel, {label}): survived={sv}/{n} gap_ms={} \
+                 kill_to_forwarding_ms={} kill_to_first_forwarded_ms={}",
+                r.gap_ms,
+                r.takeover_ms,
+                first_fwd(&r)
+            );
+        }
+        if sv != n || n == 0 {
             lost.push(format!("{label}: {} of {n}", n - sv));
         }
     }
-    let control = Opts {
-        sync: false,
-        nat: false,
-        ..o.clone()
-    };
-    let (csv, cn, _, _) = crash_case(&control, firmware, b, "control", id)?;
-    println!("tcp-survival(kernel, control without sync): survived={csv}/{cn}");
+    let mut control_survived = None;
+    if o.cases.iter().any(|c| c == "control") {
+        let control = Opts {
+            sync: false,
+            nat: false,
+            ftp: false,
+            ..o.clone()
+        };
+        let c = crash_case(&control, firmware, b, "control", id)?;
+        println!(
+            "tcp-survival(kernel, control without sync): survived={}/{}",
+            c.survived, c.connections
+        );
+        control_survived = Some((c.survived, c.connections));
+    }
     if !lost.is_empty() {
         return Err(format!(
             "e2e: kernel path: connections did not survive the crash ({})",
             lost.join(", ")
         ));
     }
-    if csv != 0 {
+    if let Some((csv, cn)) = control_survived.filter(|(csv, _)| *csv != 0) {
         return Err(format!(
             "e2e: kernel path: without state sync {csv} of {cn} connections survived: the \
              survivor's kernel is not strict, the test cannot tell sync from luck"

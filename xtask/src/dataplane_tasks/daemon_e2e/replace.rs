@@ -312,10 +312,10 @@ fn check_probe(c: &Cluster, survivor: usize, sock_c: &Path) -> Result {
                     continue;
                 }
                 let detail = ev["detail"].as_str().unwrap_or("");
-                if detail.contains("PeerUnreachable") {
+                if detail.contains(" unreachable") {
                     return Ok(());
                 }
-                if detail.contains("PeerLost") {
+                if detail.contains(" lost (") {
                     return Err(format!(
                         "e2e: the survivor declared {NEW_SERIAL} lost without a liveness check: {line}"
                     ));

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::env::{diagnostics, qemu_member, start_wire, wait_roles, Env, LinkPorts, Load};
+use super::env::{
+    diagnostics, qemu_member, start_wire, wait_roles, Env, LinkPorts, Load, LoadPart,
+};
 use super::Opts;
 use crate::util::{run, Result};
 
@@ -67,7 +69,7 @@ pub(super) fn start(
             };
             c.args(["--member", &format!("{t}={addr}")]);
         }
-        if firmware.is_some() {
+        if firmware.is_some() && o.backup_link {
             c.arg("--backup-link");
         }
         c.arg("-o").arg(dir.join(format!("{i}.cfg")));
@@ -163,6 +165,7 @@ state_dir = "{state}"
 interfaces_period_ms = 1000
 table = "{table}"
 datapath = "{datapath}"
+metrics_listen = "127.0.0.1:9469"
 
 [[monitor]]
 name = "in"
@@ -250,36 +253,80 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
         table.trim_end()
     );
 
-    // Load.
-    env.spawn(
-        "server",
-        Some("s"),
-        &[
-            b("ha-traffic"),
-            "server".into(),
-            "--listen".into(),
-            "10.2.0.1:5001".into(),
-        ],
-        false,
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    env.spawn(
-        "client",
-        Some("c"),
-        &[
-            b("ha-traffic"),
-            "client".into(),
-            "--connect".into(),
-            "10.2.0.1:5001".into(),
-            "--connections".into(),
-            o.connections.to_string(),
-            "--interval-ms".into(),
-            o.interval_ms.to_string(),
-        ],
-        true,
-    )?;
-    let load = {
-        let ch = env.child("client").ok_or("e2e: client vanished")?;
+    // Load: echo connections, or FTP sessions (kernel path). One process holds at most
+    // `PER_PROCESS` connections (an unprivileged container keeps the open-file limit at
+    // 20,000; one client address has ~64,000 ephemeral ports per server port): past that,
+    // one server port and one client process each per share.
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &c,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_local_port_range=1024 65000",
+    ]))?;
+    const PER_PROCESS: usize = 18_000;
+    if o.ftp && o.connections > PER_PROCESS / 2 {
+        // Two sockets per session, and the site's helper watches port 21 only.
+        return Err(format!(
+            "e2e: the FTP case holds at most {} sessions",
+            PER_PROCESS / 2
+        ));
+    }
+    let shares = o.connections.div_ceil(PER_PROCESS).max(1);
+    let traffic = |args: &[String]| {
+        let mut v = vec![b("ha-traffic")];
+        v.extend_from_slice(args);
+        v
+    };
+    let mut parts = Vec::new();
+    for j in 0..shares {
+        let n = o.connections / shares + usize::from(j < o.connections % shares);
+        let (server_argv, client_argv): (Vec<String>, Vec<String>) = if o.ftp {
+            let addr = "10.2.0.1:21".to_string();
+            (
+                vec!["ftp-server".into(), "--listen".into(), addr.clone()],
+                vec![
+                    "ftp-client".into(),
+                    "--connect".into(),
+                    addr,
+                    "--data-ip".into(),
+                    "10.1.0.1".into(),
+                    "--connections".into(),
+                    n.to_string(),
+                ],
+            )
+        } else {
+            let addr = format!("10.2.0.1:{}", 5001 + j);
+            (
+                vec!["server".into(), "--listen".into(), addr.clone()],
+                vec![
+                    "client".into(),
+                    "--connect".into(),
+                    addr,
+                    "--connections".into(),
+                    n.to_string(),
+                    "--interval-ms".into(),
+                    o.interval_ms.to_string(),
+                ],
+            )
+        };
+        let suffix = if j == 0 {
+            String::new()
+        } else {
+            format!("-{j}")
+        };
+        env.spawn(
+            &format!("server{suffix}"),
+            Some("s"),
+            &traffic(&server_argv),
+            false,
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        let name = format!("client{suffix}");
+        env.spawn(&name, Some("c"), &traffic(&client_argv), true)?;
+        let ch = env.child(&name).ok_or("e2e: client vanished")?;
         let stdin = ch.stdin.take().ok_or("e2e: client stdin")?;
         let stdout = ch.stdout.take().ok_or("e2e: client stdout")?;
         let (tx, rx) = mpsc::channel();
@@ -291,17 +338,20 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
                 }
             }
         });
-        Load { stdin, lines: rx }
-    };
-    let ready = load.line(Duration::from_secs(60)).map_err(|e| {
+        parts.push(LoadPart { stdin, lines: rx });
+    }
+    let load = Load { parts };
+    // Connecting takes a few ms per hundred connections through the members.
+    let ready_within = Duration::from_secs(60 + o.connections as u64 / 500);
+    let ready = load.lines(ready_within).map_err(|e| {
         format!(
             "{e} (connections not established)\n{}\n{}",
             env.log_tail("client"),
             diagnostics(&socks)
         )
     })?;
-    if ready != "ready" {
-        return Err(format!("e2e: load client said {ready:?}"));
+    if let Some(r) = ready.iter().find(|r| r.as_str() != "ready") {
+        return Err(format!("e2e: load client said {r:?}"));
     }
     println!(
         "e2e: {} connections established, data flowing",

@@ -1,0 +1,145 @@
+//! Our side of the bench: the kernel e2e's cluster (QEMU controllers, daemons with
+//! `datapath = "kernel"`, plain forwarding), set up by the e2e's own code; churn while it
+//! runs; then the e2e's crash of the active.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::super::env::{forwarding, Env};
+use super::super::kernel::{unix_ms, wait_installed};
+use super::super::{setup, Opts};
+use super::{
+    after_crash, churn, cpu_during, fresh_dir, start_sniffer, table_count, BenchOpts, Outcome,
+};
+use crate::util::Result;
+
+/// Sets up, churns, crashes; the outcome.
+pub(super) fn run(
+    o: &BenchOpts,
+    elf: &Path,
+    b: &dyn Fn(&str) -> String,
+    xtask: &Path,
+    id: u32,
+) -> Result<Outcome> {
+    let opts = Opts {
+        connections: o.connections,
+        interval_ms: o.interval_ms,
+        controller: "qemu".into(),
+        timers: o.timers.clone(),
+        table: "dataplane".into(),
+        datapath: "kernel".into(),
+        sync: true,
+        nat: false,
+        ftp: false,
+        cases: Vec::new(),
+        backup_link: o.backup_link,
+    };
+    let dir = fresh_dir(id, "ours")?;
+    let mut env = Env {
+        prefix: format!("hkb{id}o"),
+        dir: dir.clone(),
+        namespaces: Vec::new(),
+        procs: Vec::new(),
+    };
+    let r = (|| -> Result<Outcome> {
+        let s = setup::start(&mut env, &opts, Some(elf), b, &dir, id)?;
+        let mut load = s.load;
+        let survivor = 1 - s.active;
+        let (active_ns, standby_ns) = (env.ns(s.members[s.active]), env.ns(s.members[survivor]));
+        let t = Instant::now();
+        let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
+        let installed = wait_installed(&s.socks[survivor], o.connections as u64, within);
+        println!(
+            "kernel-ha[ours]: the standby installed {installed} synced entries ({} connections) in {} ms",
+            o.connections,
+            t.elapsed().as_millis()
+        );
+        // The standby's data-path role changes from here to the crash: each false takeover
+        // is two (active, then passive again).
+        let changes = || forwarding(&s.socks[survivor], Duration::from_secs(2)).map(|f| f.changes);
+        let changes_before = changes();
+        let mut pids = |names: &[&str]| -> Vec<u32> {
+            names
+                .iter()
+                .filter_map(|n| env.child(n).map(|c| c.id()))
+                .collect()
+        };
+        let groups = [
+            ("daemons", pids(&["daemon-a", "daemon-b"])),
+            ("QEMU controllers", pids(&["controller-a", "controller-b"])),
+            ("sensor simulators", pids(&["boardsim-a", "boardsim-b"])),
+        ];
+        let (churn, churn_cpu) = cpu_during(&groups, || {
+            churn::run(
+                xtask,
+                "ours",
+                &active_ns,
+                o.churn_rounds,
+                &|| table_count(&standby_ns),
+                Some(&|| churn::exact_count(xtask, &standby_ns)),
+                Duration::from_secs(120),
+            )
+        });
+        if let Err(e) = &churn {
+            println!("kernel-ha[ours]: churn failed: {e}");
+        }
+        if o.table_at_crash {
+            churn::keep_for_crash(
+                xtask,
+                "ours",
+                &active_ns,
+                &|| table_count(&standby_ns),
+                Some(&|| churn::exact_count(xtask, &standby_ns)),
+                Duration::from_secs(120),
+            )?;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let sniffer = start_sniffer(&mut env, b, s.members[survivor], "ours")?;
+        let m = s.members[s.active];
+        let false_takeovers = changes_before
+            .zip(changes())
+            .map(|(a, b)| b.saturating_sub(a).div_ceil(2));
+        let cutter = env.link_cutter(&active_ns)?;
+        println!(
+            "kernel-ha[ours]: member {} dies: controller and daemon killed, data interfaces down",
+            s.serials[s.active]
+        );
+        let killed_at = Instant::now();
+        let killed_ms = unix_ms();
+        env.kill(&format!("daemon-{m}"));
+        env.kill(&format!("controller-{m}"));
+        cutter.cut(&["in", "out"])?;
+        load.cmd("mark")?;
+        // The daemon's own record of the moment its data path became active.
+        let deadline = killed_at + Duration::from_secs(20);
+        let takeover = loop {
+            match forwarding(&s.socks[survivor], Duration::from_secs(1)) {
+                Some(f) if f.active => break Some(f.since_ms.saturating_sub(killed_ms)),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let (v, first) = after_crash(
+            &mut env,
+            &mut load,
+            &sniffer,
+            "ours",
+            o.interval_ms,
+            killed_at,
+            killed_ms,
+        )?;
+        let g = |k: &str| v[k].as_u64().unwrap_or(0);
+        Ok(Outcome {
+            survived: g("survived"),
+            connections: g("connections"),
+            gap_ms: g("gap_ms"),
+            first_forwarded_ms: first,
+            false_takeovers,
+            milestones: vec![("kill_to_forwarding_ms", takeover)],
+            churn,
+            churn_cpu,
+            counted: "entries in its kernel's conntrack table (nf_conntrack_count)",
+        })
+    })();
+    r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(elf))))
+}
