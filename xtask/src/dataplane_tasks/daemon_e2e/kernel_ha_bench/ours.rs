@@ -57,6 +57,12 @@ pub(super) fn run(
         // The standby's data-path role changes from here to the crash: each false takeover
         // is two (active, then passive again).
         let changes = || forwarding(&s.socks[survivor], Duration::from_secs(2)).map(|f| f.changes);
+        // The standby's table is counted through its daemon's /proc entry (no process
+        // started per poll).
+        let standby_pid = env
+            .child(&format!("daemon-{}", s.members[survivor]))
+            .map(|c| c.id())
+            .ok_or("kernel-ha[ours]: no standby daemon")?;
         let changes_before = changes();
         let mut pids = |names: &[&str]| -> Vec<u32> {
             names
@@ -75,7 +81,7 @@ pub(super) fn run(
                 "ours",
                 &active_ns,
                 o.churn_rounds,
-                &|| table_count(&standby_ns),
+                &|| table_count(standby_pid),
                 Some(&|| churn::exact_count(xtask, &standby_ns)),
                 Duration::from_secs(120),
             )
@@ -88,7 +94,7 @@ pub(super) fn run(
                 xtask,
                 "ours",
                 &active_ns,
-                &|| table_count(&standby_ns),
+                &|| table_count(standby_pid),
                 Some(&|| churn::exact_count(xtask, &standby_ns)),
                 Duration::from_secs(120),
             )?;
