@@ -377,3 +377,36 @@ fn a_translated_entry_installs_with_its_translation_and_refreshes() {
         got.status
     );
 }
+
+/// A standby installs entries while nobody in its kernel listens to events (only an active
+/// subscribes). With the namespace set so that every entry reports events, an entry
+/// installed then still reports its removal once a listener exists (after a takeover): the
+/// new active can tell its peer. The setting is per namespace and reads back.
+#[test]
+fn an_entry_installed_before_anyone_listened_still_reports_its_removal() {
+    use ha_kernel::conntrack::events_setting::{every_entry_reports_events, read};
+    if !can_run("ctnetlink namespace", None) {
+        return;
+    }
+    let (_ns, names) = namespaces("hakv", &["s", "other"]);
+    let (ns, other) = (names[0].clone(), names[1].clone());
+    let default = in_ns(&other, || read().expect("read the setting"));
+    let was = in_ns(&ns, || {
+        every_entry_reports_events().expect("set the setting")
+    });
+    assert_eq!(was, default, "a fresh namespace had the default");
+    assert_eq!(in_ns(&ns, || read().unwrap()), 1);
+    assert_eq!(in_ns(&other, || read().unwrap()), default, "per namespace");
+    // Twice is the same as once.
+    assert_eq!(in_ns(&ns, || every_entry_reports_events().unwrap()), 1);
+
+    let mut standby = open_in(&ns);
+    let e = entry();
+    standby.install(&e).expect("install with no listener here");
+    // The takeover: this member now listens, and the connection closes.
+    let mut events = open_in(&ns);
+    events.subscribe(1 << 20, false).expect("subscribe");
+    standby.remove(&e.orig, e.zone).expect("remove");
+    let gone = wait_event(&mut events, CtEventKind::Destroy, &e.orig);
+    assert_eq!(gone.orig, e.orig);
+}

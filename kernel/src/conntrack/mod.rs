@@ -7,12 +7,14 @@
 //! - [`socket`]: the ctnetlink socket of one network namespace (events, dump, create);
 //! - [`mirror`]: what the peer has been told, and the catch-up after lost events (sans-IO);
 //! - [`expect`]: helper expectations ([`CtExpect`]) ⇄ their ctnetlink messages;
-//! - [`item`]: entry and expectation ⇄ the state sync's kernel items.
+//! - [`item`]: entry and expectation ⇄ the state sync's kernel items;
+//! - [`events_setting`]: the namespace setting that lets every entry report events.
 //!
 //! Not yet carried: sequence adjustment (`CTA_SEQ_ADJ_*`, which FTP through NAT needs),
 //! the NAT of an expectation (`CTA_EXPECT_NAT`), labels.
 
 pub mod codec;
+pub mod events_setting;
 pub mod expect;
 pub mod item;
 pub mod mirror;
