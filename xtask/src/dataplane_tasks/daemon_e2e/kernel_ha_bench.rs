@@ -149,19 +149,21 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     let mut done = Vec::new();
     if o.only.as_deref() != Some("conntrackd") {
         let t = Instant::now();
-        done.push(("ours", ours::run(&o, &elf, &b, &xtask, id)?));
+        let r = ours::run(&o, &elf, &b, &xtask, id)?;
         println!("kernel-ha: ours measured in {} s", t.elapsed().as_secs());
+        // Printed now: a failure of the other system's run must not lose these figures.
+        print_outcome("ours", &r, o.churn_rounds);
+        done.push(("ours", r));
     }
     if o.only.as_deref() != Some("ours") {
         let t = Instant::now();
-        done.push(("keepalived+conntrackd", peer::run(&o, &b, &xtask, id)?));
+        let r = peer::run(&o, &b, &xtask, id)?;
         println!(
             "kernel-ha: keepalived + conntrackd measured in {} s",
             t.elapsed().as_secs()
         );
-    }
-    for (name, r) in &done {
-        print_outcome(name, r, o.churn_rounds);
+        print_outcome("keepalived+conntrackd", &r, o.churn_rounds);
+        done.push(("keepalived+conntrackd", r));
     }
     let [(_, ours), (_, theirs)] = &done[..] else {
         return Ok(());

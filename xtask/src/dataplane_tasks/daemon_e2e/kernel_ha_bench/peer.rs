@@ -506,14 +506,18 @@ fn run_in(
         println!("kernel-ha[conntrackd]: churn failed: {e}");
     }
     if o.table_at_crash {
-        churn::keep_for_crash(
+        // A standby that never holds them all is a result, not a reason to stop: the
+        // crash goes on with what it holds, and the survivors say what that cost.
+        if let Err(e) = churn::keep_for_crash(
             xtask,
             "conntrackd",
             &env.ns("a"),
             &|| external_count(&dirs[1]),
             None,
             Duration::from_secs(120),
-        )?;
+        ) {
+            println!("kernel-ha[conntrackd]: the crash goes on without the whole table: {e}");
+        }
     }
     std::thread::sleep(Duration::from_secs(2));
     let sniffer = start_sniffer(env, b, "b", "conntrackd")?;
