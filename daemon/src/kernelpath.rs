@@ -426,16 +426,6 @@ pub fn build(
         });
         probe_from.push((side.member_ip, prefix_len));
     }
-    // Every entry of this namespace, also those installed here from the peer while nobody
-    // listened, must report its changes and removal once this member is active.
-    let was = ha_kernel::conntrack::events_setting::every_entry_reports_events()
-        .map_err(|e| format!("conntrack events for every entry: {e}"))?;
-    if was != 1 {
-        eprintln!(
-            "ha-daemon: net.netfilter.nf_conntrack_events was {was}, set to 1: every entry \
-             reports events, also those synced in before this member listened"
-        );
-    }
     let stats = Arc::new(KStats::default());
     let (tx, rx) = mpsc::channel();
     dp.path_mut().tables_mut().keep_kernel_changes();
@@ -465,6 +455,17 @@ pub fn build(
     plane.apply(Step::Guard { standby: true });
     for a in plane.addrs.clone() {
         plane.apply(Step::RemoveAddress(a));
+    }
+    // Every entry of this namespace, also those installed here from the peer while nobody
+    // listened, must report its changes and removal once this member is active (after the
+    // guard: its `ct state` rule has loaded conntrack, whose setting this is).
+    let was = ha_kernel::conntrack::events_setting::every_entry_reports_events()
+        .map_err(|e| format!("conntrack events for every entry: {e}"))?;
+    if was != 1 {
+        eprintln!(
+            "ha-daemon: net.netfilter.nf_conntrack_events was {was}, set to 1: every entry \
+             reports events, also those synced in before this member listened"
+        );
     }
     Ok(KernelParts {
         plane,

@@ -25,7 +25,18 @@ const ALWAYS: u8 = 1;
 /// `CAP_NET_ADMIN`): a kernel data path without it loses the removals of inherited
 /// connections after a takeover.
 pub fn every_entry_reports_events() -> io::Result<u8> {
-    let was = read()?;
+    let was = match read() {
+        // The setting appears with the conntrack module: a daemon that starts before
+        // anything used conntrack on this machine loads it (a ctnetlink request for the
+        // table makes the kernel load ctnetlink and conntrack), then reads again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Ok(mut ct) = super::socket::Ctnetlink::open() {
+                let _ = ct.dump();
+            }
+            read()?
+        }
+        r => r?,
+    };
     if was != ALWAYS {
         std::fs::write(PATH, format!("{ALWAYS}\n"))
             .map_err(|e| io::Error::new(e.kind(), format!("writing {PATH}: {e}")))?;
