@@ -472,6 +472,7 @@ fn run_with(
                 kind: ha_mgmt_api::EventKind::KeyRotation,
                 member: None,
                 detail,
+                seq: None,
             });
     }
     let (out_tx, out_rx) = mpsc::channel();

@@ -76,6 +76,7 @@ mod tests {
             kind: ha_mgmt_api::EventKind::KeyRotation,
             member: None,
             detail: "saved".into(),
+            seq: None,
         };
         assert_eq!(
             local_line(&local),

@@ -510,6 +510,7 @@ impl HostLoop {
                              the host link was down)",
                             ev.seq
                         ),
+                        seq: None,
                     });
                 }
                 if sh.events.len() >= EVENTS_MAX {

@@ -208,6 +208,7 @@ impl SyncEvent {
             kind,
             member: None,
             detail,
+            seq: None,
         }
     }
 }

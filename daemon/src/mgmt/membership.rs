@@ -151,6 +151,7 @@ impl MgmtServer {
             kind: ha_mgmt_api::EventKind::Members,
             member: None,
             detail: format!("member list now {}", list.join(", ")),
+            seq: None,
         });
         Reply::Done {
             message: format!(

@@ -205,5 +205,6 @@ pub(crate) fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) ->
         kind: event_kind(e.name.as_str())?,
         member: e.peer.map(|p| p.as_str().to_string()),
         detail: format!("#{} {}", e.seq, e.detail.as_str()),
+        seq: Some(e.seq),
     })
 }

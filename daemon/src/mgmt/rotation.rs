@@ -71,6 +71,7 @@ impl MgmtServer {
             kind: ha_mgmt_api::EventKind::KeyRotation,
             member: None,
             detail: detail.clone(),
+            seq: None,
         });
         result
             .map(|_| ())
@@ -100,6 +101,7 @@ impl MgmtServer {
             kind: ha_mgmt_api::EventKind::KeyRotation,
             member: None,
             detail,
+            seq: None,
         });
     }
 

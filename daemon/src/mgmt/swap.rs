@@ -41,6 +41,7 @@ impl MgmtServer {
             kind,
             member: None,
             detail,
+            seq: None,
         });
     }
 

@@ -61,6 +61,7 @@ impl EventLog {
             kind,
             member: member.map(str::to_string),
             detail: detail.into(),
+            seq: None,
         };
         if let Some(o) = &self.observer {
             o(&e);

@@ -145,7 +145,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Resume => live(socket, Request::Resume, false, human).map(drop),
         Cmd::Events(EventsArgs { follow, last, json }) => {
-            live(socket, Request::Events { follow, last }, json, human).map(drop)
+            let lines = render::EventLines::default();
+            let with_gaps = |r: &Reply| match r {
+                Reply::Event(e) => Some(lines.line(e)),
+                _ => human(r),
+            };
+            live(socket, Request::Events { follow, last }, json, with_gaps).map(drop)
         }
         Cmd::Config(ConfigCmd::Publish { comment, json }) => live(
             config_socket,

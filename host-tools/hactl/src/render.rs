@@ -190,6 +190,44 @@ pub fn event(e: &Event) -> String {
     )
 }
 
+/// The lines of `hactl events`, with the controller's events it did not receive shown where
+/// their sequence numbers jump (its ring overwrote them before the daemon fetched them, or
+/// the host link lost them). A number that goes back is a controller that restarted, not a
+/// gap.
+#[derive(Debug, Default)]
+pub struct EventLines {
+    last_seq: std::cell::Cell<Option<u32>>,
+}
+
+impl EventLines {
+    /// The line(s) of `e`: a gap line first when events are missing before it.
+    pub fn line(&self, e: &Event) -> String {
+        let mut out = String::new();
+        if let Some(seq) = e.seq {
+            if let Some(last) = self.last_seq.get() {
+                if seq > last.saturating_add(1) {
+                    let missed = seq - last - 1;
+                    let which = if missed == 1 {
+                        format!("#{}", last + 1)
+                    } else {
+                        format!("#{}–#{}", last + 1, seq - 1)
+                    };
+                    out.push_str(&format!(
+                        "{} {:<16} {:<16} {missed} controller event{} not received ({which})\n",
+                        date_ms(e.time_ms),
+                        "gap",
+                        "-",
+                        if missed == 1 { "" } else { "s" }
+                    ));
+                }
+            }
+            self.last_seq.set(Some(seq));
+        }
+        out.push_str(&event(e));
+        out
+    }
+}
+
 /// `hactl psk rotate` / `psk status`.
 pub fn rotate(r: &RotateReport) -> String {
     let mut s = format!("rotation {}: sealing key id {}", r.phase, r.sealing_key_id);
@@ -356,6 +394,41 @@ fn note_unavailable(info: &mut ClusterInfo, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jump_in_the_controllers_event_numbers_is_shown_a_restart_is_not() {
+        let ev = |seq: Option<u32>| Event {
+            time_ms: 1_796_119_910_888,
+            kind: ha_mgmt_api::EventKind::LinkDown,
+            member: Some("SN-A".into()),
+            detail: "main link to SN-A down".into(),
+            seq,
+        };
+        let lines = EventLines::default();
+        let first = lines.line(&ev(Some(4)));
+        assert_eq!(first.lines().count(), 1, "{first}");
+        assert_eq!(lines.line(&ev(Some(5))).lines().count(), 1, "no gap");
+        // A local event (no number) between them changes nothing.
+        assert_eq!(lines.line(&ev(None)).lines().count(), 1);
+        let one = lines.line(&ev(Some(7)));
+        assert!(
+            one.contains(" 1 controller event not received (#6)\n"),
+            "{one}"
+        );
+        assert!(one
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("main link to SN-A down"));
+        let many = lines.line(&ev(Some(11)));
+        assert!(
+            many.contains("3 controller events not received (#8–#10)"),
+            "{many}"
+        );
+        // The controller restarted: numbers start again, not a gap.
+        assert_eq!(lines.line(&ev(Some(1))).lines().count(), 1);
+        assert_eq!(lines.line(&ev(Some(2))).lines().count(), 1);
+    }
 
     #[test]
     fn durations_read_as_an_operator_expects() {

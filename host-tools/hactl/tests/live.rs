@@ -254,6 +254,7 @@ fn event(kind: EventKind, detail: &str) -> Reply {
         kind,
         member: Some("SN-B".into()),
         detail: detail.into(),
+        seq: None,
     })
 }
 

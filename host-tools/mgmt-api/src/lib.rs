@@ -502,6 +502,10 @@ pub struct Event {
     pub member: Option<String>,
     /// Details.
     pub detail: String,
+    /// The controller's sequence number of the event (events of the controller only; a
+    /// client shows a jump as events it did not receive). Absent in older daemons' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
 }
 
 /// Progress of a sync or update.
@@ -699,6 +703,7 @@ mod tests {
                 kind: EventKind::Swap,
                 member: Some("SN-A".into()),
                 detail: "quality".into(),
+                seq: None,
             }),
             Reply::Error(ApiError {
                 code: ErrorCode::ClusterFull,
