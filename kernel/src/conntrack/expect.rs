@@ -265,7 +265,7 @@ pub fn decode(msg_type: u8, attrs: &[DefaultNla]) -> Result<Option<ExpEvent>, Co
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::conntrack::codec::{self, Decoded};
 
