@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ha_mgmt_api::{ApiError, ErrorCode, Event, ForwardingReport, ModeReport, Reply, Request};
+use ha_proto::config_block::ConfigBlock;
 use ha_proto::msg::host::{HostMsg, StatusReport};
 use ha_proto::msg::member::AdminCommand;
 
@@ -52,6 +53,9 @@ pub struct MgmtServer {
     resync: Option<ResyncHook>,
     drain: Option<DrainHook>,
     block_path: Option<PathBuf>,
+    /// The block whose settings the controller runs, as far as this daemon knows: read at
+    /// start, replaced by every reload, membership change and key rollover it makes.
+    applied: Arc<Mutex<Option<ConfigBlock>>>,
     sync_keys: Option<SyncKeyHook>,
 }
 
@@ -64,6 +68,7 @@ impl MgmtServer {
             resync: None,
             drain: None,
             block_path: None,
+            applied: Arc::new(Mutex::new(None)),
             sync_keys: None,
         }
     }
@@ -89,8 +94,25 @@ impl MgmtServer {
     /// new key into it, so that a restarted controller or daemon comes back with the key the
     /// cluster uses (in QEMU the block file is the controller's flash image).
     pub fn with_block_path(mut self, path: Option<PathBuf>) -> Self {
+        let block = path.as_deref().and_then(|p| ha_persist::read_block(p).ok());
+        self.set_applied_block_opt(block);
         self.block_path = path;
         self
+    }
+
+    fn applied_block(&self) -> Option<ConfigBlock> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_applied_block(&self, block: ConfigBlock) {
+        self.set_applied_block_opt(Some(block));
+    }
+
+    fn set_applied_block_opt(&self, block: Option<ConfigBlock>) {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = block;
     }
 
     /// The state-sync keys follow every rollover phase the controller confirmed
@@ -260,15 +282,7 @@ impl MgmtServer {
                 let what = if want { "the pause" } else { "the resume" };
                 self.admin_confirmed(command, what, |m| m.paused == want)
             }
-            Request::Reload => match self.send(HostMsg::Admin {
-                target: None,
-                command: AdminCommand::Reload,
-            }) {
-                Ok(()) => Reply::Done {
-                    message: "reload requested from the management controller".into(),
-                },
-                Err(e) => *e,
-            },
+            Request::Reload => self.reload(),
             Request::Events { follow, last } => {
                 let (past, rx) = {
                     let mut sh = self.shared();
@@ -400,6 +414,7 @@ impl MgmtServer {
 pub use ha_persist::write_block;
 
 mod membership;
+mod reload;
 mod render;
 mod rotation;
 mod swap;

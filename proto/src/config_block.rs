@@ -569,6 +569,112 @@ impl ConfigBlock {
     }
 }
 
+/// The HA settings a running member takes without a restart (`hactl reload`, SPEC E2): what
+/// the main CPU sends its controller in [`crate::msg::host::HostMsg::Settings`] after the
+/// block changed. The member list travels apart, in
+/// [`crate::msg::host::HostMsg::Members`] (the controller's network side needs the
+/// addresses too); the serial, the cluster id, the key and the state-sync port need a
+/// restart or a key rollover, so they are not here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaSettings {
+    /// The block's revision ([`ConfigBlock::revision`]), reported in heartbeats and status.
+    pub revision: u64,
+    /// Encrypt member frames (AEAD) instead of authenticating only.
+    pub encrypt: bool,
+    /// The backup HA link (serial line) is wired and used.
+    pub backup_link: bool,
+    /// Heartbeat timers.
+    pub timers: TimerProfile,
+    /// HA domains with their preferred members (the ids must stay those running).
+    pub domains: Vec<DomainEntry, MAX_DOMAINS>,
+    /// Aggregate rule of the quality factor.
+    pub aggregate: AggregateRule,
+    /// Count the TPM in the quality factor.
+    pub tpm_included: bool,
+    /// Hardware weights of the quality factor.
+    pub weights: HwWeights,
+}
+
+/// The part of a block every member of a cluster must agree on, as the revision digest
+/// reads it (the serial, the key id and the key differ or change apart from the settings).
+#[derive(Serialize)]
+struct ClusterWide<'a> {
+    cluster_id: u32,
+    encrypt: bool,
+    members: &'a [MemberEntry],
+    backup_link: bool,
+    state_sync_port: u16,
+    timers: TimerProfile,
+    domains: &'a [DomainEntry],
+    aggregate: AggregateRule,
+    tpm_included: bool,
+    weights: HwWeights,
+}
+
+/// A postcard output that feeds SHA-256 instead of a buffer, so the digest of a block's
+/// settings needs no buffer as large as the block (written by hand: postcard ships no
+/// hashing flavor).
+struct DigestFlavor(Sha256);
+
+impl postcard::ser_flavors::Flavor for DigestFlavor {
+    type Output = Sha256;
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.update(data);
+        Ok(())
+    }
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.update([data]);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<Sha256> {
+        Ok(self.0)
+    }
+}
+
+impl ConfigBlock {
+    /// The block's configuration revision: the first 8 bytes of a SHA-256 over every setting
+    /// the cluster's members must share (cluster id, encryption, members, links, state-sync
+    /// port, timers, domains, quality settings), not over the serial or the key. Two members
+    /// report the same revision exactly when their settings agree, so a mismatch is seen
+    /// without anyone numbering revisions by hand, and a rotated key changes nothing.
+    pub fn revision(&self) -> u64 {
+        let wide = ClusterWide {
+            cluster_id: self.cluster_id,
+            encrypt: self.encrypt,
+            members: &self.members,
+            backup_link: self.backup_link,
+            state_sync_port: self.state_sync_port,
+            timers: self.timers,
+            domains: &self.domains,
+            aggregate: self.aggregate,
+            tpm_included: self.tpm_included,
+            weights: self.weights,
+        };
+        let mut h = Sha256::new();
+        h.update(b"ha/v1/settings-revision");
+        // Serializing plain data into a hasher cannot fail.
+        let h = postcard::serialize_with_flavor(&wide, DigestFlavor(h)).unwrap_or_default();
+        let d = h.finalize();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(out)
+    }
+
+    /// The settings a running controller takes from this block without a restart.
+    pub fn settings(&self) -> HaSettings {
+        HaSettings {
+            revision: self.revision(),
+            encrypt: self.encrypt,
+            backup_link: self.backup_link,
+            timers: self.timers,
+            domains: self.domains.clone(),
+            aggregate: self.aggregate,
+            tpm_included: self.tpm_included,
+            weights: self.weights,
+        }
+    }
+}
+
 /// See [`ConfigBlock::psk_fingerprint`].
 pub fn psk_fingerprint(psk: &Psk) -> [u8; 8] {
     let mut h = Sha256::new();
@@ -689,6 +795,47 @@ mod tests {
             assert_eq!(ConfigBlock::decode(&buf).unwrap(), b);
             assert_eq!(ConfigBlock::decode(&buf[..n]).unwrap(), b);
         }
+    }
+
+    #[test]
+    fn the_revision_follows_the_shared_settings_not_the_serial_or_the_key() {
+        let a = sample();
+        let rev = a.revision();
+        assert_ne!(rev, 0);
+        // The peer's block: another serial, the same settings.
+        let mut b = sample();
+        b.serial = serial("SN-B");
+        assert_eq!(b.revision(), rev, "members of one cluster agree");
+        // A rotated key changes nothing.
+        b.key_id = 2;
+        b.psk = Psk([0x5A; KEY_LEN]);
+        assert_eq!(b.revision(), rev);
+        // Every shared setting does.
+        let changes: [fn(&mut ConfigBlock); 9] = [
+            |b| b.weights.fan += 1,
+            |b| b.timers = TimerProfile::Fast,
+            |b| b.domains[0].preferred = None,
+            |b| b.aggregate = AggregateRule::AnyDown,
+            |b| b.tpm_included = true,
+            |b| b.encrypt = true,
+            |b| b.backup_link = false,
+            |b| b.state_sync_port += 1,
+            |b| b.members[1].main_link.port += 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut c = sample();
+            change(&mut c);
+            assert_ne!(c.revision(), rev, "change {i} kept the revision");
+        }
+    }
+
+    #[test]
+    fn the_largest_settings_fit_one_host_link_frame() {
+        let msg = crate::msg::host::HostMsg::Settings(largest().settings());
+        let body = postcard::to_vec::<_, { crate::frame::MAX_BODY_LEN }>(&msg).unwrap();
+        let back: crate::msg::host::HostMsg = postcard::from_bytes(&body).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(largest().settings().revision, largest().revision());
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl MgmtServer {
                 ),
             );
         }
+        // The member list is part of the revision: the controller reports the new one.
+        self.set_applied_block(block.clone());
+        let revision_note = match self.apply_settings(&block) {
+            Ok(()) => String::new(),
+            Err(_) => format!(
+                " (the controller did not confirm revision {:016x} yet: `hactl reload` sends it again)",
+                block.revision()
+            ),
+        };
         // Last, this daemon's peer list (probe targets, state-sync peer); its failure is
         // reported: the controller and the block already changed.
         if let Err(e) = peers(&mut self.shared().peers) {
@@ -155,7 +164,7 @@ impl MgmtServer {
         });
         Reply::Done {
             message: format!(
-                "{} now has {} members: {}",
+                "{} now has {} members: {}{revision_note}",
                 self.shared().serial.as_str(),
                 list.len(),
                 list.join(", ")

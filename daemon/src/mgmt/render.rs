@@ -161,6 +161,16 @@ pub fn cluster_info(
     versions.sort_unstable();
     versions.dedup();
     let fail_soft = versions.len() > 1;
+    // The revision is a digest of the settings every member must share: two values mean
+    // two configurations.
+    let mut revisions: Vec<u64> = report
+        .members
+        .iter()
+        .filter(|m| m.alive)
+        .map(|m| m.config_revision)
+        .collect();
+    revisions.sort_unstable();
+    revisions.dedup();
     let (banner, banner_text) = if actives > 1 {
         (
             BannerLevel::Critical,
@@ -179,6 +189,16 @@ pub fn cluster_info(
             format!(
                 "fail-soft: members run different firmware ({}); upgrade the older one",
                 versions.join(", ")
+            ),
+        )
+    } else if revisions.len() > 1 {
+        let list: Vec<String> = revisions.iter().map(|r| format!("{r:016x}")).collect();
+        (
+            BannerLevel::Warning,
+            format!(
+                "HA settings differ between members (revisions {}): provision the same \
+                 settings on each and run `hactl reload` there",
+                list.join(", ")
             ),
         )
     } else if links_down {

@@ -83,10 +83,17 @@ impl MgmtServer {
     pub(super) fn persist_rotated_key(&self, psk: &[u8; 32], key_id: u8) {
         let Some(path) = &self.block_path else { return };
         let detail = match persist_key(path, psk, key_id) {
-            Ok(()) => format!(
-                "key id {key_id} saved in the configuration block {}",
-                path.display()
-            ),
+            Ok(()) => {
+                if let Some(mut b) = self.applied_block() {
+                    b.psk = ha_proto::keys::Psk(*psk);
+                    b.key_id = key_id;
+                    self.set_applied_block(b);
+                }
+                format!(
+                    "key id {key_id} saved in the configuration block {}",
+                    path.display()
+                )
+            }
             Err(e) => {
                 let msg = format!(
                     "key id {key_id} NOT saved in the configuration block ({e}): a restart of \

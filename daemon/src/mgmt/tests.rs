@@ -886,3 +886,163 @@ fn different_firmware_is_fail_soft_in_the_banner_and_the_json() {
     mixed.members[1].alive = false;
     assert!(!cluster_info(&sh.lock().unwrap(), &mixed, 1_000, false).fail_soft);
 }
+
+/// A controller that takes HA settings as the agent does: it answers with a status carrying
+/// their revision, or, for settings it refuses (encryption on, standing in for any reason
+/// the agent gives), with a `settings_refused` event and the old revision. `silent` never
+/// answers settings (a firmware older than reload). Returns the settings it received.
+fn settings_controller(
+    sh: Arc<Mutex<Shared>>,
+    rx: mpsc::Receiver<HostMsg>,
+    silent: bool,
+) -> JoinHandle<Vec<ha_proto::config_block::HaSettings>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut revision = 4;
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(5)) {
+            let mut s = sh.lock().expect("lock");
+            match m {
+                HostMsg::Settings(_) if silent => continue,
+                HostMsg::Settings(set) if set.encrypt => {
+                    let event = EventReport {
+                        seq: 1,
+                        at_ms: 5,
+                        name: heapless::String::try_from("settings_refused").expect("name"),
+                        peer: None,
+                        detail: heapless::String::try_from("settings refused: a reason")
+                            .expect("detail"),
+                    };
+                    s.events.push_back((event, unix_ms() + 1));
+                    got.push(set);
+                }
+                HostMsg::Settings(set) => {
+                    revision = set.revision;
+                    got.push(set);
+                }
+                _ => {}
+            }
+            let mut r = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
+            r.members[0].config_revision = revision;
+            s.status = Some((r, unix_ms() + 1));
+        }
+        got
+    })
+}
+
+#[test]
+fn reload_applies_the_blocks_settings_and_refuses_what_needs_another_command() {
+    use ha_proto::config_block::{ConfigBlock, BLOCK_SIZE, ERASED};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("member.cfg");
+    let write = |b: &ConfigBlock| {
+        let mut img = vec![ERASED; BLOCK_SIZE];
+        b.encode(&mut img).expect("encode");
+        std::fs::write(&path, &img).expect("write");
+    };
+    let running = ha_hostlink::test_support::sample_cfg();
+    write(&running);
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = settings_controller(sh.clone(), rx, false);
+    let srv = MgmtServer::new(sh.clone(), tx).with_block_path(Some(path.clone()));
+    let refused = |r: &Reply, what: &str| {
+        assert!(
+            matches!(r, Reply::Error(e) if e.code == ErrorCode::Refused && e.message.contains(what)),
+            "want a refusal saying {what:?}: {r:?}"
+        )
+    };
+
+    // The block as it runs: sent (the controller learns its revision), nothing changed.
+    let (_, r) = ask(&srv, Request::Reload);
+    let Reply::Reloaded(rep) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(rep.revision, running.revision());
+    assert_eq!(rep.previous_revision, 4);
+    assert!(rep.changes.is_empty(), "{rep:?}");
+
+    // A heavier PSU and the fast timers: both listed, the controller gets them.
+    let mut heavier = running.clone();
+    heavier.weights.psu = 300;
+    heavier.timers = ha_proto::config_block::TimerProfile::Fast;
+    write(&heavier);
+    let (_, r) = ask(&srv, Request::Reload);
+    let Reply::Reloaded(rep) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(rep.revision, heavier.revision());
+    assert_eq!(rep.previous_revision, running.revision());
+    assert_eq!(
+        rep.changes,
+        ["timers: default → fast", "weights: psu 100 → 300"]
+    );
+
+    // What a running member cannot take is refused and not sent: another key, another
+    // member list, another domain list, another serial; a corrupt image.
+    let mut other_key = heavier.clone();
+    let mut key = other_key.psk.0;
+    key.reverse();
+    other_key.psk = ha_proto::keys::Psk(key);
+    let mut more_members = heavier.clone();
+    more_members.members[1].main_link.port += 1;
+    let mut more_domains = heavier.clone();
+    more_domains
+        .domains
+        .push(ha_proto::config_block::DomainEntry {
+            id: 1,
+            preferred: None,
+        })
+        .expect("room");
+    let mut not_mine = heavier.clone();
+    not_mine.serial = Serial::new("SN-B").expect("serial");
+    for (b, what) in [
+        (&other_key, "hactl psk rotate"),
+        (&more_members, "hactl cluster join"),
+        (&more_domains, "domain list changed"),
+        (&not_mine, "this member is SN-A"),
+    ] {
+        write(b);
+        let (_, r) = ask(&srv, Request::Reload);
+        refused(&r, what);
+    }
+    std::fs::write(&path, b"not a block").expect("write");
+    let (_, r) = ask(&srv, Request::Reload);
+    refused(&r, "the running settings stay");
+
+    // The controller's own refusal reaches the operator, with its reason.
+    let mut encrypted = heavier.clone();
+    encrypted.encrypt = true;
+    write(&encrypted);
+    let (_, r) = ask(&srv, Request::Reload);
+    refused(&r, "settings refused: a reason");
+
+    drop(srv);
+    let got = ctl.join().expect("controller");
+    assert_eq!(got.len(), 3, "refused blocks were not sent: {got:?}");
+    assert_eq!(got[1], heavier.settings());
+    assert!(got[2].encrypt);
+}
+
+#[test]
+fn reload_says_so_when_the_controller_never_confirms() {
+    use ha_proto::config_block::{BLOCK_SIZE, ERASED};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("member.cfg");
+    let mut img = vec![ERASED; BLOCK_SIZE];
+    ha_hostlink::test_support::sample_cfg()
+        .encode(&mut img)
+        .expect("encode");
+    std::fs::write(&path, &img).expect("write");
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = settings_controller(sh.clone(), rx, true);
+    let srv = MgmtServer::new(sh, tx).with_block_path(Some(path));
+    let (_, r) = ask(&srv, Request::Reload);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::Unreachable
+            && e.message.contains("did not confirm")),
+        "{r:?}"
+    );
+    drop(srv);
+    assert!(ctl.join().expect("controller").is_empty());
+}

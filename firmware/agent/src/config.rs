@@ -1,7 +1,7 @@
 //! The agent's configuration and its validation.
 
 use ha_proto::config_block::{
-    ConfigBlock, DomainEntry, TimerError, TimerProfile, MAX_INTERVAL_MS, MAX_WEIGHT,
+    ConfigBlock, DomainEntry, HaSettings, TimerError, TimerProfile, MAX_INTERVAL_MS, MAX_WEIGHT,
     MIN_INTERVAL_MS, MIN_MISS_LIMIT,
 };
 use ha_proto::keys::Psk;
@@ -121,6 +121,62 @@ pub struct Config<const M: usize = { ha_proto::msg::MAX_MEMBERS }, const D: usiz
     /// nothing, so a peer must take over at once. Watched only once the main CPU was heard.
     /// 0: not watched (tests and tools without a main CPU).
     pub main_cpu_timeout_ms: u32,
+}
+
+/// The domains of new HA settings do not fit this agent ([`Config::with_settings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingsTooLarge;
+
+/// Which groups of settings a reload changed ([`Config::changes_to`]), as bits; shown in
+/// the `settings_reloaded` event as a list of names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettingsChanges(pub u8);
+
+impl SettingsChanges {
+    /// The heartbeat timer profile.
+    pub const TIMERS: u8 = 1;
+    /// A domain's preferred member (the "active if equal" priority).
+    pub const PRIORITIES: u8 = 2;
+    /// The quality factor's weights, aggregate rule or TPM inclusion.
+    pub const QUALITY: u8 = 4;
+    /// The backup link on or off.
+    pub const LINKS: u8 = 8;
+    /// Member frames encrypted or authenticated only.
+    pub const ENCRYPTION: u8 = 16;
+    /// The member list.
+    pub const MEMBERS: u8 = 32;
+    const NAMES: [(u8, &'static str); 6] = [
+        (Self::TIMERS, "timers"),
+        (Self::PRIORITIES, "priorities"),
+        (Self::QUALITY, "quality weights"),
+        (Self::LINKS, "links"),
+        (Self::ENCRYPTION, "encryption"),
+        (Self::MEMBERS, "members"),
+    ];
+
+    /// True when nothing changed.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl core::fmt::Display for SettingsChanges {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing changed");
+        }
+        let mut first = true;
+        for (bit, name) in Self::NAMES {
+            if self.0 & bit != 0 {
+                if !first {
+                    f.write_str(", ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// [`Config::main_cpu_timeout_ms`] of a member configured from its block: 10 keepalives.
@@ -261,6 +317,40 @@ impl<const M: usize, const D: usize> Config<M, D> {
             sensor_timeout_ms: 0,
             main_cpu_timeout_ms: 0,
         }
+    }
+
+    /// This configuration with the HA settings of a (new) block applied: encryption, links,
+    /// timers, domains, quality settings and the revision; everything else kept. Not
+    /// validated (the agent's reload does that). Err when the domains do not fit `D`.
+    pub fn with_settings(mut self, s: &HaSettings) -> Result<Self, SettingsTooLarge> {
+        self.domains = Vec::from_slice(&s.domains).map_err(|_| SettingsTooLarge)?;
+        self.encrypt = s.encrypt;
+        self.links = if s.backup_link { 2 } else { 1 };
+        self.timers = Timers::for_profile(s.timers);
+        self.quality = QualityConfig {
+            aggregate: s.aggregate,
+            tpm_included: s.tpm_included,
+            weights: s.weights,
+        };
+        self.config_revision = s.revision;
+        Ok(self)
+    }
+
+    /// What applying `new` in place of this configuration changes, by group.
+    pub fn changes_to(&self, new: &Self) -> SettingsChanges {
+        let mut c = SettingsChanges::default();
+        let mut note = |differs: bool, bit: u8| {
+            if differs {
+                c.0 |= bit;
+            }
+        };
+        note(self.timers != new.timers, SettingsChanges::TIMERS);
+        note(self.domains != new.domains, SettingsChanges::PRIORITIES);
+        note(self.quality != new.quality, SettingsChanges::QUALITY);
+        note(self.links != new.links, SettingsChanges::LINKS);
+        note(self.encrypt != new.encrypt, SettingsChanges::ENCRYPTION);
+        note(self.members != new.members, SettingsChanges::MEMBERS);
+        c
     }
 
     /// Checks the configuration; the agent refuses to start with an invalid one.
@@ -417,15 +507,7 @@ impl<const M: usize, const D: usize> Config<M, D> {
         }
         let mut c = Config::new(b.cluster_id, b.psk.clone(), b.serial, members);
         c.key_id = b.key_id;
-        c.encrypt = b.encrypt;
-        c.links = if b.backup_link { 2 } else { 1 };
-        c.timers = Timers::for_profile(b.timers);
-        c.domains = Vec::from_slice(&b.domains).map_err(|_| too_large)?;
-        c.quality = QualityConfig {
-            aggregate: b.aggregate,
-            tpm_included: b.tpm_included,
-            weights: b.weights,
-        };
+        c = c.with_settings(&b.settings()).map_err(|_| too_large)?;
         c.sensor_timeout_ms = DEFAULT_SENSOR_TIMEOUT_MS;
         c.main_cpu_timeout_ms = DEFAULT_MAIN_CPU_TIMEOUT_MS;
         let _ = c.model.push_str(model);

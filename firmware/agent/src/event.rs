@@ -138,8 +138,21 @@ pub enum EventKind {
         /// Its revision.
         theirs: u64,
     },
-    /// The operator asked to reload the HA settings: the shell calls `Agent::reload`.
+    /// The operator asked (on another member, `AdminCommand::Reload`) to reload the HA
+    /// settings: the main CPU re-reads its block and sends them ([`HostMsg::Settings`](ha_proto::msg::host::HostMsg::Settings)).
     ReloadRequested,
+    /// New HA settings were applied in place, without a swap (`hactl reload`).
+    SettingsReloaded {
+        /// The revision now running.
+        revision: u64,
+        /// What changed.
+        changed: crate::config::SettingsChanges,
+    },
+    /// New HA settings were refused; the running ones stay.
+    SettingsRefused {
+        /// Why.
+        reason: crate::config::ConfigError,
+    },
     /// The member list changed (a member removed or joined, `HostMsg::Members`).
     MembersChanged {
         /// Members now, this one included.
@@ -238,6 +251,8 @@ impl EventKind {
             EventKind::VersionMismatch { .. } => "version_mismatch",
             EventKind::ConfigMismatch { .. } => "config_mismatch",
             EventKind::ReloadRequested => "reload_requested",
+            EventKind::SettingsReloaded { .. } => "settings_reloaded",
+            EventKind::SettingsRefused { .. } => "settings_refused",
             EventKind::MembersChanged { .. } => "members_changed",
             EventKind::MembersRefused => "members_refused",
             EventKind::SensorsSilent { .. } => "sensors_silent",
@@ -379,9 +394,17 @@ impl core::fmt::Display for Event {
                 theirs.patch
             ),
             EventKind::ConfigMismatch { peer, theirs } => {
-                write!(f, "{} runs configuration revision {theirs}", peer.as_str())
+                write!(
+                    f,
+                    "{} runs configuration revision {theirs:016x}",
+                    peer.as_str()
+                )
             }
             EventKind::ReloadRequested => f.write_str("reload requested"),
+            EventKind::SettingsReloaded { revision, changed } => {
+                write!(f, "settings reloaded, revision {revision:016x}: {changed}")
+            }
+            EventKind::SettingsRefused { reason } => write!(f, "settings refused: {reason}"),
             EventKind::MembersChanged { members } => write!(f, "{members} members now"),
             EventKind::MembersRefused => f.write_str("new member list refused"),
             EventKind::SensorsSilent { last_ms } => write!(

@@ -70,6 +70,90 @@ fn reload_changes_settings_in_place() {
     );
 }
 
+/// The settings `config(_, 2)` runs, as a block would carry them, under `revision`.
+fn settings(revision: u64) -> ha_proto::config_block::HaSettings {
+    let c = config(0, 2);
+    ha_proto::config_block::HaSettings {
+        revision,
+        encrypt: c.encrypt,
+        backup_link: c.links == 2,
+        timers: c.timers.profile,
+        domains: heapless::Vec::from_slice(&c.domains).unwrap(),
+        aggregate: c.quality.aggregate,
+        tpm_included: c.quality.tpm_included,
+        weights: c.quality.weights,
+    }
+}
+
+#[test]
+fn settings_from_the_main_cpu_apply_in_place_and_a_new_domain_list_is_refused() {
+    use ha_proto::msg::host::HostMsg;
+    use ha_proto::sensor::{SensorKind, SensorReading};
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    let passive = 1 - (0..2).find(|&i| c.role(i) == Role::Active).unwrap();
+    // A failed PSU beside a working fan: the hardware part is their weights' share.
+    let readings = [
+        SensorReading {
+            kind: SensorKind::Psu,
+            index: 0,
+            ok: false,
+        },
+        SensorReading {
+            kind: SensorKind::Fan,
+            index: 0,
+            ok: true,
+        },
+    ];
+    c.with(passive, |a, now| a.handle_sensor_report(now, &readings));
+    c.run_until(400);
+    assert_eq!(c.a(passive).status().me.quality, 50, "equal weights");
+
+    // The PSU weighs three times the fan now: the quality follows, nobody swaps.
+    let mut heavier = settings(0xABCD);
+    heavier.weights.psu = 300;
+    c.with(passive, |a, now| {
+        a.handle_host(now, HostMsg::Settings(heavier))
+    });
+    c.run_until(600);
+    let me = c.a(passive).status().me;
+    assert_eq!(me.quality, 25);
+    assert_eq!(me.config_revision, 0xABCD);
+    assert_eq!(c.role(passive), Role::Passive, "a reload is not a swap");
+    assert_eq!(c.role(1 - passive), Role::Active);
+    let applied = c.events_of(passive);
+    assert!(
+        applied.contains(&EventKind::SettingsReloaded {
+            revision: 0xABCD,
+            changed: ha_agent::config::SettingsChanges(ha_agent::config::SettingsChanges::QUALITY),
+        }),
+        "{applied:?}"
+    );
+    // The peer sees the new revision, and that the two members differ.
+    let peer = c.a(1 - passive).status();
+    assert_eq!(peer.peers[0].config_revision, 0xABCD);
+    assert!(!peer.me.config_synced);
+
+    // A second domain needs a restart: refused, and nothing changes.
+    let mut wider = settings(0xBEEF);
+    wider
+        .domains
+        .push(ha_proto::config_block::DomainEntry {
+            id: 1,
+            preferred: None,
+        })
+        .unwrap();
+    c.with(passive, |a, now| {
+        a.handle_host(now, HostMsg::Settings(wider))
+    });
+    c.run_until(700);
+    let me = c.a(passive).status().me;
+    assert_eq!((me.quality, me.config_revision), (25, 0xABCD));
+    assert!(c.events_of(passive).contains(&EventKind::SettingsRefused {
+        reason: ConfigError::ReloadNeedsRestart
+    }));
+}
+
 #[test]
 fn a_failed_member_is_removed_and_its_replacement_joins() {
     // SN000 and SN001 form the cluster; SN002 is the replacement (provisioned with SN000).

@@ -149,10 +149,12 @@ fn every_block_field_reaches_the_configuration() {
     for k in SensorKind::ALL {
         assert_eq!(c.quality.weights.of(k), b.weights.of(k), "{k:?}");
     }
+    // The revision is the block's digest of its shared settings.
+    assert_eq!(c.config_revision, b.revision());
+    assert_ne!(c.config_revision, 0);
     // The shell's own values, and what the block does not hold.
     assert_eq!(c.model.as_str(), "model-x");
     assert_eq!(c.firmware, FW);
-    assert_eq!(c.config_revision, 0);
     assert_eq!(c.sensor_timeout_ms, DEFAULT_SENSOR_TIMEOUT_MS);
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The exit codes, listed under `hactl --help`.
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad command line, \
@@ -32,6 +32,10 @@ pub(crate) enum Cmd {
     Psk(PskCmd),
     /// Write a member's flash configuration block to an image file (mode 0600).
     Provision(ProvisionArgs),
+    /// Change the HA settings in a configuration image in place (timers, weights, aggregate
+    /// rule, TPM, preferred members, encryption, backup link); its serial, key and members
+    /// stay. Prints what changed; `hactl reload` then applies it on the running member.
+    Settings(SettingsArgs),
     /// Show what a configuration image holds (never the key, only its fingerprint).
     Inspect {
         /// The image file.
@@ -68,8 +72,15 @@ pub(crate) enum Cmd {
     Passive,
     /// Remove any forcing: the election decides again.
     Reset,
-    /// Reload the HA settings.
-    Reload,
+    /// Apply the HA settings of this member's configuration image (written again with
+    /// `hactl provision --force`) without a restart or a swap: timers, weights, aggregate
+    /// rule, TPM, preferred members, encryption, backup link. Prints what changed; refuses,
+    /// changing nothing, what needs another command (key, members, domain list)
+    Reload {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Freeze this member's HA decisions (no role change) for a bounded time; they resume by
     /// themselves. With a command after `--`, pause, run it (no shell), then resume: e.g.
     /// `hactl pause --seconds 60 -- nft -f /etc/nftables.conf` around a policy reload.
@@ -327,6 +338,45 @@ pub(crate) struct ProvisionArgs {
     /// Replace an existing image.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+/// A switch given on the command line: `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnOff {
+    /// Switched on.
+    On,
+    /// Switched off.
+    Off,
+}
+
+/// Options of `hactl settings`: each given option replaces that setting, the others stay.
+#[derive(Args)]
+pub(crate) struct SettingsArgs {
+    /// The image file (the daemon's `config_block`).
+    pub(crate) file: PathBuf,
+    /// Timer profile: default, fast or custom:INTERVAL_MS:MISS_LIMIT.
+    #[arg(long)]
+    pub(crate) timers: Option<String>,
+    /// Hardware weight KIND=WEIGHT (disk, raid, tpm, psu, fan, module; 0..=9999); repeat.
+    #[arg(long = "weight")]
+    pub(crate) weights: Vec<String>,
+    /// When an aggregate counts as down: all-down or any-down.
+    #[arg(long)]
+    pub(crate) aggregate: Option<String>,
+    /// Count the TPM in the quality factor.
+    #[arg(long, value_enum)]
+    pub(crate) tpm: Option<OnOff>,
+    /// Encrypt member frames (AEAD) instead of authenticating only.
+    #[arg(long, value_enum)]
+    pub(crate) encrypt: Option<OnOff>,
+    /// The backup HA link (serial line) is wired.
+    #[arg(long, value_enum)]
+    pub(crate) backup_link: Option<OnOff>,
+    /// The domain list, as ID or ID=SERIAL (SERIAL is active when qualities are equal);
+    /// repeat for each. A running member takes new preferred members; other ids need a
+    /// restart.
+    #[arg(long = "domain")]
+    pub(crate) domains: Vec<String>,
 }
 
 /// The options of an event log (the daemon's, the configuration-sync service's).

@@ -13,6 +13,7 @@ pub mod provision;
 pub mod pskfile;
 pub mod render;
 pub mod rotation;
+pub mod settings;
 pub mod strength;
 pub mod update;
 

@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser};
 use ha_mgmt_api::{Reply, Request};
 use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
-use hactl::{inspect, provision, pskfile, render, rotation, strength, update};
+use hactl::{inspect, provision, pskfile, render, rotation, settings, strength, update};
 
 mod cli;
 
@@ -75,6 +75,7 @@ fn human(r: &Reply) -> Option<String> {
         Reply::Diff(d) => render::diff(d),
         Reply::Synctest(s) => render::synctest(s),
         Reply::Rotate(r) => render::rotate(r),
+        Reply::Reloaded(r) => render::reloaded(r),
         Reply::Error(e) => format!("error: {}\n", e.message),
     })
 }
@@ -122,7 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Active => live(socket, Request::Active, false, human).map(drop),
         Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
         Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),
-        Cmd::Reload => live(socket, Request::Reload, false, human).map(drop),
+        Cmd::Reload { json } => live(socket, Request::Reload, json, human).map(drop),
         Cmd::Pause { seconds, command } => {
             live(socket, Request::Pause { seconds }, false, human)?;
             let Some((program, args)) = command.split_first() else {
@@ -471,6 +472,23 @@ fn run(cli: Cli) -> Result<()> {
                 block.serial,
                 a.out.display()
             );
+            Ok(())
+        }
+        Cmd::Settings(a) => {
+            let switch = |v: Option<cli::OnOff>| match v {
+                None => settings::Switch::Keep,
+                Some(v) => settings::Switch::Set(v == cli::OnOff::On),
+            };
+            let edit = settings::Edit {
+                timers: a.timers,
+                weights: a.weights,
+                aggregate: a.aggregate,
+                tpm: switch(a.tpm),
+                encrypt: switch(a.encrypt),
+                backup_link: switch(a.backup_link),
+                domains: a.domains,
+            };
+            print!("{}", settings::run(&a.file, &edit)?);
             Ok(())
         }
         Cmd::Inspect { file, json } => {

@@ -128,66 +128,10 @@ impl Plan {
                 })
                 .map_err(|_| refused(format!("at most {MAX_MEMBERS} members")))?;
         }
-        let mut domains = heapless::Vec::<DomainEntry, MAX_DOMAINS>::new();
-        let specs: Vec<&str> = if self.domains.is_empty() {
-            vec!["0"]
-        } else {
-            self.domains.iter().map(String::as_str).collect()
-        };
-        for d in specs {
-            let (id, pref) = match d.split_once('=') {
-                Some((id, s)) => (id, Some(serial(s)?)),
-                None => (d, None),
-            };
-            let id: u8 = id
-                .parse()
-                .map_err(|_| refused(format!("bad --domain {d:?}: ID or ID=SERIAL expected")))?;
-            domains
-                .push(DomainEntry {
-                    id,
-                    preferred: pref,
-                })
-                .map_err(|_| refused(format!("at most {MAX_DOMAINS} domains")))?;
-        }
-        let aggregate = match self.aggregate.as_str() {
-            "all-down" => AggregateRule::AllDown,
-            "any-down" => AggregateRule::AnyDown,
-            a => {
-                return Err(refused(format!(
-                    "bad --aggregate {a:?}: all-down or any-down"
-                )))
-            }
-        };
+        let domains = parse_domains(&self.domains)?;
+        let aggregate = parse_aggregate(&self.aggregate)?;
         let mut weights = HwWeights::default();
-        for w in &self.weights {
-            let (k, v) = w
-                .split_once('=')
-                .ok_or_else(|| refused(format!("bad --weight {w:?}: KIND=WEIGHT expected")))?;
-            let v: u16 = v
-                .parse()
-                .ok()
-                .filter(|v| *v <= ha_proto::config_block::MAX_WEIGHT)
-                .ok_or_else(|| {
-                    refused(format!(
-                        "bad --weight {w:?}: weights must be 0–{}",
-                        ha_proto::config_block::MAX_WEIGHT
-                    ))
-                })?;
-            let slot = match k {
-                "disk" => &mut weights.disk,
-                "raid" => &mut weights.raid,
-                "tpm" => &mut weights.tpm,
-                "psu" => &mut weights.psu,
-                "fan" => &mut weights.fan,
-                "module" => &mut weights.module,
-                _ => {
-                    return Err(refused(format!(
-                        "bad --weight kind {k:?}: disk, raid, tpm, psu, fan or module"
-                    )))
-                }
-            };
-            *slot = v;
-        }
+        apply_weights(&mut weights, &self.weights)?;
         let block = ConfigBlock {
             serial: serial(&self.serial)?,
             cluster_id: self.cluster_id,
@@ -203,19 +147,95 @@ impl Plan {
             weights,
             psk,
         };
-        check_names(&block)?;
-        block
-            .validate()
-            .map_err(|e| refused(format!("refused: {e}")))?;
-        // What the member's firmware checks at boot, with the same reason: a block it would
-        // refuse is never written (the member would stay off with one log line).
-        ha_agent::config::firmware_accepts(&block).map_err(|e| {
-            refused(format!(
-                "refused: the member's firmware would not start: {e}"
-            ))
-        })?;
+        check(&block)?;
         Ok(block)
     }
+}
+
+/// Every check a written block passes: the names, the block's own validation and what the
+/// member's firmware checks at boot, with the same reason (a block it would refuse is never
+/// written: the member would stay off with one log line).
+pub fn check(block: &ConfigBlock) -> Result<()> {
+    check_names(block)?;
+    block
+        .validate()
+        .map_err(|e| refused(format!("refused: {e}")))?;
+    ha_agent::config::firmware_accepts(block).map_err(|e| {
+        refused(format!(
+            "refused: the member's firmware would not start: {e}"
+        ))
+    })
+}
+
+/// Parses `--domain` values (`ID` or `ID=SERIAL`); none means domain 0 with no preference.
+pub fn parse_domains(given: &[String]) -> Result<heapless::Vec<DomainEntry, MAX_DOMAINS>> {
+    let mut domains = heapless::Vec::<DomainEntry, MAX_DOMAINS>::new();
+    let specs: Vec<&str> = if given.is_empty() {
+        vec!["0"]
+    } else {
+        given.iter().map(String::as_str).collect()
+    };
+    for d in specs {
+        let (id, pref) = match d.split_once('=') {
+            Some((id, s)) => (id, Some(serial(s)?)),
+            None => (d, None),
+        };
+        let id: u8 = id
+            .parse()
+            .map_err(|_| refused(format!("bad --domain {d:?}: ID or ID=SERIAL expected")))?;
+        domains
+            .push(DomainEntry {
+                id,
+                preferred: pref,
+            })
+            .map_err(|_| refused(format!("at most {MAX_DOMAINS} domains")))?;
+    }
+    Ok(domains)
+}
+
+/// Parses `--aggregate`: `all-down` or `any-down`.
+pub fn parse_aggregate(s: &str) -> Result<AggregateRule> {
+    match s {
+        "all-down" => Ok(AggregateRule::AllDown),
+        "any-down" => Ok(AggregateRule::AnyDown),
+        a => Err(refused(format!(
+            "bad --aggregate {a:?}: all-down or any-down"
+        ))),
+    }
+}
+
+/// Applies `--weight KIND=WEIGHT` values to `weights`.
+pub fn apply_weights(weights: &mut HwWeights, specs: &[String]) -> Result<()> {
+    for w in specs {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| refused(format!("bad --weight {w:?}: KIND=WEIGHT expected")))?;
+        let v: u16 = v
+            .parse()
+            .ok()
+            .filter(|v| *v <= ha_proto::config_block::MAX_WEIGHT)
+            .ok_or_else(|| {
+                refused(format!(
+                    "bad --weight {w:?}: weights must be 0–{}",
+                    ha_proto::config_block::MAX_WEIGHT
+                ))
+            })?;
+        let slot = match k {
+            "disk" => &mut weights.disk,
+            "raid" => &mut weights.raid,
+            "tpm" => &mut weights.tpm,
+            "psu" => &mut weights.psu,
+            "fan" => &mut weights.fan,
+            "module" => &mut weights.module,
+            _ => {
+                return Err(refused(format!(
+                    "bad --weight kind {k:?}: disk, raid, tpm, psu, fan or module"
+                )))
+            }
+        };
+        *slot = v;
+    }
+    Ok(())
 }
 
 /// The member and domain lists name each other consistently, said in the options' terms

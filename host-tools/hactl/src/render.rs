@@ -18,6 +18,34 @@ pub fn word<T: Serialize>(v: &T) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// A configuration revision as the status table shows it: its first 8 hex digits (the whole
+/// revision is in `--json` and in `hactl reload`'s answer).
+pub fn revision_short(r: u64) -> String {
+    format!("{:08x}", r >> 32)
+}
+
+/// `hactl reload`: the revision now running and what changed.
+pub fn reloaded(r: &ha_mgmt_api::ReloadReport) -> String {
+    let mut s = String::new();
+    if r.changes.is_empty() {
+        let _ = writeln!(
+            s,
+            "reloaded: nothing changed, revision {:016x} runs already",
+            r.revision
+        );
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "reloaded: revision {:016x} (was {:016x}), applied in place without a swap:",
+        r.revision, r.previous_revision
+    );
+    for c in &r.changes {
+        let _ = writeln!(s, "  {c}");
+    }
+    s
+}
+
 /// `hactl info`: the banner, then one row per member (SPEC E1); `verbose` adds counters.
 pub fn info(i: &ClusterInfo, verbose: bool) -> String {
     let mut s = String::new();
@@ -57,7 +85,7 @@ pub fn info(i: &ClusterInfo, verbose: bool) -> String {
             m.priority,
             m.firmware,
             links.join(" "),
-            m.config_revision,
+            revision_short(m.config_revision),
             sync_word(m.config_sync.state),
             since_s(m.mode_since)
         );

@@ -334,3 +334,110 @@ fn completions_and_the_manual_page_cover_every_command() {
     let help = hactl(&["--help"], b"");
     assert!(!String::from_utf8_lossy(&help.stdout).contains("SPEC"));
 }
+
+/// `hactl settings` changes the HA settings of an image in place and says what changed; the
+/// serial, the key and the members stay; a refused value writes nothing; the same settings
+/// on both members give the same revision.
+#[test]
+fn settings_edit_an_image_in_place_and_refused_values_change_nothing() {
+    use ha_proto::config_block::{ConfigBlock, TimerProfile};
+    let (dir, key) = generated_key();
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    for (serial, out) in [("SN-A", &a), ("SN-B", &b)] {
+        assert!(provision_with(key.to_str().unwrap(), serial, out, &[])
+            .status
+            .success());
+    }
+    let read = |p: &std::path::Path| ConfigBlock::decode(&std::fs::read(p).unwrap()).unwrap();
+    let before = read(&a);
+    assert_eq!(
+        before.revision(),
+        read(&b).revision(),
+        "one cluster, one revision"
+    );
+
+    let o = hactl(
+        &[
+            "settings",
+            a.to_str().unwrap(),
+            "--weight",
+            "fan=700",
+            "--timers",
+            "fast",
+            "--domain",
+            "0=SN-B",
+            "--tpm",
+            "on",
+        ],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for line in [
+        "timers: default → fast",
+        "weights: fan 100 → 700",
+        "TPM counted: off → on",
+        "domain 0 preferred member: none → SN-B",
+        "hactl reload",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let after = read(&a);
+    assert_eq!(after.timers, TimerProfile::Fast);
+    assert_eq!(after.weights.fan, 700);
+    assert!(after.tpm_included);
+    assert_eq!(
+        (after.serial, after.key_id, &after.members),
+        (before.serial, before.key_id, &before.members)
+    );
+    assert_eq!(after.psk_fingerprint(), before.psk_fingerprint());
+    assert_ne!(after.revision(), before.revision());
+    assert_eq!(
+        read(&b).revision(),
+        before.revision(),
+        "the other image is untouched"
+    );
+
+    // Refused values: nothing written, the reason and the limit said.
+    let image = std::fs::read(&a).unwrap();
+    for (args, want) in [
+        (&["--weight", "fan=10000"][..], "weights must be 0–9999"),
+        (&["--timers", "slow"][..], "bad timer profile"),
+        (&["--domain", "0=SN-C"][..], "SN-C is not in --member"),
+        (&["--aggregate", "some"][..], "all-down or any-down"),
+    ] {
+        let mut all = vec!["settings", a.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let o = hactl(&all, b"");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&a).unwrap(), image, "{args:?} wrote");
+    }
+    // The same edit on the peer's image: the revisions agree again.
+    let o = hactl(
+        &[
+            "settings",
+            b.to_str().unwrap(),
+            "--weight",
+            "fan=700",
+            "--timers",
+            "fast",
+            "--domain",
+            "0=SN-B",
+            "--tpm",
+            "on",
+        ],
+        b"",
+    );
+    assert!(o.status.success());
+    assert_eq!(read(&b).revision(), read(&a).revision());
+    // Nothing to change is said, and exits 0.
+    let o = hactl(&["settings", a.to_str().unwrap(), "--tpm", "on"], b"");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to change"));
+}

@@ -190,6 +190,8 @@ pub enum Reply {
     Synctest(SynctestReport),
     /// Answer to the PSK rotation requests.
     Rotate(RotateReport),
+    /// The HA settings were reloaded (`hactl reload`): what changed.
+    Reloaded(ReloadReport),
     /// The request failed.
     Error(ApiError),
 }
@@ -199,6 +201,19 @@ impl Reply {
     pub fn is_final(&self) -> bool {
         !matches!(self, Reply::Event(_) | Reply::Progress(_))
     }
+}
+
+/// What a reload changed (`Request::Reload`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The configuration revision the controller runs now (the block's digest of the
+    /// settings every member must share; equal revisions mean equal settings).
+    pub revision: u64,
+    /// The revision it ran before.
+    pub previous_revision: u64,
+    /// Each change applied, one line each, e.g. `weights: psu 100 → 300`; empty when the
+    /// block held the settings already running.
+    pub changes: Vec<String>,
 }
 
 /// Why a request failed.

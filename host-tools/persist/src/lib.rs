@@ -10,6 +10,8 @@
 //!   would repeat).
 #![warn(missing_docs)]
 
+pub mod block_diff;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;

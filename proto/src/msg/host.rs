@@ -11,6 +11,7 @@ use super::{
     FirmwareVersion, Forced, LinkState, Role, Serial, IFACE_NAME_LEN, MAX_DOMAINS, MAX_HA_LINKS,
     MAX_IFACES, MAX_MEMBERS,
 };
+use crate::config_block::HaSettings;
 use crate::keys::KEY_LEN;
 
 /// Every message on the host link, in both directions.
@@ -105,6 +106,11 @@ pub enum HostMsg {
     /// heard and sent to) and answers with a [`HostMsg::Status`]; a list without this member
     /// or with a duplicate is ignored (the status shows the unchanged list).
     Members(Vec<MemberEntry, MAX_MEMBERS>),
+    /// Main CPU → controller: apply these HA settings now, without a restart (`hactl
+    /// reload`). The controller answers with a [`HostMsg::Status`] carrying the new
+    /// revision when it took them, or the old one and a `settings_refused` event when not
+    /// (e.g. the domain list changed: that needs a restart).
+    Settings(HaSettings),
 }
 
 /// One domain's role in [`HostMsg::Roles`], named by domain id
@@ -155,7 +161,8 @@ impl HostMsg {
             | HostMsg::InstallKey { .. }
             | HostMsg::UseKey { .. }
             | HostMsg::RetireKey { .. }
-            | HostMsg::Members(_) => Direction::ToController,
+            | HostMsg::Members(_)
+            | HostMsg::Settings(_) => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

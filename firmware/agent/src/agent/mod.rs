@@ -432,6 +432,25 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
                 self.out.push(Pending::Status);
             }
+            HostMsg::Settings(settings) => {
+                let result = match self.cfg.clone().with_settings(&settings) {
+                    Ok(new) => {
+                        let changed = self.cfg.changes_to(&new);
+                        self.reload(now_ms, new).map(|()| changed)
+                    }
+                    // More domains than this agent holds: the domain list changed.
+                    Err(_) => Err(ConfigError::ReloadNeedsRestart),
+                };
+                let kind = match result {
+                    Ok(changed) => EventKind::SettingsReloaded {
+                        revision: settings.revision,
+                        changed,
+                    },
+                    Err(reason) => EventKind::SettingsRefused { reason },
+                };
+                self.out.event(self.now, kind);
+                self.out.push(Pending::Status);
+            }
             // Messages the controller sends, not receives.
             HostMsg::Roles(_)
             | HostMsg::ProbeRequest { .. }
