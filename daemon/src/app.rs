@@ -495,6 +495,7 @@ fn run_with(
         .with_resync(resync)
         .with_drain(drain)
         .with_block_path(Some(cfg.config_block.clone()))
+        .with_daemon_config(cfg.clone())
         .with_sync_keys(Some(sync_keys))
         .spawn(&cfg.mgmt_socket, stop.clone())
         .map_err(|e| format!("management socket {}: {e}", cfg.mgmt_socket.display()))?;

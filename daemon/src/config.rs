@@ -116,6 +116,10 @@ pub struct DaemonConfig {
     /// The other members.
     #[serde(default)]
     pub peer: Vec<PeerConfig>,
+    /// The file this configuration was read from ([`DaemonConfig::load`]); `hactl reload`
+    /// reads it again. Not a setting.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_baud() -> u32 {
@@ -332,7 +336,103 @@ impl DaemonConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_path_buf(), e))?;
-        Self::parse(&text)
+        let mut c = Self::parse(&text)?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// What reloading `new` over this configuration does: one line per monitored interface
+    /// added, removed or changed (applied at once), and the names of the other settings that
+    /// changed (they apply at the daemon's next restart: sockets, threads and the data path
+    /// are set up once).
+    pub fn reload_plan(&self, new: &DaemonConfig) -> (Vec<String>, Vec<&'static str>) {
+        let mut applied = Vec::new();
+        let word = |m: &MonitoredIface| match m.aggregate {
+            Some(a) => format!("weight {}, aggregate {a}", m.weight),
+            None => format!("weight {}", m.weight),
+        };
+        for m in &self.monitor {
+            match new.monitor.iter().find(|n| n.name == m.name) {
+                None => applied.push(format!("monitor {}: removed", m.name)),
+                Some(n) if n.aggregate == m.aggregate && n.weight != m.weight => applied.push(
+                    format!("monitor {}: weight {} → {}", m.name, m.weight, n.weight),
+                ),
+                Some(n) if n != m => {
+                    applied.push(format!("monitor {}: {} → {}", m.name, word(m), word(n)))
+                }
+                Some(_) => {}
+            }
+        }
+        for n in &new.monitor {
+            if !self.monitor.iter().any(|m| m.name == n.name) {
+                applied.push(format!("monitor {}: added ({})", n.name, word(n)));
+            }
+        }
+        if applied.is_empty() && self.monitor != new.monitor {
+            applied.push("monitor: order changed".into());
+        }
+        // Every field is named here, so a new setting cannot be forgotten below.
+        let DaemonConfig {
+            config_block: _,
+            host_link: _,
+            serial: _,
+            baud: _,
+            mgmt_socket: _,
+            state_dir: _,
+            interfaces_period_ms: _,
+            garp_period_ms: _,
+            bounce_on_swap_ms: _,
+            monitor: _,
+            table: _,
+            datapath: _,
+            metrics_listen: _,
+            forward: _,
+            sync: _,
+            peer: _,
+            source: _,
+        } = new;
+        // Debug output compares the nested settings without requiring every type to
+        // implement equality.
+        let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
+        let later = [
+            ("config_block", d(&self.config_block), d(&new.config_block)),
+            ("host_link", d(&self.host_link), d(&new.host_link)),
+            ("serial", d(&self.serial), d(&new.serial)),
+            ("baud", d(&self.baud), d(&new.baud)),
+            ("mgmt_socket", d(&self.mgmt_socket), d(&new.mgmt_socket)),
+            ("state_dir", d(&self.state_dir), d(&new.state_dir)),
+            (
+                "interfaces_period_ms",
+                d(&self.interfaces_period_ms),
+                d(&new.interfaces_period_ms),
+            ),
+            (
+                "garp_period_ms",
+                d(&self.garp_period_ms),
+                d(&new.garp_period_ms),
+            ),
+            (
+                "bounce_on_swap_ms",
+                d(&self.bounce_on_swap_ms),
+                d(&new.bounce_on_swap_ms),
+            ),
+            ("table", d(&self.table), d(&new.table)),
+            ("datapath", d(&self.datapath), d(&new.datapath)),
+            (
+                "metrics_listen",
+                d(&self.metrics_listen),
+                d(&new.metrics_listen),
+            ),
+            ("forward", d(&self.forward), d(&new.forward)),
+            ("sync", d(&self.sync), d(&new.sync)),
+            ("peer", d(&self.peer), d(&new.peer)),
+        ];
+        let restart = later
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(name, _, _)| name)
+            .collect();
+        (applied, restart)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

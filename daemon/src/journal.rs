@@ -16,9 +16,11 @@ const INFO: u8 = 6;
 pub fn priority(name: &str) -> u8 {
     match name {
         "peer_lost" | "peer_unreachable" | "all_links_down" | "link_down" | "collision"
-        | "version_mismatch" | "config_mismatch" | "members_refused" => WARNING,
+        | "version_mismatch" | "config_mismatch" | "members_refused" | "settings_refused" => {
+            WARNING
+        }
         "role_changed" | "forcing_changed" | "key_rotation" | "paused" | "resumed"
-        | "peer_found" | "peer_restarted" | "members_changed" => NOTICE,
+        | "peer_found" | "peer_restarted" | "members_changed" | "settings_reloaded" => NOTICE,
         _ => INFO,
     }
 }

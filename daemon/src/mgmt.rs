@@ -56,6 +56,8 @@ pub struct MgmtServer {
     /// The block whose settings the controller runs, as far as this daemon knows: read at
     /// start, replaced by every reload, membership change and key rollover it makes.
     applied: Arc<Mutex<Option<ConfigBlock>>>,
+    /// The daemon's configuration as it runs (its file is read again by a reload).
+    daemon_cfg: Option<Arc<Mutex<crate::config::DaemonConfig>>>,
     sync_keys: Option<SyncKeyHook>,
 }
 
@@ -69,6 +71,7 @@ impl MgmtServer {
             drain: None,
             block_path: None,
             applied: Arc::new(Mutex::new(None)),
+            daemon_cfg: None,
             sync_keys: None,
         }
     }
@@ -97,6 +100,13 @@ impl MgmtServer {
         let block = path.as_deref().and_then(|p| ha_persist::read_block(p).ok());
         self.set_applied_block_opt(block);
         self.block_path = path;
+        self
+    }
+
+    /// The daemon's configuration as it runs: `hactl reload` reads its file
+    /// ([`crate::config::DaemonConfig::source`]) again and applies the monitored interfaces.
+    pub fn with_daemon_config(mut self, cfg: crate::config::DaemonConfig) -> Self {
+        self.daemon_cfg = Some(Arc::new(Mutex::new(cfg)));
         self
     }
 

@@ -101,6 +101,9 @@ pub struct Shared {
     pub forwarding: ForwardingRole,
     /// Sequence number of the controller's last event (a jump shows lost events).
     pub last_event_seq: Option<u32>,
+    /// A new list of monitored interfaces from `hactl reload`, taken (and reported to the
+    /// controller at once) by the host loop.
+    pub monitor_update: Option<Vec<crate::links::MonitoredIface>>,
     /// When each HA link towards a peer last changed state (Unix ms), by (peer serial,
     /// link index 0 main / 1 backup), from the controller's link events.
     pub link_since: BTreeMap<(String, usize), u64>,
@@ -394,6 +397,12 @@ impl HostLoop {
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(m) = self.outbox.try_recv() {
                 link.send(&m)?;
+            }
+            let update = self.lock_shared().monitor_update.take();
+            if let Some(ifaces) = update {
+                self.ifaces = ifaces;
+                self.send_interfaces(link, monitor)?;
+                st.last_report = Some(Instant::now());
             }
             // A probe's answer is due at its deadline, not at the next tick.
             let wait = st

@@ -303,43 +303,48 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
             any::<u64>(),
             any::<[bool; 4]>(),
             (any::<u32>(), any::<u8>(), 0u8..3),
-            vec((any::<u8>(), proptest::option::of(serial())), 0..=MAX_DOMAINS),
+            vec(
+                (any::<u8>(), proptest::option::of(serial())),
+                0..=MAX_DOMAINS
+            ),
             any::<[u16; 6]>(),
         )
-            .prop_map(|(revision, flags, (interval_ms, miss_limit, which), domains, w)| {
-                use ha_proto::config_block::*;
-                HostMsg::Settings(HaSettings {
-                    revision,
-                    encrypt: flags[0],
-                    backup_link: flags[1],
-                    timers: match which {
-                        0 => TimerProfile::Default,
-                        1 => TimerProfile::Fast,
-                        _ => TimerProfile::Custom {
-                            interval_ms,
-                            miss_limit,
+            .prop_map(
+                |(revision, flags, (interval_ms, miss_limit, which), domains, w)| {
+                    use ha_proto::config_block::*;
+                    HostMsg::Settings(HaSettings {
+                        revision,
+                        encrypt: flags[0],
+                        backup_link: flags[1],
+                        timers: match which {
+                            0 => TimerProfile::Default,
+                            1 => TimerProfile::Fast,
+                            _ => TimerProfile::Custom {
+                                interval_ms,
+                                miss_limit,
+                            },
                         },
-                    },
-                    domains: domains
-                        .into_iter()
-                        .map(|(id, preferred)| DomainEntry { id, preferred })
-                        .collect(),
-                    aggregate: if flags[2] {
-                        AggregateRule::AnyDown
-                    } else {
-                        AggregateRule::AllDown
-                    },
-                    tpm_included: flags[3],
-                    weights: HwWeights {
-                        disk: w[0],
-                        raid: w[1],
-                        tpm: w[2],
-                        psu: w[3],
-                        fan: w[4],
-                        module: w[5],
-                    },
-                })
-            }),
+                        domains: domains
+                            .into_iter()
+                            .map(|(id, preferred)| DomainEntry { id, preferred })
+                            .collect(),
+                        aggregate: if flags[2] {
+                            AggregateRule::AnyDown
+                        } else {
+                            AggregateRule::AllDown
+                        },
+                        tpm_included: flags[3],
+                        weights: HwWeights {
+                            disk: w[0],
+                            raid: w[1],
+                            tpm: w[2],
+                            psu: w[3],
+                            fan: w[4],
+                            module: w[5],
+                        },
+                    })
+                }
+            ),
     ]
 }
 

@@ -4,7 +4,10 @@
 //! which applies them in place, without a restart or a swap, and confirms with a status
 //! carrying the new revision. What a running member cannot take (serial, cluster id, key,
 //! state-sync port, the domain list, the member list) is refused with the command that does
-//! it, and nothing changes.
+//! it, and nothing changes. The daemon's own configuration file is read again too: the
+//! monitored interfaces (names, weights, aggregates) apply at once (the host loop reports
+//! them to the controller, whose quality factor follows); other changed settings are named
+//! as pending until the daemon restarts.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use ha_proto::config_block::ConfigBlock;
 use ha_proto::msg::host::HostMsg;
 
 use super::{err, MgmtServer};
+use crate::config::DaemonConfig;
 use crate::runtime::{unix_ms, Shared};
 
 /// Times the settings are sent when the controller's confirmation does not come: the host
@@ -32,8 +36,14 @@ fn running_revision(s: &Shared) -> Option<u64> {
 }
 
 impl MgmtServer {
-    /// Reloads the HA settings from the configuration block (see the module).
+    /// Reloads the HA settings from the configuration block and the monitored interfaces
+    /// from the daemon's configuration file (see the module). Both files are read and
+    /// checked before anything is applied: a broken one changes nothing.
     pub(super) fn reload(&self) -> Reply {
+        let daemon = match self.read_daemon_config() {
+            Ok(d) => d,
+            Err(reply) => return *reply,
+        };
         let Some(path) = self.block_path.clone() else {
             return err(
                 ErrorCode::Unsupported,
@@ -59,7 +69,7 @@ impl MgmtServer {
             );
         }
         let old = self.applied_block();
-        let changes = match &old {
+        let mut changes = match &old {
             Some(old) => {
                 if let Some(why) = needs_other_command(old, &new) {
                     return err(ErrorCode::Refused, format!("{why}; nothing was reloaded"));
@@ -80,11 +90,56 @@ impl MgmtServer {
             return *reply;
         }
         self.set_applied_block(new.clone());
+        let mut pending_restart = Vec::new();
+        if let Some((cfg, applied, later)) = daemon {
+            if !applied.is_empty() {
+                self.shared().monitor_update = Some(cfg.monitor.clone());
+                // The host loop takes it within a tick and reports the interfaces at once.
+                let taken = self.wait_for(|s| s.monitor_update.is_none());
+                changes.extend(applied);
+                if !taken {
+                    changes.push(
+                        "(the monitored interfaces reach the controller when the host link is \
+                         back)"
+                            .into(),
+                    );
+                }
+            }
+            pending_restart = later.into_iter().map(str::to_string).collect();
+            if let Some(running) = &self.daemon_cfg {
+                // Only the monitored interfaces took effect: the rest stays pending.
+                running.lock().unwrap_or_else(|p| p.into_inner()).monitor = cfg.monitor;
+            }
+        }
         Reply::Reloaded(ReloadReport {
             revision: new.revision(),
             previous_revision: previous,
             changes,
+            pending_restart,
         })
+    }
+
+    /// The daemon's configuration file read again, with what reloading it changes now and
+    /// what only at the next restart; `None` when the daemon did not start from a file.
+    #[allow(clippy::type_complexity)]
+    fn read_daemon_config(
+        &self,
+    ) -> Result<Option<(DaemonConfig, Vec<String>, Vec<&'static str>)>, Box<Reply>> {
+        let Some(running) = &self.daemon_cfg else {
+            return Ok(None);
+        };
+        let running = running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(path) = running.source.clone() else {
+            return Ok(None);
+        };
+        let new = DaemonConfig::load(&path).map_err(|e| {
+            Box::new(err(
+                ErrorCode::Refused,
+                format!("daemon configuration: {e}; nothing was reloaded"),
+            ))
+        })?;
+        let (applied, later) = running.reload_plan(&new);
+        Ok(Some((new, applied, later)))
     }
 
     /// Sends `block`'s HA settings to the controller and waits until its status reports the

@@ -24,6 +24,7 @@ pub fn event_kind(name: &str) -> Option<EventKind> {
         "config_mismatch" => EventKind::SyncFailure,
         "key_rotation" => EventKind::KeyRotation,
         "members_changed" | "members_refused" => EventKind::Members,
+        "settings_reloaded" | "settings_refused" | "reload_requested" => EventKind::Reload,
         _ => return None,
     })
 }

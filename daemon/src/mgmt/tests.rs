@@ -1046,3 +1046,90 @@ fn reload_says_so_when_the_controller_never_confirms() {
     drop(srv);
     assert!(ctl.join().expect("controller").is_empty());
 }
+
+#[test]
+fn reload_applies_the_monitored_interfaces_and_names_what_waits_for_a_restart() {
+    use ha_proto::config_block::{BLOCK_SIZE, ERASED};
+    let dir = tempfile::tempdir().expect("dir");
+    let block = dir.path().join("member.cfg");
+    let mut img = vec![ERASED; BLOCK_SIZE];
+    ha_hostlink::test_support::sample_cfg()
+        .encode(&mut img)
+        .expect("encode");
+    std::fs::write(&block, &img).expect("write");
+    let toml = |eth1_weight: u16, garp: u64, extra: &str| {
+        format!(
+            "config_block = {block:?}\nhost_link = \"/run/ha/host.sock\"\n\
+             garp_period_ms = {garp}\n\
+             [[monitor]]\nname = \"eth1\"\nweight = {eth1_weight}\n\
+             [[monitor]]\nname = \"eth2\"\n{extra}"
+        )
+    };
+    let file = dir.path().join("daemon.toml");
+    std::fs::write(&file, toml(100, 0, "")).expect("write");
+    let running = crate::config::DaemonConfig::load(&file).expect("config");
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = settings_controller(sh.clone(), rx, false);
+    // Plays the host loop's part: takes the new interface list.
+    let taker = {
+        let sh = sh.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            while std::time::Instant::now() < deadline {
+                if let Some(list) = sh.lock().expect("lock").monitor_update.take() {
+                    return Some(list);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        })
+    };
+    let srv = MgmtServer::new(sh.clone(), tx)
+        .with_block_path(Some(block.clone()))
+        .with_daemon_config(running);
+
+    // A broken file refuses the whole reload: nothing is sent, nothing applied.
+    std::fs::write(&file, "monitor = 7").expect("write");
+    let (_, r) = ask(&srv, Request::Reload);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::Refused
+            && e.message.contains("daemon configuration")),
+        "{r:?}"
+    );
+
+    // eth1 lighter, eth3 added: applied; the gratuitous ARP period waits for a restart.
+    std::fs::write(
+        &file,
+        toml(40, 500, "[[monitor]]\nname = \"eth3\"\naggregate = 1\n"),
+    )
+    .expect("write");
+    let (_, r) = ask(&srv, Request::Reload);
+    let Reply::Reloaded(rep) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        rep.changes,
+        [
+            "monitor eth1: weight 100 → 40",
+            "monitor eth3: added (weight 100, aggregate 1)"
+        ]
+    );
+    assert_eq!(rep.pending_restart, ["garp_period_ms"]);
+    let list = taker
+        .join()
+        .expect("taker")
+        .expect("the host loop got the list");
+    let names: Vec<(&str, u16)> = list.iter().map(|m| (m.name.as_str(), m.weight)).collect();
+    assert_eq!(names, [("eth1", 40), ("eth2", 100), ("eth3", 100)]);
+
+    // Again: the interfaces run already; the restart is still pending.
+    let (_, r) = ask(&srv, Request::Reload);
+    let Reply::Reloaded(rep) = r else {
+        panic!("{r:?}")
+    };
+    assert!(rep.changes.is_empty(), "{rep:?}");
+    assert_eq!(rep.pending_restart, ["garp_period_ms"]);
+    drop(srv);
+    assert_eq!(ctl.join().expect("controller").len(), 2);
+}

@@ -33,15 +33,22 @@ pub fn reloaded(r: &ha_mgmt_api::ReloadReport) -> String {
             "reloaded: nothing changed, revision {:016x} runs already",
             r.revision
         );
-        return s;
+    } else {
+        let _ = writeln!(
+            s,
+            "reloaded: revision {:016x} (was {:016x}), applied in place without a swap:",
+            r.revision, r.previous_revision
+        );
+        for c in &r.changes {
+            let _ = writeln!(s, "  {c}");
+        }
     }
-    let _ = writeln!(
-        s,
-        "reloaded: revision {:016x} (was {:016x}), applied in place without a swap:",
-        r.revision, r.previous_revision
-    );
-    for c in &r.changes {
-        let _ = writeln!(s, "  {c}");
+    if !r.pending_restart.is_empty() {
+        let _ = writeln!(
+            s,
+            "changed in the daemon's configuration, applied when the daemon restarts: {}",
+            r.pending_restart.join(", ")
+        );
     }
     s
 }

@@ -211,9 +211,14 @@ pub struct ReloadReport {
     pub revision: u64,
     /// The revision it ran before.
     pub previous_revision: u64,
-    /// Each change applied, one line each, e.g. `weights: psu 100 → 300`; empty when the
-    /// block held the settings already running.
+    /// Each change applied, one line each, e.g. `weights: psu 100 → 300` (the block) or
+    /// `monitor eth1: weight 100 → 50` (the daemon's configuration); empty when both held
+    /// the settings already running.
     pub changes: Vec<String>,
+    /// Settings of the daemon's configuration that changed but apply only when the daemon
+    /// restarts (e.g. `forward`, `sync`).
+    #[serde(default)]
+    pub pending_restart: Vec<String>,
 }
 
 /// Why a request failed.
@@ -503,6 +508,9 @@ pub enum EventKind {
     /// Events of the controller that never reached the daemon (a gap in their sequence
     /// numbers: its ring overflowed, or the host link was down).
     EventsLost,
+    /// HA settings reloaded in place (the detail lists what changed), or new ones refused
+    /// (the detail says why).
+    Reload,
 }
 
 /// One event of the log.

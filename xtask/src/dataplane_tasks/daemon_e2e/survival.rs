@@ -10,7 +10,7 @@ use super::env::{
     Load,
 };
 use super::setup::Setup;
-use super::{commands, config_sync_phase, replace, update, Opts};
+use super::{commands, config_sync_phase, reload, replace, update, Opts};
 use crate::util::{run, Result};
 
 /// The tcp-survival scenario on a set-up cluster: the planned swap, the rolling update, the
@@ -133,6 +133,12 @@ pub(super) fn run_phases(
     // The operator's other commands on the running cluster, and a planned swap the other
     // way (`hactl active` on the passive, which first resynchronizes the table).
     let active = commands::commands_phase(b, &serials, &socks, still, &mut load)?;
+
+    // `hactl reload` on the running cluster: a weight changed in place, seen in the quality
+    // factor, no swap (QEMU members: their board simulators fail a fan).
+    if firmware.is_some() {
+        reload::reload_phase(env, b, dir, &serials, &members, &socks, active, &mut load)?;
+    }
 
     // The members form a cluster (membership document) before the crash; after it the dead
     // member is removed and a replacement joins (QEMU controllers only).
