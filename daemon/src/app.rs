@@ -34,8 +34,9 @@ use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
 pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
 /// How often the sync thread runs the engine's timers when nothing arrives.
 pub const SYNC_TICK: Duration = Duration::from_millis(2);
-/// How often the sync thread copies the engine's counters for the management API.
-pub const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+/// How often the sync thread copies the engine's counters for the management API (a few
+/// map entries: cheap; often enough that `hactl forwarding`'s table size follows a sync).
+pub const COUNTERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Polls `state` of the sync plane every 5 ms, from `start`, until it is done, no peer is
 /// heard, or `bound` passes (`None`: this sync plane cannot tell). The sync thread keeps the

@@ -267,6 +267,12 @@ impl MgmtServer {
                     started_ms: f.started_ms,
                     now_ms: unix_ms(),
                     controller_alive: f.controller_alive,
+                    // One of the two is used: the userspace path's connections or the
+                    // kernel path's conntrack entries.
+                    table_connections: ["table_connections", "table_kernel_connections"]
+                        .iter()
+                        .map(|k| sh.sync_counters.get(*k).copied())
+                        .sum(),
                 })
             }
             Request::Active | Request::Passive | Request::Reset => {

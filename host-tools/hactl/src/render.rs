@@ -208,8 +208,11 @@ pub fn forwarding(f: &ForwardingReport) -> String {
     } else {
         "silent (the data path stays passive)"
     };
+    let table = f
+        .table_connections
+        .map_or_else(String::new, |n| format!("; synced table: {n} connections"));
     format!(
-        "{} forwarding: {role} for {for_} ({} role changes since the daemon started {up} ago); controller: {controller}\n",
+        "{} forwarding: {role} for {for_} ({} role changes since the daemon started {up} ago); controller: {controller}{table}\n",
         f.serial, f.changes
     )
 }
@@ -486,6 +489,7 @@ mod tests {
             started_ms: 1_000,
             now_ms: 12_500,
             controller_alive: false,
+            table_connections: None,
         };
         assert_eq!(
             forwarding(&f),

@@ -284,6 +284,7 @@ fn daemon(req: &Request) -> Vec<Reply> {
             started_ms: 500,
             now_ms: 62_000,
             controller_alive: true,
+            table_connections: Some(1_000),
         })],
         Request::Active => vec![mode_report(Mode::Active, Forced::Active)],
         Request::Passive => vec![mode_report(Mode::Passive, Forced::Passive)],
@@ -432,7 +433,8 @@ fn mode_and_forcing_commands() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(d.last(), Request::Forwarding);
     assert!(
-        stdout(&o).contains("SN-A forwarding: active for 1 min 01 s (1 role changes"),
+        stdout(&o).contains("SN-A forwarding: active for 1 min 01 s (1 role changes")
+            && stdout(&o).contains("synced table: 1000 connections"),
         "{}",
         stdout(&o)
     );

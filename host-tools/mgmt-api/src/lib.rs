@@ -454,6 +454,11 @@ pub struct ForwardingReport {
     pub now_ms: u64,
     /// False while the controller is silent (the daemon then stays passive).
     pub controller_alive: bool,
+    /// Connections in this member's synced table (the state-sync engine's: the userspace
+    /// path's connections or the kernel path's conntrack entries, refreshed every 100 ms);
+    /// none before the sync thread first reported, or from an older daemon.
+    #[serde(default)]
+    pub table_connections: Option<u64>,
 }
 
 /// Kind of an HA event (SPEC E3).

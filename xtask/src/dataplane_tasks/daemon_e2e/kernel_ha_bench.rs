@@ -15,9 +15,11 @@
 //! the survivor forwards (`ha-traffic first-forwarded` on its data interfaces), and the sync
 //! throughput ([`churn`]): R rounds of 100,000 entries created in the active's kernel, per
 //! second until the standby holds them (ours: its kernel table; conntrackd: its external
-//! cache). Last line
+//! cache; ours also as its daemon's synced table, the like-for-like of that cache, reported
+//! apart as `ours_table_sync_per_s`). Last line
 //! `kernel-ha: ours_survived=<x>/<n> conntrackd_survived=<y>/<n> ours_gap_ms=<ms>
-//! conntrackd_gap_ms=<ms> ours_sync_per_s=<n> conntrackd_sync_per_s=<n>`.
+//! conntrackd_gap_ms=<ms> ours_sync_per_s=<n> conntrackd_sync_per_s=<n>
+//! ours_table_sync_per_s=<n>`.
 //! Every namespace and process is the run's own, removed or ended by pid, also on failure.
 //! `--timers` sets our controllers' profile (`fast` by default), `--only`
 //! runs one system without the last line; `--churn-worker create|remove` is the churn's own
@@ -77,6 +79,8 @@ struct Outcome {
     churn_cpu: CpuUse,
     /// What "present on the standby" means for this system.
     counted: &'static str,
+    /// What the second count of the churn ([`churn::Churn::also_synced`]) counts, if any.
+    also_counted: Option<&'static str>,
 }
 
 fn parse(args: &[String]) -> Result<BenchOpts> {
@@ -173,9 +177,16 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             .as_ref()
             .map_or_else(|_| "none".to_string(), |c| c.per_s().to_string())
     };
+    let table_rate = ours
+        .churn
+        .as_ref()
+        .ok()
+        .and_then(churn::Churn::also_per_s)
+        .map_or_else(|| "none".to_string(), |r| r.to_string());
     println!(
         "kernel-ha: ours_survived={}/{} conntrackd_survived={}/{} ours_gap_ms={} \
-         conntrackd_gap_ms={} ours_sync_per_s={} conntrackd_sync_per_s={}",
+         conntrackd_gap_ms={} ours_sync_per_s={} conntrackd_sync_per_s={} \
+         ours_table_sync_per_s={table_rate}",
         ours.survived,
         ours.connections,
         theirs.survived,
@@ -222,6 +233,16 @@ fn print_outcome(name: &str, r: &Outcome, rounds: u32) {
         Err(why) => {
             println!("kernel-ha({name}): sync: not measured ({rounds} rounds asked): {why}")
         }
+    }
+    if let (Ok(c), Some(what)) = (&r.churn, r.also_counted) {
+        println!(
+            "kernel-ha({name}): sync counted on the standby as {what}: {} entries/s over {} of \
+             {} rounds",
+            c.also_per_s()
+                .map_or_else(|| "none".to_string(), |r| r.to_string()),
+            c.also_synced.iter().flatten().count(),
+            c.also_synced.len()
+        );
     }
     let (groups, wall) = &r.churn_cpu;
     let cpu: Vec<String> = groups

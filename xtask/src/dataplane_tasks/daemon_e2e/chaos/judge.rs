@@ -223,6 +223,7 @@ mod tests {
             started_ms: started,
             now_ms: now,
             controller_alive: true,
+            table_connections: None,
         })
     }
 

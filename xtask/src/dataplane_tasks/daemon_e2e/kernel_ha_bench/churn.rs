@@ -216,6 +216,10 @@ pub(super) struct Churn {
     /// Per round: removal start → the standby's count back at its baseline (none: it did not
     /// come back within the bound).
     pub removed: Vec<Option<Duration>>,
+    /// Per round, when a second count of the standby was given (ours: its daemon's synced
+    /// table, the like-for-like of conntrackd's external cache): creation start → that
+    /// count grew by the round (none: not within the bound, or no second count).
+    pub also_synced: Vec<Option<Duration>>,
 }
 
 impl Churn {
@@ -235,6 +239,19 @@ impl Churn {
             .map_or(0, |d| (f64::from(self.per_round) / d.as_secs_f64()) as u64)
     }
 
+    /// Entries per second by the second count ([`Churn::also_synced`]), over the rounds it
+    /// completed; none when it completed none.
+    pub fn also_per_s(&self) -> Option<u64> {
+        let done: Vec<f64> = self
+            .also_synced
+            .iter()
+            .flatten()
+            .map(Duration::as_secs_f64)
+            .collect();
+        let t: f64 = done.iter().sum();
+        (t > 0.0).then(|| (f64::from(self.per_round) * done.len() as f64 / t) as u64)
+    }
+
     /// Entries per second the active's kernel took them at (the creation alone).
     pub fn injected_per_s(&self) -> u64 {
         let t: f64 = self.injected.iter().map(Duration::as_secs_f64).sum();
@@ -250,8 +267,11 @@ impl Churn {
 /// then removed and waited for until the count is back. Where the count includes other
 /// entries (`exact` given: the churn's own entries, counted by a dump), a count within
 /// [`NOISE`] of the goal and no longer moving (or past it) is confirmed by `exact()`, so that entries of the load or of the
-/// probes coming and going neither end a round early nor keep it from ending. `tag` names
-/// the system in the lines printed. Fails when a round never arrives whole within `bound`.
+/// probes coming and going neither end a round early nor keep it from ending. `also`, when
+/// given, is a second count of the standby timed the same way ([`Churn::also_synced`]).
+/// `tag` names the system in the lines printed. Fails when a round never arrives whole
+/// within `bound`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     xtask: &Path,
     tag: &str,
@@ -259,6 +279,7 @@ pub(super) fn run(
     rounds: u32,
     standby_count: &dyn Fn() -> Result<u64>,
     exact: Option<&dyn Fn() -> Result<u64>>,
+    also: Option<&dyn Fn() -> Result<u64>>,
     bound: Duration,
 ) -> Result<Churn> {
     let mut c = Churn {
@@ -266,14 +287,32 @@ pub(super) fn run(
         synced: Vec::new(),
         injected: Vec::new(),
         removed: Vec::new(),
+        also_synced: Vec::new(),
     };
     for round in 0..rounds {
         let base = standby_count()?;
+        let also_goal = match also {
+            Some(count) => Some(count()? + u64::from(ROUND)),
+            None => None,
+        };
+        let mut also_at = None;
+        let also_last = std::cell::Cell::new(0u64);
+        let also_done = |at: &mut Option<Duration>, t0: Instant| -> Result {
+            if let (Some(count), Some(goal), None) = (also, also_goal, *at) {
+                let n = count()?;
+                also_last.set(n);
+                if n >= goal {
+                    *at = Some(t0.elapsed());
+                }
+            }
+            Ok(())
+        };
         let t0 = Instant::now();
         let creator = start_worker(xtask, active_ns, "create")?;
         let goal = base + u64::from(ROUND);
         let mut before = None;
         let synced = loop {
+            also_done(&mut also_at, t0)?;
             let last = standby_count()?;
             if whole_round(last, before, goal, exact)? {
                 break t0.elapsed();
@@ -294,6 +333,22 @@ pub(super) fn run(
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // The second count may still be behind (it is refreshed every 100 ms): a few
+        // seconds more at most.
+        let also_bound = (synced + Duration::from_secs(5)).min(bound);
+        while also_goal.is_some() && also_at.is_none() && t0.elapsed() < also_bound {
+            also_done(&mut also_at, t0)?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let (Some(goal), None) = (also_goal, also_at) {
+            println!(
+                "kernel-ha[{tag}]: churn round {}/{rounds}: the second count holds {} of {goal} \
+                 {} s after the first count was complete",
+                round + 1,
+                also_last.get(),
+                also_bound.saturating_sub(synced).as_secs()
+            );
+        }
         let injected = finish_worker(creator)?;
         // Removal: one request per entry (no batched removal in the library); timed until the
         // standby is back where it started.
@@ -336,7 +391,16 @@ pub(super) fn run(
                 |d| format!("{} ms", d.as_millis())
             )
         );
+        if let Some(at) = also_at {
+            println!(
+                "kernel-ha[{tag}]: churn round {}/{rounds}: the second count (see the summary) \
+                 holds the round after {} ms",
+                round + 1,
+                at.as_millis()
+            );
+        }
         c.synced.push(synced);
+        c.also_synced.push(also_at);
         c.injected.push(injected);
         c.removed.push(removed);
         if removed.is_none() {

@@ -83,6 +83,13 @@ pub(super) fn run(
                 o.churn_rounds,
                 &|| table_count(standby_pid),
                 Some(&|| churn::exact_count(xtask, &standby_ns)),
+                // Its daemon's synced table, the like-for-like of conntrackd's external
+                // cache (answered by the daemon alone, through its management socket).
+                Some(&|| {
+                    forwarding(&s.socks[survivor], Duration::from_secs(1))
+                        .and_then(|f| f.table_connections)
+                        .ok_or_else(|| "the standby's daemon reports no table size".to_string())
+                }),
                 Duration::from_secs(120),
             )
         });
@@ -149,6 +156,7 @@ pub(super) fn run(
             churn,
             churn_cpu,
             counted: "entries in its kernel's conntrack table (nf_conntrack_count)",
+            also_counted: Some("entries in its daemon's synced table (table_connections)"),
         })
     })();
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(elf))))

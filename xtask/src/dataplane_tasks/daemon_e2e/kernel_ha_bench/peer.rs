@@ -499,6 +499,7 @@ fn run_in(
             // Its external cache holds TCP entries only (the documented filter), the load's
             // and the churn's: counted as they are.
             None,
+            None,
             Duration::from_secs(120),
         )
     });
@@ -577,5 +578,6 @@ fn run_in(
         churn_cpu,
         counted:
             "active entries in conntrackd's external cache (conntrackd -s), not yet in its kernel",
+        also_counted: None,
     })
 }
