@@ -160,16 +160,20 @@ impl<P: DpHolder> SyncPlane<P> for DpSync {
     }
 
     fn poll_events(&mut self) -> Vec<SyncEvent> {
+        // A bulk goes to or comes from the session's peer.
+        let peer = self.engine.peer().map(|(s, _)| s.as_str().to_string());
         self.engine
             .poll_events()
             .into_iter()
             .filter_map(|e| match e {
                 ha_dataplane::SyncEvent::BulkSent { records, .. } => Some(SyncEvent::BulkSent {
                     records: usize::try_from(records).unwrap_or(usize::MAX),
+                    peer: peer.clone(),
                 }),
                 ha_dataplane::SyncEvent::BulkReceived { records, .. } => {
                     Some(SyncEvent::BulkReceived {
                         records: usize::try_from(records).unwrap_or(usize::MAX),
+                        peer: peer.clone(),
                     })
                 }
                 ha_dataplane::SyncEvent::RecordsRefused { reason, count } => {

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ha_mgmt_api::{ApiError, ErrorCode, Event, ForwardingReport, ModeReport, Reply, Request};
+use ha_mgmt_api::{ApiError, ErrorCode, Event, ForwardingReport, Reply, Request};
 use ha_proto::config_block::ConfigBlock;
 use ha_proto::msg::host::{HostMsg, StatusReport};
 use ha_proto::msg::member::AdminCommand;
@@ -189,16 +189,8 @@ impl MgmtServer {
     }
 
     fn mode_report(&self, report: &StatusReport, arrived: u64) -> Reply {
-        let sh = self.shared();
         match report.members.iter().find(|m| m.local) {
-            Some(m) => Reply::Mode(ModeReport {
-                serial: sh.serial.as_str().to_string(),
-                mode: member_mode(m),
-                forced: m.forced,
-                since: arrived.saturating_sub(report.uptime_ms.saturating_sub(m.mode_since_ms))
-                    / 1000,
-                paused: m.paused,
-            }),
+            Some(m) => Reply::Mode(forcing::report_of(m, report, arrived)),
             None => err(
                 ErrorCode::Internal,
                 "status report without the local member",
@@ -275,21 +267,10 @@ impl MgmtServer {
                         .sum(),
                 })
             }
-            Request::Active | Request::Passive | Request::Reset => {
-                let (command, want) = match req {
-                    Request::Active => (AdminCommand::ForceActive, ha_proto::msg::Forced::Active),
-                    Request::Passive => {
-                        (AdminCommand::ForcePassive, ha_proto::msg::Forced::Passive)
-                    }
-                    _ => (AdminCommand::ResetForcing, ha_proto::msg::Forced::None),
-                };
-                match command {
-                    AdminCommand::ForceActive => self.resync_before_takeover(),
-                    AdminCommand::ForcePassive => self.drain_before_handover(),
-                    _ => {}
-                }
-                self.admin_confirmed(command, "the forcing", |m| m.forced == want)
-            }
+            Request::Active => self.force_local(ha_proto::msg::Forced::Active),
+            Request::Passive => self.force_local(ha_proto::msg::Forced::Passive),
+            Request::Reset => self.force_local(ha_proto::msg::Forced::None),
+            Request::Force { member, forced } => self.force_member(&member, forced),
             Request::Pause { .. } | Request::Resume => {
                 let (command, want) = match req {
                     Request::Pause { seconds } => (AdminCommand::Pause { seconds }, true),
@@ -300,13 +281,14 @@ impl MgmtServer {
             }
             Request::Reload => self.reload(),
             Request::Events { follow, last } => {
+                let me = self.shared().serial.as_str().to_string();
                 let (past, rx) = {
                     let mut sh = self.shared();
                     // The controller's events and the daemon's own, merged by time.
                     let mut all: Vec<Event> = sh
                         .events
                         .iter()
-                        .filter_map(|(e, t)| event_of(e, *t))
+                        .filter_map(|(e, t)| event_of(e, *t, &me))
                         .chain(sh.local_events.iter().cloned())
                         .collect();
                     all.sort_by_key(|e| e.time_ms);
@@ -334,7 +316,7 @@ impl MgmtServer {
                         }
                         match rx.recv_timeout(Duration::from_millis(100)) {
                             Ok((e, t)) => {
-                                if let Some(e) = event_of(&e, t) {
+                                if let Some(e) = event_of(&e, t, &me) {
                                     out(&Reply::Event(e))?;
                                 }
                             }
@@ -429,6 +411,7 @@ impl MgmtServer {
 
 pub use ha_persist::write_block;
 
+mod forcing;
 mod membership;
 mod reload;
 mod render;

@@ -154,11 +154,15 @@ pub enum SyncEvent {
     BulkSent {
         /// Connections sent.
         records: usize,
+        /// The peer (the sync session's), when known.
+        peer: Option<String>,
     },
     /// A peer's whole table arrived.
     BulkReceived {
         /// Connections received.
         records: usize,
+        /// The peer (the sync session's), when known.
+        peer: Option<String>,
     },
     /// Records of the peer refused by a table: at its cap (`cap`), or larger than the table
     /// stores (`cap` is `None`).
@@ -175,12 +179,16 @@ pub enum SyncEvent {
 impl SyncEvent {
     /// The event-log entry.
     pub fn to_event(&self) -> ha_mgmt_api::Event {
+        let member = match self {
+            SyncEvent::BulkSent { peer, .. } | SyncEvent::BulkReceived { peer, .. } => peer.clone(),
+            SyncEvent::RecordsRefused { .. } => None,
+        };
         let (kind, detail) = match self {
-            SyncEvent::BulkSent { records } => (
+            SyncEvent::BulkSent { records, .. } => (
                 ha_mgmt_api::EventKind::BulkSyncSent,
                 format!("{records} connections sent to the peer"),
             ),
-            SyncEvent::BulkReceived { records } => (
+            SyncEvent::BulkReceived { records, .. } => (
                 ha_mgmt_api::EventKind::BulkSyncReceived,
                 format!("{records} connections received from the peer"),
             ),
@@ -206,7 +214,7 @@ impl SyncEvent {
         ha_mgmt_api::Event {
             time_ms: unix_ms(),
             kind,
-            member: None,
+            member,
             detail,
             seq: None,
         }

@@ -15,7 +15,8 @@ pub fn event_kind(name: &str) -> Option<EventKind> {
         "peer_lost" | "peer_unreachable" | "all_links_down" => EventKind::PeerLost,
         "link_down" => EventKind::LinkDown,
         "link_up" => EventKind::LinkUp,
-        "quality_changed" => EventKind::QualityChanged,
+        // A silent sensor source counts every component failed: the quality changes.
+        "quality_changed" | "sensors_silent" | "sensors_back" => EventKind::QualityChanged,
         "collision" | "resync_requested" => EventKind::Collision,
         "paused" => EventKind::Pause,
         "resumed" => EventKind::Resume,
@@ -220,11 +221,19 @@ pub fn cluster_info(
     }
 }
 
-pub(crate) fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64) -> Option<Event> {
+pub(crate) fn event_of(
+    e: &ha_proto::msg::host::EventReport,
+    arrived_ms: u64,
+    me: &str,
+) -> Option<Event> {
     Some(Event {
         time_ms: arrived_ms,
         kind: event_kind(e.name.as_str())?,
-        member: e.peer.map(|p| p.as_str().to_string()),
+        // The peer it is about, else this member (its role, quality, forcing…).
+        member: Some(
+            e.peer
+                .map_or_else(|| me.to_string(), |p| p.as_str().to_string()),
+        ),
         detail: format!("#{} {}", e.seq, e.detail.as_str()),
         seq: Some(e.seq),
     })

@@ -235,7 +235,7 @@ fn no_controller_means_unreachable_not_a_hang() {
 #[test]
 fn events_past_and_followed() {
     let sh = shared();
-    for (i, name) in ["role_changed", "reload_requested", "link_down"]
+    for (i, name) in ["role_changed", "future_event", "link_down"]
         .iter()
         .enumerate()
     {
@@ -263,6 +263,11 @@ fn events_past_and_followed() {
     assert_eq!(ev.len(), 2, "the name without an API kind is left out");
     let Reply::Event(e) = &ev[1] else { panic!() };
     assert_eq!(e.kind, EventKind::LinkDown);
+    assert_eq!(
+        e.member.as_deref(),
+        Some("SN-A"),
+        "an event about no peer is about this member"
+    );
     let (ev, _) = ask(
         &srv,
         Request::Events {
@@ -1132,4 +1137,118 @@ fn reload_applies_the_monitored_interfaces_and_names_what_waits_for_a_restart() 
     assert_eq!(rep.pending_restart, ["garp_period_ms"]);
     drop(srv);
     assert_eq!(ctl.join().expect("controller").len(), 2);
+}
+
+/// A controller that relays forcings for SN-B (`drop_first` relays lost on the HA link
+/// first) and reports SN-B's forcing as its heartbeats would; `b_alive` false: SN-B is not
+/// heard. Returns every forcing sent for another member.
+fn relaying_controller(
+    sh: Arc<Mutex<Shared>>,
+    rx: mpsc::Receiver<HostMsg>,
+    b_alive: bool,
+    mut drop_first: u32,
+) -> JoinHandle<Vec<(Serial, AdminCommand)>> {
+    std::thread::spawn(move || {
+        let mut relayed = Vec::new();
+        let mut b_forced = ha_proto::msg::Forced::None;
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+            if let HostMsg::Admin {
+                target: Some(t),
+                command,
+            } = m
+            {
+                relayed.push((t, command));
+                if drop_first > 0 {
+                    drop_first -= 1;
+                } else if t.as_str() == "SN-B" {
+                    b_forced = match command {
+                        AdminCommand::ForceActive => ha_proto::msg::Forced::Active,
+                        AdminCommand::ForcePassive => ha_proto::msg::Forced::Passive,
+                        _ => ha_proto::msg::Forced::None,
+                    };
+                }
+            }
+            let mut r = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
+            r.members[1].forced = b_forced;
+            r.members[1].alive = b_alive;
+            sh.lock().expect("lock").status = Some((r, unix_ms()));
+        }
+        relayed
+    })
+}
+
+#[test]
+fn another_member_is_forced_by_serial_through_the_controller_and_confirmed_by_its_heartbeats() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    // The first relay is lost on the link: it is sent again.
+    let ctl = relaying_controller(sh.clone(), rx, true, 1);
+    let srv = MgmtServer::new(sh, tx);
+    let force = |member: &str, forced| {
+        ask(
+            &srv,
+            Request::Force {
+                member: member.into(),
+                forced,
+            },
+        )
+        .1
+    };
+    let r = force("SN-B", ha_proto::msg::Forced::Passive);
+    let Reply::Mode(m) = r else { panic!("{r:?}") };
+    assert_eq!(
+        (m.serial.as_str(), m.forced),
+        ("SN-B", ha_proto::msg::Forced::Passive)
+    );
+    let r = force("SN-B", ha_proto::msg::Forced::None);
+    assert!(
+        matches!(&r, Reply::Mode(m) if m.forced == ha_proto::msg::Forced::None),
+        "{r:?}"
+    );
+    // Refused before anything is relayed: not a member, not a serial.
+    let r = force("SN-Q", ha_proto::msg::Forced::Active);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::NotFound
+            && e.message.contains("members: SN-A, SN-B")),
+        "{r:?}"
+    );
+    let r = force("", ha_proto::msg::Forced::Active);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::BadRequest),
+        "{r:?}"
+    );
+    drop(srv);
+    let relayed = ctl.join().expect("controller");
+    let cmds: Vec<AdminCommand> = relayed.iter().map(|(_, c)| *c).collect();
+    assert_eq!(
+        cmds,
+        [
+            AdminCommand::ForcePassive,
+            AdminCommand::ForcePassive,
+            AdminCommand::ResetForcing
+        ],
+        "the lost relay was sent again, the refused requests never"
+    );
+}
+
+#[test]
+fn a_member_not_heard_cannot_be_forced() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    let ctl = relaying_controller(sh.clone(), rx, false, 0);
+    let srv = MgmtServer::new(sh, tx);
+    let (_, r) = ask(
+        &srv,
+        Request::Force {
+            member: "SN-B".into(),
+            forced: ha_proto::msg::Forced::Active,
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::Unreachable
+            && e.message.contains("not heard")),
+        "{r:?}"
+    );
+    drop(srv);
+    assert!(ctl.join().expect("controller").is_empty());
 }

@@ -66,12 +66,22 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Force this member active, whatever its quality.
-    Active,
-    /// Force this member passive.
-    Passive,
-    /// Remove any forcing: the election decides again.
-    Reset,
+    /// Force a member active, whatever its quality (this member, or MEMBER by serial:
+    /// relayed by this member's controller, confirmed by MEMBER's heartbeats).
+    Active {
+        /// The member's serial (default: this member).
+        member: Option<String>,
+    },
+    /// Force a member passive (this member, or MEMBER by serial).
+    Passive {
+        /// The member's serial (default: this member).
+        member: Option<String>,
+    },
+    /// Remove a member's forcing: the election decides again (this member, or MEMBER).
+    Reset {
+        /// The member's serial (default: this member).
+        member: Option<String>,
+    },
     /// Apply the HA settings of this member's configuration image (written again with
     /// `hactl provision --force`) without a restart or a swap: timers, weights, aggregate
     /// rule, TPM, preferred members, encryption, backup link. Prints what changed; refuses,

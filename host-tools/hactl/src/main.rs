@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ha_mgmt_api::{Reply, Request};
+use ha_mgmt_api::{Forced, Reply, Request};
 use hactl::client::{self, Client};
 use hactl::exit::{Code, Failure, Result};
 use hactl::{inspect, provision, pskfile, render, rotation, settings, strength, update};
@@ -80,6 +80,16 @@ fn human(r: &Reply) -> Option<String> {
     })
 }
 
+/// The forcing request: of this member, or of `member` (by serial).
+fn force(member: Option<String>, forced: Forced) -> Request {
+    match (member, forced) {
+        (Some(member), forced) => Request::Force { member, forced },
+        (None, Forced::Active) => Request::Active,
+        (None, Forced::Passive) => Request::Passive,
+        (None, Forced::None) => Request::Reset,
+    }
+}
+
 fn absolute(p: &std::path::Path) -> Result<String> {
     std::fs::canonicalize(p)
         .map(|p| p.display().to_string())
@@ -120,9 +130,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Mode { json } => live(socket, Request::Mode, json, human).map(drop),
         Cmd::Forwarding { json } => live(socket, Request::Forwarding, json, human).map(drop),
-        Cmd::Active => live(socket, Request::Active, false, human).map(drop),
-        Cmd::Passive => live(socket, Request::Passive, false, human).map(drop),
-        Cmd::Reset => live(socket, Request::Reset, false, human).map(drop),
+        Cmd::Active { member } => {
+            live(socket, force(member, Forced::Active), false, human).map(drop)
+        }
+        Cmd::Passive { member } => {
+            live(socket, force(member, Forced::Passive), false, human).map(drop)
+        }
+        Cmd::Reset { member } => live(socket, force(member, Forced::None), false, human).map(drop),
         Cmd::Reload { json } => live(socket, Request::Reload, json, human).map(drop),
         Cmd::Pause { seconds, command } => {
             live(socket, Request::Pause { seconds }, false, human)?;

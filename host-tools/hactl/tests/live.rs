@@ -82,6 +82,9 @@ impl Backend for Scripted {
     fn reload(&self) -> Reply {
         self.plain(Request::Reload)
     }
+    fn force(&self, member: String, forced: Forced) -> Reply {
+        self.plain(Request::Force { member, forced })
+    }
     fn pause(&self, seconds: u16) -> Reply {
         self.plain(Request::Pause { seconds })
     }
@@ -289,9 +292,23 @@ fn daemon(req: &Request) -> Vec<Reply> {
         Request::Active => vec![mode_report(Mode::Active, Forced::Active)],
         Request::Passive => vec![mode_report(Mode::Passive, Forced::Passive)],
         Request::Reset => vec![mode_report(Mode::Active, Forced::None)],
-        Request::Reload => vec![Reply::Done {
-            message: "HA settings reloaded".into(),
-        }],
+        Request::Reload => vec![Reply::Reloaded(ha_mgmt_api::ReloadReport {
+            revision: 0x1122_3344_5566_7788,
+            previous_revision: 0x99aa_bbcc_ddee_ff00,
+            changes: vec!["weights: fan 100 → 700".into()],
+            pending_restart: vec!["garp_period_ms".into()],
+        })],
+        Request::Force { member, forced } => vec![Reply::Mode(ModeReport {
+            serial: member.clone(),
+            mode: if *forced == Forced::Active {
+                Mode::Active
+            } else {
+                Mode::Passive
+            },
+            forced: *forced,
+            since: 5,
+            paused: false,
+        })],
         Request::Pause { .. } => vec![Reply::Mode(ModeReport {
             serial: "SN-A".into(),
             mode: Mode::Active,
@@ -453,10 +470,38 @@ fn mode_and_forcing_commands() {
         assert!(stdout(&o).contains(text), "{cmd}: {}", stdout(&o));
         assert_eq!(d.last(), req);
     }
+    // Another member, by serial: the request names it, the answer is its mode.
+    for (cmd, forced, text) in [
+        ("active", Forced::Active, "SN-B ACTIVE (forced: active)"),
+        ("passive", Forced::Passive, "SN-B PASSIVE (forced: passive)"),
+        ("reset", Forced::None, "SN-B PASSIVE (forced: -)"),
+    ] {
+        let o = d.hactl(&[cmd, "SN-B"]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}");
+        assert!(stdout(&o).contains(text), "{cmd}: {}", stdout(&o));
+        assert_eq!(
+            d.last(),
+            Request::Force {
+                member: "SN-B".into(),
+                forced
+            }
+        );
+    }
     let o = d.hactl(&["reload"]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(stdout(&o).contains("HA settings reloaded"));
+    let text = stdout(&o);
+    for line in [
+        "reloaded: revision 1122334455667788 (was 99aabbccddeeff00), applied in place without a swap:",
+        "  weights: fan 100 → 700",
+        "applied when the daemon restarts: garp_period_ms",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
     assert_eq!(d.last(), Request::Reload);
+    let o = d.hactl(&["reload", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["type"], "reloaded");
+    assert_eq!(v["changes"][0], "weights: fan 100 → 700");
 }
 
 /// `pause` alone; `pause -- COMMAND` around a command (decisions resume whatever the command

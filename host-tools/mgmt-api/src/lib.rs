@@ -60,6 +60,15 @@ pub enum Request {
     Passive,
     /// Remove any forcing.
     Reset,
+    /// Force another member of the cluster (by serial) active or passive, or remove its
+    /// forcing (`forced: none`): relayed by this member's controller over the HA links,
+    /// confirmed by that member's heartbeats.
+    Force {
+        /// The member's serial.
+        member: String,
+        /// The forcing it gets.
+        forced: Forced,
+    },
     /// Reload the HA settings from the configuration.
     Reload,
     /// Freeze this member's HA decisions for `seconds` (its controller bounds the time); they

@@ -135,6 +135,10 @@ pub trait Backend: Send + Sync {
     fn member_remove(&self, _serial: String) -> Reply {
         unsupported("member remove")
     }
+    /// [`Request::Force`].
+    fn force(&self, _member: String, _forced: crate::Forced) -> Reply {
+        unsupported("forcing another member")
+    }
 }
 
 /// Hands one request to the backend method that answers it.
@@ -146,6 +150,7 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
         Request::Active => b.active(),
         Request::Passive => b.passive(),
         Request::Reset => b.reset(),
+        Request::Force { member, forced } => b.force(member, forced),
         Request::Reload => b.reload(),
         Request::Pause { seconds } => b.pause(seconds),
         Request::Resume => b.resume(),

@@ -33,22 +33,28 @@ pub(super) fn run_phases(
         active,
         mut load,
     } = s;
-    // Planned swap: force the active passive; no connection may be lost.
+    // Planned swap: force the active passive; no connection may be lost. The operator's
+    // way: hactl over the management API, on the passive member, naming the active one
+    // (its controller relays the forcing over the HA links; the passive's daemon first
+    // resynchronizes the active's table, since it is the one taking over).
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_secs(1));
-    // The operator's way: hactl over the management API.
     run(Command::new(b("hactl"))
         .arg("--socket")
-        .arg(&socks[active])
-        .arg("passive"))?;
+        .arg(&socks[1 - active])
+        .args(["passive", serials[active]]))?;
     let new_active = wait_roles(&socks, Some(1 - active), Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_secs(4));
     let (sv, n, gap, failed) = load.report()?;
-    println!("planned-swap: survived={sv}/{n} gap_ms={gap}");
+    println!(
+        "planned-swap: survived={sv}/{n} gap_ms={gap} (hactl passive {} on {})",
+        serials[active],
+        serials[1 - active]
+    );
     run(Command::new(b("hactl"))
         .arg("--socket")
-        .arg(&socks[active])
-        .arg("reset"))?;
+        .arg(&socks[1 - active])
+        .args(["reset", serials[active]]))?;
     // The member that was forced passive may take over again after the reset (the election
     // decides); wait for the roles to settle.
     std::thread::sleep(Duration::from_secs(2));
