@@ -32,9 +32,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+pub use crate::cluster::{LinkAddr, MemberEntry};
+use crate::cluster::{MAX_DOMAINS, MAX_MEMBERS};
+use crate::ids::Serial;
 use crate::keys::{Psk, KEY_LEN};
-pub use crate::msg::{LinkAddr, MemberEntry};
-use crate::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
 use crate::sensor::SensorKind;
 
 /// Address of the block in the management controller's flash (QEMU loads the image there with

@@ -12,13 +12,17 @@
 //! - [`seq`]: sender-side sequence numbering;
 //! - [`sensor`]: hardware sensor readings (one kind type for the bridge, the block and the agent);
 //! - [`uart`]: COBS + CRC-32 framing for byte streams;
-//! - [`msg`]: the versioned message sets of each channel.
+//! - [`msg`]: the versioned message sets of each channel;
+//! - [`cluster`]: the members and limits both the messages and the block describe;
+//! - [`config_block`]: the member's flash configuration block, its revision digest and the
+//!   HA settings a running member reloads.
 //!
 //! `docs/protocol.md` describes the bytes; `proto/tests/vectors.txt` holds test vectors.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config_block;
 pub mod endpoint;
 pub mod frame;

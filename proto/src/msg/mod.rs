@@ -10,39 +10,18 @@ pub mod member;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cluster::{LinkAddr, MemberEntry, MAX_DOMAINS, MAX_MEMBERS};
 pub use crate::ids::{Channel, Serial};
 
 /// Version of the message sets in this module; sent in every frame header.
 pub const MESSAGE_SET_VERSION: u8 = crate::ids::PROTOCOL_VERSION;
 
-/// Most members a cluster can hold (SPEC A3).
-pub const MAX_MEMBERS: usize = 8;
-/// Most independent HA domains (SPEC A3).
-pub const MAX_DOMAINS: usize = 16;
 /// HA links per member: the main link and the backup link (SPEC A2).
 pub const MAX_HA_LINKS: usize = 2;
 /// Most monitored (non-HA) interfaces reported by the main CPU; a 2U appliance has at most 32.
 pub const MAX_IFACES: usize = 32;
 /// Longest interface name, as Linux allows (IFNAMSIZ - 1 = 15), rounded up.
 pub const IFACE_NAME_LEN: usize = 16;
-
-/// An IPv4 address and UDP port of a member's main HA link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LinkAddr {
-    /// IPv4 address, network order.
-    pub ip: [u8; 4],
-    /// UDP port.
-    pub port: u16,
-}
-
-/// One cluster member as every member's block lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MemberEntry {
-    /// The member's serial.
-    pub serial: Serial,
-    /// Its main HA link address.
-    pub main_link: LinkAddr,
-}
 
 /// Firmware version of a member, compared for fail-soft mode (SPEC A5).
 #[derive(
