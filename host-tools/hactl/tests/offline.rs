@@ -357,21 +357,25 @@ fn settings_edit_an_image_in_place_and_refused_values_change_nothing() {
         "one cluster, one revision"
     );
 
-    let o = hactl(
-        &[
-            "settings",
-            a.to_str().unwrap(),
-            "--weight",
-            "fan=700",
-            "--timers",
-            "fast",
-            "--domain",
-            "0=SN-B",
-            "--tpm",
-            "on",
-        ],
-        b"",
-    );
+    // One edit, made on each member's image in turn.
+    let edit = |img: &std::path::Path| {
+        hactl(
+            &[
+                "settings",
+                img.to_str().unwrap(),
+                "--weight",
+                "fan=700",
+                "--timers",
+                "fast",
+                "--domain",
+                "0=SN-B",
+                "--tpm",
+                "on",
+            ],
+            b"",
+        )
+    };
+    let o = edit(&a);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -420,22 +424,7 @@ fn settings_edit_an_image_in_place_and_refused_values_change_nothing() {
         assert_eq!(std::fs::read(&a).unwrap(), image, "{args:?} wrote");
     }
     // The same edit on the peer's image: the revisions agree again.
-    let o = hactl(
-        &[
-            "settings",
-            b.to_str().unwrap(),
-            "--weight",
-            "fan=700",
-            "--timers",
-            "fast",
-            "--domain",
-            "0=SN-B",
-            "--tpm",
-            "on",
-        ],
-        b"",
-    );
-    assert!(o.status.success());
+    assert!(edit(&b).status.success());
     assert_eq!(read(&b).revision(), read(&a).revision());
     // Nothing to change is said, and exits 0.
     let o = hactl(&["settings", a.to_str().unwrap(), "--tpm", "on"], b"");
