@@ -99,8 +99,11 @@ pub struct Shared {
     pub addresses: ha_mgmt_api::MemberAddresses,
     /// The role the forwarding plane applies, as the host loop last set it.
     pub forwarding: ForwardingRole,
-    /// Sequence number of the controller's last event (a jump shows lost events).
+    /// Sequence number of the controller's last event (a jump shows lost events), and the
+    /// controller boot (its host-link epoch) it belongs to.
     pub last_event_seq: Option<u32>,
+    /// The controller boot [`Shared::last_event_seq`] counts in.
+    pub event_epoch: Option<u32>,
     /// A new list of monitored interfaces from `hactl reload`, taken (and reported to the
     /// controller at once) by the host loop.
     pub monitor_update: Option<Vec<crate::links::MonitoredIface>>,
@@ -136,16 +139,43 @@ impl ForwardingRole {
     }
 }
 
+/// What a controller event is to the log ([`Shared::note_event_seq`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventNews {
+    /// The next one.
+    Next,
+    /// New, after this many events that never arrived.
+    After(u32),
+    /// Seen already: dropped.
+    Duplicate,
+}
+
 impl Shared {
-    /// Records the sequence number of a controller event; the number of events missing
-    /// before it, when there is a gap (a lower number is a restarted controller, not a gap).
-    pub fn note_event_seq(&mut self, seq: u32) -> Option<u32> {
-        let gap = self
-            .last_event_seq
-            .filter(|last| seq > last.saturating_add(1))
-            .map(|last| seq - last - 1);
+    /// Records the sequence number of a controller event of boot `epoch`: what it is to
+    /// the log. Numbers start again with each controller boot; within one boot a number
+    /// seen already is a duplicate (the ring sent again on request), a jump is a gap.
+    pub fn note_event_seq(&mut self, seq: u32, epoch: Option<u32>) -> EventNews {
+        if epoch != self.event_epoch {
+            self.event_epoch = epoch;
+            self.last_event_seq = None;
+        }
+        let news = match self.last_event_seq {
+            Some(last) if seq <= last => return EventNews::Duplicate,
+            Some(last) if seq > last.saturating_add(1) => EventNews::After(seq - last - 1),
+            _ => EventNews::Next,
+        };
         self.last_event_seq = Some(seq);
-        gap
+        news
+    }
+
+    /// The first event number to ask the controller of boot `epoch` for
+    /// ([`HostMsg::EventsSince`]): the one after the last seen in that boot, else 0 (the
+    /// whole ring: what happened before this daemon listened).
+    pub fn events_wanted_from(&self, epoch: Option<u32>) -> u32 {
+        match self.last_event_seq {
+            Some(last) if epoch.is_some() && epoch == self.event_epoch => last.wrapping_add(1),
+            _ => 0,
+        }
     }
 
     /// Notes the link changes a controller event reports (`link_up`/`link_down` name one link
@@ -378,6 +408,9 @@ pub struct LoopState {
     last_garp: Option<Instant>,
     last_report: Option<Instant>,
     active: bool,
+    /// The controller's events are to be asked for again ([`HostMsg::EventsSince`]) once its
+    /// boot is known: set on every (re)connection and every new controller boot.
+    ask_events: bool,
 }
 
 impl HostLoop {
@@ -390,6 +423,7 @@ impl HostLoop {
         st: &mut LoopState,
     ) -> io::Result<()> {
         self.lock_shared().host_connected = true;
+        st.ask_events = true;
         // A fresh link: report the interfaces and ask for the cluster status at once.
         self.send_interfaces(link, monitor)?;
         st.last_report = Some(Instant::now());
@@ -447,6 +481,13 @@ impl HostLoop {
                 self.send_interfaces(link, monitor)?;
                 st.last_report = Some(now);
                 st.reported_to = controller;
+            }
+            // What the controller logged before this daemon listened (or while the link was
+            // down): its ring, from the first event not seen.
+            if (st.ask_events || new_boot) && controller.is_some() {
+                let seq = self.lock_shared().events_wanted_from(controller);
+                link.send(&HostMsg::EventsSince { seq })?;
+                st.ask_events = false;
             }
             self.run_probes(link, st, now)?;
             self.run_garp(st, now);
@@ -508,8 +549,13 @@ impl HostLoop {
                 self.lock_shared().status = Some((report, unix_ms()));
             }
             HostMsg::Event(ev) => {
+                let epoch = link.codec().peer_epoch();
                 let mut sh = self.lock_shared();
-                if let Some(lost) = sh.note_event_seq(ev.seq) {
+                let news = sh.note_event_seq(ev.seq, epoch);
+                if news == EventNews::Duplicate {
+                    return Ok(());
+                }
+                if let EventNews::After(lost) = news {
                     sh.push_local_event(ha_mgmt_api::Event {
                         time_ms: unix_ms(),
                         kind: ha_mgmt_api::EventKind::EventsLost,
@@ -532,8 +578,11 @@ impl HostLoop {
                 let when = sh.status.as_ref().map_or(now, |(r, arrived)| {
                     arrived.saturating_sub(r.uptime_ms.saturating_sub(ev.at_ms))
                 });
-                sh.note_link_event(&ev, when.min(now));
-                let item = (ev, unix_ms());
+                let when = when.min(now);
+                sh.note_link_event(&ev, when);
+                // Logged at the time it happened: an event of the ring sent again arrives
+                // late.
+                let item = (ev, when);
                 sh.events.push_back(item.clone());
                 sh.followers.retain(|f| f.send(item.clone()).is_ok());
             }
@@ -755,17 +804,34 @@ mod tests {
     }
 
     #[test]
-    fn a_jump_in_event_numbers_is_a_gap_a_restart_is_not() {
+    fn a_jump_in_event_numbers_is_a_gap_a_number_seen_is_a_duplicate_a_new_boot_starts_again() {
         let mut sh = Shared::default();
-        assert_eq!(sh.note_event_seq(5), None, "the first one seen");
-        assert_eq!(sh.note_event_seq(6), None);
-        assert_eq!(sh.note_event_seq(10), Some(3));
+        let boot = Some(7);
         assert_eq!(
-            sh.note_event_seq(0),
-            None,
-            "a restarted controller counts from 0"
+            sh.events_wanted_from(boot),
+            0,
+            "nothing known: the whole ring"
         );
-        assert_eq!(sh.note_event_seq(u32::MAX), Some(u32::MAX - 1));
+        assert_eq!(
+            sh.note_event_seq(5, boot),
+            EventNews::Next,
+            "the first one seen"
+        );
+        assert_eq!(sh.note_event_seq(6, boot), EventNews::Next);
+        assert_eq!(sh.note_event_seq(10, boot), EventNews::After(3));
+        assert_eq!(sh.events_wanted_from(boot), 11);
+        // The ring sent again on request: numbers seen are dropped, the rest go on.
+        assert_eq!(sh.note_event_seq(6, boot), EventNews::Duplicate);
+        assert_eq!(sh.note_event_seq(10, boot), EventNews::Duplicate);
+        assert_eq!(sh.note_event_seq(11, boot), EventNews::Next);
+        // A restarted controller (another boot) counts from 0: not a duplicate, not a gap.
+        let next = Some(8);
+        assert_eq!(sh.events_wanted_from(next), 0);
+        assert_eq!(sh.note_event_seq(0, next), EventNews::Next);
+        assert_eq!(
+            sh.note_event_seq(u32::MAX, next),
+            EventNews::After(u32::MAX - 1)
+        );
     }
 
     #[test]

@@ -252,3 +252,85 @@ fn a_restarted_main_cpu_hands_the_active_role_to_the_peer() {
     }
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
 }
+
+/// Every output of `a` now: the events' numbers, and how many other outputs.
+fn drain_events(a: &mut A) -> (Vec<u32>, usize) {
+    let (mut events, mut others) = (Vec::new(), 0);
+    while let Some(o) = a.poll_output() {
+        match o {
+            Output::Event(e) => events.push(e.seq),
+            _ => others += 1,
+        }
+    }
+    (events, others)
+}
+
+/// Ten forcing changes in a row: their events leave the ring a few per turn, in order, and
+/// the agent wakes itself for the rest; a main CPU that connects later asks for the ring
+/// again and gets it from the number it asked, or from the oldest event kept.
+#[test]
+fn events_leave_the_ring_a_few_per_turn_and_again_when_the_main_cpu_asks() {
+    use ha_agent::EventKind;
+    let mut a = A::new(config(0, 1), 0, 1).unwrap();
+    let mut t = 0;
+    let mut sent = drain_events(&mut a).0;
+    let first_new = a.events().iter().last().map_or(0, |e| e.seq + 1);
+    for i in 0..10 {
+        let command = if i % 2 == 0 {
+            AdminCommand::ForcePassive
+        } else {
+            AdminCommand::ResetForcing
+        };
+        a.handle_host(
+            t,
+            HostMsg::Admin {
+                target: None,
+                command,
+            },
+        );
+    }
+    let forcings = |a: &A| {
+        a.events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::ForcingChanged { .. }))
+            .count()
+    };
+    assert_eq!(forcings(&a), 10);
+    let (turn, _) = drain_events(&mut a);
+    assert_eq!(turn.len(), 4, "one turn's events: {turn:?}");
+    assert!(a.poll_at() <= t + 10, "the agent wakes for the rest");
+    sent.extend(turn);
+    while sent.last().copied() != a.events().iter().last().map(|e| e.seq) {
+        t = a.poll_at().max(t + 1);
+        assert!(t < 1_000, "the ring never drained: {sent:?}");
+        a.handle_timeout(t);
+        sent.extend(drain_events(&mut a).0);
+    }
+    let in_order: Vec<u32> = (sent[0]..sent[0] + sent.len() as u32).collect();
+    assert_eq!(sent, in_order, "every event once, in order");
+    assert!(sent.contains(&first_new));
+
+    // A main CPU that knew event 3 on asks again: 3, 4, 5… come again.
+    let last = *sent.last().unwrap();
+    a.handle_host(t, HostMsg::EventsSince { seq: 3 });
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        again.extend(drain_events(&mut a).0);
+        t += 10;
+        a.handle_timeout(t);
+    }
+    again.extend(drain_events(&mut a).0);
+    assert_eq!(again, (3..=last).collect::<Vec<_>>());
+
+    // A number from another boot (ahead of this one's): the whole ring, from the oldest.
+    a.handle_host(t, HostMsg::EventsSince { seq: 1_000_000 });
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        all.extend(drain_events(&mut a).0);
+        t += 10;
+        a.handle_timeout(t);
+    }
+    all.extend(drain_events(&mut a).0);
+    let oldest = a.events().iter().next().unwrap().seq;
+    assert_eq!(all, (oldest..=last).collect::<Vec<_>>());
+}

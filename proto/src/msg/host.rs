@@ -111,6 +111,14 @@ pub enum HostMsg {
     /// revision when it took them, or the old one and a `settings_refused` event when not
     /// (e.g. the domain list changed: that needs a restart).
     Settings(HaSettings),
+    /// Main CPU → controller: send the events of your ring again from number `seq` on (a
+    /// main CPU that (re)connected asks for what happened before it listened; from 0 when it
+    /// knows nothing of this controller's boot). The controller answers with the
+    /// [`HostMsg::Event`]s still in its ring, in order, a few at a time.
+    EventsSince {
+        /// The first event number wanted.
+        seq: u32,
+    },
 }
 
 /// One domain's role in [`HostMsg::Roles`], named by domain id
@@ -162,7 +170,8 @@ impl HostMsg {
             | HostMsg::UseKey { .. }
             | HostMsg::RetireKey { .. }
             | HostMsg::Members(_)
-            | HostMsg::Settings(_) => Direction::ToController,
+            | HostMsg::Settings(_)
+            | HostMsg::EventsSince { .. } => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

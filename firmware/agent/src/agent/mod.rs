@@ -205,6 +205,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             .min(self.domains.poll_at(t.hold_down_ms))
             .min(self.local.poll_at())
             .min(self.sensors.poll_at(self.cfg.sensor_timeout_ms))
+            .min(if self.out.events_waiting() {
+                self.now + outbox::EVENT_PACE_MS
+            } else {
+                u64::MAX
+            })
     }
 
     /// Next output for the shell, or `None` when the queue is empty. Frames and reports are
@@ -286,6 +291,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     fn advance(&mut self, now_ms: u64) {
         // A clock that goes backwards is held at the latest time seen.
         self.now = self.now.max(now_ms);
+        self.out.new_turn();
     }
 
     /// A member frame received on `link`. The agent opens it through its member endpoint
@@ -432,6 +438,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
                 self.out.push(Pending::Status);
             }
+            HostMsg::EventsSince { seq } => self.out.replay_from(seq),
             HostMsg::Settings(settings) => {
                 let result = match self.cfg.clone().with_settings(&settings) {
                     Ok(new) => {

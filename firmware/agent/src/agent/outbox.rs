@@ -50,13 +50,20 @@ pub(crate) enum Pending {
     Pong(u32),
     /// A new LED pattern.
     Led(LedPattern),
-    /// An event (already in the ring).
+    /// An event of the ring ([`Outbox::pop`] hands them out; never queued).
     Event(Event),
     /// The status report, to the main CPU.
     Status,
     /// The key state, to the main CPU.
     KeyState,
 }
+
+/// Events handed to the shell per turn of the agent (one input or timeout): a burst or a
+/// replay of the ring goes out a few at a time, so that the shell's host line (one frame
+/// each, about 13 ms at 115,200 baud) never holds the agent's other outputs back for long.
+pub const EVENTS_PER_TURN: u8 = 4;
+/// While events wait for their turn, the agent asks to be woken this soon (ms).
+pub const EVENT_PACE_MS: u64 = 10;
 
 /// Pending outputs, the event ring and the event numbering.
 #[derive(Clone)]
@@ -65,8 +72,19 @@ pub(crate) struct Outbox {
     events: EventRing,
     /// Sequence number of the next event (gaps tell the main CPU events were lost).
     next_seq: u32,
+    /// Sequence number of the next event to hand to the shell for the main CPU: events are
+    /// sent from the ring, in order, behind the other outputs; the main CPU moves it back
+    /// to have the ring sent again ([`Outbox::replay_from`]).
+    to_send: u32,
+    /// Events still allowed this turn ([`EVENTS_PER_TURN`]).
+    budget: u8,
     /// Outputs dropped because the queue was full.
     dropped: u32,
+}
+
+/// True when sequence number `a` comes after `b` (wrapping).
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 impl Outbox {
@@ -75,8 +93,42 @@ impl Outbox {
             queue: Deque::new(),
             events: EventRing::default(),
             next_seq: 0,
+            to_send: 0,
+            budget: EVENTS_PER_TURN,
             dropped: 0,
         }
+    }
+
+    /// A new turn of the agent: events may go out again.
+    pub(crate) fn new_turn(&mut self) {
+        self.budget = EVENTS_PER_TURN;
+    }
+
+    /// The oldest event of the ring not yet handed to the shell.
+    fn next_unsent(&self) -> Option<Event> {
+        self.events
+            .iter()
+            .find(|e| !after(self.to_send, e.seq))
+            .copied()
+    }
+
+    /// True while events of the ring wait for a turn (the agent then wakes within
+    /// [`EVENT_PACE_MS`]).
+    pub(crate) fn events_waiting(&self) -> bool {
+        self.next_unsent().is_some()
+    }
+
+    /// The main CPU asks for the events from `seq` on (a daemon that (re)connected: what
+    /// happened before it listened). The ring is sent again from there; from its oldest
+    /// event when `seq` is older (the main CPU sees the gap) or from a number this agent
+    /// has not reached (it counted another boot's events).
+    pub(crate) fn replay_from(&mut self, seq: u32) {
+        let oldest = self.events.iter().next().map_or(self.next_seq, |e| e.seq);
+        self.to_send = if after(seq, self.next_seq) || after(oldest, seq) {
+            oldest
+        } else {
+            seq
+        };
     }
 
     /// Queues an output at the back; a full queue drops it and counts it.
@@ -123,7 +175,8 @@ impl Outbox {
         }
     }
 
-    /// Records an event at `now`: numbered, kept in the ring, and queued for the shell.
+    /// Records an event at `now`: numbered and kept in the ring, from which it goes to the
+    /// shell ([`Outbox::pop`]).
     pub(crate) fn event(&mut self, now: u64, kind: EventKind) {
         let e = Event {
             seq: self.next_seq,
@@ -132,12 +185,22 @@ impl Outbox {
         };
         self.next_seq = self.next_seq.wrapping_add(1);
         self.events.push(e);
-        self.push(Pending::Event(e));
     }
 
-    /// The oldest queued output.
+    /// The oldest queued output; when none, the next event of the ring while this turn's
+    /// budget lasts. An event the ring dropped before it was sent is skipped (the main CPU
+    /// sees the gap in the numbers).
     pub(crate) fn pop(&mut self) -> Option<Pending> {
-        self.queue.pop_front()
+        if let Some(p) = self.queue.pop_front() {
+            return Some(p);
+        }
+        if self.budget == 0 {
+            return None;
+        }
+        let e = self.next_unsent()?;
+        self.to_send = e.seq.wrapping_add(1);
+        self.budget -= 1;
+        Some(Pending::Event(e))
     }
 
     /// The event ring.

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::env::{
-    controller_log, diagnostics, last_events, mode, wait_roles, wait_same_table, Env, LinkPorts,
-    Load,
+    controller_log, diagnostics, forwarding, last_events, mode, wait_roles, wait_same_table, Env,
+    LinkPorts, Load,
 };
 use super::setup::Setup;
 use super::{commands, config_sync_phase, reload, replace, update, Opts};
@@ -267,6 +267,32 @@ fn restarts_after_rotation(
         .map_err(|e| format!("{e}: the restarted passive daemon did not resync"))?;
     wait_roles(socks, Some(active), Duration::from_secs(5))
         .map_err(|e| format!("e2e: the daemon restart after the rotation caused a swap: {e}"))?;
+    // The restarted daemon asked its controller for the ring: the controller's events from
+    // before the daemon started are in its log.
+    let started = forwarding(&socks[p], Duration::from_secs(5))
+        .map(|f| f.started_ms)
+        .ok_or("e2e: no forwarding report from the restarted daemon")?;
+    let log = crate::util::output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(&socks[p])
+            .args(["events", "--json"]),
+    )?;
+    let earlier = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["seq"].is_u64() && v["time_ms"].as_u64().is_some_and(|t| t < started))
+        .count();
+    if earlier == 0 {
+        return Err(format!(
+            "e2e: the restarted daemon of {} shows none of its controller's earlier events:\n{log}",
+            serials[p]
+        ));
+    }
+    println!(
+        "events-replay: the restarted daemon of {} holds {earlier} controller events from before it started",
+        serials[p]
+    );
 
     // The active's main CPU restarts: its controller hands the role to the peer.
     println!(
