@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod dp;
+pub mod event_numbers;
 pub mod fastpath;
 pub mod journal;
 pub mod kernelpath;

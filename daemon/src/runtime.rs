@@ -99,11 +99,8 @@ pub struct Shared {
     pub addresses: ha_mgmt_api::MemberAddresses,
     /// The role the forwarding plane applies, as the host loop last set it.
     pub forwarding: ForwardingRole,
-    /// Sequence number of the controller's last event (a jump shows lost events), and the
-    /// controller boot (its host-link epoch) it belongs to.
-    pub last_event_seq: Option<u32>,
-    /// The controller boot [`Shared::last_event_seq`] counts in.
-    pub event_epoch: Option<u32>,
+    /// The controller's event numbers seen (duplicates, gaps, where its ring resumes).
+    pub event_numbers: crate::event_numbers::EventNumbers,
     /// A new list of monitored interfaces from `hactl reload`, taken (and reported to the
     /// controller at once) by the host loop.
     pub monitor_update: Option<Vec<crate::links::MonitoredIface>>,
@@ -139,45 +136,7 @@ impl ForwardingRole {
     }
 }
 
-/// What a controller event is to the log ([`Shared::note_event_seq`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventNews {
-    /// The next one.
-    Next,
-    /// New, after this many events that never arrived.
-    After(u32),
-    /// Seen already: dropped.
-    Duplicate,
-}
-
 impl Shared {
-    /// Records the sequence number of a controller event of boot `epoch`: what it is to
-    /// the log. Numbers start again with each controller boot; within one boot a number
-    /// seen already is a duplicate (the ring sent again on request), a jump is a gap.
-    pub fn note_event_seq(&mut self, seq: u32, epoch: Option<u32>) -> EventNews {
-        if epoch != self.event_epoch {
-            self.event_epoch = epoch;
-            self.last_event_seq = None;
-        }
-        let news = match self.last_event_seq {
-            Some(last) if seq <= last => return EventNews::Duplicate,
-            Some(last) if seq > last.saturating_add(1) => EventNews::After(seq - last - 1),
-            _ => EventNews::Next,
-        };
-        self.last_event_seq = Some(seq);
-        news
-    }
-
-    /// The first event number to ask the controller of boot `epoch` for
-    /// ([`HostMsg::EventsSince`]): the one after the last seen in that boot, else 0 (the
-    /// whole ring: what happened before this daemon listened).
-    pub fn events_wanted_from(&self, epoch: Option<u32>) -> u32 {
-        match self.last_event_seq {
-            Some(last) if epoch.is_some() && epoch == self.event_epoch => last.wrapping_add(1),
-            _ => 0,
-        }
-    }
-
     /// Notes the link changes a controller event reports (`link_up`/`link_down` name one link
     /// in their detail, "main link …" or "backup link …"; `all_links_down` both), at
     /// `when_ms` (Unix ms).
@@ -422,7 +381,11 @@ impl HostLoop {
         monitor: &mut LinkMonitor,
         st: &mut LoopState,
     ) -> io::Result<()> {
-        self.lock_shared().host_connected = true;
+        {
+            let mut sh = self.lock_shared();
+            sh.host_connected = true;
+            sh.event_numbers.connected();
+        }
         st.ask_events = true;
         // A fresh link: report the interfaces and ask for the cluster status at once.
         self.send_interfaces(link, monitor)?;
@@ -484,8 +447,8 @@ impl HostLoop {
             }
             // What the controller logged before this daemon listened (or while the link was
             // down): its ring, from the first event not seen.
-            if (st.ask_events || new_boot) && controller.is_some() {
-                let seq = self.lock_shared().events_wanted_from(controller);
+            if let Some(boot) = controller.filter(|_| st.ask_events || new_boot) {
+                let seq = self.lock_shared().event_numbers.replay_request(boot, now);
                 link.send(&HostMsg::EventsSince { seq })?;
                 st.ask_events = false;
             }
@@ -551,11 +514,11 @@ impl HostLoop {
             HostMsg::Event(ev) => {
                 let epoch = link.codec().peer_epoch();
                 let mut sh = self.lock_shared();
-                let news = sh.note_event_seq(ev.seq, epoch);
-                if news == EventNews::Duplicate {
+                let news = sh.event_numbers.note(ev.seq, epoch, Instant::now());
+                if news == crate::event_numbers::EventNews::Duplicate {
                     return Ok(());
                 }
-                if let EventNews::After(lost) = news {
+                if let crate::event_numbers::EventNews::After(lost) = news {
                     sh.push_local_event(ha_mgmt_api::Event {
                         time_ms: unix_ms(),
                         kind: ha_mgmt_api::EventKind::EventsLost,
@@ -801,37 +764,6 @@ mod tests {
         assert_eq!(probe_within(0), PROBE_TIMEOUT);
         assert_eq!(probe_within(1), ms(5), "clamped");
         assert_eq!(probe_within(u16::MAX), ms(1000), "clamped");
-    }
-
-    #[test]
-    fn a_jump_in_event_numbers_is_a_gap_a_number_seen_is_a_duplicate_a_new_boot_starts_again() {
-        let mut sh = Shared::default();
-        let boot = Some(7);
-        assert_eq!(
-            sh.events_wanted_from(boot),
-            0,
-            "nothing known: the whole ring"
-        );
-        assert_eq!(
-            sh.note_event_seq(5, boot),
-            EventNews::Next,
-            "the first one seen"
-        );
-        assert_eq!(sh.note_event_seq(6, boot), EventNews::Next);
-        assert_eq!(sh.note_event_seq(10, boot), EventNews::After(3));
-        assert_eq!(sh.events_wanted_from(boot), 11);
-        // The ring sent again on request: numbers seen are dropped, the rest go on.
-        assert_eq!(sh.note_event_seq(6, boot), EventNews::Duplicate);
-        assert_eq!(sh.note_event_seq(10, boot), EventNews::Duplicate);
-        assert_eq!(sh.note_event_seq(11, boot), EventNews::Next);
-        // A restarted controller (another boot) counts from 0: not a duplicate, not a gap.
-        let next = Some(8);
-        assert_eq!(sh.events_wanted_from(next), 0);
-        assert_eq!(sh.note_event_seq(0, next), EventNews::Next);
-        assert_eq!(
-            sh.note_event_seq(u32::MAX, next),
-            EventNews::After(u32::MAX - 1)
-        );
     }
 
     #[test]
