@@ -99,6 +99,8 @@ pub struct Shared {
     pub addresses: ha_mgmt_api::MemberAddresses,
     /// The role the forwarding plane applies, as the host loop last set it.
     pub forwarding: ForwardingRole,
+    /// The controller boot (host-link epoch) [`Shared::status`] came from.
+    pub status_epoch: Option<u32>,
     /// The controller's event numbers seen (duplicates, gaps, where its ring resumes).
     pub event_numbers: crate::event_numbers::EventNumbers,
     /// A new list of monitored interfaces from `hactl reload`, taken (and reported to the
@@ -137,6 +139,19 @@ impl ForwardingRole {
 }
 
 impl Shared {
+    /// When (Unix ms) an event of controller boot `epoch` happened, at its uptime `at_ms`:
+    /// the last status report of that boot says where its uptime stood when it arrived
+    /// (events later than that report count forward from it); `now` when there is no such
+    /// report, and never later than `now`.
+    pub fn event_time(&self, at_ms: u64, epoch: Option<u32>, now: u64) -> u64 {
+        match &self.status {
+            Some((r, arrived)) if epoch.is_some() && epoch == self.status_epoch => {
+                (arrived + at_ms).saturating_sub(r.uptime_ms).min(now)
+            }
+            _ => now,
+        }
+    }
+
     /// Notes the link changes a controller event reports (`link_up`/`link_down` name one link
     /// in their detail, "main link …" or "backup link …"; `all_links_down` both), at
     /// `when_ms` (Unix ms).
@@ -509,7 +524,9 @@ impl HostLoop {
                 self.start_probe(link, peer, probe_within(within_ms), st)?
             }
             HostMsg::Status(report) => {
-                self.lock_shared().status = Some((report, unix_ms()));
+                let mut sh = self.lock_shared();
+                sh.status = Some((report, unix_ms()));
+                sh.status_epoch = link.codec().peer_epoch();
             }
             HostMsg::Event(ev) => {
                 let epoch = link.codec().peer_epoch();
@@ -535,13 +552,8 @@ impl HostLoop {
                     sh.events.pop_front();
                 }
                 eprintln!("{}", crate::journal::controller_line(&ev));
-                // The event happened at the controller's uptime `at_ms`; its last status
-                // report says where its uptime stood when it arrived.
                 let now = unix_ms();
-                let when = sh.status.as_ref().map_or(now, |(r, arrived)| {
-                    arrived.saturating_sub(r.uptime_ms.saturating_sub(ev.at_ms))
-                });
-                let when = when.min(now);
+                let when = sh.event_time(ev.at_ms, epoch, now);
                 sh.note_link_event(&ev, when);
                 // Logged at the time it happened: an event of the ring sent again arrives
                 // late.
@@ -764,6 +776,38 @@ mod tests {
         assert_eq!(probe_within(0), PROBE_TIMEOUT);
         assert_eq!(probe_within(1), ms(5), "clamped");
         assert_eq!(probe_within(u16::MAX), ms(1000), "clamped");
+    }
+
+    #[test]
+    fn an_event_is_timed_by_its_boots_last_status() {
+        let mut sh = Shared::default();
+        assert_eq!(sh.event_time(500, Some(1), 9_000), 9_000, "no status: now");
+        let report = StatusReport {
+            uptime_ms: 1_000,
+            members: heapless::Vec::new(),
+            led: ha_proto::msg::host::LedReport::Off,
+            frames_sent: 0,
+            frames_received: 0,
+            frames_rejected: 0,
+        };
+        sh.status = Some((report, 5_000));
+        sh.status_epoch = Some(1);
+        assert_eq!(
+            sh.event_time(400, Some(1), 9_000),
+            4_400,
+            "before the status"
+        );
+        assert_eq!(sh.event_time(1_300, Some(1), 9_000), 5_300, "after it");
+        assert_eq!(
+            sh.event_time(9_000, Some(1), 9_000),
+            9_000,
+            "never in the future"
+        );
+        assert_eq!(
+            sh.event_time(400, Some(2), 9_000),
+            9_000,
+            "another boot's status"
+        );
     }
 
     #[test]

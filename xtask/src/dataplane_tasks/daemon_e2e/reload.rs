@@ -4,7 +4,7 @@
 //! settings`) and `hactl reload` applies it: the answer lists the change, the quality factor
 //! moves to what the new weight gives, the banner shows that the members' settings differ,
 //! nobody swaps, no connection is lost. The same edit on the active brings the revisions
-//! together again; the fan is restored.
+//! together again; the fan is restored, and both images go back to the provisioned weight.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,21 +76,22 @@ fn role_changes(socks: &[PathBuf]) -> Vec<Option<u64>> {
         .collect()
 }
 
-/// Edits member `i`'s image (`hactl settings`) and reloads it (`hactl reload --json`);
-/// returns the reload's answer.
+/// Edits member `i`'s image (`hactl settings`: the fan weight `from` → `to`) and reloads
+/// it (`hactl reload --json`); returns the reload's answer.
 fn edit_and_reload(
     b: &dyn Fn(&str) -> String,
     hactl: &dyn Fn(usize) -> Command,
     image: &Path,
     i: usize,
+    (from, to): (u64, u64),
 ) -> Result<serde_json::Value> {
     let edited = output(
         Command::new(b("hactl"))
             .arg("settings")
             .arg(image)
-            .args(["--weight", &format!("fan={FAN_WEIGHT}")]),
+            .args(["--weight", &format!("fan={to}")]),
     )?;
-    let change = format!("weights: fan 100 → {FAN_WEIGHT}");
+    let change = format!("weights: fan {from} → {to}");
     if !edited.contains(&change) {
         return Err(format!(
             "e2e: hactl settings did not say {change:?}: {edited}"
@@ -138,7 +139,7 @@ pub(super) fn reload_phase(
     wait_quality(&hactl, passive, serials[passive], before)?;
 
     // A heavier fan: reload on the passive, its quality follows at once.
-    let rep = edit_and_reload(b, &hactl, &image(passive), passive)?;
+    let rep = edit_and_reload(b, &hactl, &image(passive), passive, (100, FAN_WEIGHT))?;
     let after = quality_with_a_failed_fan(FAN_WEIGHT);
     // Seen by the active too: the passive's heartbeats carry it.
     let seen = wait_quality(&hactl, active, serials[passive], after)?;
@@ -157,7 +158,7 @@ pub(super) fn reload_phase(
     }
 
     // The same edit on the active: one revision again, its quality (nothing failed) stays.
-    edit_and_reload(b, &hactl, &image(active), active)?;
+    edit_and_reload(b, &hactl, &image(active), active, (100, FAN_WEIGHT))?;
     let v = wait_quality(&hactl, passive, serials[active], 100)?;
     let deadline = Instant::now() + QUALITY_BOUND;
     let mut banner = v["banner_text"].as_str().unwrap_or_default().to_string();
@@ -175,6 +176,11 @@ pub(super) fn reload_phase(
     }
     board(env, members[passive], "restore fan 0")?;
     wait_quality(&hactl, passive, serials[passive], 100)?;
+    // Both back to the settings the cluster was provisioned with (a replacement member is
+    // provisioned with them later).
+    for i in [passive, active] {
+        edit_and_reload(b, &hactl, &image(i), i, (FAN_WEIGHT, 100))?;
+    }
 
     // No swap, no lost connection.
     wait_roles(socks, Some(active), Duration::from_secs(2))
