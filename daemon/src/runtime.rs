@@ -99,6 +99,9 @@ pub struct Shared {
     pub addresses: ha_mgmt_api::MemberAddresses,
     /// The role the forwarding plane applies, as the host loop last set it.
     pub forwarding: ForwardingRole,
+    /// The controller's last [`HostMsg::Details`] (model, members' uptimes), with the Unix
+    /// time (ms) it arrived; none from a controller that predates it.
+    pub details: Option<(ha_proto::msg::host::DetailsReport, u64)>,
     /// The controller boot (host-link epoch) [`Shared::status`] came from.
     pub status_epoch: Option<u32>,
     /// The controller's event numbers seen (duplicates, gaps, where its ring resumes).
@@ -341,6 +344,9 @@ fn probe_within(within_ms: u16) -> Duration {
     }
 }
 
+/// How often the host loop asks the controller for its details (model, uptimes).
+pub const DETAILS_EVERY: Duration = Duration::from_secs(10);
+
 /// Static inputs of the host loop.
 pub struct HostLoop {
     /// Monitored interfaces and weights.
@@ -385,6 +391,8 @@ pub struct LoopState {
     /// The controller's events are to be asked for again ([`HostMsg::EventsSince`]) once its
     /// boot is known: set on every (re)connection and every new controller boot.
     ask_events: bool,
+    /// When the details ([`HostMsg::DetailsRequest`]) were last asked for; `None`: at once.
+    details_asked: Option<Instant>,
 }
 
 impl HostLoop {
@@ -402,6 +410,7 @@ impl HostLoop {
             sh.event_numbers.connected();
         }
         st.ask_events = true;
+        st.details_asked = None;
         // A fresh link: report the interfaces and ask for the cluster status at once.
         self.send_interfaces(link, monitor)?;
         st.last_report = Some(Instant::now());
@@ -467,6 +476,16 @@ impl HostLoop {
                 link.send(&HostMsg::EventsSince { seq })?;
                 st.ask_events = false;
             }
+            // The model and the members' uptimes (their boot times): at connection, when a
+            // peer appears or restarts, and every DETAILS_EVERY.
+            let details_due = new_boot
+                || st
+                    .details_asked
+                    .is_none_or(|t| now.duration_since(t) >= DETAILS_EVERY);
+            if controller.is_some() && details_due {
+                link.send(&HostMsg::DetailsRequest)?;
+                st.details_asked = Some(now);
+            }
             self.run_probes(link, st, now)?;
             self.run_garp(st, now);
             let stats = self.forwarding.as_ref().and_then(|f| f.fast_path_stats());
@@ -523,6 +542,9 @@ impl HostLoop {
             HostMsg::ProbeRequest { peer, within_ms } => {
                 self.start_probe(link, peer, probe_within(within_ms), st)?
             }
+            HostMsg::Details(report) => {
+                self.lock_shared().details = Some((report, unix_ms()));
+            }
             HostMsg::Status(report) => {
                 let mut sh = self.lock_shared();
                 sh.status = Some((report, unix_ms()));
@@ -532,6 +554,10 @@ impl HostLoop {
                 let epoch = link.codec().peer_epoch();
                 let mut sh = self.lock_shared();
                 let news = sh.event_numbers.note(ev.seq, epoch, Instant::now());
+                if matches!(ev.name.as_str(), "peer_found" | "peer_restarted") {
+                    // Its boot time changed or is new.
+                    st.details_asked = None;
+                }
                 if news == crate::event_numbers::EventNews::Duplicate {
                     return Ok(());
                 }

@@ -345,6 +345,24 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
                     })
                 }
             ),
+        Just(HostMsg::DetailsRequest),
+        any::<u32>().prop_map(|seq| HostMsg::EventsSince { seq }),
+        (
+            "[a-z0-9-]{0,16}",
+            vec((serial(), any::<u64>()), 0..=MAX_MEMBERS)
+        )
+            .prop_map(|(model, v)| {
+                HostMsg::Details(ha_proto::msg::host::DetailsReport {
+                    model: heapless::String::try_from(model.as_str()).unwrap(),
+                    uptimes: v
+                        .into_iter()
+                        .map(|(serial, uptime_ms)| ha_proto::msg::host::MemberUptime {
+                            serial,
+                            uptime_ms,
+                        })
+                        .collect(),
+                })
+            }),
     ]
 }
 

@@ -95,7 +95,12 @@ pub fn cluster_info(
             });
             MemberInfo {
                 serial: m.serial.as_str().to_string(),
-                model: "mps2-an385".to_string(),
+                // The controller reports its own model; a peer's is not reported ("-").
+                model: sh
+                    .details
+                    .as_ref()
+                    .filter(|_| m.local)
+                    .map_or_else(|| "-".to_string(), |(d, _)| d.model.as_str().to_string()),
                 firmware: format!(
                     "{}.{}.{}",
                     m.firmware.major, m.firmware.minor, m.firmware.patch
@@ -117,12 +122,21 @@ pub fn cluster_info(
                         "configuration sync is reported by confsync, not ha-daemon".into(),
                     ),
                 },
-                // The member's HA boot is its controller's (its uptime rides on every
-                // status report); peers do not report theirs.
+                // The member's HA boot is its controller's: its own uptime rides on every
+                // status report; a peer's comes from the uptime its heartbeats carry, in the
+                // controller's details (0, shown "-", before they arrive).
                 boot_time: if m.local {
                     arrived_ms.saturating_sub(report.uptime_ms) / 1000
                 } else {
-                    0
+                    sh.details
+                        .as_ref()
+                        .and_then(|(d, at)| {
+                            d.uptimes
+                                .iter()
+                                .find(|u| u.serial == m.serial)
+                                .map(|u| at.saturating_sub(u.uptime_ms) / 1000)
+                        })
+                        .unwrap_or(0)
                 },
                 links: m
                     .links

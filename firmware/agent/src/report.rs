@@ -4,7 +4,8 @@
 
 use ha_proto::keys::Keyring;
 use ha_proto::msg::host::{
-    DomainRoleOf, DomainSummary, HostMsg, LedReport, MemberSummary, StatusReport,
+    DetailsReport, DomainRoleOf, DomainSummary, HostMsg, LedReport, MemberSummary, MemberUptime,
+    StatusReport,
 };
 use ha_proto::msg::member::{DomainRole, Heard, Heartbeat};
 use ha_proto::msg::{LinkState, Serial, MAX_DOMAINS, MAX_HA_LINKS};
@@ -115,6 +116,34 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
         v
     }
 
+    /// The details as sent to the main CPU ([`ha_proto::msg::host::HostMsg::Details`]): this
+    /// controller's model, its uptime and each heard peer's (the uptime its last heartbeat
+    /// carried, plus the time since).
+    pub(crate) fn details_report(&self) -> DetailsReport {
+        let me = self.status.me;
+        let mut model = heapless::String::new();
+        for c in self.config.model.chars() {
+            if model.push(c).is_err() {
+                break;
+            }
+        }
+        let mut uptimes = Vec::new();
+        let _ = uptimes.push(MemberUptime {
+            serial: me.serial,
+            uptime_ms: self.now.saturating_sub(me.boot_ms),
+        });
+        for p in self.status.peers {
+            let Some(heard) = p.links.iter().filter_map(|l| l.last_rx_ms).max() else {
+                continue;
+            };
+            let _ = uptimes.push(MemberUptime {
+                serial: p.serial,
+                uptime_ms: p.uptime_ms + self.now.saturating_sub(heard),
+            });
+        }
+        DetailsReport { model, uptimes }
+    }
+
     /// The status as sent to the main CPU ([`HostMsg::Status`]): one summary per member, the
     /// local one first.
     pub(crate) fn status_report(&self) -> StatusReport {
@@ -156,7 +185,7 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
                 paused: p.paused,
                 domains: self.domains_of(&p.serial, &p.roles),
                 links,
-                mode_since_ms: p.state_since_ms.saturating_sub(me.boot_ms),
+                mode_since_ms: peer_mode_since(p).saturating_sub(me.boot_ms),
             });
         }
         let c = self.status.counters;
@@ -186,5 +215,16 @@ pub(crate) fn key_state(ring: &Keyring) -> HostMsg {
     HostMsg::KeyState {
         sealing_key_id: ring.sealing().key_id(),
         accepted,
+    }
+}
+
+/// When a peer's mode last changed (agent clock, ms): its heartbeats say how long it has held
+/// each domain's role, so its latest change is its last heard frame minus the shortest of
+/// those; a peer that announced no role (or was never heard) counts from its liveness state.
+fn peer_mode_since<const D: usize>(p: &crate::status::PeerStatus<D>) -> u64 {
+    let heard = p.links.iter().filter_map(|l| l.last_rx_ms).max();
+    match (heard, p.role_for_ms.iter().min()) {
+        (Some(heard), Some(&held)) => heard.saturating_sub(u64::from(held)),
+        _ => p.state_since_ms,
     }
 }

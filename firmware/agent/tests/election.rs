@@ -386,3 +386,62 @@ fn a_handover_steps_the_active_down_before_the_better_member_takes_over() {
     assert_eq!((c.role(0), c.role(1)), (Role::Passive, Role::Active));
     stepped_down_first(&c);
 }
+
+/// The mode "since" a member reports for a peer is when the peer took its role (its
+/// heartbeats say how long it has held it), not when this member last changed its view of
+/// the peer's liveness.
+#[test]
+fn a_peers_mode_since_is_when_it_took_its_role() {
+    use ha_proto::msg::host::HostMsg;
+    use ha_proto::msg::member::AdminCommand;
+    let mut c = Cluster::pair();
+    c.run_until(2_000);
+    let first = (0..2).find(|&i| c.role(i) == Role::Active).unwrap();
+    // A planned swap at 3 s: the other member's role begins then.
+    c.run_until(3_000);
+    c.with(first, |a, now| {
+        a.handle_host(
+            now,
+            HostMsg::Admin {
+                target: None,
+                command: AdminCommand::ForcePassive,
+            },
+        )
+    });
+    c.run_until(6_000);
+    let taker = 1 - first;
+    assert_eq!(c.role(taker), Role::Active);
+    for i in 0..2 {
+        c.with(i, |a, now| a.handle_host(now, HostMsg::StatusRequest));
+    }
+    let report = |i: usize| {
+        c.host
+            .iter()
+            .rev()
+            .find_map(|(j, m)| match m {
+                HostMsg::Status(r) if *j == i => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let own = report(taker)
+        .members
+        .iter()
+        .find(|m| m.local)
+        .unwrap()
+        .mode_since_ms;
+    let seen = report(first)
+        .members
+        .iter()
+        .find(|m| !m.local)
+        .unwrap()
+        .mode_since_ms;
+    assert!(
+        (3_000..3_200).contains(&own),
+        "the taker's own mode since {own}"
+    );
+    assert!(
+        own.abs_diff(seen) <= 20,
+        "its peer sees it active since {seen} ms, it says {own} ms"
+    );
+}

@@ -334,3 +334,32 @@ fn events_leave_the_ring_a_few_per_turn_and_again_when_the_main_cpu_asks() {
     let oldest = a.events().iter().next().unwrap().seq;
     assert_eq!(all, (oldest..=last).collect::<Vec<_>>());
 }
+
+/// The details a controller reports: its model and every heard member's uptime, a peer's
+/// from the uptime its last heartbeat carried plus the time since.
+#[test]
+fn details_give_the_model_and_each_members_uptime() {
+    let mut cfg = config(0, 2);
+    let _ = cfg.model.push_str("board-x");
+    let mut c = Cluster::new(vec![cfg, config(1, 2)]);
+    c.run_until(5_000);
+    let d = c.a(0).details_report();
+    assert_eq!(d.model.as_str(), "board-x");
+    let up: Vec<(Serial, u64)> = d.uptimes.iter().map(|u| (u.serial, u.uptime_ms)).collect();
+    assert_eq!(up[0], (serial(0), 5_000), "this member first");
+    assert_eq!(up.len(), 2);
+    assert_eq!(up[1].0, serial(1));
+    assert!(
+        up[1].1.abs_diff(5_000) <= 20,
+        "the peer's uptime as heard: {}",
+        up[1].1
+    );
+    // Asked over the host link, answered there.
+    c.with(0, |a, now| a.handle_host(now, HostMsg::DetailsRequest));
+    assert!(
+        c.host
+            .iter()
+            .any(|(i, m)| *i == 0
+                && matches!(m, HostMsg::Details(r) if r.model.as_str() == "board-x"))
+    );
+}

@@ -119,6 +119,35 @@ pub enum HostMsg {
         /// The first event number wanted.
         seq: u32,
     },
+    /// Main CPU → controller: ask for a [`HostMsg::Details`], what the status report does not
+    /// carry. Asked, never pushed: a main CPU that predates it is never sent a message it
+    /// cannot decode, and a controller that predates it drops the request (the main CPU then
+    /// shows those fields as unknown).
+    DetailsRequest,
+    /// Controller → main CPU: the answer to [`HostMsg::DetailsRequest`].
+    Details(DetailsReport),
+}
+
+/// Longest model name in a [`DetailsReport`].
+pub const MODEL_LEN: usize = 16;
+
+/// What a controller reports in [`HostMsg::Details`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetailsReport {
+    /// This controller's model (its board).
+    pub model: String<MODEL_LEN>,
+    /// Every member heard, this one first: how long it has been up as of this report, ms
+    /// (a peer's from the uptime its last heartbeat carried).
+    pub uptimes: Vec<MemberUptime, MAX_MEMBERS>,
+}
+
+/// One member's uptime in a [`DetailsReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUptime {
+    /// The member.
+    pub serial: Serial,
+    /// Its uptime now, ms.
+    pub uptime_ms: u64,
 }
 
 /// One domain's role in [`HostMsg::Roles`], named by domain id
@@ -161,7 +190,8 @@ impl HostMsg {
             | HostMsg::ProbeRequest { .. }
             | HostMsg::Status(_)
             | HostMsg::Event(_)
-            | HostMsg::KeyState { .. } => Direction::ToMainCpu,
+            | HostMsg::KeyState { .. }
+            | HostMsg::Details(_) => Direction::ToMainCpu,
             HostMsg::Interfaces(_)
             | HostMsg::Admin { .. }
             | HostMsg::ProbeResult { .. }
@@ -171,7 +201,8 @@ impl HostMsg {
             | HostMsg::RetireKey { .. }
             | HostMsg::Members(_)
             | HostMsg::Settings(_)
-            | HostMsg::EventsSince { .. } => Direction::ToController,
+            | HostMsg::EventsSince { .. }
+            | HostMsg::DetailsRequest => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

@@ -183,6 +183,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.snapshot().status_report()
     }
 
+    /// The details sent to the main CPU ([`HostMsg::Details`]): the model and every heard
+    /// member's uptime.
+    #[must_use]
+    pub fn details_report(&self) -> ha_proto::msg::host::DetailsReport {
+        self.snapshot().details_report()
+    }
+
     fn snapshot(&self) -> Snapshot<'_, M, D> {
         Snapshot {
             config: &self.cfg,
@@ -259,6 +266,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 Pending::Pong(nonce) => return Some(Output::Host(HostMsg::Pong { nonce })),
                 Pending::Status => {
                     return Some(Output::Host(HostMsg::Status(self.status_report())))
+                }
+                Pending::Details => {
+                    return Some(Output::Host(HostMsg::Details(self.details_report())))
                 }
                 Pending::KeyState => {
                     return Some(Output::Host(report::key_state(self.wire.keyring())))
@@ -439,6 +449,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 self.out.push(Pending::Status);
             }
             HostMsg::EventsSince { seq } => self.out.replay_from(seq),
+            HostMsg::DetailsRequest => self.out.push(Pending::Details),
             HostMsg::Settings(settings) => {
                 let result = match self.cfg.clone().with_settings(&settings) {
                     Ok(new) => {
@@ -464,7 +475,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             | HostMsg::Pong { .. }
             | HostMsg::Status(_)
             | HostMsg::Event(_)
-            | HostMsg::KeyState { .. } => {}
+            | HostMsg::KeyState { .. }
+            | HostMsg::Details(_) => {}
         }
         self.evaluate();
     }

@@ -56,6 +56,8 @@ pub(crate) enum Pending {
     Status,
     /// The key state, to the main CPU.
     KeyState,
+    /// The details report (model, uptimes), to the main CPU.
+    Details,
 }
 
 /// Events handed to the shell per turn of the agent (one input or timeout): a burst or a

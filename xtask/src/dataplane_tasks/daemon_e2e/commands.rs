@@ -39,7 +39,9 @@ pub(super) fn commands_phase(
         output(hactl(active).arg("info"))?.trim_end()
     );
 
-    // Read commands, both members, JSON parsed.
+    // Read commands, both members, JSON parsed. Each member's boot time as it reports
+    // itself and as its peer reports it, and its model.
+    let mut boot_seen: Vec<(String, String, u64, String)> = Vec::new();
     for (i, serial) in serials.iter().enumerate() {
         let want = if i == active { "active" } else { "passive" };
         let m = json(
@@ -54,6 +56,14 @@ pub(super) fn commands_phase(
             "hactl info -v --json",
         )?;
         let members = info["members"].as_array().cloned().unwrap_or_default();
+        for m in &members {
+            boot_seen.push((
+                serial.to_string(),
+                m["serial"].as_str().unwrap_or_default().to_string(),
+                m["boot_time"].as_u64().unwrap_or(0),
+                m["model"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
         let local = members
             .iter()
             .find(|m| m["serial"] == *serial)
@@ -102,8 +112,27 @@ pub(super) fn commands_phase(
             return Err(format!("e2e: hactl events on {}: no event", serial));
         }
     }
+    // A peer's boot time (from the uptime its heartbeats carry) agrees with its own, to the
+    // second or so; a member's own model is its controller's, a peer's is not reported.
+    for (by, of, boot, model) in &boot_seen {
+        let own = boot_seen
+            .iter()
+            .find(|(b, o, _, _)| b == of && o == of)
+            .map(|(_, _, t, _)| *t)
+            .unwrap_or(0);
+        if *boot == 0 || own == 0 || boot.abs_diff(own) > 3 {
+            return Err(format!(
+                "e2e: {by} reports {of} booted at {boot}, {of} itself at {own}"
+            ));
+        }
+        let want_model = by == of;
+        if want_model != (model != "-" && !model.is_empty()) {
+            return Err(format!("e2e: {by} reports {of}'s model as {model:?}"));
+        }
+    }
     println!(
-        "commands: mode, info -v (both HA links up), psk status, events --json parse on both members"
+        "commands: mode, info -v (both HA links up, each peer's boot time within 3 s of its \
+         own), psk status, events --json parse on both members"
     );
 
     // Follow the events of the member about to take over, then force it active: the swap
