@@ -11,7 +11,8 @@
 //! - [`sensors`]: the [`sensors::SensorSource`] trait;
 //! - [`led`]: the status LED over an `embedded-hal` [`OutputPin`](embedded_hal::digital::OutputPin);
 //! - [`link`]: frame links ([`link::FrameLink`]) and the COBS framing of a byte stream
-//!   ([`link::SerialFrameRx`], [`link::SerialFrameTx`], on `embedded-io-async`).
+//!   ([`link::SerialFrameRx`], [`link::SerialFrameTx`], on `embedded-io-async`);
+//! - [`timer`]: the arithmetic of a time driver on down-counting timers (wraps, alarms).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,3 +21,4 @@ pub mod bridge;
 pub mod led;
 pub mod link;
 pub mod sensors;
+pub mod timer;

@@ -58,15 +58,25 @@ impl TimerDriver {
     /// Ticks since boot; the caller holds a critical section, so the wrap handler cannot run
     /// between the reads.
     fn now_cs(&self, cs: CriticalSection<'_>) -> u64 {
-        let mut wraps = self.wraps.borrow(cs).get();
-        let mut value = read(TIMER1, VALUE);
-        if read(TIMER1, INTSTATUS) & 1 != 0 {
-            // Wrapped, handler not run yet: count it and take a value from after the wrap.
-            wraps = wraps.wrapping_add(1);
-            value = read(TIMER1, VALUE);
-        }
-        let cycles = (u64::from(wraps) << 32) | u64::from(u32::MAX - value);
-        cycles / CYCLES_PER_TICK
+        // A wrap whose handler has not run yet counts; the arithmetic and its cases are
+        // `ha_hal::timer`'s (tested on the host).
+        let wraps = self.wraps.borrow(cs).get();
+        let value = read(TIMER1, VALUE);
+        let wrap_pending = read(TIMER1, INTSTATUS) & 1 != 0;
+        let value_after = if wrap_pending {
+            read(TIMER1, VALUE)
+        } else {
+            value
+        };
+        ha_hal::timer::ticks(
+            ha_hal::timer::CounterRead {
+                wraps,
+                value,
+                wrap_pending,
+                value_after,
+            },
+            CYCLES_PER_TICK,
+        )
     }
 
     /// Arms TIMER0 for tick `at` (`u64::MAX`: no alarm). Returns false when `at` already
@@ -77,14 +87,11 @@ impl TimerDriver {
         if at == u64::MAX {
             return true;
         }
-        let now = self.now_cs(cs);
-        if at <= now {
-            return false;
-        }
         // Far deadlines fire early at the counter's limit and re-arm from the handler.
-        let cycles = (at - now)
-            .saturating_mul(CYCLES_PER_TICK)
-            .min(u64::from(u32::MAX)) as u32;
+        let Some(cycles) = ha_hal::timer::alarm_cycles(self.now_cs(cs), at, CYCLES_PER_TICK)
+        else {
+            return false;
+        };
         write(TIMER0, RELOAD, cycles);
         write(TIMER0, VALUE, cycles);
         write(TIMER0, CTRL, CTRL_ENABLE | CTRL_IRQ_ENABLE);
