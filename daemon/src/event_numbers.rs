@@ -57,6 +57,23 @@ impl EventNumbers {
         }
     }
 
+    /// The controller of boot `epoch` says its next event will be number `next`: when this
+    /// daemon holds fewer of that boot (the last ones lost on the line, or none seen yet), the
+    /// first number to ask it for again ([`ha_proto::msg::host::HostMsg::EventsSince`]); gaps
+    /// are then not reported for [`REPLAY_WINDOW`].
+    pub fn behind(&mut self, epoch: Option<u32>, next: u32, now: Instant) -> Option<u32> {
+        epoch?;
+        let from = match self.max {
+            Some(m) if epoch == self.epoch => m.wrapping_add(1),
+            _ => 0,
+        };
+        if from >= next {
+            return None;
+        }
+        self.replay_until = Some(now + REPLAY_WINDOW);
+        Some(from)
+    }
+
     /// Records event `seq` of the controller boot `epoch` arriving at `now`.
     pub fn note(&mut self, seq: u32, epoch: Option<u32>, now: Instant) -> EventNews {
         if epoch != self.epoch {
@@ -142,5 +159,30 @@ mod tests {
         // Connected to a controller that restarted meanwhile: its whole ring.
         n.connected();
         assert_eq!(n.replay_request(8, t), 0);
+    }
+
+    #[test]
+    fn events_lost_on_the_line_are_asked_for_again() {
+        let t = Instant::now();
+        let mut n = EventNumbers::default();
+        assert_eq!(
+            n.behind(None, 5, t),
+            None,
+            "the controller's boot not known yet"
+        );
+        assert_eq!(n.behind(Some(7), 0, t), None, "nothing logged yet");
+        assert_eq!(n.behind(Some(7), 3, t), Some(0), "none seen of this boot");
+        for s in 0..3 {
+            n.note(s, Some(7), t);
+        }
+        assert_eq!(n.behind(Some(7), 3, t), None, "all held");
+        // #3 and #4 were logged, the daemon got neither.
+        assert_eq!(n.behind(Some(7), 5, t), Some(3));
+        assert_eq!(
+            n.note(4, Some(7), t),
+            EventNews::Next,
+            "no gap while they come again"
+        );
+        assert_eq!(n.note(3, Some(7), t), EventNews::Next);
     }
 }

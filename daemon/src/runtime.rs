@@ -543,7 +543,20 @@ impl HostLoop {
                 self.start_probe(link, peer, probe_within(within_ms), st)?
             }
             HostMsg::Details(report) => {
-                self.lock_shared().details = Some((report, unix_ms()));
+                // Events the controller logged that never arrived (a frame lost on the line):
+                // asked for again.
+                let epoch = link.codec().peer_epoch();
+                let missing = {
+                    let mut sh = self.lock_shared();
+                    let missing = sh
+                        .event_numbers
+                        .behind(epoch, report.next_event, Instant::now());
+                    sh.details = Some((report, unix_ms()));
+                    missing
+                };
+                if let Some(seq) = missing {
+                    link.send(&HostMsg::EventsSince { seq })?;
+                }
             }
             HostMsg::Status(report) => {
                 let mut sh = self.lock_shared();

@@ -349,10 +349,12 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
         any::<u32>().prop_map(|seq| HostMsg::EventsSince { seq }),
         (
             "[a-z0-9-]{0,16}",
-            vec((serial(), any::<u64>()), 0..=MAX_MEMBERS)
+            vec((serial(), any::<u64>()), 0..=MAX_MEMBERS),
+            any::<u32>()
         )
-            .prop_map(|(model, v)| {
+            .prop_map(|(model, v, next_event)| {
                 HostMsg::Details(ha_proto::msg::host::DetailsReport {
+                    next_event,
                     model: heapless::String::try_from(model.as_str()).unwrap(),
                     uptimes: v
                         .into_iter()

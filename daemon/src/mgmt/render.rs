@@ -7,7 +7,9 @@ use ha_proto::msg::{LinkState, Role};
 
 use crate::runtime::Shared;
 
-/// Maps a controller event name to the API's kind; `None` for names the API has no kind for.
+/// Maps a controller event name to the API's kind; `None` for names the API has no kind for
+/// (shown as [`EventKind::Other`], never dropped: a dropped event would read as a gap in the
+/// controller's numbers).
 pub fn event_kind(name: &str) -> Option<EventKind> {
     Some(match name {
         "role_changed" => EventKind::Swap,
@@ -26,6 +28,7 @@ pub fn event_kind(name: &str) -> Option<EventKind> {
         "key_rotation" => EventKind::KeyRotation,
         "members_changed" | "members_refused" => EventKind::Members,
         "settings_reloaded" | "settings_refused" | "reload_requested" => EventKind::Reload,
+        "main_cpu_lost" | "main_cpu_back" => EventKind::MainCpu,
         _ => return None,
     })
 }
@@ -240,15 +243,21 @@ pub(crate) fn event_of(
     arrived_ms: u64,
     me: &str,
 ) -> Option<Event> {
+    let kind = event_kind(e.name.as_str());
+    let prefix = if kind.is_none() {
+        format!("{}: ", e.name.as_str())
+    } else {
+        String::new()
+    };
     Some(Event {
         time_ms: arrived_ms,
-        kind: event_kind(e.name.as_str())?,
+        kind: kind.unwrap_or(EventKind::Other),
         // The peer it is about, else this member (its role, quality, forcing…).
         member: Some(
             e.peer
                 .map_or_else(|| me.to_string(), |p| p.as_str().to_string()),
         ),
-        detail: format!("#{} {}", e.seq, e.detail.as_str()),
+        detail: format!("#{} {prefix}{}", e.seq, e.detail.as_str()),
         seq: Some(e.seq),
     })
 }

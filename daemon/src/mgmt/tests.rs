@@ -260,8 +260,13 @@ fn events_past_and_followed() {
         },
     );
     assert_eq!(fin, Reply::EndOfEvents);
-    assert_eq!(ev.len(), 2, "the name without an API kind is left out");
-    let Reply::Event(e) = &ev[1] else { panic!() };
+    assert_eq!(ev.len(), 3, "a name without an API kind is kept, as other");
+    let Reply::Event(other) = &ev[1] else {
+        panic!()
+    };
+    assert_eq!(other.kind, EventKind::Other);
+    assert!(other.detail.contains("future_event: x"), "{other:?}");
+    let Reply::Event(e) = &ev[2] else { panic!() };
     assert_eq!(e.kind, EventKind::LinkDown);
     assert_eq!(
         e.member.as_deref(),

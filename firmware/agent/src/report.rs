@@ -26,6 +26,8 @@ pub(crate) struct Snapshot<'a, const M: usize, const D: usize> {
     pub led: LedPattern,
     /// Agent clock, ms.
     pub now: u64,
+    /// The number the next event will get.
+    pub next_event: u32,
 }
 
 impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
@@ -141,7 +143,11 @@ impl<const M: usize, const D: usize> Snapshot<'_, M, D> {
                 uptime_ms: p.uptime_ms + self.now.saturating_sub(heard),
             });
         }
-        DetailsReport { model, uptimes }
+        DetailsReport {
+            model,
+            uptimes,
+            next_event: self.next_event,
+        }
     }
 
     /// The status as sent to the main CPU ([`HostMsg::Status`]): one summary per member, the

@@ -525,6 +525,12 @@ pub enum EventKind {
     /// HA settings reloaded in place (the detail lists what changed), or new ones refused
     /// (the detail says why).
     Reload,
+    /// This member's main CPU went silent on the host link (the member leaves the election),
+    /// or is heard again.
+    MainCpu,
+    /// An event of the controller this daemon has no kind for (a newer firmware's); the
+    /// detail is the controller's text, prefixed with its name.
+    Other,
 }
 
 /// One event of the log.

@@ -139,6 +139,9 @@ pub struct DetailsReport {
     /// Every member heard, this one first: how long it has been up as of this report, ms
     /// (a peer's from the uptime its last heartbeat carried).
     pub uptimes: Vec<MemberUptime, MAX_MEMBERS>,
+    /// The number the controller's next event will get: a main CPU that holds fewer has
+    /// lost some on the line and asks for them ([`HostMsg::EventsSince`]).
+    pub next_event: u32,
 }
 
 /// One member's uptime in a [`DetailsReport`].

@@ -196,6 +196,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             status: self.status(),
             led: self.domains.led(),
             now: self.now,
+            next_event: self.out.next_event(),
         }
     }
 

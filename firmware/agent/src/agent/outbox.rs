@@ -101,6 +101,11 @@ impl Outbox {
         }
     }
 
+    /// The number the next event will get.
+    pub(crate) fn next_event(&self) -> u32 {
+        self.next_seq
+    }
+
     /// A new turn of the agent: events may go out again.
     pub(crate) fn new_turn(&mut self) {
         self.budget = EVENTS_PER_TURN;

@@ -149,12 +149,21 @@ pub(super) fn reload_phase(
             "e2e: reload: the banner does not show the members' different settings: {banner}"
         ));
     }
-    let events = output(hactl(passive).args(["events", "--last", "20"]))?;
-    if !events.contains("settings reloaded") {
-        return Err(format!(
-            "e2e: reload: no settings_reloaded event on {}: {events}",
-            serials[passive]
-        ));
+    // Its event log says so (within the controller details' period: an event frame lost on
+    // the host line is asked for again when the next details show it missing).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = output(hactl(passive).args(["events", "--last", "30"]))?;
+        if events.contains("settings reloaded") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "e2e: reload: no settings_reloaded event on {}: {events}",
+                serials[passive]
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // The same edit on the active: one revision again, its quality (nothing failed) stays.
