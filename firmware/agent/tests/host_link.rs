@@ -310,29 +310,27 @@ fn events_leave_the_ring_a_few_per_turn_and_again_when_the_main_cpu_asks() {
     assert_eq!(sent, in_order, "every event once, in order");
     assert!(sent.contains(&first_new));
 
+    // The events the agent hands out after the main CPU asks from `seq`, over 20 turns.
+    let mut asked = |a: &mut A, seq: u32| {
+        a.handle_host(t, HostMsg::EventsSince { seq });
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.extend(drain_events(a).0);
+            t += 10;
+            a.handle_timeout(t);
+        }
+        got.extend(drain_events(a).0);
+        got
+    };
     // A main CPU that knew event 3 on asks again: 3, 4, 5… come again.
     let last = *sent.last().unwrap();
-    a.handle_host(t, HostMsg::EventsSince { seq: 3 });
-    let mut again = Vec::new();
-    for _ in 0..20 {
-        again.extend(drain_events(&mut a).0);
-        t += 10;
-        a.handle_timeout(t);
-    }
-    again.extend(drain_events(&mut a).0);
-    assert_eq!(again, (3..=last).collect::<Vec<_>>());
-
+    assert_eq!(asked(&mut a, 3), (3..=last).collect::<Vec<_>>());
     // A number from another boot (ahead of this one's): the whole ring, from the oldest.
-    a.handle_host(t, HostMsg::EventsSince { seq: 1_000_000 });
-    let mut all = Vec::new();
-    for _ in 0..20 {
-        all.extend(drain_events(&mut a).0);
-        t += 10;
-        a.handle_timeout(t);
-    }
-    all.extend(drain_events(&mut a).0);
     let oldest = a.events().iter().next().unwrap().seq;
-    assert_eq!(all, (oldest..=last).collect::<Vec<_>>());
+    assert_eq!(
+        asked(&mut a, 1_000_000),
+        (oldest..=last).collect::<Vec<_>>()
+    );
 }
 
 /// The details a controller reports: its model and every heard member's uptime, a peer's
