@@ -32,9 +32,11 @@ pub(crate) enum Cmd {
     Psk(PskCmd),
     /// Write a member's flash configuration block to an image file (mode 0600).
     Provision(ProvisionArgs),
-    /// Change the HA settings in a configuration image in place (timers, weights, aggregate
-    /// rule, TPM, preferred members, encryption, backup link); its serial, key and members
-    /// stay. Prints what changed; `hactl reload` then applies it on the running member.
+    /// Change the HA settings in a configuration image (then `hactl reload`)
+    ///
+    /// Timers, weights, aggregate rule, TPM, preferred members, encryption, backup link;
+    /// the image's serial, key and members stay. Prints what changed and the new revision;
+    /// `hactl reload` on that member then applies it without a restart.
     Settings(SettingsArgs),
     /// Show what a configuration image holds (never the key, only its fingerprint).
     Inspect {
@@ -66,8 +68,10 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Force a member active, whatever its quality (this member, or MEMBER by serial:
-    /// relayed by this member's controller, confirmed by MEMBER's heartbeats).
+    /// Force a member active, whatever its quality
+    ///
+    /// This member, or MEMBER by serial: relayed by this member's controller over the HA
+    /// links, confirmed by MEMBER's heartbeats.
     Active {
         /// The member's serial (default: this member).
         member: Option<String>,
@@ -82,10 +86,13 @@ pub(crate) enum Cmd {
         /// The member's serial (default: this member).
         member: Option<String>,
     },
-    /// Apply the HA settings of this member's configuration image (written again with
-    /// `hactl provision --force`) without a restart or a swap: timers, weights, aggregate
-    /// rule, TPM, preferred members, encryption, backup link. Prints what changed; refuses,
-    /// changing nothing, what needs another command (key, members, domain list)
+    /// Apply this member's changed HA settings now, without a restart or a swap
+    ///
+    /// Reads the configuration image again (edited with `hactl settings`) and the daemon's
+    /// configuration file: timers, weights, aggregate rule, TPM, preferred members,
+    /// encryption, backup link and the monitored interfaces apply in place. Prints each
+    /// change. Refuses, changing nothing, what needs another command: a new key (`hactl psk
+    /// rotate`), members (`hactl cluster join/remove`), the domain list (a restart).
     Reload {
         /// Machine-readable output.
         #[arg(long)]
