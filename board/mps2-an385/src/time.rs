@@ -88,8 +88,7 @@ impl TimerDriver {
             return true;
         }
         // Far deadlines fire early at the counter's limit and re-arm from the handler.
-        let Some(cycles) = ha_hal::timer::alarm_cycles(self.now_cs(cs), at, CYCLES_PER_TICK)
-        else {
+        let Some(cycles) = ha_hal::timer::alarm_cycles(self.now_cs(cs), at, CYCLES_PER_TICK) else {
             return false;
         };
         write(TIMER0, RELOAD, cycles);
