@@ -14,6 +14,9 @@ pub struct View {
     pub key_id: u8,
     /// Public fingerprint of the PSK (8 bytes of a domain-separated SHA-256, hex).
     pub psk_fingerprint: String,
+    /// The configuration revision (16 hex digits): a digest of the settings every member
+    /// must share, equal on two images exactly when those agree (what `hactl info` shows).
+    pub revision: String,
     /// Encrypted member frames.
     pub encrypt: bool,
     /// Members in cluster order.
@@ -78,6 +81,7 @@ pub fn view(b: &ConfigBlock) -> View {
             .iter()
             .map(|x| format!("{x:02x}"))
             .collect(),
+        revision: format!("{:016x}", b.revision()),
         encrypt: b.encrypt,
         members: b
             .members
@@ -136,6 +140,11 @@ pub fn render(v: &View) -> String {
         s,
         "psk               <not shown>, fingerprint {}",
         v.psk_fingerprint
+    );
+    let _ = writeln!(
+        s,
+        "revision          {} (the same on members whose HA settings agree)",
+        v.revision
     );
     let _ = writeln!(
         s,

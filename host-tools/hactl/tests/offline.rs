@@ -423,9 +423,16 @@ fn settings_edit_an_image_in_place_and_refused_values_change_nothing() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(std::fs::read(&a).unwrap(), image, "{args:?} wrote");
     }
-    // The same edit on the peer's image: the revisions agree again.
+    // The same edit on the peer's image: the revisions agree again, as inspect shows.
     assert!(edit(&b).status.success());
     assert_eq!(read(&b).revision(), read(&a).revision());
+    let shown = |p: &std::path::Path| {
+        let o = hactl(&["inspect", p.to_str().unwrap(), "--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["revision"].as_str().unwrap().to_string()
+    };
+    assert_eq!(shown(&a), format!("{:016x}", read(&a).revision()));
+    assert_eq!(shown(&a), shown(&b));
     // Nothing to change is said, and exits 0.
     let o = hactl(&["settings", a.to_str().unwrap(), "--tpm", "on"], b"");
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to change"));
