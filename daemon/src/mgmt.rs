@@ -288,7 +288,7 @@ impl MgmtServer {
                     let mut all: Vec<Event> = sh
                         .events
                         .iter()
-                        .filter_map(|(e, t)| event_of(e, *t, &me))
+                        .map(|(e, t)| event_of(e, *t, &me))
                         .chain(sh.local_events.iter().cloned())
                         .collect();
                     all.sort_by_key(|e| e.time_ms);
@@ -316,9 +316,7 @@ impl MgmtServer {
                         }
                         match rx.recv_timeout(Duration::from_millis(100)) {
                             Ok((e, t)) => {
-                                if let Some(e) = event_of(&e, t, &me) {
-                                    out(&Reply::Event(e))?;
-                                }
+                                out(&Reply::Event(event_of(&e, t, &me)))?;
                             }
                             Err(mpsc::RecvTimeoutError::Timeout) => {}
                             Err(mpsc::RecvTimeoutError::Disconnected) => break Reply::EndOfEvents,

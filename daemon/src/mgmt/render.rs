@@ -238,18 +238,14 @@ pub fn cluster_info(
     }
 }
 
-pub(crate) fn event_of(
-    e: &ha_proto::msg::host::EventReport,
-    arrived_ms: u64,
-    me: &str,
-) -> Option<Event> {
+pub(crate) fn event_of(e: &ha_proto::msg::host::EventReport, arrived_ms: u64, me: &str) -> Event {
     let kind = event_kind(e.name.as_str());
     let prefix = if kind.is_none() {
         format!("{}: ", e.name.as_str())
     } else {
         String::new()
     };
-    Some(Event {
+    Event {
         time_ms: arrived_ms,
         kind: kind.unwrap_or(EventKind::Other),
         // The peer it is about, else this member (its role, quality, forcing…).
@@ -259,5 +255,5 @@ pub(crate) fn event_of(
         ),
         detail: format!("#{} {prefix}{}", e.seq, e.detail.as_str()),
         seq: Some(e.seq),
-    })
+    }
 }
