@@ -139,6 +139,12 @@ impl KCore {
         }
     }
 
+    /// Active: the entries `events` changed without an event of their own, to read from the
+    /// kernel and pass to [`KCore::on_kernel`] (see `KernelPath::to_reread`).
+    pub fn to_reread(&self, events: &Events) -> Vec<(CtTuple, u16)> {
+        self.kp.to_reread(events)
+    }
+
     /// Active, after a takeover (`seed`) or an overrun: reconciles with a dump of the
     /// entries and expectations.
     pub fn on_dump(&mut self, dump: &[CtEntry], expects: &[CtExpect], seed: bool, now: Instant) {

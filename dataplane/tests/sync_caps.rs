@@ -145,6 +145,7 @@ fn make(a: &mut Node, kind: TableKind, i: u32, v: u8, now: Millis) {
                     flags: [0x23, 0x23],
                 }),
                 helper: None,
+                seq_adj: None,
                 expires: now + 3_600_000,
                 gen: LOCAL_GEN,
             };
@@ -172,6 +173,7 @@ fn make(a: &mut Node, kind: TableKind, i: u32, v: u8, now: Millis) {
                 mask_port: 0,
                 flags: u32::from(v),
                 class: 0,
+                nat: None,
                 expires: now + 300_000,
                 gen: LOCAL_GEN,
             };

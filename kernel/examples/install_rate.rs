@@ -40,6 +40,7 @@ fn entry(i: u32, base: u8) -> CtEntry {
             flags_reply: 0x23,
         }),
         helper: None,
+        seq_adj: None,
     }
 }
 

@@ -130,6 +130,16 @@ impl KernelPath {
             self.young.remove(&k);
             return self.mirror.on_event(kind, e);
         }
+        // An update reports only what changed of the TCP state, helper and sequence
+        // adjustment: the rest is what was known.
+        let known = self
+            .mirror
+            .get(&k)
+            .or_else(|| self.young.get(&k).map(|(_, p)| p));
+        let e = &match known {
+            Some(known) if kind == CtEventKind::Update => e.completed_by(known),
+            _ => *e,
+        };
         match self.verdict(e, now) {
             Verdict::Sync => {
                 self.young.remove(&k);
@@ -210,6 +220,23 @@ impl KernelPath {
             exp_changes.extend(self.exp_mirror.on_event(kind, &ev.exp));
         }
         Self::apply(changes, exp_changes, tables, now)
+    }
+
+    /// Active: the entries these events changed without saying so, which the caller must read
+    /// from the kernel (`Ctnetlink::get`) and pass back to [`KernelPath::on_events`] as
+    /// updates: the masters of new translated expectations. A NAT helper that rewrites a
+    /// command (FTP's `PORT` through SNAT) moves its master's sequence adjustment in the same
+    /// packet that creates the expectation, and the kernel reports no event for an
+    /// adjustment. Only masters the peer was told about (the others are not synced).
+    pub fn to_reread(&self, events: &Events) -> Vec<CtKey> {
+        let mut seen = HashSet::new();
+        events
+            .expects
+            .iter()
+            .filter(|ev| ev.kind == CtEventKind::New && ev.exp.nat.is_some())
+            .map(|ev| (ev.exp.master, ev.exp.zone))
+            .filter(|k| self.mirror.get(k).is_some() && seen.insert(*k))
+            .collect()
     }
 
     /// Active, periodically (about once a second): the entries that reached the minimum age
@@ -371,7 +398,8 @@ impl KernelPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::{CtEvent, CtEventKind, ExpEvent};
+    use crate::conntrack::expect::{KExpFn, KExpNat};
+    use crate::conntrack::{CtEvent, CtEventKind, ExpEvent, KHelper, KSeqAdj, TcpInfo};
     use ha_dataplane::tables::{Limits, SyncedItem};
 
     fn entry(port: u16) -> CtEntry {
@@ -405,6 +433,102 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(t.kernel_conns().len(), 1);
         assert!(t.kernel_conns().contains_key(&key_of(&entry(3).orig, 0)));
+    }
+
+    #[test]
+    fn an_update_that_reports_only_what_changed_keeps_the_rest() {
+        // FTP's `PORT` rewritten through SNAT: the kernel's update event carries the new
+        // sequence adjustment but not the TCP state, which did not change.
+        let mut p = KernelPath::new(Vec::new());
+        let mut t = Tables::new();
+        let tcp = TcpInfo {
+            state: crate::conntrack::TCP_ESTABLISHED,
+            wscale_orig: 7,
+            wscale_reply: 7,
+            flags_orig: 0x23,
+            flags_reply: 0x23,
+        };
+        let mut e = entry(21);
+        e.orig.proto = 6;
+        e.reply.proto = 6;
+        e.tcp = Some(tcp);
+        e.helper = KHelper::new("ftp");
+        let evs = |kind, entry| Events {
+            entries: vec![CtEvent { kind, entry }],
+            expects: Vec::new(),
+        };
+        p.on_events(&evs(CtEventKind::New, e), &mut t, 0);
+        let adj = [
+            KSeqAdj {
+                correction_pos: 500,
+                offset_before: 0,
+                offset_after: 2,
+            },
+            KSeqAdj::default(),
+        ];
+        let update = CtEntry {
+            tcp: None,
+            seq_adj: Some(adj),
+            ..e
+        };
+        p.on_events(&evs(CtEventKind::Update, update), &mut t, 10);
+        let synced = t.kernel_conns()[&key_of(&e.orig, 0)];
+        assert_eq!(synced.tcp.map(|x| x.state), Some(tcp.state));
+        assert_eq!(synced.seq_adj, Some(adj));
+        // A later update without the adjustment (a state change) keeps it too.
+        let closing = CtEntry {
+            tcp: Some(TcpInfo { state: 4, ..tcp }),
+            ..e
+        };
+        p.on_events(&evs(CtEventKind::Update, closing), &mut t, 20);
+        let synced = t.kernel_conns()[&key_of(&e.orig, 0)];
+        assert_eq!(synced.tcp.map(|x| x.state), Some(4));
+        assert_eq!(synced.seq_adj, Some(adj));
+    }
+
+    #[test]
+    fn the_masters_of_new_translated_expectations_are_read_again() {
+        let mut p = KernelPath::new(Vec::new());
+        let mut t = Tables::new();
+        let told = |port| CtEvent {
+            kind: CtEventKind::New,
+            entry: entry(port),
+        };
+        p.on_events(
+            &Events {
+                entries: vec![told(1), told(2)],
+                expects: Vec::new(),
+            },
+            &mut t,
+            0,
+        );
+        let nat = KExpNat {
+            dir: 1,
+            addr: "10.1.0.1".parse().unwrap(),
+            port: 50_000,
+            func: KExpFn::new("nat-follow-master").unwrap(),
+        };
+        let exp = |port, nat, kind| ExpEvent {
+            kind,
+            exp: CtExpect {
+                nat,
+                ..ftp_expect(port)
+            },
+        };
+        let events = Events {
+            entries: Vec::new(),
+            expects: vec![
+                // Translated, twice for the same master: read once.
+                exp(1, Some(nat), CtEventKind::New),
+                exp(1, Some(nat), CtEventKind::New),
+                // Not translated: no rewrite, nothing to read.
+                exp(2, None, CtEventKind::New),
+                // A master the peer was not told about, and a destroy: nothing either.
+                exp(3, Some(nat), CtEventKind::New),
+                exp(2, Some(nat), CtEventKind::Destroy),
+            ],
+        };
+        assert_eq!(p.to_reread(&events), vec![(entry(1).orig, 0)]);
     }
 
     #[test]
@@ -468,6 +592,7 @@ mod tests {
             zone: 0,
             timeout_s: 300,
             flags: 0,
+            nat: None,
             class: 0,
         }
     }

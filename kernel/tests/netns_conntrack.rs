@@ -50,6 +50,7 @@ fn entry() -> CtEntry {
             flags_reply: 0x21,
         }),
         helper: None,
+        seq_adj: None,
     }
 }
 
@@ -150,6 +151,7 @@ fn udp(port: u16, mark: u32) -> CtEntry {
         zone: 0,
         tcp: None,
         helper: None,
+        seq_adj: None,
     }
 }
 

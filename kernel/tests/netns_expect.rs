@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{can_run, in_ns, namespaces};
+use ha_kernel::conntrack::codec::IPS_SRC_NAT;
+use ha_kernel::conntrack::expect::{KExpFn, KExpNat};
 use ha_kernel::conntrack::socket::Ctnetlink;
 use ha_kernel::conntrack::{
-    CtEntry, CtEventKind, CtExpect, CtTuple, Events, KHelper, TcpInfo, IPS_ASSURED, IPS_SEEN_REPLY,
-    TCP_ESTABLISHED,
+    CtEntry, CtEventKind, CtExpect, CtTuple, Events, KHelper, KSeqAdj, TcpInfo, IPS_ASSURED,
+    IPS_SEEN_REPLY, TCP_ESTABLISHED,
 };
 
 fn open_in(ns: &str) -> Ctnetlink {
@@ -44,6 +46,7 @@ fn control(port: u16, helper: bool) -> CtEntry {
             flags_reply: 0x23,
         }),
         helper: if helper { KHelper::new("ftp") } else { None },
+        seq_adj: None,
     }
 }
 
@@ -65,6 +68,7 @@ fn data_expect(master: &CtEntry, data_port: u16) -> CtExpect {
         timeout_s: 300,
         flags: 0,
         class: 0,
+        nat: None,
     }
 }
 
@@ -199,4 +203,98 @@ fn an_ftp_expectation_travels_with_its_master_and_the_kernel_admits_it() {
     standby.remove_expect(&exp.tuple, 0).expect("remove");
     assert!(standby.remove_expect(&exp.tuple, 0).is_err(), "gone twice");
     assert_eq!(standby.dump_expects().expect("dump").0.len(), 1);
+}
+
+/// FTP's `PORT` through SNAT as the active's kernel reports it: the control connection is
+/// translated to the outside address, its client → server direction shifted by the longer
+/// rewritten `PORT` (a sequence adjustment), and the expectation maps the server's data
+/// connection to the outside address back to the client (a translation applied by
+/// "nat-follow-master"). The standby's kernel must take all three, as its dumps show.
+#[test]
+fn a_translated_control_connection_and_its_expectation_install_with_their_nat() {
+    if !can_run("ctnetlink expectation namespace", None) {
+        return;
+    }
+    let (_ns, names) = namespaces("hakn", &["b"]);
+    let mut standby = open_in(&names[0]);
+    let adj = [
+        KSeqAdj {
+            correction_pos: 1_000_000,
+            offset_before: 0,
+            offset_after: 2,
+        },
+        KSeqAdj::default(),
+    ];
+    let mut master = control(40_010, true);
+    master.reply.dst = "10.2.0.254".parse().unwrap();
+    master.reply.dst_port = 40_010;
+    master.status |= IPS_SRC_NAT;
+    master.seq_adj = Some(adj);
+    assert!(standby
+        .install_batch(&[master])
+        .expect("translated master")
+        .is_empty());
+    let (entries, _) = standby.dump().expect("dump entries");
+    let m = entries
+        .iter()
+        .find(|e| e.orig == master.orig)
+        .expect("master in the standby's table");
+    assert_eq!(m.reply, master.reply, "translated reply direction");
+    assert_eq!(m.seq_adj, Some(adj), "sequence adjustment");
+    assert_eq!(m.helper, KHelper::new("ftp"));
+
+    // The server 10.2.0.1 connects to the outside address's port 50010, mapped back to the
+    // client 10.1.0.1:50010.
+    let exp = CtExpect {
+        tuple: CtTuple {
+            src: "10.2.0.1".parse().unwrap(),
+            dst: "10.2.0.254".parse().unwrap(),
+            proto: 6,
+            src_port: 0,
+            dst_port: 50_010,
+        },
+        nat: Some(KExpNat {
+            dir: 1,
+            addr: "10.1.0.1".parse().unwrap(),
+            port: 50_010,
+            func: KExpFn::new("nat-follow-master").unwrap(),
+        }),
+        ..data_expect(&master, 50_010)
+    };
+    assert_eq!(
+        standby.install_expects(&[exp]).expect("expectation"),
+        Vec::new()
+    );
+    let (dump, bad) = standby.dump_expects().expect("dump expectations");
+    assert_eq!(bad, 0);
+    assert_eq!(dump.len(), 1, "{dump:?}");
+    assert_eq!(dump[0].tuple, exp.tuple);
+    assert_eq!(dump[0].nat, exp.nat, "translation and its function");
+
+    // A later rewrite (a second `PORT`) moves the adjustment on the existing entry.
+    let later = [
+        KSeqAdj {
+            correction_pos: 1_000_100,
+            offset_before: 2,
+            offset_after: 4,
+        },
+        KSeqAdj::default(),
+    ];
+    assert!(standby
+        .install_batch(&[CtEntry {
+            seq_adj: Some(later),
+            ..master
+        }])
+        .expect("refresh")
+        .is_empty());
+    let (entries, _) = standby.dump().expect("dump entries");
+    let m = entries.iter().find(|e| e.orig == master.orig).unwrap();
+    assert_eq!(m.seq_adj, Some(later));
+    // What the active reads when a rewrite had no event of its own: the entry by its tuple.
+    let got = standby.get(&master.orig, 0).expect("get").expect("present");
+    assert_eq!((got.seq_adj, got.reply), (Some(later), master.reply));
+    assert_eq!(
+        standby.get(&control(40_011, true).orig, 0).expect("get"),
+        None
+    );
 }

@@ -53,6 +53,7 @@ fn entry(i: u16) -> CtEntry {
             flags_reply: 0x23,
         }),
         helper: None,
+        seq_adj: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ha_kernel::conntrack::socket::{CtError, Ctnetlink};
-use ha_kernel::conntrack::{CtEntry, CtExpect, Events};
+use ha_kernel::conntrack::{CtEntry, CtEvent, CtEventKind, CtExpect, CtTuple, Events};
 
 use super::{KCore, KStats};
 
@@ -137,10 +137,36 @@ impl Drop for Refresher {
     }
 }
 
+/// Reads the entries `keys` names from the kernel and applies them as updates (gone ones are
+/// left to their destroy events; one the kernel did not answer for is logged: its change
+/// then reaches the peer with the entry's next update or an overrun's reconcile).
+fn reread_entries(reader: &mut Ctnetlink, core: &Mutex<KCore>, keys: &[(CtTuple, u16)]) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut updates = Events::default();
+    for (orig, zone) in keys {
+        match reader.get(orig, *zone) {
+            Ok(Some(entry)) => updates.entries.push(CtEvent {
+                kind: CtEventKind::Update,
+                entry,
+            }),
+            Ok(None) => {}
+            Err(e) => eprintln!("ha-daemon: conntrack: reading {orig:?} again: {e}"),
+        }
+    }
+    let mut c = lock(core);
+    if c.is_active() && !updates.is_empty() {
+        c.on_kernel(&updates, Instant::now());
+    }
+}
+
 fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Result<(), CtError> {
     // Subscribed before the dump: nothing falls between the two.
     let mut ev = Ctnetlink::open()?;
     ev.subscribe(EVENT_RCVBUF, false)?;
+    // Requests of the event thread (reading an entry whose change had no event of its own).
+    let mut reader = Ctnetlink::open()?;
     resync(core, stats, true)?;
     let refresher = Refresher::start(stats.clone());
     let mut batch = Events::default();
@@ -170,6 +196,9 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
                 return Ok(());
             }
             c.on_kernel(&batch, Instant::now());
+            let reread = c.to_reread(&batch);
+            drop(c);
+            reread_entries(&mut reader, core, &reread);
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();

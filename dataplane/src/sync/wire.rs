@@ -29,8 +29,8 @@ use ha_proto::frame::{Header, MAX_BODY_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::tables::{
-    CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, KConnKey, KExpKey, KHelper, KTcp,
-    KTuple, ZoneAddr,
+    CertStatus, ConnKey, ConnState, ExpectKey, Helper, IkeKey, KConnKey, KExpKey, KExpNat, KHelper,
+    KSeqAdj, KTcp, KTuple, ZoneAddr,
 };
 
 /// One state-sync message (the body of one frame).
@@ -310,6 +310,45 @@ pub enum Record {
     },
     /// Kernel conntrack expectation removed (used, expired or deleted).
     DelKernelExpect(KExpKey),
+    /// [`Record::KernelConn`] of an entry with a TCP sequence adjustment (sent for those
+    /// entries only, so a peer of an older release still reads every other entry).
+    KernelConnAdjusted {
+        /// Identity (original direction and zone).
+        key: KConnKey,
+        /// Reply direction.
+        reply: KTuple,
+        /// Status bits.
+        status: u32,
+        /// Mark.
+        mark: u32,
+        /// TCP tracking state.
+        tcp: Option<KTcp>,
+        /// Milliseconds until the kernel would expire it.
+        left: u64,
+        /// Its conntrack helper.
+        helper: Option<KHelper>,
+        /// Sequence adjustment, `[originator, responder]`.
+        seq_adj: [KSeqAdj; 2],
+    },
+    /// [`Record::KernelExpect`] of an expectation with a translation (sent for those only).
+    KernelExpectNat {
+        /// Identity (expected tuple and zone).
+        key: KExpKey,
+        /// Original direction of its master entry.
+        master: KTuple,
+        /// Source address mask.
+        mask_src: IpAddr,
+        /// Source port mask.
+        mask_port: u16,
+        /// Flags (`NF_CT_EXPECT_*`).
+        flags: u32,
+        /// Class of the helper's policy.
+        class: u32,
+        /// Milliseconds until the kernel would drop it.
+        left: u64,
+        /// The translation of the expected connection.
+        nat: KExpNat,
+    },
 }
 
 /// The head of a bulk synchronization ([`Record::BulkBegin`]), also what the receiver's

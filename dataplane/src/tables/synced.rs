@@ -186,6 +186,9 @@ impl Tables {
                 Ok(())
             }
             SyncedItem::KernelExpect(k, mut e) => {
+                if e.nat.is_some_and(|n| !n.func.is_valid() || n.dir > 1) {
+                    return Err(Refused::Invalid(kind));
+                }
                 e.gen = gen;
                 upsert_capped(&mut self.kexps, k, e, cap, kind)?;
                 self.journal_kernel(ItemKey::KernelExpect(k));

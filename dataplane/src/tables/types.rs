@@ -441,10 +441,28 @@ pub struct KConn {
     /// The conntrack helper attached to it (an FTP control connection's "ftp"): the standby
     /// must create the entry with it, or the kernel refuses the expectations it owns.
     pub helper: Option<KHelper>,
+    /// TCP sequence adjustment, `[originator, responder]`: a NAT helper that rewrote the
+    /// payload (FTP's `PORT` through SNAT) changed its length, and every later segment's
+    /// sequence and acknowledgement numbers are shifted by the kernel. Without it on the
+    /// standby, the connection's next segments reach the other end misnumbered.
+    pub seq_adj: Option<[KSeqAdj; 2]>,
     /// When the kernel would expire it (this member's clock).
     pub expires: Millis,
     /// Generation (see the module documentation); [`LOCAL_GEN`] for this member's own.
     pub gen: u32,
+}
+
+/// One direction's TCP sequence adjustment of a kernel entry (`struct nf_ct_seqadj`):
+/// segments starting after `correction_pos` are shifted by `offset_after`, earlier ones (a
+/// retransmission) by `offset_before`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KSeqAdj {
+    /// Sequence number of the last rewrite.
+    pub correction_pos: u32,
+    /// Offset before that rewrite.
+    pub offset_before: i32,
+    /// Offset after it.
+    pub offset_after: i32,
 }
 
 /// The name of a conntrack helper ("ftp", "sip", ...) as the kernel names it: at most 15
@@ -482,6 +500,55 @@ impl KHelper {
     }
 }
 
+/// The translation of an expected connection (`CTA_EXPECT_NAT` and `CTA_EXPECT_FN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KExpNat {
+    /// Direction of the master the expected connection follows (`IP_CT_DIR_*`: 0 original,
+    /// 1 reply).
+    pub dir: u8,
+    /// The address and port the expected connection is translated to.
+    pub addr: IpAddr,
+    /// Its port (0 without ports).
+    pub port: u16,
+    /// The kernel's expectation function that sets the translation up ("nat-follow-master").
+    pub func: KExpFn,
+}
+
+/// The name of a kernel expectation function (`CTA_EXPECT_FN`, "nat-follow-master"): at
+/// most 31 bytes, NUL-padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KExpFn([u8; 32]);
+
+impl KExpFn {
+    /// The function called `name`; `None` when it is empty, longer than 31 bytes or holds a
+    /// NUL.
+    pub fn new(name: &str) -> Option<KExpFn> {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > 31 || b.contains(&0) {
+            return None;
+        }
+        let mut a = [0u8; 32];
+        a[..b.len()].copy_from_slice(b);
+        Some(KExpFn(a))
+    }
+
+    /// The name, without padding (check bytes from a peer with [`KExpFn::is_valid`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|b| *b == 0).unwrap_or(32);
+        &self.0[..n]
+    }
+
+    /// True when it names a function the kernel could know: 1–31 printable ASCII bytes,
+    /// then only padding.
+    pub fn is_valid(&self) -> bool {
+        let name = self.as_bytes();
+        !name.is_empty()
+            && name.len() <= 31
+            && name.iter().all(|b| b.is_ascii_graphic())
+            && self.0[name.len()..].iter().all(|b| *b == 0)
+    }
+}
+
 /// Identity of a kernel conntrack expectation (a helper's announcement of a related
 /// connection to come, e.g. an FTP data connection): the tuple it expects and its zone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -507,6 +574,10 @@ pub struct KExp {
     pub flags: u32,
     /// Expectation class of the helper's policy.
     pub class: u32,
+    /// The translation of the expected connection (a NAT helper's expectation: FTP's
+    /// `PORT` through SNAT expects the server at the outside address and maps the data
+    /// connection back to the client), with the kernel function that applies it.
+    pub nat: Option<KExpNat>,
     /// When the kernel would drop it (this member's clock).
     pub expires: Millis,
     /// Generation (see the module documentation); [`LOCAL_GEN`] for this member's own.

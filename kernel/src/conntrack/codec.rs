@@ -20,7 +20,8 @@ use netlink_packet_netfilter::{
 
 use super::expect::{self, ExpEvent, SUBSYS_EXP};
 use super::{
-    CtEntry, CtEvent, CtEventKind, CtTuple, KHelper, TcpInfo, IPS_CONFIRMED, STATUS_SETTABLE,
+    CtEntry, CtEvent, CtEventKind, CtTuple, KHelper, KSeqAdj, TcpInfo, IPS_CONFIRMED,
+    STATUS_SETTABLE,
 };
 
 /// `CTA_ZONE`: the entry's zone, a big-endian u16 (`include/uapi/linux/netfilter/
@@ -46,6 +47,16 @@ const CTA_PROTONAT_PORT_MAX: u16 = 2;
 pub const CTA_HELP: u16 = 5;
 /// `CTA_HELP_NAME`: the helper's name, a NUL-terminated string.
 const CTA_HELP_NAME: u16 = 1;
+/// `CTA_SEQ_ADJ_ORIG` / `CTA_SEQ_ADJ_REPLY`: the TCP sequence adjustment of each direction
+/// (nested). Hand-written: not in `netlink-packet-netfilter`.
+pub const CTA_SEQ_ADJ_ORIG: u16 = 15;
+/// See [`CTA_SEQ_ADJ_ORIG`].
+pub const CTA_SEQ_ADJ_REPLY: u16 = 16;
+/// `CTA_SEQADJ_CORRECTION_POS`, `_OFFSET_BEFORE`, `_OFFSET_AFTER`: big-endian u32 each (the
+/// offsets are the kernel's `s32`, sent as their bits).
+const CTA_SEQADJ_CORRECTION_POS: u16 = 1;
+const CTA_SEQADJ_OFFSET_BEFORE: u16 = 2;
+const CTA_SEQADJ_OFFSET_AFTER: u16 = 3;
 /// `NLA_F_NESTED`: the attribute holds attributes.
 const NLA_F_NESTED: u16 = 0x8000;
 /// `IPS_SRC_NAT`: the entry's source is translated (the reply goes to `reply.dst`).
@@ -230,6 +241,42 @@ pub fn help_attr(h: &KHelper) -> DefaultNla {
     DefaultNla::new(CTA_HELP | NLA_F_NESTED, nla(CTA_HELP_NAME, &name))
 }
 
+/// The `CTA_SEQ_ADJ_ORIG` or `CTA_SEQ_ADJ_REPLY` attribute (`kind`) of `a`.
+pub fn seq_adj_attr(kind: u16, a: &KSeqAdj) -> DefaultNla {
+    let v = [
+        nla(CTA_SEQADJ_CORRECTION_POS, &a.correction_pos.to_be_bytes()),
+        nla(CTA_SEQADJ_OFFSET_BEFORE, &a.offset_before.to_be_bytes()),
+        nla(CTA_SEQADJ_OFFSET_AFTER, &a.offset_after.to_be_bytes()),
+    ]
+    .concat();
+    DefaultNla::new(kind | NLA_F_NESTED, v)
+}
+
+/// The direction (0 original, 1 reply) and value of a sequence adjustment attribute; `None`
+/// for other attributes. A missing part reads as 0, as the kernel's own parser takes it.
+fn seq_adj_of(nla: &DefaultNla) -> Option<(usize, KSeqAdj)> {
+    let dir = match nla.kind() & !NLA_F_NESTED {
+        CTA_SEQ_ADJ_ORIG => 0,
+        CTA_SEQ_ADJ_REPLY => 1,
+        _ => return None,
+    };
+    let mut v = vec![0u8; nla.value_len()];
+    nla.emit_value(&mut v);
+    let mut a = KSeqAdj::default();
+    for b in NlasIterator::new(&v[..]).flatten() {
+        let Ok(x) = <[u8; 4]>::try_from(b.value()) else {
+            continue;
+        };
+        match b.kind() {
+            CTA_SEQADJ_CORRECTION_POS => a.correction_pos = u32::from_be_bytes(x),
+            CTA_SEQADJ_OFFSET_BEFORE => a.offset_before = i32::from_be_bytes(x),
+            CTA_SEQADJ_OFFSET_AFTER => a.offset_after = i32::from_be_bytes(x),
+            _ => {}
+        }
+    }
+    Some((dir, a))
+}
+
 fn helper_of(nla: &DefaultNla) -> Option<KHelper> {
     if nla.kind() & !NLA_F_NESTED != CTA_HELP {
         return None;
@@ -280,6 +327,17 @@ fn entry_attrs(e: &CtEntry, nat: bool) -> Vec<ConntrackAttribute> {
     if e.zone != 0 {
         a.push(ConntrackAttribute::Other(zone_attr(e.zone)));
     }
+    // The kernel takes a sequence adjustment on a new entry and on an existing one alike.
+    if let Some([orig, reply]) = &e.seq_adj {
+        a.push(ConntrackAttribute::Other(seq_adj_attr(
+            CTA_SEQ_ADJ_ORIG,
+            orig,
+        )));
+        a.push(ConntrackAttribute::Other(seq_adj_attr(
+            CTA_SEQ_ADJ_REPLY,
+            reply,
+        )));
+    }
     if nat {
         a.extend(nat_attrs(e).into_iter().map(ConntrackAttribute::Other));
         a.extend(
@@ -328,6 +386,16 @@ fn new_request(e: &CtEntry, seq: u32, nat: bool) -> Vec<u8> {
 
 /// The request that removes the entry of original tuple `orig` in `zone`; acknowledged.
 pub fn remove_request(orig: &CtTuple, zone: u16, seq: u32) -> Vec<u8> {
+    keyed_request(ConntrackMessage::Delete, orig, zone, seq)
+}
+
+/// An acknowledged request of kind `message` about the entry of `orig` in `zone`.
+fn keyed_request(
+    message: fn(Vec<ConntrackAttribute>) -> ConntrackMessage,
+    orig: &CtTuple,
+    zone: u16,
+    seq: u32,
+) -> Vec<u8> {
     let mut h = NetlinkHeader::default();
     h.flags = NLM_F_REQUEST | NLM_F_ACK;
     h.sequence_number = seq;
@@ -339,9 +407,15 @@ pub fn remove_request(orig: &CtTuple, zone: u16, seq: u32) -> Vec<u8> {
         h,
         NetlinkPayload::from(NetfilterMessage::new(
             NetfilterHeader::new(family(&orig.src), 0, 0),
-            ConntrackMessage::Delete(a),
+            message(a),
         )),
     ))
+}
+
+/// The request that reads the entry of original tuple `orig` in `zone` (answered with the
+/// entry, as a dump would show it, then the acknowledgement; `ENOENT` when it is gone).
+pub fn get_request(orig: &CtTuple, zone: u16, seq: u32) -> Vec<u8> {
+    keyed_request(ConntrackMessage::Get, orig, zone, seq)
 }
 
 /// The request that dumps every IPv4 and IPv6 entry of the table.
@@ -460,6 +534,7 @@ fn zone_of(nla: &DefaultNla) -> Option<u16> {
 
 fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
     let (mut orig, mut reply, mut tcp, mut helper) = (None, None, None, None);
+    let mut seq_adj: Option<[KSeqAdj; 2]> = None;
     let (mut status, mut timeout_s, mut mark, mut zone) = (0, 0, 0, 0);
     for a in attrs {
         match a {
@@ -476,6 +551,9 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
                 if let Some(h) = helper_of(nla) {
                     helper = Some(h);
                 }
+                if let Some((dir, a)) = seq_adj_of(nla) {
+                    seq_adj.get_or_insert_with(Default::default)[dir] = a;
+                }
             }
             _ => {}
         }
@@ -490,6 +568,7 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
         zone,
         tcp,
         helper,
+        seq_adj,
     })
 }
 
@@ -569,7 +648,64 @@ mod tests {
                 flags_reply: 0x22,
             }),
             helper: None,
+            seq_adj: None,
         }
+    }
+
+    #[test]
+    fn a_sequence_adjustment_is_nested_position_and_two_offsets_big_endian() {
+        let adj = KSeqAdj {
+            correction_pos: 0x0102_0304,
+            offset_before: 0,
+            offset_after: -2,
+        };
+        let a = seq_adj_attr(CTA_SEQ_ADJ_REPLY, &adj);
+        let mut buf = vec![0u8; a.buffer_len()];
+        a.emit(&mut buf);
+        let h = |len: u16, kind: u16| [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        let mut want = h(28, 16 | 0x8000);
+        want.extend(h(8, 1));
+        want.extend([1, 2, 3, 4]);
+        want.extend(h(8, 2));
+        want.extend([0, 0, 0, 0]);
+        want.extend(h(8, 3));
+        want.extend([0xff, 0xff, 0xff, 0xfe]);
+        assert_eq!(buf, want);
+        assert_eq!(seq_adj_of(&a), Some((1, adj)));
+        assert_eq!(seq_adj_of(&zone_attr(3)), None);
+    }
+
+    #[test]
+    fn an_adjusted_entry_is_installed_and_refreshed_with_its_adjustment() {
+        let adj = [
+            KSeqAdj {
+                correction_pos: 1_000,
+                offset_before: 0,
+                offset_after: 2,
+            },
+            KSeqAdj::default(),
+        ];
+        let e = CtEntry {
+            seq_adj: Some(adj),
+            ..entry()
+        };
+        let back = |bytes: Vec<u8>| match decode(&bytes).unwrap() {
+            Decoded::Entry(ev) => ev.entry,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            back(install_request(&e, 1)),
+            CtEntry {
+                status: e.status | IPS_CONFIRMED,
+                ..e
+            }
+        );
+        // An existing entry takes a new adjustment too (a later rewrite).
+        assert_eq!(back(refresh_request(&e, 1)).seq_adj, Some(adj));
+        assert_eq!(
+            install_request(&e, 1).len(),
+            install_request(&entry(), 1).len() + 56
+        );
     }
 
     #[test]

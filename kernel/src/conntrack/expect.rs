@@ -25,6 +25,7 @@ use netlink_packet_netfilter::{
 
 use super::codec::{tuple_attrs, tuple_of, CodecError};
 use super::{CtEventKind, CtTuple};
+pub use ha_dataplane::tables::{KExpFn, KExpNat};
 
 /// `NFNL_SUBSYS_CTNETLINK_EXP`: the expectation subsystem.
 pub const SUBSYS_EXP: u8 = 2;
@@ -48,6 +49,15 @@ const CTA_EXPECT_ZONE: u16 = 7;
 const CTA_EXPECT_FLAGS: u16 = 8;
 /// `CTA_EXPECT_CLASS`: big-endian u32.
 const CTA_EXPECT_CLASS: u16 = 9;
+/// `CTA_EXPECT_NAT`: the translation of the expected connection (nested: direction, tuple).
+const CTA_EXPECT_NAT: u16 = 10;
+/// `CTA_EXPECT_FN`: the name of the kernel function run when the expected connection
+/// arrives (a NUL-terminated string; "nat-follow-master" sets up its translation).
+const CTA_EXPECT_FN: u16 = 11;
+/// `CTA_EXPECT_NAT_DIR`: big-endian u32, the master's direction the connection follows.
+const CTA_EXPECT_NAT_DIR: u16 = 1;
+/// `CTA_EXPECT_NAT_TUPLE`: nested tuple whose source address and port are the translation.
+const CTA_EXPECT_NAT_TUPLE: u16 = 2;
 /// `NLA_F_NESTED`.
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -70,6 +80,12 @@ pub struct CtExpect {
     pub flags: u32,
     /// Class of the helper's expectation policy.
     pub class: u32,
+    /// The expected connection's translation and the kernel function that applies it: a
+    /// NAT helper's expectation (FTP's `PORT` through SNAT: the server connects to the
+    /// outside address, the connection is mapped back to the client). The kernel reports
+    /// both; one without the other is not carried (a translation nobody applies, or a
+    /// function of a helper this product does not sync).
+    pub nat: Option<KExpNat>,
 }
 
 /// An expectation event (or one expectation of a dump, reported as new).
@@ -164,6 +180,9 @@ pub fn install_request(e: &CtExpect, seq: u32) -> Vec<u8> {
             e.zone.to_be_bytes().to_vec(),
         ));
     }
+    if let Some(n) = &e.nat {
+        a.extend(nat_attrs(e, n));
+    }
     message(
         NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
         seq,
@@ -171,6 +190,66 @@ pub fn install_request(e: &CtExpect, seq: u32) -> Vec<u8> {
         MSG_EXP_NEW,
         a,
     )
+}
+
+/// The `CTA_EXPECT_NAT` and `CTA_EXPECT_FN` attributes of `n`. The kernel reads the
+/// translation from the source part of a whole tuple (destination unspecified, the master's
+/// protocol), as it reports it.
+fn nat_attrs(e: &CtExpect, n: &KExpNat) -> [DefaultNla; 2] {
+    let unspecified = match n.addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let t = CtTuple {
+        src: n.addr,
+        dst: unspecified,
+        proto: e.master.proto,
+        src_port: n.port,
+        dst_port: 0,
+    };
+    let dir = DefaultNla::new(CTA_EXPECT_NAT_DIR, u32::from(n.dir).to_be_bytes().to_vec());
+    let tuple = tuple_nla(CTA_EXPECT_NAT_TUPLE, &t);
+    let mut v = vec![0u8; dir.buffer_len() + tuple.buffer_len()];
+    dir.emit(&mut v);
+    tuple.emit(&mut v[dir.buffer_len()..]);
+    let mut name = n.func.as_bytes().to_vec();
+    name.push(0);
+    [
+        DefaultNla::new(CTA_EXPECT_NAT | NLA_F_NESTED, v),
+        DefaultNla::new(CTA_EXPECT_FN, name),
+    ]
+}
+
+/// The translation of a `CTA_EXPECT_NAT` attribute: its direction and the source part of its
+/// tuple.
+fn nat_of(nla: &DefaultNla) -> Result<(u8, IpAddr, u16), CodecError> {
+    let mut v = vec![0u8; nla.value_len()];
+    nla.emit_value(&mut v);
+    let (mut dir, mut tuple) = (None, None);
+    for b in NlasIterator::new(&v[..]) {
+        let b: NlaBuffer<&[u8]> = b.map_err(|e| CodecError::Malformed(e.to_string()))?;
+        let d = DefaultNla::parse(&b).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        match d.kind() & !NLA_F_NESTED {
+            CTA_EXPECT_NAT_DIR => dir = be_u32(&d),
+            CTA_EXPECT_NAT_TUPLE => tuple = Some(nested_tuple(&d)?),
+            _ => {}
+        }
+    }
+    let dir = dir.ok_or(CodecError::Missing("a translation's direction"))?;
+    let t = tuple.ok_or(CodecError::Missing("a translation's tuple"))?;
+    let dir = u8::try_from(dir)
+        .ok()
+        .filter(|d| *d <= 1)
+        .ok_or_else(|| CodecError::Malformed(format!("translation direction {dir}")))?;
+    Ok((dir, t.src, t.src_port))
+}
+
+/// The name in a `CTA_EXPECT_FN` attribute (up to its NUL).
+fn func_of(nla: &DefaultNla) -> Option<KExpFn> {
+    let mut v = vec![0u8; nla.value_len()];
+    nla.emit_value(&mut v);
+    let name = v.split(|c| *c == 0).next()?;
+    KExpFn::new(std::str::from_utf8(name).ok()?).filter(KExpFn::is_valid)
 }
 
 /// The request that removes the expectation of `tuple` in `zone`; acknowledged.
@@ -231,8 +310,11 @@ pub fn decode(msg_type: u8, attrs: &[DefaultNla]) -> Result<Option<ExpEvent>, Co
     };
     let (mut tuple, mut mask, mut master) = (None, None, None);
     let (mut zone, mut timeout_s, mut flags, mut class) = (0, 0, 0, 0);
+    let (mut nat, mut func) = (None, None);
     for a in attrs {
         match a.kind() & !NLA_F_NESTED {
+            CTA_EXPECT_NAT => nat = Some(nat_of(a)?),
+            CTA_EXPECT_FN => func = func_of(a),
             CTA_EXPECT_MASTER => master = Some(nested_tuple(a)?),
             CTA_EXPECT_TUPLE => tuple = Some(nested_tuple(a)?),
             CTA_EXPECT_MASK => mask = Some(nested_tuple(a)?),
@@ -260,6 +342,12 @@ pub fn decode(msg_type: u8, attrs: &[DefaultNla]) -> Result<Option<ExpEvent>, Co
             timeout_s,
             flags,
             class,
+            nat: nat.zip(func).map(|((dir, addr, port), func)| KExpNat {
+                dir,
+                addr,
+                port,
+                func,
+            }),
         },
     }))
 }
@@ -293,6 +381,18 @@ pub(crate) mod tests {
             timeout_s: 300,
             flags: 0,
             class: 0,
+            nat: None,
+        }
+    }
+
+    /// FTP's `PORT` through SNAT: the data connection maps back to the client 10.1.0.1:50000,
+    /// following the master's reply direction.
+    pub(crate) fn ftp_nat() -> KExpNat {
+        KExpNat {
+            dir: 1,
+            addr: "10.1.0.1".parse().unwrap(),
+            port: 50_000,
+            func: KExpFn::new("nat-follow-master").unwrap(),
         }
     }
 
@@ -341,6 +441,61 @@ pub(crate) mod tests {
         want.extend(h(8, 8));
         want.extend(0u32.to_be_bytes());
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_translated_expectation_carries_its_nat_and_function_against_golden_bytes() {
+        let e = CtExpect {
+            nat: Some(ftp_nat()),
+            ..ftp()
+        };
+        let plain = install_request(&ftp(), 7);
+        let got = install_request(&e, 7);
+        // The attributes of the plain request, then CTA_EXPECT_NAT {DIR 1, TUPLE {10.1.0.1,
+        // 0.0.0.0, tcp, 50000, 0}} and CTA_EXPECT_FN "nat-follow-master\0" (padded).
+        let mut nat = h(64, 10 | NLA_F_NESTED);
+        nat.extend(h(8, 1));
+        nat.extend(1u32.to_be_bytes());
+        nat.extend(tuple_bytes(2, [10, 1, 0, 1], [0; 4], 50_000, 0));
+        let mut func = h(22, 11);
+        func.extend(b"nat-follow-master\0");
+        func.extend([0, 0]);
+        let mut want = plain.clone();
+        want.extend(nat);
+        want.extend(func);
+        let len = want.len() as u32;
+        want[..4].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(got, want);
+        match codec::decode(&got).unwrap() {
+            Decoded::Expect(ev) => assert_eq!(ev.exp, e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_translation_without_its_function_or_with_a_bad_direction_is_not_carried() {
+        let e = CtExpect {
+            nat: Some(ftp_nat()),
+            ..ftp()
+        };
+        let a = nat_attrs(&e, &ftp_nat());
+        // Without CTA_EXPECT_FN the kernel would not apply the translation: none is read.
+        let mut attrs = vec![
+            tuple_nla(CTA_EXPECT_MASTER, &e.master),
+            tuple_nla(CTA_EXPECT_TUPLE, &e.tuple),
+            tuple_nla(CTA_EXPECT_MASK, &mask_tuple(&e)),
+            a[0].clone(),
+        ];
+        assert_eq!(decode(MSG_EXP_NEW, &attrs).unwrap().unwrap().exp.nat, None);
+        // A direction other than 0 or 1 is a malformed message, not a guess.
+        let mut b = nat_attrs(&e, &ftp_nat());
+        let mut v = vec![0u8; b[0].value_len()];
+        b[0].emit_value(&mut v);
+        v[4..8].copy_from_slice(&7u32.to_be_bytes());
+        b[0] = DefaultNla::new(CTA_EXPECT_NAT | NLA_F_NESTED, v);
+        attrs[3] = b[0].clone();
+        attrs.push(b[1].clone());
+        assert!(decode(MSG_EXP_NEW, &attrs).is_err());
     }
 
     #[test]

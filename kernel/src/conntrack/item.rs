@@ -54,6 +54,7 @@ pub fn to_item(e: &CtEntry, now: Millis) -> (KConnKey, KConn) {
                 flags: [t.flags_orig, t.flags_reply],
             }),
             helper: e.helper,
+            seq_adj: e.seq_adj,
             expires: now.saturating_add(u64::from(e.timeout_s) * 1000),
             gen: LOCAL_GEN,
         },
@@ -84,6 +85,7 @@ pub fn from_item(k: &KConnKey, v: &KConn, now: Millis) -> CtEntry {
             flags_reply: t.flags[1],
         }),
         helper: v.helper,
+        seq_adj: v.seq_adj,
     }
 }
 
@@ -110,6 +112,7 @@ pub fn exp_to_item(e: &CtExpect, now: Millis) -> (KExpKey, KExp) {
             mask_port: e.mask_port,
             flags: e.flags,
             class: e.class,
+            nat: e.nat,
             expires: now.saturating_add(u64::from(e.timeout_s) * 1000),
             gen: LOCAL_GEN,
         },
@@ -127,6 +130,7 @@ pub fn exp_from_item(k: &KExpKey, v: &KExp, now: Millis) -> CtExpect {
         timeout_s: left_s(v.expires, now),
         flags: v.flags,
         class: v.class,
+        nat: v.nat,
     }
 }
 
@@ -161,6 +165,14 @@ mod tests {
                 flags_reply: 0x21,
             }),
             helper: ha_dataplane::tables::KHelper::new("ftp"),
+            seq_adj: Some([
+                ha_dataplane::tables::KSeqAdj {
+                    correction_pos: 77,
+                    offset_before: 0,
+                    offset_after: 2,
+                },
+                ha_dataplane::tables::KSeqAdj::default(),
+            ]),
         };
         let (k, v) = to_item(&e, 5_000);
         assert_eq!(from_item(&k, &v, 5_000), e);
@@ -176,6 +188,7 @@ mod tests {
         let e = CtExpect {
             zone: 4,
             flags: 1,
+            nat: Some(crate::conntrack::expect::tests::ftp_nat()),
             ..crate::conntrack::expect::tests::ftp()
         };
         let (k, v) = exp_to_item(&e, 1_000);

@@ -10,8 +10,8 @@
 //! - [`item`]: entry and expectation ⇄ the state sync's kernel items;
 //! - [`events_setting`]: the namespace setting that lets every entry report events.
 //!
-//! Not yet carried: sequence adjustment (`CTA_SEQ_ADJ_*`, which FTP through NAT needs),
-//! the NAT of an expectation (`CTA_EXPECT_NAT`), labels.
+//! Not carried: labels (`CTA_LABELS`), the master of a related entry (`CTA_TUPLE_MASTER`:
+//! an established FTP data connection is synced as a connection of its own).
 
 pub mod codec;
 pub mod events_setting;
@@ -23,7 +23,7 @@ pub mod socket;
 use std::net::IpAddr;
 
 pub use expect::{CtExpect, ExpEvent};
-pub use ha_dataplane::tables::KHelper;
+pub use ha_dataplane::tables::{KHelper, KSeqAdj};
 
 /// One direction of a connection as conntrack keys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +102,25 @@ pub struct CtEntry {
     pub tcp: Option<TcpInfo>,
     /// The conntrack helper attached to it (e.g. "ftp" on an FTP control connection).
     pub helper: Option<KHelper>,
+    /// TCP sequence adjustment `[originator, responder]` (`CTA_SEQ_ADJ_ORIG`/`_REPLY`): set
+    /// when a NAT helper changed the length of the payload it rewrote (FTP's `PORT` through
+    /// SNAT). The kernel reports it only in the event of the change, so an update without it
+    /// keeps what was known.
+    pub seq_adj: Option<[KSeqAdj; 2]>,
+}
+
+impl CtEntry {
+    /// This update event's entry completed with what `known` (the same entry as last told)
+    /// has and the event left out: the kernel reports the TCP state, the helper and the
+    /// sequence adjustment only in the events that change them.
+    pub fn completed_by(&self, known: &CtEntry) -> CtEntry {
+        CtEntry {
+            tcp: self.tcp.or(known.tcp),
+            helper: self.helper.or(known.helper),
+            seq_adj: self.seq_adj.or(known.seq_adj),
+            ..*self
+        }
+    }
 }
 
 /// What a conntrack event reports.
@@ -173,6 +192,7 @@ pub(crate) mod tests {
             zone: 0,
             tcp: None,
             helper: None,
+            seq_adj: None,
         }
     }
 }

@@ -78,6 +78,8 @@ impl From<io::Error> for CtError {
 /// `-EOPNOTSUPP`, as the kernel answers a request that would change an existing entry's
 /// translations.
 const EOPNOTSUPP: i32 = -95;
+/// `ENOENT`: no such entry.
+const ENOENT: i32 = 2;
 
 impl From<CodecError> for CtError {
     fn from(e: CodecError) -> Self {
@@ -321,6 +323,39 @@ impl Ctnetlink {
     pub fn remove(&mut self, orig: &CtTuple, zone: u16) -> Result<(), CtError> {
         let seq = self.next_seq();
         self.request(&codec::remove_request(orig, zone, seq), seq)
+    }
+
+    /// The entry of original tuple `orig` in `zone` as the kernel holds it now; `None` when
+    /// it is gone. What an event does not say (a sequence adjustment: the kernel reports no
+    /// event when a NAT helper changes it) is read this way.
+    pub fn get(&mut self, orig: &CtTuple, zone: u16) -> Result<Option<CtEntry>, CtError> {
+        let seq = self.next_seq();
+        self.sock.send(&codec::get_request(orig, zone, seq), 0)?;
+        let mut found = None;
+        for _ in 0..16 {
+            let got = self.recv_decoded(Duration::from_secs(1))?;
+            if got.is_empty() {
+                break;
+            }
+            for d in got {
+                match d {
+                    Ok(Decoded::Entry(ev)) if ev.entry.orig == *orig => found = Some(ev.entry),
+                    Ok(Decoded::Ack { seq: s }) if s == seq => return Ok(found),
+                    Ok(Decoded::Refused { seq: s, errno }) if s == seq => {
+                        return if errno == -ENOENT {
+                            Ok(None)
+                        } else {
+                            Err(CodecError::Kernel(errno).into())
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(CtError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no answer from the kernel",
+        )))
     }
 
     /// Every entry of the table (IPv4 and IPv6). Entries the codec cannot read are skipped and

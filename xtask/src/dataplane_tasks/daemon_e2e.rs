@@ -56,7 +56,8 @@ struct Opts {
     /// The load is FTP sessions whose data connections open after the crash (kernel path),
     /// not the echo connections.
     ftp: bool,
-    /// The kernel path's cases to run (`plain`, `snat`, `ftp`, `control`; all by default).
+    /// The kernel path's cases to run (`plain`, `snat`, `ftp`, `nat-ftp`, `control`; all by
+    /// default).
     cases: Vec<String>,
     /// QEMU members get the serial backup HA link beside the main one (`--backup-link
     /// off`: the main link only, as keepalived's one VRRP link in the kernel-ha bench).
@@ -73,7 +74,7 @@ fn parse_on_off(option: &str, v: &str) -> Result<bool> {
 }
 
 /// The kernel path's cases, in the order they run.
-const KERNEL_CASES: [&str; 4] = ["plain", "snat", "ftp", "control"];
+const KERNEL_CASES: [&str; 5] = ["plain", "snat", "ftp", "nat-ftp", "control"];
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
@@ -97,7 +98,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 "e2e: unknown scenario {other:?}; usage: e2e tcp-survival --connections N \
                  [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] [--backup-link on|off] \
                  [--table dataplane|builtin] [--datapath userspace|kernel] \
-                 [--cases plain,snat,ftp,control]"
+                 [--cases plain,snat,ftp,nat-ftp,control]"
             ))
         }
     }
@@ -127,7 +128,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 o.cases = val()?.split(',').map(|c| c.trim().to_string()).collect();
                 if let Some(bad) = o.cases.iter().find(|c| !KERNEL_CASES.contains(&c.as_str())) {
                     return Err(format!(
-                        "e2e: --cases: unknown case {bad:?} (plain, snat, ftp, control)"
+                        "e2e: --cases: unknown case {bad:?} (plain, snat, ftp, nat-ftp, control)"
                     ));
                 }
             }

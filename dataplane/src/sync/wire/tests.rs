@@ -2,7 +2,7 @@
 //! a data message, malformed input, and the admission rule.
 
 use super::*;
-use crate::tables::TcpState;
+use crate::tables::{KExpFn, TcpState};
 use ha_proto::msg::{Channel, Serial};
 use std::net::Ipv4Addr;
 
@@ -239,6 +239,51 @@ fn kernel_conntrack_records_against_golden_bytes() {
     assert_eq!(upd.buffer_len(), want.len());
     assert!(del.is_removal() && !upd.is_removal());
     assert_eq!(postcard::from_bytes::<Record>(&want).unwrap(), upd);
+
+    // The same entry with a sequence adjustment (variant 20): the fields of variant 16, then
+    // [originator, responder], each correction_pos (varint), offset_before and
+    // offset_after (zigzag varints).
+    let Record::KernelConn {
+        key,
+        reply,
+        status,
+        mark,
+        tcp,
+        left,
+        helper,
+    } = upd
+    else {
+        unreachable!()
+    };
+    let adjusted = Record::KernelConnAdjusted {
+        key,
+        reply,
+        status,
+        mark,
+        tcp,
+        left,
+        helper,
+        seq_adj: [
+            KSeqAdj {
+                correction_pos: 1_000,
+                offset_before: 0,
+                offset_after: 2,
+            },
+            KSeqAdj {
+                correction_pos: 0,
+                offset_before: 0,
+                offset_after: -1,
+            },
+        ],
+    };
+    let mut want_adj = vec![0x14];
+    want_adj.extend(&want[1..]);
+    // 1000 (e8 07), 0, +2 (04); 0, 0, -1 (01).
+    want_adj.extend([0xe8, 0x07, 0x00, 0x04, 0x00, 0x00, 0x01]);
+    assert_eq!(postcard::to_allocvec(&adjusted).unwrap(), want_adj);
+    assert_eq!(adjusted.buffer_len(), want_adj.len());
+    assert!(!adjusted.is_removal());
+    assert_eq!(postcard::from_bytes::<Record>(&want_adj).unwrap(), adjusted);
 }
 
 /// An expectation's records (variants 18 and 19).
@@ -293,6 +338,62 @@ fn kernel_expectation_records_against_golden_bytes() {
     assert_eq!(upd.buffer_len(), want.len());
     assert!(del.is_removal() && !upd.is_removal());
     assert_eq!(postcard::from_bytes::<Record>(&want).unwrap(), upd);
+
+    // Through SNAT (variant 21): the fields of variant 18, then the translation: direction
+    // (one byte), V4 10.1.0.1, port 50000, the function's name (32 bytes, NUL-padded).
+    let Record::KernelExpect {
+        key,
+        master,
+        mask_src,
+        mask_port,
+        flags,
+        class,
+        left,
+    } = upd
+    else {
+        unreachable!()
+    };
+    let natted = Record::KernelExpectNat {
+        key,
+        master,
+        mask_src,
+        mask_port,
+        flags,
+        class,
+        left,
+        nat: KExpNat {
+            dir: 1,
+            addr: v4(10, 1, 0, 1),
+            port: 50_000,
+            func: KExpFn::new("nat-follow-master").unwrap(),
+        },
+    };
+    let mut want_nat = vec![0x15];
+    want_nat.extend(&want[1..]);
+    want_nat.extend([0x01, 0x00, 0x0a, 0x01, 0x00, 0x01, 0xd0, 0x86, 0x03]);
+    want_nat.extend(b"nat-follow-master");
+    want_nat.extend([0u8; 15]);
+    assert_eq!(postcard::to_allocvec(&natted).unwrap(), want_nat);
+    assert_eq!(natted.buffer_len(), want_nat.len());
+    assert_eq!(postcard::from_bytes::<Record>(&want_nat).unwrap(), natted);
+}
+
+#[test]
+fn an_expectation_function_name_is_one_to_31_printable_bytes() {
+    let f = KExpFn::new("nat-follow-master").unwrap();
+    assert_eq!(f.as_bytes(), b"nat-follow-master");
+    assert!(f.is_valid());
+    assert!(KExpFn::new("").is_none());
+    assert!(KExpFn::new(&"x".repeat(32)).is_none());
+    assert!(KExpFn::new("a\0b").is_none());
+    // Bytes from a peer: garbage after the padding, or control characters, are not a name.
+    let mut junk = [0u8; 32];
+    junk[..3].copy_from_slice(b"sip");
+    junk[5] = b'x';
+    let junk: KExpFn = postcard::from_bytes(&junk).unwrap();
+    assert!(!junk.is_valid());
+    let ctl: KExpFn = postcard::from_bytes(&[7; 32]).unwrap();
+    assert!(!ctl.is_valid());
 }
 
 #[test]

@@ -421,6 +421,7 @@ pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> 
         ("plain", "plain", false, false),
         ("snat", "snat", true, false),
         ("ftp", "ftp expectation", false, true),
+        ("nat-ftp", "ftp through snat", true, true),
     ] {
         if !o.cases.iter().any(|c| c == tag) {
             continue;

@@ -47,6 +47,7 @@ fn entry(i: u32) -> CtEntry {
             flags_reply: 0x23,
         }),
         helper: None,
+        seq_adj: None,
     }
 }
 
