@@ -14,15 +14,44 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 operation failed, 2 bad comma
 #[derive(Parser)]
 #[command(name = "hactl", version, about = "Operate an HA cluster: keys, provisioning, status, control, configuration sync", after_help = EXIT_CODES)]
 pub(crate) struct Cli {
-    /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
-    #[arg(long, global = true)]
-    pub(crate) socket: Option<PathBuf>,
-    /// The configuration-sync service's socket, for config publish/sync/diff/synctest, cluster
-    /// create/join/remove and the sync column of info (default: $HA_CONFIG_SOCKET, else /run/ha/confsync.sock).
-    #[arg(long, global = true)]
-    pub(crate) config_socket: Option<PathBuf>,
+    /// Where the daemon and the configuration-sync service listen, for the commands that talk
+    /// to them (also accepted after the command's name).
+    #[command(flatten)]
+    pub(crate) at: At,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
+}
+
+/// The sockets of a member's daemon and configuration-sync service: options of the commands
+/// that talk to them only (the offline ones, which work on files, have none).
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct At {
+    /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
+    #[arg(long)]
+    pub(crate) socket: Option<PathBuf>,
+    /// The configuration-sync service's socket, for config publish/sync/diff/synctest, cluster
+    /// create/join/remove and the sync column of info (default: $HA_CONFIG_SOCKET, else
+    /// /run/ha/confsync.sock).
+    #[arg(long)]
+    pub(crate) config_socket: Option<PathBuf>,
+}
+
+impl At {
+    /// True when neither socket was given.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.socket.is_none() && self.config_socket.is_none()
+    }
+
+    /// These sockets, each completed by `outer`'s (given before the command's name).
+    pub(crate) fn or(&self, outer: &At) -> At {
+        At {
+            socket: self.socket.clone().or_else(|| outer.socket.clone()),
+            config_socket: self
+                .config_socket
+                .clone()
+                .or_else(|| outer.config_socket.clone()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -54,12 +83,16 @@ pub(crate) enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// This member's mode.
     Mode {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// The role this member's data path applies (answered by the daemon alone, also while
     /// its controller is silent).
@@ -67,6 +100,8 @@ pub(crate) enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// Force a member active, whatever its quality
     ///
@@ -75,16 +110,22 @@ pub(crate) enum Cmd {
     Active {
         /// The member's serial (default: this member).
         member: Option<String>,
+        #[command(flatten)]
+        at: At,
     },
     /// Force a member passive (this member, or MEMBER by serial).
     Passive {
         /// The member's serial (default: this member).
         member: Option<String>,
+        #[command(flatten)]
+        at: At,
     },
     /// Remove a member's forcing: the election decides again (this member, or MEMBER).
     Reset {
         /// The member's serial (default: this member).
         member: Option<String>,
+        #[command(flatten)]
+        at: At,
     },
     /// Apply this member's changed HA settings now, without a restart or a swap
     ///
@@ -97,6 +138,8 @@ pub(crate) enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// Freeze this member's HA decisions (no role change) for a bounded time; they resume by
     /// themselves. With a command after `--`, pause, run it (no shell), then resume: e.g.
@@ -108,40 +151,28 @@ pub(crate) enum Cmd {
         /// Program and arguments to run while paused.
         #[arg(last = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        at: At,
     },
     /// Resume HA decisions before a pause ends.
-    Resume,
+    Resume {
+        #[command(flatten)]
+        at: At,
+    },
     /// The event log: role changes, link and peer events, key rotations, sync results.
     Events(EventsArgs),
-    /// Configuration store: publish the draft as a new revision.
+    /// The configuration store and its sync: publish, sync, diff, synctest, events.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Push the latest published configuration revision to the peers (incremental, atomic).
-    Sync {
-        /// Only this peer (serial).
-        #[arg(long)]
-        peer: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Compare one configuration file with a peer's copy.
-    Diff {
-        /// Path relative to the configuration root.
-        file: String,
-        /// The peer (serial); the first peer when absent.
-        #[arg(long)]
-        peer: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List unsynchronized files and local unpublished changes; exits 7 when any.
-    Synctest {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Same as `hactl config sync` (kept for scripts).
+    #[command(hide = true)]
+    Sync(SyncArgs),
+    /// Same as `hactl config diff` (kept for scripts).
+    #[command(hide = true)]
+    Diff(DiffArgs),
+    /// Same as `hactl config synctest` (kept for scripts).
+    #[command(hide = true)]
+    Synctest(SynctestArgs),
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -182,6 +213,8 @@ pub(crate) enum Cmd {
         /// Machine-readable progress (one JSON object per line).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
 }
 
@@ -195,7 +228,15 @@ pub(crate) enum ConfigCmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
+    /// Push the latest published configuration revision to the peers (incremental, atomic).
+    Sync(SyncArgs),
+    /// Compare one configuration file with a peer's copy.
+    Diff(DiffArgs),
+    /// List unsynchronized files and local unpublished changes; exits 7 when any.
+    Synctest(SynctestArgs),
     /// The configuration-sync service's event log: syncs, joins, refused frames (by reason),
     /// sessions cut by a deadline.
     Events(EventsArgs),
@@ -211,6 +252,8 @@ pub(crate) enum ClusterCmd {
         /// Key file of the cluster PSK (from `hactl psk generate`).
         #[arg(long)]
         psk_file: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Join the cluster whose active member's configuration-sync service listens at --peer;
     /// this member then receives the cluster's configuration. A full cluster refuses.
@@ -228,6 +271,8 @@ pub(crate) enum ClusterCmd {
         /// The management socket of a member already in the cluster; repeat for each.
         #[arg(long = "member-socket", requires = "ha_address")]
         member_sockets: Vec<PathBuf>,
+        #[command(flatten)]
+        at: At,
     },
     /// Remove a failed member (before joining its replacement).
     Remove {
@@ -238,6 +283,8 @@ pub(crate) enum ClusterCmd {
         /// configuration block) drops it; repeat for each.
         #[arg(long = "member-socket")]
         member_sockets: Vec<PathBuf>,
+        #[command(flatten)]
+        at: At,
     },
 }
 
@@ -284,12 +331,16 @@ pub(crate) enum PskCmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// Where a running PSK rotation stands.
     Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        at: At,
     },
     /// Rate a passphrase (read from standard input or --file, never from the command line);
     /// exits 3 when it is too short or guessable.
@@ -396,6 +447,44 @@ pub(crate) struct SettingsArgs {
     pub(crate) domains: Vec<String>,
 }
 
+/// Options of `hactl config sync`.
+#[derive(Args)]
+pub(crate) struct SyncArgs {
+    /// Only this peer (serial).
+    #[arg(long)]
+    pub(crate) peer: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) at: At,
+}
+
+/// Options of `hactl config diff`.
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    /// Path relative to the configuration root.
+    pub(crate) file: String,
+    /// The peer (serial); the first peer when absent.
+    #[arg(long)]
+    pub(crate) peer: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) at: At,
+}
+
+/// Options of `hactl config synctest`.
+#[derive(Args)]
+pub(crate) struct SynctestArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) at: At,
+}
+
 /// The options of an event log (the daemon's, the configuration-sync service's).
 #[derive(Args)]
 pub(crate) struct EventsArgs {
@@ -408,4 +497,45 @@ pub(crate) struct EventsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) at: At,
+}
+
+impl Cmd {
+    /// The sockets given after the command's name, for a command that talks to a daemon or
+    /// the configuration-sync service; `None` for the offline ones (files, help, keys).
+    pub(crate) fn at(&self) -> Option<&At> {
+        match self {
+            Cmd::Info { at, .. }
+            | Cmd::Mode { at, .. }
+            | Cmd::Forwarding { at, .. }
+            | Cmd::Active { at, .. }
+            | Cmd::Passive { at, .. }
+            | Cmd::Reset { at, .. }
+            | Cmd::Reload { at, .. }
+            | Cmd::Pause { at, .. }
+            | Cmd::Resume { at }
+            | Cmd::Update { at, .. }
+            | Cmd::Events(EventsArgs { at, .. })
+            | Cmd::Sync(SyncArgs { at, .. })
+            | Cmd::Diff(DiffArgs { at, .. })
+            | Cmd::Synctest(SynctestArgs { at, .. })
+            | Cmd::Config(ConfigCmd::Publish { at, .. })
+            | Cmd::Config(ConfigCmd::Sync(SyncArgs { at, .. }))
+            | Cmd::Config(ConfigCmd::Diff(DiffArgs { at, .. }))
+            | Cmd::Config(ConfigCmd::Synctest(SynctestArgs { at, .. }))
+            | Cmd::Config(ConfigCmd::Events(EventsArgs { at, .. }))
+            | Cmd::Cluster(ClusterCmd::Create { at, .. })
+            | Cmd::Cluster(ClusterCmd::Join { at, .. })
+            | Cmd::Cluster(ClusterCmd::Remove { at, .. })
+            | Cmd::Psk(PskCmd::Rotate { at, .. })
+            | Cmd::Psk(PskCmd::Status { at, .. }) => Some(at),
+            Cmd::Psk(PskCmd::Generate { .. } | PskCmd::Check { .. })
+            | Cmd::Provision(_)
+            | Cmd::Settings(_)
+            | Cmd::Inspect { .. }
+            | Cmd::Completions { .. }
+            | Cmd::Man => None,
+        }
+    }
 }

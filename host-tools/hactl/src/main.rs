@@ -17,7 +17,9 @@ use hactl::{inspect, provision, pskfile, render, rotation, settings, strength, u
 
 mod cli;
 
-use cli::{Cli, ClusterCmd, Cmd, ConfigCmd, EventsArgs, PskCmd};
+use cli::{
+    At, Cli, ClusterCmd, Cmd, ConfigCmd, DiffArgs, EventsArgs, PskCmd, SyncArgs, SynctestArgs,
+};
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(v)
@@ -97,8 +99,19 @@ fn absolute(p: &std::path::Path) -> Result<String> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let socket = &client::socket_path(cli.socket);
-    let config_socket = &client::config_socket_path(cli.config_socket);
+    let at = match cli.cmd.at() {
+        Some(at) => at.or(&cli.at),
+        None if !cli.at.is_empty() => {
+            return Err(Failure::new(
+                Code::Usage,
+                "--socket and --config-socket apply to the commands that talk to a member's \
+                 daemon or configuration-sync service; this one works offline",
+            ))
+        }
+        None => At::default(),
+    };
+    let socket = &client::socket_path(at.socket);
+    let config_socket = &client::config_socket_path(at.config_socket);
     match cli.cmd {
         Cmd::Completions { shell } => {
             let mut out = std::io::stdout().lock();
@@ -108,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout().lock())
             .map_err(|e| Failure::new(Code::Failed, format!("writing the manual page: {e}"))),
-        Cmd::Info { verbose, json } => {
+        Cmd::Info { verbose, json, .. } => {
             let mut c = Client::connect(socket)?;
             let Reply::Info(mut info) = c.call(&Request::Info { verbose }, |_| {})? else {
                 return Err(Failure::new(
@@ -128,17 +141,21 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Cmd::Mode { json } => live(socket, Request::Mode, json, human).map(drop),
-        Cmd::Forwarding { json } => live(socket, Request::Forwarding, json, human).map(drop),
-        Cmd::Active { member } => {
+        Cmd::Mode { json, .. } => live(socket, Request::Mode, json, human).map(drop),
+        Cmd::Forwarding { json, .. } => live(socket, Request::Forwarding, json, human).map(drop),
+        Cmd::Active { member, .. } => {
             live(socket, force(member, Forced::Active), false, human).map(drop)
         }
-        Cmd::Passive { member } => {
+        Cmd::Passive { member, .. } => {
             live(socket, force(member, Forced::Passive), false, human).map(drop)
         }
-        Cmd::Reset { member } => live(socket, force(member, Forced::None), false, human).map(drop),
-        Cmd::Reload { json } => live(socket, Request::Reload, json, human).map(drop),
-        Cmd::Pause { seconds, command } => {
+        Cmd::Reset { member, .. } => {
+            live(socket, force(member, Forced::None), false, human).map(drop)
+        }
+        Cmd::Reload { json, .. } => live(socket, Request::Reload, json, human).map(drop),
+        Cmd::Pause {
+            seconds, command, ..
+        } => {
             live(socket, Request::Pause { seconds }, false, human)?;
             let Some((program, args)) = command.split_first() else {
                 return Ok(());
@@ -158,8 +175,10 @@ fn run(cli: Cli) -> Result<()> {
                 )),
             }
         }
-        Cmd::Resume => live(socket, Request::Resume, false, human).map(drop),
-        Cmd::Events(EventsArgs { follow, last, json }) => {
+        Cmd::Resume { .. } => live(socket, Request::Resume, false, human).map(drop),
+        Cmd::Events(EventsArgs {
+            follow, last, json, ..
+        }) => {
             let lines = render::EventLines::default();
             let with_gaps = |r: &Reply| match r {
                 Reply::Event(e) => Some(lines.line(e)),
@@ -167,27 +186,34 @@ fn run(cli: Cli) -> Result<()> {
             };
             live(socket, Request::Events { follow, last }, json, with_gaps).map(drop)
         }
-        Cmd::Config(ConfigCmd::Publish { comment, json }) => live(
+        Cmd::Config(ConfigCmd::Publish { comment, json, .. }) => live(
             config_socket,
             Request::ConfigPublish { comment },
             json,
             human,
         )
         .map(drop),
-        Cmd::Config(ConfigCmd::Events(EventsArgs { follow, last, json })) => {
-            live(config_socket, Request::Events { follow, last }, json, human).map(drop)
-        }
-        Cmd::Sync { peer, json } => {
+        Cmd::Config(ConfigCmd::Events(EventsArgs {
+            follow, last, json, ..
+        })) => live(config_socket, Request::Events { follow, last }, json, human).map(drop),
+        Cmd::Sync(SyncArgs { peer, json, .. })
+        | Cmd::Config(ConfigCmd::Sync(SyncArgs { peer, json, .. })) => {
             live(config_socket, Request::ConfigSync { peer }, json, human).map(drop)
         }
-        Cmd::Diff { file, peer, json } => live(
+        Cmd::Diff(DiffArgs {
+            file, peer, json, ..
+        })
+        | Cmd::Config(ConfigCmd::Diff(DiffArgs {
+            file, peer, json, ..
+        })) => live(
             config_socket,
             Request::ConfigDiff { path: file, peer },
             json,
             human,
         )
         .map(drop),
-        Cmd::Synctest { json } => {
+        Cmd::Synctest(SynctestArgs { json, .. })
+        | Cmd::Config(ConfigCmd::Synctest(SynctestArgs { json, .. })) => {
             match live(config_socket, Request::ConfigSynctest, json, human)? {
                 Reply::Synctest(r)
                     if !r.local_changes.is_empty()
@@ -207,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Cluster(ClusterCmd::Create {
             cluster_id,
             psk_file,
+            ..
         }) => {
             // Checked here so that a bad key file is reported before the daemon is asked.
             pskfile::read(&psk_file)?;
@@ -227,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
             psk_file,
             ha_address,
             member_sockets,
+            ..
         }) => {
             if peer.parse::<std::net::SocketAddr>().is_err() {
                 return Err(Failure::new(
@@ -275,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Cluster(ClusterCmd::Remove {
             serial,
             member_sockets,
+            ..
         }) => {
             live(
                 config_socket,
@@ -305,6 +334,7 @@ fn run(cli: Cli) -> Result<()> {
             poll_ms,
             settle_polls,
             json,
+            ..
         } => {
             let image = absolute(&image)?;
             let Some(install) = install else {
@@ -380,6 +410,7 @@ fn run(cli: Cli) -> Result<()> {
             member_sockets,
             config_member_sockets,
             json,
+            ..
         }) => {
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
@@ -390,7 +421,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             psk_rotate(&sockets, &config_member_sockets, psk_file, key_id, json)
         }
-        Cmd::Psk(PskCmd::Status { json }) => {
+        Cmd::Psk(PskCmd::Status { json, .. }) => {
             live(socket, Request::PskRotateStatus, json, human).map(drop)
         }
         Cmd::Psk(PskCmd::Generate {

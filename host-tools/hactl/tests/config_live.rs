@@ -157,7 +157,7 @@ fn config_commands_against_the_real_service() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let t = out(&o);
     assert!(t.contains("SN-B transfer: 300/300 files"), "{t}");
-    let o = hactl(&a, &["synctest", "--json"]);
+    let o = hactl(&a, &["config", "synctest", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["peers"][0]["state"], "synchronized");
@@ -170,7 +170,7 @@ fn config_commands_against_the_real_service() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let t = out(&o);
     assert!(t.contains("differs") && t.contains("+changed"), "{t}");
-    let o = hactl(&a, &["diff", "objects/o5.conf", "--json"]);
+    let o = hactl(&a, &["config", "diff", "objects/o5.conf", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "differs");
     let o = hactl(&a, &["synctest"]);

@@ -437,3 +437,60 @@ fn settings_edit_an_image_in_place_and_refused_values_change_nothing() {
     let o = hactl(&["settings", a.to_str().unwrap(), "--tpm", "on"], b"");
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to change"));
 }
+
+/// Offline commands have no socket options: their help does not offer them and a socket
+/// given anyway is a command-line error (exit 2) that writes nothing; the commands that talk
+/// to a daemon offer them after their name too.
+#[test]
+fn offline_commands_take_no_socket_options() {
+    for cmd in [
+        &["provision", "--help"][..],
+        &["settings", "--help"],
+        &["inspect", "--help"],
+        &["psk", "generate", "--help"],
+        &["psk", "check", "--help"],
+    ] {
+        let o = hactl(cmd, b"");
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{cmd:?}");
+        assert!(
+            !help.contains("--socket"),
+            "{cmd:?} offers --socket:\n{help}"
+        );
+    }
+    for cmd in [
+        &["info", "--help"][..],
+        &["passive", "--help"],
+        &["config", "sync", "--help"],
+        &["psk", "rotate", "--help"],
+    ] {
+        let help = String::from_utf8_lossy(&hactl(cmd, b"").stdout).to_string();
+        assert!(help.contains("--socket"), "{cmd:?} lacks --socket:\n{help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_k, key) = generated_key();
+    let out = dir.path().join("img");
+    let o = hactl(
+        &[
+            "--socket",
+            "/run/ha/mgmt.sock",
+            "provision",
+            "--psk-file",
+            key.to_str().unwrap(),
+            "--serial",
+            "SN-A",
+            "--cluster-id",
+            "1",
+            "--member",
+            "SN-A=10.0.0.1:44240",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&all_output(&o)).contains("works offline"));
+    assert!(!out.exists(), "nothing written");
+    let o = hactl(&["inspect", "--socket", "/x", out.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(2));
+}
