@@ -19,25 +19,13 @@ use embassy_sync::pipe::Pipe;
 use embassy_sync::waitqueue::AtomicWaker;
 use embedded_io_async::{ErrorType, Read, Write};
 
+use ha_board_drivers::cmsdk_uart::{self, RxDrain, RxRing};
+use ha_board_drivers::Regs;
+
 use crate::irq::{self, Irq};
 
-const DATA: usize = 0x00;
-const STATE: usize = 0x04;
-const CTRL: usize = 0x08;
-const INTCLEAR: usize = 0x0C;
-const BAUDDIV: usize = 0x10;
-
-const STATE_TX_FULL: u32 = 1 << 0;
-const STATE_RX_FULL: u32 = 1 << 1;
-const CTRL_TX_EN: u32 = 1 << 0;
-const CTRL_RX_EN: u32 = 1 << 1;
-const CTRL_TX_IRQ_EN: u32 = 1 << 2;
-const CTRL_RX_IRQ_EN: u32 = 1 << 3;
-const INT_TX: u32 = 1 << 0;
-const INT_RX: u32 = 1 << 1;
-
-/// 115200 baud at 25 MHz (QEMU ignores the rate but requires a divider of at least 16).
-const BAUD_DIVIDER: u32 = crate::SYSCLK_HZ / 115_200;
+/// 115200 baud (QEMU ignores the rate but requires a divider of at least 16).
+const BAUD: u32 = 115_200;
 
 /// Receive ring per UART. Receive is flow-controlled (when the ring is full the interrupt is
 /// masked and the byte stays in the UART, so QEMU holds back the rest), so the ring only
@@ -96,16 +84,22 @@ impl Port {
     }
 }
 
-fn read(base: usize, reg: usize) -> u32 {
-    // SAFETY: `base` is one of this board's CMSDK UARTs (always mapped) and `reg` one of its
-    // register offsets; reads have no side effect except DATA, read only by the RX handler.
-    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
-}
+/// One UART's registers, by volatile access at its base address.
+struct Mmio(usize);
 
-fn write(base: usize, reg: usize, value: u32) {
-    // SAFETY: as in `read`; each UART's registers are written only by its owner (`Uart`,
-    // its RX handler for INTCLEAR, or the logger for UART0).
-    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
+impl Regs for Mmio {
+    fn read(&mut self, reg: usize) -> u32 {
+        // SAFETY: `self.0` is one of this board's CMSDK UARTs (always mapped) and `reg` one
+        // of its register offsets; reads have no side effect except DATA, read only by the
+        // RX handler.
+        unsafe { core::ptr::read_volatile((self.0 + reg) as *const u32) }
+    }
+
+    fn write(&mut self, reg: usize, value: u32) {
+        // SAFETY: as in `read`; each UART's registers are written only by its owner (`Uart`,
+        // its RX handler for INTCLEAR, or the logger for UART0).
+        unsafe { core::ptr::write_volatile((self.0 + reg) as *mut u32, value) }
+    }
 }
 
 /// Polls of a full transmit register before the log gives up on the rest of a frame. The
@@ -119,8 +113,7 @@ static LOG_STALLED: AtomicBool = AtomicBool::new(false);
 
 /// Enables UART0 for transmit only (the defmt log).
 pub(crate) fn init_log_uart() {
-    write(UART0, BAUDDIV, BAUD_DIVIDER);
-    write(UART0, CTRL, CTRL_TX_EN);
+    cmsdk_uart::init_tx_only(&mut Mmio(UART0), crate::SYSCLK_HZ, BAUD);
 }
 
 /// Starts a log frame: try writing again even if the last frame was cut short.
@@ -135,14 +128,13 @@ pub(crate) fn log_write(bytes: &[u8]) {
             return;
         }
         let mut spins = 0;
-        while read(UART0, STATE) & STATE_TX_FULL != 0 {
+        while !cmsdk_uart::try_send(&mut Mmio(UART0), b) {
             spins += 1;
             if spins > LOG_SPIN_LIMIT {
                 LOG_STALLED.store(true, Ordering::Relaxed);
                 return;
             }
         }
-        write(UART0, DATA, u32::from(b));
     }
 }
 
@@ -153,17 +145,9 @@ pub struct Uart {
 
 impl Uart {
     pub(crate) fn init(port: Port) -> Self {
-        let base = port.base();
-        write(base, CTRL, 0);
-        write(base, BAUDDIV, BAUD_DIVIDER);
-        write(base, INTCLEAR, 0xF);
         // The transmit interrupt is raised each time the register empties; it stays masked
         // in the NVIC except while a writer waits (`UartTx::write`).
-        write(
-            base,
-            CTRL,
-            CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_IRQ_EN | CTRL_TX_IRQ_EN,
-        );
+        cmsdk_uart::init(&mut Mmio(port.base()), crate::SYSCLK_HZ, BAUD);
         irq::disable(port.tx_irq());
         irq::enable(port.irq());
         Self { port }
@@ -208,12 +192,11 @@ impl Read for UartRx {
 impl Write for UartTx {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
         let port = self.port;
-        let base = port.base();
+        let mut regs = Mmio(port.base());
         for &b in buf {
-            if read(base, STATE) & STATE_TX_FULL != 0 {
+            while !cmsdk_uart::try_send(&mut regs, b) {
                 tx_empty(port).await;
             }
-            write(base, DATA, u32::from(b));
         }
         Ok(buf.len())
     }
@@ -221,17 +204,17 @@ impl Write for UartTx {
 
 /// Waits (asleep) until the transmit register of `port` is empty.
 async fn tx_empty(port: Port) {
-    let base = port.base();
+    let mut regs = Mmio(port.base());
     poll_fn(|cx| {
-        if read(base, STATE) & STATE_TX_FULL == 0 {
+        if cmsdk_uart::tx_ready(&mut regs) {
             return Poll::Ready(());
         }
         TX_WAKERS[port.index()].register(cx.waker());
         // Forget an emptying that happened before (its status is stale), then listen.
-        write(base, INTCLEAR, INT_TX);
+        cmsdk_uart::ack_tx(&mut regs);
         irq::enable(port.tx_irq());
         // Emptied between the first check and the clear: nothing will interrupt, so look.
-        if read(base, STATE) & STATE_TX_FULL == 0 {
+        if cmsdk_uart::tx_ready(&mut regs) {
             irq::disable(port.tx_irq());
             return Poll::Ready(());
         }
@@ -244,7 +227,7 @@ async fn tx_empty(port: Port) {
 /// clear it and wake the writer.
 pub(crate) fn on_tx_irq(port: Port) {
     irq::disable(port.tx_irq());
-    write(port.base(), INTCLEAR, INT_TX);
+    cmsdk_uart::ack_tx(&mut Mmio(port.base()));
     TX_WAKERS[port.index()].wake();
 }
 
@@ -252,20 +235,22 @@ pub(crate) fn on_tx_irq(port: Port) {
 /// full, mask the interrupt and leave the byte (and its interrupt status) in the UART: the
 /// reader unmasks it after taking bytes out, and QEMU holds back the rest meanwhile.
 pub(crate) fn on_rx_irq(port: Port) {
-    let base = port.base();
-    let ring = &RINGS[port.index()];
-    loop {
-        if ring.free_capacity() == 0 {
-            irq::disable(port.irq());
-            return;
-        }
-        // Clear before checking, so a byte arriving after the check raises the line again.
-        write(base, INTCLEAR, INT_RX);
-        if read(base, STATE) & STATE_RX_FULL == 0 {
-            return;
-        }
-        let byte = (read(base, DATA) & 0xFF) as u8;
-        // Cannot fail: there was free capacity and only this handler writes the ring.
-        let _ = ring.try_write(&[byte]);
+    let mut ring = Ring(&RINGS[port.index()]);
+    if cmsdk_uart::drain_rx(&mut Mmio(port.base()), &mut ring) == RxDrain::RingFull {
+        irq::disable(port.irq());
+    }
+}
+
+/// A UART's receive ring, as the register-level drain fills it.
+struct Ring<'a>(&'a Pipe<CriticalSectionRawMutex, RX_RING>);
+
+impl RxRing for Ring<'_> {
+    fn has_room(&self) -> bool {
+        self.0.free_capacity() != 0
+    }
+
+    fn push(&mut self, byte: u8) {
+        // Cannot fail: there was free capacity and only the RX handler writes the ring.
+        let _ = self.0.try_write(&[byte]);
     }
 }
