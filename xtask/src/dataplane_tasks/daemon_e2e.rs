@@ -238,7 +238,13 @@ pub fn tcp_survival(args: &[String]) -> Result {
         procs: Vec::new(),
     };
 
-    let r = setup::start(&mut env, &o, firmware.as_deref(), &b, &dir, id)
+    // QEMU controllers boot on the previous release; the rolling update moves them to this
+    // tree's image (a mixed-version cluster in between).
+    let boot = match &firmware {
+        Some(_) => Some(env::release_image()?),
+        None => None,
+    };
+    let r = setup::start(&mut env, &o, boot.as_deref(), &b, &dir, id)
         .and_then(|s| survival::run_phases(&mut env, &o, firmware.as_deref(), &b, &dir, s));
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(firmware.as_deref())))
 }

@@ -503,6 +503,35 @@ pub(super) fn build_firmware() -> Result<PathBuf> {
     Ok(elf)
 }
 
+/// The previous release's firmware image (`dist/firmware/`): the cluster of the QEMU e2e
+/// boots on it, and the rolling update moves it to the image built from this tree.
+pub(super) const RELEASE_IMAGE: &str = "dist/firmware/ha-firmware-0.1.0.elf";
+/// The version [`RELEASE_IMAGE`] reports.
+pub(super) const RELEASE_VERSION: &str = "0.1.0";
+
+/// The previous release's image, checked to be there.
+pub(super) fn release_image() -> Result<PathBuf> {
+    let p = root().join(RELEASE_IMAGE);
+    if !p.exists() {
+        return Err(format!(
+            "e2e: the previous release's image {} is missing",
+            p.display()
+        ));
+    }
+    Ok(p)
+}
+
+/// The firmware version of this tree (`firmware/app/Cargo.toml`), which its image reports.
+pub(super) fn tree_firmware_version() -> Result<String> {
+    let toml = std::fs::read_to_string(root().join("firmware/app/Cargo.toml"))
+        .map_err(|e| format!("e2e: firmware/app/Cargo.toml: {e}"))?;
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(str::to_string)
+        .ok_or_else(|| "e2e: no version in firmware/app/Cargo.toml".into())
+}
+
 /// Where the QEMU members' HA links meet: each member's own UDP ports (from the run's port
 /// base) and its ports on the test wire (`ha-testwire`, which relays between the members).
 pub(super) struct LinkPorts {

@@ -1,14 +1,16 @@
 //! The rolling-update phase of the tcp-survival e2e: `hactl update` over both daemons with
-//! the 1000 connections flowing. The site's install hook is a script that asks this process
+//! the 1000 connections flowing, from the previous release (the cluster booted on it) to the
+//! image built from this tree. The site's install hook is a script that asks this process
 //! to restart the member's QEMU controller with the image (the test owns the processes and
-//! ends them by pid) and waits until it did.
+//! ends them by pid) and waits until it did. Before the second member is updated the cluster
+//! runs two versions: both members' status must say fail-soft; after it, neither may.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::env::{wait_roles, Env, LinkPorts, Load};
+use super::env::{mgmt, tree_firmware_version, wait_roles, Env, LinkPorts, Load, RELEASE_VERSION};
 use crate::util::Result;
 
 /// Longest the whole update may take (two controller restarts, each waited for, and a swap).
@@ -92,6 +94,10 @@ pub(super) fn update_phase(
             };
             let _ = std::fs::remove_file(&req);
             let m = members[i];
+            if restarted.len() == 1 {
+                // One member runs the new image, this one still the release: mixed.
+                fail_soft_shown(socks, true)?;
+            }
             println!(
                 "e2e: update: restarting the controller of {s} with {}",
                 image.trim()
@@ -127,6 +133,7 @@ pub(super) fn update_phase(
         ));
     }
     let active = wait_roles(socks, None, Duration::from_secs(15))?;
+    fail_soft_shown(socks, false)?;
     std::thread::sleep(Duration::from_secs(3));
     let (sv, n, gap, _) = load.report()?;
     println!(
@@ -140,4 +147,72 @@ pub(super) fn update_phase(
         ));
     }
     Ok(active)
+}
+
+/// Waits (at most 15 s) until every daemon's status says `mixed`: fail-soft in the JSON and
+/// the banner, the members' firmware versions the release's and this tree's; or, not mixed,
+/// no fail-soft and every member on this tree's version. Prints what the first one says.
+fn fail_soft_shown(socks: &[std::path::PathBuf], mixed: bool) -> Result {
+    let new = tree_firmware_version()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    loop {
+        let mut all = true;
+        for sock in socks {
+            let Ok(v) = mgmt(sock, r#"{"cmd":"info"}"#) else {
+                all = false;
+                continue;
+            };
+            let mut versions: Vec<String> = v["members"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x["firmware"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            versions.sort();
+            versions.dedup();
+            let banner = v["banner_text"].as_str().unwrap_or("").to_string();
+            let want: Vec<String> = if mixed {
+                let mut w = vec![RELEASE_VERSION.to_string(), new.clone()];
+                w.sort();
+                w
+            } else {
+                vec![new.clone()]
+            };
+            let ok = v["fail_soft"].as_bool() == Some(mixed)
+                && banner.contains("fail-soft") == mixed
+                && versions == want;
+            if !ok {
+                all = false;
+            }
+            last = format!(
+                "fail_soft={} versions={versions:?} banner={banner:?}",
+                v["fail_soft"]
+            );
+        }
+        if all {
+            println!(
+                "rolling-update: {} ({last})",
+                if mixed {
+                    "mixed versions, fail-soft shown"
+                } else {
+                    "one version again, fail-soft gone"
+                }
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "e2e: rolling update: the status does not show {} ({last})",
+                if mixed {
+                    "fail-soft while the members run different firmware"
+                } else {
+                    "one firmware version without fail-soft"
+                }
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
