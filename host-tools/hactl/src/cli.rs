@@ -41,17 +41,31 @@ impl At {
     pub(crate) fn is_empty(&self) -> bool {
         self.socket.is_none() && self.config_socket.is_none()
     }
+}
 
-    /// These sockets, each completed by `outer`'s (given before the command's name).
-    pub(crate) fn or(&self, outer: &At) -> At {
-        At {
-            socket: self.socket.clone().or_else(|| outer.socket.clone()),
-            config_socket: self
-                .config_socket
-                .clone()
-                .or_else(|| outer.config_socket.clone()),
-        }
-    }
+/// The daemon's socket, an option of the commands that talk to the daemon.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct DaemonAt {
+    /// The daemon's management socket (default: $HA_MGMT_SOCKET, else /run/ha/mgmt.sock).
+    #[arg(long)]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+/// The configuration-sync service's socket, an option of the commands that talk to it.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct ServiceAt {
+    /// The configuration-sync service's socket (default: $HA_CONFIG_SOCKET, else
+    /// /run/ha/confsync.sock).
+    #[arg(long)]
+    pub(crate) config_socket: Option<PathBuf>,
+}
+
+/// Which of a member's sockets a command talks to.
+pub(crate) struct Uses<'a> {
+    /// The daemon's, when it talks to the daemon.
+    pub(crate) daemon: Option<&'a DaemonAt>,
+    /// The configuration-sync service's, when it talks to the service.
+    pub(crate) service: Option<&'a ServiceAt>,
 }
 
 #[derive(Subcommand)]
@@ -84,7 +98,9 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
+        #[command(flatten)]
+        svc: ServiceAt,
     },
     /// This member's mode.
     Mode {
@@ -92,7 +108,7 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// The role this member's data path applies (answered by the daemon alone, also while
     /// its controller is silent).
@@ -101,7 +117,7 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Force a member active, whatever its quality
     ///
@@ -111,21 +127,21 @@ pub(crate) enum Cmd {
         /// The member's serial (default: this member).
         member: Option<String>,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Force a member passive (this member, or MEMBER by serial).
     Passive {
         /// The member's serial (default: this member).
         member: Option<String>,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Remove a member's forcing: the election decides again (this member, or MEMBER).
     Reset {
         /// The member's serial (default: this member).
         member: Option<String>,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Apply this member's changed HA settings now, without a restart or a swap
     ///
@@ -139,7 +155,7 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Freeze this member's HA decisions (no role change) for a bounded time; they resume by
     /// themselves. With a command after `--`, pause, run it (no shell), then resume: e.g.
@@ -152,12 +168,12 @@ pub(crate) enum Cmd {
         #[arg(last = true)]
         command: Vec<String>,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Resume HA decisions before a pause ends.
     Resume {
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// The event log: role changes, link and peer events, key rotations, sync results.
     Events(EventsArgs),
@@ -189,15 +205,14 @@ pub(crate) enum Cmd {
         /// Firmware image.
         #[arg(long)]
         image: PathBuf,
-        /// A member as SERIAL=SOCKET (its daemon's management socket); repeat for each.
-        /// With --install, hactl runs the rolling update itself; without, the daemon at
-        /// --socket is asked to.
-        #[arg(long = "member")]
+        /// A member as SERIAL=SOCKET (its daemon's management socket); repeat for every
+        /// member of the cluster.
+        #[arg(long = "member", required = true)]
         members: Vec<String>,
-        /// Program that installs the image on one member and returns once it restarted:
-        /// run as `PROGRAM SERIAL IMAGE` (no shell).
+        /// The site's program that installs the image on one member and returns once it
+        /// restarted: run as `PROGRAM SERIAL IMAGE` (no shell).
         #[arg(long)]
-        install: Option<PathBuf>,
+        install: PathBuf,
         /// Firmware version the image reports; a member has rejoined once it shows it.
         #[arg(long)]
         expect_version: Option<String>,
@@ -213,8 +228,6 @@ pub(crate) enum Cmd {
         /// Machine-readable progress (one JSON object per line).
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        at: At,
     },
 }
 
@@ -229,7 +242,7 @@ pub(crate) enum ConfigCmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: ServiceAt,
     },
     /// Push the latest published configuration revision to the peers (incremental, atomic).
     Sync(SyncArgs),
@@ -239,7 +252,7 @@ pub(crate) enum ConfigCmd {
     Synctest(SynctestArgs),
     /// The configuration-sync service's event log: syncs, joins, refused frames (by reason),
     /// sessions cut by a deadline.
-    Events(EventsArgs),
+    Events(ServiceEventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -253,7 +266,7 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         psk_file: PathBuf,
         #[command(flatten)]
-        at: At,
+        at: ServiceAt,
     },
     /// Join the cluster whose active member's configuration-sync service listens at --peer;
     /// this member then receives the cluster's configuration. A full cluster refuses.
@@ -272,7 +285,9 @@ pub(crate) enum ClusterCmd {
         #[arg(long = "member-socket", requires = "ha_address")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
+        #[command(flatten)]
+        svc: ServiceAt,
     },
     /// Remove a failed member (before joining its replacement).
     Remove {
@@ -284,7 +299,7 @@ pub(crate) enum ClusterCmd {
         #[arg(long = "member-socket")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]
-        at: At,
+        at: ServiceAt,
     },
 }
 
@@ -332,7 +347,7 @@ pub(crate) enum PskCmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Where a running PSK rotation stands.
     Status {
@@ -340,7 +355,7 @@ pub(crate) enum PskCmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        at: At,
+        at: DaemonAt,
     },
     /// Rate a passphrase (read from standard input or --file, never from the command line);
     /// exits 3 when it is too short or guessable.
@@ -457,7 +472,7 @@ pub(crate) struct SyncArgs {
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
-    pub(crate) at: At,
+    pub(crate) at: ServiceAt,
 }
 
 /// Options of `hactl config diff`.
@@ -472,7 +487,7 @@ pub(crate) struct DiffArgs {
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
-    pub(crate) at: At,
+    pub(crate) at: ServiceAt,
 }
 
 /// Options of `hactl config synctest`.
@@ -482,10 +497,26 @@ pub(crate) struct SynctestArgs {
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
-    pub(crate) at: At,
+    pub(crate) at: ServiceAt,
 }
 
-/// The options of an event log (the daemon's, the configuration-sync service's).
+/// The options of the configuration-sync service's event log.
+#[derive(Args)]
+pub(crate) struct ServiceEventsArgs {
+    /// Keep printing new events until interrupted.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// Only the last N past events.
+    #[arg(long)]
+    pub(crate) last: Option<u32>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) at: ServiceAt,
+}
+
+/// The options of the daemon's event log.
 #[derive(Args)]
 pub(crate) struct EventsArgs {
     /// Keep printing new events until interrupted.
@@ -498,16 +529,33 @@ pub(crate) struct EventsArgs {
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
-    pub(crate) at: At,
+    pub(crate) at: DaemonAt,
 }
 
 impl Cmd {
-    /// The sockets given after the command's name, for a command that talks to a daemon or
-    /// the configuration-sync service; `None` for the offline ones (files, help, keys).
-    pub(crate) fn at(&self) -> Option<&At> {
+    /// The sockets given after the command's name, for a command that talks to a member's
+    /// daemon or configuration-sync service; `None` for the offline ones (files, help, keys).
+    pub(crate) fn at(&self) -> Option<Uses<'_>> {
+        let daemon = |at| {
+            Some(Uses {
+                daemon: Some(at),
+                service: None,
+            })
+        };
+        let service = |at| {
+            Some(Uses {
+                daemon: None,
+                service: Some(at),
+            })
+        };
         match self {
-            Cmd::Info { at, .. }
-            | Cmd::Mode { at, .. }
+            Cmd::Info { at, svc, .. } | Cmd::Cluster(ClusterCmd::Join { at, svc, .. }) => {
+                Some(Uses {
+                    daemon: Some(at),
+                    service: Some(svc),
+                })
+            }
+            Cmd::Mode { at, .. }
             | Cmd::Forwarding { at, .. }
             | Cmd::Active { at, .. }
             | Cmd::Passive { at, .. }
@@ -515,21 +563,24 @@ impl Cmd {
             | Cmd::Reload { at, .. }
             | Cmd::Pause { at, .. }
             | Cmd::Resume { at }
-            | Cmd::Update { at, .. }
             | Cmd::Events(EventsArgs { at, .. })
-            | Cmd::Sync(SyncArgs { at, .. })
+            | Cmd::Psk(PskCmd::Rotate { at, .. })
+            | Cmd::Psk(PskCmd::Status { at, .. }) => daemon(at),
+            Cmd::Sync(SyncArgs { at, .. })
             | Cmd::Diff(DiffArgs { at, .. })
             | Cmd::Synctest(SynctestArgs { at, .. })
             | Cmd::Config(ConfigCmd::Publish { at, .. })
             | Cmd::Config(ConfigCmd::Sync(SyncArgs { at, .. }))
             | Cmd::Config(ConfigCmd::Diff(DiffArgs { at, .. }))
             | Cmd::Config(ConfigCmd::Synctest(SynctestArgs { at, .. }))
-            | Cmd::Config(ConfigCmd::Events(EventsArgs { at, .. }))
+            | Cmd::Config(ConfigCmd::Events(ServiceEventsArgs { at, .. }))
             | Cmd::Cluster(ClusterCmd::Create { at, .. })
-            | Cmd::Cluster(ClusterCmd::Join { at, .. })
-            | Cmd::Cluster(ClusterCmd::Remove { at, .. })
-            | Cmd::Psk(PskCmd::Rotate { at, .. })
-            | Cmd::Psk(PskCmd::Status { at, .. }) => Some(at),
+            | Cmd::Cluster(ClusterCmd::Remove { at, .. }) => service(at),
+            // It talks to every member's daemon, each named by --member.
+            Cmd::Update { .. } => Some(Uses {
+                daemon: None,
+                service: None,
+            }),
             Cmd::Psk(PskCmd::Generate { .. } | PskCmd::Check { .. })
             | Cmd::Provision(_)
             | Cmd::Settings(_)

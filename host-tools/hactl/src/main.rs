@@ -18,7 +18,8 @@ use hactl::{inspect, provision, pskfile, render, rotation, settings, strength, u
 mod cli;
 
 use cli::{
-    At, Cli, ClusterCmd, Cmd, ConfigCmd, DiffArgs, EventsArgs, PskCmd, SyncArgs, SynctestArgs,
+    Cli, ClusterCmd, Cmd, ConfigCmd, DiffArgs, EventsArgs, PskCmd, ServiceEventsArgs, SyncArgs,
+    SynctestArgs,
 };
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -98,20 +99,38 @@ fn absolute(p: &std::path::Path) -> Result<String> {
         .map_err(|e| Failure::file("cannot read", p, &e))
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let at = match cli.cmd.at() {
-        Some(at) => at.or(&cli.at),
-        None if !cli.at.is_empty() => {
-            return Err(Failure::new(
-                Code::Usage,
+/// The daemon's and the service's sockets for the command: given after its name, else
+/// before it (where both may be given for any command that talks to a member, as scripts
+/// set them once), else the defaults. An offline command takes none: a socket given to it
+/// is a command-line error, the operator expected it to talk to a member.
+fn sockets(cli: &Cli) -> Result<(PathBuf, PathBuf)> {
+    let usage = |m: &str| Err(Failure::new(Code::Usage, m.to_string()));
+    let Some(uses) = cli.cmd.at() else {
+        if !cli.at.is_empty() {
+            return usage(
                 "--socket and --config-socket apply to the commands that talk to a member's \
                  daemon or configuration-sync service; this one works offline",
-            ))
+            );
         }
-        None => At::default(),
+        return Ok((client::socket_path(None), client::config_socket_path(None)));
     };
-    let socket = &client::socket_path(at.socket);
-    let config_socket = &client::config_socket_path(at.config_socket);
+    let socket = uses
+        .daemon
+        .and_then(|d| d.socket.clone())
+        .or_else(|| cli.at.socket.clone());
+    let config_socket = uses
+        .service
+        .and_then(|s| s.config_socket.clone())
+        .or_else(|| cli.at.config_socket.clone());
+    Ok((
+        client::socket_path(socket),
+        client::config_socket_path(config_socket),
+    ))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (socket, config_socket) = sockets(&cli)?;
+    let (socket, config_socket) = (&socket, &config_socket);
     match cli.cmd {
         Cmd::Completions { shell } => {
             let mut out = std::io::stdout().lock();
@@ -193,7 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             human,
         )
         .map(drop),
-        Cmd::Config(ConfigCmd::Events(EventsArgs {
+        Cmd::Config(ConfigCmd::Events(ServiceEventsArgs {
             follow, last, json, ..
         })) => live(config_socket, Request::Events { follow, last }, json, human).map(drop),
         Cmd::Sync(SyncArgs { peer, json, .. })
@@ -337,9 +356,6 @@ fn run(cli: Cli) -> Result<()> {
             ..
         } => {
             let image = absolute(&image)?;
-            let Some(install) = install else {
-                return live(socket, Request::Update { image }, false, human).map(drop);
-            };
             let mut sockets = Vec::new();
             for m in &members {
                 let (serial, path) = m.split_once('=').ok_or_else(|| {

@@ -920,12 +920,17 @@ fn cluster_and_update_errors_map_to_exit_codes() {
         &sock,
     ]);
     assert_eq!(o.status.code(), Some(3));
-    // An unsupported request is an operation failure (1) with the daemon's words.
+    // A rolling update needs every member and the site's install program: without them it
+    // is a command-line error (2), not a request the daemon would refuse.
     let img = dir.path().join("fw.bin");
     std::fs::write(&img, b"image").unwrap();
     let o = d.hactl(&["update", "--image", img.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not run by ha-daemon"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--member") && err.contains("--install"),
+        "{err}"
+    );
 }
 
 #[test]

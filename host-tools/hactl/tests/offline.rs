@@ -458,14 +458,21 @@ fn offline_commands_take_no_socket_options() {
             "{cmd:?} offers --socket:\n{help}"
         );
     }
-    for cmd in [
-        &["info", "--help"][..],
-        &["passive", "--help"],
-        &["config", "sync", "--help"],
-        &["psk", "rotate", "--help"],
+    // Each online command offers the socket of what it talks to, and only that one.
+    for (cmd, daemon, service) in [
+        (&["info", "--help"][..], true, true),
+        (&["passive", "--help"], true, false),
+        (&["events", "--help"], true, false),
+        (&["psk", "rotate", "--help"], true, false),
+        (&["config", "sync", "--help"], false, true),
+        (&["config", "events", "--help"], false, true),
+        (&["cluster", "join", "--help"], true, true),
+        // Every member's daemon, each named by --member SERIAL=SOCKET.
+        (&["update", "--help"], false, false),
     ] {
         let help = String::from_utf8_lossy(&hactl(cmd, b"").stdout).to_string();
-        assert!(help.contains("--socket"), "{cmd:?} lacks --socket:\n{help}");
+        assert_eq!(help.contains(" --socket "), daemon, "{cmd:?}:\n{help}");
+        assert_eq!(help.contains(" --config-socket "), service, "{cmd:?}:\n{help}");
     }
     let dir = tempfile::tempdir().unwrap();
     let (_k, key) = generated_key();
