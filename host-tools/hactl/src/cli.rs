@@ -500,9 +500,9 @@ pub(crate) struct SynctestArgs {
     pub(crate) at: ServiceAt,
 }
 
-/// The options of the configuration-sync service's event log.
+/// The options of an event log (the daemon's, the configuration-sync service's).
 #[derive(Args)]
-pub(crate) struct ServiceEventsArgs {
+pub(crate) struct LogArgs {
     /// Keep printing new events until interrupted.
     #[arg(short, long)]
     pub(crate) follow: bool,
@@ -512,6 +512,13 @@ pub(crate) struct ServiceEventsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// The options of the configuration-sync service's event log.
+#[derive(Args)]
+pub(crate) struct ServiceEventsArgs {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
     #[command(flatten)]
     pub(crate) at: ServiceAt,
 }
@@ -519,15 +526,8 @@ pub(crate) struct ServiceEventsArgs {
 /// The options of the daemon's event log.
 #[derive(Args)]
 pub(crate) struct EventsArgs {
-    /// Keep printing new events until interrupted.
-    #[arg(short, long)]
-    pub(crate) follow: bool,
-    /// Only the last N past events.
-    #[arg(long)]
-    pub(crate) last: Option<u32>,
-    /// One JSON object per line.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
     #[command(flatten)]
     pub(crate) at: DaemonAt,
 }

@@ -18,8 +18,8 @@ use hactl::{inspect, provision, pskfile, render, rotation, settings, strength, u
 mod cli;
 
 use cli::{
-    Cli, ClusterCmd, Cmd, ConfigCmd, DiffArgs, EventsArgs, PskCmd, ServiceEventsArgs, SyncArgs,
-    SynctestArgs,
+    Cli, ClusterCmd, Cmd, ConfigCmd, DiffArgs, EventsArgs, LogArgs, PskCmd, ServiceEventsArgs,
+    SyncArgs, SynctestArgs,
 };
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -196,7 +196,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Resume { .. } => live(socket, Request::Resume, false, human).map(drop),
         Cmd::Events(EventsArgs {
-            follow, last, json, ..
+            log: LogArgs { follow, last, json },
+            ..
         }) => {
             let lines = render::EventLines::default();
             let with_gaps = |r: &Reply| match r {
@@ -213,7 +214,8 @@ fn run(cli: Cli) -> Result<()> {
         )
         .map(drop),
         Cmd::Config(ConfigCmd::Events(ServiceEventsArgs {
-            follow, last, json, ..
+            log: LogArgs { follow, last, json },
+            ..
         })) => live(config_socket, Request::Events { follow, last }, json, human).map(drop),
         Cmd::Sync(SyncArgs { peer, json, .. })
         | Cmd::Config(ConfigCmd::Sync(SyncArgs { peer, json, .. })) => {

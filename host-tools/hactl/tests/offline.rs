@@ -472,7 +472,11 @@ fn offline_commands_take_no_socket_options() {
     ] {
         let help = String::from_utf8_lossy(&hactl(cmd, b"").stdout).to_string();
         assert_eq!(help.contains(" --socket "), daemon, "{cmd:?}:\n{help}");
-        assert_eq!(help.contains(" --config-socket "), service, "{cmd:?}:\n{help}");
+        assert_eq!(
+            help.contains(" --config-socket "),
+            service,
+            "{cmd:?}:\n{help}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let (_k, key) = generated_key();
