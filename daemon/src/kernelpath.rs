@@ -79,6 +79,9 @@ pub struct KStats {
     pub announcements: AtomicU64,
     /// Failures of a role step (guard, address, announcement).
     pub step_errors: AtomicU64,
+    /// Entries read again from the kernel after a change it reported no event for (a NAT
+    /// helper's rewrite of its master: the sequence adjustment).
+    pub rereads: AtomicU64,
 }
 
 impl KStats {
@@ -103,6 +106,7 @@ impl KStats {
             ("expects_removed", g(&self.expects_removed)),
             ("announcements", g(&self.announcements)),
             ("step_errors", g(&self.step_errors)),
+            ("rereads", g(&self.rereads)),
         ]
         .into_iter()
         .map(|(k, v)| (format!("kernel_{k}"), v))

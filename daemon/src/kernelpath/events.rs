@@ -137,13 +137,26 @@ impl Drop for Refresher {
     }
 }
 
+/// When an entry changed without an event (see `KernelPath::to_reread`) is read a second
+/// time. The first read follows the expectation's event at once, and the helper rewrites
+/// the packet (moving the adjustment) just after announcing the expectation, in the same
+/// softirq: a daemon woken on another CPU may read the master in between. The second read
+/// comes when the rewrite is long done.
+pub const REREAD_AGAIN: Duration = Duration::from_millis(20);
+
 /// Reads the entries `keys` names from the kernel and applies them as updates (gone ones are
 /// left to their destroy events; one the kernel did not answer for is logged: its change
 /// then reaches the peer with the entry's next update or an overrun's reconcile).
-fn reread_entries(reader: &mut Ctnetlink, core: &Mutex<KCore>, keys: &[(CtTuple, u16)]) {
+fn reread_entries(
+    reader: &mut Ctnetlink,
+    core: &Mutex<KCore>,
+    stats: &KStats,
+    keys: &[(CtTuple, u16)],
+) {
     if keys.is_empty() {
         return;
     }
+    KStats::add(&stats.rereads, keys.len() as u64);
     let mut updates = Events::default();
     for (orig, zone) in keys {
         match reader.get(orig, *zone) {
@@ -171,6 +184,8 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
     let refresher = Refresher::start(stats.clone());
     let mut batch = Events::default();
     let mut last_tick = Instant::now();
+    // Masters read once already, to read again at the given time.
+    let mut again: Vec<((CtTuple, u16), Instant)> = Vec::new();
     while !halt() {
         batch.clear();
         let mut overrun = false;
@@ -198,7 +213,16 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
             c.on_kernel(&batch, Instant::now());
             let reread = c.to_reread(&batch);
             drop(c);
-            reread_entries(&mut reader, core, &reread);
+            reread_entries(&mut reader, core, stats, &reread);
+            let due = Instant::now() + REREAD_AGAIN;
+            again.extend(reread.into_iter().map(|k| (k, due)));
+        }
+        if again.first().is_some_and(|(_, due)| Instant::now() >= *due) {
+            let now = Instant::now();
+            let (ready, later): (Vec<_>, Vec<_>) = again.drain(..).partition(|(_, d)| now >= *d);
+            again = later;
+            let keys: Vec<(CtTuple, u16)> = ready.into_iter().map(|(k, _)| k).collect();
+            reread_entries(&mut reader, core, stats, &keys);
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
