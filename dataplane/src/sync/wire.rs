@@ -310,8 +310,9 @@ pub enum Record {
     },
     /// Kernel conntrack expectation removed (used, expired or deleted).
     DelKernelExpect(KExpKey),
-    /// [`Record::KernelConn`] of an entry with a TCP sequence adjustment (sent for those
-    /// entries only, so a peer of an older release still reads every other entry).
+    /// [`Record::KernelConn`] of an entry with a TCP sequence adjustment, sent for those
+    /// entries only. A peer of an older release cannot decode it, and its walk of the frame
+    /// ends there ([`Records::iter`]): the records after it in that frame are lost to it.
     KernelConnAdjusted {
         /// Identity (original direction and zone).
         key: KConnKey,
