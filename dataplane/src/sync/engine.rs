@@ -77,8 +77,9 @@ pub struct SyncEngine {
     deferred_set: HashSet<ConnKey>,
     bulk_out: Option<BulkOut>,
     last_bulk_id: Option<u32>,
-    /// An encoded record that did not fit the previous frame.
-    carry: Option<Vec<u8>>,
+    /// An encoded record that did not fit the previous frame, and whether it ends its frame
+    /// ([`Record::is_newer`]).
+    carry: Option<(Vec<u8>, bool)>,
     scratch: Vec<u8>,
     // Receiver side.
     rx: RxStream,
@@ -631,10 +632,13 @@ impl SyncEngine {
     fn build_records(&mut self, t: &Tables, now: Millis) -> Option<Records> {
         let room = records_room(self.tx.stream, self.tx.next_rseq);
         let mut body = Vec::with_capacity(room);
-        if let Some(c) = self.carry.take() {
+        if let Some((c, ends)) = self.carry.take() {
             if c.len() <= room {
                 self.stats.records_sent += 1;
                 body.extend_from_slice(&c);
+                if ends {
+                    return Some(Records(body));
+                }
             } else {
                 self.stats.oversize += 1;
             }
@@ -675,11 +679,16 @@ impl SyncEngine {
                     self.stats.oversize += 1;
                     continue;
                 }
-                self.carry = Some(self.scratch.clone());
+                self.carry = Some((self.scratch.clone(), rec.is_newer()));
                 break;
             }
             self.stats.records_sent += 1;
             body.extend_from_slice(&self.scratch);
+            // A peer of an older release stops reading a frame at a record it does not know:
+            // nothing may follow one.
+            if rec.is_newer() {
+                break;
+            }
         }
         (!body.is_empty()).then_some(Records(body))
     }
@@ -710,5 +719,77 @@ impl SyncEngine {
             }
         }
         item_record(t, &key, now, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{KConnKey, KSeqAdj, KTuple};
+    use ha_proto::keys::{KeySet, Psk};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn kconn(i: u8, adjusted: bool) -> Record {
+        let t = KTuple {
+            src: IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)),
+            dst: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)),
+            proto: 6,
+            src_port: 40_000,
+            dst_port: 21,
+        };
+        let key = KConnKey { orig: t, zone: 0 };
+        let (status, mark, tcp, left, helper) = (6, 0, None, 60_000, None);
+        if adjusted {
+            Record::KernelConnAdjusted {
+                key,
+                reply: t,
+                status,
+                mark,
+                tcp,
+                left,
+                helper,
+                seq_adj: [KSeqAdj::default(); 2],
+            }
+        } else {
+            Record::KernelConn {
+                key,
+                reply: t,
+                status,
+                mark,
+                tcp,
+                left,
+                helper,
+            }
+        }
+    }
+
+    /// A peer of an older release stops reading a frame at the first record it cannot
+    /// decode: a record of a newer variant must be the last of its frame, so such a peer
+    /// loses only it.
+    #[test]
+    fn a_record_of_a_newer_variant_ends_its_frame() {
+        let keys = KeySet::derive(&Psk([9; 32]), 1, 1);
+        let mut e = SyncEngine::new(SyncConfig::new(1, Serial([1; 16]), 1, keys));
+        let t = Tables::new();
+        let sent: Vec<Record> = (0..40).map(|i| kconn(i, i % 7 == 3)).collect();
+        for r in &sent {
+            e.pending.push_back(Pending::Ready(r.clone()));
+        }
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while let Some(records) = e.build_records(&t, 0) {
+            frames += 1;
+            let recs: Vec<Record> = records.iter().map(|r| r.unwrap()).collect();
+            let newer = recs.iter().position(Record::is_newer);
+            assert!(
+                newer.is_none_or(|p| p == recs.len() - 1),
+                "a record follows a newer one in frame {frames}: {recs:?}"
+            );
+            got.extend(recs);
+            assert!(frames < 100);
+        }
+        assert_eq!(got, sent, "every record, in order");
+        // 6 adjusted records: at least 6 frames, each ending at one.
+        assert!(frames >= 6, "{frames} frames");
     }
 }

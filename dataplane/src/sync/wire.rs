@@ -311,8 +311,9 @@ pub enum Record {
     /// Kernel conntrack expectation removed (used, expired or deleted).
     DelKernelExpect(KExpKey),
     /// [`Record::KernelConn`] of an entry with a TCP sequence adjustment, sent for those
-    /// entries only. A peer of an older release cannot decode it, and its walk of the frame
-    /// ends there ([`Records::iter`]): the records after it in that frame are lost to it.
+    /// entries only. A peer of an older release cannot decode it and stops reading the frame
+    /// there ([`Records::iter`]), so it ends its frame ([`Record::is_newer`]): such a peer
+    /// loses only this record.
     KernelConnAdjusted {
         /// Identity (original direction and zone).
         key: KConnKey,
@@ -370,6 +371,17 @@ impl Record {
     /// Bytes of the record's encoding.
     pub fn buffer_len(&self) -> usize {
         postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a peer of an older release may not know this variant (one added after the
+    /// kernel records). A peer's walk of a frame ends at the first record it cannot decode,
+    /// so such a record ends its frame: an older peer then loses only it, not the records
+    /// that would have followed.
+    pub fn is_newer(&self) -> bool {
+        matches!(
+            self,
+            Record::KernelConnAdjusted { .. } | Record::KernelExpectNat { .. }
+        )
     }
 
     /// Whether it removes an item.
