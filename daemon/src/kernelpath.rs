@@ -63,7 +63,7 @@ pub struct KStats {
     pub installed: AtomicU64,
     /// Entries the kernel refused to install.
     pub install_refused: AtomicU64,
-    /// Entries removed from this member's kernel for the peer.
+    /// Entries removed from this member's kernel for the peer (or found already gone).
     pub removed: AtomicU64,
     /// Helper expectations created or refreshed in this member's kernel for the peer.
     pub expects_installed: AtomicU64,
@@ -267,11 +267,24 @@ impl Installer {
                 eprintln!("ha-daemon: installing synced entries: {e}");
             }
         }
-        for (orig, zone) in remove {
-            // Already gone (expired here too) is as good as removed.
-            if self.ct.remove(orig, *zone).is_ok() {
-                KStats::add(&self.stats.removed, 1);
+        if remove.is_empty() {
+            return;
+        }
+        // Already gone (expired here too) is as good as removed: `remove_batch` does not
+        // report those.
+        match self.ct.remove_batch(remove) {
+            Ok(refused) => {
+                KStats::add(&self.stats.removed, (remove.len() - refused.len()) as u64);
+                if let Some(&(i, errno)) = refused.first() {
+                    eprintln!(
+                        "ha-daemon: kernel refused to remove {} of {} entries the peer ended (first: {:?}, errno {errno})",
+                        refused.len(),
+                        remove.len(),
+                        remove.get(i).map(|k| k.0)
+                    );
+                }
             }
+            Err(e) => eprintln!("ha-daemon: removing entries the peer ended: {e}"),
         }
     }
 

@@ -284,6 +284,25 @@ fn a_batch_installs_all_but_the_refused_entry_and_names_it() {
     assert_eq!(dump.len(), 3000);
 }
 
+/// A batch removal of 3,000 entries plus two that are not in the table: every present
+/// one is gone, the absent ones count as removed (already gone is as good), nothing refused.
+#[test]
+fn a_batch_removal_removes_every_entry_and_takes_absent_ones_as_gone() {
+    if !can_run("ctnetlink namespace", None) {
+        return;
+    }
+    let (_ns, names) = namespaces("hakr", &["a"]);
+    let mut table = open_in(&names[0]);
+    let batch: Vec<CtEntry> = (0..3000).map(|i| udp(10_000 + i, 0)).collect();
+    assert_eq!(table.install_batch(&batch).expect("batch"), vec![]);
+    let mut keys: Vec<(CtTuple, u16)> = batch.iter().map(|e| (e.orig, e.zone)).collect();
+    keys.insert(10, (udp(30_000, 0).orig, 0));
+    keys.push((udp(30_001, 0).orig, 0));
+    assert_eq!(table.remove_batch(&keys).expect("removal"), vec![]);
+    let (dump, _) = table.dump().expect("dump");
+    assert!(dump.is_empty(), "{} entries left", dump.len());
+}
+
 /// A source-translated entry (the site's SNAT to a cluster address), as the active's event
 /// reports it, installs on a standby with its translation (and a destination-translated one,
 /// a port forward, too): the standby's dump shows the same

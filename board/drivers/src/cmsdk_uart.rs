@@ -40,12 +40,17 @@ pub const INT_RX: u32 = 1 << 1;
 /// The smallest divider the UART (and QEMU's model) accepts.
 pub const MIN_BAUD_DIVIDER: u32 = 16;
 
+/// The baud rate divider for `baud` at `clock_hz`, at least [`MIN_BAUD_DIVIDER`].
+fn divider(clock_hz: u32, baud: u32) -> u32 {
+    (clock_hz / baud.max(1)).max(MIN_BAUD_DIVIDER)
+}
+
 /// Sets the UART up for transmit and receive with both interrupts enabled in the UART (the
 /// board decides which lines the interrupt controller lets through), at `clock_hz / baud`
 /// (at least [`MIN_BAUD_DIVIDER`]); stale interrupt statuses are cleared first.
 pub fn init<R: Regs>(r: &mut R, clock_hz: u32, baud: u32) {
     r.write(CTRL, 0);
-    r.write(BAUDDIV, (clock_hz / baud.max(1)).max(MIN_BAUD_DIVIDER));
+    r.write(BAUDDIV, divider(clock_hz, baud));
     r.write(INTCLEAR, 0xF);
     r.write(
         CTRL,
@@ -55,7 +60,7 @@ pub fn init<R: Regs>(r: &mut R, clock_hz: u32, baud: u32) {
 
 /// Sets the UART up for transmit only, without interrupts (a log line).
 pub fn init_tx_only<R: Regs>(r: &mut R, clock_hz: u32, baud: u32) {
-    r.write(BAUDDIV, (clock_hz / baud.max(1)).max(MIN_BAUD_DIVIDER));
+    r.write(BAUDDIV, divider(clock_hz, baud));
     r.write(CTRL, CTRL_TX_EN);
 }
 

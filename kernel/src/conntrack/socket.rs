@@ -325,6 +325,19 @@ impl Ctnetlink {
         self.request(&codec::remove_request(orig, zone, seq), seq)
     }
 
+    /// Removes the entry of every `(original tuple, zone)` of `keys`, batched like
+    /// [`Ctnetlink::install_batch`]; returns the index and errno of every one the kernel
+    /// refused, except those already gone (`-ENOENT`: expired or removed meanwhile, as good
+    /// as removed). One `send` per [`BATCH_BYTES`] instead of a round trip per entry: a
+    /// standby removes what a mass expiry on the active ended at the rate it installs.
+    pub fn remove_batch(&mut self, keys: &[(CtTuple, u16)]) -> Result<Vec<(usize, i32)>, CtError> {
+        let mut refused = self.send_batch(keys, |(orig, zone), seq| {
+            codec::remove_request(orig, *zone, seq)
+        })?;
+        refused.retain(|&(_, errno)| errno != -ENOENT);
+        Ok(refused)
+    }
+
     /// The entry of original tuple `orig` in `zone` as the kernel holds it now; `None` when
     /// it is gone. What an event does not say (a sequence adjustment: the kernel reports no
     /// event when a NAT helper changes it) is read this way.

@@ -503,15 +503,14 @@ pub(super) fn build_firmware() -> Result<PathBuf> {
     Ok(elf)
 }
 
-/// The previous release's firmware image (`dist/firmware/`): the cluster of the QEMU e2e
-/// boots on it, and the rolling update moves it to the image built from this tree.
-pub(super) const RELEASE_IMAGE: &str = "dist/firmware/ha-firmware-0.1.0.elf";
-/// The version [`RELEASE_IMAGE`] reports.
+/// The version of the previous release, whose image is
+/// `dist/firmware/ha-firmware-<version>.elf`: the cluster of the QEMU e2e boots on it, and
+/// the rolling update moves it to the image built from this tree.
 pub(super) const RELEASE_VERSION: &str = "0.1.0";
 
 /// The previous release's image, checked to be there.
 pub(super) fn release_image() -> Result<PathBuf> {
-    let p = root().join(RELEASE_IMAGE);
+    let p = root().join(format!("dist/firmware/ha-firmware-{RELEASE_VERSION}.elf"));
     if !p.exists() {
         return Err(format!(
             "e2e: the previous release's image {} is missing",

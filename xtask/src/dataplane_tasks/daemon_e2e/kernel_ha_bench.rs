@@ -13,13 +13,16 @@
 //!
 //! For each: connections surviving the crash, the longest data gap, kill → the first packet
 //! the survivor forwards (`ha-traffic first-forwarded` on its data interfaces), and the sync
-//! throughput ([`churn`]): R rounds of 100,000 entries created in the active's kernel, per
-//! second until the standby holds them (ours: its kernel table; conntrackd: its external
-//! cache; ours also as its daemon's synced table, the like-for-like of that cache, reported
-//! apart as `ours_table_sync_per_s`). Last line
+//! throughput ([`churn`]): R rounds of 100,000 entries created in the active's kernel and
+//! removed again (both batched), timed until the standby holds them, then until it holds
+//! them no more (ours: its kernel table; conntrackd: its external cache). `sync_per_s` is
+//! the whole churn: new and destroy events the standby's table reflected, per second of
+//! both phases; `create_sync_per_s` the creations alone; ours also counted as its daemon's
+//! synced table, the like-for-like of conntrackd's cache (`ours_table_sync_per_s`,
+//! creations). Last line
 //! `kernel-ha: ours_survived=<x>/<n> conntrackd_survived=<y>/<n> ours_gap_ms=<ms>
 //! conntrackd_gap_ms=<ms> ours_sync_per_s=<n> conntrackd_sync_per_s=<n>
-//! ours_table_sync_per_s=<n>`.
+//! ours_create_sync_per_s=<n> conntrackd_create_sync_per_s=<n> ours_table_sync_per_s=<n>`.
 //! Every namespace and process is the run's own, removed or ended by pid, also on failure.
 //! `--timers` sets our controllers' profile (`fast` by default), `--only`
 //! runs one system without the last line; `--churn-worker create|remove` is the churn's own
@@ -172,10 +175,10 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     let [(_, ours), (_, theirs)] = &done[..] else {
         return Ok(());
     };
-    let rate = |r: &Outcome| {
+    let rate = |r: &Outcome, f: fn(&churn::Churn) -> u64| {
         r.churn
             .as_ref()
-            .map_or_else(|_| "none".to_string(), |c| c.per_s().to_string())
+            .map_or_else(|_| "none".to_string(), |c| f(c).to_string())
     };
     let table_rate = ours
         .churn
@@ -186,6 +189,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     println!(
         "kernel-ha: ours_survived={}/{} conntrackd_survived={}/{} ours_gap_ms={} \
          conntrackd_gap_ms={} ours_sync_per_s={} conntrackd_sync_per_s={} \
+         ours_create_sync_per_s={} conntrackd_create_sync_per_s={} \
          ours_table_sync_per_s={table_rate}",
         ours.survived,
         ours.connections,
@@ -193,8 +197,10 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         theirs.connections,
         ours.gap_ms,
         theirs.gap_ms,
-        rate(ours),
-        rate(theirs)
+        rate(ours, churn::Churn::churn_per_s),
+        rate(theirs, churn::Churn::churn_per_s),
+        rate(ours, churn::Churn::per_s),
+        rate(theirs, churn::Churn::per_s),
     );
     Ok(())
 }
@@ -220,16 +226,32 @@ fn print_outcome(name: &str, r: &Outcome, rounds: u32) {
         ms(r.false_takeovers)
     );
     match &r.churn {
-        Ok(c) => println!(
-            "kernel-ha({name}): sync: 100k churn {} entries/s; {} rounds ({} entries) {} \
-             entries/s; created on the active at {} entries/s; counted on the standby as {}",
-            c.first_per_s(),
-            c.synced.len(),
-            u64::from(c.per_round) * c.synced.len() as u64,
-            c.per_s(),
-            c.injected_per_s(),
-            r.counted
-        ),
+        Ok(c) => {
+            println!(
+                "kernel-ha({name}): sync, whole churn (new and destroy events reflected on the \
+                 standby): 100k churn {} events/s; {} rounds ({} entries) {} events/s",
+                c.first_churn_per_s(),
+                c.synced.len(),
+                u64::from(c.per_round) * c.synced.len() as u64,
+                c.churn_per_s(),
+            );
+            println!(
+                "kernel-ha({name}): sync, creations: 100k churn {} entries/s; all rounds {} \
+                 entries/s; removals: all rounds {} entries/s; created on the active at {} \
+                 entries/s; counted on the standby as {}",
+                c.first_per_s(),
+                c.per_s(),
+                c.removed_per_s(),
+                c.injected_per_s(),
+                r.counted
+            );
+            if let Some(why) = &c.stopped {
+                println!(
+                    "kernel-ha({name}): sync: the churn stopped early ({rounds} rounds asked), \
+                     figures over what was measured: {why}"
+                );
+            }
+        }
         Err(why) => {
             println!("kernel-ha({name}): sync: not measured ({rounds} rounds asked): {why}")
         }

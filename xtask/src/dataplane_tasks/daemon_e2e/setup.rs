@@ -47,7 +47,11 @@ pub(super) fn start(
     run(Command::new(b("hactl"))
         .args(["psk", "generate", "-o"])
         .arg(&psk))?;
-    let base = 40_000 + (id % 2_000) as u16 * 10;
+    // The run's fixed loopback ports (base + 1 … base + 10): below the kernel's ephemeral
+    // range (32768–60999 by default), which the ports the kernel hands out (the test wire's,
+    // the daemons' own) come from. Inside it, one of them took a QEMU's port in CI once
+    // ("can't bind … Address already in use": that member never booted).
+    let base = 20_000 + (id % 1_200) as u16 * 10;
     let serials: [&'static str; 2] = ["SN-A", "SN-B"];
     let ports = [base + 1, base + 2];
     for (i, s) in serials.iter().enumerate() {

@@ -59,7 +59,7 @@ fn is_churn(e: &CtEntry) -> bool {
 /// The churn's worker, `xtask bench kernel-ha --churn-worker create|remove|count`, run by
 /// [`run`] inside a member's namespace from the release build of xtask (a debug build of
 /// the ctnetlink codec creates entries about 3.5 times slower than the kernel takes them):
-/// creates (batched) or removes (one request each) the round's entries and prints
+/// creates or removes (both batched) the round's entries and prints
 /// `elapsed_ms=<ms>`; or counts the churn's entries in the table (a dump) and prints
 /// `count=<n>`.
 pub(super) fn worker(what: &str) -> Result {
@@ -79,9 +79,15 @@ pub(super) fn worker(what: &str) -> Result {
             }
         }
         "remove" => {
-            for i in 0..ROUND {
-                ct.remove(&entry(i).orig, 0)
-                    .map_err(|e| format!("remove: {e}"))?;
+            let all: Vec<(CtTuple, u16)> = (0..ROUND).map(|i| (entry(i).orig, 0)).collect();
+            let refused = ct
+                .remove_batch(&all)
+                .map_err(|e| format!("remove_batch: {e}"))?;
+            if let Some(first) = refused.first() {
+                return Err(format!(
+                    "the active's kernel refused to remove {} of {ROUND} entries (first: {first:?})",
+                    refused.len()
+                ));
             }
         }
         "count" => {
@@ -206,38 +212,92 @@ pub(super) fn keep_for_crash(
     Ok(())
 }
 
-/// What the churn measured.
+/// What the churn measured. A round that did not arrive whole within the bound ends the
+/// churn: it counts with what the standby held by then (a lower bound of the system's rate,
+/// not no figure), and [`Churn::stopped`] says why.
 pub(super) struct Churn {
     /// Entries created on the active, per round.
     pub per_round: u32,
-    /// Per round: creation start → the standby holds them all.
+    /// Per round: creation start → the standby holds them all (or the bound).
     pub synced: Vec<Duration>,
+    /// Per round: how many of the round's entries the standby held at [`Churn::synced`].
+    pub held: Vec<u64>,
     /// Per round: how long the creation itself took on the active.
     pub injected: Vec<Duration>,
     /// Per round: removal start → the standby's count back at its baseline (none: it did not
     /// come back within the bound).
     pub removed: Vec<Option<Duration>>,
+    /// Per round: removal start → back at the baseline, or the bound.
+    pub removal_wait: Vec<Duration>,
+    /// Per round: how many of the round's entries the standby had dropped by
+    /// [`Churn::removal_wait`].
+    pub gone: Vec<u64>,
     /// Per round, when a second count of the standby was given (ours: its daemon's synced
     /// table, the like-for-like of conntrackd's external cache): creation start → that
     /// count grew by the round (none: not within the bound, or no second count).
     pub also_synced: Vec<Option<Duration>>,
+    /// Why the churn ended before the rounds asked, if it did.
+    pub stopped: Option<String>,
+}
+
+/// `n` per second over `t` seconds (0 for no time).
+fn rate(n: f64, t: f64) -> u64 {
+    if t > 0.0 {
+        (n / t) as u64
+    } else {
+        0
+    }
 }
 
 impl Churn {
-    /// Entries per second over every round (created / time until present on the standby).
+    /// Creations per second over every round (entries the standby came to hold / time from
+    /// the creation's start until it held them).
     pub fn per_s(&self) -> u64 {
         let t: f64 = self.synced.iter().map(Duration::as_secs_f64).sum();
-        if t == 0.0 {
-            return 0;
-        }
-        (f64::from(self.per_round) * self.synced.len() as f64 / t) as u64
+        rate(self.held.iter().sum::<u64>() as f64, t)
     }
 
-    /// The first round's rate (100k churn).
+    /// The first round's creation rate (100k churn).
     pub fn first_per_s(&self) -> u64 {
-        self.synced
-            .first()
-            .map_or(0, |d| (f64::from(self.per_round) / d.as_secs_f64()) as u64)
+        match (self.synced.first(), self.held.first()) {
+            (Some(d), Some(&n)) => rate(n as f64, d.as_secs_f64()),
+            _ => 0,
+        }
+    }
+
+    /// Removals per second over every round (entries the standby dropped / time from the
+    /// removal's start until it was back at its baseline, or the bound).
+    pub fn removed_per_s(&self) -> u64 {
+        let t: f64 = self.removal_wait.iter().map(Duration::as_secs_f64).sum();
+        rate(self.gone.iter().sum::<u64>() as f64, t)
+    }
+
+    /// The whole churn's rate: kernel events on the active (a new one per entry created, a
+    /// destroy per entry removed) that the standby's table reflected, per second of the
+    /// rounds (creation start → all held, plus removal start → all gone). A connection
+    /// opens and closes: a sync that takes new entries fast and their ends slowly keeps
+    /// the standby's table wrong for as long.
+    pub fn churn_per_s(&self) -> u64 {
+        let n = self.held.iter().chain(&self.gone).sum::<u64>() as f64;
+        let t: f64 = self
+            .synced
+            .iter()
+            .chain(&self.removal_wait)
+            .map(Duration::as_secs_f64)
+            .sum();
+        rate(n, t)
+    }
+
+    /// The first round's whole-churn rate (100k churn; see [`Churn::churn_per_s`]).
+    pub fn first_churn_per_s(&self) -> u64 {
+        let (Some(s), Some(h)) = (self.synced.first(), self.held.first()) else {
+            return 0;
+        };
+        let (w, g) = (
+            self.removal_wait.first().copied().unwrap_or_default(),
+            self.gone.first().copied().unwrap_or(0),
+        );
+        rate((h + g) as f64, s.as_secs_f64() + w.as_secs_f64())
     }
 
     /// Entries per second by the second count ([`Churn::also_synced`]), over the rounds it
@@ -256,10 +316,7 @@ impl Churn {
     /// Entries per second the active's kernel took them at (the creation alone).
     pub fn injected_per_s(&self) -> u64 {
         let t: f64 = self.injected.iter().map(Duration::as_secs_f64).sum();
-        if t == 0.0 {
-            return 0;
-        }
-        (f64::from(self.per_round) * self.injected.len() as f64 / t) as u64
+        rate(f64::from(self.per_round) * self.injected.len() as f64, t)
     }
 }
 
@@ -270,8 +327,9 @@ impl Churn {
 /// [`NOISE`] of the goal and no longer moving (or past it) is confirmed by `exact()`, so that entries of the load or of the
 /// probes coming and going neither end a round early nor keep it from ending. `also`, when
 /// given, is a second count of the standby timed the same way ([`Churn::also_synced`]).
-/// `tag` names the system in the lines printed. Fails when a round never arrives whole
-/// within `bound`.
+/// `tag` names the system in the lines printed. A round that never arrives whole within
+/// `bound` ends the churn with what was measured ([`Churn::stopped`]); fails only when the
+/// standby cannot be counted or the worker fails.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     xtask: &Path,
@@ -286,9 +344,13 @@ pub(super) fn run(
     let mut c = Churn {
         per_round: ROUND,
         synced: Vec::new(),
+        held: Vec::new(),
         injected: Vec::new(),
         removed: Vec::new(),
+        removal_wait: Vec::new(),
+        gone: Vec::new(),
         also_synced: Vec::new(),
+        stopped: None,
     };
     for round in 0..rounds {
         let base = standby_count()?;
@@ -322,15 +384,22 @@ pub(super) fn run(
             if t0.elapsed() > bound {
                 // The round's entries leave the active again, so that the crash that
                 // follows meets the tables of a run without churn.
-                let _ = finish_worker(creator);
+                let injected = finish_worker(creator);
                 if let Ok(remover) = start_worker(xtask, active_ns, "remove") {
                     let _ = finish_worker(remover);
                 }
-                return Err(format!(
-                    "{tag}: round {}: the standby holds {} of {ROUND} new entries after {bound:?}",
+                let why = format!(
+                    "round {}: the standby held {} of {ROUND} new entries after {bound:?}",
                     round + 1,
                     last.saturating_sub(base)
-                ));
+                );
+                println!("kernel-ha[{tag}]: churn stopped: {why}");
+                c.synced.push(t0.elapsed());
+                c.held.push(last.saturating_sub(base).min(u64::from(ROUND)));
+                c.injected.push(injected.unwrap_or(t0.elapsed()));
+                c.also_synced.push(None);
+                c.stopped = Some(why);
+                return Ok(c);
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -351,8 +420,8 @@ pub(super) fn run(
             );
         }
         let injected = finish_worker(creator)?;
-        // Removal: one request per entry (no batched removal in the library); timed until the
-        // standby is back where it started.
+        // Removal: batched like the creation; timed until the standby is back where it
+        // started.
         let t1 = Instant::now();
         let remover = start_worker(xtask, active_ns, "remove")?;
         let mut last;
@@ -375,6 +444,14 @@ pub(super) fn run(
             std::thread::sleep(Duration::from_millis(10));
         };
         finish_worker(remover)?;
+        let removal_wait = t1.elapsed().min(removed.unwrap_or(Duration::MAX));
+        let gone = if removed.is_some() {
+            u64::from(ROUND)
+        } else {
+            (base + u64::from(ROUND))
+                .saturating_sub(last)
+                .min(u64::from(ROUND))
+        };
         println!(
             "kernel-ha[{tag}]: churn round {}/{rounds}: {ROUND} entries created on the active in \
              {} ms, all on the standby after {} ms; removed, standby back at its count after {}",
@@ -401,14 +478,83 @@ pub(super) fn run(
             );
         }
         c.synced.push(synced);
+        c.held.push(u64::from(ROUND));
         c.also_synced.push(also_at);
         c.injected.push(injected);
         c.removed.push(removed);
+        c.removal_wait.push(removal_wait);
+        c.gone.push(gone);
         if removed.is_none() {
             // The next round's baseline would be wrong: stop here with what was measured.
             println!("kernel-ha[{tag}]: churn stopped after round {}", round + 1);
+            c.stopped = Some(format!(
+                "round {}: the standby still held {} of the round's entries {bound:?} after their removal",
+                round + 1,
+                u64::from(ROUND) - gone
+            ));
             break;
         }
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A churn of one whole round (created in 1 s on the standby, gone 1 s after the
+    /// removal) and one that stopped at the bound with part of the round: the rates count
+    /// what the standby reflected over the time it took, the bound included.
+    #[test]
+    fn rates_count_what_the_standby_reflected_including_a_round_cut_at_the_bound() {
+        let whole = Churn {
+            per_round: 100,
+            synced: vec![ms(1_000)],
+            held: vec![100],
+            injected: vec![ms(500)],
+            removed: vec![Some(ms(1_000))],
+            removal_wait: vec![ms(1_000)],
+            gone: vec![100],
+            also_synced: vec![None],
+            stopped: None,
+        };
+        assert_eq!(whole.per_s(), 100);
+        assert_eq!(whole.removed_per_s(), 100);
+        assert_eq!(whole.churn_per_s(), 100);
+        assert_eq!(whole.first_churn_per_s(), 100);
+        assert_eq!(whole.injected_per_s(), 200);
+        let mut cut = whole;
+        cut.synced.push(ms(3_000));
+        cut.held.push(50);
+        cut.injected.push(ms(500));
+        cut.stopped = Some("round 2".into());
+        // 150 created over 4 s; 100 removed over 1 s; 250 events over 5 s.
+        assert_eq!(cut.per_s(), 37);
+        assert_eq!(cut.removed_per_s(), 100);
+        assert_eq!(cut.churn_per_s(), 50);
+        assert_eq!(cut.first_per_s(), 100);
+    }
+
+    /// A removal that did not come back within the bound counts the bound's time and only
+    /// the entries the standby dropped.
+    #[test]
+    fn a_removal_cut_at_the_bound_counts_its_whole_wait() {
+        let c = Churn {
+            per_round: 100,
+            synced: vec![ms(1_000)],
+            held: vec![100],
+            injected: vec![ms(1_000)],
+            removed: vec![None],
+            removal_wait: vec![ms(4_000)],
+            gone: vec![40],
+            also_synced: vec![None],
+            stopped: Some("round 1".into()),
+        };
+        assert_eq!(c.removed_per_s(), 10);
+        assert_eq!(c.churn_per_s(), 28);
+    }
 }

@@ -283,7 +283,19 @@ fn external_count(dir: &Path) -> Result<u64> {
         s.read_to_string(&mut out)?;
         Ok(out)
     };
-    let out = ask().map_err(|e| format!("conntrackd statistics on {}: {e}", sock.display()))?;
+    // A busy conntrackd leaves its socket's backlog full and `connect` fails with `EAGAIN`
+    // (seen in the churn's second round): asked again for up to 10 s, so that a slow answer is
+    // measured as slow, not as no figure.
+    let t0 = std::time::Instant::now();
+    let out = loop {
+        match ask() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && t0.elapsed().as_secs() < 10 => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => break r,
+        }
+    }
+    .map_err(|e| format!("conntrackd statistics on {}: {e}", sock.display()))?;
     out.split("cache external:")
         .nth(1)
         .and_then(|s| {
