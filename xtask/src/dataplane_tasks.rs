@@ -59,3 +59,10 @@ mod conntrack_bench;
 pub fn bench_kernel_ha(args: &[String]) -> Result {
     daemon_e2e::kernel_ha_bench::run(args)
 }
+
+/// `bench failover [--runs N] [--connections C] [--interval-ms MS] [--timers PROFILE]`: kill
+/// → the survivor's first gratuitous ARP and first forwarded packet, ours beside keepalived
+/// in the kernel-ha bench's topology (see `daemon_e2e::kernel_ha_bench::failover`).
+pub fn bench_failover(args: &[String]) -> Result {
+    daemon_e2e::kernel_ha_bench::failover::run(args)
+}

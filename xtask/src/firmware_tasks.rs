@@ -551,8 +551,10 @@ pub fn demo(args: &[String]) -> Result {
     ha_cluster("demo", args)
 }
 
-/// `cargo xtask bench failover [--runs N]`: fast profile, SIGKILL of the active's QEMU →
-/// `RoleDecision Active` on the survivor's host link; last line
+/// `cargo xtask bench failover --harness [--runs N]`: fast profile, SIGKILL of the active's
+/// QEMU → `RoleDecision Active` on the survivor's host link (no daemon: the harness answers
+/// the liveness probes at once, so this measures less than a user sees; `bench failover`
+/// without `--harness` measures on the client LAN); last line
 /// `failover: runs=<N> min=<ms> median=<ms> max=<ms>`.
 pub fn bench_failover(args: &[String]) -> Result {
     ha_cluster("bench", args)

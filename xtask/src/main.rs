@@ -109,7 +109,11 @@ fn bench(args: &[String]) -> util::Result {
     match args.first().map(String::as_str) {
         Some("proto") => proto_tasks::bench(&args[1..]),
         Some("sync") => dataplane_tasks::bench_sync(&args[1..]),
-        Some("failover") => firmware_tasks::bench_failover(&args[1..]),
+        // The firmware-only figure (no daemon; the harness answers probes at once).
+        Some("failover") if args.get(1).is_some_and(|a| a == "--harness") => {
+            firmware_tasks::bench_failover(&args[2..])
+        }
+        Some("failover") => dataplane_tasks::bench_failover(&args[1..]),
         Some("conntrack") => dataplane_tasks::bench_conntrack(&args[1..]),
         Some("kernel-ha") => dataplane_tasks::bench_kernel_ha(&args[1..]),
         Some(other) => Err(format!(

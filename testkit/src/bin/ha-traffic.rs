@@ -75,7 +75,9 @@ enum Cmd {
     },
     /// Print the wall-clock time (unix ms) of the first TCP packet this network namespace
     /// sends out of one of the interfaces (a forwarded packet, on a router that has no TCP
-    /// connection of its own there), then exit; prints `listening` once ready.
+    /// connection of its own there), then exit; prints `listening` once ready, and before
+    /// the forwarded packet the time of the first gratuitous ARP sent out of one of them
+    /// (`first_garp_unix_ms`), if one comes first.
     FirstForwarded {
         /// Interfaces to watch.
         #[arg(long = "iface", required = true)]
@@ -115,6 +117,15 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// True for a gratuitous ARP (request or reply whose sender and target IPv4 addresses are
+/// the same: an address announcing where it now lives) in Ethernet frame `f` of EtherType
+/// `proto`.
+fn is_gratuitous_arp(proto: u16, f: &[u8]) -> bool {
+    // Ethernet header 14 bytes; ARP for IPv4 over Ethernet: sender IP at 14 + 14, target IP
+    // at 14 + 24.
+    proto == 0x0806 && f.len() >= 42 && f[16..18] == [0x08, 0x00] && f[28..32] == f[38..42]
+}
+
 /// See [`Cmd::FirstForwarded`].
 fn first_forwarded(ifaces: &[String], wait: Duration) -> std::io::Result<()> {
     use nix::sys::socket::{
@@ -142,6 +153,7 @@ fn first_forwarded(ifaces: &[String], wait: Duration) -> std::io::Result<()> {
     println!("listening");
     let end = std::time::Instant::now() + wait;
     let mut buf = [0u8; 128];
+    let mut garp_seen = false;
     while std::time::Instant::now() < end {
         let (n, from) = match recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) {
             Ok(x) => x,
@@ -151,8 +163,17 @@ fn first_forwarded(ifaces: &[String], wait: Duration) -> std::io::Result<()> {
         let Some(from) = from else { continue };
         // `sll_protocol` is in network order; Ethernet header (14 bytes), then the IPv4
         // protocol field at offset 9 of the IP header.
+        let ours = from.pkttype() == PACKET_OUTGOING && watch.contains(&(from.ifindex() as u32));
+        if ours && !garp_seen && is_gratuitous_arp(u16::from_be(from.protocol()), &buf[..n]) {
+            garp_seen = true;
+            println!(
+                "{{\"first_garp_unix_ms\":{},\"ifindex\":{}}}",
+                unix_ms(),
+                from.ifindex()
+            );
+        }
         let tcp_v4 = u16::from_be(from.protocol()) == 0x0800 && n > 23 && buf[23] == 6;
-        if from.pkttype() == PACKET_OUTGOING && watch.contains(&(from.ifindex() as u32)) && tcp_v4 {
+        if ours && tcp_v4 {
             println!(
                 "{{\"first_forwarded_unix_ms\":{},\"ifindex\":{}}}",
                 unix_ms(),
@@ -254,5 +275,44 @@ fn main() -> ExitCode {
             eprintln!("ha-traffic: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gratuitous_arp;
+
+    /// An ARP frame (Ethernet + ARP for IPv4) with sender `spa` and target `tpa`.
+    fn arp(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        f.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        f.extend([2, 0, 0, 0, 0, 1]);
+        f.extend(spa);
+        f.extend([0; 6]);
+        f.extend(tpa);
+        f
+    }
+
+    #[test]
+    fn only_an_announcement_of_ones_own_address_is_a_gratuitous_arp() {
+        assert!(is_gratuitous_arp(
+            0x0806,
+            &arp([10, 1, 0, 1], [10, 1, 0, 1])
+        ));
+        // A question about another host is not an announcement.
+        assert!(!is_gratuitous_arp(
+            0x0806,
+            &arp([10, 1, 0, 1], [10, 1, 0, 10])
+        ));
+        // Not ARP, or cut short.
+        assert!(!is_gratuitous_arp(
+            0x0800,
+            &arp([10, 1, 0, 1], [10, 1, 0, 1])
+        ));
+        assert!(!is_gratuitous_arp(
+            0x0806,
+            &arp([10, 1, 0, 1], [10, 1, 0, 1])[..41]
+        ));
     }
 }

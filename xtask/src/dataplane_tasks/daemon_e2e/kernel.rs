@@ -271,24 +271,50 @@ pub(super) fn start_sniffer(
     Ok(rx)
 }
 
-/// The watcher's first forwarded packet, ms after the kill at `killed_ms` (Unix ms); none
-/// when it saw nothing, or when it was before the kill: the standby forwarded while the
-/// active lived (a false takeover), which is printed, not counted as 0 ms.
-pub(super) fn first_forwarded_ms(sniffer: &mpsc::Receiver<String>, killed_ms: u64) -> Option<u64> {
-    let t = sniffer
-        .recv_timeout(Duration::from_secs(1))
-        .ok()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .and_then(|v| v["first_forwarded_unix_ms"].as_u64())?;
-    if t < killed_ms {
-        println!(
-            "first forwarded packet {} ms BEFORE the kill: the standby forwarded while the \
-             active lived (a false takeover); not counted",
-            killed_ms - t
-        );
-        return None;
+/// What the survivor's packet watcher saw after a kill, ms after it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Seen {
+    /// The first forwarded TCP packet.
+    pub(super) forwarded: Option<u64>,
+    /// The first gratuitous ARP out of a data interface (before the forwarded packet).
+    pub(super) garp: Option<u64>,
+}
+
+/// The watcher's first gratuitous ARP and first forwarded packet, ms after the kill at
+/// `killed_ms` (Unix ms); each none when it saw nothing, or when it was before the kill: the
+/// standby announced or forwarded while the active lived (a false takeover), which is
+/// printed, not counted as 0 ms.
+pub(super) fn first_seen(sniffer: &mpsc::Receiver<String>, killed_ms: u64) -> Seen {
+    let mut seen = Seen::default();
+    // At most two lines: the announcement, then the forwarded packet (the watcher ends).
+    for _ in 0..2 {
+        let Ok(line) = sniffer.recv_timeout(Duration::from_secs(1)) else {
+            break;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        for (key, what, slot) in [
+            ("first_garp_unix_ms", "gratuitous ARP", &mut seen.garp),
+            (
+                "first_forwarded_unix_ms",
+                "forwarded packet",
+                &mut seen.forwarded,
+            ),
+        ] {
+            let Some(t) = v[key].as_u64() else { continue };
+            if t < killed_ms {
+                println!(
+                    "first {what} {} ms BEFORE the kill: the standby took over while the \
+                     active lived (a false takeover); not counted",
+                    killed_ms - t
+                );
+            } else {
+                *slot = Some(t - killed_ms);
+            }
+        }
     }
-    Some(t - killed_ms)
+    seen
 }
 
 /// One crash on a fresh cluster.
@@ -366,7 +392,7 @@ fn crash_case(
         };
         // Every connection sends once per interval: wait two of them.
         std::thread::sleep(Duration::from_millis(8_000.max(2 * o.interval_ms + 2_000)));
-        let first_forwarded = first_forwarded_ms(&first_packet, killed_ms);
+        let first_forwarded = first_seen(&first_packet, killed_ms).forwarded;
         env.kill(&format!("sniffer-{tag}"));
         if o.sync {
             check_metrics(&env.ns(s.members[survivor]), tag, o.connections as f64)?;

@@ -33,10 +33,11 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::env::{bin_dir, build_firmware, Env, Load};
-use super::kernel::{first_forwarded_ms, start_sniffer};
+use super::kernel::{first_seen, start_sniffer, Seen};
 use crate::util::{cargo, run as run_cmd, Result};
 
 mod churn;
+pub(in crate::dataplane_tasks) mod failover;
 mod ours;
 mod peer;
 
@@ -69,6 +70,9 @@ struct Outcome {
     gap_ms: u64,
     /// Kill → first packet forwarded by the survivor, ms (none: it forwarded nothing).
     first_forwarded_ms: Option<u64>,
+    /// Kill → the survivor's first gratuitous ARP on a data interface, ms (none: not seen
+    /// before its first forwarded packet).
+    first_garp_ms: Option<u64>,
     /// Times the standby took the active role while the active lived (between the load's
     /// start and the crash: the churn's CPU load is where a tight detector misfires), none
     /// when it could not be read.
@@ -216,11 +220,12 @@ fn print_outcome(name: &str, r: &Outcome, rounds: u32) {
         .map(|(k, v)| format!("{k}={}", ms(*v)))
         .collect();
     println!(
-        "kernel-ha({name}): survived={}/{} gap_ms={} kill_to_first_forwarded_ms={} {} \
-         false_takeovers_before_the_crash={}",
+        "kernel-ha({name}): survived={}/{} gap_ms={} kill_to_first_garp_ms={} \
+         kill_to_first_forwarded_ms={} {} false_takeovers_before_the_crash={}",
         r.survived,
         r.connections,
         r.gap_ms,
+        ms(r.first_garp_ms),
         ms(r.first_forwarded_ms),
         milestones.join(" "),
         ms(r.false_takeovers)
@@ -279,8 +284,8 @@ fn print_outcome(name: &str, r: &Outcome, rounds: u32) {
 }
 
 /// After the crash (at `killed_ms`, with the load's mark set): waits two send intervals
-/// (at least 8 s, as the e2e), then returns the load's report and the first forwarded
-/// packet's time after the kill.
+/// (at least 8 s, as the e2e), then returns the load's report and what the survivor's
+/// packet watcher saw after the kill (first gratuitous ARP, first forwarded packet).
 fn after_crash(
     env: &mut Env,
     load: &mut Load,
@@ -289,10 +294,10 @@ fn after_crash(
     interval_ms: u64,
     killed_at: Instant,
     killed_ms: u64,
-) -> Result<(serde_json::Value, Option<u64>)> {
+) -> Result<(serde_json::Value, Seen)> {
     let wait = Duration::from_millis(8_000.max(2 * interval_ms + 2_000));
     std::thread::sleep(wait.saturating_sub(killed_at.elapsed()));
-    let first = first_forwarded_ms(sniffer, killed_ms);
+    let first = first_seen(sniffer, killed_ms);
     env.kill(&format!("sniffer-{tag}"));
     let v = load.report_json()?;
     if let Some(e) = v["first_error"].as_str() {

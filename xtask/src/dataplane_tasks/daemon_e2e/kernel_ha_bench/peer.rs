@@ -579,7 +579,8 @@ fn run_in(
         survived: g("survived"),
         connections: g("connections"),
         gap_ms: g("gap_ms"),
-        first_forwarded_ms: first,
+        first_forwarded_ms: first.forwarded,
+        first_garp_ms: first.garp,
         // keepalived made the standby master while member a lived.
         false_takeovers: Some(notified_before(&dirs[1], "primary", killed_ms)),
         milestones: vec![

@@ -1,0 +1,213 @@
+//! `cargo xtask bench failover [--runs N] [--connections C] [--interval-ms MS] [--timers
+//! PROFILE]`: the takeover as the client LAN sees it, ours beside keepalived, in one run.
+//!
+//! Each run is one crash on a fresh cluster of the kernel-ha bench's topology (client, server
+//! and two member namespaces forwarding in their kernels; C echo connections sending every
+//! MS ms), without churn: ours (QEMU controllers + daemons, [`super::ours`]) and keepalived +
+//! conntrackd (VRRPv3 with 10 ms adverts, [`super::peer`]) alternate, run by run. The crash
+//! is a dead box: every HA process of the active SIGKILLed by pid, its data interfaces down.
+//! A packet watcher in the survivor's namespace times, from the kill, its first gratuitous
+//! ARP out of a data interface (the moment the client LAN learns where the address went) and
+//! its first forwarded TCP packet (the moment traffic flows again; it also waits for the
+//! load's next send, at most MS ms, and for TCP's retransmission).
+//!
+//! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
+//! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
+//! keepalived_forwarded_median=<ms>`, the first four on kill → first gratuitous ARP. The
+//! firmware-only figure of earlier sessions (kill of a QEMU → the survivor's role decision
+//! on its host link, no daemon, probes answered at once by the harness) is
+//! `cargo xtask bench failover --harness`: it measures less than a user sees.
+
+use std::time::Instant;
+
+use super::{ours, peer, BenchOpts, Outcome};
+use crate::util::{cargo, run as run_cmd, Result};
+
+/// Options of the failover bench.
+struct Opts {
+    runs: usize,
+    connections: usize,
+    interval_ms: u64,
+    timers: String,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        runs: 20,
+        connections: 20,
+        // Every connection sends every 10 ms: the first forwarded packet waits at most that
+        // long for the load.
+        interval_ms: 10,
+        timers: "fast".into(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it
+            .next()
+            .ok_or_else(|| format!("bench failover: {a} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("bench failover: {a} {v}: {e}");
+        match a.as_str() {
+            "--runs" => o.runs = v.parse().map_err(|e| bad(&e))?,
+            "--connections" => o.connections = v.parse().map_err(|e| bad(&e))?,
+            "--interval-ms" => o.interval_ms = v.parse().map_err(|e| bad(&e))?,
+            "--timers" => o.timers = v.clone(),
+            other => {
+                return Err(format!(
+                    "bench failover: unknown option {other}; usage: bench failover [--runs N] \
+                     [--connections C] [--interval-ms MS] [--timers PROFILE] (or --harness \
+                     [--runs N] for the firmware-only figure)"
+                ))
+            }
+        }
+    }
+    if o.runs == 0 || o.connections == 0 || o.interval_ms == 0 {
+        return Err(
+            "bench failover: --runs, --connections and --interval-ms must be positive".into(),
+        );
+    }
+    Ok(o)
+}
+
+/// The value at quantile `q` (0–1, nearest rank) of `v`, none when empty.
+fn quantile(v: &[u64], q: f64) -> Option<u64> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1)) - 1;
+    s.get(i).copied()
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".into(), |v| v.to_string())
+}
+
+/// The figures of one system over the runs: kill → first gratuitous ARP and kill → first
+/// forwarded packet, and how many runs lost connections or saw neither.
+#[derive(Default)]
+struct Figures {
+    garp: Vec<u64>,
+    forwarded: Vec<u64>,
+    /// Runs whose crash lost connections.
+    lossy: usize,
+    /// Runs in which the watcher saw no announcement after the kill.
+    unseen: usize,
+}
+
+impl Figures {
+    fn add(&mut self, r: &Outcome) {
+        self.garp.extend(r.first_garp_ms);
+        self.forwarded.extend(r.first_forwarded_ms);
+        self.lossy += usize::from(r.survived < r.connections);
+        self.unseen += usize::from(r.first_garp_ms.is_none());
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "failover({name}): kill → first gratuitous ARP: median={} p95={} min={} max={} \
+             (seen in {} runs); kill → first forwarded: median={} p95={}; runs that lost \
+             connections: {}",
+            show(quantile(&self.garp, 0.5)),
+            show(quantile(&self.garp, 0.95)),
+            show(self.garp.iter().min().copied()),
+            show(self.garp.iter().max().copied()),
+            self.garp.len(),
+            show(quantile(&self.forwarded, 0.5)),
+            show(quantile(&self.forwarded, 0.95)),
+            self.lossy
+        )
+    }
+}
+
+/// Runs the bench (root: network namespaces).
+pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
+    let o = parse(args)?;
+    if !crate::util::is_root() {
+        return Err("bench failover: needs root (network namespaces)".into());
+    }
+    peer::install()?;
+    super::super::build_tools()?;
+    let elf = super::build_firmware()?;
+    run_cmd(cargo().args(["build", "--release", "-q", "-p", "xtask"]))?;
+    let bins = super::bin_dir();
+    let xtask = bins.join("xtask");
+    let b = |n: &str| bins.join(n).display().to_string();
+    let bo = BenchOpts {
+        connections: o.connections,
+        interval_ms: o.interval_ms,
+        churn_rounds: 0,
+        timers: o.timers.clone(),
+        only: None,
+        table_at_crash: false,
+        backup_link: false,
+    };
+    let (mut ours_f, mut theirs_f) = (Figures::default(), Figures::default());
+    let t = Instant::now();
+    for i in 0..o.runs {
+        let id = (std::process::id() + i as u32) % 100_000;
+        // Alternated, so that a drift of the machine over the bench meets both alike.
+        let order: [&str; 2] = if i % 2 == 0 {
+            ["ours", "keepalived"]
+        } else {
+            ["keepalived", "ours"]
+        };
+        for who in order {
+            let r = if who == "ours" {
+                ours::run(&bo, &elf, &b, &xtask, id)?
+            } else {
+                peer::run(&bo, &b, &xtask, id)?
+            };
+            println!(
+                "failover[{who}] run {}/{}: kill → first gratuitous ARP {} ms, → first \
+                 forwarded {} ms, survived {}/{}",
+                i + 1,
+                o.runs,
+                show(r.first_garp_ms),
+                show(r.first_forwarded_ms),
+                r.survived,
+                r.connections
+            );
+            if who == "ours" {
+                ours_f.add(&r);
+            } else {
+                theirs_f.add(&r);
+            }
+        }
+    }
+    println!(
+        "failover: {} runs each in {} s",
+        o.runs,
+        t.elapsed().as_secs()
+    );
+    println!("{}", ours_f.line("ours"));
+    println!("{}", theirs_f.line("keepalived"));
+    let (m, k) = (quantile(&ours_f.garp, 0.5), quantile(&theirs_f.garp, 0.5));
+    let ratio = match (m, k) {
+        (Some(m), Some(k)) if k > 0 => format!("{:.2}", m as f64 / k as f64),
+        _ => "none".into(),
+    };
+    println!(
+        "failover: runs={} median={} p95={} keepalived_median={} keepalived_p95={} ratio={ratio} \
+         forwarded_median={} keepalived_forwarded_median={}",
+        o.runs,
+        show(m),
+        show(quantile(&ours_f.garp, 0.95)),
+        show(k),
+        show(quantile(&theirs_f.garp, 0.95)),
+        show(quantile(&ours_f.forwarded, 0.5)),
+        show(quantile(&theirs_f.forwarded, 0.5)),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v = [30, 10, 20, 40];
+        assert_eq!(quantile(&v, 0.5), Some(20));
+        assert_eq!(quantile(&v, 0.95), Some(40));
+        assert_eq!(quantile(&[7], 0.95), Some(7));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}
