@@ -759,10 +759,11 @@ impl HostLoop {
             // The journal shows each probe's outcome and how long it took (a takeover's
             // timeline reads from these lines and the controller's events).
             eprintln!(
-                "<6>ha-daemon: probe of {}: {} after {} ms",
+                "<6>ha-daemon: probe of {}: {} after {} ms (at {} unix ms)",
                 p.peer,
                 if *alive { "alive" } else { "no answer" },
-                now.duration_since(p.started).as_millis()
+                now.duration_since(p.started).as_millis(),
+                crate::runtime::unix_ms()
             );
             link.send(&HostMsg::ProbeResult {
                 peer: p.peer,

@@ -155,15 +155,21 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             } else {
                 peer::run(&bo, &b, &xtask, id)?
             };
+            let steps: Vec<String> = r
+                .milestones
+                .iter()
+                .map(|(k, v)| format!("{k}={}", show(*v)))
+                .collect();
             println!(
                 "failover[{who}] run {}/{}: kill → first gratuitous ARP {} ms, → first \
-                 forwarded {} ms, survived {}/{}",
+                 forwarded {} ms, survived {}/{} ({})",
                 i + 1,
                 o.runs,
                 show(r.first_garp_ms),
                 show(r.first_forwarded_ms),
                 r.survived,
-                r.connections
+                r.connections,
+                steps.join(" ")
             );
             if who == "ours" {
                 ours_f.add(&r);

@@ -145,6 +145,13 @@ pub(super) fn run(
             killed_at,
             killed_ms,
         )?;
+        // The survivor's journal: when its probe of the dead peer ended and when its
+        // takeover began (the controller's decision received), ms after the kill.
+        let journal =
+            std::fs::read_to_string(env.dir.join(format!("daemon-{}.log", s.members[survivor])))
+                .unwrap_or_default();
+        let took_over = journal_ms(&journal, "takeover at ", killed_ms);
+        let probe_ended = journal_ms(&journal, "no answer after", killed_ms);
         let g = |k: &str| v[k].as_u64().unwrap_or(0);
         Ok(Outcome {
             survived: g("survived"),
@@ -153,7 +160,11 @@ pub(super) fn run(
             first_forwarded_ms: first.forwarded,
             first_garp_ms: first.garp,
             false_takeovers,
-            milestones: vec![("kill_to_forwarding_ms", takeover)],
+            milestones: vec![
+                ("kill_to_probe_no_answer_ms", probe_ended),
+                ("kill_to_takeover_ms", took_over),
+                ("kill_to_forwarding_ms", takeover),
+            ],
             churn,
             churn_cpu,
             counted: "entries in its kernel's conntrack table (nf_conntrack_count)",
@@ -161,4 +172,35 @@ pub(super) fn run(
         })
     })();
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(elf))))
+}
+
+/// The first journal line of `text` containing `marker` whose Unix ms (the number after
+/// "takeover at ", or in "(at … unix ms)") is at or after `killed_ms`: ms after the kill.
+fn journal_ms(text: &str, marker: &str, killed_ms: u64) -> Option<u64> {
+    text.lines().filter(|l| l.contains(marker)).find_map(|l| {
+        let t: u64 = l
+            .split_once("takeover at ")
+            .or_else(|| l.split_once("(at "))?
+            .1
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        t.checked_sub(killed_ms)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_ms;
+
+    #[test]
+    fn journal_times_are_read_after_the_kill_only() {
+        let j = "<6>ha-daemon: probe of SN-A: no answer after 10 ms (at 900 unix ms)\n\
+                 <6>ha-daemon: probe of SN-A: no answer after 10 ms (at 1025 unix ms)\n\
+                 <6>ha-daemon: takeover at 1031 (unix ms): installs drained 0.0 ms";
+        assert_eq!(journal_ms(j, "no answer after", 1000), Some(25));
+        assert_eq!(journal_ms(j, "takeover at ", 1000), Some(31));
+        assert_eq!(journal_ms(j, "takeover at ", 2000), None);
+    }
 }
