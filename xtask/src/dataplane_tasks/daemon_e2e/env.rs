@@ -136,6 +136,28 @@ impl Env {
             .map(|(_, c)| c)
     }
 
+    /// A dead box: SIGKILLs each of `names` (by pid) at once, in that order, without waiting
+    /// for any to end (reaping one first would let the next live on for its exit time); the
+    /// caller reaps them with [`Env::reap`] once the box is cut off.
+    pub(super) fn kill_now(&mut self, names: &[&str]) -> Vec<Child> {
+        let mut dead = Vec::new();
+        for name in names {
+            if let Some(i) = self.procs.iter().position(|(n, _)| n == name) {
+                let (_, mut c) = self.procs.remove(i);
+                let _ = c.kill();
+                dead.push(c);
+            }
+        }
+        dead
+    }
+
+    /// Waits for the processes [`Env::kill_now`] killed.
+    pub(super) fn reap(dead: Vec<Child>) {
+        for mut c in dead {
+            let _ = c.wait();
+        }
+    }
+
     /// Kills a process by its pid (SIGKILL) and reaps it.
     pub(super) fn kill(&mut self, name: &str) {
         if let Some(i) = self.procs.iter().position(|(n, _)| n == name) {

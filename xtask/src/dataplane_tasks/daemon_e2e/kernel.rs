@@ -369,9 +369,10 @@ fn crash_case(
         );
         let killed_at = Instant::now();
         let killed_ms = unix_ms();
-        env.kill(&format!("daemon-{m}"));
-        env.kill(&format!("controller-{m}"));
+        // Everything at once (a dead box): controller, daemon, interfaces; reaped after.
+        let dead = env.kill_now(&[&format!("controller-{m}"), &format!("daemon-{m}")]);
         cutter.cut(&["in", "out"])?;
+        Env::reap(dead);
         println!("e2e[{tag}]: killed at {killed_ms} (unix ms; the survivor's journal has its takeover steps)");
         // Only what is delivered after the crash counts.
         load.cmd("mark")?;

@@ -175,8 +175,9 @@ pub(super) fn run_phases(
         "e2e: killing member {} (controller and daemon)",
         serials[active]
     );
-    env.kill(&format!("daemon-{m}"));
-    env.kill(&format!("controller-{m}"));
+    // Both at once (a dead box), reaped after.
+    let dead = env.kill_now(&[&format!("controller-{m}"), &format!("daemon-{m}")]);
+    Env::reap(dead);
     let survivor = 1 - active;
     let killed_at = Instant::now();
     let deadline = killed_at + Duration::from_secs(20);

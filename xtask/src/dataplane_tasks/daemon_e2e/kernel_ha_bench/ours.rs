@@ -123,9 +123,15 @@ pub(super) fn run(
         );
         let killed_at = Instant::now();
         let killed_ms = unix_ms();
-        env.kill(&format!("daemon-{m}"));
-        env.kill(&format!("controller-{m}"));
+        // Everything at once (a dead box): the controller (its heartbeats) first, as the
+        // peer's VRRP process, then the daemon, then the interfaces; reaped after.
+        let dead = env.kill_now(&[&format!("controller-{m}"), &format!("daemon-{m}")]);
         cutter.cut(&["in", "out"])?;
+        println!(
+            "kernel-ha[ours]: signals sent and interfaces down {} µs after the kill",
+            killed_at.elapsed().as_micros()
+        );
+        Env::reap(dead);
         load.cmd("mark")?;
         // The daemon's own record of the moment its data path became active.
         let deadline = killed_at + Duration::from_secs(20);

@@ -556,9 +556,13 @@ fn run_in(
     let _ = kill(Pid::from_raw(parent_pid), Signal::SIGSTOP);
     kill(Pid::from_raw(vrrp_pid), Signal::SIGKILL)
         .map_err(|e| format!("kernel-ha: kill VRRP {vrrp_pid}: {e}"))?;
-    env.kill("keepalived-a");
-    env.kill("conntrackd-a");
+    let dead = env.kill_now(&["keepalived-a", "conntrackd-a"]);
     cutter.cut(&["in", "out"])?;
+    println!(
+        "kernel-ha[conntrackd]: signals sent and interfaces down {} µs after the kill",
+        killed_at.elapsed().as_micros()
+    );
+    Env::reap(dead);
     load.cmd("mark")?;
     let (v, first) = after_crash(
         env,
