@@ -221,11 +221,13 @@ fn every_profile_probes_before_its_dead_time_ends() {
         (TimerProfile::Fast, 10, 15),
         (TimerProfile::Default, 150, 1700),
         (custom(50, 4), 66, 75),
+        // The fastest: 15 ms dead time, a 5 ms probe from 7 ms of silence.
+        (custom(5, 3), 5, 7),
     ] {
         let t = Timers::for_profile(profile);
         assert_eq!((t.probe_ms, t.suspect_ms), (probe, suspect), "{profile:?}");
     }
-    for interval in [10u32, 20, 50, 100, 250, 1000] {
+    for interval in [5u32, 7, 10, 20, 50, 100, 250, 1000] {
         for miss in [3u8, 4, 10, 20] {
             let p = custom(interval, miss);
             let t = Timers::for_profile(p);

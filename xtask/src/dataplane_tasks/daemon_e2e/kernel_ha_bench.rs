@@ -77,6 +77,9 @@ struct Outcome {
     /// start and the crash: the churn's CPU load is where a tight detector misfires), none
     /// when it could not be read.
     false_takeovers: Option<u64>,
+    /// Times the survivor took the active role before the kill over the whole run, setup
+    /// included (none: not readable).
+    takeovers_before_kill: Option<u64>,
     /// The system's own takeover milestones after the kill (name, ms).
     milestones: Vec<(&'static str, Option<u64>)>,
     /// The churn's figures, or why there are none.

@@ -90,6 +90,8 @@ struct Figures {
     lossy: usize,
     /// Runs in which the watcher saw no announcement after the kill.
     unseen: usize,
+    /// The survivors' takeovers before the kill (a live active replaced), over every run.
+    false_takeovers: u64,
 }
 
 impl Figures {
@@ -98,13 +100,14 @@ impl Figures {
         self.forwarded.extend(r.first_forwarded_ms);
         self.lossy += usize::from(r.survived < r.connections);
         self.unseen += usize::from(r.first_garp_ms.is_none());
+        self.false_takeovers += r.takeovers_before_kill.unwrap_or(0);
     }
 
     fn line(&self, name: &str) -> String {
         format!(
             "failover({name}): kill → first gratuitous ARP: median={} p95={} min={} max={} \
              (seen in {} runs); kill → first forwarded: median={} p95={}; runs that lost \
-             connections: {}",
+             connections: {}; takeovers of a live active (setup included): {}",
             show(quantile(&self.garp, 0.5)),
             show(quantile(&self.garp, 0.95)),
             show(self.garp.iter().min().copied()),
@@ -112,7 +115,8 @@ impl Figures {
             self.garp.len(),
             show(quantile(&self.forwarded, 0.5)),
             show(quantile(&self.forwarded, 0.95)),
-            self.lossy
+            self.lossy,
+            self.false_takeovers
         )
     }
 }
@@ -162,13 +166,14 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
                 .collect();
             println!(
                 "failover[{who}] run {}/{}: kill → first gratuitous ARP {} ms, → first \
-                 forwarded {} ms, survived {}/{} ({})",
+                 forwarded {} ms, survived {}/{}, takeovers before the kill {} ({})",
                 i + 1,
                 o.runs,
                 show(r.first_garp_ms),
                 show(r.first_forwarded_ms),
                 r.survived,
                 r.connections,
+                show(r.takeovers_before_kill),
                 steps.join(" ")
             );
             if who == "ours" {

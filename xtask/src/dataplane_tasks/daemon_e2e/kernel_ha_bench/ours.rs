@@ -166,6 +166,12 @@ pub(super) fn run(
             first_forwarded_ms: first.forwarded,
             first_garp_ms: first.garp,
             false_takeovers,
+            // Each takeover of the survivor's data path is a journal line; the last is the
+            // crash's.
+            takeovers_before_kill: Some(
+                (journal.matches("takeover at ").count() as u64)
+                    .saturating_sub(u64::from(took_over.is_some())),
+            ),
             milestones: vec![
                 ("kill_to_probe_no_answer_ms", probe_ended),
                 ("kill_to_takeover_ms", took_over),

@@ -587,6 +587,7 @@ fn run_in(
         first_garp_ms: first.garp,
         // keepalived made the standby master while member a lived.
         false_takeovers: Some(notified_before(&dirs[1], "primary", killed_ms)),
+        takeovers_before_kill: Some(notified_before(&dirs[1], "primary", killed_ms)),
         milestones: vec![
             ("kill_to_master_ms", since("primary")),
             ("kill_to_commit_done_ms", since("done -c")),
