@@ -82,6 +82,9 @@ pub struct KStats {
     /// Entries read again from the kernel after a change it reported no event for (a NAT
     /// helper's rewrite of its master: the sequence adjustment).
     pub rereads: AtomicU64,
+    /// TCP entries re-created in this member's kernel after it stopped forwarding (their
+    /// window tracking starts afresh; see [`RECREATE_AFTER`]).
+    pub recreated: AtomicU64,
 }
 
 impl KStats {
@@ -107,6 +110,7 @@ impl KStats {
             ("announcements", g(&self.announcements)),
             ("step_errors", g(&self.step_errors)),
             ("rereads", g(&self.rereads)),
+            ("recreated", g(&self.recreated)),
         ]
         .into_iter()
         .map(|(k, v)| (format!("kernel_{k}"), v))
@@ -119,7 +123,7 @@ pub struct KCore {
     dp: DpPath,
     kp: KernelPath,
     active: bool,
-    work: Sender<KernelWork>,
+    work: Sender<Job>,
     stats: Arc<KStats>,
 }
 
@@ -210,7 +214,7 @@ impl DpHolder for KCore {
             return;
         }
         KStats::add(&self.stats.batches_queued, 1);
-        if self.work.send(w).is_err() {
+        if self.work.send(Job::Work(w)).is_err() {
             KStats::add(&self.stats.batches_done, 1);
         }
     }
@@ -224,6 +228,27 @@ impl HoldsPath<KCore> for KCore {
     fn path_mut(&mut self) -> &mut KCore {
         self
     }
+}
+
+/// How long after this member stops forwarding (or starts as a standby) the installer
+/// re-creates the TCP entries its kernel holds. An entry this kernel tracked while it
+/// forwarded keeps the TCP windows it last saw; strict tracking
+/// (`nf_conntrack_tcp_be_liberal = 0`) then finds the connection's segments out of window
+/// when this member forwards again, and drops them: measured 1.2–3.6 s of stalled
+/// connections on a planned swap back (`cargo xtask bench failover --swaps 4`), 17–27 ms
+/// with liberal tracking. An entry created over ctnetlink has no window yet and the kernel
+/// picks the windows up from the next segments, as it does for every synced entry. Not at
+/// once: clients whose ARP caches still name this member go on sending here for a moment.
+pub const RECREATE_AFTER: Duration = Duration::from_secs(1);
+
+/// What the installer thread is handed.
+enum Job {
+    /// The peer's changes, for this member's kernel.
+    Work(KernelWork),
+    /// Re-create this kernel's TCP entries at this time ([`RECREATE_AFTER`]).
+    Recreate(Instant),
+    /// This member forwards again: a re-creation not yet done is dropped.
+    Cancel,
 }
 
 /// How long the installer keeps retrying an expectation whose master is not in the kernel
@@ -342,12 +367,56 @@ impl Installer {
         let exps = std::mem::take(&mut self.waiting);
         self.expects(exps);
     }
+
+    /// Re-creates every TCP entry of this kernel as it is now (removed, then installed
+    /// again with the same attributes, translations and remaining timeout), and the
+    /// expectations, which go with their masters ([`RECREATE_AFTER`] says why).
+    fn recreate(&mut self) {
+        let t0 = Instant::now();
+        let (tcp, exps) = match (self.ct.dump(), self.ct.dump_expects()) {
+            (Ok((all, _)), Ok((exps, _))) => (
+                all.into_iter()
+                    .filter(|e| e.tcp.is_some())
+                    .collect::<Vec<_>>(),
+                exps,
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ha-daemon: re-creating TCP entries: dump: {e}");
+                return;
+            }
+        };
+        if tcp.is_empty() {
+            return;
+        }
+        let keys: Vec<(CtTuple, u16)> = tcp.iter().map(|e| (e.orig, e.zone)).collect();
+        if let Err(e) = self.ct.remove_batch(&keys) {
+            eprintln!("ha-daemon: re-creating TCP entries: removal: {e}");
+        }
+        let refused = match self.ct.install_batch(&tcp) {
+            Ok(r) => r.len(),
+            Err(e) => {
+                eprintln!("ha-daemon: re-creating TCP entries: {e}");
+                tcp.len()
+            }
+        };
+        if !exps.is_empty() {
+            let now = Instant::now();
+            self.expects(exps.into_iter().map(|e| (e, now)).collect());
+        }
+        KStats::add(&self.stats.recreated, (tcp.len() - refused) as u64);
+        eprintln!(
+            "<6>ha-daemon: {} TCP entries re-created ({refused} refused) in {} ms: their windows \
+             start afresh for the next takeover",
+            tcp.len(),
+            t0.elapsed().as_millis()
+        );
+    }
 }
 
 /// The installer thread: the peer's entries and expectations into this member's kernel, in
 /// order.
 fn spawn_installer(
-    rx: Receiver<KernelWork>,
+    rx: Receiver<Job>,
     stats: Arc<KStats>,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
     let ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
@@ -357,20 +426,36 @@ fn spawn_installer(
         waiting: Vec::new(),
     };
     Ok(std::thread::spawn(move || {
+        let mut recreate_at: Option<Instant> = None;
         // Ends when the core (the sender) is dropped at the daemon's stop.
         loop {
-            let w = if inst.waiting.is_empty() {
-                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-            } else {
-                rx.recv_timeout(EXPECT_RETRY_EVERY)
+            let retry = (!inst.waiting.is_empty()).then_some(EXPECT_RETRY_EVERY);
+            let due = recreate_at.map(|t| t.saturating_duration_since(Instant::now()));
+            let job = match retry.into_iter().chain(due).min() {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(wait) => rx.recv_timeout(wait),
             };
-            match w {
-                Ok(w) => {
+            match job {
+                Ok(Job::Work(w)) => {
                     inst.work(w);
                     KStats::add(&inst.stats.batches_done, 1);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => inst.retry(),
+                Ok(Job::Recreate(at)) => recreate_at = Some(at),
+                Ok(Job::Cancel) => recreate_at = None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if !inst.waiting.is_empty() {
+                        inst.retry();
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if recreate_at.is_some_and(|t| Instant::now() >= t) {
+                recreate_at = None;
+                // Counted as a batch, so that a takeover meanwhile waits for it (at most
+                // INSTALL_DRAIN) rather than find entries removed and not yet back.
+                KStats::add(&inst.stats.batches_queued, 1);
+                inst.recreate();
+                KStats::add(&inst.stats.batches_done, 1);
             }
         }
     }))
@@ -460,6 +545,13 @@ pub fn build(
         stats: stats.clone(),
     }));
     let installer = spawn_installer(rx, stats.clone())?;
+    // A starting member is standby: entries its kernel tracked in an earlier run get
+    // fresh windows too.
+    let _ = core
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .work
+        .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
     let mut plane = KernelPlane {
         core: core.clone(),
         addrs,
@@ -559,6 +651,7 @@ impl Plane for KernelPlane {
             c.kp.set_role(active)
         };
         if active {
+            let _ = self.lock().work.send(Job::Cancel);
             // No more work is queued (the core is active); what was queued goes in first.
             let t0 = Instant::now();
             let t0_unix = crate::runtime::unix_ms();
@@ -591,6 +684,10 @@ impl Plane for KernelPlane {
             for s in steps {
                 self.apply(s);
             }
+            let _ = self
+                .lock()
+                .work
+                .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
         }
         true
     }

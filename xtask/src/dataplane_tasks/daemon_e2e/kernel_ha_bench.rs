@@ -40,6 +40,7 @@ mod churn;
 pub(in crate::dataplane_tasks) mod failover;
 mod ours;
 mod peer;
+pub(super) mod swap;
 
 /// CPU seconds per group of processes, and the wall time they were measured over.
 type CpuUse = (Vec<(&'static str, f64)>, f64);

@@ -1,5 +1,6 @@
 //! `cargo xtask bench failover [--runs N] [--connections C] [--interval-ms MS] [--timers
-//! PROFILE]`: the takeover as the client LAN sees it, ours beside keepalived, in one run.
+//! PROFILE] [--swaps S]`: the takeover as the client LAN sees it, ours beside keepalived, in
+//! one run, and our planned swap.
 //!
 //! Each run is one crash on a fresh cluster of the kernel-ha bench's topology (client, server
 //! and two member namespaces forwarding in their kernels; C echo connections sending every
@@ -11,16 +12,21 @@
 //! its first forwarded TCP packet (the moment traffic flows again; it also waits for the
 //! load's next send, at most MS ms, and for TCP's retransmission).
 //!
+//! Then S planned swaps (`--swaps S`, 10 by default) on one more cluster of ours
+//! ([`super::swap`]): the window with no member forwarding, from the daemons' own role
+//! records.
+//!
 //! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
 //! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
-//! keepalived_forwarded_median=<ms>`, the first four on kill → first gratuitous ARP. The
+//! keepalived_forwarded_median=<ms> swap_window_median=<ms> swap_window_max=<ms>`, the first
+//! four on kill → first gratuitous ARP. The
 //! firmware-only figure of earlier sessions (kill of a QEMU → the survivor's role decision
 //! on its host link, no daemon, probes answered at once by the harness) is
 //! `cargo xtask bench failover --harness`: it measures less than a user sees.
 
 use std::time::Instant;
 
-use super::{ours, peer, BenchOpts, Outcome};
+use super::{ours, peer, swap, BenchOpts, Outcome};
 use crate::util::{cargo, run as run_cmd, Result};
 
 /// Options of the failover bench.
@@ -29,6 +35,8 @@ struct Opts {
     connections: usize,
     interval_ms: u64,
     timers: String,
+    /// Planned swaps after the crashes (0: none).
+    swaps: usize,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -39,6 +47,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         // long for the load.
         interval_ms: 10,
         timers: "fast".into(),
+        swaps: 10,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,10 +60,11 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--connections" => o.connections = v.parse().map_err(|e| bad(&e))?,
             "--interval-ms" => o.interval_ms = v.parse().map_err(|e| bad(&e))?,
             "--timers" => o.timers = v.clone(),
+            "--swaps" => o.swaps = v.parse().map_err(|e| bad(&e))?,
             other => {
                 return Err(format!(
                     "bench failover: unknown option {other}; usage: bench failover [--runs N] \
-                     [--connections C] [--interval-ms MS] [--timers PROFILE] (or --harness \
+                     [--connections C] [--interval-ms MS] [--timers PROFILE] [--swaps S] (or --harness \
                      [--runs N] for the firmware-only figure)"
                 ))
             }
@@ -188,6 +198,27 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         o.runs,
         t.elapsed().as_secs()
     );
+    let swaps = if o.swaps > 0 {
+        let id = (std::process::id() + o.runs as u32) % 100_000;
+        let sw = swap::run(o.swaps, &bo, &elf, &b, id)?;
+        let w: Vec<u64> = sw.windows.iter().map(|&w| w.max(0) as u64).collect();
+        println!(
+            "failover(planned swap): {} swaps: no member forwarding: median={} max={} \
+             (negative, i.e. two forwarding, in {}); command → new active: median={}; the \
+             load's longest pause {} ms, {}/{} connections kept",
+            sw.windows.len(),
+            show(quantile(&w, 0.5)),
+            show(w.iter().max().copied()),
+            sw.windows.iter().filter(|&&w| w < 0).count(),
+            show(quantile(&sw.command_to_active, 0.5)),
+            sw.gap_ms,
+            sw.survived,
+            sw.connections
+        );
+        Some((quantile(&w, 0.5), w.iter().max().copied()))
+    } else {
+        None
+    };
     println!("{}", ours_f.line("ours"));
     println!("{}", theirs_f.line("keepalived"));
     let (m, k) = (quantile(&ours_f.garp, 0.5), quantile(&theirs_f.garp, 0.5));
@@ -197,7 +228,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     };
     println!(
         "failover: runs={} median={} p95={} keepalived_median={} keepalived_p95={} ratio={ratio} \
-         forwarded_median={} keepalived_forwarded_median={}",
+         forwarded_median={} keepalived_forwarded_median={} swap_window_median={} \
+         swap_window_max={}",
         o.runs,
         show(m),
         show(quantile(&ours_f.garp, 0.95)),
@@ -205,6 +237,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         show(quantile(&theirs_f.garp, 0.95)),
         show(quantile(&ours_f.forwarded, 0.5)),
         show(quantile(&theirs_f.forwarded, 0.5)),
+        show(swaps.and_then(|s| s.0)),
+        show(swaps.and_then(|s| s.1)),
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! `datapath = "kernel"`, plain forwarding), set up by the e2e's own code; churn while it
 //! runs; then the e2e's crash of the active.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::super::env::{forwarding, Env};
@@ -13,14 +13,10 @@ use super::{
 };
 use crate::util::Result;
 
-/// Sets up, churns, crashes; the outcome.
-pub(super) fn run(
-    o: &BenchOpts,
-    elf: &Path,
-    b: &dyn Fn(&str) -> String,
-    xtask: &Path,
-    id: u32,
-) -> Result<Outcome> {
+/// Our cluster's options for the bench (the kernel e2e's: QEMU controllers with `o`'s
+/// timers, daemons with `datapath = "kernel"`, plain forwarding, `o`'s load), and a fresh
+/// run directory and environment for it, named after `tag`.
+pub(super) fn cluster(o: &BenchOpts, id: u32, tag: &str) -> Result<(Opts, Env, PathBuf)> {
     let opts = Opts {
         connections: o.connections,
         interval_ms: o.interval_ms,
@@ -34,13 +30,25 @@ pub(super) fn run(
         cases: Vec::new(),
         backup_link: o.backup_link,
     };
-    let dir = fresh_dir(id, "ours")?;
-    let mut env = Env {
-        prefix: format!("hkb{id}o"),
+    let dir = fresh_dir(id, tag)?;
+    let env = Env {
+        prefix: format!("hkb{id}{}", &tag[..1]),
         dir: dir.clone(),
         namespaces: Vec::new(),
         procs: Vec::new(),
     };
+    Ok((opts, env, dir))
+}
+
+/// Sets up, churns, crashes; the outcome.
+pub(super) fn run(
+    o: &BenchOpts,
+    elf: &Path,
+    b: &dyn Fn(&str) -> String,
+    xtask: &Path,
+    id: u32,
+) -> Result<Outcome> {
+    let (opts, mut env, dir) = cluster(o, id, "ours")?;
     let r = (|| -> Result<Outcome> {
         let s = setup::start(&mut env, &opts, Some(elf), b, &dir, id)?;
         let mut load = s.load;
