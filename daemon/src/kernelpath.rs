@@ -545,13 +545,6 @@ pub fn build(
         stats: stats.clone(),
     }));
     let installer = spawn_installer(rx, stats.clone())?;
-    // A starting member is standby: entries its kernel tracked in an earlier run get
-    // fresh windows too.
-    let _ = core
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .work
-        .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
     let mut plane = KernelPlane {
         core: core.clone(),
         addrs,
@@ -565,11 +558,12 @@ pub fn build(
         stats,
         stop: stop.clone(),
     };
-    // A starting member is standby with a silent controller until told otherwise; a
-    // leftover address of an earlier run is taken off.
-    plane.apply(Step::Guard { standby: true });
-    for a in plane.addrs.clone() {
-        plane.apply(Step::RemoveAddress(a));
+    // A starting member is standby with a silent controller until told otherwise: the
+    // standby's steps (a leftover address of an earlier run is taken off, entries its kernel
+    // tracked in an earlier run get fresh windows).
+    let steps = plane.lock().kp.set_role(false);
+    for step in steps {
+        plane.apply(step);
     }
     // Every entry of this namespace, also those installed here from the peer while nobody
     // listened, must report its changes and removal once this member is active (after the
@@ -620,6 +614,13 @@ impl KernelPlane {
                 KStats::add(&self.stats.announcements, 1);
                 announce(a.ifindex, a.mac, a.addr)
             }
+            Step::RecreateTcp => {
+                let _ = self
+                    .lock()
+                    .work
+                    .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
+                Ok(())
+            }
         };
         if let Err(e) = r {
             KStats::add(&self.stats.step_errors, 1);
@@ -663,6 +664,7 @@ impl Plane for KernelPlane {
                     Step::Guard { .. } => "guard open",
                     Step::AddAddress(_) => "address added",
                     Step::RemoveAddress(_) => "address removed",
+                    Step::RecreateTcp => "re-creation queued",
                     Step::Announce(_) => "announced",
                 };
                 self.apply(s);
@@ -684,10 +686,6 @@ impl Plane for KernelPlane {
             for s in steps {
                 self.apply(s);
             }
-            let _ = self
-                .lock()
-                .work
-                .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
         }
         true
     }

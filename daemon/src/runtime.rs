@@ -31,7 +31,8 @@ pub const EVENTS_MAX: usize = 4096;
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
 /// The probe times a controller may ask for, ms: shorter would call a loaded but live peer
 /// dead; longer only delays a takeover.
-pub const PROBE_WITHIN: std::ops::RangeInclusive<u64> = 5..=1000;
+pub const PROBE_WITHIN: std::ops::RangeInclusive<u64> =
+    ha_proto::msg::host::MIN_PROBE_WITHIN_MS as u64..=1000;
 /// Echo requests are sent this many times over a probe's time (a lost packet is not a dead
 /// peer).
 pub const PROBE_SENDS: u32 = 3;
@@ -763,7 +764,7 @@ impl HostLoop {
                 p.peer,
                 if *alive { "alive" } else { "no answer" },
                 now.duration_since(p.started).as_millis(),
-                crate::runtime::unix_ms()
+                unix_ms()
             );
             link.send(&HostMsg::ProbeResult {
                 peer: p.peer,

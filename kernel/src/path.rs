@@ -43,6 +43,11 @@ pub enum Step {
     Announce(ClusterAddr),
     /// Take a cluster address off its interface.
     RemoveAddress(ClusterAddr),
+    /// Re-create this member's TCP entries (once traffic has moved away): it forwarded them
+    /// and its kernel keeps the TCP windows it last saw, which strict tracking would find
+    /// stale when it forwards again; an entry created over ctnetlink has no window yet and
+    /// the kernel picks it up from the next segments.
+    RecreateTcp,
 }
 
 /// What the standby does to its kernel for the peer's latest records, in this order:
@@ -390,6 +395,7 @@ impl KernelPath {
         } else {
             let mut steps = vec![Step::Guard { standby: true }];
             steps.extend(self.addrs.iter().map(|a| Step::RemoveAddress(*a)));
+            steps.push(Step::RecreateTcp);
             steps
         }
     }
@@ -839,7 +845,8 @@ mod tests {
     }
 
     #[test]
-    fn a_takeover_moves_the_addresses_before_the_guard_opens_and_a_release_closes_it_first() {
+    fn a_takeover_moves_the_addresses_before_the_guard_opens_and_a_release_closes_it_first_then_renews_its_entries(
+    ) {
         let a = ClusterAddr {
             ifindex: 3,
             mac: [2, 0, 0, 0, 0, 1],
@@ -855,9 +862,15 @@ mod tests {
                 Step::Guard { standby: false },
             ]
         );
+        // Then its own TCP entries are re-created (their windows would be stale when it
+        // forwards again).
         assert_eq!(
             p.set_role(false),
-            vec![Step::Guard { standby: true }, Step::RemoveAddress(a)]
+            vec![
+                Step::Guard { standby: true },
+                Step::RemoveAddress(a),
+                Step::RecreateTcp
+            ]
         );
     }
 }

@@ -21,9 +21,9 @@ pub const DEFAULT_SENSOR_TIMEOUT_MS: u32 = 5_000;
 /// bridge, so that one late report never counts as a silent source.
 pub const MIN_SENSOR_TIMEOUT_MS: u32 = 1_000;
 
-/// Shortest time the main CPU's liveness probe listens for the peer's answer, ms (the
-/// daemon accepts 5 ms and up).
-pub const MIN_PROBE_MS: u32 = 5;
+/// Shortest time the main CPU's liveness probe listens for the peer's answer, ms (the host
+/// link's own bound, which the daemon honours).
+pub const MIN_PROBE_MS: u32 = ha_proto::msg::host::MIN_PROBE_WITHIN_MS as u32;
 
 /// Timers of the agent; [`Timers::for_profile`] gives consistent defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +54,8 @@ pub struct Timers {
 impl Timers {
     /// Defaults for a profile: startup window = link dead time + 1 s (fast: + 100 ms),
     /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 50 ms), reprobe 2 s
-    /// (fast: 100 ms); the probe listens a third of the dead time (5..=150 ms: a live
-    /// peer's kernel answers an echo on the LAN within a millisecond, and a main CPU too
-    /// starved to read it concludes late, never wrongly) and starts twice that long before
+    /// (fast: 100 ms); the probe listens a third of the dead time
+    /// ([`MIN_PROBE_MS`]..=150 ms) and starts twice that long before
     /// the dead time ends (the second for the host link's round trip), but not before a
     /// heartbeat and a half of silence. With 5 ms heartbeats and 3 misses (15 ms) the probe
     /// listens 5 ms: at 10 ms it was the takeover's critical path (answered ~2 ms after the

@@ -128,6 +128,11 @@ pub enum HostMsg {
     Details(DetailsReport),
 }
 
+/// Shortest probe time a controller asks for in [`HostMsg::ProbeRequest`] (`within_ms`)
+/// and a main CPU honours, ms: a live peer's kernel answers an echo on the LAN within a
+/// millisecond; a main CPU too starved to read it concludes late, never wrongly.
+pub const MIN_PROBE_WITHIN_MS: u16 = 5;
+
 /// Longest model name in a [`DetailsReport`].
 pub const MODEL_LEN: usize = 16;
 

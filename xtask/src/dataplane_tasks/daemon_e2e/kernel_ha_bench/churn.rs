@@ -224,10 +224,8 @@ pub(super) struct Churn {
     pub held: Vec<u64>,
     /// Per round: how long the creation itself took on the active.
     pub injected: Vec<Duration>,
-    /// Per round: removal start → the standby's count back at its baseline (none: it did not
-    /// come back within the bound).
-    pub removed: Vec<Option<Duration>>,
-    /// Per round: removal start → back at the baseline, or the bound.
+    /// Per round: removal start → back at the baseline, or the bound (when fewer than the
+    /// round's entries are [`Churn::gone`]).
     pub removal_wait: Vec<Duration>,
     /// Per round: how many of the round's entries the standby had dropped by
     /// [`Churn::removal_wait`].
@@ -346,7 +344,6 @@ pub(super) fn run(
         synced: Vec::new(),
         held: Vec::new(),
         injected: Vec::new(),
-        removed: Vec::new(),
         removal_wait: Vec::new(),
         gone: Vec::new(),
         also_synced: Vec::new(),
@@ -444,7 +441,7 @@ pub(super) fn run(
             std::thread::sleep(Duration::from_millis(10));
         };
         finish_worker(remover)?;
-        let removal_wait = t1.elapsed().min(removed.unwrap_or(Duration::MAX));
+        let removal_wait = removed.unwrap_or_else(|| t1.elapsed());
         let gone = if removed.is_some() {
             u64::from(ROUND)
         } else {
@@ -481,7 +478,6 @@ pub(super) fn run(
         c.held.push(u64::from(ROUND));
         c.also_synced.push(also_at);
         c.injected.push(injected);
-        c.removed.push(removed);
         c.removal_wait.push(removal_wait);
         c.gone.push(gone);
         if removed.is_none() {
@@ -516,7 +512,6 @@ mod tests {
             synced: vec![ms(1_000)],
             held: vec![100],
             injected: vec![ms(500)],
-            removed: vec![Some(ms(1_000))],
             removal_wait: vec![ms(1_000)],
             gone: vec![100],
             also_synced: vec![None],
@@ -548,7 +543,6 @@ mod tests {
             synced: vec![ms(1_000)],
             held: vec![100],
             injected: vec![ms(1_000)],
-            removed: vec![None],
             removal_wait: vec![ms(4_000)],
             gone: vec![40],
             also_synced: vec![None],

@@ -14,11 +14,13 @@
 //!
 //! Then S planned swaps (`--swaps S`, 10 by default) on one more cluster of ours
 //! ([`super::swap`]): the window with no member forwarding, from the daemons' own role
-//! records.
+//! records (signed: negative when both forwarded), and the load's longest pause over them,
+//! which is what the connections saw (at the load's send interval's resolution).
 //!
 //! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
 //! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
-//! keepalived_forwarded_median=<ms> swap_window_median=<ms> swap_window_max=<ms>`, the first
+//! keepalived_forwarded_median=<ms> swap_window_median=<ms> swap_window_min=<ms>
+//! swap_window_max=<ms> swap_pause_max=<ms>`, the first
 //! four on kill → first gratuitous ARP. The
 //! firmware-only figure of earlier sessions (kill of a QEMU → the survivor's role decision
 //! on its host link, no daemon, probes answered at once by the harness) is
@@ -79,14 +81,14 @@ fn parse(args: &[String]) -> Result<Opts> {
 }
 
 /// The value at quantile `q` (0–1, nearest rank) of `v`, none when empty.
-fn quantile(v: &[u64], q: f64) -> Option<u64> {
+fn quantile<T: Ord + Copy>(v: &[T], q: f64) -> Option<T> {
     let mut s = v.to_vec();
     s.sort_unstable();
     let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1)) - 1;
     s.get(i).copied()
 }
 
-fn show(v: Option<u64>) -> String {
+fn show<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "none".into(), |v| v.to_string())
 }
 
@@ -98,8 +100,6 @@ struct Figures {
     forwarded: Vec<u64>,
     /// Runs whose crash lost connections.
     lossy: usize,
-    /// Runs in which the watcher saw no announcement after the kill.
-    unseen: usize,
     /// The survivors' takeovers before the kill (a live active replaced), over every run.
     false_takeovers: u64,
 }
@@ -109,7 +109,6 @@ impl Figures {
         self.garp.extend(r.first_garp_ms);
         self.forwarded.extend(r.first_forwarded_ms);
         self.lossy += usize::from(r.survived < r.connections);
-        self.unseen += usize::from(r.first_garp_ms.is_none());
         self.false_takeovers += r.takeovers_before_kill.unwrap_or(0);
     }
 
@@ -201,21 +200,28 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     let swaps = if o.swaps > 0 {
         let id = (std::process::id() + o.runs as u32) % 100_000;
         let sw = swap::run(o.swaps, &bo, &elf, &b, id)?;
-        let w: Vec<u64> = sw.windows.iter().map(|&w| w.max(0) as u64).collect();
+        // Signed: below 0 both members forwarded for that long (not a gap of 0).
+        let w = &sw.windows;
         println!(
-            "failover(planned swap): {} swaps: no member forwarding: median={} max={} \
-             (negative, i.e. two forwarding, in {}); command → new active: median={}; the \
-             load's longest pause {} ms, {}/{} connections kept",
-            sw.windows.len(),
-            show(quantile(&w, 0.5)),
-            show(w.iter().max().copied()),
-            sw.windows.iter().filter(|&&w| w < 0).count(),
+            "failover(planned swap): {} swaps: no member forwarding (negative: both \
+             forwarding): median={} min={} max={} (negative in {}); command → new active: \
+             median={}; the load's longest pause {} ms, {}/{} connections kept",
+            w.len(),
+            show(quantile(w, 0.5)),
+            show(w.iter().min()),
+            show(w.iter().max()),
+            w.iter().filter(|&&w| w < 0).count(),
             show(quantile(&sw.command_to_active, 0.5)),
             sw.gap_ms,
             sw.survived,
             sw.connections
         );
-        Some((quantile(&w, 0.5), w.iter().max().copied()))
+        Some((
+            quantile(w, 0.5),
+            w.iter().min().copied(),
+            w.iter().max().copied(),
+            sw.gap_ms,
+        ))
     } else {
         None
     };
@@ -229,7 +235,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     println!(
         "failover: runs={} median={} p95={} keepalived_median={} keepalived_p95={} ratio={ratio} \
          forwarded_median={} keepalived_forwarded_median={} swap_window_median={} \
-         swap_window_max={}",
+         swap_window_min={} swap_window_max={} swap_pause_max={}",
         o.runs,
         show(m),
         show(quantile(&ours_f.garp, 0.95)),
@@ -239,6 +245,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         show(quantile(&theirs_f.forwarded, 0.5)),
         show(swaps.and_then(|s| s.0)),
         show(swaps.and_then(|s| s.1)),
+        show(swaps.and_then(|s| s.2)),
+        show(swaps.map(|s| s.3)),
     );
     Ok(())
 }
@@ -253,6 +261,6 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), Some(20));
         assert_eq!(quantile(&v, 0.95), Some(40));
         assert_eq!(quantile(&[7], 0.95), Some(7));
-        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile::<u64>(&[], 0.5), None);
     }
 }

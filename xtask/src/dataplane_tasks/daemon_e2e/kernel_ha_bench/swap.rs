@@ -73,15 +73,19 @@ pub(in crate::dataplane_tasks::daemon_e2e) fn planned_swap(
     load: &mut super::super::env::Load,
 ) -> Result<Swap> {
     let passive = 1 - active;
+    // The operator's command, on the passive member, naming the active one.
+    let hactl = |cmd: &str| {
+        run_cmd(
+            Command::new(b("hactl"))
+                .arg("--socket")
+                .arg(&socks[passive])
+                .args([cmd, serials[active]]),
+        )
+    };
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_millis(500));
     let t_cmd = unix_ms();
-    run_cmd(
-        Command::new(b("hactl"))
-            .arg("--socket")
-            .arg(&socks[passive])
-            .args(["passive", serials[active]]),
-    )?;
+    hactl("passive")?;
     wait_roles(socks, Some(passive), Duration::from_secs(15))?;
     let new = role_record(&socks[passive], true)?;
     let old = role_record(&socks[active], false)?;
@@ -89,12 +93,7 @@ pub(in crate::dataplane_tasks::daemon_e2e) fn planned_swap(
     std::thread::sleep(Duration::from_secs(3));
     let (kept, connections, gap_ms, _failed) = load.report()?;
     // The forcing is cleared so that a next swap can go back.
-    run_cmd(
-        Command::new(b("hactl"))
-            .arg("--socket")
-            .arg(&socks[passive])
-            .args(["reset", serials[active]]),
-    )?;
+    hactl("reset")?;
     std::thread::sleep(Duration::from_secs(2));
     Ok(Swap {
         window_ms: new.since_ms as i64 - old.since_ms as i64,
