@@ -15,6 +15,7 @@
 
 pub mod cluster;
 mod common;
+pub mod events;
 pub mod ftp;
 mod led;
 mod member;

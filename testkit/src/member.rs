@@ -24,7 +24,11 @@ use ha_qemu::{MemberCmd, Uart0};
 use crate::common::{
     decode_defmt, lock, push_bounded, Result, MAX_LOG, MAX_RECORDS, SOCKET_TIMEOUT, STATUS_PERIOD,
 };
+use crate::events::EventLedger;
 use crate::led::{connect_qmp, led_loop, LedObserved};
+
+/// How often a hole in the controller's event numbers is asked for again.
+const REPLAY_PERIOD: Duration = Duration::from_millis(200);
 
 /// What the harness, as a member's main CPU, has received from its controller.
 #[derive(Debug, Default)]
@@ -32,8 +36,12 @@ pub struct HostView {
     /// Every role change the controller's `Roles` reports showed (domain id, new role), with
     /// its arrival; the periodic re-assertions of an unchanged role are not repeated here.
     pub decisions: VecDeque<(Instant, u8, Role)>,
-    /// Every `Event` with its arrival.
+    /// Every `Event` with its arrival (the newest [`MAX_RECORDS`]).
     pub events: VecDeque<(Instant, EventReport)>,
+    /// The event numbers received since the host link connected, complete or not: what a
+    /// count taken from the events can rely on (a replay fills the holes a stalled line
+    /// left).
+    pub ledger: EventLedger,
     /// The latest `Status` and its arrival.
     pub status: Option<(Instant, StatusReport)>,
     /// The host link is connected.
@@ -186,6 +194,21 @@ impl Member {
     /// The raw UART0 bytes (defmt frames) captured so far.
     pub fn raw_log(&self) -> Vec<u8> {
         lock(&self.log).clone()
+    }
+
+    /// True when the captured log reached its bound ([`MAX_LOG`]) and later frames were
+    /// not kept.
+    pub fn log_truncated(&self) -> bool {
+        lock(&self.log).len() + 4096 > MAX_LOG
+    }
+
+    /// How many defmt frames the captured log holds (each ends with a zero byte), decoded or
+    /// not: more frames than decoded lines means some were cut when the log line stalled.
+    pub fn log_frames(&self) -> usize {
+        lock(&self.log)
+            .split(|b| *b == 0)
+            .filter(|f| !f.is_empty())
+            .count()
     }
 
     /// The UART0 log decoded with `defmt-print -e <elf>`.
@@ -373,7 +396,13 @@ pub(crate) fn host_loop(
     probe: &ProbeFn,
     stop: &AtomicBool,
 ) {
-    lock(view).connected = true;
+    {
+        let mut v = lock(view);
+        v.connected = true;
+        // A new connection is a new controller boot: its events are numbered from 0 again.
+        v.ledger = EventLedger::default();
+    }
+    let mut next_replay: Option<Instant> = None;
     let mut next_status = Instant::now();
     let mut next_keepalive = Instant::now();
     let mut nonce = 0u32;
@@ -393,6 +422,15 @@ pub(crate) fn host_loop(
         if Instant::now() >= next_status {
             next_status = Instant::now() + STATUS_PERIOD;
             let _ = link.send(&HostMsg::StatusRequest);
+            // The details' next event number shows events lost at the tail of the stream.
+            let _ = link.send(&HostMsg::DetailsRequest);
+        }
+        let missing = lock(view).ledger.first_missing();
+        if let Some(seq) = missing {
+            if next_replay.is_none_or(|t| Instant::now() >= t) {
+                next_replay = Some(Instant::now() + REPLAY_PERIOD);
+                let _ = link.send(&HostMsg::EventsSince { seq });
+            }
         }
         match link.recv_timeout(Duration::from_millis(10)) {
             Ok(Some(msg)) => {
@@ -411,7 +449,17 @@ pub(crate) fn host_loop(
                         }
                     }
                     HostMsg::Event(ev) => {
-                        push_bounded(&mut lock(view).events, (now, ev), MAX_RECORDS)
+                        let mut v = lock(view);
+                        v.ledger.record(&ev);
+                        push_bounded(&mut v.events, (now, ev), MAX_RECORDS)
+                    }
+                    HostMsg::Details(d) => {
+                        let mut v = lock(view);
+                        if d.next_event < v.ledger.known_end() {
+                            // Numbers went back: the controller rebooted under this link.
+                            v.ledger = EventLedger::default();
+                        }
+                        v.ledger.known_up_to(d.next_event)
                     }
                     HostMsg::Status(st) => lock(view).status = Some((now, st)),
                     HostMsg::ProbeRequest { peer, .. } => {

@@ -562,7 +562,8 @@ pub fn bench_failover(args: &[String]) -> Result {
 
 /// `cargo xtask qemu soak [--minutes M] [--profile default|fast] [--hogs H]`: two members with the
 /// profile's timers, the main link impaired (default: 20% loss + 100 ms one-way delay; fast:
-/// 2% loss) for M minutes; last line `soak: profile=<p> minutes=<m> hogs=<h> swaps=<n>`.
+/// 2% loss) for M minutes; last line `soak: profile=<p> minutes=<m> hogs=<h> swaps=<n> events_lost=<k>`
+/// (swaps counted from the roles reports, the controllers' numbered events and their logs).
 pub fn soak(args: &[String]) -> Result {
     ha_cluster("soak", args)
 }

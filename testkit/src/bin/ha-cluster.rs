@@ -214,7 +214,11 @@ fn bench(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-/// Impaired main link for M minutes; counts role changes to Active after the election.
+/// Impaired main link for M minutes; counts every role change to active after the election
+/// from three sources, since each can miss one: the roles reports on the host link (a
+/// stalled controller drops them), the controller's numbered events (holes are asked for
+/// again; what its ring overwrote first is counted as lost) and its decoded firmware log
+/// (frames are cut when the log line stalls). A member's count is the largest of the three.
 fn soak(o: &Opts) -> Result<(), String> {
     let (timers, impair) = match o.profile.as_str() {
         "default" => (
@@ -240,6 +244,12 @@ fn soak(o: &Opts) -> Result<(), String> {
     let mut c = Cluster::start(&cfg)?;
     c.wait_one_active(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
+    // What each source already holds: the election's own changes to active.
+    let mut before = Vec::new();
+    for m in c.members() {
+        let log = m.log(c.elf())?;
+        before.push((m.host().ledger.known_end(), to_active_lines(&log).len()));
+    }
     c.impair(Some(Link::Main), impair)?;
     let since = Instant::now();
     println!(
@@ -247,16 +257,18 @@ fn soak(o: &Opts) -> Result<(), String> {
         cfg.timers, impair.loss_pct, impair.delay_ms, o.minutes
     );
     let end = since + Duration::from_secs_f64(o.minutes * 60.0);
-    let swaps = |c: &Cluster| -> usize {
+    let decisions = |m: &ha_testkit::Member| -> usize {
+        m.host()
+            .decisions
+            .iter()
+            .filter(|d| d.0 >= since && d.1 == 0 && d.2 == Role::Active)
+            .count()
+    };
+    let from_events = |c: &Cluster| -> usize {
         c.members()
             .iter()
-            .map(|m| {
-                m.host()
-                    .decisions
-                    .iter()
-                    .filter(|d| d.0 >= since && d.1 == 0 && d.2 == Role::Active)
-                    .count()
-            })
+            .zip(&before)
+            .map(|(m, b)| m.host().ledger.to_active_since(b.0).len())
             .sum()
     };
     let mut next = Instant::now();
@@ -264,15 +276,23 @@ fn soak(o: &Opts) -> Result<(), String> {
         if Instant::now() >= next {
             next += Duration::from_secs(30);
             println!(
-                "t={:.0}s swaps so far: {}\n{}",
+                "t={:.0}s swaps so far (events): {}\n{}",
                 since.elapsed().as_secs_f64(),
-                swaps(&c),
+                from_events(&c),
                 c.status_table()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let n = swaps(&c);
+    // Let the last replays of missing events arrive.
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle
+        && c.members()
+            .iter()
+            .any(|m| m.host().ledger.first_missing().is_some())
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stats = c.wire().stats();
     let (fwd, lost): (u64, u64) = stats
         .iter()
@@ -287,14 +307,60 @@ fn soak(o: &Opts) -> Result<(), String> {
             d.from, d.to, d.stats.forwarded, d.stats.dropped_queue
         );
     }
-    for m in c.members() {
-        print_link_story(m.serial(), &m.log(c.elf())?);
+    let (mut swaps, mut events_lost, mut unsure) = (0, 0, Vec::new());
+    for (m, b) in c.members().iter().zip(&before) {
+        let log = m.log(c.elf())?;
+        print_link_story(m.serial(), &log);
+        let ledger = m.host().ledger.clone();
+        let by_event = ledger.to_active_since(b.0);
+        for (seq, at_ms, detail) in &by_event {
+            println!(
+                "soak: {}: takeover event #{seq} at {}.{:03} s: {detail}",
+                m.serial(),
+                at_ms / 1000,
+                at_ms % 1000
+            );
+        }
+        let by_log = to_active_lines(&log).len().saturating_sub(b.1);
+        let by_role = decisions(m);
+        let missing = ledger.first_missing().map_or(0, |s| ledger.known_end() - s);
+        println!(
+            "soak: {}: changes to active: roles reports={by_role} events={} firmware log={by_log} \
+             (events lost={} still missing={missing}, log frames not decoded={}{})",
+            m.serial(),
+            by_event.len(),
+            ledger.lost(),
+            m.log_frames().saturating_sub(log.lines().count()),
+            if m.log_truncated() {
+                ", log truncated"
+            } else {
+                ""
+            }
+        );
+        swaps += by_role.max(by_event.len()).max(by_log);
+        events_lost += ledger.lost() + missing;
+        if ledger.lost() + missing > 0 {
+            unsure.push(m.serial().to_string());
+        }
+    }
+    if !unsure.is_empty() {
+        println!(
+            "soak: the event count of {} is incomplete: swaps is a lower bound",
+            unsure.join(", ")
+        );
     }
     println!(
-        "soak: profile={} minutes={} hogs={hogs} swaps={n}",
+        "soak: profile={} minutes={} hogs={hogs} swaps={swaps} events_lost={events_lost}",
         o.profile, o.minutes
     );
     Ok(())
+}
+
+/// The decoded firmware log's role changes to active.
+fn to_active_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("role_changed") && l.contains("-> active"))
+        .collect()
 }
 
 /// What a soak's reader needs to explain a swap: from one member's decoded firmware log, the
