@@ -250,7 +250,10 @@ impl State {
             match p.state {
                 PeerState::Unknown => 0i64.hash(h),
                 PeerState::Alive => 1i64.hash(h),
-                PeerState::Suspect { deadline_ms } => (2i64, self.rel(deadline_ms)).hash(h),
+                PeerState::Suspect {
+                    deadline_ms,
+                    give_up_ms,
+                } => (2i64, self.rel(deadline_ms), self.rel(give_up_ms)).hash(h),
                 PeerState::Unreachable { next_probe_ms } => (3i64, self.rel(next_probe_ms)).hash(h),
                 PeerState::Lost => 4i64.hash(h),
             }

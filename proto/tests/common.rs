@@ -346,6 +346,14 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
                 }
             ),
         Just(HostMsg::DetailsRequest),
+        Just(HostMsg::CountersRequest),
+        (any::<[u32; 5]>()).prop_map(|c| HostMsg::Counters(ha_proto::msg::host::CountersReport {
+            to_active: c[0],
+            from_active: c[1],
+            peers_lost: c[2],
+            probes_reasked: c[3],
+            events_unsent: c[4],
+        })),
         any::<u32>().prop_map(|seq| HostMsg::EventsSince { seq }),
         (
             "[a-z0-9-]{0,16}",

@@ -16,7 +16,7 @@ use ha_boardsim::BoardSim;
 use ha_hal::bridge::SensorKind;
 use ha_hostlink::HostLink;
 use ha_proto::config_block::ConfigBlock;
-use ha_proto::msg::host::{EventReport, HostMsg, StatusReport};
+use ha_proto::msg::host::{CountersReport, EventReport, HostMsg, StatusReport};
 use ha_proto::msg::member::AdminCommand;
 use ha_proto::msg::{Role, Serial};
 use ha_qemu::{MemberCmd, Uart0};
@@ -42,6 +42,11 @@ pub struct HostView {
     /// count taken from the events can rely on (a replay fills the holes a stalled line
     /// left).
     pub ledger: EventLedger,
+    /// Frames the host link accepted, and those it refused by reason (as of the last status
+    /// period).
+    pub link_frames: (u64, std::collections::BTreeMap<&'static str, u64>),
+    /// The latest `Counters` (what the controller counted since boot) and its arrival.
+    pub counters: Option<(Instant, CountersReport)>,
     /// The latest `Status` and its arrival.
     pub status: Option<(Instant, StatusReport)>,
     /// The host link is connected.
@@ -150,6 +155,26 @@ impl Member {
     /// What its host link received so far.
     pub fn host(&self) -> MutexGuard<'_, HostView> {
         lock(&self.view)
+    }
+
+    /// The controller's counters as of a report that arrived after `after`, waiting up to
+    /// `timeout` for one (the host loop asks every [`STATUS_PERIOD`]).
+    pub fn counters_after(&self, after: Instant, timeout: Duration) -> Result<CountersReport> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some((at, c)) = self.host().counters {
+                if at > after {
+                    return Ok(c);
+                }
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "{}: no counters from the controller within {timeout:?}",
+                    self.serial
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Domain 0's role from the last roles report.
@@ -401,6 +426,7 @@ pub(crate) fn host_loop(
         v.connected = true;
         // A new connection is a new controller boot: its events are numbered from 0 again.
         v.ledger = EventLedger::default();
+        v.counters = None;
     }
     let mut next_replay: Option<Instant> = None;
     let mut next_status = Instant::now();
@@ -424,8 +450,10 @@ pub(crate) fn host_loop(
             let _ = link.send(&HostMsg::StatusRequest);
             // The details' next event number shows events lost at the tail of the stream.
             let _ = link.send(&HostMsg::DetailsRequest);
+            let _ = link.send(&HostMsg::CountersRequest);
+            lock(view).link_frames = (link.codec().accepted(), link.codec().rejects().clone());
         }
-        let missing = lock(view).ledger.first_missing();
+        let missing = lock(view).ledger.first_missing(Instant::now());
         if let Some(seq) = missing {
             if next_replay.is_none_or(|t| Instant::now() >= t) {
                 next_replay = Some(Instant::now() + REPLAY_PERIOD);
@@ -459,9 +487,10 @@ pub(crate) fn host_loop(
                             // Numbers went back: the controller rebooted under this link.
                             v.ledger = EventLedger::default();
                         }
-                        v.ledger.known_up_to(d.next_event)
+                        v.ledger.known_up_to(d.next_event, now)
                     }
                     HostMsg::Status(st) => lock(view).status = Some((now, st)),
+                    HostMsg::Counters(c) => lock(view).counters = Some((now, c)),
                     HostMsg::ProbeRequest { peer, .. } => {
                         let alive = probe(index, peer);
                         let _ = link.send(&HostMsg::ProbeResult { peer, alive });

@@ -62,10 +62,14 @@ pub enum PeerState {
     Unknown,
     /// Heard on at least one link.
     Alive,
-    /// Silent on every link; waiting for the probe's answer until the deadline.
+    /// Silent on every link; waiting for the probe's answer. An unanswered probe is asked
+    /// again at `deadline_ms` (its request or answer may have been lost on a stalled host
+    /// link); only at `give_up_ms` does no answer count as "dead".
     Suspect {
-        /// When the peer is declared lost without an answer (agent clock, ms).
+        /// When an unanswered probe is asked again (agent clock, ms).
         deadline_ms: u64,
+        /// When the peer is declared lost without an answer (agent clock, ms).
+        give_up_ms: u64,
     },
     /// Silent on every link but the probe says it is alive; probed again at `next_probe_ms`.
     Unreachable {

@@ -361,3 +361,26 @@ fn details_give_the_model_and_each_members_uptime() {
                 && matches!(m, HostMsg::Details(r) if r.model.as_str() == "board-x"))
     );
 }
+
+/// The counters answer what the role reports and events cannot guarantee to a main CPU on a
+/// lossy line: how often this member took over and lost a peer.
+#[test]
+fn counters_count_takeovers_and_are_asked_over_the_host_link() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    let active = (0..2).find(|&i| c.role(i) == Role::Active).unwrap();
+    let other = 1 - active;
+    let before = c.a(other).counters();
+    assert_eq!(before.to_active, 0);
+    assert_eq!(c.a(active).counters().to_active, 1, "the election at boot");
+    c.agents[active] = None;
+    c.run_until(1_000);
+    assert_eq!(c.role(other), Role::Active);
+    let after = c.a(other).counters();
+    assert_eq!((after.to_active, after.peers_lost), (1, 1));
+    c.with(other, |a, now| a.handle_host(now, HostMsg::CountersRequest));
+    assert!(c
+        .host
+        .iter()
+        .any(|(i, m)| *i == other && matches!(m, HostMsg::Counters(r) if r.to_active == 1)));
+}

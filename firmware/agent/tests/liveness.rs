@@ -286,3 +286,79 @@ fn an_early_alive_answer_after_the_links_went_down_is_checked_again_at_once() {
         .events_of(1)
         .contains(&EventKind::PeerUnreachable { peer: serial(0) }));
 }
+
+/// A pair whose active (member 0) died at 300 ms, the survivor's main CPU silent on probes
+/// but watched with a 1 s silence bound. Also the survivor's timers and when its links to
+/// the dead member went down.
+fn dead_active_probes_late() -> (Cluster, Timers, u64) {
+    let mut cfg = config(1, 2);
+    cfg.main_cpu_timeout_ms = 1_000;
+    let mut c = Cluster::new(vec![config(0, 2), cfg]);
+    c.run_until(300);
+    c.answer_probes = false;
+    c.agents[0] = None;
+    let t = c.a(1).config().timers;
+    let down = c.last_heard(1, 0) + t.profile.dead_ms() as u64;
+    (c, t, down)
+}
+
+/// A probe's timeout is not a death: under two busy loops the soak saw a live peer taken
+/// over every few seconds because the answer ("alive") came after the probe timeout. An
+/// unanswered probe is asked again, and a late "alive" keeps the peer.
+#[test]
+fn an_unanswered_probe_is_asked_again_and_a_late_alive_keeps_the_peer() {
+    let (mut c, t, down) = dead_active_probes_late();
+    c.run_until(down + 3 * t.probe_timeout_ms as u64 + 1);
+    assert_eq!(c.role(1), Role::Passive, "no answer is not a death");
+    assert!(matches!(
+        c.a(1).status().peers[0].state,
+        PeerState::Suspect { .. }
+    ));
+    assert!(
+        c.probe_requests(1).len() >= 4,
+        "asked again every probe timeout: {}",
+        c.probe_requests(1).len()
+    );
+    // The first "alive" may answer the probe asked on suspicion, before the links went
+    // down: it is checked again at once; the second makes the peer unreachable, not lost.
+    c.answer_probe(1, 0, true);
+    assert_eq!(c.role(1), Role::Passive);
+    c.answer_probe(1, 0, true);
+    assert!(matches!(
+        c.a(1).status().peers[0].state,
+        PeerState::Unreachable { .. }
+    ));
+    assert_eq!(c.role(1), Role::Passive);
+}
+
+/// A "dead" answer to a re-asked probe makes the peer lost at once.
+#[test]
+fn a_dead_answer_to_a_re_asked_probe_takes_over() {
+    let (mut c, t, down) = dead_active_probes_late();
+    c.run_until(down + t.probe_timeout_ms as u64 + 1);
+    assert_eq!(c.role(1), Role::Passive);
+    c.answer_probe(1, 0, false);
+    assert_eq!(c.role(1), Role::Active);
+    assert!(c.events_of(1).contains(&EventKind::PeerLost {
+        peer: serial(0),
+        confirmed: true
+    }));
+    let n = c.a(1).counters();
+    assert_eq!((n.to_active, n.peers_lost), (1, 1));
+    assert!(n.probes_reasked >= 1, "the re-ask is counted");
+}
+
+/// A main CPU that never answers still lets the survivor take over, once its own silence
+/// bound has passed without an answer.
+#[test]
+fn a_probe_never_answered_is_a_death_after_the_main_cpu_bound() {
+    let (mut c, t, down) = dead_active_probes_late();
+    c.run_until(down + 1_000 - 2);
+    assert_eq!(c.role(1), Role::Passive);
+    c.run_until(down + 1_000 + t.probe_timeout_ms as u64);
+    assert_eq!(c.role(1), Role::Active);
+    assert!(c.events_of(1).contains(&EventKind::PeerLost {
+        peer: serial(0),
+        confirmed: false
+    }));
+}

@@ -126,6 +126,29 @@ pub enum HostMsg {
     DetailsRequest,
     /// Controller → main CPU: the answer to [`HostMsg::DetailsRequest`].
     Details(DetailsReport),
+    /// Main CPU → controller: ask for a [`HostMsg::Counters`]. Asked, never pushed, like
+    /// [`HostMsg::DetailsRequest`] (a controller that predates it drops it).
+    CountersRequest,
+    /// Controller → main CPU: the answer to [`HostMsg::CountersRequest`].
+    Counters(CountersReport),
+}
+
+/// What a controller has counted since it booted ([`HostMsg::Counters`]): the source of
+/// truth for how often it took over, which a main CPU cannot rebuild from the role reports
+/// and events when a stalled line lost some of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersReport {
+    /// Role changes of this member to active, in any domain (the election at boot
+    /// included).
+    pub to_active: u32,
+    /// Role changes of this member away from active, in any domain.
+    pub from_active: u32,
+    /// Peers declared lost (by a "dead" probe answer or by no answer at all).
+    pub peers_lost: u32,
+    /// Probes asked again because the main CPU had not answered within the probe timeout.
+    pub probes_reasked: u32,
+    /// Events overwritten in the ring before they were sent to the main CPU.
+    pub events_unsent: u32,
 }
 
 /// Shortest probe time a controller asks for in [`HostMsg::ProbeRequest`] (`within_ms`)
@@ -199,7 +222,8 @@ impl HostMsg {
             | HostMsg::Status(_)
             | HostMsg::Event(_)
             | HostMsg::KeyState { .. }
-            | HostMsg::Details(_) => Direction::ToMainCpu,
+            | HostMsg::Details(_)
+            | HostMsg::Counters(_) => Direction::ToMainCpu,
             HostMsg::Interfaces(_)
             | HostMsg::Admin { .. }
             | HostMsg::ProbeResult { .. }
@@ -210,7 +234,8 @@ impl HostMsg {
             | HostMsg::Members(_)
             | HostMsg::Settings(_)
             | HostMsg::EventsSince { .. }
-            | HostMsg::DetailsRequest => Direction::ToController,
+            | HostMsg::DetailsRequest
+            | HostMsg::CountersRequest => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

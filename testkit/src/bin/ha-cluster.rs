@@ -215,10 +215,11 @@ fn bench(o: &Opts) -> Result<(), String> {
 }
 
 /// Impaired main link for M minutes; counts every role change to active after the election
-/// from three sources, since each can miss one: the roles reports on the host link (a
-/// stalled controller drops them), the controller's numbered events (holes are asked for
-/// again; what its ring overwrote first is counted as lost) and its decoded firmware log
-/// (frames are cut when the log line stalls). A member's count is the largest of the three.
+/// by the controllers' own counters (`HostMsg::Counters`, asked before and after), and
+/// cross-checks them with what a main CPU sees, each of which can miss one: the roles
+/// reports (a stalled controller drops them), the numbered events (holes are asked for
+/// again; what the ring overwrote first is counted as lost) and the decoded firmware log
+/// (frames are cut when the log line stalls).
 fn soak(o: &Opts) -> Result<(), String> {
     let (timers, impair) = match o.profile.as_str() {
         "default" => (
@@ -246,9 +247,15 @@ fn soak(o: &Opts) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(2));
     // What each source already holds: the election's own changes to active.
     let mut before = Vec::new();
+    let asked = Instant::now();
     for m in c.members() {
         let log = m.log(c.elf())?;
-        before.push((m.host().ledger.known_end(), to_active_lines(&log).len()));
+        let counters = m.counters_after(asked, Duration::from_secs(10))?;
+        before.push((
+            m.host().ledger.known_end(),
+            to_active_lines(&log).len(),
+            counters,
+        ));
     }
     c.impair(Some(Link::Main), impair)?;
     let since = Instant::now();
@@ -286,11 +293,7 @@ fn soak(o: &Opts) -> Result<(), String> {
     }
     // Let the last replays of missing events arrive.
     let settle = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < settle
-        && c.members()
-            .iter()
-            .any(|m| m.host().ledger.first_missing().is_some())
-    {
+    while Instant::now() < settle && c.members().iter().any(|m| m.host().ledger.missing() > 0) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let stats = c.wire().stats();
@@ -307,8 +310,19 @@ fn soak(o: &Opts) -> Result<(), String> {
             d.from, d.to, d.stats.forwarded, d.stats.dropped_queue
         );
     }
-    let (mut swaps, mut events_lost, mut unsure) = (0, 0, Vec::new());
+    let (mut swaps, mut events_lost, mut disagree) = (0, 0, Vec::new());
+    let ended = Instant::now();
     for (m, b) in c.members().iter().zip(&before) {
+        let n = m.counters_after(ended, Duration::from_secs(10))?;
+        let counted = n.to_active.wrapping_sub(b.2.to_active) as usize;
+        println!(
+            "soak: {}: controller counted: to active +{counted}, peers lost +{}, probes asked \
+             again +{}, events lost before sent +{}",
+            m.serial(),
+            n.peers_lost.wrapping_sub(b.2.peers_lost),
+            n.probes_reasked.wrapping_sub(b.2.probes_reasked),
+            n.events_unsent.wrapping_sub(b.2.events_unsent)
+        );
         let log = m.log(c.elf())?;
         print_link_story(m.serial(), &log);
         let ledger = m.host().ledger.clone();
@@ -322,8 +336,13 @@ fn soak(o: &Opts) -> Result<(), String> {
             );
         }
         let by_log = to_active_lines(&log).len().saturating_sub(b.1);
+        let (accepted, refused) = m.host().link_frames.clone();
+        println!(
+            "soak: {}: host link frames accepted={accepted} refused={refused:?}",
+            m.serial()
+        );
         let by_role = decisions(m);
-        let missing = ledger.first_missing().map_or(0, |s| ledger.known_end() - s);
+        let missing = ledger.missing() - ledger.lost();
         println!(
             "soak: {}: changes to active: roles reports={by_role} events={} firmware log={by_log} \
              (events lost={} still missing={missing}, log frames not decoded={}{})",
@@ -337,17 +356,17 @@ fn soak(o: &Opts) -> Result<(), String> {
                 ""
             }
         );
-        swaps += by_role.max(by_event.len()).max(by_log);
-        events_lost += ledger.lost() + missing;
-        if ledger.lost() + missing > 0 {
-            unsure.push(m.serial().to_string());
+        if by_role.max(by_event.len()).max(by_log) > counted {
+            disagree.push(m.serial().to_string());
         }
+        swaps += counted;
+        events_lost += ledger.lost() + missing;
     }
-    if !unsure.is_empty() {
-        println!(
-            "soak: the event count of {} is incomplete: swaps is a lower bound",
-            unsure.join(", ")
-        );
+    if !disagree.is_empty() {
+        return Err(format!(
+            "soak: {} reported more changes to active than its controller counted",
+            disagree.join(", ")
+        ));
     }
     println!(
         "soak: profile={} minutes={} hogs={hogs} swaps={swaps} events_lost={events_lost}",

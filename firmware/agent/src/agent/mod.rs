@@ -190,6 +190,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.snapshot().details_report()
     }
 
+    /// What this agent counted since boot ([`HostMsg::Counters`]): takeovers, peers lost,
+    /// probes asked again, events lost before they were sent.
+    #[must_use]
+    pub fn counters(&self) -> ha_proto::msg::host::CountersReport {
+        self.out.counts()
+    }
+
     fn snapshot(&self) -> Snapshot<'_, M, D> {
         Snapshot {
             config: &self.cfg,
@@ -271,6 +278,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 Pending::Details => {
                     return Some(Output::Host(HostMsg::Details(self.details_report())))
                 }
+                Pending::Counters => return Some(Output::Host(HostMsg::Counters(self.counters()))),
                 Pending::KeyState => {
                     return Some(Output::Host(report::key_state(self.wire.keyring())))
                 }
@@ -409,10 +417,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 _ => self.local.apply_admin(command, now, links, &mut self.out),
             },
             HostMsg::ProbeResult { peer, alive } => {
-                if self
-                    .peers
-                    .handle_probe_result(peer, alive, now, &self.cfg.timers, &mut self.out)
-                {
+                if self.peers.handle_probe_result(
+                    peer,
+                    alive,
+                    now,
+                    &self.cfg.timers,
+                    self.cfg.main_cpu_timeout_ms,
+                    &mut self.out,
+                ) {
                     self.domains.note_peer_lost();
                     self.refresh_flags();
                 }
@@ -451,6 +463,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             }
             HostMsg::EventsSince { seq } => self.out.replay_from(seq),
             HostMsg::DetailsRequest => self.out.push(Pending::Details),
+            HostMsg::CountersRequest => self.out.push(Pending::Counters),
             HostMsg::Settings(settings) => {
                 let result = match self.cfg.clone().with_settings(&settings) {
                     Ok(new) => {
@@ -477,7 +490,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             | HostMsg::Status(_)
             | HostMsg::Event(_)
             | HostMsg::KeyState { .. }
-            | HostMsg::Details(_) => {}
+            | HostMsg::Details(_)
+            | HostMsg::Counters(_) => {}
         }
         self.evaluate();
     }

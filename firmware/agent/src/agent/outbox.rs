@@ -4,8 +4,9 @@
 //! the shell drains it, so it describes the state at that moment and a burst of changes
 //! costs one frame per link, not one per change.
 
+use ha_proto::msg::host::CountersReport;
 use ha_proto::msg::member::AdminCommand;
-use ha_proto::msg::Serial;
+use ha_proto::msg::{Role, Serial};
 use heapless::Deque;
 
 use crate::event::{Event, EventKind, EventRing};
@@ -58,6 +59,8 @@ pub(crate) enum Pending {
     KeyState,
     /// The details report (model, uptimes), to the main CPU.
     Details,
+    /// The counters report, to the main CPU.
+    Counters,
 }
 
 /// Events handed to the shell per turn of the agent (one input or timeout): a burst or a
@@ -82,6 +85,8 @@ pub(crate) struct Outbox {
     budget: u8,
     /// Outputs dropped because the queue was full.
     dropped: u32,
+    /// What happened since boot, counted as the events are made (the ring forgets).
+    counts: CountersReport,
 }
 
 /// True when sequence number `a` comes after `b` (wrapping).
@@ -98,6 +103,7 @@ impl Outbox {
             to_send: 0,
             budget: EVENTS_PER_TURN,
             dropped: 0,
+            counts: CountersReport::default(),
         }
     }
 
@@ -136,6 +142,16 @@ impl Outbox {
         } else {
             seq
         };
+    }
+
+    /// A probe asked again because the main CPU had not answered in time.
+    pub(crate) fn probe_reasked(&mut self) {
+        self.counts.probes_reasked = self.counts.probes_reasked.wrapping_add(1);
+    }
+
+    /// What was counted since boot.
+    pub(crate) fn counts(&self) -> CountersReport {
+        self.counts
     }
 
     /// Queues an output at the back; a full queue drops it and counts it.
@@ -185,6 +201,27 @@ impl Outbox {
     /// Records an event at `now`: numbered and kept in the ring, from which it goes to the
     /// shell ([`Outbox::pop`]).
     pub(crate) fn event(&mut self, now: u64, kind: EventKind) {
+        let c = &mut self.counts;
+        match kind {
+            EventKind::RoleChanged {
+                to: Role::Active, ..
+            } => c.to_active = c.to_active.wrapping_add(1),
+            EventKind::RoleChanged {
+                from: Role::Active, ..
+            } => c.from_active = c.from_active.wrapping_add(1),
+            EventKind::PeerLost { .. } => c.peers_lost = c.peers_lost.wrapping_add(1),
+            _ => {}
+        }
+        let to_send = self.to_send;
+        let oldest_unsent = self
+            .events
+            .iter()
+            .next()
+            .is_some_and(|o| !after(to_send, o.seq));
+        if self.events.len() == crate::event::EVENT_CAP && oldest_unsent {
+            // The push below drops the oldest event before it went out.
+            c.events_unsent = c.events_unsent.wrapping_add(1);
+        }
         let e = Event {
             seq: self.next_seq,
             at_ms: now,
@@ -218,5 +255,38 @@ impl Outbox {
     /// Outputs dropped because the queue was full.
     pub(crate) fn dropped(&self) -> u32 {
         self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EVENT_CAP;
+    use ha_proto::msg::Serial;
+
+    fn lost(o: &mut Outbox, n: usize) {
+        for _ in 0..n {
+            o.event(
+                0,
+                EventKind::PeerLost {
+                    peer: Serial::new("SN-A").unwrap(),
+                    confirmed: false,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn events_dropped_before_they_went_out_are_counted_sent_ones_are_not() {
+        let mut o = Outbox::new();
+        lost(&mut o, EVENT_CAP);
+        // Two go out, then three more push the two sent and one unsent out of the ring.
+        for _ in 0..2 {
+            assert!(matches!(o.pop(), Some(Pending::Event(_))));
+        }
+        lost(&mut o, 3);
+        let c = o.counts();
+        assert_eq!(c.events_unsent, 1);
+        assert_eq!(c.peers_lost, EVENT_CAP as u32 + 3);
     }
 }

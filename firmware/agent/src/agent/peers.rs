@@ -7,8 +7,13 @@
 //!   main CPU is asked to probe it over the data interfaces ([`Pending::Probe`]), so that
 //!   the answer is there when the links go down. A frame heard cancels the suspicion.
 //! - A peer whose links are all down is *suspect*: its probe's answer (asked on suspicion, or
-//!   now) is awaited at most `probe_timeout_ms` from the request. "Dead" or no answer: the
-//!   peer is lost and leaves the election.
+//!   now) is awaited `probe_timeout_ms` from the request, then asked for again (a stalled
+//!   host link drops frames both ways). "Dead": the peer is lost and leaves the election. No
+//!   answer counts as "dead" only after the main CPU's own silence bound
+//!   (`main_cpu_timeout_ms`, when watched): a late answer is not a death, and a main CPU
+//!   silent that long takes this member out of the election anyway. The soak under two busy
+//!   loops found takeovers of a live peer every few seconds with the 5 ms profile, each on
+//!   a probe whose answer came after its timeout.
 //!   "Alive": the HA links are broken but the peer is not; it stays in the election with its
 //!   last known state and is probed again every `reprobe_ms`.
 //! - A peer's pause is ignored once it has lasted [`MAX_PAUSE_MS`].
@@ -24,6 +29,16 @@ use crate::config::{Config, Timers, MAX_PAUSE_MS};
 use crate::event::EventKind;
 use crate::link::LinkId;
 use crate::status::{DomainStatus, LinkStatus, PeerState, PeerStatus};
+
+/// A peer whose probe is asked at `now`: asked again every `probe_timeout_ms` without an
+/// answer, lost without one after the longer of that and the main CPU's silence bound
+/// (0: not watched, the probe timeout alone).
+fn suspect(now: u64, t: &Timers, main_cpu_timeout_ms: u32) -> PeerState {
+    PeerState::Suspect {
+        deadline_ms: now + t.probe_timeout_ms as u64,
+        give_up_ms: now + t.probe_timeout_ms.max(main_cpu_timeout_ms) as u64,
+    }
+}
 
 /// When a peer was last heard, on any link.
 fn last_heard<const D: usize>(p: &PeerStatus<D>) -> Option<u64> {
@@ -257,6 +272,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         alive: bool,
         now: u64,
         t: &Timers,
+        main_cpu_timeout_ms: u32,
         out: &mut Outbox,
     ) -> bool {
         let Some(pi) = self.position(peer) else {
@@ -280,9 +296,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             // The probe asked before the links went down found it alive, but it may have
             // died since (a crash right after its answer): probe again now rather than wait
             // `reprobe_ms` as unreachable.
-            p.state = PeerState::Suspect {
-                deadline_ms: now + t.probe_timeout_ms as u64,
-            };
+            p.state = suspect(now, t, main_cpu_timeout_ms);
             out.push(Pending::Probe(peer));
             return false;
         }
@@ -369,18 +383,14 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                             // peer whose answer came at the early request's deadline). It is
                             // remembered as asked before the links went down (an "alive" may
                             // predate the death: see `handle_probe_result`).
-                            p.state = PeerState::Suspect {
-                                deadline_ms: now + t.probe_timeout_ms as u64,
-                            };
+                            p.state = suspect(now, &t, config.main_cpu_timeout_ms);
                             self.early[pi] = early;
                         }
                         // Never asked, asked but unanswered for a whole probe timeout, or
                         // found alive before it fell silent for good (it may have died
                         // since): probe now.
                         (None, _) | (Some(_), None) | (Some(_), Some(true)) => {
-                            p.state = PeerState::Suspect {
-                                deadline_ms: now + t.probe_timeout_ms as u64,
-                            };
+                            p.state = suspect(now, &t, config.main_cpu_timeout_ms);
                             out.push(Pending::Probe(serial));
                         }
                     }
@@ -397,7 +407,20 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         out.push(Pending::Probe(serial));
                     }
                 }
-                PeerState::Suspect { deadline_ms } if now >= deadline_ms => {
+                PeerState::Suspect {
+                    deadline_ms,
+                    give_up_ms,
+                } if now >= deadline_ms && now < give_up_ms => {
+                    // No answer yet: the request or its answer may have been lost, or the
+                    // main CPU is slow. Ask again; not a death.
+                    p.state = PeerState::Suspect {
+                        deadline_ms: (now + t.probe_timeout_ms as u64).min(give_up_ms),
+                        give_up_ms,
+                    };
+                    out.push(Pending::Probe(serial));
+                    out.probe_reasked();
+                }
+                PeerState::Suspect { deadline_ms, .. } if now >= deadline_ms => {
                     p.state = PeerState::Lost;
                     p.state_since_ms = now;
                     out.event(
@@ -410,9 +433,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                     lost = true;
                 }
                 PeerState::Unreachable { next_probe_ms } if now >= next_probe_ms => {
-                    p.state = PeerState::Suspect {
-                        deadline_ms: now + t.probe_timeout_ms as u64,
-                    };
+                    p.state = suspect(now, &t, config.main_cpu_timeout_ms);
                     out.push(Pending::Probe(serial));
                 }
                 _ => {}
@@ -442,7 +463,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
             }
             match p.state {
-                PeerState::Suspect { deadline_ms } => w = w.min(deadline_ms),
+                PeerState::Suspect { deadline_ms, .. } => w = w.min(deadline_ms),
                 PeerState::Unreachable { next_probe_ms } => w = w.min(next_probe_ms),
                 _ => {}
             }
