@@ -92,6 +92,39 @@ pub fn render(sh: &Shared, now_ms: u64) -> String {
         "1 while the HA controller is heard on the host link.",
     );
     let _ = writeln!(o, "ha_controller_alive {}", u8::from(f.controller_alive));
+    if let Some(c) = &sh.counters {
+        for (name, help, v) in [
+            (
+                "ha_controller_takeovers_total",
+                "Role changes of this member to active in any domain, counted by its controller \
+                 since it booted (the election at boot included).",
+                c.to_active,
+            ),
+            (
+                "ha_controller_releases_total",
+                "Role changes of this member away from active, counted by its controller.",
+                c.from_active,
+            ),
+            (
+                "ha_controller_peers_lost_total",
+                "Peers the controller declared lost (a failed liveness probe or none answered).",
+                c.peers_lost,
+            ),
+            (
+                "ha_controller_probes_reasked_total",
+                "Liveness probes the controller asked again because the answer was late.",
+                c.probes_reasked,
+            ),
+            (
+                "ha_controller_events_unsent_total",
+                "Controller events overwritten in its ring before they were sent.",
+                c.events_unsent,
+            ),
+        ] {
+            family(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+    }
     family(
         &mut o,
         "ha_host_link_up",

@@ -103,6 +103,10 @@ pub struct Shared {
     /// The controller's last [`HostMsg::Details`] (model, members' uptimes), with the Unix
     /// time (ms) it arrived; none from a controller that predates it.
     pub details: Option<(ha_proto::msg::host::DetailsReport, u64)>,
+    /// The controller's last [`HostMsg::Counters`] (takeovers, peers lost, probes asked
+    /// again since it booted), asked with the details; none from a controller that predates
+    /// it.
+    pub counters: Option<ha_proto::msg::host::CountersReport>,
     /// The controller boot (host-link epoch) [`Shared::status`] came from.
     pub status_epoch: Option<u32>,
     /// The controller's event numbers seen (duplicates, gaps, where its ring resumes).
@@ -485,6 +489,7 @@ impl HostLoop {
                     .is_none_or(|t| now.duration_since(t) >= DETAILS_EVERY);
             if controller.is_some() && details_due {
                 link.send(&HostMsg::DetailsRequest)?;
+                link.send(&HostMsg::CountersRequest)?;
                 st.details_asked = Some(now);
             }
             self.run_probes(link, st, now)?;
@@ -543,6 +548,7 @@ impl HostLoop {
             HostMsg::ProbeRequest { peer, within_ms } => {
                 self.start_probe(link, peer, probe_within(within_ms), st)?
             }
+            HostMsg::Counters(c) => self.lock_shared().counters = Some(c),
             HostMsg::Details(report) => {
                 // Events the controller logged that never arrived (a frame lost on the line):
                 // asked for again.

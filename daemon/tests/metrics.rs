@@ -86,6 +86,11 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         },
         host_connected: true,
         host_accepted: 77,
+        counters: Some(ha_proto::msg::host::CountersReport {
+            to_active: 3,
+            peers_lost: 2,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     sh.host_rejects.insert("bad_crc".into(), 1);
@@ -148,6 +153,8 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         one("ha_controller_frames_total", &[("direction", "rejected")]),
         1.0
     );
+    assert_eq!(one("ha_controller_takeovers_total", &[]), 3.0);
+    assert_eq!(one("ha_controller_peers_lost_total", &[]), 2.0);
     assert!(scrape.docs.contains_key("ha_member_quality"), "HELP text");
 
     assert!(get(addr, "GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));

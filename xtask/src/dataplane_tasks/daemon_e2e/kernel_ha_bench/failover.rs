@@ -15,12 +15,14 @@
 //! Then S planned swaps (`--swaps S`, 10 by default) on one more cluster of ours
 //! ([`super::swap`]): the window with no member forwarding, from the daemons' own role
 //! records (signed: negative when both forwarded), and the load's longest pause over them,
-//! which is what the connections saw (at the load's send interval's resolution).
+//! which is what the connections saw (at the load's send interval's resolution), beside
+//! the longest pause of a window as long without a swap (the control: what the interval and
+//! the machine give anyway).
 //!
 //! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
 //! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
 //! keepalived_forwarded_median=<ms> swap_window_median=<ms> swap_window_min=<ms>
-//! swap_window_max=<ms> swap_pause_max=<ms>`, the first
+//! swap_window_max=<ms> swap_pause_max=<ms> swap_pause_control=<ms>`, the first
 //! four on kill → first gratuitous ARP. The
 //! firmware-only figure of earlier sessions (kill of a QEMU → the survivor's role decision
 //! on its host link, no daemon, probes answered at once by the harness) is
@@ -205,7 +207,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         println!(
             "failover(planned swap): {} swaps: no member forwarding (negative: both \
              forwarding): median={} min={} max={} (negative in {}); command → new active: \
-             median={}; the load's longest pause {} ms, {}/{} connections kept",
+             median={}; the load's longest pause {} ms (no swap: {} ms), {}/{} connections kept",
             w.len(),
             show(quantile(w, 0.5)),
             show(w.iter().min()),
@@ -213,6 +215,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             w.iter().filter(|&&w| w < 0).count(),
             show(quantile(&sw.command_to_active, 0.5)),
             sw.gap_ms,
+            sw.control_gap_ms,
             sw.survived,
             sw.connections
         );
@@ -221,6 +224,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             w.iter().min().copied(),
             w.iter().max().copied(),
             sw.gap_ms,
+            sw.control_gap_ms,
         ))
     } else {
         None
@@ -235,7 +239,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     println!(
         "failover: runs={} median={} p95={} keepalived_median={} keepalived_p95={} ratio={ratio} \
          forwarded_median={} keepalived_forwarded_median={} swap_window_median={} \
-         swap_window_min={} swap_window_max={} swap_pause_max={}",
+         swap_window_min={} swap_window_max={} swap_pause_max={} swap_pause_control={}",
         o.runs,
         show(m),
         show(quantile(&ours_f.garp, 0.95)),
@@ -247,6 +251,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         show(swaps.and_then(|s| s.1)),
         show(swaps.and_then(|s| s.2)),
         show(swaps.map(|s| s.3)),
+        show(swaps.map(|s| s.4)),
     );
     Ok(())
 }

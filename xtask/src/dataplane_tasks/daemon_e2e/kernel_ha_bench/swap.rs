@@ -23,6 +23,9 @@ pub(super) struct Swaps {
     /// The load's longest pause over the swaps (each from just before its command to 3 s
     /// after), ms.
     pub gap_ms: u64,
+    /// The load's longest pause over a window as long as a swap's with no command: what the
+    /// send interval and the machine give without any swap (the control).
+    pub control_gap_ms: u64,
     /// The load's connections kept at the last swap's report.
     pub survived: u64,
     /// The load's connections.
@@ -122,10 +125,17 @@ pub(super) fn run(
             o.connections as u64,
             Duration::from_secs(10),
         );
+        // The control: a window as long as a swap's (0.5 s before, ~0.1 s of handover, 3 s
+        // after), without a command.
+        load.cmd("mark")?;
+        std::thread::sleep(Duration::from_millis(3_600));
+        let (_, _, control_gap_ms, _) = load.report()?;
+        println!("failover[planned swap] control: no swap, longest pause {control_gap_ms} ms");
         let mut out = Swaps {
             windows: Vec::new(),
             command_to_active: Vec::new(),
             gap_ms: 0,
+            control_gap_ms,
             survived: 0,
             connections: 0,
         };
