@@ -16,8 +16,8 @@
 //! ([`super::swap`]): the window with no member forwarding, from the daemons' own role
 //! records (signed: negative when both forwarded), and the load's longest pause over them,
 //! which is what the connections saw (at the load's send interval's resolution), beside
-//! the longest pause of a window as long without a swap (the control: what the interval and
-//! the machine give anyway).
+//! the longest pause of a window as long without a swap just before each (the control: what
+//! the interval and the machine give anyway; `swap_pause_control` is the largest).
 //!
 //! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
 //! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
@@ -207,7 +207,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         println!(
             "failover(planned swap): {} swaps: no member forwarding (negative: both \
              forwarding): median={} min={} max={} (negative in {}); command → new active: \
-             median={}; the load's longest pause {} ms (no swap: {} ms), {}/{} connections kept",
+             median={}; the load's longest pause: max {} ms, median {} (no swap: max {}, median \
+             {}), {}/{} connections kept",
             w.len(),
             show(quantile(w, 0.5)),
             show(w.iter().min()),
@@ -215,7 +216,9 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             w.iter().filter(|&&w| w < 0).count(),
             show(quantile(&sw.command_to_active, 0.5)),
             sw.gap_ms,
-            sw.control_gap_ms,
+            show(quantile(&sw.gaps, 0.5)),
+            show(sw.control_gaps.iter().max()),
+            show(quantile(&sw.control_gaps, 0.5)),
             sw.survived,
             sw.connections
         );
@@ -224,7 +227,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             w.iter().min().copied(),
             w.iter().max().copied(),
             sw.gap_ms,
-            sw.control_gap_ms,
+            sw.control_gaps.iter().max().copied().unwrap_or(0),
         ))
     } else {
         None

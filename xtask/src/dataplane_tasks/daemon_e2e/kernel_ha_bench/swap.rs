@@ -23,9 +23,12 @@ pub(super) struct Swaps {
     /// The load's longest pause over the swaps (each from just before its command to 3 s
     /// after), ms.
     pub gap_ms: u64,
-    /// The load's longest pause over a window as long as a swap's with no command: what the
-    /// send interval and the machine give without any swap (the control).
-    pub control_gap_ms: u64,
+    /// Per swap, the load's longest pause over a window as long as a swap's with no command
+    /// just before it: what the send interval and the machine give without any swap (the
+    /// control).
+    pub control_gaps: Vec<u64>,
+    /// Per swap, the load's longest pause over the swap.
+    pub gaps: Vec<u64>,
     /// The load's connections kept at the last swap's report.
     pub survived: u64,
     /// The load's connections.
@@ -125,38 +128,42 @@ pub(super) fn run(
             o.connections as u64,
             Duration::from_secs(10),
         );
-        // The control: a window as long as a swap's (0.5 s before, ~0.1 s of handover, 3 s
-        // after), without a command.
-        load.cmd("mark")?;
-        std::thread::sleep(Duration::from_millis(3_600));
-        let (_, _, control_gap_ms, _) = load.report()?;
-        println!("failover[planned swap] control: no swap, longest pause {control_gap_ms} ms");
         let mut out = Swaps {
             windows: Vec::new(),
             command_to_active: Vec::new(),
             gap_ms: 0,
-            control_gap_ms,
+            control_gaps: Vec::new(),
+            gaps: Vec::new(),
             survived: 0,
             connections: 0,
         };
         for k in 0..n {
             let passive = 1 - active;
+            // The control: a window as long as a swap's (0.5 s before, ~0.1 s of handover,
+            // 3 s after), without a command, just before the swap.
+            load.cmd("mark")?;
+            std::thread::sleep(Duration::from_millis(3_600));
+            let (_, _, control, _) = load.report()?;
+            out.control_gaps.push(control);
             let one = planned_swap(b, &s.socks, &s.serials, active, &mut load)?;
             println!(
                 "failover[planned swap] {}/{n}: {} → {}: no member forwarding for {} ms; \
-                 command → new active {} ms; longest pause {} ms, {}/{} kept",
+                 command → new active {} ms; longest pause {} ms (no swap just before: {} ms), \
+                 {}/{} kept",
                 k + 1,
                 s.serials[active],
                 s.serials[passive],
                 one.window_ms,
                 one.command_to_active_ms,
                 one.gap_ms,
+                control,
                 one.kept,
                 one.connections
             );
             out.windows.push(one.window_ms);
             out.command_to_active.push(one.command_to_active_ms);
             out.gap_ms = out.gap_ms.max(one.gap_ms);
+            out.gaps.push(one.gap_ms);
             out.survived = one.kept;
             out.connections = one.connections;
             active = wait_roles(&s.socks, None, Duration::from_secs(15))?;
