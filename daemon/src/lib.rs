@@ -9,6 +9,7 @@ pub mod config;
 pub mod dp;
 pub mod event_numbers;
 pub mod fastpath;
+pub mod host_rtt;
 pub mod journal;
 pub mod kernelpath;
 pub mod links;

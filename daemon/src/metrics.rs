@@ -132,6 +132,22 @@ pub fn render(sh: &Shared, now_ms: u64) -> String {
         "1 while the host link to the controller is connected.",
     );
     let _ = writeln!(o, "ha_host_link_up {}", u8::from(sh.host_connected));
+    if let Some(r) = sh.host_rtt {
+        family(
+            &mut o,
+            "ha_host_link_rtt_seconds",
+            "gauge",
+            "The host link's last keepalive round trip through the controller.",
+        );
+        let _ = writeln!(o, "ha_host_link_rtt_seconds {}", r.last_us as f64 / 1e6);
+        family(
+            &mut o,
+            "ha_host_link_rtt_max_seconds",
+            "gauge",
+            "The host link's longest keepalive round trip since the daemon started.",
+        );
+        let _ = writeln!(o, "ha_host_link_rtt_max_seconds {}", r.max_us as f64 / 1e6);
+    }
     family(
         &mut o,
         "ha_host_frames_accepted_total",

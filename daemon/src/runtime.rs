@@ -88,6 +88,8 @@ pub struct Shared {
     pub fast_path: Option<crate::fastpath::Stats>,
     /// Host-link frames accepted.
     pub host_accepted: u64,
+    /// The keepalives' round trip through the controller: the last and the longest.
+    pub host_rtt: Option<crate::host_rtt::HostRtt>,
     /// Status requests sent again because the controller's answer did not come within
     /// [`crate::mgmt::STATUS_RESEND`] (the host link drops frames while stalled).
     pub status_resends: u64,
@@ -103,9 +105,7 @@ pub struct Shared {
     /// The controller's last [`HostMsg::Details`] (model, members' uptimes), with the Unix
     /// time (ms) it arrived; none from a controller that predates it.
     pub details: Option<(ha_proto::msg::host::DetailsReport, u64)>,
-    /// The controller's last [`HostMsg::Counters`] (takeovers, peers lost, probes asked
-    /// again since it booted), asked with the details; none from a controller that predates
-    /// it.
+    /// The controller's last [`HostMsg::Counters`], asked with the details (none: it predates it).
     pub counters: Option<ha_proto::msg::host::CountersReport>,
     /// The controller boot (host-link epoch) [`Shared::status`] came from.
     pub status_epoch: Option<u32>,
@@ -529,6 +529,9 @@ impl HostLoop {
     ) -> io::Result<()> {
         match msg {
             HostMsg::Ping { nonce } => link.send(&HostMsg::Pong { nonce })?,
+            HostMsg::Pong { nonce } if nonce == st.keepalive_nonce => {
+                crate::host_rtt::HostRtt::note(&mut self.lock_shared().host_rtt, st.last_keepalive)
+            }
             // The one role path: the controller re-asserts every domain's role on every
             // change and periodically; applying it is idempotent, so the forwarding plane
             // converges to the controller's roles whatever was lost on the line.

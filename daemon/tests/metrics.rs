@@ -86,6 +86,10 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         },
         host_connected: true,
         host_accepted: 77,
+        host_rtt: Some(ha_daemon::host_rtt::HostRtt {
+            last_us: 2_500,
+            max_us: 9_000,
+        }),
         counters: Some(ha_proto::msg::host::CountersReport {
             to_active: 3,
             peers_lost: 2,
@@ -154,6 +158,8 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         1.0
     );
     assert_eq!(one("ha_controller_takeovers_total", &[]), 3.0);
+    assert_eq!(one("ha_host_link_rtt_seconds", &[]), 0.0025);
+    assert_eq!(one("ha_host_link_rtt_max_seconds", &[]), 0.009);
     assert_eq!(one("ha_controller_peers_lost_total", &[]), 2.0);
     assert!(scrape.docs.contains_key("ha_member_quality"), "HELP text");
 
