@@ -27,6 +27,9 @@ use crate::common::{
 use crate::events::EventLedger;
 use crate::led::{connect_qmp, led_loop, LedObserved};
 
+/// The details and counters are asked for every this many status requests (2 s).
+const DETAILS_ROUNDS: u32 = 4;
+
 /// How often a hole in the controller's event numbers is asked for again.
 const REPLAY_PERIOD: Duration = Duration::from_millis(200);
 
@@ -36,7 +39,7 @@ pub struct HostView {
     /// Every role change the controller's `Roles` reports showed (domain id, new role), with
     /// its arrival; the periodic re-assertions of an unchanged role are not repeated here.
     pub decisions: VecDeque<(Instant, u8, Role)>,
-    /// Every `Event` with its arrival (the newest [`MAX_RECORDS`]).
+    /// Every `Event` with its arrival (the newest `MAX_RECORDS`).
     pub events: VecDeque<(Instant, EventReport)>,
     /// The event numbers received since the host link connected, complete or not: what a
     /// count taken from the events can rely on (a replay fills the holes a stalled line
@@ -158,7 +161,7 @@ impl Member {
     }
 
     /// The controller's counters as of a report that arrived after `after`, waiting up to
-    /// `timeout` for one (the host loop asks every [`STATUS_PERIOD`]).
+    /// `timeout` for one (the host loop asks every `DETAILS_ROUNDS` × [`STATUS_PERIOD`]).
     pub fn counters_after(&self, after: Instant, timeout: Duration) -> Result<CountersReport> {
         let end = Instant::now() + timeout;
         loop {
@@ -221,7 +224,7 @@ impl Member {
         lock(&self.log).clone()
     }
 
-    /// True when the captured log reached its bound ([`MAX_LOG`]) and later frames were
+    /// True when the captured log reached its bound (`MAX_LOG`) and later frames were
     /// not kept.
     pub fn log_truncated(&self) -> bool {
         lock(&self.log).len() + 4096 > MAX_LOG
@@ -430,6 +433,7 @@ pub(crate) fn host_loop(
     }
     let mut next_replay: Option<Instant> = None;
     let mut next_status = Instant::now();
+    let mut status_rounds = 0u32;
     let mut next_keepalive = Instant::now();
     let mut nonce = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -448,9 +452,14 @@ pub(crate) fn host_loop(
         if Instant::now() >= next_status {
             next_status = Instant::now() + STATUS_PERIOD;
             let _ = link.send(&HostMsg::StatusRequest);
-            // The details' next event number shows events lost at the tail of the stream.
-            let _ = link.send(&HostMsg::DetailsRequest);
-            let _ = link.send(&HostMsg::CountersRequest);
+            // Every DETAILS_ROUNDS-th round: the details (their next event number shows
+            // events lost at the tail of the stream) and the counters, kept off a line that
+            // a fast profile's events may saturate.
+            if status_rounds % DETAILS_ROUNDS == 0 {
+                let _ = link.send(&HostMsg::DetailsRequest);
+                let _ = link.send(&HostMsg::CountersRequest);
+            }
+            status_rounds = status_rounds.wrapping_add(1);
             lock(view).link_frames = (link.codec().accepted(), link.codec().rejects().clone());
         }
         let missing = lock(view).ledger.first_missing(Instant::now());
