@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mgmt;
 pub mod packetio;
 pub mod peers;
+pub mod probes;
 pub mod runtime;
 pub mod synckeys;
 pub mod syncplane;

@@ -21,21 +21,13 @@ use ha_proto::msg::{Role, Serial};
 use crate::fastpath::{Filter, Stats};
 use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
 use crate::packetio::{Core, Senders};
+use crate::probes::{probe_within, Answer, Echoes, Probes};
 use ha_hostlink::HostLink;
 
 /// Events kept for `events` requests: the controller's own ring holds fewer, so this never
 /// loses one the controller still had.
 pub const EVENTS_MAX: usize = 4096;
-/// How long a probe of a peer waits for an echo reply before answering "not alive", when
-/// the controller's request names no time ([`PROBE_WITHIN`] bounds the time it names).
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-/// The probe times a controller may ask for, ms: shorter would call a loaded but live peer
-/// dead; longer only delays a takeover.
-pub const PROBE_WITHIN: std::ops::RangeInclusive<u64> =
-    ha_proto::msg::host::MIN_PROBE_WITHIN_MS as u64..=1000;
-/// Echo requests are sent this many times over a probe's time (a lost packet is not a dead
-/// peer).
-pub const PROBE_SENDS: u32 = 3;
+pub use crate::probes::{PROBE_SENDS, PROBE_TIMEOUT, PROBE_WITHIN};
 /// Extra gratuitous ARPs after a takeover, counted from it (switches and hosts that missed
 /// the first one).
 pub const GARP_REPEATS: [Duration; 4] = [
@@ -303,52 +295,6 @@ impl<F: Filter + Activate + Send + 'static> Plane for Forwarding<F> {
     }
 }
 
-struct Probe {
-    peer: Serial,
-    targets: Vec<(Ipv4Addr, Vec<u16>)>,
-    started: Instant,
-    last_sent: Instant,
-    /// How long it listens before answering "not alive".
-    within: Duration,
-    /// Echo requests sent so far (rounds over all targets).
-    sends: u32,
-}
-
-impl Probe {
-    /// When the next echo requests go out.
-    fn resend_at(&self) -> Instant {
-        self.last_sent + self.within / PROBE_SENDS
-    }
-
-    /// When it has something to do next: send its next round of requests, or (every round
-    /// sent) answer "not alive" — its time over and the last round long enough ago to be
-    /// answered. A daemon starved of CPU sends its rounds late, and so concludes late rather
-    /// than calling a live peer dead.
-    fn next_at(&self) -> Instant {
-        if self.sends < PROBE_SENDS {
-            self.resend_at()
-        } else {
-            (self.started + self.within).max(self.resend_at())
-        }
-    }
-
-    /// True when it may answer "not alive" at `now`.
-    fn expired(&self, now: Instant) -> bool {
-        self.sends >= PROBE_SENDS && now >= self.next_at()
-    }
-}
-
-/// The probe time a controller's request asks for (0: the default).
-fn probe_within(within_ms: u16) -> Duration {
-    match within_ms {
-        0 => PROBE_TIMEOUT,
-        ms => {
-            let ms = u64::from(ms).clamp(*PROBE_WITHIN.start(), *PROBE_WITHIN.end());
-            Duration::from_millis(ms)
-        }
-    }
-}
-
 /// How often the host loop asks the controller for its details (model, uptimes).
 pub const DETAILS_EVERY: Duration = Duration::from_secs(10);
 
@@ -388,7 +334,8 @@ pub struct LoopState {
     last_keepalive: Option<Instant>,
     /// Nonce of the last keepalive.
     keepalive_nonce: u32,
-    probes: Vec<Probe>,
+    /// The probes under way and the standby's watches of its peers.
+    probes: Probes,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
     last_report: Option<Instant>,
@@ -430,15 +377,11 @@ impl HostLoop {
                 self.send_interfaces(link, monitor)?;
                 st.last_report = Some(Instant::now());
             }
-            // A probe's answer is due at its deadline, not at the next tick.
-            let wait = st
-                .probes
-                .iter()
-                .map(Probe::next_at)
-                .min()
-                .map_or(TICK, |t| {
-                    t.saturating_duration_since(Instant::now()).min(TICK)
-                });
+            // A probe's answer (or a watch's next round) is due at its time, not at the next
+            // tick.
+            let wait = st.probes.next_at(!st.active).map_or(TICK, |t| {
+                t.saturating_duration_since(Instant::now()).min(TICK)
+            });
             if let Some(msg) = link.recv_timeout(wait)? {
                 st.heard_at = Some(Instant::now());
                 self.on_msg(link, msg, st)?;
@@ -707,39 +650,24 @@ impl HostLoop {
         within: Duration,
         st: &mut LoopState,
     ) -> io::Result<()> {
-        // A new request for a peer already under probe restarts it with the new time.
-        st.probes.retain(|p| p.peer != peer);
         let targets: Vec<Ipv4Addr> = self.lock_shared().peers.probe_targets(peer);
-        if targets.is_empty() || self.forwarding.is_none() {
+        let Some(f) = &mut self.forwarding else {
             // Nothing to probe with: the peer is not proven alive, the takeover may go on.
             return link.send(&HostMsg::ProbeResult { peer, alive: false });
-        }
-        let now = Instant::now();
-        let mut p = Probe {
+        };
+        let standby = !st.active;
+        let answer = st.probes.request(
+            &mut PlaneEchoes(f.as_mut()),
             peer,
-            targets: targets.into_iter().map(|t| (t, Vec::new())).collect(),
-            started: now,
-            last_sent: now,
+            targets,
             within,
-            sends: 0,
-        };
-        self.send_probe(&mut p);
-        st.probes.push(p);
-        Ok(())
-    }
-
-    fn send_probe(&mut self, p: &mut Probe) {
-        let Some(f) = &mut self.forwarding else {
-            return;
-        };
-        let now = Instant::now();
-        for (ip, seqs) in &mut p.targets {
-            if let Some(seq) = f.probe(*ip, now) {
-                seqs.push(seq);
-            }
+            standby,
+            Instant::now(),
+        );
+        match answer {
+            Some(a) => send_answer(link, a),
+            None => Ok(()),
         }
-        p.last_sent = now;
-        p.sends += 1;
     }
 
     fn run_probes<T: Read + Write + AsFd>(
@@ -752,81 +680,49 @@ impl HostLoop {
             st.probes.clear();
             return Ok(());
         };
-        let mut done = Vec::new();
-        for (i, p) in st.probes.iter().enumerate() {
-            let answered = p
-                .targets
-                .iter()
-                .any(|(ip, seqs)| seqs.iter().any(|s| f.probe_answered(*ip, *s)));
-            if answered {
-                done.push((i, true));
-            } else if p.expired(now) {
-                done.push((i, false));
-            }
-        }
-        for (i, alive) in done.iter().rev() {
-            let p = st.probes.remove(*i);
-            // The journal shows each probe's outcome and how long it took (a takeover's
-            // timeline reads from these lines and the controller's events).
-            eprintln!(
-                "<6>ha-daemon: probe of {}: {} after {} ms (at {} unix ms)",
-                p.peer,
-                if *alive { "alive" } else { "no answer" },
-                now.duration_since(p.started).as_millis(),
-                unix_ms()
-            );
-            link.send(&HostMsg::ProbeResult {
-                peer: p.peer,
-                alive: *alive,
-            })?;
-        }
-        let resend: Vec<usize> = st
-            .probes
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.sends < PROBE_SENDS && now >= p.resend_at())
-            .map(|(i, _)| i)
-            .collect();
-        for i in resend {
-            let mut p = st.probes.remove(i);
-            self.send_probe(&mut p);
-            st.probes.insert(i, p);
+        for a in st.probes.run(&mut PlaneEchoes(f.as_mut()), !st.active, now) {
+            send_answer(link, a)?;
         }
         Ok(())
     }
 }
 
+/// The forwarding plane's probe socket, for [`Probes`].
+struct PlaneEchoes<'a>(&'a mut dyn Plane);
+
+impl Echoes for PlaneEchoes<'_> {
+    fn send(&mut self, ip: Ipv4Addr, now: Instant) -> Option<u16> {
+        self.0.probe(ip, now)
+    }
+    fn answered(&mut self, ip: Ipv4Addr, seq: u16) -> bool {
+        self.0.probe_answered(ip, seq)
+    }
+}
+
+/// Sends a probe's answer to the controller, and shows it in the journal with its time (a
+/// takeover's timeline reads from these lines and the controller's events).
+fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io::Result<()> {
+    eprintln!(
+        "<6>ha-daemon: probe of {}: {} after {} ms{} (at {} unix ms)",
+        a.peer,
+        if a.alive { "alive" } else { "no answer" },
+        a.after.as_millis(),
+        if a.watched {
+            ", the standby's watch"
+        } else {
+            ""
+        },
+        unix_ms()
+    );
+    link.send(&HostMsg::ProbeResult {
+        peer: a.peer,
+        alive: a.alive,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A probe answers "not alive" only after its time and its three rounds of requests, the
-    /// last one a third of its time ago: a daemon that was not scheduled (its rounds late)
-    /// does not call a live peer dead for want of having asked.
-    #[test]
-    fn a_probe_concludes_only_after_its_rounds_of_requests() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut p = Probe {
-            peer: ha_proto::msg::Serial::new("SN-B").expect("serial"),
-            targets: Vec::new(),
-            started: t0,
-            last_sent: t0,
-            within: ms(30),
-            sends: 1,
-        };
-        assert!(!p.expired(t0 + ms(100)), "one round sent");
-        (p.sends, p.last_sent) = (3, t0 + ms(20));
-        assert!(!p.expired(t0 + ms(29)));
-        assert!(p.expired(t0 + ms(30)), "on time: its time");
-        // Starved: the third round went out at 100 ms.
-        p.last_sent = t0 + ms(100);
-        assert!(!p.expired(t0 + ms(105)));
-        assert!(p.expired(t0 + ms(110)));
-        assert_eq!(probe_within(0), PROBE_TIMEOUT);
-        assert_eq!(probe_within(1), ms(5), "clamped");
-        assert_eq!(probe_within(u16::MAX), ms(1000), "clamped");
-    }
 
     #[test]
     fn an_event_is_timed_by_its_boots_last_status() {

@@ -56,6 +56,8 @@ pub struct HostView {
     pub connected: bool,
     /// Probe requests answered (peer, answer).
     pub probes: VecDeque<(Instant, Serial, bool)>,
+    /// Host-link round trips (keepalive ping sent → its pong received), newest last.
+    pub rtts: VecDeque<Duration>,
 }
 
 impl HostView {
@@ -436,13 +438,16 @@ pub(crate) fn host_loop(
     let mut status_rounds = 0u32;
     let mut next_keepalive = Instant::now();
     let mut nonce = 0u32;
+    let mut ping_sent: Option<(u32, Instant)> = None;
     while !stop.load(Ordering::Relaxed) {
         // The main CPU's keepalive, as the daemon sends it: a controller whose main CPU
         // falls silent takes its member out of the election.
         if Instant::now() >= next_keepalive {
             next_keepalive = Instant::now() + Duration::from_millis(100);
             nonce = nonce.wrapping_add(1);
-            let _ = link.send(&HostMsg::Ping { nonce });
+            if link.send(&HostMsg::Ping { nonce }).is_ok() {
+                ping_sent = Some((nonce, Instant::now()));
+            }
         }
         while let Ok(msg) = outbox.try_recv() {
             if link.send(&msg).is_err() {
@@ -507,6 +512,14 @@ pub(crate) fn host_loop(
                     }
                     HostMsg::Ping { nonce } => {
                         let _ = link.send(&HostMsg::Pong { nonce });
+                    }
+                    HostMsg::Pong { nonce } => {
+                        if let Some((n, at)) = ping_sent {
+                            if n == nonce {
+                                ping_sent = None;
+                                push_bounded(&mut lock(view).rtts, now - at, MAX_RECORDS);
+                            }
+                        }
                     }
                     _ => {}
                 }

@@ -91,6 +91,20 @@ fn boot(o: &Opts) -> Result<(), String> {
             c.status_table()
         );
     }
+    for i in 0..cfg.members {
+        let m = c.member(i);
+        let mut r: Vec<f64> = m.host().rtts.iter().map(|d| ms(*d)).collect();
+        r.sort_by(f64::total_cmp);
+        if let (Some(lo), Some(hi)) = (r.first(), r.last()) {
+            println!(
+                "host link {}: round trips={} min={lo:.2} median={:.2} p95={:.2} max={hi:.2} ms",
+                m.serial(),
+                r.len(),
+                r[r.len() / 2],
+                r[(r.len() * 95 / 100).min(r.len() - 1)],
+            );
+        }
+    }
     let actives = c.actives();
     println!(
         "qemu: {} members, active: {:?}",
