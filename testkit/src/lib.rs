@@ -20,5 +20,6 @@ pub mod ftp;
 mod led;
 mod member;
 pub mod traffic;
+pub mod transit;
 
 pub use cluster::*;

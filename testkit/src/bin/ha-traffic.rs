@@ -6,6 +6,7 @@
 //! ha-traffic ftp-server --listen 10.2.0.1:21
 //! ha-traffic ftp-client --connect 10.2.0.1:21 --data-ip 10.1.0.1 --connections 1000
 //! ha-traffic first-forwarded --iface in --iface out --wait-s 60
+//! ha-traffic transit --at NETNS:br0 --at NETNS:br0
 //! ```
 //! The client reads `mark`, `report`, `stop` lines on stdin and prints `ready` and JSON
 //! reports on stdout.
@@ -86,6 +87,53 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         wait_s: u64,
     },
+    /// Time each TCP segment with data from the interface it left by to the interface it
+    /// arrived on (see `ha_testkit::transit`); prints `listening` once every watcher runs,
+    /// then reads `mark` (a new window), `report` (the window as JSON: `packets`, `max_us`,
+    /// `lost`) and `stop` on stdin.
+    Transit {
+        /// Where to watch, `NETNS:IFACE` (NETNS a name under /var/run/netns, `-` for this
+        /// process's namespace); the two ends of the path, e.g. the client's and the
+        /// server's interface.
+        #[arg(long = "at", required = true)]
+        at: Vec<String>,
+    },
+}
+
+/// See [`Cmd::Transit`].
+fn transit(at: &[String]) -> std::io::Result<()> {
+    use ha_testkit::transit::{capture, Transit};
+    let t = Arc::new(std::sync::Mutex::new(Transit::default()));
+    for a in at {
+        let (ns, iface) = a.split_once(':').ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--at {a}: expected NETNS:IFACE"),
+            )
+        })?;
+        // The watcher threads end with the process.
+        drop(capture::watch(ns, iface, t.clone())?);
+    }
+    println!("listening");
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let now = capture::now_ns();
+        let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+        match line.trim() {
+            "mark" => t.mark(now),
+            "report" => {
+                t.expire(now);
+                let w = t.window();
+                println!(
+                    "{{\"packets\":{},\"max_us\":{},\"lost\":{}}}",
+                    w.packets, w.max_us, w.lost
+                );
+            }
+            "stop" => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The consecutive `n` addresses from `a`'s port.
@@ -268,6 +316,7 @@ fn main() -> ExitCode {
         Cmd::FirstForwarded { ifaces, wait_s } => {
             first_forwarded(&ifaces, Duration::from_secs(wait_s))
         }
+        Cmd::Transit { at } => transit(&at),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,12 +17,17 @@
 //! records (signed: negative when both forwarded), and the load's longest pause over them,
 //! which is what the connections saw (at the load's send interval's resolution), beside
 //! the longest pause of a window as long without a swap just before each (the control: what
-//! the interval and the machine give anyway; `swap_pause_control` is the largest).
+//! the interval and the machine give anyway; `swap_pause_control` is the largest). On the
+//! wire, apart from the load's own processes: the longest time a data segment took between
+//! the client's and the server's LAN over each swap's window (a dropped one until its
+//! retransmission arrived), beside the same over each control window
+//! (`ha_testkit::transit`).
 //!
 //! Last line: `failover: runs=<N> median=<ms> p95=<ms> keepalived_median=<ms>
 //! keepalived_p95=<ms> ratio=<ours/keepalived> forwarded_median=<ms>
 //! keepalived_forwarded_median=<ms> swap_window_median=<ms> swap_window_min=<ms>
-//! swap_window_max=<ms> swap_pause_max=<ms> swap_pause_control=<ms>`, the first
+//! swap_window_max=<ms> swap_pause_max=<ms> swap_pause_control=<ms>
+//! swap_transit_median=<ms> swap_transit_max=<ms> swap_transit_control=<ms>`, the first
 //! four on kill → first gratuitous ARP. The
 //! firmware-only figure of earlier sessions (kill of a QEMU → the survivor's role decision
 //! on its host link, no daemon, probes answered at once by the harness) is
@@ -208,7 +213,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             "failover(planned swap): {} swaps: no member forwarding (negative: both \
              forwarding): median={} min={} max={} (negative in {}); command → new active: \
              median={}; the load's longest pause: max {} ms, median {} (no swap: max {}, median \
-             {}), {}/{} connections kept",
+             {}), {}/{} connections kept; on the wire, the longest transit of a data segment \
+             between the LANs: median {} ms, max {} (no swap: median {}, max {}), {} lost",
             w.len(),
             show(quantile(w, 0.5)),
             show(w.iter().min()),
@@ -220,7 +226,12 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             show(sw.control_gaps.iter().max()),
             show(quantile(&sw.control_gaps, 0.5)),
             sw.survived,
-            sw.connections
+            sw.connections,
+            show_us(quantile(&sw.transit_us, 0.5)),
+            show_us(sw.transit_us.iter().max().copied()),
+            show_us(quantile(&sw.control_transit_us, 0.5)),
+            show_us(sw.control_transit_us.iter().max().copied()),
+            sw.transit_lost,
         );
         Some((
             quantile(w, 0.5),
@@ -228,6 +239,9 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             w.iter().max().copied(),
             sw.gap_ms,
             sw.control_gaps.iter().max().copied().unwrap_or(0),
+            quantile(&sw.transit_us, 0.5),
+            sw.transit_us.iter().max().copied(),
+            sw.control_transit_us.iter().max().copied(),
         ))
     } else {
         None
@@ -242,7 +256,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     println!(
         "failover: runs={} median={} p95={} keepalived_median={} keepalived_p95={} ratio={ratio} \
          forwarded_median={} keepalived_forwarded_median={} swap_window_median={} \
-         swap_window_min={} swap_window_max={} swap_pause_max={} swap_pause_control={}",
+         swap_window_min={} swap_window_max={} swap_pause_max={} swap_pause_control={} \
+         swap_transit_median={} swap_transit_max={} swap_transit_control={}",
         o.runs,
         show(m),
         show(quantile(&ours_f.garp, 0.95)),
@@ -255,8 +270,16 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         show(swaps.and_then(|s| s.2)),
         show(swaps.map(|s| s.3)),
         show(swaps.map(|s| s.4)),
+        show_us(swaps.and_then(|s| s.5)),
+        show_us(swaps.and_then(|s| s.6)),
+        show_us(swaps.and_then(|s| s.7)),
     );
     Ok(())
+}
+
+/// µs as ms with a tenth, or `none`.
+fn show_us(us: Option<u64>) -> String {
+    us.map_or("none".into(), |us| format!("{:.1}", us as f64 / 1000.0))
 }
 
 #[cfg(test)]
