@@ -347,21 +347,51 @@ impl<const N: usize> Endpoint<N> {
         buf: &mut [u8],
         senders: Senders<'_>,
     ) -> Result<(Accepted, T), Reject> {
+        let mut msg = None;
+        let accepted = self.open_into(buf, senders, &mut msg)?;
+        msg.map(|m| (accepted, m)).ok_or(Reject::Decode)
+    }
+
+    /// Like [`Endpoint::open`], the message decoded into `out` (`None` on a refusal), so
+    /// that it is not moved through the callers' stack frames (a host message is about
+    /// 1 KiB: the firmware's stack budget, docs/firmware.md "Size").
+    pub fn open_into<T: DeserializeOwned + Admit>(
+        &mut self,
+        buf: &mut [u8],
+        senders: Senders<'_>,
+        out: &mut Option<T>,
+    ) -> Result<Accepted, Reject> {
+        *out = None;
+        let r = self.open_slot(buf, senders, out);
+        if r.is_err() {
+            *out = None;
+        }
+        r
+    }
+
+    fn open_slot<T: DeserializeOwned + Admit>(
+        &mut self,
+        buf: &mut [u8],
+        senders: Senders<'_>,
+        out: &mut Option<T>,
+    ) -> Result<Accepted, Reject> {
         let epoch = self.seq.epoch;
         let opened = self.authenticate(buf, senders)?;
         let accepted = Accepted {
             header: opened.header,
             bound: opened.header.peer_epoch == epoch,
         };
-        let msg: T = opened.decode().map_err(Reject::from)?;
+        opened.decode_into(out).map_err(Reject::from)?;
         let to = Receiver {
             serial: self.seq.sender,
             epoch,
             bound: accepted.bound,
         };
-        msg.admit(&accepted.header, &to)?;
+        if let Some(msg) = out.as_ref() {
+            msg.admit(&accepted.header, &to)?;
+        }
         self.replay.record(&accepted.header).map_err(Reject::from)?;
-        Ok((accepted, msg))
+        Ok(accepted)
     }
 
     /// Opens a frame whose body the caller decodes itself (a body that is a head followed

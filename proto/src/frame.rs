@@ -299,6 +299,20 @@ impl Opened<'_> {
             _ => Err(Error::Decode),
         }
     }
+
+    /// Like [`Opened::decode`], into `out` (left as it was on an error). Not inlined: the
+    /// decoder's temporaries stay in its own stack frame, and the caller holds only `out`
+    /// (the firmware's stack budget, docs/firmware.md "Size").
+    #[inline(never)]
+    pub fn decode_into<T: DeserializeOwned>(&self, out: &mut Option<T>) -> Result<(), Error> {
+        match postcard::take_from_bytes::<T>(self.body) {
+            Ok((msg, [])) => {
+                *out = Some(msg);
+                Ok(())
+            }
+            _ => Err(Error::Decode),
+        }
+    }
 }
 
 /// Parses the header fields without authenticating anything (for diagnostics and tools).

@@ -10,7 +10,7 @@
 //!
 //! On the wire a sealed frame travels as [`crate::uart`] bytes.
 
-use crate::endpoint::{Accepted, Admit, Endpoint, Receiver, Reject, Senders};
+use crate::endpoint::{Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
 use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
@@ -148,11 +148,22 @@ impl HostEndpoint {
     /// [`crate::endpoint`]. On the controller's end an accepted rollover message moves the
     /// keyring (a refusal shows in the agent's `KeyState` answer).
     pub fn open(&mut self, buf: &mut [u8]) -> Result<HostMsg, Reject> {
-        let (_, msg): (Accepted, HostMsg) = self.ep.open(buf, Senders::Only(self.serial))?;
+        let mut msg = None;
+        self.open_into(buf, &mut msg)?;
+        msg.ok_or(Reject::Decode)
+    }
+
+    /// Like [`HostEndpoint::open`], the message decoded into `out` (`None` on a refusal):
+    /// the firmware keeps the message (about 1 KiB) in one place instead of moving it
+    /// through the callers' stack frames.
+    pub fn open_into(&mut self, buf: &mut [u8], out: &mut Option<HostMsg>) -> Result<(), Reject> {
+        self.ep.open_into(buf, Senders::Only(self.serial), out)?;
         if self.end == End::Controller {
-            let _ = self.follow_rollover(&msg, false);
+            if let Some(msg) = out.as_ref() {
+                let _ = self.follow_rollover(msg, false);
+            }
         }
-        Ok(msg)
+        Ok(())
     }
 
     /// Applies a rollover phase to the keyring. `strict` (main CPU, sealing): a retire of a

@@ -60,11 +60,13 @@ impl Regs for Mmio {
     }
 }
 
-/// The driver's frame buffers, kept in a static by the caller (so the driver itself stays
-/// small enough to move around).
+/// What the driver keeps in a static: nothing. Frames move through the LAN9118's FIFOs by
+/// programmed I/O, so each token copies its frame through a buffer on the stack, only while
+/// the network stack handles that one frame (no 3 KiB of static buffers; the stack is shared
+/// by every task, see docs/firmware.md "Size"). Kept so that the firmware sets both boards
+/// up alike.
 pub struct EthBuffers {
-    rx: [u8; BUF_LEN],
-    tx: [u8; BUF_LEN],
+    _private: (),
 }
 
 impl Default for EthBuffers {
@@ -74,28 +76,24 @@ impl Default for EthBuffers {
 }
 
 impl EthBuffers {
-    /// Zeroed buffers (usable in a `static` initialiser).
+    /// The (empty) buffers, usable in a `static` initialiser.
     pub const fn new() -> Self {
-        Self {
-            rx: [0; BUF_LEN],
-            tx: [0; BUF_LEN],
-        }
+        Self { _private: () }
     }
 }
 
 /// The LAN9118 driver.
 pub struct Lan9118 {
     mac: [u8; 6],
-    bufs: &'static mut EthBuffers,
 }
 
 impl Lan9118 {
     /// Resets the controller, sets its MAC address and enables transmit, receive and the
     /// receive interrupt.
-    pub fn new(mac: [u8; 6], bufs: &'static mut EthBuffers) -> Result<Self, EthError> {
+    pub fn new(mac: [u8; 6], _bufs: &'static mut EthBuffers) -> Result<Self, EthError> {
         lan9118::bring_up(&mut Mmio, mac)?;
         irq::enable(Irq::Ethernet);
-        Ok(Self { mac, bufs })
+        Ok(Self { mac })
     }
 }
 
@@ -105,43 +103,41 @@ pub(crate) fn on_irq() {
     RX_WAKER.wake();
 }
 
-/// A received frame, read out of the FIFO when consumed.
-pub struct Lan9118Rx<'a> {
-    buf: &'a mut [u8; BUF_LEN],
-}
+/// A received frame, read out of the FIFO (into a buffer on the stack) when consumed.
+pub struct Lan9118Rx;
 
-/// Room for one frame to send.
-pub struct Lan9118Tx<'a> {
-    buf: &'a mut [u8; BUF_LEN],
-}
+/// Room for one frame to send (a buffer on the stack, pushed into the FIFO when filled).
+pub struct Lan9118Tx;
 
-impl RxToken for Lan9118Rx<'_> {
+impl RxToken for Lan9118Rx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, f: F) -> R {
+        let mut buf = [0u8; BUF_LEN];
         // `receive` only hands out a token when a status is queued; a frame that turns out
         // damaged is dropped and the stack sees an empty buffer (which it ignores).
-        match lan9118::pop_frame(&mut Mmio, self.buf) {
-            Some(n) => f(&mut self.buf[..n]),
+        match lan9118::pop_frame(&mut Mmio, &mut buf) {
+            Some(n) => f(&mut buf[..n]),
             None => f(&mut []),
         }
     }
 }
 
-impl TxToken for Lan9118Tx<'_> {
+impl TxToken for Lan9118Tx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = [0u8; BUF_LEN];
         let len = len.min(MTU);
-        let r = f(&mut self.buf[..len]);
-        lan9118::push_frame(&mut Mmio, &self.buf[..len]);
+        let r = f(&mut buf[..len]);
+        lan9118::push_frame(&mut Mmio, &buf[..len]);
         r
     }
 }
 
 impl embassy_net_driver::Driver for Lan9118 {
     type RxToken<'a>
-        = Lan9118Rx<'a>
+        = Lan9118Rx
     where
         Self: 'a;
     type TxToken<'a>
-        = Lan9118Tx<'a>
+        = Lan9118Tx
     where
         Self: 'a;
 
@@ -151,15 +147,12 @@ impl embassy_net_driver::Driver for Lan9118 {
         if lan9118::rx_pending(&mut Mmio) == 0 {
             return None;
         }
-        let EthBuffers { rx, tx } = &mut *self.bufs;
-        Some((Lan9118Rx { buf: rx }, Lan9118Tx { buf: tx }))
+        Some((Lan9118Rx, Lan9118Tx))
     }
 
     fn transmit(&mut self, _cx: &mut Context) -> Option<Self::TxToken<'_>> {
         // Each frame leaves the FIFO as soon as it is written (QEMU), so there is always room.
-        Some(Lan9118Tx {
-            buf: &mut self.bufs.tx,
-        })
+        Some(Lan9118Tx)
     }
 
     fn link_state(&mut self, _cx: &mut Context) -> LinkState {

@@ -61,7 +61,9 @@ pub fn load_block(bytes: &[u8]) -> Result<ConfigBlock, LoadError> {
     ConfigBlock::decode(bytes).map_err(LoadError::Corrupt)
 }
 
-/// The agent configuration the block describes (`ha_agent::Config::from_block`).
+/// The agent configuration the block describes (`ha_agent::Config::from_block`). Not
+/// inlined: its stack frame and the agent's construction are not merged.
+#[inline(never)]
 pub fn agent_config<const M: usize, const D: usize>(
     b: &ConfigBlock,
 ) -> Result<Config<M, D>, LoadError> {

@@ -149,9 +149,11 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
         env!("CARGO_PKG_VERSION"),
         crate::board::NAME
     );
-    let block = load_block()?;
+    // Decoded in place (about 550 bytes, not moved through stack frames).
+    let mut slot = None;
+    let block = load_block(&mut slot)?;
     let epoch = ha_board::config::boot_epoch().ok_or(StartError::NoBootEpoch)?;
-    let agent = make_agent(&block, epoch)?;
+    let agent = make_agent(block, epoch)?;
     info!(
         "member {=str} of cluster {=u32:#x}: {=usize} members, backup link {=bool}, epoch {=u32}",
         block.serial.as_str(),
@@ -161,7 +163,7 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
         epoch
     );
 
-    let (main_rx, main_tx, peers) = start_net(spawner, &block, epoch)?;
+    let (main_rx, main_tx, peers) = start_net(spawner, block, epoch)?;
 
     let (backup_rx, backup_tx) = board.backup_uart.split();
     let (host_rx, host_tx) = board.host_uart.split();
@@ -191,8 +193,11 @@ fn start(spawner: Spawner) -> Result<(), StartError> {
 }
 
 #[inline(never)]
-fn load_block() -> Result<ConfigBlock, StartError> {
-    cfg::load_block(ha_board::config::config_block()).map_err(StartError::Config)
+fn load_block(slot: &mut Option<ConfigBlock>) -> Result<&ConfigBlock, StartError> {
+    match cfg::load_block(ha_board::config::config_block()) {
+        Ok(block) => Ok(slot.insert(block)),
+        Err(e) => Err(StartError::Config(e)),
+    }
 }
 
 #[inline(never)]
@@ -222,19 +227,21 @@ enum Staged {
 /// Handles one output of the agent without waiting: main-link frames are sent now, the LED
 /// is signalled, and what goes on a serial line is copied or sealed into `frame`. Kept apart
 /// from the task so that no output (up to a frame and a status report) is held across an
-/// `.await`: each one would be a slot of the task's state in RAM.
+/// `.await`: each one would be a slot of the task's state in RAM. Not inlined: its stack
+/// frame and the agent's (building the output) are never stacked.
+#[inline(never)]
 fn stage(
     agent: SharedAgent,
-    out: Output,
+    out: &Output,
     main: &mut MainTx,
     peers: PeerList,
     frame: &mut [u8; MAX_FRAME_LEN],
 ) -> Staged {
     match out {
-        Output::Send { link, bytes } if link == LinkId::BACKUP => {
+        Output::Send { link, bytes } if *link == LinkId::BACKUP => {
             match frame.get_mut(..bytes.len()) {
                 Some(dst) => {
-                    dst.copy_from_slice(&bytes);
+                    dst.copy_from_slice(bytes);
                     Staged::Backup(bytes.len())
                 }
                 None => Staged::Done,
@@ -252,10 +259,10 @@ fn stage(
             let peers = peers.borrow();
             let live = peers.iter().filter(|p| up(&p.0)).map(|p| (p.1, p.2));
             let others = peers.iter().filter(|p| !up(&p.0)).map(|p| (p.1, p.2));
-            main.send_round(&bytes, live, others);
+            main.send_round(bytes, live, others);
             Staged::Done
         }
-        Output::Host(msg) => match agent.borrow_mut().seal_host(&msg, frame) {
+        Output::Host(msg) => match agent.borrow_mut().seal_host(msg, frame) {
             Ok(n) => Staged::Host(n),
             Err(e) => {
                 warn!("host link: cannot seal: {}", defmt::Display2Format(&e));
@@ -263,7 +270,7 @@ fn stage(
             }
         },
         Output::Led(p) => {
-            LED.signal(p);
+            LED.signal(*p);
             Staged::Done
         }
         Output::Event(e) => {
@@ -283,6 +290,21 @@ fn stage(
     }
 }
 
+/// Takes the agent's next output and stages it ([`stage`]); `None` when there is none. Not
+/// inlined: the output (up to a frame) is built in this function's stack frame, which is
+/// gone before the agent task awaits anything.
+#[inline(never)]
+fn next_staged(
+    agent: SharedAgent,
+    main: &mut MainTx,
+    peers: PeerList,
+    frame: &mut [u8; MAX_FRAME_LEN],
+) -> Option<Staged> {
+    let mut out = None;
+    agent.borrow_mut().poll_output_into(&mut out);
+    out.as_ref().map(|o| stage(agent, o, main, peers, frame))
+}
+
 /// Drains the agent's outputs, then sleeps until its next deadline or new input.
 #[embassy_executor::task]
 async fn agent_task(
@@ -299,10 +321,8 @@ async fn agent_task(
     let mut frame = [0u8; MAX_FRAME_LEN];
     let mut scratch = [0u8; MAX_ENCODED_LEN];
     loop {
-        loop {
-            let out = agent.borrow_mut().poll_output();
-            let Some(out) = out else { break };
-            match stage(agent, out, &mut main, peers, &mut frame) {
+        while let Some(staged) = next_staged(agent, &mut main, peers, &mut frame) {
+            match staged {
                 Staged::Done => {}
                 Staged::Backup(n) => backup.send(&frame[..n], &mut scratch).await,
                 Staged::Host(n) => host.send(&frame[..n], &mut scratch).await,

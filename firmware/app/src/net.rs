@@ -231,19 +231,28 @@ async fn net_task(mut runner: embassy_net::Runner<'static, EthDriver>) -> ! {
 
 /// The main HA link: member frames in UDP datagrams.
 #[embassy_executor::task]
-pub async fn main_rx_task(agent: SharedAgent, socket: RxSocket) {
-    let mut buf = [0u8; MAX_FRAME_LEN];
+pub async fn main_rx_task(agent: SharedAgent, mut socket: RxSocket) {
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, _from)) => {
-                if let Some(frame) = buf.get_mut(..n) {
-                    agent
-                        .borrow_mut()
-                        .handle_member_frame(now_ms(), LinkId::MAIN, frame);
-                    INPUT.signal(());
-                }
-            }
-            Err(_) => warn!("main link: datagram larger than a frame dropped"),
+        socket
+            .recv_from_with(|datagram, _from| handle_datagram(agent, datagram))
+            .await;
+    }
+}
+
+/// One datagram of the main link, handed to the agent in a copy on the stack (the agent
+/// opens frames in place): the copy lives only while the agent handles it, so the task keeps
+/// no frame buffer in its state (RAM, docs/firmware.md "Size").
+#[inline(never)]
+fn handle_datagram(agent: SharedAgent, datagram: &[u8]) {
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    match buf.get_mut(..datagram.len()) {
+        Some(frame) => {
+            frame.copy_from_slice(datagram);
+            agent
+                .borrow_mut()
+                .handle_member_frame(now_ms(), LinkId::MAIN, frame);
+            INPUT.signal(());
         }
+        None => warn!("main link: datagram larger than a frame dropped"),
     }
 }

@@ -26,7 +26,7 @@ mod sensors;
 mod stamp;
 mod wire;
 
-use ha_proto::config_block::MemberEntry;
+use ha_proto::config_block::{HaSettings, MemberEntry};
 use ha_proto::endpoint::Reject;
 use ha_proto::hostlink::SealError;
 use ha_proto::keys::{KeyringError, Psk};
@@ -97,7 +97,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// Like [`Agent::new`], but builds the agent in `slot` (firmware: a static), so that it
     /// is not built on the stack and then copied: a returned agent passed through the boot
     /// stack two or three times (24 KiB of stack for an 8 KiB agent). On an error `slot` is
-    /// left uninitialised.
+    /// left uninitialised. Not inlined: the caller's stack frame (the firmware builds the
+    /// configuration in it) and this one are not merged.
+    #[inline(never)]
     pub fn init_in(
         slot: &mut core::mem::MaybeUninit<Self>,
         config: Config<M, D>,
@@ -231,65 +233,134 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// built and sealed now, from the current state.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        loop {
-            let (link, msg) = match self.out.pop()? {
-                Pending::Heartbeat(link) => {
-                    let wire = &self.wire;
-                    let hb = self.snapshot().heartbeat(|s| wire.member_epoch(s));
-                    (link, MemberMsg::Heartbeat(hb))
-                }
-                Pending::Resync { link, domain, to } => (
-                    link,
-                    MemberMsg::ResyncRequest {
-                        domain,
-                        to,
-                        to_epoch: self.wire.member_epoch(to).unwrap_or(0),
-                    },
-                ),
-                Pending::AdminFor {
-                    link,
-                    target,
-                    command,
-                } => (
-                    link,
-                    MemberMsg::AdminFor {
-                        target,
-                        // A member never heard cannot be bound to: 0 names none of its
-                        // boots and it refuses the command.
-                        target_epoch: self.wire.member_epoch(target).unwrap_or(0),
-                        command,
-                    },
-                ),
-                Pending::Roles => {
-                    return Some(Output::Host(HostMsg::Roles(self.snapshot().roles_report())))
-                }
-                Pending::Probe(peer) => {
-                    return Some(Output::Host(HostMsg::ProbeRequest {
-                        peer,
-                        // `validate` keeps it within u16.
-                        within_ms: self.cfg.timers.probe_ms as u16,
-                    }));
-                }
-                Pending::Ping(nonce) => return Some(Output::Host(HostMsg::Ping { nonce })),
-                Pending::Pong(nonce) => return Some(Output::Host(HostMsg::Pong { nonce })),
-                Pending::Status => {
-                    return Some(Output::Host(HostMsg::Status(self.status_report())))
-                }
-                Pending::Details => {
-                    return Some(Output::Host(HostMsg::Details(self.details_report())))
-                }
-                Pending::Counters => return Some(Output::Host(HostMsg::Counters(self.counters()))),
-                Pending::KeyState => {
-                    return Some(Output::Host(report::key_state(self.wire.keyring())))
-                }
-                Pending::Led(l) => return Some(Output::Led(l)),
-                Pending::Event(e) => return Some(Output::Event(e)),
+        let mut out = None;
+        self.poll_output_into(&mut out);
+        out
+    }
+
+    /// [`Agent::poll_output`] into `out` (`None` when the queue is empty): the output is
+    /// built in place, not moved through stack frames (it holds up to a frame, about
+    /// 1.5 KiB: the firmware's stack budget, docs/firmware.md "Size").
+    #[inline(never)]
+    pub fn poll_output_into(&mut self, out: &mut Option<Output>) {
+        *out = None;
+        while out.is_none() {
+            let Some(pending) = self.out.pop() else {
+                return;
             };
-            // A frame that cannot be sealed is counted by the wire and skipped.
-            if let Some(bytes) = self.wire.seal_member(&msg) {
-                return Some(Output::Send { link, bytes });
-            }
+            self.output_of(pending, out);
         }
+    }
+
+    /// The output for one pending item, into `out`: left `None` when it was a member frame
+    /// that could not be sealed (counted by the wire). Not inlined, and each report or
+    /// frame is built by a function of its own, so that their stack frames are not stacked.
+    #[inline(never)]
+    fn output_of(&mut self, pending: Pending, out: &mut Option<Output>) {
+        let (link, msg) = match pending {
+            Pending::Heartbeat(link) => return self.heartbeat_output(link, out),
+            Pending::Resync { link, domain, to } => (
+                link,
+                MemberMsg::ResyncRequest {
+                    domain,
+                    to,
+                    to_epoch: self.wire.member_epoch(to).unwrap_or(0),
+                },
+            ),
+            Pending::AdminFor {
+                link,
+                target,
+                command,
+            } => (
+                link,
+                MemberMsg::AdminFor {
+                    target,
+                    // A member never heard cannot be bound to: 0 names none of its
+                    // boots and it refuses the command.
+                    target_epoch: self.wire.member_epoch(target).unwrap_or(0),
+                    command,
+                },
+            ),
+            Pending::Roles => return self.roles_output(out),
+            Pending::Probe(peer) => {
+                *out = Some(Output::Host(HostMsg::ProbeRequest {
+                    peer,
+                    // `validate` keeps it within u16.
+                    within_ms: self.cfg.timers.probe_ms as u16,
+                }));
+                return;
+            }
+            Pending::Ping(nonce) => {
+                *out = Some(Output::Host(HostMsg::Ping { nonce }));
+                return;
+            }
+            Pending::Pong(nonce) => {
+                *out = Some(Output::Host(HostMsg::Pong { nonce }));
+                return;
+            }
+            Pending::Status => return self.status_output(out),
+            Pending::Details => return self.details_output(out),
+            Pending::Counters => return self.counters_output(out),
+            Pending::KeyState => return self.key_state_output(out),
+            Pending::Led(l) => {
+                *out = Some(Output::Led(l));
+                return;
+            }
+            Pending::Event(e) => {
+                *out = Some(Output::Event(e));
+                return;
+            }
+        };
+        self.member_output(link, &msg, out)
+    }
+
+    #[inline(never)]
+    fn heartbeat_output(&mut self, link: LinkId, out: &mut Option<Output>) {
+        let wire = &self.wire;
+        let hb = self.snapshot().heartbeat(|s| wire.member_epoch(s));
+        self.member_output(link, &MemberMsg::Heartbeat(hb), out)
+    }
+
+    /// `msg` sealed for `link` into `out`; left `None` (counted by the wire) if it cannot be
+    /// sealed.
+    #[inline(never)]
+    fn member_output(&mut self, link: LinkId, msg: &MemberMsg, out: &mut Option<Output>) {
+        let slot = out.insert(Output::Send {
+            link,
+            bytes: Vec::new(),
+        });
+        let sealed = match slot {
+            Output::Send { bytes, .. } => self.wire.seal_member(msg, bytes),
+            _ => false,
+        };
+        if !sealed {
+            *out = None;
+        }
+    }
+
+    #[inline(never)]
+    fn roles_output(&self, out: &mut Option<Output>) {
+        *out = Some(Output::Host(HostMsg::Roles(self.snapshot().roles_report())));
+    }
+
+    #[inline(never)]
+    fn status_output(&self, out: &mut Option<Output>) {
+        *out = Some(Output::Host(HostMsg::Status(self.status_report())));
+    }
+
+    #[inline(never)]
+    fn details_output(&self, out: &mut Option<Output>) {
+        *out = Some(Output::Host(HostMsg::Details(self.details_report())));
+    }
+
+    #[inline(never)]
+    fn counters_output(&self, out: &mut Option<Output>) {
+        *out = Some(Output::Host(HostMsg::Counters(self.counters())));
+    }
+
+    #[inline(never)]
+    fn key_state_output(&self, out: &mut Option<Output>) {
+        *out = Some(Output::Host(report::key_state(self.wire.keyring())));
     }
 
     /// The member list (with main-link addresses) the agent took from the main CPU since
@@ -370,10 +441,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
     /// A frame from the main CPU (one host-link frame, UART framing removed): opened by the
     /// controller's end of the host link ([`ha_proto::hostlink`]), then handled as
     /// [`Agent::handle_host`]. Rejects are counted per [`Reject`] (`host_rejected`).
+    #[inline(never)]
     pub fn handle_host_frame(&mut self, now_ms: u64, bytes: &mut [u8]) {
         self.advance(now_ms);
         let before = self.wire.host_epoch();
-        if let Ok(msg) = self.wire.open_host(bytes) {
+        // Decoded in place: the message (about 1 KiB) is not moved through stack frames.
+        let mut msg = None;
+        if let (Ok(()), Some(msg)) = (self.wire.open_host(bytes, &mut msg), &msg) {
             let after = self.wire.host_epoch();
             self.host.handle_heard(before, after, &mut self.out);
             if before.is_some() && after != before {
@@ -385,41 +459,48 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     &mut self.out,
                 );
             }
-            self.handle_host(now_ms, msg);
+            self.handle_host_msg(now_ms, msg);
         }
     }
 
     /// A message from the main CPU, already authenticated (the simulator and tests drive the
     /// agent with these; a shell with a host link uses [`Agent::handle_host_frame`]).
     pub fn handle_host(&mut self, now_ms: u64, msg: HostMsg) {
+        self.handle_host_msg(now_ms, &msg);
+    }
+
+    /// [`Agent::handle_host`] on a borrowed message. Not inlined, so that its stack frame
+    /// and the decoder's ([`Agent::handle_host_frame`]) are never stacked.
+    #[inline(never)]
+    fn handle_host_msg(&mut self, now_ms: u64, msg: &HostMsg) {
         self.advance(now_ms);
         let now = self.now;
         let links = self.cfg.links;
         self.host.handle_main_cpu_heard(now, &mut self.out);
         match msg {
             HostMsg::Interfaces(list) => {
-                let part = quality::interface_part(&list, self.cfg.quality.aggregate);
+                let part = quality::interface_part(list, self.cfg.quality.aggregate);
                 self.local
                     .set_interface_part(part, now, links, &mut self.out);
             }
-            HostMsg::Admin { target, command } => match target {
+            HostMsg::Admin { target, command } => match *target {
                 Some(t) if t != self.cfg.me => {
                     if self.cfg.members.contains(&t) {
                         for l in 0..links {
                             self.out.push(Pending::AdminFor {
                                 link: LinkId(l),
                                 target: t,
-                                command,
+                                command: *command,
                             });
                         }
                     }
                 }
-                _ => self.local.apply_admin(command, now, links, &mut self.out),
+                _ => self.local.apply_admin(*command, now, links, &mut self.out),
             },
             HostMsg::ProbeResult { peer, alive } => {
                 if self.peers.handle_probe_result(
-                    peer,
-                    alive,
+                    *peer,
+                    *alive,
                     now,
                     &self.cfg.timers,
                     self.cfg.main_cpu_timeout_ms,
@@ -429,7 +510,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     self.refresh_flags();
                 }
             }
-            HostMsg::Ping { nonce } => self.out.push(Pending::Pong(nonce)),
+            HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
             // a restarted daemon knows where a PSK rotation stands.
             HostMsg::StatusRequest => {
@@ -438,51 +519,22 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             }
             HostMsg::InstallKey { key_id, psk } => {
                 self.wire
-                    .install_key(&Psk(psk.0), self.cfg.cluster_id, key_id);
+                    .install_key(&Psk(psk.0), self.cfg.cluster_id, *key_id);
                 self.out.push(Pending::KeyState);
             }
             HostMsg::UseKey { key_id } => {
-                self.wire.use_key(key_id);
+                self.wire.use_key(*key_id);
                 self.out.push(Pending::KeyState);
             }
             HostMsg::RetireKey { key_id } => {
-                self.wire.retire_key(key_id);
+                self.wire.retire_key(*key_id);
                 self.out.push(Pending::KeyState);
             }
-            HostMsg::Members(list) => {
-                let mut members: Vec<Serial, M> = Vec::new();
-                let fits = list.iter().all(|m| members.push(m.serial).is_ok());
-                let before = self.cfg.members.clone();
-                let taken = fits && self.set_members(now_ms, members).is_ok();
-                if !taken {
-                    self.out.event(self.now, EventKind::MembersRefused);
-                } else if self.cfg.members != before {
-                    self.host.set_member_addresses(list);
-                }
-                self.out.push(Pending::Status);
-            }
-            HostMsg::EventsSince { seq } => self.out.replay_from(seq),
+            HostMsg::Members(list) => self.take_members(now_ms, list),
+            HostMsg::EventsSince { seq } => self.out.replay_from(*seq),
             HostMsg::DetailsRequest => self.out.push(Pending::Details),
             HostMsg::CountersRequest => self.out.push(Pending::Counters),
-            HostMsg::Settings(settings) => {
-                let result = match self.cfg.clone().with_settings(&settings) {
-                    Ok(new) => {
-                        let changed = self.cfg.changes_to(&new);
-                        self.reload(now_ms, new).map(|()| changed)
-                    }
-                    // More domains than this agent holds: the domain list changed.
-                    Err(_) => Err(ConfigError::ReloadNeedsRestart),
-                };
-                let kind = match result {
-                    Ok(changed) => EventKind::SettingsReloaded {
-                        revision: settings.revision,
-                        changed,
-                    },
-                    Err(reason) => EventKind::SettingsRefused { reason },
-                };
-                self.out.event(self.now, kind);
-                self.out.push(Pending::Status);
-            }
+            HostMsg::Settings(settings) => self.take_settings(now_ms, settings),
             // Messages the controller sends, not receives.
             HostMsg::Roles(_)
             | HostMsg::ProbeRequest { .. }
@@ -494,6 +546,45 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             | HostMsg::Counters(_) => {}
         }
         self.evaluate();
+    }
+
+    /// [`HostMsg::Members`]: the new member list, and its addresses for the shell. Not
+    /// inlined (nor is [`Agent::take_settings`]): the configurations each builds stay out
+    /// of [`Agent::handle_host`]'s stack frame, and the two never share one.
+    #[inline(never)]
+    fn take_members(&mut self, now_ms: u64, list: &Vec<MemberEntry, MAX_MEMBERS>) {
+        let mut members: Vec<Serial, M> = Vec::new();
+        let fits = list.iter().all(|m| members.push(m.serial).is_ok());
+        let before = self.cfg.members.clone();
+        let taken = fits && self.set_members(now_ms, members).is_ok();
+        if !taken {
+            self.out.event(self.now, EventKind::MembersRefused);
+        } else if self.cfg.members != before {
+            self.host.set_member_addresses(list.clone());
+        }
+        self.out.push(Pending::Status);
+    }
+
+    /// [`HostMsg::Settings`]: the HA settings reloaded in place, or refused.
+    #[inline(never)]
+    fn take_settings(&mut self, now_ms: u64, settings: &HaSettings) {
+        let result = match self.cfg.clone().with_settings(settings) {
+            Ok(new) => {
+                let changed = self.cfg.changes_to(&new);
+                self.reload(now_ms, new).map(|()| changed)
+            }
+            // More domains than this agent holds: the domain list changed.
+            Err(_) => Err(ConfigError::ReloadNeedsRestart),
+        };
+        let kind = match result {
+            Ok(changed) => EventKind::SettingsReloaded {
+                revision: settings.revision,
+                changed,
+            },
+            Err(reason) => EventKind::SettingsRefused { reason },
+        };
+        self.out.event(self.now, kind);
+        self.out.push(Pending::Status);
     }
 
     /// One report of the sensor source: every reading is recorded, then the quality and the

@@ -80,29 +80,39 @@ impl<const M: usize> Wire<M> {
         self.counters.rejected.count(r);
     }
 
-    /// Opens a host-link frame from the main CPU; a refusal is counted.
-    pub(crate) fn open_host(&mut self, bytes: &mut [u8]) -> Result<HostMsg, Reject> {
+    /// Opens a host-link frame from the main CPU into `out`; a refusal is counted.
+    pub(crate) fn open_host(
+        &mut self,
+        bytes: &mut [u8],
+        out: &mut Option<HostMsg>,
+    ) -> Result<(), Reject> {
         self.host
-            .open(bytes)
+            .open_into(bytes, out)
             .inspect_err(|&r| self.counters.host_rejected.count(r))
     }
 
-    /// Seals a member message; `None` (counted) if it cannot be sealed.
-    pub(crate) fn seal_member(&mut self, msg: &MemberMsg) -> Option<Vec<u8, MAX_FRAME_LEN>> {
-        let mut buf: Vec<u8, MAX_FRAME_LEN> = Vec::new();
+    /// Seals a member message into `buf` (in place: a frame is not moved through stack
+    /// frames); false (counted) if it cannot be sealed.
+    pub(crate) fn seal_member(
+        &mut self,
+        msg: &MemberMsg,
+        buf: &mut Vec<u8, MAX_FRAME_LEN>,
+    ) -> bool {
+        buf.clear();
         let sealed = buf
             .resize_default(MAX_FRAME_LEN)
             .ok()
-            .and_then(|()| self.member.seal(msg, None, false, &mut buf).ok());
+            .and_then(|()| self.member.seal(msg, None, false, buf).ok());
         match sealed {
             Some(n) => {
                 buf.truncate(n);
                 self.counters.sent = self.counters.sent.wrapping_add(1);
-                Some(buf)
+                true
             }
             None => {
+                buf.clear();
                 self.counters.seal_errors = self.counters.seal_errors.saturating_add(1);
-                None
+                false
             }
         }
     }
