@@ -70,6 +70,138 @@ pub fn encode_frame(frame: &[u8], out: &mut [u8]) -> Result<usize, UartError> {
     Ok(n + 1)
 }
 
+/// The CRC of `frame` as it follows the frame on the wire (big endian).
+pub fn crc_bytes(frame: &[u8]) -> [u8; CRC_LEN] {
+    CRC32.checksum(frame).to_be_bytes()
+}
+
+/// Every byte value, so that a code byte can be handed out as a slice.
+static BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The bytes [`encode_frame`] writes for `frame`, piece by piece (delimiters, COBS code
+/// bytes, and runs of the frame and of its CRC `crc`, from [`crc_bytes`]), for a sender that
+/// has no room for the whole encoding: the concatenated pieces are exactly
+/// [`encode_frame`]'s output.
+pub fn encoded_pieces<'a>(frame: &'a [u8], crc: &'a [u8; CRC_LEN]) -> EncodedPieces<'a> {
+    EncodedPieces {
+        frame,
+        crc,
+        pos: 0,
+        state: PieceState::Start,
+        queued: [None, None],
+    }
+}
+
+/// Iterator of [`encoded_pieces`].
+#[derive(Clone, Debug)]
+pub struct EncodedPieces<'a> {
+    frame: &'a [u8],
+    crc: &'a [u8; CRC_LEN],
+    /// Next byte of `frame || crc` to encode.
+    pos: usize,
+    state: PieceState,
+    /// Parts of the current run still to hand out (a run may span the frame and the CRC).
+    queued: [Option<&'a [u8]>; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PieceState {
+    /// The leading delimiter is next.
+    Start,
+    /// A block (code byte and run) starts at `pos`.
+    Block,
+    /// The data ended with a zero: one empty block is left.
+    EmptyLast,
+    /// The closing delimiter is next.
+    End,
+    Done,
+}
+
+impl<'a> EncodedPieces<'a> {
+    fn len(&self) -> usize {
+        self.frame.len() + CRC_LEN
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        match self.frame.get(i) {
+            Some(&b) => b,
+            None => self.crc[i - self.frame.len()],
+        }
+    }
+
+    /// `frame || crc` from `a` to `b`, as at most two slices.
+    fn span(&self, a: usize, b: usize) -> [Option<&'a [u8]>; 2] {
+        let f = self.frame.len();
+        let frame: &'a [u8] = self.frame;
+        let crc: &'a [u8] = self.crc;
+        let first = (a < f).then(|| &frame[a..b.min(f)]);
+        let second = (b > f).then(|| &crc[a.max(f) - f..b - f]);
+        [first, second]
+    }
+}
+
+impl<'a> Iterator for EncodedPieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        for q in &mut self.queued {
+            if let Some(p) = q.take().filter(|p| !p.is_empty()) {
+                return Some(p);
+            }
+        }
+        let delimiter = &BYTES[usize::from(DELIMITER)..usize::from(DELIMITER) + 1];
+        match self.state {
+            PieceState::Start => {
+                self.state = PieceState::Block;
+                Some(delimiter)
+            }
+            PieceState::Block => {
+                // A run of at most 254 non-zero bytes, ended by a zero, the data's end or
+                // its length (code 0xFF, no zero implied), as `cobs::CobsEncoder` writes it.
+                let (len, a) = (self.len(), self.pos);
+                let mut b = a;
+                while b < len && self.byte(b) != 0 && b - a < 254 {
+                    b += 1;
+                }
+                let run = b - a;
+                self.queued = self.span(a, b);
+                if run == 254 {
+                    self.pos = b;
+                    if b == len {
+                        self.state = PieceState::End;
+                    }
+                } else if b == len {
+                    self.state = PieceState::End;
+                } else {
+                    // Skip the zero the code byte stands for.
+                    self.pos = b + 1;
+                    if self.pos == len {
+                        self.state = PieceState::EmptyLast;
+                    }
+                }
+                Some(&BYTES[run + 1..run + 2])
+            }
+            PieceState::EmptyLast => {
+                self.state = PieceState::End;
+                Some(&BYTES[1..2])
+            }
+            PieceState::End => {
+                self.state = PieceState::Done;
+                Some(delimiter)
+            }
+            PieceState::Done => None,
+        }
+    }
+}
+
 /// Decodes one encoded frame (without its delimiter) in place; returns the frame's length.
 pub fn decode_in_place(buf: &mut [u8]) -> Result<usize, UartError> {
     let n = cobs::decode_in_place(buf).map_err(|_| UartError::BadCobs)?;

@@ -1,6 +1,8 @@
 //! Property tests of the UART framing.
 
-use ha_proto::uart::{encode_frame, encoded_len, Decoder, UartError, MAX_ENCODED_LEN};
+use ha_proto::uart::{
+    crc_bytes, encode_frame, encoded_len, encoded_pieces, Decoder, UartError, MAX_ENCODED_LEN,
+};
 use proptest::prelude::*;
 
 proptest! {
@@ -83,4 +85,52 @@ fn a_frame_after_a_cut_one_is_received() {
         }
     }
     assert_eq!(got.last(), Some(&Ok(b"the role that matters".to_vec())));
+}
+
+/// `encoded_pieces` concatenated is `encode_frame`'s output, byte for byte.
+fn pieces_match(f: &[u8]) -> Result<(), TestCaseError> {
+    let mut out = vec![0u8; encoded_len(f.len())];
+    let n = encode_frame(f, &mut out).unwrap();
+    let crc = crc_bytes(f);
+    let streamed: Vec<u8> = encoded_pieces(f, &crc).flatten().copied().collect();
+    prop_assert_eq!(&streamed[..], &out[..n]);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn encoded_pieces_are_the_encoding(f in proptest::collection::vec(prop_oneof![Just(0u8), any::<u8>(), 1u8..=255], 0..1472)) {
+        pieces_match(&f)?;
+    }
+
+    #[test]
+    fn encoded_pieces_are_the_encoding_around_full_runs(run in 240usize..520, zeros in proptest::collection::vec(any::<prop::sample::Index>(), 0..3), len in 0usize..1472) {
+        // Long runs of non-zero bytes (COBS's 254-byte blocks), a few zeros, any length:
+        // runs ending at the frame's end, at the CRC, across the two.
+        let mut f: Vec<u8> = (0..len).map(|i| if i % (run + 1) == run { 0 } else { 1 + (i % 200) as u8 }).collect();
+        for z in zeros {
+            if !f.is_empty() {
+                let i = z.index(f.len());
+                f[i] = 0;
+            }
+        }
+        pieces_match(&f)?;
+    }
+}
+
+#[test]
+fn encoded_pieces_at_block_edges() {
+    // Frames whose frame || CRC ends exactly at, just before and just after a 254-byte
+    // block, with and without a zero at the end.
+    for len in [
+        0, 1, 249, 250, 251, 252, 253, 254, 255, 503, 504, 505, 506, 507, 508, 1472,
+    ] {
+        for last in [None, Some(0u8), Some(7u8)] {
+            let mut f = vec![0x5Au8; len];
+            if let (Some(b), Some(x)) = (last, f.last_mut()) {
+                *x = b;
+            }
+            pieces_match(&f).unwrap();
+        }
+    }
 }

@@ -51,7 +51,6 @@ use ha_proto::config_block::ConfigBlock;
 use ha_proto::frame::MAX_FRAME_LEN;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::{LinkState, Serial};
-use ha_proto::uart::MAX_ENCODED_LEN;
 use static_cell::StaticCell;
 
 use crate::net::{start_net, MainTx, PeerList};
@@ -316,16 +315,15 @@ async fn agent_task(
 ) {
     let mut backup = SerialOut::new(backup, "backup");
     let mut host = SerialOut::new(host, "host");
-    // One frame buffer (a backup-link frame, or a sealed host message) and one encoding
-    // buffer for both serial lines.
+    // One frame buffer (a backup-link frame, or a sealed host message) for both serial
+    // lines (encoded as it is sent: no encoding buffer).
     let mut frame = [0u8; MAX_FRAME_LEN];
-    let mut scratch = [0u8; MAX_ENCODED_LEN];
     loop {
         while let Some(staged) = next_staged(agent, &mut main, peers, &mut frame) {
             match staged {
                 Staged::Done => {}
-                Staged::Backup(n) => backup.send(&frame[..n], &mut scratch).await,
-                Staged::Host(n) => host.send(&frame[..n], &mut scratch).await,
+                Staged::Backup(n) => backup.send(&frame[..n]).await,
+                Staged::Host(n) => host.send(&frame[..n]).await,
             }
         }
         let wake = agent.borrow().poll_at();
