@@ -31,7 +31,7 @@ impl defmt::Format for LoadError {
                 defmt::write!(
                     f,
                     "corrupt configuration block: {}",
-                    defmt::Display2Format(e)
+                    crate::errors::BlockErrorText(e)
                 )
             }
             LoadError::TooLarge { members, domains } => defmt::write!(

@@ -27,6 +27,7 @@ extern crate ha_board_nucleo_h743zi as ha_board;
 
 mod board;
 mod cfg;
+mod errors;
 mod net;
 mod serial;
 
@@ -264,7 +265,7 @@ fn stage(
         Output::Host(msg) => match agent.borrow_mut().seal_host(msg, frame) {
             Ok(n) => Staged::Host(n),
             Err(e) => {
-                warn!("host link: cannot seal: {}", defmt::Display2Format(&e));
+                warn!("host link: cannot seal: {}", errors::SealErrorText(&e));
                 Staged::Done
             }
         },
