@@ -25,7 +25,8 @@ mod daemon_e2e;
 /// `e2e tcp-survival --connections N [--interval-ms MS] [--controller qemu|host]
 /// [--timers PROFILE] [--table dataplane|builtin]`: TCP connections through a two-member
 /// cluster in network namespaces survive a planned swap, a PSK rotation and a crash of the
-/// active (see `daemon_e2e`).
+/// active (see `daemon_e2e`). `e2e soak --minutes M [--timers P] [--hogs H] [--loss PCT]`:
+/// the false-failover soak with the real daemons (see `daemon_e2e::soak`).
 pub fn e2e(args: &[String]) -> Result {
     daemon_e2e::tcp_survival(args)
 }

@@ -32,6 +32,7 @@ pub(super) mod kernel_ha_bench;
 mod reload;
 mod replace;
 mod setup;
+mod soak;
 mod survival;
 mod update;
 
@@ -212,6 +213,9 @@ fn build_tools() -> Result {
 
 /// Runs the scenario.
 pub fn tcp_survival(args: &[String]) -> Result {
+    if args.first().map(String::as_str) == Some("soak") {
+        return soak::soak(&args[1..]);
+    }
     let o = parse(args)?;
     if !crate::util::is_root() {
         return Err("e2e: needs root (network namespaces)".into());

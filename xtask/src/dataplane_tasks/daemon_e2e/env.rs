@@ -506,8 +506,23 @@ pub(super) fn controller_log(elf: Option<&Path>, dir: &Path, m: &str, n: usize) 
     }
 }
 
-/// Builds the firmware (its own workspace, thumbv7m-none-eabi) and returns the ELF.
+/// Builds the firmware (its own workspace, thumbv7m-none-eabi) and returns the ELF; the image
+/// named by `HA_FIRMWARE_ELF`, when set, instead.
 pub(super) fn build_firmware() -> Result<PathBuf> {
+    // A given image (the QEMU e2e suite's variable): used as it is, not built.
+    if let Some(elf) = std::env::var_os("HA_FIRMWARE_ELF").map(PathBuf::from) {
+        if !elf.exists() {
+            return Err(format!(
+                "e2e: HA_FIRMWARE_ELF={}: no such file",
+                elf.display()
+            ));
+        }
+        println!(
+            "e2e: firmware image from HA_FIRMWARE_ELF: {}",
+            elf.display()
+        );
+        return Ok(elf);
+    }
     let app = root().join("firmware/app");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(|t| PathBuf::from(t).join("firmware-e2e"))
