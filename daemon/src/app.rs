@@ -28,7 +28,7 @@ pub use crate::syncplane::{
     DrainHook, HoldsPath, NoSync, ResyncHook, ResyncOutcome, ResyncState, SyncEvent, SyncKeyHook,
     SyncPlane,
 };
-use ha_hostlink::{open_serial_device, HostCodec, HostLink, Stream};
+use ha_hostlink::{open_serial_device, HostCodec, HostLink, Pumped, Stream};
 
 /// Largest state-sync datagram: one sealed frame ([`ha_proto::frame::MAX_FRAME_LEN`]).
 pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
@@ -548,7 +548,13 @@ fn run_with(
             break Err("host link codec lost".to_string());
         };
         let connected = match (&cfg.host_link, &cfg.serial) {
-            (Some(path), _) => connect_unix(path, &stop).map(|s| HostLink::new(Stream::Unix(s), c)),
+            // Drained by a pump thread: the loop's slow steps (an nft run on a takeover) must
+            // never stall the controller's UART (`Pumped`).
+            (Some(path), _) => connect_unix(path, &stop).and_then(|s| {
+                Pumped::new(s)
+                    .map(|p| HostLink::new(Stream::Pumped(p), c))
+                    .map_err(|e| format!("{}: host link pump: {e}", path.display()))
+            }),
             (None, Some(dev)) => open_serial_device(dev, cfg.baud)
                 .map(|f| HostLink::new(Stream::Serial(f), c))
                 .map_err(|e| format!("{}: {e}", dev.display())),

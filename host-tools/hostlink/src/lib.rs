@@ -296,14 +296,80 @@ impl HostLink<std::fs::File> {
 pub enum Stream {
     /// QEMU's chardev socket.
     Unix(UnixStream),
+    /// QEMU's chardev socket, drained by a pump thread ([`Pumped`]).
+    Pumped(Pumped),
     /// A serial device.
     Serial(std::fs::File),
+}
+
+/// Capacity asked for the pump's pipe (the kernel may grant less; 64 KiB at least).
+pub const PUMP_PIPE_BYTES: i32 = 1 << 20;
+
+/// A chardev socket whose incoming bytes a thread moves into a pipe as they come, so that
+/// the sender never waits on this end, even while the reader is busy elsewhere.
+///
+/// Why: QEMU's UART writes to its chardev socket one byte per system call, and a unix
+/// stream socket charges each write a whole buffer's overhead (hundreds of bytes) against
+/// the sender's send buffer until it is read; a few hundred unread bytes fill it. A daemon
+/// that spends 20-100 ms on a takeover's steps (an `nft` run) without reading therefore
+/// stalls the controller's UART, and the firmware drops frames it could not send in time.
+/// A pipe merges small writes into its pages: the pump's copy holds a megabyte of them.
+/// Writes go straight to the socket. Dropping it shuts the socket down, which ends the pump.
+#[derive(Debug)]
+pub struct Pumped {
+    rx: std::fs::File,
+    tx: UnixStream,
+}
+
+impl Pumped {
+    /// Starts the pump on `sock`.
+    pub fn new(sock: UnixStream) -> io::Result<Pumped> {
+        let tx = sock.try_clone()?;
+        let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
+        // Best effort: the default 64 KiB already holds a burst.
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&w),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PUMP_PIPE_BYTES),
+        );
+        let mut w = std::fs::File::from(w);
+        let mut src = sock;
+        std::thread::Builder::new()
+            .name("host-link pump".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match src.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                // Dropping the pipe's write end: the reader sees the end of the stream.
+            })?;
+        Ok(Pumped {
+            rx: std::fs::File::from(r),
+            tx,
+        })
+    }
+}
+
+impl Drop for Pumped {
+    fn drop(&mut self) {
+        // Ends the pump's read (and with it the connection QEMU sees).
+        let _ = self.tx.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => s.read(buf),
+            Stream::Pumped(p) => p.rx.read(buf),
             Stream::Serial(f) => f.read(buf),
         }
     }
@@ -313,6 +379,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => s.write(buf),
+            Stream::Pumped(p) => p.tx.write(buf),
             Stream::Serial(f) => f.write(buf),
         }
     }
@@ -320,6 +387,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Unix(s) => s.flush(),
+            Stream::Pumped(p) => p.tx.flush(),
             Stream::Serial(f) => f.flush(),
         }
     }
@@ -329,6 +397,7 @@ impl AsFd for Stream {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
             Stream::Unix(s) => s.as_fd(),
+            Stream::Pumped(p) => p.rx.as_fd(),
             Stream::Serial(f) => f.as_fd(),
         }
     }
