@@ -142,7 +142,9 @@ pub(super) fn soak(args: &[String]) -> Result {
         namespaces: Vec::new(),
         procs: Vec::new(),
     };
-    let r = (|| -> Result {
+    // Ok(Some(why)): the soak ran and found false takeovers (its journals tell why; the
+    // post-mortem is for a cluster that failed to run).
+    let r = (|| -> Result<Option<String>> {
         let st = setup::start(&mut env, &o, Some(&elf), &b, &dir, id)?;
         let mut load = st.load;
         let ns: Vec<String> = st.members.iter().map(|m| env.ns(m)).collect();
@@ -225,15 +227,19 @@ pub(super) fn soak(args: &[String]) -> Result {
             t1 - t0,
             c1 - c0
         );
-        if t1 != t0 || c1 != c0 || kept != conns {
-            return Err(format!(
+        Ok((t1 != t0 || c1 != c0 || kept != conns).then(|| {
+            format!(
                 "e2e soak: {} false takeovers, {} data-path role changes, {kept}/{conns} \
-                 connections kept",
+                 connections kept (journals in {})",
                 t1 - t0,
-                c1 - c0
-            ));
-        }
-        Ok(())
+                c1 - c0,
+                dir.display()
+            )
+        }))
     })();
-    r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(&elf))))
+    match r {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(why),
+        Err(e) => Err(format!("{e}\n{}", env.post_mortem(Some(&elf)))),
+    }
 }
