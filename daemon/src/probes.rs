@@ -32,7 +32,7 @@ pub const PROBE_WITHIN: std::ops::RangeInclusive<u64> =
 pub const PROBE_SENDS: u32 = 3;
 /// Echo requests of a watch awaited at once per address; older ones are given up (a newer
 /// reply proves as much).
-pub const WATCH_OUTSTANDING: usize = 32;
+pub const WATCH_OUTSTANDING: usize = 8;
 /// Shortest time between two echo requests of a watch.
 pub const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -169,15 +169,19 @@ impl Watch {
     /// Reads the replies, then sends the next round when due.
     fn run(&mut self, echoes: &mut dyn Echoes, now: Instant) {
         for t in &mut self.targets {
-            // The newest answered request: every request sent before it is moot.
+            // The newest answered request: every request sent before it is moot. Their
+            // replies are taken too: one left behind stays in the plane's set of replies,
+            // and a set grown full is emptied, which could lose a fresh reply.
             let newest = t
                 .outstanding
                 .iter()
-                .rev()
-                .find(|(seq, _)| echoes.answered(t.ip, *seq))
-                .map(|(_, at)| *at);
-            if let Some(at) = newest {
-                t.outstanding.retain(|(_, sent)| *sent > at);
+                .rposition(|(seq, _)| echoes.answered(t.ip, *seq));
+            if let Some(i) = newest {
+                let at = t.outstanding[i].1;
+                for (seq, _) in t.outstanding.drain(..i) {
+                    echoes.answered(t.ip, seq);
+                }
+                t.outstanding.pop_front();
                 t.unanswered.retain(|sent| *sent > at);
                 t.replied = Some(at);
             }
@@ -320,6 +324,12 @@ impl Probes {
                 after: now.saturating_duration_since(p.started),
                 watched: !alive && silent && !p.expired(now),
             });
+            // Its requests' replies that came are taken (see `Watch::run`).
+            for (ip, seqs) in &p.targets {
+                for s in seqs {
+                    echoes.answered(*ip, *s);
+                }
+            }
             false
         });
         for p in &mut self.probes {
@@ -589,6 +599,35 @@ mod tests {
         let a = run_until(&mut p, &mut net, true, now + ms(10));
         assert_eq!(a.len(), 1);
         assert!(a[0].alive);
+    }
+
+    /// Replies to older requests that came with a newer one are taken too, so none is left
+    /// behind in the plane's set of replies.
+    #[test]
+    fn replies_left_behind_are_taken() {
+        let t0 = Instant::now();
+        let mut net = Net::new(t0);
+        net.alive.insert(PEER_IP);
+        // Replies slower than the watch's interval (2 ms): two are due at some looks.
+        net.delay = ms(3);
+        let mut p = Probes::default();
+        p.request(&mut net, peer(), vec![PEER_IP], ms(6), true, t0);
+        for _ in 0..20 {
+            net.now += ms(2);
+            let now = net.now;
+            p.run(&mut net, true, now);
+        }
+        net.now += ms(10);
+        let now = net.now;
+        p.run(&mut net, true, now);
+        let waiting = net
+            .sent
+            .iter()
+            .filter(|(_, at)| **at + net.delay <= net.now)
+            .count();
+        // At most the reply to the probe's second round, in flight when the first round's
+        // reply ended it (a probe cannot take a reply that has not come).
+        assert!(waiting <= 1, "replies left behind: {waiting}");
     }
 
     /// The active member does not watch (it has nothing to take over): its watches stop
