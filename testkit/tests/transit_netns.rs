@@ -1,8 +1,14 @@
-//! The transit watcher (`ha-traffic transit`) on a real path: two network namespaces joined
-//! by a veth pair, a TCP load across, and an outage made by taking one end down. Without
-//! the outage, segments cross in well under a millisecond; with it, the longest transit is
-//! at least the outage (the dropped segments are timed until their retransmissions arrive)
-//! and nothing is counted lost. Needs root (as CI runs).
+//! The transit watcher (`ha-traffic transit`) on a real path: a client and a server
+//! namespace joined through a router namespace (as the cluster's members sit between the
+//! client's and the server's LAN), a TCP load across, and an outage made in the middle by
+//! an nftables rule in the router that drops everything it forwards. The watcher's taps are at the ends, where
+//! the bench puts them: a segment the router drops was seen leaving. Without the outage,
+//! segments cross in well under a millisecond; with it, the longest transit is at least the
+//! outage (the dropped segments are timed until their retransmissions arrive) and nothing
+//! is counted lost. Needs root (as CI runs).
+//!
+//! (An outage made at an end does not test it: a sender's link without carrier drops
+//! before the tap, and a receiver's filter drops after it.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -12,7 +18,7 @@ const TRAFFIC: &str = env!("CARGO_BIN_EXE_ha-traffic");
 
 /// The namespaces and the processes of the test, removed and ended (by pid) on drop.
 struct Net {
-    ns: [String; 2],
+    ns: [String; 3],
     procs: Vec<Child>,
 }
 
@@ -45,20 +51,62 @@ fn ask(stdin: &mut ChildStdin, out: &mut BufReader<ChildStdout>, cmd: &str) -> s
 fn an_outage_on_the_path_is_the_longest_transit_and_loses_nothing() {
     let pid = std::process::id();
     let mut net = Net {
-        ns: [format!("trx{pid}"), format!("try{pid}")],
+        ns: [
+            format!("trx{pid}"),
+            format!("trr{pid}"),
+            format!("try{pid}"),
+        ],
         procs: Vec::new(),
     };
-    let [x, y] = net.ns.clone();
-    ip(&["netns", "add", &x]);
-    ip(&["netns", "add", &y]);
+    let [x, r, y] = net.ns.clone();
+    for n in [&x, &r, &y] {
+        ip(&["netns", "add", n]);
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+    }
     ip(&[
-        "-n", &x, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", &y,
+        "-n", &x, "link", "add", "v0", "type", "veth", "peer", "name", "rx", "netns", &r,
+    ]);
+    ip(&[
+        "-n", &y, "link", "add", "v1", "type", "veth", "peer", "name", "ry", "netns", &r,
     ]);
     ip(&["-n", &x, "addr", "add", "10.77.0.1/24", "dev", "v0"]);
-    ip(&["-n", &y, "addr", "add", "10.77.0.2/24", "dev", "v1"]);
-    for (n, d) in [(&x, "v0"), (&y, "v1"), (&x, "lo"), (&y, "lo")] {
+    ip(&["-n", &r, "addr", "add", "10.77.0.254/24", "dev", "rx"]);
+    ip(&["-n", &r, "addr", "add", "10.78.0.254/24", "dev", "ry"]);
+    ip(&["-n", &y, "addr", "add", "10.78.0.2/24", "dev", "v1"]);
+    for (n, d) in [(&x, "v0"), (&r, "rx"), (&r, "ry"), (&y, "v1")] {
         ip(&["-n", n, "link", "set", d, "up"]);
     }
+    ip(&[
+        "-n",
+        &x,
+        "route",
+        "add",
+        "10.78.0.0/24",
+        "via",
+        "10.77.0.254",
+    ]);
+    ip(&[
+        "-n",
+        &y,
+        "route",
+        "add",
+        "10.77.0.0/24",
+        "via",
+        "10.78.0.254",
+    ]);
+    let s = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(s.success(), "ip_forward in the router namespace");
     let in_ns = |n: &str| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", n, TRAFFIC]);
@@ -66,7 +114,7 @@ fn an_outage_on_the_path_is_the_longest_transit_and_loses_nothing() {
     };
     net.procs.push(
         in_ns(&y)
-            .args(["server", "--listen", "10.77.0.2:5001"])
+            .args(["server", "--listen", "10.78.0.2:5001"])
             .stdout(Stdio::null())
             .spawn()
             .expect("server"),
@@ -94,7 +142,7 @@ fn an_outage_on_the_path_is_the_longest_transit_and_loses_nothing() {
         .args([
             "client",
             "--connect",
-            "10.77.0.2:5001",
+            "10.78.0.2:5001",
             "--connections",
             "5",
             "--interval-ms",
@@ -118,13 +166,22 @@ fn an_outage_on_the_path_is_the_longest_transit_and_loses_nothing() {
         "{calm}"
     );
 
-    // 300 ms with the far end down: every segment sent then is dropped.
+    // 300 ms with the router dropping everything it forwards: every segment crossing it then
+    // is lost there, after the client's or the server's tap saw it leave, and arrives only
+    // as a retransmission.
     writeln!(w_in, "mark").expect("mark");
     std::thread::sleep(Duration::from_millis(100));
+    let nft = |rules: &str| {
+        let s = Command::new("ip")
+            .args(["netns", "exec", &r, "nft", rules])
+            .status()
+            .expect("nft");
+        assert!(s.success(), "nft {rules}");
+    };
     let down = Instant::now();
-    ip(&["-n", &y, "link", "set", "v1", "down"]);
+    nft("add table inet cut { chain f { type filter hook forward priority 0; policy drop; }; }");
     std::thread::sleep(Duration::from_millis(300));
-    ip(&["-n", &y, "link", "set", "v1", "up"]);
+    nft("delete table inet cut");
     let outage = down.elapsed();
     // TCP's retransmissions (200 ms, then backing off).
     std::thread::sleep(Duration::from_secs(3));
