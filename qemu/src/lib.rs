@@ -113,6 +113,36 @@ impl MemberCmd {
     }
 }
 
+/// Busy loops (`sh -c 'while :; do :; done'`) beside a cluster, the load of the soaks and
+/// boot runs; each ended by its own pid when dropped.
+pub struct BusyLoops(Vec<std::process::Child>);
+
+impl BusyLoops {
+    /// Starts `n` of them.
+    pub fn start(n: usize) -> Result<BusyLoops, String> {
+        let mut v = BusyLoops(Vec::new());
+        for _ in 0..n {
+            v.0.push(
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("busy loop: {e}"))?,
+            );
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Decodes a member's UART0 bytes (raw defmt frames) with `defmt-print -e <elf>`.
 pub fn decode_defmt(elf: &Path, raw: &[u8]) -> Result<String, String> {
     use std::io::Write;

@@ -154,8 +154,9 @@ pub mod capture {
     /// Watches interface `iface` of network namespace `netns` (a name under
     /// `/var/run/netns`, or `-` for the caller's): segments this host sends there are
     /// departures, segments it receives there arrivals. Runs on its own thread (which
-    /// enters the namespace) until the process ends; errors before the first packet are
-    /// returned through the join handle's first message.
+    /// enters the namespace) until the process ends; a failure to set up (no such namespace
+    /// or interface, no packet socket) is returned here, a later receive error through the
+    /// join handle.
     pub fn watch(
         netns: &str,
         iface: &str,

@@ -255,7 +255,7 @@ fn soak(o: &Opts) -> Result<(), String> {
     };
     let cfg = config(o, timers)?;
     let hogs = o.hogs.unwrap_or(0);
-    let _hogs = Hogs::start(hogs)?;
+    let _hogs = ha_qemu::BusyLoops::start(hogs)?;
     let mut c = Cluster::start(&cfg)?;
     c.wait_one_active(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
@@ -423,33 +423,6 @@ fn print_link_story(serial: &str, log: &str) {
     }
 }
 
-/// Busy loops beside the cluster (`sh -c 'while :; do :; done'`), ended by their own pid.
-struct Hogs(Vec<std::process::Child>);
-
-impl Hogs {
-    fn start(n: usize) -> Result<Hogs, String> {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            v.push(
-                std::process::Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .map_err(|e| format!("busy loop: {e}"))?,
-            );
-        }
-        Ok(Hogs(v))
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Boots the two-member cluster `--runs` times with `--hogs` busy loops beside it; a boot
 /// passes when, as each member's main CPU sees it (the roles its controller reported on the
 /// host link), exactly one member is active and the other passive within 30 s. Guards the
@@ -457,7 +430,7 @@ impl Drop for Hogs {
 fn boots(o: &Opts) -> Result<(), String> {
     let cfg = config(o, "fast")?;
     let hogs = o.hogs.unwrap_or(2);
-    let _hogs = Hogs::start(hogs)?;
+    let _hogs = ha_qemu::BusyLoops::start(hogs)?;
     // Two clocks: from the QEMU processes' start (boot, host links, election) and from the
     // moment both controllers report on their host links (the election alone).
     let mut times = Vec::new();

@@ -164,37 +164,8 @@ pub(super) fn first_line(env: &mut Env, name: &str) -> Result<mpsc::Receiver<Str
 /// Prometheus text-format parser: it must say it forwards, count the takeover, and hold at
 /// least one synced entry per connection.
 fn check_metrics(ns: &str, tag: &str, connections: f64) -> Result {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9469 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 \
-             && timeout 5 cat <&3",
-        ])
-        .output()
-        .map_err(|e| format!("e2e[{tag}]: scrape: {e}"))?;
-    let reply = String::from_utf8_lossy(&out.stdout);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .ok_or_else(|| format!("e2e[{tag}]: the metrics endpoint did not answer: {out:?}"))?;
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .map_err(|e| format!("e2e[{tag}]: metrics do not parse: {e}"))?;
-    let value = |name: &str, label: Option<(&str, &str)>| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-    };
+    let scrape = scrape_metrics(ns).map_err(|e| format!("e2e[{tag}]: {e}"))?;
+    let value = |name: &str, label| sample(&scrape, name, label);
     let active = value("ha_forwarding_active", None);
     let changes = value("ha_forwarding_role_changes_total", None);
     let conns = value("ha_sync_table_items", Some(("table", "kernel_connections")));
@@ -208,10 +179,53 @@ fn check_metrics(ns: &str, tag: &str, connections: f64) -> Result {
         || conns.is_none_or(|c| c < connections)
     {
         return Err(format!(
-            "e2e[{tag}]: the survivor's metrics do not show the takeover:\n{body}"
+            "e2e[{tag}]: the survivor's metrics do not show the takeover: {:?}",
+            scrape.samples
         ));
     }
     Ok(())
+}
+
+/// Scrapes the metrics endpoint of the daemon in namespace `ns` (127.0.0.1:9469) and parses
+/// it with a Prometheus text-format parser.
+pub(super) fn scrape_metrics(ns: &str) -> Result<prometheus_parse::Scrape> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9469 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 \
+             && timeout 5 cat <&3",
+        ])
+        .output()
+        .map_err(|e| format!("scrape: {e}"))?;
+    let reply = String::from_utf8_lossy(&out.stdout);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| format!("the metrics endpoint in {ns} did not answer: {out:?}"))?;
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .map_err(|e| format!("metrics in {ns} do not parse: {e}"))
+}
+
+/// The value of the first sample of `scrape` named `name` (with label `label` when given).
+pub(super) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
 }
 
 /// The operator's pause on the booted cluster: `hactl pause` on the standby, its controller

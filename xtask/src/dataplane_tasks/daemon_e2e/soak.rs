@@ -13,40 +13,12 @@
 //! `e2e-soak: timers=<p> minutes=<m> hogs=<h> loss_pct=<x> takeovers=<n> role_changes=<k>
 //! survived=<x>/<n>`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::env::{bin_dir, build_firmware, forwarding, wire_control, Env};
+use super::kernel::{sample, scrape_metrics};
 use super::{build_tools, setup, Opts};
 use crate::util::Result;
-
-/// Busy loops beside the cluster, ended by their own pids on drop.
-struct Hogs(Vec<Child>);
-
-impl Hogs {
-    fn start(n: usize) -> Result<Hogs> {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            v.push(
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("e2e soak: busy loop: {e}"))?,
-            );
-        }
-        Ok(Hogs(v))
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The soak's options.
 struct SoakOpts {
@@ -55,27 +27,11 @@ struct SoakOpts {
     loss_pct: f64,
 }
 
-/// A controller's takeovers so far, from its daemon's metrics endpoint (inside namespace
-/// `ns`, port 9469): `None` when it cannot be read.
+/// A controller's takeovers so far, from its daemon's metrics endpoint in namespace `ns`
+/// (`ha_controller_takeovers_total`); `None` when it cannot be read or is not there yet.
 fn takeovers(ns: &str) -> Option<u64> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9469 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 \
-             && timeout 5 cat <&3",
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("ha_controller_takeovers_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
+    let scrape = scrape_metrics(ns).ok()?;
+    sample(&scrape, "ha_controller_takeovers_total", None).map(|v| v as u64)
 }
 
 /// Runs the soak (see the module's documentation).
@@ -195,7 +151,7 @@ pub(super) fn soak(args: &[String]) -> Result {
              {} minutes",
             o.timers, s.loss_pct, s.hogs, o.connections, s.minutes
         );
-        let hogs = Hogs::start(s.hogs)?;
+        let hogs = ha_qemu::BusyLoops::start(s.hogs)?;
         let end = Instant::now() + Duration::from_secs_f64(s.minutes * 60.0);
         while Instant::now() < end {
             std::thread::sleep(Duration::from_secs(60).min(end - Instant::now()));
