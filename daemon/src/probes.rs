@@ -68,10 +68,14 @@ pub struct Answer {
     pub after: Duration,
     /// Answered from the watch's evidence (no probe of its own).
     pub watched: bool,
+    /// The number of the request answered (`None`: a request of a controller that does not
+    /// number them, [`HostMsg::ProbeRequest`](ha_proto::msg::host::HostMsg)).
+    pub request: Option<u16>,
 }
 
 struct Probe {
     peer: Serial,
+    request: Option<u16>,
     targets: Vec<(Ipv4Addr, Vec<u16>)>,
     started: Instant,
     last_sent: Instant,
@@ -234,11 +238,14 @@ impl Probes {
     /// `within`. Returns the answer when it is known at once: no address to probe (not
     /// proven alive), or the watch's evidence says "not alive". Otherwise a probe starts
     /// (a request for a peer already under probe restarts it) and [`Probes::run`] answers.
-    /// On `standby` the request also starts (or retunes) the watch of the peer.
+    /// On `standby` the request also starts (or retunes) the watch of the peer. `request`
+    /// is the controller's number for it, carried by the answer.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         echoes: &mut dyn Echoes,
         peer: Serial,
+        request: Option<u16>,
         targets: Vec<Ipv4Addr>,
         within: Duration,
         standby: bool,
@@ -250,6 +257,7 @@ impl Probes {
             alive,
             after: Duration::ZERO,
             watched,
+            request,
         };
         if targets.is_empty() {
             return Some(answer(false, false));
@@ -280,6 +288,7 @@ impl Probes {
         }
         let mut p = Probe {
             peer,
+            request,
             targets: targets.into_iter().map(|t| (t, Vec::new())).collect(),
             started: now,
             last_sent: now,
@@ -323,6 +332,7 @@ impl Probes {
                 alive,
                 after: now.saturating_duration_since(p.started),
                 watched: !alive && silent && !p.expired(now),
+                request: p.request,
             });
             // Its requests' replies that came are taken (see `Watch::run`).
             for (ip, seqs) in &p.targets {
@@ -444,6 +454,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Probe {
             peer: peer(),
+            request: None,
             targets: Vec::new(),
             started: t0,
             last_sent: t0,
@@ -470,7 +481,7 @@ mod tests {
         net.alive.insert(PEER_IP);
         let mut p = Probes::default();
         assert_eq!(
-            p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, t0),
+            p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, t0),
             None
         );
         let a = run_until(&mut p, &mut net, true, t0 + ms(20));
@@ -479,13 +490,44 @@ mod tests {
         assert!(a[0].after < ms(2));
     }
 
+    /// A numbered request is answered with its number; a second request for the same peer
+    /// replaces the first, whose answer never comes (the controller takes only the answer
+    /// to its latest request, so an "alive" gathered before a crash cannot answer a request
+    /// asked after it).
+    #[test]
+    fn an_answer_carries_its_requests_number_and_a_new_request_replaces_the_old() {
+        let t0 = Instant::now();
+        let mut net = Net::new(t0);
+        net.alive.insert(PEER_IP);
+        net.delay = ms(3);
+        let mut p = Probes::default();
+        assert_eq!(
+            p.request(&mut net, peer(), Some(7), vec![PEER_IP], ms(5), false, t0),
+            None
+        );
+        run_until(&mut p, &mut net, false, t0 + ms(1));
+        let now = net.now;
+        assert_eq!(
+            p.request(&mut net, peer(), Some(8), vec![PEER_IP], ms(5), false, now),
+            None
+        );
+        let a = run_until(&mut p, &mut net, false, t0 + ms(20));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].request, Some(8));
+        assert!(a[0].alive);
+        // The watch's immediate answer carries the number too.
+        let mut p = Probes::default();
+        let a = p.request(&mut net, peer(), Some(9), Vec::new(), ms(5), true, now);
+        assert_eq!(a.map(|a| (a.alive, a.request)), Some((false, Some(9))));
+    }
+
     #[test]
     fn a_dead_peer_without_a_watch_is_answered_after_the_probe_time() {
         let t0 = Instant::now();
         let mut net = Net::new(t0);
         let mut p = Probes::default();
         assert_eq!(
-            p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, t0),
+            p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, t0),
             None
         );
         // Not on standby: no watch runs, the probe alone concludes.
@@ -505,7 +547,7 @@ mod tests {
         net.alive.insert(PEER_IP);
         let mut p = Probes::default();
         // The first request (alive) starts the watch.
-        p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, t0);
+        p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, t0);
         let a = run_until(&mut p, &mut net, true, t0 + ms(50));
         assert!(a.iter().all(|a| a.alive));
         let sent_alive = net.count;
@@ -515,14 +557,15 @@ mod tests {
         let died = net.now;
         run_until(&mut p, &mut net, true, died + ms(7));
         let now = net.now;
-        let a = p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, now);
+        let a = p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, now);
         assert_eq!(
             a,
             Some(Answer {
                 peer: peer(),
                 alive: false,
                 after: Duration::ZERO,
-                watched: true
+                watched: true,
+                request: None,
             })
         );
     }
@@ -536,14 +579,14 @@ mod tests {
         let mut net = Net::new(t0);
         net.alive.insert(PEER_IP);
         let mut p = Probes::default();
-        p.request(&mut net, peer(), vec![PEER_IP], ms(6), true, t0);
+        p.request(&mut net, peer(), None, vec![PEER_IP], ms(6), true, t0);
         run_until(&mut p, &mut net, true, t0 + ms(30));
         net.alive.clear();
         let died = net.now;
         run_until(&mut p, &mut net, true, died + ms(2));
         let asked = net.now;
         assert_eq!(
-            p.request(&mut net, peer(), vec![PEER_IP], ms(6), true, asked),
+            p.request(&mut net, peer(), None, vec![PEER_IP], ms(6), true, asked),
             None
         );
         let a = run_until(&mut p, &mut net, true, asked + ms(20));
@@ -568,13 +611,13 @@ mod tests {
         net.alive.insert(PEER_IP);
         net.delay = ms(4);
         let mut p = Probes::default();
-        p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, t0);
+        p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, t0);
         for round in 0..20 {
             let until = net.now + ms(3);
             let a = run_until(&mut p, &mut net, true, until);
             assert!(a.iter().all(|a| a.alive), "round {round}: {a:?}");
             let now = net.now;
-            if let Some(a) = p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, now) {
+            if let Some(a) = p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, now) {
                 assert!(a.alive, "round {round}: {a:?}");
             }
         }
@@ -588,12 +631,28 @@ mod tests {
         let mut net = Net::new(t0);
         net.alive.insert(other);
         let mut p = Probes::default();
-        p.request(&mut net, peer(), vec![PEER_IP, other], ms(5), true, t0);
+        p.request(
+            &mut net,
+            peer(),
+            None,
+            vec![PEER_IP, other],
+            ms(5),
+            true,
+            t0,
+        );
         let a = run_until(&mut p, &mut net, true, t0 + ms(40));
         assert!(a.iter().all(|a| a.alive));
         let now = net.now;
         assert_eq!(
-            p.request(&mut net, peer(), vec![PEER_IP, other], ms(5), true, now),
+            p.request(
+                &mut net,
+                peer(),
+                None,
+                vec![PEER_IP, other],
+                ms(5),
+                true,
+                now
+            ),
             None
         );
         let a = run_until(&mut p, &mut net, true, now + ms(10));
@@ -611,7 +670,7 @@ mod tests {
         // Replies slower than the watch's interval (2 ms): two are due at some looks.
         net.delay = ms(3);
         let mut p = Probes::default();
-        p.request(&mut net, peer(), vec![PEER_IP], ms(6), true, t0);
+        p.request(&mut net, peer(), None, vec![PEER_IP], ms(6), true, t0);
         for _ in 0..20 {
             net.now += ms(2);
             let now = net.now;
@@ -637,7 +696,7 @@ mod tests {
         let t0 = Instant::now();
         let mut net = Net::new(t0);
         let mut p = Probes::default();
-        p.request(&mut net, peer(), vec![PEER_IP], ms(5), true, t0);
+        p.request(&mut net, peer(), None, vec![PEER_IP], ms(5), true, t0);
         run_until(&mut p, &mut net, true, t0 + ms(20));
         let before = net.count;
         run_until(&mut p, &mut net, false, t0 + ms(100));

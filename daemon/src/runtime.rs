@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ha_proto::msg::host::{EventReport, HostMsg, StatusReport};
+use ha_proto::msg::host::{EventReport, HostMsg, StatusReport, CAP_NUMBERED_PROBES};
 use ha_proto::msg::{Role, Serial};
 
 use crate::fastpath::{Filter, Stats};
@@ -431,6 +431,9 @@ impl HostLoop {
                     .details_asked
                     .is_none_or(|t| now.duration_since(t) >= DETAILS_EVERY);
             if controller.is_some() && details_due {
+                // What this daemon understands beyond the first release's messages: with the
+                // details, so a controller that restarted or lost the frame hears it again.
+                link.send(&HostMsg::Capabilities(CAP_NUMBERED_PROBES))?;
                 link.send(&HostMsg::DetailsRequest)?;
                 link.send(&HostMsg::CountersRequest)?;
                 st.details_asked = Some(now);
@@ -492,8 +495,13 @@ impl HostLoop {
                 }
             }
             HostMsg::ProbeRequest { peer, within_ms } => {
-                self.start_probe(link, peer, probe_within(within_ms), st)?
+                self.start_probe(link, peer, None, probe_within(within_ms), st)?
             }
+            HostMsg::ProbeAsk {
+                peer,
+                within_ms,
+                request,
+            } => self.start_probe(link, peer, Some(request), probe_within(within_ms), st)?,
             HostMsg::Counters(c) => self.lock_shared().counters = Some(c),
             HostMsg::Details(report) => {
                 // Events the controller logged that never arrived (a frame lost on the line):
@@ -647,18 +655,29 @@ impl HostLoop {
         &mut self,
         link: &mut HostLink<T>,
         peer: Serial,
+        request: Option<u16>,
         within: Duration,
         st: &mut LoopState,
     ) -> io::Result<()> {
         let targets: Vec<Ipv4Addr> = self.lock_shared().peers.probe_targets(peer);
         let Some(f) = &mut self.forwarding else {
             // Nothing to probe with: the peer is not proven alive, the takeover may go on.
-            return link.send(&HostMsg::ProbeResult { peer, alive: false });
+            return send_answer(
+                link,
+                Answer {
+                    peer,
+                    alive: false,
+                    after: Duration::ZERO,
+                    watched: false,
+                    request,
+                },
+            );
         };
         let standby = !st.active;
         let answer = st.probes.request(
             &mut PlaneEchoes(f.as_mut()),
             peer,
+            request,
             targets,
             within,
             standby,
@@ -703,8 +722,10 @@ impl Echoes for PlaneEchoes<'_> {
 /// takeover's timeline reads from these lines and the controller's events).
 fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io::Result<()> {
     eprintln!(
-        "<6>ha-daemon: probe of {}: {} after {} ms{} (at {} unix ms)",
+        "<6>ha-daemon: probe of {}{}: {} after {} ms{} (at {} unix ms)",
         a.peer,
+        a.request
+            .map_or(String::new(), |n| format!(" (request {n})")),
         if a.alive { "alive" } else { "no answer" },
         a.after.as_millis(),
         if a.watched {
@@ -714,9 +735,16 @@ fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io:
         },
         unix_ms()
     );
-    link.send(&HostMsg::ProbeResult {
-        peer: a.peer,
-        alive: a.alive,
+    link.send(&match a.request {
+        Some(request) => HostMsg::ProbeAnswer {
+            peer: a.peer,
+            request,
+            alive: a.alive,
+        },
+        None => HostMsg::ProbeResult {
+            peer: a.peer,
+            alive: a.alive,
+        },
     })
 }
 

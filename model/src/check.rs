@@ -143,6 +143,13 @@ fn describe(s: &State, a: &Action) -> String {
                 if alive { "alive" } else { "dead" }
             )
         }
+        Action::ProbeAnswerAsAsked(i) => {
+            let p = &s.probes[*i];
+            format!(
+                "m{}'s probe of m{} answered alive, as when it was asked (it crashed since)",
+                p.asker, p.peer
+            )
+        }
         Action::ProbeLost(i) => {
             let p = &s.probes[*i];
             format!("m{}'s probe of m{} LOST", p.asker, p.peer)

@@ -76,6 +76,10 @@ pub struct ModelConfig {
     pub planted: Option<MeritOrder>,
     /// Checker threads.
     pub threads: usize,
+    /// The members' main CPUs answer numbered probes (they say so at boot, and the agents
+    /// then number their requests); `false`: the unnumbered requests of a main CPU of an
+    /// older release.
+    pub numbered_probes: bool,
 }
 
 impl ModelConfig {
@@ -134,6 +138,7 @@ impl ModelConfig {
             connected_override_ms: None,
             planted: None,
             threads: 1,
+            numbered_probes: true,
         }
     }
 

@@ -5,9 +5,10 @@ use ha_agent::event::EventKind;
 use ha_agent::{LinkId, Output};
 use ha_proto::frame::{open, peek_header};
 use ha_proto::keys::Keyring;
-use ha_proto::msg::host::HostMsg;
+use ha_proto::msg::host::{HostMsg, CAP_NUMBERED_PROBES};
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::Role;
+use ha_proto::msg::Serial;
 use stateright::{Model, Property};
 
 use crate::config::{ModelAgent, ModelConfig, CLUSTER_ID};
@@ -31,6 +32,9 @@ pub enum Action {
     Delay(usize),
     /// The main CPU answers a probe truthfully: alive if the peer runs.
     ProbeAnswer(usize),
+    /// The main CPU answers a probe with what was true when it was asked: the peer ran then
+    /// and has crashed since (an "alive" gathered before a crash, delivered after it).
+    ProbeAnswerAsAsked(usize),
     /// A probe answer is lost.
     ProbeLost(usize),
     /// A member crashes.
@@ -93,6 +97,10 @@ impl HaModel {
                 if let Some(order) = self.cfg.planted {
                     a.set_merit_order(order);
                 }
+                if self.cfg.numbered_probes {
+                    // Its main CPU says at once that it answers numbered probes.
+                    a.handle_host(st.now, HostMsg::Capabilities(CAP_NUMBERED_PROBES));
+                }
                 let mb = &mut st.members[m];
                 mb.agent = Some(a);
                 mb.epoch = epoch;
@@ -122,15 +130,9 @@ impl HaModel {
         for o in outs {
             match o {
                 Output::Send { link, bytes } => self.send(st, m, link.0, &bytes),
-                Output::Host(HostMsg::ProbeRequest { peer, .. }) => {
-                    match self.cfg.index_of(&peer) {
-                        Some(p) => st.probes.push(Probe {
-                            asker: m as u8,
-                            peer: p as u8,
-                            asked_at: st.now,
-                        }),
-                        None => st.breach(format!("m{m} probes an unknown serial")),
-                    }
+                Output::Host(HostMsg::ProbeRequest { peer, .. }) => self.asked(st, m, peer, None),
+                Output::Host(HostMsg::ProbeAsk { peer, request, .. }) => {
+                    self.asked(st, m, peer, Some(request))
                 }
                 Output::Event(e) => {
                     if let EventKind::RoleChanged { domain, .. } = e.kind {
@@ -280,18 +282,48 @@ impl HaModel {
         self.refresh_accept(st, to);
     }
 
-    fn probe_answer(&self, st: &mut State, i: usize) {
+    /// Member `m` asked its main CPU to probe `peer`.
+    fn asked(&self, st: &mut State, m: usize, peer: Serial, request: Option<u16>) {
+        match self.cfg.index_of(&peer) {
+            Some(p) => {
+                let alive_when_asked = st.members[p].agent.is_some();
+                st.probes.push(Probe {
+                    asker: m as u8,
+                    peer: p as u8,
+                    asked_at: st.now,
+                    request,
+                    alive_when_asked,
+                })
+            }
+            None => st.breach(format!("m{m} probes an unknown serial")),
+        }
+    }
+
+    /// The main CPU answers probe `i`: what is true now, or (`as_asked`) what was true
+    /// when it was asked.
+    fn probe_answer(&self, st: &mut State, i: usize, as_asked: bool) {
         let p = st.probes.remove(i);
         let (asker, peer) = (p.asker as usize, p.peer as usize);
-        let alive = st.members[peer].agent.is_some();
+        let alive = if as_asked {
+            p.alive_when_asked
+        } else {
+            st.members[peer].agent.is_some()
+        };
         let now = st.now;
         let serial = self.cfg.serial(peer);
         if let Some(a) = st.members[asker].agent.as_mut() {
             a.handle_host(
                 now,
-                HostMsg::ProbeResult {
-                    peer: serial,
-                    alive,
+                match p.request {
+                    Some(request) => HostMsg::ProbeAnswer {
+                        peer: serial,
+                        request,
+                        alive,
+                    },
+                    None => HostMsg::ProbeResult {
+                        peer: serial,
+                        alive,
+                    },
                 },
             );
             self.drain(st, asker);
@@ -376,6 +408,10 @@ impl Model for HaModel {
         }
         for i in 0..st.probes.len() {
             actions.push(Action::ProbeAnswer(i));
+            let p = &st.probes[i];
+            if p.alive_when_asked && st.agent(p.peer as usize).is_none() {
+                actions.push(Action::ProbeAnswerAsAsked(i));
+            }
             if spare && u.probe_losses < f.probe_losses {
                 actions.push(Action::ProbeLost(i));
             }
@@ -415,7 +451,8 @@ impl Model for HaModel {
                 st.inflight[i].late = true;
                 st.used.late += 1;
             }
-            Action::ProbeAnswer(i) => self.probe_answer(&mut st, i),
+            Action::ProbeAnswer(i) => self.probe_answer(&mut st, i, false),
+            Action::ProbeAnswerAsAsked(i) => self.probe_answer(&mut st, i, true),
             Action::ProbeLost(i) => {
                 let p = st.probes.remove(i);
                 st.used.probe_losses += 1;

@@ -62,6 +62,11 @@ pub struct Probe {
     pub peer: u8,
     /// When (model clock, ms).
     pub asked_at: u64,
+    /// The request's number, when the asker numbers its probes.
+    pub request: Option<u16>,
+    /// Whether the peer ran when the probe was asked: a main CPU may gather its answer
+    /// then and deliver it after the peer crashed ([`crate::model::Action::ProbeAnswerAsAsked`]).
+    pub alive_when_asked: bool,
 }
 
 /// Faults injected so far along this behaviour.

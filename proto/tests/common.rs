@@ -347,6 +347,21 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
             ),
         Just(HostMsg::DetailsRequest),
         Just(HostMsg::CountersRequest),
+        any::<u32>().prop_map(HostMsg::Capabilities),
+        (serial(), any::<u16>(), any::<u16>()).prop_map(|(peer, within_ms, request)| {
+            HostMsg::ProbeAsk {
+                peer,
+                within_ms,
+                request,
+            }
+        }),
+        (serial(), any::<u16>(), any::<bool>()).prop_map(|(peer, request, alive)| {
+            HostMsg::ProbeAnswer {
+                peer,
+                request,
+                alive,
+            }
+        }),
         (any::<[u32; 5]>()).prop_map(|c| HostMsg::Counters(ha_proto::msg::host::CountersReport {
             to_active: c[0],
             from_active: c[1],

@@ -19,6 +19,9 @@ pub struct Counters {
     pub host_rejected: RejectCounters,
     /// Frames that could not be sealed (never expected; counted, not hidden).
     pub seal_errors: u32,
+    /// Probe answers ignored because they answered an earlier request than the peer's
+    /// latest ([`ha_proto::msg::host::HostMsg::ProbeAnswer`]).
+    pub stale_probe_answers: u32,
 }
 
 impl Counters {

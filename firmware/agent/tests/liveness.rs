@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use ha_proto::msg::host::CAP_NUMBERED_PROBES;
 
 #[test]
 fn single_link_loss_is_an_event_not_a_swap() {
@@ -361,4 +362,75 @@ fn a_probe_never_answered_is_a_death_after_the_main_cpu_bound() {
         peer: serial(0),
         confirmed: false
     }));
+}
+
+/// The kept journals of a 152 ms takeover (session 18): an "alive" answer that left the
+/// survivor's main CPU just before the crash arrived after it, and was taken as the answer to
+/// the probe asked after the crash. With numbered requests only the answer to the latest
+/// request counts: the stale "alive" changes nothing, the "dead" answer to the latest
+/// request takes over when the links go down.
+#[test]
+fn an_answer_to_an_earlier_request_is_ignored() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    c.with(1, |a, now| {
+        a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
+    });
+    c.answer_probes = false;
+    let t = c.a(1).config().timers;
+    // A flap: member 1 suspects member 0 and asks; member 0 is heard again.
+    c.cut[0] = [true, true];
+    let start = c.now;
+    c.run_until(start + t.suspect_ms as u64 + 2);
+    let flap = c.last_request(1);
+    assert!(matches!(
+        c.probe_requests(1).last(),
+        Some(HostMsg::ProbeAsk { .. })
+    ));
+    c.cut[0] = [false, false];
+    c.run_until(c.now + t.profile.interval_ms() as u64 * 2);
+    assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
+    // Member 0 dies; member 1 asks again on suspicion.
+    c.agents[0] = None;
+    let last_rx = c.last_heard(1, 0);
+    c.run_until(last_rx + t.suspect_ms as u64);
+    let after_crash = c.last_request(1);
+    assert_ne!(after_crash, flap);
+    // The flap's "alive", late, arrives now: ignored and counted.
+    c.answer_request(1, 0, flap, true);
+    c.answer_request(1, 0, after_crash, false);
+    c.run_until(last_rx + t.profile.dead_ms() as u64);
+    assert_eq!(c.role(1), Role::Active, "lost when the links went down");
+    assert!(!c
+        .events_of(1)
+        .contains(&EventKind::PeerUnreachable { peer: serial(0) }));
+    assert_eq!(c.a(1).status().counters.stale_probe_answers, 1);
+}
+
+/// A controller numbers its probes only for a main CPU that said it understands them (one
+/// of an older release could not decode them); it forgets it when the main CPU restarts
+/// (`host::tests`).
+#[test]
+fn probes_are_numbered_only_for_a_main_cpu_that_says_it_understands_them() {
+    for says in [false, true] {
+        let mut c = Cluster::pair();
+        c.run_until(300);
+        if says {
+            c.with(1, |a, now| {
+                a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
+            });
+        }
+        c.answer_probes = false;
+        c.agents[0] = None;
+        let t = c.a(1).config().timers;
+        let last_rx = c.last_heard(1, 0);
+        c.run_until(last_rx + t.suspect_ms as u64);
+        let asked = c.probe_requests(1);
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            matches!(asked[0], HostMsg::ProbeAsk { .. }),
+            says,
+            "{asked:?}"
+        );
+    }
 }

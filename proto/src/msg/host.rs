@@ -131,7 +131,39 @@ pub enum HostMsg {
     CountersRequest,
     /// Controller → main CPU: the answer to [`HostMsg::CountersRequest`].
     Counters(CountersReport),
+    /// Main CPU → controller: the later additions to this protocol that the main CPU
+    /// understands ([`CAP_NUMBERED_PROBES`], …), a bit each. A controller sends a message
+    /// added after the first release only to a main CPU that listed it, so a main CPU of an
+    /// older release is never sent what it cannot decode; it forgets the list when the main
+    /// CPU restarts. Sent at connection and again with every details request.
+    Capabilities(u32),
+    /// Controller → main CPU: [`HostMsg::ProbeRequest`] with a number, to a main CPU that
+    /// listed [`CAP_NUMBERED_PROBES`]. The answer ([`HostMsg::ProbeAnswer`]) carries the
+    /// number back, so an answer to an earlier request (an "alive" that left the main CPU
+    /// before the peer crashed and arrived after the links went down) is never taken for
+    /// the answer to this one.
+    ProbeAsk {
+        /// Peer whose HA links went silent.
+        peer: Serial,
+        /// As in [`HostMsg::ProbeRequest`].
+        within_ms: u16,
+        /// The request's number (per controller boot, wrapping).
+        request: u16,
+    },
+    /// Main CPU → controller: the answer to [`HostMsg::ProbeAsk`] number `request`.
+    ProbeAnswer {
+        /// The probed peer.
+        peer: Serial,
+        /// The number of the request answered.
+        request: u16,
+        /// True if the peer answered.
+        alive: bool,
+    },
 }
+
+/// [`HostMsg::Capabilities`] bit: the main CPU answers [`HostMsg::ProbeAsk`] with
+/// [`HostMsg::ProbeAnswer`].
+pub const CAP_NUMBERED_PROBES: u32 = 1;
 
 /// What a controller has counted since it booted ([`HostMsg::Counters`]): the source of
 /// truth for how often it took over, which a main CPU cannot rebuild from the role reports
@@ -223,7 +255,8 @@ impl HostMsg {
             | HostMsg::Event(_)
             | HostMsg::KeyState { .. }
             | HostMsg::Details(_)
-            | HostMsg::Counters(_) => Direction::ToMainCpu,
+            | HostMsg::Counters(_)
+            | HostMsg::ProbeAsk { .. } => Direction::ToMainCpu,
             HostMsg::Interfaces(_)
             | HostMsg::Admin { .. }
             | HostMsg::ProbeResult { .. }
@@ -235,7 +268,9 @@ impl HostMsg {
             | HostMsg::Settings(_)
             | HostMsg::EventsSince { .. }
             | HostMsg::DetailsRequest
-            | HostMsg::CountersRequest => Direction::ToController,
+            | HostMsg::CountersRequest
+            | HostMsg::Capabilities(_)
+            | HostMsg::ProbeAnswer { .. } => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

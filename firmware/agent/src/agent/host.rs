@@ -8,6 +8,7 @@
 
 use crate::event::EventKind;
 use ha_proto::config_block::MemberEntry;
+use ha_proto::msg::host::CAP_NUMBERED_PROBES;
 use ha_proto::msg::MAX_MEMBERS;
 use heapless::Vec;
 
@@ -34,6 +35,11 @@ pub(crate) struct HostSide {
     lost: bool,
     /// After a main-CPU restart: the member stays out of the election until then.
     rejoin_at_ms: Option<u64>,
+    /// What the main CPU said it understands ([`HostMsg::Capabilities`]); none until it
+    /// says, and forgotten when it restarts (the new process may be of another release).
+    ///
+    /// [`HostMsg::Capabilities`]: ha_proto::msg::host::HostMsg::Capabilities
+    capabilities: u32,
 }
 
 impl HostSide {
@@ -46,7 +52,18 @@ impl HostSide {
             last_heard_ms: None,
             lost: false,
             rejoin_at_ms: None,
+            capabilities: 0,
         }
+    }
+
+    /// The main CPU listed what it understands.
+    pub(crate) fn set_capabilities(&mut self, bits: u32) {
+        self.capabilities = bits;
+    }
+
+    /// True when the main CPU answers numbered probes.
+    pub(crate) fn numbered_probes(&self) -> bool {
+        self.capabilities & CAP_NUMBERED_PROBES != 0
     }
 
     /// A frame of the main CPU was accepted; `before` and `after` are its boot as the host
@@ -59,6 +76,8 @@ impl HostSide {
         out: &mut Outbox,
     ) {
         if before != after {
+            // Another process, maybe of another release: it says again what it understands.
+            self.capabilities = 0;
             out.push(Pending::Roles);
             out.push(Pending::Status);
         }
@@ -178,5 +197,26 @@ impl HostSide {
     /// The member list not fetched yet, if any.
     pub(crate) fn take_member_addresses(&mut self) -> Option<Vec<MemberEntry, MAX_MEMBERS>> {
         self.new_member_addresses.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restarted main CPU may be of an older release: what the previous process said it
+    /// understands is forgotten until the new one says it again.
+    #[test]
+    fn a_restarted_main_cpu_is_asked_only_what_it_says_it_understands() {
+        let mut h = HostSide::new(0);
+        let mut out = Outbox::new();
+        assert!(!h.numbered_probes());
+        h.handle_heard(None, Some(1), &mut out);
+        h.set_capabilities(CAP_NUMBERED_PROBES);
+        assert!(h.numbered_probes());
+        h.handle_heard(Some(1), Some(1), &mut out);
+        assert!(h.numbered_probes(), "the same process");
+        h.handle_heard(Some(1), Some(2), &mut out);
+        assert!(!h.numbered_probes(), "a new process");
     }
 }

@@ -282,11 +282,17 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 },
             ),
             Pending::Roles => return self.roles_output(out),
-            Pending::Probe(peer) => {
-                *out = Some(Output::Host(HostMsg::ProbeRequest {
-                    peer,
-                    // `validate` keeps it within u16.
-                    within_ms: self.cfg.timers.probe_ms as u16,
+            Pending::Probe { peer, request } => {
+                // `validate` keeps it within u16.
+                let within_ms = self.cfg.timers.probe_ms as u16;
+                *out = Some(Output::Host(if self.host.numbered_probes() {
+                    HostMsg::ProbeAsk {
+                        peer,
+                        within_ms,
+                        request,
+                    }
+                } else {
+                    HostMsg::ProbeRequest { peer, within_ms }
                 }));
                 return;
             }
@@ -510,6 +516,27 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     self.refresh_flags();
                 }
             }
+            HostMsg::ProbeAnswer {
+                peer,
+                request,
+                alive,
+            } => {
+                if !self.peers.answers_latest(*peer, *request) {
+                    // An answer to an earlier request: it may predate the peer's crash.
+                    self.wire.count_stale_probe_answer();
+                } else if self.peers.handle_probe_result(
+                    *peer,
+                    *alive,
+                    now,
+                    &self.cfg.timers,
+                    self.cfg.main_cpu_timeout_ms,
+                    &mut self.out,
+                ) {
+                    self.domains.note_peer_lost();
+                    self.refresh_flags();
+                }
+            }
+            HostMsg::Capabilities(bits) => self.host.set_capabilities(*bits),
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
             // a restarted daemon knows where a PSK rotation stands.
@@ -543,7 +570,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             | HostMsg::Event(_)
             | HostMsg::KeyState { .. }
             | HostMsg::Details(_)
-            | HostMsg::Counters(_) => {}
+            | HostMsg::Counters(_)
+            | HostMsg::ProbeAsk { .. } => {}
         }
         self.evaluate();
     }

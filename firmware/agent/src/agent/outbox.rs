@@ -44,7 +44,12 @@ pub(crate) enum Pending {
     /// Every domain's role, to the main CPU.
     Roles,
     /// A probe request for a silent peer, to the main CPU.
-    Probe(Serial),
+    Probe {
+        /// The peer.
+        peer: Serial,
+        /// The request's number (sent when the main CPU understands numbered probes).
+        request: u16,
+    },
     /// A keepalive to the main CPU.
     Ping(u32),
     /// The answer to the main CPU's keepalive.

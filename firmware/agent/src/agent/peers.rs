@@ -70,8 +70,25 @@ pub(crate) struct Peers<const M: usize, const D: usize> {
     /// Per peer (same order as `list`): the probe asked on suspicion while it was still
     /// alive, if any.
     early: Vec<EarlyProbe, M>,
+    /// Per peer (same order as `list`): the number of the latest probe asked; only the
+    /// answer to that one counts ([`Peers::answers_latest`]).
+    latest_request: Vec<u16, M>,
+    /// The number the last probe request got (per boot, wrapping).
+    last_request: u16,
     /// When this member's next heartbeats are due.
     next_heartbeat_ms: u64,
+}
+
+/// Asks the main CPU to probe `peer` under a new request number, which becomes the peer's
+/// latest (`latest`); a free function over the two fields, so that callers may hold the
+/// peer's entry meanwhile.
+fn ask(latest: &mut u16, last_request: &mut u16, peer: Serial, out: &mut Outbox) {
+    *last_request = last_request.wrapping_add(1);
+    *latest = *last_request;
+    out.push(Pending::Probe {
+        peer,
+        request: *last_request,
+    });
 }
 
 impl<const M: usize, const D: usize> Peers<M, D> {
@@ -81,6 +98,8 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             list: Vec::new(),
             paused_since: Vec::new(),
             early: Vec::new(),
+            latest_request: Vec::new(),
+            last_request: 0,
             next_heartbeat_ms: now,
         };
         // Nothing to forget yet.
@@ -96,6 +115,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         let old = core::mem::take(&mut self.list);
         let old_paused = core::mem::take(&mut self.paused_since);
         self.early.clear();
+        let old_requests = core::mem::take(&mut self.latest_request);
         for (i, s) in config.members.iter().enumerate() {
             if *s == config.me {
                 continue;
@@ -123,6 +143,9 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             );
             // A membership change drops probes under way; a silent peer is asked again.
             let _ = self.early.push(EarlyProbe::NONE);
+            let _ = self
+                .latest_request
+                .push(kept.and_then(|k| old_requests.get(k).copied()).unwrap_or(0));
         }
         let mut gone = Vec::new();
         for p in old.iter() {
@@ -264,6 +287,13 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         }
     }
 
+    /// True when `request` is the latest probe request asked about `peer`: an answer to an
+    /// earlier one may have left the main CPU before the peer crashed.
+    pub(crate) fn answers_latest(&self, peer: Serial, request: u16) -> bool {
+        self.position(peer)
+            .is_some_and(|pi| self.latest_request[pi] == request)
+    }
+
     /// The main CPU's answer to a probe of `peer`. Only an answer to a pending probe counts;
     /// a late one after the deadline is stale. Returns true when the peer is now lost.
     pub(crate) fn handle_probe_result(
@@ -297,7 +327,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             // died since (a crash right after its answer): probe again now rather than wait
             // `reprobe_ms` as unreachable.
             p.state = suspect(now, t, main_cpu_timeout_ms);
-            out.push(Pending::Probe(peer));
+            ask(
+                &mut self.latest_request[pi],
+                &mut self.last_request,
+                peer,
+                out,
+            );
             return false;
         }
         p.state_since_ms = now;
@@ -391,7 +426,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         // since): probe now.
                         (None, _) | (Some(_), None) | (Some(_), Some(true)) => {
                             p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                            out.push(Pending::Probe(serial));
+                            ask(
+                                &mut self.latest_request[pi],
+                                &mut self.last_request,
+                                serial,
+                                out,
+                            );
                         }
                     }
                 }
@@ -404,7 +444,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                             asked: Stamp::at(now),
                             answer: None,
                         };
-                        out.push(Pending::Probe(serial));
+                        ask(
+                            &mut self.latest_request[pi],
+                            &mut self.last_request,
+                            serial,
+                            out,
+                        );
                     }
                 }
                 PeerState::Suspect {
@@ -417,7 +462,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         deadline_ms: (now + t.probe_timeout_ms as u64).min(give_up_ms),
                         give_up_ms,
                     };
-                    out.push(Pending::Probe(serial));
+                    ask(
+                        &mut self.latest_request[pi],
+                        &mut self.last_request,
+                        serial,
+                        out,
+                    );
                     out.probe_reasked();
                 }
                 PeerState::Suspect { deadline_ms, .. } if now >= deadline_ms => {
@@ -434,7 +484,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
                 PeerState::Unreachable { next_probe_ms } if now >= next_probe_ms => {
                     p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                    out.push(Pending::Probe(serial));
+                    ask(
+                        &mut self.latest_request[pi],
+                        &mut self.last_request,
+                        serial,
+                        out,
+                    );
                 }
                 _ => {}
             }

@@ -52,6 +52,11 @@ impl<const M: usize> Wire<M> {
         }
     }
 
+    /// A probe answer that answered an earlier request than the peer's latest.
+    pub(crate) fn count_stale_probe_answer(&mut self) {
+        self.counters.stale_probe_answers = self.counters.stale_probe_answers.saturating_add(1);
+    }
+
     /// The frame counters.
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters

@@ -138,6 +138,33 @@ impl Cluster {
                                 a.handle_host(now, HostMsg::ProbeResult { peer, alive });
                             }
                         }
+                        Output::Host(HostMsg::ProbeAsk {
+                            peer,
+                            within_ms,
+                            request,
+                        }) if self.answer_probes => {
+                            let p = (0..self.agents.len()).find(|&k| serial(k) == peer).unwrap();
+                            let alive = self.alive[p] && self.agents[p].is_some();
+                            let now = self.now;
+                            self.host.push((
+                                i,
+                                HostMsg::ProbeAsk {
+                                    peer,
+                                    within_ms,
+                                    request,
+                                },
+                            ));
+                            if let Some(a) = self.agents[i].as_mut() {
+                                a.handle_host(
+                                    now,
+                                    HostMsg::ProbeAnswer {
+                                        peer,
+                                        request,
+                                        alive,
+                                    },
+                                );
+                            }
+                        }
                         Output::Host(m) => self.host.push((i, m)),
                         Output::Led(l) => self.leds.push((i, l)),
                         Output::Event(e) => self.events.push((i, e.kind)),
@@ -183,7 +210,9 @@ impl Cluster {
     pub fn probe_requests(&self, i: usize) -> Vec<&HostMsg> {
         self.host
             .iter()
-            .filter(|(m, h)| *m == i && matches!(h, HostMsg::ProbeRequest { .. }))
+            .filter(|(m, h)| {
+                *m == i && matches!(h, HostMsg::ProbeRequest { .. } | HostMsg::ProbeAsk { .. })
+            })
             .map(|(_, h)| h)
             .collect()
     }
@@ -196,6 +225,32 @@ impl Cluster {
             .filter_map(|l| l.last_rx_ms)
             .max()
             .expect("heard")
+    }
+
+    /// The number of the last numbered probe request member `i` sent.
+    pub fn last_request(&self, i: usize) -> u16 {
+        self.probe_requests(i)
+            .iter()
+            .rev()
+            .find_map(|h| match h {
+                HostMsg::ProbeAsk { request, .. } => Some(*request),
+                _ => None,
+            })
+            .expect("a numbered probe request")
+    }
+
+    /// Member `i`'s main CPU answers request `request` of its probes of member `peer` now.
+    pub fn answer_request(&mut self, i: usize, peer: usize, request: u16, alive: bool) {
+        self.with(i, |a, now| {
+            a.handle_host(
+                now,
+                HostMsg::ProbeAnswer {
+                    peer: serial(peer),
+                    request,
+                    alive,
+                },
+            )
+        });
     }
 
     /// Member `i`'s main CPU answers its probe of member `peer` now.
