@@ -19,6 +19,11 @@ use super::{err, member_mode, MgmtServer, CONFIRM_TIMEOUT};
 /// relay frame may be lost on a link.
 const RELAY_RESEND: Duration = Duration::from_millis(500);
 
+/// How long a forcing of another member waits for it to be heard on an HA link before it
+/// refuses: a link flap (heartbeats late on a loaded machine) is not a reason to refuse an
+/// operator's planned swap.
+const UNHEARD_GRACE: Duration = Duration::from_secs(2);
+
 fn command_for(want: Forced) -> AdminCommand {
     match want {
         Forced::Active => AdminCommand::ForceActive,
@@ -62,22 +67,35 @@ impl MgmtServer {
         if serial == self.shared().serial {
             return self.force_local(want);
         }
-        let (report, _) = match self.fresh_status() {
-            Ok(s) => s,
-            Err(e) => return *e,
-        };
-        let Some(target) = report.members.iter().find(|m| m.serial == serial) else {
-            let names: Vec<&str> = report.members.iter().map(|m| m.serial.as_str()).collect();
-            return err(
-                ErrorCode::NotFound,
-                format!("{member} is not a member (members: {})", names.join(", ")),
-            );
-        };
-        if !target.alive {
-            return err(
-                ErrorCode::Unreachable,
-                format!("{member} is not heard on any HA link: it cannot get the forcing"),
-            );
+        // A member not heard right now may be in a short flap of its links (heartbeats
+        // late on a loaded machine): it gets UNHEARD_GRACE to be heard again.
+        let grace_end = Instant::now() + UNHEARD_GRACE;
+        loop {
+            let (report, _) = match self.fresh_status() {
+                Ok(s) => s,
+                Err(e) => return *e,
+            };
+            let Some(target) = report.members.iter().find(|m| m.serial == serial) else {
+                let names: Vec<&str> = report.members.iter().map(|m| m.serial.as_str()).collect();
+                return err(
+                    ErrorCode::NotFound,
+                    format!("{member} is not a member (members: {})", names.join(", ")),
+                );
+            };
+            if target.alive {
+                break;
+            }
+            if Instant::now() >= grace_end {
+                return err(
+                    ErrorCode::Unreachable,
+                    format!(
+                        "{member} is not heard on any HA link (waited {} s): it cannot get \
+                         the forcing",
+                        UNHEARD_GRACE.as_secs()
+                    ),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         // This member's part of the planned swap (see the module).
         match want {

@@ -1150,7 +1150,7 @@ fn reload_applies_the_monitored_interfaces_and_names_what_waits_for_a_restart() 
 fn relaying_controller(
     sh: Arc<Mutex<Shared>>,
     rx: mpsc::Receiver<HostMsg>,
-    b_alive: bool,
+    mut b_unheard: u32,
     mut drop_first: u32,
 ) -> JoinHandle<Vec<(Serial, AdminCommand)>> {
     std::thread::spawn(move || {
@@ -1175,7 +1175,8 @@ fn relaying_controller(
             }
             let mut r = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
             r.members[1].forced = b_forced;
-            r.members[1].alive = b_alive;
+            r.members[1].alive = b_unheard == 0;
+            b_unheard = b_unheard.saturating_sub(1);
             sh.lock().expect("lock").status = Some((r, unix_ms()));
         }
         relayed
@@ -1187,7 +1188,7 @@ fn another_member_is_forced_by_serial_through_the_controller_and_confirmed_by_it
     let sh = shared();
     let (tx, rx) = mpsc::channel();
     // The first relay is lost on the link: it is sent again.
-    let ctl = relaying_controller(sh.clone(), rx, true, 1);
+    let ctl = relaying_controller(sh.clone(), rx, 0, 1);
     let srv = MgmtServer::new(sh, tx);
     let force = |member: &str, forced| {
         ask(
@@ -1240,7 +1241,7 @@ fn another_member_is_forced_by_serial_through_the_controller_and_confirmed_by_it
 fn a_member_not_heard_cannot_be_forced() {
     let sh = shared();
     let (tx, rx) = mpsc::channel();
-    let ctl = relaying_controller(sh.clone(), rx, false, 0);
+    let ctl = relaying_controller(sh.clone(), rx, u32::MAX, 0);
     let srv = MgmtServer::new(sh, tx);
     let (_, r) = ask(
         &srv,
@@ -1256,4 +1257,34 @@ fn a_member_not_heard_cannot_be_forced() {
     );
     drop(srv);
     assert!(ctl.join().expect("controller").is_empty());
+}
+
+/// A member in a short flap of its HA links (heard again within the grace) still gets the
+/// operator's forcing: a planned swap is not refused for a few late heartbeats.
+#[test]
+fn a_member_heard_again_within_the_grace_is_forced() {
+    let sh = shared();
+    let (tx, rx) = mpsc::channel();
+    // Its first three status reports show SN-B unheard.
+    let ctl = relaying_controller(sh.clone(), rx, 3, 0);
+    let srv = MgmtServer::new(sh, tx);
+    let (_, r) = ask(
+        &srv,
+        Request::Force {
+            member: "SN-B".into(),
+            forced: ha_proto::msg::Forced::Passive,
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Mode(m) if m.forced == ha_proto::msg::Forced::Passive),
+        "{r:?}"
+    );
+    drop(srv);
+    assert_eq!(
+        ctl.join().expect("controller"),
+        [(
+            Serial::new("SN-B").expect("serial"),
+            AdminCommand::ForcePassive
+        )]
+    );
 }
