@@ -19,8 +19,8 @@ pub struct Counters {
     pub host_rejected: RejectCounters,
     /// Frames that could not be sealed (never expected; counted, not hidden).
     pub seal_errors: u32,
-    /// Probe answers ignored because they answered an earlier request than the peer's
-    /// latest ([`ha_proto::msg::host::HostMsg::ProbeAnswer`]).
+    /// Probe answers ignored because their request was asked before the peer was last
+    /// heard ([`ha_proto::msg::host::HostMsg::ProbeAnswer`]).
     pub stale_probe_answers: u32,
 }
 

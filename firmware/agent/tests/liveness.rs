@@ -434,3 +434,31 @@ fn probes_are_numbered_only_for_a_main_cpu_that_says_it_understands_them() {
         );
     }
 }
+
+/// Kept journals (session 19, 5 ms heartbeats under load): "dead" answers that crossed the
+/// host link slower than the 50 ms re-ask came after the next request was asked. Taken only
+/// from the latest request, each was wasted and the takeover waited two re-asks (140 ms).
+/// Any request asked since the peer was last heard is about this silence: its answer counts.
+#[test]
+fn a_dead_answer_slower_than_the_re_ask_still_counts() {
+    let mut cfg = config(1, 2);
+    cfg.main_cpu_timeout_ms = 1_000;
+    let mut c = Cluster::new(vec![config(0, 2), cfg]);
+    c.run_until(300);
+    c.with(1, |a, now| {
+        a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
+    });
+    c.answer_probes = false;
+    c.agents[0] = None;
+    let t = c.a(1).config().timers;
+    let last_rx = c.last_heard(1, 0);
+    c.run_until(last_rx + t.suspect_ms as u64);
+    let first = c.last_request(1);
+    let down = last_rx + t.profile.dead_ms() as u64;
+    c.run_until(down + t.probe_timeout_ms as u64 + 1);
+    assert_ne!(c.last_request(1), first, "asked again");
+    assert_eq!(c.role(1), Role::Passive);
+    c.answer_request(1, 0, first, false);
+    assert_eq!(c.role(1), Role::Active, "the first request's answer counts");
+    assert_eq!(c.a(1).status().counters.stale_probe_answers, 0);
+}

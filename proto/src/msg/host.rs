@@ -139,9 +139,9 @@ pub enum HostMsg {
     Capabilities(u32),
     /// Controller → main CPU: [`HostMsg::ProbeRequest`] with a number, to a main CPU that
     /// listed [`CAP_NUMBERED_PROBES`]. The answer ([`HostMsg::ProbeAnswer`]) carries the
-    /// number back, so an answer to an earlier request (an "alive" that left the main CPU
-    /// before the peer crashed and arrived after the links went down) is never taken for
-    /// the answer to this one.
+    /// number back, so the controller takes only answers to requests it asked since it last
+    /// heard the peer: an "alive" asked about an earlier silence (gathered before a crash,
+    /// arrived after it) is never taken for an answer about this one.
     ProbeAsk {
         /// Peer whose HA links went silent.
         peer: Serial,

@@ -521,8 +521,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 request,
                 alive,
             } => {
-                if !self.peers.answers_latest(*peer, *request) {
-                    // An answer to an earlier request: it may predate the peer's crash.
+                if !self.peers.answers_this_silence(*peer, *request) {
+                    // Asked before the peer was last heard: it may predate its crash.
                     self.wire.count_stale_probe_answer();
                 } else if self.peers.handle_probe_result(
                     *peer,

@@ -70,21 +70,43 @@ pub(crate) struct Peers<const M: usize, const D: usize> {
     /// Per peer (same order as `list`): the probe asked on suspicion while it was still
     /// alive, if any.
     early: Vec<EarlyProbe, M>,
-    /// Per peer (same order as `list`): the number of the latest probe asked; only the
-    /// answer to that one counts ([`Peers::answers_latest`]).
-    latest_request: Vec<u16, M>,
+    /// Per peer (same order as `list`): the probe requests asked since it was last heard;
+    /// only their answers count ([`Peers::answers_this_silence`]).
+    asked: Vec<Asked, M>,
     /// The number the last probe request got (per boot, wrapping).
     last_request: u16,
     /// When this member's next heartbeats are due.
     next_heartbeat_ms: u64,
 }
 
-/// Asks the main CPU to probe `peer` under a new request number, which becomes the peer's
-/// latest (`latest`); a free function over the two fields, so that callers may hold the
-/// peer's entry meanwhile.
-fn ask(latest: &mut u16, last_request: &mut u16, peer: Serial, out: &mut Outbox) {
+/// The probe requests asked about one peer since it was last heard, by number: the first
+/// and the latest (numbers wrap; at most a few hundred are asked in one silence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Asked {
+    /// The first request asked since the peer was last heard (`None`: none yet).
+    first: Option<u16>,
+    /// The latest request asked.
+    latest: u16,
+}
+
+impl Asked {
+    /// True when `request` was asked in this silence: an answer to a request asked before
+    /// the peer was last heard may have been gathered before a crash that followed ("alive"
+    /// then, dead now); an answer to any request of this silence is evidence about it, also
+    /// when a later request was asked meanwhile (an answer slower than the re-ask).
+    fn in_this_silence(&self, request: u16) -> bool {
+        self.first
+            .is_some_and(|f| request.wrapping_sub(f) <= self.latest.wrapping_sub(f))
+    }
+}
+
+/// Asks the main CPU to probe `peer` under a new request number (`asked`: the peer's
+/// requests of this silence); a free function over the fields, so that callers may hold
+/// the peer's entry meanwhile.
+fn ask(asked: &mut Asked, last_request: &mut u16, peer: Serial, out: &mut Outbox) {
     *last_request = last_request.wrapping_add(1);
-    *latest = *last_request;
+    asked.latest = *last_request;
+    asked.first.get_or_insert(*last_request);
     out.push(Pending::Probe {
         peer,
         request: *last_request,
@@ -98,7 +120,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             list: Vec::new(),
             paused_since: Vec::new(),
             early: Vec::new(),
-            latest_request: Vec::new(),
+            asked: Vec::new(),
             last_request: 0,
             next_heartbeat_ms: now,
         };
@@ -115,7 +137,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         let old = core::mem::take(&mut self.list);
         let old_paused = core::mem::take(&mut self.paused_since);
         self.early.clear();
-        let old_requests = core::mem::take(&mut self.latest_request);
+        let old_asked = core::mem::take(&mut self.asked);
         for (i, s) in config.members.iter().enumerate() {
             if *s == config.me {
                 continue;
@@ -143,9 +165,10 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             );
             // A membership change drops probes under way; a silent peer is asked again.
             let _ = self.early.push(EarlyProbe::NONE);
-            let _ = self
-                .latest_request
-                .push(kept.and_then(|k| old_requests.get(k).copied()).unwrap_or(0));
+            let _ = self.asked.push(
+                kept.and_then(|k| old_asked.get(k).copied())
+                    .unwrap_or_default(),
+            );
         }
         let mut gone = Vec::new();
         for p in old.iter() {
@@ -199,6 +222,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         p.epoch = Some(epoch);
         // Heard: no longer suspect; an answer to a probe asked before counts for nothing.
         self.early[pi] = EarlyProbe::NONE;
+        self.asked[pi].first = None;
         let l = &mut p.links[link.0 as usize];
         l.last_rx_ms = Some(now);
         let link_up = l.state != LinkState::Up;
@@ -287,11 +311,11 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         }
     }
 
-    /// True when `request` is the latest probe request asked about `peer`: an answer to an
-    /// earlier one may have left the main CPU before the peer crashed.
-    pub(crate) fn answers_latest(&self, peer: Serial, request: u16) -> bool {
+    /// True when `request` was asked about `peer` since it was last heard (see
+    /// [`Asked::in_this_silence`]).
+    pub(crate) fn answers_this_silence(&self, peer: Serial, request: u16) -> bool {
         self.position(peer)
-            .is_some_and(|pi| self.latest_request[pi] == request)
+            .is_some_and(|pi| self.asked[pi].in_this_silence(request))
     }
 
     /// The main CPU's answer to a probe of `peer`. Only an answer to a pending probe counts;
@@ -327,12 +351,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             // died since (a crash right after its answer): probe again now rather than wait
             // `reprobe_ms` as unreachable.
             p.state = suspect(now, t, main_cpu_timeout_ms);
-            ask(
-                &mut self.latest_request[pi],
-                &mut self.last_request,
-                peer,
-                out,
-            );
+            ask(&mut self.asked[pi], &mut self.last_request, peer, out);
             return false;
         }
         p.state_since_ms = now;
@@ -426,12 +445,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         // since): probe now.
                         (None, _) | (Some(_), None) | (Some(_), Some(true)) => {
                             p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                            ask(
-                                &mut self.latest_request[pi],
-                                &mut self.last_request,
-                                serial,
-                                out,
-                            );
+                            ask(&mut self.asked[pi], &mut self.last_request, serial, out);
                         }
                     }
                 }
@@ -444,12 +458,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                             asked: Stamp::at(now),
                             answer: None,
                         };
-                        ask(
-                            &mut self.latest_request[pi],
-                            &mut self.last_request,
-                            serial,
-                            out,
-                        );
+                        ask(&mut self.asked[pi], &mut self.last_request, serial, out);
                     }
                 }
                 PeerState::Suspect {
@@ -462,12 +471,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         deadline_ms: (now + t.probe_timeout_ms as u64).min(give_up_ms),
                         give_up_ms,
                     };
-                    ask(
-                        &mut self.latest_request[pi],
-                        &mut self.last_request,
-                        serial,
-                        out,
-                    );
+                    ask(&mut self.asked[pi], &mut self.last_request, serial, out);
                     out.probe_reasked();
                 }
                 PeerState::Suspect { deadline_ms, .. } if now >= deadline_ms => {
@@ -484,12 +488,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
                 PeerState::Unreachable { next_probe_ms } if now >= next_probe_ms => {
                     p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                    ask(
-                        &mut self.latest_request[pi],
-                        &mut self.last_request,
-                        serial,
-                        out,
-                    );
+                    ask(&mut self.asked[pi], &mut self.last_request, serial, out);
                 }
                 _ => {}
             }

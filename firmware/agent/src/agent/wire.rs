@@ -52,7 +52,7 @@ impl<const M: usize> Wire<M> {
         }
     }
 
-    /// A probe answer that answered an earlier request than the peer's latest.
+    /// A probe answer to a request asked before the peer was last heard.
     pub(crate) fn count_stale_probe_answer(&mut self) {
         self.counters.stale_probe_answers = self.counters.stale_probe_answers.saturating_add(1);
     }
