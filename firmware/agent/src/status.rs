@@ -211,3 +211,17 @@ impl<'a, const D: usize> Status<'a, D> {
             .map(|r| r.role)
     }
 }
+
+/// A probe answer the agent received from the main CPU, for the shell's log
+/// ([`crate::Agent::take_probe_note`]): a takeover's timeline reads from these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeNote {
+    /// The probed peer.
+    pub peer: ha_proto::msg::Serial,
+    /// The request it answers (`None`: an unnumbered answer of an older main CPU).
+    pub request: Option<u16>,
+    /// The answer.
+    pub alive: bool,
+    /// False when it was ignored: its request was asked before the peer was last heard.
+    pub taken: bool,
+}

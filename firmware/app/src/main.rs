@@ -263,6 +263,15 @@ fn stage(
             Staged::Done
         }
         Output::Host(msg) => match agent.borrow_mut().seal_host(msg, frame) {
+            Ok(n) if matches!(msg, HostMsg::ProbeAsk { .. } | HostMsg::ProbeRequest { .. }) => {
+                // A takeover's timeline: when each probe was asked (and its answer, below).
+                if let HostMsg::ProbeAsk { peer, request, .. } = msg {
+                    info!("probe #{=u16} of {=str} asked", request, peer.as_str());
+                } else if let HostMsg::ProbeRequest { peer, .. } = msg {
+                    info!("probe of {=str} asked (unnumbered)", peer.as_str());
+                }
+                Staged::Host(n)
+            }
             Ok(n) => Staged::Host(n),
             Err(e) => {
                 warn!("host link: cannot seal: {}", errors::SealErrorText(&e));
@@ -380,6 +389,19 @@ async fn host_rx_task(agent: SharedAgent, peers: PeerList, me: Serial, uart: Uar
         a.handle_host_frame(now_ms(), b);
         if a.status().counters.host_rejected.total() != rejected {
             warn!("host link: frame rejected");
+        }
+        if let Some(n) = a.take_probe_note() {
+            info!(
+                "probe #{=u16} of {=str}: {=str}{=str}",
+                n.request.unwrap_or(0),
+                n.peer.as_str(),
+                if n.alive { "alive" } else { "dead" },
+                if n.taken {
+                    ""
+                } else {
+                    ", ignored: asked before the peer was last heard"
+                }
+            );
         }
         // A new member list taken by the agent: the main link sends where it says.
         if let Some(list) = a.poll_member_addresses() {

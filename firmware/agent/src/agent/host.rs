@@ -7,6 +7,7 @@
 //! converges within that period.
 
 use crate::event::EventKind;
+use crate::status::ProbeNote;
 use ha_proto::config_block::MemberEntry;
 use ha_proto::msg::host::CAP_NUMBERED_PROBES;
 use ha_proto::msg::MAX_MEMBERS;
@@ -40,6 +41,8 @@ pub(crate) struct HostSide {
     ///
     /// [`HostMsg::Capabilities`]: ha_proto::msg::host::HostMsg::Capabilities
     capabilities: u32,
+    /// The last probe answer received, until the shell takes it for its log.
+    probe_note: Option<ProbeNote>,
 }
 
 impl HostSide {
@@ -53,7 +56,18 @@ impl HostSide {
             lost: false,
             rejoin_at_ms: None,
             capabilities: 0,
+            probe_note: None,
         }
+    }
+
+    /// A probe answer was received.
+    pub(crate) fn note_probe_answer(&mut self, note: ProbeNote) {
+        self.probe_note = Some(note);
+    }
+
+    /// The last probe answer received, once.
+    pub(crate) fn take_probe_note(&mut self) -> Option<ProbeNote> {
+        self.probe_note.take()
     }
 
     /// The main CPU listed what it understands.

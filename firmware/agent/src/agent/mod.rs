@@ -46,7 +46,7 @@ use crate::link::LinkId;
 use crate::output::{LedPattern, Output};
 use crate::quality;
 use crate::report::{self, Snapshot};
-use crate::status::Status;
+use crate::status::{ProbeNote, Status};
 use domains::{Domains, Inputs};
 use host::HostSide;
 use local::Local;
@@ -376,6 +376,11 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.host.take_member_addresses()
     }
 
+    /// The last probe answer the main CPU sent, once (for the shell's log).
+    pub fn take_probe_note(&mut self) -> Option<ProbeNote> {
+        self.host.take_probe_note()
+    }
+
     /// Seals a host-link message (an [`Output::Host`]) for the main CPU into `out`; returns
     /// the frame length. The shell frames it for its UART ([`ha_proto::uart`]).
     pub fn seal_host(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
@@ -504,6 +509,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 _ => self.local.apply_admin(*command, now, links, &mut self.out),
             },
             HostMsg::ProbeResult { peer, alive } => {
+                self.host.note_probe_answer(ProbeNote {
+                    peer: *peer,
+                    request: None,
+                    alive: *alive,
+                    taken: true,
+                });
                 if self.peers.handle_probe_result(
                     *peer,
                     *alive,
@@ -521,7 +532,14 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 request,
                 alive,
             } => {
-                if !self.peers.answers_this_silence(*peer, *request) {
+                let taken = self.peers.answers_this_silence(*peer, *request);
+                self.host.note_probe_answer(ProbeNote {
+                    peer: *peer,
+                    request: Some(*request),
+                    alive: *alive,
+                    taken,
+                });
+                if !taken {
                     // Asked before the peer was last heard: it may predate its crash.
                     self.wire.count_stale_probe_answer();
                 } else if self.peers.handle_probe_result(
