@@ -21,3 +21,4 @@ pub mod probes;
 pub mod runtime;
 pub mod synckeys;
 pub mod syncplane;
+pub mod uplink;

@@ -22,7 +22,8 @@ use crate::fastpath::{Filter, Stats};
 use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
 use crate::packetio::{Core, Senders};
 use crate::probes::{probe_within, Answer, Echoes, Probes};
-use ha_hostlink::HostLink;
+use crate::uplink::Uplink;
+use ha_hostlink::{HostLink, Unsent};
 
 /// Events kept for `events` requests: the controller's own ring holds fewer, so this never
 /// loses one the controller still had.
@@ -336,6 +337,8 @@ pub struct LoopState {
     keepalive_nonce: u32,
     /// The probes under way and the standby's watches of its peers.
     probes: Probes,
+    /// Messages to the controller not written yet (see [`Uplink`]).
+    uplink: Uplink,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
     last_report: Option<Instant>,
@@ -350,7 +353,7 @@ pub struct LoopState {
 impl HostLoop {
     /// Runs until the stop flag is set (`Ok`) or the host link fails (`Err`: the caller
     /// goes passive and reconnects).
-    pub fn run<T: Read + Write + AsFd>(
+    pub fn run<T: Read + Write + AsFd + Unsent>(
         &mut self,
         link: &mut HostLink<T>,
         monitor: &mut LinkMonitor,
@@ -363,18 +366,22 @@ impl HostLoop {
         }
         st.ask_events = true;
         st.details_asked = None;
+        // What waited for the old link is moot: the new one starts with a full report.
+        st.uplink.clear();
         // A fresh link: report the interfaces and ask for the cluster status at once.
-        self.send_interfaces(link, monitor)?;
+        self.send_interfaces(&mut st.uplink, monitor)?;
         st.last_report = Some(Instant::now());
-        link.send(&HostMsg::StatusRequest)?;
+        st.uplink.push(HostMsg::StatusRequest);
+        flush(link, &mut st.uplink)?;
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(m) = self.outbox.try_recv() {
-                link.send(&m)?;
+                st.uplink.push(m);
             }
+            flush(link, &mut st.uplink)?;
             let update = self.lock_shared().monitor_update.take();
             if let Some(ifaces) = update {
                 self.ifaces = ifaces;
-                self.send_interfaces(link, monitor)?;
+                self.send_interfaces(&mut st.uplink, monitor)?;
                 st.last_report = Some(Instant::now());
             }
             // A probe's answer (or a watch's next round) is due at its time, not at the next
@@ -382,6 +389,12 @@ impl HostLoop {
             let wait = st.probes.next_at(!st.active).map_or(TICK, |t| {
                 t.saturating_duration_since(Instant::now()).min(TICK)
             });
+            // Frames wait for the link to take the last one: look again soon.
+            let wait = if st.uplink.is_empty() {
+                wait
+            } else {
+                wait.min(UPLINK_POLL)
+            };
             if let Some(msg) = link.recv_timeout(wait)? {
                 st.heard_at = Some(Instant::now());
                 self.on_msg(link, msg, st)?;
@@ -398,9 +411,9 @@ impl HostLoop {
                 .is_none_or(|t| now.duration_since(t) >= KEEPALIVE)
             {
                 st.keepalive_nonce = st.keepalive_nonce.wrapping_add(1);
-                link.send(&HostMsg::Ping {
+                st.uplink.push(HostMsg::Ping {
                     nonce: st.keepalive_nonce,
-                })?;
+                });
                 st.last_keepalive = Some(now);
             }
             let changed = !monitor.poll(Duration::ZERO)?.is_empty();
@@ -413,7 +426,7 @@ impl HostLoop {
                     .last_report
                     .is_none_or(|t| now.duration_since(t) >= self.interfaces_period);
             if changed || due {
-                self.send_interfaces(link, monitor)?;
+                self.send_interfaces(&mut st.uplink, monitor)?;
                 st.last_report = Some(now);
                 st.reported_to = controller;
             }
@@ -421,7 +434,7 @@ impl HostLoop {
             // down): its ring, from the first event not seen.
             if let Some(boot) = controller.filter(|_| st.ask_events || new_boot) {
                 let seq = self.lock_shared().event_numbers.replay_request(boot, now);
-                link.send(&HostMsg::EventsSince { seq })?;
+                st.uplink.push(HostMsg::EventsSince { seq });
                 st.ask_events = false;
             }
             // The model and the members' uptimes (their boot times): at connection, when a
@@ -433,12 +446,13 @@ impl HostLoop {
             if controller.is_some() && details_due {
                 // What this daemon understands beyond the first release's messages: with the
                 // details, so a controller that restarted or lost the frame hears it again.
-                link.send(&HostMsg::Capabilities(CAP_NUMBERED_PROBES))?;
-                link.send(&HostMsg::DetailsRequest)?;
-                link.send(&HostMsg::CountersRequest)?;
+                st.uplink.push(HostMsg::Capabilities(CAP_NUMBERED_PROBES));
+                st.uplink.push(HostMsg::DetailsRequest);
+                st.uplink.push(HostMsg::CountersRequest);
                 st.details_asked = Some(now);
             }
-            self.run_probes(link, st, now)?;
+            self.run_probes(st, now);
+            flush(link, &mut st.uplink)?;
             self.run_garp(st, now);
             let stats = self.forwarding.as_ref().and_then(|f| f.fast_path_stats());
             let mut sh = self.lock_shared();
@@ -457,24 +471,21 @@ impl HostLoop {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send_interfaces<T: Read + Write + AsFd>(
-        &self,
-        link: &mut HostLink<T>,
-        monitor: &LinkMonitor,
-    ) -> io::Result<()> {
+    fn send_interfaces(&self, uplink: &mut Uplink, monitor: &LinkMonitor) -> io::Result<()> {
         let msg = interfaces_msg(&self.ifaces, |n| monitor.is_up(n))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        link.send(&msg)
+        uplink.push(msg);
+        Ok(())
     }
 
-    fn on_msg<T: Read + Write + AsFd>(
+    fn on_msg<T: Read + Write + AsFd + Unsent>(
         &mut self,
         link: &mut HostLink<T>,
         msg: HostMsg,
         st: &mut LoopState,
     ) -> io::Result<()> {
         match msg {
-            HostMsg::Ping { nonce } => link.send(&HostMsg::Pong { nonce })?,
+            HostMsg::Ping { nonce } => st.uplink.push(HostMsg::Pong { nonce }),
             HostMsg::Pong { nonce } if nonce == st.keepalive_nonce => {
                 crate::host_rtt::HostRtt::note(&mut self.lock_shared().host_rtt, st.last_keepalive)
             }
@@ -495,13 +506,13 @@ impl HostLoop {
                 }
             }
             HostMsg::ProbeRequest { peer, within_ms } => {
-                self.start_probe(link, peer, None, probe_within(within_ms), st)?
+                self.start_probe(peer, None, probe_within(within_ms), st)
             }
             HostMsg::ProbeAsk {
                 peer,
                 within_ms,
                 request,
-            } => self.start_probe(link, peer, Some(request), probe_within(within_ms), st)?,
+            } => self.start_probe(peer, Some(request), probe_within(within_ms), st),
             HostMsg::Counters(c) => self.lock_shared().counters = Some(c),
             HostMsg::Details(report) => {
                 // Events the controller logged that never arrived (a frame lost on the line):
@@ -516,7 +527,7 @@ impl HostLoop {
                     missing
                 };
                 if let Some(seq) = missing {
-                    link.send(&HostMsg::EventsSince { seq })?;
+                    st.uplink.push(HostMsg::EventsSince { seq });
                 }
             }
             HostMsg::Status(report) => {
@@ -651,19 +662,18 @@ impl HostLoop {
         }
     }
 
-    fn start_probe<T: Read + Write + AsFd>(
+    fn start_probe(
         &mut self,
-        link: &mut HostLink<T>,
         peer: Serial,
         request: Option<u16>,
         within: Duration,
         st: &mut LoopState,
-    ) -> io::Result<()> {
+    ) {
         let targets: Vec<Ipv4Addr> = self.lock_shared().peers.probe_targets(peer);
         let Some(f) = &mut self.forwarding else {
             // Nothing to probe with: the peer is not proven alive, the takeover may go on.
             return send_answer(
-                link,
+                &mut st.uplink,
                 Answer {
                     peer,
                     alive: false,
@@ -683,26 +693,19 @@ impl HostLoop {
             standby,
             Instant::now(),
         );
-        match answer {
-            Some(a) => send_answer(link, a),
-            None => Ok(()),
+        if let Some(a) = answer {
+            send_answer(&mut st.uplink, a);
         }
     }
 
-    fn run_probes<T: Read + Write + AsFd>(
-        &mut self,
-        link: &mut HostLink<T>,
-        st: &mut LoopState,
-        now: Instant,
-    ) -> io::Result<()> {
+    fn run_probes(&mut self, st: &mut LoopState, now: Instant) {
         let Some(f) = &mut self.forwarding else {
             st.probes.clear();
-            return Ok(());
+            return;
         };
         for a in st.probes.run(&mut PlaneEchoes(f.as_mut()), !st.active, now) {
-            send_answer(link, a)?;
+            send_answer(&mut st.uplink, a);
         }
-        Ok(())
     }
 }
 
@@ -720,7 +723,7 @@ impl Echoes for PlaneEchoes<'_> {
 
 /// Sends a probe's answer to the controller, and shows it in the journal with its time (a
 /// takeover's timeline reads from these lines and the controller's events).
-fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io::Result<()> {
+fn send_answer(uplink: &mut Uplink, a: Answer) {
     eprintln!(
         "<6>ha-daemon: probe of {}{}: {} after {} ms{} (at {} unix ms)",
         a.peer,
@@ -735,7 +738,7 @@ fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io:
         },
         unix_ms()
     );
-    link.send(&match a.request {
+    uplink.push(match a.request {
         Some(request) => HostMsg::ProbeAnswer {
             peer: a.peer,
             request,
@@ -745,7 +748,25 @@ fn send_answer<T: Read + Write + AsFd>(link: &mut HostLink<T>, a: Answer) -> io:
             peer: a.peer,
             alive: a.alive,
         },
-    })
+    });
+}
+
+/// How often the loop looks whether the link took the last frame while messages wait.
+pub const UPLINK_POLL: Duration = Duration::from_millis(1);
+
+/// Writes the next waiting messages while the controller has read everything written
+/// before (one frame in flight: what waits can still be reordered, see [`Uplink`]).
+fn flush<T: Read + Write + AsFd + Unsent>(
+    link: &mut HostLink<T>,
+    uplink: &mut Uplink,
+) -> io::Result<()> {
+    while link.unsent() == 0 {
+        let Some(m) = uplink.pop() else {
+            return Ok(());
+        };
+        link.send(&m)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

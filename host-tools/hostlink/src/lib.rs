@@ -403,6 +403,54 @@ impl AsFd for Stream {
     }
 }
 
+/// How many bytes written to a transport the other end has not read yet: the kernel's
+/// output queue (`TIOCOUTQ`, which is `SIOCOUTQ` on a socket). On a unix stream socket it
+/// counts each write's buffer until the reader has taken all of it, so 0 means every frame
+/// written has been read. The daemon writes its next frame only then ([`HostLink::unsent`]),
+/// keeping what waits in a queue it can still reorder.
+pub trait Unsent {
+    /// Bytes written and not read yet; `None` when the transport cannot tell.
+    fn unsent(&self) -> Option<usize>;
+}
+
+nix::ioctl_read_bad!(output_queue, nix::libc::TIOCOUTQ, nix::libc::c_int);
+
+fn outq_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int through the pointer, which lives across the call.
+    let r = unsafe { output_queue(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut n) };
+    r.ok().and_then(|_| usize::try_from(n).ok())
+}
+
+impl Unsent for UnixStream {
+    fn unsent(&self) -> Option<usize> {
+        outq_of(self.as_fd())
+    }
+}
+
+impl Unsent for std::fs::File {
+    fn unsent(&self) -> Option<usize> {
+        outq_of(self.as_fd())
+    }
+}
+
+impl Unsent for Stream {
+    fn unsent(&self) -> Option<usize> {
+        match self {
+            Stream::Unix(s) => s.unsent(),
+            Stream::Pumped(p) => p.tx.unsent(),
+            Stream::Serial(f) => f.unsent(),
+        }
+    }
+}
+
+impl<T: Read + Write + AsFd + Unsent> HostLink<T> {
+    /// Bytes written and not read by the controller yet (0 when the transport cannot tell).
+    pub fn unsent(&self) -> usize {
+        self.io.unsent().unwrap_or(0)
+    }
+}
+
 impl<T: Read + Write + AsFd> HostLink<T> {
     /// The link over an already open stream.
     pub fn new(io: T, codec: HostCodec) -> Self {
