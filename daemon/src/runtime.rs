@@ -371,11 +371,11 @@ impl HostLoop {
         // A fresh link: report the interfaces and ask for the cluster status at once.
         self.send_interfaces(&mut st.uplink, monitor)?;
         st.last_report = Some(Instant::now());
-        st.uplink.push(HostMsg::StatusRequest);
+        st.uplink.push(HostMsg::StatusRequest, Instant::now());
         flush(link, &mut st.uplink)?;
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(m) = self.outbox.try_recv() {
-                st.uplink.push(m);
+                st.uplink.push(m, Instant::now());
             }
             flush(link, &mut st.uplink)?;
             let update = self.lock_shared().monitor_update.take();
@@ -411,9 +411,12 @@ impl HostLoop {
                 .is_none_or(|t| now.duration_since(t) >= KEEPALIVE)
             {
                 st.keepalive_nonce = st.keepalive_nonce.wrapping_add(1);
-                st.uplink.push(HostMsg::Ping {
-                    nonce: st.keepalive_nonce,
-                });
+                st.uplink.push(
+                    HostMsg::Ping {
+                        nonce: st.keepalive_nonce,
+                    },
+                    Instant::now(),
+                );
                 st.last_keepalive = Some(now);
             }
             let changed = !monitor.poll(Duration::ZERO)?.is_empty();
@@ -434,7 +437,7 @@ impl HostLoop {
             // down): its ring, from the first event not seen.
             if let Some(boot) = controller.filter(|_| st.ask_events || new_boot) {
                 let seq = self.lock_shared().event_numbers.replay_request(boot, now);
-                st.uplink.push(HostMsg::EventsSince { seq });
+                st.uplink.push(HostMsg::EventsSince { seq }, Instant::now());
                 st.ask_events = false;
             }
             // The model and the members' uptimes (their boot times): at connection, when a
@@ -446,9 +449,10 @@ impl HostLoop {
             if controller.is_some() && details_due {
                 // What this daemon understands beyond the first release's messages: with the
                 // details, so a controller that restarted or lost the frame hears it again.
-                st.uplink.push(HostMsg::Capabilities(CAP_NUMBERED_PROBES));
-                st.uplink.push(HostMsg::DetailsRequest);
-                st.uplink.push(HostMsg::CountersRequest);
+                st.uplink
+                    .push(HostMsg::Capabilities(CAP_NUMBERED_PROBES), Instant::now());
+                st.uplink.push(HostMsg::DetailsRequest, Instant::now());
+                st.uplink.push(HostMsg::CountersRequest, Instant::now());
                 st.details_asked = Some(now);
             }
             self.run_probes(st, now);
@@ -474,7 +478,7 @@ impl HostLoop {
     fn send_interfaces(&self, uplink: &mut Uplink, monitor: &LinkMonitor) -> io::Result<()> {
         let msg = interfaces_msg(&self.ifaces, |n| monitor.is_up(n))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        uplink.push(msg);
+        uplink.push(msg, Instant::now());
         Ok(())
     }
 
@@ -485,7 +489,7 @@ impl HostLoop {
         st: &mut LoopState,
     ) -> io::Result<()> {
         match msg {
-            HostMsg::Ping { nonce } => st.uplink.push(HostMsg::Pong { nonce }),
+            HostMsg::Ping { nonce } => st.uplink.push(HostMsg::Pong { nonce }, Instant::now()),
             HostMsg::Pong { nonce } if nonce == st.keepalive_nonce => {
                 crate::host_rtt::HostRtt::note(&mut self.lock_shared().host_rtt, st.last_keepalive)
             }
@@ -527,7 +531,7 @@ impl HostLoop {
                     missing
                 };
                 if let Some(seq) = missing {
-                    st.uplink.push(HostMsg::EventsSince { seq });
+                    st.uplink.push(HostMsg::EventsSince { seq }, Instant::now());
                 }
             }
             HostMsg::Status(report) => {
@@ -738,17 +742,20 @@ fn send_answer(uplink: &mut Uplink, a: Answer) {
         },
         unix_ms()
     );
-    uplink.push(match a.request {
-        Some(request) => HostMsg::ProbeAnswer {
-            peer: a.peer,
-            request,
-            alive: a.alive,
+    uplink.push(
+        match a.request {
+            Some(request) => HostMsg::ProbeAnswer {
+                peer: a.peer,
+                request,
+                alive: a.alive,
+            },
+            None => HostMsg::ProbeResult {
+                peer: a.peer,
+                alive: a.alive,
+            },
         },
-        None => HostMsg::ProbeResult {
-            peer: a.peer,
-            alive: a.alive,
-        },
-    });
+        Instant::now(),
+    );
 }
 
 /// How often the loop looks whether the link took the last frame while messages wait.
@@ -761,7 +768,7 @@ fn flush<T: Read + Write + AsFd + Unsent>(
     uplink: &mut Uplink,
 ) -> io::Result<()> {
     while link.unsent() == 0 {
-        let Some(m) = uplink.pop() else {
+        let Some(m) = uplink.pop(Instant::now()) else {
             return Ok(());
         };
         link.send(&m)?;

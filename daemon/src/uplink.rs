@@ -9,14 +9,19 @@
 //! read ([`Uplink::pop`] is called when the transport's output queue is empty), and until
 //! then messages wait here, where
 //! - probe answers go first, and only the newest per peer is kept (it carries the newest
-//!   evidence; the controller takes an answer to any request of the current silence);
-//! - a keepalive replaces the one still waiting;
+//!   evidence; the controller takes an answer to any request of the current silence), but
+//!   a message that has waited [`STARVE_AFTER`] goes before them (with 5 ms heartbeats on a
+//!   loaded machine the links flap every 50-100 ms and a probe answer is always waiting:
+//!   a status request starved for 3 s in the first bench of this queue);
+//! - a keepalive, a status, details or counters request replaces the same one still
+//!   waiting (asking twice gets nothing more);
 //! - everything else keeps its order (interface reports: a short drop is news too; key
 //!   rollover phases, member lists, settings).
 //!
 //! Messages are sealed when they leave the queue, so sequence numbers stay in order.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::Serial;
@@ -25,11 +30,15 @@ use ha_proto::msg::Serial;
 /// that reads nothing for that long is lost anyway, and its link is reconnected).
 pub const UPLINK_MAX: usize = 256;
 
+/// A message waiting this long goes before the probe answers.
+pub const STARVE_AFTER: Duration = Duration::from_millis(50);
+
 /// The queue (see the module).
 #[derive(Debug, Default)]
 pub struct Uplink {
     answers: VecDeque<HostMsg>,
-    rest: VecDeque<HostMsg>,
+    /// The other messages and when each was queued.
+    rest: VecDeque<(Instant, HostMsg)>,
     /// Messages dropped: superseded (an older answer or keepalive) or over
     /// [`UPLINK_MAX`].
     superseded: u64,
@@ -45,12 +54,18 @@ fn answer_peer(m: &HostMsg) -> Option<Serial> {
 
 /// True for messages whose newest copy says everything the older ones said.
 fn replaces_older(a: &HostMsg, b: &HostMsg) -> bool {
-    matches!((a, b), (HostMsg::Ping { .. }, HostMsg::Ping { .. }))
+    matches!(
+        (a, b),
+        (HostMsg::Ping { .. }, HostMsg::Ping { .. })
+            | (HostMsg::StatusRequest, HostMsg::StatusRequest)
+            | (HostMsg::DetailsRequest, HostMsg::DetailsRequest)
+            | (HostMsg::CountersRequest, HostMsg::CountersRequest)
+    )
 }
 
 impl Uplink {
-    /// Queues `msg`.
-    pub fn push(&mut self, msg: HostMsg) {
+    /// Queues `msg` at `now`.
+    pub fn push(&mut self, msg: HostMsg, now: Instant) {
         if let Some(peer) = answer_peer(&msg) {
             let before = self.answers.len();
             self.answers.retain(|m| answer_peer(m) != Some(peer));
@@ -58,7 +73,8 @@ impl Uplink {
             self.answers.push_back(msg);
             return;
         }
-        if let Some(old) = self.rest.iter_mut().find(|m| replaces_older(m, &msg)) {
+        if let Some((_, old)) = self.rest.iter_mut().find(|(_, m)| replaces_older(m, &msg)) {
+            // In the older one's place (and with its age).
             *old = msg;
             self.superseded += 1;
             return;
@@ -67,12 +83,24 @@ impl Uplink {
             self.rest.pop_front();
             self.superseded += 1;
         }
-        self.rest.push_back(msg);
+        self.rest.push_back((now, msg));
     }
 
-    /// The message to write next: a probe answer first, then the rest in order.
-    pub fn pop(&mut self) -> Option<HostMsg> {
-        self.answers.pop_front().or_else(|| self.rest.pop_front())
+    /// The message to write next at `now`: a probe answer first, unless the oldest other
+    /// message has waited [`STARVE_AFTER`]; then the rest in order.
+    pub fn pop(&mut self, now: Instant) -> Option<HostMsg> {
+        let starving = self
+            .rest
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= STARVE_AFTER);
+        if starving || self.answers.is_empty() {
+            return self
+                .rest
+                .pop_front()
+                .map(|(_, m)| m)
+                .or_else(|| self.answers.pop_front());
+        }
+        self.answers.pop_front()
     }
 
     /// True when nothing waits.
@@ -100,6 +128,10 @@ mod tests {
         Serial::new(s).expect("serial")
     }
 
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn answer(p: &str, request: u16, alive: bool) -> HostMsg {
         HostMsg::ProbeAnswer {
             peer: peer(p),
@@ -113,18 +145,19 @@ mod tests {
     #[test]
     fn the_newest_probe_answer_goes_first_and_replaces_older_ones() {
         let mut q = Uplink::default();
-        q.push(HostMsg::Ping { nonce: 1 });
-        q.push(HostMsg::DetailsRequest);
+        let t = t0();
+        q.push(HostMsg::Ping { nonce: 1 }, t);
+        q.push(HostMsg::DetailsRequest, t);
         for r in 127..=131 {
-            q.push(answer("SN-A", r, true));
+            q.push(answer("SN-A", r, true), t);
         }
-        q.push(answer("SN-C", 9, true));
-        q.push(answer("SN-A", 132, false));
-        assert_eq!(q.pop(), Some(answer("SN-C", 9, true)));
-        assert_eq!(q.pop(), Some(answer("SN-A", 132, false)));
-        assert_eq!(q.pop(), Some(HostMsg::Ping { nonce: 1 }));
-        assert_eq!(q.pop(), Some(HostMsg::DetailsRequest));
-        assert_eq!(q.pop(), None);
+        q.push(answer("SN-C", 9, true), t);
+        q.push(answer("SN-A", 132, false), t);
+        assert_eq!(q.pop(t), Some(answer("SN-C", 9, true)));
+        assert_eq!(q.pop(t), Some(answer("SN-A", 132, false)));
+        assert_eq!(q.pop(t), Some(HostMsg::Ping { nonce: 1 }));
+        assert_eq!(q.pop(t), Some(HostMsg::DetailsRequest));
+        assert_eq!(q.pop(t), None);
         assert!(q.is_empty());
         assert_eq!(q.superseded(), 5);
     }
@@ -134,13 +167,16 @@ mod tests {
     #[test]
     fn keepalives_are_replaced_the_rest_keeps_its_order() {
         let mut q = Uplink::default();
-        q.push(HostMsg::Ping { nonce: 1 });
-        q.push(HostMsg::UseKey { key_id: 2 });
-        q.push(HostMsg::Ping { nonce: 2 });
-        q.push(HostMsg::RetireKey { key_id: 2 });
-        q.push(HostMsg::Interfaces(heapless::Vec::new()));
-        q.push(HostMsg::Interfaces(heapless::Vec::new()));
-        let order: Vec<HostMsg> = std::iter::from_fn(|| q.pop()).collect();
+        let t = t0();
+        q.push(HostMsg::Ping { nonce: 1 }, t);
+        q.push(HostMsg::UseKey { key_id: 2 }, t);
+        q.push(HostMsg::Ping { nonce: 2 }, t);
+        q.push(HostMsg::RetireKey { key_id: 2 }, t);
+        q.push(HostMsg::Interfaces(heapless::Vec::new()), t);
+        q.push(HostMsg::Interfaces(heapless::Vec::new()), t);
+        q.push(HostMsg::StatusRequest, t);
+        q.push(HostMsg::StatusRequest, t);
+        let order: Vec<HostMsg> = std::iter::from_fn(|| q.pop(t)).collect();
         assert_eq!(
             order,
             [
@@ -149,6 +185,7 @@ mod tests {
                 HostMsg::RetireKey { key_id: 2 },
                 HostMsg::Interfaces(heapless::Vec::new()),
                 HostMsg::Interfaces(heapless::Vec::new()),
+                HostMsg::StatusRequest,
             ]
         );
     }
@@ -156,10 +193,33 @@ mod tests {
     #[test]
     fn a_queue_never_grows_past_its_bound() {
         let mut q = Uplink::default();
+        let t = t0();
         for seq in 0..(UPLINK_MAX as u32 + 10) {
-            q.push(HostMsg::EventsSince { seq });
+            q.push(HostMsg::EventsSince { seq }, t);
         }
-        assert_eq!(q.pop(), Some(HostMsg::EventsSince { seq: 10 }));
+        assert_eq!(q.pop(t), Some(HostMsg::EventsSince { seq: 10 }));
         assert_eq!(q.superseded(), 10);
+    }
+
+    /// The bench's case: the links flap every 50-100 ms and a fresh probe answer waits at
+    /// every turn; a status request still goes once it has waited long enough.
+    #[test]
+    fn answers_do_not_starve_the_rest() {
+        let mut q = Uplink::default();
+        let t = t0();
+        q.push(HostMsg::StatusRequest, t);
+        let mut now = t;
+        let mut sent_status_at = None;
+        for r in 0..20u16 {
+            q.push(answer("SN-A", r, true), now);
+            let m = q.pop(now).expect("a message");
+            if m == HostMsg::StatusRequest {
+                sent_status_at = Some(now - t);
+                break;
+            }
+            now += Duration::from_millis(15);
+        }
+        let waited = sent_status_at.expect("the status request went");
+        assert!(waited >= STARVE_AFTER && waited < STARVE_AFTER + Duration::from_millis(15));
     }
 }

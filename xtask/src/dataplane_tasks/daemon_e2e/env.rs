@@ -659,9 +659,31 @@ pub(super) fn qemu_member(
         qmp_sock: Some(dir.join(format!("{m}-qmp.sock"))),
         debug_log: Some(dir.join(format!("{m}-qemu.log"))),
     };
-    let mut argv = vec!["qemu-system-arm".to_string()];
+    let mut argv = Vec::new();
+    // An experiment knob, off by default: on an appliance each controller is a chip of its
+    // own; under QEMU on a 2-core machine it competes for the CPU with the load and the
+    // daemons, and its UART moves one byte per thread hand-off. `nice` execs QEMU, so the
+    // pid the harness kills is QEMU's.
+    if let Some(n) = controller_nice()? {
+        argv.extend(["nice".to_string(), "-n".to_string(), n.to_string()]);
+    }
+    argv.push("qemu-system-arm".to_string());
     argv.extend(cmd.args());
     Ok(argv)
+}
+
+/// `HA_CONTROLLER_NICE`: the scheduling niceness the QEMU controllers run at (-20..=19),
+/// none when unset.
+pub(super) fn controller_nice() -> Result<Option<i32>> {
+    match std::env::var("HA_CONTROLLER_NICE") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<i32>() {
+            Ok(n) if (-20..=19).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "HA_CONTROLLER_NICE={v:?}: a niceness from -20 to 19 is needed"
+            )),
+        },
+    }
 }
 
 pub(super) fn bin_dir() -> PathBuf {

@@ -248,6 +248,12 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
     };
     println!("{}", ours_f.line("ours"));
     println!("{}", theirs_f.line("keepalived"));
+    if let Some(n) = super::super::env::controller_nice()? {
+        println!(
+            "failover: our QEMU controllers ran at niceness {n} (HA_CONTROLLER_NICE), not the \
+             default: a stand-in for their own chip, not the default figure"
+        );
+    }
     let (m, k) = (quantile(&ours_f.garp, 0.5), quantile(&theirs_f.garp, 0.5));
     let ratio = match (m, k) {
         (Some(m), Some(k)) if k > 0 => format!("{:.2}", m as f64 / k as f64),
