@@ -339,6 +339,8 @@ pub struct LoopState {
     probes: Probes,
     /// Messages to the controller not written yet (see [`Uplink`]).
     uplink: Uplink,
+    /// When the last frame was written to the controller.
+    last_written: Option<Instant>,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
     last_report: Option<Instant>,
@@ -372,12 +374,12 @@ impl HostLoop {
         self.send_interfaces(&mut st.uplink, monitor)?;
         st.last_report = Some(Instant::now());
         st.uplink.push(HostMsg::StatusRequest, Instant::now());
-        flush(link, &mut st.uplink)?;
+        flush(link, st)?;
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(m) = self.outbox.try_recv() {
                 st.uplink.push(m, Instant::now());
             }
-            flush(link, &mut st.uplink)?;
+            flush(link, st)?;
             let update = self.lock_shared().monitor_update.take();
             if let Some(ifaces) = update {
                 self.ifaces = ifaces;
@@ -406,10 +408,17 @@ impl HostLoop {
             if alive != st.controller_alive {
                 self.set_controller_alive(alive, st);
             }
-            if st
+            let keepalive_due = st
                 .last_keepalive
-                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE)
-            {
+                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
+            // Any frame tells the controller this daemon lives: a keepalive only fills the
+            // silences (the upward direction is the slow one, see `Uplink`).
+            let quiet = st
+                .last_written
+                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
+            if keepalive_due && !quiet {
+                st.last_keepalive = Some(now);
+            } else if keepalive_due {
                 st.keepalive_nonce = st.keepalive_nonce.wrapping_add(1);
                 st.uplink.push(
                     HostMsg::Ping {
@@ -456,7 +465,7 @@ impl HostLoop {
                 st.details_asked = Some(now);
             }
             self.run_probes(st, now);
-            flush(link, &mut st.uplink)?;
+            flush(link, st)?;
             self.run_garp(st, now);
             let stats = self.forwarding.as_ref().and_then(|f| f.fast_path_stats());
             let mut sh = self.lock_shared();
@@ -765,13 +774,14 @@ pub const UPLINK_POLL: Duration = Duration::from_millis(1);
 /// before (one frame in flight: what waits can still be reordered, see [`Uplink`]).
 fn flush<T: Read + Write + AsFd + Unsent>(
     link: &mut HostLink<T>,
-    uplink: &mut Uplink,
+    st: &mut LoopState,
 ) -> io::Result<()> {
     while link.unsent() == 0 {
-        let Some(m) = uplink.pop(Instant::now()) else {
+        let Some(m) = st.uplink.pop(Instant::now()) else {
             return Ok(());
         };
         link.send(&m)?;
+        st.last_written = Some(Instant::now());
     }
     Ok(())
 }

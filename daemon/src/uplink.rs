@@ -12,7 +12,8 @@
 //!   evidence; the controller takes an answer to any request of the current silence), but
 //!   a message that has waited [`STARVE_AFTER`] goes before them (with 5 ms heartbeats on a
 //!   loaded machine the links flap every 50-100 ms and a probe answer is always waiting:
-//!   a status request starved for 3 s in the first bench of this queue);
+//!   a status request starved for 3 s in the first bench of this queue); a keepalive
+//!   never does (any frame that goes up tells the controller the daemon lives);
 //! - a keepalive, a status, details or counters request replaces the same one still
 //!   waiting (asking twice gets nothing more);
 //! - everything else keeps its order (interface reports: a short drop is news too; key
@@ -89,10 +90,10 @@ impl Uplink {
     /// The message to write next at `now`: a probe answer first, unless the oldest other
     /// message has waited [`STARVE_AFTER`]; then the rest in order.
     pub fn pop(&mut self, now: Instant) -> Option<HostMsg> {
-        let starving = self
-            .rest
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= STARVE_AFTER);
+        // A keepalive never starves: any frame that goes up does its work.
+        let starving = self.rest.front().is_some_and(|(t, m)| {
+            !matches!(m, HostMsg::Ping { .. }) && now.saturating_duration_since(*t) >= STARVE_AFTER
+        });
         if starving || self.answers.is_empty() {
             return self
                 .rest
@@ -221,5 +222,11 @@ mod tests {
         }
         let waited = sent_status_at.expect("the status request went");
         assert!(waited >= STARVE_AFTER && waited < STARVE_AFTER + Duration::from_millis(15));
+        // A keepalive waits behind the answers however long.
+        let mut q = Uplink::default();
+        q.push(HostMsg::Ping { nonce: 1 }, t);
+        let late = t + 10 * STARVE_AFTER;
+        q.push(answer("SN-A", 1, true), late);
+        assert_eq!(q.pop(late), Some(answer("SN-A", 1, true)));
     }
 }
