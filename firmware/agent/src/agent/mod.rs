@@ -508,52 +508,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 }
                 _ => self.local.apply_admin(*command, now, links, &mut self.out),
             },
-            HostMsg::ProbeResult { peer, alive } => {
-                self.host.note_probe_answer(ProbeNote {
-                    peer: *peer,
-                    request: None,
-                    alive: *alive,
-                    taken: true,
-                });
-                if self.peers.handle_probe_result(
-                    *peer,
-                    *alive,
-                    now,
-                    &self.cfg.timers,
-                    self.cfg.main_cpu_timeout_ms,
-                    &mut self.out,
-                ) {
-                    self.domains.note_peer_lost();
-                    self.refresh_flags();
-                }
-            }
+            HostMsg::ProbeResult { peer, alive } => self.take_probe_answer(*peer, None, *alive),
             HostMsg::ProbeAnswer {
                 peer,
                 request,
                 alive,
-            } => {
-                let taken = self.peers.answers_this_silence(*peer, *request);
-                self.host.note_probe_answer(ProbeNote {
-                    peer: *peer,
-                    request: Some(*request),
-                    alive: *alive,
-                    taken,
-                });
-                if !taken {
-                    // Asked before the peer was last heard: it may predate its crash.
-                    self.wire.count_stale_probe_answer();
-                } else if self.peers.handle_probe_result(
-                    *peer,
-                    *alive,
-                    now,
-                    &self.cfg.timers,
-                    self.cfg.main_cpu_timeout_ms,
-                    &mut self.out,
-                ) {
-                    self.domains.note_peer_lost();
-                    self.refresh_flags();
-                }
-            }
+            } => self.take_probe_answer(*peer, Some(*request), *alive),
             HostMsg::Capabilities(bits) => self.host.set_capabilities(*bits),
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
@@ -592,6 +552,32 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             | HostMsg::ProbeAsk { .. } => {}
         }
         self.evaluate();
+    }
+
+    /// A probe answer from the main CPU: request `request` (`None`: an unnumbered answer of
+    /// an older main CPU, taken as it comes). A numbered one asked before the peer was last
+    /// heard is counted and ignored: it may predate the peer's crash.
+    fn take_probe_answer(&mut self, peer: Serial, request: Option<u16>, alive: bool) {
+        let taken = request.is_none_or(|r| self.peers.answers_this_silence(peer, r));
+        self.host.note_probe_answer(ProbeNote {
+            peer,
+            request,
+            alive,
+            taken,
+        });
+        if !taken {
+            self.wire.count_stale_probe_answer();
+        } else if self.peers.handle_probe_result(
+            peer,
+            alive,
+            self.now,
+            &self.cfg.timers,
+            self.cfg.main_cpu_timeout_ms,
+            &mut self.out,
+        ) {
+            self.domains.note_peer_lost();
+            self.refresh_flags();
+        }
     }
 
     /// [`HostMsg::Members`]: the new member list, and its addresses for the shell. Not
