@@ -391,8 +391,10 @@ impl HostLoop {
             let wait = st.probes.next_at(!st.active).map_or(TICK, |t| {
                 t.saturating_duration_since(Instant::now()).min(TICK)
             });
-            // Frames wait for the link to take the last one: look again soon.
-            let wait = if st.uplink.is_empty() {
+            // Frames wait for the link to take the last one: look again soon, unless the
+            // controller is silent (it may have stopped reading without closing the link:
+            // no reason to look a thousand times a second).
+            let wait = if st.uplink.is_empty() || !st.controller_alive {
                 wait
             } else {
                 wait.min(UPLINK_POLL)
