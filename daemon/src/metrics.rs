@@ -157,6 +157,17 @@ pub fn render(sh: &Shared, now_ms: u64) -> String {
     let _ = writeln!(o, "ha_host_frames_accepted_total {}", sh.host_accepted);
     family(
         &mut o,
+        "ha_host_messages_superseded_total",
+        "counter",
+        "Messages to the controller dropped before they were written: a newer one said as much.",
+    );
+    let _ = writeln!(
+        o,
+        "ha_host_messages_superseded_total {}",
+        sh.host_superseded
+    );
+    family(
+        &mut o,
         "ha_host_status_resends_total",
         "counter",
         "Status requests asked again because the controller's answer was lost or late.",

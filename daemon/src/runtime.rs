@@ -81,6 +81,9 @@ pub struct Shared {
     pub fast_path: Option<crate::fastpath::Stats>,
     /// Host-link frames accepted.
     pub host_accepted: u64,
+    /// Messages to the controller dropped before they were written: superseded by a newer
+    /// one in the upward queue (`Uplink`), or over its bound.
+    pub host_superseded: u64,
     /// The keepalives' round trip through the controller: the last and the longest.
     pub host_rtt: Option<crate::host_rtt::HostRtt>,
     /// Status requests sent again because the controller's answer did not come within
@@ -410,17 +413,12 @@ impl HostLoop {
             if alive != st.controller_alive {
                 self.set_controller_alive(alive, st);
             }
-            let keepalive_due = st
-                .last_keepalive
-                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
             // Any frame tells the controller this daemon lives: a keepalive only fills the
-            // silences (the upward direction is the slow one, see `Uplink`).
-            let quiet = st
-                .last_written
-                .is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
-            if keepalive_due && !quiet {
-                st.last_keepalive = Some(now);
-            } else if keepalive_due {
+            // silences (the upward direction is the slow one, see `Uplink`). Its send time
+            // is the round trip's start, so it moves only when one is sent.
+            let silent_for =
+                |t: Option<Instant>| t.is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
+            if silent_for(st.last_keepalive) && silent_for(st.last_written) {
                 st.keepalive_nonce = st.keepalive_nonce.wrapping_add(1);
                 st.uplink.push(
                     HostMsg::Ping {
@@ -473,6 +471,7 @@ impl HostLoop {
             let mut sh = self.lock_shared();
             sh.fast_path = stats;
             sh.host_accepted = link.codec().accepted();
+            sh.host_superseded = st.uplink.superseded();
             for (k, v) in link.codec().rejects() {
                 sh.host_rejects.insert((*k).to_string(), *v);
             }

@@ -81,6 +81,7 @@ pub fn cluster_info(
                     u64::from(report.frames_rejected),
                 );
                 c.insert("host_frames_accepted".to_string(), sh.host_accepted);
+                c.insert("host_messages_superseded".to_string(), sh.host_superseded);
                 c.insert("host_status_resends".to_string(), sh.status_resends);
                 for (k, v) in &sh.host_rejects {
                     c.insert(format!("host_rejected_{k}"), *v);

@@ -373,9 +373,7 @@ fn a_probe_never_answered_is_a_death_after_the_main_cpu_bound() {
 fn an_answer_to_an_earlier_request_is_ignored() {
     let mut c = Cluster::pair();
     c.run_until(300);
-    c.with(1, |a, now| {
-        a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
-    });
+    says_numbered_probes(&mut c);
     c.answer_probes = false;
     let t = c.a(1).config().timers;
     // A flap: member 1 suspects member 0 and asks; member 0 is heard again.
@@ -391,9 +389,7 @@ fn an_answer_to_an_earlier_request_is_ignored() {
     c.run_until(c.now + t.profile.interval_ms() as u64 * 2);
     assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
     // Member 0 dies; member 1 asks again on suspicion.
-    c.agents[0] = None;
-    let last_rx = c.last_heard(1, 0);
-    c.run_until(last_rx + t.suspect_ms as u64);
+    let (_, last_rx) = dies_unanswered_until_suspected(&mut c);
     let after_crash = c.last_request(1);
     assert_ne!(after_crash, flap);
     // The flap's "alive", late, arrives now: ignored and counted.
@@ -416,15 +412,9 @@ fn probes_are_numbered_only_for_a_main_cpu_that_says_it_understands_them() {
         let mut c = Cluster::pair();
         c.run_until(300);
         if says {
-            c.with(1, |a, now| {
-                a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
-            });
+            says_numbered_probes(&mut c);
         }
-        c.answer_probes = false;
-        c.agents[0] = None;
-        let t = c.a(1).config().timers;
-        let last_rx = c.last_heard(1, 0);
-        c.run_until(last_rx + t.suspect_ms as u64);
+        dies_unanswered_until_suspected(&mut c);
         let asked = c.probe_requests(1);
         assert_eq!(asked.len(), 1);
         assert_eq!(
@@ -445,14 +435,8 @@ fn a_dead_answer_slower_than_the_re_ask_still_counts() {
     cfg.main_cpu_timeout_ms = 1_000;
     let mut c = Cluster::new(vec![config(0, 2), cfg]);
     c.run_until(300);
-    c.with(1, |a, now| {
-        a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
-    });
-    c.answer_probes = false;
-    c.agents[0] = None;
-    let t = c.a(1).config().timers;
-    let last_rx = c.last_heard(1, 0);
-    c.run_until(last_rx + t.suspect_ms as u64);
+    says_numbered_probes(&mut c);
+    let (t, last_rx) = dies_unanswered_until_suspected(&mut c);
     let first = c.last_request(1);
     let down = last_rx + t.profile.dead_ms() as u64;
     c.run_until(down + t.probe_timeout_ms as u64 + 1);
@@ -461,4 +445,22 @@ fn a_dead_answer_slower_than_the_re_ask_still_counts() {
     c.answer_request(1, 0, first, false);
     assert_eq!(c.role(1), Role::Active, "the first request's answer counts");
     assert_eq!(c.a(1).status().counters.stale_probe_answers, 0);
+}
+
+/// Member 1's main CPU says it answers numbered probes.
+fn says_numbered_probes(c: &mut Cluster) {
+    c.with(1, |a, now| {
+        a.handle_host(now, HostMsg::Capabilities(CAP_NUMBERED_PROBES))
+    });
+}
+
+/// Member 0 dies, member 1's probes go unanswered, and time runs until member 1 suspects
+/// it; member 1's timers and when it last heard member 0.
+fn dies_unanswered_until_suspected(c: &mut Cluster) -> (Timers, u64) {
+    c.answer_probes = false;
+    c.agents[0] = None;
+    let t = c.a(1).config().timers;
+    let last_rx = c.last_heard(1, 0);
+    c.run_until(last_rx + t.suspect_ms as u64);
+    (t, last_rx)
 }
