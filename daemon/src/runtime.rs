@@ -15,7 +15,9 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ha_proto::msg::host::{EventReport, HostMsg, StatusReport, CAP_NUMBERED_PROBES};
+use ha_proto::msg::host::{
+    EventReport, HostMsg, StatusReport, CAP_COMPACT_FRAMES, CAP_NUMBERED_PROBES,
+};
 use ha_proto::msg::{Role, Serial};
 
 use crate::fastpath::{Filter, Stats};
@@ -458,8 +460,10 @@ impl HostLoop {
             if controller.is_some() && details_due {
                 // What this daemon understands beyond the first release's messages: with the
                 // details, so a controller that restarted or lost the frame hears it again.
-                st.uplink
-                    .push(HostMsg::Capabilities(CAP_NUMBERED_PROBES), Instant::now());
+                st.uplink.push(
+                    HostMsg::Capabilities(CAP_NUMBERED_PROBES | CAP_COMPACT_FRAMES),
+                    Instant::now(),
+                );
                 st.uplink.push(HostMsg::DetailsRequest, Instant::now());
                 st.uplink.push(HostMsg::CountersRequest, Instant::now());
                 st.details_asked = Some(now);

@@ -4,6 +4,8 @@
 //! everyone:
 //!
 //! 1. length bounds, magic, version, kind, flags, body length ([`crate::frame::peek_header`]);
+//!    a compact frame ([`crate::frame::open_compact`]) only where one sender is expected
+//!    ([`Senders::Only`], which supplies the sender and the cluster id it leaves out);
 //! 2. cluster id, key id, tag (the frame is authentic, [`crate::frame::open`]);
 //! 3. channel: the kind this endpoint receives (the host link's two directions are two kinds,
 //!    so a frame reflected to its sender is refused here);
@@ -332,12 +334,30 @@ impl<const N: usize> Endpoint<N> {
         force_aead: bool,
         out: &mut [u8],
     ) -> Result<usize, FrameError> {
+        self.seal_as(msg, to, force_aead, false, out)
+    }
+
+    /// Like [`Endpoint::seal`]; `compact` asks for the compact form (for a receiver that
+    /// takes it and knows this sender: the host link), which a sequence number past 48 bits
+    /// overrides with the full form.
+    pub fn seal_as<T: Serialize>(
+        &mut self,
+        msg: &T,
+        to: Option<Serial>,
+        force_aead: bool,
+        compact: bool,
+        out: &mut [u8],
+    ) -> Result<usize, FrameError> {
         let peer_epoch = to.and_then(|p| self.peer_epoch(p)).unwrap_or(0);
         let keys = self.keyring.sealing();
         let mut hdr = self.seq.header(self.send, keys.key_id());
         hdr.peer_epoch = peer_epoch;
         hdr.aead |= force_aead;
-        frame::seal_msg(keys, &hdr, msg, out)
+        if compact && frame::fits_compact(&hdr) {
+            frame::seal_msg_compact(keys, &hdr, msg, out)
+        } else {
+            frame::seal_msg(keys, &hdr, msg, out)
+        }
     }
 
     /// Opens a frame in place (steps 1–6 and 9 of the module documentation) and decodes its
@@ -425,7 +445,14 @@ impl<const N: usize> Endpoint<N> {
             return Err(Reject::Oversize);
         }
         let me = self.seq.sender;
-        let opened = frame::open(&self.keyring, self.seq.cluster_id, buf)?;
+        let opened = match (buf.first(), senders) {
+            // A compact frame leaves the sender out: only a link with one sender takes it.
+            (Some(&frame::COMPACT_MAGIC), Senders::Only(s)) => {
+                frame::open_compact(&self.keyring, self.seq.cluster_id, s, buf)?
+            }
+            (Some(&frame::COMPACT_MAGIC), _) => return Err(Reject::BadMagic),
+            _ => frame::open(&self.keyring, self.seq.cluster_id, buf)?,
+        };
         let h = opened.header;
         if h.channel != self.recv {
             return Err(Reject::WrongChannel);

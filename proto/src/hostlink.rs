@@ -9,11 +9,21 @@
 //! step: the main CPU's when it seals them, the controller's when it accepts them.
 //!
 //! On the wire a sealed frame travels as [`crate::uart`] bytes.
+//!
+//! Frames go in the compact form ([`crate::frame`]: 25 bytes shorter, the cluster id and the
+//! member's serial left out) once the other end takes it, for as long as it is the same
+//! boot: the main CPU lists [`CAP_COMPACT_FRAMES`] in its capabilities, and the controller,
+//! told so ([`HostEndpoint::peer_takes_compact`]), answers in compact frames; the main CPU
+//! end sends compact frames from the first compact frame it accepted from this boot of its
+//! controller. Both ends always accept both forms, so an end of an older release (which
+//! neither lists nor sends the form) keeps getting full frames.
 
 use crate::endpoint::{Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
 use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
+#[cfg(doc)]
+use crate::msg::host::CAP_COMPACT_FRAMES;
 use crate::msg::host::{Direction, HostMsg};
 
 /// Senders the host link's replay table tracks: only the other end of this member's link
@@ -71,6 +81,8 @@ pub struct HostEndpoint {
     end: End,
     serial: Serial,
     ep: Endpoint<HOST_REPLAY_SLOTS>,
+    /// The other end's boot that takes compact frames (`None`: none known to).
+    compact_with: Option<u32>,
 }
 
 impl HostEndpoint {
@@ -91,7 +103,19 @@ impl HostEndpoint {
             end,
             serial,
             ep: Endpoint::new(keyring, cluster_id, serial, epoch, send, recv, encrypt),
+            compact_with: None,
         }
+    }
+
+    /// The controller's end: the main CPU said it takes compact frames (its capabilities);
+    /// they are sent until the main CPU restarts.
+    pub fn peer_takes_compact(&mut self) {
+        self.compact_with = self.peer_epoch();
+    }
+
+    /// True when the frames sealed now go in the compact form.
+    pub fn sends_compact(&self) -> bool {
+        self.compact_with.is_some() && self.compact_with == self.peer_epoch()
     }
 
     /// Which end this is.
@@ -133,9 +157,10 @@ impl HostEndpoint {
             return Err(SealError::WrongDirection);
         }
         let key_transport = matches!(msg, HostMsg::InstallKey { .. });
+        let compact = self.sends_compact();
         let n = self
             .ep
-            .seal(msg, Some(self.serial), key_transport, out)
+            .seal_as(msg, Some(self.serial), key_transport, compact, out)
             .map_err(SealError::Frame)?;
         if self.end == End::MainCpu {
             self.follow_rollover(msg, true)
@@ -157,7 +182,12 @@ impl HostEndpoint {
     /// the firmware keeps the message (about 1 KiB) in one place instead of moving it
     /// through the callers' stack frames.
     pub fn open_into(&mut self, buf: &mut [u8], out: &mut Option<HostMsg>) -> Result<(), Reject> {
-        self.ep.open_into(buf, Senders::Only(self.serial), out)?;
+        let compact = buf.first() == Some(&crate::frame::COMPACT_MAGIC);
+        let accepted = self.ep.open_into(buf, Senders::Only(self.serial), out)?;
+        if compact && self.end == End::MainCpu {
+            // The controller sends the form only if it also takes it.
+            self.compact_with = Some(accepted.header.epoch);
+        }
         if self.end == End::Controller {
             if let Some(msg) = out.as_ref() {
                 let _ = self.follow_rollover(msg, false);

@@ -322,3 +322,82 @@ fn with_encrypt_member_and_host_frames_carry_no_plaintext() {
         }
     }
 }
+
+/// The compact form is used only between ends that both take it, and only for the boot that
+/// said so: the main CPU's capability turns on the controller's compact frames, the first
+/// compact frame turns on the main CPU's; a restart of either end goes back to full frames.
+#[test]
+fn compact_frames_only_after_both_ends_said_so_and_only_for_that_boot() {
+    use ha_proto::frame::{COMPACT_HEADER_LEN, COMPACT_MAGIC, HEADER_LEN};
+    let (mut ctrl, mut cpu) = host_pair(3, 8);
+    handshake(&mut ctrl, &mut cpu);
+    assert!(!ctrl.sends_compact() && !cpu.sends_compact());
+    let full = seal(&mut ctrl, &HostMsg::Ping { nonce: 5 });
+    assert_eq!(&full[..2], b"HA");
+
+    // The main CPU lists the capability; the controller's answer goes compact.
+    ctrl.peer_takes_compact();
+    let mut f = seal(&mut ctrl, &HostMsg::Ping { nonce: 5 });
+    assert_eq!(f[0], COMPACT_MAGIC);
+    assert_eq!(f.len() + HEADER_LEN - COMPACT_HEADER_LEN, full.len());
+    assert!(!cpu.sends_compact());
+    assert_eq!(cpu.open(&mut f).unwrap(), HostMsg::Ping { nonce: 5 });
+    assert!(cpu.sends_compact());
+    let mut f = seal(&mut cpu, &force_passive());
+    assert_eq!(f[0], COMPACT_MAGIC);
+    assert_eq!(ctrl.open(&mut f).unwrap(), force_passive());
+
+    // A compact frame replayed is refused like any replay.
+    let mut again = f.clone();
+    assert_eq!(ctrl.open(&mut again).unwrap_err(), Reject::Replay);
+
+    // The main CPU restarts (boot 9): the controller sends full frames until told again.
+    let (_, mut cpu2) = host_pair(0, 9);
+    let mut f = seal(&mut cpu2, &HostMsg::StatusRequest);
+    assert_eq!(&f[..2], b"HA");
+    ctrl.open(&mut f).unwrap();
+    assert!(!ctrl.sends_compact());
+    let mut f = seal(&mut ctrl, &HostMsg::Ping { nonce: 6 });
+    assert_eq!(&f[..2], b"HA");
+    cpu2.open(&mut f).unwrap();
+    assert!(!cpu2.sends_compact());
+
+    // The controller restarts (boot 4) while the main CPU sends compact: the new boot's
+    // first (full) frame turns the main CPU back to full frames.
+    let (mut ctrl, mut cpu) = host_pair(3, 8);
+    handshake(&mut ctrl, &mut cpu);
+    ctrl.peer_takes_compact();
+    let mut f = seal(&mut ctrl, &HostMsg::Ping { nonce: 7 });
+    cpu.open(&mut f).unwrap();
+    assert!(cpu.sends_compact());
+    let (mut ctrl4, _) = host_pair(4, 0);
+    let mut f = seal(&mut ctrl4, &HostMsg::Ping { nonce: 1 });
+    assert_eq!(&f[..2], b"HA");
+    cpu.open(&mut f).unwrap();
+    assert!(!cpu.sends_compact());
+    assert_eq!(&seal(&mut cpu, &HostMsg::StatusRequest)[..2], b"HA");
+}
+
+/// A compact frame names no sender, so a link that takes frames from several senders (the
+/// member link) refuses it before any key is tried.
+#[test]
+fn a_compact_frame_is_refused_where_several_senders_are_expected() {
+    let (mut ctrl, mut cpu) = host_pair(3, 8);
+    handshake(&mut ctrl, &mut cpu);
+    ctrl.peer_takes_compact();
+    let mut f = seal(&mut ctrl, &HostMsg::Ping { nonce: 5 });
+    let mut member = member_ep("B", 1);
+    let members = [serial("A"), serial("B")];
+    assert_eq!(
+        member
+            .open::<MemberMsg>(&mut f.clone(), Senders::AnyOf(&members))
+            .unwrap_err(),
+        Reject::BadMagic
+    );
+    assert_eq!(
+        member
+            .open::<MemberMsg>(&mut f, Senders::AnyOther)
+            .unwrap_err(),
+        Reject::BadMagic
+    );
+}

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use ha_proto::frame::{
-    open, peek_header, seal, seal_msg, Error, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, TAG_LEN,
+    open, open_compact, peek_header, seal, seal_msg, seal_msg_compact, Error, COMPACT_HEADER_LEN,
+    COMPACT_MAGIC, COMPACT_SEQ_LIMIT, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, TAG_LEN,
 };
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::host::HostMsg;
@@ -334,4 +335,114 @@ fn install_key_debug_is_redacted() {
         "{text}"
     );
     assert!(text.contains("redacted"), "{text}");
+}
+
+/// The error a single flipped bit at `byte` of a compact frame must produce.
+fn expected_compact_flip_error(byte: usize, frame_len: usize, got: &Error) -> bool {
+    match byte {
+        0 => *got == Error::BadMagic,
+        1 => matches!(got, Error::UnknownVersion(_)),
+        2 => matches!(got, Error::UnknownKind(_) | Error::BadTag),
+        3 => matches!(got, Error::BadFlags(_) | Error::BadTag),
+        4 => matches!(got, Error::UnknownKey(_)),
+        _ if byte < frame_len => *got == Error::BadTag,
+        _ => false,
+    }
+}
+
+fn sender() -> ha_proto::msg::Serial {
+    header(Channel::ToController, false, 0).sender
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A compact frame is its full twin with the implied fields left out: the same tag, 25
+    /// bytes shorter, and it opens to the same header and message.
+    #[test]
+    fn compact_frames_are_their_full_twin_without_the_implied_fields(
+        msg in host_msg(), aead in any::<bool>(), seq in 0u64..COMPACT_SEQ_LIMIT,
+    ) {
+        let keys = test_keys();
+        let h = header(Channel::ToController, aead, seq);
+        let mut full = [0u8; MAX_FRAME_LEN];
+        let nf = seal_msg(&keys, &h, &msg, &mut full).unwrap();
+        let mut compact = [0u8; MAX_FRAME_LEN];
+        let nc = seal_msg_compact(&keys, &h, &msg, &mut compact).unwrap();
+        prop_assert_eq!(nc + HEADER_LEN - COMPACT_HEADER_LEN, nf);
+        // Layout: magic, then the full header's version..key id, epochs, the sequence's
+        // low 48 bits; the body (ciphertext) and the tag are the full frame's.
+        prop_assert_eq!(compact[0], COMPACT_MAGIC);
+        prop_assert_eq!(&compact[1..5], &full[2..6]);
+        prop_assert_eq!(&compact[5..13], &full[28..36]);
+        prop_assert_eq!(&compact[13..19], &full[38..44]);
+        prop_assert_eq!(&compact[COMPACT_HEADER_LEN..nc], &full[HEADER_LEN..nf]);
+        let opened = open_compact(&test_ring(), CLUSTER, sender(), &mut compact[..nc]).unwrap();
+        prop_assert_eq!(opened.header, h);
+        prop_assert_eq!(opened.decode::<HostMsg>().unwrap(), msg);
+    }
+
+    #[test]
+    fn any_single_bit_flip_of_a_compact_frame_is_rejected(
+        msg in host_msg(), aead in any::<bool>(), bit in any::<prop::sample::Index>(),
+    ) {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg_compact(&test_keys(), &header(Channel::ToController, aead, 9), &msg, &mut buf).unwrap();
+        let bit = bit.index(n * 8);
+        buf[bit / 8] ^= 1 << (bit % 8);
+        let err = open_compact(&test_ring(), CLUSTER, sender(), &mut buf[..n]).unwrap_err();
+        prop_assert!(expected_compact_flip_error(bit / 8, n, &err), "byte {} gave {:?}", bit / 8, err);
+    }
+
+    #[test]
+    fn any_truncation_of_a_compact_frame_is_rejected(
+        msg in host_msg(), cut in any::<prop::sample::Index>(),
+    ) {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg_compact(&test_keys(), &header(Channel::ToController, false, 9), &msg, &mut buf).unwrap();
+        let len = cut.index(n);
+        let err = open_compact(&test_ring(), CLUSTER, sender(), &mut buf[..len]).unwrap_err();
+        // Down to a header and a tag the cut moves the tag: it no longer verifies.
+        let want = if len < COMPACT_HEADER_LEN + TAG_LEN { Error::Truncated } else { Error::BadTag };
+        prop_assert_eq!(err, want);
+    }
+
+    /// The fields a compact frame leaves out are still authenticated: another cluster or
+    /// another sender than the one the receiver supplies fails the tag.
+    #[test]
+    fn a_compact_frame_opened_as_another_cluster_or_sender_fails_its_tag(
+        cluster in any::<u32>(), other in "[A-Z0-9]{1,16}",
+    ) {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = seal_msg_compact(&test_keys(), &header(Channel::ToController, false, 4), &HostMsg::StatusRequest, &mut buf).unwrap();
+        let other = ha_proto::msg::Serial::new(&other).unwrap();
+        if other != sender() {
+            prop_assert_eq!(
+                open_compact(&test_ring(), CLUSTER, other, &mut { buf }[..n]).unwrap_err(),
+                Error::BadTag
+            );
+        }
+        if cluster != CLUSTER {
+            prop_assert_eq!(
+                open_compact(&test_ring(), cluster, sender(), &mut buf[..n]).unwrap_err(),
+                Error::BadTag
+            );
+        }
+    }
+}
+
+/// A sequence number past 48 bits does not fit the compact form: refused, never truncated
+/// (a truncated number would make the frame a replay of an earlier one).
+#[test]
+fn a_sequence_past_48_bits_is_never_sealed_compact() {
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let h = header(Channel::ToController, false, COMPACT_SEQ_LIMIT);
+    assert_eq!(
+        seal_msg_compact(&test_keys(), &h, &HostMsg::StatusRequest, &mut buf),
+        Err(Error::Encode)
+    );
+    let h = header(Channel::ToController, false, COMPACT_SEQ_LIMIT - 1);
+    let n = seal_msg_compact(&test_keys(), &h, &HostMsg::StatusRequest, &mut buf).unwrap();
+    let opened = open_compact(&test_ring(), CLUSTER, sender(), &mut buf[..n]).unwrap();
+    assert_eq!(opened.header.seq, COMPACT_SEQ_LIMIT - 1);
 }

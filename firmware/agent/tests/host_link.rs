@@ -166,6 +166,84 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
     assert_eq!(a.status().me.forced, Forced::Passive);
 }
 
+/// A main CPU that lists the compact frames among its capabilities gets the controller's
+/// frames in the compact form (25 bytes shorter, the slow direction under QEMU included)
+/// from then on; one of an older release, or a restarted one that has not listed it yet,
+/// gets full frames.
+#[test]
+fn the_agent_answers_in_compact_frames_once_the_main_cpu_takes_them() {
+    use ha_proto::frame::COMPACT_MAGIC;
+    use ha_proto::hostlink::{End, HostEndpoint};
+    use ha_proto::msg::host::{CAP_COMPACT_FRAMES, CAP_NUMBERED_PROBES};
+    let mut a = A::new(config(0, 1), 0, 7).unwrap();
+    let mut buf = [0u8; 1472];
+    // Every host frame the agent sends: its first byte and whether the main CPU opened it.
+    let drain = |a: &mut A, cpu: &mut HostEndpoint| {
+        let mut got = Vec::new();
+        while let Some(o) = a.poll_output() {
+            if let Output::Host(m) = o {
+                let mut f = vec![0u8; 1472];
+                let n = a.seal_host(&m, &mut f).unwrap();
+                f.truncate(n);
+                got.push((f[0], cpu.open(&mut f).is_ok()));
+            }
+        }
+        got
+    };
+    let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 3, false);
+    a.handle_timeout(300);
+    drain(&mut a, &mut cpu);
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.handle_host_frame(301, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        !got.is_empty() && got.iter().all(|&(b, ok)| b == b'H' && ok),
+        "{got:?}"
+    );
+    // Numbered probes alone: still full frames.
+    let n = cpu
+        .seal(&HostMsg::Capabilities(CAP_NUMBERED_PROBES), &mut buf)
+        .unwrap();
+    a.handle_host_frame(302, &mut buf[..n]);
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.handle_host_frame(303, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        !got.is_empty() && got.iter().all(|&(b, ok)| b == b'H' && ok),
+        "{got:?}"
+    );
+    // Compact frames listed: the answers go compact and open, and the main CPU follows.
+    let n = cpu
+        .seal(
+            &HostMsg::Capabilities(CAP_NUMBERED_PROBES | CAP_COMPACT_FRAMES),
+            &mut buf,
+        )
+        .unwrap();
+    a.handle_host_frame(304, &mut buf[..n]);
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.handle_host_frame(305, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        !got.is_empty() && got.iter().all(|&(b, ok)| b == COMPACT_MAGIC && ok),
+        "{got:?}"
+    );
+    assert!(cpu.sends_compact());
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    assert_eq!(buf[0], COMPACT_MAGIC);
+    a.handle_host_frame(306, &mut buf[..n]);
+    assert!(!drain(&mut a, &mut cpu).is_empty());
+    assert_eq!(a.status().counters.host_rejected.total(), 0);
+    // The main CPU restarts (an older release, say): full frames until it lists them.
+    let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 4, false);
+    let n = cpu.seal(&HostMsg::StatusRequest, &mut buf).unwrap();
+    a.handle_host_frame(307, &mut buf[..n]);
+    let got = drain(&mut a, &mut cpu);
+    assert!(
+        !got.is_empty() && got.iter().all(|&(b, ok)| b == b'H' && ok),
+        "{got:?}"
+    );
+}
+
 /// The active's main CPU dies (its daemon killed, the controller alive): nothing forwards
 /// there, so the member leaves the election and the peer takes over at once; when the main
 /// CPU is heard again it rejoins as passive, without a swap back.

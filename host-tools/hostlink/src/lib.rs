@@ -190,6 +190,11 @@ impl HostCodec {
         self.sent
     }
 
+    /// True when frames are sealed in the compact form now (the controller takes it).
+    pub fn sends_compact(&self) -> bool {
+        self.ep.sends_compact()
+    }
+
     /// Key id frames are sealed with now.
     pub fn sealing_key_id(&self) -> u8 {
         self.ep.sealing_key_id()

@@ -164,6 +164,10 @@ pub enum HostMsg {
 /// [`HostMsg::Capabilities`] bit: the main CPU answers [`HostMsg::ProbeAsk`] with
 /// [`HostMsg::ProbeAnswer`].
 pub const CAP_NUMBERED_PROBES: u32 = 1;
+/// [`HostMsg::Capabilities`] bit: the main CPU takes compact frames
+/// ([`crate::frame::open_compact`]); a controller that takes them too answers in them
+/// ([`crate::hostlink`]).
+pub const CAP_COMPACT_FRAMES: u32 = 2;
 
 /// What a controller has counted since it booted ([`HostMsg::Counters`]): the source of
 /// truth for how often it took over, which a main CPU cannot rebuild from the role reports

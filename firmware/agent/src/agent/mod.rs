@@ -30,7 +30,7 @@ use ha_proto::config_block::{HaSettings, MemberEntry};
 use ha_proto::endpoint::Reject;
 use ha_proto::hostlink::SealError;
 use ha_proto::keys::{KeyringError, Psk};
-use ha_proto::msg::host::{HostMsg, StatusReport};
+use ha_proto::msg::host::{HostMsg, StatusReport, CAP_COMPACT_FRAMES};
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{Role, Serial, MAX_DOMAINS, MAX_MEMBERS};
 use ha_proto::sensor::SensorReading;
@@ -514,7 +514,12 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 request,
                 alive,
             } => self.take_probe_answer(*peer, Some(*request), *alive),
-            HostMsg::Capabilities(bits) => self.host.set_capabilities(*bits),
+            HostMsg::Capabilities(bits) => {
+                self.host.set_capabilities(*bits);
+                if bits & CAP_COMPACT_FRAMES != 0 {
+                    self.wire.host_takes_compact();
+                }
+            }
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
             // a restarted daemon knows where a PSK rotation stands.

@@ -122,6 +122,11 @@ impl<const M: usize> Wire<M> {
         }
     }
 
+    /// The main CPU takes compact host-link frames: seal them so until it restarts.
+    pub(crate) fn host_takes_compact(&mut self) {
+        self.host.peer_takes_compact();
+    }
+
     /// Seals a host-link message for the main CPU into `out`; returns the frame length.
     pub(crate) fn seal_host(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
         self.host.seal(msg, out)
