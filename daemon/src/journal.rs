@@ -25,6 +25,13 @@ pub fn priority(name: &str) -> u8 {
     }
 }
 
+/// The journal line when the host link changes frame form (compact: both ends take the
+/// compact form, docs/protocol.md).
+pub fn frames_line(compact: bool) -> String {
+    let form = if compact { "compact" } else { "full" };
+    format!("ha-daemon: host link: {form} frames from now on")
+}
+
 /// The journal line of a controller event.
 pub fn controller_line(ev: &EventReport) -> String {
     let peer = ev.peer.as_ref().map_or("-", |p| p.as_str());

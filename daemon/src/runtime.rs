@@ -346,6 +346,8 @@ pub struct LoopState {
     uplink: Uplink,
     /// When the last frame was written to the controller.
     last_written: Option<Instant>,
+    /// The host link carries compact frames (both ends take them; journaled on a change).
+    compact: bool,
     garp_due: Vec<Instant>,
     last_garp: Option<Instant>,
     last_report: Option<Instant>,
@@ -407,6 +409,10 @@ impl HostLoop {
             if let Some(msg) = link.recv_timeout(wait)? {
                 st.heard_at = Some(Instant::now());
                 self.on_msg(link, msg, st)?;
+                if link.codec().sends_compact() != st.compact {
+                    st.compact = !st.compact;
+                    eprintln!("{}", crate::journal::frames_line(st.compact));
+                }
             }
             let now = Instant::now();
             let alive = st
@@ -785,7 +791,7 @@ fn flush<T: Read + Write + AsFd + Unsent>(
         let Some(m) = st.uplink.pop(Instant::now()) else {
             return Ok(());
         };
-        link.send(&m)?;
+        link.send(&crate::uplink::on_the_wire(m, link.codec().sends_compact()))?;
         st.last_written = Some(Instant::now());
     }
     Ok(())

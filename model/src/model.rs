@@ -315,6 +315,10 @@ impl HaModel {
             a.handle_host(
                 now,
                 match p.request {
+                    // Both numbered forms reach the agents in every behaviour, as from a
+                    // main CPU that takes up the short one (compact frames agreed) between
+                    // two answers: the one without the peer names it by the number.
+                    Some(request) if as_asked => HostMsg::ProbeVerdict { request, alive },
                     Some(request) => HostMsg::ProbeAnswer {
                         peer: serial,
                         request,

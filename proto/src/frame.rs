@@ -403,29 +403,19 @@ pub fn open_compact<'a>(
     sender: Serial,
     frame: &'a mut [u8],
 ) -> Result<Opened<'a>, Error> {
-    if frame.len() > MAX_FRAME_LEN {
-        return Err(Error::Oversize);
-    }
-    if frame.len() < COMPACT_HEADER_LEN + TAG_LEN {
-        return Err(Error::Truncated);
-    }
-    if frame[0] != COMPACT_MAGIC {
-        return Err(Error::BadMagic);
-    }
-    if frame[1] != PROTOCOL_VERSION {
-        return Err(Error::UnknownVersion(frame[1]));
-    }
-    let channel = Channel::from_u8(frame[2]).ok_or(Error::UnknownKind(frame[2]))?;
-    if frame[3] & !FLAG_AEAD != 0 {
-        return Err(Error::BadFlags(frame[3]));
-    }
+    let (channel, aead) = check_fixed(
+        frame,
+        COMPACT_HEADER_LEN,
+        frame.first() == Some(&COMPACT_MAGIC),
+        1,
+    )?;
     let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let mut seq = [0u8; 8];
     seq[2..].copy_from_slice(&frame[13..19]);
     let header = Header {
         version: frame[1],
         channel,
-        aead: frame[3] & FLAG_AEAD != 0,
+        aead,
         key_id: frame[4],
         cluster_id,
         sender,
@@ -481,26 +471,40 @@ impl Opened<'_> {
     }
 }
 
+/// The checks both forms share, in order: length bounds (a header of `header_len` and a
+/// tag), `magic_ok`, then version, kind and flags, which follow each other from byte `at`.
+/// Returns the channel and whether the body is encrypted.
+fn check_fixed(
+    frame: &[u8],
+    header_len: usize,
+    magic_ok: bool,
+    at: usize,
+) -> Result<(Channel, bool), Error> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(Error::Oversize);
+    }
+    if frame.len() < header_len + TAG_LEN {
+        return Err(Error::Truncated);
+    }
+    if !magic_ok {
+        return Err(Error::BadMagic);
+    }
+    let (version, kind, flags) = (frame[at], frame[at + 1], frame[at + 2]);
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnknownVersion(version));
+    }
+    let channel = Channel::from_u8(kind).ok_or(Error::UnknownKind(kind))?;
+    if flags & !FLAG_AEAD != 0 {
+        return Err(Error::BadFlags(flags));
+    }
+    Ok((channel, flags & FLAG_AEAD != 0))
+}
+
 /// Parses the header fields without authenticating anything (for diagnostics and tools).
 ///
 /// Checks length bounds, magic, version, kind, flags and body length.
 pub fn peek_header(frame: &[u8]) -> Result<Header, Error> {
-    if frame.len() > MAX_FRAME_LEN {
-        return Err(Error::Oversize);
-    }
-    if frame.len() < HEADER_LEN + TAG_LEN {
-        return Err(Error::Truncated);
-    }
-    if frame[0..2] != MAGIC {
-        return Err(Error::BadMagic);
-    }
-    if frame[2] != PROTOCOL_VERSION {
-        return Err(Error::UnknownVersion(frame[2]));
-    }
-    let channel = Channel::from_u8(frame[3]).ok_or(Error::UnknownKind(frame[3]))?;
-    if frame[4] & !FLAG_AEAD != 0 {
-        return Err(Error::BadFlags(frame[4]));
-    }
+    let (channel, aead) = check_fixed(frame, HEADER_LEN, frame.get(..2) == Some(&MAGIC), 2)?;
     let body_len = u16::from_be_bytes([frame[6], frame[7]]) as usize;
     let want = HEADER_LEN + body_len + TAG_LEN;
     if frame.len() < want {
@@ -514,7 +518,7 @@ pub fn peek_header(frame: &[u8]) -> Result<Header, Error> {
     Ok(Header {
         version: frame[2],
         channel,
-        aead: frame[4] & FLAG_AEAD != 0,
+        aead,
         key_id: frame[5],
         cluster_id: u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]),
         sender: Serial(sender),

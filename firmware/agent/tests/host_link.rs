@@ -103,6 +103,24 @@ fn roles_are_reasserted_to_the_main_cpu_periodically() {
     );
 }
 
+/// Every host-link frame the agent has to send, sealed by it: its first byte (the form) and
+/// what the main CPU's end `cpu` made of it.
+fn sent_frames(
+    a: &mut A,
+    cpu: &mut ha_proto::hostlink::HostEndpoint,
+) -> Vec<(u8, Result<HostMsg, Reject>)> {
+    let mut got = Vec::new();
+    while let Some(o) = a.poll_output() {
+        if let Output::Host(m) = o {
+            let mut f = vec![0u8; 1472];
+            let n = a.seal_host(&m, &mut f).unwrap();
+            f.truncate(n);
+            got.push((f[0], cpu.open(&mut f)));
+        }
+    }
+    got
+}
+
 /// The controller's end of the host link lives in the agent: frames from the main CPU are
 /// opened there, state changes need the main CPU to have heard this boot, and a main CPU
 /// that restarts gets the roles at once.
@@ -112,19 +130,11 @@ fn host_frames_are_opened_by_the_agent_and_bound_to_its_boot() {
     let mut a = A::new(config(0, 1), 0, 7).unwrap();
     let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 3, false);
     let mut buf = [0u8; 1472];
-    let drain = |a: &mut A, cpu: &mut HostEndpoint| {
-        let mut got = Vec::new();
-        while let Some(o) = a.poll_output() {
-            if let Output::Host(m) = o {
-                let mut f = vec![0u8; 1472];
-                let n = a.seal_host(&m, &mut f).unwrap();
-                f.truncate(n);
-                if let Ok(msg) = cpu.open(&mut f) {
-                    got.push(msg);
-                }
-            }
-        }
-        got
+    let drain = |a: &mut A, cpu: &mut HostEndpoint| -> Vec<HostMsg> {
+        sent_frames(a, cpu)
+            .into_iter()
+            .filter_map(|(_, m)| m.ok())
+            .collect()
     };
     a.handle_timeout(300);
     // Before the main CPU heard this boot: a forcing is refused as unbound.
@@ -178,17 +188,11 @@ fn the_agent_answers_in_compact_frames_once_the_main_cpu_takes_them() {
     let mut a = A::new(config(0, 1), 0, 7).unwrap();
     let mut buf = [0u8; 1472];
     // Every host frame the agent sends: its first byte and whether the main CPU opened it.
-    let drain = |a: &mut A, cpu: &mut HostEndpoint| {
-        let mut got = Vec::new();
-        while let Some(o) = a.poll_output() {
-            if let Output::Host(m) = o {
-                let mut f = vec![0u8; 1472];
-                let n = a.seal_host(&m, &mut f).unwrap();
-                f.truncate(n);
-                got.push((f[0], cpu.open(&mut f).is_ok()));
-            }
-        }
-        got
+    let drain = |a: &mut A, cpu: &mut HostEndpoint| -> Vec<(u8, bool)> {
+        sent_frames(a, cpu)
+            .into_iter()
+            .map(|(b, m)| (b, m.is_ok()))
+            .collect()
     };
     let mut cpu = HostEndpoint::new(End::MainCpu, &Psk(KEY), 42, 0, serial(0), 3, false);
     a.handle_timeout(300);

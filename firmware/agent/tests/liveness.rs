@@ -371,27 +371,7 @@ fn a_probe_never_answered_is_a_death_after_the_main_cpu_bound() {
 /// request takes over when the links go down.
 #[test]
 fn an_answer_to_an_earlier_request_is_ignored() {
-    let mut c = Cluster::pair();
-    c.run_until(300);
-    says_numbered_probes(&mut c);
-    c.answer_probes = false;
-    let t = c.a(1).config().timers;
-    // A flap: member 1 suspects member 0 and asks; member 0 is heard again.
-    c.cut[0] = [true, true];
-    let start = c.now;
-    c.run_until(start + t.suspect_ms as u64 + 2);
-    let flap = c.last_request(1);
-    assert!(matches!(
-        c.probe_requests(1).last(),
-        Some(HostMsg::ProbeAsk { .. })
-    ));
-    c.cut[0] = [false, false];
-    c.run_until(c.now + t.profile.interval_ms() as u64 * 2);
-    assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
-    // Member 0 dies; member 1 asks again on suspicion.
-    let (_, last_rx) = dies_unanswered_until_suspected(&mut c);
-    let after_crash = c.last_request(1);
-    assert_ne!(after_crash, flap);
+    let (mut c, t, flap, after_crash, last_rx) = flap_then_crash();
     // The flap's "alive", late, arrives now: ignored and counted.
     c.answer_request(1, 0, flap, true);
     c.answer_request(1, 0, after_crash, false);
@@ -445,6 +425,52 @@ fn a_dead_answer_slower_than_the_re_ask_still_counts() {
     c.answer_request(1, 0, first, false);
     assert_eq!(c.role(1), Role::Active, "the first request's answer counts");
     assert_eq!(c.a(1).status().counters.stale_probe_answers, 0);
+}
+
+/// The short answer (no serial: the request's number names the peer by its place) is
+/// taken like the long one: a "dead" verdict on this silence's request takes over, an
+/// "alive" one on a request of an earlier silence is ignored and counted, and a number
+/// naming a place where no peer is counts as stale too.
+#[test]
+fn a_verdict_names_its_peer_by_the_request_number() {
+    let (mut c, t, flap, after_crash, last_rx) = flap_then_crash();
+    // The peer's place (0, the only peer) is in the numbers' low bits.
+    assert_eq!((flap & 0b111, after_crash & 0b111), (0, 0));
+    c.answer_verdict(1, flap, true);
+    assert_eq!(c.a(1).status().counters.stale_probe_answers, 1);
+    // Place 3: no peer there.
+    c.answer_verdict(1, (after_crash & !0b111) | 3, true);
+    assert_eq!(c.a(1).status().counters.stale_probe_answers, 2);
+    c.answer_verdict(1, after_crash, false);
+    c.run_until(last_rx + t.profile.dead_ms() as u64);
+    assert_eq!(c.role(1), Role::Active, "lost when the links went down");
+}
+
+/// A pair whose member 1 numbers its probes: a flap (member 1 suspects member 0 and asks,
+/// then hears it again), then member 0 dies and member 1 asks again on suspicion. Returns
+/// the cluster, member 1's timers, the flap's and the crash's request numbers, and when
+/// member 1 last heard member 0.
+fn flap_then_crash() -> (Cluster, Timers, u16, u16, u64) {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    says_numbered_probes(&mut c);
+    c.answer_probes = false;
+    let t = c.a(1).config().timers;
+    c.cut[0] = [true, true];
+    let start = c.now;
+    c.run_until(start + t.suspect_ms as u64 + 2);
+    let flap = c.last_request(1);
+    assert!(matches!(
+        c.probe_requests(1).last(),
+        Some(HostMsg::ProbeAsk { .. })
+    ));
+    c.cut[0] = [false, false];
+    c.run_until(c.now + t.profile.interval_ms() as u64 * 2);
+    assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
+    let (_, last_rx) = dies_unanswered_until_suspected(&mut c);
+    let after_crash = c.last_request(1);
+    assert_ne!(after_crash, flap);
+    (c, t, flap, after_crash, last_rx)
 }
 
 /// Member 1's main CPU says it answers numbered probes.

@@ -159,7 +159,24 @@ pub enum HostMsg {
         /// True if the peer answered.
         alive: bool,
     },
+    /// Main CPU → controller: [`HostMsg::ProbeAnswer`] without the peer's serial (16 of its
+    /// 20 bytes), sent to a controller that answers in compact frames (a release that takes
+    /// it; [`CAP_COMPACT_FRAMES`]). The request number names the peer to the controller that
+    /// numbered it: its low [`PROBE_REQUEST_PEER_BITS`] bits are the peer's place in the
+    /// controller's list of peers.
+    ProbeVerdict {
+        /// The number of the request answered.
+        request: u16,
+        /// True if the peer answered.
+        alive: bool,
+    },
 }
+
+/// The low bits of a probe request's number that say which peer it is about (the peer's
+/// place among the controller's peers, fewer than [`crate::cluster::MAX_MEMBERS`]), so that
+/// a [`HostMsg::ProbeVerdict`] need not carry the serial.
+pub const PROBE_REQUEST_PEER_BITS: u32 = 3;
+const _: () = assert!(crate::cluster::MAX_MEMBERS <= 1 << PROBE_REQUEST_PEER_BITS);
 
 /// [`HostMsg::Capabilities`] bit: the main CPU answers [`HostMsg::ProbeAsk`] with
 /// [`HostMsg::ProbeAnswer`].
@@ -274,7 +291,8 @@ impl HostMsg {
             | HostMsg::DetailsRequest
             | HostMsg::CountersRequest
             | HostMsg::Capabilities(_)
-            | HostMsg::ProbeAnswer { .. } => Direction::ToController,
+            | HostMsg::ProbeAnswer { .. }
+            | HostMsg::ProbeVerdict { .. } => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

@@ -514,6 +514,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 request,
                 alive,
             } => self.take_probe_answer(*peer, Some(*request), *alive),
+            HostMsg::ProbeVerdict { request, alive } => {
+                match self.peers.peer_of_request(*request) {
+                    Some(peer) => self.take_probe_answer(peer, Some(*request), *alive),
+                    // No peer at that place (the list shrank): about no one asked now.
+                    None => self.wire.count_stale_probe_answer(),
+                }
+            }
             HostMsg::Capabilities(bits) => {
                 self.host.set_capabilities(*bits);
                 if bits & CAP_COMPACT_FRAMES != 0 {

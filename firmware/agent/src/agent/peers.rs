@@ -19,6 +19,7 @@
 //! - A peer's pause is ignored once it has lasted [`MAX_PAUSE_MS`].
 //! - This member's own heartbeats are scheduled here too: one per interval on every link.
 
+use ha_proto::msg::host::PROBE_REQUEST_PEER_BITS;
 use ha_proto::msg::member::Heartbeat;
 use ha_proto::msg::{Forced, LinkState, Serial, MAX_HA_LINKS};
 use heapless::Vec;
@@ -100,17 +101,20 @@ impl Asked {
     }
 }
 
-/// Asks the main CPU to probe `peer` under a new request number (`asked`: the peer's
-/// requests of this silence); a free function over the fields, so that callers may hold
-/// the peer's entry meanwhile.
-fn ask(asked: &mut Asked, last_request: &mut u16, peer: Serial, out: &mut Outbox) {
+/// Asks the main CPU to probe `peer`, at place `pi` of the peer list, under a new request
+/// number (`asked`: the peer's requests of this silence); a free function over the fields,
+/// so that callers may hold the peer's entry meanwhile. The number's low
+/// [`PROBE_REQUEST_PEER_BITS`] bits are `pi` (a [`HostMsg::ProbeVerdict`] names its peer so),
+/// the rest counts the requests of this boot.
+///
+/// [`HostMsg::ProbeVerdict`]: ha_proto::msg::host::HostMsg::ProbeVerdict
+fn ask(asked: &mut Asked, last_request: &mut u16, pi: usize, peer: Serial, out: &mut Outbox) {
     *last_request = last_request.wrapping_add(1);
-    asked.latest = *last_request;
-    asked.first.get_or_insert(*last_request);
-    out.push(Pending::Probe {
-        peer,
-        request: *last_request,
-    });
+    // pi < MAX_MEMBERS ≤ 1 << PROBE_REQUEST_PEER_BITS (checked in ha_proto).
+    let request = (*last_request << PROBE_REQUEST_PEER_BITS) | pi as u16;
+    asked.latest = request;
+    asked.first.get_or_insert(request);
+    out.push(Pending::Probe { peer, request });
 }
 
 impl<const M: usize, const D: usize> Peers<M, D> {
@@ -165,8 +169,12 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             );
             // A membership change drops probes under way; a silent peer is asked again.
             let _ = self.early.push(EarlyProbe::NONE);
+            // A verdict names its peer by place: a peer at another place forgets the
+            // requests asked at the old one.
+            let place = self.asked.len();
             let _ = self.asked.push(
-                kept.and_then(|k| old_asked.get(k).copied())
+                kept.filter(|&k| k == place)
+                    .and_then(|k| old_asked.get(k).copied())
                     .unwrap_or_default(),
             );
         }
@@ -311,6 +319,15 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         }
     }
 
+    /// The peer a [`HostMsg::ProbeVerdict`]'s `request` names (its low bits: the peer's
+    /// place), if there is one at that place.
+    ///
+    /// [`HostMsg::ProbeVerdict`]: ha_proto::msg::host::HostMsg::ProbeVerdict
+    pub(crate) fn peer_of_request(&self, request: u16) -> Option<Serial> {
+        let place = usize::from(request & ((1 << PROBE_REQUEST_PEER_BITS) - 1));
+        self.list.get(place).map(|p| p.serial)
+    }
+
     /// True when `request` was asked about `peer` since it was last heard (see
     /// [`Asked::in_this_silence`]).
     pub(crate) fn answers_this_silence(&self, peer: Serial, request: u16) -> bool {
@@ -351,7 +368,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             // died since (a crash right after its answer): probe again now rather than wait
             // `reprobe_ms` as unreachable.
             p.state = suspect(now, t, main_cpu_timeout_ms);
-            ask(&mut self.asked[pi], &mut self.last_request, peer, out);
+            ask(&mut self.asked[pi], &mut self.last_request, pi, peer, out);
             return false;
         }
         p.state_since_ms = now;
@@ -445,7 +462,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         // since): probe now.
                         (None, _) | (Some(_), None) | (Some(_), Some(true)) => {
                             p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                            ask(&mut self.asked[pi], &mut self.last_request, serial, out);
+                            ask(&mut self.asked[pi], &mut self.last_request, pi, serial, out);
                         }
                     }
                 }
@@ -458,7 +475,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                             asked: Stamp::at(now),
                             answer: None,
                         };
-                        ask(&mut self.asked[pi], &mut self.last_request, serial, out);
+                        ask(&mut self.asked[pi], &mut self.last_request, pi, serial, out);
                     }
                 }
                 PeerState::Suspect {
@@ -471,7 +488,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                         deadline_ms: (now + t.probe_timeout_ms as u64).min(give_up_ms),
                         give_up_ms,
                     };
-                    ask(&mut self.asked[pi], &mut self.last_request, serial, out);
+                    ask(&mut self.asked[pi], &mut self.last_request, pi, serial, out);
                     out.probe_reasked();
                 }
                 PeerState::Suspect { deadline_ms, .. } if now >= deadline_ms => {
@@ -488,7 +505,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
                 PeerState::Unreachable { next_probe_ms } if now >= next_probe_ms => {
                     p.state = suspect(now, &t, config.main_cpu_timeout_ms);
-                    ask(&mut self.asked[pi], &mut self.last_request, serial, out);
+                    ask(&mut self.asked[pi], &mut self.last_request, pi, serial, out);
                 }
                 _ => {}
             }

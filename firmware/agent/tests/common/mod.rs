@@ -253,6 +253,14 @@ impl Cluster {
         });
     }
 
+    /// Member `i`'s main CPU answers its request number `request` now, in the short form
+    /// that leaves the peer out (the number names it).
+    pub fn answer_verdict(&mut self, i: usize, request: u16, alive: bool) {
+        self.with(i, |a, now| {
+            a.handle_host(now, HostMsg::ProbeVerdict { request, alive })
+        });
+    }
+
     /// Member `i`'s main CPU answers its probe of member `peer` now.
     pub fn answer_probe(&mut self, i: usize, peer: usize, alive: bool) {
         self.with(i, |a, now| {
