@@ -446,3 +446,33 @@ fn a_sequence_past_48_bits_is_never_sealed_compact() {
     let opened = open_compact(&test_ring(), CLUSTER, sender(), &mut buf[..n]).unwrap();
     assert_eq!(opened.header.seq, COMPACT_SEQ_LIMIT - 1);
 }
+
+/// What a probe answer costs on the host link's UART (COBS, CRC and delimiters included):
+/// 87 bytes as a full frame with the serial, 46 as a compact frame without it. Under QEMU
+/// each byte up is a main-loop turn and a guest interrupt (docs/firmware.md "Failover").
+#[test]
+fn probe_answer_sizes_on_the_uart() {
+    let keys = test_keys();
+    // A request number of a busy boot: two varint bytes.
+    let h = header(Channel::ToController, false, 5_000);
+    let long = HostMsg::ProbeAnswer {
+        peer: ha_proto::msg::Serial::new("SN210A0000002").unwrap(),
+        request: 800,
+        alive: false,
+    };
+    let short = HostMsg::ProbeVerdict {
+        request: 800,
+        alive: false,
+    };
+    let on_uart = |frame: &[u8]| {
+        let mut out = [0u8; ha_proto::uart::MAX_ENCODED_LEN];
+        ha_proto::uart::encode_frame(frame, &mut out).unwrap()
+    };
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = seal_msg(&keys, &h, &long, &mut buf).unwrap();
+    let full = on_uart(&buf[..n]);
+    let n = seal_msg_compact(&keys, &h, &short, &mut buf).unwrap();
+    let compact = on_uart(&buf[..n]);
+    println!("probe answer on the UART: full {full} bytes, compact {compact} bytes");
+    assert_eq!((full, compact), (87, 46));
+}
