@@ -33,8 +33,11 @@ fuzz_target!(|data: &[u8]| {
         let mut host = HostEndpoint::new(end, &psk, 0x2a2a, 1, sender, 9, false);
         let mut buf = data.to_vec();
         let _ = host.open(&mut buf);
+        let mut buf = data.to_vec();
+        let _ = host.open_from_main_cpu(&mut buf, &mut None);
     }
     // The decoders on raw bytes too (bodies the tag would normally protect).
     let _ = postcard::from_bytes::<MemberMsg>(data);
     let _ = postcard::from_bytes::<HostMsg>(data);
+    let _ = postcard::from_bytes::<ha_proto::msg::from_main_cpu::FromMainCpu>(data);
 });

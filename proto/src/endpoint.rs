@@ -477,7 +477,7 @@ impl Admit for MemberMsg {
     /// Member frames go to every member on a link, so they are never bound in the header;
     /// the messages that change a receiver's state name the receiver's boot in their body
     /// instead, and one naming another boot of the receiver was recorded before it rebooted:
-    /// refused ([`Reject::StaleBinding`](Reject::StaleBinding)). A
+    /// refused ([`Reject::StaleBinding`]). A
     /// heartbeat from a sender that has not heard the receiver yet names none of its boots
     /// and is accepted (that is how two members first meet).
     fn admit(&self, _header: &Header, to: &Receiver) -> Result<(), Reject> {

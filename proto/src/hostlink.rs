@@ -22,9 +22,11 @@ use crate::endpoint::{Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
 use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
+use crate::msg::from_main_cpu::FromMainCpu;
 #[cfg(doc)]
 use crate::msg::host::CAP_COMPACT_FRAMES;
 use crate::msg::host::{Direction, HostMsg};
+use serde::de::DeserializeOwned;
 
 /// Senders the host link's replay table tracks: only the other end of this member's link
 /// (one serial), plus one slot so that a changed serial is reported as `wrong_sender`.
@@ -72,6 +74,12 @@ impl Admit for HostMsg {
             return Err(Reject::Unbound);
         }
         Ok(())
+    }
+}
+
+impl Admit for FromMainCpu {
+    fn admit(&self, header: &Header, to: &Receiver) -> Result<(), Reject> {
+        self.0.admit(header, to)
     }
 }
 
@@ -182,6 +190,24 @@ impl HostEndpoint {
     /// the firmware keeps the message (about 1 KiB) in one place instead of moving it
     /// through the callers' stack frames.
     pub fn open_into(&mut self, buf: &mut [u8], out: &mut Option<HostMsg>) -> Result<(), Reject> {
+        self.open_as(buf, out)
+    }
+
+    /// The controller's [`HostEndpoint::open_into`], with the controller's own decoder of
+    /// what a main CPU sends ([`FromMainCpu`]: the firmware does not carry the decoder of
+    /// the reports it only sends).
+    pub fn open_from_main_cpu(
+        &mut self,
+        buf: &mut [u8],
+        out: &mut Option<FromMainCpu>,
+    ) -> Result<(), Reject> {
+        self.open_as(buf, out)
+    }
+
+    fn open_as<T>(&mut self, buf: &mut [u8], out: &mut Option<T>) -> Result<(), Reject>
+    where
+        T: DeserializeOwned + Admit + AsRef<HostMsg>,
+    {
         let compact = buf.first() == Some(&crate::frame::COMPACT_MAGIC);
         let accepted = self.ep.open_into(buf, Senders::Only(self.serial), out)?;
         if compact && self.end == End::MainCpu {
@@ -190,7 +216,7 @@ impl HostEndpoint {
         }
         if self.end == End::Controller {
             if let Some(msg) = out.as_ref() {
-                let _ = self.follow_rollover(msg, false);
+                let _ = self.follow_rollover(msg.as_ref(), false);
             }
         }
         Ok(())

@@ -11,16 +11,16 @@ pub const PROTOCOL_VERSION: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Channel {
-    /// Member ↔ member control: heartbeats, joins, admin commands ([`member::MemberMsg`]).
+    /// Member ↔ member control: heartbeats, joins, admin commands ([`crate::msg::member::MemberMsg`]).
     Member = 1,
-    /// Host link, management controller → main CPU ([`host::HostMsg`]). The direction is
+    /// Host link, management controller → main CPU ([`crate::msg::host::HostMsg`]). The direction is
     /// part of the authenticated header, so a frame reflected back to its sender is refused.
     ToMainCpu = 2,
     /// Main CPU ↔ main CPU connection-state sync (body defined by the dataplane crate).
     StateSync = 3,
     /// Management traffic between members' main CPUs (configuration sync, operator commands).
     Management = 4,
-    /// Host link, main CPU → management controller ([`host::HostMsg`]); same key as
+    /// Host link, main CPU → management controller ([`crate::msg::host::HostMsg`]); same key as
     /// [`Channel::ToMainCpu`].
     ToController = 5,
 }

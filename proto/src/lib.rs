@@ -1,7 +1,7 @@
 //! Wire contract shared by every part of the HA system: the management-controller firmware,
 //! the main-CPU daemon and the host tools all speak these frames.
 //!
-//! - [`frame`]: the 40-byte header, sealing ([`frame::seal_msg`]) and opening ([`frame::open`])
+//! - [`frame`]: the 44-byte header (19 bytes in the host link's compact form), sealing ([`frame::seal_msg`]) and opening ([`frame::open`])
 //!   in HMAC-SHA256 or XChaCha20-Poly1305 mode;
 //! - [`endpoint`]: the one place where a frame is accepted (channel, sender, binding to the
 //!   receiver's boot, replay, decode, admission), with one typed rejection;

@@ -266,6 +266,12 @@ pub enum Direction {
     Both,
 }
 
+impl AsRef<HostMsg> for HostMsg {
+    fn as_ref(&self) -> &HostMsg {
+        self
+    }
+}
+
 impl HostMsg {
     /// The end that sends this message.
     pub fn direction(&self) -> Direction {

@@ -5,6 +5,7 @@
 //! message set: a change to any enum here that is not append-only bumps
 //! [`crate::msg::MESSAGE_SET_VERSION`].
 
+pub mod from_main_cpu;
 pub mod host;
 pub mod member;
 

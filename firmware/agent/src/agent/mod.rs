@@ -470,7 +470,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                     &mut self.out,
                 );
             }
-            self.handle_host_msg(now_ms, msg);
+            self.handle_host_msg(now_ms, &msg.0);
         }
     }
 

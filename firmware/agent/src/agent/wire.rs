@@ -6,6 +6,7 @@ use ha_proto::endpoint::{Endpoint, Reject, Senders};
 use ha_proto::frame::{Header, MAX_FRAME_LEN};
 use ha_proto::hostlink::{End, HostEndpoint, SealError};
 use ha_proto::keys::{KeySet, Keyring, KeyringError, Psk};
+use ha_proto::msg::from_main_cpu::FromMainCpu;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{Channel, Serial};
@@ -85,14 +86,15 @@ impl<const M: usize> Wire<M> {
         self.counters.rejected.count(r);
     }
 
-    /// Opens a host-link frame from the main CPU into `out`; a refusal is counted.
+    /// Opens a host-link frame from the main CPU into `out` (with the controller's decoder,
+    /// [`FromMainCpu`]); a refusal is counted.
     pub(crate) fn open_host(
         &mut self,
         bytes: &mut [u8],
-        out: &mut Option<HostMsg>,
+        out: &mut Option<FromMainCpu>,
     ) -> Result<(), Reject> {
         self.host
-            .open_into(bytes, out)
+            .open_from_main_cpu(bytes, out)
             .inspect_err(|&r| self.counters.host_rejected.count(r))
     }
 
