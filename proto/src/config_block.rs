@@ -367,6 +367,7 @@ struct Body {
     aggregate: AggregateRule,
     tpm_included: bool,
     weights: HwWeights,
+    #[serde(with = "crate::bytes")]
     psk: [u8; KEY_LEN],
 }
 

@@ -22,11 +22,12 @@ use crate::endpoint::{Admit, Endpoint, Receiver, Reject, Senders};
 use crate::frame::{Error as FrameError, Header};
 use crate::ids::{Channel, Serial};
 use crate::keys::{KeySet, Keyring, KeyringError, Psk};
-use crate::msg::from_main_cpu::FromMainCpu;
+use crate::msg::controller_side::{FromMainCpu, ToMainCpu};
 #[cfg(doc)]
 use crate::msg::host::CAP_COMPACT_FRAMES;
 use crate::msg::host::{Direction, HostMsg};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Senders the host link's replay table tracks: only the other end of this member's link
 /// (one serial), plus one slot so that a changed serial is reported as `wrong_sender`.
@@ -161,6 +162,23 @@ impl HostEndpoint {
     /// main CPU's end a rollover message also moves this end's keyring, so both ends keep
     /// the same keys; a rollover the keyring refuses is an error and nothing is sealed.
     pub fn seal(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
+        self.seal_body(msg, msg, out)
+    }
+
+    /// The controller's [`HostEndpoint::seal`], with the controller's own encoder of what it
+    /// sends ([`ToMainCpu`]: the firmware does not carry the encoder of the main CPU's
+    /// messages).
+    pub fn seal_to_main_cpu(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
+        self.seal_body(msg, &ToMainCpu(msg), out)
+    }
+
+    /// Seals `msg`, whose body `body` encodes.
+    fn seal_body<T: Serialize>(
+        &mut self,
+        msg: &HostMsg,
+        body: &T,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
         if msg.direction() == self.end.receives() {
             return Err(SealError::WrongDirection);
         }
@@ -168,7 +186,7 @@ impl HostEndpoint {
         let compact = self.sends_compact();
         let n = self
             .ep
-            .seal_as(msg, Some(self.serial), key_transport, compact, out)
+            .seal_as(body, Some(self.serial), key_transport, compact, out)
             .map_err(SealError::Frame)?;
         if self.end == End::MainCpu {
             self.follow_rollover(msg, true)

@@ -41,7 +41,7 @@ impl Channel {
 
 /// A member's hardware serial number: up to 16 ASCII bytes, zero padded.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-pub struct Serial(pub [u8; 16]);
+pub struct Serial(#[serde(with = "crate::bytes")] pub [u8; 16]);
 
 impl Serial {
     /// Builds a serial from text; `None` when longer than 16 bytes or not printable ASCII.

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bytes;
 pub mod cluster;
 pub mod config_block;
 pub mod endpoint;

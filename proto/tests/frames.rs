@@ -484,7 +484,7 @@ proptest! {
     /// as the derived one does, and refuses every message the controller sends.
     #[test]
     fn from_main_cpu_decodes_exactly_the_main_cpu_messages(msg in host_msg()) {
-        use ha_proto::msg::from_main_cpu::FromMainCpu;
+        use ha_proto::msg::controller_side::FromMainCpu;
         use ha_proto::msg::host::Direction;
         let mut buf = [0u8; MAX_FRAME_LEN];
         let bytes = postcard::to_slice(&msg, &mut buf).unwrap();
@@ -502,9 +502,30 @@ proptest! {
     fn from_main_cpu_agrees_with_the_derived_decoder_on_any_bytes(
         bytes in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
-        use ha_proto::msg::from_main_cpu::FromMainCpu;
+        use ha_proto::msg::controller_side::FromMainCpu;
         if let Ok(FromMainCpu(m)) = postcard::from_bytes::<FromMainCpu>(&bytes) {
             prop_assert_eq!(postcard::from_bytes::<HostMsg>(&bytes).unwrap(), m);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The controller's hand-written encoder writes every message the controller sends in
+    /// exactly the derived encoder's bytes, and refuses every message a main CPU sends.
+    #[test]
+    fn to_main_cpu_encodes_exactly_the_controller_messages(msg in host_msg()) {
+        use ha_proto::msg::controller_side::ToMainCpu;
+        use ha_proto::msg::host::Direction;
+        let mut derived = [0u8; MAX_FRAME_LEN];
+        let derived = postcard::to_slice(&msg, &mut derived).unwrap();
+        let mut ours = [0u8; MAX_FRAME_LEN];
+        let ours = postcard::to_slice(&ToMainCpu(&msg), &mut ours);
+        if msg.direction() == Direction::ToController {
+            prop_assert!(ours.is_err(), "{:?} encoded", msg);
+        } else {
+            prop_assert_eq!(&ours.unwrap()[..], &derived[..]);
         }
     }
 }

@@ -319,7 +319,7 @@ impl HostMsg {
 /// A PSK carried by [`HostMsg::InstallKey`]: `Debug` never shows the bytes, equality is
 /// constant time, and the bytes are wiped when dropped.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct WirePsk(pub [u8; KEY_LEN]);
+pub struct WirePsk(#[serde(with = "crate::bytes")] pub [u8; KEY_LEN]);
 
 impl core::fmt::Debug for WirePsk {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

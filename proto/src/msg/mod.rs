@@ -5,7 +5,7 @@
 //! message set: a change to any enum here that is not append-only bumps
 //! [`crate::msg::MESSAGE_SET_VERSION`].
 
-pub mod from_main_cpu;
+pub mod controller_side;
 pub mod host;
 pub mod member;
 

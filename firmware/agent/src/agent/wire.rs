@@ -6,7 +6,7 @@ use ha_proto::endpoint::{Endpoint, Reject, Senders};
 use ha_proto::frame::{Header, MAX_FRAME_LEN};
 use ha_proto::hostlink::{End, HostEndpoint, SealError};
 use ha_proto::keys::{KeySet, Keyring, KeyringError, Psk};
-use ha_proto::msg::from_main_cpu::FromMainCpu;
+use ha_proto::msg::controller_side::FromMainCpu;
 use ha_proto::msg::host::HostMsg;
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{Channel, Serial};
@@ -131,7 +131,7 @@ impl<const M: usize> Wire<M> {
 
     /// Seals a host-link message for the main CPU into `out`; returns the frame length.
     pub(crate) fn seal_host(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
-        self.host.seal(msg, out)
+        self.host.seal_to_main_cpu(msg, out)
     }
 
     /// The boot epoch of a member last heard, if any.

@@ -1,4 +1,5 @@
-//! The controller's decoder of host-link bodies: only the messages a main CPU sends.
+//! The controller's codec of host-link bodies: it decodes only the messages a main CPU sends
+//! ([`FromMainCpu`]) and encodes only those it sends itself ([`ToMainCpu`]).
 //!
 //! `HostMsg`'s derived decoder handles all 25 variants, and most of its code is for the
 //! reports the controller sends and never receives (`Status`, `Details`, `Counters`,
@@ -11,10 +12,15 @@
 //! (`Reject::WrongDirection`); both are counted refusals of a frame that only an
 //! authenticated, misbehaving main CPU can send. `from_main_cpu_decodes_exactly_the_main_cpu_messages`
 //! in `proto/tests/frames.rs` checks it against the derived decoder for every message.
+//!
+//! The encoder is the mirror image: one line per message the controller sends, a struct
+//! variant written as the tuple of its fields; `to_main_cpu_encodes_exactly_the_controller_messages`
+//! checks its bytes against the derived encoder's.
 
 use core::fmt;
 
 use serde::de::{self, EnumAccess, VariantAccess, Visitor};
+use serde::ser::{self, Serialize, Serializer};
 use serde::{Deserialize, Deserializer};
 
 use super::host::HostMsg;
@@ -108,5 +114,39 @@ impl<'de> Visitor<'de> for MainCpuVariants {
             // A message the controller sends, or one of a later release.
             _ => return Err(de::Error::custom("not a message a main CPU sends")),
         })
+    }
+}
+
+/// A message the controller sends, encoded by the controller's own encoder (module docs);
+/// a message a main CPU sends is refused.
+#[derive(Clone, Copy, Debug)]
+pub struct ToMainCpu<'a>(pub &'a HostMsg);
+
+impl Serialize for ToMainCpu<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Postcard writes the variant's number and then the value; the names are unused.
+        const N: &str = "HostMsg";
+        match self.0 {
+            HostMsg::Roles(roles) => s.serialize_newtype_variant(N, 3, "", roles),
+            HostMsg::ProbeRequest { peer, within_ms } => {
+                s.serialize_newtype_variant(N, 4, "", &(peer, within_ms))
+            }
+            HostMsg::Ping { nonce } => s.serialize_newtype_variant(N, 5, "", nonce),
+            HostMsg::Pong { nonce } => s.serialize_newtype_variant(N, 6, "", nonce),
+            HostMsg::Status(report) => s.serialize_newtype_variant(N, 8, "", report),
+            HostMsg::Event(event) => s.serialize_newtype_variant(N, 9, "", event),
+            HostMsg::KeyState {
+                sealing_key_id,
+                accepted,
+            } => s.serialize_newtype_variant(N, 13, "", &(sealing_key_id, accepted)),
+            HostMsg::Details(details) => s.serialize_newtype_variant(N, 18, "", details),
+            HostMsg::Counters(counters) => s.serialize_newtype_variant(N, 20, "", counters),
+            HostMsg::ProbeAsk {
+                peer,
+                within_ms,
+                request,
+            } => s.serialize_newtype_variant(N, 22, "", &(peer, within_ms, request)),
+            _ => Err(ser::Error::custom("not a message the controller sends")),
+        }
     }
 }
