@@ -160,7 +160,7 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
             (ip.map(|ip| SocketAddr::from((ip, bind.port()))), changed)
         }
     };
-    Ok(std::thread::spawn(move || {
+    Ok(crate::spawn_named("ha-sync", move || {
         let mut buf = vec![0u8; 65_536];
         let mut counted = Instant::now();
         // The engine starts with the block's members; later changes are handed to it.

@@ -425,7 +425,7 @@ fn spawn_installer(
         stats,
         waiting: Vec::new(),
     };
-    Ok(std::thread::spawn(move || {
+    Ok(crate::spawn_named("ha-ct-install", move || {
         let mut recreate_at: Option<Instant> = None;
         // Ends when the core (the sender) is dropped at the daemon's stop.
         loop {

@@ -22,3 +22,18 @@ pub mod runtime;
 pub mod synckeys;
 pub mod syncplane;
 pub mod uplink;
+
+/// Starts a thread named `name` (at most 15 bytes: what `top -H`, `perf` and
+/// `/proc/<pid>/task/*/comm` show), so that each of the daemon's threads can be told apart
+/// when it is profiled or seen busy. Like [`std::thread::spawn`], it panics only if the
+/// system refuses a new thread.
+pub fn spawn_named<F, T>(name: &str, f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("starting thread {name}: {e}"))
+}

@@ -390,7 +390,7 @@ pub fn spawn(
     let bound = l.local_addr()?;
     Ok((
         bound,
-        std::thread::spawn(move || {
+        crate::spawn_named("ha-metrics", move || {
             while !stop.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {

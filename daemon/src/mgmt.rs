@@ -387,13 +387,13 @@ impl MgmtServer {
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        Ok(std::thread::spawn(move || {
+        Ok(crate::spawn_named("ha-mgmt", move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
                         let me = self.clone();
                         let _ = s.set_nonblocking(false);
-                        std::thread::spawn(move || {
+                        crate::spawn_named("ha-mgmt-client", move || {
                             let _ = me.serve_client(s);
                         });
                     }

@@ -182,7 +182,7 @@ pub fn spawn_rx<F: Filter + Send + 'static>(
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<io::Result<()>> {
     std::thread::Builder::new()
-        .name(format!("rx-{side:?}"))
+        .name(format!("ha-rx-{side:?}"))
         .spawn(move || {
             let mut last_expire = Instant::now();
             while !stop.load(Ordering::Relaxed) {

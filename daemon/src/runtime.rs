@@ -651,7 +651,7 @@ impl HostLoop {
         if left_active {
             if let Some((ifaces, down_for)) = self.bounce.clone() {
                 // Off the host loop's thread: the loop must keep answering the controller.
-                std::thread::spawn(move || {
+                crate::spawn_named("ha-bounce", move || {
                     for i in &ifaces {
                         if let Err(e) = crate::links::set_link_up(*i, false) {
                             eprintln!("ha-daemon: bounce: interface {i} down: {e}");

@@ -39,5 +39,5 @@ fuzz_target!(|data: &[u8]| {
     // The decoders on raw bytes too (bodies the tag would normally protect).
     let _ = postcard::from_bytes::<MemberMsg>(data);
     let _ = postcard::from_bytes::<HostMsg>(data);
-    let _ = postcard::from_bytes::<ha_proto::msg::from_main_cpu::FromMainCpu>(data);
+    let _ = postcard::from_bytes::<ha_proto::msg::controller_side::FromMainCpu>(data);
 });

@@ -44,7 +44,7 @@ impl EventThread {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let me = stop.clone();
-        let handle = std::thread::spawn(move || {
+        let handle = crate::spawn_named("ha-ct-events", move || {
             let halt = || me.load(Ordering::Relaxed) || daemon_stop.load(Ordering::Relaxed);
             if let Err(e) = run(&core, &stats, &halt) {
                 eprintln!("ha-daemon: conntrack events: {e}");
@@ -99,7 +99,7 @@ impl Refresher {
         let (tx, dumps) = mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let me = stop.clone();
-        let handle = std::thread::spawn(move || {
+        let handle = crate::spawn_named("ha-ct-refresh", move || {
             let mut last = Instant::now();
             while !me.load(Ordering::Relaxed) {
                 std::thread::sleep(EVENT_WAIT);

@@ -98,7 +98,7 @@ impl Prober {
         )?;
         let answered = Arc::new(Mutex::new(HashSet::new()));
         let (rx, seen) = (sock.clone(), answered.clone());
-        std::thread::spawn(move || {
+        crate::spawn_named("ha-probe-rx", move || {
             let mut buf = [0u8; 1500];
             loop {
                 match recv(
