@@ -791,7 +791,7 @@ fn flush<T: Read + Write + AsFd + Unsent>(
         let Some(m) = st.uplink.pop(Instant::now()) else {
             return Ok(());
         };
-        link.send(&crate::uplink::on_the_wire(m, link.codec().sends_compact()))?;
+        link.send(&m)?;
         st.last_written = Some(Instant::now());
     }
     Ok(())

@@ -45,19 +45,6 @@ pub struct Uplink {
     superseded: u64,
 }
 
-/// The form `msg` takes on the wire to a controller that answers in compact frames
-/// (`compact`: a release that takes [`HostMsg::ProbeVerdict`]): a numbered probe answer
-/// leaves its peer's serial out, which the request number names. The queue itself keeps
-/// the answer with its peer (one per peer, [`Uplink::push`]).
-pub fn on_the_wire(msg: HostMsg, compact: bool) -> HostMsg {
-    match msg {
-        HostMsg::ProbeAnswer { request, alive, .. } if compact => {
-            HostMsg::ProbeVerdict { request, alive }
-        }
-        m => m,
-    }
-}
-
 /// The peer a probe answer is about.
 fn answer_peer(m: &HostMsg) -> Option<Serial> {
     match m {
@@ -152,30 +139,6 @@ mod tests {
             request,
             alive,
         }
-    }
-
-    /// To a controller that answers in compact frames a numbered answer goes without its
-    /// peer; to one that does not, and for an unnumbered one, as it is.
-    #[test]
-    fn a_numbered_answer_leaves_its_peer_out_only_for_a_compact_controller() {
-        let a = answer("SN-A", 17, false);
-        assert_eq!(
-            on_the_wire(a.clone(), true),
-            HostMsg::ProbeVerdict {
-                request: 17,
-                alive: false
-            }
-        );
-        assert_eq!(on_the_wire(a.clone(), false), a);
-        let old = HostMsg::ProbeResult {
-            peer: peer("SN-A"),
-            alive: true,
-        };
-        assert_eq!(on_the_wire(old.clone(), true), old);
-        assert_eq!(
-            on_the_wire(HostMsg::StatusRequest, true),
-            HostMsg::StatusRequest
-        );
     }
 
     /// The journal's case: "alive" answers to earlier probes wait; the takeover's "dead"

@@ -269,19 +269,24 @@ pub fn seal_msg<T: Serialize>(
     msg: &T,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let room = out
-        .len()
-        .saturating_sub(HEADER_LEN + TAG_LEN)
-        .min(MAX_BODY_LEN);
-    if out.len() < HEADER_LEN + TAG_LEN {
-        return Err(Error::BufferTooSmall);
-    }
-    let body_len = postcard::to_slice(msg, &mut out[HEADER_LEN..HEADER_LEN + room])
-        .map_err(|_| Error::Encode)?
-        .len();
+    let body_len = encode_body(msg, out, HEADER_LEN)?;
     let total = HEADER_LEN + body_len + TAG_LEN;
     let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
     seal_in_place(keys, hdr, body_len, out)
+}
+
+/// Encodes `msg` as a body after a header of `header_len` bytes in `out`, leaving room for
+/// the tag; returns the body's length.
+fn encode_body<T: Serialize>(msg: &T, out: &mut [u8], header_len: usize) -> Result<usize, Error> {
+    if out.len() < header_len + TAG_LEN {
+        return Err(Error::BufferTooSmall);
+    }
+    let room = (out.len() - header_len - TAG_LEN).min(MAX_BODY_LEN);
+    Ok(
+        postcard::to_slice(msg, &mut out[header_len..header_len + room])
+            .map_err(|_| Error::Encode)?
+            .len(),
+    )
 }
 
 /// Seals a frame whose body is already at `out[HEADER_LEN..HEADER_LEN + body_len]`; `out` is
@@ -368,13 +373,7 @@ pub fn seal_msg_compact<T: Serialize>(
     if !fits_compact(hdr) {
         return Err(Error::Encode);
     }
-    if out.len() < COMPACT_HEADER_LEN + TAG_LEN {
-        return Err(Error::BufferTooSmall);
-    }
-    let room = (out.len() - COMPACT_HEADER_LEN - TAG_LEN).min(MAX_BODY_LEN);
-    let body_len = postcard::to_slice(msg, &mut out[COMPACT_HEADER_LEN..COMPACT_HEADER_LEN + room])
-        .map_err(|_| Error::Encode)?
-        .len();
+    let body_len = encode_body(msg, out, COMPACT_HEADER_LEN)?;
     let mut head = [0u8; HEADER_LEN];
     // body_len ≤ MAX_BODY_LEN < u16::MAX
     hdr.write(body_len as u16, &mut head);
@@ -545,10 +544,11 @@ pub fn open<'a>(
         .get(header.key_id)
         .ok_or(Error::UnknownKey(header.key_id))?;
     let body_end = frame.len() - TAG_LEN;
-    let mut head = [0u8; HEADER_LEN];
-    head.copy_from_slice(&frame[..HEADER_LEN]);
     let (front, tag) = frame.split_at_mut(body_end);
-    verify_body(keys, &header, &head, &mut front[HEADER_LEN..], tag)?;
+    let (head, body) = front.split_at_mut(HEADER_LEN);
+    // `peek_header` checked the length: the split is a whole header.
+    let head: &[u8; HEADER_LEN] = (&*head).try_into().map_err(|_| Error::Truncated)?;
+    verify_body(keys, &header, head, body, tag)?;
     Ok(Opened {
         header,
         body: &frame[HEADER_LEN..body_end],

@@ -161,8 +161,20 @@ impl HostEndpoint {
     /// frame length. Key transport ([`HostMsg::InstallKey`]) is always AEAD-sealed. On the
     /// main CPU's end a rollover message also moves this end's keyring, so both ends keep
     /// the same keys; a rollover the keyring refuses is an error and nothing is sealed.
+    /// To a controller that answers in compact frames (a release that takes
+    /// [`HostMsg::ProbeVerdict`]) a numbered probe answer goes as a verdict, without the
+    /// peer's serial, which the request number names.
     pub fn seal(&mut self, msg: &HostMsg, out: &mut [u8]) -> Result<usize, SealError> {
-        self.seal_body(msg, msg, out)
+        match msg {
+            HostMsg::ProbeAnswer { request, alive, .. } if self.sends_compact() => {
+                let verdict = HostMsg::ProbeVerdict {
+                    request: *request,
+                    alive: *alive,
+                };
+                self.seal_body(&verdict, &verdict, out)
+            }
+            _ => self.seal_body(msg, msg, out),
+        }
     }
 
     /// The controller's [`HostEndpoint::seal`], with the controller's own encoder of what it

@@ -401,3 +401,38 @@ fn a_compact_frame_is_refused_where_several_senders_are_expected() {
         Reject::BadMagic
     );
 }
+
+/// To a controller that answers in compact frames a numbered probe answer goes as a verdict,
+/// without its peer (the request number names it); to one that does not, and an unnumbered
+/// answer, as they are.
+#[test]
+fn a_numbered_answer_leaves_its_peer_out_only_for_a_compact_controller() {
+    let answer = HostMsg::ProbeAnswer {
+        peer: serial("B"),
+        request: 17,
+        alive: false,
+    };
+    let old = HostMsg::ProbeResult {
+        peer: serial("B"),
+        alive: true,
+    };
+    let (mut ctrl, mut cpu) = host_pair(3, 8);
+    handshake(&mut ctrl, &mut cpu);
+    let mut f = seal(&mut cpu, &answer);
+    assert_eq!(ctrl.open(&mut f).unwrap(), answer);
+    ctrl.peer_takes_compact();
+    let mut f = seal(&mut ctrl, &HostMsg::Ping { nonce: 2 });
+    cpu.open(&mut f).unwrap();
+    let mut f = seal(&mut cpu, &answer);
+    assert_eq!(
+        ctrl.open(&mut f).unwrap(),
+        HostMsg::ProbeVerdict {
+            request: 17,
+            alive: false
+        }
+    );
+    let mut f = seal(&mut cpu, &old);
+    assert_eq!(ctrl.open(&mut f).unwrap(), old);
+    let mut f = seal(&mut cpu, &HostMsg::StatusRequest);
+    assert_eq!(ctrl.open(&mut f).unwrap(), HostMsg::StatusRequest);
+}
