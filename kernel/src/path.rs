@@ -3,7 +3,9 @@
 //! change. The daemon's threads do the I/O ([`crate::conntrack::socket`], [`crate::address`],
 //! [`crate::guard`]) and hand the changed keys to the packet path's outbox.
 
-use std::collections::{HashMap, HashSet};
+// hashbrown's default hasher (foldhash, seeded per process): the keys are connection tuples
+// an outsider chooses, and `std`'s SipHash was the event thread's largest cost in a profile.
+use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ha_dataplane::sync::ItemKey;
@@ -109,6 +111,22 @@ impl KernelPath {
         self.young.len()
     }
 
+    /// The held-back entry of `k`, if any (without hashing when none is held back: the
+    /// usual case, every event passes here).
+    fn young_get(&self, k: &CtKey) -> Option<&(Millis, CtEntry)> {
+        if self.young.is_empty() {
+            return None;
+        }
+        self.young.get(k)
+    }
+
+    /// Forgets the held-back entry of `k`, if any.
+    fn young_forget(&mut self, k: &CtKey) {
+        if !self.young.is_empty() {
+            self.young.remove(k);
+        }
+    }
+
     /// The verdict on `e` seen at `now`: its age counts from when this member first saw it;
     /// an entry the peer knows already is old.
     fn verdict(&self, e: &CtEntry, now: Millis) -> Verdict {
@@ -116,8 +134,7 @@ impl KernelPath {
         let age = if self.mirror.get(&k).is_some() {
             u64::MAX
         } else {
-            self.young
-                .get(&k)
+            self.young_get(&k)
                 .map_or(0, |(first, _)| now.saturating_sub(*first))
         };
         self.select.verdict(e, age)
@@ -132,7 +149,7 @@ impl KernelPath {
     ) -> Option<Change<CtEntry>> {
         let k = e.key();
         if kind == CtEventKind::Destroy {
-            self.young.remove(&k);
+            self.young_forget(&k);
             return self.mirror.on_event(kind, e);
         }
         // An update reports only what changed of the TCP state, helper and sequence
@@ -140,19 +157,19 @@ impl KernelPath {
         let known = self
             .mirror
             .get(&k)
-            .or_else(|| self.young.get(&k).map(|(_, p)| p));
+            .or_else(|| self.young_get(&k).map(|(_, p)| p));
         let e = &match known {
             Some(known) if kind == CtEventKind::Update => e.completed_by(known),
             _ => *e,
         };
         match self.verdict(e, now) {
             Verdict::Sync => {
-                self.young.remove(&k);
+                self.young_forget(&k);
                 self.mirror.on_event(kind, e)
             }
             // A skipped entry the peer was told about (a rule or address changed) goes.
             Verdict::Skip => {
-                self.young.remove(&k);
+                self.young_forget(&k);
                 self.mirror.on_event(CtEventKind::Destroy, e)
             }
             Verdict::Young => {

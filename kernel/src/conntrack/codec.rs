@@ -574,6 +574,17 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
 
 /// Reads one netlink message (as [`split`] returns them).
 pub fn decode(msg: &[u8]) -> Result<Decoded, CodecError> {
+    // The common entry event without allocating; the crate's reader for the rest.
+    match super::fast::entry_event(msg) {
+        Some(ev) => Ok(Decoded::Entry(ev)),
+        None => decode_with_crate(msg),
+    }
+}
+
+/// [`decode`] by `netlink-packet-netfilter` alone (with this module's hand-written
+/// attributes): the reference the allocation-free reader ([`super::fast`]) is tested
+/// against.
+pub fn decode_with_crate(msg: &[u8]) -> Result<Decoded, CodecError> {
     let m = NetlinkMessage::<NetfilterMessage>::deserialize(msg)
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     let flags = m.header.flags;

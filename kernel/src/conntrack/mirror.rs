@@ -8,7 +8,8 @@
 //! to what the table holds (new and changed entries, and removals of entries that vanished
 //! while the events were lost).
 
-use std::collections::HashMap;
+// hashbrown's default hasher (foldhash, seeded per process): see `crate::path`.
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use super::{CtEntry, CtEventKind, CtExpect, CtTuple};

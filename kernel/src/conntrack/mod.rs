@@ -4,6 +4,7 @@
 //! - [`CtEntry`]: one entry (both tuples, status, timeout, mark, zone, TCP tracking state), the
 //!   value a sync record will carry;
 //! - [`codec`]: entry ⇄ ctnetlink message bytes (pure, tested with golden bytes);
+//! - [`fast`]: the common entry event read without allocating (the events' hot path);
 //! - [`socket`]: the ctnetlink socket of one network namespace (events, dump, create);
 //! - [`mirror`]: what the peer has been told, and the catch-up after lost events (sans-IO);
 //! - [`expect`]: helper expectations ([`CtExpect`]) ⇄ their ctnetlink messages;
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod events_setting;
 pub mod expect;
+pub mod fast;
 pub mod item;
 pub mod mirror;
 pub mod socket;
