@@ -51,6 +51,9 @@ pub const INSTALL_DRAIN: Duration = Duration::from_millis(500);
 pub struct KStats {
     /// Conntrack events read on the active.
     pub events: AtomicU64,
+    /// Event messages read by the allocation-free reader (the common entry event); the
+    /// rest went through `netlink-packet-netfilter` (helpers, expectations).
+    pub events_fast: AtomicU64,
     /// Event messages that could not be read.
     pub unreadable: AtomicU64,
     /// Overruns (events lost, a dump followed).
@@ -97,6 +100,7 @@ impl KStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("events", g(&self.events)),
+            ("events_fast", g(&self.events_fast)),
             ("unreadable", g(&self.unreadable)),
             ("overruns", g(&self.overruns)),
             ("dumps", g(&self.dumps)),

@@ -183,6 +183,7 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
     resync(core, stats, true)?;
     let refresher = Refresher::start(stats.clone());
     let mut batch = Events::default();
+    let mut fast_seen = 0;
     let mut last_tick = Instant::now();
     // Masters read once already, to read again at the given time.
     let mut again: Vec<((CtTuple, u16), Instant)> = Vec::new();
@@ -206,6 +207,10 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
         }
         if !batch.is_empty() {
             KStats::add(&stats.events, batch.len() as u64);
+            // This thread's socket counts since the takeover; the counter across takeovers.
+            let fast = ev.reads().fast;
+            KStats::add(&stats.events_fast, fast - fast_seen);
+            fast_seen = fast;
             let mut c = lock(core);
             if !c.is_active() {
                 return Ok(());
