@@ -519,11 +519,16 @@ impl<T: Read + Write + AsFd> HostLink<T> {
 
 /// Waits until `fd` is readable or `timeout` passes; true when readable. An interrupted wait
 /// counts as a timeout (the caller loops on its own deadline).
+///
+/// `ppoll`, to the nanosecond: `poll` takes whole milliseconds, so a wait of 0.9 ms became
+/// 0 and a caller looping until its deadline ([`HostLink::recv_timeout`]) spun on `poll`
+/// for the rest of each millisecond (the daemon's host loop took about 8 % of a core so in
+/// a churn profile, doing nothing).
 pub fn wait_readable<F: AsFd>(fd: &F, timeout: Duration) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    use nix::sys::time::TimeSpec;
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
+    match ppoll(&mut fds, Some(TimeSpec::from(timeout)), None) {
         Ok(0) => Ok(false),
         Ok(_) => Ok(true),
         Err(nix::errno::Errno::EINTR) => Ok(false),

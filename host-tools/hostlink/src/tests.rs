@@ -248,3 +248,19 @@ fn connect_over_a_unix_socket_path() {
     let got = link.recv_timeout(Duration::from_secs(5)).expect("recv");
     assert_eq!(got, Some(HostMsg::Ping { nonce: 4 }));
 }
+
+#[test]
+fn a_wait_shorter_than_a_millisecond_waits_instead_of_returning_at_once() {
+    // `poll`'s whole milliseconds made 0.9 ms a wait of 0: the host loop spun until its
+    // deadline. The lower bound only: a wait never ends early unless the link is readable.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    for us in [900u64, 300, 1_500] {
+        let t = std::time::Instant::now();
+        assert!(!wait_readable(&a, std::time::Duration::from_micros(us)).unwrap());
+        assert!(
+            t.elapsed() >= std::time::Duration::from_micros(us * 8 / 10),
+            "{us} µs asked, {:?} waited",
+            t.elapsed()
+        );
+    }
+}
