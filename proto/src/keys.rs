@@ -165,22 +165,38 @@ pub enum WeakKey {
     Unbalanced(u16),
 }
 
+impl crate::text::Words for WeakKey {
+    fn words(&self, out: &mut dyn crate::text::TextOut) {
+        match *self {
+            WeakKey::FewDistinctBytes(n) => {
+                out.text("weak key: only ");
+                out.dec(n.into());
+                out.text(" distinct byte values (random keys have about 28; at least ");
+                out.dec(MIN_DISTINCT_BYTES.into());
+                out.text(" needed)");
+            }
+            WeakKey::Repeating(p) => {
+                out.text("weak key: it repeats a ");
+                out.dec(p.into());
+                out.text("-byte pattern");
+            }
+            WeakKey::Sequence => out.text("weak key: its bytes form a counting sequence"),
+            WeakKey::Unbalanced(ones) => {
+                out.text("weak key: ");
+                out.dec(ones.into());
+                out.text(" of 256 bits set (random keys have 128 ± 8; ");
+                out.dec(MIN_ONES.into());
+                out.text("–");
+                out.dec(MAX_ONES.into());
+                out.text(" accepted)");
+            }
+        }
+    }
+}
+
 impl core::fmt::Display for WeakKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            WeakKey::FewDistinctBytes(n) => write!(
-                f,
-                "weak key: only {n} distinct byte values (random keys have about 28; at least {MIN_DISTINCT_BYTES} needed)"
-            ),
-            WeakKey::Repeating(p) => {
-                write!(f, "weak key: it repeats a {p}-byte pattern")
-            }
-            WeakKey::Sequence => f.write_str("weak key: its bytes form a counting sequence"),
-            WeakKey::Unbalanced(ones) => write!(
-                f,
-                "weak key: {ones} of 256 bits set (random keys have 128 ± 8; {MIN_ONES}–{MAX_ONES} accepted)"
-            ),
-        }
+        crate::text::fmt_words(self, f)
     }
 }
 

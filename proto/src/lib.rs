@@ -34,4 +34,5 @@ pub mod msg;
 pub mod replay;
 pub mod sensor;
 pub mod seq;
+pub mod text;
 pub mod uart;

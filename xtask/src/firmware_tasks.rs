@@ -7,10 +7,10 @@ use crate::util::{run, Result};
 pub fn lint() -> Result {
     for dir in [FW_APP_DIR, FW_BOARD_DIR, NUCLEO_BOARD_DIR] {
         run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
-        run(fw_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
+        run(fw_build_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
     }
     // The firmware binary again, built for the real board.
-    run(fw_cargo(FW_APP_DIR)
+    run(fw_build_cargo(FW_APP_DIR)
         .args(["clippy", "--release"])
         .args(NUCLEO_ARGS)
         .args(["--", "-D", "warnings"]))
@@ -75,9 +75,58 @@ fn fw_cargo(dir: &str) -> std::process::Command {
     c
 }
 
+/// [`fw_cargo`] for a build or a lint: with [`path_remaps`].
+fn fw_build_cargo(dir: &str) -> std::process::Command {
+    let mut c = fw_cargo(dir);
+    c.args(path_remaps());
+    c
+}
+
+/// `--config` arguments that shorten the source paths compiled into the firmware (each panic
+/// site carries its file's path): the cargo registry's and this tree's prefixes are left out,
+/// so `/root/.cargo/registry/src/index.crates.io-…/smoltcp-0.13.1/src/wire/ip.rs` becomes
+/// `smoltcp-0.13.1/src/wire/ip.rs` (about 2 KB of flash: 57 paths of 4,118 bytes before).
+/// For both firmware targets; every firmware build and lint uses them, so none rebuilds the
+/// others' dependencies. (Cargo's `trim-paths` profile option does this, not yet stable in
+/// the toolchain this tree pins.)
+pub(crate) fn path_remaps() -> Vec<String> {
+    let mut prefixes = Vec::new();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    if let Some(src) = cargo_home.map(|h| h.join("registry/src")) {
+        let mut dirs: Vec<_> = std::fs::read_dir(&src)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        prefixes.extend(dirs);
+    }
+    prefixes.push(crate::util::root());
+    let flags: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("\"--remap-path-prefix={}/=\"", p.display()))
+        .collect();
+    [FW_TARGET, NUCLEO_TARGET]
+        .iter()
+        .flat_map(|t| {
+            [
+                "--config".to_string(),
+                format!("target.{t}.rustflags=[{}]", flags.join(",")),
+            ]
+        })
+        .collect()
+}
+
+/// The QEMU board's target.
+const FW_TARGET: &str = "thumbv7m-none-eabi";
+
 /// Builds the release firmware and returns the ELF's path.
 fn fw_build() -> Result<std::path::PathBuf> {
-    run(fw_cargo(FW_APP_DIR).args(["build", "--release"]))?;
+    run(fw_build_cargo(FW_APP_DIR).args(["build", "--release"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| crate::util::root().join(FW_APP_DIR).join("target"));
@@ -103,7 +152,7 @@ const NUCLEO_RAM: u64 = 512 * 1024;
 /// Builds the release firmware for the NUCLEO-H743ZI and returns the ELF's path (what
 /// `cargo nucleo-h743zi` in firmware/app flashes with probe-rs).
 fn nucleo_build() -> Result<std::path::PathBuf> {
-    run(fw_cargo(FW_APP_DIR)
+    run(fw_build_cargo(FW_APP_DIR)
         .args(["build", "--release"])
         .args(NUCLEO_ARGS))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")

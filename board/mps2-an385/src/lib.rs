@@ -20,6 +20,9 @@
 #![no_std]
 #![warn(missing_docs)]
 
+// The small memcpy / memmove (flash): the crate only defines symbols, nothing to call.
+use ha_board_mem as _;
+
 pub mod config;
 pub mod eth;
 pub mod executor;

@@ -6,6 +6,7 @@ use ha_proto::config_block::{
 };
 use ha_proto::keys::Psk;
 use ha_proto::msg::{FirmwareVersion, Serial, MAX_DOMAINS, MAX_HA_LINKS};
+use ha_proto::text::{fmt_words, TextOut, Words};
 use heapless::{String, Vec};
 
 use crate::quality::QualityConfig;
@@ -167,22 +168,27 @@ impl SettingsChanges {
     }
 }
 
-impl core::fmt::Display for SettingsChanges {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl Words for SettingsChanges {
+    fn words(&self, out: &mut dyn TextOut) {
         if self.is_empty() {
-            return f.write_str("nothing changed");
+            return out.text("nothing changed");
         }
         let mut first = true;
         for (bit, name) in Self::NAMES {
             if self.0 & bit != 0 {
                 if !first {
-                    f.write_str(", ")?;
+                    out.text(", ");
                 }
-                f.write_str(name)?;
+                out.text(name);
                 first = false;
             }
         }
-        Ok(())
+    }
+}
+
+impl core::fmt::Display for SettingsChanges {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fmt_words(self, f)
     }
 }
 
@@ -236,63 +242,137 @@ pub enum ConfigError {
     NoBootEpoch,
 }
 
-impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ConfigError::NoMembers => f.write_str("the member list is empty"),
+impl Words for ConfigError {
+    fn words(&self, out: &mut dyn TextOut) {
+        // (text, number, text, number, text): most refusals name a value and its limit.
+        let say = |out: &mut dyn TextOut, parts: &[Part]| {
+            for p in parts {
+                match *p {
+                    Part::T(t) => out.text(t),
+                    Part::N(n) => out.dec(n),
+                }
+            }
+        };
+        use Part::{N, T};
+        match *self {
+            ConfigError::NoMembers => out.text("the member list is empty"),
             ConfigError::SelfNotMember => {
-                f.write_str("this member's serial is not in the member list")
+                out.text("this member's serial is not in the member list")
             }
-            ConfigError::DuplicateMember(s) => write!(f, "member {s} is listed twice"),
-            ConfigError::NoDomains => f.write_str("no domain is configured"),
-            ConfigError::DuplicateDomain(d) => write!(f, "domain {d} is listed twice"),
-            ConfigError::DomainOutOfRange(d) => {
-                write!(f, "domain {d} is out of range (0..{MAX_DOMAINS})")
+            ConfigError::DuplicateMember(s) => {
+                say(out, &[T("member "), T(s.as_str()), T(" is listed twice")])
             }
-            ConfigError::PreferredNotMember(d) => {
-                write!(
-                    f,
-                    "the preferred member of domain {d} is not a cluster member"
-                )
+            ConfigError::NoDomains => out.text("no domain is configured"),
+            ConfigError::DuplicateDomain(d) => {
+                say(out, &[T("domain "), N(d.into()), T(" is listed twice")])
             }
-            ConfigError::BadLinkCount(n) => {
-                write!(f, "{n} HA links configured; 1 or {MAX_HA_LINKS} expected")
-            }
-            ConfigError::BadInterval(ms) => write!(
-                f,
-                "heartbeat interval {ms} ms outside {MIN_INTERVAL_MS}..={MAX_INTERVAL_MS} ms"
+            ConfigError::DomainOutOfRange(d) => say(
+                out,
+                &[
+                    T("domain "),
+                    N(d.into()),
+                    T(" is out of range (0.."),
+                    N(MAX_DOMAINS as u32),
+                    T(")"),
+                ],
             ),
-            ConfigError::MissLimitTooLow(n) => {
-                write!(f, "miss limit {n} below {MIN_MISS_LIMIT}")
-            }
-            ConfigError::StartupWindowTooShort => f.write_str(
+            ConfigError::PreferredNotMember(d) => say(
+                out,
+                &[
+                    T("the preferred member of domain "),
+                    N(d.into()),
+                    T(" is not a cluster member"),
+                ],
+            ),
+            ConfigError::BadLinkCount(n) => say(
+                out,
+                &[
+                    N(n.into()),
+                    T(" HA links configured; 1 or "),
+                    N(MAX_HA_LINKS as u32),
+                    T(" expected"),
+                ],
+            ),
+            ConfigError::BadInterval(ms) => say(
+                out,
+                &[
+                    T("heartbeat interval "),
+                    N(ms),
+                    T(" ms outside "),
+                    N(MIN_INTERVAL_MS),
+                    T("..="),
+                    N(MAX_INTERVAL_MS),
+                    T(" ms"),
+                ],
+            ),
+            ConfigError::MissLimitTooLow(n) => say(
+                out,
+                &[
+                    T("miss limit "),
+                    N(n.into()),
+                    T(" below "),
+                    N(MIN_MISS_LIMIT.into()),
+                ],
+            ),
+            ConfigError::StartupWindowTooShort => out.text(
                 "startup window shorter than the link dead time (interval x miss limit)",
             ),
-            ConfigError::HoldDownTooLong(ms) => {
-                write!(f, "hold-down {ms} ms above {MAX_HOLD_DOWN_MS} ms")
-            }
+            ConfigError::HoldDownTooLong(ms) => say(
+                out,
+                &[
+                    T("hold-down "),
+                    N(ms),
+                    T(" ms above "),
+                    N(MAX_HOLD_DOWN_MS),
+                    T(" ms"),
+                ],
+            ),
             ConfigError::ZeroProbeTimer => {
-                f.write_str("probe time, probe timeout and reprobe period must be > 0")
+                out.text("probe time, probe timeout and reprobe period must be > 0")
             }
-            ConfigError::ProbeTimeoutTooShort => f.write_str(
+            ConfigError::ProbeTimeoutTooShort => out.text(
                 "probe timeout must exceed the probe time (at most 65535 ms), or every probe times out",
             ),
             ConfigError::SuspectAfterDead => {
-                f.write_str("the probe must start before the link dead time ends")
+                out.text("the probe must start before the link dead time ends")
             }
-            ConfigError::WeightTooLarge(w) => write!(f, "weight {w} above {MAX_WEIGHT}"),
-            ConfigError::SensorTimeoutTooShort(ms) => write!(
-                f,
-                "sensor timeout {ms} ms below {MIN_SENSOR_TIMEOUT_MS} ms (0: no sensor source)"
+            ConfigError::WeightTooLarge(w) => say(
+                out,
+                &[T("weight "), N(w.into()), T(" above "), N(MAX_WEIGHT.into())],
+            ),
+            ConfigError::SensorTimeoutTooShort(ms) => say(
+                out,
+                &[
+                    T("sensor timeout "),
+                    N(ms),
+                    T(" ms below "),
+                    N(MIN_SENSOR_TIMEOUT_MS),
+                    T(" ms (0: no sensor source)"),
+                ],
             ),
             ConfigError::ReloadNeedsRestart => {
-                f.write_str("serial, cluster id or domains changed: restart the agent")
+                out.text("serial, cluster id or domains changed: restart the agent")
             }
-            ConfigError::WeakKey(w) => write!(f, "cluster key refused: {w}"),
-            ConfigError::NoBootEpoch => f.write_str(
+            ConfigError::WeakKey(w) => {
+                out.text("cluster key refused: ");
+                w.words(out);
+            }
+            ConfigError::NoBootEpoch => out.text(
                 "boot epoch 0: a persistent boot counter is required (frames of a reused epoch are replays)",
             ),
         }
+    }
+}
+
+/// A piece of a refusal's sentence: text or a number.
+enum Part<'a> {
+    T(&'a str),
+    N(u32),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fmt_words(self, f)
     }
 }
 
@@ -464,29 +544,33 @@ pub enum FromBlockError {
     Refused(ConfigError),
 }
 
-impl core::fmt::Display for FromBlockError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
+impl Words for FromBlockError {
+    fn words(&self, out: &mut dyn TextOut) {
+        match *self {
             FromBlockError::TooLarge {
                 members,
                 domains,
                 max_members,
                 max_domains,
             } => {
-                if members > max_members {
-                    write!(
-                        f,
-                        "{members} members: this firmware handles at most {max_members}"
-                    )
+                let (n, what, max) = if members > max_members {
+                    (members, " members", max_members)
                 } else {
-                    write!(
-                        f,
-                        "{domains} domains: this firmware handles at most {max_domains}"
-                    )
-                }
+                    (domains, " domains", max_domains)
+                };
+                out.dec(n as u32);
+                out.text(what);
+                out.text(": this firmware handles at most ");
+                out.dec(max as u32);
             }
-            FromBlockError::Refused(e) => write!(f, "{e}"),
+            FromBlockError::Refused(e) => e.words(out),
         }
+    }
+}
+
+impl core::fmt::Display for FromBlockError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fmt_words(self, f)
     }
 }
 

@@ -1,9 +1,8 @@
 //! HA events (SPEC E3): a bounded ring of timestamped, typed events; overflow is counted.
 
-use core::fmt::Write;
-
 use ha_proto::msg::host::{EventReport, EVENT_DETAIL_LEN};
 use ha_proto::msg::{FirmwareVersion, Forced, Role, Serial};
+use ha_proto::text::{fmt_words, TextOut, Truncating, Words};
 use heapless::{Deque, String};
 
 use crate::link::LinkId;
@@ -281,8 +280,6 @@ impl EventKind {
     }
 }
 
-/// A `fmt::Write` into a fixed string that keeps what fits and drops the rest, so that a long
-/// detail is truncated rather than lost.
 fn role_word(r: Role) -> &'static str {
     match r {
         Role::Starting => "starting",
@@ -313,126 +310,153 @@ fn link_word(l: LinkId) -> &'static str {
     }
 }
 
-/// Seconds with one decimal of a time in ms (`12.3`).
-struct Secs(u64);
-
-impl core::fmt::Display for Secs {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}.{} s", self.0 / 1000, (self.0 % 1000) / 100)
-    }
+/// Seconds with one decimal of a time in ms (`12.3 s`); durations past 49 days read as
+/// 4294967.2 s.
+fn secs(out: &mut dyn TextOut, ms: u64) {
+    let ms = u32::try_from(ms).unwrap_or(u32::MAX);
+    out.dec(ms / 1000);
+    out.text(".");
+    out.dec((ms % 1000) / 100);
+    out.text(" s");
 }
 
 /// The event as an operator reads it (the event log's detail): what happened, in words.
-impl core::fmt::Display for Event {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl Words for Event {
+    fn words(&self, out: &mut dyn TextOut) {
+        let domain = |out: &mut dyn TextOut, d: u8| {
+            out.text("domain ");
+            out.dec(d.into());
+            out.text(": ");
+        };
         match self.kind {
             EventKind::RoleChanged {
-                domain,
+                domain: d,
                 from,
                 to,
                 reason,
-            } => write!(
-                f,
-                "domain {domain}: {} -> {} ({})",
-                role_word(from),
-                role_word(to),
-                reason_words(reason)
-            ),
-            EventKind::PeerFound { peer } => write!(f, "{} found", peer.as_str()),
-            EventKind::PeerRestarted { peer } => write!(f, "{} restarted", peer.as_str()),
+            } => {
+                domain(out, d);
+                out.text(role_word(from));
+                out.text(" -> ");
+                out.text(role_word(to));
+                out.text(" (");
+                out.text(reason_words(reason));
+                out.text(")");
+            }
+            EventKind::PeerFound { peer } => {
+                out.text(peer.as_str());
+                out.text(" found");
+            }
+            EventKind::PeerRestarted { peer } => {
+                out.text(peer.as_str());
+                out.text(" restarted");
+            }
             EventKind::AllLinksDown { peer } => {
-                write!(f, "every HA link to {} down", peer.as_str())
+                out.text("every HA link to ");
+                out.text(peer.as_str());
+                out.text(" down");
             }
-            EventKind::PeerUnreachable { peer } => write!(
-                f,
-                "{} unreachable: HA links down but the liveness probe found it alive",
-                peer.as_str()
-            ),
-            EventKind::PeerLost { peer, confirmed } => write!(
-                f,
-                "{} lost ({})",
-                peer.as_str(),
-                if confirmed {
-                    "the liveness probe found it dead"
+            EventKind::PeerUnreachable { peer } => {
+                out.text(peer.as_str());
+                out.text(" unreachable: HA links down but the liveness probe found it alive");
+            }
+            EventKind::PeerLost { peer, confirmed } => {
+                out.text(peer.as_str());
+                out.text(if confirmed {
+                    " lost (the liveness probe found it dead)"
                 } else {
-                    "no liveness probe answered"
-                }
-            ),
-            EventKind::LinkDown { peer, link } => {
-                write!(f, "{} link to {} down", link_word(link), peer.as_str())
+                    " lost (no liveness probe answered)"
+                });
             }
-            EventKind::LinkUp { peer, link } => {
-                write!(f, "{} link to {} up", link_word(link), peer.as_str())
+            EventKind::LinkDown { peer, link } | EventKind::LinkUp { peer, link } => {
+                out.text(link_word(link));
+                out.text(" link to ");
+                out.text(peer.as_str());
+                out.text(if matches!(self.kind, EventKind::LinkUp { .. }) {
+                    " up"
+                } else {
+                    " down"
+                });
             }
-            EventKind::QualityChanged { from, to } => write!(f, "quality {from} -> {to}"),
-            EventKind::Collision { domain, peer, won } => write!(
-                f,
-                "domain {domain}: {} active at once, this member {} the role",
-                peer.as_str(),
-                if won { "kept" } else { "gave up" }
-            ),
-            EventKind::ResyncRequested { domain, by } => {
-                write!(f, "domain {domain}: {} asked for a resync", by.as_str())
+            EventKind::QualityChanged { from, to } => {
+                out.text("quality ");
+                out.dec(from.into());
+                out.text(" -> ");
+                out.dec(to.into());
             }
-            EventKind::Paused { until_ms } => write!(
-                f,
-                "decisions paused for {}",
-                Secs(until_ms.saturating_sub(self.at_ms))
-            ),
-            EventKind::Resumed => f.write_str("decisions resumed"),
-            EventKind::ForcingChanged { forced } => f.write_str(match forced {
+            EventKind::Collision {
+                domain: d,
+                peer,
+                won,
+            } => {
+                domain(out, d);
+                out.text(peer.as_str());
+                out.text(" active at once, this member ");
+                out.text(if won { "kept" } else { "gave up" });
+                out.text(" the role");
+            }
+            EventKind::ResyncRequested { domain: d, by } => {
+                domain(out, d);
+                out.text(by.as_str());
+                out.text(" asked for a resync");
+            }
+            EventKind::Paused { until_ms } => {
+                out.text("decisions paused for ");
+                secs(out, until_ms.saturating_sub(self.at_ms));
+            }
+            EventKind::Resumed => out.text("decisions resumed"),
+            EventKind::ForcingChanged { forced } => out.text(match forced {
                 Forced::None => "forcing removed: the election decides",
                 Forced::Active => "forced active",
                 Forced::Passive => "forced passive",
             }),
-            EventKind::VersionMismatch { peer, theirs } => write!(
-                f,
-                "{} runs firmware {}.{}.{}",
-                peer.as_str(),
-                theirs.major,
-                theirs.minor,
-                theirs.patch
-            ),
+            EventKind::VersionMismatch { peer, theirs } => {
+                out.text(peer.as_str());
+                out.text(" runs firmware ");
+                out.dec(theirs.major.into());
+                out.text(".");
+                out.dec(theirs.minor.into());
+                out.text(".");
+                out.dec(theirs.patch.into());
+            }
             EventKind::ConfigMismatch { peer, theirs } => {
-                write!(
-                    f,
-                    "{} runs configuration revision {theirs:016x}",
-                    peer.as_str()
-                )
+                out.text(peer.as_str());
+                out.text(" runs configuration revision ");
+                out.hex16(theirs);
             }
-            EventKind::ReloadRequested => f.write_str("reload requested"),
+            EventKind::ReloadRequested => out.text("reload requested"),
             EventKind::SettingsReloaded { revision, changed } => {
-                write!(f, "settings reloaded, revision {revision:016x}: {changed}")
+                out.text("settings reloaded, revision ");
+                out.hex16(revision);
+                out.text(": ");
+                changed.words(out);
             }
-            EventKind::SettingsRefused { reason } => write!(f, "settings refused: {reason}"),
-            EventKind::MembersChanged { members } => write!(f, "{members} members now"),
-            EventKind::MembersRefused => f.write_str("new member list refused"),
-            EventKind::SensorsSilent { last_ms } => write!(
-                f,
-                "sensors silent for {}",
-                Secs(self.at_ms.saturating_sub(last_ms))
-            ),
-            EventKind::SensorsBack => f.write_str("sensors heard again"),
-            EventKind::MainCpuLost { last_ms } => write!(
-                f,
-                "main CPU silent for {}",
-                Secs(self.at_ms.saturating_sub(last_ms))
-            ),
-            EventKind::MainCpuBack => f.write_str("main CPU heard again"),
+            EventKind::SettingsRefused { reason } => {
+                out.text("settings refused: ");
+                reason.words(out);
+            }
+            EventKind::MembersChanged { members } => {
+                out.dec(members.into());
+                out.text(" members now");
+            }
+            EventKind::MembersRefused => out.text("new member list refused"),
+            EventKind::SensorsSilent { last_ms } => {
+                out.text("sensors silent for ");
+                secs(out, self.at_ms.saturating_sub(last_ms));
+            }
+            EventKind::SensorsBack => out.text("sensors heard again"),
+            EventKind::MainCpuLost { last_ms } => {
+                out.text("main CPU silent for ");
+                secs(out, self.at_ms.saturating_sub(last_ms));
+            }
+            EventKind::MainCpuBack => out.text("main CPU heard again"),
         }
     }
 }
 
-struct Truncating<'a, const N: usize>(&'a mut String<N>);
-
-impl<const N: usize> Write for Truncating<'_, N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for c in s.chars() {
-            if self.0.push(c).is_err() {
-                break;
-            }
-        }
-        Ok(())
+impl core::fmt::Display for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fmt_words(self, f)
     }
 }
 
@@ -440,10 +464,9 @@ impl Event {
     /// The event as sent to the main CPU on the host link.
     pub fn report(&self) -> EventReport {
         let mut detail: String<EVENT_DETAIL_LEN> = String::new();
-        // Writing into `Truncating` never fails.
-        let _ = write!(Truncating(&mut detail), "{self}");
+        self.words(&mut Truncating(&mut detail));
         let mut name = String::new();
-        let _ = Truncating(&mut name).write_str(self.kind.name());
+        Truncating(&mut name).text(self.kind.name());
         EventReport {
             seq: self.seq,
             at_ms: self.at_ms,
@@ -456,6 +479,7 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -517,5 +541,126 @@ mod tests {
         ))
         .starts_with("SN-B lost"));
         assert!(d(ev(0, EventKind::PeerUnreachable { peer: b })).contains("unreachable"));
+    }
+
+    #[test]
+    fn every_sentence_reads_as_before_it_left_core_fmt() {
+        // The texts `write!` produced before the sentences were written without core::fmt
+        // (docs/firmware.md "Size"), and `Display` gives the same.
+        let b = Serial::new("SN-B").unwrap();
+        let ev = |at_ms, kind| Event {
+            seq: 3,
+            at_ms,
+            kind,
+        };
+        let cases = [
+            (
+                ev(
+                    0,
+                    EventKind::LinkUp {
+                        peer: b,
+                        link: LinkId::MAIN,
+                    },
+                ),
+                "main link to SN-B up",
+            ),
+            (
+                ev(0, EventKind::QualityChanged { from: 100, to: 7 }),
+                "quality 100 -> 7",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::Collision {
+                        domain: 3,
+                        peer: b,
+                        won: false,
+                    },
+                ),
+                "domain 3: SN-B active at once, this member gave up the role",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::VersionMismatch {
+                        peer: b,
+                        theirs: FirmwareVersion {
+                            major: 1,
+                            minor: 20,
+                            patch: 300,
+                        },
+                    },
+                ),
+                "SN-B runs firmware 1.20.300",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::ConfigMismatch {
+                        peer: b,
+                        theirs: 0xbeef,
+                    },
+                ),
+                "SN-B runs configuration revision 000000000000beef",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::SettingsReloaded {
+                        revision: u64::MAX,
+                        changed: crate::config::SettingsChanges(
+                            crate::config::SettingsChanges::TIMERS
+                                | crate::config::SettingsChanges::MEMBERS,
+                        ),
+                    },
+                ),
+                "settings reloaded, revision ffffffffffffffff: timers, members",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::SettingsRefused {
+                        reason: crate::config::ConfigError::WeakKey(
+                            ha_proto::keys::WeakKey::Unbalanced(3),
+                        ),
+                    },
+                ),
+                "settings refused: cluster key refused: weak key: 3 of 256 bits set \
+                 (random keys have 128 ± 8; 64–192 accepted)",
+            ),
+            (
+                ev(
+                    0,
+                    EventKind::SettingsRefused {
+                        reason: crate::config::ConfigError::BadInterval(3),
+                    },
+                ),
+                "settings refused: heartbeat interval 3 ms outside 5..=10000 ms",
+            ),
+            (
+                ev(0, EventKind::MembersChanged { members: 4 }),
+                "4 members now",
+            ),
+            (
+                ev(12_345, EventKind::SensorsSilent { last_ms: 0 }),
+                "sensors silent for 12.3 s",
+            ),
+            (
+                ev(u64::MAX, EventKind::MainCpuLost { last_ms: 0 }),
+                "main CPU silent for 4294967.2 s",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(std::format!("{e}"), want);
+            // The detail on the host link keeps what fits.
+            let fits: std::string::String = want
+                .chars()
+                .scan(0, |len, c| {
+                    *len += c.len_utf8();
+                    (*len <= EVENT_DETAIL_LEN).then_some(c)
+                })
+                .collect();
+            assert_eq!(e.report().detail.as_str(), fits);
+        }
     }
 }

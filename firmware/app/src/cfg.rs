@@ -46,7 +46,7 @@ impl defmt::Format for LoadError {
                 defmt::write!(
                     f,
                     "configuration refused by the agent: {}",
-                    defmt::Display2Format(e)
+                    crate::errors::WordsText(e)
                 )
             }
         }

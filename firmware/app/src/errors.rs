@@ -7,6 +7,19 @@ use ha_proto::config_block::{ConfigBlockError, ConfigField};
 use ha_proto::frame::{Error as FrameError, MAX_FRAME_LEN};
 use ha_proto::hostlink::SealError;
 use ha_proto::keys::{KeyringError, WeakKey, MAX_ONES, MIN_DISTINCT_BYTES, MIN_ONES};
+use ha_proto::text::{Truncating, Words};
+
+/// A sentence the agent or the protocol says in words (a refused configuration), in the log:
+/// the same sentence as the event log's and the host tools', without core::fmt.
+pub struct WordsText<'a>(pub &'a dyn Words);
+
+impl Format for WordsText<'_> {
+    fn format(&self, f: Formatter) {
+        let mut s: heapless::String<200> = heapless::String::new();
+        self.0.words(&mut Truncating(&mut s));
+        write!(f, "{=str}", s.as_str());
+    }
+}
 
 /// A host message that could not be sealed.
 pub struct SealErrorText<'a>(pub &'a SealError);

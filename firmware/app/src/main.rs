@@ -126,7 +126,7 @@ impl defmt::Format for StartError {
             StartError::Agent(e) => defmt::write!(
                 f,
                 "agent refused the configuration: {}",
-                defmt::Display2Format(e)
+                crate::errors::WordsText(e)
             ),
             StartError::Eth(e) => defmt::write!(f, "Ethernet controller: {}", e),
             StartError::NoAddress => defmt::write!(f, "no main-link address for this member"),

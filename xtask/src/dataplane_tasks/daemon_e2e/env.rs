@@ -531,6 +531,7 @@ pub(super) fn build_firmware() -> Result<PathBuf> {
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&app)
             .env("CARGO_TARGET_DIR", &target)
+            .args(crate::firmware_tasks::path_remaps())
             .args(["build", "--release"]),
     )?;
     let elf = target.join("thumbv7m-none-eabi/release/ha-firmware");
