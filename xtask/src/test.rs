@@ -3,7 +3,13 @@
 use crate::util::{cargo, run, Result};
 
 /// no_std crates that must build for the management controller's target.
-pub const NO_STD_CRATES: &[&str] = &["ha-proto", "ha-hal", "ha-agent", "ha-board-drivers"];
+pub const NO_STD_CRATES: &[&str] = &[
+    "ha-proto",
+    "ha-hal",
+    "ha-agent",
+    "ha-board-drivers",
+    "ha-board-mem",
+];
 
 /// Formatting, lints, all workspace tests, the no_std crates for thumbv7m-none-eabi, then each
 /// part's own suites (simulator seeds, QEMU cluster, network namespaces).
