@@ -522,12 +522,14 @@ impl<T: Read + Write + AsFd> HostLink<T> {
 ///
 /// `ppoll`, to the nanosecond: `poll` takes whole milliseconds, so a wait of 0.9 ms became
 /// 0 and a caller looping until its deadline ([`HostLink::recv_timeout`]) spun on `poll`
-/// for the rest of each millisecond (the daemon's host loop took about 8 % of a core so in
-/// a churn profile, doing nothing).
+/// for the rest of each millisecond (the daemon's host loop took about 8 % of a core that
+/// way in a churn profile, doing nothing). A wait past a day is a day (a `timespec` from
+/// `Duration::MAX` would be negative).
 pub fn wait_readable<F: AsFd>(fd: &F, timeout: Duration) -> io::Result<bool> {
     use nix::poll::{ppoll, PollFd, PollFlags};
     use nix::sys::time::TimeSpec;
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let timeout = timeout.min(Duration::from_secs(86_400));
     match ppoll(&mut fds, Some(TimeSpec::from(timeout)), None) {
         Ok(0) => Ok(false),
         Ok(_) => Ok(true),

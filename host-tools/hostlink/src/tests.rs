@@ -254,6 +254,10 @@ fn a_wait_shorter_than_a_millisecond_waits_instead_of_returning_at_once() {
     // `poll`'s whole milliseconds made 0.9 ms a wait of 0: the host loop spun until its
     // deadline. The lower bound only: a wait never ends early unless the link is readable.
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Readable at once, even with the longest wait there is.
+    let (c, mut d) = std::os::unix::net::UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut d, b"x").unwrap();
+    assert!(wait_readable(&c, std::time::Duration::MAX).unwrap());
     for us in [900u64, 300, 1_500] {
         let t = std::time::Instant::now();
         assert!(!wait_readable(&a, std::time::Duration::from_micros(us)).unwrap());
