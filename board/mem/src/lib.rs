@@ -1,4 +1,4 @@
-//! Small `memcpy` / `memmove` for a board whose flash is tight.
+//! Small `memcpy` / `memmove` / `memset` for a board whose flash is tight.
 //!
 //! Hand-written on purpose: compiler_builtins' versions (which every `no_std` firmware links)
 //! are tuned for speed with unrolled, aligned and misaligned paths: 2,330 bytes of the
@@ -7,8 +7,9 @@
 //! frame is still copied in well under 100 µs on a 25 MHz Cortex-M3.
 //!
 //! On a bare-metal target this crate defines the ARM EABI copy entry points the compiler
-//! calls (`__aeabi_memcpy*`, `__aeabi_memmove*`; compiler_builtins' are weak) and `memcpy` /
-//! `memmove` themselves. It is `no_builtins`, as compiler_builtins is: such a crate stays
+//! calls (`__aeabi_memcpy*`, `__aeabi_memmove*`, `__aeabi_memset*`, `__aeabi_memclr*`;
+//! compiler_builtins' are weak) and `memcpy` / `memmove` / `memset` themselves (their fills
+//! were 740 more bytes). It is `no_builtins`, as compiler_builtins is: such a crate stays
 //! out of link-time optimisation, which would otherwise drop these definitions before the
 //! calls to them exist. Every access is volatile, so that the loops are not recognised as a
 //! copy and turned into a call to themselves. The host tests check the copies.
@@ -93,6 +94,27 @@ pub unsafe fn copy_overlapping(d: *mut u8, s: *const u8, n: usize) {
     }
 }
 
+/// Writes `byte` to the `n` bytes at `d`: whole words when `d` is word-aligned.
+///
+/// # Safety
+/// `d` must be valid for `n` writes.
+pub unsafe fn fill(d: *mut u8, n: usize, byte: u8) {
+    let mut i = 0;
+    if (d as usize) & 3 == 0 {
+        let word = u32::from_ne_bytes([byte; 4]);
+        while i + 4 <= n {
+            // SAFETY: word-aligned (checked; i is a multiple of 4) and within the range.
+            unsafe { write_volatile(d.add(i).cast::<u32>(), word) };
+            i += 4;
+        }
+    }
+    while i < n {
+        // SAFETY: within the range the caller vouches for.
+        unsafe { write_volatile(d.add(i), byte) };
+        i += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +151,32 @@ mod tests {
     }
 
     #[test]
+    fn a_fill_writes_exactly_n_bytes_at_any_alignment() {
+        let mut words = [0u32; 12];
+        let base = words.as_mut_ptr().cast::<u8>();
+        for at in 0..8 {
+            for n in 0..33 {
+                // SAFETY: 48 bytes of `words`; at + n <= 41.
+                let got = unsafe {
+                    fill(base, 48, 0xee);
+                    fill(base.add(at), n, 0x5a);
+                    core::slice::from_raw_parts(base, 48).to_vec()
+                };
+                let want: Vec<u8> = (0..48)
+                    .map(|i| {
+                        if (at..at + n).contains(&i) {
+                            0x5a
+                        } else {
+                            0xee
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "at {at} n {n}");
+            }
+        }
+    }
+
+    #[test]
     fn a_forward_copy_between_separate_buffers_copies_exactly_n_bytes() {
         let src: Vec<u8> = (0..100).collect();
         for n in [0usize, 1, 3, 4, 5, 63, 64, 99, 100] {
@@ -144,7 +192,7 @@ mod tests {
 /// The copy entry points (bare metal only: on a host they would replace the C library's).
 #[cfg(target_os = "none")]
 mod symbols {
-    use super::{copy_forward, copy_overlapping};
+    use super::{copy_forward, copy_overlapping, fill};
 
     /// `memcpy(3)`.
     ///
@@ -190,5 +238,47 @@ mod symbols {
         __aeabi_memmove => copy_overlapping,
         __aeabi_memmove4 => copy_overlapping,
         __aeabi_memmove8 => copy_overlapping
+    );
+
+    /// `memset(3)`.
+    ///
+    /// # Safety
+    /// As the C function: `dest` valid for `n` writes.
+    #[no_mangle]
+    pub unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
+        // SAFETY: the caller's contract is fill's (C keeps the low byte of `c`).
+        unsafe { fill(dest, n, c as u8) };
+        dest
+    }
+
+    /// The ARM EABI's fills: `__aeabi_memset*(dest, n, c)` (note the order) and
+    /// `__aeabi_memclr*(dest, n)`.
+    macro_rules! aeabi_fill {
+        ($($set:ident, $clr:ident);*) => {$(
+            /// An ARM EABI fill entry point (see the crate's documentation).
+            ///
+            /// # Safety
+            /// As `memset`.
+            #[no_mangle]
+            pub unsafe extern "aapcs" fn $set(dest: *mut u8, n: usize, c: i32) {
+                // SAFETY: the caller's contract.
+                unsafe { fill(dest, n, c as u8) }
+            }
+
+            /// An ARM EABI clearing entry point (see the crate's documentation).
+            ///
+            /// # Safety
+            /// As `memset`.
+            #[no_mangle]
+            pub unsafe extern "aapcs" fn $clr(dest: *mut u8, n: usize) {
+                // SAFETY: the caller's contract.
+                unsafe { fill(dest, n, 0) }
+            }
+        )*};
+    }
+    aeabi_fill!(
+        __aeabi_memset, __aeabi_memclr;
+        __aeabi_memset4, __aeabi_memclr4;
+        __aeabi_memset8, __aeabi_memclr8
     );
 }
