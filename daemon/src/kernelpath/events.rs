@@ -208,7 +208,7 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
         if !batch.is_empty() {
             KStats::add(&stats.events, batch.len() as u64);
             // This thread's socket counts since the takeover; the counter across takeovers.
-            let fast = ev.reads().fast;
+            let fast = ev.fast_reads();
             KStats::add(&stats.events_fast, fast - fast_seen);
             fast_seen = fast;
             let mut c = lock(core);

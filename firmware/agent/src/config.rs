@@ -244,7 +244,7 @@ pub enum ConfigError {
 
 impl Words for ConfigError {
     fn words(&self, out: &mut dyn TextOut) {
-        // (text, number, text, number, text): most refusals name a value and its limit.
+        // Text and numbers in turn: most refusals name a value and its limit.
         let say = |out: &mut dyn TextOut, parts: &[Part]| {
             for p in parts {
                 match *p {

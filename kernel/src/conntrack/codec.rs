@@ -500,13 +500,7 @@ pub(crate) fn tuple_of(parts: &[Tuple]) -> Result<CtTuple, CodecError> {
 fn tcp_of(info: &[ProtoInfo]) -> Option<TcpInfo> {
     info.iter().find_map(|i| match i {
         ProtoInfo::TCP(parts) => {
-            let mut t = TcpInfo {
-                state: 0,
-                wscale_orig: 0,
-                wscale_reply: 0,
-                flags_orig: 0,
-                flags_reply: 0,
-            };
+            let mut t = TcpInfo::default();
             for p in parts {
                 match p {
                     ProtoInfoTCP::State(s) => t.state = *s,
@@ -574,9 +568,17 @@ fn entry_of(attrs: &[ConntrackAttribute]) -> Result<CtEntry, CodecError> {
 
 /// Reads one netlink message (as [`split`] returns them).
 pub fn decode(msg: &[u8]) -> Result<Decoded, CodecError> {
-    // The common entry event without allocating; the crate's reader for the rest.
+    decode_counting(msg, &mut 0)
+}
+
+/// [`decode`], adding 1 to `fast` when the allocation-free reader ([`super::fast`]) read
+/// the message: the common entry event without allocating, the crate's reader for the rest.
+pub fn decode_counting(msg: &[u8], fast: &mut u64) -> Result<Decoded, CodecError> {
     match super::fast::entry_event(msg) {
-        Some(ev) => Ok(Decoded::Entry(ev)),
+        Some(ev) => {
+            *fast += 1;
+            Ok(Decoded::Entry(ev))
+        }
         None => decode_with_crate(msg),
     }
 }

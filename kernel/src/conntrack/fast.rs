@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::codec::{CTA_HELP, CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY, CTA_ZONE};
 use super::{CtEntry, CtEvent, CtEventKind, CtTuple, TcpInfo};
 
 /// `NFNL_SUBSYS_CTNETLINK` in the high byte of a message type.
@@ -33,12 +34,8 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
 const CTA_PROTOINFO: u16 = 4;
-const CTA_HELP: u16 = 5;
 const CTA_TIMEOUT: u16 = 7;
 const CTA_MARK: u16 = 8;
-const CTA_SEQ_ADJ_ORIG: u16 = 15;
-const CTA_SEQ_ADJ_REPLY: u16 = 16;
-const CTA_ZONE: u16 = 18;
 // In a tuple.
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -153,13 +150,7 @@ fn tcp(buf: &[u8]) -> Option<Option<TcpInfo>> {
         if kind != CTA_PROTOINFO_TCP {
             continue;
         }
-        let mut t = TcpInfo {
-            state: 0,
-            wscale_orig: 0,
-            wscale_reply: 0,
-            flags_orig: 0,
-            flags_reply: 0,
-        };
+        let mut t = TcpInfo::default();
         // Every TCP part is checked, as the crate's reader parses them all.
         for b in attrs(v) {
             match b? {

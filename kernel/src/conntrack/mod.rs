@@ -57,7 +57,7 @@ impl CtTuple {
 
 /// TCP tracking state of an entry: what strict tracking (`nf_conntrack_tcp_loose = 0`) needs
 /// to accept the connection's next segments on another member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TcpInfo {
     /// Kernel TCP conntrack state (`TCP_CONNTRACK_*`: 3 is ESTABLISHED).
     pub state: u8,

@@ -95,18 +95,8 @@ pub struct Ctnetlink {
     /// The receive timeout set on the socket (set again only when it changes: the event
     /// thread receives with the same few waits many thousand times a second).
     timeout: Option<Duration>,
-    /// Messages received and read by the allocation-free reader ([`super::fast`]), and by
-    /// the crate's (everything else).
-    reads: Reads,
-}
-
-/// How the messages a [`Ctnetlink`] received were read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reads {
-    /// By the allocation-free reader of common entry events ([`super::fast`]).
-    pub fast: u64,
-    /// By `netlink-packet-netfilter` (helpers, expectations, acknowledgements, ...).
-    pub by_crate: u64,
+    /// Messages received and read by the allocation-free reader ([`super::fast`]).
+    fast_reads: u64,
 }
 
 impl Ctnetlink {
@@ -120,13 +110,14 @@ impl Ctnetlink {
             seq: 0,
             buf: vec![0u8; RECV_BUF],
             timeout: None,
-            reads: Reads::default(),
+            fast_reads: 0,
         })
     }
 
-    /// How the messages received so far were read.
-    pub fn reads(&self) -> Reads {
-        self.reads
+    /// How many of the messages received so far the allocation-free reader read (the rest
+    /// went through `netlink-packet-netfilter`).
+    pub fn fast_reads(&self) -> u64 {
+        self.fast_reads
     }
 
     /// Subscribes to new, update and destroy events of entries and to new and destroy events
@@ -186,21 +177,9 @@ impl Ctnetlink {
             Err(e) => return Err(e.into()),
         };
         let n = n.min(self.buf.len());
-        let reads = &mut self.reads;
+        let fast = &mut self.fast_reads;
         Ok(codec::split(&self.buf[..n])
-            .map(|m| {
-                let m = m?;
-                match super::fast::entry_event(m) {
-                    Some(ev) => {
-                        reads.fast += 1;
-                        Ok(Decoded::Entry(ev))
-                    }
-                    None => {
-                        reads.by_crate += 1;
-                        codec::decode_with_crate(m)
-                    }
-                }
-            })
+            .map(|m| m.and_then(|m| codec::decode_counting(m, fast)))
             .collect())
     }
 
