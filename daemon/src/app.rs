@@ -35,8 +35,10 @@ pub const SYNC_DATAGRAM: usize = ha_proto::frame::MAX_FRAME_LEN;
 /// How often the sync thread runs the engine's timers when nothing arrives.
 pub const SYNC_TICK: Duration = Duration::from_millis(2);
 /// How often the sync thread copies the engine's counters for the management API (a few
-/// map entries: cheap; often enough that `hactl forwarding`'s table size follows a sync).
-pub const COUNTERS_EVERY: Duration = Duration::from_millis(100);
+/// dozen map entries: cheap; often enough that `hactl forwarding`'s table size follows a
+/// sync to the 10 ms the kernel-ha bench polls it at: at 100 ms its timing of our synced
+/// table came out up to 100 ms late, beside conntrackd's statistics read at once).
+pub const COUNTERS_EVERY: Duration = Duration::from_millis(10);
 
 /// Polls `state` of the sync plane every 5 ms, from `start`, until it is done, no peer is
 /// heard, or `bound` passes (`None`: this sync plane cannot tell). The sync thread keeps the
@@ -316,7 +318,11 @@ fn kernel(
     };
     let (dp, sync) = dataplane(block, keyring);
     let select = cfg.selection().map_err(|e| e.to_string())?;
-    let parts = crate::kernelpath::build(f, select, dp, stop)?;
+    let install = cfg
+        .sync
+        .as_ref()
+        .map_or(Default::default(), |s| s.standby_install);
+    let parts = crate::kernelpath::build(f, select, install, dp, stop)?;
     let sync = Arc::new(Mutex::new(sync));
     let mut threads = vec![parts.installer];
     let (t, resync, drain) = sync_threads(cfg, block, &parts.core, &sync, shared, stop)?;

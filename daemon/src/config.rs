@@ -39,6 +39,8 @@
 //! bind = "10.9.0.1"                      # address on the HA interface
 //! # port = 44242                         # default: the config block's state_sync_port
 //! # min_age_s = 0                        # kernel path: sync a connection once this old
+//! # standby_install = "write_behind"     # kernel path: held while the stream is busy;
+//!                                        # "as_received": installed as they come
 //! # [[sync.rule]]                        # kernel path: first match wins, none: sync
 //! # action = "skip"                      # or "sync"
 //! # proto = "udp"                        # tcp, udp, icmp, icmpv6, sctp, gre, esp, 0-255
@@ -225,6 +227,23 @@ pub struct SyncConfig {
     /// Kernel path: which connections are synced, first match wins (none: synced).
     #[serde(default)]
     pub rule: Vec<SyncRuleFile>,
+    /// Kernel path: how a standby puts the peer's entries into its kernel.
+    #[serde(default)]
+    pub standby_install: StandbyInstall,
+}
+
+/// How a standby puts the peer's entries into its kernel (`[sync] standby_install`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyInstall {
+    /// Held while the sync stream is busy and written when it goes quiet, after a second,
+    /// past 65,536 held, or on a takeover before the guard opens
+    /// (`ha_kernel::write_behind`): entries created and ended within a burst never cost
+    /// the kernel anything.
+    #[default]
+    WriteBehind,
+    /// Each datagram's entries installed as it arrives.
+    AsReceived,
 }
 
 /// One selective-sync rule as written in the file (every field but `action` optional).

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::ForwardConfig;
+use crate::config::{ForwardConfig, StandbyInstall};
 use crate::dp::{DpHolder, DpPath};
 use crate::fastpath::Stats;
 use crate::runtime::{Activate, Plane};
@@ -41,10 +41,14 @@ use ha_kernel::conntrack::{CtEntry, CtExpect, CtTuple, Events};
 use ha_kernel::guard::{self, Guard};
 use ha_kernel::path::{ClusterAddr, KernelPath, KernelWork, Step};
 use ha_kernel::select::Selection;
+use ha_kernel::write_behind::{Policy, WriteBehind};
 
-/// How long a takeover waits for the installer to put the entries already received into the
-/// kernel before the guard opens (it is normally idle: entries are installed as they come).
-pub const INSTALL_DRAIN: Duration = Duration::from_millis(500);
+/// How long a takeover waits at most for the installer to put the entries already received
+/// into the kernel before the guard opens: the batches queued, and what the write-behind
+/// holds (at most its `max_pending`, 65,536 entries: about half a second of installs on an
+/// idle kernel). Past it the takeover goes on (a kernel that takes no entries must not keep
+/// the cluster without an active member).
+pub const INSTALL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Counters of the kernel path, shared by its threads (`info --verbose`, prefixed `kernel_`).
 #[derive(Debug, Default)]
@@ -88,6 +92,13 @@ pub struct KStats {
     /// TCP entries re-created in this member's kernel after it stopped forwarding (their
     /// window tracking starts afresh; see [`RECREATE_AFTER`]).
     pub recreated: AtomicU64,
+    /// Write-behind: the peer's entries held now (not yet in this member's kernel).
+    pub held: AtomicU64,
+    /// Write-behind: the peer's records that never reached this member's kernel (an update
+    /// that replaced a held one, an entry created and ended while held).
+    pub coalesced: AtomicU64,
+    /// Write-behind: writes of held entries (chunks, and the takeover's write of all).
+    pub writes: AtomicU64,
 }
 
 impl KStats {
@@ -115,6 +126,9 @@ impl KStats {
             ("step_errors", g(&self.step_errors)),
             ("rereads", g(&self.rereads)),
             ("recreated", g(&self.recreated)),
+            ("held", g(&self.held)),
+            ("coalesced", g(&self.coalesced)),
+            ("writes", g(&self.writes)),
         ]
         .into_iter()
         .map(|(k, v)| (format!("kernel_{k}"), v))
@@ -253,6 +267,9 @@ enum Job {
     Recreate(Instant),
     /// This member forwards again: a re-creation not yet done is dropped.
     Cancel,
+    /// A takeover: write every held entry now (counted as a batch, which the takeover
+    /// waits for).
+    WriteAll,
 }
 
 /// How long the installer keeps retrying an expectation whose master is not in the kernel
@@ -271,9 +288,54 @@ struct Installer {
     stats: Arc<KStats>,
     /// Expectations refused for a missing master, and since when.
     waiting: Vec<(CtExpect, Instant)>,
+    /// The write-behind ([`StandbyInstall::WriteBehind`]); none: entries go in as they come.
+    wb: Option<WriteBehind>,
+    /// The write-behind's clock starts here.
+    t0: Instant,
 }
 
 impl Installer {
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    /// Writes held entries: a chunk, or (`all`, a takeover or an expectation's master) all.
+    fn write_held(&mut self, all: bool) {
+        let Some(wb) = self.wb.as_mut() else {
+            return;
+        };
+        let w = if all { wb.take_all() } else { wb.take_chunk() };
+        let held = wb.pending() as u64;
+        if !w.is_empty() {
+            KStats::add(&self.stats.writes, 1);
+            // Removals first: a key ended and started again while held.
+            self.entries(&[], &w.remove);
+            self.entries(&w.install, &[]);
+        }
+        self.stats.held.store(held, Ordering::Relaxed);
+    }
+
+    /// Writes a chunk of held entries if the write-behind says it is time; true if it did.
+    fn write_if_due(&mut self) -> bool {
+        let now = self.now_ms();
+        match self.wb.as_mut().and_then(|wb| wb.due(now)) {
+            Some(_) => {
+                self.write_held(false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How long until the write-behind may be due without a new job.
+    fn write_check_in(&self) -> Option<Duration> {
+        let now = self.now_ms();
+        self.wb
+            .as_ref()
+            .and_then(|wb| wb.next_check(now))
+            .map(Duration::from_millis)
+    }
+
     fn entries(&mut self, install: &[CtEntry], remove: &[(CtTuple, u16)]) {
         match self.ct.install_batch(install) {
             Ok(refused) => {
@@ -352,7 +414,22 @@ impl Installer {
     }
 
     fn work(&mut self, w: KernelWork) {
-        self.entries(&w.install, &w.remove);
+        let now = self.now_ms();
+        match self.wb.as_mut() {
+            Some(wb) => {
+                let before = wb.coalesced();
+                wb.add(&w.install, &w.remove, now);
+                KStats::add(&self.stats.coalesced, wb.coalesced() - before);
+                self.stats
+                    .held
+                    .store(wb.pending() as u64, Ordering::Relaxed);
+                // An expectation needs its master in the kernel.
+                if !w.install_expects.is_empty() {
+                    self.write_held(true);
+                }
+            }
+            None => self.entries(&w.install, &w.remove),
+        }
         // A removal of an expectation still waiting for its master ends the wait.
         self.waiting
             .retain(|(e, _)| !w.remove_expects.contains(&(e.tuple, e.zone)));
@@ -377,18 +454,23 @@ impl Installer {
     /// expectations, which go with their masters ([`RECREATE_AFTER`] says why).
     fn recreate(&mut self) {
         let t0 = Instant::now();
-        let (tcp, exps) = match (self.ct.dump(), self.ct.dump_expects()) {
+        let (tcp, exps, all_keys) = match (self.ct.dump(), self.ct.dump_expects()) {
             (Ok((all, _)), Ok((exps, _))) => (
-                all.into_iter()
+                all.iter()
                     .filter(|e| e.tcp.is_some())
+                    .copied()
                     .collect::<Vec<_>>(),
                 exps,
+                all.iter().map(|e| (e.orig, e.zone)).collect::<Vec<_>>(),
             ),
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("ha-daemon: re-creating TCP entries: dump: {e}");
                 return;
             }
         };
+        if let Some(wb) = self.wb.as_mut() {
+            wb.seed(all_keys);
+        }
         if tcp.is_empty() {
             return;
         }
@@ -422,12 +504,18 @@ impl Installer {
 fn spawn_installer(
     rx: Receiver<Job>,
     stats: Arc<KStats>,
+    mode: StandbyInstall,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
     let ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
     let mut inst = Installer {
         ct,
         stats,
         waiting: Vec::new(),
+        wb: match mode {
+            StandbyInstall::AsReceived => None,
+            StandbyInstall::WriteBehind => Some(WriteBehind::new(Policy::default())),
+        },
+        t0: Instant::now(),
     };
     Ok(crate::spawn_named("ha-ct-install", move || {
         let mut recreate_at: Option<Instant> = None;
@@ -435,7 +523,8 @@ fn spawn_installer(
         loop {
             let retry = (!inst.waiting.is_empty()).then_some(EXPECT_RETRY_EVERY);
             let due = recreate_at.map(|t| t.saturating_duration_since(Instant::now()));
-            let job = match retry.into_iter().chain(due).min() {
+            let write = inst.write_check_in();
+            let job = match retry.into_iter().chain(due).chain(write).min() {
                 None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
                 Some(wait) => rx.recv_timeout(wait),
             };
@@ -444,8 +533,26 @@ fn spawn_installer(
                     inst.work(w);
                     KStats::add(&inst.stats.batches_done, 1);
                 }
-                Ok(Job::Recreate(at)) => recreate_at = Some(at),
+                Ok(Job::Recreate(at)) => {
+                    // This member forwarded: its kernel holds entries the installer did
+                    // not write (the re-creation's dump tells which).
+                    if let Some(wb) = inst.wb.as_mut() {
+                        wb.forget_kernel();
+                    }
+                    recreate_at = Some(at);
+                }
                 Ok(Job::Cancel) => recreate_at = None,
+                Ok(Job::WriteAll) => {
+                    let (t, held) = (Instant::now(), inst.stats.held.load(Ordering::Relaxed));
+                    inst.write_held(true);
+                    if held > 0 {
+                        eprintln!(
+                            "<6>ha-daemon: takeover: {held} held entries written in {}",
+                            ms_since(t)
+                        );
+                    }
+                    KStats::add(&inst.stats.batches_done, 1);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if !inst.waiting.is_empty() {
                         inst.retry();
@@ -453,6 +560,7 @@ fn spawn_installer(
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
+            inst.write_if_due();
             if recreate_at.is_some_and(|t| Instant::now() >= t) {
                 recreate_at = None;
                 // Counted as a batch, so that a takeover meanwhile waits for it (at most
@@ -522,6 +630,7 @@ pub struct KernelParts {
 pub fn build(
     f: &ForwardConfig,
     select: Selection,
+    install: StandbyInstall,
     mut dp: DpPath,
     stop: &Arc<AtomicBool>,
 ) -> Result<KernelParts, String> {
@@ -548,7 +657,7 @@ pub fn build(
         work: tx,
         stats: stats.clone(),
     }));
-    let installer = spawn_installer(rx, stats.clone())?;
+    let installer = spawn_installer(rx, stats.clone(), install)?;
     let mut plane = KernelPlane {
         core: core.clone(),
         addrs,
@@ -656,16 +765,31 @@ impl Plane for KernelPlane {
             c.kp.set_role(active)
         };
         if active {
-            let _ = self.lock().work.send(Job::Cancel);
-            // No more work is queued (the core is active); what was queued goes in first.
+            {
+                let c = self.lock();
+                let _ = c.work.send(Job::Cancel);
+                // What the write-behind holds goes in before the guard opens.
+                KStats::add(&self.stats.batches_queued, 1);
+                if c.work.send(Job::WriteAll).is_err() {
+                    KStats::add(&self.stats.batches_done, 1);
+                }
+            }
+            // No more work is queued (the core is active). The addresses move at once: the
+            // connections already in the kernel resume. What was queued or held goes in
+            // before the guard opens: until then a packet of a connection not yet installed
+            // is dropped as new (or invalid, with strict tracking) and creates no entry that
+            // would shadow the synced one; its retransmission finds the entry.
             let t0 = Instant::now();
             let t0_unix = crate::runtime::unix_ms();
-            self.wait_installed();
             // The journal shows where a takeover's time goes, step by step.
-            let mut timeline = vec![format!("installs drained {} ms", ms_since(t0))];
+            let mut timeline = Vec::new();
             for s in steps {
                 let what = match &s {
-                    Step::Guard { .. } => "guard open",
+                    Step::Guard { .. } => {
+                        self.wait_installed();
+                        timeline.push(format!("installs drained {} ms", ms_since(t0)));
+                        "guard open"
+                    }
                     Step::AddAddress(_) => "address added",
                     Step::RemoveAddress(_) => "address removed",
                     Step::RecreateTcp => "re-creation queued",

@@ -3,8 +3,9 @@
 //! entries installed into the standby's; and the cluster addresses ([`address`]): moved with
 //! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements; and the
 //! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]);
-//! [`path`] holds the decisions that tie them together, and [`select`] which connections are
-//! synced (both sans-IO).
+//! [`path`] holds the decisions that tie them together, [`select`] which connections are
+//! synced, and [`write_behind`] when a standby writes the peer's entries into its kernel (all
+//! three sans-IO).
 
 #![warn(missing_docs)]
 
@@ -13,3 +14,4 @@ pub mod conntrack;
 pub mod guard;
 pub mod path;
 pub mod select;
+pub mod write_behind;

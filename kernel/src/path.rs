@@ -392,8 +392,9 @@ impl KernelPath {
     }
 
     /// The steps of taking (`active`) or giving up the active role, in order. Taking it: the
-    /// addresses move and are announced first, then the guard opens. The synced connections
-    /// are already in the kernel and pass the guard (it drops only new connections), so they
+    /// addresses move and are announced first, then the guard opens (the shell writes the
+    /// standby's held entries into the kernel just before). The synced connections
+    /// in the kernel pass the guard (it drops only new connections), so they
     /// resume the moment the neighbours learn the addresses; the guard's nft transaction
     /// takes tens of ms (a process), and only new connections wait for it, as they waited
     /// through the detection (measured: opening the guard first delayed the first forwarded

@@ -63,6 +63,17 @@ struct Opts {
     /// QEMU members get the serial backup HA link beside the main one (`--backup-link
     /// off`: the main link only, as keepalived's one VRRP link in the kernel-ha bench).
     backup_link: bool,
+    /// The kernel path's `[sync] standby_install` (`write_behind` or `as_received`); none:
+    /// the daemon's default.
+    standby_install: Option<String>,
+}
+
+/// `--standby-install write_behind|as_received`.
+fn parse_standby_install(option: &str, v: &str) -> Result<String> {
+    match v {
+        "write_behind" | "as_received" => Ok(v.to_string()),
+        other => Err(format!("{option} {other}: write_behind or as_received")),
+    }
 }
 
 /// `--backup-link on|off`.
@@ -90,6 +101,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         ftp: false,
         cases: KERNEL_CASES.iter().map(|c| c.to_string()).collect(),
         backup_link: true,
+        standby_install: None,
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -99,6 +111,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 "e2e: unknown scenario {other:?}; usage: e2e tcp-survival --connections N \
                  [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] [--backup-link on|off] \
                  [--table dataplane|builtin] [--datapath userspace|kernel] \
+                 [--standby-install write_behind|as_received] \
                  [--cases plain,snat,ftp,nat-ftp,control]"
             ))
         }
@@ -125,6 +138,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--backup-link" => o.backup_link = parse_on_off("e2e: --backup-link", &val()?)?,
             "--table" => o.table = val()?,
             "--datapath" => o.datapath = val()?,
+            "--standby-install" => {
+                o.standby_install = Some(parse_standby_install("e2e: --standby-install", &val()?)?)
+            }
             "--cases" => {
                 o.cases = val()?.split(',').map(|c| c.trim().to_string()).collect();
                 if let Some(bad) = o.cases.iter().find(|c| !KERNEL_CASES.contains(&c.as_str())) {
@@ -463,6 +479,7 @@ pub fn chaos(args: &[String]) -> Result {
         ftp: false,
         cases: Vec::new(),
         backup_link: true,
+        standby_install: None,
     };
     let mut c = chaos::ChaosOpts {
         minutes: 3.0,

@@ -19,10 +19,13 @@
 //! the whole churn: new and destroy events the standby's table reflected, per second of
 //! both phases; `create_sync_per_s` the creations alone; ours also counted as its daemon's
 //! synced table, the like-for-like of conntrackd's cache (`ours_table_sync_per_s`,
-//! creations). Last line
+//! creations). With our standby's write-behind (the daemon's default, `--standby-install`)
+//! ours is timed by its synced table, where the standby holds the entries while the stream is
+//! busy, and its kernel table is the second count (`ours_kernel_sync_per_s`). Last line
 //! `kernel-ha: ours_survived=<x>/<n> conntrackd_survived=<y>/<n> ours_gap_ms=<ms>
 //! conntrackd_gap_ms=<ms> ours_sync_per_s=<n> conntrackd_sync_per_s=<n>
-//! ours_create_sync_per_s=<n> conntrackd_create_sync_per_s=<n> ours_table_sync_per_s=<n>`.
+//! ours_create_sync_per_s=<n> conntrackd_create_sync_per_s=<n> ours_table_sync_per_s=<n>
+//! ours_kernel_sync_per_s=<n> ours_standby_install=<mode>`.
 //! Every namespace and process is the run's own, removed or ended by pid, also on failure.
 //! `--timers` sets our controllers' profile (`fast` by default), `--only`
 //! runs one system without the last line; `--churn-worker create|remove` is the churn's own
@@ -62,6 +65,21 @@ struct BenchOpts {
     /// Our members also get the serial backup HA link (`--backup-link on`); off by default:
     /// keepalived runs over one link, the HA veth, and so do we then.
     backup_link: bool,
+    /// `--crash-in-burst MS`: the crash comes this long after a burst of 100,000 creations
+    /// began on the active (none: after the churn, with the streams quiet).
+    crash_in_burst: Option<u64>,
+    /// Our standbys' `[sync] standby_install` (`--standby-install`); none: the daemon's
+    /// default (the write-behind).
+    standby_install: Option<String>,
+}
+
+impl BenchOpts {
+    /// Our standby holds the peer's entries in its synced table and writes them into its
+    /// kernel when the stream goes quiet (the daemon's default), as conntrackd's standby
+    /// holds them in its external cache.
+    fn write_behind(&self) -> bool {
+        self.standby_install.as_deref() != Some("as_received")
+    }
 }
 
 /// What one system did.
@@ -107,6 +125,8 @@ fn parse(args: &[String]) -> Result<BenchOpts> {
         only: None,
         backup_link: false,
         table_at_crash: true,
+        standby_install: None,
+        crash_in_burst: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -126,11 +146,20 @@ fn parse(args: &[String]) -> Result<BenchOpts> {
                 o.table_at_crash = super::parse_on_off("bench kernel-ha: --table-at-crash", v)?
             }
             "--only" if v == "ours" || v == "conntrackd" => o.only = Some(v.clone()),
+            "--crash-in-burst" => o.crash_in_burst = Some(v.parse().map_err(|e| bad(&e))?),
+            "--standby-install" => {
+                o.standby_install = Some(super::parse_standby_install(
+                    "bench kernel-ha: --standby-install",
+                    v,
+                )?)
+            }
             other => {
                 return Err(format!(
                     "bench kernel-ha: unknown option {other}; usage: bench kernel-ha \
                      --connections N [--interval-ms MS] [--churn-rounds R] [--timers PROFILE] [--backup-link on|off] \
-                     [--table-at-crash on|off] [--only ours|conntrackd]"
+                     [--table-at-crash on|off] [--standby-install write_behind|as_received] \
+                     [--crash-in-burst MS] \
+                     [--only ours|conntrackd]"
                 ))
             }
         }
@@ -188,17 +217,27 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
             .as_ref()
             .map_or_else(|_| "none".to_string(), |c| f(c).to_string())
     };
-    let table_rate = ours
+    // Ours counted both ways: its synced table (the like-for-like of conntrackd's cache)
+    // and its kernel table; the write-behind times the first, installing as received the
+    // second (the other is the churn's second count, creations only).
+    let second = ours
         .churn
         .as_ref()
         .ok()
         .and_then(churn::Churn::also_per_s)
         .map_or_else(|| "none".to_string(), |r| r.to_string());
+    let first = rate(ours, churn::Churn::per_s);
+    let (table_rate, kernel_rate) = if o.write_behind() {
+        (first, second)
+    } else {
+        (second, first)
+    };
     println!(
         "kernel-ha: ours_survived={}/{} conntrackd_survived={}/{} ours_gap_ms={} \
          conntrackd_gap_ms={} ours_sync_per_s={} conntrackd_sync_per_s={} \
          ours_create_sync_per_s={} conntrackd_create_sync_per_s={} \
-         ours_table_sync_per_s={table_rate}",
+         ours_table_sync_per_s={table_rate} ours_kernel_sync_per_s={kernel_rate} \
+         ours_standby_install={}",
         ours.survived,
         ours.connections,
         theirs.survived,
@@ -209,6 +248,11 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         rate(theirs, churn::Churn::churn_per_s),
         rate(ours, churn::Churn::per_s),
         rate(theirs, churn::Churn::per_s),
+        if o.write_behind() {
+            "write_behind"
+        } else {
+            "as_received"
+        },
     );
     Ok(())
 }

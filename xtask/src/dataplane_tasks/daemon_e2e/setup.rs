@@ -198,7 +198,13 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
 "#,
             // The control run without state sync (kernel path) has no sync section.
             sync = if o.sync {
-                format!("[sync]\nbind = \"10.9.0.{}\"\n", 1 + i)
+                format!(
+                    "[sync]\nbind = \"10.9.0.{}\"\n{}",
+                    1 + i,
+                    o.standby_install
+                        .as_ref()
+                        .map_or_else(String::new, |m| format!("standby_install = \"{m}\"\n"))
+                )
             } else {
                 String::new()
             },

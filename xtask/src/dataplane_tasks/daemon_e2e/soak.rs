@@ -48,6 +48,7 @@ pub(super) fn soak(args: &[String]) -> Result {
         ftp: false,
         cases: Vec::new(),
         backup_link: false,
+        standby_install: None,
     };
     let mut s = SoakOpts {
         minutes: 10.0,

@@ -113,6 +113,65 @@ fn start_worker(xtask: &Path, ns: &str, what: &str) -> Result<Child> {
         .map_err(|e| format!("churn worker: {e}"))
 }
 
+/// A burst of [`ROUND`] creations on the active, started just before the crash
+/// (`--crash-in-burst MS`): the crash then meets a standby in the middle of a sync stream.
+/// Its worker ends by itself; dropped before that, it is killed by its pid.
+pub(super) struct Burst(Option<Child>);
+
+impl Burst {
+    /// Starts the creations in namespace `ns`.
+    pub(super) fn start(xtask: &Path, ns: &str) -> Result<Self> {
+        start_worker(xtask, ns, "create").map(|c| Burst(Some(c)))
+    }
+
+    /// Waits for the worker (it goes on in the dead member's namespace): its own time.
+    pub(super) fn finish(mut self) -> Result<Duration> {
+        match self.0.take() {
+            Some(c) => finish_worker(c),
+            None => Err("churn worker: already ended".into()),
+        }
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// With `in_burst` (ms), starts a [`Burst`] on the active and waits that long before the
+/// crash; none: nothing.
+pub(super) fn burst_before_crash(
+    xtask: &Path,
+    tag: &str,
+    active_ns: &str,
+    in_burst: Option<u64>,
+) -> Result<Option<Burst>> {
+    let Some(ms) = in_burst else {
+        return Ok(None);
+    };
+    let b = Burst::start(xtask, active_ns)?;
+    std::thread::sleep(Duration::from_millis(ms));
+    println!("kernel-ha[{tag}]: the crash comes {ms} ms into a burst of {ROUND} creations");
+    Ok(Some(b))
+}
+
+/// After the crash: waits for the burst's worker and says how long its creations took.
+pub(super) fn burst_after_crash(b: Option<Burst>, tag: &str) {
+    if let Some(b) = b {
+        match b.finish() {
+            Ok(d) => println!(
+                "kernel-ha[{tag}]: the burst's {ROUND} creations took {} ms on the dead member",
+                d.as_millis()
+            ),
+            Err(e) => println!("kernel-ha[{tag}]: the burst's worker: {e}"),
+        }
+    }
+}
+
 /// Waits for the worker; its own time.
 fn finish_worker(c: Child) -> Result<Duration> {
     let out = c

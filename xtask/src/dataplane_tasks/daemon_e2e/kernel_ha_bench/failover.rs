@@ -158,6 +158,8 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         only: None,
         table_at_crash: false,
         backup_link: false,
+        standby_install: None,
+        crash_in_burst: None,
     };
     let (mut ours_f, mut theirs_f) = (Figures::default(), Figures::default());
     let t = Instant::now();

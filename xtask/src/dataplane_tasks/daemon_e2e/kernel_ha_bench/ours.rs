@@ -29,6 +29,7 @@ pub(super) fn cluster(o: &BenchOpts, id: u32, tag: &str) -> Result<(Opts, Env, P
         ftp: false,
         cases: Vec::new(),
         backup_link: o.backup_link,
+        standby_install: o.standby_install.clone(),
     };
     let dir = fresh_dir(id, tag)?;
     let env = Env {
@@ -83,23 +84,43 @@ pub(super) fn run(
             ("QEMU controllers", pids(&["controller-a", "controller-b"])),
             ("sensor simulators", pids(&["boardsim-a", "boardsim-b"])),
         ];
+        // Its daemon's synced table, the like-for-like of conntrackd's external cache
+        // (answered by the daemon alone, through its management socket; refreshed every
+        // 100 ms, which can only make ours look slower).
+        let synced_table = || {
+            forwarding(&s.socks[survivor], Duration::from_secs(1))
+                .and_then(|f| f.table_connections)
+                .ok_or_else(|| "the standby's daemon reports no table size".to_string())
+        };
+        let kernel_table = || table_count(standby_pid);
+        let exact = || churn::exact_count(xtask, &standby_ns);
         let (churn, churn_cpu) = cpu_during(&groups, || {
-            churn::run(
-                xtask,
-                "ours",
-                &active_ns,
-                o.churn_rounds,
-                &|| table_count(standby_pid),
-                Some(&|| churn::exact_count(xtask, &standby_ns)),
-                // Its daemon's synced table, the like-for-like of conntrackd's external
-                // cache (answered by the daemon alone, through its management socket).
-                Some(&|| {
-                    forwarding(&s.socks[survivor], Duration::from_secs(1))
-                        .and_then(|f| f.table_connections)
-                        .ok_or_else(|| "the standby's daemon reports no table size".to_string())
-                }),
-                Duration::from_secs(120),
-            )
+            if o.write_behind() {
+                // The standby holds the entries in its synced table while the stream is
+                // busy (as conntrackd's in its cache): that is what is timed; its kernel
+                // table is the second count.
+                churn::run(
+                    xtask,
+                    "ours",
+                    &active_ns,
+                    o.churn_rounds,
+                    &synced_table,
+                    None,
+                    Some(&kernel_table),
+                    Duration::from_secs(120),
+                )
+            } else {
+                churn::run(
+                    xtask,
+                    "ours",
+                    &active_ns,
+                    o.churn_rounds,
+                    &kernel_table,
+                    Some(&exact),
+                    Some(&synced_table),
+                    Duration::from_secs(120),
+                )
+            }
         });
         if let Err(e) = &churn {
             println!("kernel-ha[ours]: churn failed: {e}");
@@ -120,6 +141,7 @@ pub(super) fn run(
         }
         std::thread::sleep(Duration::from_secs(2));
         let sniffer = start_sniffer(&mut env, b, s.members[survivor], "ours")?;
+        let burst = churn::burst_before_crash(xtask, "ours", &active_ns, o.crash_in_burst)?;
         let m = s.members[s.active];
         let false_takeovers = changes_before
             .zip(changes())
@@ -159,12 +181,21 @@ pub(super) fn run(
             killed_at,
             killed_ms,
         )?;
+        churn::burst_after_crash(burst, "ours");
         // The survivor's journal: when its probe of the dead peer ended and when its
         // takeover began (the controller's decision received), ms after the kill.
         let journal =
             std::fs::read_to_string(env.dir.join(format!("daemon-{}.log", s.members[survivor])))
                 .unwrap_or_default();
         let took_over = journal_ms(&journal, "takeover at ", killed_ms);
+        // The takeover's steps and what the write-behind wrote at it.
+        for l in journal
+            .lines()
+            .filter(|l| l.contains("takeover"))
+            .skip(journal.matches("takeover").count().saturating_sub(2))
+        {
+            println!("kernel-ha[ours]: the survivor's journal: {l}");
+        }
         let probe_ended = journal_ms(&journal, "no answer after", killed_ms);
         let g = |k: &str| v[k].as_u64().unwrap_or(0);
         Ok(Outcome {
@@ -187,12 +218,25 @@ pub(super) fn run(
             ],
             churn,
             churn_cpu,
-            counted: "entries in its kernel's conntrack table (nf_conntrack_count)",
-            also_counted: Some("entries in its daemon's synced table (table_connections)"),
+            counted: if o.write_behind() {
+                SYNCED_TABLE
+            } else {
+                KERNEL_TABLE
+            },
+            also_counted: Some(if o.write_behind() {
+                KERNEL_TABLE
+            } else {
+                SYNCED_TABLE
+            }),
         })
     })();
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(Some(elf))))
 }
+
+/// The standby's kernel table as the churn counts it.
+const KERNEL_TABLE: &str = "entries in its kernel's conntrack table (nf_conntrack_count)";
+/// The standby's synced table as the churn counts it.
+const SYNCED_TABLE: &str = "entries in its daemon's synced table (table_connections)";
 
 /// The first journal line of `text` containing `marker` whose Unix ms (the number after
 /// "takeover at ", or in "(at … unix ms)") is at or after `killed_ms`: ms after the kill.

@@ -534,6 +534,7 @@ fn run_in(
     }
     std::thread::sleep(Duration::from_secs(2));
     let sniffer = start_sniffer(env, b, "b", "conntrackd")?;
+    let burst = churn::burst_before_crash(xtask, "conntrackd", &env.ns("a"), o.crash_in_burst)?;
     let vrrp_pid = std::fs::read_to_string(dirs[0].join("vrrp.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -573,6 +574,7 @@ fn run_in(
         killed_at,
         killed_ms,
     )?;
+    churn::burst_after_crash(burst, "conntrackd");
     let since = |what: &str| notified(&dirs[1], what, killed_ms).map(|t| t - killed_ms);
     let g = |k: &str| v[k].as_u64().unwrap_or(0);
     println!(
