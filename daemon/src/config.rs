@@ -236,8 +236,8 @@ pub struct SyncConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StandbyInstall {
-    /// Held while the sync stream is busy and written when it goes quiet, after a second,
-    /// past 65,536 held, or on a takeover before the guard opens
+    /// Held while the sync stream is busy and written when it goes quiet, after 5 s,
+    /// past 131,072 held, or on a takeover before the guard opens
     /// (`ha_kernel::write_behind`): entries created and ended within a burst never cost
     /// the kernel anything.
     #[default]

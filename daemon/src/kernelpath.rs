@@ -50,8 +50,8 @@ use ha_kernel::select::Selection;
 
 /// How long a takeover waits at most for the installer to put the entries already received
 /// into the kernel before the guard opens: the batches queued, and what the write-behind
-/// holds (at most its `max_pending`, 65,536 entries: about half a second of installs on an
-/// idle kernel). Past it the takeover goes on (a kernel that takes no entries must not keep
+/// holds (at most its `max_pending`, 131,072 entries: about 0.6 s of installs on an idle
+/// kernel). Past it the takeover goes on (a kernel that takes no entries must not keep
 /// the cluster without an active member).
 pub const INSTALL_DRAIN: Duration = Duration::from_secs(2);
 
