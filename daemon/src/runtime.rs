@@ -20,12 +20,12 @@ use ha_proto::msg::host::{
 };
 use ha_proto::msg::{Role, Serial};
 
-use crate::fastpath::{Filter, Stats};
 use crate::links::{interfaces_msg, LinkMonitor, MonitoredIface};
-use crate::packetio::{Core, Senders};
 use crate::probes::{probe_within, Answer, Echoes, Probes};
 use crate::uplink::Uplink;
 use ha_hostlink::{HostLink, Unsent};
+
+mod plane;
 
 /// Events kept for `events` requests: the controller's own ring holds fewer, so this never
 /// loses one the controller still had.
@@ -216,90 +216,7 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a role change does to the forwarding plane: the connection table's activation
-/// (a generation flip) and the fast path's role, under one lock.
-pub trait Activate {
-    /// Becomes active (`true`) or passive.
-    fn set_role(&mut self, active: bool, now: Instant);
-}
-
-/// The forwarding plane as the host loop drives it, whichever data path carries the traffic:
-/// the userspace fast path ([`Forwarding`]) or the kernel's
-/// ([`crate::kernelpath::KernelPlane`]).
-pub trait Plane: Send {
-    /// Takes (`true`) or gives up the active role at `now`, announcing the cluster addresses
-    /// on a takeover; true when the role changed.
-    fn set_active(&mut self, active: bool, now: Instant) -> bool;
-    /// True while this member forwards.
-    fn is_active(&self) -> bool;
-    /// Announces the cluster addresses again (gratuitous ARP); nothing while passive.
-    fn announce(&mut self);
-    /// The controller is heard (`true`) or silent: only a member with a live controller
-    /// answers its peer's liveness probes.
-    fn set_ha_alive(&mut self, alive: bool);
-    /// Sends an echo request to `peer` (a member address on a forwarding interface's subnet);
-    /// its sequence number, `None` when no forwarding interface reaches the address.
-    fn probe(&mut self, peer: Ipv4Addr, now: Instant) -> Option<u16>;
-    /// True (once) when the echo reply `seq` from `peer` arrived.
-    fn probe_answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool;
-    /// The userspace fast path's counters (`None` on the kernel path, whose counters are
-    /// among the state-sync counters).
-    fn fast_path_stats(&self) -> Option<Stats>;
-}
-
-/// The userspace fast path as the host loop drives it.
-pub struct Forwarding<F> {
-    /// Fast path and filter.
-    pub core: Arc<Mutex<Core<F>>>,
-    /// Where their frames go.
-    pub senders: Senders,
-}
-
-impl<F> Forwarding<F> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Core<F>> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl<F: Filter + Activate + Send + 'static> Plane for Forwarding<F> {
-    fn set_active(&mut self, active: bool, now: Instant) -> bool {
-        let (changed, outs) = {
-            let mut c = self.lock();
-            let was = c.fp.is_active();
-            c.filter.set_role(active, now);
-            (active != was, c.fp.set_active(active))
-        };
-        self.senders.send_all(&outs);
-        changed
-    }
-
-    fn is_active(&self) -> bool {
-        self.lock().fp.is_active()
-    }
-
-    fn announce(&mut self) {
-        let outs = self.lock().fp.garp();
-        self.senders.send_all(&outs);
-    }
-
-    fn set_ha_alive(&mut self, alive: bool) {
-        self.lock().fp.set_ha_alive(alive);
-    }
-
-    fn probe(&mut self, peer: Ipv4Addr, now: Instant) -> Option<u16> {
-        let (outs, seq) = self.lock().fp.probe(peer, now)?;
-        self.senders.send_all(&outs);
-        Some(seq)
-    }
-
-    fn probe_answered(&mut self, peer: Ipv4Addr, seq: u16) -> bool {
-        self.lock().fp.probe_answered(peer, seq)
-    }
-
-    fn fast_path_stats(&self) -> Option<Stats> {
-        Some(self.lock().fp.stats().clone())
-    }
-}
+pub use plane::{Activate, Forwarding, Plane};
 
 /// How often the host loop asks the controller for its details (model, uptimes).
 pub const DETAILS_EVERY: Duration = Duration::from_secs(10);
@@ -408,6 +325,14 @@ impl HostLoop {
             };
             if let Some(msg) = link.recv_timeout(wait)? {
                 st.heard_at = Some(Instant::now());
+                // Heard (again): this member answers its peer's probes before it does what
+                // the message asks. A first message that makes it active runs the takeover's
+                // steps (tens of ms of nft and rtnetlink): meanwhile the peer, which may be
+                // probing it, must find it alive (seen at startup, session 21: the peer took
+                // over a live active whose answering rule came only after its takeover).
+                if !st.controller_alive {
+                    self.set_controller_alive(true, st);
+                }
                 self.on_msg(link, msg, st)?;
                 if link.codec().sends_compact() != st.compact {
                     st.compact = !st.compact;
@@ -800,6 +725,107 @@ fn flush<T: Read + Write + AsFd + Unsent>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plane that records what the host loop asks of it, in order.
+    struct Recorder(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Plane for Recorder {
+        fn set_active(&mut self, active: bool, _now: Instant) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .push(if active { "active" } else { "passive" });
+            true
+        }
+        fn is_active(&self) -> bool {
+            self.0.lock().unwrap().last() == Some(&"active")
+        }
+        fn announce(&mut self) {}
+        fn set_ha_alive(&mut self, alive: bool) {
+            self.0.lock().unwrap().push(if alive {
+                "answers probes"
+            } else {
+                "unprobeable"
+            });
+        }
+        fn probe(&mut self, _peer: Ipv4Addr, _now: Instant) -> Option<u16> {
+            None
+        }
+        fn probe_answered(&mut self, _peer: Ipv4Addr, _seq: u16) -> bool {
+            false
+        }
+        fn fast_path_stats(&self) -> Option<crate::fastpath::Stats> {
+            None
+        }
+    }
+
+    /// Session 21's startup race: the controller's first word made the member active, and the
+    /// takeover's steps ran before the member answered its peer's probes, so the peer found
+    /// it silent and took over. The loop now answers probes first; on the old order this
+    /// test sees `active` before `answers probes`.
+    #[test]
+    fn the_controllers_first_word_makes_the_member_probeable_before_it_takes_over() {
+        use ha_hostlink::{End, HostCodec};
+        use ha_proto::msg::host::DomainRoleOf;
+        use std::os::unix::net::UnixStream;
+
+        let cfg = ha_hostlink::test_support::sample_cfg();
+        let (daemon_end, controller_end) = UnixStream::pair().expect("socket pair");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_outbox, outbox_rx) = std::sync::mpsc::channel();
+        let mut host = HostLoop {
+            ifaces: Vec::new(),
+            interfaces_period: Duration::from_secs(1),
+            garp_period: None,
+            bounce: None,
+            forwarding: Some(Box::new(Recorder(calls.clone()))),
+            domain: 0,
+            shared: Arc::new(Mutex::new(Shared::default())),
+            outbox: outbox_rx,
+            stop: stop.clone(),
+        };
+        let daemon_cfg = cfg.clone();
+        let daemon = std::thread::spawn(move || {
+            let mut link = HostLink::new(daemon_end, HostCodec::new(&daemon_cfg, 1));
+            let mut monitor = LinkMonitor::open().expect("rtnetlink monitor");
+            let mut st = LoopState::default();
+            host.run(&mut link, &mut monitor, &mut st)
+        });
+        let mut controller = HostLink::new(
+            controller_end,
+            HostCodec::with_end(End::Controller, &cfg, 5),
+        );
+        let mut roles = heapless::Vec::new();
+        roles
+            .push(DomainRoleOf {
+                domain: 0,
+                role: Role::Active,
+            })
+            .expect("room");
+        // The controller learns the daemon's boot from its first frame (the interface report
+        // it sends on connecting); its first word to the daemon is then the role.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while controller.codec().peer_epoch().is_none() && Instant::now() < deadline {
+            let _ = controller.recv_timeout(Duration::from_millis(10));
+        }
+        controller.send(&HostMsg::Roles(roles)).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !calls.lock().unwrap().contains(&"active") && Instant::now() < deadline {
+            // Read what the daemon sends, so that its writes never block.
+            let _ = controller.recv_timeout(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        daemon
+            .join()
+            .expect("host loop")
+            .expect("host loop ended cleanly");
+        assert_eq!(
+            calls.lock().unwrap()[..2],
+            ["answers probes", "active"],
+            "what the loop asked of the plane, in order"
+        );
+    }
 
     #[test]
     fn an_event_is_timed_by_its_boots_last_status() {
