@@ -3,6 +3,7 @@
 //! ```text
 //! ha-daemon --config /etc/ha/daemon.toml
 //! ha-daemon --config /etc/ha/daemon.toml --release   # after it ended: out of the data path
+//! ha-daemon --config /etc/ha/daemon.toml --check     # would it run with this configuration?
 //! ```
 
 use std::path::PathBuf;
@@ -25,6 +26,11 @@ struct Cli {
     /// (systemd's ExecStopPost), so a dead daemon leaves no address its peer now holds.
     #[arg(long)]
     release: bool,
+    /// Do not run: read the configuration and the configuration block it names, and exit 0
+    /// if this program would run with them (a running daemon asks this of its replacement
+    /// before a restart).
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check {
+        return match ha_daemon::app::load_block(&cfg.config_block) {
+            Ok(_) => {
+                eprintln!(
+                    "ha-daemon {}: {} accepted",
+                    env!("CARGO_PKG_VERSION"),
+                    cli.config.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ha-daemon: {}: {e}", cfg.config_block.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     if cli.release {
         let Some(f) = cfg
             .forward

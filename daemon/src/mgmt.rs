@@ -349,6 +349,11 @@ impl MgmtServer {
             Request::Update { .. } => {
                 err(ErrorCode::Unsupported, "updates are not run by ha-daemon")
             }
+            // Answered by `serve_client`, which replaces the process after the reply.
+            Request::Restart { .. } => err(
+                ErrorCode::Internal,
+                "restart is answered by the connection's server",
+            ),
         })
     }
 
@@ -366,6 +371,30 @@ impl MgmtServer {
                 return Ok(());
             }
             let reply = match ha_mgmt_api::decode_line::<Request>(&line) {
+                Ok(Request::Restart { binary }) => {
+                    let forwarding = self.shared().forwarding.active;
+                    match restart::prepare(&binary, forwarding) {
+                        Ok(mut cmd) => {
+                            let done = Reply::Done {
+                                message: format!(
+                                    "{} restarts from {binary} (process {})",
+                                    self.shared().serial.as_str(),
+                                    std::process::id()
+                                ),
+                            };
+                            writer.write_all(ha_mgmt_api::encode_line(&done).as_bytes())?;
+                            writer.flush()?;
+                            eprintln!(
+                                "<5>ha-daemon: restarting from {binary} (management request)"
+                            );
+                            // Returns only if the program could not be started.
+                            let e = std::os::unix::process::CommandExt::exec(&mut cmd);
+                            eprintln!("<3>ha-daemon: restart from {binary} failed: {e}");
+                            err(ErrorCode::Internal, format!("exec {binary}: {e}"))
+                        }
+                        Err(refusal) => Reply::Error(refusal),
+                    }
+                }
                 Ok(req) => {
                     let mut send =
                         |r: &Reply| writer.write_all(ha_mgmt_api::encode_line(r).as_bytes());
@@ -413,6 +442,7 @@ mod forcing;
 mod membership;
 mod reload;
 mod render;
+mod restart;
 mod rotation;
 mod swap;
 

@@ -200,11 +200,17 @@ pub(crate) enum Cmd {
     },
     /// The manual page (roff) on standard output, e.g. `hactl man > /usr/local/share/man/man1/hactl.1`.
     Man,
-    /// Rolling update: the passive first, then a swap, then the other member.
+    /// Rolling update: the passive first, then a swap, then the other member. Each member
+    /// gets the firmware image (--image with --install), the new daemon (--daemon), or both.
     Update {
-        /// Firmware image.
+        /// Firmware image for the controllers.
+        #[arg(long, requires = "install", required_unless_present = "daemon")]
+        image: Option<PathBuf>,
+        /// The new ha-daemon program (an absolute path present on every member's main CPU):
+        /// each member's daemon is replaced in place while it is passive, and the member is
+        /// back once its new daemon holds the active member's connection table.
         #[arg(long)]
-        image: PathBuf,
+        daemon: Option<PathBuf>,
         /// A member as SERIAL=SOCKET (its daemon's management socket); repeat for every
         /// member of the cluster.
         #[arg(long = "member", required = true)]
@@ -212,7 +218,7 @@ pub(crate) enum Cmd {
         /// The site's program that installs the image on one member and returns once it
         /// restarted: run as `PROGRAM SERIAL IMAGE` (no shell).
         #[arg(long)]
-        install: PathBuf,
+        install: Option<PathBuf>,
         /// Firmware version the image reports; a member has rejoined once it shows it.
         #[arg(long)]
         expect_version: Option<String>,

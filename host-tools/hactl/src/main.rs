@@ -348,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Update {
             image,
+            daemon,
             members,
             install,
             expect_version,
@@ -357,7 +358,28 @@ fn run(cli: Cli) -> Result<()> {
             json,
             ..
         } => {
-            let image = absolute(&image)?;
+            let image = image.as_deref().map(absolute).transpose()?;
+            // The daemon's path is the one every member's main CPU runs (not resolved here:
+            // this host may not be one of them), so it must be absolute as given.
+            let daemon = daemon
+                .map(|d| {
+                    if d.is_absolute() {
+                        Ok(d.display().to_string())
+                    } else {
+                        Err(Failure::new(
+                            Code::Usage,
+                            format!(
+                                "--daemon {}: give the absolute path the members run it from",
+                                d.display()
+                            ),
+                        ))
+                    }
+                })
+                .transpose()?;
+            let parts = update::Parts {
+                image: image.is_some(),
+                daemon: daemon.is_some(),
+            };
             let mut sockets = Vec::new();
             for m in &members {
                 let (serial, path) = m.split_once('=').ok_or_else(|| {
@@ -379,11 +401,13 @@ fn run(cli: Cli) -> Result<()> {
                 sockets,
                 install,
                 image,
+                daemon,
                 poll,
             };
             let max_polls = (timeout_s.saturating_mul(1000) / poll_ms.max(10)).max(1) as u32;
             let done = update::run(
                 &mut cluster,
+                parts,
                 expect_version.as_deref(),
                 max_polls,
                 settle_polls,
@@ -391,6 +415,7 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         let (step, serial) = match a {
                             update::Action::Install(s) => ("install", s),
+                            update::Action::RestartDaemon(s) => ("restart_daemon", s),
                             update::Action::WaitRejoin(s) => ("wait_rejoin", s),
                             update::Action::ForcePassive(s) => ("force_passive", s),
                             update::Action::WaitTakeover(s) => ("wait_takeover", s),
@@ -570,8 +595,9 @@ fn run(cli: Cli) -> Result<()> {
 /// The members' daemons and the site's install hook, for the rolling update.
 struct SocketCluster {
     sockets: Vec<(String, PathBuf)>,
-    install: PathBuf,
-    image: String,
+    install: Option<PathBuf>,
+    image: Option<String>,
+    daemon: Option<String>,
     poll: std::time::Duration,
 }
 
@@ -622,19 +648,42 @@ impl update::Cluster for SocketCluster {
     }
 
     fn install(&mut self, serial: &str) -> std::result::Result<(), String> {
-        let st = std::process::Command::new(&self.install)
+        let (Some(install), Some(image)) = (&self.install, &self.image) else {
+            return Err("no --image and --install".into());
+        };
+        let st = std::process::Command::new(install)
             .arg(serial)
-            .arg(&self.image)
+            .arg(image)
             .stdin(std::process::Stdio::null())
             .status()
-            .map_err(|e| format!("install hook {}: {e}", self.install.display()))?;
+            .map_err(|e| format!("install hook {}: {e}", install.display()))?;
         if st.success() {
             Ok(())
         } else {
             Err(format!(
                 "install hook {} failed for {serial} ({st})",
-                self.install.display()
+                install.display()
             ))
+        }
+    }
+
+    fn restart_daemon(&mut self, serial: &str) -> std::result::Result<(), String> {
+        let binary = self.daemon.clone().ok_or("no --daemon")?;
+        let p = self.socket(serial)?.clone();
+        match self.call(&p, &Request::Restart { binary })? {
+            Reply::Done { .. } => Ok(()),
+            other => Err(format!("{serial}: {other:?}")),
+        }
+    }
+
+    fn forwarding_of(
+        &mut self,
+        serial: &str,
+    ) -> std::result::Result<ha_mgmt_api::ForwardingReport, String> {
+        let p = self.socket(serial)?.clone();
+        match self.call(&p, &Request::Forwarding)? {
+            Reply::Forwarding(f) => Ok(f),
+            other => Err(format!("{serial}: not a forwarding report: {other:?}")),
         }
     }
 

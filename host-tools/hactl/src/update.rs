@@ -1,6 +1,10 @@
 //! Rolling update (`hactl update`, SPEC E5): every passive member first, each waited for
 //! until it is back as a healthy passive; then the active member is forced passive so that an
-//! updated member takes over; then it is updated, waited for, and its forcing removed.
+//! updated member takes over; then it is updated, waited for, and its forcing removed. What a
+//! member's update is ([`Parts`]): the controller's firmware image (the site's install hook),
+//! the main CPU's daemon (replaced in place, [`ha_mgmt_api::Request::Restart`]), or both; a
+//! member whose daemon was replaced is back only once its new daemon holds the active
+//! member's connection table (the state sync's bulk), so the swap that follows loses none.
 //!
 //! [`plan`] turns the cluster's status into the list of [`Action`]s (sans-IO, from one
 //! [`ClusterInfo`]); [`run`] carries them out over a [`Cluster`] (the members' daemons and the
@@ -8,13 +12,32 @@
 //! waits. A member is never updated while it is active, and nothing starts unless the cluster
 //! is redundant (exactly one active member, every other one passive).
 
-use ha_mgmt_api::{ClusterInfo, Mode};
+use ha_mgmt_api::{ClusterInfo, ForwardingReport, Mode};
+
+/// What each member's update replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The controller's firmware image (the install hook).
+    pub image: bool,
+    /// The main CPU's daemon.
+    pub daemon: bool,
+}
+
+impl Parts {
+    /// The image only (the update of earlier releases).
+    pub const IMAGE: Parts = Parts {
+        image: true,
+        daemon: false,
+    };
+}
 
 /// One step of a rolling update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Install the image on this member (it restarts).
     Install(String),
+    /// Replace this member's daemon by the new one.
+    RestartDaemon(String),
     /// Wait until this member is back: passive, and running the expected firmware if known.
     WaitRejoin(String),
     /// Force this (active) member passive: an updated member takes over.
@@ -48,8 +71,8 @@ impl std::fmt::Display for UpdateError {
 
 impl std::error::Error for UpdateError {}
 
-/// The update's steps for the cluster as `info` shows it.
-pub fn plan(info: &ClusterInfo) -> Result<Vec<Action>, UpdateError> {
+/// The update's steps for the cluster as `info` shows it, each member's update being `parts`.
+pub fn plan(info: &ClusterInfo, parts: Parts) -> Result<Vec<Action>, UpdateError> {
     let actives: Vec<&str> = info
         .members
         .iter()
@@ -83,15 +106,27 @@ pub fn plan(info: &ClusterInfo) -> Result<Vec<Action>, UpdateError> {
             m.serial, m.mode
         )));
     }
+    if !parts.image && !parts.daemon {
+        return Err(UpdateError::Failed(
+            "nothing to update: give an image, a daemon, or both".into(),
+        ));
+    }
+    let update = |m: &str, out: &mut Vec<Action>| {
+        if parts.image {
+            out.push(Action::Install(m.to_string()));
+        }
+        if parts.daemon {
+            out.push(Action::RestartDaemon(m.to_string()));
+        }
+        out.push(Action::WaitRejoin(m.to_string()));
+    };
     let mut out = Vec::new();
     for p in passives {
-        out.push(Action::Install(p.to_string()));
-        out.push(Action::WaitRejoin(p.to_string()));
+        update(p, &mut out);
     }
     out.push(Action::ForcePassive(active.to_string()));
     out.push(Action::WaitTakeover(active.to_string()));
-    out.push(Action::Install(active.to_string()));
-    out.push(Action::WaitRejoin(active.to_string()));
+    update(active, &mut out);
     out.push(Action::ResetForcing(active.to_string()));
     Ok(out)
 }
@@ -135,6 +170,17 @@ pub fn taken_over(info: &ClusterInfo, serial: &str) -> bool {
     others == 1 && !me_active
 }
 
+/// True when a daemon that restarted holds the active member's connection table: at least
+/// 99 % of the active's count, read in the same poll (both move while traffic flows); false
+/// while it reports none yet.
+pub fn caught_up(restarted: Option<u64>, active: Option<u64>) -> bool {
+    match (restarted, active) {
+        (Some(mine), Some(theirs)) => mine.saturating_add(theirs / 100) >= theirs,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// What a rolling update needs from the cluster.
 pub trait Cluster {
     /// The status table (from any member's daemon).
@@ -150,6 +196,14 @@ pub trait Cluster {
     fn reset_forcing(&mut self, serial: &str) -> Result<(), String>;
     /// Installs the image on `serial` (returns once the member restarts with it).
     fn install(&mut self, serial: &str) -> Result<(), String>;
+    /// Replaces `serial`'s daemon by the new one (returns once the daemon said it does).
+    fn restart_daemon(&mut self, _serial: &str) -> Result<(), String> {
+        Err("this cluster cannot replace daemons".into())
+    }
+    /// What `serial`'s daemon reports of its data path (process start, table size).
+    fn forwarding_of(&mut self, _serial: &str) -> Result<ForwardingReport, String> {
+        Err("no forwarding report".into())
+    }
     /// Waits one poll interval.
     fn pause(&mut self);
 }
@@ -159,17 +213,20 @@ pub trait Cluster {
 /// `settle_polls` consecutive polls.
 pub fn run<C: Cluster>(
     cluster: &mut C,
+    parts: Parts,
     version: Option<&str>,
     max_polls: u32,
     settle_polls: u32,
     mut on_action: impl FnMut(&Action),
 ) -> Result<Vec<Action>, UpdateError> {
     let info = cluster.info().map_err(UpdateError::Failed)?;
-    let actions = plan(&info)?;
+    let actions = plan(&info, parts)?;
     // Boot time of each member before its install, when its daemon reports one: a member
     // has rejoined only once it booted again (a status from before the restart does not
     // count).
     let mut booted_before: Vec<(String, u64)> = Vec::new();
+    // Process start of each member's daemon before it was replaced.
+    let mut started_before: Vec<(String, u64)> = Vec::new();
     for a in &actions {
         on_action(a);
         match a {
@@ -178,6 +235,24 @@ pub fn run<C: Cluster>(
                     booted_before.push((s.clone(), b));
                 }
                 cluster.install(s).map_err(UpdateError::Failed)?
+            }
+            Action::RestartDaemon(s) => {
+                // Its daemon refuses while it forwards: after a swap its data path may take a
+                // moment to follow the controller's role.
+                let mut polls = 0;
+                let before = loop {
+                    let f = cluster.forwarding_of(s).map_err(UpdateError::Failed)?;
+                    if !f.active {
+                        break f;
+                    }
+                    if polls >= max_polls {
+                        return Err(UpdateError::Timeout(a.clone()));
+                    }
+                    polls += 1;
+                    cluster.pause();
+                };
+                started_before.push((s.clone(), before.started_ms));
+                cluster.restart_daemon(s).map_err(UpdateError::Failed)?
             }
             Action::ForcePassive(s) => cluster.force_passive(s).map_err(UpdateError::Failed)?,
             Action::ResetForcing(s) => cluster.reset_forcing(s).map_err(UpdateError::Failed)?,
@@ -194,9 +269,10 @@ pub fn run<C: Cluster>(
                         Action::WaitRejoin(_) => {
                             let before =
                                 booted_before.iter().find(|(m, _)| m == s).map(|(_, b)| *b);
-                            cluster.info_of(s).ok().is_some_and(|i| {
+                            let back = cluster.info_of(s).ok().is_some_and(|i| {
                                 rejoined(&i, s, version) && rebooted(&i, s, before)
-                            })
+                            });
+                            back && (!parts.daemon || daemon_back(cluster, s, &started_before))
                         }
                         _ => cluster.info().ok().is_some_and(|i| taken_over(&i, s)),
                     };
@@ -209,6 +285,38 @@ pub fn run<C: Cluster>(
         }
     }
     Ok(actions)
+}
+
+/// True when `serial`'s daemon is a new process (started after `started_before` says) that
+/// hears its controller and holds the active member's table ([`caught_up`]).
+fn daemon_back<C: Cluster>(
+    cluster: &mut C,
+    serial: &str,
+    started_before: &[(String, u64)],
+) -> bool {
+    let Ok(mine) = cluster.forwarding_of(serial) else {
+        return false;
+    };
+    let before = started_before
+        .iter()
+        .find(|(m, _)| m == serial)
+        .map(|(_, t)| *t);
+    if before.is_some_and(|t| mine.started_ms <= t) || !mine.controller_alive {
+        return false;
+    }
+    let Some(active) = cluster.info().ok().and_then(|i| {
+        i.members
+            .iter()
+            .find(|m| m.mode == Mode::Active)
+            .map(|m| m.serial.clone())
+    }) else {
+        return false;
+    };
+    let theirs = cluster
+        .forwarding_of(&active)
+        .ok()
+        .and_then(|f| f.table_connections);
+    caught_up(mine.table_connections, theirs)
 }
 
 #[cfg(test)]
@@ -253,7 +361,11 @@ mod tests {
 
     #[test]
     fn passives_first_then_swap_then_the_active() {
-        let p = plan(&info(&[("A", Mode::Active), ("B", Mode::Passive)])).unwrap();
+        let p = plan(
+            &info(&[("A", Mode::Active), ("B", Mode::Passive)]),
+            Parts::IMAGE,
+        )
+        .unwrap();
         assert_eq!(
             p,
             vec![
@@ -269,6 +381,151 @@ mod tests {
     }
 
     #[test]
+    fn each_member_gets_the_parts_asked_for() {
+        let i = info(&[("A", Mode::Active), ("B", Mode::Passive)]);
+        let both = Parts {
+            image: true,
+            daemon: true,
+        };
+        assert_eq!(
+            plan(&i, both).unwrap(),
+            vec![
+                Action::Install("B".into()),
+                Action::RestartDaemon("B".into()),
+                Action::WaitRejoin("B".into()),
+                Action::ForcePassive("A".into()),
+                Action::WaitTakeover("A".into()),
+                Action::Install("A".into()),
+                Action::RestartDaemon("A".into()),
+                Action::WaitRejoin("A".into()),
+                Action::ResetForcing("A".into()),
+            ]
+        );
+        let daemon = Parts {
+            image: false,
+            daemon: true,
+        };
+        assert!(!plan(&i, daemon)
+            .unwrap()
+            .iter()
+            .any(|a| matches!(a, Action::Install(_))));
+        let none = Parts {
+            image: false,
+            daemon: false,
+        };
+        assert!(matches!(plan(&i, none), Err(UpdateError::Failed(_))));
+    }
+
+    #[test]
+    fn a_restarted_daemon_is_caught_up_at_99_percent_of_the_actives_table() {
+        assert!(caught_up(Some(1_000), Some(1_000)));
+        assert!(caught_up(Some(990), Some(1_000)));
+        assert!(!caught_up(Some(989), Some(1_000)));
+        assert!(!caught_up(None, Some(1_000)), "no report yet");
+        assert!(caught_up(Some(0), None), "the active reports none");
+        assert!(caught_up(Some(0), Some(0)));
+    }
+
+    /// A two-member cluster whose daemons restart: a restarted daemon starts with an empty
+    /// table that fills over the polls (the peer's bulk).
+    struct Sim {
+        active: &'static str,
+        forced_passive: Option<String>,
+        started: [u64; 2],
+        table: [Option<u64>; 2],
+        restarts: Vec<String>,
+        polls: u32,
+    }
+
+    impl Sim {
+        fn ix(s: &str) -> usize {
+            usize::from(s == "B")
+        }
+    }
+
+    impl Cluster for Sim {
+        fn info(&mut self) -> Result<ClusterInfo, String> {
+            let b = if self.active == "A" {
+                Mode::Passive
+            } else {
+                Mode::Active
+            };
+            let a = if b == Mode::Active {
+                Mode::Passive
+            } else {
+                Mode::Active
+            };
+            Ok(info(&[("A", a), ("B", b)]))
+        }
+        fn force_passive(&mut self, serial: &str) -> Result<(), String> {
+            self.forced_passive = Some(serial.into());
+            self.active = if serial == "A" { "B" } else { "A" };
+            Ok(())
+        }
+        fn reset_forcing(&mut self, _serial: &str) -> Result<(), String> {
+            self.forced_passive = None;
+            Ok(())
+        }
+        fn install(&mut self, _serial: &str) -> Result<(), String> {
+            Err("no image in this test".into())
+        }
+        fn restart_daemon(&mut self, serial: &str) -> Result<(), String> {
+            assert_ne!(
+                serial, self.active,
+                "a daemon is replaced only while passive"
+            );
+            let i = Self::ix(serial);
+            self.started[i] += 1_000;
+            self.table[i] = None;
+            self.restarts.push(serial.into());
+            Ok(())
+        }
+        fn forwarding_of(&mut self, serial: &str) -> Result<ForwardingReport, String> {
+            let i = Self::ix(serial);
+            Ok(ForwardingReport {
+                serial: serial.into(),
+                active: serial == self.active,
+                since_ms: 0,
+                changes: 0,
+                started_ms: self.started[i],
+                now_ms: 0,
+                controller_alive: true,
+                table_connections: self.table[i],
+            })
+        }
+        fn pause(&mut self) {
+            self.polls += 1;
+            // The bulk: a restarted daemon's table grows by 400 a poll up to the 1,000.
+            for t in &mut self.table {
+                *t = Some(t.map_or(0, |n| (n + 400).min(1_000)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_daemon_update_waits_for_each_new_daemon_to_hold_the_table() {
+        let mut sim = Sim {
+            active: "A",
+            forced_passive: None,
+            started: [1, 1],
+            table: [Some(1_000), Some(1_000)],
+            restarts: Vec::new(),
+            polls: 0,
+        };
+        let parts = Parts {
+            image: false,
+            daemon: true,
+        };
+        let done = run(&mut sim, parts, None, 100, 1, |_| {}).expect("update");
+        assert_eq!(sim.restarts, vec!["B".to_string(), "A".to_string()]);
+        assert_eq!(done.len(), 7);
+        // Each wait saw None, 0, 400, 800, then 1,000: four polls per member.
+        assert_eq!(sim.polls, 8);
+        assert_eq!(sim.table, [Some(1_000), Some(1_000)]);
+        assert_eq!(sim.forced_passive, None);
+    }
+
+    #[test]
     fn no_redundancy_no_update() {
         for members in [
             vec![("A", Mode::Active)],
@@ -277,7 +534,10 @@ mod tests {
             vec![("A", Mode::Passive), ("B", Mode::Passive)],
         ] {
             assert!(
-                matches!(plan(&info(&members)), Err(UpdateError::NotRedundant(_))),
+                matches!(
+                    plan(&info(&members), Parts::IMAGE),
+                    Err(UpdateError::NotRedundant(_))
+                ),
                 "{members:?}"
             );
         }

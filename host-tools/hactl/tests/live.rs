@@ -392,6 +392,9 @@ fn daemon(req: &Request) -> Vec<Reply> {
             code: ErrorCode::Unsupported,
             message: "updates are not run by ha-daemon".into(),
         })],
+        Request::Restart { .. } => vec![Reply::Done {
+            message: "restarting".into(),
+        }],
     }
 }
 

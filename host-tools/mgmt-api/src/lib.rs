@@ -161,6 +161,14 @@ pub enum Request {
         /// Serial of the member to remove.
         serial: String,
     },
+    /// Replace this member's daemon by the program at `binary` (an absolute path), run with
+    /// the same arguments in the same process (the rolling update of the main CPU's side):
+    /// refused while the member forwards, and unless `binary --check` accepts the daemon's
+    /// configuration. Answered before the daemon is replaced.
+    Restart {
+        /// The new daemon program.
+        binary: String,
+    },
 }
 
 /// One reply line, tagged by `type`.

@@ -139,6 +139,10 @@ pub trait Backend: Send + Sync {
     fn force(&self, _member: String, _forced: crate::Forced) -> Reply {
         unsupported("forcing another member")
     }
+    /// [`Request::Restart`].
+    fn restart(&self, _binary: String) -> Reply {
+        unsupported("restart")
+    }
 }
 
 /// Hands one request to the backend method that answers it.
@@ -174,6 +178,7 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
             addresses,
         } => b.member_add(serial, main_link, addresses),
         Request::MemberRemove { serial } => b.member_remove(serial),
+        Request::Restart { binary } => b.restart(binary),
     })
 }
 

@@ -1,16 +1,21 @@
 //! The rolling-update phase of the tcp-survival e2e: `hactl update` over both daemons with
 //! the 1000 connections flowing, from the previous release (the cluster booted on it) to the
-//! image built from this tree. The site's install hook is a script that asks this process
-//! to restart the member's QEMU controller with the image (the test owns the processes and
-//! ends them by pid) and waits until it did. Before the second member is updated the cluster
-//! runs two versions: both members' status must say fail-soft; after it, neither may.
+//! image built from this tree, and each member's daemon replaced by a new program
+//! (`--daemon`: a copy of this tree's `ha-daemon`, replaced in place while the member is
+//! passive; it is back once it holds the active's table). The site's install hook is a script
+//! that asks this process to restart the member's QEMU controller with the image (the test
+//! owns the processes and ends them by pid) and waits until it did. Before the second member
+//! is updated the cluster runs two versions: both members' status must say fail-soft; after
+//! it, neither may. Afterwards every daemon must be a new program in the same process.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::env::{mgmt, tree_firmware_version, wait_roles, Env, LinkPorts, Load, RELEASE_VERSION};
+use super::env::{
+    forwarding, mgmt, tree_firmware_version, wait_roles, Env, LinkPorts, Load, RELEASE_VERSION,
+};
 use crate::util::Result;
 
 /// Longest the whole update may take (two controller restarts, each waited for, and a swap).
@@ -54,10 +59,29 @@ pub(super) fn update_phase(
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("e2e: install hook: {e}"))?;
 
+    // The new daemon: a program of its own (the running one's file could be replaced by the
+    // site's package manager the same way).
+    let next = dir.join("ha-daemon-next");
+    std::fs::copy(b("ha-daemon"), &next).map_err(|e| format!("e2e: new daemon: {e}"))?;
+    let next = std::fs::canonicalize(&next).map_err(|e| format!("e2e: new daemon: {e}"))?;
+    let before: Vec<(u64, Option<u32>)> = socks
+        .iter()
+        .zip(members)
+        .map(|(s, m)| {
+            (
+                forwarding(s, Duration::from_secs(2)).map_or(0, |f| f.started_ms),
+                env.child(&format!("daemon-{m}")).map(|c| c.id()),
+            )
+        })
+        .collect();
+
     load.cmd("mark")?;
     std::thread::sleep(Duration::from_secs(1));
     let mut cmd = Command::new(b("hactl"));
-    cmd.args(["update", "--image"]).arg(elf);
+    cmd.args(["update", "--image"])
+        .arg(elf)
+        .arg("--daemon")
+        .arg(&next);
     for (s, sock) in serials.iter().zip(socks) {
         cmd.arg("--member").arg(format!("{s}={}", sock.display()));
     }
@@ -134,6 +158,25 @@ pub(super) fn update_phase(
     }
     let active = wait_roles(socks, None, Duration::from_secs(15))?;
     fail_soft_shown(socks, false)?;
+    // Every daemon is the new program, in the process the test started (ended by its pid).
+    for ((sock, m), (started, pid)) in socks.iter().zip(members).zip(&before) {
+        let now = forwarding(sock, Duration::from_secs(2))
+            .ok_or_else(|| format!("e2e: rolling update: {m}'s daemon does not answer"))?;
+        let same_pid = env.child(&format!("daemon-{m}")).map(|c| c.id()) == *pid;
+        if now.started_ms <= *started || !same_pid {
+            return Err(format!(
+                "e2e: rolling update: {m}'s daemon was not replaced in place (started {started} \
+                 -> {}, same process: {same_pid})",
+                now.started_ms
+            ));
+        }
+        println!(
+            "rolling-update: {m}'s daemon replaced in process {} (started {} ms later), table {:?}",
+            pid.unwrap_or(0),
+            now.started_ms - started,
+            now.table_connections
+        );
+    }
     std::thread::sleep(Duration::from_secs(3));
     let (sv, n, gap, _) = load.report()?;
     println!(
