@@ -137,24 +137,7 @@ fn an_entry_travels_from_one_table_to_another_by_its_event() {
 }
 
 fn udp(port: u16, mark: u32) -> CtEntry {
-    let orig = CtTuple {
-        src: "10.1.0.10".parse().unwrap(),
-        dst: "10.2.0.20".parse().unwrap(),
-        proto: 17,
-        src_port: port,
-        dst_port: 53,
-    };
-    CtEntry {
-        orig,
-        reply: orig.inverse(),
-        status: IPS_SEEN_REPLY | IPS_ASSURED,
-        timeout_s: 600,
-        mark,
-        zone: 0,
-        tcp: None,
-        helper: None,
-        seq_adj: None,
-    }
+    common::udp_entry("10.1.0.10".parse().unwrap(), port, mark)
 }
 
 /// The peer's table as the changes leave it.

@@ -7,32 +7,16 @@
 use std::collections::BTreeMap;
 
 use ha_kernel::conntrack::socket::Ctnetlink;
-use ha_kernel::conntrack::{CtEntry, CtTuple, IPS_ASSURED, IPS_SEEN_REPLY};
+use ha_kernel::conntrack::{CtEntry, CtTuple};
 use ha_kernel::write_behind::{Due, Policy, Write, WriteBehind};
 
 mod common;
 use common::{can_run, in_ns, namespaces};
 
-/// UDP entry `i` (no TCP window to track), with `mark`.
+/// UDP entry `i`, with `mark`.
 fn entry(i: u32, mark: u32) -> CtEntry {
-    let orig = CtTuple {
-        src: format!("10.1.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
-        dst: "10.2.0.20".parse().unwrap(),
-        proto: 17,
-        src_port: 20_000 + (i % 40_000) as u16,
-        dst_port: 53,
-    };
-    CtEntry {
-        orig,
-        reply: orig.inverse(),
-        status: IPS_SEEN_REPLY | IPS_ASSURED,
-        timeout_s: 600,
-        mark,
-        zone: 0,
-        tcp: None,
-        helper: None,
-        seq_adj: None,
-    }
+    let src = format!("10.1.{}.{}", i / 250, i % 250 + 1).parse().unwrap();
+    common::udp_entry(src, 20_000 + (i % 40_000) as u16, mark)
 }
 
 fn key(e: &CtEntry) -> (CtTuple, u16) {

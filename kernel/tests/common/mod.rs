@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::net::IpAddr;
 use std::process::Command;
+
+use ha_kernel::conntrack::{CtEntry, CtTuple, IPS_ASSURED, IPS_SEEN_REPLY};
 
 /// Namespaces removed when dropped (also when the test fails).
 pub struct Namespaces(pub Vec<String>);
@@ -61,4 +64,27 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     })
     .join()
     .expect("namespace thread")
+}
+
+/// An answered UDP entry (no TCP window to track) from `src`:`port` to 10.2.0.20:53, with
+/// `mark`.
+pub fn udp_entry(src: IpAddr, port: u16, mark: u32) -> CtEntry {
+    let orig = CtTuple {
+        src,
+        dst: "10.2.0.20".parse().unwrap(),
+        proto: 17,
+        src_port: port,
+        dst_port: 53,
+    };
+    CtEntry {
+        orig,
+        reply: orig.inverse(),
+        status: IPS_SEEN_REPLY | IPS_ASSURED,
+        timeout_s: 600,
+        mark,
+        zone: 0,
+        tcp: None,
+        helper: None,
+        seq_adj: None,
+    }
 }
