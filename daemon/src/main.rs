@@ -43,6 +43,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Err(e) = cfg.selection() {
+            eprintln!("ha-daemon: {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
         return match ha_daemon::app::load_block(&cfg.config_block) {
             Ok(_) => {
                 eprintln!(
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("ha-daemon: {}: {e}", cfg.config_block.display());
+                eprintln!("ha-daemon: configuration block: {e}");
                 ExitCode::from(2)
             }
         };
