@@ -12,6 +12,10 @@ fn main() {
     )
     .expect("write device.x");
     println!("cargo:rustc-link-search={}", out.display());
+    // The driver test (examples/) is a program of its own: cortex-m-rt's and defmt's
+    // linker scripts (the firmware binary gets them from its .cargo/config.toml).
+    println!("cargo:rustc-link-arg-examples=-Tlink.x");
+    println!("cargo:rustc-link-arg-examples=-Tdefmt.x");
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
 }

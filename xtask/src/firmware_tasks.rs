@@ -2,6 +2,8 @@
 
 use crate::util::{run, Result};
 
+mod driver_test;
+
 /// Format and lints of the firmware and board crates (their own workspaces, each for its
 /// board's target), run by `cargo xtask test` with the workspace's own, before any long suite.
 pub fn lint() -> Result {
@@ -9,6 +11,15 @@ pub fn lint() -> Result {
         run(fw_cargo(dir).args(["fmt", "--", "--check"]))?;
         run(fw_build_cargo(dir).args(["clippy", "--release", "--", "-D", "warnings"]))?;
     }
+    // The board's driver test under QEMU (an example of the board crate).
+    run(fw_build_cargo(FW_BOARD_DIR).args([
+        "clippy",
+        "--release",
+        "--examples",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The firmware binary again, built for the real board.
     run(fw_build_cargo(FW_APP_DIR)
         .args(["clippy", "--release"])
@@ -20,11 +31,13 @@ pub fn lint() -> Result {
 /// mps2-an385 and the NUCLEO-H743ZI board, which CI can only build), and
 /// boot checks under QEMU: a member without a configuration block, or with a corrupt one,
 /// logs one clear error and does not join; a member with a valid block starts its agent; two
-/// members wired by their Ethernet elect one active, and the other takes over when it dies.
+/// members wired by their Ethernet elect one active, and the other takes over when it dies;
+/// and the board's drivers under QEMU ([`driver_test`]).
 pub fn ci() -> Result {
     let elf = fw_build()?;
     nucleo_build()?;
     fw_boot_checks(&elf)?;
+    driver_test::run_test()?;
     harness_ci(&elf)
 }
 
@@ -587,6 +600,7 @@ pub fn qemu(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("checks") => ci(),
         Some("soak") => soak(&args[1..]),
+        Some("driver-test") => driver_test::run_test(),
         Some("boots") => ha_cluster("boots", &args[1..]),
         _ => ha_cluster("boot", args),
     }
