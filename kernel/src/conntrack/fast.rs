@@ -199,6 +199,14 @@ pub fn entry_event(msg: &[u8]) -> Option<CtEvent> {
             (CTA_TIMEOUT, v) => timeout_s = be32(v)?,
             (CTA_MARK, v) => mark = be32(v)?,
             (CTA_ZONE, v) => {
+                // The crate keeps the flag bits in the kind of an attribute it does not know
+                // (its `DefaultNla`), so a zone with a flag set is no zone to it: such a
+                // (damaged) message is left to it. The header is the 4 bytes before `v`.
+                let at = v.as_ptr() as usize - msg.as_ptr() as usize;
+                let raw = u16::from_ne_bytes([msg[at - 2], msg[at - 1]]);
+                if raw != CTA_ZONE {
+                    return None;
+                }
                 if let Some(z) = be16(v) {
                     zone = z;
                 }
