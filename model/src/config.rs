@@ -2,7 +2,7 @@
 
 use ha_agent::config::{Config, Timers};
 use ha_agent::election::MeritOrder;
-use ha_agent::{Agent, DomainEntry, TimerProfile};
+use ha_agent::{Agent, DomainEntry, LinkId, TimerProfile};
 use ha_proto::keys::{KeySet, Keyring, Psk};
 use ha_proto::msg::Serial;
 
@@ -244,8 +244,13 @@ impl ModelConfig {
             t.reprobe_ms,
             t.suspect_ms,
             // A peer declared lost and heard again in the same boot: frames within four
-            // intervals of the first one count towards its return (`Peers::heard`).
-            4 * iv,
+            // of the link's intervals of the first one count towards its return
+            // (`Peers::heard`).
+            4 * t.link_interval_ms(LinkId::BACKUP),
+            // The backup link's own dead time, and the longer wait before a probe while
+            // the main link is down (`peers::suspect_after`).
+            t.link_dead_ms(LinkId::BACKUP),
+            t.suspect_ms + t.link_interval_ms(LinkId::BACKUP) - iv,
         ]
         .into_iter()
         .max()

@@ -9,6 +9,7 @@ use ha_proto::msg::{FirmwareVersion, Serial, MAX_DOMAINS, MAX_HA_LINKS};
 use ha_proto::text::{fmt_words, TextOut, Words};
 use heapless::{String, Vec};
 
+use crate::link::LinkId;
 use crate::quality::QualityConfig;
 
 /// Longest hold-down, ms (10 minutes): longer would hide a real failure from the election.
@@ -25,6 +26,15 @@ pub const MIN_SENSOR_TIMEOUT_MS: u32 = 1_000;
 /// Shortest time the main CPU's liveness probe listens for the peer's answer, ms (the host
 /// link's own bound, which the daemon honours).
 pub const MIN_PROBE_MS: u32 = ha_proto::msg::host::MIN_PROBE_WITHIN_MS as u32;
+
+/// The shortest heartbeat interval on the backup link, ms. A heartbeat is 79 bytes on the
+/// serial line (77 and the COBS framing), 6.9 ms at 115,200 baud: a 5 ms profile cannot fit
+/// on it at all and a 10 ms one fills two thirds of it. With a shorter profile interval the
+/// backup link sends at this interval (a third of the line) and is down after `miss_limit`
+/// of them: its own dead time ([`Timers::link_dead_ms`]). Held to the main link's 15 or
+/// 30 ms, it read down most of the time with the fast profiles, and every flap was two
+/// events (issue 14's soak lost 28,362 events to them in 10 minutes).
+pub const BACKUP_MIN_INTERVAL_MS: u32 = 20;
 
 /// Timers of the agent; [`Timers::for_profile`] gives consistent defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +63,24 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// This member's heartbeat interval on `link`, ms: the profile's on the main link, at
+    /// least [`BACKUP_MIN_INTERVAL_MS`] on the backup link.
+    pub fn link_interval_ms(&self, link: LinkId) -> u32 {
+        let iv = self.profile.interval_ms();
+        if link == LinkId::MAIN {
+            iv
+        } else {
+            iv.max(BACKUP_MIN_INTERVAL_MS)
+        }
+    }
+
+    /// Silence on `link` after which it is down, ms: `miss_limit` of its heartbeats (the
+    /// profile's dead time on the main link).
+    pub fn link_dead_ms(&self, link: LinkId) -> u32 {
+        self.link_interval_ms(link)
+            .saturating_mul(self.profile.miss_limit() as u32)
+    }
+
     /// Defaults for a profile: startup window = link dead time + 1 s (fast: + 100 ms),
     /// hold-down 5 s (fast: 500 ms), probe timeout 500 ms (fast: 50 ms), reprobe 2 s
     /// (fast: 100 ms); the probe listens a third of the dead time

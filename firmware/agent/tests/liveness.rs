@@ -4,13 +4,28 @@
 mod common;
 
 use common::*;
+use ha_agent::config::BACKUP_MIN_INTERVAL_MS;
 use ha_proto::msg::host::CAP_NUMBERED_PROBES;
+use ha_proto::msg::LinkState;
 
 #[test]
 fn single_link_loss_is_an_event_not_a_swap() {
     let mut c = Cluster::pair();
     c.run_until(300);
     c.cut[0][0] = true;
+    // Until the main link is down, a gap between two of the backup link's sparser
+    // heartbeats looks like a crash's first silence and may be probed (and found alive);
+    // once it is down, the backup link's own pace is waited and nothing more is probed.
+    let t = c.a(1).config().timers;
+    let probes = |c: &Cluster| {
+        c.host
+            .iter()
+            .filter(|(_, h)| matches!(h, HostMsg::ProbeRequest { .. }))
+            .count()
+    };
+    c.run_until(300 + t.profile.dead_ms() as u64 + 1);
+    let in_transition = probes(&c);
+    assert!(in_transition <= 2, "{in_transition}");
     c.run_until(2000);
     assert_eq!(c.role(0), Role::Active);
     assert_eq!(c.role(1), Role::Passive);
@@ -19,10 +34,85 @@ fn single_link_loss_is_an_event_not_a_swap() {
         link: LinkId::MAIN
     }));
     assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
-    assert!(!c
-        .host
-        .iter()
-        .any(|(_, h)| matches!(h, HostMsg::ProbeRequest { .. })));
+    assert_eq!(probes(&c), in_transition, "none once the main link is down");
+    assert!(!c.events_of(1).iter().any(|e| matches!(
+        e,
+        EventKind::PeerUnreachable { .. }
+            | EventKind::LinkDown {
+                link: LinkId::BACKUP,
+                ..
+            }
+    )));
+}
+
+/// The per-link dead time: with the fast profile (10 ms) the serial backup link sends a
+/// heartbeat every [`BACKUP_MIN_INTERVAL_MS`] (its line cannot carry more) and is down only
+/// after `miss_limit` of those; the main link keeps the profile's pace.
+#[test]
+fn the_backup_link_keeps_its_own_pace_and_dead_time() {
+    let mut c = Cluster::pair();
+    c.run_until(1_000);
+    let t = c.a(1).config().timers;
+    assert_eq!(t.link_interval_ms(LinkId::BACKUP), BACKUP_MIN_INTERVAL_MS);
+    let sent = |c: &Cluster, link: LinkId| {
+        c.frames
+            .iter()
+            .filter(|(from, l, _)| *from == 0 && *l == link)
+            .count()
+    };
+    let (main0, backup0) = (sent(&c, LinkId::MAIN), sent(&c, LinkId::BACKUP));
+    c.run_until(2_000);
+    let main = sent(&c, LinkId::MAIN) - main0;
+    let backup = sent(&c, LinkId::BACKUP) - backup0;
+    assert!(
+        (95..=105).contains(&main),
+        "main link: {main} frames a second"
+    );
+    assert!(
+        (48..=53).contains(&backup),
+        "backup link: {backup} frames a second"
+    );
+    // Cut the backup link alone: down after its own dead time, not the profile's.
+    c.cut[0][1] = true;
+    let last = 2_000 - (2_000 % BACKUP_MIN_INTERVAL_MS as u64);
+    let backup_down = |c: &Cluster| {
+        c.events_of(1).contains(&EventKind::LinkDown {
+            peer: serial(0),
+            link: LinkId::BACKUP,
+        })
+    };
+    c.run_until(last + t.link_dead_ms(LinkId::BACKUP) as u64 - 1);
+    assert!(!backup_down(&c), "not at the profile's dead time");
+    c.run_until(last + t.link_dead_ms(LinkId::BACKUP) as u64 + 1);
+    assert!(backup_down(&c));
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.a(1).status().peers[0].state, PeerState::Alive);
+}
+
+/// A crash is not waited for the backup link's longer dead time: the probe asked on
+/// suspicion found the peer dead and every link has been silent for the profile's dead
+/// time, so it is lost then, and its backup link reads down with it.
+#[test]
+fn a_crash_is_taken_over_at_the_profiles_dead_time_and_downs_the_backup_link() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    c.alive[0] = false;
+    c.agents[0] = None;
+    let t = c.a(1).config().timers;
+    let last_rx = c.last_heard(1, 0);
+    assert!(t.link_dead_ms(LinkId::BACKUP) > t.profile.dead_ms());
+    c.run_until(last_rx + t.profile.dead_ms() as u64);
+    assert_eq!(c.role(1), Role::Active);
+    let peer = &c.a(1).status().peers[0];
+    assert_eq!(peer.state, PeerState::Lost);
+    assert!(
+        peer.links.iter().all(|l| l.state == LinkState::Down),
+        "{peer:?}"
+    );
+    assert!(c.events_of(1).contains(&EventKind::LinkDown {
+        peer: serial(0),
+        link: LinkId::BACKUP
+    }));
 }
 
 #[test]
@@ -70,7 +160,8 @@ fn silent_main_cpu_bounds_the_probe_wait() {
     c.run_until(300);
     c.agents[0] = None;
     let t = c.a(1).config().timers;
-    c.run_until(300 + (t.profile.dead_ms() + t.probe_timeout_ms) as u64 + 15);
+    // Unanswered, the probe waits for every link down: the backup link's dead time.
+    c.run_until(300 + (t.link_dead_ms(LinkId::BACKUP) + t.probe_timeout_ms) as u64 + 15);
     assert_eq!(c.role(1), Role::Active);
     assert!(c.events_of(1).contains(&EventKind::PeerLost {
         peer: serial(0),
@@ -270,7 +361,7 @@ fn a_peer_heard_after_its_probe_is_not_lost_on_a_late_dead_answer() {
 #[test]
 fn an_early_alive_answer_after_the_links_went_down_is_checked_again_at_once() {
     let (mut c, t, last_rx) = active_dies_probes_unanswered();
-    c.run_until(last_rx + t.profile.dead_ms() as u64);
+    c.run_until(last_rx + t.link_dead_ms(LinkId::BACKUP) as u64);
     assert!(matches!(
         c.a(1).status().peers[0].state,
         PeerState::Suspect { .. }
@@ -299,7 +390,7 @@ fn dead_active_probes_late() -> (Cluster, Timers, u64) {
     c.answer_probes = false;
     c.agents[0] = None;
     let t = c.a(1).config().timers;
-    let down = c.last_heard(1, 0) + t.profile.dead_ms() as u64;
+    let down = c.last_heard(1, 0) + t.link_dead_ms(LinkId::BACKUP) as u64;
     (c, t, down)
 }
 
@@ -418,7 +509,7 @@ fn a_dead_answer_slower_than_the_re_ask_still_counts() {
     says_numbered_probes(&mut c);
     let (t, last_rx) = dies_unanswered_until_suspected(&mut c);
     let first = c.last_request(1);
-    let down = last_rx + t.profile.dead_ms() as u64;
+    let down = last_rx + t.link_dead_ms(LinkId::BACKUP) as u64;
     c.run_until(down + t.probe_timeout_ms as u64 + 1);
     assert_ne!(c.last_request(1), first, "asked again");
     assert_eq!(c.role(1), Role::Passive);

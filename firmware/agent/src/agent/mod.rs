@@ -218,7 +218,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         let t = &self.cfg.timers;
         self.host
             .poll_at(self.cfg.main_cpu_timeout_ms)
-            .min(self.peers.poll_at(t.profile.dead_ms(), t.suspect_ms))
+            .min(self.peers.poll_at(t, self.cfg.links))
             .min(self.domains.poll_at(t.hold_down_ms))
             .min(self.local.poll_at())
             .min(self.sensors.poll_at(self.cfg.sensor_timeout_ms))
@@ -414,7 +414,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         let pi = self.peers.position(h.sender).ok_or(Reject::WrongSender)?;
         self.wire.count_received();
         let now = self.now;
-        let interval = self.cfg.timers.profile.interval_ms() as u64;
+        let interval = self.cfg.timers.link_interval_ms(link) as u64;
         if !self
             .peers
             .heard(pi, link, h.epoch, now, interval, &mut self.out)

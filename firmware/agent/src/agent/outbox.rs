@@ -195,12 +195,16 @@ impl Outbox {
     /// enough, since its content is built when drained.
     pub(crate) fn heartbeat_now(&mut self, links: u8) {
         for l in 0..links {
-            let link = LinkId(l);
-            self.push_once(
-                Pending::Heartbeat(link),
-                |p| matches!(p, Pending::Heartbeat(x) if *x == link),
-            );
+            self.heartbeat_on(LinkId(l));
         }
+    }
+
+    /// A heartbeat on `link` now (one queued per link, as [`Outbox::heartbeat_now`]).
+    pub(crate) fn heartbeat_on(&mut self, link: LinkId) {
+        self.push_once(
+            Pending::Heartbeat(link),
+            |p| matches!(p, Pending::Heartbeat(x) if *x == link),
+        );
     }
 
     /// Records an event at `now`: numbered and kept in the ring, from which it goes to the

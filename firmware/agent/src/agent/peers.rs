@@ -2,10 +2,16 @@
 //! peer's heartbeat announces, and the bound on a peer's pause.
 //!
 //! - Each accepted frame from a peer marks the link it came on up. A link is down after
-//!   `interval × miss_limit` ms of silence. One link down is only an event.
+//!   `miss_limit` of its heartbeat intervals of silence: the profile's on the main link, at
+//!   least [`BACKUP_MIN_INTERVAL_MS`](crate::config::BACKUP_MIN_INTERVAL_MS) on the serial backup link, which cannot carry the fast
+//!   profiles' heartbeats ([`Timers::link_dead_ms`]). One link down is only an event.
 //! - A peer silent on every link for `suspect_ms` (before the dead time ends) is probed: the
 //!   main CPU is asked to probe it over the data interfaces ([`Pending::Probe`]), so that
-//!   the answer is there when the links go down. A frame heard cancels the suspicion.
+//!   the answer is there when the links go down. A frame heard cancels the suspicion. With
+//!   its main link down the wait is longer by the backup link's sparser heartbeats
+//!   ([`suspect_after`]). When that probe found it dead and every link has been silent for
+//!   the profile's dead time, it is lost without waiting for the backup link's longer one:
+//!   the per-link dead time costs a crash's takeover nothing.
 //! - A peer whose links are all down is *suspect*: its probe's answer (asked on suspicion, or
 //!   now) is awaited `probe_timeout_ms` from the request, then asked for again (a stalled
 //!   host link drops frames both ways). "Dead": the peer is lost and leaves the election. No
@@ -46,6 +52,31 @@ fn last_heard<const D: usize>(p: &PeerStatus<D>) -> Option<u64> {
     p.links.iter().filter_map(|l| l.last_rx_ms).max()
 }
 
+/// Silence on every link after which peer `p` is probed, ms: `suspect_ms` while its main
+/// link is up; once that is down, longer by as much as the backup link's heartbeats are
+/// sparser than the profile's, so that a cut main link does not make each gap between two
+/// backup heartbeats a probe.
+fn suspect_after<const D: usize>(p: &PeerStatus<D>, t: &Timers) -> u64 {
+    let main_up = p.links.first().is_some_and(|l| l.state == LinkState::Up);
+    let sparser = if main_up {
+        0
+    } else {
+        t.link_interval_ms(LinkId::BACKUP) - t.profile.interval_ms()
+    };
+    (t.suspect_ms + sparser) as u64
+}
+
+/// When every link to `p` that is still up will have been silent for `dead` ms (`None`: no
+/// link up).
+fn silent_at<const D: usize>(p: &PeerStatus<D>, dead: u64) -> Option<u64> {
+    p.links
+        .iter()
+        .filter(|l| l.state == LinkState::Up)
+        .filter_map(|l| l.last_rx_ms)
+        .max()
+        .map(|r| r + dead)
+}
+
 /// A probe asked while the peer was still alive (every link silent for `suspect_ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct EarlyProbe {
@@ -76,8 +107,8 @@ pub(crate) struct Peers<const M: usize, const D: usize> {
     asked: Vec<Asked, M>,
     /// The number the last probe request got (per boot, wrapping).
     last_request: u16,
-    /// When this member's next heartbeats are due.
-    next_heartbeat_ms: u64,
+    /// When this member's next heartbeat is due, per link.
+    next_heartbeat_ms: [u64; MAX_HA_LINKS],
 }
 
 /// The probe requests asked about one peer since it was last heard, by number: the first
@@ -126,7 +157,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             early: Vec::new(),
             asked: Vec::new(),
             last_request: 0,
-            next_heartbeat_ms: now,
+            next_heartbeat_ms: [now; MAX_HA_LINKS],
         };
         // Nothing to forget yet.
         let _ = p.rebuild(config, now);
@@ -400,14 +431,17 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         out: &mut Outbox,
     ) -> bool {
         let t = config.timers;
-        if now >= self.next_heartbeat_ms {
-            out.heartbeat_now(config.links);
-            let iv = t.profile.interval_ms() as u64;
-            self.next_heartbeat_ms = if self.next_heartbeat_ms + iv > now {
-                self.next_heartbeat_ms + iv
-            } else {
-                now + iv
-            };
+        for (l, next) in self.next_heartbeat_ms.iter_mut().enumerate() {
+            let link = LinkId(l as u8);
+            if l < config.links as usize && now >= *next {
+                out.heartbeat_on(link);
+                let iv = t.link_interval_ms(link) as u64;
+                *next = if *next + iv > now {
+                    *next + iv
+                } else {
+                    now + iv
+                };
+            }
         }
         let dead = t.profile.dead_ms() as u64;
         let mut lost = false;
@@ -415,8 +449,10 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             let p = &mut self.list[pi];
             let serial = p.serial;
             for l in 0..config.links as usize {
+                let link_dead = t.link_dead_ms(LinkId(l as u8)) as u64;
                 let ls = &mut p.links[l];
-                if ls.state == LinkState::Up && ls.last_rx_ms.is_some_and(|r| now >= r + dead) {
+                if ls.state == LinkState::Up && ls.last_rx_ms.is_some_and(|r| now >= r + link_dead)
+                {
                     ls.state = LinkState::Down;
                     ls.since_ms = now;
                     out.event(
@@ -429,8 +465,25 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
             }
             let all_down = p.links.iter().all(|l| l.state != LinkState::Up);
+            // Found dead by the probe asked on suspicion, and silent on every link for the
+            // profile's dead time: the backup link's longer one is not waited.
+            let found_dead = self.early[pi].answer == Some(false)
+                && silent_at(p, dead).is_some_and(|s| now >= s);
             match p.state {
-                PeerState::Alive if all_down => {
+                PeerState::Alive if all_down || found_dead => {
+                    for (l, ls) in p.links.iter_mut().enumerate() {
+                        if ls.state == LinkState::Up {
+                            ls.state = LinkState::Down;
+                            ls.since_ms = now;
+                            out.event(
+                                now,
+                                EventKind::LinkDown {
+                                    peer: serial,
+                                    link: LinkId(l as u8),
+                                },
+                            );
+                        }
+                    }
                     let early = core::mem::replace(&mut self.early[pi], EarlyProbe::NONE);
                     p.state_since_ms = now;
                     out.event(now, EventKind::AllLinksDown { peer: serial });
@@ -467,7 +520,7 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                     }
                 }
                 PeerState::Alive => {
-                    let suspect = t.suspect_ms as u64;
+                    let suspect = suspect_after(p, &t);
                     if self.early[pi].asked.is_none()
                         && last_heard(p).is_some_and(|r| now >= r + suspect)
                     {
@@ -521,15 +574,19 @@ impl<const M: usize, const D: usize> Peers<M, D> {
     }
 
     /// The earliest deadline of the table: the next heartbeats, a link's silence, the start
-    /// of a silent peer's probe, a probe's deadline or re-probe, the end of a peer's pause.
-    pub(crate) fn poll_at(&self, dead_ms: u32, suspect_ms: u32) -> u64 {
-        let dead = dead_ms as u64;
-        let mut w = self.next_heartbeat_ms;
+    /// of a silent peer's probe, the silence that makes a peer found dead lost, a probe's
+    /// deadline or re-probe, the end of a peer's pause.
+    pub(crate) fn poll_at(&self, t: &Timers, links: u8) -> u64 {
+        let dead = t.profile.dead_ms() as u64;
+        let mut w = u64::MAX;
+        for next in self.next_heartbeat_ms.iter().take(links as usize) {
+            w = w.min(*next);
+        }
         for p in &self.list {
-            for l in &p.links {
+            for (i, l) in p.links.iter().enumerate() {
                 if l.state == LinkState::Up {
-                    if let Some(t) = l.last_rx_ms {
-                        w = w.min(t + dead);
+                    if let Some(r) = l.last_rx_ms {
+                        w = w.min(r + t.link_dead_ms(LinkId(i as u8)) as u64);
                     }
                 }
             }
@@ -540,9 +597,16 @@ impl<const M: usize, const D: usize> Peers<M, D> {
             }
         }
         for (p, e) in self.list.iter().zip(self.early.iter()) {
-            if p.state == PeerState::Alive && e.asked.is_none() {
+            if p.state != PeerState::Alive {
+                continue;
+            }
+            if e.asked.is_none() {
                 if let Some(r) = last_heard(p) {
-                    w = w.min(r + suspect_ms as u64);
+                    w = w.min(r + suspect_after(p, t));
+                }
+            } else if e.answer == Some(false) {
+                if let Some(s) = silent_at(p, dead) {
+                    w = w.min(s);
                 }
             }
         }
@@ -555,7 +619,9 @@ impl<const M: usize, const D: usize> Peers<M, D> {
     /// The next heartbeats, then per peer the start of its pause
     /// ([`crate::Agent::private_timers`]).
     pub(crate) fn private_timers(&self) -> impl Iterator<Item = Option<u64>> + '_ {
-        core::iter::once(Some(self.next_heartbeat_ms))
+        self.next_heartbeat_ms
+            .iter()
+            .map(|t| Some(*t))
             .chain(self.paused_since.iter().map(|s| s.get()))
     }
 
