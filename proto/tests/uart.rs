@@ -134,3 +134,10 @@ fn encoded_pieces_at_block_edges() {
         }
     }
 }
+
+/// The CRC is CRC-32/ISO-HDLC whatever way it is computed (the table-free one since session
+/// 23): its check value, so that frames stay the bytes earlier releases send and expect.
+#[test]
+fn the_crc_is_crc32_iso_hdlc() {
+    assert_eq!(crc_bytes(b"123456789"), 0xCBF4_3926u32.to_be_bytes());
+}

@@ -12,7 +12,8 @@
 //! - [`lan9118`]: the SMSC LAN9118 Ethernet controller (the AN385's LAN9220 as QEMU models
 //!   it): bring-up, frame receive and transmit through its FIFOs;
 //! - [`cmsdk_uart`]: the Arm CMSDK APB UART: set-up, the receive interrupt's drain into a
-//!   ring with flow control, the transmit register.
+//!   ring with flow control, the transmit register;
+//! - [`mpu`]: the ARMv7-M MPU's stack guard region.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ extern crate std;
 
 pub mod cmsdk_uart;
 pub mod lan9118;
+pub mod mpu;
 
 /// 32-bit register access of one peripheral, by offset from its base address. A read may
 /// have a side effect (popping a FIFO), hence `&mut self`.

@@ -3,8 +3,10 @@
 //! interrupt-driven transmit and receive with flow control, and the LAN9118's bring-up,
 //! transmit and receive FIFOs. The host-side unit tests (`board/drivers`, `hal::timer`) cover
 //! the register protocols against models; this runs the drivers themselves, interrupts and
-//! all, on the emulated chip. Each check logs a line; the last line is
-//! `driver-test: PASS (n checks)` or `driver-test: FAIL (k of n checks)`.
+//! all, on the emulated chip. Each check logs a line; then `driver-test: PASS (n checks)` or
+//! `driver-test: FAIL (k of n checks)`. After a pass the test overflows the stack on
+//! purpose: the board's stack guard must make that a HardFault (its log line), never a
+//! return.
 //!
 //! The harness: UART1 is a unix socket whose other end echoes every byte; the LAN9118 is a
 //! UDP socket pair whose other end sends every frame back.
@@ -86,7 +88,31 @@ async fn tests(board: ha_board::Board) {
             "driver-test: FAIL ({=u32} of {=u32} checks)",
             t.failed, t.run
         );
+        return;
     }
+    // Last, the stack guard: an overflow must fault (the board's HardFault handler logs
+    // `HardFault: CFSR …`), not run on below RAM as the first version of this test did.
+    info!(
+        "driver-test: overflowing the {=usize}-byte stack on purpose",
+        ha_board::stack::size()
+    );
+    let r = deeper(400);
+    error!(
+        "driver-test: stack guard FAIL: 400 frames of 256 bytes came back ({=u32})",
+        r
+    );
+}
+
+/// 256 bytes of stack a level, `n` levels deep (kept from being optimized away).
+#[inline(never)]
+fn deeper(n: u32) -> u32 {
+    let mut buf = [0u8; 256];
+    let b = core::hint::black_box(&mut buf);
+    b[0] = n as u8;
+    if n == 0 {
+        return u32::from(b[0]);
+    }
+    deeper(n - 1) + u32::from(core::hint::black_box(b)[255])
 }
 
 /// The alarm: a timer takes its time (not less, not much more), timers fire in deadline

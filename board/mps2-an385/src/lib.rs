@@ -57,6 +57,7 @@ pub fn init() -> Option<Board> {
         return None;
     }
     uart::init_log_uart();
+    stack::guard();
     time::init();
     Some(Board {
         host_uart: uart::Uart::init(uart::Port::Uart1),
@@ -66,11 +67,88 @@ pub fn init() -> Option<Board> {
     })
 }
 
-/// Stack usage, from the pattern cortex-m-rt paints over the stack at reset.
+/// Stack usage, from the pattern cortex-m-rt paints over the stack at reset, and the guard
+/// below it.
 pub mod stack {
+    use ha_board_drivers::mpu;
+
     extern "C" {
         static _stack_start: u32;
         static _stack_end: u32;
+    }
+
+    /// Bytes at the bottom of the stack that the MPU forbids ([`guard`]).
+    pub const GUARD: usize = 32;
+
+    /// The MPU's registers (`0xE000_ED90`).
+    struct Mpu;
+
+    impl ha_board_drivers::Regs for Mpu {
+        fn read(&mut self, reg: usize) -> u32 {
+            // SAFETY: the MPU's registers are in the System Control Space, always mapped;
+            // `reg` is one of their offsets. Reads have no side effect.
+            unsafe { core::ptr::read_volatile((0xE000_ED90 + reg) as *const u32) }
+        }
+
+        fn write(&mut self, reg: usize, value: u32) {
+            // SAFETY: as in `read`; only `guard` writes them, once, at boot.
+            unsafe { core::ptr::write_volatile((0xE000_ED90 + reg) as *mut u32, value) }
+        }
+    }
+
+    /// Makes the lowest [`GUARD`] bytes of the stack a region nothing may touch: an overflow
+    /// faults there. The stack sits at the bottom of RAM, but on this board what lies below
+    /// does not fault: QEMU takes writes there as an unimplemented device's and the guest
+    /// went on with its stack in nowhere (found by the driver test's first version, which
+    /// overflowed and hung without a word). Logged, and skipped on a core without an MPU.
+    pub fn guard() {
+        let (_, end) = bounds();
+        // The stack's end is 32-byte aligned (memory.x): the one refusal is a core
+        // without an MPU.
+        if mpu::set_guard(&mut Mpu, end as u32, GUARD as u32).is_ok() {
+            cortex_m::asm::dsb();
+            cortex_m::asm::isb();
+            defmt::info!("stack guard: the lowest 32 bytes of the stack (memory.x) fault");
+        } else {
+            defmt::warn!("stack guard not set: no MPU");
+        }
+    }
+
+    // The HardFault handler. A fault with the stack pointer in the guard cannot push a
+    // thing, so the handler first moves MSP back to the top of the stack (the faulted code
+    // never resumes: the core stops, as after a panic) and only then calls Rust. Assembly
+    // because no Rust function can be trusted not to push before its first statement.
+    core::arch::global_asm!(
+        ".section .text.HardFault, \"ax\"",
+        ".global HardFault",
+        ".type HardFault, %function",
+        ".thumb_func",
+        "HardFault:",
+        "ldr r0, =_stack_start",
+        "msr msp, r0",
+        "b {report}",
+        report = sym hard_fault_report,
+    );
+
+    /// Logs the fault's status (CFSR: `MSTKERR`, bit 4, is a stack overflow into the guard
+    /// during an exception's entry, `DACCVIOL`, bit 1, one in thread code; MMFAR: the
+    /// address) and stops the core: the peers take over from a member that went silent.
+    extern "C" fn hard_fault_report() -> ! {
+        // SAFETY: the SCB's fault status registers, always mapped, read only.
+        let (cfsr, mmfar) = unsafe {
+            (
+                core::ptr::read_volatile(0xE000_ED28 as *const u32),
+                core::ptr::read_volatile(0xE000_ED34 as *const u32),
+            )
+        };
+        defmt::error!(
+            "HardFault: CFSR {=u32:#x} MMFAR {=u32:#x}; the core stops",
+            cfsr,
+            mmfar
+        );
+        loop {
+            cortex_m::asm::wfi();
+        }
     }
 
     /// Bytes of stack reserved (memory.x).
@@ -88,10 +166,11 @@ pub mod stack {
     }
 
     /// Deepest stack use so far (bytes): the stack grows down from `_stack_start`; words
-    /// never written still hold cortex-m-rt's paint value.
+    /// never written still hold cortex-m-rt's paint value. The guard is not read (it
+    /// faults); a stack that reached it faulted.
     pub fn high_water() -> usize {
         let (start, end) = bounds();
-        let mut addr = end;
+        let mut addr = end + GUARD;
         while addr < start {
             // SAFETY: `addr` is a word-aligned address inside the stack region reserved by
             // memory.x, which is always mapped RAM.

@@ -176,7 +176,8 @@ fn run_in(elf: &Path, dir: &Path) -> Result {
         std::thread::sleep(Duration::from_millis(500));
         let bytes = raw.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let log = ha_qemu::decode_defmt(elf, &bytes)?;
-        if log.contains("driver-test: PASS") || log.contains("driver-test: FAIL") {
+        let guard_seen = log.contains("HardFault:") || log.contains("stack guard FAIL");
+        if (log.contains("driver-test: PASS") && guard_seen) || log.contains("driver-test: FAIL") {
             break log;
         }
         if Instant::now() > deadline {
@@ -188,15 +189,51 @@ fn run_in(elf: &Path, dir: &Path) -> Result {
     let _ = log_reader.join();
     let echoed = uart_echo.join().unwrap_or(0);
     let frames = nic_echo.join().unwrap_or(0);
-    for l in log.lines().filter(|l| l.contains("driver-test")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("driver-test") || l.contains("HardFault") || l.contains("guard"))
+    {
         println!("{l}");
     }
     println!("driver-test: the harness echoed {echoed} UART1 bytes and {frames} frames");
-    if log.contains("driver-test: PASS") {
+    let guarded = guard_fault(&log);
+    match guarded {
+        Some(cfsr) => println!(
+            "driver-test: the stack overflow faulted (CFSR {cfsr:#x}: a MemManage access \
+             violation in the guard): the stack guard holds"
+        ),
+        None => println!("driver-test: the stack overflow did not fault in the guard"),
+    }
+    if log.contains("driver-test: PASS") && guarded.is_some() {
         Ok(())
     } else {
         Err(format!(
             "driver-test: the drivers failed under QEMU; the log:\n{log}"
         ))
+    }
+}
+
+/// The CFSR of the board's HardFault line when it says a MemManage access violation
+/// (`DACCVIOL`, bit 1, or `MSTKERR`, bit 4): the stack guard caught the overflow.
+fn guard_fault(log: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains("HardFault: CFSR"))?;
+    let hex = line.split("CFSR ").nth(1)?.split_whitespace().next()?;
+    let cfsr = u32::from_str_radix(hex.trim_start_matches("0x"), 16).ok()?;
+    (cfsr & 0b1_0010 != 0).then_some(cfsr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guard_fault;
+
+    #[test]
+    fn only_a_memmanage_violation_counts_as_the_guard() {
+        let line = |cfsr: &str| {
+            format!("INFO x\nERROR HardFault: CFSR {cfsr} HFSR 0x40000000 MMFAR 0x2000001c; the core stops\n")
+        };
+        assert_eq!(guard_fault(&line("0x82")), Some(0x82));
+        assert_eq!(guard_fault(&line("0x10")), Some(0x10));
+        assert_eq!(guard_fault(&line("0x400")), None, "an imprecise bus fault");
+        assert_eq!(guard_fault("driver-test: PASS (13 checks)"), None);
     }
 }

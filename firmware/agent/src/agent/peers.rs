@@ -3,7 +3,7 @@
 //!
 //! - Each accepted frame from a peer marks the link it came on up. A link is down after
 //!   `miss_limit` of its heartbeat intervals of silence: the profile's on the main link, at
-//!   least [`BACKUP_MIN_INTERVAL_MS`](crate::config::BACKUP_MIN_INTERVAL_MS) on the serial backup link, which cannot carry the fast
+//!   least [`BACKUP_MIN_INTERVAL_MS`] on the serial backup link, which cannot carry the fast
 //!   profiles' heartbeats ([`Timers::link_dead_ms`]). One link down is only an event.
 //! - A peer silent on every link for `suspect_ms` (before the dead time ends) is probed: the
 //!   main CPU is asked to probe it over the data interfaces ([`Pending::Probe`]), so that
@@ -32,7 +32,7 @@ use heapless::Vec;
 
 use crate::agent::outbox::{Outbox, Pending};
 use crate::agent::stamp::Stamp;
-use crate::config::{Config, Timers, MAX_PAUSE_MS};
+use crate::config::{Config, Timers, BACKUP_MIN_INTERVAL_MS, MAX_PAUSE_MS};
 use crate::event::EventKind;
 use crate::link::LinkId;
 use crate::status::{DomainStatus, LinkStatus, PeerState, PeerStatus};
@@ -61,20 +61,10 @@ fn suspect_after<const D: usize>(p: &PeerStatus<D>, t: &Timers) -> u64 {
     let sparser = if main_up {
         0
     } else {
-        t.link_interval_ms(LinkId::BACKUP) - t.profile.interval_ms()
+        // The backup link's interval less the profile's.
+        BACKUP_MIN_INTERVAL_MS.saturating_sub(t.profile.interval_ms())
     };
     (t.suspect_ms + sparser) as u64
-}
-
-/// When every link to `p` that is still up will have been silent for `dead` ms (`None`: no
-/// link up).
-fn silent_at<const D: usize>(p: &PeerStatus<D>, dead: u64) -> Option<u64> {
-    p.links
-        .iter()
-        .filter(|l| l.state == LinkState::Up)
-        .filter_map(|l| l.last_rx_ms)
-        .max()
-        .map(|r| r + dead)
 }
 
 /// A probe asked while the peer was still alive (every link silent for `suspect_ms`).
@@ -448,8 +438,17 @@ impl<const M: usize, const D: usize> Peers<M, D> {
         for pi in 0..self.list.len() {
             let p = &mut self.list[pi];
             let serial = p.serial;
+            // Found dead by the probe asked on suspicion (only while alive) and silent on
+            // every link for the profile's dead time: every link is down now, the backup
+            // link's longer dead time is not waited.
+            let found_dead = self.early[pi].answer == Some(false)
+                && last_heard(p).is_some_and(|r| now >= r + dead);
             for l in 0..config.links as usize {
-                let link_dead = t.link_dead_ms(LinkId(l as u8)) as u64;
+                let link_dead = if found_dead {
+                    dead
+                } else {
+                    t.link_dead_ms(LinkId(l as u8)) as u64
+                };
                 let ls = &mut p.links[l];
                 if ls.state == LinkState::Up && ls.last_rx_ms.is_some_and(|r| now >= r + link_dead)
                 {
@@ -465,25 +464,8 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                 }
             }
             let all_down = p.links.iter().all(|l| l.state != LinkState::Up);
-            // Found dead by the probe asked on suspicion, and silent on every link for the
-            // profile's dead time: the backup link's longer one is not waited.
-            let found_dead = self.early[pi].answer == Some(false)
-                && silent_at(p, dead).is_some_and(|s| now >= s);
             match p.state {
-                PeerState::Alive if all_down || found_dead => {
-                    for (l, ls) in p.links.iter_mut().enumerate() {
-                        if ls.state == LinkState::Up {
-                            ls.state = LinkState::Down;
-                            ls.since_ms = now;
-                            out.event(
-                                now,
-                                EventKind::LinkDown {
-                                    peer: serial,
-                                    link: LinkId(l as u8),
-                                },
-                            );
-                        }
-                    }
+                PeerState::Alive if all_down => {
                     let early = core::mem::replace(&mut self.early[pi], EarlyProbe::NONE);
                     p.state_since_ms = now;
                     out.event(now, EventKind::AllLinksDown { peer: serial });
@@ -605,8 +587,8 @@ impl<const M: usize, const D: usize> Peers<M, D> {
                     w = w.min(r + suspect_after(p, t));
                 }
             } else if e.answer == Some(false) {
-                if let Some(s) = silent_at(p, dead) {
-                    w = w.min(s);
+                if let Some(r) = last_heard(p) {
+                    w = w.min(r + dead);
                 }
             }
         }
