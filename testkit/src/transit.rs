@@ -130,6 +130,18 @@ impl Transit {
     pub fn window(&self) -> Window {
         self.window
     }
+
+    /// The window at `now_ns`, the segments that left in it and are still on their way
+    /// counted with their age so far: a report soon after an outage still sees a segment
+    /// whose retransmission has not arrived yet (a short window stays honest).
+    pub fn window_at(&self, now_ns: u64) -> Window {
+        let mut w = self.window;
+        let since = self.since_ns;
+        if let Some(d) = self.pending.values().filter(|d| **d >= since).min() {
+            w.max_us = w.max_us.max(now_ns.saturating_sub(*d) / 1_000);
+        }
+        w
+    }
 }
 
 /// The capture side: packet sockets in network namespaces feeding one [`Transit`].
@@ -318,6 +330,26 @@ mod tests {
         assert_eq!(w.max_us, 200_300);
         t.mark(300_000_000);
         assert_eq!(t.window(), Window::default(), "a new window");
+    }
+
+    #[test]
+    fn a_segment_still_on_its_way_at_the_report_counts_with_its_age() {
+        let k = tcp_data_key(&frame(C, S, 40000, 5001, 100, 16)).expect("data");
+        let old = Key { seq: 1, ..k };
+        let mut t = Transit::default();
+        // Left before the window: not the window's.
+        t.depart(old, 0);
+        t.mark(10_000_000);
+        t.depart(k, 20_000_000);
+        assert_eq!(t.window_at(20_100_000).max_us, 100);
+        assert_eq!(
+            t.window_at(320_000_000).max_us,
+            300_000,
+            "dropped, not back yet"
+        );
+        assert_eq!(t.window().max_us, 0, "nothing arrived");
+        t.arrive(k, 420_000_000);
+        assert_eq!(t.window_at(500_000_000).max_us, 400_000);
     }
 
     #[test]

@@ -89,8 +89,9 @@ enum Cmd {
     },
     /// Time each TCP segment with data from the interface it left by to the interface it
     /// arrived on (see `ha_testkit::transit`); prints `listening` once every watcher runs,
-    /// then reads `mark` (a new window), `report` (the window as JSON: `packets`, `max_us`,
-    /// `lost`) and `stop` on stdin.
+    /// then reads `mark` (a new window), `report` (the window as JSON: `packets`, `max_us`
+    /// (a segment of the window still on its way counted with its age so far), `lost`) and
+    /// `stop` on stdin.
     Transit {
         /// Where to watch, `NETNS:IFACE` (NETNS a name under /var/run/netns, `-` for this
         /// process's namespace); the two ends of the path, e.g. the client's and the
@@ -123,7 +124,7 @@ fn transit(at: &[String]) -> std::io::Result<()> {
             "mark" => t.mark(now),
             "report" => {
                 t.expire(now);
-                let w = t.window();
+                let w = t.window_at(now);
                 println!(
                     "{{\"packets\":{},\"max_us\":{},\"lost\":{}}}",
                     w.packets, w.max_us, w.lost

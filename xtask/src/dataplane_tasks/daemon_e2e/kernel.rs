@@ -548,7 +548,7 @@ fn swap_there_and_back(
 ) -> Result {
     use super::kernel_ha_bench::swap::planned_swap;
     for (k, from) in [active, 1 - active].into_iter().enumerate() {
-        let one = planned_swap(b, socks, serials, from, load, &mut || Ok(()))?;
+        let one = planned_swap(b, socks, serials, from, load, &mut ())?;
         println!(
             "e2e[plain]: planned swap {} ({} → {}): longest pause {} ms, {}/{} kept, no member \
              forwarding for {} ms",

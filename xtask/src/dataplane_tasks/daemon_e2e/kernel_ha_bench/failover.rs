@@ -216,7 +216,9 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
              forwarding): median={} min={} max={} (negative in {}); command → new active: \
              median={}; the load's longest pause: max {} ms, median {} (no swap: max {}, median \
              {}), {}/{} connections kept; on the wire, the longest transit of a data segment \
-             between the LANs: median {} ms, max {} (no swap: median {}, max {}), {} lost",
+             between the LANs from 50 ms before the command to 1 s after the new active \
+             started: median {} ms, max {} (as long a window with no swap: median {}, max {}), \
+             {} lost",
             w.len(),
             show(quantile(w, 0.5)),
             show(w.iter().min()),

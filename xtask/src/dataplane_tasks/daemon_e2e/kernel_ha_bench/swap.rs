@@ -7,9 +7,13 @@
 //! active's start. The load's longest pause over all swaps is what its connections saw.
 //! On the wire (`ha-traffic transit` on the client's and the server's LAN, see
 //! `ha_testkit::transit`): per swap, the longest any data segment took from one LAN to the
-//! other (a dropped one until its retransmission arrived), beside the same figure over the
-//! control window before it: what the swap did to packets, apart from what the load's own
-//! processes did (a sender not scheduled sends late, which its pause counts).
+//! other (a dropped one until its retransmission arrived), over the swap: the segments that
+//! arrived from 50 ms before the command to 1 s after the new active started, and those
+//! still on their way then with their age so far. Beside it the same figure over a window
+//! as long just before, without a swap (the control): what the swap did to packets, apart
+//! from what the load's own processes did (a sender not scheduled sends late, which its
+//! pause counts) and from the machine's own hiccups (a 2-core machine running QEMU
+//! members held a segment 9.5 ms in a control window of 3.6 s).
 
 use std::io::Write;
 use std::process::{ChildStdin, Command};
@@ -96,6 +100,24 @@ impl Wire {
     }
 }
 
+/// The wire's window of one swap: opened just before the command, reported once it settled.
+struct OnWire<'a> {
+    wire: &'a mut Wire,
+    /// (longest transit µs, segments, lost)
+    report: Option<(u64, u64, u64)>,
+}
+
+impl SwapWatch for OnWire<'_> {
+    fn before_command(&mut self) -> Result {
+        self.wire.mark()
+    }
+
+    fn settled(&mut self) -> Result {
+        self.report = Some(self.wire.report()?);
+        Ok(())
+    }
+}
+
 /// µs as ms with a tenth.
 fn ms1(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
@@ -134,17 +156,39 @@ pub(in crate::dataplane_tasks::daemon_e2e) struct Swap {
     pub connections: u64,
 }
 
+/// Hooks of [`planned_swap`] for a second observer of the swap (the wire's transit).
+pub(in crate::dataplane_tasks::daemon_e2e) trait SwapWatch {
+    /// [`BEFORE_COMMAND_MS`] before the operator's command.
+    fn before_command(&mut self) -> Result {
+        Ok(())
+    }
+    /// [`SETTLED_MS`] after the new active's data path started.
+    fn settled(&mut self) -> Result {
+        Ok(())
+    }
+}
+
+/// No second observer.
+impl SwapWatch for () {}
+
+/// The wire's window opens this long before the command, ms.
+pub(in crate::dataplane_tasks::daemon_e2e) const BEFORE_COMMAND_MS: u64 = 50;
+/// ... and closes this long after the new active started, ms: past TCP's first two
+/// retransmissions of a segment dropped in the handover (200 and 400 ms); a segment still
+/// on its way then counts with its age ([`ha_testkit::transit::Transit::window_at`]).
+pub(in crate::dataplane_tasks::daemon_e2e) const SETTLED_MS: u64 = 1_000;
+
 /// `hactl passive <active>` on the passive member (the operator's planned swap), then
 /// `hactl reset` of the forcing once the load had 3 s; what the load and the daemons' role
-/// records saw. `at_report` runs right after the load's report (another window closed at
-/// the same moment).
+/// records saw. `watch` hears of the moments just before the command and once the swap
+/// settled.
 pub(in crate::dataplane_tasks::daemon_e2e) fn planned_swap(
     b: &dyn Fn(&str) -> String,
     socks: &[std::path::PathBuf],
     serials: &[&str; 2],
     active: usize,
     load: &mut super::super::env::Load,
-    at_report: &mut dyn FnMut() -> Result,
+    watch: &mut dyn SwapWatch,
 ) -> Result<Swap> {
     let passive = 1 - active;
     // The operator's command, on the passive member, naming the active one.
@@ -157,16 +201,22 @@ pub(in crate::dataplane_tasks::daemon_e2e) fn planned_swap(
         )
     };
     load.cmd("mark")?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500 - BEFORE_COMMAND_MS));
+    watch.before_command()?;
+    std::thread::sleep(Duration::from_millis(BEFORE_COMMAND_MS));
     let t_cmd = unix_ms();
     hactl("passive")?;
     wait_roles(socks, Some(passive), Duration::from_secs(15))?;
     let new = role_record(&socks[passive], true)?;
     let old = role_record(&socks[active], false)?;
+    let settled = new.since_ms + SETTLED_MS;
+    std::thread::sleep(Duration::from_millis(settled.saturating_sub(unix_ms())));
+    watch.settled()?;
     // Two of the load's send intervals and TCP's first retransmissions.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(
+        (new.since_ms + 3_000).saturating_sub(unix_ms()),
+    ));
     let (kept, connections, gap_ms, _failed) = load.report()?;
-    at_report()?;
     // The forcing is cleared so that a next swap can go back.
     hactl("reset")?;
     std::thread::sleep(Duration::from_secs(2));
@@ -213,23 +263,26 @@ pub(super) fn run(
         for k in 0..n {
             let passive = 1 - active;
             // The control: a window as long as a swap's (0.5 s before, ~0.1 s of handover,
-            // 3 s after), without a command, just before the swap.
+            // 3 s after) for the load, and as long as the swap's on the wire (from 50 ms
+            // before the command to 1 s after the new active started) at its end, without a
+            // command, just before the swap.
+            let wire_window = BEFORE_COMMAND_MS + SETTLED_MS + 100;
             load.cmd("mark")?;
+            std::thread::sleep(Duration::from_millis(3_600 - wire_window));
             wire.mark()?;
-            std::thread::sleep(Duration::from_millis(3_600));
+            std::thread::sleep(Duration::from_millis(wire_window));
             let (_, _, control, _) = load.report()?;
             let (control_us, _, lost) = wire.report()?;
             out.control_gaps.push(control);
             out.control_transit_us.push(control_us);
             out.transit_lost += lost;
-            // The swap's window on the wire: from the same moment as the load's.
-            wire.mark()?;
-            let mut on_wire = None;
-            let one = planned_swap(b, &s.socks, &s.serials, active, &mut load, &mut || {
-                on_wire = Some(wire.report()?);
-                Ok(())
-            })?;
-            let (swap_us, segments, lost) = on_wire.ok_or("planned swap: no transit report")?;
+            let mut on_wire = OnWire {
+                wire: &mut wire,
+                report: None,
+            };
+            let one = planned_swap(b, &s.socks, &s.serials, active, &mut load, &mut on_wire)?;
+            let (swap_us, segments, lost) =
+                on_wire.report.ok_or("planned swap: no transit report")?;
             out.transit_us.push(swap_us);
             out.transit_lost += lost;
             println!(
