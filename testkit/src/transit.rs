@@ -8,12 +8,14 @@
 //! coming in there), with the kernel's receive timestamps of two packet sockets. A segment
 //! the cluster dropped is timed until its retransmission arrives (same flow and sequence
 //! number: the first departure is kept). So the longest transit over a window is the
-//! longest a packet was held up between the two LANs, whatever the senders did.
+//! longest a packet was held up between the two LANs, whatever the senders did. An arrival
+//! covers every departed segment of its flow within its sequence range: the receiving side
+//! may merge segments (GRO) into one it sees, and a merged segment arrived all the same.
 //!
 //! [`Transit`] is the sans-IO matcher (departures and arrivals in, figures out);
 //! [`capture`] feeds it from a packet socket in a network namespace.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Departures older than this without an arrival are given up (and counted as lost).
 pub const GIVE_UP_NS: u64 = 5_000_000_000;
@@ -32,8 +34,30 @@ pub struct Key {
     pub seq: u32,
 }
 
+/// One direction of a TCP connection: addresses and ports, source first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Flow {
+    addrs: [[u8; 4]; 2],
+    ports: [u16; 2],
+}
+
+impl Key {
+    fn flow(&self) -> Flow {
+        Flow {
+            addrs: self.addrs,
+            ports: self.ports,
+        }
+    }
+}
+
 /// The key of the TCP segment with data in Ethernet frame `f` (IPv4 only), if it is one.
 pub fn tcp_data_key(f: &[u8]) -> Option<Key> {
+    tcp_data_segment(f).map(|(k, _)| k)
+}
+
+/// The key of the TCP segment with data in Ethernet frame `f` and its data length (from
+/// the headers: `f` may be cut after them), if it is one.
+pub fn tcp_data_segment(f: &[u8]) -> Option<(Key, u32)> {
     let ip = f.get(14..)?;
     if u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) != 0x0800 || ip.len() < 20 {
         return None;
@@ -52,14 +76,15 @@ pub fn tcp_data_key(f: &[u8]) -> Option<Key> {
         return None; // no data: a pure acknowledgement
     }
     let addr = |at: usize| [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
-    Some(Key {
+    let key = Key {
         addrs: [addr(12), addr(16)],
         ports: [
             u16::from_be_bytes([tcp[0], tcp[1]]),
             u16::from_be_bytes([tcp[2], tcp[3]]),
         ],
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-    })
+    };
+    Some((key, (total - ihl - doff) as u32))
 }
 
 /// What a window of [`Transit`] measured.
@@ -77,7 +102,10 @@ pub struct Window {
 /// The matcher: each segment's first departure, matched with its first arrival.
 #[derive(Debug, Default)]
 pub struct Transit {
-    pending: HashMap<Key, u64>,
+    /// Per flow, the departed segments not arrived yet: sequence number → first departure.
+    pending: HashMap<Flow, BTreeMap<u32, u64>>,
+    /// Segments in `pending`.
+    pending_len: usize,
     window: Window,
     /// Start of the window (ns, the capture's clock).
     since_ns: u64,
@@ -86,22 +114,53 @@ pub struct Transit {
 impl Transit {
     /// A segment left one end at `t_ns` (a retransmission keeps the first departure).
     pub fn depart(&mut self, k: Key, t_ns: u64) {
-        if self.pending.len() >= PENDING_MAX && !self.pending.contains_key(&k) {
+        let known = self
+            .pending
+            .get(&k.flow())
+            .is_some_and(|m| m.contains_key(&k.seq));
+        if known {
+            return;
+        }
+        if self.pending_len >= PENDING_MAX {
             self.expire(t_ns);
-            if self.pending.len() >= PENDING_MAX {
+            if self.pending_len >= PENDING_MAX {
                 self.window.lost += 1;
                 return;
             }
         }
-        self.pending.entry(k).or_insert(t_ns);
+        self.pending
+            .entry(k.flow())
+            .or_default()
+            .insert(k.seq, t_ns);
+        self.pending_len += 1;
     }
 
-    /// A segment reached the other end at `t_ns`; counted in the window when its departure
-    /// was seen (a duplicate arrival is not).
-    pub fn arrive(&mut self, k: Key, t_ns: u64) {
-        if let Some(d) = self.pending.remove(&k) {
-            self.window.packets += 1;
-            self.window.max_us = self.window.max_us.max(t_ns.saturating_sub(d) / 1_000);
+    /// A segment of `len` data bytes reached the other end at `t_ns`: it and every departed
+    /// segment of its flow that starts within its bytes (merged into it on the way) are
+    /// counted in the window, when their departure was seen (a duplicate arrival is not).
+    pub fn arrive(&mut self, k: Key, len: u32, t_ns: u64) {
+        let Some(m) = self.pending.get_mut(&k.flow()) else {
+            return;
+        };
+        let end = k.seq.wrapping_add(len.max(1));
+        // The covered sequence numbers, in one or (across the wrap) two ranges.
+        let covered: Vec<u32> = if end > k.seq {
+            m.range(k.seq..end).map(|(s, _)| *s).collect()
+        } else {
+            m.range(k.seq..)
+                .chain(m.range(..end))
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        for s in covered {
+            if let Some(d) = m.remove(&s) {
+                self.pending_len -= 1;
+                self.window.packets += 1;
+                self.window.max_us = self.window.max_us.max(t_ns.saturating_sub(d) / 1_000);
+            }
+        }
+        if m.is_empty() {
+            self.pending.remove(&k.flow());
         }
     }
 
@@ -110,13 +169,19 @@ impl Transit {
     pub fn expire(&mut self, now_ns: u64) {
         let since = self.since_ns;
         let mut lost = 0;
-        self.pending.retain(|_, d| {
-            let keep = now_ns.saturating_sub(*d) < GIVE_UP_NS;
-            if !keep && *d >= since {
-                lost += 1;
-            }
-            keep
+        let mut kept = 0;
+        self.pending.retain(|_, m| {
+            m.retain(|_, d| {
+                let keep = now_ns.saturating_sub(*d) < GIVE_UP_NS;
+                if !keep && *d >= since {
+                    lost += 1;
+                }
+                keep
+            });
+            kept += m.len();
+            !m.is_empty()
         });
+        self.pending_len = kept;
         self.window.lost += lost;
     }
 
@@ -137,7 +202,13 @@ impl Transit {
     pub fn window_at(&self, now_ns: u64) -> Window {
         let mut w = self.window;
         let since = self.since_ns;
-        if let Some(d) = self.pending.values().filter(|d| **d >= since).min() {
+        let oldest = self
+            .pending
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|d| **d >= since)
+            .min();
+        if let Some(d) = oldest {
             w.max_us = w.max_us.max(now_ns.saturating_sub(*d) / 1_000);
         }
         w
@@ -156,7 +227,7 @@ pub mod capture {
         MsgFlags, SockFlag, SockProtocol, SockType,
     };
 
-    use super::{tcp_data_key, Transit};
+    use super::{tcp_data_segment, Transit};
 
     /// `PACKET_HOST`: a packet addressed to this host.
     const PACKET_HOST: u8 = 0;
@@ -235,13 +306,15 @@ pub mod capture {
                 if from.ifindex() as u32 != index {
                     continue;
                 }
-                let (Some(t_ns), Some(k)) = (t_ns, tcp_data_key(&buf[..n.min(buf.len())])) else {
+                let (Some(t_ns), Some((k, len))) =
+                    (t_ns, tcp_data_segment(&buf[..n.min(buf.len())]))
+                else {
                     continue;
                 };
                 let mut t = transit.lock().unwrap_or_else(|p| p.into_inner());
                 match from.pkttype() {
                     PACKET_OUTGOING => t.depart(k, t_ns),
-                    PACKET_HOST => t.arrive(k, t_ns),
+                    PACKET_HOST => t.arrive(k, len, t_ns),
                     _ => {}
                 }
             }
@@ -318,13 +391,13 @@ mod tests {
         t.mark(0);
         // One crosses in 0.2 ms.
         t.depart(k, 1_000_000);
-        t.arrive(k, 1_200_000);
+        t.arrive(k, 16, 1_200_000);
         // The next is dropped, retransmitted 200 ms later and arrives then.
         t.depart(k2, 2_000_000);
         t.depart(k2, 202_000_000);
-        t.arrive(k2, 202_300_000);
+        t.arrive(k2, 16, 202_300_000);
         // A duplicate arrival is not a second packet.
-        t.arrive(k2, 203_000_000);
+        t.arrive(k2, 16, 203_000_000);
         let w = t.window();
         assert_eq!(w.packets, 2);
         assert_eq!(w.max_us, 200_300);
@@ -348,8 +421,39 @@ mod tests {
             "dropped, not back yet"
         );
         assert_eq!(t.window().max_us, 0, "nothing arrived");
-        t.arrive(k, 420_000_000);
+        t.arrive(k, 16, 420_000_000);
         assert_eq!(t.window_at(500_000_000).max_us, 400_000);
+    }
+
+    #[test]
+    fn segments_merged_on_the_way_arrive_with_the_segment_that_carries_them() {
+        let k = |seq: u32| Key {
+            seq,
+            ..tcp_data_key(&frame(C, S, 40000, 5001, 0, 16)).expect("data")
+        };
+        let other = Key {
+            ports: [40001, 5001],
+            ..k(0)
+        };
+        let mut t = Transit::default();
+        t.mark(0);
+        // Three segments of 100 bytes, the receiving side sees them as one of 300; another
+        // flow's segment at a covered sequence number is not the flow's.
+        t.depart(k(1_000), 1_000_000);
+        t.depart(k(1_100), 1_100_000);
+        t.depart(k(1_200), 1_200_000);
+        t.depart(k(1_300), 1_300_000);
+        t.depart(other, 1_000_000);
+        t.arrive(k(1_000), 300, 2_000_000);
+        let w = t.window_at(10_000_000);
+        assert_eq!(w.packets, 3);
+        // Left: 1_300 (8.7 ms on its way) and the other flow's (9 ms, the longest).
+        assert_eq!(w.max_us, 9_000);
+        // Across the sequence numbers' wrap.
+        t.depart(k(u32::MAX - 50), 3_000_000);
+        t.depart(k(49), 3_000_000);
+        t.arrive(k(u32::MAX - 50), 200, 4_000_000);
+        assert_eq!(t.window().packets, 5);
     }
 
     #[test]
@@ -362,7 +466,7 @@ mod tests {
         assert_eq!(t.window().lost, 0, "not yet");
         t.expire(1_000 + GIVE_UP_NS);
         assert_eq!(t.window().lost, 1);
-        t.arrive(k, 2 * GIVE_UP_NS);
+        t.arrive(k, 16, 2 * GIVE_UP_NS);
         assert_eq!(t.window().packets, 0, "given up");
     }
 }
