@@ -11,6 +11,9 @@
 //! longest a packet was held up between the two LANs, whatever the senders did. An arrival
 //! covers every departed segment of its flow within its sequence range: the receiving side
 //! may merge segments (GRO) into one it sees, and a merged segment arrived all the same.
+//! The two ends are read by two threads, so a segment's arrival may be handed over before
+//! its departure: an arrival that matches nothing is kept for [`EARLY_KEEP_NS`] and a
+//! departure it covers is matched with it (the kernel's timestamps give the transit).
 //!
 //! [`Transit`] is the sans-IO matcher (departures and arrivals in, figures out);
 //! [`capture`] feeds it from a packet socket in a network namespace.
@@ -19,6 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Departures older than this without an arrival are given up (and counted as lost).
 pub const GIVE_UP_NS: u64 = 5_000_000_000;
+/// How long an arrival whose departure was not seen yet is kept for it, ns.
+pub const EARLY_KEEP_NS: u64 = 1_000_000_000;
+
 /// Departures kept at most (a flood cannot grow the table without bound); beyond it new
 /// departures are not timed (counted).
 pub const PENDING_MAX: usize = 200_000;
@@ -106,6 +112,9 @@ pub struct Transit {
     pending: HashMap<Flow, BTreeMap<u32, u64>>,
     /// Segments in `pending`.
     pending_len: usize,
+    /// Per flow, arrivals that matched no departure yet (the other end's thread is behind):
+    /// sequence number → (data length, arrival).
+    early: HashMap<Flow, BTreeMap<u32, (u32, u64)>>,
     window: Window,
     /// Start of the window (ns, the capture's clock).
     since_ns: u64,
@@ -114,6 +123,11 @@ pub struct Transit {
 impl Transit {
     /// A segment left one end at `t_ns` (a retransmission keeps the first departure).
     pub fn depart(&mut self, k: Key, t_ns: u64) {
+        if let Some(a) = self.take_early(k) {
+            self.window.packets += 1;
+            self.window.max_us = self.window.max_us.max(a.saturating_sub(t_ns) / 1_000);
+            return;
+        }
         let known = self
             .pending
             .get(&k.flow())
@@ -140,6 +154,7 @@ impl Transit {
     /// counted in the window, when their departure was seen (a duplicate arrival is not).
     pub fn arrive(&mut self, k: Key, len: u32, t_ns: u64) {
         let Some(m) = self.pending.get_mut(&k.flow()) else {
+            self.keep_early(k, len, t_ns);
             return;
         };
         let end = k.seq.wrapping_add(len.max(1));
@@ -152,6 +167,10 @@ impl Transit {
                 .map(|(s, _)| *s)
                 .collect()
         };
+        if covered.is_empty() {
+            self.keep_early(k, len, t_ns);
+            return;
+        }
         for s in covered {
             if let Some(d) = m.remove(&s) {
                 self.pending_len -= 1;
@@ -164,9 +183,35 @@ impl Transit {
         }
     }
 
+    /// Keeps an arrival that matched no departure, for the departure that the other end's
+    /// thread has not handed over yet (a duplicate arrival is kept too and expires).
+    fn keep_early(&mut self, k: Key, len: u32, t_ns: u64) {
+        let m = self.early.entry(k.flow()).or_default();
+        if m.len() < PENDING_MAX {
+            m.entry(k.seq).or_insert((len.max(1), t_ns));
+        }
+    }
+
+    /// The arrival kept early that covers `k`, if any (taken).
+    fn take_early(&mut self, k: Key) -> Option<u64> {
+        let m = self.early.get_mut(&k.flow())?;
+        let (&seq, &(len, t)) = m.range(..=k.seq).next_back()?;
+        if k.seq.wrapping_sub(seq) >= len {
+            return None;
+        }
+        // Kept (until it expires) for the other segments merged into it, whose departures
+        // follow.
+        let _ = seq;
+        Some(t)
+    }
+
     /// Gives up departures older than [`GIVE_UP_NS`] at `now_ns`, counting those of the
-    /// window as lost.
+    /// window as lost, and arrivals kept early for longer than [`EARLY_KEEP_NS`].
     pub fn expire(&mut self, now_ns: u64) {
+        self.early.retain(|_, m| {
+            m.retain(|_, (_, t)| now_ns.saturating_sub(*t) < EARLY_KEEP_NS);
+            !m.is_empty()
+        });
         let since = self.since_ns;
         let mut lost = 0;
         let mut kept = 0;
@@ -454,6 +499,32 @@ mod tests {
         t.depart(k(49), 3_000_000);
         t.arrive(k(u32::MAX - 50), 200, 4_000_000);
         assert_eq!(t.window().packets, 5);
+    }
+
+    #[test]
+    fn an_arrival_handed_over_before_its_departure_is_matched() {
+        let k = |seq: u32| Key {
+            seq,
+            ..tcp_data_key(&frame(C, S, 40000, 5001, 0, 16)).expect("data")
+        };
+        let mut t = Transit::default();
+        t.mark(0);
+        // The receiving end's thread is ahead: two segments merged into one arrival, then
+        // their departures (0.3 ms earlier on the kernel's clock).
+        t.arrive(k(500), 32, 1_300_000);
+        t.depart(k(500), 1_000_000);
+        t.depart(k(516), 1_000_000);
+        let w = t.window_at(900_000_000);
+        assert_eq!((w.packets, w.max_us), (2, 300), "nothing left on its way");
+        // Kept early arrivals expire.
+        t.expire(1_300_000 + EARLY_KEEP_NS);
+        t.depart(k(500), 2_000_000_000);
+        assert_eq!(t.window_at(2_000_000_000).max_us, 300);
+        assert_eq!(
+            t.window_at(2_100_000_000).max_us,
+            100_000,
+            "a departure again"
+        );
     }
 
     #[test]
