@@ -128,7 +128,11 @@ fn config(name: &str, a: &Args) -> Result<ModelConfig, String> {
     c.faults.probe_losses = a.probe_losses.unwrap_or(c.faults.probe_losses);
     c.faults.total = a.total.unwrap_or(c.faults.total);
     c.faults.late = a.late.unwrap_or(c.faults.late);
-    c.links = a.links.unwrap_or(c.links);
+    if let Some(l) = a.links {
+        // Each link carries its own heartbeats: the bound on frames in flight grows with it.
+        c.max_inflight += c.members * (c.members - 1) * 3 * usize::from(l.saturating_sub(c.links));
+        c.links = l;
+    }
     c.recovery_override_ms = a.recovery;
     c.connected_override_ms = a.connected;
     c.max_flips = a.flips.unwrap_or(c.max_flips);
