@@ -46,10 +46,14 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// nothing). This member then stops forwarding and stops answering probes, so the peer
 /// takes over.
 pub const CONTROLLER_SILENCE: Duration = Duration::from_millis(1_000);
-/// How often the daemon tells its controller it is alive (a keepalive): the controller takes
-/// this member out of the election when its main CPU is silent for its main-CPU timeout
-/// (`ha_agent::config::DEFAULT_MAIN_CPU_TIMEOUT_MS`, 10 keepalives).
-pub const KEEPALIVE: Duration = Duration::from_millis(100);
+/// How often the daemon tells its controller it is alive (a keepalive), when it sent nothing
+/// else meanwhile: the controller takes this member out of the election when its main CPU is
+/// silent for its main-CPU timeout (`ha_agent::config::DEFAULT_MAIN_CPU_TIMEOUT_MS`, 1 s: four
+/// keepalives, three may be lost). Not faster: a keepalive is 44 bytes on the wire, and an
+/// emulated controller takes an interrupt and two thread wake-ups per byte (session 24: at
+/// 100 ms the keepalives were 440 of a controller's 811 interrupts a second, and the two QEMU
+/// controllers a third of a core in the kernel-ha bench).
+pub const KEEPALIVE: Duration = Duration::from_millis(250);
 
 /// What the daemon knows, for the management API.
 #[derive(Debug, Default)]

@@ -63,10 +63,12 @@ fn a_held_burst_reaches_the_kernel_once_quiet_without_what_ended_while_held() {
     let ended: Vec<_> = burst[..500].iter().map(key).chain([key(&old)]).collect();
     wb.add(&[], &ended, 12);
     assert_eq!(wb.due(25), None);
+    let quiet = 12 + Policy::default().quiet_ms;
+    assert_eq!(wb.due(quiet - 1), None);
     // Quiet: written a chunk at a time.
-    assert_eq!(wb.due(40), Some(Due::Quiet));
+    assert_eq!(wb.due(quiet), Some(Due::Quiet));
     let mut writes = 0;
-    while wb.due(40).is_some() {
+    while wb.due(quiet).is_some() {
         let w = wb.take_chunk();
         write(&mut k, &w);
         writes += 1;

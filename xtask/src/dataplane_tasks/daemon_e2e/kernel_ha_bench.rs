@@ -71,6 +71,11 @@ struct BenchOpts {
     /// Our standbys' `[sync] standby_install` (`--standby-install`); none: the daemon's
     /// default (the write-behind).
     standby_install: Option<String>,
+    /// `--controller qemu|host`: our management controllers as the firmware in QEMU (the
+    /// default), or as the same agent code in a host process (`ha-agent-host`): on an
+    /// appliance the controller is a chip of its own, while QEMU's emulation of it takes
+    /// its CPU from the two cores the churn runs on.
+    host_controllers: bool,
 }
 
 impl BenchOpts {
@@ -127,6 +132,7 @@ fn parse(args: &[String]) -> Result<BenchOpts> {
         table_at_crash: true,
         standby_install: None,
         crash_in_burst: None,
+        host_controllers: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -146,6 +152,7 @@ fn parse(args: &[String]) -> Result<BenchOpts> {
                 o.table_at_crash = super::parse_on_off("bench kernel-ha: --table-at-crash", v)?
             }
             "--only" if v == "ours" || v == "conntrackd" => o.only = Some(v.clone()),
+            "--controller" if v == "qemu" || v == "host" => o.host_controllers = v == "host",
             "--crash-in-burst" => o.crash_in_burst = Some(v.parse().map_err(|e| bad(&e))?),
             "--standby-install" => {
                 o.standby_install = Some(super::parse_standby_install(
@@ -158,7 +165,7 @@ fn parse(args: &[String]) -> Result<BenchOpts> {
                     "bench kernel-ha: unknown option {other}; usage: bench kernel-ha \
                      --connections N [--interval-ms MS] [--churn-rounds R] [--timers PROFILE] [--backup-link on|off] \
                      [--table-at-crash on|off] [--standby-install write_behind|as_received] \
-                     [--crash-in-burst MS] \
+                     [--crash-in-burst MS] [--controller qemu|host] \
                      [--only ours|conntrackd]"
                 ))
             }

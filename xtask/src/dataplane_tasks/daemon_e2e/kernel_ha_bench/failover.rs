@@ -160,6 +160,7 @@ pub(in crate::dataplane_tasks) fn run(args: &[String]) -> Result {
         backup_link: false,
         standby_install: None,
         crash_in_burst: None,
+        host_controllers: false,
     };
     let (mut ours_f, mut theirs_f) = (Figures::default(), Figures::default());
     let t = Instant::now();

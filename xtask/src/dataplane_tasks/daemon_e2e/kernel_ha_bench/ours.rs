@@ -20,7 +20,7 @@ pub(super) fn cluster(o: &BenchOpts, id: u32, tag: &str) -> Result<(Opts, Env, P
     let opts = Opts {
         connections: o.connections,
         interval_ms: o.interval_ms,
-        controller: "qemu".into(),
+        controller: if o.host_controllers { "host" } else { "qemu" }.into(),
         timers: o.timers.clone(),
         table: "dataplane".into(),
         datapath: "kernel".into(),
@@ -51,7 +51,8 @@ pub(super) fn run(
 ) -> Result<Outcome> {
     let (opts, mut env, dir) = cluster(o, id, "ours")?;
     let r = (|| -> Result<Outcome> {
-        let s = setup::start(&mut env, &opts, Some(elf), b, &dir, id)?;
+        let firmware = (!o.host_controllers).then_some(elf);
+        let s = setup::start(&mut env, &opts, firmware, b, &dir, id)?;
         let mut load = s.load;
         let survivor = 1 - s.active;
         let (active_ns, standby_ns) = (env.ns(s.members[s.active]), env.ns(s.members[survivor]));
@@ -81,7 +82,14 @@ pub(super) fn run(
         };
         let groups = [
             ("daemons", pids(&["daemon-a", "daemon-b"])),
-            ("QEMU controllers", pids(&["controller-a", "controller-b"])),
+            (
+                if o.host_controllers {
+                    "host-process controllers"
+                } else {
+                    "QEMU controllers"
+                },
+                pids(&["controller-a", "controller-b"]),
+            ),
             ("sensor simulators", pids(&["boardsim-a", "boardsim-b"])),
         ];
         // Its daemon's synced table, the like-for-like of conntrackd's external cache
