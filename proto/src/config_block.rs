@@ -677,6 +677,94 @@ impl ConfigBlock {
     }
 }
 
+/// What a cluster's members share of their blocks, for a newcomer that holds only the
+/// cluster key: everything but the serial and the key. A member's configuration-sync service
+/// sends it over the sync channel (sealed with the cluster key, so only a key holder asks and
+/// the answer is authenticated); the newcomer makes its own block of it with
+/// [`ClusterProfile::block_for`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterProfile {
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Key id of the key the sending member's block names (its sealing key may be newer
+    /// after a rollover: the sync frame's header says which key sealed it).
+    pub key_id: u8,
+    /// Encrypt member frames (AEAD) instead of authenticating only.
+    pub encrypt: bool,
+    /// Every member in cluster order.
+    pub members: Vec<MemberEntry, MAX_MEMBERS>,
+    /// The backup HA link (serial line) is wired and used.
+    pub backup_link: bool,
+    /// UDP port of the main CPUs' connection-state sync.
+    pub state_sync_port: u16,
+    /// Heartbeat timers.
+    pub timers: TimerProfile,
+    /// HA domains.
+    pub domains: Vec<DomainEntry, MAX_DOMAINS>,
+    /// Aggregate rule of the quality factor.
+    pub aggregate: AggregateRule,
+    /// Count the TPM in the quality factor.
+    pub tpm_included: bool,
+    /// Hardware weights of the quality factor.
+    pub weights: HwWeights,
+}
+
+impl ConfigBlock {
+    /// The settings this member shares with its cluster ([`ClusterProfile`]).
+    pub fn profile(&self) -> ClusterProfile {
+        ClusterProfile {
+            cluster_id: self.cluster_id,
+            key_id: self.key_id,
+            encrypt: self.encrypt,
+            members: self.members.clone(),
+            backup_link: self.backup_link,
+            state_sync_port: self.state_sync_port,
+            timers: self.timers,
+            domains: self.domains.clone(),
+            aggregate: self.aggregate,
+            tpm_included: self.tpm_included,
+            weights: self.weights,
+        }
+    }
+}
+
+impl ClusterProfile {
+    /// The block of member `serial` (its main HA link `main_link`) in this cluster, sealed
+    /// with `psk` under `key_id`: the member is added at the end of the member list, or its
+    /// address replaced if the list names it already. Not validated: the caller checks the
+    /// block as `hactl provision` does (full list, duplicate address…).
+    pub fn block_for(
+        &self,
+        serial: Serial,
+        main_link: LinkAddr,
+        psk: Psk,
+        key_id: u8,
+    ) -> Result<ConfigBlock, ConfigBlockError> {
+        let mut members = self.members.clone();
+        match members.iter_mut().find(|m| m.serial == serial) {
+            Some(m) => m.main_link = main_link,
+            None => members
+                .push(MemberEntry { serial, main_link })
+                .map_err(|_| ConfigBlockError::Invalid(ConfigField::Members))?,
+        }
+        Ok(ConfigBlock {
+            serial,
+            cluster_id: self.cluster_id,
+            key_id,
+            encrypt: self.encrypt,
+            members,
+            backup_link: self.backup_link,
+            state_sync_port: self.state_sync_port,
+            timers: self.timers,
+            domains: self.domains.clone(),
+            aggregate: self.aggregate,
+            tpm_included: self.tpm_included,
+            weights: self.weights,
+            psk,
+        })
+    }
+}
+
 /// See [`ConfigBlock::psk_fingerprint`].
 pub fn psk_fingerprint(psk: &Psk) -> [u8; 8] {
     let mut h = Sha256::new();
@@ -744,6 +832,47 @@ mod tests {
                 215, 194, 192, 99, 229, 9, 42, 57, 169, 187, 79, 249, 188, 221,
             ]),
         }
+    }
+
+    #[test]
+    fn a_newcomers_block_from_the_profile_shares_the_clusters_revision() {
+        let a = sample();
+        // SN-B's own block, made from SN-A's profile and SN-B's key: the same cluster-wide
+        // settings (same revision), its own serial, the key id the sealing frame named.
+        let b = a
+            .profile()
+            .block_for(serial("SN-B"), a.members[1].main_link, a.psk.clone(), 3)
+            .unwrap();
+        assert_eq!(
+            (b.serial, b.key_id, b.members.len()),
+            (serial("SN-B"), 3, 2)
+        );
+        assert_eq!(b.revision(), a.revision());
+        assert!(b.validate().is_ok());
+        // A newcomer is added at the end; then every member agrees on the new list.
+        let link = LinkAddr {
+            ip: [10, 0, 0, 3],
+            port: DEFAULT_HA_PORT,
+        };
+        let c = a
+            .profile()
+            .block_for(serial("SN-C"), link, a.psk.clone(), 1)
+            .unwrap();
+        assert_eq!(
+            c.members.last().map(|m| (m.serial, m.main_link)),
+            Some((serial("SN-C"), link))
+        );
+        assert_ne!(c.revision(), a.revision());
+        // A full cluster has no room: refused, not truncated.
+        let full = largest().profile();
+        assert_eq!(
+            full.block_for(serial("SN-NEW"), link, a.psk.clone(), 1),
+            Err(ConfigBlockError::Invalid(ConfigField::Members))
+        );
+        // The profile carries no key.
+        let mut buf = [0u8; 512];
+        let bytes = postcard::to_slice(&a.profile(), &mut buf).unwrap();
+        assert!(!bytes.windows(8).any(|w| w == &a.psk.0[..8]));
     }
 
     /// The largest block: every capacity full, every number at its longest varint.

@@ -124,12 +124,12 @@ impl Keys {
 /// ever reused under a key. Never the clock, never random: a repeated epoch would repeat
 /// nonces.
 #[derive(Clone, Debug)]
-pub struct SessionCounter(BootCounter);
+pub struct SessionCounter(Option<BootCounter>);
 
 impl SessionCounter {
     /// The counter kept in `path` (conventionally `<store root>/session-epoch`).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self(BootCounter::new(path))
+        Self(Some(BootCounter::new(path)))
     }
 
     /// The counter of the store at `root`.
@@ -137,9 +137,26 @@ impl SessionCounter {
         Self::new(root.join("session-epoch"))
     }
 
-    /// A new session's epoch (never 0, never handed out before).
+    /// Random epochs, for a one-shot tool with no state of its own (`hactl cluster enroll`
+    /// on a machine not yet provisioned): two of its sessions share an epoch, and so AEAD
+    /// nonces, with a chance of one in 2^32.
+    pub fn random() -> Self {
+        Self(None)
+    }
+
+    /// A new session's epoch (never 0; from a file: never handed out before).
     pub fn next(&self) -> std::io::Result<u32> {
-        self.0.next()
+        match &self.0 {
+            Some(c) => c.next(),
+            None => loop {
+                let mut b = [0u8; 4];
+                getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let n = u32::from_be_bytes(b);
+                if n != 0 {
+                    return Ok(n);
+                }
+            },
+        }
     }
 }
 

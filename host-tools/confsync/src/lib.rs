@@ -27,6 +27,7 @@
 
 pub mod compare;
 pub mod deadline;
+pub mod enrol;
 pub mod events;
 pub mod jobs;
 pub mod keys;

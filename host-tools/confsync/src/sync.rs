@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
+use ha_proto::config_block::ClusterProfile;
+
 use crate::deadline::Timeouts;
 use crate::protocol::{
     data_messages, ReceiverAction, ReceiverCore, SenderAction, SenderCore, SyncError, SyncMsg,
@@ -229,6 +231,9 @@ pub fn receive<R: Read + Timeouts, W: Write + Timeouts>(
     match receive_or_join(store, wire, &Receiving::default(), progress, &mut refuse)? {
         Received::Revision(r) => Ok(r),
         Received::Join { .. } => Err(SyncFailure::Protocol(SyncError::Unexpected("join request"))),
+        Received::Enroll { .. } => Err(SyncFailure::Protocol(SyncError::Unexpected(
+            "enrolment request",
+        ))),
     }
 }
 
@@ -246,6 +251,11 @@ pub enum Received {
         /// True when the answer was [`SyncMsg::Joined`].
         accepted: bool,
     },
+    /// A key holder asked for the cluster's HA settings ([`SyncMsg::Enroll`]).
+    Enroll {
+        /// Why it was refused (no block to share); none: the settings were sent.
+        refused: Option<String>,
+    },
 }
 
 /// The rules of a receiving session.
@@ -257,6 +267,9 @@ pub struct Receiving<'a> {
     /// join), never while it waits for the peer: a slow peer holds no lock another session,
     /// a publish or a sync needs.
     pub store_lock: Option<&'a Mutex<()>>,
+    /// What an enrolling machine is sent ([`SyncMsg::Enroll`]): this member's cluster
+    /// profile, or why there is none; none: enrolment is refused.
+    pub profile: Option<&'a Result<ClusterProfile, String>>,
 }
 
 /// Like [`receive`], but a join request is answered with `on_join(serial, addr)` (called
@@ -295,6 +308,31 @@ pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
         for a in actions {
             match a {
                 ReceiverAction::Send(m) => wire.send(&m)?,
+                ReceiverAction::Enroll => {
+                    let (answer, refused) = match how.profile {
+                        Some(Ok(p)) => (
+                            SyncMsg::Enrolment {
+                                profile: Box::new(p.clone()),
+                            },
+                            None,
+                        ),
+                        Some(Err(e)) => (SyncMsg::Failed { reason: e.clone() }, Some(e.clone())),
+                        None => {
+                            let why = "this member shares no HA settings (its service runs \
+                                       without --block)"
+                                .to_string();
+                            (
+                                SyncMsg::Failed {
+                                    reason: why.clone(),
+                                },
+                                Some(why),
+                            )
+                        }
+                    };
+                    wire.send(&answer)?;
+                    wire.flush()?;
+                    return Ok(Received::Enroll { refused });
+                }
                 ReceiverAction::Join { serial, addr } => {
                     let answer = {
                         let _held = lock();
@@ -439,6 +477,22 @@ pub fn probe<R: Read + Timeouts, W: Write + Timeouts>(
                 unsynchronized,
             });
         }
+    }
+}
+
+/// Asks the receiver at the other end of `wire` for the cluster's HA settings (read-only).
+pub fn enroll<R: Read + Timeouts, W: Write + Timeouts>(
+    wire: &mut Wire<R, W>,
+) -> Result<ClusterProfile, SyncFailure> {
+    let nonce = match recv(wire)? {
+        SyncMsg::Hello { nonce, .. } => nonce,
+        _ => return Err(SyncError::Unexpected("first message is not a hello").into()),
+    };
+    wire.send(&SyncMsg::Enroll { nonce })?;
+    match recv(wire)? {
+        SyncMsg::Enrolment { profile } => Ok(*profile),
+        SyncMsg::Failed { reason } => Err(SyncError::Remote(reason).into()),
+        _ => Err(SyncError::Unexpected("answer to an enrolment").into()),
     }
 }
 

@@ -295,6 +295,12 @@ pub(crate) enum ClusterCmd {
         #[command(flatten)]
         svc: ServiceAt,
     },
+    /// Make this machine's configuration block from the cluster's own settings: needs only
+    /// the cluster key and one member's configuration-sync address. The member's frames name
+    /// the cluster and the key id (checked with the key before anything is sent); its answer
+    /// carries the members, timers, domains and quality settings; this machine is added as
+    /// --serial at --main-link. Then boot the controller with the block and join.
+    Enroll(EnrollArgs),
     /// Remove a failed member (before joining its replacement).
     Remove {
         /// Its serial.
@@ -307,6 +313,33 @@ pub(crate) enum ClusterCmd {
         #[command(flatten)]
         at: ServiceAt,
     },
+}
+
+/// `hactl cluster enroll`'s arguments.
+#[derive(Args)]
+pub(crate) struct EnrollArgs {
+    /// IP:PORT of a member's configuration-sync receiver.
+    #[arg(long)]
+    pub peer: String,
+    /// Key file of the cluster's current PSK.
+    #[arg(long)]
+    pub psk_file: PathBuf,
+    /// This machine's serial.
+    #[arg(long)]
+    pub serial: String,
+    /// This machine's main HA link, IPv4:PORT.
+    #[arg(long)]
+    pub main_link: String,
+    /// Where to write the configuration image (mode 0600).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+    /// The site's installer, run as `PROGRAM SERIAL IMAGE` (no shell) once the image is
+    /// written; a non-zero exit fails the command.
+    #[arg(long)]
+    pub install: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -588,6 +621,7 @@ impl Cmd {
                 service: None,
             }),
             Cmd::Psk(PskCmd::Generate { .. } | PskCmd::Check { .. })
+            | Cmd::Cluster(ClusterCmd::Enroll(_))
             | Cmd::Provision(_)
             | Cmd::Settings(_)
             | Cmd::Inspect { .. }

@@ -321,6 +321,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Cluster(ClusterCmd::Enroll(a)) => {
+            let (peer, link, install) = (&a.peer, &a.main_link, a.install.as_deref());
+            let said = provision::enroll_command(
+                peer,
+                &a.psk_file,
+                &a.serial,
+                link,
+                &a.out,
+                a.force,
+                install,
+            )?;
+            println!("{said}");
+            Ok(())
+        }
         Cmd::Cluster(ClusterCmd::Remove {
             serial,
             member_sockets,

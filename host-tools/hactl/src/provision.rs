@@ -8,8 +8,8 @@ use std::net::SocketAddrV4;
 use std::path::Path;
 
 use ha_proto::config_block::{
-    AggregateRule, ConfigBlock, DomainEntry, HwWeights, LinkAddr, MemberEntry, TimerProfile,
-    BLOCK_SIZE, DEFAULT_STATE_SYNC_PORT, ERASED,
+    AggregateRule, ConfigBlock, ConfigField, DomainEntry, HwWeights, LinkAddr, MemberEntry,
+    TimerProfile, BLOCK_SIZE, DEFAULT_STATE_SYNC_PORT, ERASED,
 };
 use ha_proto::keys::Psk;
 use ha_proto::msg::{Serial, MAX_DOMAINS, MAX_MEMBERS};
@@ -150,6 +150,87 @@ impl Plan {
         check(&block)?;
         Ok(block)
     }
+}
+
+/// The block of a machine that enrols through the configuration-sync service at `peer`
+/// holding the key in `psk_file` (see `ha_confsync::enrol`): the cluster's settings as that
+/// member has them, this machine added as `serial` at `main_link`, sealed under the key id
+/// the member's frames named; checked as `hactl provision` checks.
+pub fn enroll(peer: &str, psk_file: &Path, serial_s: &str, main_link: &str) -> Result<ConfigBlock> {
+    let me = serial(serial_s)?;
+    let link: SocketAddrV4 = main_link
+        .parse()
+        .map_err(|_| refused(format!("--main-link {main_link:?}: IPv4:PORT expected")))?;
+    let psk = crate::pskfile::read(psk_file)?;
+    let e =
+        ha_confsync::enrol::enroll_at(peer, &psk, me).map_err(|m| Failure::new(Code::Failed, m))?;
+    let link = LinkAddr {
+        ip: link.ip().octets(),
+        port: link.port(),
+    };
+    let block = e
+        .profile
+        .block_for(me, link, psk, e.key_id)
+        .map_err(|err| match err {
+            ha_proto::config_block::ConfigBlockError::Invalid(ConfigField::Members) => {
+                refused(format!(
+                    "cluster {} is full: {} of {MAX_MEMBERS} members; remove one first \
+                     (hactl cluster remove --serial S)",
+                    e.cluster_id,
+                    e.profile.members.len()
+                ))
+            }
+            other => refused(format!("refused: {other}")),
+        })?;
+    check(&block)?;
+    Ok(block)
+}
+
+/// `hactl cluster enroll`: the block from [`enroll`], written to `out`, the site's `install`
+/// hook run as `PROGRAM SERIAL IMAGE`; returns what to tell the operator.
+pub fn enroll_command(
+    peer: &str,
+    psk_file: &Path,
+    serial_s: &str,
+    main_link: &str,
+    out: &Path,
+    force: bool,
+    install: Option<&Path>,
+) -> Result<String> {
+    let block = enroll(peer, psk_file, serial_s, main_link)?;
+    write_image(&block, out, force)?;
+    let names: Vec<&str> = block.members.iter().map(|m| m.serial.as_str()).collect();
+    let mut said = format!(
+        "enrolled {} in cluster {} through {peer}: key id {}, {} members ({}), timers {}; \
+         configuration image written to {} (mode 600)",
+        block.serial,
+        block.cluster_id,
+        block.key_id,
+        names.len(),
+        names.join(", "),
+        ha_persist::block_diff::timers(block.timers),
+        out.display()
+    );
+    if let Some(prog) = install {
+        let st = std::process::Command::new(prog)
+            .arg(block.serial.as_str())
+            .arg(out)
+            .status()
+            .map_err(|e| {
+                Failure::new(
+                    Code::Failed,
+                    format!("install hook {}: {e}", prog.display()),
+                )
+            })?;
+        if !st.success() {
+            return Err(Failure::new(
+                Code::Failed,
+                format!("install hook {} failed ({st})", prog.display()),
+            ));
+        }
+        said.push_str(&format!("\ninstalled by {}", prog.display()));
+    }
+    Ok(said)
 }
 
 /// Every check a written block passes: the names, the block's own validation and what the

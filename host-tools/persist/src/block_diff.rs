@@ -53,7 +53,8 @@ pub fn needs_other_command(old: &ConfigBlock, new: &ConfigBlock) -> Option<Strin
     None
 }
 
-fn timers(t: TimerProfile) -> String {
+/// A timer profile as `hactl provision --timers` spells it.
+pub fn timers(t: TimerProfile) -> String {
     match t {
         TimerProfile::Default => "default".into(),
         TimerProfile::Fast => "fast".into(),

@@ -284,6 +284,7 @@ fn confsync_argv(
     daemon_sock: &Path,
     mgmt_sock: &Path,
     keyring: &Path,
+    block: &Path,
 ) -> Vec<String> {
     vec![
         b("confsync"),
@@ -309,6 +310,9 @@ fn confsync_argv(
         daemon_sock.display().to_string(),
         "--mgmt-socket".into(),
         mgmt_sock.display().to_string(),
+        // The member's configuration block: a replacement enrols with the key alone.
+        "--block".into(),
+        block.display().to_string(),
     ]
 }
 
@@ -344,6 +348,7 @@ fn config_sync_phase(
                 &socks[i],
                 &csock(i),
                 &dir.join(format!("state-{}/keyring", ["a", "b"][i])),
+                &dir.join(format!("{i}.cfg")),
             );
             env.spawn(&format!("confsync-{i}"), None, &argv, false)?;
         }

@@ -162,6 +162,11 @@ struct ServiceArgs {
     /// Receiver address peers use to reach this member (default: the bound --listen address).
     #[arg(long)]
     advertise: Option<String>,
+    /// This member's configuration block (the file its controller boots from): a machine
+    /// holding the cluster key that enrols through this member (`hactl cluster enroll`) is
+    /// sent its cluster-wide settings. Without it enrolment is refused.
+    #[arg(long)]
+    block: Option<PathBuf>,
 }
 
 fn parse_peer(s: &str) -> Result<PeerAddr, String> {
@@ -213,6 +218,7 @@ fn service(a: ServiceArgs) -> Result<(), String> {
         sync_on_publish: a.sync_on_publish,
         listen_addr: Some(a.advertise.clone().unwrap_or_else(|| bound.to_string())),
         allow_special_modes: *allow_special_modes,
+        block: a.block.clone(),
         ..ServiceConfig::new(security, role)
     };
     let events = EventLog::with_observer(Box::new(|e| {
@@ -316,6 +322,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let how = Receiving {
                 allow_special_modes,
                 store_lock: None,
+                profile: None,
             };
             let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
                 reason: "this member does not take join requests".into(),
@@ -330,6 +337,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 match sync::receive_or_join(&store, &mut wire, &how, print_progress, &mut refuse) {
                     Ok(Received::Revision(rev)) => println!("committed revision {}", rev.revision),
                     Ok(Received::Join { serial, .. }) => println!("join of {serial} refused"),
+                    Ok(Received::Enroll { .. }) => println!("enrolment refused"),
                     Err(e) => println!("failed: {e}"),
                 }
                 let _ = std::io::stdout().flush();

@@ -15,6 +15,10 @@
 //! or, from a newcomer instead of an offer (SPEC A1):
 //!                                  ◄──   Join{nonce echo, serial, addr}
 //!   Joined{cluster id, members}    ──►   or Failed{reason}
+//!
+//! or, from a machine that holds only the cluster key (read-only):
+//!                                  ◄──   Enroll{nonce echo}
+//!   Enrolment{cluster profile}     ──►   or Failed{reason}
 //! ```
 //!
 //! The receiver (the end that accepted the connection) speaks first: its `Hello` is the
@@ -137,6 +141,18 @@ pub enum SyncMsg {
         /// Every member (serial, sync address), the newcomer included.
         members: Vec<(String, String)>,
     },
+    /// Connecting side → receiver, instead of an offer: a machine that holds only the
+    /// cluster key asks for the HA settings its controller's block needs (`hactl cluster
+    /// enroll`). Changes nothing on the receiver.
+    Enroll {
+        /// Echo of the receiver's nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Receiver → connecting side: the cluster-wide part of this member's block.
+    Enrolment {
+        /// Everything but the serial and the key (boxed: it is the largest message).
+        profile: Box<ha_proto::config_block::ClusterProfile>,
+    },
 }
 
 /// Which way a message travels in a session.
@@ -159,12 +175,14 @@ impl SyncMsg {
             | SyncMsg::EntriesEnd
             | SyncMsg::Data { .. }
             | SyncMsg::Commit
-            | SyncMsg::Join { .. } => Direction::ToReceiver,
+            | SyncMsg::Join { .. }
+            | SyncMsg::Enroll { .. } => Direction::ToReceiver,
             SyncMsg::Hello { .. }
             | SyncMsg::Need(_)
             | SyncMsg::NeedEnd
             | SyncMsg::Committed { .. }
-            | SyncMsg::Joined { .. } => Direction::ToConnector,
+            | SyncMsg::Joined { .. }
+            | SyncMsg::Enrolment { .. } => Direction::ToConnector,
             SyncMsg::Failed { .. } => Direction::Both,
         }
     }

@@ -48,6 +48,9 @@ pub enum ReceiverAction {
         /// Its sync receiver's address.
         addr: String,
     },
+    /// A key holder asks for the cluster's HA settings: answer with [`SyncMsg::Enrolment`]
+    /// or [`SyncMsg::Failed`].
+    Enroll,
 }
 
 #[derive(Debug)]
@@ -136,6 +139,13 @@ impl ReceiverCore {
                 }
                 self.state = RState::Done;
                 Ok(vec![ReceiverAction::Join { serial, addr }])
+            }
+            (RState::AwaitOffer, SyncMsg::Enroll { nonce }) => {
+                if nonce != self.nonce {
+                    return Err(SyncError::NonceMismatch);
+                }
+                self.state = RState::Done;
+                Ok(vec![ReceiverAction::Enroll])
             }
             (
                 RState::AwaitOffer,

@@ -82,6 +82,10 @@ pub struct ServiceConfig {
     pub allow_special_modes: bool,
     /// How many sessions at once, and their deadlines.
     pub sessions: SessionLimits,
+    /// This member's configuration block (the file its controller boots from): a machine
+    /// that holds the cluster key and enrols through this member is sent its cluster-wide
+    /// settings (`hactl cluster enroll`); none: enrolment is refused.
+    pub block: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -97,6 +101,7 @@ impl ServiceConfig {
             listen_addr: None,
             allow_special_modes: false,
             sessions: SessionLimits::default(),
+            block: None,
         }
     }
 }
@@ -112,6 +117,10 @@ pub enum Session {
     Joined(String),
     /// A join was refused (why).
     JoinRefused(String),
+    /// A key holder was sent the cluster's HA settings (the serial its frames carried).
+    Enrolled(String),
+    /// An enrolment was refused (why).
+    EnrolRefused(String),
 }
 
 /// What the service knows about one peer.

@@ -140,9 +140,16 @@ impl Service {
         let r = stream.try_clone().map_err(|e| e.to_string())?;
         let mut wire =
             Wire::receiver(r, stream, &sec, self.limits().0).map_err(|e| e.to_string())?;
+        // Read at every session: the daemon rewrites the block when the member list changes.
+        let profile = self.cfg.block.as_ref().map(|p| {
+            ha_persist::read_block(p)
+                .map(|b| b.profile())
+                .map_err(|e| format!("this member cannot read its configuration block: {e}"))
+        });
         let how = Receiving {
             allow_special_modes: self.cfg.allow_special_modes,
             store_lock: Some(&self.store_lock),
+            profile: profile.as_ref(),
         };
         let mut refusal = None;
         let res = {
@@ -157,7 +164,7 @@ impl Service {
             sync::receive_or_join(&store, &mut wire, &how, |_| {}, &mut on_join)
         };
         let peer = wire.peer().map(|s| s.as_str().to_string());
-        let who = peer.clone().unwrap_or(from);
+        let who = peer.clone().unwrap_or_else(|| from.clone());
         match res {
             Ok(Received::Revision(rev)) => {
                 if let Some(rec) = self.records().get_mut(&who) {
@@ -203,6 +210,22 @@ impl Service {
                     format!("join of {serial} refused: {why}"),
                 );
                 Ok(Session::JoinRefused(serial))
+            }
+            Ok(Received::Enroll { refused: None }) => {
+                self.events.push(
+                    EventKind::Members,
+                    Some(&who),
+                    format!("the cluster's HA settings sent to {who} (enrolment from {from})"),
+                );
+                Ok(Session::Enrolled(who))
+            }
+            Ok(Received::Enroll { refused: Some(why) }) => {
+                self.events.push(
+                    EventKind::Members,
+                    Some(&who),
+                    format!("enrolment of {who} refused: {why}"),
+                );
+                Ok(Session::EnrolRefused(why))
             }
             Err(SyncFailure::Protocol(SyncError::Remote(r))) if r == PROBE_ONLY => {
                 Ok(Session::Probed)

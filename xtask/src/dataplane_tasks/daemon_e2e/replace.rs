@@ -118,31 +118,43 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         ));
     }
 
-    // The replacement: provisioned with the cluster's current key, booted in the dead
-    // member's place (its namespace, interfaces and wire slot), with its own daemon and
-    // configuration-sync service.
+    // The replacement: it holds only the cluster's current key and the survivor's sync
+    // address; its block (cluster id, key id, members, timers, domains) comes from the
+    // survivor's configuration-sync service over the sealed channel (`cluster enroll`).
     let block = c.dir.join("2.cfg");
-    let mut p = Command::new(b("hactl"));
-    p.args(["provision", "--psk-file"])
-        .arg(c.psk)
+    let out = Command::new(b("hactl"))
         .args([
-            "--key-id",
-            &c.key_id.to_string(),
-            "--serial",
-            NEW_SERIAL,
-            "--cluster-id",
-            "4242",
-            "--timers",
-            c.timers,
-            "--member",
-            &format!("{}=10.0.0.{}:44240", c.serials[survivor], survivor + 1),
-            "--member",
-            &format!("{NEW_SERIAL}={NEW_MAIN_LINK}"),
-            "--backup-link",
-            "-o",
+            "cluster",
+            "enroll",
+            "--peer",
+            &c.listen(survivor),
+            "--psk-file",
         ])
-        .arg(&block);
-    run(&mut p)?;
+        .arg(c.psk)
+        .args(["--serial", NEW_SERIAL, "--main-link", NEW_MAIN_LINK, "-o"])
+        .arg(&block)
+        .output()
+        .map_err(|e| format!("e2e: hactl cluster enroll: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "e2e: hactl cluster enroll failed: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let expect = format!(
+        "enrolled {NEW_SERIAL} in cluster 4242 through {}: key id {}, 2 members ({}, {NEW_SERIAL}), timers {}",
+        c.listen(survivor),
+        c.key_id,
+        c.serials[survivor],
+        c.timers
+    );
+    if !said.starts_with(&expect) {
+        return Err(format!(
+            "e2e: cluster enroll said {said:?}, expected {expect:?}"
+        ));
+    }
+    println!("replacement: {said}");
     let argv = qemu_member(c.elf, &block, c.dir, "c", c.net, dead)?;
     env.spawn("controller-c", None, &argv, false)?;
     env.spawn(
@@ -188,6 +200,7 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         &sock_c,
         &csock_c,
         &c.dir.join("state-c/keyring"),
+        &block,
     );
     env.spawn("confsync-c", None, &argv, false)?;
     let deadline = Instant::now() + Duration::from_secs(20);
