@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
+use ha_mgmt_api::HaMember;
 use ha_proto::config_block::ClusterProfile;
 
 use crate::deadline::Timeouts;
@@ -225,7 +226,7 @@ pub fn receive<R: Read + Timeouts, W: Write + Timeouts>(
     wire: &mut Wire<R, W>,
     progress: impl FnMut(&Progress),
 ) -> Result<Revision, SyncFailure> {
-    let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
+    let mut refuse = |_: &str, _: &str, _: Option<&HaMember>| SyncMsg::Failed {
         reason: "this member does not take join requests".into(),
     };
     match receive_or_join(store, wire, &Receiving::default(), progress, &mut refuse)? {
@@ -272,14 +273,14 @@ pub struct Receiving<'a> {
     pub profile: Option<&'a Result<ClusterProfile, String>>,
 }
 
-/// Like [`receive`], but a join request is answered with `on_join(serial, addr)` (called
+/// Like [`receive`], but a join request is answered with `on_join(serial, addr, ha)` (called
 /// under [`Receiving::store_lock`]).
 pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
     store: &Store,
     wire: &mut Wire<R, W>,
     how: &Receiving<'_>,
     mut progress: impl FnMut(&Progress),
-    on_join: &mut dyn FnMut(&str, &str) -> SyncMsg,
+    on_join: &mut dyn FnMut(&str, &str, Option<&HaMember>) -> SyncMsg,
 ) -> Result<Received, SyncFailure> {
     let lock = || {
         how.store_lock
@@ -333,10 +334,10 @@ pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
                     wire.flush()?;
                     return Ok(Received::Enroll { refused });
                 }
-                ReceiverAction::Join { serial, addr } => {
+                ReceiverAction::Join { serial, addr, ha } => {
                     let answer = {
                         let _held = lock();
-                        on_join(&serial, &addr)
+                        on_join(&serial, &addr, ha.as_ref())
                     };
                     let accepted = matches!(answer, SyncMsg::Joined { .. });
                     wire.send(&answer)?;
@@ -502,6 +503,7 @@ pub fn join<R: Read + Timeouts, W: Write + Timeouts>(
     wire: &mut Wire<R, W>,
     serial: &str,
     addr: &str,
+    ha: Option<&HaMember>,
 ) -> Result<(u32, Vec<(String, String)>), SyncFailure> {
     // The receiver speaks first (its Hello, the session's challenge); the request replaces
     // the offer and echoes the challenge.
@@ -509,10 +511,18 @@ pub fn join<R: Read + Timeouts, W: Write + Timeouts>(
         SyncMsg::Hello { nonce, .. } => nonce,
         _ => return Err(SyncError::Unexpected("first message is not a hello").into()),
     };
-    wire.send(&SyncMsg::Join {
-        nonce,
-        serial: serial.to_string(),
-        addr: addr.to_string(),
+    wire.send(&match ha {
+        None => SyncMsg::Join {
+            nonce,
+            serial: serial.to_string(),
+            addr: addr.to_string(),
+        },
+        Some(ha) => SyncMsg::JoinHa {
+            nonce,
+            serial: serial.to_string(),
+            addr: addr.to_string(),
+            ha: ha.clone(),
+        },
     })?;
     match recv(wire)? {
         SyncMsg::Joined {

@@ -318,6 +318,7 @@ fn cluster_create_join_full_and_remove() {
     let m = done(b.call(Request::ClusterJoin {
         peer: a_addr.clone(),
         psk_file: good.clone(),
+        ha: None,
     }));
     assert!(m.contains("joined cluster"), "{m}");
     assert_eq!(a.svc.peer_list()[0].serial, "SN-B");
@@ -347,6 +348,7 @@ fn cluster_create_join_full_and_remove() {
     let e = api_err(c.call(Request::ClusterJoin {
         peer: b_addr,
         psk_file: good.clone(),
+        ha: None,
     }));
     assert!(e.message.contains("not active"), "{}", e.message);
 
@@ -367,6 +369,7 @@ fn cluster_create_join_full_and_remove() {
     let e = api_err(c.call(Request::ClusterJoin {
         peer: a_addr.clone(),
         psk_file: good.clone(),
+        ha: None,
     }));
     assert_eq!(e.code, ErrorCode::ClusterFull, "{}", e.message);
     assert!(e.message.contains("cluster full: 8 of 8"), "{}", e.message);
@@ -393,6 +396,7 @@ fn cluster_create_join_full_and_remove() {
     let m = done(c.call(Request::ClusterJoin {
         peer: a_addr,
         psk_file: good,
+        ha: None,
     }));
     assert!(m.contains("8 members"), "{m}");
 }
@@ -490,4 +494,111 @@ fn a_standby_that_is_behind_reports_a_sync_problem_not_a_collision() {
     let st = synctest(&a);
     assert_eq!(st.peers[0].state, SyncState::SyncProblem, "{st:?}");
     assert_eq!(st.peers[0].unsynchronized, vec!["x.conf".to_string()]);
+}
+
+/// ha-daemon stand-in for a join with the newcomer's HA link: active, and records (or
+/// refuses) `member_add`.
+#[derive(Default)]
+struct MembersDaemon {
+    added: std::sync::Mutex<Vec<(String, String, MemberAddresses)>>,
+    refuse: AtomicBool,
+}
+
+impl server::Backend for MembersDaemon {
+    fn mode(&self) -> Reply {
+        Reply::Mode(ModeReport {
+            serial: "SN-A".into(),
+            mode: Mode::Active,
+            forced: Forced::None,
+            since: 0,
+            paused: false,
+        })
+    }
+    fn member_add(&self, serial: String, main_link: String, addresses: MemberAddresses) -> Reply {
+        if self.refuse.load(Ordering::Relaxed) {
+            return server::error(ErrorCode::Refused, "the cluster is full (8 members)");
+        }
+        self.added
+            .lock()
+            .unwrap()
+            .push((serial, main_link, addresses));
+        Reply::Done {
+            message: "added".into(),
+        }
+    }
+}
+
+#[test]
+fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = key_file(dir.path(), KEY);
+    let dsock = dir.path().join("mgmt.sock");
+    let daemon = Arc::new(MembersDaemon::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = server::serve(server::bind(&dsock).unwrap(), daemon.clone(), stop.clone()).unwrap();
+    let la = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_addr = la.local_addr().unwrap().to_string();
+    let a = common::member_with("SN-A", Role::Active, la, vec![], |c| {
+        c.role = RoleSource::Daemon(dsock.clone());
+    });
+    a.store(Role::Active)
+        .write("filter/main.conf", b"rules\n")
+        .unwrap();
+    a.call(Request::ConfigPublish { comment: None }).unwrap();
+    done(a.call(Request::ClusterCreate {
+        cluster_id: CLUSTER,
+        psk_file: good.clone(),
+    }));
+    let ha = HaMember {
+        main_link: "10.0.0.2:44240".into(),
+        addresses: MemberAddresses {
+            probe: vec!["10.1.0.12".parse().unwrap()],
+            sync: Some("10.9.0.2".parse().unwrap()),
+        },
+    };
+    let b = member(
+        "SN-B",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+    );
+    let m = done(b.call(Request::ClusterJoin {
+        peer: a_addr.clone(),
+        psk_file: good.clone(),
+        ha: Some(ha.clone()),
+    }));
+    assert!(m.contains("joined cluster"), "{m}");
+    assert_eq!(
+        *daemon.added.lock().unwrap(),
+        vec![(
+            "SN-B".to_string(),
+            ha.main_link.clone(),
+            ha.addresses.clone()
+        )]
+    );
+    // The daemon refuses the next one: so is the join, and the membership stays as it was.
+    daemon.refuse.store(true, Ordering::Relaxed);
+    let c = member(
+        "SN-C",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+    );
+    let e = api_err(c.call(Request::ClusterJoin {
+        peer: a_addr,
+        psk_file: good,
+        ha: Some(HaMember {
+            main_link: "10.0.0.3:44240".into(),
+            ..ha
+        }),
+    }));
+    assert!(
+        e.message.contains("the HA member list refused SN-C"),
+        "{}",
+        e.message
+    );
+    assert_eq!(a.svc.cluster_doc().unwrap().unwrap().members.len(), 2);
+    assert_eq!(daemon.added.lock().unwrap().len(), 1);
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
 }

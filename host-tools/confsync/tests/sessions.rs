@@ -238,6 +238,7 @@ fn a_recorded_join_replayed_after_the_removal_changes_nothing() {
     b.call(Request::ClusterJoin {
         peer: relay.addr.clone(),
         psk_file: key,
+        ha: None,
     })
     .unwrap();
     assert_eq!(a.svc.cluster_doc().unwrap().unwrap().members.len(), 2);

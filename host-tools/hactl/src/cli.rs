@@ -283,11 +283,13 @@ pub(crate) enum ClusterCmd {
         /// Key file of the cluster PSK.
         #[arg(long)]
         psk_file: PathBuf,
-        /// This member's main HA link (IP:PORT), added to the HA member list of every
-        /// --member-socket daemon (their controllers and configuration blocks).
-        #[arg(long, requires = "member_sockets")]
+        /// This member's main HA link (IP:PORT): the active member at --peer adds it to its
+        /// HA member list (controller and configuration block) as it answers the join, and
+        /// so does every --member-socket daemon.
+        #[arg(long)]
         ha_address: Option<String>,
-        /// The management socket of a member already in the cluster; repeat for each.
+        /// The management socket of another member already in the cluster (on this machine);
+        /// repeat for each. Not needed for the active member at --peer.
         #[arg(long = "member-socket", requires = "ha_address")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]

@@ -91,3 +91,24 @@ pub fn api_failure(code: ErrorCode, message: &str) -> Failure {
         .unwrap_or_default();
     Failure::new(exit, format!("daemon: {message} ({class})"))
 }
+
+/// The joining member as the HA member lists need it: its serial and data-plane addresses
+/// from its own daemon at `socket`, with `main_link` (`hactl cluster join --ha-address`,
+/// checked to be IPv4:PORT).
+pub fn joining_member(socket: &Path, main_link: String) -> Result<(String, ha_mgmt_api::HaMember)> {
+    if main_link.parse::<std::net::SocketAddrV4>().is_err() {
+        return Err(Failure::new(
+            Code::Refused,
+            format!("--ha-address {main_link:?} is not IPv4:PORT"),
+        ));
+    }
+    let mut c = Client::connect(socket)?;
+    let Reply::Info(info) = c.call(&Request::Info { verbose: false }, |_| {})? else {
+        return Err(Failure::new(Code::Failed, "the daemon did not answer info"));
+    };
+    let ha = ha_mgmt_api::HaMember {
+        main_link,
+        addresses: info.addresses,
+    };
+    Ok((info.me, ha))
+}

@@ -283,36 +283,32 @@ fn run(cli: Cli) -> Result<()> {
                     format!("--peer {peer:?} is not IP:PORT"),
                 ));
             }
-            if let Some(a) = &ha_address {
-                if a.parse::<std::net::SocketAddrV4>().is_err() {
-                    return Err(Failure::new(
-                        Code::Refused,
-                        format!("--ha-address {a:?} is not IPv4:PORT"),
-                    ));
-                }
-            }
             pskfile::read(&psk_file)?;
             let psk_file = absolute(&psk_file)?;
+            // This member's serial and data-plane addresses, from its own daemon: the active
+            // member adds them to its HA member list as it answers, as every --member-socket.
+            let ha = match ha_address {
+                Some(link) => Some(client::joining_member(socket, link)?),
+                None => None,
+            };
             live(
                 config_socket,
-                Request::ClusterJoin { peer, psk_file },
+                Request::ClusterJoin {
+                    peer,
+                    psk_file,
+                    ha: ha.as_ref().map(|(_, h)| h.clone()),
+                },
                 false,
                 human,
             )?;
-            if let Some(main_link) = ha_address {
-                // This member's serial and data-plane addresses (probe targets, state-sync
-                // address), from its own daemon: the members' daemons learn them here.
-                let mut c = Client::connect(socket)?;
-                let Reply::Info(info) = c.call(&Request::Info { verbose: false }, |_| {})? else {
-                    return Err(Failure::new(Code::Failed, "the daemon did not answer info"));
-                };
+            if let Some((me, h)) = ha {
                 for p in &member_sockets {
                     live(
                         p,
                         Request::MemberAdd {
-                            serial: info.me.clone(),
-                            main_link: main_link.clone(),
-                            addresses: info.addresses.clone(),
+                            serial: me.clone(),
+                            main_link: h.main_link.clone(),
+                            addresses: h.addresses.clone(),
                         },
                         false,
                         human,

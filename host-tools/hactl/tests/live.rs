@@ -118,8 +118,8 @@ impl Backend for Scripted {
             psk_file,
         })
     }
-    fn cluster_join(&self, peer: String, psk_file: String) -> Reply {
-        self.plain(Request::ClusterJoin { peer, psk_file })
+    fn cluster_join(&self, peer: String, psk_file: String, ha: Option<HaMember>) -> Reply {
+        self.plain(Request::ClusterJoin { peer, psk_file, ha })
     }
     fn cluster_remove(&self, serial: String) -> Reply {
         self.plain(Request::ClusterRemove { serial })

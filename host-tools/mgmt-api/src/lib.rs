@@ -132,6 +132,11 @@ pub enum Request {
         peer: String,
         /// Key file of the cluster PSK.
         psk_file: String,
+        /// This member's main HA link and data-plane addresses: the active member then adds
+        /// it to its own HA member list (its controller's and its block's); none: only the
+        /// configuration-sync membership changes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ha: Option<HaMember>,
     },
     /// Remove a failed member from the cluster (before joining its replacement).
     ClusterRemove {
@@ -423,6 +428,16 @@ pub struct MemberAddresses {
     /// Its HA-interface address for state sync.
     #[serde(default)]
     pub sync: Option<std::net::Ipv4Addr>,
+}
+
+/// A joining member as the HA member lists need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaMember {
+    /// Its main HA link, `IP:PORT`.
+    pub main_link: String,
+    /// Its data-plane addresses, as its own daemon reports them.
+    #[serde(default)]
+    pub addresses: MemberAddresses,
 }
 
 /// A peer as this member's daemon knows it.

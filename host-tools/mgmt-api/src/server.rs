@@ -111,7 +111,12 @@ pub trait Backend: Send + Sync {
         unsupported("cluster create")
     }
     /// [`Request::ClusterJoin`].
-    fn cluster_join(&self, _peer: String, _psk_file: String) -> Reply {
+    fn cluster_join(
+        &self,
+        _peer: String,
+        _psk_file: String,
+        _ha: Option<crate::HaMember>,
+    ) -> Reply {
         unsupported("cluster join")
     }
     /// [`Request::ClusterRemove`].
@@ -169,7 +174,7 @@ pub fn dispatch<B: Backend + ?Sized>(b: &B, req: Request, out: &mut Sink) -> io:
             cluster_id,
             psk_file,
         } => b.cluster_create(cluster_id, psk_file),
-        Request::ClusterJoin { peer, psk_file } => b.cluster_join(peer, psk_file),
+        Request::ClusterJoin { peer, psk_file, ha } => b.cluster_join(peer, psk_file, ha),
         Request::ClusterRemove { serial } => b.cluster_remove(serial),
         Request::Update { image } => return b.update(image, out),
         Request::MemberAdd {

@@ -324,9 +324,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 store_lock: None,
                 profile: None,
             };
-            let mut refuse = |_: &str, _: &str| SyncMsg::Failed {
-                reason: "this member does not take join requests".into(),
-            };
+            let mut refuse =
+                |_: &str, _: &str, _: Option<&ha_mgmt_api::HaMember>| SyncMsg::Failed {
+                    reason: "this member does not take join requests".into(),
+                };
             loop {
                 let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
                 let store = Store::open(&root, Role::Standby).map_err(|e| e.to_string())?;

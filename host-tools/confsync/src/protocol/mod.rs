@@ -148,6 +148,18 @@ pub enum SyncMsg {
         /// Echo of the receiver's nonce.
         nonce: [u8; NONCE_LEN],
     },
+    /// Connecting side → receiver: [`SyncMsg::Join`] with the newcomer's HA link and
+    /// addresses, which the receiving (active) member adds to its own HA member list.
+    JoinHa {
+        /// Echo of the receiver's nonce.
+        nonce: [u8; NONCE_LEN],
+        /// The newcomer's serial.
+        serial: String,
+        /// Its sync receiver's address (`IP:PORT`).
+        addr: String,
+        /// Its main HA link and data-plane addresses.
+        ha: ha_mgmt_api::HaMember,
+    },
     /// Receiver → connecting side: the cluster-wide part of this member's block.
     Enrolment {
         /// Everything but the serial and the key (boxed: it is the largest message).
@@ -176,6 +188,7 @@ impl SyncMsg {
             | SyncMsg::Data { .. }
             | SyncMsg::Commit
             | SyncMsg::Join { .. }
+            | SyncMsg::JoinHa { .. }
             | SyncMsg::Enroll { .. } => Direction::ToReceiver,
             SyncMsg::Hello { .. }
             | SyncMsg::Need(_)

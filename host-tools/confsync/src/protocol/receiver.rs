@@ -47,6 +47,8 @@ pub enum ReceiverAction {
         serial: String,
         /// Its sync receiver's address.
         addr: String,
+        /// Its HA link and addresses, for the receiver's HA member list ([`SyncMsg::JoinHa`]).
+        ha: Option<ha_mgmt_api::HaMember>,
     },
     /// A key holder asks for the cluster's HA settings: answer with [`SyncMsg::Enrolment`]
     /// or [`SyncMsg::Failed`].
@@ -119,6 +121,21 @@ impl ReceiverCore {
         self
     }
 
+    /// A join request ([`SyncMsg::Join`], [`SyncMsg::JoinHa`]): bound to this session's nonce.
+    fn join(
+        &mut self,
+        nonce: [u8; NONCE_LEN],
+        serial: String,
+        addr: String,
+        ha: Option<ha_mgmt_api::HaMember>,
+    ) -> Result<Vec<ReceiverAction>, SyncError> {
+        if nonce != self.nonce {
+            return Err(SyncError::NonceMismatch);
+        }
+        self.state = RState::Done;
+        Ok(vec![ReceiverAction::Join { serial, addr, ha }])
+    }
+
     /// Handles one message from the sender.
     pub fn handle(&mut self, msg: SyncMsg) -> Result<Vec<ReceiverAction>, SyncError> {
         match (&self.state, msg) {
@@ -133,13 +150,16 @@ impl ReceiverCore {
                     serial,
                     addr,
                 },
-            ) => {
-                if nonce != self.nonce {
-                    return Err(SyncError::NonceMismatch);
-                }
-                self.state = RState::Done;
-                Ok(vec![ReceiverAction::Join { serial, addr }])
-            }
+            ) => self.join(nonce, serial, addr, None),
+            (
+                RState::AwaitOffer,
+                SyncMsg::JoinHa {
+                    nonce,
+                    serial,
+                    addr,
+                    ha,
+                },
+            ) => self.join(nonce, serial, addr, Some(ha)),
             (RState::AwaitOffer, SyncMsg::Enroll { nonce }) => {
                 if nonce != self.nonce {
                     return Err(SyncError::NonceMismatch);

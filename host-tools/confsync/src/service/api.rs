@@ -217,8 +217,13 @@ impl Backend for Service {
         self.create_cluster(cluster_id, psk_file)
     }
 
-    fn cluster_join(&self, peer: String, psk_file: String) -> Reply {
-        self.join_cluster(peer, psk_file)
+    fn cluster_join(
+        &self,
+        peer: String,
+        psk_file: String,
+        ha: Option<ha_mgmt_api::HaMember>,
+    ) -> Reply {
+        self.join_cluster(peer, psk_file, ha)
     }
 
     fn cluster_remove(&self, serial: String) -> Reply {

@@ -4,12 +4,13 @@
 use std::io;
 use std::net::SocketAddr;
 
+use ha_mgmt_api::client::{Client, ClientError};
 use ha_mgmt_api::server::error;
-use ha_mgmt_api::{ErrorCode, EventKind, Reply};
+use ha_mgmt_api::{ErrorCode, EventKind, HaMember, Reply, Request};
 use ha_proto::keys::KeySet;
 use ha_proto::msg::{Serial, MAX_MEMBERS};
 
-use super::{classify, code_of, store_reply, PeerAddr, Service};
+use super::{classify, code_of, store_reply, PeerAddr, RoleSource, Service, CONNECT_TIMEOUT};
 use crate::keys::read_key_file;
 use crate::protocol::{SyncError, SyncMsg};
 use crate::store::{Role, StoreError};
@@ -88,7 +89,7 @@ impl Service {
     }
 
     /// Answers a join request (on the receiving session's thread, under the store lock).
-    pub(super) fn answer_join(&self, serial: &str, addr: &str) -> SyncMsg {
+    pub(super) fn answer_join(&self, serial: &str, addr: &str, ha: Option<&HaMember>) -> SyncMsg {
         let refuse = |reason: String| SyncMsg::Failed { reason };
         if self.role() != Role::Active {
             return refuse("join through the active member: this one is not active".into());
@@ -112,6 +113,13 @@ impl Service {
         } else {
             doc.members.push((serial.to_string(), addr.to_string()));
         }
+        // The newcomer's HA link into this member's HA member list first (its controller
+        // and block, through its daemon): refused there, the join is refused as a whole.
+        if let Some(ha) = ha {
+            if let Err(e) = self.add_to_ha_members(serial, ha) {
+                return refuse(e);
+            }
+        }
         if let Err(e) = self.publish_doc(&doc, format!("{serial} joins")) {
             if !matches!(e, StoreError::NothingToPublish) {
                 return refuse(format!("cannot record the newcomer: {e}"));
@@ -121,6 +129,35 @@ impl Service {
         SyncMsg::Joined {
             cluster_id: doc.cluster_id,
             members: doc.members,
+        }
+    }
+
+    /// Adds `serial` to this member's HA member list through its daemon (`MemberAdd`).
+    fn add_to_ha_members(&self, serial: &str, ha: &HaMember) -> Result<(), String> {
+        let RoleSource::Daemon(sock) = &self.cfg.role else {
+            return Err(
+                "this member's service has no daemon to add the newcomer's HA link to \
+                 (--daemon-socket)"
+                    .into(),
+            );
+        };
+        let req = Request::MemberAdd {
+            serial: serial.to_string(),
+            main_link: ha.main_link.clone(),
+            addresses: ha.addresses.clone(),
+        };
+        match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(&req, |_| {})) {
+            Ok(Reply::Done { .. }) => Ok(()),
+            // A join tried again (its answer was lost): the list already holds it.
+            Err(ClientError::Api(e)) if e.message.ends_with("is already a member") => Ok(()),
+            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Err(format!(
+                "the HA member list refused {serial}: {}",
+                e.message
+            )),
+            Ok(other) => Err(format!("the daemon answered {other:?} to adding {serial}")),
+            Err(e) => Err(format!(
+                "cannot reach this member's daemon to add {serial}: {e}"
+            )),
         }
     }
 
@@ -178,7 +215,12 @@ impl Service {
     }
 
     /// `cluster join`: asks the active member at `peer` to let this member join.
-    pub(super) fn join_cluster(&self, peer: String, psk_file: String) -> Reply {
+    pub(super) fn join_cluster(
+        &self,
+        peer: String,
+        psk_file: String,
+        ha: Option<HaMember>,
+    ) -> Reply {
         if let Err(r) = self.key_matches(&psk_file) {
             return *r;
         }
@@ -192,7 +234,7 @@ impl Service {
         let me = self.me();
         let res = self
             .connect(&target)
-            .and_then(|mut w| sync::join(&mut w, &me, &addr));
+            .and_then(|mut w| sync::join(&mut w, &me, &addr, ha.as_ref()));
         if let Err(e) = &res {
             self.log_failure(&peer, "join", e, false);
         }

@@ -154,8 +154,8 @@ impl Service {
         let mut refusal = None;
         let res = {
             let store = self.store_as(Role::Standby);
-            let mut on_join = |serial: &str, addr: &str| {
-                let answer = self.answer_join(serial, addr);
+            let mut on_join = |serial: &str, addr: &str, ha: Option<&ha_mgmt_api::HaMember>| {
+                let answer = self.answer_join(serial, addr, ha);
                 if let SyncMsg::Failed { reason } = &answer {
                     refusal = Some(reason.clone());
                 }

@@ -1,9 +1,11 @@
 //! The member-replacement phase of the tcp-survival e2e (SPEC A6): the members form a cluster
 //! with `hactl cluster create/join` before the crash; after it, the survivor removes the
 //! dead member (`hactl cluster remove --member-socket`: the membership document and the HA
-//! member list of its controller and block), and a replacement with a new serial — booted
-//! in the dead member's place with a block listing the survivor and itself — joins
-//! (`hactl cluster join --ha-address --member-socket`) and becomes the passive member.
+//! member list of its controller and block), and a replacement with a new serial, holding
+//! only the cluster's current key and the survivor's sync address, enrols (`hactl cluster
+//! enroll`: its block from the survivor's settings), boots in the dead member's place and
+//! joins (`hactl cluster join --ha-address`: the survivor's service adds it to the
+//! survivor's HA member list as it answers) and becomes the passive member.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -214,7 +216,9 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // It joins: the membership document, and the survivor's HA member list.
+    // It joins through the survivor's sync receiver alone (no socket of the survivor): the
+    // membership document, and the survivor's HA member list, which the survivor's service
+    // changes through its own daemon as it answers.
     run(c
         .hactl(&sock_c, &csock_c)
         .args([
@@ -225,8 +229,7 @@ pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
             "--psk-file",
         ])
         .arg(c.psk)
-        .args(["--ha-address", NEW_MAIN_LINK, "--member-socket"])
-        .arg(&c.socks[survivor]))?;
+        .args(["--ha-address", NEW_MAIN_LINK]))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let listed = members_of(&c.socks[survivor], b)?;
