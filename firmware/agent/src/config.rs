@@ -220,7 +220,8 @@ impl core::fmt::Display for SettingsChanges {
     }
 }
 
-/// [`Config::main_cpu_timeout_ms`] of a member configured from its block: 10 keepalives.
+/// [`Config::main_cpu_timeout_ms`] of a member configured from its block: four of the main
+/// CPU's keepalives (`ha-daemon` sends one every 250 ms when it sends nothing else).
 pub const DEFAULT_MAIN_CPU_TIMEOUT_MS: u32 = 1_000;
 
 /// Why a configuration was refused.

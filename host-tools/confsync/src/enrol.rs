@@ -128,7 +128,6 @@ pub fn enroll_at(addr: &str, psk: &Psk, me: Serial) -> Result<Enrolment, String>
         ),
         e => format!("enrolment through {addr}: {e}"),
     })?;
-    let _ = wire.flush();
     if profile.cluster_id != hdr.cluster_id {
         return Err(format!(
             "{addr} sent the settings of cluster {} in frames of cluster {}",

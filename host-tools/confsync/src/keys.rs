@@ -121,8 +121,8 @@ impl Keys {
 /// own drawn from it, persisted before use ([`BootCounter`]), so no two sessions of a member
 /// ever share one. Frames are bound to the other end's session epoch, so a frame recorded in
 /// one session is refused in every other (`stale_binding`), and with the AEAD no nonce is
-/// ever reused under a key. Never the clock, never random: a repeated epoch would repeat
-/// nonces.
+/// ever reused under a key. Never the clock, and random only for a tool with no state
+/// ([`SessionCounter::random`]): a repeated epoch would repeat nonces.
 #[derive(Clone, Debug)]
 pub struct SessionCounter(Option<BootCounter>);
 
@@ -138,8 +138,10 @@ impl SessionCounter {
     }
 
     /// Random epochs, for a one-shot tool with no state of its own (`hactl cluster enroll`
-    /// on a machine not yet provisioned): two of its sessions share an epoch, and so AEAD
-    /// nonces, with a chance of one in 2^32.
+    /// on a machine not yet provisioned, which seals one frame a session): two enrolments
+    /// under the same serial and key share an epoch, and so the nonce of that frame, with a
+    /// chance of one in 2^32; what the repeat would expose is the XOR of two `Enroll`
+    /// bodies, the echoes of two random session nonces.
     pub fn random() -> Self {
         Self(None)
     }

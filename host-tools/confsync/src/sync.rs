@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use ha_mgmt_api::HaMember;
 use ha_proto::config_block::ClusterProfile;
+use std::path::Path;
 
 use crate::deadline::Timeouts;
 use crate::protocol::{
@@ -268,9 +269,9 @@ pub struct Receiving<'a> {
     /// join), never while it waits for the peer: a slow peer holds no lock another session,
     /// a publish or a sync needs.
     pub store_lock: Option<&'a Mutex<()>>,
-    /// What an enrolling machine is sent ([`SyncMsg::Enroll`]): this member's cluster
-    /// profile, or why there is none; none: enrolment is refused.
-    pub profile: Option<&'a Result<ClusterProfile, String>>,
+    /// This member's configuration block, whose cluster profile an enrolling machine is sent
+    /// ([`SyncMsg::Enroll`]; read when one asks); none: enrolment is refused.
+    pub block: Option<&'a Path>,
 }
 
 /// Like [`receive`], but a join request is answered with `on_join(serial, addr, ha)` (called
@@ -310,25 +311,30 @@ pub fn receive_or_join<R: Read + Timeouts, W: Write + Timeouts>(
             match a {
                 ReceiverAction::Send(m) => wire.send(&m)?,
                 ReceiverAction::Enroll => {
-                    let (answer, refused) = match how.profile {
-                        Some(Ok(p)) => (
+                    let profile =
+                        match how.block {
+                            Some(path) => ha_persist::read_block(path)
+                                .map(|b| b.profile())
+                                .map_err(|e| {
+                                    format!("this member cannot read its configuration block: {e}")
+                                }),
+                            None => Err("this member shares no HA settings (its service runs \
+                                     without --block)"
+                                .to_string()),
+                        };
+                    let (answer, refused) = match profile {
+                        Ok(p) => (
                             SyncMsg::Enrolment {
-                                profile: Box::new(p.clone()),
+                                profile: Box::new(p),
                             },
                             None,
                         ),
-                        Some(Err(e)) => (SyncMsg::Failed { reason: e.clone() }, Some(e.clone())),
-                        None => {
-                            let why = "this member shares no HA settings (its service runs \
-                                       without --block)"
-                                .to_string();
-                            (
-                                SyncMsg::Failed {
-                                    reason: why.clone(),
-                                },
-                                Some(why),
-                            )
-                        }
+                        Err(why) => (
+                            SyncMsg::Failed {
+                                reason: why.clone(),
+                            },
+                            Some(why),
+                        ),
                     };
                     wire.send(&answer)?;
                     wire.flush()?;

@@ -661,20 +661,7 @@ impl update::Cluster for SocketCluster {
         let (Some(install), Some(image)) = (&self.install, &self.image) else {
             return Err("no --image and --install".into());
         };
-        let st = std::process::Command::new(install)
-            .arg(serial)
-            .arg(image)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("install hook {}: {e}", install.display()))?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "install hook {} failed for {serial} ({st})",
-                install.display()
-            ))
-        }
+        update::run_install_hook(install, serial, std::path::Path::new(image))
     }
 
     fn restart_daemon(&mut self, serial: &str) -> std::result::Result<(), String> {

@@ -212,22 +212,8 @@ pub fn enroll_command(
         out.display()
     );
     if let Some(prog) = install {
-        let st = std::process::Command::new(prog)
-            .arg(block.serial.as_str())
-            .arg(out)
-            .status()
-            .map_err(|e| {
-                Failure::new(
-                    Code::Failed,
-                    format!("install hook {}: {e}", prog.display()),
-                )
-            })?;
-        if !st.success() {
-            return Err(Failure::new(
-                Code::Failed,
-                format!("install hook {} failed ({st})", prog.display()),
-            ));
-        }
+        crate::update::run_install_hook(prog, block.serial.as_str(), out)
+            .map_err(|m| Failure::new(Code::Failed, m))?;
         said.push_str(&format!("\ninstalled by {}", prog.display()));
     }
     Ok(said)

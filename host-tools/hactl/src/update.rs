@@ -319,6 +319,30 @@ fn daemon_back<C: Cluster>(
     caught_up(mine.table_connections, theirs)
 }
 
+/// Runs the site's install hook as `PROGRAM SERIAL IMAGE` (no shell, no input): it returns
+/// once the member was given the image (a rolling update's firmware, an enrolled box's
+/// configuration block). A non-zero exit is an error that names the hook and the member.
+pub fn run_install_hook(
+    program: &std::path::Path,
+    serial: &str,
+    image: &std::path::Path,
+) -> Result<(), String> {
+    let st = std::process::Command::new(program)
+        .arg(serial)
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("install hook {}: {e}", program.display()))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "install hook {} failed for {serial} ({st})",
+            program.display()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use common::{all_output, assert_no_key, hactl, key_bytes};
+use common::{all_output, assert_no_key, hactl, key_bytes, provision_with};
 use ha_confsync::keys::SessionCounter;
 use ha_confsync::service::{RoleSource, Service, ServiceConfig};
 use ha_confsync::store::{Role, Store};
@@ -83,28 +83,17 @@ fn a_new_box_enrols_with_the_key_alone_and_bad_input_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let k = key(dir.path(), "k");
     let a_img = dir.path().join("a.img");
-    let o = hactl(
+    let o = provision_with(
+        s(&k),
+        "SN-A",
+        &a_img,
         &[
-            "provision",
-            "--psk-file",
-            s(&k),
-            "--serial",
-            "SN-A",
-            "--cluster-id",
-            "4242",
-            "--member",
-            "SN-A=10.0.0.1:44240",
-            "--member",
-            "SN-B=10.0.0.2:44240",
             "--timers",
             "custom:20:4",
             "--backup-link",
             "--domain",
             "0=SN-A",
-            "--out",
-            s(&a_img),
         ],
-        b"",
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = member_a(dir.path(), &k, &a_img);

@@ -4,36 +4,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{all_output, assert_no_key, hactl, key_bytes};
+use common::{all_output, assert_no_key, hactl, key_bytes, provision_with};
 
 const STRONG: &str = "tumble orbit quiver lantern 47 marsh\n";
-
-/// `hactl provision` of member `serial` of the two-member cluster SN-A, SN-B into `out`, with
-/// `extra` options.
-fn provision_with(
-    key: &str,
-    serial: &str,
-    out: &std::path::Path,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut args = vec![
-        "provision",
-        "--psk-file",
-        key,
-        "--serial",
-        serial,
-        "--cluster-id",
-        "4242",
-        "--member",
-        "SN-A=10.0.0.1:44240",
-        "--member",
-        "SN-B=10.0.0.2:44240",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    hactl(&args, b"")
-}
 
 /// A temporary directory holding a key `k` made by `hactl psk generate`.
 fn generated_key() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -322,7 +322,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let how = Receiving {
                 allow_special_modes,
                 store_lock: None,
-                profile: None,
+                block: None,
             };
             let mut refuse =
                 |_: &str, _: &str, _: Option<&ha_mgmt_api::HaMember>| SyncMsg::Failed {

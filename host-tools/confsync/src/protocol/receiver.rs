@@ -121,19 +121,18 @@ impl ReceiverCore {
         self
     }
 
-    /// A join request ([`SyncMsg::Join`], [`SyncMsg::JoinHa`]): bound to this session's nonce.
-    fn join(
+    /// A request that ends the session with one answer (a join, an enrolment): bound to this
+    /// session's nonce.
+    fn last_request(
         &mut self,
         nonce: [u8; NONCE_LEN],
-        serial: String,
-        addr: String,
-        ha: Option<ha_mgmt_api::HaMember>,
+        action: ReceiverAction,
     ) -> Result<Vec<ReceiverAction>, SyncError> {
         if nonce != self.nonce {
             return Err(SyncError::NonceMismatch);
         }
         self.state = RState::Done;
-        Ok(vec![ReceiverAction::Join { serial, addr, ha }])
+        Ok(vec![action])
     }
 
     /// Handles one message from the sender.
@@ -150,7 +149,14 @@ impl ReceiverCore {
                     serial,
                     addr,
                 },
-            ) => self.join(nonce, serial, addr, None),
+            ) => self.last_request(
+                nonce,
+                ReceiverAction::Join {
+                    serial,
+                    addr,
+                    ha: None,
+                },
+            ),
             (
                 RState::AwaitOffer,
                 SyncMsg::JoinHa {
@@ -159,13 +165,16 @@ impl ReceiverCore {
                     addr,
                     ha,
                 },
-            ) => self.join(nonce, serial, addr, Some(ha)),
+            ) => self.last_request(
+                nonce,
+                ReceiverAction::Join {
+                    serial,
+                    addr,
+                    ha: Some(ha),
+                },
+            ),
             (RState::AwaitOffer, SyncMsg::Enroll { nonce }) => {
-                if nonce != self.nonce {
-                    return Err(SyncError::NonceMismatch);
-                }
-                self.state = RState::Done;
-                Ok(vec![ReceiverAction::Enroll])
+                self.last_request(nonce, ReceiverAction::Enroll)
             }
             (
                 RState::AwaitOffer,

@@ -140,16 +140,10 @@ impl Service {
         let r = stream.try_clone().map_err(|e| e.to_string())?;
         let mut wire =
             Wire::receiver(r, stream, &sec, self.limits().0).map_err(|e| e.to_string())?;
-        // Read at every session: the daemon rewrites the block when the member list changes.
-        let profile = self.cfg.block.as_ref().map(|p| {
-            ha_persist::read_block(p)
-                .map(|b| b.profile())
-                .map_err(|e| format!("this member cannot read its configuration block: {e}"))
-        });
         let how = Receiving {
             allow_special_modes: self.cfg.allow_special_modes,
             store_lock: Some(&self.store_lock),
-            profile: profile.as_ref(),
+            block: self.cfg.block.as_deref(),
         };
         let mut refusal = None;
         let res = {

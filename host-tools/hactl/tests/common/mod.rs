@@ -60,3 +60,30 @@ pub fn all_output(o: &Output) -> Vec<u8> {
     v.extend_from_slice(&o.stderr);
     v
 }
+
+/// `hactl provision` of member `serial` of the two-member cluster SN-A, SN-B into `out`, with
+/// `extra` options.
+pub fn provision_with(
+    key: &str,
+    serial: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "provision",
+        "--psk-file",
+        key,
+        "--serial",
+        serial,
+        "--cluster-id",
+        "4242",
+        "--member",
+        "SN-A=10.0.0.1:44240",
+        "--member",
+        "SN-B=10.0.0.2:44240",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    hactl(&args, b"")
+}
