@@ -95,6 +95,17 @@ impl PeerBook {
         self.peers.iter().find_map(|p| p.sync)
     }
 
+    /// The addresses known for `serial`, if it is a peer.
+    pub fn addresses(&self, serial: Serial) -> Option<MemberAddresses> {
+        self.peers
+            .iter()
+            .find(|p| p.serial == serial)
+            .map(|p| MemberAddresses {
+                probe: p.probe.clone(),
+                sync: p.sync,
+            })
+    }
+
     /// Adds `serial` with `addresses`, or replaces its addresses, and saves the list.
     /// Nothing changes when the save fails.
     pub fn upsert(&mut self, serial: Serial, addresses: &MemberAddresses) -> Result<(), String> {

@@ -44,6 +44,9 @@ impl MgmtServer {
                 format!("main link {main_link:?}: expected IPv4:PORT"),
             );
         };
+        if let Some(r) = self.member_add_again(s, addr, addresses) {
+            return r;
+        }
         self.change_members(
             |list| {
                 if list.iter().any(|m| m.serial == s) {
@@ -60,6 +63,50 @@ impl MgmtServer {
             },
             |peers| peers.upsert(s, addresses),
         )
+    }
+
+    /// A `MemberAdd` of a serial already in the configuration block: the same main link is
+    /// the same member asked again (a join retried after its answer was lost): its
+    /// addresses in the peer list are brought up to date if they differ, and the answer is
+    /// success without a member list change; another link is refused (the member would
+    /// have two). `None`: not a member yet (or no block to read: `change_members` says so).
+    fn member_add_again(
+        &self,
+        s: Serial,
+        addr: std::net::SocketAddrV4,
+        addresses: &MemberAddresses,
+    ) -> Option<Reply> {
+        let block = read_block(self.block_path.as_ref()?).ok()?;
+        let link = block.members.iter().find(|m| m.serial == s)?.main_link;
+        let serial = s.as_str();
+        let at = std::net::SocketAddrV4::new(link.ip.into(), link.port);
+        if at != addr {
+            return Some(err(
+                ErrorCode::Refused,
+                format!(
+                    "{serial} is already a member, at {at} (not {addr}): remove it first \
+                     (`hactl cluster remove {serial}`) to give it another link"
+                ),
+            ));
+        }
+        let mut sh = self.shared();
+        let known = sh.peers.addresses(s);
+        if known.as_ref() == Some(addresses) {
+            return Some(Reply::Done {
+                message: format!("{serial} is already a member at {at}: nothing changed"),
+            });
+        }
+        Some(match sh.peers.upsert(s, addresses) {
+            Ok(()) => Reply::Done {
+                message: format!(
+                    "{serial} is already a member at {at}: its addresses are brought up to date"
+                ),
+            },
+            Err(e) => err(
+                ErrorCode::Internal,
+                format!("{serial} is already a member, but its addresses were not saved: {e}"),
+            ),
+        })
     }
 
     /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).

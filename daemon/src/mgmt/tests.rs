@@ -783,11 +783,59 @@ fn member_remove_then_add_reach_the_controller_the_block_and_the_probe_list() {
         "key unchanged"
     );
 
+    // The same add again (a join retried after its answer was lost): success, nothing sent
+    // to the controller; with new addresses, only the peer list changes.
+    let (_, r) = ask(
+        &srv,
+        Request::MemberAdd {
+            serial: "SN-C".into(),
+            main_link: "10.0.0.3:44240".into(),
+            addresses: with_addresses.clone(),
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Done { message } if message.contains("nothing changed")),
+        "{r:?}"
+    );
+    let moved = ha_mgmt_api::MemberAddresses {
+        probe: vec![std::net::Ipv4Addr::new(10, 1, 0, 23)],
+        ..with_addresses.clone()
+    };
+    let (_, r) = ask(
+        &srv,
+        Request::MemberAdd {
+            serial: "SN-C".into(),
+            main_link: "10.0.0.3:44240".into(),
+            addresses: moved.clone(),
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Done { message } if message.contains("brought up to date")),
+        "{r:?}"
+    );
+    assert_eq!(targets("SN-C"), moved.probe);
+    // Another link for a member is refused, and changes nothing.
+    let (_, r) = ask(
+        &srv,
+        Request::MemberAdd {
+            serial: "SN-C".into(),
+            main_link: "10.0.0.33:44240".into(),
+            addresses: with_addresses.clone(),
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Error(e) if e.code == ErrorCode::Refused && e.message.contains("at 10.0.0.3:44240")),
+        "{r:?}"
+    );
+    assert_eq!(targets("SN-C"), moved.probe);
+    assert_eq!(serials(&path), ["SN-A", "SN-C"]);
+
     drop(srv);
     let lists = ctl.join().expect("controller");
     assert_eq!(
         lists,
-        vec![vec!["SN-A".to_string()], vec!["SN-A".into(), "SN-C".into()]]
+        vec![vec!["SN-A".to_string()], vec!["SN-A".into(), "SN-C".into()]],
+        "a repeated add sends no member list"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

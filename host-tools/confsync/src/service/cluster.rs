@@ -147,9 +147,9 @@ impl Service {
             addresses: ha.addresses.clone(),
         };
         match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(&req, |_| {})) {
+            // Also a join tried again (its answer was lost): the daemon answers an add of a
+            // member it has at the same link with success.
             Ok(Reply::Done { .. }) => Ok(()),
-            // A join tried again (its answer was lost): the list already holds it.
-            Err(ClientError::Api(e)) if e.message.ends_with("is already a member") => Ok(()),
             Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Err(format!(
                 "the HA member list refused {serial}: {}",
                 e.message
