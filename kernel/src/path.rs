@@ -154,13 +154,16 @@ impl KernelPath {
         }
         // An update reports only what changed of the TCP state, helper and sequence
         // adjustment: the rest is what was known.
-        let known = self
-            .mirror
-            .get(&k)
-            .or_else(|| self.young_get(&k).map(|(_, p)| p));
+        let known = (kind == CtEventKind::Update)
+            .then(|| {
+                self.mirror
+                    .get(&k)
+                    .or_else(|| self.young_get(&k).map(|(_, p)| p))
+            })
+            .flatten();
         let e = &match known {
-            Some(known) if kind == CtEventKind::Update => e.completed_by(known),
-            _ => *e,
+            Some(known) => e.completed_by(known),
+            None => *e,
         };
         match self.verdict(e, now) {
             Verdict::Sync => {
@@ -185,28 +188,25 @@ impl KernelPath {
         self.mirror.get(&(x.master, x.zone)).is_some()
     }
 
-    fn apply(
-        changes: Vec<Change<CtEntry>>,
-        exp_changes: Vec<Change<CtExpect>>,
-        tables: &mut Tables,
-        now: Millis,
-    ) -> Vec<ItemKey> {
-        let mut keys: Vec<ItemKey> = changes
-            .into_iter()
-            .map(|c| match c {
-                Change::Upsert(e) => {
-                    let (k, v) = to_item(&e, now);
-                    tables.upsert_kernel_conn(k, v);
-                    ItemKey::KernelConn(k)
-                }
-                Change::Remove((orig, zone)) => {
-                    let k = key_of(&orig, zone);
-                    tables.remove_kernel_conn(&k);
-                    ItemKey::KernelConn(k)
-                }
-            })
-            .collect();
-        keys.extend(exp_changes.into_iter().map(|c| match c {
+    /// One entry's change made in `tables`; its key for the sync engine.
+    fn apply_entry(c: Change<CtEntry>, tables: &mut Tables, now: Millis) -> ItemKey {
+        match c {
+            Change::Upsert(e) => {
+                let (k, v) = to_item(&e, now);
+                tables.upsert_kernel_conn(k, v);
+                ItemKey::KernelConn(k)
+            }
+            Change::Remove((orig, zone)) => {
+                let k = key_of(&orig, zone);
+                tables.remove_kernel_conn(&k);
+                ItemKey::KernelConn(k)
+            }
+        }
+    }
+
+    /// One expectation's change made in `tables`; its key for the sync engine.
+    fn apply_expect(c: Change<CtExpect>, tables: &mut Tables, now: Millis) -> ItemKey {
+        match c {
             Change::Upsert(e) => {
                 let (k, v) = exp_to_item(&e, now);
                 tables.upsert_kernel_expect(k, v);
@@ -217,7 +217,24 @@ impl KernelPath {
                 tables.remove_kernel_expect(&k);
                 ItemKey::KernelExpect(k)
             }
-        }));
+        }
+    }
+
+    fn apply(
+        changes: Vec<Change<CtEntry>>,
+        exp_changes: Vec<Change<CtExpect>>,
+        tables: &mut Tables,
+        now: Millis,
+    ) -> Vec<ItemKey> {
+        let mut keys: Vec<ItemKey> = changes
+            .into_iter()
+            .map(|c| Self::apply_entry(c, tables, now))
+            .collect();
+        keys.extend(
+            exp_changes
+                .into_iter()
+                .map(|c| Self::apply_expect(c, tables, now)),
+        );
         keys
     }
 
@@ -226,22 +243,26 @@ impl KernelPath {
     /// expectations, so the peer hears of a master before what it announced.
     /// Entries the selection ([`KernelPath::with_selection`]) skips are not sent (and removed
     /// from the peer if it had them); young ones wait for [`KernelPath::on_tick`].
+    /// Each event is applied as it is read (no list of changes in between: one copy of
+    /// each entry less, at 100,000 events a second).
     pub fn on_events(&mut self, events: &Events, tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
-        let changes = events
-            .entries
-            .iter()
-            .filter_map(|ev| self.select_event(ev.kind, &ev.entry, now))
-            .collect();
-        let mut exp_changes = Vec::new();
+        let mut keys = Vec::with_capacity(events.entries.len() + events.expects.len());
+        for ev in &events.entries {
+            if let Some(c) = self.select_event(ev.kind, &ev.entry, now) {
+                keys.push(Self::apply_entry(c, tables, now));
+            }
+        }
         for ev in &events.expects {
             let kind = if ev.kind != CtEventKind::Destroy && !self.master_told(&ev.exp) {
                 CtEventKind::Destroy
             } else {
                 ev.kind
             };
-            exp_changes.extend(self.exp_mirror.on_event(kind, &ev.exp));
+            if let Some(c) = self.exp_mirror.on_event(kind, &ev.exp) {
+                keys.push(Self::apply_expect(c, tables, now));
+            }
         }
-        Self::apply(changes, exp_changes, tables, now)
+        keys
     }
 
     /// Active: the entries these events changed without saying so, which the caller must read

@@ -26,8 +26,12 @@ pub const EVENT_WAIT: Duration = Duration::from_millis(10);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// How often young entries are looked at (the minimum age's resolution).
 pub const TICK: Duration = Duration::from_secs(1);
-/// Datagrams read per lock of the core (each holds several events).
-pub const EVENTS_PER_LOCK: usize = 64;
+/// Receives (each up to `ha_kernel::conntrack::socket::EVENT_SLOTS` datagrams) per lock of
+/// the core, while fewer than [`EVENTS_PER_LOCK`] events are in hand.
+pub const RECEIVES_PER_LOCK: usize = 64;
+/// Events read per lock of the core at most (beyond one receive): the sync thread takes the
+/// same lock to send them.
+pub const EVENTS_PER_LOCK: usize = 1024;
 
 /// A running event thread.
 pub struct EventThread {
@@ -190,7 +194,7 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
     while !halt() {
         batch.clear();
         let mut overrun = false;
-        for i in 0..EVENTS_PER_LOCK {
+        for i in 0..RECEIVES_PER_LOCK {
             let wait = if i == 0 { EVENT_WAIT } else { Duration::ZERO };
             let before = batch.len();
             match ev.recv_events(wait, &mut batch) {
@@ -201,7 +205,7 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
                 }
                 Err(e) => return Err(e),
             }
-            if batch.len() == before {
+            if batch.len() == before || batch.len() >= EVENTS_PER_LOCK {
                 break;
             }
         }
