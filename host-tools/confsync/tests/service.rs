@@ -502,13 +502,19 @@ fn a_standby_that_is_behind_reports_a_sync_problem_not_a_collision() {
 struct MembersDaemon {
     added: std::sync::Mutex<Vec<(String, String, MemberAddresses)>>,
     refuse: AtomicBool,
+    /// Passive instead of active.
+    passive: AtomicBool,
 }
 
 impl server::Backend for MembersDaemon {
     fn mode(&self) -> Reply {
         Reply::Mode(ModeReport {
             serial: "SN-A".into(),
-            mode: Mode::Active,
+            mode: if self.passive.load(Ordering::Relaxed) {
+                Mode::Passive
+            } else {
+                Mode::Active
+            },
             forced: Forced::None,
             since: 0,
             paused: false,
@@ -528,18 +534,30 @@ impl server::Backend for MembersDaemon {
     }
 }
 
-#[test]
-fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = key_file(dir.path(), KEY);
-    let dsock = dir.path().join("mgmt.sock");
-    let daemon = Arc::new(MembersDaemon::default());
+/// A [`MembersDaemon`] served on `dir/name` (passive or active), and its stop flag and thread.
+type Served = (
+    std::path::PathBuf,
+    Arc<MembersDaemon>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+);
+
+fn serve_members_daemon(dir: &std::path::Path, name: &str, passive: bool) -> Served {
+    let sock = dir.join(name);
+    let d = Arc::new(MembersDaemon::default());
+    d.passive.store(passive, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let t = server::serve(server::bind(&dsock).unwrap(), daemon.clone(), stop.clone()).unwrap();
+    let t = server::serve(server::bind(&sock).unwrap(), d.clone(), stop.clone()).unwrap();
+    (sock, d, stop, t)
+}
+
+/// An active member "SN-A" whose role comes from the daemon at `sock`, with a published
+/// revision and a cluster created; and its sync receiver's address.
+fn active_with_cluster(sock: &std::path::Path, psk_file: &str) -> (Member, String) {
     let la = TcpListener::bind("127.0.0.1:0").unwrap();
     let a_addr = la.local_addr().unwrap().to_string();
     let a = common::member_with("SN-A", Role::Active, la, vec![], |c| {
-        c.role = RoleSource::Daemon(dsock.clone());
+        c.role = RoleSource::Daemon(sock.to_path_buf());
     });
     a.store(Role::Active)
         .write("filter/main.conf", b"rules\n")
@@ -547,8 +565,17 @@ fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole
     a.call(Request::ConfigPublish { comment: None }).unwrap();
     done(a.call(Request::ClusterCreate {
         cluster_id: CLUSTER,
-        psk_file: good.clone(),
+        psk_file: psk_file.to_string(),
     }));
+    (a, a_addr)
+}
+
+#[test]
+fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = key_file(dir.path(), KEY);
+    let (dsock, daemon, stop, t) = serve_members_daemon(dir.path(), "mgmt.sock", false);
+    let (a, a_addr) = active_with_cluster(&dsock, &good);
     let ha = HaMember {
         main_link: "10.0.0.2:44240".into(),
         addresses: MemberAddresses {
@@ -601,4 +628,76 @@ fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole
     assert_eq!(daemon.added.lock().unwrap().len(), 1);
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
+}
+
+#[test]
+fn a_third_member_enters_every_members_ha_list_through_the_cluster_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = key_file(dir.path(), KEY);
+    let (sock_a, daemon_a, stop_a, ta) = serve_members_daemon(dir.path(), "a.sock", false);
+    let (sock_b, daemon_b, stop_b, tb) = serve_members_daemon(dir.path(), "b.sock", true);
+    let (_a, a_addr) = active_with_cluster(&sock_a, &good);
+    let ha = |last: u8| HaMember {
+        main_link: format!("10.0.0.{last}:44240"),
+        addresses: MemberAddresses {
+            probe: vec![format!("10.1.0.{last}").parse().unwrap()],
+            sync: Some(format!("10.9.0.{last}").parse().unwrap()),
+        },
+    };
+    let b = common::member_with(
+        "SN-B",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+        |c| c.role = RoleSource::Daemon(sock_b.clone()),
+    );
+    done(b.call(Request::ClusterJoin {
+        peer: a_addr.clone(),
+        psk_file: good.clone(),
+        ha: Some(ha(2)),
+    }));
+    // C joins through A with only A's address: A's daemon adds it as it answers, B's when
+    // B receives the new cluster document; nobody points at B's daemon.
+    let c = member(
+        "SN-C",
+        Role::Standby,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![],
+    );
+    done(c.call(Request::ClusterJoin {
+        peer: a_addr,
+        psk_file: good,
+        ha: Some(ha(3)),
+    }));
+    let added = |d: &MembersDaemon| -> Vec<String> {
+        d.added
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.0.clone())
+            .collect()
+    };
+    assert_eq!(added(&daemon_a), ["SN-B", "SN-C"]);
+    let mut b_added = Vec::new();
+    for _ in 0..250 {
+        b_added = added(&daemon_b);
+        if !b_added.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b_added, ["SN-C"], "B adds the newcomer, never itself");
+    assert_eq!(
+        daemon_b.added.lock().unwrap()[0],
+        ("SN-C".to_string(), ha(3).main_link, ha(3).addresses)
+    );
+    // B's configuration peers follow the document too: after a takeover it would push to
+    // both others.
+    let mut peers: Vec<String> = b.svc.peer_list().into_iter().map(|p| p.serial).collect();
+    peers.sort();
+    assert_eq!(peers, ["SN-A", "SN-C"]);
+    for (stop, t) in [(stop_a, ta), (stop_b, tb)] {
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
 }

@@ -284,12 +284,14 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         psk_file: PathBuf,
         /// This member's main HA link (IP:PORT): the active member at --peer adds it to its
-        /// HA member list (controller and configuration block) as it answers the join, and
-        /// so does every --member-socket daemon.
+        /// HA member list (controller and configuration block) as it answers the join; every
+        /// other member whose configuration service knows its daemon does the same when the
+        /// new cluster document reaches it.
         #[arg(long)]
         ha_address: Option<String>,
-        /// The management socket of another member already in the cluster (on this machine);
-        /// repeat for each. Not needed for the active member at --peer.
+        /// The management socket of another member's daemon to add this member to directly
+        /// (on this machine); repeat for each. Only for a member whose configuration service
+        /// runs without its daemon's socket.
         #[arg(long = "member-socket", requires = "ha_address")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]

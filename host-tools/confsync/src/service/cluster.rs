@@ -27,6 +27,11 @@ pub struct ClusterDoc {
     pub cluster_id: u32,
     /// Every member: serial and sync receiver address.
     pub members: Vec<(String, String)>,
+    /// The HA link and data-plane addresses of every member that joined with them
+    /// (`hactl cluster join --ha-address`), by serial: each other member's service adds
+    /// them to its own daemon's HA member list when it receives the document.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ha: std::collections::BTreeMap<String, HaMember>,
 }
 
 impl Service {
@@ -119,6 +124,7 @@ impl Service {
             if let Err(e) = self.add_to_ha_members(serial, ha) {
                 return refuse(e);
             }
+            doc.ha.insert(serial.to_string(), ha.clone());
         }
         if let Err(e) = self.publish_doc(&doc, format!("{serial} joins")) {
             if !matches!(e, StoreError::NothingToPublish) {
@@ -129,6 +135,34 @@ impl Service {
         SyncMsg::Joined {
             cluster_id: doc.cluster_id,
             members: doc.members,
+        }
+    }
+
+    /// After a revision came in (this member is not the active one): the cluster document
+    /// it holds now names this member's peers, and every member that joined with its HA
+    /// link goes into this member's HA member list through its daemon (a member already
+    /// there at the same link is no change for the daemon). So a third member needs no
+    /// socket of the others: the active member records it, the others follow. What fails
+    /// is logged; the next revision tries again.
+    pub(super) fn follow_received_doc(&self) {
+        let doc = match self.cluster_doc() {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                self.events
+                    .push(EventKind::Members, None, format!("cluster document: {e}"));
+                return;
+            }
+        };
+        self.follow_doc(&doc);
+        if !matches!(self.cfg.role, RoleSource::Daemon(_)) {
+            return;
+        }
+        let me = self.me();
+        for (serial, ha) in doc.ha.iter().filter(|(s, _)| **s != me) {
+            if let Err(e) = self.add_to_ha_members(serial, ha) {
+                self.events.push(EventKind::Members, Some(serial), e);
+            }
         }
     }
 
@@ -202,6 +236,7 @@ impl Service {
         let doc = ClusterDoc {
             cluster_id,
             members: vec![(self.me(), addr)],
+            ha: Default::default(),
         };
         match self.publish_doc(&doc, "cluster created".into()) {
             Ok(rev) => Reply::Done {
@@ -292,6 +327,7 @@ impl Service {
             };
             let before = doc.members.len();
             doc.members.retain(|(s, _)| *s != serial);
+            doc.ha.remove(&serial);
             if doc.members.len() == before {
                 return error(ErrorCode::NotFound, format!("{serial} is not a member"));
             }

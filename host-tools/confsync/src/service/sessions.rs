@@ -161,6 +161,7 @@ impl Service {
         let who = peer.clone().unwrap_or_else(|| from.clone());
         match res {
             Ok(Received::Revision(rev)) => {
+                self.follow_received_doc();
                 if let Some(rec) = self.records().get_mut(&who) {
                     rec.last_sync = Some(now_s());
                     rec.problem = None;
@@ -187,13 +188,18 @@ impl Service {
                     Some(&serial),
                     format!("{serial} joined the cluster (sync address {addr})"),
                 );
-                // The newcomer receives the cluster's configuration right away.
-                let peer = PeerAddr {
-                    serial: serial.clone(),
-                    addr,
-                };
+                // The newcomer receives the cluster's configuration right away, and every
+                // other member the new cluster document (and with it the newcomer's HA
+                // link, which each adds to its own HA member list).
+                let mut peers = self.peer_list();
+                if !peers.iter().any(|p| p.serial == serial) {
+                    peers.push(PeerAddr {
+                        serial: serial.clone(),
+                        addr,
+                    });
+                }
                 let mut sink = |_: &Reply| Ok(());
-                let _ = self.sync_peers(vec![peer], &mut sink);
+                let _ = self.sync_peers(peers, &mut sink);
                 Ok(Session::Joined(serial))
             }
             Ok(Received::Join { serial, .. }) => {
