@@ -427,7 +427,20 @@ fn run_in(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Member a first, and b once a holds the addresses: both start as backups with
+    // `nopreempt`, so a b whose master-down timer ran out first (a started late on a busy
+    // machine) would stay master for good (session 25: one run in about ten).
+    let t = Instant::now();
     for (i, m) in ["a", "b"].iter().enumerate() {
+        while i == 1 && master(env) != Some(0) {
+            if t.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "kernel-ha: keepalived did not make member a master (holder: {:?})",
+                    master(env)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let d = &dirs[i];
         let arg = |f: &str| d.join(f).display().to_string();
         env.spawn(
@@ -449,8 +462,7 @@ fn run_in(
             false,
         )?;
     }
-    // Member a (higher priority) becomes master; its notify script has run its steps.
-    let t = Instant::now();
+    // Member a (higher priority) stays master; its notify script has run its steps.
     loop {
         if master(env) == Some(0) && notified(&dirs[0], "done -B", 0).is_some() {
             break;
