@@ -110,8 +110,17 @@ impl MgmtServer {
     }
 
     /// Removes `serial` from the member list (see [`MgmtServer::change_members`]).
+    /// A serial that is not in the list is [`ErrorCode::NotFound`] (a follower of the cluster
+    /// document tells it from a refusal).
     pub(super) fn member_remove(&self, serial: &str) -> Reply {
         let me = self.shared().serial;
+        let listed = match self.block_path.as_deref().map(read_block) {
+            Some(Ok(b)) => Some(b.members.iter().any(|m| m.serial.as_str() == serial)),
+            _ => None,
+        };
+        if listed == Some(false) {
+            return err(ErrorCode::NotFound, format!("{serial} is not a member"));
+        }
         self.change_members(
             |list| {
                 if me.as_str() == serial {

@@ -694,7 +694,7 @@ fn member_remove_then_add_reach_the_controller_the_block_and_the_probe_list() {
             Request::MemberRemove {
                 serial: "SN-Q".into(),
             },
-            ErrorCode::Refused,
+            ErrorCode::NotFound,
         ),
         (
             Request::MemberAdd {

@@ -504,6 +504,8 @@ struct MembersDaemon {
     refuse: AtomicBool,
     /// Passive instead of active.
     passive: AtomicBool,
+    /// Serials removed (`member_remove`).
+    removed: std::sync::Mutex<Vec<String>>,
 }
 
 impl server::Backend for MembersDaemon {
@@ -530,6 +532,12 @@ impl server::Backend for MembersDaemon {
             .push((serial, main_link, addresses));
         Reply::Done {
             message: "added".into(),
+        }
+    }
+    fn member_remove(&self, serial: String) -> Reply {
+        self.removed.lock().unwrap().push(serial);
+        Reply::Done {
+            message: "removed".into(),
         }
     }
 }
@@ -631,12 +639,12 @@ fn a_join_with_its_ha_link_enters_the_active_members_ha_list_or_is_refused_whole
 }
 
 #[test]
-fn a_third_member_enters_every_members_ha_list_through_the_cluster_document() {
+fn a_third_member_enters_and_leaves_every_members_ha_list_through_the_cluster_document() {
     let dir = tempfile::tempdir().unwrap();
     let good = key_file(dir.path(), KEY);
     let (sock_a, daemon_a, stop_a, ta) = serve_members_daemon(dir.path(), "a.sock", false);
     let (sock_b, daemon_b, stop_b, tb) = serve_members_daemon(dir.path(), "b.sock", true);
-    let (_a, a_addr) = active_with_cluster(&sock_a, &good);
+    let (a, a_addr) = active_with_cluster(&sock_a, &good);
     let ha = |last: u8| HaMember {
         main_link: format!("10.0.0.{last}:44240"),
         addresses: MemberAddresses {
@@ -696,6 +704,24 @@ fn a_third_member_enters_every_members_ha_list_through_the_cluster_document() {
     let mut peers: Vec<String> = b.svc.peer_list().into_iter().map(|p| p.serial).collect();
     peers.sort();
     assert_eq!(peers, ["SN-A", "SN-C"]);
+
+    // C goes: out of A's HA member list as A's service removes it, out of B's when B
+    // receives the document without it.
+    done(a.call(Request::ClusterRemove {
+        serial: "SN-C".into(),
+    }));
+    assert_eq!(*daemon_a.removed.lock().unwrap(), ["SN-C"]);
+    let mut b_removed = Vec::new();
+    for _ in 0..250 {
+        b_removed = daemon_b.removed.lock().unwrap().clone();
+        if !b_removed.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b_removed, ["SN-C"]);
+    let peers: Vec<String> = b.svc.peer_list().into_iter().map(|p| p.serial).collect();
+    assert_eq!(peers, ["SN-A"]);
     for (stop, t) in [(stop_a, ta), (stop_b, tb)] {
         stop.store(true, Ordering::Relaxed);
         t.join().unwrap();

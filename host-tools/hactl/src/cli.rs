@@ -310,8 +310,11 @@ pub(crate) enum ClusterCmd {
         /// Its serial.
         #[arg(long)]
         serial: String,
-        /// The management socket of a remaining member whose HA member list (controller and
-        /// configuration block) drops it; repeat for each.
+        /// The management socket of a remaining member's daemon to drop it from directly (on
+        /// this machine); repeat for each. The active member's configuration service drops it
+        /// from its own daemon's HA member list, and every other member's service does when
+        /// the new cluster document reaches it: only for a member whose service runs without
+        /// its daemon's socket.
         #[arg(long = "member-socket")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]

@@ -58,6 +58,19 @@ impl Client {
             })
     }
 
+    /// Sends `req` and returns its final reply, or the service's error reply as it is (to
+    /// act on its code); only a failure to talk to the service is a [`Failure`].
+    pub fn call_api(
+        &mut self,
+        req: &Request,
+    ) -> Result<std::result::Result<Reply, ha_mgmt_api::ApiError>> {
+        match self.inner.call(req, |_| {}) {
+            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Ok(Err(e)),
+            Ok(r) => Ok(Ok(r)),
+            Err(e) => Err(failure(e)),
+        }
+    }
+
     /// Sends `req` and returns its final reply, handing every streamed line to `on_stream`.
     /// An error reply becomes a [`Failure`].
     pub fn call(&mut self, req: &Request, on_stream: impl FnMut(&Reply)) -> Result<Reply> {

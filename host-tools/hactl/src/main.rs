@@ -344,15 +344,23 @@ fn run(cli: Cli) -> Result<()> {
                 false,
                 human,
             )?;
+            // The active member's service took it out of its own daemon's list and the
+            // others follow the document: a listed daemon that no longer has it is done.
             for p in &member_sockets {
-                live(
-                    p,
-                    Request::MemberRemove {
-                        serial: serial.clone(),
-                    },
-                    false,
-                    human,
-                )?;
+                let req = Request::MemberRemove {
+                    serial: serial.clone(),
+                };
+                match Client::connect(p)?.call_api(&req)? {
+                    Ok(reply) => {
+                        if let Some(t) = human(&reply) {
+                            print!("{t}");
+                        }
+                    }
+                    Err(e) if e.code == ha_mgmt_api::ErrorCode::NotFound => {
+                        println!("{serial} is not in {}'s HA member list", p.display())
+                    }
+                    Err(e) => return Err(client::api_failure(e.code, &e.message)),
+                }
             }
             Ok(())
         }

@@ -144,7 +144,7 @@ impl Service {
     /// there at the same link is no change for the daemon). So a third member needs no
     /// socket of the others: the active member records it, the others follow. What fails
     /// is logged; the next revision tries again.
-    pub(super) fn follow_received_doc(&self) {
+    pub(super) fn follow_received_doc(&self, before: Option<&ClusterDoc>) {
         let doc = match self.cluster_doc() {
             Ok(Some(d)) => d,
             Ok(None) => return,
@@ -163,6 +163,41 @@ impl Service {
             if let Err(e) = self.add_to_ha_members(serial, ha) {
                 self.events.push(EventKind::Members, Some(serial), e);
             }
+        }
+        // Members the document no longer lists leave this member's HA member list too.
+        let gone = before
+            .into_iter()
+            .flat_map(|b| &b.members)
+            .filter(|(s, _)| *s != me && !doc.members.iter().any(|(now, _)| now == s));
+        for (serial, _) in gone {
+            if let Err(e) = self.remove_from_ha_members(serial) {
+                self.events.push(EventKind::Members, Some(serial), e);
+            }
+        }
+    }
+
+    /// Removes `serial` from this member's HA member list through its daemon
+    /// (`MemberRemove`); one the list does not hold is no error.
+    fn remove_from_ha_members(&self, serial: &str) -> Result<(), String> {
+        let RoleSource::Daemon(sock) = &self.cfg.role else {
+            return Err("this member's service has no daemon to remove it from".into());
+        };
+        let req = Request::MemberRemove {
+            serial: serial.to_string(),
+        };
+        match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(&req, |_| {})) {
+            Ok(Reply::Done { .. }) => Ok(()),
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(()),
+            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Err(format!(
+                "the HA member list refused to drop {serial}: {}",
+                e.message
+            )),
+            Ok(other) => Err(format!(
+                "the daemon answered {other:?} to removing {serial}"
+            )),
+            Err(e) => Err(format!(
+                "cannot reach this member's daemon to remove {serial}: {e}"
+            )),
         }
     }
 
@@ -330,6 +365,14 @@ impl Service {
             doc.ha.remove(&serial);
             if doc.members.len() == before {
                 return error(ErrorCode::NotFound, format!("{serial} is not a member"));
+            }
+            // Out of this member's HA member list first (controller and block, through its
+            // daemon); refused there, the removal is refused whole. The other members
+            // follow the document.
+            if matches!(self.cfg.role, RoleSource::Daemon(_)) {
+                if let Err(e) = self.remove_from_ha_members(&serial) {
+                    return error(ErrorCode::Refused, e);
+                }
             }
             match self.publish_doc(&doc, format!("{serial} removed")) {
                 Ok(r) => (doc, r),

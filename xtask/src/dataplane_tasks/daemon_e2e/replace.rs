@@ -1,7 +1,7 @@
 //! The member-replacement phase of the tcp-survival e2e (SPEC A6): the members form a cluster
 //! with `hactl cluster create/join` before the crash; after it, the survivor removes the
-//! dead member (`hactl cluster remove --member-socket`: the membership document and the HA
-//! member list of its controller and block), and a replacement with a new serial, holding
+//! dead member (`hactl cluster remove`: the membership document, and through the survivor's
+//! configuration service the HA member list of its controller and block), and a replacement with a new serial, holding
 //! only the cluster's current key and the survivor's sync address, enrols (`hactl cluster
 //! enroll`: its block from the survivor's settings), boots in the dead member's place and
 //! joins (`hactl cluster join --ha-address`: the survivor's service adds it to the
@@ -101,17 +101,14 @@ fn members_of(sock: &Path, b: &dyn Fn(&str) -> String) -> Result<Vec<(String, St
 pub(super) fn replace(env: &mut Env, c: &Cluster, dead: usize) -> Result {
     let survivor = 1 - dead;
     let b = c.b;
-    // The failed member goes: membership document and the survivor's HA member list.
-    run(c
-        .hactl(&c.socks[survivor], &c.csock(survivor))
-        .args([
-            "cluster",
-            "remove",
-            "--serial",
-            c.serials[dead],
-            "--member-socket",
-        ])
-        .arg(&c.socks[survivor]))?;
+    // The failed member goes: the membership document and, through the survivor's
+    // configuration service alone, the survivor's HA member list.
+    run(c.hactl(&c.socks[survivor], &c.csock(survivor)).args([
+        "cluster",
+        "remove",
+        "--serial",
+        c.serials[dead],
+    ]))?;
     let now = members_of(&c.socks[survivor], b)?;
     if now.len() != 1 || now[0].0 != c.serials[survivor] {
         return Err(format!(
