@@ -289,9 +289,10 @@ pub(crate) enum ClusterCmd {
         /// new cluster document reaches it.
         #[arg(long)]
         ha_address: Option<String>,
-        /// The management socket of another member's daemon to add this member to directly
-        /// (on this machine); repeat for each. Only for a member whose configuration service
-        /// runs without its daemon's socket.
+        /// Also add this member directly to the HA member list of the daemon at this
+        /// management socket (on this machine); repeat for each. Needed only for a member
+        /// whose configuration service runs without --daemon-socket: the others add it when
+        /// the new cluster document reaches them.
         #[arg(long = "member-socket", requires = "ha_address")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]
@@ -310,11 +311,10 @@ pub(crate) enum ClusterCmd {
         /// Its serial.
         #[arg(long)]
         serial: String,
-        /// The management socket of a remaining member's daemon to drop it from directly (on
-        /// this machine); repeat for each. The active member's configuration service drops it
-        /// from its own daemon's HA member list, and every other member's service does when
-        /// the new cluster document reaches it: only for a member whose service runs without
-        /// its daemon's socket.
+        /// Also drop it directly from the HA member list of the daemon at this management
+        /// socket (on this machine); repeat for each. Needed only for a member whose
+        /// configuration service runs without --daemon-socket: the others drop it when the
+        /// new cluster document reaches them.
         #[arg(long = "member-socket")]
         member_sockets: Vec<PathBuf>,
         #[command(flatten)]

@@ -336,6 +336,15 @@ fn print_outcome(name: &str, r: &Outcome, rounds: u32) {
         "kernel-ha({name}): CPU used during the churn ({wall:.1} s wall, {cores} cores): {}",
         cpu.join(", ")
     );
+    // An experiment must never pass for the default figure.
+    if let Ok(Some(n)) = super::env::controller_nice() {
+        if name == "ours" {
+            println!(
+                "kernel-ha({name}): our QEMU controllers ran at niceness {n} \
+                 (HA_CONTROLLER_NICE): a stand-in for their own chip, not the default figure"
+            );
+        }
+    }
 }
 
 /// After the crash (at `killed_ms`, with the load's mark set): waits two send intervals
