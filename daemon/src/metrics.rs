@@ -392,6 +392,9 @@ pub fn spawn(
         bound,
         crate::spawn_named("ha-metrics", move || {
             while !stop.load(Ordering::Relaxed) {
+                if !ha_mgmt_api::server::wait_for_client(&l, Duration::from_millis(100)) {
+                    continue;
+                }
                 match l.accept() {
                     Ok((s, _)) => {
                         let _ = s.set_nonblocking(false);
@@ -399,9 +402,7 @@ pub fn spawn(
                             eprintln!("ha-daemon: metrics: {e}");
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         eprintln!("ha-daemon: metrics: {e}");
                         std::thread::sleep(Duration::from_millis(100));

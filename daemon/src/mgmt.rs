@@ -418,6 +418,9 @@ impl MgmtServer {
         listener.set_nonblocking(true)?;
         Ok(crate::spawn_named("ha-mgmt", move || {
             while !stop.load(Ordering::Relaxed) {
+                if !ha_mgmt_api::server::wait_for_client(&listener, Duration::from_millis(100)) {
+                    continue;
+                }
                 match listener.accept() {
                     Ok((s, _)) => {
                         let me = self.clone();
@@ -426,9 +429,7 @@ impl MgmtServer {
                             let _ = me.serve_client(s);
                         });
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }

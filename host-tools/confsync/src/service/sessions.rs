@@ -25,7 +25,8 @@ use crate::wire::Wire;
 /// newcomer's join: `MAX_MEMBERS` covers the largest cluster. A connection beyond that is
 /// closed at once and logged.
 pub const MAX_SESSIONS: usize = MAX_MEMBERS;
-/// How often the receiver looks for a new connection or a stop request.
+/// How often the receiver looks at its stop flag (a connection is accepted the moment it
+/// comes: `ha_mgmt_api::server::wait_for_client`).
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
 /// How many sessions at once, and the deadlines of each.
@@ -72,8 +73,12 @@ impl Service {
             .name("confsync-accept".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
+                    if !ha_mgmt_api::server::wait_for_client(&listener, ACCEPT_POLL) {
+                        continue;
+                    }
                     match listener.accept() {
                         Ok((s, _)) => svc.start_session(s),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(_) => std::thread::sleep(ACCEPT_POLL),
                     }
                 }
