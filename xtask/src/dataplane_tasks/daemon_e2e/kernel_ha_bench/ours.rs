@@ -93,8 +93,8 @@ pub(super) fn run(
             ("sensor simulators", pids(&["boardsim-a", "boardsim-b"])),
         ];
         // Its daemon's synced table, the like-for-like of conntrackd's external cache
-        // (answered by the daemon alone, through its management socket; refreshed every
-        // 100 ms, which can only make ours look slower).
+        // (answered by the daemon alone, through its management socket; the sync thread
+        // refreshes it every 10 ms, which can only make ours look slower).
         let synced_table = || {
             forwarding(&s.socks[survivor], Duration::from_secs(1))
                 .and_then(|f| f.table_connections)
