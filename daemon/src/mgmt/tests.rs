@@ -785,14 +785,18 @@ fn member_remove_then_add_reach_the_controller_the_block_and_the_probe_list() {
 
     // The same add again (a join retried after its answer was lost): success, nothing sent
     // to the controller; with new addresses, only the peer list changes.
-    let (_, r) = ask(
-        &srv,
-        Request::MemberAdd {
-            serial: "SN-C".into(),
-            main_link: "10.0.0.3:44240".into(),
-            addresses: with_addresses.clone(),
-        },
-    );
+    let add_c = |main_link: &str, addresses: &ha_mgmt_api::MemberAddresses| {
+        ask(
+            &srv,
+            Request::MemberAdd {
+                serial: "SN-C".into(),
+                main_link: main_link.into(),
+                addresses: addresses.clone(),
+            },
+        )
+        .1
+    };
+    let r = add_c("10.0.0.3:44240", &with_addresses);
     assert!(
         matches!(&r, Reply::Done { message } if message.contains("nothing changed")),
         "{r:?}"
@@ -801,28 +805,14 @@ fn member_remove_then_add_reach_the_controller_the_block_and_the_probe_list() {
         probe: vec![std::net::Ipv4Addr::new(10, 1, 0, 23)],
         ..with_addresses.clone()
     };
-    let (_, r) = ask(
-        &srv,
-        Request::MemberAdd {
-            serial: "SN-C".into(),
-            main_link: "10.0.0.3:44240".into(),
-            addresses: moved.clone(),
-        },
-    );
+    let r = add_c("10.0.0.3:44240", &moved);
     assert!(
         matches!(&r, Reply::Done { message } if message.contains("brought up to date")),
         "{r:?}"
     );
     assert_eq!(targets("SN-C"), moved.probe);
     // Another link for a member is refused, and changes nothing.
-    let (_, r) = ask(
-        &srv,
-        Request::MemberAdd {
-            serial: "SN-C".into(),
-            main_link: "10.0.0.33:44240".into(),
-            addresses: with_addresses.clone(),
-        },
-    );
+    let r = add_c("10.0.0.33:44240", &with_addresses);
     assert!(
         matches!(&r, Reply::Error(e) if e.code == ErrorCode::Refused && e.message.contains("at 10.0.0.3:44240")),
         "{r:?}"

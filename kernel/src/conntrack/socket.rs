@@ -108,14 +108,10 @@ pub struct Ctnetlink {
 
 /// Reads up to [`EVENT_SLOTS`] datagrams into the slots of `buf` with one `recvmmsg`
 /// (`flags`: `MSG_WAITFORONE` waits for the first within the socket's timeout, then takes
-/// what is queued; `MSG_DONTWAIT` waits for none). Each read datagram as (slot, length,
-/// cut short). Nothing arrived in time: none. Written with libc: neither `netlink-sys` nor
+/// what is queued; `MSG_DONTWAIT` waits for none). Each read datagram, slot by slot from
+/// the first, as (length, cut short). Nothing arrived in time: none. Written with libc: neither `netlink-sys` nor
 /// the nix version in use offers `recvmmsg` on a raw file descriptor with a plain buffer.
-fn recv_many(
-    sock: &Socket,
-    buf: &mut [u8],
-    flags: i32,
-) -> Result<Vec<(usize, usize, bool)>, CtError> {
+fn recv_many(sock: &Socket, buf: &mut [u8], flags: i32) -> Result<Vec<(usize, bool)>, CtError> {
     use nix::libc;
     use std::os::fd::AsRawFd;
     let slots = (buf.len() / EVENT_SLOT).min(EVENT_SLOTS);
@@ -159,11 +155,9 @@ fn recv_many(
     }
     Ok(hdrs[..n as usize]
         .iter()
-        .enumerate()
-        .map(|(i, h)| {
+        .map(|h| {
             let len = (h.msg_len as usize).min(EVENT_SLOT);
-            let cut = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            (i, len, cut)
+            (len, h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
         })
         .collect())
 }
@@ -274,7 +268,7 @@ impl Ctnetlink {
         let got = recv_many(&self.sock, &mut self.slots, flags)?;
         let mut bad = 0;
         let fast = &mut self.fast_reads;
-        for &(slot, len, truncated) in &got {
+        for (slot, &(len, truncated)) in got.iter().enumerate() {
             if truncated {
                 return Err(CtError::Overrun);
             }

@@ -144,7 +144,10 @@ impl Service {
     /// there at the same link is no change for the daemon). So a third member needs no
     /// socket of the others: the active member records it, the others follow. What fails
     /// is logged; the next revision tries again.
-    pub(super) fn follow_received_doc(&self, before: Option<&ClusterDoc>) {
+    pub(super) fn follow_received_doc(&self) {
+        // The peers followed so far: the previous document's members (or, before the first
+        // document, the configured peers).
+        let before = self.peer_list();
         let doc = match self.cluster_doc() {
             Ok(Some(d)) => d,
             Ok(None) => return,
@@ -166,12 +169,11 @@ impl Service {
         }
         // Members the document no longer lists leave this member's HA member list too.
         let gone = before
-            .into_iter()
-            .flat_map(|b| &b.members)
-            .filter(|(s, _)| *s != me && !doc.members.iter().any(|(now, _)| now == s));
-        for (serial, _) in gone {
-            if let Err(e) = self.remove_from_ha_members(serial) {
-                self.events.push(EventKind::Members, Some(serial), e);
+            .iter()
+            .filter(|p| p.serial != me && !doc.members.iter().any(|(now, _)| *now == p.serial));
+        for p in gone {
+            if let Err(e) = self.remove_from_ha_members(&p.serial) {
+                self.events.push(EventKind::Members, Some(&p.serial), e);
             }
         }
     }
@@ -179,53 +181,54 @@ impl Service {
     /// Removes `serial` from this member's HA member list through its daemon
     /// (`MemberRemove`); one the list does not hold is no error.
     fn remove_from_ha_members(&self, serial: &str) -> Result<(), String> {
-        let RoleSource::Daemon(sock) = &self.cfg.role else {
-            return Err("this member's service has no daemon to remove it from".into());
-        };
         let req = Request::MemberRemove {
             serial: serial.to_string(),
         };
-        match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(&req, |_| {})) {
-            Ok(Reply::Done { .. }) => Ok(()),
-            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(()),
-            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Err(format!(
+        match self.ask_daemon(&req, "remove it from", &format!("removing {serial}"))? {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(format!(
                 "the HA member list refused to drop {serial}: {}",
                 e.message
-            )),
-            Ok(other) => Err(format!(
-                "the daemon answered {other:?} to removing {serial}"
-            )),
-            Err(e) => Err(format!(
-                "cannot reach this member's daemon to remove {serial}: {e}"
             )),
         }
     }
 
     /// Adds `serial` to this member's HA member list through its daemon (`MemberAdd`).
     fn add_to_ha_members(&self, serial: &str, ha: &HaMember) -> Result<(), String> {
-        let RoleSource::Daemon(sock) = &self.cfg.role else {
-            return Err(
-                "this member's service has no daemon to add the newcomer's HA link to \
-                 (--daemon-socket)"
-                    .into(),
-            );
-        };
         let req = Request::MemberAdd {
             serial: serial.to_string(),
             main_link: ha.main_link.clone(),
             addresses: ha.addresses.clone(),
         };
-        match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(&req, |_| {})) {
-            // Also a join tried again (its answer was lost): the daemon answers an add of a
-            // member it has at the same link with success.
-            Ok(Reply::Done { .. }) => Ok(()),
-            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Err(format!(
-                "the HA member list refused {serial}: {}",
-                e.message
-            )),
-            Ok(other) => Err(format!("the daemon answered {other:?} to adding {serial}")),
+        // Also a join tried again (its answer was lost): the daemon answers an add of a
+        // member it has at the same link with success.
+        self.ask_daemon(
+            &req,
+            "add the newcomer's HA link to (--daemon-socket)",
+            &format!("adding {serial}"),
+        )?
+        .map_err(|e| format!("the HA member list refused {serial}: {}", e.message))
+    }
+
+    /// Sends a member list change `req` to this member's daemon: `Ok(Ok(()))` when done,
+    /// `Ok(Err(e))` when the daemon refused it, `Err` when it cannot be asked (`to` and
+    /// `doing` complete the message: "no daemon to <to>", "... for <doing>").
+    fn ask_daemon(
+        &self,
+        req: &Request,
+        to: &str,
+        doing: &str,
+    ) -> Result<Result<(), ha_mgmt_api::ApiError>, String> {
+        let RoleSource::Daemon(sock) = &self.cfg.role else {
+            return Err(format!("this member's service has no daemon to {to}"));
+        };
+        match Client::connect(sock, CONNECT_TIMEOUT).and_then(|mut c| c.call(req, |_| {})) {
+            Ok(Reply::Done { .. }) => Ok(Ok(())),
+            Ok(Reply::Error(e)) | Err(ClientError::Api(e)) => Ok(Err(e)),
+            Ok(other) => Err(format!("the daemon answered {other:?} to {doing}")),
             Err(e) => Err(format!(
-                "cannot reach this member's daemon to add {serial}: {e}"
+                "cannot reach this member's daemon for {doing}: {e}"
             )),
         }
     }

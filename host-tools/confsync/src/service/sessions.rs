@@ -13,7 +13,7 @@ use std::time::Duration;
 use ha_mgmt_api::{EventKind, Reply};
 use ha_proto::msg::MAX_MEMBERS;
 
-use super::{now_s, PeerAddr, Service, Session};
+use super::{now_s, Service, Session};
 use crate::deadline::Limits;
 use crate::protocol::{SyncError, SyncMsg};
 use crate::store::Role;
@@ -134,8 +134,6 @@ impl Service {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         let _ = stream.set_nodelay(true);
-        // The cluster document before a revision that may change it (what left it).
-        let doc_before = self.cluster_doc().ok().flatten();
         let sec = match self.security() {
             Ok(s) => s,
             Err(e) => {
@@ -168,7 +166,7 @@ impl Service {
         let who = peer.clone().unwrap_or_else(|| from.clone());
         match res {
             Ok(Received::Revision(rev)) => {
-                self.follow_received_doc(doc_before.as_ref());
+                self.follow_received_doc();
                 if let Some(rec) = self.records().get_mut(&who) {
                     rec.last_sync = Some(now_s());
                     rec.problem = None;
@@ -198,15 +196,10 @@ impl Service {
                 // The newcomer receives the cluster's configuration right away, and every
                 // other member the new cluster document (and with it the newcomer's HA
                 // link, which each adds to its own HA member list).
-                let mut peers = self.peer_list();
-                if !peers.iter().any(|p| p.serial == serial) {
-                    peers.push(PeerAddr {
-                        serial: serial.clone(),
-                        addr,
-                    });
-                }
+                // (The answer to the join made the document, newcomer included, this
+                // member's peer list.)
                 let mut sink = |_: &Reply| Ok(());
-                let _ = self.sync_peers(peers, &mut sink);
+                let _ = self.sync_peers(self.peer_list(), &mut sink);
                 Ok(Session::Joined(serial))
             }
             Ok(Received::Join { serial, .. }) => {

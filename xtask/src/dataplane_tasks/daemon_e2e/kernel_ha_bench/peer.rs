@@ -431,8 +431,9 @@ fn run_in(
     // `nopreempt`, so a b whose master-down timer ran out first (a started late on a busy
     // machine) would stay master for good (session 25: one run in about ten).
     let t = Instant::now();
-    for (i, m) in ["a", "b"].iter().enumerate() {
-        while i == 1 && master(env) != Some(0) {
+    // Waits (from `t`, at most 30 s) until member a holds the addresses and `also` holds.
+    let a_master = |env: &Env, also: &dyn Fn() -> bool| -> Result {
+        while master(env) != Some(0) || !also() {
             if t.elapsed() > Duration::from_secs(30) {
                 return Err(format!(
                     "kernel-ha: keepalived did not make member a master (holder: {:?})",
@@ -440,6 +441,12 @@ fn run_in(
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    for (i, m) in ["a", "b"].iter().enumerate() {
+        if i == 1 {
+            a_master(env, &|| true)?;
         }
         let d = &dirs[i];
         let arg = |f: &str| d.join(f).display().to_string();
@@ -463,18 +470,7 @@ fn run_in(
         )?;
     }
     // Member a (higher priority) stays master; its notify script has run its steps.
-    loop {
-        if master(env) == Some(0) && notified(&dirs[0], "done -B", 0).is_some() {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            return Err(format!(
-                "kernel-ha: keepalived did not make member a master (holder: {:?})",
-                master(env)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    a_master(env, &|| notified(&dirs[0], "done -B", 0).is_some())?;
     println!(
         "kernel-ha[conntrackd]: keepalived made member a master in {} ms",
         t.elapsed().as_millis()
