@@ -144,10 +144,7 @@ impl Service {
     /// there at the same link is no change for the daemon). So a third member needs no
     /// socket of the others: the active member records it, the others follow. What fails
     /// is logged; the next revision tries again.
-    pub(super) fn follow_received_doc(&self) {
-        // The peers followed so far: the previous document's members (or, before the first
-        // document, the configured peers).
-        let before = self.peer_list();
+    pub(super) fn follow_received_doc(&self, before: Option<&ClusterDoc>) {
         let doc = match self.cluster_doc() {
             Ok(Some(d)) => d,
             Ok(None) => return,
@@ -168,12 +165,15 @@ impl Service {
             }
         }
         // Members the document no longer lists leave this member's HA member list too.
+        // (Only members of a previous document: configured peers that never were in one
+        // are not the document's to remove.)
         let gone = before
-            .iter()
-            .filter(|p| p.serial != me && !doc.members.iter().any(|(now, _)| *now == p.serial));
-        for p in gone {
-            if let Err(e) = self.remove_from_ha_members(&p.serial) {
-                self.events.push(EventKind::Members, Some(&p.serial), e);
+            .into_iter()
+            .flat_map(|b| &b.members)
+            .filter(|(s, _)| *s != me && !doc.members.iter().any(|(now, _)| now == s));
+        for (serial, _) in gone {
+            if let Err(e) = self.remove_from_ha_members(serial) {
+                self.events.push(EventKind::Members, Some(serial), e);
             }
         }
     }

@@ -134,6 +134,8 @@ impl Service {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         let _ = stream.set_nodelay(true);
+        // The cluster document before a revision that may change it (what left it).
+        let doc_before = self.cluster_doc().ok().flatten();
         let sec = match self.security() {
             Ok(s) => s,
             Err(e) => {
@@ -166,7 +168,7 @@ impl Service {
         let who = peer.clone().unwrap_or_else(|| from.clone());
         match res {
             Ok(Received::Revision(rev)) => {
-                self.follow_received_doc();
+                self.follow_received_doc(doc_before.as_ref());
                 if let Some(rec) = self.records().get_mut(&who) {
                     rec.last_sync = Some(now_s());
                     rec.problem = None;
