@@ -538,6 +538,10 @@ fn run_with(
         garp_period: (cfg.garp_period_ms > 0).then(|| Duration::from_millis(cfg.garp_period_ms)),
         forwarding: plane,
         domain: cfg.forward.as_ref().map_or(0, |f| f.domain),
+        shared_domains: cfg
+            .forward
+            .as_ref()
+            .map_or_else(Vec::new, |f| f.shared.iter().map(|d| d.domain).collect()),
         shared: shared.clone(),
         outbox: out_rx,
         stop: stop.clone(),

@@ -33,6 +33,11 @@
 //! member_ip = "10.2.0.11"
 //! allow_new = false
 //!
+//! # [[forward.shared]]                   # kernel path, load sharing: another domain this
+//! # domain = 1                           # member forwards for while active for it: its
+//! # inside_cluster_ip = "10.3.0.254/24"  # cluster addresses; its connections are those
+//! # outside_cluster_ip = "10.2.0.253/24" # from or to the inside address's prefix
+//!
 //! # metrics_listen = "127.0.0.1:9469"    # Prometheus endpoint: GET /metrics
 //!
 //! [sync]
@@ -175,6 +180,55 @@ pub struct ForwardConfig {
     pub inside: SideFile,
     /// The other side.
     pub outside: SideFile,
+    /// Load sharing (SPEC A3, kernel path only): the other domains this member forwards for
+    /// while the controller makes it active for them, each with its own cluster addresses.
+    #[serde(default)]
+    pub shared: Vec<SharedDomain>,
+}
+
+/// Another HA domain a member forwards for (`[[forward.shared]]`): the cluster addresses it
+/// holds while active for that domain, on the same two interfaces. The domain's connections
+/// are those from or to the prefix of its inside cluster address; the rest are the main
+/// domain's (`[forward] domain`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedDomain {
+    /// The HA domain (0–15, not the main one).
+    pub domain: u8,
+    /// Its cluster address on the inside interface, with prefix length.
+    pub inside_cluster_ip: String,
+    /// Its cluster address on the outside interface, with prefix length.
+    pub outside_cluster_ip: String,
+}
+
+impl SharedDomain {
+    /// The inside and outside cluster addresses with their prefix lengths.
+    pub fn clusters(&self) -> Result<[(Ipv4Addr, u8); 2], ConfigError> {
+        Ok([
+            parse_cluster("inside_cluster_ip", &self.inside_cluster_ip)?,
+            parse_cluster("outside_cluster_ip", &self.outside_cluster_ip)?,
+        ])
+    }
+
+    /// The network of its connections: the inside cluster address's prefix.
+    pub fn network(&self) -> Result<ipnet::Ipv4Net, ConfigError> {
+        let (ip, len) = parse_cluster("inside_cluster_ip", &self.inside_cluster_ip)?;
+        ipnet::Ipv4Net::new(ip, len)
+            .map(|n| n.trunc())
+            .map_err(|e| ConfigError::Invalid(format!("inside_cluster_ip: {e}")))
+    }
+}
+
+/// A cluster address with its prefix length (`a.b.c.d/len`), from setting `what`.
+fn parse_cluster(what: &str, v: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let bad = || ConfigError::Invalid(format!("{what} {v:?}: want a.b.c.d/len"));
+    let (a, l) = v.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
+    let len: u8 = l.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((ip, len))
 }
 
 /// One forwarding interface.
@@ -196,19 +250,7 @@ pub struct SideFile {
 impl SideFile {
     /// The cluster address and prefix length.
     pub fn cluster(&self) -> Result<(Ipv4Addr, u8), ConfigError> {
-        let bad = || {
-            ConfigError::Invalid(format!(
-                "cluster_ip {:?}: want a.b.c.d/len",
-                self.cluster_ip
-            ))
-        };
-        let (a, l) = self.cluster_ip.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        let len: u8 = l.parse().map_err(|_| bad())?;
-        if len > 32 {
-            return Err(bad());
-        }
-        Ok((ip, len))
+        parse_cluster("cluster_ip", &self.cluster_ip)
     }
 }
 
@@ -496,6 +538,7 @@ impl DaemonConfig {
                     "inside and outside are the same interface".into(),
                 ));
             }
+            self.validate_shared(f)?;
         }
         if let Some(sync) = &self.sync {
             for r in &sync.rule {
@@ -515,6 +558,39 @@ impl DaemonConfig {
         Ok(())
     }
 
+    /// `[[forward.shared]]`: kernel path only, each domain 0–15 once and not the main one,
+    /// addresses that parse.
+    fn validate_shared(&self, f: &ForwardConfig) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[[forward.shared]] {m}")));
+        if !f.shared.is_empty() && self.datapath != Datapath::Kernel {
+            return bad(
+                "needs datapath = \"kernel\" (the userspace router forwards for one domain)".into(),
+            );
+        }
+        let max = ha_kernel::domains::MAX_DOMAIN;
+        let mut seen = vec![f.domain];
+        for d in &f.shared {
+            if d.domain > max {
+                return bad(format!("domain {}: domains are 0–{max}", d.domain));
+            }
+            if seen.contains(&d.domain) {
+                return bad(format!(
+                    "domain {} is given twice (or is [forward] domain, the main one)",
+                    d.domain
+                ));
+            }
+            seen.push(d.domain);
+            d.clusters()?;
+        }
+        if f.domain > max {
+            return Err(ConfigError::Invalid(format!(
+                "[forward] domain {}: domains are 0–{max}",
+                f.domain
+            )));
+        }
+        Ok(())
+    }
+
     /// Which kernel connections the active syncs: never this member's own (its member and
     /// cluster addresses, its HA address), then the `[[sync.rule]]`s and `min_age_s`.
     pub fn selection(&self) -> Result<ha_kernel::select::Selection, ConfigError> {
@@ -523,6 +599,11 @@ impl DaemonConfig {
             for side in [&f.inside, &f.outside] {
                 sel.own.push(side.member_ip.into());
                 sel.own.push(side.cluster()?.0.into());
+            }
+            for d in &f.shared {
+                for (ip, _) in d.clusters()? {
+                    sel.own.push(ip.into());
+                }
             }
         }
         if let Some(sync) = &self.sync {
@@ -675,5 +756,36 @@ sync = "10.9.0.2"
             DaemonConfig::parse(&heavy),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn shared_domains_name_their_addresses_and_bad_ones_are_refused_with_the_reason() {
+        let with = |extra: &str, prefix: &str| {
+            let text = EXAMPLE.replace("[sync]", &format!("{extra}\n[sync]"));
+            DaemonConfig::parse(&format!("{prefix}{text}"))
+        };
+        let one = "[[forward.shared]]\ndomain = 1\ninside_cluster_ip = \"10.3.0.254/24\"\n\
+                   outside_cluster_ip = \"10.2.0.253/24\"";
+        let c = with(one, "").expect("parse");
+        let f = c.forward.as_ref().expect("forward");
+        assert_eq!(f.shared[0].domain, 1);
+        assert_eq!(f.shared[0].network().unwrap().to_string(), "10.3.0.0/24");
+        // The other domain's cluster addresses are this member's own (never synced).
+        let own = c.selection().unwrap().own;
+        assert!(own.contains(&"10.3.0.254".parse().unwrap()));
+        assert!(own.contains(&"10.2.0.253".parse().unwrap()));
+        let refused = |extra: &str, prefix: &str, why: &str| match with(extra, prefix) {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("{extra}: {other:?}"),
+        };
+        refused(&one.replace("domain = 1", "domain = 0"), "", "given twice");
+        refused(&format!("{one}\n{one}"), "", "given twice");
+        refused(&one.replace("domain = 1", "domain = 16"), "", "0–15");
+        refused(
+            &one.replace("10.3.0.254/24", "10.3.0.254"),
+            "",
+            "a.b.c.d/len",
+        );
+        refused(one, "datapath = \"userspace\"\n", "kernel");
     }
 }

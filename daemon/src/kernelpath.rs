@@ -44,6 +44,7 @@ use crate::runtime::{Activate, Plane};
 use crate::syncplane::HoldsPath;
 use ha_kernel::address::{announce, Addresses};
 use ha_kernel::conntrack::{CtEntry, CtExpect, CtTuple, Events};
+use ha_kernel::domains::{DomainSet, Domains};
 use ha_kernel::guard::{self, Guard};
 use ha_kernel::path::{ClusterAddr, KernelPath, Step};
 use ha_kernel::select::Selection;
@@ -145,7 +146,11 @@ impl KStats {
 pub struct KCore {
     dp: DpPath,
     kp: KernelPath,
+    /// True while this member forwards for any domain.
     active: bool,
+    /// Load sharing: a domain was taken over while the event thread ran for others; its
+    /// entries were seeded, a dump is to reconcile them.
+    dump_due: bool,
     work: Sender<Job>,
     stats: Arc<KStats>,
 }
@@ -182,7 +187,8 @@ impl KCore {
         let now_ms = self.dp.millis(now);
         let path = self.dp.path_mut();
         if seed {
-            self.kp.seed(path.tables(), now_ms);
+            let only = self.kp.active_domains();
+            self.kp.seed(path.tables(), now_ms, only);
         }
         let keys = self.kp.on_dump(dump, expects, path.tables_mut(), now_ms);
         for k in keys {
@@ -213,9 +219,36 @@ impl KCore {
         }
     }
 
-    /// True while this member forwards.
+    /// True while this member forwards (for any domain).
     pub fn is_active(&self) -> bool {
         self.active
+    }
+
+    /// Load sharing: whether a domain taken over while the event thread ran asks for a dump
+    /// and reconcile (once: the flag is cleared).
+    pub fn take_dump_due(&mut self) -> bool {
+        std::mem::take(&mut self.dump_due)
+    }
+
+    /// Makes this member active for exactly the domains `target`; the steps to run. A
+    /// domain taken while the member forwards for others is seeded with the peer's entries
+    /// of it at once (the event thread dumps and reconciles it next: see
+    /// [`KCore::take_dump_due`]).
+    fn set_domains(&mut self, target: DomainSet, now: Instant) -> Vec<Step> {
+        let was = self.kp.active_domains();
+        let forwards = !target.is_empty();
+        if forwards != self.active {
+            self.active = forwards;
+            self.dp.set_role(forwards, now);
+        }
+        let steps = self.kp.set_domains(target);
+        let gained = target.minus(was);
+        if !gained.is_empty() && !was.is_empty() {
+            let now_ms = self.dp.millis(now);
+            self.kp.seed(self.dp.path_mut().tables(), now_ms, gained);
+            self.dump_due = true;
+        }
+        steps
     }
 }
 
@@ -230,10 +263,11 @@ impl DpHolder for KCore {
 
     fn records_applied(&mut self, now: Instant) {
         let now_ms = self.dp.millis(now);
+        // Only the entries of the domains this member is standby for: the active's kernel
+        // is the source of its domains' table (what a peer sends it, a bulk, is not
+        // installed).
         let w = self.kp.kernel_work(self.dp.path_mut().tables_mut(), now_ms);
-        // The active's kernel is the source of its table: what a peer sends it (a standby's
-        // bulk) is not installed.
-        if self.active || w.is_empty() {
+        if w.is_empty() {
             return;
         }
         KStats::add(&self.stats.batches_queued, 1);
@@ -262,28 +296,62 @@ fn interface(name: &str) -> Result<(u32, [u8; 6]), String> {
     Ok((i.index, i.mac.map(|m| m.octets()).unwrap_or([0; 6])))
 }
 
+/// Which domain a connection belongs to, from `[forward]` (the main domain) and its
+/// `[[forward.shared]]` domains (the prefix of each inside cluster address).
+pub fn domains_of(f: &ForwardConfig) -> Result<Domains, String> {
+    let nets = f
+        .shared
+        .iter()
+        .map(|d| Ok((d.domain, ha_kernel::select::IpNet::V4(d.network()?))))
+        .collect::<Result<Vec<_>, crate::config::ConfigError>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Domains::new(f.domain, nets))
+}
+
+/// Every cluster address of `f` (the main domain's and each shared domain's) with its
+/// domain and the forwarding interface it goes on (inside, outside).
+fn cluster_addresses(f: &ForwardConfig) -> Result<Vec<(u8, &str, IpAddr, u8)>, String> {
+    let mut out = Vec::new();
+    for side in [&f.inside, &f.outside] {
+        let (ip, len) = side.cluster().map_err(|e| e.to_string())?;
+        out.push((f.domain, side.ifname.as_str(), IpAddr::V4(ip), len));
+    }
+    for d in &f.shared {
+        let [inside, outside] = d.clusters().map_err(|e| e.to_string())?;
+        for (side, (ip, len)) in [(&f.inside, inside), (&f.outside, outside)] {
+            out.push((d.domain, side.ifname.as_str(), IpAddr::V4(ip), len));
+        }
+    }
+    Ok(out)
+}
+
+/// The guard of a member standby for every domain of `domains`.
+fn standby_guard(domains: &Domains, answer_probes: bool) -> Guard {
+    Guard {
+        standby: true,
+        shared: domains.nets().iter().map(|(_, n)| (*n, true)).collect(),
+        answer_probes,
+    }
+}
+
 /// Takes this member out of the data path without a running daemon: the guard closed for a
-/// standby (no new connections, probes unanswered) and the cluster addresses of `f` removed.
-/// For a supervisor after the daemon ended (`ha-daemon --release`, the systemd unit's
-/// `ExecStopPost`): a daemon that dies while its box lives would otherwise leave the
-/// addresses its peer now holds. Returns what could not be done.
+/// standby (no new connections, probes unanswered) and the cluster addresses of `f` (every
+/// domain's) removed. For a supervisor after the daemon ended (`ha-daemon --release`, the
+/// systemd unit's `ExecStopPost`): a daemon that dies while its box lives would otherwise
+/// leave the addresses its peer now holds. Returns what could not be done.
 pub fn release(f: &ForwardConfig) -> Result<(), String> {
     let mut failed = Vec::new();
-    if let Err(e) = guard::set_guard(Guard {
-        standby: true,
-        answer_probes: false,
-    }) {
+    if let Err(e) = guard::set_guard(&standby_guard(&domains_of(f)?, false)) {
         failed.push(format!("guard: {e}"));
     }
     let mut rtnl = Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?;
-    for side in [&f.inside, &f.outside] {
-        let r = interface(&side.ifname).and_then(|(ifindex, _)| {
-            let (ip, len) = side.cluster().map_err(|e| e.to_string())?;
-            rtnl.remove(ifindex, IpAddr::V4(ip), len)
+    for (_, ifname, ip, len) in cluster_addresses(f)? {
+        let r = interface(ifname).and_then(|(ifindex, _)| {
+            rtnl.remove(ifindex, ip, len)
                 .map_err(|e| format!("{ip}/{len}: {e}"))
         });
         if let Err(e) = r {
-            failed.push(format!("{}: {e}", side.ifname));
+            failed.push(format!("{ifname}: {e}"));
         }
     }
     if failed.is_empty() {
@@ -315,38 +383,42 @@ pub fn build(
     stop: &Arc<AtomicBool>,
 ) -> Result<KernelParts, String> {
     let mut addrs = Vec::new();
+    for (domain, ifname, addr, prefix_len) in cluster_addresses(f)? {
+        let (ifindex, mac) = interface(ifname)?;
+        addrs.push((
+            domain,
+            ClusterAddr {
+                ifindex,
+                mac,
+                addr,
+                prefix_len,
+            },
+        ));
+    }
     let mut probe_from = Vec::new();
     for side in [&f.inside, &f.outside] {
-        let (ifindex, mac) = interface(&side.ifname)?;
-        let (ip, prefix_len) = side.cluster().map_err(|e| e.to_string())?;
-        addrs.push(ClusterAddr {
-            ifindex,
-            mac,
-            addr: IpAddr::V4(ip),
-            prefix_len,
-        });
+        let (_, prefix_len) = side.cluster().map_err(|e| e.to_string())?;
         probe_from.push((side.member_ip, prefix_len));
     }
+    let domains = domains_of(f)?;
     let stats = Arc::new(KStats::default());
     let (tx, rx) = mpsc::channel();
     dp.path_mut().tables_mut().keep_kernel_changes();
     let core = Arc::new(Mutex::new(KCore {
         dp,
-        kp: KernelPath::new(addrs.clone()).with_selection(select),
+        kp: KernelPath::shared(domains.clone(), addrs).with_selection(select),
         active: false,
+        dump_due: false,
         work: tx,
         stats: stats.clone(),
     }));
-    let installer = spawn_installer(rx, stats.clone(), install)?;
+    let installer = spawn_installer(rx, stats.clone(), install, domains.clone())?;
     let mut plane = KernelPlane {
         core: core.clone(),
-        addrs,
         rtnl: Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?,
         prober: probe::Prober::open(probe_from).map_err(|e| format!("ICMP socket: {e}"))?,
-        guard: Guard {
-            standby: true,
-            answer_probes: false,
-        },
+        guard: standby_guard(&domains, false),
+        domains,
         events: None,
         stats,
         stop: stop.clone(),
@@ -379,10 +451,11 @@ pub fn build(
 /// The kernel path as the host loop drives it.
 pub struct KernelPlane {
     core: Arc<Mutex<KCore>>,
-    addrs: Vec<ClusterAddr>,
     rtnl: Addresses,
     prober: probe::Prober,
     guard: Guard,
+    /// Which domain a connection (a guard's network) belongs to.
+    domains: Domains,
     events: Option<events::EventThread>,
     stats: Arc<KStats>,
     stop: Arc<AtomicBool>,
@@ -398,8 +471,14 @@ impl KernelPlane {
     fn apply(&mut self, step: Step) {
         let r = match step {
             Step::Guard { standby } => {
-                self.guard.standby = standby;
-                guard::set_guard(self.guard)
+                self.guard.standby = standby.contains(self.domains.main());
+                self.guard.shared = self
+                    .domains
+                    .nets()
+                    .iter()
+                    .map(|(d, n)| (*n, standby.contains(*d)))
+                    .collect();
+                guard::set_guard(&self.guard)
             }
             Step::AddAddress(a) => self.rtnl.add(a.ifindex, a.addr, a.prefix_len),
             Step::RemoveAddress(a) => self.rtnl.remove(a.ifindex, a.addr, a.prefix_len),
@@ -407,11 +486,11 @@ impl KernelPlane {
                 KStats::add(&self.stats.announcements, 1);
                 announce(a.ifindex, a.mac, a.addr)
             }
-            Step::RecreateTcp => {
+            Step::RecreateTcp { domains } => {
                 let _ = self
                     .lock()
                     .work
-                    .send(Job::Recreate(Instant::now() + RECREATE_AFTER));
+                    .send(Job::Recreate(Instant::now() + RECREATE_AFTER, domains));
                 Ok(())
             }
         };
@@ -431,71 +510,89 @@ impl KernelPlane {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-}
 
-impl Plane for KernelPlane {
-    fn set_active(&mut self, active: bool, now: Instant) -> bool {
-        let steps = {
+    /// Takes (`active`) or gives up the active role for `domain`; true when it changed.
+    fn set_domain(&mut self, domain: u8, active: bool, now: Instant) -> bool {
+        let (steps, was, gained) = {
             let mut c = self.lock();
-            if c.active == active {
+            let was = c.kp.active_domains();
+            let one = DomainSet::one(domain) & self.domains.all();
+            let target = if active { was | one } else { was.minus(one) };
+            if target == was {
                 return false;
             }
-            c.active = active;
-            c.dp.set_role(active, now);
-            c.kp.set_role(active)
+            (c.set_domains(target, now), was, target.minus(was))
         };
-        if active {
-            {
-                let c = self.lock();
-                let _ = c.work.send(Job::Cancel);
-                // What the write-behind holds goes in before the guard opens.
-                KStats::add(&self.stats.batches_queued, 1);
-                if c.work.send(Job::WriteAll).is_err() {
-                    KStats::add(&self.stats.batches_done, 1);
+        let forwards = !was.minus(DomainSet::one(domain)).is_empty() || active;
+        if gained.is_empty() {
+            // Given up: the event thread stops first when nothing is left to forward.
+            if !forwards {
+                if let Some(t) = self.events.take() {
+                    t.stop();
                 }
             }
-            // No more work is queued (the core is active). The addresses move at once: the
-            // connections already in the kernel resume. What was queued or held goes in
-            // before the guard opens: until then a packet of a connection not yet installed
-            // is dropped as new (or invalid, with strict tracking) and creates no entry that
-            // would shadow the synced one; its retransmission finds the entry.
-            let t0 = Instant::now();
-            let t0_unix = crate::runtime::unix_ms();
-            // The journal shows where a takeover's time goes, step by step.
-            let mut timeline = Vec::new();
             for s in steps {
-                let what = match &s {
-                    Step::Guard { .. } => {
-                        self.wait_installed();
-                        timeline.push(format!("installs drained {} ms", ms_since(t0)));
-                        "guard open"
-                    }
-                    Step::AddAddress(_) => "address added",
-                    Step::RemoveAddress(_) => "address removed",
-                    Step::RecreateTcp => "re-creation queued",
-                    Step::Announce(_) => "announced",
-                };
                 self.apply(s);
-                timeline.push(format!("{what} {} ms", ms_since(t0)));
             }
-            eprintln!(
-                "<6>ha-daemon: takeover at {t0_unix} (unix ms): {}",
-                timeline.join(", ")
-            );
+            return true;
+        }
+        {
+            let c = self.lock();
+            let _ = c.work.send(Job::Cancel(gained));
+            // What the write-behind holds goes in before the guard opens.
+            KStats::add(&self.stats.batches_queued, 1);
+            if c.work.send(Job::WriteAll).is_err() {
+                KStats::add(&self.stats.batches_done, 1);
+            }
+        }
+        // No more work is queued for the domain (this member is active for it). The
+        // addresses move at once: the connections already in the kernel resume. What was
+        // queued or held goes in before the guard opens: until then a packet of a
+        // connection not yet installed is dropped as new (or invalid, with strict tracking)
+        // and creates no entry that would shadow the synced one; its retransmission finds
+        // the entry.
+        let t0 = Instant::now();
+        let t0_unix = crate::runtime::unix_ms();
+        // The journal shows where a takeover's time goes, step by step.
+        let mut timeline = Vec::new();
+        for s in steps {
+            let what = match &s {
+                Step::Guard { .. } => {
+                    self.wait_installed();
+                    timeline.push(format!("installs drained {} ms", ms_since(t0)));
+                    "guard open"
+                }
+                Step::AddAddress(_) => "address added",
+                Step::RemoveAddress(_) => "address removed",
+                Step::RecreateTcp { .. } => "re-creation queued",
+                Step::Announce(_) => "announced",
+            };
+            self.apply(s);
+            timeline.push(format!("{what} {} ms", ms_since(t0)));
+        }
+        eprintln!(
+            "<6>ha-daemon: takeover at {t0_unix} (unix ms) of domain {domain}: {}",
+            timeline.join(", ")
+        );
+        if was.is_empty() {
             self.events = Some(events::EventThread::start(
                 self.core.clone(),
                 self.stats.clone(),
                 self.stop.clone(),
             ));
-        } else {
-            if let Some(t) = self.events.take() {
-                t.stop();
-            }
-            for s in steps {
-                self.apply(s);
-            }
         }
         true
+    }
+}
+
+impl Plane for KernelPlane {
+    fn set_active(&mut self, active: bool, now: Instant) -> bool {
+        let main = self.domains.main();
+        self.set_domain(main, active, now)
+    }
+
+    fn set_domain_active(&mut self, domain: u8, active: bool, now: Instant) -> bool {
+        self.set_domain(domain, active, now)
     }
 
     fn is_active(&self) -> bool {
@@ -503,10 +600,8 @@ impl Plane for KernelPlane {
     }
 
     fn announce(&mut self) {
-        if !self.is_active() {
-            return;
-        }
-        for a in self.addrs.clone() {
+        let addrs = self.lock().kp.active_addresses();
+        for a in addrs {
             self.apply(Step::Announce(a));
         }
     }
@@ -514,8 +609,10 @@ impl Plane for KernelPlane {
     fn set_ha_alive(&mut self, alive: bool) {
         if self.guard.answer_probes != alive {
             self.guard.answer_probes = alive;
-            let standby = self.guard.standby;
-            self.apply(Step::Guard { standby });
+            if let Err(e) = guard::set_guard(&self.guard) {
+                KStats::add(&self.stats.step_errors, 1);
+                eprintln!("ha-daemon: kernel path: guard (probes answered: {alive}): {e}");
+            }
         }
     }
 

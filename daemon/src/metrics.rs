@@ -69,6 +69,15 @@ pub fn render(sh: &Shared, now_ms: u64) -> String {
     let _ = writeln!(o, "ha_forwarding_active {}", u8::from(f.active));
     family(
         &mut o,
+        "ha_forwarding_domain_active",
+        "gauge",
+        "1 for each HA domain this member's data path forwards for (load sharing: several).",
+    );
+    for d in &f.domains {
+        let _ = writeln!(o, "ha_forwarding_domain_active{{domain=\"{d}\"}} 1");
+    }
+    family(
+        &mut o,
         "ha_forwarding_role_changes_total",
         "counter",
         "Role changes of the data path since the daemon started (failovers and swaps).",

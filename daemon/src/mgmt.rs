@@ -254,6 +254,7 @@ impl MgmtServer {
                 Reply::Forwarding(ForwardingReport {
                     serial: sh.serial.as_str().to_string(),
                     active: f.active,
+                    domains: f.domains.clone(),
                     since_ms: f.since_ms,
                     changes: f.changes,
                     started_ms: f.started_ms,

@@ -125,8 +125,11 @@ pub struct Shared {
 /// (`hactl forwarding`, the chaos monitor).
 #[derive(Debug, Default, Clone)]
 pub struct ForwardingRole {
-    /// True while the fast path forwards and owns the cluster addresses.
+    /// True while the data path forwards and owns cluster addresses (for any domain).
     pub active: bool,
+    /// The domains it forwards for, lowest first: the main one alone, or with load sharing
+    /// (`[[forward.shared]]`) every domain this member is active for.
+    pub domains: Vec<u8>,
     /// When it last changed (Unix ms; the daemon's start until it first does).
     pub since_ms: u64,
     /// Role changes since the daemon started.
@@ -240,6 +243,9 @@ pub struct HostLoop {
     pub forwarding: Option<Box<dyn Plane>>,
     /// Domain whose role decides forwarding.
     pub domain: u8,
+    /// Load sharing: the other domains the forwarding plane forwards for while active for
+    /// them (`[[forward.shared]]`; empty without).
+    pub shared_domains: Vec<u8>,
     /// Shared state for the management API.
     pub shared: Arc<Mutex<Shared>>,
     /// Messages from other threads for the controller.
@@ -446,16 +452,22 @@ impl HostLoop {
             // change and periodically; applying it is idempotent, so the forwarding plane
             // converges to the controller's roles whatever was lost on the line.
             HostMsg::Roles(roles) => {
-                let fwd_domain = self.domain;
-                let role = roles
-                    .iter()
-                    .find(|r| r.domain == fwd_domain)
-                    .map(|r| r.role);
-                let role = role.unwrap_or(Role::Disabled);
+                let role_of = |d: u8| {
+                    roles
+                        .iter()
+                        .find(|r| r.domain == d)
+                        .map_or(Role::Disabled, |r| r.role)
+                };
+                let role = role_of(self.domain);
                 let known = self.lock_shared().role.map(|(r, _)| r);
                 if known != Some(role) {
                     self.set_active(role == Role::Active, st);
                     self.lock_shared().role = Some((role, unix_now()));
+                }
+                // Load sharing: each other domain's role, applied the same way (the plane
+                // changes nothing for a role it applies already).
+                for d in self.shared_domains.clone() {
+                    self.set_domain_active(d, role_of(d) == Role::Active, st);
                 }
             }
             HostMsg::ProbeRequest { peer, within_ms } => {
@@ -548,6 +560,9 @@ impl HostLoop {
             st.heard_at = None;
             eprintln!("ha-daemon: controller silent; passive and unprobeable until it is back");
             self.set_active(false, st);
+            for d in self.shared_domains.clone() {
+                self.set_domain_active(d, false, st);
+            }
             self.lock_shared().role = None;
         }
         if let Some(f) = &mut self.forwarding {
@@ -555,29 +570,51 @@ impl HostLoop {
         }
     }
 
-    /// Applies a role to the forwarding plane; taking over sends gratuitous ARP now and
-    /// again at [`GARP_REPEATS`].
+    /// Applies the main domain's role to the forwarding plane; taking over sends gratuitous
+    /// ARP now and again at [`GARP_REPEATS`].
     pub fn set_active(&mut self, active: bool, st: &mut LoopState) {
-        let now = Instant::now();
         st.active = active;
+        self.set_domain_active(self.domain, active, st);
+    }
+
+    /// Applies the role of `domain` (the main one or one of [`HostLoop::shared_domains`]) to
+    /// the forwarding plane; taking it over announces its addresses now and again at
+    /// [`GARP_REPEATS`]. The interfaces are bounced (when configured) only once the member
+    /// forwards for no domain at all.
+    fn set_domain_active(&mut self, domain: u8, active: bool, st: &mut LoopState) {
+        let now = Instant::now();
+        let main = domain == self.domain;
         let Some(f) = &mut self.forwarding else {
             return;
         };
         let was = f.is_active();
-        let left_active = was && !active;
-        let changed = f.set_active(active, now);
-        if active && !was {
+        let changed = if main {
+            f.set_active(active, now)
+        } else {
+            f.set_domain_active(domain, active, now)
+        };
+        if !changed {
+            return;
+        }
+        let forwards = f.is_active();
+        if active {
             st.garp_due = GARP_REPEATS.iter().map(|d| now + *d).collect();
             st.last_garp = Some(now);
         }
-        if changed {
-            // Recorded after the fast path's lock is released (never both locks at once).
+        {
+            // Recorded after the plane's lock is released (never both locks at once).
             let mut sh = self.lock_shared();
-            sh.forwarding.active = active;
+            sh.forwarding.active = forwards;
+            let ds = &mut sh.forwarding.domains;
+            ds.retain(|d| *d != domain);
+            if active {
+                ds.push(domain);
+                ds.sort_unstable();
+            }
             sh.forwarding.since_ms = unix_ms();
             sh.forwarding.changes += 1;
         }
-        if left_active {
+        if was && !forwards {
             if let Some((ifaces, down_for)) = self.bounce.clone() {
                 // Off the host loop's thread: the loop must keep answering the controller.
                 crate::spawn_named("ha-bounce", move || {
@@ -785,6 +822,7 @@ mod tests {
             bounce: None,
             forwarding: Some(Box::new(Recorder(calls.clone()))),
             domain: 0,
+            shared_domains: Vec::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             outbox: outbox_rx,
             stop: stop.clone(),

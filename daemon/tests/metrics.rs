@@ -79,6 +79,7 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         )),
         forwarding: ForwardingRole {
             active: true,
+            domains: vec![0, 1],
             since_ms: now - 3_000,
             changes: 2,
             started_ms: now - 60_000,
@@ -126,6 +127,7 @@ fn a_scrape_parses_and_shows_roles_quality_links_and_sync_counters() {
         }
     };
     assert_eq!(one("ha_forwarding_active", &[]), 1.0);
+    assert_eq!(one("ha_forwarding_domain_active", &[("domain", "1")]), 1.0);
     assert_eq!(one("ha_forwarding_role_changes_total", &[]), 2.0);
     assert!((2.0..=4.0).contains(&one("ha_forwarding_role_seconds", &[])));
     assert_eq!(one("ha_member_quality", &[("serial", "SN-B")]), 60.0);

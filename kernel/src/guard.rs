@@ -12,6 +12,7 @@
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 
+use ipnet::IpNet;
 use serde_json::{json, Value};
 
 /// The guard's table (family `inet`: IPv4 and IPv6).
@@ -20,11 +21,17 @@ pub const TABLE: &str = "ha_guard";
 pub const PRIORITY: i32 = -150;
 
 /// What the guard enforces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guard {
-    /// The member is standby: new connections through it are dropped, established and
-    /// related traffic passes. Active (`false`): everything passes.
+    /// The member is standby for its main domain: new connections through it are dropped,
+    /// established and related traffic passes. Active (`false`): everything passes. With
+    /// load sharing, the main domain's connections are those no network of
+    /// [`Guard::shared`] holds.
     pub standby: bool,
+    /// Load sharing (SPEC A3): the networks of the other domains, each with whether this
+    /// member is standby for that domain (new connections from or to it are dropped) or
+    /// active (they pass, also while standby for the main domain). Empty with one domain.
+    pub shared: Vec<(IpNet, bool)>,
     /// The member answers ICMP echo requests addressed to it (its peer's liveness probe).
     /// `false` while its management controller is silent: such a member cannot take part in
     /// the election, and answering would tell the peer "alive, do not take over".
@@ -34,14 +41,15 @@ pub struct Guard {
 /// The transaction that sets the guard for a member that is standby (`true`) or active
 /// (`false`), answering probes (see [`Guard`]).
 pub fn ruleset(standby: bool) -> Value {
-    rules(Guard {
+    rules(&Guard {
         standby,
+        shared: Vec::new(),
         answer_probes: true,
     })
 }
 
 /// The transaction that sets guard `g`. Creates the table if absent and replaces its content.
-pub fn rules(g: Guard) -> Value {
+pub fn rules(g: &Guard) -> Value {
     let standby = g.standby;
     let table = json!({"family": "inet", "name": TABLE});
     let mut batch = vec![
@@ -65,6 +73,44 @@ pub fn rules(g: Guard) -> Value {
             {"counter": null}
         ]
     }}}));
+    // Load sharing: a domain's connections are those from or to its networks. Those of a
+    // domain this member is standby for are dropped; those of one it is active for pass
+    // before the main domain's rule below can drop them.
+    for (net, net_standby) in &g.shared {
+        if !net_standby && !standby {
+            continue;
+        }
+        let (comment, verdict) = if *net_standby {
+            (
+                "ha: standby for this network's domain",
+                json!({"drop": null}),
+            )
+        } else {
+            (
+                "ha: active for this network's domain",
+                json!({"accept": null}),
+            )
+        };
+        let family = match net {
+            IpNet::V4(_) => "ip",
+            IpNet::V6(_) => "ip6",
+        };
+        for field in ["saddr", "daddr"] {
+            batch.push(json!({"add": {"rule": {
+                "family": "inet", "table": TABLE, "chain": "forward",
+                "comment": comment,
+                "expr": [
+                    {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+                    {"match": {"op": "==",
+                               "left": {"payload": {"protocol": family, "field": field}},
+                               "right": {"prefix": {"addr": net.network().to_string(),
+                                                     "len": net.prefix_len()}}}},
+                    {"counter": null},
+                    verdict.clone()
+                ]
+            }}}));
+        }
+    }
     if standby {
         batch.push(json!({"add": {"rule": {
             "family": "inet", "table": TABLE, "chain": "forward",
@@ -132,7 +178,7 @@ pub fn set(standby: bool) -> io::Result<()> {
 }
 
 /// Sets guard `g`.
-pub fn set_guard(g: Guard) -> io::Result<()> {
+pub fn set_guard(g: &Guard) -> io::Result<()> {
     apply(&rules(g))
 }
 
@@ -173,13 +219,71 @@ mod tests {
 
     #[test]
     fn a_member_with_a_silent_controller_drops_echo_requests_to_itself() {
-        let quiet = rules(Guard {
+        let quiet = rules(&Guard {
             standby: true,
+            shared: Vec::new(),
             answer_probes: false,
         })
         .to_string();
         assert!(quiet.contains(r#""hook":"input""#), "{quiet}");
         assert!(quiet.contains(r#""right":"echo-request""#), "{quiet}");
         assert!(!ruleset(true).to_string().contains("echo-request"));
+    }
+
+    #[test]
+    fn a_member_sharing_the_load_drops_new_connections_of_the_domains_it_is_standby_for() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let rule_of = |g: &Guard| {
+            rules(g)["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|o| o["add"]["rule"]["comment"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        // Active for the main domain, standby for the other's network: its new connections
+        // (from or to it) are dropped, the rest pass.
+        let g = Guard {
+            standby: false,
+            shared: vec![(net("10.3.0.0/24"), true)],
+            answer_probes: true,
+        };
+        assert_eq!(
+            rule_of(&g),
+            [
+                "ha: track every connection",
+                "ha: standby for this network's domain",
+                "ha: standby for this network's domain"
+            ]
+        );
+        let text = rules(&g).to_string();
+        assert!(text.contains(r#""addr":"10.3.0.0","len":24"#), "{text}");
+        assert!(text.contains(r#""field":"saddr""#) && text.contains(r#""field":"daddr""#));
+        // Standby for the main domain, active for the other: its network passes before the
+        // main domain's drop.
+        let g = Guard {
+            standby: true,
+            shared: vec![(net("10.3.0.0/24"), false), (net("fd00:3::/64"), true)],
+            answer_probes: true,
+        };
+        assert_eq!(
+            rule_of(&g),
+            [
+                "ha: track every connection",
+                "ha: active for this network's domain",
+                "ha: active for this network's domain",
+                "ha: standby for this network's domain",
+                "ha: standby for this network's domain",
+                "ha: standby, no new connections"
+            ]
+        );
+        assert!(rules(&g).to_string().contains(r#""protocol":"ip6""#));
+        // Active for everything: nothing dropped.
+        let g = Guard {
+            standby: false,
+            shared: vec![(net("10.3.0.0/24"), false)],
+            answer_probes: true,
+        };
+        assert!(!rules(&g).to_string().contains("drop"));
     }
 }

@@ -4,13 +4,15 @@
 //! rtnetlink and announced with gratuitous ARP / unsolicited neighbour advertisements; and the
 //! daemon's own nftables guard that keeps a standby from creating fresh entries ([`guard`]);
 //! [`path`] holds the decisions that tie them together, [`select`] which connections are
-//! synced, and [`write_behind`] when a standby writes the peer's entries into its kernel (all
-//! three sans-IO).
+//! synced, [`domains`] which HA domain a connection belongs to (load sharing), and
+//! [`write_behind`] when a standby writes the peer's entries into its kernel (all
+//! four sans-IO).
 
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod conntrack;
+pub mod domains;
 pub mod guard;
 pub mod path;
 pub mod select;

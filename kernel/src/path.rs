@@ -16,6 +16,7 @@ use crate::conntrack::item::{
 };
 use crate::conntrack::mirror::{Change, CtKey, Mirror, Tracked};
 use crate::conntrack::{CtEntry, CtEventKind, CtExpect, CtTuple, Events};
+use crate::domains::{DomainSet, Domains};
 use crate::select::{Selection, Verdict};
 
 /// A cluster address this member holds while active.
@@ -34,10 +35,11 @@ pub struct ClusterAddr {
 /// One step of a role change, in the order returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Set the nftables guard (`standby: true` drops new connections).
+    /// Set the nftables guard: new connections of the domains this member is standby for
+    /// are dropped (all of them for a member standby for every domain).
     Guard {
-        /// Guard for a standby.
-        standby: bool,
+        /// The domains this member is standby for.
+        standby: DomainSet,
     },
     /// Put a cluster address on its interface.
     AddAddress(ClusterAddr),
@@ -48,8 +50,12 @@ pub enum Step {
     /// Re-create this member's TCP entries (once traffic has moved away): it forwarded them
     /// and its kernel keeps the TCP windows it last saw, which strict tracking would find
     /// stale when it forwards again; an entry created over ctnetlink has no window yet and
-    /// the kernel picks it up from the next segments.
-    RecreateTcp,
+    /// the kernel picks it up from the next segments. Only the entries of `domains` (the
+    /// ones this member gave up; it goes on forwarding for the others).
+    RecreateTcp {
+        /// The domains whose entries are re-created.
+        domains: DomainSet,
+    },
 }
 
 /// What the standby does to its kernel for the peer's latest records, in this order:
@@ -81,23 +87,64 @@ impl KernelWork {
 pub struct KernelPath {
     mirror: Mirror<CtEntry>,
     exp_mirror: Mirror<CtExpect>,
-    addrs: Vec<ClusterAddr>,
+    /// The cluster addresses with the domain each belongs to.
+    addrs: Vec<(u8, ClusterAddr)>,
+    /// Which domain a connection belongs to.
+    domains: Domains,
+    /// The domains this member is active for.
+    active: DomainSet,
     select: Selection,
     /// Entries younger than the minimum age: when first seen, and their latest state.
     young: HashMap<CtKey, (Millis, CtEntry)>,
 }
 
 impl KernelPath {
-    /// A kernel path holding `addrs` while active. Call [`Tables::keep_kernel_changes`] on
-    /// the tables it works with.
+    /// A kernel path of one domain (0), holding `addrs` while active. Call
+    /// [`Tables::keep_kernel_changes`] on the tables it works with.
     pub fn new(addrs: Vec<ClusterAddr>) -> KernelPath {
+        KernelPath::shared(
+            Domains::single(0),
+            addrs.into_iter().map(|a| (0, a)).collect(),
+        )
+    }
+
+    /// A kernel path sharing the load of several domains (SPEC A3): `domains` tells which
+    /// domain a connection belongs to, `addrs` the cluster addresses of each domain (held
+    /// while active for it). A member syncs the connections of the domains it is active for
+    /// and installs those of the others.
+    pub fn shared(domains: Domains, addrs: Vec<(u8, ClusterAddr)>) -> KernelPath {
         KernelPath {
             mirror: Mirror::new(),
             exp_mirror: Mirror::new(),
             addrs,
+            domains,
+            active: DomainSet::EMPTY,
             select: Selection::default(),
             young: HashMap::new(),
         }
+    }
+
+    /// Which domain a connection belongs to.
+    pub fn domains(&self) -> &Domains {
+        &self.domains
+    }
+
+    /// The domains this member is active for.
+    pub fn active_domains(&self) -> DomainSet {
+        self.active
+    }
+
+    /// Whether entry `e` belongs to a domain this member is active for (it syncs it) rather
+    /// than one it is standby for (it installs the peer's copy).
+    pub fn is_ours(&self, e: &CtEntry) -> bool {
+        self.active.contains(self.domains.of_entry(e))
+    }
+
+    /// Load sharing: whether entry `e`, in this active member's kernel, is the peer's (of a
+    /// domain this member is standby for, installed here for the peer): not sent back.
+    /// Never with one domain (the shell reads events only while active for it).
+    fn theirs(&self, e: &CtEntry) -> bool {
+        !self.domains.nets().is_empty() && !self.is_ours(e)
     }
 
     /// Syncs only what `select` selects (by default: everything).
@@ -248,6 +295,9 @@ impl KernelPath {
     pub fn on_events(&mut self, events: &Events, tables: &mut Tables, now: Millis) -> Vec<ItemKey> {
         let mut keys = Vec::with_capacity(events.entries.len() + events.expects.len());
         for ev in &events.entries {
+            if self.theirs(&ev.entry) {
+                continue;
+            }
             if let Some(c) = self.select_event(ev.kind, &ev.entry, now) {
                 keys.push(Self::apply_entry(c, tables, now));
             }
@@ -315,7 +365,7 @@ impl KernelPath {
     ) -> Vec<ItemKey> {
         let mut selected = Vec::with_capacity(dump.len());
         let mut young = HashMap::new();
-        for e in dump {
+        for e in dump.iter().filter(|e| !self.theirs(e)) {
             match self.verdict(e, now) {
                 Verdict::Sync => selected.push(*e),
                 Verdict::Skip => {}
@@ -374,36 +424,66 @@ impl KernelPath {
         keys
     }
 
-    /// Active, on a takeover, before the first dump: the entries of `tables`' kernel table
-    /// came from the peer (they were installed here as they arrived), so the peer knows them;
-    /// the dump that follows then sends only what differs, and removals of the entries that
-    /// vanished.
-    pub fn seed(&mut self, tables: &Tables, now: Millis) {
-        self.mirror = Mirror::new();
+    /// Active, on a takeover of `only` (domains), before the dump that follows: the entries
+    /// of those domains in `tables`' kernel table came from the peer (they were installed
+    /// here as they arrived), so the peer knows them; the dump then sends only what differs,
+    /// and removals of the entries that vanished. What the mirror held of those domains is
+    /// replaced; the other domains' entries stay as they are.
+    pub fn seed(&mut self, tables: &Tables, now: Millis, only: DomainSet) {
+        let d = &self.domains;
+        self.mirror.retain(|e| !only.contains(d.of_entry(e)));
+        self.exp_mirror.retain(|x| !only.contains(d.of_expect(x)));
         for (k, v) in tables.kernel_conns() {
-            self.mirror.assume(from_item(k, v, now));
+            let e = from_item(k, v, now);
+            if only.contains(d.of_entry(&e)) {
+                self.mirror.assume(e);
+            }
         }
-        self.exp_mirror = Mirror::new();
         for (k, v) in tables.kernel_expects() {
-            self.exp_mirror.assume(exp_from_item(k, v, now));
+            let x = exp_from_item(k, v, now);
+            if only.contains(d.of_expect(&x)) {
+                self.exp_mirror.assume(x);
+            }
         }
     }
 
     /// Standby: what the peer's records since the last call ask of this member's kernel
-    /// (installed as they arrive, so a takeover has nothing left to install).
+    /// (installed as they arrive, so a takeover has nothing left to install). Only for the
+    /// domains this member is standby for: the kernel of a domain's active member is the
+    /// source of that domain's table (what a peer sends it, a bulk, is not installed).
     pub fn kernel_work(&mut self, tables: &mut Tables, now: Millis) -> KernelWork {
         let mut w = KernelWork::default();
         let mut keys = tables.take_kernel_changes();
+        if self.active == self.domains.all() {
+            return w;
+        }
         let mut seen = HashSet::with_capacity(keys.len());
         keys.retain(|k| seen.insert(k.clone()));
+        let d = &self.domains;
+        let theirs = |t: &CtTuple, r: &CtTuple| !self.active.contains(d.of_tuples(t, r));
         for k in keys {
             match k {
                 ItemKey::KernelConn(k) => match tables.kernel_conns().get(&k) {
-                    Some(v) => w.install.push(from_item(&k, v, now)),
-                    None => w.remove.push(orig_of(&k)),
+                    Some(v) => {
+                        let e = from_item(&k, v, now);
+                        if theirs(&e.orig, &e.reply) {
+                            w.install.push(e);
+                        }
+                    }
+                    None => {
+                        let (orig, zone) = orig_of(&k);
+                        if theirs(&orig, &orig.inverse()) {
+                            w.remove.push((orig, zone));
+                        }
+                    }
                 },
                 ItemKey::KernelExpect(k) => match tables.kernel_expects().get(&k) {
-                    Some(v) => w.install_expects.push(exp_from_item(&k, v, now)),
+                    Some(v) => {
+                        let x = exp_from_item(&k, v, now);
+                        if !self.active.contains(d.of_expect(&x)) {
+                            w.install_expects.push(x);
+                        }
+                    }
                     None => w.remove_expects.push(exp_tuple_of(&k)),
                 },
                 _ => {}
@@ -412,31 +492,78 @@ impl KernelPath {
         w
     }
 
-    /// The steps of taking (`active`) or giving up the active role, in order. Taking it: the
-    /// addresses move and are announced first, then the guard opens (the shell writes the
-    /// standby's held entries into the kernel just before). The synced connections
-    /// in the kernel pass the guard (it drops only new connections), so they
-    /// resume the moment the neighbours learn the addresses; the guard's nft transaction
-    /// takes tens of ms (a process), and only new connections wait for it, as they waited
-    /// through the detection (measured: opening the guard first delayed the first forwarded
-    /// packet by 26 ms). Giving it up: the guard closes first, so nothing new is admitted
-    /// while the addresses leave. The active's mirror starts empty on each takeover: the
-    /// first dump or events rebuild it.
+    /// The steps of taking (`active`) or giving up the active role for every domain, in
+    /// order (see [`KernelPath::set_domains`]). Unlike it, this returns every step even when
+    /// nothing changes: a starting member runs the standby's steps to take leftover addresses
+    /// of an earlier run off its interfaces.
     pub fn set_role(&mut self, active: bool) -> Vec<Step> {
+        let all = self.domains.all();
         if active {
-            self.mirror = Mirror::new();
-            self.exp_mirror = Mirror::new();
-            self.young.clear();
-            let mut steps: Vec<Step> = self.addrs.iter().map(|a| Step::AddAddress(*a)).collect();
-            steps.extend(self.addrs.iter().map(|a| Step::Announce(*a)));
-            steps.push(Step::Guard { standby: false });
-            steps
+            self.active = DomainSet::EMPTY;
+            self.set_domains(all)
         } else {
-            let mut steps = vec![Step::Guard { standby: true }];
-            steps.extend(self.addrs.iter().map(|a| Step::RemoveAddress(*a)));
-            steps.push(Step::RecreateTcp);
-            steps
+            self.active = all;
+            self.set_domains(DomainSet::EMPTY)
         }
+    }
+
+    /// The steps that make this member active for exactly the domains `target`, in order.
+    /// Taking a domain: its addresses move and are announced first, then the guard opens
+    /// for it (the shell writes the standby's held entries into the kernel just before).
+    /// The synced connections in the kernel pass the guard (it drops only new connections),
+    /// so they resume the moment the neighbours learn the addresses; the guard's nft
+    /// transaction takes tens of ms (a process), and only new connections wait for it, as
+    /// they waited through the detection (measured: opening the guard first delayed the
+    /// first forwarded packet by 26 ms). Giving one up: the guard closes for it first, so
+    /// nothing new is admitted while its addresses leave, then its entries are re-created
+    /// ([`Step::RecreateTcp`]). The mirror forgets a domain given up (what the peer is told
+    /// of it is the peer's business from now on) and starts empty on a takeover by a member
+    /// that was active for none: the first dump or events rebuild it; a domain taken while
+    /// active for others is seeded by the shell ([`KernelPath::seed`]).
+    pub fn set_domains(&mut self, target: DomainSet) -> Vec<Step> {
+        let target = target & self.domains.all();
+        let lost = self.active.minus(target);
+        let gained = target.minus(self.active);
+        let standby = self.domains.all().minus(target);
+        let of = |set: DomainSet| -> Vec<ClusterAddr> {
+            self.addrs
+                .iter()
+                .filter(|(d, _)| set.contains(*d))
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        let (lost_addrs, gained_addrs) = (of(lost), of(gained));
+        let mut steps = Vec::new();
+        if !lost.is_empty() {
+            steps.push(Step::Guard { standby });
+            steps.extend(lost_addrs.into_iter().map(Step::RemoveAddress));
+            steps.push(Step::RecreateTcp { domains: lost });
+            let d = &self.domains;
+            self.mirror.retain(|e| !lost.contains(d.of_entry(e)));
+            self.exp_mirror.retain(|x| !lost.contains(d.of_expect(x)));
+            self.young.retain(|_, (_, e)| !lost.contains(d.of_entry(e)));
+        }
+        if !gained.is_empty() {
+            if self.active.minus(lost).is_empty() {
+                self.mirror = Mirror::new();
+                self.exp_mirror = Mirror::new();
+                self.young.clear();
+            }
+            steps.extend(gained_addrs.iter().map(|a| Step::AddAddress(*a)));
+            steps.extend(gained_addrs.iter().map(|a| Step::Announce(*a)));
+            steps.push(Step::Guard { standby });
+        }
+        self.active = target;
+        steps
+    }
+
+    /// The cluster addresses of the domains this member is active for.
+    pub fn active_addresses(&self) -> Vec<ClusterAddr> {
+        self.addrs
+            .iter()
+            .filter(|(d, _)| self.active.contains(*d))
+            .map(|(_, a)| *a)
+            .collect()
     }
 }
 
@@ -585,7 +712,7 @@ mod tests {
         }
         let mut p = KernelPath::new(Vec::new());
         p.set_role(true);
-        p.seed(&t, 500);
+        p.seed(&t, 500, DomainSet::one(0));
         // The kernel still holds 1 and 2 (timeouts ticked down), 3 expired, 4 is new.
         let mut one = entry(1);
         one.timeout_s -= 1;
@@ -716,7 +843,7 @@ mod tests {
         t.install_synced(SyncedItem::KernelExpect(k, v)).unwrap();
         let mut p = KernelPath::new(Vec::new());
         p.set_role(true);
-        p.seed(&t, 0);
+        p.seed(&t, 0, DomainSet::one(0));
         assert!(p.on_dump(&[master], &[ftp_expect(1)], &mut t, 0).is_empty());
     }
 
@@ -898,18 +1025,133 @@ mod tests {
             vec![
                 Step::AddAddress(a),
                 Step::Announce(a),
-                Step::Guard { standby: false },
+                Step::Guard {
+                    standby: DomainSet::EMPTY
+                },
             ]
         );
         // Then its own TCP entries are re-created (their windows would be stale when it
         // forwards again).
+        let zero = DomainSet::one(0);
         assert_eq!(
             p.set_role(false),
             vec![
-                Step::Guard { standby: true },
+                Step::Guard { standby: zero },
                 Step::RemoveAddress(a),
-                Step::RecreateTcp
+                Step::RecreateTcp { domains: zero }
             ]
         );
+    }
+
+    /// Load sharing: members A (active for domain 0) and B (active for domain 1) each send
+    /// only their own domain's entries, install only the other's, never send back what they
+    /// installed, and a member taking the other's domain over moves only that domain's
+    /// addresses and keeps its own.
+    #[test]
+    fn two_members_active_for_different_domains_sync_both_ways_without_echo() {
+        let addr = |ifindex, ip: &str| ClusterAddr {
+            ifindex,
+            mac: [2, 0, 0, 0, 0, ifindex as u8],
+            addr: ip.parse().unwrap(),
+            prefix_len: 24,
+        };
+        let (a0, a1) = (addr(3, "10.1.0.254"), addr(3, "10.3.0.254"));
+        let domains = Domains::new(0, vec![(1, "10.3.0.0/24".parse().unwrap())]);
+        let path = || KernelPath::shared(domains.clone(), vec![(0, a0), (1, a1)]);
+        let (mut a, mut b) = (path(), path());
+        let d0 = entry(1000);
+        let d1 = CtEntry {
+            orig: CtTuple {
+                src: "10.3.0.1".parse().unwrap(),
+                ..d0.orig
+            },
+            reply: CtTuple {
+                dst: "10.3.0.1".parse().unwrap(),
+                ..d0.reply
+            },
+            ..d0
+        };
+        assert_eq!(
+            a.set_domains(DomainSet::one(0)),
+            vec![
+                Step::AddAddress(a0),
+                Step::Announce(a0),
+                Step::Guard {
+                    standby: DomainSet::one(1)
+                }
+            ]
+        );
+        b.set_domains(DomainSet::one(1));
+        let (mut ta, mut tb) = (Tables::new(), Tables::new());
+        ta.keep_kernel_changes();
+        tb.keep_kernel_changes();
+        let new = |e: CtEntry| Events {
+            entries: vec![CtEvent {
+                kind: CtEventKind::New,
+                entry: e,
+            }],
+            expects: Vec::new(),
+        };
+        // A's kernel reports its own connection and the one it installed for B.
+        let keys = a.on_events(&new(d0), &mut ta, 0);
+        assert_eq!(keys, vec![ItemKey::KernelConn(key_of(&d0.orig, 0))]);
+        assert!(a.on_events(&new(d1), &mut ta, 0).is_empty(), "sent back");
+        assert!(b.on_events(&new(d0), &mut tb, 0).is_empty(), "sent back");
+        assert_eq!(b.on_events(&new(d1), &mut tb, 0).len(), 1);
+        // Records arrive: each installs the other's; its own domain's (a bulk's echo) not.
+        for (t, e) in [(&mut ta, [d1, d0]), (&mut tb, [d0, d1])] {
+            for e in e {
+                let (k, v) = to_item(&e, 0);
+                t.install_synced(SyncedItem::KernelConn(k, v)).unwrap();
+            }
+        }
+        assert_eq!(a.kernel_work(&mut ta, 0).install, vec![d1]);
+        assert_eq!(b.kernel_work(&mut tb, 0).install, vec![d0]);
+        // A dies: B takes domain 0 too, without touching domain 1's address.
+        let steps = b.set_domains(DomainSet::one(0) | DomainSet::one(1));
+        assert_eq!(
+            steps,
+            vec![
+                Step::AddAddress(a0),
+                Step::Announce(a0),
+                Step::Guard {
+                    standby: DomainSet::EMPTY
+                }
+            ]
+        );
+        // Seeded with what A had sent it: A's connection is known to the peer, and B's
+        // own domain 1 entry is still in its mirror.
+        b.seed(&tb, 0, DomainSet::one(0));
+        let destroy = |e: CtEntry| Events {
+            entries: vec![CtEvent {
+                kind: CtEventKind::Destroy,
+                entry: e,
+            }],
+            expects: Vec::new(),
+        };
+        assert_eq!(b.on_events(&destroy(d0), &mut tb, 0).len(), 1);
+        assert_eq!(b.on_events(&destroy(d1), &mut tb, 0).len(), 1);
+        // A member giving a domain up closes the guard for it, takes its address off,
+        // re-creates its entries alone, and tells the peer nothing of them any more.
+        assert_eq!(a.on_events(&new(d0), &mut ta, 0).len(), 1);
+        assert_eq!(
+            a.set_domains(DomainSet::EMPTY | DomainSet::one(1)),
+            vec![
+                Step::Guard {
+                    standby: DomainSet::one(0)
+                },
+                Step::RemoveAddress(a0),
+                Step::RecreateTcp {
+                    domains: DomainSet::one(0)
+                },
+                Step::AddAddress(a1),
+                Step::Announce(a1),
+                Step::Guard {
+                    standby: DomainSet::one(0)
+                }
+            ]
+        );
+        assert!(a.on_events(&destroy(d0), &mut ta, 0).is_empty());
+        assert_eq!(a.active_addresses(), vec![a1]);
     }
 }

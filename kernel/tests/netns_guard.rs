@@ -19,6 +19,34 @@ use ha_kernel::guard;
 mod common;
 use common::{can_run, in_ns, ip, namespaces};
 
+/// A TCP connection from namespace `ns` to `to` with source address `src` (700 ms to
+/// connect).
+fn connect_from(ns: &str, src: std::net::Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V4(to) = to else {
+        return None;
+    };
+    in_ns(ns, move || {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .ok()?;
+        // A blocking connect gives up after the send timeout.
+        let wait = nix::sys::time::TimeVal::new(0, 700_000);
+        setsockopt(&fd, sockopt::SendTimeout, &wait).ok()?;
+        let from = SockaddrIn::from(std::net::SocketAddrV4::new(src, 0));
+        bind(fd.as_raw_fd(), &from).ok()?;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(to)).ok()?;
+        Some(TcpStream::from(fd))
+    })
+}
+
 fn connect(ns: &str, to: SocketAddr) -> Option<TcpStream> {
     in_ns(ns, move || {
         TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()
@@ -165,22 +193,54 @@ fn a_standby_drops_new_connections_and_keeps_established_ones() {
     let member: std::net::Ipv4Addr = "10.31.1.1".parse().unwrap();
     let probes = |answer_probes| guard::Guard {
         standby: true,
+        shared: Vec::new(),
         answer_probes,
     };
-    in_ns(&nr, move || guard::set_guard(probes(true))).expect("guard");
+    in_ns(&nr, move || guard::set_guard(&probes(true))).expect("guard");
     assert!(
         pinged(&nc, member),
         "a member with a live controller did not answer"
     );
-    in_ns(&nr, move || guard::set_guard(probes(false))).expect("guard");
+    in_ns(&nr, move || guard::set_guard(&probes(false))).expect("guard");
     assert!(
         !pinged(&nc, member),
         "a member with a silent controller answered the probe"
     );
-    in_ns(&nr, move || guard::set_guard(probes(true))).expect("guard");
+    in_ns(&nr, move || guard::set_guard(&probes(true))).expect("guard");
     assert!(
         pinged(&nc, member),
         "answers again once its controller speaks"
+    );
+
+    // Load sharing: the client's second address (10.31.1.50) is in another domain's
+    // network (10.31.1.48/28); the first (10.31.1.2) is the main domain's. Each guard drops
+    // the new connections of the domain the member is standby for and passes the other's.
+    ip(&["-n", &nc, "addr", "add", "10.31.1.50/24", "dev", "c0"]);
+    let (main_host, other_host) = ("10.31.1.2".parse().unwrap(), "10.31.1.50".parse().unwrap());
+    let sharing = |standby, other_standby| guard::Guard {
+        standby,
+        shared: vec![("10.31.1.48/28".parse().unwrap(), other_standby)],
+        answer_probes: true,
+    };
+    in_ns(&nr, move || guard::set_guard(&sharing(false, true))).expect("guard");
+    let mut main_conn = connect_from(&nc, main_host, to)
+        .expect("active for the main domain: its new connections pass");
+    assert!(echoes(&mut main_conn));
+    assert!(
+        connect_from(&nc, other_host, to).is_none(),
+        "standby for the other domain: its new connection passed"
+    );
+    in_ns(&nr, move || guard::set_guard(&sharing(true, false))).expect("guard");
+    let mut other_conn = connect_from(&nc, other_host, to)
+        .expect("active for the other domain: its new connections pass");
+    assert!(echoes(&mut other_conn));
+    assert!(
+        connect_from(&nc, main_host, to).is_none(),
+        "standby for the main domain: its new connection passed"
+    );
+    assert!(
+        echoes(&mut main_conn),
+        "the main domain's established connection was dropped"
     );
 
     in_ns(&nr, guard::remove).expect("remove");
@@ -196,6 +256,6 @@ fn a_standby_drops_new_connections_and_keeps_established_ones() {
     in_ns(&nr, guard::remove).expect("removing again is not an error");
 
     stop.store(true, Ordering::Relaxed);
-    drop((before, after));
+    drop((before, after, main_conn, other_conn));
     server.join().expect("server");
 }

@@ -1,7 +1,9 @@
 //! The active member's conntrack event thread: seeded with the synced table and one dump on
 //! each takeover, then every kernel event becomes a record for the peer; an overrun (events
 //! lost to a full receive buffer) is followed by a dump and a reconcile, so the peer's copy
-//! never stays wrong.
+//! never stays wrong. With load sharing it runs while the member is active for any domain
+//! (the events of the others' domains are left out by `KernelPath`); a domain taken over
+//! while it runs is reconciled with a dump at the next tick.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -240,6 +242,12 @@ fn run(core: &Mutex<KCore>, stats: &Arc<KStats>, halt: &dyn Fn() -> bool) -> Res
                 return Ok(());
             }
             c.on_tick(last_tick);
+            // Load sharing: a domain taken over since (its entries seeded then) is
+            // reconciled with a dump within a tick.
+            if c.take_dump_due() {
+                drop(c);
+                resync(core, stats, false)?;
+            }
         }
         if let Ok(dump) = refresher.dumps.try_recv() {
             let mut c = lock(core);

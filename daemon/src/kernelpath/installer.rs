@@ -14,6 +14,7 @@ use super::{ms_since, KStats};
 use crate::config::StandbyInstall;
 use ha_kernel::conntrack::socket::Ctnetlink;
 use ha_kernel::conntrack::{CtEntry, CtExpect, CtTuple};
+use ha_kernel::domains::{DomainSet, Domains};
 use ha_kernel::path::KernelWork;
 use ha_kernel::write_behind::{Policy, WriteBehind};
 
@@ -32,10 +33,12 @@ pub const RECREATE_AFTER: Duration = Duration::from_secs(1);
 pub(super) enum Job {
     /// The peer's changes, for this member's kernel.
     Work(KernelWork),
-    /// Re-create this kernel's TCP entries at this time ([`RECREATE_AFTER`]).
-    Recreate(Instant),
-    /// This member forwards again: a re-creation not yet done is dropped.
-    Cancel,
+    /// Re-create this kernel's TCP entries of these domains (the ones this member gave up)
+    /// at this time ([`RECREATE_AFTER`]).
+    Recreate(Instant, DomainSet),
+    /// This member forwards again for these domains: their re-creation, if not yet done, is
+    /// dropped.
+    Cancel(DomainSet),
     /// A takeover: write every held entry now (counted as a batch, which the takeover
     /// waits for).
     WriteAll,
@@ -61,6 +64,8 @@ struct Installer {
     wb: Option<WriteBehind>,
     /// The write-behind's clock starts here.
     t0: Instant,
+    /// Which domain an entry belongs to (a re-creation is for the domains given up).
+    domains: Domains,
 }
 
 impl Installer {
@@ -221,15 +226,18 @@ impl Installer {
     /// Re-creates every TCP entry of this kernel as it is now (removed, then installed
     /// again with the same attributes, translations and remaining timeout), and the
     /// expectations, which go with their masters ([`RECREATE_AFTER`] says why).
-    fn recreate(&mut self) {
+    fn recreate(&mut self, of: DomainSet) {
         let t0 = Instant::now();
+        let d = &self.domains;
         let (tcp, exps, all_keys) = match (self.ct.dump(), self.ct.dump_expects()) {
             (Ok((all, _)), Ok((exps, _))) => (
                 all.iter()
-                    .filter(|e| e.tcp.is_some())
+                    .filter(|e| e.tcp.is_some() && of.contains(d.of_entry(e)))
                     .copied()
                     .collect::<Vec<_>>(),
-                exps,
+                exps.into_iter()
+                    .filter(|x| of.contains(d.of_expect(x)))
+                    .collect::<Vec<_>>(),
                 all.iter().map(|e| (e.orig, e.zone)).collect::<Vec<_>>(),
             ),
             (Err(e), _) | (_, Err(e)) => {
@@ -274,6 +282,7 @@ pub(super) fn spawn_installer(
     rx: Receiver<Job>,
     stats: Arc<KStats>,
     mode: StandbyInstall,
+    domains: Domains,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
     let ct = Ctnetlink::open().map_err(|e| format!("ctnetlink: {e}"))?;
     let mut inst = Installer {
@@ -285,13 +294,15 @@ pub(super) fn spawn_installer(
             StandbyInstall::WriteBehind => Some(WriteBehind::new(Policy::default())),
         },
         t0: Instant::now(),
+        domains,
     };
     Ok(crate::spawn_named("ha-ct-install", move || {
-        let mut recreate_at: Option<Instant> = None;
+        // When, and for which domains.
+        let mut recreate_at: Option<(Instant, DomainSet)> = None;
         // Ends when the core (the sender) is dropped at the daemon's stop.
         loop {
             let retry = (!inst.waiting.is_empty()).then_some(EXPECT_RETRY_EVERY);
-            let due = recreate_at.map(|t| t.saturating_duration_since(Instant::now()));
+            let due = recreate_at.map(|(t, _)| t.saturating_duration_since(Instant::now()));
             let write = inst.write_check_in();
             let job = match retry.into_iter().chain(due).chain(write).min() {
                 None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
@@ -302,15 +313,20 @@ pub(super) fn spawn_installer(
                     inst.work(w);
                     KStats::add(&inst.stats.batches_done, 1);
                 }
-                Ok(Job::Recreate(at)) => {
+                Ok(Job::Recreate(at, of)) => {
                     // This member forwarded: its kernel holds entries the installer did
                     // not write (the re-creation's dump tells which).
                     if let Some(wb) = inst.wb.as_mut() {
                         wb.forget_kernel();
                     }
-                    recreate_at = Some(at);
+                    let before = recreate_at.map_or(DomainSet::EMPTY, |(_, d)| d);
+                    recreate_at = Some((at, before | of));
                 }
-                Ok(Job::Cancel) => recreate_at = None,
+                Ok(Job::Cancel(of)) => {
+                    recreate_at = recreate_at
+                        .map(|(t, d)| (t, d.minus(of)))
+                        .filter(|(_, d)| !d.is_empty());
+                }
                 Ok(Job::WriteAll) => {
                     let (t, held) = (Instant::now(), inst.stats.held.load(Ordering::Relaxed));
                     inst.write_held(true);
@@ -330,12 +346,12 @@ pub(super) fn spawn_installer(
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
             inst.write_if_due();
-            if recreate_at.is_some_and(|t| Instant::now() >= t) {
+            if let Some((_, of)) = recreate_at.filter(|(t, _)| Instant::now() >= *t) {
                 recreate_at = None;
                 // Counted as a batch, so that a takeover meanwhile waits for it (at most
                 // INSTALL_DRAIN) rather than find entries removed and not yet back.
                 KStats::add(&inst.stats.batches_queued, 1);
-                inst.recreate();
+                inst.recreate(of);
                 KStats::add(&inst.stats.batches_done, 1);
             }
         }

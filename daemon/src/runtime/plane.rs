@@ -22,6 +22,14 @@ pub trait Plane: Send {
     /// Takes (`true`) or gives up the active role at `now`, announcing the cluster addresses
     /// on a takeover; true when the role changed.
     fn set_active(&mut self, active: bool, now: Instant) -> bool;
+    /// Load sharing: takes (`true`) or gives up the active role for `domain`, one of the
+    /// other domains this member forwards for besides the main one (`[[forward.shared]]`);
+    /// true when the role changed. A plane that forwards for one domain (the userspace fast
+    /// path) has no other domain: nothing changes.
+    fn set_domain_active(&mut self, domain: u8, active: bool, now: Instant) -> bool {
+        let _ = (domain, active, now);
+        false
+    }
     /// True while this member forwards.
     fn is_active(&self) -> bool;
     /// Announces the cluster addresses again (gratuitous ARP); nothing while passive.

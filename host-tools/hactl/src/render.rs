@@ -200,7 +200,15 @@ pub fn duration_ms(ms: u64) -> String {
 
 /// `hactl forwarding`: the role the data path applies, and for how long.
 pub fn forwarding(f: &ForwardingReport) -> String {
-    let role = if f.active { "active" } else { "passive" };
+    // Load sharing: the domains it forwards for when more than one.
+    let role = match (f.active, f.domains.as_slice()) {
+        (false, _) => "passive".to_string(),
+        (true, ds) if ds.len() > 1 => format!(
+            "active for domains {}",
+            ds.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        (true, _) => "active".to_string(),
+    };
     let for_ = duration_ms(f.now_ms.saturating_sub(f.since_ms));
     let up = duration_ms(f.now_ms.saturating_sub(f.started_ms));
     let controller = if f.controller_alive {
@@ -484,6 +492,7 @@ mod tests {
         let f = ForwardingReport {
             serial: "SN-A".into(),
             active: false,
+            domains: Vec::new(),
             since_ms: 10_000,
             changes: 3,
             started_ms: 1_000,
@@ -494,6 +503,17 @@ mod tests {
         assert_eq!(
             forwarding(&f),
             "SN-A forwarding: passive for 2.5 s (3 role changes since the daemon started 11.5 s ago); controller: silent (the data path stays passive)\n"
+        );
+        let shared = ForwardingReport {
+            active: true,
+            domains: vec![0, 1],
+            controller_alive: true,
+            ..f
+        };
+        assert!(
+            forwarding(&shared).starts_with("SN-A forwarding: active for domains 0, 1 for 2.5 s"),
+            "{}",
+            forwarding(&shared)
         );
     }
 

@@ -509,6 +509,11 @@ mod tests {
             Ok(ForwardingReport {
                 serial: serial.into(),
                 active: serial == self.active,
+                domains: if serial == self.active {
+                    vec![0]
+                } else {
+                    Vec::new()
+                },
                 since_ms: 0,
                 changes: 0,
                 started_ms: self.started[i],

@@ -282,6 +282,7 @@ fn daemon(req: &Request) -> Vec<Reply> {
         Request::Forwarding => vec![Reply::Forwarding(ha_mgmt_api::ForwardingReport {
             serial: "SN-A".into(),
             active: true,
+            domains: vec![0],
             since_ms: 1_000,
             changes: 1,
             started_ms: 500,

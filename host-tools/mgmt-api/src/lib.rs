@@ -475,6 +475,11 @@ pub struct ForwardingReport {
     pub serial: String,
     /// True while the data path forwards and owns the cluster addresses.
     pub active: bool,
+    /// The HA domains it forwards for, lowest first: the main domain alone, or with load
+    /// sharing every domain this member is active for (empty while passive, and from an
+    /// older daemon).
+    #[serde(default)]
+    pub domains: Vec<u8>,
     /// When the data path last changed role (the daemon's start if it never did).
     pub since_ms: u64,
     /// Role changes since the daemon started: a jump of more than one between two reports

@@ -104,6 +104,12 @@ impl<T: Tracked> Mirror<T> {
         self.told.insert(e.key(), e);
     }
 
+    /// Forgets, without a change for the peer, every item `keep` refuses (a domain this
+    /// member gave up: its new active member tells the peer about it from now on).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.told.retain(|_, e| keep(e));
+    }
+
     /// The change an event of `kind` about `item` asks for (`None` when the peer already has
     /// it: a destroy of an item it never heard of).
     pub fn on_event(&mut self, kind: CtEventKind, item: &T) -> Option<Change<T>> {

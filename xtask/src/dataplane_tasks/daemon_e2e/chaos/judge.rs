@@ -218,6 +218,7 @@ mod tests {
         Some(ForwardingReport {
             serial: "SN".into(),
             active,
+            domains: if active { vec![0] } else { Vec::new() },
             since_ms: since,
             changes,
             started_ms: started,
