@@ -57,8 +57,11 @@ struct Opts {
     /// The load is FTP sessions whose data connections open after the crash (kernel path),
     /// not the echo connections.
     ftp: bool,
-    /// The kernel path's cases to run (`plain`, `snat`, `ftp`, `nat-ftp`, `control`; all by
-    /// default).
+    /// Load sharing (kernel path): SN-A preferred for domain 0, SN-B for domain 1, each
+    /// with its own cluster addresses and half of the load.
+    shared: bool,
+    /// The kernel path's cases to run (`plain`, `snat`, `ftp`, `nat-ftp`, `load-sharing`,
+    /// `control`; all by default).
     cases: Vec<String>,
     /// QEMU members get the serial backup HA link beside the main one (`--backup-link
     /// off`: the main link only, as keepalived's one VRRP link in the kernel-ha bench).
@@ -86,7 +89,7 @@ fn parse_on_off(option: &str, v: &str) -> Result<bool> {
 }
 
 /// The kernel path's cases, in the order they run.
-const KERNEL_CASES: [&str; 5] = ["plain", "snat", "ftp", "nat-ftp", "control"];
+const KERNEL_CASES: [&str; 6] = ["plain", "snat", "ftp", "nat-ftp", "load-sharing", "control"];
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
@@ -99,6 +102,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         sync: true,
         nat: false,
         ftp: false,
+        shared: false,
         cases: KERNEL_CASES.iter().map(|c| c.to_string()).collect(),
         backup_link: true,
         standby_install: None,
@@ -112,7 +116,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                  [--interval-ms MS] [--controller qemu|host] [--timers PROFILE] [--backup-link on|off] \
                  [--table dataplane|builtin] [--datapath userspace|kernel] \
                  [--standby-install write_behind|as_received] \
-                 [--cases plain,snat,ftp,nat-ftp,control]"
+                 [--cases plain,snat,ftp,nat-ftp,load-sharing,control]"
             ))
         }
     }
@@ -145,7 +149,8 @@ fn parse(args: &[String]) -> Result<Opts> {
                 o.cases = val()?.split(',').map(|c| c.trim().to_string()).collect();
                 if let Some(bad) = o.cases.iter().find(|c| !KERNEL_CASES.contains(&c.as_str())) {
                     return Err(format!(
-                        "e2e: --cases: unknown case {bad:?} (plain, snat, ftp, nat-ftp, control)"
+                        "e2e: --cases: unknown case {bad:?} (plain, snat, ftp, nat-ftp, \
+                         load-sharing, control)"
                     ));
                 }
             }
@@ -482,6 +487,7 @@ pub fn chaos(args: &[String]) -> Result {
         sync: true,
         nat: false,
         ftp: false,
+        shared: false,
         cases: Vec::new(),
         backup_link: true,
         standby_install: None,

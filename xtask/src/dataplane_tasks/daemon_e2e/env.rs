@@ -320,6 +320,30 @@ pub(super) fn forwarding(sock: &Path, timeout: Duration) -> Option<ha_mgmt_api::
     }
 }
 
+/// Load sharing: waits until member `i`'s data path forwards for exactly the domains
+/// `want[i]`, for every member.
+pub(super) fn wait_domains(socks: &[PathBuf], want: &[&[u8]], timeout: Duration) -> Result {
+    let deadline = Instant::now() + timeout;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = socks
+            .iter()
+            .map(|s| forwarding(s, Duration::from_secs(1)).map(|f| f.domains))
+            .collect::<Vec<_>>();
+        if last
+            .iter()
+            .zip(want)
+            .all(|(got, w)| got.as_deref() == Some(*w))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "e2e: the members' domains did not settle in {timeout:?} on {want:?}: {last:?}"
+    ))
+}
+
 /// Waits until `who` is active and every other member passive; returns the active's index.
 pub(super) fn wait_roles(
     socks: &[PathBuf],
@@ -383,21 +407,31 @@ impl Load {
     /// survived, failed, messages), the longest gap of all, the median gap as the median of
     /// the processes' medians, the first error found (the FTP load's takes up to its transfer
     /// timeout).
-    pub(super) fn report_json(&mut self) -> Result<serde_json::Value> {
+    /// Each client process's report, in the order the processes were started.
+    pub(super) fn report_each(&mut self) -> Result<Vec<serde_json::Value>> {
         self.cmd("report")?;
-        let reports: Vec<serde_json::Value> = self
-            .lines(Duration::from_secs(30))?
+        self.lines(Duration::from_secs(30))?
             .iter()
             .map(|l| serde_json::from_str(l).map_err(|e| format!("e2e: load report {l:?}: {e}")))
-            .collect::<Result<_>>()?;
-        if reports.len() == 1 {
-            return Ok(reports.into_iter().next().unwrap_or_default());
+            .collect()
+    }
+
+    /// The processes' reports summed (connections, survivors) or their worst (gaps).
+    pub(super) fn report_json(&mut self) -> Result<serde_json::Value> {
+        let reports = self.report_each()?;
+        Ok(Self::merged(reports))
+    }
+
+    /// Reports of several client processes as one.
+    pub(super) fn merged(reports: Vec<serde_json::Value>) -> serde_json::Value {
+        if reports.len() <= 1 {
+            return reports.into_iter().next().unwrap_or_default();
         }
         let g = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
         let sum = |k: &str| reports.iter().map(|v| g(v, k)).sum::<u64>();
         let mut p50: Vec<u64> = reports.iter().map(|v| g(v, "gap_p50_ms")).collect();
         p50.sort_unstable();
-        Ok(serde_json::json!({
+        serde_json::json!({
             "connections": sum("connections"),
             "survived": sum("survived"),
             "failed": sum("failed"),
@@ -406,7 +440,7 @@ impl Load {
             "gap_p50_ms": p50[p50.len() / 2],
             "first_error": reports.iter().find_map(|v| v["first_error"].as_str()),
             "unexpected_admitted": reports.iter().any(|v| v["unexpected_admitted"].as_bool() == Some(true)),
-        }))
+        })
     }
 
     pub(super) fn report(&mut self) -> Result<(u64, u64, u64, u64)> {

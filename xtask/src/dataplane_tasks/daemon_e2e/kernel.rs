@@ -124,6 +124,44 @@ struct Outcome {
     first_forwarded_ms: Option<u64>,
     /// FTP only: the data connection nobody announced got through the survivor.
     unexpected_admitted: bool,
+    /// Load sharing only: (survived, connections) of domain 0 (the dead member's) and of
+    /// domain 1 (the survivor's own).
+    per_domain: Option<[(u64, u64); 2]>,
+}
+
+/// The addresses of interface `dev` in namespace `ns`.
+fn addresses(ns: &str, dev: &str) -> String {
+    crate::util::output(Command::new("ip").args(["-n", ns, "-o", "-4", "addr", "show", "dev", dev]))
+        .unwrap_or_default()
+}
+
+/// Load sharing: every member holds exactly the cluster addresses of the domains in
+/// `domains[i]` (domain 0: 10.1.0.254 inside, 10.2.0.254 outside; domain 1: 10.3.0.254,
+/// 10.2.0.253); the members are `(member name, namespace)`.
+fn check_cluster_addresses(members: &[(&str, String)], domains: &[&[u8]], tag: &str) -> Result {
+    const OF: [[(&str, &str); 2]; 2] = [
+        [("in", "10.1.0.254/"), ("out", "10.2.0.254/")],
+        [("in", "10.3.0.254/"), ("out", "10.2.0.253/")],
+    ];
+    for ((m, ns), want) in members.iter().zip(domains) {
+        let (inside, outside) = (addresses(ns, "in"), addresses(ns, "out"));
+        for (d, addrs) in OF.iter().enumerate() {
+            for (dev, a) in addrs {
+                let held = if *dev == "in" { &inside } else { &outside }.contains(a);
+                if held != want.contains(&(d as u8)) {
+                    return Err(format!(
+                        "e2e[{tag}]: member {m} {} cluster address {a} of domain {d} on {dev} \
+                         (it forwards for {want:?}):\n{inside}{outside}",
+                        if held { "holds" } else { "lacks" }
+                    ));
+                }
+            }
+        }
+        println!(
+            "e2e[{tag}]: member {m} holds the cluster addresses of domain(s) {want:?} and no other"
+        );
+    }
+    Ok(())
 }
 
 /// The synced entries the daemon at `sock` has installed into its kernel, waiting until
@@ -356,7 +394,38 @@ fn crash_case(
         // until it has installed one entry per connection; the control has nothing to wait
         // for).
         let catch_up = Instant::now();
-        if o.sync {
+        if o.shared {
+            // Both ways: each member installs the other's half (domain 0's connections go
+            // through SN-A, domain 1's through SN-B).
+            let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
+            // The load's first share (the larger half) goes through domain 0.
+            let n = o.connections as u64;
+            let (d0, d1) = (n - n / 2, n / 2);
+            let (into_b, into_a) = (
+                wait_installed(&s.socks[1], d0, within),
+                wait_installed(&s.socks[0], d1, within),
+            );
+            println!(
+                "e2e[{tag}]: synced both ways in {} ms: {} installed {into_b} entries of \
+                 domain 0 ({d0} connections through {}), {} installed {into_a} of domain 1 \
+                 ({d1} through {})",
+                catch_up.elapsed().as_millis(),
+                s.serials[1],
+                s.serials[0],
+                s.serials[0],
+                s.serials[1]
+            );
+            if into_b < d0 || into_a < d1 {
+                return Err(format!(
+                    "e2e[{tag}]: the members did not sync each other's domain\n{}",
+                    diagnostics(&s.socks)
+                ));
+            }
+            let members: Vec<(&str, String)> = (0..2)
+                .map(|i| (s.serials[i], env.ns(s.members[i])))
+                .collect();
+            check_cluster_addresses(&members, &[&[0], &[1]], tag)?;
+        } else if o.sync {
             let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
             let installed = wait_installed(&s.socks[survivor], o.connections as u64, within);
             println!(
@@ -370,8 +439,13 @@ fn crash_case(
             pause_and_resume(b, &s.socks[survivor])?;
             swap_there_and_back(b, &s.socks, &s.serials, s.active, &mut load)?;
         }
-        // Watches the survivor's data interfaces for its first forwarded packet.
-        let first_packet = start_sniffer(&mut env, b, s.members[survivor], tag)?;
+        // Watches the survivor's data interfaces for its first forwarded packet (not with
+        // load sharing: the survivor forwards its own domain all along).
+        let first_packet = if o.shared {
+            None
+        } else {
+            Some(start_sniffer(&mut env, b, s.members[survivor], tag)?)
+        };
         println!(
             "e2e[{tag}]: tables before the crash:\n{}",
             diagnostics(&s.socks)
@@ -394,9 +468,12 @@ fn crash_case(
         // The survivor's data path: active once its guard is open, the addresses moved and
         // announced (the daemon's own record of that moment, to the ms).
         let deadline = killed_at + Duration::from_secs(20);
+        // With load sharing: once it forwards for both domains.
+        let took_over =
+            |f: &ha_mgmt_api::ForwardingReport| f.active && (!o.shared || f.domains == [0, 1]);
         let takeover = loop {
             match forwarding(&s.socks[survivor], Duration::from_secs(1)) {
-                Some(f) if f.active => break f.since_ms.saturating_sub(killed_ms),
+                Some(f) if took_over(&f) => break f.since_ms.saturating_sub(killed_ms),
                 _ if Instant::now() > deadline => {
                     return Err(format!(
                         "e2e[{tag}]: the survivor never became active\n{}",
@@ -408,12 +485,37 @@ fn crash_case(
         };
         // Every connection sends once per interval: wait two of them.
         std::thread::sleep(Duration::from_millis(8_000.max(2 * o.interval_ms + 2_000)));
-        let first_forwarded = first_seen(&first_packet, killed_ms).forwarded;
-        env.kill(&format!("sniffer-{tag}"));
+        let first_forwarded = first_packet.and_then(|p| {
+            env.kill(&format!("sniffer-{tag}"));
+            first_seen(&p, killed_ms).forwarded
+        });
         if o.sync {
             check_metrics(&env.ns(s.members[survivor]), tag, o.connections as f64)?;
         }
-        let v = load.report_json()?;
+        if o.shared {
+            let member = [(s.serials[survivor], env.ns(s.members[survivor]))];
+            check_cluster_addresses(&member, &[&[0, 1]], tag)?;
+            let scrape = scrape_metrics(&env.ns(s.members[survivor]))?;
+            let per = |d| sample(&scrape, "ha_forwarding_domain_active", Some(("domain", d)));
+            if per("0") != Some(1.0) || per("1") != Some(1.0) {
+                return Err(format!(
+                    "e2e[{tag}]: the survivor's metrics do not show both domains: {:?} {:?}",
+                    per("0"),
+                    per("1")
+                ));
+            }
+        }
+        let parts = load.report_each()?;
+        let per_domain = o.shared.then(|| {
+            let g = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+            let of = |i: usize| {
+                parts
+                    .get(i)
+                    .map_or((0, 0), |v| (g(v, "survived"), g(v, "connections")))
+            };
+            [of(0), of(1)]
+        });
+        let v = super::env::Load::merged(parts);
         let g = |k: &str| v[k].as_u64().unwrap_or(0);
         if let Some(e) = v["first_error"].as_str() {
             eprintln!("e2e[{tag}]: first failed connection: {e}");
@@ -441,6 +543,7 @@ fn crash_case(
             takeover_ms: takeover,
             first_forwarded_ms: first_forwarded,
             unexpected_admitted: v["unexpected_admitted"].as_bool().unwrap_or(false),
+            per_domain,
         })
     })();
     r.map_err(|e| format!("{e}\n{}", env.post_mortem(firmware)))
@@ -459,11 +562,12 @@ fn first_fwd(r: &Outcome) -> String {
 pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> String) -> Result {
     let id = std::process::id() % 100_000;
     let mut lost = Vec::new();
-    for (tag, label, nat, ftp) in [
-        ("plain", "plain", false, false),
-        ("snat", "snat", true, false),
-        ("ftp", "ftp expectation", false, true),
-        ("nat-ftp", "ftp through snat", true, true),
+    for (tag, label, nat, ftp, shared) in [
+        ("plain", "plain", false, false, false),
+        ("snat", "snat", true, false, false),
+        ("ftp", "ftp expectation", false, true, false),
+        ("nat-ftp", "ftp through snat", true, true, false),
+        ("load-sharing", "load sharing", false, false, true),
     ] {
         if !o.cases.iter().any(|c| c == tag) {
             continue;
@@ -472,6 +576,7 @@ pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> 
             sync: true,
             nat,
             ftp,
+            shared,
             ..o.clone()
         };
         let r = crash_case(&case, firmware, b, tag, id)?;
@@ -489,6 +594,13 @@ pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> 
                      survivor's firewall cannot tell a synced expectation from none"
                 ));
             }
+        } else if let Some([(s0, n0), (s1, n1)]) = r.per_domain {
+            println!(
+                "tcp-survival(kernel, {label}): survived={sv}/{n} (domain 0, taken over: \
+                 {s0}/{n0}; domain 1, the survivor's own: {s1}/{n1}) gap_ms={} \
+                 kill_to_forwarding_ms={}",
+                r.gap_ms, r.takeover_ms
+            );
         } else {
             println!(
                 "tcp-survival(kernel, {label}): survived={sv}/{n} gap_ms={} \
@@ -508,6 +620,7 @@ pub(super) fn run_kernel(o: &Opts, firmware: Option<&Path>, b: &dyn Fn(&str) -> 
             sync: false,
             nat: false,
             ftp: false,
+            shared: false,
             ..o.clone()
         };
         let c = crash_case(&control, firmware, b, "control", id)?;

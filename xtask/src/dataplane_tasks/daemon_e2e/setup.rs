@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::env::{
-    diagnostics, qemu_member, start_wire, wait_roles, Env, LinkPorts, Load, LoadPart,
+    diagnostics, qemu_member, start_wire, wait_domains, wait_roles, Env, LinkPorts, Load, LoadPart,
 };
 use super::Opts;
 use crate::util::{run, Result};
@@ -76,12 +76,21 @@ pub(super) fn start(
         if firmware.is_some() && o.backup_link {
             c.arg("--backup-link");
         }
+        if o.shared {
+            // Load sharing: each member the preferred one of a domain.
+            c.args(["--domain", "0=SN-A", "--domain", "1=SN-B"]);
+        }
         c.arg("-o").arg(dir.join(format!("{i}.cfg")));
         run(&mut c)?;
     }
 
-    // Namespaces and links.
-    for n in ["c", "s", "a", "b"] {
+    // Namespaces and links (with load sharing, a second client, `d`, on domain 1's subnet).
+    let names: &[&str] = if o.shared {
+        &["c", "d", "s", "a", "b"]
+    } else {
+        &["c", "s", "a", "b"]
+    };
+    for n in names {
         env.add_ns(n)?;
     }
     let (c, s) = (env.ns("c"), env.ns("s"));
@@ -111,6 +120,19 @@ pub(super) fn start(
     env.ip(&["-n", &nb, "link", "set", "ha", "up"])?;
     env.ip(&["-n", &c, "route", "add", "10.2.0.0/24", "via", "10.1.0.254"])?;
     env.ip(&["-n", &s, "route", "add", "10.1.0.0/24", "via", "10.2.0.254"])?;
+    if o.shared {
+        // Domain 1: its clients on 10.3.0.0/24 (the same inside segment) through its own
+        // cluster addresses, 10.3.0.254 inside and 10.2.0.253 outside.
+        let d = env.ns("d");
+        env.ip(&[
+            "-n", &d, "link", "add", "eth0", "type", "veth", "peer", "name", "cd", "netns", &c,
+        ])?;
+        env.ip(&["-n", &c, "link", "set", "cd", "master", "br0", "up"])?;
+        env.ip(&["-n", &d, "addr", "add", "10.3.0.1/24", "dev", "eth0"])?;
+        env.ip(&["-n", &d, "link", "set", "eth0", "up"])?;
+        env.ip(&["-n", &d, "route", "add", "10.2.0.0/24", "via", "10.3.0.254"])?;
+        env.ip(&["-n", &s, "route", "add", "10.3.0.0/24", "via", "10.2.0.253"])?;
+    }
     if o.datapath == "kernel" {
         for (i, m) in ["a", "b"].iter().enumerate() {
             super::kernel::prepare_member(env, m, i, o.nat)?;
@@ -189,7 +211,7 @@ allow_new = true
 ifname = "out"
 cluster_ip = "10.2.0.254/24"
 member_ip = "10.2.0.{me}"
-
+{shared}
 {sync}
 [[peer]]
 serial = "{peer}"
@@ -212,6 +234,12 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
                 format!("sync = \"10.9.0.{}\"", 1 + other)
             } else {
                 String::new()
+            },
+            shared = if o.shared {
+                "\n[[forward.shared]]\ndomain = 1\ninside_cluster_ip = \"10.3.0.254/24\"\n\
+                 outside_cluster_ip = \"10.2.0.253/24\"\n"
+            } else {
+                ""
             },
             block = dir.join(format!("{i}.cfg")).display(),
             host = host_sock.display(),
@@ -243,14 +271,26 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
              not the QEMU firmware"
         ),
     }
-    let active = wait_roles(&socks, None, Duration::from_secs(30)).map_err(|e| {
+    let settled = if o.shared {
+        wait_domains(&socks, &[&[0], &[1]], Duration::from_secs(30)).map(|()| 0)
+    } else {
+        wait_roles(&socks, None, Duration::from_secs(30))
+    };
+    let active = settled.map_err(|e| {
         format!(
             "{e}\n--- daemon-a\n{}\n--- daemon-b\n{}",
             env.log_tail("daemon-a"),
             env.log_tail("daemon-b")
         )
     })?;
-    println!("e2e: member {} is active", serials[active]);
+    if o.shared {
+        println!(
+            "e2e: load sharing: {} forwards for domain 0, {} for domain 1",
+            serials[0], serials[1]
+        );
+    } else {
+        println!("e2e: member {} is active", serials[active]);
+    }
     let table = crate::util::output(
         Command::new(b("hactl"))
             .arg("--socket")
@@ -284,7 +324,19 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
             PER_PROCESS / 2
         ));
     }
-    let shares = o.connections.div_ceil(PER_PROCESS).max(1);
+    if o.shared && (o.ftp || o.connections > 2 * PER_PROCESS || o.connections < 2) {
+        return Err(format!(
+            "e2e: load sharing holds 2 to {} echo connections, half per domain",
+            2 * PER_PROCESS
+        ));
+    }
+    // With load sharing: two shares, the first through domain 0 (client `c`), the second
+    // through domain 1 (client `d`).
+    let shares = if o.shared {
+        2
+    } else {
+        o.connections.div_ceil(PER_PROCESS).max(1)
+    };
     let traffic = |args: &[String]| {
         let mut v = vec![b("ha-traffic")];
         v.extend_from_slice(args);
@@ -335,7 +387,8 @@ probe = ["10.1.0.{them}", "10.2.0.{them}"]
         )?;
         std::thread::sleep(Duration::from_millis(300));
         let name = format!("client{suffix}");
-        env.spawn(&name, Some("c"), &traffic(&client_argv), true)?;
+        let client_ns = if o.shared && j == 1 { "d" } else { "c" };
+        env.spawn(&name, Some(client_ns), &traffic(&client_argv), true)?;
         let ch = env.child(&name).ok_or("e2e: client vanished")?;
         let stdin = ch.stdin.take().ok_or("e2e: client stdin")?;
         let stdout = ch.stdout.take().ok_or("e2e: client stdout")?;

@@ -46,6 +46,7 @@ pub(super) fn soak(args: &[String]) -> Result {
         sync: true,
         nat: false,
         ftp: false,
+        shared: false,
         cases: Vec::new(),
         backup_link: false,
         standby_install: None,

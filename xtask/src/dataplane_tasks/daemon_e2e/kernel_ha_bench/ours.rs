@@ -27,6 +27,7 @@ pub(super) fn cluster(o: &BenchOpts, id: u32, tag: &str) -> Result<(Opts, Env, P
         sync: true,
         nat: false,
         ftp: false,
+        shared: false,
         cases: Vec::new(),
         backup_link: o.backup_link,
         standby_install: o.standby_install.clone(),
