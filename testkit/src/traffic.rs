@@ -213,6 +213,10 @@ pub struct Client {
     keys: Vec<u64>,
 }
 
+/// How long a client tries again a connection its server refused while it starts (the
+/// harness starts server and client apart; one started late refused the first connection).
+pub const SERVER_START: Duration = Duration::from_secs(5);
+
 impl Client {
     /// Opens `n` connections, the `i`th to `servers[i % servers.len()]` (several server
     /// ports let one client address hold more connections than its ephemeral ports), each
@@ -232,11 +236,27 @@ impl Client {
         let mut conns = Vec::with_capacity(n);
         let now = Instant::now();
         let ep = epoll_set()?;
+        // A server still starting refuses: tried again for at most this long.
+        let refused_until = now + SERVER_START;
         for i in 0..n {
             let server = servers[i % servers.len()];
-            let s = TcpStream::connect_timeout(&server, connect_timeout).map_err(|e| {
-                io::Error::new(e.kind(), format!("connection {i} of {n} to {server}: {e}"))
-            })?;
+            let s = loop {
+                match TcpStream::connect_timeout(&server, connect_timeout) {
+                    Ok(s) => break s,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::ConnectionRefused
+                            && Instant::now() < refused_until =>
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("connection {i} of {n} to {server}: {e}"),
+                        ))
+                    }
+                }
+            };
             s.set_nonblocking(true)?;
             s.set_nodelay(true)?;
             ep.add(&s, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;

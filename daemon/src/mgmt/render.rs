@@ -113,8 +113,21 @@ pub fn cluster_info(
                 mode: member_mode(m),
                 mode_since: since_ms / 1000,
                 quality: m.quality,
-                // The first configured domain's; per-domain priorities are in the report.
+                // The first configured domain's in the column; every domain's below.
                 priority: m.domains.first().map(|d| d.priority).unwrap_or(0),
+                domains: m
+                    .domains
+                    .iter()
+                    .map(|d| ha_mgmt_api::DomainInfo {
+                        domain: d.domain,
+                        mode: if m.alive {
+                            mode_of(d.role)
+                        } else {
+                            Mode::Unknown
+                        },
+                        priority: d.priority,
+                    })
+                    .collect(),
                 config_sync: ConfigSyncInfo {
                     state: if m.local {
                         SyncState::Source
@@ -165,7 +178,24 @@ pub fn cluster_info(
             }
         })
         .collect();
-    let actives = members.iter().filter(|m| m.mode == Mode::Active).count();
+    // Per domain (load sharing makes several members active at once, each for its own
+    // domains): how many live members are active for it. A conflict is two for one domain.
+    let mut per_domain: std::collections::BTreeMap<u8, usize> = Default::default();
+    for m in report.members.iter().filter(|m| m.alive) {
+        for d in &m.domains {
+            *per_domain.entry(d.domain).or_default() += usize::from(d.role == Role::Active);
+        }
+    }
+    let one_domain = per_domain.len() <= 1;
+    let for_domain = |d: u8| {
+        if one_domain {
+            String::new()
+        } else {
+            format!(" for domain {d}")
+        }
+    };
+    let conflict = per_domain.iter().find(|(_, n)| **n > 1);
+    let unserved = per_domain.iter().find(|(_, n)| **n == 0);
     let alive = report.members.iter().filter(|m| m.alive).count();
     let links_down = members
         .iter()
@@ -191,18 +221,21 @@ pub fn cluster_info(
         .collect();
     revisions.sort_unstable();
     revisions.dedup();
-    let (banner, banner_text) = if actives > 1 {
+    let (banner, banner_text) = if let Some((d, n)) = conflict {
         (
             BannerLevel::Critical,
-            format!("{actives} members are active"),
+            format!("{n} members are active{}", for_domain(*d)),
         )
     } else if alive < 2 {
         (
             BannerLevel::Critical,
             "no redundancy: no peer is heard".to_string(),
         )
-    } else if actives == 0 {
-        (BannerLevel::Warning, "no member is active".to_string())
+    } else if let Some((d, _)) = unserved {
+        (
+            BannerLevel::Warning,
+            format!("no member is active{}", for_domain(*d)),
+        )
     } else if fail_soft {
         (
             BannerLevel::Warning,

@@ -1326,3 +1326,65 @@ fn a_member_heard_again_within_the_grace_is_forced() {
         )]
     );
 }
+
+/// Load sharing in the status table: two members each active for its own domain are a
+/// healthy cluster (not "2 members are active"), each row lists its role per domain; two
+/// members active for the same domain are the conflict, named with the domain.
+#[test]
+fn members_active_for_different_domains_are_redundant_and_the_same_domain_is_a_conflict() {
+    use ha_proto::msg::host::DomainSummary;
+    let sh = shared();
+    let shared_load = |b_for_0: Role| {
+        let mut r = report(Role::Active, b_for_0, ha_proto::msg::Forced::None);
+        let two = |d0: Role, d1: Role| {
+            heapless::Vec::from_slice(&[
+                DomainSummary {
+                    domain: 0,
+                    role: d0,
+                    priority: 0,
+                },
+                DomainSummary {
+                    domain: 1,
+                    role: d1,
+                    priority: 0,
+                },
+            ])
+            .expect("domains")
+        };
+        r.members[0].domains = two(Role::Active, Role::Passive);
+        r.members[1].domains = two(b_for_0, Role::Active);
+        r
+    };
+    let info = cluster_info(
+        &sh.lock().unwrap(),
+        &shared_load(Role::Passive),
+        1_000,
+        false,
+    );
+    assert_eq!(info.banner, BannerLevel::Ok, "{}", info.banner_text);
+    let roles: Vec<Vec<(u8, ha_mgmt_api::Mode)>> = info
+        .members
+        .iter()
+        .map(|m| m.domains.iter().map(|d| (d.domain, d.mode)).collect())
+        .collect();
+    use ha_mgmt_api::Mode::{Active, Passive};
+    assert_eq!(
+        roles,
+        [
+            vec![(0, Active), (1, Passive)],
+            vec![(0, Passive), (1, Active)]
+        ]
+    );
+    let info = cluster_info(
+        &sh.lock().unwrap(),
+        &shared_load(Role::Active),
+        1_000,
+        false,
+    );
+    assert_eq!(info.banner, BannerLevel::Critical);
+    assert_eq!(info.banner_text, "2 members are active for domain 0");
+    // One domain: the banner reads as before.
+    let one = report(Role::Active, Role::Active, ha_proto::msg::Forced::None);
+    let info = cluster_info(&sh.lock().unwrap(), &one, 1_000, false);
+    assert_eq!(info.banner_text, "2 members are active");
+}

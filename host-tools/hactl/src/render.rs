@@ -99,6 +99,16 @@ pub fn info(i: &ClusterInfo, verbose: bool) -> String {
         if let Some(d) = &m.config_sync.detail {
             let _ = writeln!(s, "    config sync: {d}");
         }
+        // Several domains (load sharing): the member's mode and priority in each; MODE and
+        // PRIO above are its first domain's.
+        if m.domains.len() > 1 {
+            let each: Vec<String> = m
+                .domains
+                .iter()
+                .map(|d| format!("{} {} (prio {})", d.domain, word(&d.mode), d.priority))
+                .collect();
+            let _ = writeln!(s, "    domains: {}", each.join(", "));
+        }
         if verbose {
             if let Some(c) = &m.counters {
                 let list: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -369,6 +369,7 @@ mod tests {
                     mode_since: 0,
                     quality: 100,
                     priority: 0,
+                    domains: Vec::new(),
                     config_sync: ConfigSyncInfo {
                         state: SyncState::Synchronized,
                         last_sync: None,

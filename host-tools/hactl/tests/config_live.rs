@@ -215,6 +215,7 @@ impl Backend for InfoOnly {
             mode_since: 0,
             quality: 100,
             priority: 0,
+            domains: Vec::new(),
             config_sync: ConfigSyncInfo {
                 state: SyncState::NoCommunication,
                 last_sync: None,

@@ -218,6 +218,7 @@ fn member(serial: &str, mode: Mode, quality: u8) -> MemberInfo {
         mode_since: 1_700_000_000,
         quality,
         priority: 50,
+        domains: Vec::new(),
         config_sync: ConfigSyncInfo {
             state: SyncState::Synchronized,
             last_sync: Some(1_700_000_100),
@@ -274,7 +275,22 @@ fn daemon(req: &Request) -> Vec<Reply> {
             addresses: Default::default(),
             peers: Vec::new(),
             members: vec![
-                member("SN-A", Mode::Active, 100),
+                // Load sharing: active for domain 0, passive for domain 1.
+                MemberInfo {
+                    domains: vec![
+                        ha_mgmt_api::DomainInfo {
+                            domain: 0,
+                            mode: Mode::Active,
+                            priority: 50,
+                        },
+                        ha_mgmt_api::DomainInfo {
+                            domain: 1,
+                            mode: Mode::Passive,
+                            priority: 0,
+                        },
+                    ],
+                    ..member("SN-A", Mode::Active, 100)
+                },
                 member("SN-B", Mode::Passive, 63),
             ],
         })],
@@ -415,6 +431,11 @@ fn info_renders_the_table_and_json_parses() {
         "{t}"
     );
     assert!(t.contains("main:up backup:DOWN"), "{t}");
+    assert!(
+        t.contains("\n    domains: 0 active (prio 50), 1 passive (prio 0)\n"),
+        "{t}"
+    );
+    assert_eq!(t.matches("domains:").count(), 1, "one domain: no line\n{t}");
     assert!(!t.contains("counters:"), "{t}");
     // The sync column and banner come from the configuration-sync service's synctest.
     assert_eq!(
@@ -436,6 +457,7 @@ fn info_renders_the_table_and_json_parses() {
     let v = json(&o);
     assert_eq!(v["type"], "info");
     assert_eq!(v["members"][1]["quality"], 63);
+    assert_eq!(v["members"][0]["domains"][1]["mode"], "passive");
     assert_eq!(v["members"][1]["config_sync"]["state"], "sync_problem");
     assert_eq!(v["members"][1]["config_sync"]["last_sync"], 1_700_000_200);
     // The JSON is the API's own reply type.

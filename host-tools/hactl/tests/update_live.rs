@@ -71,6 +71,7 @@ impl Sim {
                     mode_since: 0,
                     quality: 100,
                     priority: 0,
+                    domains: Vec::new(),
                     config_sync: ConfigSyncInfo {
                         state: SyncState::Synchronized,
                         last_sync: None,

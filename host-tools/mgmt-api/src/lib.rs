@@ -345,6 +345,17 @@ pub struct ConfigSyncInfo {
     pub detail: Option<String>,
 }
 
+/// A member's role in one HA domain (a row of [`MemberInfo::domains`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub domain: u8,
+    /// The member's mode in it.
+    pub mode: Mode,
+    /// Its "active if equal" priority in it (50 for the domain's preferred member, else 0).
+    pub priority: u8,
+}
+
 /// One row of the status table (SPEC E1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -362,8 +373,12 @@ pub struct MemberInfo {
     pub mode_since: u64,
     /// Quality factor 0..=100.
     pub quality: u8,
-    /// Priority ("active if equal" = 50, else 0).
+    /// Priority ("active if equal" = 50, else 0) in its first domain.
     pub priority: u8,
+    /// Its role and priority in every domain, as its controller reports them (several with
+    /// load sharing; empty from an older daemon).
+    #[serde(default)]
+    pub domains: Vec<DomainInfo>,
     /// Configuration sync.
     pub config_sync: ConfigSyncInfo,
     /// When the member's management controller booted (Unix seconds, from its uptime;

@@ -129,6 +129,16 @@ struct Outcome {
     per_domain: Option<[(u64, u64); 2]>,
 }
 
+/// `hactl --socket SOCK ARGS…`'s output.
+fn hactl_on(b: &dyn Fn(&str) -> String, sock: &Path, args: &[&str]) -> Result<String> {
+    crate::util::output(
+        Command::new(b("hactl"))
+            .arg("--socket")
+            .arg(sock)
+            .args(args),
+    )
+}
+
 /// The addresses of interface `dev` in namespace `ns`.
 fn addresses(ns: &str, dev: &str) -> String {
     crate::util::output(Command::new("ip").args(["-n", ns, "-o", "-4", "addr", "show", "dev", dev]))
@@ -425,6 +435,22 @@ fn crash_case(
                 .map(|i| (s.serials[i], env.ns(s.members[i])))
                 .collect();
             check_cluster_addresses(&members, &[&[0], &[1]], tag)?;
+            // What the operator sees: no conflict, each member's role in each domain.
+            let info = hactl_on(b, &s.socks[0], &["info"])?;
+            println!(
+                "e2e[{tag}]: hactl info on {}:\n{}",
+                s.serials[0],
+                info.trim_end()
+            );
+            let rows = [
+                "domains: 0 active (prio 50), 1 passive (prio 0)",
+                "domains: 0 passive (prio 0), 1 active (prio 50)",
+            ];
+            if info.contains("members are active") || rows.iter().any(|r| !info.contains(r)) {
+                return Err(format!(
+                    "e2e[{tag}]: hactl info does not show the load sharing ({rows:?})"
+                ));
+            }
         } else if o.sync {
             let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
             let installed = wait_installed(&s.socks[survivor], o.connections as u64, within);
@@ -495,6 +521,16 @@ fn crash_case(
         if o.shared {
             let member = [(s.serials[survivor], env.ns(s.members[survivor]))];
             check_cluster_addresses(&member, &[&[0, 1]], tag)?;
+            let fwd = hactl_on(b, &s.socks[survivor], &["forwarding"])?;
+            println!(
+                "e2e[{tag}]: hactl forwarding on the survivor: {}",
+                fwd.trim_end()
+            );
+            if !fwd.contains("active for domains 0, 1") {
+                return Err(format!(
+                    "e2e[{tag}]: hactl forwarding does not name both domains: {fwd}"
+                ));
+            }
             let scrape = scrape_metrics(&env.ns(s.members[survivor]))?;
             let per = |d| sample(&scrape, "ha_forwarding_domain_active", Some(("domain", d)));
             if per("0") != Some(1.0) || per("1") != Some(1.0) {
