@@ -29,6 +29,7 @@ mod env;
 mod kernel;
 /// `bench kernel-ha`: this cluster beside keepalived + conntrackd.
 pub(super) mod kernel_ha_bench;
+mod load_sharing;
 mod reload;
 mod replace;
 mod setup;

@@ -129,51 +129,6 @@ struct Outcome {
     per_domain: Option<[(u64, u64); 2]>,
 }
 
-/// `hactl --socket SOCK ARGS…`'s output.
-fn hactl_on(b: &dyn Fn(&str) -> String, sock: &Path, args: &[&str]) -> Result<String> {
-    crate::util::output(
-        Command::new(b("hactl"))
-            .arg("--socket")
-            .arg(sock)
-            .args(args),
-    )
-}
-
-/// The addresses of interface `dev` in namespace `ns`.
-fn addresses(ns: &str, dev: &str) -> String {
-    crate::util::output(Command::new("ip").args(["-n", ns, "-o", "-4", "addr", "show", "dev", dev]))
-        .unwrap_or_default()
-}
-
-/// Load sharing: every member holds exactly the cluster addresses of the domains in
-/// `domains[i]` (domain 0: 10.1.0.254 inside, 10.2.0.254 outside; domain 1: 10.3.0.254,
-/// 10.2.0.253); the members are `(member name, namespace)`.
-fn check_cluster_addresses(members: &[(&str, String)], domains: &[&[u8]], tag: &str) -> Result {
-    const OF: [[(&str, &str); 2]; 2] = [
-        [("in", "10.1.0.254/"), ("out", "10.2.0.254/")],
-        [("in", "10.3.0.254/"), ("out", "10.2.0.253/")],
-    ];
-    for ((m, ns), want) in members.iter().zip(domains) {
-        let (inside, outside) = (addresses(ns, "in"), addresses(ns, "out"));
-        for (d, addrs) in OF.iter().enumerate() {
-            for (dev, a) in addrs {
-                let held = if *dev == "in" { &inside } else { &outside }.contains(a);
-                if held != want.contains(&(d as u8)) {
-                    return Err(format!(
-                        "e2e[{tag}]: member {m} {} cluster address {a} of domain {d} on {dev} \
-                         (it forwards for {want:?}):\n{inside}{outside}",
-                        if held { "holds" } else { "lacks" }
-                    ));
-                }
-            }
-        }
-        println!(
-            "e2e[{tag}]: member {m} holds the cluster addresses of domain(s) {want:?} and no other"
-        );
-    }
-    Ok(())
-}
-
 /// The synced entries the daemon at `sock` has installed into its kernel, waiting until
 /// there are `want` of them or `within` has passed.
 pub(super) fn wait_installed(sock: &Path, want: u64, within: Duration) -> u64 {
@@ -399,58 +354,19 @@ fn crash_case(
     let r = (|| {
         let s = setup::start(&mut env, o, firmware, b, &dir, id)?;
         let mut load = s.load;
+        let cluster = super::load_sharing::Cluster {
+            socks: &s.socks,
+            serials: s.serials,
+            members: s.members,
+            net: s.net.as_ref(),
+        };
         let survivor = 1 - s.active;
         // Let the standby's kernel catch up with the established connections (with sync:
         // until it has installed one entry per connection; the control has nothing to wait
         // for).
         let catch_up = Instant::now();
         if o.shared {
-            // Both ways: each member installs the other's half (domain 0's connections go
-            // through SN-A, domain 1's through SN-B).
-            let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
-            // The load's first share (the larger half) goes through domain 0.
-            let n = o.connections as u64;
-            let (d0, d1) = (n - n / 2, n / 2);
-            let (into_b, into_a) = (
-                wait_installed(&s.socks[1], d0, within),
-                wait_installed(&s.socks[0], d1, within),
-            );
-            println!(
-                "e2e[{tag}]: synced both ways in {} ms: {} installed {into_b} entries of \
-                 domain 0 ({d0} connections through {}), {} installed {into_a} of domain 1 \
-                 ({d1} through {})",
-                catch_up.elapsed().as_millis(),
-                s.serials[1],
-                s.serials[0],
-                s.serials[0],
-                s.serials[1]
-            );
-            if into_b < d0 || into_a < d1 {
-                return Err(format!(
-                    "e2e[{tag}]: the members did not sync each other's domain\n{}",
-                    diagnostics(&s.socks)
-                ));
-            }
-            let members: Vec<(&str, String)> = (0..2)
-                .map(|i| (s.serials[i], env.ns(s.members[i])))
-                .collect();
-            check_cluster_addresses(&members, &[&[0], &[1]], tag)?;
-            // What the operator sees: no conflict, each member's role in each domain.
-            let info = hactl_on(b, &s.socks[0], &["info"])?;
-            println!(
-                "e2e[{tag}]: hactl info on {}:\n{}",
-                s.serials[0],
-                info.trim_end()
-            );
-            let rows = [
-                "domains: 0 active (prio 50), 1 passive (prio 0)",
-                "domains: 0 passive (prio 0), 1 active (prio 50)",
-            ];
-            if info.contains("members are active") || rows.iter().any(|r| !info.contains(r)) {
-                return Err(format!(
-                    "e2e[{tag}]: hactl info does not show the load sharing ({rows:?})"
-                ));
-            }
+            super::load_sharing::before_crash(&env, b, &cluster, o, tag)?;
         } else if o.sync {
             let within = Duration::from_secs(10 + o.connections as u64 / 2_000);
             let installed = wait_installed(&s.socks[survivor], o.connections as u64, within);
@@ -519,27 +435,7 @@ fn crash_case(
             check_metrics(&env.ns(s.members[survivor]), tag, o.connections as f64)?;
         }
         if o.shared {
-            let member = [(s.serials[survivor], env.ns(s.members[survivor]))];
-            check_cluster_addresses(&member, &[&[0, 1]], tag)?;
-            let fwd = hactl_on(b, &s.socks[survivor], &["forwarding"])?;
-            println!(
-                "e2e[{tag}]: hactl forwarding on the survivor: {}",
-                fwd.trim_end()
-            );
-            if !fwd.contains("active for domains 0, 1") {
-                return Err(format!(
-                    "e2e[{tag}]: hactl forwarding does not name both domains: {fwd}"
-                ));
-            }
-            let scrape = scrape_metrics(&env.ns(s.members[survivor]))?;
-            let per = |d| sample(&scrape, "ha_forwarding_domain_active", Some(("domain", d)));
-            if per("0") != Some(1.0) || per("1") != Some(1.0) {
-                return Err(format!(
-                    "e2e[{tag}]: the survivor's metrics do not show both domains: {:?} {:?}",
-                    per("0"),
-                    per("1")
-                ));
-            }
+            super::load_sharing::after_takeover(&env, b, &cluster, survivor, tag)?;
         }
         let parts = load.report_each()?;
         let per_domain = o.shared.then(|| {
@@ -565,6 +461,17 @@ fn crash_case(
             },
             g("gap_p50_ms")
         );
+        if o.shared {
+            super::load_sharing::failback(
+                &mut env,
+                b,
+                firmware,
+                &cluster,
+                &mut load,
+                o.interval_ms,
+                tag,
+            )?;
+        }
         load.cmd("stop")?;
         println!(
             "e2e[{tag}]: survivor after the crash:\n{}\n--- its events\n{}\n--- its daemon's log\n{}",
