@@ -149,7 +149,8 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(SYNC_TICK))?;
-    // The peer's address, and the member list when it changed since `seen`.
+    // The peer's address, the member list when it changed since `seen`, and this member's
+    // model (its controller's, told to the peer).
     let peer_now = {
         let shared = shared.clone();
         move |seen: &mut u64| {
@@ -159,7 +160,12 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
                 *seen = sh.peers.generation();
                 sh.peers.serials()
             });
-            (ip.map(|ip| SocketAddr::from((ip, bind.port()))), changed)
+            let model = sh.details.as_ref().map(|(d, _)| d.model.to_string());
+            (
+                ip.map(|ip| SocketAddr::from((ip, bind.port()))),
+                changed,
+                model,
+            )
         }
     };
     Ok(crate::spawn_named("ha-sync", move || {
@@ -171,13 +177,15 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
         let mut peer_read = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if peer_read.elapsed() >= SYNC_PEER_REFRESH {
-                let (p, members) = peer_now(&mut generation);
+                let (p, members, model) = peer_now(&mut generation);
                 peer = p;
                 peer_read = Instant::now();
+                let mut s = sync.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(members) = members {
-                    sync.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_peers(members);
+                    s.set_peers(members);
+                }
+                if let Some(model) = model {
+                    s.set_about(&model);
                 }
             }
             let got = match sock.recv_from(&mut buf) {
@@ -209,7 +217,7 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
                     let counters =
                         (now.saturating_duration_since(counted) >= COUNTERS_EVERY).then(|| {
                             counted = now;
-                            s.counters(path)
+                            (s.counters(path), s.peer_about())
                         });
                     (s.poll_messages(path, now), counters)
                 };
@@ -220,8 +228,11 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
                 for e in events {
                     sh.push_local_event(e.to_event());
                 }
-                if let Some(counters) = counters {
+                if let Some((counters, about)) = counters {
                     sh.sync_counters = counters.into_iter().collect();
+                    if let Some((serial, model)) = about {
+                        sh.peer_models.insert(serial.as_str().to_string(), model);
+                    }
                 }
             }
             // A full socket buffer, an unreachable peer or no peer yet loses the datagram;

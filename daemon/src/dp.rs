@@ -209,6 +209,14 @@ impl<P: DpHolder> SyncPlane<P> for DpSync {
         self.engine.set_peers(peers);
     }
 
+    fn set_about(&mut self, model: &str) {
+        self.engine.set_about(model);
+    }
+
+    fn peer_about(&self) -> Option<(ha_proto::msg::Serial, String)> {
+        self.engine.peer_about().map(|(s, m)| (s, m.to_string()))
+    }
+
     fn counters(&self, path: &P) -> Vec<(String, u64)> {
         let st = self.engine.stats();
         let rejects = st

@@ -107,6 +107,9 @@ pub struct Shared {
     /// The controller's last [`HostMsg::Details`] (model, members' uptimes), with the Unix
     /// time (ms) it arrived; none from a controller that predates it.
     pub details: Option<(ha_proto::msg::host::DetailsReport, u64)>,
+    /// What each peer's daemon said its member is (its controller's model, over the state
+    /// sync), by serial.
+    pub peer_models: BTreeMap<String, String>,
     /// The controller's last [`HostMsg::Counters`], asked with the details (none: it predates it).
     pub counters: Option<ha_proto::msg::host::CountersReport>,
     /// The controller boot (host-link epoch) [`Shared::status`] came from.

@@ -76,6 +76,13 @@ pub trait SyncPlane<P>: Send + 'static {
     }
     /// The cluster's other members changed (a membership change): only they may send.
     fn set_peers(&mut self, _peers: Vec<ha_proto::msg::Serial>) {}
+    /// Tells the peer what this member is: its controller's model (the peer's `hactl
+    /// info` shows it).
+    fn set_about(&mut self, _model: &str) {}
+    /// What the peer last said it is: its serial and its controller's model.
+    fn peer_about(&self) -> Option<(ha_proto::msg::Serial, String)> {
+        None
+    }
 }
 
 /// The state behind the packet path's lock, holding the packet path `P` a [`SyncPlane`]

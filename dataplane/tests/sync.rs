@@ -465,3 +465,32 @@ fn a_replacement_gets_the_table_once_the_membership_names_it() {
     net.run(100);
     assert!(!net.a.e.peer_up() || net.a.e.peer().map(|p| p.0) != Some(Serial([3; 16])));
 }
+
+/// What a member is (`SyncMsg::About`: its controller's model) reaches the peer once a
+/// session exists and follows a change; one lost on the way arrives with the next repeat
+/// ([`ABOUT_EVERY_MS`]); a model that may not travel is not sent.
+#[test]
+fn each_member_learns_what_its_peer_is_even_when_a_word_is_lost() {
+    use ha_dataplane::sync::ABOUT_EVERY_MS;
+    let mut net = pair(0.0, 23);
+    net.a.e.set_about("mps2-an385");
+    net.b.e.set_about("nucleo-h743zi");
+    net.b.e.set_about(""); // refused: B goes on saying what it said
+    net.b.e.set_about("x\u{7}bell");
+    net.run(1_000);
+    assert_eq!(net.b.e.peer_about(), Some((Serial([1; 16]), "mps2-an385")));
+    assert_eq!(
+        net.a.e.peer_about(),
+        Some((Serial([2; 16]), "nucleo-h743zi"))
+    );
+    // A change sent into a cut path is lost; the repeat brings it.
+    net.cut_ab = true;
+    net.a.e.set_about("mps2-an386");
+    net.run(50);
+    net.cut_ab = false;
+    net.run(500);
+    assert_eq!(net.b.e.peer_about(), Some((Serial([1; 16]), "mps2-an385")));
+    net.run(ABOUT_EVERY_MS);
+    assert_eq!(net.b.e.peer_about(), Some((Serial([1; 16]), "mps2-an386")));
+    assert_eq!(net.b.e.stats().malformed, 0);
+}

@@ -99,12 +99,16 @@ pub fn cluster_info(
             });
             MemberInfo {
                 serial: m.serial.as_str().to_string(),
-                // The controller reports its own model; a peer's is not reported ("-").
-                model: sh
-                    .details
-                    .as_ref()
-                    .filter(|_| m.local)
-                    .map_or_else(|| "-".to_string(), |(d, _)| d.model.as_str().to_string()),
+                // Its controller's model: this member's from its own controller, a peer's
+                // as its daemon told this one over the state sync ("-" before it has).
+                model: if m.local {
+                    sh.details
+                        .as_ref()
+                        .map(|(d, _)| d.model.as_str().to_string())
+                } else {
+                    sh.peer_models.get(m.serial.as_str()).cloned()
+                }
+                .unwrap_or_else(|| "-".to_string()),
                 firmware: format!(
                     "{}.{}.{}",
                     m.firmware.major, m.firmware.minor, m.firmware.patch

@@ -1388,3 +1388,23 @@ fn members_active_for_different_domains_are_redundant_and_the_same_domain_is_a_c
     let info = cluster_info(&sh.lock().unwrap(), &one, 1_000, false);
     assert_eq!(info.banner_text, "2 members are active");
 }
+
+/// A peer's model comes from what its daemon said over the state sync; unknown before.
+#[test]
+fn a_peers_model_is_what_its_daemon_said_and_unknown_before() {
+    let sh = shared();
+    let r = report(Role::Active, Role::Passive, ha_proto::msg::Forced::None);
+    let models = |sh: &Arc<Mutex<Shared>>| -> Vec<String> {
+        cluster_info(&sh.lock().unwrap(), &r, 1_000, false)
+            .members
+            .iter()
+            .map(|m| m.model.clone())
+            .collect()
+    };
+    assert_eq!(models(&sh), ["-", "-"]);
+    sh.lock()
+        .unwrap()
+        .peer_models
+        .insert("SN-B".into(), "nucleo-h743zi".into());
+    assert_eq!(models(&sh), ["-", "nucleo-h743zi"]);
+}

@@ -88,6 +88,11 @@ pub struct SyncEngine {
     /// Whether the table was active at the last poll: a takeover sends the peer an
     /// authoritative bulk (see [`SyncEngine::poll_transmit`]).
     was_active: bool,
+    // What this member is and what the peer said it is (`SyncMsg::About`).
+    about: Option<String>,
+    about_due: bool,
+    last_about: Option<Millis>,
+    peer_about: Option<(Serial, String)>,
     // Both.
     last_hello: Option<Millis>,
     events: Vec<SyncEvent>,
@@ -146,11 +151,30 @@ impl SyncEngine {
             bulk_in: None,
             was_active: false,
             requests: Requests::default(),
+            about: None,
+            about_due: false,
+            last_about: None,
+            peer_about: None,
             last_hello: None,
             events: Vec::new(),
             stats: SyncStats::default(),
             refusals: [RefusalLog::default(); TableKind::COUNT],
         }
+    }
+
+    /// What this member tells its peer it is: its management controller's model
+    /// ([`SyncMsg::About`]); sent at once when it changes. A model that may not travel
+    /// (empty, too long, not printable ASCII) is not sent.
+    pub fn set_about(&mut self, model: &str) {
+        if self.about.as_deref() != Some(model) && super::model_ok(model) {
+            self.about = Some(model.to_string());
+            self.about_due = true;
+        }
+    }
+
+    /// What the peer last said it is: its serial and its controller's model.
+    pub fn peer_about(&self) -> Option<(Serial, &str)> {
+        self.peer_about.as_ref().map(|(s, m)| (*s, m.as_str()))
     }
 
     /// Counters.
@@ -340,6 +364,13 @@ impl SyncEngine {
         self.heard(o.sender, o.epoch, now);
         match o.msg {
             SyncMsg::Hello => {}
+            SyncMsg::About { model } => {
+                if super::model_ok(&model) {
+                    self.peer_about = Some((o.sender, model));
+                } else {
+                    self.stats.malformed += 1;
+                }
+            }
             SyncMsg::Resync { id } => match &mut self.bulk_out {
                 // A bulk we started ourselves (peer met again, overflow) answers the request:
                 // adopt its id rather than start over.
@@ -406,6 +437,7 @@ impl SyncEngine {
                 self.bulk_in = None;
                 self.requests.ask(now);
                 self.last_hello = None;
+                self.about_due = true;
             }
         }
     }
@@ -594,6 +626,21 @@ impl SyncEngine {
         let Some(to) = state_to else {
             return out;
         };
+        if let Some(model) = &self.about {
+            let again = self
+                .last_about
+                .is_none_or(|t| now.saturating_sub(t) >= super::ABOUT_EVERY_MS);
+            if self.about_due || again {
+                self.about_due = false;
+                self.last_about = Some(now);
+                out.push(Outgoing::new(
+                    SyncMsg::About {
+                        model: model.clone(),
+                    },
+                    Some(to),
+                ));
+            }
+        }
         // Retransmissions first (oldest first).
         let rto = self.rto();
         for i in self.tx.due(now, rto) {

@@ -61,7 +61,11 @@ pub use crate::tables::ItemKey;
 pub use bulk::PROGRESS_EVERY;
 pub use engine::{Opened, Outgoing, SyncEngine};
 pub use retransmit::{MAX_RETRANSMITS_PER_POLL, MAX_RTO_MS, RX_WINDOW};
-pub use wire::{BulkBegin, Record, Records, SyncMsg, WireError};
+pub use wire::{model_ok, BulkBegin, Record, Records, SyncMsg, WireError, MAX_MODEL_LEN};
+
+/// How often a member tells its peer again what it is ([`SyncMsg::About`]; also at the
+/// start of each session and when it changes): a lost datagram is made good within this.
+pub const ABOUT_EVERY_MS: Millis = 30_000;
 
 /// Refused records of one table are reported at most this often (the counters count every
 /// one): a peer flooding a full table must not flood the event log too.

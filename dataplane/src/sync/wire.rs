@@ -9,6 +9,7 @@
 //!       1  Data      stream u32, rseq u64, records (varint length + bytes)
 //!       2  Ack       stream u32, next u64, sack u64
 //!       3  Resync    id u32
+//!       4  About     model (varint length + UTF-8 bytes)
 //! ```
 //!
 //! The records of a `Data` message are postcard [`Record`]s one after the other, up to the end
@@ -63,6 +64,24 @@ pub enum SyncMsg {
         /// Request id.
         id: u32,
     },
+    /// What the sender is, for the operator's status table (`hactl info`'s MODEL of a
+    /// peer): its management controller's model, as that controller reports it to its main
+    /// CPU. Sent at the start of a session, when it changes and every
+    /// [`crate::sync::ABOUT_EVERY_MS`]; bound like the state messages. A daemon older than
+    /// this message refuses it as malformed (counted) and is otherwise unaffected: it comes
+    /// in a frame of its own, never among records.
+    About {
+        /// The controller's model: 1 to [`MAX_MODEL_LEN`] printable ASCII characters.
+        model: String,
+    },
+}
+
+/// The longest model an [`SyncMsg::About`] may carry.
+pub const MAX_MODEL_LEN: usize = 32;
+
+/// Whether `model` may travel in an [`SyncMsg::About`] (and be shown to an operator).
+pub fn model_ok(model: &str) -> bool {
+    (1..=MAX_MODEL_LEN).contains(&model.len()) && model.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 /// Why a body or a record was not decoded or not encoded.

@@ -58,6 +58,12 @@ fn golden() -> Vec<(SyncMsg, Vec<u8>)> {
         (SyncMsg::Hello, vec![0x00]),
         (SyncMsg::Resync { id: 300 }, vec![0x03, 0xac, 0x02]),
         (
+            SyncMsg::About {
+                model: "mps2-an385".into(),
+            },
+            b"\x04\x0amps2-an385".to_vec(),
+        ),
+        (
             SyncMsg::Ack {
                 stream: 2,
                 next: 129,

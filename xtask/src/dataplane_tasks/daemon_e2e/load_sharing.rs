@@ -129,6 +129,39 @@ pub(super) fn before_crash(
             "e2e[{tag}]: hactl info does not show the load sharing ({rows:?})"
         ));
     }
+    // Every member's model, the peer's too (its daemon tells this one over the state sync;
+    // within a few seconds of the session's start).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let models = loop {
+        let json = hactl_on(b, &s.socks[0], &["info", "--json"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| format!("e2e[{tag}]: info --json: {e}"))?;
+        let models: Vec<String> = v["members"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| m["model"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known = models.len() == 2 && models.iter().all(|m| !m.is_empty() && m != "-");
+        if known || Instant::now() > deadline {
+            break models;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "e2e[{tag}]: models in hactl info on {}: {models:?}",
+        s.serials[0]
+    );
+    if models.len() != 2
+        || models.iter().any(|m| m.is_empty() || m == "-")
+        || models[0] != models[1]
+    {
+        return Err(format!(
+            "e2e[{tag}]: hactl info does not know every member's model: {models:?}"
+        ));
+    }
     Ok(())
 }
 
