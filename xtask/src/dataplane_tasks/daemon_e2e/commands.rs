@@ -113,26 +113,29 @@ pub(super) fn commands_phase(
         }
     }
     // A peer's boot time (from the uptime its heartbeats carry) agrees with its own, to the
-    // second or so; a member's own model is its controller's, a peer's is not reported.
+    // second or so; a member's own model is its controller's, a peer's what the peer's
+    // daemon told this one over the state sync: the same.
     for (by, of, boot, model) in &boot_seen {
-        let own = boot_seen
+        let (own, own_model) = boot_seen
             .iter()
             .find(|(b, o, _, _)| b == of && o == of)
-            .map(|(_, _, t, _)| *t)
-            .unwrap_or(0);
+            .map(|(_, _, t, m)| (*t, m.as_str()))
+            .unwrap_or((0, ""));
         if *boot == 0 || own == 0 || boot.abs_diff(own) > 3 {
             return Err(format!(
                 "e2e: {by} reports {of} booted at {boot}, {of} itself at {own}"
             ));
         }
-        let want_model = by == of;
-        if want_model != (model != "-" && !model.is_empty()) {
-            return Err(format!("e2e: {by} reports {of}'s model as {model:?}"));
+        if model == "-" || model.is_empty() || model != own_model {
+            return Err(format!(
+                "e2e: {by} reports {of}'s model as {model:?}, {of} itself as {own_model:?}"
+            ));
         }
     }
     println!(
         "commands: mode, info -v (both HA links up, each peer's boot time within 3 s of its \
-         own), psk status, events --json parse on both members"
+         own, each peer's model as it reports it itself), psk status, events --json parse on \
+         both members"
     );
 
     // Follow the events of the member about to take over, then force it active: the swap
