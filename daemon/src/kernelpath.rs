@@ -146,8 +146,6 @@ impl KStats {
 pub struct KCore {
     dp: DpPath,
     kp: KernelPath,
-    /// True while this member forwards for any domain.
-    active: bool,
     /// Load sharing: a domain was taken over while the event thread ran for others; its
     /// entries were seeded, a dump is to reconcile them.
     dump_due: bool,
@@ -158,7 +156,7 @@ pub struct KCore {
 impl std::fmt::Debug for KCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KCore")
-            .field("active", &self.active)
+            .field("active", &self.kp.active_domains())
             .finish_non_exhaustive()
     }
 }
@@ -221,7 +219,7 @@ impl KCore {
 
     /// True while this member forwards (for any domain).
     pub fn is_active(&self) -> bool {
-        self.active
+        !self.kp.active_domains().is_empty()
     }
 
     /// Load sharing: whether a domain taken over while the event thread ran asks for a dump
@@ -236,10 +234,9 @@ impl KCore {
     /// [`KCore::take_dump_due`]).
     fn set_domains(&mut self, target: DomainSet, now: Instant) -> Vec<Step> {
         let was = self.kp.active_domains();
-        let forwards = !target.is_empty();
-        if forwards != self.active {
-            self.active = forwards;
-            self.dp.set_role(forwards, now);
+        // The table's role follows "forwards for any domain".
+        if target.is_empty() != was.is_empty() {
+            self.dp.set_role(!target.is_empty(), now);
         }
         let steps = self.kp.set_domains(target);
         let gained = target.minus(was);
@@ -325,11 +322,15 @@ fn cluster_addresses(f: &ForwardConfig) -> Result<Vec<(u8, &str, IpAddr, u8)>, S
     Ok(out)
 }
 
-/// The guard of a member standby for every domain of `domains`.
-fn standby_guard(domains: &Domains, answer_probes: bool) -> Guard {
+/// The guard of a member standby for the domains `standby` of `domains`.
+fn guard_for(domains: &Domains, standby: DomainSet, answer_probes: bool) -> Guard {
     Guard {
-        standby: true,
-        shared: domains.nets().iter().map(|(_, n)| (*n, true)).collect(),
+        standby: standby.contains(domains.main()),
+        shared: domains
+            .nets()
+            .iter()
+            .map(|(d, n)| (*n, standby.contains(*d)))
+            .collect(),
         answer_probes,
     }
 }
@@ -341,7 +342,8 @@ fn standby_guard(domains: &Domains, answer_probes: bool) -> Guard {
 /// leave the addresses its peer now holds. Returns what could not be done.
 pub fn release(f: &ForwardConfig) -> Result<(), String> {
     let mut failed = Vec::new();
-    if let Err(e) = guard::set_guard(&standby_guard(&domains_of(f)?, false)) {
+    let domains = domains_of(f)?;
+    if let Err(e) = guard::set_guard(&guard_for(&domains, domains.all(), false)) {
         failed.push(format!("guard: {e}"));
     }
     let mut rtnl = Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?;
@@ -407,7 +409,6 @@ pub fn build(
     let core = Arc::new(Mutex::new(KCore {
         dp,
         kp: KernelPath::shared(domains.clone(), addrs).with_selection(select),
-        active: false,
         dump_due: false,
         work: tx,
         stats: stats.clone(),
@@ -417,7 +418,7 @@ pub fn build(
         core: core.clone(),
         rtnl: Addresses::open().map_err(|e| format!("rtnetlink: {e}"))?,
         prober: probe::Prober::open(probe_from).map_err(|e| format!("ICMP socket: {e}"))?,
-        guard: standby_guard(&domains, false),
+        guard: guard_for(&domains, domains.all(), false),
         domains,
         events: None,
         stats,
@@ -471,13 +472,7 @@ impl KernelPlane {
     fn apply(&mut self, step: Step) {
         let r = match step {
             Step::Guard { standby } => {
-                self.guard.standby = standby.contains(self.domains.main());
-                self.guard.shared = self
-                    .domains
-                    .nets()
-                    .iter()
-                    .map(|(d, n)| (*n, standby.contains(*d)))
-                    .collect();
+                self.guard = guard_for(&self.domains, standby, self.guard.answer_probes);
                 guard::set_guard(&self.guard)
             }
             Step::AddAddress(a) => self.rtnl.add(a.ifindex, a.addr, a.prefix_len),
@@ -513,7 +508,7 @@ impl KernelPlane {
 
     /// Takes (`active`) or gives up the active role for `domain`; true when it changed.
     fn set_domain(&mut self, domain: u8, active: bool, now: Instant) -> bool {
-        let (steps, was, gained) = {
+        let (steps, was, target) = {
             let mut c = self.lock();
             let was = c.kp.active_domains();
             let one = DomainSet::one(domain) & self.domains.all();
@@ -521,12 +516,12 @@ impl KernelPlane {
             if target == was {
                 return false;
             }
-            (c.set_domains(target, now), was, target.minus(was))
+            (c.set_domains(target, now), was, target)
         };
-        let forwards = !was.minus(DomainSet::one(domain)).is_empty() || active;
+        let gained = target.minus(was);
         if gained.is_empty() {
             // Given up: the event thread stops first when nothing is left to forward.
-            if !forwards {
+            if target.is_empty() {
                 if let Some(t) = self.events.take() {
                     t.stop();
                 }
@@ -596,7 +591,7 @@ impl Plane for KernelPlane {
     }
 
     fn is_active(&self) -> bool {
-        self.lock().active
+        self.lock().is_active()
     }
 
     fn announce(&mut self) {

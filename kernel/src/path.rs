@@ -525,14 +525,7 @@ impl KernelPath {
         let lost = self.active.minus(target);
         let gained = target.minus(self.active);
         let standby = self.domains.all().minus(target);
-        let of = |set: DomainSet| -> Vec<ClusterAddr> {
-            self.addrs
-                .iter()
-                .filter(|(d, _)| set.contains(*d))
-                .map(|(_, a)| *a)
-                .collect()
-        };
-        let (lost_addrs, gained_addrs) = (of(lost), of(gained));
+        let (lost_addrs, gained_addrs) = (self.addresses_of(lost), self.addresses_of(gained));
         let mut steps = Vec::new();
         if !lost.is_empty() {
             steps.push(Step::Guard { standby });
@@ -559,9 +552,14 @@ impl KernelPath {
 
     /// The cluster addresses of the domains this member is active for.
     pub fn active_addresses(&self) -> Vec<ClusterAddr> {
+        self.addresses_of(self.active)
+    }
+
+    /// The cluster addresses of the domains `set`.
+    fn addresses_of(&self, set: DomainSet) -> Vec<ClusterAddr> {
         self.addrs
             .iter()
-            .filter(|(d, _)| self.active.contains(*d))
+            .filter(|(d, _)| set.contains(*d))
             .map(|(_, a)| *a)
             .collect()
     }
