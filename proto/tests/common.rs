@@ -364,6 +364,7 @@ pub fn host_msg() -> impl Strategy<Value = HostMsg> {
         }),
         (any::<u16>(), any::<bool>())
             .prop_map(|(request, alive)| HostMsg::ProbeVerdict { request, alive }),
+        any::<bool>().prop_map(HostMsg::TableHeld),
         (any::<[u32; 5]>()).prop_map(|c| HostMsg::Counters(ha_proto::msg::host::CountersReport {
             to_active: c[0],
             from_active: c[1],

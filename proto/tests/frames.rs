@@ -529,3 +529,20 @@ proptest! {
         }
     }
 }
+
+/// Golden bytes of [`HostMsg::TableHeld`]: postcard's variant number (25, the place after
+/// `ProbeVerdict`) and the flag. A controller of an earlier release refuses the body as a
+/// message it does not know; the daemon sends it only to a controller that takes it.
+#[test]
+fn table_held_golden_bytes() {
+    use ha_proto::msg::controller_side::FromMainCpu;
+    let mut buf = [0u8; 8];
+    for (held, bytes) in [(false, [25u8, 0]), (true, [25, 1])] {
+        let m = HostMsg::TableHeld(held);
+        assert_eq!(postcard::to_slice(&m, &mut buf).unwrap(), &bytes);
+        assert_eq!(postcard::from_bytes::<FromMainCpu>(&bytes).unwrap().0, m);
+    }
+    // Not a flag: refused by both decoders.
+    assert!(postcard::from_bytes::<FromMainCpu>(&[25, 2]).is_err());
+    assert!(postcard::from_bytes::<HostMsg>(&[25, 2]).is_err());
+}

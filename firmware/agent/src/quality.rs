@@ -6,13 +6,24 @@
 //! hardware    H = floor(100 × Σ(okₖ × wₖ) / Σ wₖ)      over reported components: disks, RAID,
 //!                                                      TPM (only when included), PSUs, fans,
 //!                                                      extension modules; 100 if none
-//! quality     Q = floor(I × H / 100)
+//! quality     Q = floor(I × H / 100)               0 instead while the main CPU says it does not
+//!                                                      hold its peers' state yet and this
+//!                                                      member is active in no domain
 //! ```
 //!
 //! An interface in an aggregate counts as up while its aggregate is up: by default an
 //! aggregate is down only when every member is down ([`AggregateRule::AllDown`]); with
 //! [`AggregateRule::AnyDown`] one member down takes the whole aggregate down. Each interface
 //! keeps its own weight. Before the main CPU first reports its interfaces, I = 100.
+//!
+//! The state part ([`with_table`]): a main CPU that lacks its peers' connection table (it
+//! just started, or its sync session was lost, and the peer's bulk has not arrived; on the
+//! kernel path, not yet in the kernel) would drop every connection it took over. Quality 0
+//! keeps such a member from taking a domain from a live active (a preferred member coming
+//! back, a better quality), while it still takes over from a lost one: quality only ranks
+//! members, it never keeps the best one left from being active. An active member is never
+//! lowered by it (its table is the authoritative one). A main CPU that never reports it (an
+//! earlier release, or none) leaves the quality as it is.
 
 use ha_proto::config_block::{AggregateRule, HwWeights, MAX_WEIGHT};
 use ha_proto::msg::host::IfaceState;
@@ -113,6 +124,16 @@ impl Hardware {
     /// The recorded readings.
     pub fn readings(&self) -> &[SensorReading] {
         &self.readings
+    }
+}
+
+/// Q after the state part: `q`, or 0 while the main CPU does not hold its peers' state
+/// (`table_held` false) and this member is active in no domain (`active`).
+pub fn with_table(q: u8, table_held: bool, active: bool) -> u8 {
+    if table_held || active {
+        q
+    } else {
+        0
     }
 }
 

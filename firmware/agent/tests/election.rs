@@ -445,3 +445,88 @@ fn a_peers_mode_since_is_when_it_took_its_role() {
         "its peer sees it active since {seen} ms, it says {own} ms"
     );
 }
+
+/// A pair where member 1 is domain 0's preferred member. It dies (member 0 takes over) and
+/// comes back, its main CPU reporting whether it holds its peers' state
+/// ([`CAP_TABLE_HELD`]) from the start, not holding it yet.
+fn pair_with_a_preferred_member_waiting_for_its_table() -> Cluster {
+    let cfg = |me| {
+        let mut c = config(me, 2);
+        c.domains[0].preferred = Some(serial(1));
+        c
+    };
+    let mut c = Cluster::new(vec![cfg(0), cfg(1)]);
+    c.run_until(300);
+    assert_eq!(c.role(1), Role::Active, "preferred");
+    c.alive[1] = false;
+    c.agents[1] = None;
+    c.run_until(600);
+    assert_eq!(c.role(0), Role::Active);
+    let mut back = A::new(cfg(1), c.now, 2).unwrap();
+    back.handle_host(c.now, HostMsg::Capabilities(CAP_TABLE_HELD));
+    assert_eq!(back.status().me.quality, 0, "no table: quality 0");
+    c.agents[1] = Some(back);
+    c.alive[1] = true;
+    c.pump();
+    c.run_until(700);
+    assert_eq!(c.role(0), Role::Active);
+    assert_eq!(c.role(1), Role::Passive);
+    c
+}
+
+/// A preferred member whose main CPU lacks its peers' connection table (it just came back)
+/// does not take the domain from the live active, however long it waits: its quality is 0.
+/// Once its main CPU holds the table it takes it after the hold-down, as preferred.
+#[test]
+fn a_member_without_its_peers_table_does_not_take_a_domain_from_a_live_active() {
+    let mut c = pair_with_a_preferred_member_waiting_for_its_table();
+    assert_eq!(c.a(0).status().peers[0].quality, 0, "its peers see it too");
+    let hold = c.a(0).config().timers.hold_down_ms as u64;
+    c.run_until(700 + 4 * hold);
+    assert_eq!(c.role(0), Role::Active, "no preemption without the table");
+    assert_eq!(c.role(1), Role::Passive);
+    c.with(1, |a, now| a.handle_host(now, HostMsg::TableHeld(false)));
+    c.run_until(700 + 5 * hold);
+    assert_eq!(c.role(0), Role::Active);
+    // The table arrived.
+    let t = c.now;
+    c.with(1, |a, now| a.handle_host(now, HostMsg::TableHeld(true)));
+    assert_eq!(c.a(1).status().me.quality, 100);
+    assert!(c
+        .events_of(1)
+        .contains(&EventKind::QualityChanged { from: 0, to: 100 }));
+    c.run_until(t + hold + 20);
+    assert_eq!(c.role(1), Role::Active, "preferred, with its table");
+    assert_eq!(c.role(0), Role::Passive);
+}
+
+/// Without the table a member still takes over from an active that is lost: quality only
+/// ranks the members left, and a partial table is better than none. Once active its quality
+/// is whole again (its table is now the authoritative one).
+#[test]
+fn a_member_without_its_peers_table_still_takes_over_from_a_lost_active() {
+    let mut c = pair_with_a_preferred_member_waiting_for_its_table();
+    c.alive[0] = false;
+    c.agents[0] = None;
+    let dead = c.a(1).config().timers.profile.dead_ms() as u64;
+    c.run_until(700 + dead + 20);
+    assert_eq!(c.role(1), Role::Active);
+    assert_eq!(c.a(1).status().me.quality, 100);
+}
+
+/// An active member is never lowered by the report (its table is the one the peers copy):
+/// a main CPU that says it lacks the table while active changes nothing.
+#[test]
+fn an_active_member_keeps_its_quality_without_a_table_report() {
+    let mut c = Cluster::pair();
+    c.run_until(300);
+    assert_eq!(c.role(0), Role::Active);
+    c.with(0, |a, now| {
+        a.handle_host(now, HostMsg::Capabilities(CAP_TABLE_HELD));
+        a.handle_host(now, HostMsg::TableHeld(false));
+    });
+    assert_eq!(c.a(0).status().me.quality, 100);
+    let hold = c.a(0).config().timers.hold_down_ms as u64;
+    c.run_until(300 + 3 * hold);
+    assert_eq!(c.role(0), Role::Active);
+}

@@ -1,7 +1,7 @@
 //! The controller's codec of host-link bodies: it decodes only the messages a main CPU sends
 //! ([`FromMainCpu`]) and encodes only those it sends itself ([`ToMainCpu`]).
 //!
-//! `HostMsg`'s derived decoder handles all 25 variants, and most of its code is for the
+//! `HostMsg`'s derived decoder handles all 26 variants, and most of its code is for the
 //! reports the controller sends and never receives (`Status`, `Details`, `Counters`,
 //! `Event`, `Roles`): about 9 KB of the firmware's flash (docs/firmware.md "Size"). Serde has
 //! no derive for "these variants only", so this decoder is written by hand, one line per
@@ -111,6 +111,7 @@ impl<'de> Visitor<'de> for MainCpuVariants {
                 let (request, alive) = v.newtype_variant()?;
                 HostMsg::ProbeVerdict { request, alive }
             }
+            25 => HostMsg::TableHeld(v.newtype_variant()?),
             // A message the controller sends, or one of a later release.
             _ => return Err(de::Error::custom("not a message a main CPU sends")),
         })

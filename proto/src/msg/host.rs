@@ -170,6 +170,16 @@ pub enum HostMsg {
         /// True if the peer answered.
         alive: bool,
     },
+    /// Main CPU → controller: whether this main CPU holds its peers' state (the connection
+    /// table) so that it could carry their traffic without losing a connection: false from
+    /// its start, and after a sync session with a peer was lost, until the peer's whole
+    /// table (its bulk) arrived and, on the kernel path, went into the kernel. A member whose
+    /// main CPU says false has quality 0 while it is active in no domain
+    /// (`ha_agent::quality`), so it does not take a domain from a live active (a returning
+    /// preferred member, a better quality) before it has the table, and still takes over
+    /// when the active is lost. Sent on change and every few seconds; a controller that
+    /// never heard it counts the main CPU as ready (a daemon that predates it).
+    TableHeld(bool),
 }
 
 /// The low bits of a probe request's number that say which peer it is about (the peer's
@@ -185,6 +195,10 @@ pub const CAP_NUMBERED_PROBES: u32 = 1;
 /// ([`crate::frame::open_compact`]); a controller that takes them too answers in them
 /// ([`crate::hostlink`]).
 pub const CAP_COMPACT_FRAMES: u32 = 2;
+/// [`HostMsg::Capabilities`] bit: the main CPU says whether it holds its peers' state
+/// ([`HostMsg::TableHeld`]); until its first report the controller counts it as not
+/// holding it.
+pub const CAP_TABLE_HELD: u32 = 4;
 
 /// What a controller has counted since it booted ([`HostMsg::Counters`]): the source of
 /// truth for how often it took over, which a main CPU cannot rebuild from the role reports
@@ -298,7 +312,8 @@ impl HostMsg {
             | HostMsg::CountersRequest
             | HostMsg::Capabilities(_)
             | HostMsg::ProbeAnswer { .. }
-            | HostMsg::ProbeVerdict { .. } => Direction::ToController,
+            | HostMsg::ProbeVerdict { .. }
+            | HostMsg::TableHeld(_) => Direction::ToController,
             HostMsg::Ping { .. } | HostMsg::Pong { .. } => Direction::Both,
         }
     }

@@ -144,6 +144,11 @@ impl<const D: usize> Domains<D> {
             .chain(self.last_resync.iter().map(|s| s.get()))
     }
 
+    /// True while this member is active in some domain.
+    pub(crate) fn active_anywhere(&self) -> bool {
+        self.roles.iter().any(|r| r.role == Role::Active)
+    }
+
     /// True while this member and a peer in the election are both active in a domain.
     pub(crate) fn conflict(&self, peers: &[PeerStatus<D>]) -> bool {
         self.roles.iter().any(|r| {

@@ -43,6 +43,8 @@ pub(crate) struct HostSide {
     capabilities: u32,
     /// The last probe answer received, until the shell takes it for its log.
     probe_note: Option<ProbeNote>,
+    /// This main CPU process has reported whether it holds the table at least once.
+    table_reported: bool,
 }
 
 impl HostSide {
@@ -57,6 +59,7 @@ impl HostSide {
             rejoin_at_ms: None,
             capabilities: 0,
             probe_note: None,
+            table_reported: false,
         }
     }
 
@@ -73,6 +76,16 @@ impl HostSide {
     /// The main CPU listed what it understands.
     pub(crate) fn set_capabilities(&mut self, bits: u32) {
         self.capabilities = bits;
+    }
+
+    /// The main CPU reported whether it holds the table.
+    pub(crate) fn note_table_reported(&mut self) {
+        self.table_reported = true;
+    }
+
+    /// True once this main CPU process reported whether it holds the table.
+    pub(crate) fn table_reported(&self) -> bool {
+        self.table_reported
     }
 
     /// True when the main CPU answers numbered probes.
@@ -92,6 +105,7 @@ impl HostSide {
         if before != after {
             // Another process, maybe of another release: it says again what it understands.
             self.capabilities = 0;
+            self.table_reported = false;
             out.push(Pending::Roles);
             out.push(Pending::Status);
         }

@@ -15,6 +15,11 @@ use crate::status::MemberStatus;
 #[derive(Clone)]
 pub(crate) struct Local {
     st: MemberStatus,
+    /// The main CPU holds its peers' state ([`ha_proto::msg::host::HostMsg::TableHeld`]);
+    /// true until a main CPU that reports it says otherwise.
+    table_held: bool,
+    /// This member is active in some domain (then the state part never lowers its quality).
+    active: bool,
 }
 
 impl Local {
@@ -42,6 +47,8 @@ impl Local {
                 fail_soft: false,
                 conflict: false,
             },
+            table_held: true,
+            active: false,
         }
     }
 
@@ -115,10 +122,35 @@ impl Local {
         self.update_quality(now, links, out);
     }
 
+    /// Whether the main CPU holds its peers' state (its report, or its capability to report
+    /// it before the first report: false until it does; a restarted main CPU: true until it
+    /// says).
+    pub(crate) fn set_table_held(&mut self, held: bool, now: u64, links: u8, out: &mut Outbox) {
+        self.table_held = held;
+        self.update_quality(now, links, out);
+    }
+
+    /// Whether this member is active in some domain (after each decision).
+    pub(crate) fn set_active(&mut self, active: bool, now: u64, links: u8, out: &mut Outbox) {
+        if self.active != active {
+            self.active = active;
+            self.update_quality(now, links, out);
+        }
+    }
+
+    /// True while the main CPU says it does not hold its peers' state.
+    pub(crate) fn waiting_for_table(&self) -> bool {
+        !self.table_held
+    }
+
     /// Recombines the quality factor; a change is an event and is announced at once.
     fn update_quality(&mut self, now: u64, links: u8, out: &mut Outbox) {
         let me = &mut self.st;
-        let q = quality::combine(me.interface_quality, me.hardware_quality);
+        let q = quality::with_table(
+            quality::combine(me.interface_quality, me.hardware_quality),
+            self.table_held,
+            self.active,
+        );
         if q != me.quality {
             let from = me.quality;
             me.quality = q;

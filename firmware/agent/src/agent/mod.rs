@@ -30,7 +30,7 @@ use ha_proto::config_block::{HaSettings, MemberEntry};
 use ha_proto::endpoint::Reject;
 use ha_proto::hostlink::SealError;
 use ha_proto::keys::{KeyringError, Psk};
-use ha_proto::msg::host::{HostMsg, StatusReport, CAP_COMPACT_FRAMES};
+use ha_proto::msg::host::{HostMsg, StatusReport, CAP_COMPACT_FRAMES, CAP_TABLE_HELD};
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{Role, Serial, MAX_DOMAINS, MAX_MEMBERS};
 use ha_proto::sensor::SensorReading;
@@ -461,6 +461,13 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         if let (Ok(()), Some(msg)) = (self.wire.open_host(bytes, &mut msg), &msg) {
             let after = self.wire.host_epoch();
             self.host.handle_heard(before, after, &mut self.out);
+            if before != after && self.local.waiting_for_table() {
+                // Another main CPU process: it says again whether it holds the table (an
+                // earlier release never does, and must not be held back by the last one's
+                // report).
+                self.local
+                    .set_table_held(true, self.now, self.cfg.links, &mut self.out);
+            }
             if before.is_some() && after != before {
                 let rejoin = self.cfg.timers.startup_window_ms as u64;
                 self.host.handle_main_cpu_restart(
@@ -526,6 +533,15 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 if bits & CAP_COMPACT_FRAMES != 0 {
                     self.wire.host_takes_compact();
                 }
+                // A main CPU that reports whether it holds the table does not hold it
+                // until it says so.
+                if bits & CAP_TABLE_HELD != 0 && !self.host.table_reported() {
+                    self.local.set_table_held(false, now, links, &mut self.out);
+                }
+            }
+            HostMsg::TableHeld(held) => {
+                self.host.note_table_reported();
+                self.local.set_table_held(*held, now, links, &mut self.out);
             }
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
@@ -789,6 +805,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             main_cpu_lost: self.host.main_cpu_lost(),
         };
         self.domains.evaluate(&x, frozen, &mut self.out);
+        let active = self.domains.active_anywhere();
+        self.local
+            .set_active(active, self.now, self.cfg.links, &mut self.out);
         let conflict = self.domains.conflict(self.peers.as_slice());
         self.local.set_conflict(conflict);
     }

@@ -10,7 +10,7 @@ pub use ha_agent::Reject;
 pub use ha_agent::{Agent, LedPattern, LinkId, Output};
 pub use ha_agent::{DomainEntry, SensorKind, SensorReading, TimerProfile};
 pub use ha_proto::keys::Psk;
-pub use ha_proto::msg::host::{HostMsg, IfaceState};
+pub use ha_proto::msg::host::{HostMsg, IfaceState, CAP_TABLE_HELD};
 pub use ha_proto::msg::member::AdminCommand;
 pub use ha_proto::msg::{FirmwareVersion, Forced, Role, Serial};
 
