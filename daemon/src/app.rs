@@ -175,6 +175,7 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
         let mut generation = 0;
         let mut peer = peer_now(&mut generation).0;
         let mut peer_read = Instant::now();
+        let mut seen_table = None;
         while !stop.load(Ordering::Relaxed) {
             if peer_read.elapsed() >= SYNC_PEER_REFRESH {
                 let (p, members, model) = peer_now(&mut generation);
@@ -203,7 +204,7 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
                 }
                 Err(e) => return Err(e),
             };
-            let (outs, events, counters) = {
+            let (outs, events, counters, table) = {
                 let mut s = sync.lock().unwrap_or_else(|p| p.into_inner());
                 // Crypto outside the packet path's lock: open first, seal after.
                 let opened = got.and_then(|n| s.open(&buf[..n]));
@@ -221,8 +222,12 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
                         });
                     (s.poll_messages(path, now), counters)
                 };
-                (s.seal_all(msgs), s.poll_events(), counters)
+                (s.seal_all(msgs), s.poll_events(), counters, s.peer_table())
             };
+            if table != seen_table {
+                seen_table = table;
+                shared.lock().unwrap_or_else(|p| p.into_inner()).peer_table = table;
+            }
             if !events.is_empty() || counters.is_some() {
                 let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
                 for e in events {

@@ -217,6 +217,10 @@ impl<P: DpHolder> SyncPlane<P> for DpSync {
         self.engine.peer_about().map(|(s, m)| (s, m.to_string()))
     }
 
+    fn peer_table(&self) -> Option<ha_dataplane::sync::PeerTable> {
+        Some(self.engine.peer_table())
+    }
+
     fn counters(&self, path: &P) -> Vec<(String, u64)> {
         let st = self.engine.stats();
         let rejects = st

@@ -32,6 +32,18 @@ pub fn frames_line(compact: bool) -> String {
     format!("ha-daemon: host link: {form} frames from now on")
 }
 
+/// The journal line of a change of what the daemon tells its controller about the peers'
+/// table ([`ha_proto::msg::host::HostMsg::TableHeld`]).
+pub fn table_held_line(held: bool, why: &str) -> String {
+    if held {
+        format!("<6>ha-daemon: peers' table held ({why}): ready to take traffic from a live peer")
+    } else {
+        format!(
+            "<5>ha-daemon: peers' table not held ({why}): quality 0 while passive, no preemption"
+        )
+    }
+}
+
 /// The journal line of a controller event.
 pub fn controller_line(ev: &EventReport) -> String {
     let peer = ev.peer.as_ref().map_or("-", |p| p.as_str());

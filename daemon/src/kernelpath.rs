@@ -622,6 +622,12 @@ impl Plane for KernelPlane {
     fn fast_path_stats(&self) -> Option<Stats> {
         None
     }
+
+    fn installs_pending(&self) -> u64 {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let batches = g(&self.stats.batches_queued).saturating_sub(g(&self.stats.batches_done));
+        g(&self.stats.held) + batches
+    }
 }
 
 impl Drop for KernelPlane {

@@ -266,6 +266,9 @@ impl MgmtServer {
                         .iter()
                         .map(|k| sh.sync_counters.get(*k).copied())
                         .sum(),
+                    peer_table: sh.table_held.as_ref().map(|(held, why)| {
+                        format!("{} ({why})", if *held { "held" } else { "not held" })
+                    }),
                 })
             }
             Request::Active => self.force_local(ha_proto::msg::Forced::Active),

@@ -83,6 +83,10 @@ pub trait SyncPlane<P>: Send + 'static {
     fn peer_about(&self) -> Option<(ha_proto::msg::Serial, String)> {
         None
     }
+    /// Whether this member holds its peer's state (`None`: this sync plane keeps none).
+    fn peer_table(&self) -> Option<ha_dataplane::sync::PeerTable> {
+        None
+    }
 }
 
 /// The state behind the packet path's lock, holding the packet path `P` a [`SyncPlane`]

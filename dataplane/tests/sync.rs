@@ -494,3 +494,52 @@ fn each_member_learns_what_its_peer_is_even_when_a_word_is_lost() {
     assert_eq!(net.b.e.peer_about(), Some((Serial([1; 16]), "mps2-an386")));
     assert_eq!(net.b.e.stats().malformed, 0);
 }
+
+/// What the daemon tells its controller (`HostMsg::TableHeld`) comes from here: a member
+/// that (re)joins holds its peer's table only once the whole bulk arrived; a lost session
+/// makes what it holds stale until the next bulk.
+#[test]
+fn a_member_holds_its_peers_table_only_once_the_bulk_arrived() {
+    let mut net = pair(0.0, 11);
+    assert_eq!(net.b.e.peer_table(), PeerTable::NoPeerYet);
+    let n = 20_000;
+    for i in 0..n {
+        open(&mut net.a, i, 0);
+    }
+    net.settle(30_000);
+    assert_eq!(net.b.e.peer_table(), PeerTable::Held);
+    // B restarts: it holds nothing until A's bulk has arrived whole.
+    net.b = Node::new(2, 201);
+    assert_eq!(net.b.e.peer_table(), PeerTable::NoPeerYet);
+    let (mut receiving, mut held_at) = (0, None);
+    for _ in 0..30_000 {
+        net.tick();
+        match net.b.e.peer_table() {
+            PeerTable::Receiving => receiving += 1,
+            PeerTable::Held => {
+                held_at = Some(net.b.t.conn_count());
+                break;
+            }
+            other => assert_eq!(other, PeerTable::NoPeerYet),
+        }
+    }
+    assert!(receiving > 1, "the bulk takes more than one tick");
+    assert_eq!(
+        held_at,
+        Some(n as usize),
+        "held means the whole table is there"
+    );
+    assert_same_conns(&net.a.t, &net.b.t, n);
+    // The link breaks: once the session is lost the table may be stale.
+    net.cut_ab = true;
+    net.cut_ba = true;
+    net.run(4_000);
+    assert_eq!(net.b.e.peer_table(), PeerTable::Lost);
+    // Back: a new session, a new bulk, held again.
+    net.cut_ab = false;
+    net.cut_ba = false;
+    // The next hellos start the session.
+    net.run(600);
+    net.settle(30_000);
+    assert_eq!(net.b.e.peer_table(), PeerTable::Held);
+}

@@ -45,6 +45,12 @@ pub trait Plane: Send {
     /// The userspace fast path's counters (`None` on the kernel path, whose counters are
     /// among the state-sync counters).
     fn fast_path_stats(&self) -> Option<Stats>;
+    /// The peer's entries received but not in the data path yet (the kernel path's
+    /// standby holds them while the sync stream is busy, or queues them for its kernel):
+    /// while any wait, this member does not hold its peer's table.
+    fn installs_pending(&self) -> u64 {
+        0
+    }
 }
 
 /// The userspace fast path as the host loop drives it.

@@ -65,6 +65,8 @@ pub struct SyncEngine {
     peers: Vec<Serial>,
     tuning: Tuning,
     session: Option<Session>,
+    /// A session was up at some time since this engine started.
+    had_session: bool,
     /// The sender of the newest frame accepted (possibly unbound): whom hellos are bound to
     /// while no session exists.
     candidate: Option<Serial>,
@@ -112,6 +114,23 @@ impl std::fmt::Debug for SyncEngine {
     }
 }
 
+/// Whether a member holds its peer's state ([`SyncEngine::peer_table`]), which it must
+/// before it takes traffic from a live peer (the daemon tells its controller,
+/// `HostMsg::TableHeld`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerTable {
+    /// No peer was heard since this engine started (a lone member, or the peer not heard
+    /// yet).
+    NoPeerYet,
+    /// The session's peer is sending its whole table (a bulk asked at the session's start
+    /// or asked again), or has not begun.
+    Receiving,
+    /// The session's peer's whole table arrived and the stream keeps it up to date.
+    Held,
+    /// The session was lost: what is held may be stale.
+    Lost,
+}
+
 impl SyncEngine {
     /// A new engine; it finds its peer through the frames it receives and its hellos.
     pub fn new(cfg: SyncConfig) -> Self {
@@ -137,6 +156,7 @@ impl SyncEngine {
             peers: cfg.peers,
             tuning,
             session: None,
+            had_session: false,
             candidate: None,
             answer_hello: false,
             tx: TxStream::default(),
@@ -213,6 +233,20 @@ impl SyncEngine {
     /// Data frames in flight at most (the configured window).
     pub fn window(&self) -> usize {
         self.tuning.window
+    }
+
+    /// Whether this member holds its peer's state ([`PeerTable`]): the whole table of the
+    /// session's peer arrived, it is still arriving, the session was lost, or no peer was
+    /// ever heard.
+    pub fn peer_table(&self) -> PeerTable {
+        match (&self.session, self.had_session) {
+            (Some(_), _) if self.requests.outstanding() || self.bulk_in.is_some() => {
+                PeerTable::Receiving
+            }
+            (Some(_), _) => PeerTable::Held,
+            (None, true) => PeerTable::Lost,
+            (None, false) => PeerTable::NoPeerYet,
+        }
     }
 
     /// Whether a bulk synchronization this member asked for has not completed yet.
@@ -427,6 +461,7 @@ impl SyncEngine {
                     epoch,
                     last_heard: now,
                 });
+                self.had_session = true;
                 self.events.push(SyncEvent::PeerUp { epoch });
                 // Our changes queued or in flight are dropped with the old stream: the peer
                 // gets our whole table instead (self-initiated bulk; a resync request from

@@ -59,7 +59,7 @@ use crate::tables::{Limits, Millis, Refused, TableKind};
 
 pub use crate::tables::ItemKey;
 pub use bulk::PROGRESS_EVERY;
-pub use engine::{Opened, Outgoing, SyncEngine};
+pub use engine::{Opened, Outgoing, PeerTable, SyncEngine};
 pub use retransmit::{MAX_RETRANSMITS_PER_POLL, MAX_RTO_MS, RX_WINDOW};
 pub use wire::{model_ok, BulkBegin, Record, Records, SyncMsg, WireError, MAX_MODEL_LEN};
 

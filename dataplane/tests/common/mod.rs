@@ -8,7 +8,7 @@ pub use std::net::{IpAddr, Ipv4Addr};
 
 pub use ha_dataplane::filter::{tcp, Packet, Policy, Verdict};
 pub use ha_dataplane::sync::{
-    ItemKey, Records, ResyncStatus, SyncConfig, SyncEngine, SyncEvent, SyncMsg,
+    ItemKey, PeerTable, Records, ResyncStatus, SyncConfig, SyncEngine, SyncEvent, SyncMsg,
 };
 pub use ha_dataplane::tables::{
     proto, ConnKey, ConnState, IkeKey, IkeSa, Millis, Tables, TcpState,

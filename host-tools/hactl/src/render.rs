@@ -229,8 +229,12 @@ pub fn forwarding(f: &ForwardingReport) -> String {
     let table = f
         .table_connections
         .map_or_else(String::new, |n| format!("; synced table: {n} connections"));
+    let peers = f
+        .peer_table
+        .as_ref()
+        .map_or_else(String::new, |p| format!("; peers' table: {p}"));
     format!(
-        "{} forwarding: {role} for {for_} ({} role changes since the daemon started {up} ago); controller: {controller}{table}\n",
+        "{} forwarding: {role} for {for_} ({} role changes since the daemon started {up} ago); controller: {controller}{table}{peers}\n",
         f.serial, f.changes
     )
 }
@@ -509,6 +513,7 @@ mod tests {
             now_ms: 12_500,
             controller_alive: false,
             table_connections: None,
+            peer_table: None,
         };
         assert_eq!(
             forwarding(&f),

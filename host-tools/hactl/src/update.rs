@@ -521,6 +521,7 @@ mod tests {
                 now_ms: 0,
                 controller_alive: true,
                 table_connections: self.table[i],
+                peer_table: None,
             })
         }
         fn pause(&mut self) {

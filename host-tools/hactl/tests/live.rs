@@ -305,6 +305,7 @@ fn daemon(req: &Request) -> Vec<Reply> {
             now_ms: 62_000,
             controller_alive: true,
             table_connections: Some(1_000),
+            peer_table: Some("held (active: its table is the one the peers copy)".into()),
         })],
         Request::Active => vec![mode_report(Mode::Active, Forced::Active)],
         Request::Passive => vec![mode_report(Mode::Passive, Forced::Passive)],

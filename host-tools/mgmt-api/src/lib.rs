@@ -511,6 +511,12 @@ pub struct ForwardingReport {
     /// none before the sync thread first reported, or from an older daemon.
     #[serde(default)]
     pub table_connections: Option<u64>,
+    /// Whether this member holds its peers' table, as its daemon last told its controller
+    /// (`held` or `not held`, then why in parentheses): a member that does not has quality
+    /// 0 while passive and takes no domain from a live active. None before the daemon first
+    /// told it, with a controller that predates it, or from an older daemon.
+    #[serde(default)]
+    pub peer_table: Option<String>,
 }
 
 /// Kind of an HA event (SPEC E3).

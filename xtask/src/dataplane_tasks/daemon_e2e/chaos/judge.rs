@@ -225,6 +225,7 @@ mod tests {
             now_ms: now,
             controller_alive: true,
             table_connections: None,
+            peer_table: None,
         })
     }
 
