@@ -15,7 +15,7 @@ use super::bulk::{BulkIn, BulkOut, Requests};
 use super::records::{change_of, conn_record, item_record, Change};
 use super::retransmit::{Delivery, RxStream, TxStream};
 use super::wire::{records_room, BulkBegin, Record, Records, SyncMsg};
-use super::{ResyncStatus, SyncConfig, SyncEvent, SyncStats, REFUSAL_EVENT_EVERY_MS};
+use super::{PeerTable, ResyncStatus, SyncConfig, SyncEvent, SyncStats, REFUSAL_EVENT_EVERY_MS};
 
 mod halves;
 
@@ -112,23 +112,6 @@ impl std::fmt::Debug for SyncEngine {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether a member holds its peer's state ([`SyncEngine::peer_table`]), which it must
-/// before it takes traffic from a live peer (the daemon tells its controller,
-/// `HostMsg::TableHeld`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerTable {
-    /// No peer was heard since this engine started (a lone member, or the peer not heard
-    /// yet).
-    NoPeerYet,
-    /// The session's peer is sending its whole table (a bulk asked at the session's start
-    /// or asked again), or has not begun.
-    Receiving,
-    /// The session's peer's whole table arrived and the stream keeps it up to date.
-    Held,
-    /// The session was lost: what is held may be stale.
-    Lost,
 }
 
 impl SyncEngine {

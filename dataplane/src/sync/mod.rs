@@ -59,9 +59,26 @@ use crate::tables::{Limits, Millis, Refused, TableKind};
 
 pub use crate::tables::ItemKey;
 pub use bulk::PROGRESS_EVERY;
-pub use engine::{Opened, Outgoing, PeerTable, SyncEngine};
+pub use engine::{Opened, Outgoing, SyncEngine};
 pub use retransmit::{MAX_RETRANSMITS_PER_POLL, MAX_RTO_MS, RX_WINDOW};
 pub use wire::{model_ok, BulkBegin, Record, Records, SyncMsg, WireError, MAX_MODEL_LEN};
+
+/// Whether a member holds its peer's state ([`SyncEngine::peer_table`]), which it must
+/// before it takes traffic from a live peer (the daemon tells its controller,
+/// `HostMsg::TableHeld`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerTable {
+    /// No peer was heard since this engine started (a lone member, or the peer not heard
+    /// yet).
+    NoPeerYet,
+    /// The session's peer is sending its whole table (a bulk asked at the session's start
+    /// or asked again), or has not begun.
+    Receiving,
+    /// The session's peer's whole table arrived and the stream keeps it up to date.
+    Held,
+    /// The session was lost: what is held may be stale.
+    Lost,
+}
 
 /// How often a member tells its peer again what it is ([`SyncMsg::About`]; also at the
 /// start of each session and when it changes): a lost datagram is made good within this.

@@ -228,6 +228,42 @@ impl HostSide {
     }
 }
 
+impl<const M: usize, const D: usize> crate::Agent<M, D> {
+    /// After a decision: whether this member is active somewhere (then its table is the
+    /// authoritative one, and the main CPU's report never lowers its quality).
+    pub(super) fn note_active_somewhere(&mut self) {
+        let active = self.domains.active_anywhere();
+        let (now, links) = (self.now, self.cfg.links);
+        self.local.set_active(active, now, links, &mut self.out);
+    }
+
+    /// What the main CPU says of its peers' table: that it reports it (`reports`, its
+    /// capability: it does not hold the table until its first report), and its report
+    /// (`held`).
+    pub(super) fn take_table_report(&mut self, reports: bool, held: Option<bool>) {
+        let (now, links) = (self.now, self.cfg.links);
+        match held {
+            Some(h) => {
+                self.host.note_table_reported();
+                self.local.set_table_held(h, now, links, &mut self.out);
+            }
+            None if reports && !self.host.table_reported() => {
+                self.local.set_table_held(false, now, links, &mut self.out)
+            }
+            None => {}
+        }
+    }
+
+    /// Another main CPU process (`new`): it says again whether it holds the table (an
+    /// earlier release never does, and must not be held back by the last process's report).
+    pub(super) fn forget_table_report(&mut self, new: bool) {
+        if new && self.local.waiting_for_table() {
+            let (now, links) = (self.now, self.cfg.links);
+            self.local.set_table_held(true, now, links, &mut self.out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -461,13 +461,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         if let (Ok(()), Some(msg)) = (self.wire.open_host(bytes, &mut msg), &msg) {
             let after = self.wire.host_epoch();
             self.host.handle_heard(before, after, &mut self.out);
-            if before != after && self.local.waiting_for_table() {
-                // Another main CPU process: it says again whether it holds the table (an
-                // earlier release never does, and must not be held back by the last one's
-                // report).
-                self.local
-                    .set_table_held(true, self.now, self.cfg.links, &mut self.out);
-            }
+            self.forget_table_report(before != after);
             if before.is_some() && after != before {
                 let rejoin = self.cfg.timers.startup_window_ms as u64;
                 self.host.handle_main_cpu_restart(
@@ -533,16 +527,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 if bits & CAP_COMPACT_FRAMES != 0 {
                     self.wire.host_takes_compact();
                 }
-                // A main CPU that reports whether it holds the table does not hold it
-                // until it says so.
-                if bits & CAP_TABLE_HELD != 0 && !self.host.table_reported() {
-                    self.local.set_table_held(false, now, links, &mut self.out);
-                }
+                self.take_table_report(*bits & CAP_TABLE_HELD != 0, None);
             }
-            HostMsg::TableHeld(held) => {
-                self.host.note_table_reported();
-                self.local.set_table_held(*held, now, links, &mut self.out);
-            }
+            HostMsg::TableHeld(held) => self.take_table_report(true, Some(*held)),
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
             // a restarted daemon knows where a PSK rotation stands.
@@ -805,9 +792,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
             main_cpu_lost: self.host.main_cpu_lost(),
         };
         self.domains.evaluate(&x, frozen, &mut self.out);
-        let active = self.domains.active_anywhere();
-        self.local
-            .set_active(active, self.now, self.cfg.links, &mut self.out);
+        self.note_active_somewhere();
         let conflict = self.domains.conflict(self.peers.as_slice());
         self.local.set_conflict(conflict);
     }
