@@ -238,6 +238,7 @@ pub(super) fn failback(
         t0.elapsed().as_millis(),
         s.serials[1]
     );
+    check_table_before_preemption(&env.dir.join("daemon-a.log"), tag)?;
     std::thread::sleep(Duration::from_millis(8_000.max(2 * interval_ms + 2_000)));
     check_cluster_addresses(&members(env, s), &[&[0], &[1]], tag)?;
     let v = load.report_json()?;
@@ -260,4 +261,37 @@ pub(super) fn failback(
         ));
     }
     Ok(())
+}
+
+/// The returning member's controller counted it as lacking SN-B's table (its quality went
+/// to 0, an event the controller reports, until the daemon said it held the table) and it
+/// took domain 0 back only after its daemon said it held it: in its journal "peers' table
+/// held" comes before the takeover of domain 0, and the controller's `quality 100 -> 0`
+/// and `quality 0 -> 100` are there (the controller's events may reach the journal later
+/// than the daemon's own lines, so only the daemon's lines are ordered).
+fn check_table_before_preemption(journal: &Path, tag: &str) -> Result {
+    let text = std::fs::read_to_string(journal)
+        .map_err(|e| format!("e2e[{tag}]: {}: {e}", journal.display()))?;
+    let at = |needle: &str| text.lines().position(|l| l.contains(needle));
+    let held = at("peers' table held");
+    let takeover = at("of domain 0:");
+    let lowered = at("quality 100 -> 0").is_some() && at("quality 0 -> 100").is_some();
+    println!(
+        "e2e[{tag}]: the returning member's journal: {}",
+        text.lines()
+            .filter(|l| {
+                l.contains("peers' table") || l.contains("of domain 0:") || l.contains("quality")
+            })
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    match (held, takeover) {
+        (Some(h), Some(t)) if h < t && lowered => Ok(()),
+        _ => Err(format!(
+            "e2e[{tag}]: the returning member took domain 0 back without its controller first \
+             counting it as lacking the peer's table (journal lines: held {held:?}, takeover \
+             {takeover:?}; quality lowered to 0 and back: {lowered})"
+        )),
+    }
 }
