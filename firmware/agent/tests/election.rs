@@ -530,3 +530,46 @@ fn an_active_member_keeps_its_quality_without_a_table_report() {
     c.run_until(300 + 3 * hold);
     assert_eq!(c.role(0), Role::Active);
 }
+
+/// A member whose main CPU is watched but has not been heard yet forwards nothing: a
+/// preferred member coming back before its daemon runs takes no domain from the live
+/// active (it would have taken over into a black hole until its daemon started). Once its
+/// main CPU speaks (an earlier release that never reports the table: counted as holding
+/// it), it takes its domain back after the hold-down.
+#[test]
+fn a_member_whose_main_cpu_was_never_heard_does_not_take_a_domain_from_a_live_active() {
+    let cfg = |me| {
+        let mut c = config(me, 2);
+        c.domains[0].preferred = Some(serial(1));
+        c
+    };
+    let mut c = Cluster::new(vec![cfg(0), cfg(1)]);
+    c.run_until(300);
+    assert_eq!(c.role(1), Role::Active, "preferred");
+    c.alive[1] = false;
+    c.agents[1] = None;
+    c.run_until(600);
+    assert_eq!(c.role(0), Role::Active);
+    let mut watched = cfg(1);
+    watched.main_cpu_timeout_ms = 1_000;
+    let back = A::new(watched, c.now, 2).unwrap();
+    assert_eq!(back.status().me.quality, 0, "no main CPU yet: quality 0");
+    c.agents[1] = Some(back);
+    c.alive[1] = true;
+    c.pump();
+    let hold = c.a(0).config().timers.hold_down_ms as u64;
+    c.run_until(600 + 4 * hold);
+    assert_eq!(
+        c.role(0),
+        Role::Active,
+        "no takeover before the main CPU runs"
+    );
+    assert_eq!(c.role(1), Role::Passive);
+    let t = c.now;
+    c.with(1, |a, now| {
+        a.handle_host(now, ifaces(&[("out", true, 100)]))
+    });
+    assert_eq!(c.a(1).status().me.quality, 100);
+    c.run_until(t + hold + 20);
+    assert_eq!(c.role(1), Role::Active, "preferred, with its main CPU");
+}

@@ -229,6 +229,14 @@ impl HostSide {
 }
 
 impl<const M: usize, const D: usize> crate::Agent<M, D> {
+    /// Any message of the main CPU was accepted at `now`: the first one of this boot says
+    /// that it runs, and it is counted as holding the table until it says otherwise.
+    pub(super) fn main_cpu_heard(&mut self, now: u64) {
+        let first = self.host.last_heard_ms.is_none();
+        self.host.handle_main_cpu_heard(now, &mut self.out);
+        self.forget_table_report(first);
+    }
+
     /// After a decision: whether this member is active somewhere (then its table is the
     /// authoritative one, and the main CPU's report never lowers its quality).
     pub(super) fn note_active_somewhere(&mut self) {
@@ -254,8 +262,9 @@ impl<const M: usize, const D: usize> crate::Agent<M, D> {
         }
     }
 
-    /// Another main CPU process (`new`): it says again whether it holds the table (an
-    /// earlier release never does, and must not be held back by the last process's report).
+    /// A main CPU heard for the first time, or another main CPU process (`new`): it says
+    /// whether it holds the table (an earlier release never does, and must not be held back
+    /// by the last process's report, nor a main CPU that runs by its silence before).
     pub(super) fn forget_table_report(&mut self, new: bool) {
         if new && self.local.waiting_for_table() {
             let (now, links) = (self.now, self.cfg.links);

@@ -23,19 +23,24 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    /// This member at boot: not forced, not paused, full quality until told otherwise.
+    /// This member at boot: not forced, not paused, full quality until told otherwise; but
+    /// when its main CPU is watched (`main_cpu_timeout_ms` not 0), quality 0 until the main
+    /// CPU is first heard: a member whose main CPU does not run yet forwards nothing, so it
+    /// must not take a domain from a live active (it still becomes active when nobody else
+    /// is).
     pub(crate) fn new<const M: usize, const D: usize>(
         config: &Config<M, D>,
         now: u64,
         epoch: u32,
     ) -> Self {
+        let table_held = config.main_cpu_timeout_ms == 0;
         Local {
             st: MemberStatus {
                 serial: config.me,
                 model: config.model.clone(),
                 firmware: config.firmware,
                 forced: Forced::None,
-                quality: 100,
+                quality: quality::with_table(100, table_held, false),
                 interface_quality: 100,
                 hardware_quality: 100,
                 config_revision: config.config_revision,
@@ -47,7 +52,7 @@ impl Local {
                 fail_soft: false,
                 conflict: false,
             },
-            table_held: true,
+            table_held,
             active: false,
         }
     }

@@ -488,7 +488,7 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         self.advance(now_ms);
         let now = self.now;
         let links = self.cfg.links;
-        self.host.handle_main_cpu_heard(now, &mut self.out);
+        self.main_cpu_heard(now);
         match msg {
             HostMsg::Interfaces(list) => {
                 let part = quality::interface_part(list, self.cfg.quality.aggregate);
