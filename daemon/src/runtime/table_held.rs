@@ -3,6 +3,7 @@
 //! no domain from a live active before it could carry the active's connections
 //! (`ha_agent::quality`).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use ha_proto::msg::host::HostMsg;
@@ -49,7 +50,7 @@ pub fn table_held(
     active: bool,
     peer: Option<ha_dataplane::sync::PeerTable>,
     pending: u64,
-) -> (bool, String) {
+) -> (bool, Cow<'static, str>) {
     use ha_dataplane::sync::PeerTable;
     match peer {
         _ if active => (true, "active: its table is the one the peers copy".into()),
@@ -59,7 +60,7 @@ pub fn table_held(
         }
         Some(PeerTable::Held) => (
             false,
-            format!("{pending} of the peer's entries are not in the data path yet"),
+            format!("{pending} of the peer's entries are not in the data path yet").into(),
         ),
         Some(PeerTable::Receiving) => (false, "receiving the peer's table".into()),
         Some(PeerTable::Lost) => (
@@ -89,7 +90,13 @@ impl HostLoop {
         if sh.table_held.as_ref().is_none_or(|(h, _)| *h != held) {
             eprintln!("{}", crate::journal::table_held_line(held, &why));
         }
-        sh.table_held = Some((held, why));
+        if sh
+            .table_held
+            .as_ref()
+            .is_none_or(|(h, w)| *h != held || *w != why)
+        {
+            sh.table_held = Some((held, why.into_owned()));
+        }
         drop(sh);
         if due {
             st.uplink.push(HostMsg::TableHeld(held), now);

@@ -523,12 +523,25 @@ mod tests {
             active: true,
             domains: vec![0, 1],
             controller_alive: true,
-            ..f
+            ..f.clone()
         };
         assert!(
             forwarding(&shared).starts_with("SN-A forwarding: active for domains 0, 1 for 2.5 s"),
             "{}",
             forwarding(&shared)
+        );
+        // What the daemon told its controller of the peers' table.
+        let waiting = ForwardingReport {
+            table_connections: Some(120),
+            peer_table: Some("not held (receiving the peer's table)".into()),
+            ..f
+        };
+        assert!(
+            forwarding(&waiting).ends_with(
+                "; synced table: 120 connections; peers' table: not held (receiving the peer's table)\n"
+            ),
+            "{}",
+            forwarding(&waiting)
         );
     }
 
