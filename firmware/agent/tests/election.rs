@@ -447,9 +447,13 @@ fn a_peers_mode_since_is_when_it_took_its_role() {
 }
 
 /// A pair where member 1 is domain 0's preferred member. It dies (member 0 takes over) and
-/// comes back, its main CPU reporting whether it holds its peers' state
-/// ([`CAP_TABLE_HELD`]) from the start, not holding it yet.
-fn pair_with_a_preferred_member_waiting_for_its_table() -> Cluster {
+/// comes back: a fresh boot of its configuration changed by `edit`, given `first` before
+/// its peer hears it, which must leave it at quality 0. Returns the cluster once it is
+/// heard again.
+fn preferred_member_comes_back_at_quality_0(
+    edit: impl FnOnce(&mut Config<4, 2>),
+    first: impl FnOnce(&mut A, u64),
+) -> Cluster {
     let cfg = |me| {
         let mut c = config(me, 2);
         c.domains[0].preferred = Some(serial(1));
@@ -462,12 +466,24 @@ fn pair_with_a_preferred_member_waiting_for_its_table() -> Cluster {
     c.agents[1] = None;
     c.run_until(600);
     assert_eq!(c.role(0), Role::Active);
-    let mut back = A::new(cfg(1), c.now, 2).unwrap();
-    back.handle_host(c.now, HostMsg::Capabilities(CAP_TABLE_HELD));
-    assert_eq!(back.status().me.quality, 0, "no table: quality 0");
+    let mut returning = cfg(1);
+    edit(&mut returning);
+    let mut back = A::new(returning, c.now, 2).unwrap();
+    first(&mut back, c.now);
+    assert_eq!(back.status().me.quality, 0);
     c.agents[1] = Some(back);
     c.alive[1] = true;
     c.pump();
+    c
+}
+
+/// [`preferred_member_comes_back_at_quality_0`] with a main CPU that reports whether it
+/// holds its peers' state ([`CAP_TABLE_HELD`]) from the start, not holding it yet.
+fn pair_with_a_preferred_member_waiting_for_its_table() -> Cluster {
+    let mut c = preferred_member_comes_back_at_quality_0(
+        |_| {},
+        |a, now| a.handle_host(now, HostMsg::Capabilities(CAP_TABLE_HELD)),
+    );
     c.run_until(700);
     assert_eq!(c.role(0), Role::Active);
     assert_eq!(c.role(1), Role::Passive);
@@ -538,25 +554,8 @@ fn an_active_member_keeps_its_quality_without_a_table_report() {
 /// it), it takes its domain back after the hold-down.
 #[test]
 fn a_member_whose_main_cpu_was_never_heard_does_not_take_a_domain_from_a_live_active() {
-    let cfg = |me| {
-        let mut c = config(me, 2);
-        c.domains[0].preferred = Some(serial(1));
-        c
-    };
-    let mut c = Cluster::new(vec![cfg(0), cfg(1)]);
-    c.run_until(300);
-    assert_eq!(c.role(1), Role::Active, "preferred");
-    c.alive[1] = false;
-    c.agents[1] = None;
-    c.run_until(600);
-    assert_eq!(c.role(0), Role::Active);
-    let mut watched = cfg(1);
-    watched.main_cpu_timeout_ms = 1_000;
-    let back = A::new(watched, c.now, 2).unwrap();
-    assert_eq!(back.status().me.quality, 0, "no main CPU yet: quality 0");
-    c.agents[1] = Some(back);
-    c.alive[1] = true;
-    c.pump();
+    let mut c =
+        preferred_member_comes_back_at_quality_0(|c| c.main_cpu_timeout_ms = 1_000, |_, _| {});
     let hold = c.a(0).config().timers.hold_down_ms as u64;
     c.run_until(600 + 4 * hold);
     assert_eq!(
