@@ -45,9 +45,10 @@ pub trait Plane: Send {
     /// The userspace fast path's counters (`None` on the kernel path, whose counters are
     /// among the state-sync counters).
     fn fast_path_stats(&self) -> Option<Stats>;
-    /// The peer's entries received but not in the data path yet (the kernel path's
-    /// standby holds them while the sync stream is busy, or queues them for its kernel):
-    /// while any wait, this member does not hold its peer's table.
+    /// How much of the peer's state was received but is not in the data path yet: on the
+    /// kernel path, the entries its write-behind holds plus the batches queued for its
+    /// kernel (as received); 0 elsewhere. Above `TABLE_PENDING_MAX` this member does not
+    /// count as holding its peer's table.
     fn installs_pending(&self) -> u64 {
         0
     }

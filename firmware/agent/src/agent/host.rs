@@ -9,7 +9,7 @@
 use crate::event::EventKind;
 use crate::status::ProbeNote;
 use ha_proto::config_block::MemberEntry;
-use ha_proto::msg::host::CAP_NUMBERED_PROBES;
+use ha_proto::msg::host::{CAP_NUMBERED_PROBES, CAP_TABLE_HELD};
 use ha_proto::msg::MAX_MEMBERS;
 use heapless::Vec;
 
@@ -234,7 +234,9 @@ impl<const M: usize, const D: usize> crate::Agent<M, D> {
     pub(super) fn main_cpu_heard(&mut self, now: u64) {
         let first = self.host.last_heard_ms.is_none();
         self.host.handle_main_cpu_heard(now, &mut self.out);
-        self.forget_table_report(first);
+        if first {
+            self.forget_table_report();
+        }
     }
 
     /// After a decision: whether this member is active somewhere (then its table is the
@@ -245,28 +247,27 @@ impl<const M: usize, const D: usize> crate::Agent<M, D> {
         self.local.set_active(active, now, links, &mut self.out);
     }
 
-    /// What the main CPU says of its peers' table: that it reports it (`reports`, its
-    /// capability: it does not hold the table until its first report), and its report
-    /// (`held`).
-    pub(super) fn take_table_report(&mut self, reports: bool, held: Option<bool>) {
-        let (now, links) = (self.now, self.cfg.links);
-        match held {
-            Some(h) => {
-                self.host.note_table_reported();
-                self.local.set_table_held(h, now, links, &mut self.out);
-            }
-            None if reports && !self.host.table_reported() => {
-                self.local.set_table_held(false, now, links, &mut self.out)
-            }
-            None => {}
+    /// The main CPU's capabilities `bits`: one that lists [`CAP_TABLE_HELD`] does not hold
+    /// the table until its first report (repeated capabilities leave a report as it is).
+    pub(super) fn main_cpu_reports_table(&mut self, bits: u32) {
+        if bits & CAP_TABLE_HELD != 0 && !self.host.table_reported() {
+            let (now, links) = (self.now, self.cfg.links);
+            self.local.set_table_held(false, now, links, &mut self.out);
         }
     }
 
-    /// A main CPU heard for the first time, or another main CPU process (`new`): it says
-    /// whether it holds the table (an earlier release never does, and must not be held back
-    /// by the last process's report, nor a main CPU that runs by its silence before).
-    pub(super) fn forget_table_report(&mut self, new: bool) {
-        if new && self.local.waiting_for_table() {
+    /// The main CPU's report of whether it holds its peers' table.
+    pub(super) fn take_table_report(&mut self, held: bool) {
+        self.host.note_table_reported();
+        let (now, links) = (self.now, self.cfg.links);
+        self.local.set_table_held(held, now, links, &mut self.out);
+    }
+
+    /// A main CPU heard for the first time, or another main CPU process: it says whether it
+    /// holds the table (an earlier release never does, and must not be held back by the last
+    /// process's report, nor a main CPU that runs by its silence before).
+    pub(super) fn forget_table_report(&mut self) {
+        if self.local.waiting_for_table() {
             let (now, links) = (self.now, self.cfg.links);
             self.local.set_table_held(true, now, links, &mut self.out);
         }

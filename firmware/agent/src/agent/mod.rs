@@ -30,7 +30,7 @@ use ha_proto::config_block::{HaSettings, MemberEntry};
 use ha_proto::endpoint::Reject;
 use ha_proto::hostlink::SealError;
 use ha_proto::keys::{KeyringError, Psk};
-use ha_proto::msg::host::{HostMsg, StatusReport, CAP_COMPACT_FRAMES, CAP_TABLE_HELD};
+use ha_proto::msg::host::{HostMsg, StatusReport, CAP_COMPACT_FRAMES};
 use ha_proto::msg::member::MemberMsg;
 use ha_proto::msg::{Role, Serial, MAX_DOMAINS, MAX_MEMBERS};
 use ha_proto::sensor::SensorReading;
@@ -461,8 +461,8 @@ impl<const M: usize, const D: usize> Agent<M, D> {
         if let (Ok(()), Some(msg)) = (self.wire.open_host(bytes, &mut msg), &msg) {
             let after = self.wire.host_epoch();
             self.host.handle_heard(before, after, &mut self.out);
-            self.forget_table_report(before != after);
             if before.is_some() && after != before {
+                self.forget_table_report();
                 let rejoin = self.cfg.timers.startup_window_ms as u64;
                 self.host.handle_main_cpu_restart(
                     self.now,
@@ -527,9 +527,9 @@ impl<const M: usize, const D: usize> Agent<M, D> {
                 if bits & CAP_COMPACT_FRAMES != 0 {
                     self.wire.host_takes_compact();
                 }
-                self.take_table_report(*bits & CAP_TABLE_HELD != 0, None);
+                self.main_cpu_reports_table(*bits);
             }
-            HostMsg::TableHeld(held) => self.take_table_report(true, Some(*held)),
+            HostMsg::TableHeld(held) => self.take_table_report(*held),
             HostMsg::Ping { nonce } => self.out.push(Pending::Pong(*nonce)),
             // A main CPU that (re)connects asks for the status: it gets the key state too, so
             // a restarted daemon knows where a PSK rotation stands.
