@@ -87,14 +87,11 @@ impl HostLoop {
             Some((h, at)) => h != held || new_boot || now.duration_since(at) >= TABLE_HELD_EVERY,
             None => true,
         };
-        if sh.table_held.as_ref().is_none_or(|(h, _)| *h != held) {
-            eprintln!("{}", crate::journal::table_held_line(held, &why));
-        }
-        if sh
-            .table_held
-            .as_ref()
-            .is_none_or(|(h, w)| *h != held || *w != why)
-        {
+        let last = sh.table_held.as_ref();
+        if last.is_none_or(|(h, w)| *h != held || *w != why) {
+            if last.is_none_or(|(h, _)| *h != held) {
+                eprintln!("{}", crate::journal::table_held_line(held, &why));
+            }
             sh.table_held = Some((held, why.into_owned()));
         }
         drop(sh);
