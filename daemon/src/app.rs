@@ -51,6 +51,8 @@ pub const SYNC_SOCKET_BUF: usize = 4 << 20;
 /// Room for one datagram: a sealed frame at most ([`SYNC_DATAGRAM`]) fits.
 const SYNC_SLOT: usize = 2048;
 const _: () = assert!(SYNC_DATAGRAM < SYNC_SLOT);
+// A send window of the largest frames fits at the kernel's accounting of 4 KiB each.
+const _: () = assert!(SYNC_SOCKET_BUF >= 1024 * 4096);
 /// How often the sync thread copies the engine's counters for the management API (a few
 /// dozen map entries: cheap; often enough that `hactl forwarding`'s table size follows a
 /// sync to the 10 ms the kernel-ha bench polls it at: at 100 ms its timing of our synced
@@ -778,8 +780,6 @@ mod tests {
             };
             assert!(got >= 2 * asked, "{got} < 2 x {asked}");
         }
-        // A window of the largest frames fits at the kernel's accounting of 4 KiB each.
-        assert!(SYNC_SOCKET_BUF >= 1024 * 4096);
     }
 
     #[test]
