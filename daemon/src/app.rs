@@ -44,8 +44,8 @@ pub const SYNC_DRAIN: usize = 32;
 /// engine's default) at the 4 KiB the kernel may account for one 1,472-byte datagram. With
 /// the default (212,992 bytes, about 90 datagrams) the standby dropped 623 datagrams in the
 /// first round of a churn (session 28, `Udp: RcvbufErrors` in its namespace), each one
-/// waiting for its retransmission: the round complete on the standby 0.15–1.7 s after the
-/// active's last creation instead of 20–50 ms. conntrackd's configuration in the bench asks
+/// waiting for its retransmission: the round complete on the standby 0.15–2.1 s after the
+/// active's last creation instead of 14–35 ms. conntrackd's configuration in the bench asks
 /// 24 MB.
 pub const SYNC_SOCKET_BUF: usize = 4 << 20;
 /// Room for one datagram: a sealed frame at most ([`SYNC_DATAGRAM`]) fits.
@@ -168,7 +168,7 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(SYNC_TICK))?;
-    sync_buffers(&sock)?;
+    crate::packetio::force_buffers(&sock, SYNC_SOCKET_BUF)?;
     // The peer's address, the member list when it changed since `seen`, and this member's
     // model (its controller's, told to the peer).
     let peer_now = {
@@ -265,19 +265,6 @@ pub fn spawn_sync<D, C: HoldsPath<D>, S: SyncPlane<D>>(
     }))
 }
 
-/// Gives the sync socket [`SYNC_SOCKET_BUF`] both ways (forced past the sysctl limits, as
-/// root; the plain request otherwise, which the kernel caps at `net.core.rmem_max`).
-fn sync_buffers(sock: &UdpSocket) -> io::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if setsockopt(sock, sockopt::RcvBufForce, &SYNC_SOCKET_BUF).is_err() {
-        setsockopt(sock, sockopt::RcvBuf, &SYNC_SOCKET_BUF)?;
-    }
-    if setsockopt(sock, sockopt::SndBufForce, &SYNC_SOCKET_BUF).is_err() {
-        setsockopt(sock, sockopt::SndBuf, &SYNC_SOCKET_BUF)?;
-    }
-    Ok(())
-}
-
 /// Reads the peer's datagrams of one round into `bufs` (their lengths into `lens`): waits
 /// up to [`SYNC_TICK`] for the first, then takes what else is queued without waiting, at
 /// most [`SYNC_DRAIN`]. Datagrams from anyone but `peer` are dropped.
@@ -303,19 +290,23 @@ fn receive_burst(
     }
     // Something came: whatever else is queued goes with it.
     sock.set_nonblocking(true)?;
-    let mut tries = 1;
-    let drained = loop {
-        if lens.len() >= bufs.len() || tries >= 2 * bufs.len() {
-            break Ok(());
+    // Bounded in reads too, so that a stranger's flood cannot hold the round.
+    let mut drained = Ok(());
+    for _ in 1..2 * bufs.len() {
+        if lens.len() == bufs.len() {
+            break;
         }
-        tries += 1;
         match sock.recv_from(&mut bufs[lens.len()]) {
             Ok((n, from)) if from_peer(from) => lens.push(n),
             Ok(_) => {}
-            Err(e) if quiet(&e) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(e) => {
+                if !quiet(&e) {
+                    drained = Err(e);
+                }
+                break;
+            }
         }
-    };
+    }
     sock.set_nonblocking(false)?;
     drained
 }
@@ -753,7 +744,7 @@ mod tests {
     fn the_sync_socket_holds_a_whole_send_window() {
         use nix::sys::socket::{getsockopt, sockopt};
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sync_buffers(&sock).unwrap();
+        crate::packetio::force_buffers(&sock, SYNC_SOCKET_BUF).unwrap();
         // Forced as root; otherwise the kernel caps the request at the sysctl limit. Either
         // way it doubles what it was given (its bookkeeping).
         let limit = |name: &str| -> usize {

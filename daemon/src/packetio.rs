@@ -31,22 +31,29 @@ pub const SOCKET_BUF: usize = 8 << 20;
 /// An AF_PACKET socket for every protocol with [`SOCKET_BUF`] buffers (forced past the
 /// sysctl limits, as root; the plain request otherwise).
 fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
-    use nix::sys::socket::{
-        setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
-    };
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
     let fd = socket(
         AddressFamily::Packet,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::EthAll,
     )?;
-    if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
-        setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUF)?;
-    }
-    if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
-        setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUF)?;
-    }
+    force_buffers(&fd, SOCKET_BUF)?;
     Ok(fd)
+}
+
+/// Gives a socket `bytes` of kernel buffer each way: forced past the sysctl limits (as root,
+/// `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`), the plain request otherwise, which the kernel caps at
+/// `net.core.rmem_max`/`wmem_max`. Used by the packet sockets and the state-sync socket.
+pub(crate) fn force_buffers(fd: &impl std::os::fd::AsFd, bytes: usize) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(fd, sockopt::RcvBufForce, &bytes).is_err() {
+        setsockopt(fd, sockopt::RcvBuf, &bytes)?;
+    }
+    if setsockopt(fd, sockopt::SndBufForce, &bytes).is_err() {
+        setsockopt(fd, sockopt::SndBuf, &bytes)?;
+    }
+    Ok(())
 }
 
 /// The fast path and its filter, locked together: a packet's verdict and its forwarding
